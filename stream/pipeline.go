@@ -1,0 +1,345 @@
+package stream
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Pipeline runs a graph of streams: it cuts batches from its source, computes
+// every output of each batch, then commits the batch to the source.
+//
+// Build the graph with From, the operators and the outputs, then call Run
+// once. A Pipeline is not safe for concurrent use while it is being built.
+type Pipeline struct {
+	cfg     config
+	nodes   int
+	input   input
+	outputs []output
+	// stateful operators, told when partitions are lost
+	stateful []interface{ dropPartitions(ids []int32) }
+	running  atomic.Bool
+	err      error // a construction error, returned by Run
+}
+
+// output is a registered output operation.
+type output struct {
+	name string
+	run  func(bc *batchCtx) error
+}
+
+// input is the type-erased input stream of a pipeline.
+type input interface {
+	source() any
+	// collect polls the source into the next batch until it holds max
+	// records (0: no limit), ctx is done or Poll fails.
+	collect(ctx context.Context, max int) (n int, err error)
+	// cut ends the batch being collected and returns its offsets to commit.
+	cut(info Info, assigned []int32, filter bool) []Offset
+}
+
+// NewPipeline returns a Pipeline configured by opts.
+func NewPipeline(opts ...Option) *Pipeline {
+	p := &Pipeline{cfg: defaultConfig()}
+	for _, o := range opts {
+		o.apply(&p.cfg)
+	}
+	return p
+}
+
+// From attaches src to p and returns its stream of records. A pipeline has
+// one source; calling From twice makes Run fail.
+//
+// The batch's partitions are the source's: a record goes to the partition
+// named by its Origin.Partition.
+func From[T any](p *Pipeline, src Source[T]) *Stream[T] {
+	in := &inputStream[T]{src: src}
+	s := newStream(p, "source", func(bc *batchCtx) (*Batch[T], error) {
+		return &in.batch, nil
+	})
+	if p.input != nil {
+		p.err = errors.New("stream: pipeline has two sources; a pipeline reads one")
+	}
+	p.input = in
+	return s
+}
+
+// Run processes batches until the source ends, ctx is cancelled, or an
+// error occurs. It blocks, and returns only after every goroutine it started
+// has ended.
+//
+// When ctx is cancelled, the batch being collected is cut at once, processed,
+// output and committed, and Run returns nil. When the source ends (io.EOF),
+// Run processes the last batch and returns nil. Otherwise it returns the
+// first error of the source, of a stage (a *StageError), of an output or of
+// the commit; the failed batch is not committed.
+//
+// Run may be called once.
+func (p *Pipeline) Run(ctx context.Context) (err error) {
+	if !p.running.CompareAndSwap(false, true) {
+		return errors.New("stream: Run called twice")
+	}
+	if p.err != nil {
+		return p.err
+	}
+	if err := p.cfg.validate(); err != nil {
+		return err
+	}
+	if p.input == nil {
+		return errNoInput
+	}
+	if len(p.outputs) == 0 {
+		return errors.New("stream: pipeline has no output: add ForEachBatch, ForEachPartition or To")
+	}
+
+	// work outlives ctx, so that a cancelled run still finishes its batch.
+	work, stopWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopWork(nil)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if r, ok := p.input.source().(Runner); ok {
+		runCtx, stopRunner := context.WithCancel(work)
+		defer stopRunner() // runs before wg.Wait
+		wg.Go(func() {
+			if err := r.Run(runCtx); err != nil && runCtx.Err() == nil {
+				stopWork(fmt.Errorf("stream: source: %w", err))
+			}
+		})
+	}
+	// A cancelled ctx gives the batch in progress DrainTimeout to finish.
+	stopDrain := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(p.cfg.drainTimeout, func() {
+			stopWork(fmt.Errorf("stream: batch not finished %v after cancellation: %w", p.cfg.drainTimeout, context.Cause(ctx)))
+		})
+		context.AfterFunc(work, func() { t.Stop() })
+	})
+	defer stopDrain()
+
+	committer, _ := p.input.source().(Committer)
+	assigner, _ := p.input.source().(Assigner)
+	var assigned []int32
+
+	start := time.Now()
+	scheduled := start
+	for id := int64(1); ; id++ {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if p.cfg.interval > 0 {
+			scheduled = nextTick(scheduled, p.cfg.interval, time.Now())
+		}
+		batchStart := time.Now()
+		n, eof, err := p.collect(ctx, work, scheduled)
+		if err != nil {
+			return err
+		}
+		cutAt := time.Now()
+		if eof && n == 0 && id > 1 {
+			return nil // the last batch was full: no empty batch after it
+		}
+		if assigner != nil {
+			now := assigner.Assignment()
+			if err := p.rebalance(work, assigned, now); err != nil {
+				return err
+			}
+			assigned = now
+		}
+		info := Info{ID: id, Time: cutAt, Start: batchStart, Records: n}
+		offsets := p.input.cut(info, assigned, assigner != nil)
+		bc := &batchCtx{ctx: work, info: info, par: p.cfg.parallelism}
+		for _, o := range p.outputs {
+			if err := o.run(bc); err != nil {
+				if cause := context.Cause(work); cause != nil {
+					return cause
+				}
+				return fmt.Errorf("stream: %w", err)
+			}
+		}
+		if committer != nil {
+			if err := committer.Commit(work, offsets); err != nil {
+				if cause := context.Cause(work); cause != nil {
+					return cause
+				}
+				return fmt.Errorf("stream: batch %d: commit: %w", id, err)
+			}
+		}
+		stats := BatchStats{Info: info, Scheduled: scheduled, Processing: time.Since(cutAt), Partitions: len(offsets)}
+		for _, h := range p.cfg.hooks {
+			h.BatchDone(stats)
+		}
+		p.cfg.logger.Debug("batch done", "batch", id, "records", n, "processing", stats.Processing)
+		if eof {
+			return nil
+		}
+		if p.cfg.interval <= 0 || n >= p.cfg.maxRecords && p.cfg.maxRecords > 0 {
+			scheduled = time.Now() // a full batch restarts the grid
+		}
+	}
+}
+
+// nextTick returns the first point of the grid prev + k*interval (k >= 1)
+// that is after now.
+func nextTick(prev time.Time, interval time.Duration, now time.Time) time.Time {
+	next := prev.Add(interval)
+	if !next.After(now) {
+		missed := now.Sub(next)/interval + 1
+		next = next.Add(missed * interval)
+	}
+	return next
+}
+
+// collect polls records until the batch holds MaxRecords, the deadline
+// passes, ctx is cancelled or the source ends.
+func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n int, eof bool, err error) {
+	pollCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if p.cfg.interval > 0 {
+		var cancelDeadline context.CancelFunc
+		pollCtx, cancelDeadline = context.WithDeadline(pollCtx, deadline)
+		defer cancelDeadline()
+	}
+	stop := context.AfterFunc(work, cancel)
+	defer stop()
+
+	n, err = p.input.collect(pollCtx, p.cfg.maxRecords)
+	switch {
+	case errors.Is(err, io.EOF):
+		return n, true, nil
+	case err == nil, pollCtx.Err() != nil && work.Err() == nil:
+		return n, false, nil
+	case work.Err() != nil:
+		return n, false, context.Cause(work)
+	default:
+		return n, false, fmt.Errorf("stream: poll source: %w", err)
+	}
+}
+
+// rebalance tells stateful operators and OnRebalance hooks about partitions
+// lost and gained since the previous batch.
+func (p *Pipeline) rebalance(ctx context.Context, before, now []int32) error {
+	lost := minus(before, now)
+	gained := minus(now, before)
+	if len(lost) == 0 && len(gained) == 0 {
+		return nil
+	}
+	p.cfg.logger.Info("partitions changed", "lost", lost, "gained", gained)
+	for _, s := range p.stateful {
+		s.dropPartitions(lost)
+	}
+	for _, f := range p.cfg.onRebalance {
+		if err := f(ctx, lost, gained); err != nil {
+			return fmt.Errorf("stream: rebalance (lost %v, gained %v): %w", lost, gained, err)
+		}
+	}
+	return nil
+}
+
+// minus returns the elements of a not in b, sorted.
+func minus(a, b []int32) []int32 {
+	var out []int32
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// inputStream collects a source's records into a batch.
+type inputStream[T any] struct {
+	src   Source[T]
+	buf   []Record[T]
+	parts map[int32]*Partition[T] // buffers of every partition seen, by ID
+	batch Batch[T]
+}
+
+func (in *inputStream[T]) source() any { return in.src }
+
+func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
+	if in.buf == nil {
+		in.buf = make([]Record[T], 4096)
+		in.parts = make(map[int32]*Partition[T])
+	}
+	for _, p := range in.parts {
+		clear(p.Values) // let the previous batch's values be collected
+		p.Values, p.Origins = p.Values[:0], p.Origins[:0]
+	}
+	n := 0
+	for max <= 0 || n < max {
+		buf := in.buf
+		if max > 0 && max-n < len(buf) {
+			buf = buf[:max-n]
+		}
+		k, err := in.src.Poll(ctx, buf)
+		if k < 0 || k > len(buf) {
+			return n, fmt.Errorf("source returned %d records for a buffer of %d", k, len(buf))
+		}
+		for i := range buf[:k] {
+			r := &buf[i]
+			p := in.parts[r.Origin.Partition]
+			if p == nil {
+				p = &Partition[T]{ID: r.Origin.Partition}
+				in.parts[p.ID] = p
+			}
+			p.Values = append(p.Values, r.Value)
+			p.Origins = append(p.Origins, r.Origin)
+		}
+		clear(buf[:k])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// cut makes the batch of the records collected. With filter set, the batch
+// holds exactly the assigned partitions: records of partitions lost since
+// they were polled are dropped uncommitted, for their new owner to read.
+func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) []Offset {
+	parts := in.batch.Partitions[:0]
+	for id, p := range in.parts {
+		if filter && !slices.Contains(assigned, id) || !filter && len(p.Values) == 0 {
+			continue
+		}
+		parts = append(parts, *p)
+	}
+	if filter {
+		for _, id := range assigned {
+			if in.parts[id] == nil {
+				in.parts[id] = &Partition[T]{ID: id}
+				parts = append(parts, Partition[T]{ID: id})
+			}
+		}
+	}
+	slices.SortFunc(parts, func(a, b Partition[T]) int { return cmp.Compare(a.ID, b.ID) })
+	in.batch = Batch[T]{Info: info, Partitions: parts}
+	return batchOffsets(parts)
+}
+
+// batchOffsets returns the next offset of every source partition in parts.
+func batchOffsets[T any](parts []Partition[T]) []Offset {
+	var offsets []Offset
+	last := -1
+	for i := range parts {
+		for _, o := range parts[i].Origins {
+			if last < 0 || offsets[last].Source != o.Source || offsets[last].Partition != o.Partition {
+				last = slices.IndexFunc(offsets, func(x Offset) bool { return x.Source == o.Source && x.Partition == o.Partition })
+				if last < 0 {
+					offsets = append(offsets, Offset{Source: o.Source, Partition: o.Partition})
+					last = len(offsets) - 1
+				}
+			}
+			offsets[last].Next = max(offsets[last].Next, o.Offset+1)
+		}
+	}
+	return offsets
+}

@@ -1,0 +1,55 @@
+package stream
+
+import "context"
+
+// Source hands records to a Pipeline. It is the only interface an input
+// adapter must implement; the optional interfaces below add commits,
+// background work and partition ownership.
+//
+// The engine calls Poll from one goroutine at a time.
+type Source[T any] interface {
+	// Poll fills buf with up to len(buf) records and returns how many it
+	// filled. It blocks until at least one record is available, ctx is done
+	// or the source has ended. When ctx is done it returns what it has, with
+	// ctx.Err() if that is nothing. A bounded source returns io.EOF (possibly
+	// with n > 0) after its last record. Any other error stops the run.
+	//
+	// Records of one partition must come in offset order.
+	Poll(ctx context.Context, buf []Record[T]) (n int, err error)
+}
+
+// Committer is implemented by sources that record progress, such as a Kafka
+// consumer group. The engine calls Commit after every output of a batch has
+// returned without error, with the next offset of every source partition
+// the batch held records of. A Commit error stops the run.
+type Committer interface {
+	Commit(ctx context.Context, offsets []Offset) error
+}
+
+// Runner is implemented by sources that need background work, such as a
+// consumer group session. The engine calls Run once, in its own goroutine,
+// before the first Poll; it cancels ctx when the pipeline stops and waits for
+// Run to return. An error from Run stops the pipeline.
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// Assigner is implemented by sources whose partitions change while they run,
+// such as a Kafka consumer group during a rebalance. The engine calls
+// Assignment between batches. When the set changes, stateful operators drop
+// the state of lost partitions and OnRebalance hooks run before the next
+// batch; every batch holds a (possibly empty) partition for each assigned ID.
+type Assigner interface {
+	// Assignment returns the partition IDs the source owns now, in any order.
+	Assignment() []int32
+}
+
+// Sink receives the values of a stream, one batch at a time.
+//
+// Write returns when the batch's values are delivered (acknowledged by a
+// broker, flushed to a file) or with an error, which stops the run before
+// the batch is committed. The engine calls Write from one goroutine at a
+// time. The batch is valid only until Write returns.
+type Sink[T any] interface {
+	Write(ctx context.Context, b *Batch[T]) error
+}

@@ -1,0 +1,192 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+)
+
+// Stream is a sequence of batches of T: the DStream of Spark Streaming. A
+// Stream is made by From or by an operator, and does nothing until an output
+// (ForEachBatch, ForEachPartition, To) consumes it and the Pipeline runs.
+//
+// A Stream may feed several operators; each batch of it is computed once.
+// Streams are not safe for concurrent use while they are being built; build
+// the whole graph before Run.
+type Stream[T any] struct {
+	p       *Pipeline
+	name    string
+	keyed   bool // every key of a Pair stream lives in one partition
+	compute func(bc *batchCtx) (*Batch[T], error)
+
+	memoID  int64
+	memo    *Batch[T]
+	memoErr error
+}
+
+// Named sets the stage name that errors of this stream carry (the default
+// is the operator and a number, as in "map#3"), and returns s.
+func (s *Stream[T]) Named(name string) *Stream[T] {
+	s.name = name
+	return s
+}
+
+// Pipeline returns the pipeline s belongs to.
+func (s *Stream[T]) Pipeline() *Pipeline { return s.p }
+
+func newStream[T any](p *Pipeline, op string, compute func(bc *batchCtx) (*Batch[T], error)) *Stream[T] {
+	p.nodes++
+	return &Stream[T]{p: p, name: op + "#" + strconv.Itoa(p.nodes), compute: compute}
+}
+
+// batch returns the stream's batch for bc, computing it once per batch. A
+// nil batch with a nil error means the stream has no batch this time (a
+// window between slides).
+func (s *Stream[T]) batch(bc *batchCtx) (*Batch[T], error) {
+	if s.memoID == bc.info.ID {
+		return s.memo, s.memoErr
+	}
+	b, err := s.compute(bc)
+	if err != nil {
+		err = stageErr(s.name, bc.info.ID, err)
+		b = nil
+	}
+	s.memoID, s.memo, s.memoErr = bc.info.ID, b, err
+	return b, err
+}
+
+// StageError is an error of one stage of a pipeline. Run returns it wrapped;
+// use errors.As to inspect it.
+type StageError struct {
+	Stage string // the stream's name, as set by Named
+	Batch int64  // Info.ID of the batch
+	Err   error
+}
+
+func (e *StageError) Error() string {
+	return "batch " + strconv.FormatInt(e.Batch, 10) + ": " + e.Stage + ": " + e.Err.Error()
+}
+
+func (e *StageError) Unwrap() error { return e.Err }
+
+func stageErr(stage string, batch int64, err error) error {
+	if se := (*StageError)(nil); errors.As(err, &se) {
+		return err
+	}
+	return &StageError{Stage: stage, Batch: batch, Err: err}
+}
+
+// PartitionError is an error of one partition of a batch.
+type PartitionError struct {
+	Partition int32
+	Err       error
+}
+
+func (e *PartitionError) Error() string {
+	return "partition " + strconv.FormatInt(int64(e.Partition), 10) + ": " + e.Err.Error()
+}
+
+func (e *PartitionError) Unwrap() error { return e.Err }
+
+// RecordError is an error about one record, naming its origin.
+type RecordError struct {
+	Origin Origin
+	Err    error
+}
+
+func (e *RecordError) Error() string { return "record " + e.Origin.String() + ": " + e.Err.Error() }
+
+func (e *RecordError) Unwrap() error { return e.Err }
+
+// batchCtx is what operators see of the batch being computed.
+type batchCtx struct {
+	ctx  context.Context
+	info Info
+	par  int
+}
+
+// parallel runs f(i) for i in [0, n) on up to bc.par goroutines and returns
+// the first error. Once an error occurs, indexes not yet started are skipped.
+func (bc *batchCtx) parallel(n int, f func(i int) error) error {
+	workers := min(bc.par, n)
+	if workers <= 1 {
+		for i := range n {
+			if err := f(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var (
+		next     atomic.Int64
+		failed   atomic.Bool
+		errOnce  sync.Once
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	for range workers {
+		wg.Go(func() {
+			for !failed.Load() {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := f(i); err != nil {
+					failed.Store(true)
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// eachPartition runs f on every partition of in, in parallel, and wraps an
+// error with the partition's ID.
+func eachPartition[T any](bc *batchCtx, in *Batch[T], f func(i int, p *Partition[T]) error) error {
+	return bc.parallel(len(in.Partitions), func(i int) error {
+		p := &in.Partitions[i]
+		if err := f(i, p); err != nil {
+			var pe *PartitionError
+			if errors.As(err, &pe) {
+				return err
+			}
+			return &PartitionError{Partition: p.ID, Err: err}
+		}
+		return nil
+	})
+}
+
+// buffers keeps an operator's output slices from one batch to the next, so
+// that a pipeline in its steady state allocates nothing per batch.
+type buffers[T any] struct {
+	parts []Partition[T]
+	batch Batch[T]
+}
+
+// next returns a batch with n partitions whose slices are empty but keep
+// the capacity of the previous batch's.
+func (b *buffers[T]) next(info Info, n int) *Batch[T] {
+	if cap(b.parts) < n {
+		parts := make([]Partition[T], n)
+		copy(parts, b.parts[:cap(b.parts)])
+		b.parts = parts
+	}
+	b.parts = b.parts[:n]
+	for i := range b.parts {
+		b.parts[i].Values = b.parts[i].Values[:0]
+		b.parts[i].Origins = b.parts[i].Origins[:0]
+	}
+	b.batch = Batch[T]{Info: info, Partitions: b.parts}
+	return &b.batch
+}
+
+// errNoInput is returned by Run when no source was attached.
+var errNoInput = errors.New("stream: pipeline has no source: call From first")
+
+func pipelineErr(format string, args ...any) error { return fmt.Errorf("stream: "+format, args...) }
