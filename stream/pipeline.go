@@ -24,6 +24,7 @@ type Pipeline struct {
 	outputs []output
 	// stateful operators, told when partitions are lost
 	stateful []interface{ dropPartitions(ids []int32) }
+	checks   []func() error // run before the first batch
 	running  atomic.Bool
 	err      error // a construction error, returned by Run
 }
@@ -96,6 +97,11 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	}
 	if len(p.outputs) == 0 {
 		return errors.New("stream: pipeline has no output: add ForEachBatch, ForEachPartition or To")
+	}
+	for _, check := range p.checks {
+		if err := check(); err != nil {
+			return err
+		}
 	}
 
 	// work outlives ctx, so that a cancelled run still finishes its batch.

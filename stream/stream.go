@@ -17,10 +17,13 @@ import (
 // Streams are not safe for concurrent use while they are being built; build
 // the whole graph before Run.
 type Stream[T any] struct {
-	p       *Pipeline
-	name    string
-	keyed   bool // every key of a Pair stream lives in one partition
-	compute func(bc *batchCtx) (*Batch[T], error)
+	p      *Pipeline
+	name   string
+	keyed  bool // every key of a Pair stream lives in one partition
+	unique bool // every key of a Pair stream appears once per batch
+
+	consumers int // operators and outputs reading this stream
+	compute   func(bc *batchCtx) (*Batch[T], error)
 
 	memoID  int64
 	memo    *Batch[T]
@@ -40,6 +43,22 @@ func (s *Stream[T]) Pipeline() *Pipeline { return s.p }
 func newStream[T any](p *Pipeline, op string, compute func(bc *batchCtx) (*Batch[T], error)) *Stream[T] {
 	p.nodes++
 	return &Stream[T]{p: p, name: op + "#" + strconv.Itoa(p.nodes), compute: compute}
+}
+
+// derive returns a stream computed from s.
+func derive[T, U any](s *Stream[T], op string, compute func(bc *batchCtx) (*Batch[U], error)) *Stream[U] {
+	s.consumers++
+	return newStream(s.p, op, compute)
+}
+
+// mustConsume makes Run fail if nothing reads s: its values would be lost.
+func (s *Stream[T]) mustConsume() {
+	s.p.checks = append(s.p.checks, func() error {
+		if s.consumers == 0 {
+			return pipelineErr("%s has no consumer: send it to an output (To, ForEachBatch) so that its values are not lost", s.name)
+		}
+		return nil
+	})
 }
 
 // batch returns the stream's batch for bc, computing it once per batch. A
@@ -67,7 +86,7 @@ type StageError struct {
 }
 
 func (e *StageError) Error() string {
-	return "batch " + strconv.FormatInt(e.Batch, 10) + ": " + e.Stage + ": " + e.Err.Error()
+	return "batch " + itoa(e.Batch) + ": " + e.Stage + ": " + e.Err.Error()
 }
 
 func (e *StageError) Unwrap() error { return e.Err }
@@ -165,12 +184,14 @@ func eachPartition[T any](bc *batchCtx, in *Batch[T], f func(i int, p *Partition
 // buffers keeps an operator's output slices from one batch to the next, so
 // that a pipeline in its steady state allocates nothing per batch.
 type buffers[T any] struct {
-	parts []Partition[T]
-	batch Batch[T]
+	parts   []Partition[T]
+	origins [][]Origin // owned origin buffers, by partition index
+	batch   Batch[T]
 }
 
-// next returns a batch with n partitions whose slices are empty but keep
-// the capacity of the previous batch's.
+// next returns a batch with n partitions whose value slices are empty but
+// keep the capacity of the previous batch's. Origins are nil: an operator
+// either shares its input's (read-only) or fills ownOrigins.
 func (b *buffers[T]) next(info Info, n int) *Batch[T] {
 	if cap(b.parts) < n {
 		parts := make([]Partition[T], n)
@@ -179,14 +200,29 @@ func (b *buffers[T]) next(info Info, n int) *Batch[T] {
 	}
 	b.parts = b.parts[:n]
 	for i := range b.parts {
+		clear(b.parts[i].Values)
 		b.parts[i].Values = b.parts[i].Values[:0]
-		b.parts[i].Origins = b.parts[i].Origins[:0]
+		b.parts[i].Origins = nil
+	}
+	if len(b.origins) < n {
+		b.origins = append(b.origins, make([][]Origin, n-len(b.origins))...)
 	}
 	b.batch = Batch[T]{Info: info, Partitions: b.parts}
 	return &b.batch
+}
+
+// ownOrigins returns the origin buffer of partition i, emptied. Store it
+// back with keepOrigins after appending.
+func (b *buffers[T]) ownOrigins(i int) []Origin { return b.origins[i][:0] }
+
+func (b *buffers[T]) keepOrigins(i int, o []Origin) {
+	b.origins[i] = o
+	b.parts[i].Origins = o
 }
 
 // errNoInput is returned by Run when no source was attached.
 var errNoInput = errors.New("stream: pipeline has no source: call From first")
 
 func pipelineErr(format string, args ...any) error { return fmt.Errorf("stream: "+format, args...) }
+
+func itoa[I int | int32 | int64](i I) string { return strconv.FormatInt(int64(i), 10) }

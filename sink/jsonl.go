@@ -1,0 +1,119 @@
+package sink
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/sluicehq/sluice/stream"
+)
+
+// JSONLines writes values as JSON, one per line, to a file or any writer
+// (standard output for a console). A batch is done when its lines are
+// flushed, and, for a file it created, synced to disk.
+//
+// JSONLines is safe for concurrent use; Close is safe to call twice.
+type JSONLines[T any] struct {
+	mu     sync.Mutex
+	name   string
+	w      *bufio.Writer
+	file   *os.File // created by CreateJSONLines
+	encode func(dst []byte, v T) ([]byte, error)
+	buf    []byte
+	closed bool
+}
+
+var _ stream.Sink[int] = (*JSONLines[int])(nil)
+
+// JSONOption configures a JSONLines sink.
+type JSONOption[T any] func(*JSONLines[T])
+
+// Encoder sets how a value becomes its line (without the newline); the
+// default is encoding/json. It must append to dst and return it.
+func Encoder[T any](f func(dst []byte, v T) ([]byte, error)) JSONOption[T] {
+	return func(j *JSONLines[T]) { j.encode = f }
+}
+
+// NewJSONLines returns a sink writing to w, named name in errors. It does
+// not close w.
+func NewJSONLines[T any](name string, w io.Writer, opts ...JSONOption[T]) *JSONLines[T] {
+	j := &JSONLines[T]{name: name, w: bufio.NewWriterSize(w, 64<<10), encode: appendJSON[T]}
+	for _, o := range opts {
+		o(j)
+	}
+	return j
+}
+
+// CreateJSONLines creates (or truncates) the file at path and returns a
+// sink writing to it. Close closes the file.
+func CreateJSONLines[T any](path string, opts ...JSONOption[T]) (*JSONLines[T], error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("sink: %w", err)
+	}
+	j := NewJSONLines(path, f, opts...)
+	j.file = f
+	return j, nil
+}
+
+func appendJSON[T any](dst []byte, v T) ([]byte, error) {
+	b, err := json.Marshal(v)
+	return append(dst, b...), err
+}
+
+// Write implements stream.Sink.
+func (j *JSONLines[T]) Write(_ context.Context, b *stream.Batch[T]) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return fmt.Errorf("sink: %s: write after close", j.name)
+	}
+	for i := range b.Partitions {
+		p := &b.Partitions[i]
+		for k, v := range p.Values {
+			var err error
+			j.buf, err = j.encode(j.buf[:0], v)
+			if err != nil {
+				return fmt.Errorf("sink: %s: encode value from %s: %w", j.name, p.Origin(k), err)
+			}
+			j.buf = append(j.buf, '\n')
+			if _, err := j.w.Write(j.buf); err != nil {
+				return fmt.Errorf("sink: %s: %w", j.name, err)
+			}
+		}
+	}
+	if err := j.w.Flush(); err != nil {
+		return fmt.Errorf("sink: %s: %w", j.name, err)
+	}
+	if j.file != nil {
+		if err := j.file.Sync(); err != nil {
+			return fmt.Errorf("sink: %s: %w", j.name, err)
+		}
+	}
+	return nil
+}
+
+// Close flushes what is buffered and closes the file CreateJSONLines
+// created.
+func (j *JSONLines[T]) Close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return nil
+	}
+	j.closed = true
+	err := j.w.Flush()
+	if j.file != nil {
+		if cerr := j.file.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("sink: %s: %w", j.name, err)
+	}
+	return nil
+}

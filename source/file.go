@@ -1,0 +1,197 @@
+package source
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/sluicehq/sluice/stream"
+)
+
+// DefaultMaxLine is the longest line File yields whole.
+const DefaultMaxLine = 1 << 20
+
+// File is a source of the lines of a file or of standard input, read in
+// order without loading the file whole. A record is one line without its
+// line ending ("\n" or "\r\n"); its origin is the file's path, its
+// partition, and its 1-based line number. Lines are spread over the
+// partitions in turn, so that a pipeline can decode them in parallel.
+//
+// A line longer than the maximum is cut to its first max+1 bytes and the
+// rest of it skipped, so that a decoder's length check rejects it as a
+// record of its own instead of the reader failing.
+//
+// File ends with io.EOF after the last line. Close closes the file.
+type File struct {
+	name    string
+	r       *bufio.Reader
+	closer  *os.File // opened by OpenFile
+	dl      *os.File // read deadlines work on it
+	parts   int
+	maxLine int
+
+	line    int64
+	partial []byte // a line cut by a read deadline
+	skip    bool   // the rest of an over-long line is being skipped
+	arena   []byte
+	closed  sync.Once
+	err     error
+}
+
+var _ stream.Source[[]byte] = (*File)(nil)
+
+// FileOption configures a File.
+type FileOption interface{ applyFile(*File) }
+
+type fileOptionFunc func(*File)
+
+func (f fileOptionFunc) applyFile(fl *File) { f(fl) }
+
+// Partitions spreads the lines over n partitions (default 1).
+func Partitions(n int) FileOption { return fileOptionFunc(func(f *File) { f.parts = n }) }
+
+// MaxLine sets the longest line yielded whole (default DefaultMaxLine).
+func MaxLine(n int) FileOption { return fileOptionFunc(func(f *File) { f.maxLine = n }) }
+
+// OpenFile opens path for reading; "-" is standard input.
+func OpenFile(path string, opts ...FileOption) (*File, error) {
+	if path == "-" {
+		return NewFile("stdin", os.Stdin, opts...)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	src, err := NewFile(path, f, opts...)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	src.closer = f
+	return src, nil
+}
+
+// NewFile returns a File reading r, named name in origins and errors. It
+// does not close r. When r is an *os.File on which read deadlines work (a
+// pipe, a terminal), a Poll waiting for input returns when its context is
+// done.
+func NewFile(name string, r io.Reader, opts ...FileOption) (*File, error) {
+	f := &File{name: name, parts: 1, maxLine: DefaultMaxLine}
+	for _, o := range opts {
+		o.applyFile(f)
+	}
+	if f.parts < 1 {
+		return nil, fmt.Errorf("source: file %s: %d partitions: need at least 1", name, f.parts)
+	}
+	if f.maxLine < 1 {
+		return nil, fmt.Errorf("source: file %s: maximum line %d: need at least 1", name, f.maxLine)
+	}
+	f.r = bufio.NewReaderSize(r, 256<<10)
+	if osf, ok := r.(*os.File); ok && osf.SetReadDeadline(time.Time{}) == nil {
+		f.dl = osf
+	}
+	return f, nil
+}
+
+// Poll implements stream.Source.
+func (f *File) Poll(ctx context.Context, buf []stream.Record[[]byte]) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	if f.dl != nil {
+		if d, ok := ctx.Deadline(); ok {
+			f.dl.SetReadDeadline(d)
+		}
+		stop := context.AfterFunc(ctx, func() { f.dl.SetReadDeadline(time.Unix(1, 0)) })
+		defer func() {
+			stop()
+			f.dl.SetReadDeadline(time.Time{})
+		}()
+	}
+	n := 0
+	for n < len(buf) {
+		chunk, err := f.r.ReadSlice('\n')
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			f.hold(chunk)
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			f.hold(chunk)
+			if n == 0 {
+				<-ctx.Done() // due now: the read deadline is ctx's
+				return 0, ctx.Err()
+			}
+			return n, nil
+		case err != nil && !errors.Is(err, io.EOF):
+			f.err = fmt.Errorf("source: read %s after line %d: %w", f.name, f.line, err)
+			return n, f.err
+		}
+		line := chunk
+		if len(f.partial) > 0 || f.skip {
+			f.hold(chunk)
+			line, f.partial, f.skip = f.partial, f.partial[:0], false // keep copies line before the next hold
+		}
+		eof := err != nil
+		if eof && len(line) == 0 {
+			f.err = io.EOF
+			return n, io.EOF
+		}
+		f.line++
+		line = bytes.TrimSuffix(line, []byte{'\n'})
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		if len(line) > f.maxLine {
+			line = line[:f.maxLine+1]
+		}
+		buf[n] = stream.Record[[]byte]{Value: f.keep(line), Origin: stream.Origin{
+			Source: f.name, Partition: int32((f.line - 1) % int64(f.parts)), Offset: f.line,
+		}}
+		n++
+		if eof {
+			f.err = io.EOF
+			return n, io.EOF
+		}
+	}
+	return n, nil
+}
+
+// hold keeps the start of a line that goes on in the next read, up to one
+// byte past the maximum.
+func (f *File) hold(chunk []byte) {
+	if f.skip {
+		return
+	}
+	f.partial = append(f.partial, chunk...)
+	if len(f.partial) > f.maxLine {
+		f.partial, f.skip = f.partial[:f.maxLine+1], true
+	}
+}
+
+// keep copies line into a shared arena: one allocation per many lines.
+func (f *File) keep(line []byte) []byte {
+	if len(line) > cap(f.arena)-len(f.arena) {
+		f.arena = make([]byte, 0, max(256<<10, len(line)))
+	}
+	start := len(f.arena)
+	f.arena = append(f.arena, line...)
+	return f.arena[start:len(f.arena):len(f.arena)]
+}
+
+// Lines returns the number of lines read so far.
+func (f *File) Lines() int64 { return f.line }
+
+// Close closes the file opened by OpenFile. It is safe to call twice.
+func (f *File) Close() error {
+	var err error
+	f.closed.Do(func() {
+		if f.closer != nil {
+			err = f.closer.Close()
+		}
+	})
+	return err
+}

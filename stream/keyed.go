@@ -1,0 +1,237 @@
+package stream
+
+import (
+	"hash/maphash"
+	"math/bits"
+)
+
+// Keyed declares that all values of a key are already in one partition, as
+// when a Kafka topic's producers partition by the same key: keyed operators
+// downstream then work within partitions and move nothing. The partition
+// IDs stay the source's, so keyed state lives with the partition that owns
+// the key.
+//
+// Keyed is an assertion, not a check: if it is false, ReduceByKey and
+// UpdateStateByKey see a key in several partitions and keep one result per
+// partition.
+func Keyed[K comparable, V any](s *Stream[Pair[K, V]]) *Stream[Pair[K, V]] {
+	out := derive(s, "keyed", s.batch)
+	out.keyed = true
+	return out
+}
+
+// PartitionByKey moves values so that all values of a key meet in one of n
+// partitions (IDs 0 to n-1), chosen by a hash of the key. n <= 0 means the
+// pipeline's Parallelism. The hash of integer and string keys is fixed, so
+// a key goes to the same partition in every run and every process; other
+// key types use a hash seeded per process.
+//
+//	in  -- (a,1) (b,2) | (a,3) -->        2 partitions
+//	out -- (a,1) (a,3) | (b,2) -->        PartitionByKey(in, 2)
+func PartitionByKey[K comparable, V any](s *Stream[Pair[K, V]], n int) *Stream[Pair[K, V]] {
+	hash := hasher[K]()
+	var (
+		bufs    buffers[Pair[K, V]]
+		buckets [][][]Pair[K, V] // [input partition][output partition]
+	)
+	out := derive(s, "partitionByKey", func(bc *batchCtx) (*Batch[Pair[K, V]], error) {
+		in, err := s.batch(bc)
+		if in == nil || err != nil {
+			return nil, err
+		}
+		parts := n
+		if parts <= 0 {
+			parts = bc.par
+		}
+		for len(buckets) < len(in.Partitions) {
+			buckets = append(buckets, nil)
+		}
+		// Split every input partition into buckets, in parallel, then
+		// gather each bucket column into one output partition.
+		err = eachPartition(bc, in, func(i int, p *Partition[Pair[K, V]]) error {
+			b := buckets[i]
+			for len(b) < parts {
+				b = append(b, nil)
+			}
+			b = b[:parts]
+			for j := range b {
+				clear(b[j])
+				b[j] = b[j][:0]
+			}
+			for _, kv := range p.Values {
+				j := bucketOf(hash(kv.Key), parts)
+				b[j] = append(b[j], kv)
+			}
+			buckets[i] = b
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		ob := bufs.next(in.Info, parts)
+		err = bc.parallel(parts, func(j int) error {
+			o := &ob.Partitions[j]
+			o.ID = int32(j)
+			for i := range in.Partitions {
+				o.Values = append(o.Values, buckets[i][j]...)
+			}
+			return nil
+		})
+		return ob, err
+	})
+	out.keyed = true
+	return out
+}
+
+// bucketOf maps h to [0, n) without a division.
+func bucketOf(h uint64, n int) int {
+	hi, _ := bits.Mul64(h, uint64(n))
+	return int(hi)
+}
+
+// hasher returns the hash PartitionByKey uses for K.
+func hasher[K comparable]() func(K) uint64 {
+	var zero K
+	switch any(zero).(type) {
+	case int:
+		return func(k K) uint64 { return mix64(uint64(any(k).(int))) }
+	case int64:
+		return func(k K) uint64 { return mix64(uint64(any(k).(int64))) }
+	case int32:
+		return func(k K) uint64 { return mix64(uint64(any(k).(int32))) }
+	case uint64:
+		return func(k K) uint64 { return mix64(any(k).(uint64)) }
+	case uint32:
+		return func(k K) uint64 { return mix64(uint64(any(k).(uint32))) }
+	case string:
+		return func(k K) uint64 { return fnv1a(any(k).(string)) }
+	}
+	seed := maphash.MakeSeed()
+	return func(k K) uint64 { return maphash.Comparable(seed, k) }
+}
+
+// mix64 is the finalizer of SplitMix64: consecutive integers spread evenly.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+func fnv1a(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return mix64(h)
+}
+
+// ReduceByKey combines the values of each key in a batch with f, which
+// must be associative and commutative, into one Pair per key. Unless s is
+// keyed, values are first combined within each partition, then moved with
+// PartitionByKey and combined again. Keys come out in the order they first
+// appear in a partition.
+//
+//	in  -- (a,1) (b,2) (a,3) -->
+//	out -- (a,4) (b,2) ------>   ReduceByKey(in, add)
+func ReduceByKey[K comparable, V any](s *Stream[Pair[K, V]], f func(V, V) V) *Stream[Pair[K, V]] {
+	if s.keyed {
+		return reduceInPartitions(s, f)
+	}
+	return reduceInPartitions(PartitionByKey(reduceInPartitions(s, f), 0), f)
+}
+
+// reduceInPartitions combines the values of each key within each partition.
+func reduceInPartitions[K comparable, V any](s *Stream[Pair[K, V]], f func(V, V) V) *Stream[Pair[K, V]] {
+	var (
+		bufs  buffers[Pair[K, V]]
+		index []map[K]int32 // key -> position in the output, by partition index
+	)
+	out := derive(s, "reduceByKey", func(bc *batchCtx) (*Batch[Pair[K, V]], error) {
+		in, err := s.batch(bc)
+		if in == nil || err != nil {
+			return nil, err
+		}
+		for len(index) < len(in.Partitions) {
+			index = append(index, make(map[K]int32))
+		}
+		ob := bufs.next(in.Info, len(in.Partitions))
+		err = eachPartition(bc, in, func(i int, p *Partition[Pair[K, V]]) error {
+			o := &ob.Partitions[i]
+			o.ID = p.ID
+			idx := index[i]
+			clear(idx)
+			for _, kv := range p.Values {
+				if j, ok := idx[kv.Key]; ok {
+					o.Values[j].Value = f(o.Values[j].Value, kv.Value)
+					continue
+				}
+				idx[kv.Key] = int32(len(o.Values))
+				o.Values = append(o.Values, kv)
+			}
+			return nil
+		})
+		return ob, err
+	})
+	out.keyed = s.keyed
+	out.unique = true
+	return out
+}
+
+// Reduce combines all values of a batch into one with f, which must be
+// associative: first within each partition, in parallel, then across
+// partitions in partition order. The result is a batch with one partition
+// (ID 0) holding one value, or none when the batch is empty.
+//
+//	in  -- 1 2 | 3 4 -->
+//	out -- 10 -------->   Reduce(in, add)
+func Reduce[T any](s *Stream[T], f func(T, T) T) *Stream[T] {
+	var (
+		bufs     buffers[T]
+		partials []T
+		has      []bool
+	)
+	return derive(s, "reduce", func(bc *batchCtx) (*Batch[T], error) {
+		in, err := s.batch(bc)
+		if in == nil || err != nil {
+			return nil, err
+		}
+		partials = append(partials[:0], make([]T, len(in.Partitions))...)
+		has = append(has[:0], make([]bool, len(in.Partitions))...)
+		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
+			if len(p.Values) == 0 {
+				return nil
+			}
+			acc := p.Values[0]
+			for _, v := range p.Values[1:] {
+				acc = f(acc, v)
+			}
+			partials[i], has[i] = acc, true
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		ob := bufs.next(in.Info, 1)
+		o := &ob.Partitions[0]
+		o.ID = 0
+		var acc T
+		found := false
+		for i, v := range partials {
+			switch {
+			case !has[i]:
+			case !found:
+				acc, found = v, true
+			default:
+				acc = f(acc, v)
+			}
+		}
+		if found {
+			o.Values = append(o.Values, acc)
+		}
+		return ob, nil
+	})
+}

@@ -1,0 +1,229 @@
+package stream
+
+import "slices"
+
+// Map applies f to every value. f runs on several goroutines at once (one
+// per partition) and must not have side effects.
+//
+//	in  -- 1 -- 2 -- 3 -->
+//	out -- 2 -- 4 -- 6 -->   Map(in, double)
+func Map[T, U any](s *Stream[T], f func(T) U) *Stream[U] {
+	var bufs buffers[U]
+	return derive(s, "map", func(bc *batchCtx) (*Batch[U], error) {
+		in, err := s.batch(bc)
+		if in == nil || err != nil {
+			return nil, err
+		}
+		out := bufs.next(in.Info, len(in.Partitions))
+		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
+			o := &out.Partitions[i]
+			o.ID, o.Origins = p.ID, p.Origins
+			vals := slices.Grow(o.Values, len(p.Values))[:len(p.Values)]
+			for j, v := range p.Values {
+				vals[j] = f(v)
+			}
+			o.Values = vals
+			return nil
+		})
+		return out, err
+	})
+}
+
+// Filter keeps the values for which keep returns true. A keyed stream stays
+// keyed.
+//
+//	in  -- 1 -- 2 -- 3 -- 4 -->
+//	out ------- 2 ------- 4 -->   Filter(in, even)
+func Filter[T any](s *Stream[T], keep func(T) bool) *Stream[T] {
+	var bufs buffers[T]
+	out := derive(s, "filter", func(bc *batchCtx) (*Batch[T], error) {
+		in, err := s.batch(bc)
+		if in == nil || err != nil {
+			return nil, err
+		}
+		out := bufs.next(in.Info, len(in.Partitions))
+		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
+			o := &out.Partitions[i]
+			o.ID = p.ID
+			origins := bufs.ownOrigins(i)
+			for j, v := range p.Values {
+				if keep(v) {
+					o.Values = append(o.Values, v)
+					if j < len(p.Origins) {
+						origins = append(origins, p.Origins[j])
+					}
+				}
+			}
+			bufs.keepOrigins(i, origins)
+			return nil
+		})
+		return out, err
+	})
+	out.keyed = s.keyed
+	return out
+}
+
+// FlatMap replaces every value by the values f appends to dst, each with
+// the origin of the value it came from. f must return dst with its values
+// appended (as append does), and must not retain dst.
+//
+//	in  -- "a b" ------ "c" -->
+//	out -- "a" "b" ---- "c" -->   FlatMap(in, words)
+func FlatMap[T, U any](s *Stream[T], f func(dst []U, v T) []U) *Stream[U] {
+	var bufs buffers[U]
+	return derive(s, "flatMap", func(bc *batchCtx) (*Batch[U], error) {
+		in, err := s.batch(bc)
+		if in == nil || err != nil {
+			return nil, err
+		}
+		out := bufs.next(in.Info, len(in.Partitions))
+		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
+			o := &out.Partitions[i]
+			o.ID = p.ID
+			origins := bufs.ownOrigins(i)
+			for j, v := range p.Values {
+				before := len(o.Values)
+				o.Values = f(o.Values, v)
+				if j < len(p.Origins) {
+					for range len(o.Values) - before {
+						origins = append(origins, p.Origins[j])
+					}
+				}
+			}
+			bufs.keepOrigins(i, origins)
+			return nil
+		})
+		return out, err
+	})
+}
+
+// MapErr applies f to every value; the first error stops the run, as a
+// *RecordError naming the value's origin. Use TryMap to set bad values
+// aside instead.
+func MapErr[T, U any](s *Stream[T], f func(T) (U, error)) *Stream[U] {
+	var bufs buffers[U]
+	return derive(s, "mapErr", func(bc *batchCtx) (*Batch[U], error) {
+		in, err := s.batch(bc)
+		if in == nil || err != nil {
+			return nil, err
+		}
+		out := bufs.next(in.Info, len(in.Partitions))
+		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
+			o := &out.Partitions[i]
+			o.ID, o.Origins = p.ID, p.Origins
+			vals := slices.Grow(o.Values, len(p.Values))[:len(p.Values)]
+			o.Values = vals
+			for j, v := range p.Values {
+				u, err := f(v)
+				if err != nil {
+					return &RecordError{Origin: p.Origin(j), Err: err}
+				}
+				vals[j] = u
+			}
+			return nil
+		})
+		return out, err
+	})
+}
+
+// Failure is a value that an operator could not process, with where it came
+// from and why.
+type Failure[T any] struct {
+	Value  T
+	Origin Origin
+	Err    error
+}
+
+// TryMap applies f to every value. Values for which f succeeds go to ok;
+// values for which it fails go, with their origin and error, to failed, so
+// that a pipeline can count them and send them to a dead-letter sink while
+// the good values go on. Every batch of ok has a batch of failed and the
+// other way round.
+//
+// Run fails at start if failed has no consumer: a failure must go somewhere.
+//
+//	in     -- 1 -- x -- 3 -->
+//	ok     -- 1 ------- 3 -->
+//	failed ------- x ------->   TryMap(in, parse)
+func TryMap[T, U any](s *Stream[T], f func(T) (U, error)) (ok *Stream[U], failed *Stream[Failure[T]]) {
+	var (
+		good buffers[U]
+		bad  buffers[Failure[T]]
+		badB *Batch[Failure[T]]
+	)
+	ok = derive(s, "tryMap", func(bc *batchCtx) (*Batch[U], error) {
+		in, err := s.batch(bc)
+		if in == nil || err != nil {
+			badB = nil
+			return nil, err
+		}
+		out := good.next(in.Info, len(in.Partitions))
+		badB = bad.next(in.Info, len(in.Partitions))
+		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
+			o, b := &out.Partitions[i], &badB.Partitions[i]
+			o.ID, b.ID = p.ID, p.ID
+			origins := good.ownOrigins(i)
+			for j, v := range p.Values {
+				u, err := f(v)
+				if err != nil {
+					b.Values = append(b.Values, Failure[T]{Value: v, Origin: p.Origin(j), Err: err})
+					continue
+				}
+				o.Values = append(o.Values, u)
+				if j < len(p.Origins) {
+					origins = append(origins, p.Origins[j])
+				}
+			}
+			good.keepOrigins(i, origins)
+			return nil
+		})
+		return out, err
+	})
+	failed = newStream(s.p, "tryMap.failed", func(bc *batchCtx) (*Batch[Failure[T]], error) {
+		if _, err := ok.batch(bc); err != nil {
+			return nil, err
+		}
+		return badB, nil
+	})
+	failed.mustConsume()
+	return ok, failed
+}
+
+// MapPartitions replaces the values of each partition by what f returns for
+// them. It is where per-partition work goes, such as building one sketch
+// per partition. f runs on several goroutines at once, one per partition;
+// the values it returns are not copied, and the origins are dropped.
+func MapPartitions[T, U any](s *Stream[T], f func(p *Partition[T]) ([]U, error)) *Stream[U] {
+	return derive(s, "mapPartitions", func(bc *batchCtx) (*Batch[U], error) {
+		in, err := s.batch(bc)
+		if in == nil || err != nil {
+			return nil, err
+		}
+		// The values belong to f: they are not reused next batch.
+		out := &Batch[U]{Info: in.Info, Partitions: make([]Partition[U], len(in.Partitions))}
+		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
+			vals, err := f(p)
+			out.Partitions[i] = Partition[U]{ID: p.ID, Values: vals}
+			return err
+		})
+		return out, err
+	})
+}
+
+// Transform replaces each batch by what f returns for it: the escape hatch
+// for whole-batch logic (joins with a table, sorting, sampling). f runs on
+// the run loop's goroutine. Returning nil skips the batch for every
+// operator downstream.
+func Transform[T, U any](s *Stream[T], f func(b *Batch[T]) (*Batch[U], error)) *Stream[U] {
+	return derive(s, "transform", func(bc *batchCtx) (*Batch[U], error) {
+		in, err := s.batch(bc)
+		if in == nil || err != nil {
+			return nil, err
+		}
+		out, err := f(in)
+		if out != nil {
+			out.Info = in.Info
+		}
+		return out, err
+	})
+}

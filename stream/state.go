@@ -1,0 +1,249 @@
+package stream
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// StateOption configures UpdateStateByKey.
+type StateOption interface{ applyState(*stateConfig) }
+
+type stateConfig struct {
+	ttlBatches int64
+	ttl        time.Duration
+	updateAll  bool
+}
+
+type stateOptionFunc func(*stateConfig)
+
+func (f stateOptionFunc) applyState(c *stateConfig) { f(c) }
+
+// TTLBatches drops a key whose state has not been updated with new values
+// for n batches. n <= 0 means never.
+func TTLBatches(n int) StateOption {
+	return stateOptionFunc(func(c *stateConfig) { c.ttlBatches = int64(n) })
+}
+
+// TTL drops a key whose state has not been updated with new values for d,
+// measured with the batches' cut times. d <= 0 means never.
+func TTL(d time.Duration) StateOption {
+	return stateOptionFunc(func(c *stateConfig) { c.ttl = d })
+}
+
+// UpdateAll calls the update function for every key in the state on every
+// batch, with no values for the keys that got none, as Spark's
+// updateStateByKey does. By default it is called only for keys with new
+// values, which costs nothing for idle keys.
+func UpdateAll() StateOption { return stateOptionFunc(func(c *stateConfig) { c.updateAll = true }) }
+
+// UpdateStateByKey keeps a state per key across batches. On every batch it
+// calls update for each key with new values: values holds the key's values
+// of this batch in partition order, state and exists its previous state.
+// update returns the new state, and false to drop the key. The values slice
+// is reused after update returns.
+//
+// The result is the whole state after each batch, one Pair per key, as in
+// Spark. State lives per partition: unless s is keyed (Keyed, PartitionByKey,
+// ReduceByKey), values are first moved with PartitionByKey. When an Assigner
+// source loses a partition, the partition's state is dropped.
+//
+// update runs on several goroutines at once, one per partition.
+//
+//	in    -- (a,1) ------- (a,2) (b,5) -- ...... -->
+//	state -- (a,1) ------- (a,3) (b,5) -- (a,3) (b,5) -->   sum
+func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], update func(key K, values []V, state S, exists bool) (S, bool), opts ...StateOption) *Stream[Pair[K, S]] {
+	var cfg stateConfig
+	for _, o := range opts {
+		o.applyState(&cfg)
+	}
+	if !s.keyed {
+		s = PartitionByKey(s, 0)
+	}
+	op := &stateOp[K, V, S]{cfg: cfg, in: s, update: update, parts: make(map[int32]*statePart[K, V, S])}
+	s.p.stateful = append(s.p.stateful, op)
+	out := derive(s, "updateStateByKey", op.compute)
+	out.keyed = true
+	out.unique = true
+	return out
+}
+
+type stateOp[K comparable, V, S any] struct {
+	cfg    stateConfig
+	in     *Stream[Pair[K, V]]
+	update func(K, []V, S, bool) (S, bool)
+
+	mu    sync.Mutex // guards parts against dropPartitions
+	parts map[int32]*statePart[K, V, S]
+	ids   []int32
+	bufs  buffers[Pair[K, S]]
+	times []batchTime // recent batch times, for TTL
+}
+
+type batchTime struct {
+	id int64
+	t  time.Time
+}
+
+// statePart is the state of one partition.
+type statePart[K comparable, V, S any] struct {
+	vals map[K]S
+	seen map[K]int64 // batch ID of the last update, with a TTL only
+
+	// scratch, reused from batch to batch
+	index  map[K]int32
+	keys   []K
+	first  []int32
+	last   []int32
+	next   []int32
+	values []V
+}
+
+func (op *stateOp[K, V, S]) dropPartitions(ids []int32) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	for _, id := range ids {
+		delete(op.parts, id)
+	}
+}
+
+func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
+	in, err := op.in.batch(bc)
+	if in == nil || err != nil {
+		return nil, err
+	}
+	op.mu.Lock()
+	ids := op.ids[:0]
+	for i := range in.Partitions {
+		id := in.Partitions[i].ID
+		if op.parts[id] == nil {
+			p := &statePart[K, V, S]{vals: make(map[K]S)}
+			if op.cfg.ttlBatches > 0 || op.cfg.ttl > 0 {
+				p.seen = make(map[K]int64)
+			}
+			op.parts[id] = p
+		}
+	}
+	for id := range op.parts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	op.ids = ids
+	parts := make([]*statePart[K, V, S], len(ids))
+	for i, id := range ids {
+		parts[i] = op.parts[id]
+	}
+	op.mu.Unlock()
+
+	expire := op.expiry(bc.info)
+	out := op.bufs.next(in.Info, len(ids))
+	err = bc.parallel(len(ids), func(i int) error {
+		o := &out.Partitions[i]
+		o.ID = ids[i]
+		sp := parts[i]
+		if p := in.Partition(ids[i]); p != nil {
+			op.apply(sp, p.Values, bc.info.ID)
+		}
+		for k, v := range sp.vals {
+			if sp.seen != nil && sp.seen[k] <= expire {
+				delete(sp.vals, k)
+				delete(sp.seen, k)
+				continue
+			}
+			if op.cfg.updateAll {
+				if _, updated := sp.index[k]; !updated {
+					nv, keep := op.update(k, nil, v, true)
+					if !keep {
+						sp.drop(k)
+						continue
+					}
+					sp.vals[k], v = nv, nv
+				}
+			}
+			o.Values = append(o.Values, Pair[K, S]{Key: k, Value: v})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// expiry returns the batch ID at or below which a key's last update is too
+// old to keep, or 0.
+func (op *stateOp[K, V, S]) expiry(info Info) int64 {
+	var cut int64
+	if op.cfg.ttlBatches > 0 {
+		cut = info.ID - op.cfg.ttlBatches
+	}
+	if op.cfg.ttl > 0 {
+		op.times = append(op.times, batchTime{info.ID, info.Time})
+		limit := info.Time.Add(-op.cfg.ttl)
+		n := 0
+		for n < len(op.times) && op.times[n].t.Before(limit) {
+			cut = max(cut, op.times[n].id)
+			n++
+		}
+		op.times = slices.Delete(op.times, 0, n)
+	}
+	return cut
+}
+
+// apply runs the update function over the values of one partition.
+func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], batch int64) {
+	if sp.index == nil {
+		sp.index = make(map[K]int32)
+	}
+	clear(sp.index)
+	if op.in.unique && !op.cfg.updateAll {
+		one := make([]V, 1)
+		for _, kv := range vals {
+			one[0] = kv.Value
+			sp.updateKey(op, kv.Key, one, batch)
+		}
+		return
+	}
+	// Group values by key without a slice per key: chain positions.
+	sp.keys, sp.first, sp.last = sp.keys[:0], sp.first[:0], sp.last[:0]
+	sp.next = slices.Grow(sp.next[:0], len(vals))[:len(vals)]
+	for j, kv := range vals {
+		sp.next[j] = -1
+		g, ok := sp.index[kv.Key]
+		if !ok {
+			sp.index[kv.Key] = int32(len(sp.keys))
+			sp.keys = append(sp.keys, kv.Key)
+			sp.first = append(sp.first, int32(j))
+			sp.last = append(sp.last, int32(j))
+			continue
+		}
+		sp.next[sp.last[g]] = int32(j)
+		sp.last[g] = int32(j)
+	}
+	for g, k := range sp.keys {
+		sp.values = sp.values[:0]
+		for j := sp.first[g]; j >= 0; j = sp.next[j] {
+			sp.values = append(sp.values, vals[j].Value)
+		}
+		sp.updateKey(op, k, sp.values, batch)
+	}
+	clear(sp.values)
+	clear(sp.keys)
+}
+
+func (sp *statePart[K, V, S]) updateKey(op *stateOp[K, V, S], k K, values []V, batch int64) {
+	old, exists := sp.vals[k]
+	nv, keep := op.update(k, values, old, exists)
+	if !keep {
+		sp.drop(k)
+		return
+	}
+	sp.vals[k] = nv
+	if sp.seen != nil {
+		sp.seen[k] = batch
+	}
+}
+
+func (sp *statePart[K, V, S]) drop(k K) {
+	delete(sp.vals, k)
+	if sp.seen != nil {
+		delete(sp.seen, k)
+	}
+}

@@ -1,0 +1,182 @@
+package stream
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Window gathers the last length batches of s into one batch, every slide
+// batches: the sliding window of Spark Streaming, counted in batches. On
+// the batches between slides the window has no batch, and nothing
+// downstream runs. Until length batches have passed, the window holds the
+// ones there are. Partitions of the same ID are concatenated, oldest batch
+// first.
+//
+//	in   -- 1 -- 2 -- 3 -- 4 -- 5 -->
+//	out  ------- 12 ------ 234 ----->   Window(in, 3, 2)
+//
+// The window keeps a copy of the values of length batches.
+func Window[T any](s *Stream[T], length, slide int) *Stream[T] {
+	if length < 1 || slide < 1 {
+		s.p.err = fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide)
+	}
+	var (
+		ring  []Batch[T] // the last length batches, copied
+		seen  int
+		bufs  buffers[T]
+		index = map[int32]int{}
+	)
+	out := derive(s, "window", func(bc *batchCtx) (*Batch[T], error) {
+		in, err := s.batch(bc)
+		if in == nil || err != nil {
+			return nil, err
+		}
+		seen++
+		if len(ring) == length {
+			ring = slices.Delete(ring, 0, 1)
+		}
+		ring = append(ring, copyBatch(in))
+		if seen%slide != 0 {
+			return nil, nil
+		}
+		clear(index)
+		var ids []int32
+		for _, b := range ring {
+			for _, p := range b.Partitions {
+				if _, ok := index[p.ID]; !ok {
+					index[p.ID] = 0
+					ids = append(ids, p.ID)
+				}
+			}
+		}
+		slices.Sort(ids)
+		for i, id := range ids {
+			index[id] = i
+		}
+		ob := bufs.next(in.Info, len(ids))
+		origins := make([][]Origin, len(ids))
+		complete := make([]bool, len(ids))
+		for i := range ob.Partitions {
+			ob.Partitions[i].ID = ids[i]
+			origins[i], complete[i] = bufs.ownOrigins(i), true
+		}
+		for _, b := range ring {
+			for _, p := range b.Partitions {
+				i := index[p.ID]
+				ob.Partitions[i].Values = append(ob.Partitions[i].Values, p.Values...)
+				origins[i] = append(origins[i], p.Origins...)
+				complete[i] = complete[i] && len(p.Origins) == len(p.Values)
+			}
+		}
+		for i := range ob.Partitions {
+			bufs.keepOrigins(i, origins[i])
+			if !complete[i] {
+				ob.Partitions[i].Origins = nil // some values have no origin
+			}
+		}
+		return ob, nil
+	})
+	out.keyed = s.keyed
+	return out
+}
+
+func copyBatch[T any](b *Batch[T]) Batch[T] {
+	c := Batch[T]{Info: b.Info, Partitions: make([]Partition[T], len(b.Partitions))}
+	for i, p := range b.Partitions {
+		c.Partitions[i] = Partition[T]{ID: p.ID, Values: slices.Clone(p.Values), Origins: slices.Clone(p.Origins)}
+	}
+	return c
+}
+
+// ReduceByKeyAndWindow combines the values of each key over the last length
+// batches, every slide batches, with f (associative and commutative).
+//
+// With inverse nil, each slide combines the window's per-batch results
+// again. With inverse, which must undo f (inverse(f(a, b), b) == a), the
+// result is kept up to date incrementally: each batch's values are added
+// as it enters and removed as it leaves, so a slide costs the batches that
+// moved, not the whole window. A key is dropped once no batch in the window
+// has a value for it.
+//
+//	in  -- (a,1) -- (a,2) -- (b,1) -->
+//	out -- (a,1) -- (a,3) -- (a,2) (b,1) -->   length 2, slide 1, sum
+func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse func(V, V) V, length, slide int) *Stream[Pair[K, V]] {
+	perBatch := ReduceByKey(s, f)
+	if inverse == nil {
+		return ReduceByKey(Window(perBatch, length, slide), f)
+	}
+	if length < 1 || slide < 1 {
+		s.p.err = fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide)
+	}
+	type counted struct {
+		v V
+		n int32 // batches in the window with a value for the key
+	}
+	var (
+		ring    []Batch[Pair[K, V]]
+		seen    int
+		running = map[int32]map[K]counted{}
+		bufs    buffers[Pair[K, V]]
+	)
+	add := func(b *Batch[Pair[K, V]], sign int32) {
+		for _, p := range b.Partitions {
+			m := running[p.ID]
+			if m == nil {
+				m = map[K]counted{}
+				running[p.ID] = m
+			}
+			for _, kv := range p.Values {
+				c, ok := m[kv.Key]
+				switch {
+				case sign > 0 && !ok:
+					c = counted{v: kv.Value, n: 1}
+				case sign > 0:
+					c = counted{v: f(c.v, kv.Value), n: c.n + 1}
+				case c.n <= 1:
+					delete(m, kv.Key)
+					continue
+				default:
+					c = counted{v: inverse(c.v, kv.Value), n: c.n - 1}
+				}
+				m[kv.Key] = c
+			}
+		}
+	}
+	out := derive(perBatch, "reduceByKeyAndWindow", func(bc *batchCtx) (*Batch[Pair[K, V]], error) {
+		in, err := perBatch.batch(bc)
+		if in == nil || err != nil {
+			return nil, err
+		}
+		seen++
+		if len(ring) == length {
+			add(&ring[0], -1)
+			ring = slices.Delete(ring, 0, 1)
+		}
+		c := copyBatch(in)
+		ring = append(ring, c)
+		add(&c, +1)
+		if seen%slide != 0 {
+			return nil, nil
+		}
+		ids := make([]int32, 0, len(running))
+		for id, m := range running {
+			if len(m) > 0 {
+				ids = append(ids, id)
+			}
+		}
+		slices.Sort(ids)
+		ob := bufs.next(in.Info, len(ids))
+		err = bc.parallel(len(ids), func(i int) error {
+			o := &ob.Partitions[i]
+			o.ID = ids[i]
+			for k, c := range running[ids[i]] {
+				o.Values = append(o.Values, Pair[K, V]{Key: k, Value: c.v})
+			}
+			return nil
+		})
+		return ob, err
+	})
+	out.keyed = true
+	out.unique = true
+	return out
+}
