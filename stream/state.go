@@ -19,14 +19,15 @@ type stateOptionFunc func(*stateConfig)
 
 func (f stateOptionFunc) applyState(c *stateConfig) { f(c) }
 
-// TTLBatches drops a key whose state has not been updated with new values
-// for n batches. n <= 0 means never.
+// TTLBatches drops a key whose state has had no new values for more than n
+// batches: a key updated in batch b is last seen in batch b+n. n <= 0 means
+// never.
 func TTLBatches(n int) StateOption {
 	return stateOptionFunc(func(c *stateConfig) { c.ttlBatches = int64(n) })
 }
 
-// TTL drops a key whose state has not been updated with new values for d,
-// measured with the batches' cut times. d <= 0 means never.
+// TTL drops a key whose state has had no new values for more than d,
+// measured between the batches' cut times. d <= 0 means never.
 func TTL(d time.Duration) StateOption {
 	return stateOptionFunc(func(c *stateConfig) { c.ttl = d })
 }
@@ -172,13 +173,13 @@ func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
 func (op *stateOp[K, V, S]) expiry(info Info) int64 {
 	var cut int64
 	if op.cfg.ttlBatches > 0 {
-		cut = info.ID - op.cfg.ttlBatches
+		cut = info.ID - op.cfg.ttlBatches - 1
 	}
 	if op.cfg.ttl > 0 {
 		op.times = append(op.times, batchTime{info.ID, info.Time})
 		limit := info.Time.Add(-op.cfg.ttl)
 		n := 0
-		for n < len(op.times) && op.times[n].t.Before(limit) {
+		for n < len(op.times) && op.times[n].t.Before(limit) { // older than d
 			cut = max(cut, op.times[n].id)
 			n++
 		}

@@ -1,0 +1,344 @@
+package stream_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/sink"
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+var shapes = []struct {
+	name        string
+	partitions  int
+	parallelism int
+}{
+	{"1 partition", 1, 1},
+	{"4 partitions serial", 4, 1},
+	{"4 partitions parallel", 4, 4},
+	{"7 partitions on 3", 7, 3},
+}
+
+func TestStatelessOperators(t *testing.T) {
+	for _, sh := range shapes {
+		t.Run(sh.name, func(t *testing.T) {
+			src := source.NewSlice("nums", ints(1000), sh.partitions)
+			p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(100), stream.Parallelism(sh.parallelism))
+			in := stream.From(p, src)
+			doubled := stream.Map(in, func(v int) int { return 2 * v })
+			even := stream.Filter(in, func(v int) bool { return v%2 == 0 })
+			words := stream.FlatMap(in, func(dst []string, v int) []string {
+				for range v % 3 {
+					dst = append(dst, strconv.Itoa(v))
+				}
+				return dst
+			})
+			parsed := stream.MapErr(stream.Map(in, strconv.Itoa), strconv.Atoi)
+			sums := stream.MapPartitions(in, func(p *stream.Partition[int]) ([]int, error) {
+				s := 0
+				for _, v := range p.Values {
+					s += v
+				}
+				return []int{s}, nil
+			})
+			reversed := stream.Transform(in, func(b *stream.Batch[int]) (*stream.Batch[string], error) {
+				all := slices.Collect(b.All())
+				slices.Reverse(all)
+				out := make([]string, len(all))
+				for i, v := range all {
+					out[i] = fmt.Sprint(v)
+				}
+				return &stream.Batch[string]{Partitions: []stream.Partition[string]{{ID: 0, Values: out}}}, nil
+			})
+			cd, ce, cw, cp, cs, cr := collect(doubled), collect(even), collect(words), collect(parsed), collect(sums), collect(reversed)
+			run(t, p)
+
+			require.Len(t, cd.all(), 10, "1000 records cut every 100")
+			for i, b := range cd.all() {
+				assert.Equal(t, int64(i+1), b.Info.ID)
+				assert.Equal(t, 100, b.Info.Records)
+				assert.Equal(t, min(sh.partitions, 100), len(b.Partitions))
+				want := make([]int, 0, 100)
+				for v := i*100 + 1; v <= (i+1)*100; v++ {
+					want = append(want, 2*v)
+				}
+				assert.Equal(t, want, sorted(slices.Collect(b.All())))
+				for _, part := range b.Partitions {
+					require.Len(t, part.Origins, len(part.Values), "map keeps origins")
+					for k, v := range part.Values {
+						o := part.Origins[k]
+						assert.Equal(t, part.ID, o.Partition)
+						assert.Equal(t, v/2-1, int(o.Offset)*sh.partitions+int(o.Partition), "origin names the input value")
+					}
+				}
+			}
+			var evens, flat, back []int
+			for _, vs := range ce.values() {
+				evens = append(evens, vs...)
+			}
+			for _, vs := range cw.values() {
+				for _, w := range vs {
+					n, _ := strconv.Atoi(w)
+					flat = append(flat, n)
+				}
+			}
+			for _, vs := range cp.values() {
+				back = append(back, vs...)
+			}
+			var wantEven, wantFlat []int
+			for v := 1; v <= 1000; v++ {
+				if v%2 == 0 {
+					wantEven = append(wantEven, v)
+				}
+				for range v % 3 {
+					wantFlat = append(wantFlat, v)
+				}
+			}
+			assert.Equal(t, wantEven, sorted(evens))
+			assert.Equal(t, wantFlat, sorted(flat))
+			assert.Equal(t, ints(1000), sorted(back))
+			for _, b := range ce.all() {
+				for _, part := range b.Partitions {
+					for k, v := range part.Values {
+						assert.Equal(t, v-1, int(part.Origins[k].Offset)*sh.partitions+int(part.ID), "filter keeps each value's origin")
+					}
+				}
+			}
+			for _, b := range cw.all() {
+				for _, part := range b.Partitions {
+					require.Len(t, part.Origins, len(part.Values), "flatMap gives each output its input's origin")
+					for k, w := range part.Values {
+						n, _ := strconv.Atoi(w)
+						assert.Equal(t, n-1, int(part.Origins[k].Offset)*sh.partitions+int(part.ID))
+					}
+				}
+			}
+			for i, vs := range cs.values() {
+				total := 0
+				for _, s := range vs {
+					total += s
+				}
+				assert.Equal(t, (i*100+1+(i+1)*100)*50, total, "partition sums add up to the batch sum")
+				assert.Len(t, vs, min(sh.partitions, 100), "one value per partition")
+			}
+			for i, vs := range cr.values() {
+				require.Len(t, vs, 100)
+				assert.Equal(t, cd.all()[i].Info, cr.all()[i].Info, "transform keeps the batch info")
+			}
+			var committed int64
+			for _, o := range src.Committed() {
+				committed += o.Next
+			}
+			assert.Equal(t, int64(1000), committed, "every offset committed")
+		})
+	}
+}
+
+func TestTryMapSplitsFailures(t *testing.T) {
+	lines := []string{"1", "2", "x", "4", "", "6"}
+	src := source.NewSlice("lines", lines, 2)
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(3))
+	ok, failed := stream.TryMap(stream.From(p, src), strconv.Atoi)
+	good := sink.NewMemory[int]()
+	bad := sink.NewMemory[stream.Failure[string]]()
+	stream.To(ok, good)
+	stream.To(failed, bad)
+	run(t, p)
+
+	assert.Equal(t, []int{1, 2, 4, 6}, sorted(good.Values()))
+	fails := bad.Values()
+	require.Len(t, fails, 2)
+	slices.SortFunc(fails, func(a, b stream.Failure[string]) int { return int(a.Origin.Offset) - int(b.Origin.Offset) })
+	assert.Equal(t, "x", fails[0].Value)
+	assert.Equal(t, stream.Origin{Source: "lines", Partition: 0, Offset: 1}, fails[0].Origin)
+	assert.Equal(t, "", fails[1].Value)
+	assert.Equal(t, stream.Origin{Source: "lines", Partition: 0, Offset: 2}, fails[1].Origin)
+	var ne *strconv.NumError
+	assert.ErrorAs(t, fails[0].Err, &ne)
+	assert.Len(t, good.Batches(), 2, "each batch of ok has a batch of failed")
+	assert.Len(t, bad.Batches(), 2)
+}
+
+func TestTryMapWithoutFailureConsumerFailsAtStart(t *testing.T) {
+	p := stream.NewPipeline()
+	ok, _ := stream.TryMap(stream.From(p, source.NewSlice("s", []string{"1"}, 1)), strconv.Atoi)
+	stream.To(ok, sink.NewMemory[int]())
+	err := p.Run(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "tryMap.failed")
+	assert.Contains(t, err.Error(), "no consumer")
+}
+
+func TestReduce(t *testing.T) {
+	for _, sh := range shapes {
+		t.Run(sh.name, func(t *testing.T) {
+			p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(250), stream.Parallelism(sh.parallelism))
+			sums := collect(stream.Reduce(stream.From(p, source.NewSlice("n", ints(1000), sh.partitions)), func(a, b int) int { return a + b }))
+			run(t, p)
+			got := sums.values()
+			require.Len(t, got, 4)
+			for i, vs := range got {
+				lo, hi := i*250+1, (i+1)*250
+				assert.Equal(t, []int{(lo + hi) * 250 / 2}, vs)
+			}
+		})
+	}
+}
+
+func TestReduceOfEmptyBatchHasNoValue(t *testing.T) {
+	src := &scripted[int]{chunks: [][]stream.Record[int]{{}, {rec(5, 0, 0)}}}
+	p := stream.NewPipeline(stream.Interval(5e6))
+	sums := collect(stream.Reduce(stream.From(p, src), func(a, b int) int { return a + b }))
+	run(t, p)
+	assert.Equal(t, [][]int{nil, {5}}, sums.values())
+}
+
+func TestPartitionByKeyAndReduceByKey(t *testing.T) {
+	for _, sh := range shapes {
+		t.Run(sh.name, func(t *testing.T) {
+			words := strings.Fields(strings.Repeat("a b c a b a d e f g a ", 50))
+			p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(110), stream.Parallelism(sh.parallelism))
+			pairs := stream.Map(stream.From(p, source.NewSlice("w", words, sh.partitions)), func(w string) stream.Pair[string, int] { return stream.KV(w, 1) })
+			parted := collect(stream.PartitionByKey(pairs, 5))
+			counts := collect(stream.ReduceByKey(pairs, func(a, b int) int { return a + b }))
+			run(t, p)
+
+			for _, b := range parted.all() {
+				require.Len(t, b.Partitions, 5)
+				owner := map[string]int32{}
+				for _, part := range b.Partitions {
+					for _, kv := range part.Values {
+						if prev, ok := owner[kv.Key]; ok {
+							assert.Equal(t, prev, part.ID, "key %q in two partitions", kv.Key)
+						}
+						owner[kv.Key] = part.ID
+					}
+				}
+				assert.Equal(t, 110, b.Len())
+			}
+			require.Len(t, counts.all(), 5)
+			for _, b := range counts.all() {
+				got := map[string]int{}
+				for kv := range b.All() {
+					_, dup := got[kv.Key]
+					assert.False(t, dup, "key %q reduced twice in one batch", kv.Key)
+					got[kv.Key] = kv.Value
+				}
+				assert.Equal(t, map[string]int{"a": 40, "b": 20, "c": 10, "d": 10, "e": 10, "f": 10, "g": 10}, got)
+			}
+		})
+	}
+}
+
+func TestPartitionByKeyIsStableAcrossPipelines(t *testing.T) {
+	owners := func() map[int64]int32 {
+		p := stream.NewPipeline(stream.Interval(0))
+		keys := make([]int64, 1000)
+		for i := range keys {
+			keys[i] = int64(i)
+		}
+		in := stream.Map(stream.From(p, source.NewSlice("k", keys, 3)), func(k int64) stream.Pair[int64, int] { return stream.KV(k, 0) })
+		c := collect(stream.PartitionByKey(in, 8))
+		run(t, p)
+		out := map[int64]int32{}
+		for _, part := range c.all()[0].Partitions {
+			for _, kv := range part.Values {
+				out[kv.Key] = part.ID
+			}
+		}
+		return out
+	}
+	a, b := owners(), owners()
+	assert.Equal(t, a, b)
+	perPartition := map[int32]int{}
+	for _, id := range a {
+		perPartition[id]++
+	}
+	assert.Len(t, perPartition, 8)
+	for id, n := range perPartition {
+		assert.InDelta(t, 125, n, 60, "partition %d gets a fair share", id)
+	}
+}
+
+func TestKeyedReduceStaysInSourcePartitions(t *testing.T) {
+	// A source partitioned by key: partition = key mod 4.
+	var recs []stream.Record[stream.Pair[int, int]]
+	for i := range 400 {
+		k := i % 20
+		recs = append(recs, rec(stream.KV(k, 1), int32(k%4), int64(i)))
+	}
+	src := &scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{recs}}
+	p := stream.NewPipeline(stream.Interval(1e7))
+	counts := collect(stream.ReduceByKey(stream.Keyed(stream.From(p, src)), func(a, b int) int { return a + b }))
+	run(t, p)
+	b := counts.all()[0]
+	require.Len(t, b.Partitions, 4)
+	for _, part := range b.Partitions {
+		assert.Len(t, part.Values, 5)
+		for _, kv := range part.Values {
+			assert.Equal(t, part.ID, int32(kv.Key%4), "keyed: no shuffle")
+			assert.Equal(t, 20, kv.Value)
+		}
+	}
+}
+
+func TestErrorInOnePartitionStopsRun(t *testing.T) {
+	src := source.NewSlice("nums", ints(1000), 4)
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(100), stream.Parallelism(4))
+	boom := errors.New("boom")
+	out := stream.MapErr(stream.From(p, src), func(v int) (int, error) {
+		if v == 542 {
+			return 0, boom
+		}
+		return v, nil
+	}).Named("check")
+	var later int
+	stream.ForEachBatch(out, func(context.Context, *stream.Batch[int]) error { later++; return nil })
+	err := p.Run(context.Background())
+	require.ErrorIs(t, err, boom)
+	var se *stream.StageError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, "check", se.Stage)
+	assert.Equal(t, int64(6), se.Batch)
+	var re *stream.RecordError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, stream.Origin{Source: "nums", Partition: 1, Offset: 135}, re.Origin)
+	var pe *stream.PartitionError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, int32(1), pe.Partition)
+	assert.Contains(t, err.Error(), "batch 6: check: partition 1: record nums/1@135: boom")
+	assert.Equal(t, 5, later, "the failed batch's outputs did not run")
+	var committed int64
+	for _, o := range src.Committed() {
+		committed += o.Next
+	}
+	assert.Equal(t, int64(500), committed, "the failed batch is not committed")
+}
+
+func TestOutputErrorStopsRunBeforeCommit(t *testing.T) {
+	src := source.NewSlice("nums", ints(100), 2)
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(10))
+	in := stream.From(p, src)
+	n := 0
+	stream.ForEachPartition(in, func(_ context.Context, info stream.Info, part *stream.Partition[int]) error {
+		if info.ID == 3 && part.ID == 1 {
+			return errors.New("disk full")
+		}
+		return nil
+	})
+	stream.ForEachBatch(in, func(context.Context, *stream.Batch[int]) error { n++; return nil })
+	err := p.Run(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "batch 3: forEachPartition#2: partition 1: disk full")
+	assert.Equal(t, 2, n)
+	assert.Equal(t, []stream.Offset{{Source: "nums", Partition: 0, Next: 10}, {Source: "nums", Partition: 1, Next: 10}}, src.Committed())
+}

@@ -1,0 +1,257 @@
+package stream_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/sluicehq/sluice/score"
+	"github.com/sluicehq/sluice/sink"
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// background is an endless source with a background goroutine, as a Kafka
+// consumer has: Run feeds a channel that Poll reads.
+type background struct {
+	ch      chan int
+	runErr  error
+	failAt  int
+	mu      sync.Mutex
+	commits int
+	next    int
+}
+
+func newBackground() *background { return &background{ch: make(chan int, 16)} }
+
+func (b *background) Run(ctx context.Context) error {
+	for i := 1; ; i++ {
+		if b.runErr != nil && i == b.failAt {
+			return b.runErr
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case b.ch <- i:
+		}
+	}
+}
+
+func (b *background) Poll(ctx context.Context, buf []stream.Record[int]) (int, error) {
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case v := <-b.ch:
+		buf[0] = rec(v, 0, int64(v))
+		b.mu.Lock()
+		b.next = v + 1
+		b.mu.Unlock()
+		return 1, nil
+	}
+}
+
+func (b *background) Commit(_ context.Context, offsets []stream.Offset) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.commits++
+	return nil
+}
+
+func TestCancelFinishesTheBatchAndLeavesNoGoroutine(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	src := newBackground()
+	p := stream.NewPipeline(stream.Interval(time.Hour), stream.MaxRecords(50), stream.Parallelism(4))
+	ctx, cancel := context.WithCancel(context.Background())
+	var total atomic.Int64
+	var batches atomic.Int64
+	stream.ForEachBatch(stream.Map(stream.From(p, src), func(v int) int { return v }), func(_ context.Context, b *stream.Batch[int]) error {
+		total.Add(int64(b.Len()))
+		if batches.Add(1) == 5 {
+			cancel() // mid-run, between batches
+		}
+		return nil
+	})
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "a cancelled run returns nil")
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	assert.Equal(t, int64(5), batches.Load())
+	assert.Equal(t, int64(250), total.Load())
+	assert.Equal(t, 5, src.commits, "every batch processed is committed")
+}
+
+func TestCancelWhileCollectingCutsTheBatch(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	gen, err := source.NewGenerator(source.GeneratorConfig{Seed: 1, Rate: 2000})
+	require.NoError(t, err)
+	p := stream.NewPipeline(stream.Interval(time.Hour), stream.MaxRecords(0))
+	mem := sink.NewMemory[score.Event]()
+	stream.To(stream.From(p, gen), mem)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	require.NoError(t, p.Run(ctx))
+	require.Len(t, mem.Batches(), 1, "the batch being collected is cut and output")
+	assert.Greater(t, len(mem.Values()), 50)
+}
+
+func TestIntervalCutsBatches(t *testing.T) {
+	gen, err := source.NewGenerator(source.GeneratorConfig{Seed: 1, Rate: 5000, Count: 1500})
+	require.NoError(t, err)
+	p := stream.NewPipeline(stream.Interval(50*time.Millisecond), stream.MaxRecords(0))
+	mem := sink.NewMemory[score.Event]()
+	stream.To(stream.From(p, gen), mem)
+	require.NoError(t, p.Run(context.Background()))
+	bs := mem.Batches()
+	assert.GreaterOrEqual(t, len(bs), 3, "300 ms of events cut every 50 ms")
+	n := 0
+	for i, b := range bs {
+		n += len(b.Values)
+		assert.Equal(t, len(b.Values), b.Info.Records)
+		if i > 0 {
+			assert.False(t, b.Info.Time.Before(bs[i-1].Info.Time))
+		}
+	}
+	assert.Equal(t, 1500, n)
+}
+
+func TestEndOfSourceEndsRunWithoutEmptyBatch(t *testing.T) {
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(5))
+	mem := sink.NewMemory[int]()
+	stream.To(stream.From(p, source.NewSlice("n", ints(10), 1)), mem)
+	require.NoError(t, p.Run(context.Background()))
+	assert.Len(t, mem.Batches(), 2)
+
+	p = stream.NewPipeline()
+	mem = sink.NewMemory[int]()
+	stream.To(stream.From(p, source.NewSlice("n", []int{}, 1)), mem)
+	require.NoError(t, p.Run(context.Background()))
+	assert.Len(t, mem.Batches(), 1, "an empty source still makes one (empty) batch")
+}
+
+type failingPoll struct{ n int }
+
+func (f *failingPoll) Poll(_ context.Context, buf []stream.Record[int]) (int, error) {
+	f.n++
+	if f.n == 3 {
+		return 0, errors.New("connection reset")
+	}
+	buf[0] = rec(f.n, 0, int64(f.n))
+	return 1, nil
+}
+
+func TestSourceErrors(t *testing.T) {
+	t.Run("poll", func(t *testing.T) {
+		defer goleak.VerifyNone(t)
+		p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(1))
+		mem := sink.NewMemory[int]()
+		stream.To(stream.From(p, &failingPoll{}), mem)
+		err := p.Run(context.Background())
+		assert.EqualError(t, err, "stream: poll source: connection reset")
+		assert.Equal(t, []int{1, 2}, mem.Values())
+	})
+	t.Run("runner", func(t *testing.T) {
+		defer goleak.VerifyNone(t)
+		src := newBackground()
+		src.runErr, src.failAt = errors.New("brokers unreachable"), 30
+		p := stream.NewPipeline(stream.Interval(time.Hour), stream.MaxRecords(0))
+		mem := sink.NewMemory[int]()
+		stream.To(stream.From(p, src), mem)
+		done := make(chan error)
+		go func() { done <- p.Run(context.Background()) }()
+		select {
+		case err := <-done:
+			assert.EqualError(t, err, "stream: source: brokers unreachable")
+		case <-time.After(20 * time.Second):
+			t.Fatal("Run did not stop on the runner's error")
+		}
+		assert.Empty(t, mem.Batches(), "the batch in progress is abandoned")
+		assert.Zero(t, src.commits)
+	})
+}
+
+type slowSink struct{ release chan struct{} }
+
+func (s slowSink) Write(ctx context.Context, _ *stream.Batch[int]) error {
+	select {
+	case <-s.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func TestDrainTimeoutAbandonsAStuckBatch(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(10), stream.DrainTimeout(50*time.Millisecond))
+	src := source.NewSlice("n", ints(100), 1)
+	stream.To(stream.From(p, src), slowSink{release: make(chan struct{})})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	err := p.Run(ctx)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "batch not finished 50ms after cancellation")
+	assert.Empty(t, src.Committed())
+}
+
+func TestRunMisuse(t *testing.T) {
+	t.Run("no source", func(t *testing.T) {
+		assert.ErrorContains(t, stream.NewPipeline().Run(context.Background()), "no source")
+	})
+	t.Run("no output", func(t *testing.T) {
+		p := stream.NewPipeline()
+		stream.From(p, source.NewSlice("n", ints(1), 1))
+		assert.ErrorContains(t, p.Run(context.Background()), "no output")
+	})
+	t.Run("two sources", func(t *testing.T) {
+		p := stream.NewPipeline()
+		stream.To(stream.From(p, source.NewSlice("a", ints(1), 1)), sink.NewMemory[int]())
+		stream.To(stream.From(p, source.NewSlice("b", ints(1), 1)), sink.NewMemory[int]())
+		assert.ErrorContains(t, p.Run(context.Background()), "two sources")
+	})
+	t.Run("twice", func(t *testing.T) {
+		p := stream.NewPipeline()
+		stream.To(stream.From(p, source.NewSlice("a", ints(1), 1)), sink.NewMemory[int]())
+		require.NoError(t, p.Run(context.Background()))
+		assert.ErrorContains(t, p.Run(context.Background()), "Run called twice")
+	})
+	t.Run("bad options", func(t *testing.T) {
+		for _, o := range []stream.Option{stream.Interval(-1), stream.MaxRecords(-1), stream.Parallelism(0)} {
+			p := stream.NewPipeline(o)
+			stream.To(stream.From(p, source.NewSlice("a", ints(1), 1)), sink.NewMemory[int]())
+			assert.Error(t, p.Run(context.Background()))
+		}
+		p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(0))
+		stream.To(stream.From(p, source.NewSlice("a", ints(1), 1)), sink.NewMemory[int]())
+		assert.ErrorContains(t, p.Run(context.Background()), "never be cut")
+	})
+}
+
+type stats struct{ got []stream.BatchStats }
+
+func (s *stats) BatchDone(b stream.BatchStats) { s.got = append(s.got, b) }
+
+func TestHookSeesEveryBatch(t *testing.T) {
+	h := &stats{}
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(30), stream.WithHook(h))
+	stream.To(stream.From(p, source.NewSlice("n", ints(100), 2)), sink.NewMemory[int]())
+	require.NoError(t, p.Run(context.Background()))
+	require.Len(t, h.got, 4)
+	for i, s := range h.got {
+		assert.Equal(t, int64(i+1), s.Info.ID)
+		assert.Equal(t, 2, s.Partitions)
+		assert.GreaterOrEqual(t, s.Processing, time.Duration(0))
+	}
+	assert.Equal(t, 10, h.got[3].Info.Records)
+}
+

@@ -1,0 +1,224 @@
+package stream_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+func sum(_ int, values []int, state int, _ bool) (int, bool) {
+	for _, v := range values {
+		state += v
+	}
+	return state, true
+}
+
+func stateMap(b *stream.Batch[stream.Pair[int, int]]) map[int]int {
+	m := map[int]int{}
+	for kv := range b.All() {
+		m[kv.Key] = kv.Value
+	}
+	return m
+}
+
+func TestUpdateStateByKeyRunningTotals(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	const n, keys, per = 5000, 300, 500
+	pairs := make([]stream.Pair[int, int], n)
+	for i := range pairs {
+		pairs[i] = stream.KV(rng.IntN(keys), 1+rng.IntN(3))
+	}
+	for _, sh := range shapes {
+		for _, reduced := range []bool{false, true} {
+			t.Run(sh.name+map[bool]string{false: "", true: " after ReduceByKey"}[reduced], func(t *testing.T) {
+				p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(per), stream.Parallelism(sh.parallelism))
+				in := stream.From(p, source.NewSlice("p", pairs, sh.partitions))
+				if reduced {
+					in = stream.ReduceByKey(in, func(a, b int) int { return a + b })
+				}
+				c := collect(stream.UpdateStateByKey(in, sum))
+				run(t, p)
+				want := map[int]int{}
+				got := c.all()
+				require.Len(t, got, n/per)
+				for i, b := range got {
+					for _, kv := range pairs[i*per : (i+1)*per] {
+						want[kv.Key] += kv.Value
+					}
+					assert.Equal(t, want, stateMap(b), "batch %d: the whole state", i+1)
+					seen := map[int]int32{}
+					for _, part := range b.Partitions {
+						for _, kv := range part.Values {
+							_, dup := seen[kv.Key]
+							require.False(t, dup, "key %d twice in the state", kv.Key)
+							seen[kv.Key] = part.ID
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestUpdateStateByKeySeesValuesInOrderAndDropsKeys(t *testing.T) {
+	// Batches of 4: key 1 gets [1 2], [3], ... in order; a key whose total
+	// passes 10 is dropped, and starts again from nothing.
+	var vals []stream.Pair[int, int]
+	for i := 1; i <= 12; i++ {
+		vals = append(vals, stream.KV(1, i), stream.KV(2, 1))
+	}
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(4))
+	var calls [][]int
+	var existed []bool
+	c := collect(stream.UpdateStateByKey(stream.From(p, source.NewSlice("s", vals, 1)),
+		func(k int, values []int, state int, exists bool) (int, bool) {
+			if k == 1 {
+				calls = append(calls, slices.Clone(values))
+				existed = append(existed, exists)
+			}
+			for _, v := range values {
+				state += v
+			}
+			return state, state <= 10
+		}))
+	run(t, p)
+	assert.Equal(t, [][]int{{1, 2}, {3, 4}, {5, 6}, {7, 8}, {9, 10}, {11, 12}}, calls)
+	assert.Equal(t, []bool{false, true, true, false, false, false}, existed, "dropped keys start again")
+	got := c.all()
+	require.Len(t, got, 6)
+	assert.Equal(t, map[int]int{1: 3, 2: 2}, stateMap(got[0]))
+	assert.Equal(t, map[int]int{1: 10, 2: 4}, stateMap(got[1]))
+	assert.Equal(t, map[int]int{2: 6}, stateMap(got[2]), "key 1 dropped at 21")
+	assert.Equal(t, map[int]int{2: 8}, stateMap(got[3]))
+}
+
+func TestUpdateStateByKeyTTLBatches(t *testing.T) {
+	// Key k appears only in batch k (1..4); key 0 in every batch.
+	chunks := make([][]stream.Record[stream.Pair[int, int]], 8)
+	for b := range chunks {
+		chunks[b] = append(chunks[b], rec(stream.KV(0, 1), 0, int64(2*b)))
+		if b < 4 {
+			chunks[b] = append(chunks[b], rec(stream.KV(b+1, 1), 0, int64(2*b+1)))
+		}
+	}
+	src := &scripted[stream.Pair[int, int]]{chunks: chunks}
+	p := stream.NewPipeline(stream.Interval(2 * time.Millisecond))
+	c := collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), sum, stream.TTLBatches(2)))
+	run(t, p)
+	var keys [][]int
+	for _, b := range c.all() {
+		var ks []int
+		for k := range stateMap(b) {
+			ks = append(ks, k)
+		}
+		keys = append(keys, sorted(ks))
+	}
+	// A key updated in batch b may stay idle for 2 batches: gone in b+3.
+	assert.Equal(t, [][]int{{0, 1}, {0, 1, 2}, {0, 1, 2, 3}, {0, 2, 3, 4}, {0, 3, 4}, {0, 4}, {0}, {0}}, keys)
+}
+
+func TestUpdateStateByKeyTTLDuration(t *testing.T) {
+	const ttl = 60 * time.Millisecond
+	chunks := make([][]stream.Record[stream.Pair[int, int]], 20)
+	chunks[0] = append(chunks[0], rec(stream.KV(7, 1), 0, 0))
+	for b := range chunks {
+		chunks[b] = append(chunks[b], rec(stream.KV(0, 1), 0, int64(b+1)))
+	}
+	src := &scripted[stream.Pair[int, int]]{chunks: chunks}
+	p := stream.NewPipeline(stream.Interval(10 * time.Millisecond))
+	c := collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), sum, stream.TTL(ttl)))
+	run(t, p)
+	got := c.all()
+	first := got[0].Info.Time
+	gone := false
+	for _, b := range got {
+		_, has := stateMap(b)[7]
+		age := b.Info.Time.Sub(first)
+		if age <= ttl {
+			assert.True(t, has, "key kept at age %v", age)
+		} else {
+			assert.False(t, has, "key dropped at age %v", age)
+			gone = gone || !has
+		}
+	}
+	assert.True(t, gone, "the run outlived the TTL")
+}
+
+func TestUpdateAllCallsIdleKeys(t *testing.T) {
+	vals := []stream.Pair[int, int]{stream.KV(1, 5), stream.KV(2, 5), stream.KV(2, 1), stream.KV(2, 1)}
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2))
+	// Each batch without values, a key decays by 2 and is dropped at 0.
+	c := collect(stream.UpdateStateByKey(stream.From(p, source.NewSlice("s", vals, 1)),
+		func(_ int, values []int, state int, _ bool) (int, bool) {
+			if len(values) == 0 {
+				state -= 2
+			}
+			for _, v := range values {
+				state += v
+			}
+			return state, state > 0
+		}, stream.UpdateAll()))
+	run(t, p)
+	got := c.all()
+	require.Len(t, got, 2)
+	assert.Equal(t, map[int]int{1: 5, 2: 5}, stateMap(got[0]))
+	assert.Equal(t, map[int]int{1: 3, 2: 7}, stateMap(got[1]))
+}
+
+// assigning is a source that owns a changing set of partitions.
+type assigning struct {
+	scripted[stream.Pair[int, int]]
+	plan [][]int32 // assignment seen before each batch
+	at   int
+}
+
+func (a *assigning) Assignment() []int32 {
+	a.at++
+	return a.plan[min(a.at, len(a.plan))-1]
+}
+
+func TestAssignerLosesAndGainsPartitions(t *testing.T) {
+	r := func(k int, p int32, off int64) stream.Record[stream.Pair[int, int]] { return rec(stream.KV(k, 1), p, off) }
+	src := &assigning{
+		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+			{r(10, 0, 0), r(11, 1, 0), r(12, 2, 0)},
+			{r(10, 0, 1), r(11, 1, 1), r(12, 2, 1)}, // partition 1 lost: its record is dropped
+			{r(10, 0, 2), r(13, 3, 0)},
+		}},
+		plan: [][]int32{{0, 1, 2}, {0, 2}, {0, 2, 3}},
+	}
+	var changes [][2][]int32
+	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.OnRebalance(func(_ context.Context, lost, gained []int32) error {
+		changes = append(changes, [2][]int32{lost, gained})
+		return nil
+	}))
+	in := stream.Keyed(stream.From(p, src))
+	c := collect(stream.UpdateStateByKey(in, sum))
+	raw := collect(in)
+	run(t, p)
+	got := c.all()
+	require.Len(t, got, 3)
+	assert.Equal(t, map[int]int{10: 1, 11: 1, 12: 1}, stateMap(got[0]))
+	assert.Equal(t, map[int]int{10: 2, 12: 2}, stateMap(got[1]), "state of the lost partition dropped")
+	assert.Equal(t, map[int]int{10: 3, 12: 2, 13: 1}, stateMap(got[2]))
+	assert.Equal(t, [][2][]int32{{nil, {0, 1, 2}}, {{1}, nil}, {nil, {3}}}, changes, "the first batch gains its partitions")
+	var ids [][]int32
+	for _, b := range raw.all() {
+		var bs []int32
+		for _, part := range b.Partitions {
+			bs = append(bs, part.ID)
+		}
+		ids = append(ids, bs)
+	}
+	assert.Equal(t, [][]int32{{0, 1, 2}, {0, 2}, {0, 2, 3}}, ids, "a batch holds every assigned partition, even empty")
+	assert.Equal(t, []stream.Offset{{Source: "test", Partition: 0, Next: 2}, {Source: "test", Partition: 2, Next: 2}}, src.Commits()[1],
+		"the lost partition's record is not committed")
+}
