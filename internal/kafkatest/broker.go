@@ -1,0 +1,179 @@
+// Package kafkatest runs a Kafka broker inside the process, for tests and for
+// programs that want Kafka without installing it.
+//
+// The broker is github.com/twmb/franz-go/pkg/kfake: it speaks the Kafka
+// protocol over TCP, so sarama, kcat or any other client talks to it as to a
+// real cluster. Topics, records and committed group offsets live in memory,
+// or in a directory when Config.DataDir is set, so that a restarted broker
+// finds them again.
+//
+// The helpers Produce, Records and Committed use sarama to put records in,
+// read them back and look at a group's commits, so that tests check what a
+// Kafka client sees rather than the broker's internals.
+package kafkatest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Config configures a Broker. The zero Config starts an empty broker on
+// 127.0.0.1 and a free port, keeping everything in memory.
+type Config struct {
+	// Addr is the host:port to listen on. Empty means 127.0.0.1 and a port
+	// chosen by the system.
+	Addr string
+	// Topics maps the name of each topic to create to its number of
+	// partitions. A topic that already exists (loaded from DataDir) is kept
+	// if it has that many partitions; Start fails if it has another number.
+	Topics map[string]int32
+	// DataDir keeps topics, records and group offsets across restarts. The
+	// directory is created if needed. Empty keeps them in memory.
+	DataDir string
+	// MinSessionTimeout is the shortest session timeout a consumer group
+	// member may ask for. Kafka's and kfake's default is 6s; tests lower it
+	// so that a group notices a member that left within a second.
+	MinSessionTimeout time.Duration
+	// Logger receives the broker's warnings and errors. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Broker is a running in-process Kafka broker. Its methods are safe for
+// concurrent use.
+type Broker struct {
+	cluster *kfake.Cluster
+	addrs   []string
+	close   sync.Once
+}
+
+// Start starts a broker. It returns once the broker accepts connections.
+// The caller must Close it.
+func Start(cfg Config) (*Broker, error) {
+	opts := []kfake.Opt{kfake.NumBrokers(1)}
+	if cfg.Addr != "" {
+		addr := cfg.Addr
+		// kfake asks for 127.0.0.1 and a port; listen where the caller
+		// asked instead. The address a client sees in metadata is the
+		// listener's, so it must be reachable by clients.
+		opts = append(opts, kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, addr)
+		}))
+	}
+	if cfg.DataDir != "" {
+		opts = append(opts, kfake.DataDir(cfg.DataDir))
+	}
+	if cfg.MinSessionTimeout > 0 {
+		opts = append(opts, kfake.GroupMinSessionTimeout(cfg.MinSessionTimeout))
+	}
+	if cfg.Logger != nil {
+		opts = append(opts, kfake.WithLogger(logger{cfg.Logger}))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafkatest: start broker on %q: %w", cfg.Addr, err)
+	}
+	b := &Broker{cluster: c, addrs: c.ListenAddrs()}
+	for topic, partitions := range cfg.Topics {
+		if err := b.CreateTopic(topic, partitions); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// Addrs returns the addresses clients connect to ("host:port").
+func (b *Broker) Addrs() []string { return append([]string(nil), b.addrs...) }
+
+// CreateTopic creates topic with the given number of partitions. A topic
+// that exists with as many partitions is not an error.
+func (b *Broker) CreateTopic(topic string, partitions int32) error {
+	if topic == "" || partitions < 1 {
+		return fmt.Errorf("kafkatest: create topic %q with %d partitions: need a name and at least 1 partition", topic, partitions)
+	}
+	if b.cluster.TopicInfo(topic) != nil {
+		if n := int32(len(b.cluster.PartitionInfos(topic))); n != partitions {
+			return fmt.Errorf("kafkatest: topic %q exists with %d partitions, not %d", topic, n, partitions)
+		}
+		return nil
+	}
+	if err := b.cluster.CreateTopic(topic, partitions, nil); err != nil {
+		return fmt.Errorf("kafkatest: create topic %q: %w", topic, err)
+	}
+	return nil
+}
+
+// HighWatermarks returns the offset after the last record of each partition
+// of topic, indexed by partition. It is nil when the topic does not exist.
+func (b *Broker) HighWatermarks(topic string) []int64 {
+	infos := b.cluster.PartitionInfos(topic)
+	if infos == nil {
+		return nil
+	}
+	hw := make([]int64, len(infos))
+	for i, p := range infos {
+		hw[i] = p.HighWatermark
+	}
+	return hw
+}
+
+// WaitStable waits until group is stable (every member has joined and got
+// its assignment) with members members, or any number when members is -1,
+// and returns the partitions of topic that each member owns, by member ID.
+func (b *Broker) WaitStable(ctx context.Context, group, topic string, members int) (map[string][]int32, error) {
+	info, err := b.cluster.WaitGroupStable(ctx, group, members)
+	if err != nil {
+		return nil, fmt.Errorf("kafkatest: wait for group %q to be stable with %d members: %w", group, members, err)
+	}
+	owned := make(map[string][]int32, len(info.Members))
+	for _, m := range info.Members {
+		owned[m.MemberID] = m.Assignment[topic]
+	}
+	return owned, nil
+}
+
+// Committed returns the offsets that group has committed for topic, by
+// partition.
+func (b *Broker) Committed(group, topic string) map[int32]int64 {
+	out := make(map[int32]int64)
+	info := b.cluster.GroupInfo(group)
+	if info == nil {
+		return out
+	}
+	for p, c := range info.Commits[topic] {
+		out[p] = c.Offset
+	}
+	return out
+}
+
+// Close stops the broker and closes its connections. With a DataDir, it
+// first saves the broker's state. Close is safe to call more than once.
+func (b *Broker) Close() {
+	b.close.Do(b.cluster.Close)
+}
+
+// logger passes kfake's logs to slog.
+type logger struct{ l *slog.Logger }
+
+func (l logger) Logf(level kfake.LogLevel, format string, args ...any) {
+	var lv slog.Level
+	switch level {
+	case kfake.LogLevelError:
+		lv = slog.LevelError
+	case kfake.LogLevelWarn:
+		lv = slog.LevelWarn
+	case kfake.LogLevelInfo:
+		lv = slog.LevelInfo
+	default:
+		lv = slog.LevelDebug
+	}
+	if l.l.Enabled(context.Background(), lv) {
+		l.l.Log(context.Background(), lv, fmt.Sprintf(format, args...), "component", "kafka broker")
+	}
+}
