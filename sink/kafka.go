@@ -1,0 +1,223 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/IBM/sarama"
+
+	"github.com/sluicehq/sluice/stream"
+)
+
+// KafkaConfig configures a Kafka sink. Brokers and Topic are required.
+type KafkaConfig struct {
+	// Brokers are the "host:port" addresses to bootstrap from.
+	Brokers []string
+	// Topic is the topic every value is written to.
+	Topic string
+	// Logger receives the producer's errors. Nil discards them.
+	Logger *slog.Logger
+	// Sarama is the producer configuration to start from: TLS, SASL, the
+	// Kafka version, the partitioner, retries, compression. The sink copies
+	// it and turns on Producer.Return.Successes and Producer.Return.Errors,
+	// which it needs to know that a batch is delivered. Nil starts from
+	// sarama.NewConfig() with acknowledgement by all in-sync replicas and an
+	// idempotent producer, so that sarama's retries neither duplicate nor
+	// reorder messages.
+	Sarama *sarama.Config
+}
+
+// Kafka is a sink that writes each value of a stream as one Kafka message,
+// with sarama's asynchronous producer: the messages of a batch go out in as
+// few requests as the brokers allow, and Write returns once every one of
+// them is acknowledged.
+//
+// The producer is created by the first Write, so that NewKafka starts no
+// goroutine and does not need the brokers; Close stops it. Write and Close
+// are safe for concurrent use, and Writes are serialized.
+type Kafka[T any] struct {
+	cfg    KafkaConfig
+	sarama *sarama.Config
+	encode func(T) (key, value []byte, err error)
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	producer sarama.AsyncProducer
+	closed   bool
+	msgs     []sarama.ProducerMessage // reused by the next Write when no message is in flight
+}
+
+var _ stream.Sink[int] = (*Kafka[int])(nil)
+
+// ErrClosed is returned by Write after Close.
+var ErrClosed = errors.New("sink: closed")
+
+// NewKafka returns a sink that writes to cfg.Topic the key and value that
+// encode returns for each value. A nil key lets the partitioner choose the
+// partition. encode is called from one goroutine at a time.
+func NewKafka[T any](cfg KafkaConfig, encode func(v T) (key, value []byte, err error)) (*Kafka[T], error) {
+	switch {
+	case len(cfg.Brokers) == 0:
+		return nil, errors.New("kafka sink: no brokers")
+	case cfg.Topic == "":
+		return nil, errors.New("kafka sink: no topic")
+	case encode == nil:
+		return nil, fmt.Errorf("kafka sink %s: no encoder", cfg.Topic)
+	}
+	cfg.Brokers = slices.Clone(cfg.Brokers)
+	var sc *sarama.Config
+	if cfg.Sarama != nil {
+		c := *cfg.Sarama
+		sc = &c
+	} else {
+		sc = sarama.NewConfig()
+		sc.Producer.RequiredAcks = sarama.WaitForAll
+		sc.Producer.Idempotent = true
+		sc.Net.MaxOpenRequests = 1 // what sarama requires of an idempotent producer
+	}
+	if sc.ClientID == "" || sc.ClientID == "sarama" {
+		sc.ClientID = "sluice"
+	}
+	sc.Producer.Return.Successes = true
+	sc.Producer.Return.Errors = true
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka sink %s: sarama config: %w", cfg.Topic, err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Kafka[T]{cfg: cfg, sarama: sc, encode: encode, log: log.With("topic", cfg.Topic)}, nil
+}
+
+// write identifies the messages of one Write, so that an acknowledgement
+// left over from an abandoned Write is not counted for the next.
+type kafkaWrite struct{}
+
+// Write sends every value of b and returns when all of them are
+// acknowledged by the brokers. A value that does not encode fails the
+// Write before anything is sent; a message that is not delivered (after
+// sarama's retries) fails it after all others are settled. When ctx is
+// done first, Write returns its error and the messages in flight may still
+// be delivered.
+func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return fmt.Errorf("kafka sink %s: %w", k.cfg.Topic, ErrClosed)
+	}
+	total := b.Len()
+	if total == 0 {
+		return nil
+	}
+	w := new(kafkaWrite)
+	msgs := k.msgs[:0]
+	if cap(msgs) < total {
+		msgs = make([]sarama.ProducerMessage, 0, total)
+	}
+	for i := range b.Partitions {
+		p := &b.Partitions[i]
+		for j, v := range p.Values {
+			key, value, err := k.encode(v)
+			if err != nil {
+				return fmt.Errorf("kafka sink %s: encode: %w", k.cfg.Topic, &stream.RecordError{Origin: p.Origin(j), Err: err})
+			}
+			m := sarama.ProducerMessage{Topic: k.cfg.Topic, Value: sarama.ByteEncoder(value), Metadata: w}
+			if key != nil {
+				m.Key = sarama.ByteEncoder(key)
+			}
+			msgs = append(msgs, m)
+		}
+	}
+	if k.producer == nil {
+		p, err := sarama.NewAsyncProducer(k.cfg.Brokers, k.sarama)
+		if err != nil {
+			return fmt.Errorf("kafka sink %s: connect to %v: %w", k.cfg.Topic, k.cfg.Brokers, err)
+		}
+		k.producer = p
+	}
+
+	// Send and collect acknowledgements in one loop: sarama stops taking
+	// input when nobody reads its Successes.
+	in, ok, failed := k.producer.Input(), k.producer.Successes(), k.producer.Errors()
+	sent, settled := 0, 0
+	var errs []*sarama.ProducerError
+	for settled < total {
+		input := in
+		var next *sarama.ProducerMessage
+		if sent < total {
+			next = &msgs[sent]
+		} else {
+			input = nil
+		}
+		select {
+		case input <- next:
+			sent++
+		case m := <-ok:
+			if m.Metadata == any(w) {
+				settled++
+			}
+		case e := <-failed:
+			if e.Msg.Metadata == any(w) {
+				settled++
+				errs = append(errs, e)
+			} else {
+				k.log.Warn("kafka message of an abandoned write not delivered", "partition", e.Msg.Partition, "err", e.Err)
+			}
+		case <-ctx.Done():
+			k.msgs = nil // sarama may still hold them
+			return fmt.Errorf("kafka sink %s: %d of %d messages acknowledged: %w", k.cfg.Topic, settled-len(errs), total, context.Cause(ctx))
+		}
+	}
+	clear(msgs)
+	k.msgs = msgs[:0]
+	if len(errs) > 0 {
+		e := errs[0]
+		return fmt.Errorf("kafka sink %s: %d of %d messages not delivered; first to partition %d: %w",
+			k.cfg.Topic, len(errs), total, e.Msg.Partition, e.Err)
+	}
+	return nil
+}
+
+// Close flushes and stops the producer. It is safe to call more than once;
+// Write fails after it.
+func (k *Kafka[T]) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return nil
+	}
+	k.closed = true
+	p := k.producer
+	k.producer = nil
+	if p == nil {
+		return nil
+	}
+	// Drain both channels until sarama closes them, as AsyncClose asks;
+	// only messages of an abandoned Write can still be in flight.
+	p.AsyncClose()
+	var errs []error
+	ok, failed := p.Successes(), p.Errors()
+	for ok != nil || failed != nil {
+		select {
+		case _, open := <-ok:
+			if !open {
+				ok = nil
+			}
+		case e, open := <-failed:
+			if !open {
+				failed = nil
+				continue
+			}
+			errs = append(errs, e)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("kafka sink %s: close: %w", k.cfg.Topic, err)
+	}
+	return nil
+}

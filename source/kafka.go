@@ -1,0 +1,832 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/sluicehq/sluice/stream"
+)
+
+// Defaults of a Kafka source.
+const (
+	DefaultConnectTimeout = 30 * time.Second
+	DefaultRevokeTimeout  = 10 * time.Second
+	DefaultKafkaBuffer    = 16384
+)
+
+// Message is a Kafka record as a Kafka source hands it to a pipeline. Its
+// topic, partition and offset are in the record's stream.Origin.
+type Message struct {
+	Key       []byte
+	Value     []byte
+	Timestamp time.Time
+	Headers   []Header
+}
+
+// Header is a Kafka record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// KafkaConfig configures a Kafka source. Brokers, Topic and Group are
+// required; the zero value of every other field means its default.
+type KafkaConfig struct {
+	// Brokers are the "host:port" addresses to bootstrap from.
+	Brokers []string
+	// Topic is the topic to read. Its partition p is partition p of every
+	// batch, so that state kept by key lives with the Kafka partition the
+	// producers keyed the record to.
+	Topic string
+	// Group is the consumer group. Processes that run with the same Group
+	// split the partitions of Topic between them.
+	Group string
+	// StartNewest makes a group that has no committed offset for a
+	// partition start at its end. By default it starts at the beginning:
+	// a new pipeline reads what is already there.
+	StartNewest bool
+	// InstanceID turns on static membership (KIP-345): a member that
+	// restarts with the same InstanceID within the session timeout gets its
+	// partitions back without a rebalance, and a member that dies while it
+	// joins cannot linger in the group under an unknown member ID. Each
+	// process of a group needs its own InstanceID.
+	InstanceID string
+	// ConnectTimeout bounds how long Run may go without a working group
+	// session: at start, while it cannot reach the brokers, and later,
+	// while it fails to rejoin the group. Run then fails. Default
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// RevokeTimeout bounds how long a partition that is taken away waits
+	// for the pipeline to commit the records it already has, so that its
+	// new owner starts where this one stopped. Past it, those records are
+	// dropped from the pipeline uncommitted and the new owner reads them
+	// again. It must be shorter than the Sarama config's
+	// Consumer.Group.Rebalance.Timeout. Default DefaultRevokeTimeout, or
+	// half the rebalance timeout if that is shorter.
+	RevokeTimeout time.Duration
+	// Buffer is how many records the source reads ahead of the pipeline
+	// (default DefaultKafkaBuffer). When it is full, the source stops
+	// reading, and Kafka's fetches wait.
+	Buffer int
+	// Logger receives broker errors, retries and rebalances. Nil discards
+	// them.
+	Logger *slog.Logger
+	// Sarama is the client configuration to start from, for what the
+	// source does not decide: TLS, SASL, the Kafka version, timeouts,
+	// fetch sizes. The source copies it and then overrides what its
+	// guarantees depend on: automatic commits are off, errors are
+	// returned to it, Consumer.Offsets.Initial follows StartNewest, and
+	// InstanceID, when set, replaces Consumer.Group.InstanceId. Sarama's
+	// default assignor (range alone) is replaced by cooperative-sticky when
+	// the Kafka version allows it (2.4 and later), so that a rebalance moves
+	// only the partitions that change owner; any other list of strategies
+	// is kept. Nil starts from
+	// sarama.NewConfig().
+	Sarama *sarama.Config
+}
+
+// Kafka is a source that reads a topic as a member of a Kafka consumer
+// group, with sarama.
+//
+// It implements stream.Source, stream.Runner (the group session),
+// stream.Committer (offsets are committed only after the pipeline has
+// finished the batch, so that a crash replays records but never skips
+// them) and stream.Assigner (the partitions the group gave this member).
+// NewKafka starts nothing; the pipeline calls Run. A Kafka source serves
+// one pipeline run.
+//
+// # Rebalances
+//
+// When the group takes a partition away, the source stops handing out
+// its records at once, waits up to RevokeTimeout for the pipeline to
+// commit the ones it has, and then reports the partition lost, so that
+// its new owner starts exactly where this member stopped. When a partition
+// comes back to a member that still holds its state, and nobody committed
+// past this member in between, the pipeline keeps the state; otherwise the
+// partition is reported lost before any of its new records are handed
+// out. The pipeline must cut batches on an interval (stream.Interval
+// greater than 0), as a rebalance is acted upon between batches.
+type Kafka struct {
+	cfg    KafkaConfig
+	sarama *sarama.Config
+	log    *slog.Logger
+
+	running atomic.Bool
+
+	mu      sync.Mutex
+	parts   map[int32]*kafkaPartition
+	queue   []*kafkaChunk // records read ahead, oldest first, from queue[head]
+	head    int
+	queued  int    // records in the queue
+	epochs  uint64 // claims started, to tell a claim's kafkaChunks from an older one's
+	wake    chan struct{}
+	kept    []*kafkaChunk
+	client  sarama.Client
+	session sarama.ConsumerGroupSession
+	// healthy is when the source last had a group session (when one
+	// started or ended): Run fails after ConnectTimeout without one.
+	healthy time.Time
+}
+
+var (
+	_ stream.Source[Message] = (*Kafka)(nil)
+	_ stream.Runner          = (*Kafka)(nil)
+	_ stream.Committer       = (*Kafka)(nil)
+	_ stream.Assigner        = (*Kafka)(nil)
+)
+
+// kafkaOwner says where this member stands with a partition.
+type kafkaOwner uint8
+
+const (
+	// kafkaNotOwned: the partition belongs to another member, or to nobody yet.
+	kafkaNotOwned kafkaOwner = iota
+	// kafkaOwned: a claim is running and hands out records.
+	kafkaOwned
+	// kafkaRevoking: the claim is ending; it hands out nothing more and waits
+	// for the pipeline to commit what it has.
+	kafkaRevoking
+	// kafkaBetween: the group session ended (a rebalance with an eager
+	// strategy, or an error) while the partition was owned. The next
+	// session may give it back.
+	kafkaBetween
+)
+
+// kafkaPartition is what the source knows of one partition of the topic.
+// Offsets may be sarama's sentinels (OffsetOldest, OffsetNewest) until the
+// first record is handed out: they are compared, never used as positions.
+type kafkaPartition struct {
+	owner kafkaOwner
+	epoch uint64 // of the current or last claim
+	// inPipeline: the pipeline may hold records or state of the partition
+	// (it was in the last Assignment or records were handed out since).
+	inPipeline bool
+	// next is the offset after the last record handed out, or where the
+	// claim started when none was.
+	next int64
+	// committed is the group's committed offset as this member last knew it.
+	committed int64
+	// mustDrop: the pipeline holds records or state of the partition that
+	// the current claim does not continue; it must drop them (at the next
+	// Assignment) before it gets any record of the claim.
+	mustDrop bool
+}
+
+// kafkaChunk is a run of consecutive records of one partition, read by a claim.
+type kafkaChunk struct {
+	partition int32
+	epoch     uint64
+	recs      []stream.Record[Message]
+	off       int // records before off were handed out
+}
+
+// NewKafka returns a Kafka source. It validates cfg and starts nothing.
+func NewKafka(cfg KafkaConfig) (*Kafka, error) {
+	switch {
+	case len(cfg.Brokers) == 0:
+		return nil, errors.New("kafka source: no brokers")
+	case cfg.Topic == "":
+		return nil, errors.New("kafka source: no topic")
+	case cfg.Group == "":
+		return nil, fmt.Errorf("kafka source %s: no group", cfg.Topic)
+	case cfg.ConnectTimeout < 0, cfg.RevokeTimeout < 0, cfg.Buffer < 0:
+		return nil, fmt.Errorf("kafka source %s: negative connect timeout %v, revoke timeout %v or buffer %d",
+			cfg.Topic, cfg.ConnectTimeout, cfg.RevokeTimeout, cfg.Buffer)
+	}
+	cfg.Brokers = slices.Clone(cfg.Brokers)
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.Buffer == 0 {
+		cfg.Buffer = DefaultKafkaBuffer
+	}
+	sc, err := consumerConfig(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kafka source %s: %w", cfg.Topic, err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("topic", cfg.Topic, "group", cfg.Group)
+	return &Kafka{cfg: cfg, sarama: sc, log: log, parts: make(map[int32]*kafkaPartition)}, nil
+}
+
+// consumerConfig returns the sarama configuration of a source.
+func consumerConfig(cfg *KafkaConfig) (*sarama.Config, error) {
+	sc := sarama.NewConfig()
+	if cfg.Sarama != nil {
+		c := *cfg.Sarama
+		sc = &c
+	}
+	if sc.ClientID == "" || sc.ClientID == "sarama" {
+		sc.ClientID = "sluice"
+	}
+	sc.Consumer.Offsets.AutoCommit.Enable = false
+	sc.Consumer.Return.Errors = true
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	if cfg.StartNewest {
+		sc.Consumer.Offsets.Initial = sarama.OffsetNewest
+	}
+	if cfg.InstanceID != "" {
+		sc.Consumer.Group.InstanceId = cfg.InstanceID
+	}
+	if s := sc.Consumer.Group.Rebalance.GroupStrategies; sc.Consumer.Group.Rebalance.Strategy == nil &&
+		(len(s) == 0 || len(s) == 1 && s[0].Name() == sarama.RangeBalanceStrategyName) &&
+		sc.Version.IsAtLeast(sarama.V2_4_0_0) {
+		sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}
+	}
+	// A dial must not outlast the time Run has to connect at all.
+	sc.Net.DialTimeout = min(sc.Net.DialTimeout, cfg.ConnectTimeout)
+	if cfg.RevokeTimeout == 0 {
+		cfg.RevokeTimeout = min(DefaultRevokeTimeout, sc.Consumer.Group.Rebalance.Timeout/2)
+	}
+	if cfg.RevokeTimeout >= sc.Consumer.Group.Rebalance.Timeout {
+		return nil, fmt.Errorf("revoke timeout %v is not shorter than the rebalance timeout %v",
+			cfg.RevokeTimeout, sc.Consumer.Group.Rebalance.Timeout)
+	}
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("sarama config: %w", err)
+	}
+	return sc, nil
+}
+
+// Run joins the group and reads the partitions it is given until ctx is
+// cancelled, then leaves the group. It blocks; it returns nil after ctx is
+// cancelled, or an error when it could not reach the brokers or hold a
+// group session for ConnectTimeout. Every goroutine it started has ended
+// when it returns. Run may be called once.
+func (k *Kafka) Run(ctx context.Context) error {
+	if !k.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("kafka source %s: Run called twice", k.cfg.Topic)
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	client, err := k.connect(ctx)
+	if err != nil || client == nil {
+		return err
+	}
+	defer client.Close()
+	group, err := sarama.NewConsumerGroupFromClient(k.cfg.Group, client)
+	if err != nil {
+		return fmt.Errorf("kafka source %s: group %s: %w", k.cfg.Topic, k.cfg.Group, err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for err := range group.Errors() {
+			k.log.Warn("kafka consumer error", "err", err)
+		}
+	})
+	defer func() {
+		// Leaving the group (dynamic members) lets the others take the
+		// partitions over at once instead of after the session timeout.
+		if err := group.Close(); err != nil {
+			k.log.Warn("kafka consumer group close", "err", err)
+		}
+		wg.Wait()
+		k.mu.Lock()
+		k.client = nil
+		for _, p := range k.parts {
+			p.owner = kafkaNotOwned
+		}
+		k.mu.Unlock()
+	}()
+
+	k.mu.Lock()
+	k.client = client
+	k.healthy = time.Now()
+	k.mu.Unlock()
+	h := &kafkaHandler{k: k, stop: ctx.Done()}
+	wait := kafkaBackoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	for {
+		err := group.Consume(ctx, []string{k.cfg.Topic}, h)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			// The session ended for a rebalance; the next Consume joins
+			// the new generation.
+			wait.reset()
+			continue
+		}
+		k.mu.Lock()
+		since := time.Since(k.healthy)
+		k.mu.Unlock()
+		if since >= k.cfg.ConnectTimeout {
+			return fmt.Errorf("kafka source %s: no session with group %s on %v for %v: %w",
+				k.cfg.Topic, k.cfg.Group, k.cfg.Brokers, since.Round(time.Millisecond), err)
+		}
+		d := wait.next()
+		k.log.Warn("kafka group session failed; retrying", "err", err, "retry_in", d)
+		if !kafkaSleep(ctx, d) {
+			return nil
+		}
+	}
+}
+
+// connect makes the sarama client, retrying until ConnectTimeout. It
+// returns a nil client and error when ctx is done first.
+func (k *Kafka) connect(ctx context.Context) (sarama.Client, error) {
+	start := time.Now()
+	wait := kafkaBackoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	for attempt := 1; ; attempt++ {
+		client, err := sarama.NewClient(k.cfg.Brokers, k.sarama)
+		if err == nil {
+			return client, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		d := wait.next()
+		if time.Since(start)+d > k.cfg.ConnectTimeout {
+			return nil, fmt.Errorf("kafka source %s: brokers %v unreachable for %v (%d attempts): %w",
+				k.cfg.Topic, k.cfg.Brokers, time.Since(start).Round(time.Millisecond), attempt, err)
+		}
+		k.log.Warn("kafka brokers unreachable; retrying", "brokers", k.cfg.Brokers, "err", err, "retry_in", d)
+		if !kafkaSleep(ctx, d) {
+			return nil, nil
+		}
+	}
+}
+
+// Poll implements stream.Source: it hands out the records read ahead,
+// waiting for some when there are none.
+func (k *Kafka) Poll(ctx context.Context, buf []stream.Record[Message]) (int, error) {
+	if len(buf) == 0 {
+		return 0, nil
+	}
+	for {
+		k.mu.Lock()
+		n := k.take(buf)
+		if n > 0 {
+			k.signal() // room for the claims
+			k.mu.Unlock()
+			return n, nil
+		}
+		wake := k.waiter()
+		k.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// take moves records from the queue to buf. Chunks of claims that ended
+// are dropped; kafkaChunks of a partition the pipeline must drop first are
+// kept for later. k.mu is held.
+func (k *Kafka) take(buf []stream.Record[Message]) int {
+	n := 0
+	q := k.queue[k.head:]
+	kept := k.kept[:0]
+	j := 0
+	for ; j < len(q) && n < len(buf); j++ {
+		c := q[j]
+		p := k.parts[c.partition]
+		if p == nil || p.epoch != c.epoch || p.owner != kafkaOwned {
+			k.queued -= len(c.recs) - c.off
+			k.recycle(c)
+			continue
+		}
+		if p.mustDrop {
+			kept = append(kept, c)
+			continue
+		}
+		m := copy(buf[n:], c.recs[c.off:])
+		n += m
+		c.off += m
+		k.queued -= m
+		p.next = buf[n-1].Origin.Offset + 1
+		p.inPipeline = true
+		if c.off < len(c.recs) {
+			kept = append(kept, c) // buf is full
+		} else {
+			k.recycle(c)
+		}
+	}
+	// The kafkaChunks kept go back in order, just before the ones not looked at.
+	head := k.head + j - len(kept)
+	clear(k.queue[k.head:head])
+	k.head = head
+	copy(k.queue[k.head:], kept)
+	clear(kept)
+	k.kept = kept[:0]
+	if k.head == len(k.queue) {
+		clear(k.queue)
+		k.queue, k.head = k.queue[:0], 0
+	}
+	return n
+}
+
+var kafkaChunks = sync.Pool{New: func() any { return new(kafkaChunk) }}
+
+func (k *Kafka) recycle(c *kafkaChunk) {
+	clear(c.recs) // the pool must not keep records' bytes alive
+	c.recs = c.recs[:0]
+	kafkaChunks.Put(c)
+}
+
+// Commit implements stream.Committer: it commits the offsets to the group
+// and returns when the broker has stored them. Offsets of partitions this
+// member no longer owns are not committed (their new owner reads those
+// records again); that is logged, not an error.
+func (k *Kafka) Commit(ctx context.Context, offsets []stream.Offset) error {
+	k.mu.Lock()
+	sess, client := k.session, k.client
+	var commit []stream.Offset
+	for _, o := range offsets {
+		if o.Source != k.cfg.Topic {
+			k.mu.Unlock()
+			return fmt.Errorf("kafka source %s: commit of %s/%d: not this source's topic", k.cfg.Topic, o.Source, o.Partition)
+		}
+		p := k.parts[o.Partition]
+		if sess == nil || p == nil || p.mustDrop || p.owner != kafkaOwned && p.owner != kafkaRevoking {
+			k.log.Info("kafka offset not committed: partition not owned", "partition", o.Partition, "offset", o.Next)
+			continue
+		}
+		commit = append(commit, o)
+	}
+	k.mu.Unlock()
+	if len(commit) == 0 {
+		return nil
+	}
+	done, err := k.commit(ctx, client, sess, commit)
+	k.mu.Lock()
+	for _, o := range done {
+		if p := k.parts[o.Partition]; p != nil {
+			p.committed = max(p.committed, o.Next)
+		}
+	}
+	k.signal() // revoked claims wait for commits
+	k.mu.Unlock()
+	return err
+}
+
+// commit sends an OffsetCommit request for offsets in the session's
+// generation, retrying what can be retried, and returns the offsets the
+// broker stored. sarama's session.Commit reports no error, so a commit that
+// failed would look durable; this one does not.
+func (k *Kafka) commit(ctx context.Context, client sarama.Client, sess sarama.ConsumerGroupSession, offsets []stream.Offset) ([]stream.Offset, error) {
+	wait := kafkaBackoff{min: 20 * time.Millisecond, max: 500 * time.Millisecond}
+	// A commit may wait for the group to finish a rebalance, which takes
+	// at most the rebalance timeout.
+	deadline := time.Now().Add(k.sarama.Consumer.Group.Rebalance.Timeout)
+	var done []stream.Offset
+	var lastErr error
+	for attempt := 1; len(offsets) > 0; attempt++ {
+		if attempt > 1 && (time.Now().After(deadline) || !kafkaSleep(ctx, wait.next())) {
+			break
+		}
+		req := sarama.NewOffsetCommitRequest(k.sarama, k.cfg.Group)
+		req.ConsumerGroupGeneration = sess.GenerationID()
+		req.ConsumerID = sess.MemberID()
+		if id := k.sarama.Consumer.Group.InstanceId; id != "" && req.Version >= 7 {
+			req.GroupInstanceId = &id
+		}
+		for _, o := range offsets {
+			req.AddBlock(k.cfg.Topic, o.Partition, o.Next, 0, "")
+		}
+		coordinator, err := client.Coordinator(k.cfg.Group)
+		if err != nil {
+			lastErr = fmt.Errorf("find coordinator: %w", err)
+			continue
+		}
+		resp, err := coordinator.CommitOffset(req)
+		if err != nil {
+			lastErr = err
+			_ = coordinator.Close()
+			_ = client.RefreshCoordinator(k.cfg.Group)
+			continue
+		}
+		var retry []stream.Offset
+		for _, o := range offsets {
+			var kerr error = sarama.ErrIncompleteResponse
+			if e, ok := resp.Errors[k.cfg.Topic][o.Partition]; ok {
+				kerr = e
+			}
+			switch {
+			case errors.Is(kerr, sarama.ErrNotCoordinatorForConsumer), errors.Is(kerr, sarama.ErrConsumerCoordinatorNotAvailable),
+				errors.Is(kerr, sarama.ErrOffsetsLoadInProgress), errors.Is(kerr, sarama.ErrRequestTimedOut),
+				errors.Is(kerr, sarama.ErrIncompleteResponse):
+				_ = client.RefreshCoordinator(k.cfg.Group)
+				lastErr = kerr
+				retry = append(retry, o)
+			case errors.Is(kerr, sarama.ErrNoError):
+				done = append(done, o)
+			case sess.Context().Err() == nil && (errors.Is(kerr, sarama.ErrRebalanceInProgress) ||
+				errors.Is(kerr, sarama.ErrIllegalGeneration) || errors.Is(kerr, sarama.ErrUnknownMemberId)):
+				// The group is between generations. A cooperative session
+				// goes on in the next one, and sarama learns its number
+				// only when the rebalance is over: try again with it.
+				lastErr = kerr
+				retry = append(retry, o)
+			case errors.Is(kerr, sarama.ErrRebalanceInProgress), errors.Is(kerr, sarama.ErrIllegalGeneration),
+				errors.Is(kerr, sarama.ErrUnknownMemberId), errors.Is(kerr, sarama.ErrFencedInstancedId):
+				// This member left the generation: the partition is, or
+				// will be, someone else's, who reads from the last commit.
+				k.log.Warn("kafka offset not committed: member no longer in the generation",
+					"partition", o.Partition, "offset", o.Next, "generation", req.ConsumerGroupGeneration, "err", kerr)
+			default:
+				return done, fmt.Errorf("kafka source: commit %s/%d@%d for group %s: %w", k.cfg.Topic, o.Partition, o.Next, k.cfg.Group, kerr)
+			}
+		}
+		offsets = retry
+	}
+	if len(offsets) > 0 {
+		if lastErr == nil {
+			lastErr = context.Cause(ctx)
+		}
+		return done, fmt.Errorf("kafka source: commit %s/%d@%d (and %d more) for group %s: %w",
+			k.cfg.Topic, offsets[0].Partition, offsets[0].Next, len(offsets)-1, k.cfg.Group, lastErr)
+	}
+	return done, nil
+}
+
+// Assignment implements stream.Assigner: the partitions this member owns,
+// or held before a session ended and may get back with nothing left
+// uncommitted. A partition whose records the pipeline must drop is left
+// out once, so that the pipeline drops them.
+func (k *Kafka) Assignment() []int32 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []int32
+	for id, p := range k.parts {
+		keep := false
+		switch {
+		case p.mustDrop:
+			p.mustDrop = false
+		case p.owner == kafkaOwned || p.owner == kafkaRevoking:
+			keep = true
+		case p.owner == kafkaBetween:
+			keep = p.inPipeline && p.committed >= p.next
+		}
+		p.inPipeline = keep
+		if keep {
+			out = append(out, id)
+		} else if p.owner == kafkaNotOwned {
+			delete(k.parts, id)
+		}
+	}
+	slices.Sort(out)
+	k.signal() // records held back for a drop may go now
+	return out
+}
+
+// waiter returns a channel closed at the next signal. k.mu is held.
+func (k *Kafka) waiter() <-chan struct{} {
+	if k.wake == nil {
+		k.wake = make(chan struct{})
+	}
+	return k.wake
+}
+
+// signal wakes every waiter. k.mu is held.
+func (k *Kafka) signal() {
+	if k.wake != nil {
+		close(k.wake)
+		k.wake = nil
+	}
+}
+
+// kafkaHandler is the sarama group handler of a source; its methods run on
+// sarama's goroutines.
+type kafkaHandler struct {
+	k    *Kafka
+	stop <-chan struct{} // Run's context is done: no waiting on the pipeline
+}
+
+func (h *kafkaHandler) Setup(sess sarama.ConsumerGroupSession) error {
+	k := h.k
+	claims := sess.Claims()[k.cfg.Topic]
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.session = sess
+	k.healthy = time.Now()
+	for id, p := range k.parts {
+		if p.owner == kafkaBetween && !slices.Contains(claims, id) {
+			p.owner = kafkaNotOwned
+		}
+	}
+	k.log.Info("kafka group session started", "generation", sess.GenerationID(), "member", sess.MemberID(), "partitions", claims)
+	return nil
+}
+
+func (h *kafkaHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
+	k := h.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.session == sess {
+		k.session = nil
+	}
+	k.healthy = time.Now()
+	k.log.Info("kafka group session ended", "generation", sess.GenerationID())
+	return nil
+}
+
+// kafkaMaxChunk bounds the records a claim reads before it queues them.
+const kafkaMaxChunk = 1024
+
+func (h *kafkaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	k := h.k
+	id := claim.Partition()
+	epoch := k.startClaim(id, claim.InitialOffset())
+	defer h.endClaim(sess, id, epoch)
+	msgs := claim.Messages()
+	done := sess.Context().Done()
+	for {
+		c := kafkaChunks.Get().(*kafkaChunk)
+		c.partition, c.epoch, c.off = id, epoch, 0
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				k.recycle(c)
+				return nil
+			}
+			c.recs = append(c.recs, kafkaRecord(m))
+		case <-done:
+			k.recycle(c)
+			return nil
+		}
+		// Take what else is there without waiting: one queue operation
+		// per run of records, not per record.
+		open := true
+	more:
+		for len(c.recs) < kafkaMaxChunk {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					open = false
+					break more
+				}
+				c.recs = append(c.recs, kafkaRecord(m))
+			default:
+				break more
+			}
+		}
+		if !k.push(c, done) || !open {
+			return nil
+		}
+	}
+}
+
+func kafkaRecord(m *sarama.ConsumerMessage) stream.Record[Message] {
+	r := stream.Record[Message]{
+		Value:  Message{Key: m.Key, Value: m.Value, Timestamp: m.Timestamp},
+		Origin: stream.Origin{Source: m.Topic, Partition: m.Partition, Offset: m.Offset},
+	}
+	if len(m.Headers) > 0 {
+		r.Value.Headers = make([]Header, len(m.Headers))
+		for i, h := range m.Headers {
+			r.Value.Headers[i] = Header{Key: string(h.Key), Value: h.Value}
+		}
+	}
+	return r
+}
+
+// startClaim records that a claim of partition id starts at offset
+// initial, and returns the claim's epoch.
+func (k *Kafka) startClaim(id int32, initial int64) uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p := k.parts[id]
+	if p == nil {
+		p = &kafkaPartition{}
+		k.parts[id] = p
+	}
+	if p.inPipeline && p.next != initial {
+		// The pipeline's records or state of the partition do not end
+		// where the group's commit does: a commit failed, or another
+		// member went further. The pipeline must drop them first.
+		k.log.Info("kafka partition restarts elsewhere than the pipeline holds; dropping its records and state",
+			"partition", id, "pipeline_next", p.next, "committed", initial)
+		p.mustDrop = true
+	}
+	k.epochs++
+	p.epoch = k.epochs
+	p.owner = kafkaOwned
+	p.next = initial
+	p.committed = initial
+	return p.epoch
+}
+
+// endClaim stops handing out the records of a claim that ends and waits up
+// to RevokeTimeout for the pipeline to commit those it was handed.
+func (h *kafkaHandler) endClaim(sess sarama.ConsumerGroupSession, id int32, epoch uint64) {
+	k := h.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p := k.parts[id]
+	if p == nil || p.epoch != epoch {
+		return
+	}
+	p.owner = kafkaRevoking
+	k.drop(id)
+	timeout := time.NewTimer(k.cfg.RevokeTimeout)
+	defer timeout.Stop()
+	for waiting := true; waiting && p.inPipeline && !p.mustDrop && p.committed < p.next; {
+		wake := k.waiter()
+		k.mu.Unlock()
+		select {
+		case <-wake:
+		case <-h.stop:
+			waiting = false
+		case <-timeout.C:
+			k.log.Warn("kafka partition revoked before the pipeline committed it; its new owner reads the rest again",
+				"partition", id, "committed", p.committed, "handed_out", p.next, "revoke_timeout", k.cfg.RevokeTimeout)
+			waiting = false
+		}
+		k.mu.Lock()
+	}
+	if sess.Context().Err() != nil {
+		p.owner = kafkaBetween
+	} else {
+		p.owner = kafkaNotOwned // a cooperative rebalance took it
+	}
+	k.signal()
+}
+
+// drop removes the queued records of partition id. k.mu is held.
+func (k *Kafka) drop(id int32) {
+	q := k.queue[k.head:]
+	w := 0
+	for _, c := range q {
+		if c.partition == id {
+			k.queued -= len(c.recs) - c.off
+			k.recycle(c)
+			continue
+		}
+		q[w] = c
+		w++
+	}
+	clear(q[w:])
+	k.queue = k.queue[:k.head+w]
+	k.signal()
+}
+
+// push queues the records of c, waiting while the buffer is full. It
+// returns false when the claim must stop: it ended, or done was closed.
+func (k *Kafka) push(c *kafkaChunk, done <-chan struct{}) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for {
+		p := k.parts[c.partition]
+		if p == nil || p.epoch != c.epoch || p.owner != kafkaOwned {
+			k.recycle(c)
+			return false
+		}
+		if k.queued < k.cfg.Buffer {
+			break
+		}
+		wake := k.waiter()
+		k.mu.Unlock()
+		select {
+		case <-wake:
+		case <-done:
+			k.mu.Lock()
+			k.recycle(c)
+			return false
+		}
+		k.mu.Lock()
+	}
+	if len(k.queue) == cap(k.queue) && k.head > 0 {
+		n := copy(k.queue, k.queue[k.head:])
+		clear(k.queue[n:])
+		k.queue, k.head = k.queue[:n], 0
+	}
+	k.queue = append(k.queue, c)
+	k.queued += len(c.recs)
+	k.signal()
+	return true
+}
+
+// backoff doubles a wait from min to max.
+type kafkaBackoff struct{ min, max, cur time.Duration }
+
+func (b *kafkaBackoff) next() time.Duration {
+	b.cur = min(max(2*b.cur, b.min), b.max)
+	return b.cur
+}
+
+func (b *kafkaBackoff) reset() { b.cur = 0 }
+
+// sleep waits for d and reports whether ctx is still alive.
+func kafkaSleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,477 @@
+package source_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/sluicehq/sluice/sink"
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// checkLeaks fails t if a goroutine started during the test is still
+// running once the test and its cleanups, the broker's Close among them,
+// are done.
+func checkLeaks(t *testing.T) {
+	// sarama's metrics start one process-wide goroutine that never ends.
+	t.Cleanup(func() {
+		goleak.VerifyNone(t, goleak.IgnoreCurrent(), goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
+	})
+}
+
+// startBroker starts a broker with topics, closed at the end of the test.
+// Its group session timeout floor is low, so that rebalances take
+// milliseconds instead of seconds.
+func startBroker(t testing.TB, topics map[string]int32) *kafkatest.Broker {
+	t.Helper()
+	b, err := kafkatest.Start(kafkatest.Config{Topics: topics, MinSessionTimeout: 100 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	return b
+}
+
+// fastSarama returns a consumer configuration with short timeouts: a test
+// rebalance settles in well under a second.
+func fastSarama() *sarama.Config {
+	c := sarama.NewConfig()
+	c.Consumer.Group.Session.Timeout = time.Second
+	c.Consumer.Group.Heartbeat.Interval = 100 * time.Millisecond
+	c.Consumer.Group.Rebalance.Timeout = 10 * time.Second
+	c.Consumer.Group.Rebalance.Retry.Backoff = 100 * time.Millisecond
+	c.Consumer.MaxWaitTime = 100 * time.Millisecond
+	c.Metadata.Retry.Backoff = 50 * time.Millisecond
+	return c
+}
+
+// testLog returns a logger whose output the test prints if it fails.
+func testLog(t testing.TB) *slog.Logger {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("log:\n%s", buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func newSource(t testing.TB, b *kafkatest.Broker, topic, group string) *source.Kafka {
+	t.Helper()
+	src, err := source.NewKafka(source.KafkaConfig{
+		Brokers: b.Addrs(), Topic: topic, Group: group,
+		ConnectTimeout: 10 * time.Second, RevokeTimeout: 5 * time.Second,
+		Sarama: fastSarama(), Logger: testLog(t),
+	})
+	require.NoError(t, err)
+	return src
+}
+
+// produce writes the values from..to-1 to topic, value i to partition
+// i mod partitions, keyed "k<i>".
+func produce(t testing.TB, b *kafkatest.Broker, topic string, partitions int32, from, to int) {
+	t.Helper()
+	recs := make([]kafkatest.Record, 0, to-from)
+	for i := from; i < to; i++ {
+		recs = append(recs, kafkatest.Record{
+			Partition: int32(i) % partitions,
+			Key:       []byte("k" + strconv.Itoa(i)),
+			Value:     []byte(strconv.Itoa(i)),
+		})
+	}
+	require.NoError(t, b.Produce(topic, recs...))
+}
+
+// waitCommitted waits until group has committed every record of topic.
+func waitCommitted(t testing.TB, b *kafkatest.Broker, group, topic string) {
+	t.Helper()
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		committed := b.Committed(group, topic)
+		for p, hw := range b.HighWatermarks(topic) {
+			assert.Equal(c, hw, committed[int32(p)], "partition %d", p)
+		}
+	}, 20*time.Second, 20*time.Millisecond)
+}
+
+// counter counts the values a pipeline's batches hold, and checks that
+// each record is in the batch partition of its Kafka partition.
+type counter struct {
+	mu     sync.Mutex
+	counts map[string]int
+	wrong  []stream.Origin
+}
+
+func (c *counter) count(_ context.Context, b *stream.Batch[source.Message]) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts == nil {
+		c.counts = make(map[string]int)
+	}
+	for _, p := range b.Partitions {
+		for i, m := range p.Values {
+			c.counts[string(m.Value)]++
+			if o := p.Origin(i); o.Partition != p.ID || string(m.Value) != strconv.FormatInt(o.Offset*4+int64(o.Partition), 10) {
+				c.wrong = append(c.wrong, o)
+			}
+		}
+	}
+	return nil
+}
+
+func (c *counter) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, v := range c.counts {
+		n += v
+	}
+	return n
+}
+
+func TestKafkaPipeline(t *testing.T) {
+	checkLeaks(t)
+	b := startBroker(t, map[string]int32{"in": 4, "out": 2})
+	const n = 500
+	produce(t, b, "in", 4, 0, n)
+
+	src := newSource(t, b, "in", "doubler")
+	out, err := sink.NewKafka(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "out"}, func(v int) ([]byte, []byte, error) {
+		return []byte("k" + strconv.Itoa(v/2)), []byte(strconv.Itoa(v)), nil
+	})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, out.Close()) }()
+
+	var c counter
+	p := stream.NewPipeline(stream.Interval(50 * time.Millisecond))
+	in := stream.From(p, src)
+	stream.ForEachBatch(in, c.count)
+	doubled := stream.MapErr(in, func(m source.Message) (int, error) {
+		v, err := strconv.Atoi(string(m.Value))
+		return 2 * v, err
+	})
+	stream.To(doubled, out)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	waitCommitted(t, b, "doubler", "in")
+	cancel()
+	require.NoError(t, <-done)
+
+	assert.Empty(t, c.wrong, "records in the wrong batch partition, or out of order")
+	assert.Equal(t, n, c.total())
+	assert.Len(t, c.counts, n)
+
+	ctx, cancelRead := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelRead()
+	recs, err := b.Records(ctx, "out")
+	require.NoError(t, err)
+	got := make(map[int]string, len(recs))
+	for _, r := range recs {
+		v, err := strconv.Atoi(string(r.Value))
+		require.NoError(t, err)
+		_, dup := got[v]
+		require.False(t, dup, "value %d written twice", v)
+		got[v] = string(r.Key)
+	}
+	want := make(map[int]string, n)
+	for i := range n {
+		want[2*i] = "k" + strconv.Itoa(i)
+	}
+	assert.Equal(t, want, got)
+}
+
+func TestKafkaCommitAndResume(t *testing.T) {
+	checkLeaks(t)
+	b := startBroker(t, map[string]int32{"in": 4})
+	const n = 2000
+	produce(t, b, "in", 4, 0, n)
+
+	var c counter
+	run := func(stopAfter int) {
+		src := newSource(t, b, "in", "resume")
+		p := stream.NewPipeline(stream.Interval(20*time.Millisecond), stream.MaxRecords(100))
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		stream.ForEachBatch(stream.From(p, src), func(ctx2 context.Context, b *stream.Batch[source.Message]) error {
+			err := c.count(ctx2, b)
+			if c.total() >= stopAfter {
+				cancel() // the engine finishes and commits this batch, then stops
+			}
+			return err
+		})
+		require.NoError(t, p.Run(ctx))
+	}
+	run(n / 3)
+	first := c.total()
+	assert.GreaterOrEqual(t, first, n/3)
+	assert.Less(t, first, n, "the first run stopped mid-stream")
+	committed := b.Committed("resume", "in")
+	var sum int64
+	for _, off := range committed {
+		sum += off
+	}
+	assert.Equal(t, int64(first), sum, "the first run committed exactly what it processed")
+
+	run(n)
+	assert.Empty(t, c.wrong)
+	assert.Len(t, c.counts, n)
+	for v, k := range c.counts {
+		assert.Equal(t, 1, k, "value %s counted %d times", v, k)
+	}
+}
+
+// owned tracks the partitions a pipeline owns, as its engine learns them
+// from the source's Assignment.
+type owned struct {
+	mu  sync.Mutex
+	set map[int32]bool
+}
+
+func (o *owned) rebalance(_ context.Context, lost, gained []int32) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.set == nil {
+		o.set = make(map[int32]bool)
+	}
+	for _, p := range lost {
+		delete(o.set, p)
+	}
+	for _, p := range gained {
+		o.set[p] = true
+	}
+	return nil
+}
+
+func (o *owned) get() []int32 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Sorted(maps.Keys(o.set))
+}
+
+func TestKafkaGroupSplitsAndTakesOver(t *testing.T) {
+	checkLeaks(t)
+	b := startBroker(t, map[string]int32{"in": 4})
+
+	// Records keep coming while members join and leave.
+	stopProducing := make(chan struct{})
+	var produced sync.WaitGroup
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() { close(stopProducing) })
+		produced.Wait()
+	}
+	t.Cleanup(stop)
+	var total int
+	produced.Go(func() {
+		for i := 0; ; i += 40 {
+			recs := make([]kafkatest.Record, 0, 40)
+			for v := i; v < i+40; v++ {
+				recs = append(recs, kafkatest.Record{Partition: int32(v) % 4, Value: []byte(strconv.Itoa(v))})
+			}
+			if err := b.Produce("in", recs...); err != nil {
+				t.Error(err)
+				return
+			}
+			total = i + 40
+			select {
+			case <-stopProducing:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+
+	type member struct {
+		c      counter
+		owns   owned
+		cancel context.CancelFunc
+		done   chan error
+		wait   func() error
+	}
+	start := func() *member {
+		m := &member{done: make(chan error, 1)}
+		p := stream.NewPipeline(stream.Interval(50*time.Millisecond), stream.OnRebalance(m.owns.rebalance))
+		stream.ForEachBatch(stream.From(p, newSource(t, b, "in", "split")), m.c.count)
+		var ctx context.Context
+		ctx, m.cancel = context.WithCancel(context.Background())
+		go func() { m.done <- p.Run(ctx) }()
+		m.wait = sync.OnceValue(func() error { return <-m.done })
+		t.Cleanup(func() {
+			m.cancel()
+			_ = m.wait()
+		})
+		return m
+	}
+	all := []int32{0, 1, 2, 3}
+
+	a := start()
+	require.EventuallyWithT(t, func(c *assert.CollectT) { assert.Equal(c, all, a.owns.get()) }, 10*time.Second, 10*time.Millisecond)
+
+	bm := start()
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		pa, pb := a.owns.get(), bm.owns.get()
+		assert.Len(c, pa, 2)
+		assert.Len(c, pb, 2)
+		assert.ElementsMatch(c, all, append(pa, pb...))
+	}, 15*time.Second, 10*time.Millisecond, "two members split the partitions")
+	require.Eventually(t, func() bool { return bm.c.total() > 0 }, 10*time.Second, 10*time.Millisecond, "the second member processes records")
+
+	bm.cancel()
+	require.NoError(t, bm.wait())
+	require.EventuallyWithT(t, func(c *assert.CollectT) { assert.Equal(c, all, a.owns.get()) }, 15*time.Second, 10*time.Millisecond,
+		"the first member takes the partitions of the one that left")
+
+	stop()
+	waitCommitted(t, b, "split", "in")
+	a.cancel()
+	require.NoError(t, a.wait())
+
+	assert.Empty(t, a.c.wrong)
+	assert.Empty(t, bm.c.wrong)
+	dups := 0
+	for i := range total {
+		v := strconv.Itoa(i)
+		seen := a.c.counts[v] + bm.c.counts[v]
+		if !assert.Positive(t, seen, "value %s never processed", v) {
+			break
+		}
+		dups += seen - 1
+	}
+	// Partitions change owner only after their records are committed, so a
+	// clean hand-over processes nothing twice.
+	assert.Zero(t, dups, "records processed twice")
+	t.Logf("%d records: %d by the first member, %d by the second", total, a.c.total(), bm.c.total())
+}
+
+func TestKafkaConnectTimeout(t *testing.T) {
+	checkLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens there now
+
+	src, err := source.NewKafka(source.KafkaConfig{
+		Brokers: []string{addr}, Topic: "in", Group: "g", ConnectTimeout: 500 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	p := stream.NewPipeline()
+	stream.ForEachBatch(stream.From(p, src), func(context.Context, *stream.Batch[source.Message]) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = p.Run(ctx)
+	require.Error(t, err)
+	assert.Less(t, time.Since(start), 5*time.Second)
+	assert.ErrorContains(t, err, "unreachable")
+	assert.ErrorContains(t, err, addr)
+	assert.ErrorIs(t, err, sarama.ErrOutOfBrokers)
+}
+
+func TestKafkaMissingTopicFails(t *testing.T) {
+	checkLeaks(t)
+	b := startBroker(t, nil)
+	src, err := source.NewKafka(source.KafkaConfig{
+		Brokers: b.Addrs(), Topic: "missing", Group: "g", ConnectTimeout: time.Second, Sarama: fastSarama(),
+	})
+	require.NoError(t, err)
+	p := stream.NewPipeline()
+	stream.ForEachBatch(stream.From(p, src), func(context.Context, *stream.Batch[source.Message]) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = p.Run(ctx)
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "no session with group g")
+	assert.ErrorIs(t, err, sarama.ErrUnknownTopicOrPartition)
+}
+
+func TestKafkaStaticMembership(t *testing.T) {
+	checkLeaks(t)
+	b := startBroker(t, map[string]int32{"in": 4})
+	produce(t, b, "in", 4, 0, 100)
+	cfg := source.KafkaConfig{
+		Brokers: b.Addrs(), Topic: "in", Group: "static", InstanceID: "worker-1", Sarama: fastSarama(),
+	}
+	for run := range 2 {
+		src, err := source.NewKafka(cfg)
+		require.NoError(t, err)
+		var c counter
+		p := stream.NewPipeline(stream.Interval(20 * time.Millisecond))
+		stream.ForEachBatch(stream.From(p, src), c.count)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		if run == 1 {
+			produce(t, b, "in", 4, 100, 200)
+		}
+		waitCommitted(t, b, "static", "in")
+		cancel()
+		require.NoError(t, <-done)
+		assert.Equal(t, 100, c.total(), "run %d reads only what the previous one left", run)
+	}
+}
+
+func TestNewKafkaValidates(t *testing.T) {
+	good := source.KafkaConfig{Brokers: []string{"localhost:9092"}, Topic: "t", Group: "g"}
+	old := sarama.NewConfig()
+	old.Version = sarama.V2_0_0_0
+	short := sarama.NewConfig()
+	short.Consumer.Group.Rebalance.Timeout = time.Second
+	for _, tc := range []struct {
+		name string
+		edit func(*source.KafkaConfig)
+		want string
+	}{
+		{"no brokers", func(c *source.KafkaConfig) { c.Brokers = nil }, "no brokers"},
+		{"no topic", func(c *source.KafkaConfig) { c.Topic = "" }, "no topic"},
+		{"no group", func(c *source.KafkaConfig) { c.Group = "" }, "no group"},
+		{"negative buffer", func(c *source.KafkaConfig) { c.Buffer = -1 }, "negative"},
+		{"negative timeout", func(c *source.KafkaConfig) { c.ConnectTimeout = -time.Second }, "negative"},
+		{"static member on an old version", func(c *source.KafkaConfig) { c.InstanceID = "a"; c.Sarama = old }, "InstanceId"},
+		{"revoke timeout too long", func(c *source.KafkaConfig) { c.Sarama = short; c.RevokeTimeout = 2 * time.Second }, "revoke timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := good
+			tc.edit(&cfg)
+			_, err := source.NewKafka(cfg)
+			assert.ErrorContains(t, err, tc.want)
+		})
+	}
+	_, err := source.NewKafka(good)
+	assert.NoError(t, err)
+}
+
+func TestKafkaRunTwice(t *testing.T) {
+	src, err := source.NewKafka(source.KafkaConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "t", Group: "g", ConnectTimeout: 10 * time.Millisecond})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	assert.NoError(t, src.Run(ctx))
+	err = src.Run(ctx)
+	assert.ErrorContains(t, err, "Run called twice")
+	assert.False(t, errors.Is(err, context.Canceled))
+}
