@@ -94,9 +94,10 @@ func NewKafka[T any](cfg KafkaConfig, encode func(v T) (key, value []byte, err e
 	return &Kafka[T]{cfg: cfg, sarama: sc, encode: encode, log: log.With("topic", cfg.Topic)}, nil
 }
 
-// write identifies the messages of one Write, so that an acknowledgement
-// left over from an abandoned Write is not counted for the next.
-type kafkaWrite struct{}
+// kafkaWrite identifies the messages of one Write by its address, so that
+// an acknowledgement left over from an abandoned Write is not counted for
+// the next. It must not be zero-sized: those may all share one address.
+type kafkaWrite struct{ _ byte }
 
 // Write sends every value of b and returns when all of them are
 // acknowledged by the brokers. A value that does not encode fails the
