@@ -1,0 +1,101 @@
+package source_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/sink"
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// kcat returns the path of kcat, an independent Kafka client (on
+// librdkafka). Without it the test is skipped, or fails under CI=true,
+// where the interop tests must run.
+func kcat(t *testing.T) string {
+	t.Helper()
+	path, err := exec.LookPath("kcat")
+	if err != nil {
+		const msg = "kcat not found; install it to run the interop tests (Debian, Ubuntu: apt-get install kcat; macOS: brew install kcat)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return path
+}
+
+func runKcat(t *testing.T, path string, stdin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, "kcat %s: %s", strings.Join(args, " "), stderr.String())
+	return string(out)
+}
+
+// TestKafkaKcatInterop has kcat produce the input, with keys and headers
+// and its own partitioner, and read the output back.
+func TestKafkaKcatInterop(t *testing.T) {
+	kc := kcat(t)
+	checkLeaks(t)
+	b := startBroker(t, map[string]int32{"messages": 3, "popular_users": 2})
+	addr := b.Addrs()[0]
+
+	const n = 300
+	var in strings.Builder
+	for i := range n {
+		fmt.Fprintf(&in, "%d:%d\n", 1000+i, i)
+	}
+	runKcat(t, kc, in.String(), "-P", "-b", addr, "-t", "messages", "-K", ":", "-H", "producer=kcat")
+
+	src := newSource(t, b, "messages", "interop")
+	out, err := sink.NewKafka(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "popular_users"},
+		func(v [2]int) ([]byte, []byte, error) {
+			return []byte("popular_1700000000"), fmt.Appendf(nil, "[%d, %d]", v[0], v[1]), nil
+		})
+	require.NoError(t, err)
+	defer out.Close()
+
+	p := stream.NewPipeline(stream.Interval(50 * time.Millisecond))
+	pairs := stream.MapErr(stream.From(p, src), func(m source.Message) ([2]int, error) {
+		if len(m.Headers) != 1 || m.Headers[0].Key != "producer" || string(m.Headers[0].Value) != "kcat" {
+			return [2]int{}, fmt.Errorf("headers %q", m.Headers)
+		}
+		user, err := strconv.Atoi(string(m.Key))
+		if err != nil {
+			return [2]int{}, err
+		}
+		score, err := strconv.Atoi(string(m.Value))
+		return [2]int{user, score}, err
+	})
+	stream.To(pairs, out)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	waitCommitted(t, b, "interop", "messages")
+	cancel()
+	require.NoError(t, <-done)
+
+	got := strings.Split(strings.TrimSpace(runKcat(t, kc, "",
+		"-C", "-b", addr, "-t", "popular_users", "-o", "beginning", "-e", "-q", "-f", "%k %s\n")), "\n")
+	want := make([]string, n)
+	for i := range n {
+		want[i] = fmt.Sprintf("popular_1700000000 [%d, %d]", 1000+i, i)
+	}
+	assert.ElementsMatch(t, want, got)
+}
