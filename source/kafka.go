@@ -461,15 +461,20 @@ func (k *Kafka) Commit(ctx context.Context, offsets []stream.Offset) error {
 		return nil
 	}
 	done, err := k.commit(ctx, client, sess, commit)
+	k.committed(done)
+	return err
+}
+
+// committed records offsets the broker stored.
+func (k *Kafka) committed(done []stream.Offset) {
 	k.mu.Lock()
+	defer k.mu.Unlock()
 	for _, o := range done {
 		if p := k.parts[o.Partition]; p != nil {
 			p.committed = max(p.committed, o.Next)
 		}
 	}
 	k.signal() // revoked claims wait for commits
-	k.mu.Unlock()
-	return err
 }
 
 // commit sends an OffsetCommit request for offsets in the session's

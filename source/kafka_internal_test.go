@@ -1,0 +1,213 @@
+package source
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/stream"
+)
+
+// These tests drive the source's bookkeeping of partitions, read-ahead and
+// rebalances directly, with the claims sarama would run played by hand;
+// kafka_test.go runs the same code against a broker.
+
+// session stands for a sarama group session; only its context is used.
+type session struct {
+	sarama.ConsumerGroupSession
+	ctx context.Context
+}
+
+func (s session) Context() context.Context { return s.ctx }
+
+func newTestKafka(t *testing.T, buffer int) *Kafka {
+	t.Helper()
+	k, err := NewKafka(KafkaConfig{Brokers: []string{"b:9092"}, Topic: "t", Group: "g", Buffer: buffer, RevokeTimeout: time.Second})
+	require.NoError(t, err)
+	return k
+}
+
+// claim plays a claim of partition id that starts at offset start.
+type claim struct {
+	k     *Kafka
+	id    int32
+	epoch uint64
+	next  int64
+	h     *kafkaHandler
+	sess  session
+	end   context.CancelFunc
+}
+
+func startTestClaim(k *Kafka, id int32, start int64) *claim {
+	ctx, end := context.WithCancel(context.Background())
+	stop := make(chan struct{})
+	close(stop) // no waiting for commits unless a test asks for it
+	return &claim{k: k, id: id, epoch: k.startClaim(id, start), next: start, h: &kafkaHandler{k: k, stop: stop}, sess: session{ctx: ctx}, end: end}
+}
+
+// push queues n records, offsets following the previous ones.
+func (c *claim) push(n int) bool {
+	ch := kafkaChunks.Get().(*kafkaChunk)
+	ch.partition, ch.epoch, ch.off = c.id, c.epoch, 0
+	for range n {
+		ch.recs = append(ch.recs, stream.Record[Message]{
+			Value:  Message{Value: []byte(strconv.FormatInt(c.next, 10))},
+			Origin: stream.Origin{Source: "t", Partition: c.id, Offset: c.next},
+		})
+		c.next++
+	}
+	return c.k.push(ch, c.sess.ctx.Done())
+}
+
+// stopSession ends the claim as a session that ends does.
+func (c *claim) stopSession() {
+	c.end()
+	c.h.endClaim(c.sess, c.id, c.epoch)
+}
+
+// poll returns the origins Poll hands out, with a buffer of size n, or
+// none if nothing comes within a short while.
+func poll(k *Kafka, n int) []stream.Origin {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	buf := make([]stream.Record[Message], n)
+	got, _ := k.Poll(ctx, buf)
+	var out []stream.Origin
+	for _, r := range buf[:got] {
+		out = append(out, r.Origin)
+	}
+	return out
+}
+
+func origins(p int32, from, to int64) []stream.Origin {
+	var out []stream.Origin
+	for o := from; o < to; o++ {
+		out = append(out, stream.Origin{Source: "t", Partition: p, Offset: o})
+	}
+	return out
+}
+
+func TestKafkaPollKeepsOrderAcrossSmallBuffers(t *testing.T) {
+	k := newTestKafka(t, 100)
+	a, b := startTestClaim(k, 0, 10), startTestClaim(k, 1, 0)
+	require.True(t, a.push(3))
+	require.True(t, b.push(2))
+	require.True(t, a.push(1))
+	assert.Equal(t, origins(0, 10, 12), poll(k, 2))
+	assert.Equal(t, append(origins(0, 12, 13), origins(1, 0, 1)...), poll(k, 2))
+	assert.Equal(t, append(origins(1, 1, 2), origins(0, 13, 14)...), poll(k, 5))
+	assert.Empty(t, poll(k, 5))
+	assert.Equal(t, []int32{0, 1}, k.Assignment())
+}
+
+func TestKafkaBufferIsBounded(t *testing.T) {
+	k := newTestKafka(t, 4)
+	c := startTestClaim(k, 0, 0)
+	require.True(t, c.push(3))
+	require.True(t, c.push(3), "below the bound, a chunk goes in whole")
+	pushed := make(chan bool, 1)
+	go func() { pushed <- c.push(1) }()
+	select {
+	case <-pushed:
+		t.Fatal("push did not wait for room")
+	case <-time.After(50 * time.Millisecond):
+	}
+	assert.Len(t, poll(k, 4), 4)
+	assert.True(t, <-pushed)
+	assert.Len(t, poll(k, 10), 3)
+}
+
+func TestKafkaRevokedRecordsAreNotHandedOut(t *testing.T) {
+	k := newTestKafka(t, 100)
+	a, b := startTestClaim(k, 0, 0), startTestClaim(k, 1, 0)
+	require.True(t, a.push(2))
+	require.True(t, b.push(2))
+	assert.Equal(t, []int32{0, 1}, k.Assignment())
+	a.stopSession()
+	assert.Equal(t, origins(1, 0, 2), poll(k, 10))
+	assert.False(t, a.push(1), "a claim that ended queues nothing")
+}
+
+func TestKafkaSessionRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// committed is what the pipeline committed of the 3 records it got.
+		committed int64
+		// assignmentBetween: the engine calls Assignment between the end
+		// of the session and the next claim.
+		assignmentBetween bool
+		// restart is where the next claim starts: the group's commit.
+		restart int64
+		// wantBetween is the assignment between the sessions; wantAfter the
+		// ones after the next claim started.
+		wantBetween []int32
+		wantAfter   [][]int32
+		// wantFirst is what the pipeline gets first from the next claim.
+		wantFirst []stream.Origin
+	}{{
+		name: "committed and back: the pipeline keeps the partition", committed: 3, assignmentBetween: true, restart: 3,
+		wantBetween: []int32{0}, wantAfter: [][]int32{{0}}, wantFirst: origins(0, 3, 5),
+	}, {
+		name: "uncommitted: dropped, then read again", committed: 0, assignmentBetween: true, restart: 0,
+		wantBetween: nil, wantAfter: [][]int32{{0}}, wantFirst: origins(0, 0, 2),
+	}, {
+		name: "uncommitted and back at once: dropped before the claim's records", committed: 0, restart: 0,
+		wantAfter: [][]int32{nil, {0}}, wantFirst: origins(0, 0, 2),
+	}, {
+		name: "another member went further: dropped before the claim's records", committed: 3, restart: 7,
+		wantAfter: [][]int32{nil, {0}}, wantFirst: origins(0, 7, 9),
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := newTestKafka(t, 100)
+			c := startTestClaim(k, 0, 0)
+			require.True(t, c.push(3))
+			require.Len(t, poll(k, 10), 3)
+			require.Equal(t, []int32{0}, k.Assignment())
+			k.committed([]stream.Offset{{Source: "t", Partition: 0, Next: tc.committed}})
+			c.stopSession()
+			if tc.assignmentBetween {
+				assert.Equal(t, tc.wantBetween, k.Assignment())
+			}
+
+			c = startTestClaim(k, 0, tc.restart)
+			require.True(t, c.push(2))
+			for i, want := range tc.wantAfter {
+				if i == len(tc.wantAfter)-1 {
+					assert.Equal(t, tc.wantFirst, poll(k, 10))
+				} else {
+					assert.Empty(t, poll(k, 10), "no record of the claim before the drop")
+				}
+				assert.Equal(t, want, k.Assignment(), "assignment %d", i)
+			}
+		})
+	}
+}
+
+func TestKafkaRevokeWaitsForCommit(t *testing.T) {
+	k := newTestKafka(t, 100)
+	c := startTestClaim(k, 0, 0)
+	c.h.stop = make(chan struct{}) // Run goes on: the claim waits for commits
+	require.True(t, c.push(3))
+	require.Len(t, poll(k, 10), 3)
+	require.Equal(t, []int32{0}, k.Assignment())
+
+	revoked := make(chan struct{})
+	go func() {
+		c.h.endClaim(c.sess, c.id, c.epoch) // a cooperative revoke: the session goes on
+		close(revoked)
+	}()
+	select {
+	case <-revoked:
+		t.Fatal("the claim let go before its records were committed")
+	case <-time.After(50 * time.Millisecond):
+	}
+	assert.Equal(t, []int32{0}, k.Assignment(), "the pipeline keeps the partition while it commits")
+	k.committed([]stream.Offset{{Source: "t", Partition: 0, Next: 3}})
+	<-revoked
+	assert.Empty(t, k.Assignment(), "then the partition is lost")
+}
