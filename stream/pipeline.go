@@ -147,8 +147,8 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			return err
 		}
 		cutAt := time.Now()
-		if eof && n == 0 && id > 1 {
-			return nil // the last batch was full: no empty batch after it
+		if n == 0 && (eof && id > 1 || ctx.Err() != nil) {
+			return nil // no empty batch after the last one
 		}
 		if assigner != nil {
 			now := assigner.Assignment()
@@ -288,12 +288,14 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 		if k < 0 || k > len(buf) {
 			return n, fmt.Errorf("source returned %d records for a buffer of %d", k, len(buf))
 		}
+		var p *Partition[T]
 		for i := range buf[:k] {
 			r := &buf[i]
-			p := in.parts[r.Origin.Partition]
-			if p == nil {
-				p = &Partition[T]{ID: r.Origin.Partition}
-				in.parts[p.ID] = p
+			if p == nil || p.ID != r.Origin.Partition {
+				if p = in.parts[r.Origin.Partition]; p == nil {
+					p = &Partition[T]{ID: r.Origin.Partition}
+					in.parts[p.ID] = p
+				}
 			}
 			p.Values = append(p.Values, r.Value)
 			p.Origins = append(p.Origins, r.Origin)

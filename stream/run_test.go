@@ -254,4 +254,3 @@ func TestHookSeesEveryBatch(t *testing.T) {
 	}
 	assert.Equal(t, 10, h.got[3].Info.Records)
 }
-

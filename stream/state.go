@@ -45,7 +45,8 @@ func UpdateAll() StateOption { return stateOptionFunc(func(c *stateConfig) { c.u
 // is reused after update returns.
 //
 // The result is the whole state after each batch, one Pair per key, as in
-// Spark. State lives per partition: unless s is keyed (Keyed, PartitionByKey,
+// Spark, at no cost: its partitions are the state itself, so they must be
+// read, not modified. State lives per partition: unless s is keyed (Keyed, PartitionByKey,
 // ReduceByKey), values are first moved with PartitionByKey. When an Assigner
 // source loses a partition, the partition's state is dropped.
 //
@@ -77,7 +78,6 @@ type stateOp[K comparable, V, S any] struct {
 	mu    sync.Mutex // guards parts against dropPartitions
 	parts map[int32]*statePart[K, V, S]
 	ids   []int32
-	bufs  buffers[Pair[K, S]]
 	times []batchTime // recent batch times, for TTL
 }
 
@@ -86,13 +86,17 @@ type batchTime struct {
 	t  time.Time
 }
 
-// statePart is the state of one partition.
+// statePart is the state of one partition: a slab of pairs, which is also
+// the partition's output, and an index from key to slab position. One hash
+// lookup updates a key, and the output costs no copy.
 type statePart[K comparable, V, S any] struct {
-	vals map[K]S
-	seen map[K]int64 // batch ID of the last update, with a TTL only
+	index map[K]int32
+	slab  []Pair[K, S]
+	seen  []int64 // batch ID of each key's last update, with a TTL only
+	ttl   bool
 
-	// scratch, reused from batch to batch
-	index  map[K]int32
+	// scratch for grouping a batch's values by key, reused
+	group  map[K]int32
 	keys   []K
 	first  []int32
 	last   []int32
@@ -114,17 +118,17 @@ func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
 		return nil, err
 	}
 	op.mu.Lock()
-	ids := op.ids[:0]
 	for i := range in.Partitions {
 		id := in.Partitions[i].ID
 		if op.parts[id] == nil {
-			p := &statePart[K, V, S]{vals: make(map[K]S)}
-			if op.cfg.ttlBatches > 0 || op.cfg.ttl > 0 {
-				p.seen = make(map[K]int64)
+			op.parts[id] = &statePart[K, V, S]{
+				index: make(map[K]int32),
+				group: make(map[K]int32),
+				ttl:   op.cfg.ttlBatches > 0 || op.cfg.ttl > 0,
 			}
-			op.parts[id] = p
 		}
 	}
+	ids := op.ids[:0]
 	for id := range op.parts {
 		ids = append(ids, id)
 	}
@@ -137,32 +141,37 @@ func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
 	op.mu.Unlock()
 
 	expire := op.expiry(bc.info)
-	out := op.bufs.next(in.Info, len(ids))
+	out := &Batch[Pair[K, S]]{Info: in.Info, Partitions: make([]Partition[Pair[K, S]], len(ids))}
 	err = bc.parallel(len(ids), func(i int) error {
-		o := &out.Partitions[i]
-		o.ID = ids[i]
 		sp := parts[i]
+		clear(sp.group)
 		if p := in.Partition(ids[i]); p != nil {
 			op.apply(sp, p.Values, bc.info.ID)
 		}
-		for k, v := range sp.vals {
-			if sp.seen != nil && sp.seen[k] <= expire {
-				delete(sp.vals, k)
-				delete(sp.seen, k)
-				continue
+		if sp.ttl && expire > 0 {
+			for j := 0; j < len(sp.slab); {
+				if sp.seen[j] <= expire {
+					sp.remove(int32(j))
+					continue
+				}
+				j++
 			}
-			if op.cfg.updateAll {
-				if _, updated := sp.index[k]; !updated {
-					nv, keep := op.update(k, nil, v, true)
+		}
+		if op.cfg.updateAll {
+			for j := 0; j < len(sp.slab); {
+				kv := &sp.slab[j]
+				if _, updated := sp.group[kv.Key]; !updated {
+					nv, keep := op.update(kv.Key, nil, kv.Value, true)
 					if !keep {
-						sp.drop(k)
+						sp.remove(int32(j))
 						continue
 					}
-					sp.vals[k], v = nv, nv
+					kv.Value = nv
 				}
+				j++
 			}
-			o.Values = append(o.Values, Pair[K, S]{Key: k, Value: v})
 		}
+		out.Partitions[i] = Partition[Pair[K, S]]{ID: ids[i], Values: sp.slab}
 		return nil
 	})
 	return out, err
@@ -190,10 +199,6 @@ func (op *stateOp[K, V, S]) expiry(info Info) int64 {
 
 // apply runs the update function over the values of one partition.
 func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], batch int64) {
-	if sp.index == nil {
-		sp.index = make(map[K]int32)
-	}
-	clear(sp.index)
 	if op.in.unique && !op.cfg.updateAll {
 		one := make([]V, 1)
 		for _, kv := range vals {
@@ -207,9 +212,9 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 	sp.next = slices.Grow(sp.next[:0], len(vals))[:len(vals)]
 	for j, kv := range vals {
 		sp.next[j] = -1
-		g, ok := sp.index[kv.Key]
+		g, ok := sp.group[kv.Key]
 		if !ok {
-			sp.index[kv.Key] = int32(len(sp.keys))
+			sp.group[kv.Key] = int32(len(sp.keys))
 			sp.keys = append(sp.keys, kv.Key)
 			sp.first = append(sp.first, int32(j))
 			sp.last = append(sp.last, int32(j))
@@ -230,21 +235,47 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 }
 
 func (sp *statePart[K, V, S]) updateKey(op *stateOp[K, V, S], k K, values []V, batch int64) {
-	old, exists := sp.vals[k]
-	nv, keep := op.update(k, values, old, exists)
-	if !keep {
-		sp.drop(k)
-		return
+	i, exists := sp.index[k]
+	var old S
+	if exists {
+		old = sp.slab[i].Value
 	}
-	sp.vals[k] = nv
-	if sp.seen != nil {
-		sp.seen[k] = batch
+	nv, keep := op.update(k, values, old, exists)
+	switch {
+	case !keep && exists:
+		sp.remove(i)
+		return
+	case !keep:
+		return
+	case exists:
+		sp.slab[i].Value = nv
+	default:
+		i = int32(len(sp.slab))
+		sp.index[k] = i
+		sp.slab = append(sp.slab, Pair[K, S]{Key: k, Value: nv})
+		if sp.ttl {
+			sp.seen = append(sp.seen, 0)
+		}
+	}
+	if sp.ttl {
+		sp.seen[i] = batch
 	}
 }
 
-func (sp *statePart[K, V, S]) drop(k K) {
-	delete(sp.vals, k)
-	if sp.seen != nil {
-		delete(sp.seen, k)
+// remove deletes the key at slab position i, moving the last one there.
+func (sp *statePart[K, V, S]) remove(i int32) {
+	last := int32(len(sp.slab) - 1)
+	delete(sp.index, sp.slab[i].Key)
+	if i != last {
+		sp.slab[i] = sp.slab[last]
+		sp.index[sp.slab[i].Key] = i
+		if sp.ttl {
+			sp.seen[i] = sp.seen[last]
+		}
+	}
+	sp.slab[last] = Pair[K, S]{}
+	sp.slab = sp.slab[:last]
+	if sp.ttl {
+		sp.seen = sp.seen[:last]
 	}
 }

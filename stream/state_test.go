@@ -186,7 +186,9 @@ func (a *assigning) Assignment() []int32 {
 }
 
 func TestAssignerLosesAndGainsPartitions(t *testing.T) {
-	r := func(k int, p int32, off int64) stream.Record[stream.Pair[int, int]] { return rec(stream.KV(k, 1), p, off) }
+	r := func(k int, p int32, off int64) stream.Record[stream.Pair[int, int]] {
+		return rec(stream.KV(k, 1), p, off)
+	}
 	src := &assigning{
 		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
 			{r(10, 0, 0), r(11, 1, 0), r(12, 2, 0)},

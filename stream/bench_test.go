@@ -1,0 +1,95 @@
+package stream_test
+
+import (
+	"context"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	"github.com/sluicehq/sluice/stream"
+)
+
+// rounds is a source that yields round after round of the same records,
+// each round released by a token, so a benchmark can time a running
+// pipeline in its steady state.
+type rounds struct {
+	recs  []stream.Record[int64]
+	parts int
+	go_   chan struct{}
+	left  int
+	pos   int
+}
+
+func (r *rounds) Poll(ctx context.Context, buf []stream.Record[int64]) (int, error) {
+	if r.left == 0 {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-r.go_:
+			r.left = len(r.recs)
+		}
+	}
+	n := copy(buf[:min(len(buf), r.left)], r.recs[r.pos:])
+	r.pos = (r.pos + n) % len(r.recs)
+	r.left -= n
+	return n, nil
+}
+
+// BenchmarkPipeline measures the engine's cost per record of Map ->
+// ReduceByKey -> UpdateStateByKey over 1M records and 100k keys, in
+// batches of 100k, with the state warmed up.
+func BenchmarkPipeline(b *testing.B) {
+	const records, keys, batch = 1_000_000, 100_000, 100_000
+	for _, keyed := range []bool{true, false} {
+		name := map[bool]string{true: "keyed", false: "shuffled"}[keyed]
+		b.Run(name, func(b *testing.B) {
+			src := &rounds{go_: make(chan struct{})}
+			parts := runtime.GOMAXPROCS(0)
+			for i := range records {
+				k := int64(i*7919) % keys
+				src.recs = append(src.recs, stream.Record[int64]{Value: k, Origin: stream.Origin{Source: "b", Partition: int32(k % int64(parts)), Offset: int64(i)}})
+			}
+			p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(batch))
+			pairs := stream.Map(stream.From(p, src), func(k int64) stream.Pair[int64, int64] { return stream.KV(k, int64(1)) })
+			if keyed {
+				pairs = stream.Keyed(pairs)
+			}
+			totals := stream.UpdateStateByKey(stream.ReduceByKey(pairs, func(a, b int64) int64 { return a + b }),
+				func(_ int64, vs []int64, s int64, _ bool) (int64, bool) {
+					for _, v := range vs {
+						s += v
+					}
+					return s, true
+				})
+			var done atomic.Int64
+			roundDone := make(chan struct{})
+			stream.ForEachBatch(totals, func(_ context.Context, bt *stream.Batch[stream.Pair[int64, int64]]) error {
+				if done.Add(int64(bt.Info.Records))%records == 0 {
+					roundDone <- struct{}{}
+				}
+				return nil
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error)
+			go func() { errc <- p.Run(ctx) }()
+			round := func() {
+				src.go_ <- struct{}{}
+				<-roundDone
+			}
+			round() // warm up: state and buffers at their steady size
+			b.ReportAllocs()
+			b.ResetTimer()
+			n := 0
+			for b.Loop() {
+				round()
+				n++
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*records), "ns/record")
+			cancel()
+			if err := <-errc; err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
