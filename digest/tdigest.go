@@ -302,8 +302,8 @@ func (d *TDigest) Quantile(q float64) float64 {
 		// The true quantile is one of the values, so an integer. Where a
 		// centroid mixes two heavily tied integers, interpolation lands
 		// between them, on a value that has no rank of its own; rounding
-		// puts it on the one that holds the rank, within a fraction of a
-		// centroid (measured: 729 ppm of rank error down to a few).
+		// puts it on the one that holds the rank, give or take a fraction
+		// of a centroid (see the package doc for the measurements).
 		v = min(max(math.Round(v), d.min), d.max)
 	}
 	return v
