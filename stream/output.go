@@ -11,9 +11,14 @@ import "context"
 // or the drain timeout after cancellation), not when Run's context is
 // cancelled: the batch in progress is finished first.
 func ForEachBatch[T any](s *Stream[T], f func(ctx context.Context, b *Batch[T]) error) {
+	addOutput(s, "forEachBatch", f)
+}
+
+// addOutput registers f as an output of s.
+func addOutput[T any](s *Stream[T], op string, f func(ctx context.Context, b *Batch[T]) error) {
 	s.consumers++
-	name := "forEachBatch#" + itoa(s.p.nodes+1)
 	s.p.nodes++
+	name := op + "#" + itoa(s.p.nodes)
 	s.p.outputs = append(s.p.outputs, output{name: name, run: func(bc *batchCtx) error {
 		b, err := s.batch(bc)
 		if b == nil || err != nil {
@@ -30,26 +35,17 @@ func ForEachBatch[T any](s *Stream[T], f func(ctx context.Context, b *Batch[T]) 
 // parallel, as Spark's foreachPartition: each partition writes its own
 // share of the output. f must be safe for concurrent use.
 func ForEachPartition[T any](s *Stream[T], f func(ctx context.Context, info Info, p *Partition[T]) error) {
-	s.consumers++
-	name := "forEachPartition#" + itoa(s.p.nodes+1)
-	s.p.nodes++
-	s.p.outputs = append(s.p.outputs, output{name: name, run: func(bc *batchCtx) error {
-		b, err := s.batch(bc)
-		if b == nil || err != nil {
-			return err
-		}
-		err = eachPartition(bc, b, func(_ int, p *Partition[T]) error {
-			return f(bc.ctx, b.Info, p)
+	var bc batchCtx
+	addOutput(s, "forEachPartition", func(ctx context.Context, b *Batch[T]) error {
+		bc = batchCtx{ctx: ctx, info: b.Info, par: s.p.cfg.parallelism}
+		return eachPartition(&bc, b, func(_ int, p *Partition[T]) error {
+			return f(ctx, b.Info, p)
 		})
-		if err != nil {
-			return stageErr(name, bc.info.ID, err)
-		}
-		return nil
-	}})
+	})
 }
 
 // To writes every batch of s to sink. The batch is committed only after
 // Write returns without error.
 func To[T any](s *Stream[T], sink Sink[T]) {
-	ForEachBatch(s, sink.Write)
+	addOutput(s, "to", sink.Write)
 }

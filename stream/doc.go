@@ -1,0 +1,69 @@
+// Package stream is a micro-batch stream processing engine, in the manner
+// of Spark Streaming's DStreams: records from a source are cut into
+// batches on an interval or a record count, every batch is computed by a
+// graph of typed operators over its partitions in parallel, outputs run,
+// and only then is the batch committed back to the source.
+//
+// # Building a pipeline
+//
+//	p := stream.NewPipeline(stream.Interval(3*time.Second))
+//	events := stream.From(p, src)                      // *Stream[[]byte]
+//	pairs := stream.Map(events, toUserScore)           // *Stream[Pair[int64, int64]]
+//	totals := stream.UpdateStateByKey(pairs, add)      // running total per user
+//	stream.ForEachBatch(totals, publish)               // side effects go here
+//	err := p.Run(ctx)
+//
+// Operators are generic top-level functions, typed end to end:
+//
+//   - stateless: Map, Filter, FlatMap, MapErr, TryMap, MapPartitions, Transform;
+//   - aggregating: Reduce, ReduceByKey, PartitionByKey, Keyed;
+//   - stateful: UpdateStateByKey, with TTLBatches, TTL and UpdateAll;
+//   - windows: Window and ReduceByKeyAndWindow, counted in batches;
+//   - outputs: ForEachBatch, ForEachPartition and To (a Sink).
+//
+// Nothing runs until Run. A stream may feed several operators; each of its
+// batches is computed once.
+//
+// # Batches and partitions
+//
+// A Batch is split into partitions. A source names each record's partition
+// in its Origin: a Kafka partition, or a share of a file's lines. The
+// partitions of a batch are processed in parallel (Parallelism, by default
+// GOMAXPROCS); the values of one partition in order, by one goroutine.
+// Keyed operators need all values of a key in one partition: either the
+// source already partitions by key (declare it with Keyed; state then lives
+// with the source partition that owns the key, which is what lets several
+// processes share a Kafka topic), or PartitionByKey moves the values, as
+// ReduceByKey and UpdateStateByKey do by themselves otherwise.
+//
+// A batch and its slices are valid only while the function it is handed to
+// runs: the engine reuses its buffers. Copy what must be kept.
+//
+// # Origins and errors
+//
+// Every input record carries its Origin (source, partition, offset or
+// line), and element-wise operators carry it along, so that MapErr can say
+// "record messages/3@1042: ..." and TryMap can hand failed values, with
+// their origin, to a dead-letter output. Run returns the first error of
+// any stage, wrapped in a *StageError (the stage's name and batch), a
+// *PartitionError and a *RecordError as far as they apply; use errors.As.
+//
+// # Delivery
+//
+// A batch is committed (Committer) after every output of it has returned
+// without error. A crash or an error before that leaves the batch
+// uncommitted, and a source such as Kafka delivers it again: outputs are
+// at least once. Cancelling Run's context cuts the batch being collected,
+// finishes it, commits it and returns nil; DrainTimeout bounds how long that
+// may take. Run leaves no goroutine behind.
+//
+// # Sources and sinks
+//
+// A Source has one method, Poll. Optional interfaces add what some sources
+// need: Committer (progress), Runner (background work, such as a consumer
+// group session) and Assigner (partitions that come and go in a
+// rebalance; the state of lost partitions is dropped, and OnRebalance hooks
+// run). A Sink has one method, Write, called once per batch. Packages source
+// and sink hold adapters for memory, files, a random event generator and
+// Kafka.
+package stream

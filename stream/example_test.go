@@ -1,0 +1,98 @@
+package stream_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// Word counts per batch and running totals across batches.
+func Example() {
+	lines := []string{"a b a", "c a", "b b", "a"}
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2))
+	in := stream.From(p, source.NewSlice("lines", lines, 2))
+	words := stream.FlatMap(in, func(dst []stream.Pair[string, int], line string) []stream.Pair[string, int] {
+		for _, w := range strings.Fields(line) {
+			dst = append(dst, stream.KV(w, 1))
+		}
+		return dst
+	})
+	counts := stream.ReduceByKey(words, func(a, b int) int { return a + b })
+	totals := stream.UpdateStateByKey(counts, func(_ string, vs []int, total int, _ bool) (int, bool) {
+		for _, v := range vs {
+			total += v
+		}
+		return total, true
+	})
+	stream.ForEachBatch(totals, func(_ context.Context, b *stream.Batch[stream.Pair[string, int]]) error {
+		var out []string
+		for kv := range b.All() {
+			out = append(out, kv.Key+"="+strconv.Itoa(kv.Value))
+		}
+		slices.Sort(out)
+		fmt.Println(b.Info.ID, out)
+		return nil
+	})
+	if err := p.Run(context.Background()); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// 1 [a=3 b=1 c=1]
+	// 2 [a=4 b=3 c=1]
+}
+
+// Errors name the record they come from.
+func ExampleMapErr() {
+	p := stream.NewPipeline()
+	nums := stream.MapErr(stream.From(p, source.NewSlice("input.txt", []string{"1", "2", "three"}, 1)), strconv.Atoi)
+	stream.ForEachBatch(nums, func(context.Context, *stream.Batch[int]) error { return nil })
+	fmt.Println(p.Run(context.Background()))
+	// Output:
+	// stream: batch 1: mapErr#2: partition 0: record input.txt/0@2: strconv.Atoi: parsing "three": invalid syntax
+}
+
+// Bad values go to a dead-letter output while the good ones go on.
+func ExampleTryMap() {
+	p := stream.NewPipeline()
+	nums, bad := stream.TryMap(stream.From(p, source.NewSlice("in", []string{"1", "x", "3"}, 1)), strconv.Atoi)
+	stream.ForEachBatch(stream.Reduce(nums, func(a, b int) int { return a + b }), func(_ context.Context, b *stream.Batch[int]) error {
+		fmt.Println("sum", slices.Collect(b.All()))
+		return nil
+	})
+	stream.ForEachBatch(bad, func(_ context.Context, b *stream.Batch[stream.Failure[string]]) error {
+		for f := range b.All() {
+			fmt.Printf("dead letter %q from %s\n", f.Value, f.Origin)
+		}
+		return nil
+	})
+	if err := p.Run(context.Background()); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// sum [4]
+	// dead letter "x" from in/0@1
+}
+
+// A window of 3 batches that slides by 1.
+func ExampleWindow() {
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(1))
+	w := stream.Window(stream.From(p, source.NewSlice("n", []int{1, 2, 3, 4, 5}, 1)), 3, 1)
+	stream.ForEachBatch(w, func(_ context.Context, b *stream.Batch[int]) error {
+		fmt.Println(slices.Collect(b.All()))
+		return nil
+	})
+	if err := p.Run(context.Background()); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// [1]
+	// [1 2]
+	// [1 2 3]
+	// [2 3 4]
+	// [3 4 5]
+}
