@@ -134,3 +134,20 @@ func BenchmarkTable(b *testing.B) {
 	}
 	_ = sink
 }
+
+func BenchmarkAppend(b *testing.B) {
+	e := score.Event{UserID: 1234, Activity: "profile.picture.like"}
+	buf := make([]byte, 0, 64)
+	b.Run("json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = score.AppendJSON(buf[:0], e)
+		}
+	})
+	b.Run("csv", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = score.AppendCSV(buf[:0], e)
+		}
+	})
+}

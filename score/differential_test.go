@@ -63,3 +63,32 @@ func TestDepthLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestStringBytes puts each kind of byte that needs a look at each position
+// of strings of several lengths, to check the word-at-a-time scan against
+// encoding/json.
+func TestStringBytes(t *testing.T) {
+	for _, c := range []string{`"`, `\\`, `\n`, `\u00e9`, "\x00", "\x1f", " ", "\x7f", "é", "😀", "\xff", "\\"} {
+		for n := range 20 {
+			for pos := range n + 1 {
+				act := strings.Repeat("a", pos) + c + strings.Repeat("b", n-pos)
+				for _, rec := range []string{
+					`{"user_id":1,"activity":"` + act + `"}`,
+					`{"activity":"` + act + `","user_id":1}`,
+					`{"user_id":1,"activity":"x","` + act + `":0}`,
+				} {
+					e, err := score.DecodeJSON([]byte(rec))
+					ref := refJSON([]byte(rec))
+					if ref.ok && err == nil {
+						assert.Equal(t, ref.event, e, "%q", rec)
+						continue
+					}
+					var de *score.Error
+					if assert.ErrorAs(t, err, &de, "%q", rec) {
+						assert.True(t, !ref.ok || de.Kind == score.ErrInvalidUTF8, "%q: %v", rec, err)
+					}
+				}
+			}
+		}
+	}
+}

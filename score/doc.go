@@ -15,7 +15,7 @@
 // without fraction or exponent; activity must be a string.
 //
 // The JSON decoder is written by hand for this one shape, because
-// encoding/json costs about eight times as much and allocates. It accepts
+// encoding/json costs over ten times as much and allocates. It accepts
 // what encoding/json accepts when it decodes a record into an Event, except
 // in these deliberate ways: field names match exactly, not
 // case-insensitively; a repeated user_id or activity is an error, not "the

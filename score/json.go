@@ -2,7 +2,9 @@ package score
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -36,15 +38,15 @@ func parseJSON(rec []byte, maxLen int) (f jsonFields, err error) {
 	if len(rec) > maxLen {
 		return f, tooLong(rec, maxLen)
 	}
-	s := scanner{b: rec}
-	if bytes.HasPrefix(rec, bom) {
-		s.i = len(bom)
+	i := 0
+	if len(rec) > 0 && rec[0] == bom[0] && bytes.HasPrefix(rec, bom) {
+		i = len(bom)
 	}
-	s.skipSpace()
-	if s.i == len(rec) {
+	i = skipSpace(rec, i)
+	if i == len(rec) {
 		return f, newError(ErrEmpty, -1, "")
 	}
-	if err := s.object(&f); err != nil {
+	if err := object(rec, i, &f); err != nil {
 		if off := invalidUTF8At(rec); off >= 0 {
 			return f, newError(ErrInvalidUTF8, off, "")
 		}
@@ -53,20 +55,17 @@ func parseJSON(rec []byte, maxLen int) (f jsonFields, err error) {
 	return f, nil
 }
 
-type scanner struct {
-	b []byte
-	i int
-}
+// The scanning functions below take the record b and an offset i in it, and
+// return the offset just past what they scanned.
 
-func (s *scanner) skipSpace() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
+func skipSpace(b []byte, i int) int {
+	for i < len(b) {
+		if c := b[i]; c > ' ' || c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			return i
 		}
+		i++
 	}
+	return i
 }
 
 // Which field a key names.
@@ -76,90 +75,89 @@ const (
 	fieldActivity
 )
 
-// object scans the record's object and fills f. It reports syntax errors
-// first, wherever they are, and only then what is wrong with the fields, so
-// that the kind of error does not depend on the order of the fields.
-func (s *scanner) object(f *jsonFields) error {
-	b := s.b
-	if b[s.i] != '{' {
-		return s.malformed(s.i, "found %s, want a JSON object", s.describe(s.i))
+// object scans the record's object, which starts at b[i], and fills f. It
+// reports syntax errors first, wherever they are, and only then what is
+// wrong with the fields, so that the kind of error does not depend on the
+// order of the fields.
+func object(b []byte, i int, f *jsonFields) error {
+	if b[i] != '{' {
+		return malformed(i, "found %s, want a JSON object", describe(b, i))
 	}
-	s.i++
 	var (
 		haveID, haveAct bool
 		idStart, idEnd  int
 		actStart        int
 		actIsString     bool
+		err             error
 	)
-	s.skipSpace()
-	if s.i < len(b) && b[s.i] == '}' {
-		s.i++
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		i++
 	} else {
 		for {
-			keyStart := s.i
-			if s.i >= len(b) || b[s.i] != '"' {
-				return s.malformed(s.i, "found %s, want a field name", s.describe(s.i))
+			keyStart := i
+			if i >= len(b) || b[i] != '"' {
+				return malformed(i, "found %s, want a field name", describe(b, i))
 			}
-			end, esc, err := s.str(s.i)
+			end, esc, err := scanString(b, i)
 			if err != nil {
 				return err
 			}
-			field := matchField(b[s.i+1:end-1], esc)
-			s.i = end
-			s.skipSpace()
-			if s.i >= len(b) || b[s.i] != ':' {
-				return s.malformed(s.i, "found %s after a field name, want ':'", s.describe(s.i))
+			field := matchField(b[i+1:end-1], esc)
+			i = skipSpace(b, end)
+			if i >= len(b) || b[i] != ':' {
+				return malformed(i, "found %s after a field name, want ':'", describe(b, i))
 			}
-			s.i++
-			s.skipSpace()
-			valStart := s.i
+			valStart := skipSpace(b, i+1)
 			switch field {
 			case fieldUserID:
 				if haveID {
-					return s.malformed(keyStart, "user_id appears twice")
+					return malformed(keyStart, "user_id appears twice")
 				}
 				haveID = true
-			case fieldActivity:
-				if haveAct {
-					return s.malformed(keyStart, "activity appears twice")
-				}
-				haveAct = true
-			}
-			if field == fieldActivity && s.i < len(b) && b[s.i] == '"' {
-				end, esc, err := s.str(s.i)
-				if err != nil {
+				if i, err = skipValue(b, valStart, 2); err != nil {
 					return err
 				}
-				actStart, actIsString = valStart, true
-				f.act, f.esc, f.actOff = b[valStart+1:end-1], esc, valStart
-				s.i = end
-			} else if err := s.value(2); err != nil {
-				return err
-			}
-			if field == fieldUserID {
-				idStart, idEnd = valStart, s.i
-			} else if field == fieldActivity && !actIsString {
+				idStart, idEnd = valStart, i
+			case fieldActivity:
+				if haveAct {
+					return malformed(keyStart, "activity appears twice")
+				}
+				haveAct = true
 				actStart = valStart
+				if valStart < len(b) && b[valStart] == '"' {
+					end, esc, err := scanString(b, valStart)
+					if err != nil {
+						return err
+					}
+					actIsString = true
+					f.act, f.esc, f.actOff = b[valStart+1:end-1], esc, valStart
+					i = end
+				} else if i, err = skipValue(b, valStart, 2); err != nil {
+					return err
+				}
+			default:
+				if i, err = skipValue(b, valStart, 2); err != nil {
+					return err
+				}
 			}
-			s.skipSpace()
-			if s.i >= len(b) {
-				return s.unexpectedEnd()
+			i = skipSpace(b, i)
+			if i >= len(b) {
+				return unexpectedEnd(b)
 			}
-			if b[s.i] == ',' {
-				s.i++
-				s.skipSpace()
+			if b[i] == ',' {
+				i = skipSpace(b, i+1)
 				continue
 			}
-			if b[s.i] == '}' {
-				s.i++
+			if b[i] == '}' {
+				i++
 				break
 			}
-			return s.malformed(s.i, "found %s after a field, want ',' or '}'", s.describe(s.i))
+			return malformed(i, "found %s after a field, want ',' or '}'", describe(b, i))
 		}
 	}
-	s.skipSpace()
-	if s.i < len(b) {
-		return s.malformed(s.i, "data after the JSON object")
+	if i = skipSpace(b, i); i < len(b) {
+		return malformed(i, "data after the JSON object")
 	}
 
 	switch {
@@ -168,14 +166,10 @@ func (s *scanner) object(f *jsonFields) error {
 	case !haveAct:
 		return newError(ErrMalformed, -1, "missing field activity")
 	case !actIsString:
-		return newError(ErrMalformed, actStart, "activity is "+s.describeValue(actStart)+", want a string")
+		return newError(ErrMalformed, actStart, "activity is "+describeValue(b[actStart:])+", want a string")
 	}
-	id, err := jsonUserID(b, idStart, idEnd)
-	if err != nil {
-		return err
-	}
-	f.userID = id
-	return nil
+	f.userID, err = jsonUserID(b, idStart, idEnd)
+	return err
 }
 
 const longestField = len("activity")
@@ -204,6 +198,9 @@ func matchField(key []byte, esc bool) int {
 // id.
 func jsonUserID(b []byte, start, end int) (int64, error) {
 	v := b[start:end]
+	if id, ok := digitsID(v); ok {
+		return id, nil
+	}
 	if c := v[0]; c != '-' && (c < '0' || c > '9') {
 		return 0, newError(ErrBadUserID, start, "user_id is "+describeValue(v)+", want an integer")
 	}
@@ -217,7 +214,7 @@ func jsonUserID(b []byte, start, end int) (int64, error) {
 }
 
 // userID parses the digits in v as a user id, v starting at byte off of the
-// record.
+// record, and says what is wrong with them.
 func userID(v []byte, off int) (int64, error) {
 	if len(v) == 0 {
 		return 0, newError(ErrBadUserID, off, "empty user id")
@@ -245,49 +242,46 @@ func userID(v []byte, off int) (int64, error) {
 	return int64(n), nil
 }
 
-// value scans any JSON value at s.i, at nesting depth depth (the record's
-// object is depth 1).
-func (s *scanner) value(depth int) error {
-	b := s.b
-	if s.i >= len(b) {
-		return s.unexpectedEnd()
+// skipValue scans any JSON value at b[i], at nesting depth depth (the
+// record's object is depth 1).
+func skipValue(b []byte, i, depth int) (int, error) {
+	if i >= len(b) {
+		return i, unexpectedEnd(b)
 	}
-	switch c := b[s.i]; {
+	switch c := b[i]; {
 	case c == '"':
-		end, _, err := s.str(s.i)
-		s.i = end
-		return err
+		end, _, err := scanString(b, i)
+		return end, err
 	case c == '{' || c == '[':
-		return s.container(depth)
+		return skipContainer(b, i, depth)
 	case c == '-' || '0' <= c && c <= '9':
-		return s.number()
+		return scanNumber(b, i)
 	case c == 't':
-		return s.literal("true")
+		return scanLiteral(b, i, "true")
 	case c == 'f':
-		return s.literal("false")
+		return scanLiteral(b, i, "false")
 	case c == 'n':
-		return s.literal("null")
+		return scanLiteral(b, i, "null")
 	}
-	return s.malformed(s.i, "found %s, want a value", s.describe(s.i))
+	return i, malformed(i, "found %s, want a value", describe(b, i))
 }
 
-// container scans the array or object at s.i, at nesting depth depth,
+// skipContainer scans the array or object at b[i], at nesting depth depth,
 // without recursion: a hostile record cannot grow the stack.
-func (s *scanner) container(depth int) error {
-	b := s.b
+func skipContainer(b []byte, i, depth int) (int, error) {
 	var isObject [maxDepth/64 + 1]uint64 // a bit per open container
 	open := 0                            // containers open in this call
 	push := func() error {
 		if depth+open > maxDepth {
-			return s.malformed(s.i, "nested deeper than %d", maxDepth)
+			return malformed(i, "nested deeper than %d", maxDepth)
 		}
-		if b[s.i] == '{' {
+		if b[i] == '{' {
 			isObject[open/64] |= 1 << (open % 64)
 		} else {
 			isObject[open/64] &^= 1 << (open % 64)
 		}
 		open++
-		s.i++
+		i++
 		return nil
 	}
 	inObject := func() bool { return isObject[(open-1)/64]&(1<<((open-1)%64)) != 0 }
@@ -304,15 +298,16 @@ func (s *scanner) container(depth int) error {
 		after // after an element or a closed container
 	)
 	if err := push(); err != nil {
-		return err
+		return i, err
 	}
 	state := opened
 	for {
+		var err error
 		switch state {
 		case opened:
-			s.skipSpace()
-			if s.i < len(b) && b[s.i] == closer() {
-				s.i++
+			i = skipSpace(b, i)
+			if i < len(b) && b[i] == closer() {
+				i++
 				open--
 				state = after
 				continue
@@ -320,66 +315,72 @@ func (s *scanner) container(depth int) error {
 			state = element
 		case element:
 			if inObject() {
-				if s.i >= len(b) || b[s.i] != '"' {
-					return s.malformed(s.i, "found %s, want a field name", s.describe(s.i))
+				if i >= len(b) || b[i] != '"' {
+					return i, malformed(i, "found %s, want a field name", describe(b, i))
 				}
-				end, _, err := s.str(s.i)
-				if err != nil {
-					return err
+				if i, _, err = scanString(b, i); err != nil {
+					return i, err
 				}
-				s.i = end
-				s.skipSpace()
-				if s.i >= len(b) || b[s.i] != ':' {
-					return s.malformed(s.i, "found %s after a field name, want ':'", s.describe(s.i))
+				i = skipSpace(b, i)
+				if i >= len(b) || b[i] != ':' {
+					return i, malformed(i, "found %s after a field name, want ':'", describe(b, i))
 				}
-				s.i++
-				s.skipSpace()
+				i = skipSpace(b, i+1)
 			}
-			if s.i < len(b) && (b[s.i] == '{' || b[s.i] == '[') {
+			if i < len(b) && (b[i] == '{' || b[i] == '[') {
 				if err := push(); err != nil {
-					return err
+					return i, err
 				}
 				state = opened
 				continue
 			}
-			if err := s.value(depth + open); err != nil {
-				return err
+			if i, err = skipValue(b, i, depth+open); err != nil {
+				return i, err
 			}
 			state = after
 		case after:
 			if open == 0 {
-				return nil
+				return i, nil
 			}
-			s.skipSpace()
-			if s.i >= len(b) {
-				return s.unexpectedEnd()
+			i = skipSpace(b, i)
+			if i >= len(b) {
+				return i, unexpectedEnd(b)
 			}
-			switch b[s.i] {
+			switch b[i] {
 			case ',':
-				s.i++
-				s.skipSpace()
+				i = skipSpace(b, i+1)
 				state = element
 			case closer():
-				s.i++
+				i++
 				open--
 			default:
-				return s.malformed(s.i, "found %s after a value, want ',' or %q", s.describe(s.i), closer())
+				return i, malformed(i, "found %s after a value, want ',' or %q", describe(b, i), closer())
 			}
 		}
 	}
 }
 
-// str scans the string whose opening quote is at b[i], and returns the
-// offset just past its closing quote and whether it holds escapes.
-func (s *scanner) str(i int) (end int, esc bool, err error) {
-	b := s.b
+// scanString scans the string whose opening quote is at b[i], and returns
+// the offset just past its closing quote and whether it holds escapes.
+func scanString(b []byte, i int) (end int, esc bool, err error) {
 	j := i + 1
 	for {
-		for j < len(b) && strPlain[b[j]] {
-			j++
-		}
-		if j >= len(b) {
-			return j, esc, s.unexpectedEnd()
+		// Eight bytes at a time while the record lasts: most strings are
+		// short plain ASCII, ended by a quote in the same word.
+		if j+8 <= len(b) {
+			m := special(binary.LittleEndian.Uint64(b[j:]))
+			if m == 0 {
+				j += 8
+				continue
+			}
+			j += bits.TrailingZeros64(m) / 8
+		} else {
+			for j < len(b) && strPlain[b[j]] {
+				j++
+			}
+			if j >= len(b) {
+				return j, esc, unexpectedEnd(b)
+			}
 		}
 		switch c := b[j]; {
 		case c == '"':
@@ -387,7 +388,7 @@ func (s *scanner) str(i int) (end int, esc bool, err error) {
 		case c == '\\':
 			esc = true
 			if j+1 >= len(b) {
-				return j, esc, s.unexpectedEnd()
+				return j, esc, unexpectedEnd(b)
 			}
 			switch b[j+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
@@ -395,18 +396,18 @@ func (s *scanner) str(i int) (end int, esc bool, err error) {
 			case 'u':
 				if j+6 > len(b) {
 					if isHex(b[j+2:]) {
-						return j, esc, s.unexpectedEnd()
+						return j, esc, unexpectedEnd(b)
 					}
 				} else if isHex(b[j+2 : j+6]) {
 					j += 6
 					continue
 				}
-				return j, esc, s.malformed(j, "invalid escape %s in string", quote(b[j:min(j+6, len(b))]))
+				return j, esc, malformed(j, "invalid escape %s in string", quote(b[j:min(j+6, len(b))]))
 			default:
-				return j, esc, s.malformed(j, "invalid escape %s in string", quote(b[j:j+2]))
+				return j, esc, malformed(j, "invalid escape %s in string", quote(b[j:j+2]))
 			}
 		case c < 0x20:
-			return j, esc, s.malformed(j, "control character %q in string", c)
+			return j, esc, malformed(j, "control character %q in string", c)
 		default: // a byte of a multi-byte character
 			r, size := utf8.DecodeRune(b[j:])
 			if r == utf8.RuneError && size == 1 {
@@ -415,6 +416,19 @@ func (s *scanner) str(i int) (end int, esc bool, err error) {
 			j += size
 		}
 	}
+}
+
+// special marks the bytes of w, eight bytes of a string in little-endian
+// order, that are a control character, a quote, a backslash or not ASCII:
+// it sets the high bit of each, and its lowest set bit is exact, so
+// bits.TrailingZeros64 finds the first. These are the classic "has a zero
+// byte" and "has a byte less than n" tricks; above the first marked byte a
+// borrow may mark more.
+func special(w uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	hasZero := func(x uint64) uint64 { return (x - ones) &^ x }
+	less := (w - 0x20*ones) &^ w // a byte below 0x20
+	return (less | hasZero(w^'"'*ones) | hasZero(w^'\\'*ones) | w) & highs
 }
 
 // strPlain[c] is true for the bytes a JSON string holds as they are, and
@@ -435,11 +449,9 @@ func isHex(b []byte) bool {
 	return true
 }
 
-// number scans a JSON number at s.i.
-func (s *scanner) number() error {
-	b := s.b
-	start := s.i
-	i := s.i
+// scanNumber scans the JSON number at b[i].
+func scanNumber(b []byte, i int) (int, error) {
+	start := i
 	if b[i] == '-' {
 		i++
 	}
@@ -454,12 +466,12 @@ func (s *scanner) number() error {
 	case i < len(b) && b[i] == '0':
 		i++
 	case !digits():
-		return s.badNumber(start, i)
+		return i, badNumber(b, start, i)
 	}
 	if i < len(b) && b[i] == '.' {
 		i++
 		if !digits() {
-			return s.badNumber(start, i)
+			return i, badNumber(b, start, i)
 		}
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
@@ -468,53 +480,49 @@ func (s *scanner) number() error {
 			i++
 		}
 		if !digits() {
-			return s.badNumber(start, i)
+			return i, badNumber(b, start, i)
 		}
 	}
-	s.i = i
-	return nil
+	return i, nil
 }
 
-func (s *scanner) badNumber(start, i int) error {
-	if i >= len(s.b) {
-		return s.unexpectedEnd()
+func badNumber(b []byte, start, i int) error {
+	if i >= len(b) {
+		return unexpectedEnd(b)
 	}
-	return s.malformed(i, "invalid number %s", quote(s.b[start:i+1]))
+	return malformed(i, "invalid number %s", quote(b[start:i+1]))
 }
 
-func (s *scanner) literal(lit string) error {
-	b := s.b[s.i:]
-	n := min(len(b), len(lit))
-	if string(b[:n]) != lit[:n] {
-		return s.malformed(s.i, "found %s, want a value", s.describe(s.i))
+func scanLiteral(b []byte, i int, lit string) (int, error) {
+	rest := b[i:]
+	n := min(len(rest), len(lit))
+	if string(rest[:n]) != lit[:n] {
+		return i, malformed(i, "found %s, want a value", describe(b, i))
 	}
 	if n < len(lit) {
-		return s.unexpectedEnd()
+		return i, unexpectedEnd(b)
 	}
-	s.i += len(lit)
-	return nil
+	return i + len(lit), nil
 }
 
-func (s *scanner) malformed(off int, format string, args ...any) error {
+func malformed(off int, format string, args ...any) error {
 	return newError(ErrMalformed, off, fmt.Sprintf(format, args...))
 }
 
-func (s *scanner) unexpectedEnd() error {
-	return newError(ErrMalformed, len(s.b), "unexpected end of JSON")
+func unexpectedEnd(b []byte) error {
+	return newError(ErrMalformed, len(b), "unexpected end of JSON")
 }
 
-// describe names the byte at b[i] for an error message.
-func (s *scanner) describe(i int) string {
-	if i >= len(s.b) {
+// describe names the character at b[i] for an error message.
+func describe(b []byte, i int) string {
+	if i >= len(b) {
 		return "the end"
 	}
-	r, _ := utf8.DecodeRune(s.b[i:])
+	r, _ := utf8.DecodeRune(b[i:])
 	return fmt.Sprintf("%q", r)
 }
 
-// describeValue names the kind of the valid JSON value starting at b[i].
-func (s *scanner) describeValue(i int) string { return describeValue(s.b[i:]) }
-
+// describeValue names the kind of the valid JSON value that starts v.
 func describeValue(v []byte) string {
 	switch v[0] {
 	case '"':

@@ -198,11 +198,11 @@ func parseTable(data []byte) (map[string]int64, *tableError) {
 		return nil, fail(0, err)
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, &tableError{off: skipSpace(data, 0), msg: fmt.Sprintf(`found %s, want a JSON object such as {"profile.view": 1}`, describeToken(tok))}
+		return nil, &tableError{off: nextToken(data, 0), msg: fmt.Sprintf(`found %s, want a JSON object such as {"profile.view": 1}`, describeToken(tok))}
 	}
 	scores := make(map[string]int64)
 	for dec.More() {
-		keyOff := skipSpace(data, dec.InputOffset())
+		keyOff := nextToken(data, dec.InputOffset())
 		tok, err := dec.Token()
 		if err != nil {
 			return nil, fail(keyOff, err)
@@ -211,7 +211,7 @@ func parseTable(data []byte) (map[string]int64, *tableError) {
 		if _, dup := scores[name]; dup {
 			return nil, &tableError{off: keyOff, msg: fmt.Sprintf("activity %s appears twice", quote([]byte(name)))}
 		}
-		valOff := skipSpace(data, dec.InputOffset())
+		valOff := nextToken(data, dec.InputOffset())
 		tok, err = dec.Token()
 		if err != nil {
 			return nil, fail(valOff, err)
@@ -232,7 +232,7 @@ func parseTable(data []byte) (map[string]int64, *tableError) {
 	if _, err := dec.Token(); err != nil { // the closing brace
 		return nil, fail(dec.InputOffset(), err)
 	}
-	if end := skipSpace(data, dec.InputOffset()); end < int64(len(data)) {
+	if end := nextToken(data, dec.InputOffset()); end < int64(len(data)) {
 		return nil, &tableError{off: end, msg: "data after the JSON object"}
 	}
 	if len(scores) == 0 {
@@ -241,9 +241,9 @@ func parseTable(data []byte) (map[string]int64, *tableError) {
 	return scores, nil
 }
 
-// skipSpace returns the offset of the first byte at or after off that is
+// nextToken returns the offset of the first byte at or after off that is
 // neither JSON white space nor a separator.
-func skipSpace(data []byte, off int64) int64 {
+func nextToken(data []byte, off int64) int64 {
 	for off < int64(len(data)) {
 		switch data[off] {
 		case ' ', '\t', '\n', '\r', ',', ':':
