@@ -131,13 +131,18 @@ func (c *Counts) Remove(v int64) error {
 	c.n--
 	if c.ns[s] == 0 {
 		c.zeros++
-		// Dropping zero slots now and then keeps the walk in Quantile
-		// proportional to the live values, at an amortised O(1) cost.
-		if c.zeros > 1024 && c.zeros > len(c.vals)/2 {
-			c.compact()
-		}
+		c.maybeCompact()
 	}
 	return nil
+}
+
+// maybeCompact drops the emptied slots once they are the majority: this
+// keeps the walk in Quantile proportional to the live values, at an
+// amortised O(1) cost per removal.
+func (c *Counts) maybeCompact() {
+	if c.zeros > 1024 && c.zeros > len(c.vals)/2 {
+		c.compact()
+	}
 }
 
 // Move replaces one occurrence of from by to, as when a running total
@@ -148,16 +153,19 @@ func (c *Counts) Move(from, to int64) error {
 	if err := checkInt("move to", to); err != nil {
 		return err
 	}
+	s, ok := c.index[from]
+	if !ok || c.ns[s] == 0 {
+		return fmt.Errorf("digest: counts: move %d to %d: %w", from, to, ErrNotFound)
+	}
 	if from == to {
-		if c.CountOf(from) == 0 {
-			return fmt.Errorf("digest: counts: move %d: %w", from, ErrNotFound)
-		}
 		return nil
 	}
-	if err := c.Remove(from); err != nil {
-		return err
+	c.add(to, 1) // never moves a slot, so s still holds from
+	c.n--
+	if c.ns[s]--; c.ns[s] == 0 {
+		c.zeros++
+		c.maybeCompact()
 	}
-	c.add(to, 1)
 	return nil
 }
 

@@ -137,6 +137,8 @@ func TestTDigestDecodeRejects(t *testing.T) {
 		{"mean below min", encodeTDigest(c, 0, 2, 1, 2, [][2]float64{{0.5, 1}, {2, 1}}), ErrCorrupt},
 		{"mean above max", encodeTDigest(c, 0, 2, 1, 2, [][2]float64{{1, 1}, {2.5, 1}}), ErrCorrupt},
 		{"means out of order", encodeTDigest(c, 0, 2, 1, 2, [][2]float64{{2, 1}, {1, 1}}), ErrCorrupt},
+		{"fractional min in a digest of integers", encodeTDigest(c, 0, 2, 0.5, 2, [][2]float64{{1, 1}, {2, 1}}), ErrCorrupt},
+		{"fractional single value in a digest of integers", encodeTDigest(c, 0, 2, 1, 2, [][2]float64{{1.5, 1}, {2, 1}}), ErrCorrupt},
 		{"weight 0", encodeTDigest(c, 0, 2, 1, 2, [][2]float64{{1, 0}, {2, 2}}), ErrCorrupt},
 		{"weights short of count", encodeTDigest(c, 0, 3, 1, 2, [][2]float64{{1, 1}, {2, 1}}), ErrCorrupt},
 		{"weights over count", encodeTDigest(c, 0, 2, 1, 2, [][2]float64{{1, 1}, {2, 2}}), ErrCorrupt},
@@ -164,10 +166,12 @@ func TestTDigestDecodeRejects(t *testing.T) {
 			assert.ErrorIs(t, d.UnmarshalBinary(b[:i]), ErrCorrupt, "%d of %d bytes", i, len(b))
 		}
 	})
-	t.Run("valid case is valid", func(t *testing.T) {
+	t.Run("valid cases are valid", func(t *testing.T) {
 		var d TDigest
 		require.NoError(t, d.UnmarshalBinary(valid))
 		assert.Equal(t, 2.0, d.Quantile(0.5))
+		require.NoError(t, d.UnmarshalBinary(encodeTDigest(c, 0, 3, 1, 2, [][2]float64{{1, 1}, {1.5, 2}})), "a mean of integers need not be one")
+		require.NoError(t, d.UnmarshalBinary(encodeTDigest(c, flagFractional, 2, 0.5, 2, [][2]float64{{1.5, 1}, {2, 1}})))
 	})
 }
 

@@ -409,6 +409,9 @@ func (d *TDigest) UnmarshalBinary(b []byte) error {
 	if r.err == nil && !(lo <= hi && max(-lo, hi) <= MaxAbsValue) {
 		r.fail("min %v, max %v", lo, hi)
 	}
+	if r.err == nil && !fractional && (lo != math.Trunc(lo) || hi != math.Trunc(hi)) {
+		r.fail("min %v, max %v in a digest of integers", lo, hi)
+	}
 	k := r.uvarint("centroid count")
 	// Each centroid takes at least 9 bytes, so this bounds the allocation
 	// by the input's length as well as by the compression.
@@ -433,6 +436,10 @@ func (d *TDigest) UnmarshalBinary(b []byte) error {
 		}
 		if w == 0 || w > n-sum {
 			r.fail("centroid %d: weight %d, %d of %d left", i, w, n-sum, n)
+			return r.err
+		}
+		if w == 1 && !fractional && mean != math.Trunc(mean) {
+			r.fail("centroid %d: single value %v in a digest of integers", i, mean)
 			return r.err
 		}
 		sum += w
