@@ -41,7 +41,8 @@ func DecodeCSV(rec []byte) (Event, error) {
 }
 
 // Decoder decodes event records of one format and scores them with a
-// Table. It is immutable, so it is safe for concurrent use.
+// Table. Make one with NewDecoder. It is immutable, so it is safe for
+// concurrent use.
 type Decoder struct {
 	format Format
 	table  *Table
