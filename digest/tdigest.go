@@ -252,7 +252,8 @@ func (d *TDigest) cluster(extra tdigest.CentroidList) {
 // that at least q·n of the n values are ≤ v (see the package doc for the
 // exact definition and the error bound). Quantile(0) and Quantile(1) are
 // the exact minimum and maximum. It returns NaN if d is empty or q is
-// outside [0, 1].
+// outside [0, 1]. The first call after an Add folds the buffered values in
+// (about 75 µs at the default compression); later calls take nanoseconds.
 func (d *TDigest) Quantile(q float64) float64 {
 	if d.n == 0 || !(q >= 0 && q <= 1) {
 		return math.NaN()
