@@ -1,6 +1,7 @@
 package digest_test
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 
@@ -118,4 +119,45 @@ func ExampleCounts_Quantile() {
 	}
 	fmt.Println(c.Quantile(0.5), c.Quantile(0.9), c.Quantile(0.95))
 	// Output: 10 10 20
+}
+
+// threshold fills one sketch per partition, merges them into a new one and
+// returns its q-quantile: the same code for either kind of sketch.
+func threshold[S digest.Sketch[S]](newSketch func() S, partitions [][]float64, q float64) (float64, error) {
+	total := newSketch()
+	for _, values := range partitions {
+		part := newSketch()
+		for _, x := range values {
+			if err := part.Add(x); err != nil {
+				return 0, err
+			}
+		}
+		if err := total.Merge(part); err != nil {
+			return 0, err
+		}
+	}
+	return total.Quantile(q), nil
+}
+
+func ExampleSketch() {
+	partitions := [][]float64{{1, 2, 3, 40}, {5, 6, 7, 8}, {9, 10, 11, 12}}
+	exact, err := threshold(digest.NewCounts, partitions, 0.75)
+	if err != nil {
+		panic(err)
+	}
+	estimate, err := threshold(func() *digest.TDigest {
+		d, _ := digest.NewTDigest() // the default options are valid
+		return d
+	}, partitions, 0.75)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(exact, estimate)
+
+	// Counts takes integers only.
+	_, err = threshold(digest.NewCounts, [][]float64{{1.5}}, 0.75)
+	fmt.Println(errors.Is(err, digest.ErrInvalidValue))
+	// Output:
+	// 10 10
+	// true
 }
