@@ -285,17 +285,7 @@ func (c *Counts) compact() {
 	c.sorted = live
 }
 
-// The counts encoding, version 1, after the kind byte 'C' and the version
-// byte:
-//
-//	d            uvarint, number of distinct values
-//	d times, in increasing value order:
-//	  value      first: zigzag varint; then: uvarint gap to the previous value, minus 1
-//	  count      uvarint (≥ 1)
-//
-// Values are within ±MaxExactInt and counts sum to at most MaxCount.
-
-// MarshalBinary returns the encoding of c described in the package doc. The
+// MarshalBinary returns the encoding of c laid out in the package doc. The
 // same values and counts always give the same bytes, however they were
 // added.
 func (c *Counts) MarshalBinary() ([]byte, error) { return c.AppendBinary(nil) }

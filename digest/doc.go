@@ -35,9 +35,9 @@
 //
 // # Ties
 //
-// With ties, the rule "keep x > Quantile(q)" never keeps a value equal to
-// the threshold. It keeps n − #{x ≤ v} values: at most (1−q)·n, and fewer
-// when many values share the threshold, possibly none. If 90 users have 10
+// With v = Quantile(q), the rule "keep x > v" never keeps a value equal to
+// v, however many share it. It keeps n − #{x ≤ v} values: at most (1−q)·n,
+// and fewer when many values tie at v, possibly none. If 90 users have 10
 // and 10 users have 20, Quantile(0.95) is 20 and nobody is strictly above
 // it; if 96 have 10 and 4 have 20, it is 10 and the 4 are kept. With
 // TDigest, the same holds within its rank error: at most (1−q+ε)·n kept.
@@ -95,12 +95,30 @@
 //
 // MarshalBinary, AppendBinary and UnmarshalBinary use a compact binary
 // form meant for exchange between processes, as the partial sketches are
-// over Kafka. It begins with a kind byte ('T' for TDigest, 'C' for Counts)
-// and a version byte (1); varints are those of encoding/binary, floats are
-// little-endian float64. The layouts are documented beside the encoders:
+// over Kafka. It begins with a kind byte and a version byte; varints are
+// those of encoding/binary, floats are little-endian IEEE 754 float64.
+// TDigest, version 1:
 //
-//	TDigest: 'T' 1 compression flags count [min max k (mean weight)×k]
-//	Counts:  'C' 1 d (value count)×d, values ascending and delta-coded
+//	'T' 0x01
+//	compression  float64
+//	flags        byte: bit 0 set if some value is not an integer; 0 if count is 0
+//	count        uvarint
+//	if count > 0:
+//	  min, max   float64 each, exact
+//	  k          uvarint: centroids, 1 ≤ k ≤ count, k ≤ 2·⌈compression⌉+16
+//	  k times:   mean float64, weight uvarint ≥ 1
+//
+// Means are non-decreasing within [min, max], and weights sum to count.
+// Counts, version 1:
+//
+//	'C' 0x01
+//	d            uvarint: distinct values
+//	d times, by increasing value:
+//	  value      the first as a zigzag varint, the next ones as the
+//	             uvarint value − previous − 1
+//	  count      uvarint ≥ 1
+//
+// Values are within ±MaxExactInt, and counts sum to at most MaxCount.
 //
 // The encoding is a function of the sketch's state, so the same state
 // always gives the same bytes, and it is canonical: anything UnmarshalBinary

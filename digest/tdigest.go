@@ -325,19 +325,8 @@ func lerp(x0, y0, x1, y1, x float64) float64 {
 	return min(max(y0+t*(y1-y0), y0), y1)
 }
 
-// The t-digest encoding, version 1, after the kind byte 'T' and the version
-// byte:
-//
-//	compression  float64, little endian
-//	flags        byte: bit 0 set if a value is not an integer; 0 if count is 0
-//	count        uvarint
-//	if count > 0:
-//	  min, max   float64 each
-//	  k          uvarint, number of centroids, 1 ≤ k ≤ count
-//	  k times:   mean float64, weight uvarint (≥ 1)
-//
-// Means are non-decreasing and within [min, max]; weights sum to count.
-
+// flagFractional marks, in the encoding's flags byte, a digest holding a
+// value that is not an integer.
 const flagFractional byte = 1
 
 // maxCentroids bounds the centroids a decoded digest may claim. The
@@ -348,7 +337,7 @@ func maxCentroids(compression float64) int {
 	return 2*int(math.Ceil(compression)) + 16
 }
 
-// MarshalBinary returns the encoding of d described in the package doc. The
+// MarshalBinary returns the encoding of d laid out in the package doc. The
 // same state always gives the same bytes.
 func (d *TDigest) MarshalBinary() ([]byte, error) { return d.AppendBinary(nil) }
 
