@@ -1,0 +1,90 @@
+package sink_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/sink"
+	"github.com/sluicehq/sluice/stream"
+)
+
+type user struct {
+	ID    int64 `json:"user_id"`
+	Score int64 `json:"score"`
+}
+
+func mkBatch[T any](id int64, parts ...[]T) *stream.Batch[T] {
+	b := &stream.Batch[T]{Info: stream.Info{ID: id}}
+	for i, p := range parts {
+		b.Partitions = append(b.Partitions, stream.Partition[T]{ID: int32(i), Values: p})
+	}
+	return b
+}
+
+func TestMemory(t *testing.T) {
+	m := sink.NewMemory[int]()
+	assert.Nil(t, m.Last())
+	in := []int{1, 2}
+	require.NoError(t, m.Write(context.Background(), mkBatch(1, in, []int{3})))
+	in[0] = 99 // the sink copied
+	require.NoError(t, m.Write(context.Background(), mkBatch[int](2)))
+	assert.Equal(t, []int{1, 2, 3}, m.Values())
+	require.Len(t, m.Batches(), 2)
+	assert.Equal(t, int64(2), m.Batches()[1].Info.ID)
+	assert.Empty(t, m.Last())
+}
+
+func TestJSONLinesToAFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	j, err := sink.CreateJSONLines[user](path)
+	require.NoError(t, err)
+	require.NoError(t, j.Write(context.Background(), mkBatch(1, []user{{1, 10}}, []user{{2, 20}, {3, 30}})))
+	// Written means on disk, before Close.
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, "{\"user_id\":1,\"score\":10}\n{\"user_id\":2,\"score\":20}\n{\"user_id\":3,\"score\":30}\n", string(data))
+	require.NoError(t, j.Close())
+	require.NoError(t, j.Close(), "Close twice")
+	assert.ErrorContains(t, j.Write(context.Background(), mkBatch(2, []user{{4, 1}})), "write after close")
+}
+
+func TestJSONLinesEncoderAndErrors(t *testing.T) {
+	var buf bytes.Buffer
+	j := sink.NewJSONLines("stdout", &buf, sink.Encoder(func(dst []byte, v int) ([]byte, error) {
+		if v < 0 {
+			return dst, errors.New("negative")
+		}
+		return append(dst, strings.Repeat("*", v)...), nil
+	}))
+	require.NoError(t, j.Write(context.Background(), mkBatch(1, []int{1, 3})))
+	assert.Equal(t, "*\n***\n", buf.String())
+
+	b := mkBatch(2, []int{2, -1})
+	b.Partitions[0].Origins = []stream.Origin{{Source: "t", Partition: 0, Offset: 7}, {Source: "t", Partition: 0, Offset: 8}}
+	err := j.Write(context.Background(), b)
+	assert.EqualError(t, err, "sink: stdout: encode value from t/0@8: negative")
+}
+
+func TestJSONLinesIsValidJSON(t *testing.T) {
+	var buf bytes.Buffer
+	j := sink.NewJSONLines[map[string]any]("buf", &buf)
+	require.NoError(t, j.Write(context.Background(), mkBatch(1, []map[string]any{{"a": "x\ny"}, {"b": []int{1}}})))
+	sc := bufio.NewScanner(&buf)
+	n := 0
+	for sc.Scan() {
+		var v map[string]any
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &v))
+		n++
+	}
+	assert.Equal(t, 2, n, "a newline inside a value is escaped: one line per value")
+}

@@ -1,0 +1,151 @@
+package source_test
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// drain polls src until io.EOF with small buffers.
+func drain(t *testing.T, src stream.Source[[]byte], bufLen int) []stream.Record[[]byte] {
+	t.Helper()
+	var out []stream.Record[[]byte]
+	buf := make([]stream.Record[[]byte], bufLen)
+	for range 100000 {
+		n, err := src.Poll(context.Background(), buf)
+		out = append(out, buf[:n]...)
+		if err == io.EOF {
+			return out
+		}
+		require.NoError(t, err)
+	}
+	t.Fatal("no EOF")
+	return nil
+}
+
+func lines(recs []stream.Record[[]byte]) []string {
+	out := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = string(r.Value)
+	}
+	return out
+}
+
+func TestFileLines(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     []string
+	}{
+		{"plain", "a\nbb\nccc\n", []string{"a", "bb", "ccc"}},
+		{"no final newline", "a\nbb", []string{"a", "bb"}},
+		{"crlf", "a\r\nb\r\n", []string{"a", "b"}},
+		{"empty lines kept", "a\n\n\nb\n", []string{"a", "", "", "b"}},
+		{"empty file", "", []string{}},
+		{"only newline", "\n", []string{""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, bufLen := range []int{1, 2, 100} {
+				f, err := source.NewFile("in.txt", strings.NewReader(tc.in))
+				require.NoError(t, err)
+				recs := drain(t, f, bufLen)
+				assert.Equal(t, tc.want, append([]string{}, lines(recs)...))
+				for i, r := range recs {
+					assert.Equal(t, stream.Origin{Source: "in.txt", Partition: 0, Offset: int64(i + 1)}, r.Origin, "origin is the 1-based line")
+				}
+			}
+		})
+	}
+}
+
+func TestFileLongLinesAreCut(t *testing.T) {
+	long := strings.Repeat("x", 600<<10) // longer than the read buffer
+	in := "short\n" + long + "\nafter\n" + strings.Repeat("y", 100) + "\n"
+	f, err := source.NewFile("in", strings.NewReader(in), source.MaxLine(50))
+	require.NoError(t, err)
+	got := lines(drain(t, f, 10))
+	require.Len(t, got, 4, "a long line is one record, and reading goes on")
+	assert.Equal(t, "short", got[0])
+	assert.Equal(t, strings.Repeat("x", 51), got[1], "cut to max+1 bytes")
+	assert.Equal(t, "after", got[2])
+	assert.Equal(t, strings.Repeat("y", 51), got[3])
+
+	f, err = source.NewFile("in", strings.NewReader(in))
+	require.NoError(t, err)
+	got = lines(drain(t, f, 10))
+	assert.Equal(t, long, got[1], "under the default maximum, long lines come whole")
+}
+
+func TestFilePartitions(t *testing.T) {
+	f, err := source.NewFile("in", strings.NewReader("1\n2\n3\n4\n5\n"), source.Partitions(3))
+	require.NoError(t, err)
+	recs := drain(t, f, 100)
+	var parts []int32
+	for _, r := range recs {
+		parts = append(parts, r.Origin.Partition)
+	}
+	assert.Equal(t, []int32{0, 1, 2, 0, 1}, parts)
+	assert.Equal(t, int64(5), f.Lines())
+}
+
+func TestFileOptionsAreValidated(t *testing.T) {
+	_, err := source.NewFile("in", strings.NewReader(""), source.Partitions(0))
+	assert.ErrorContains(t, err, "in: 0 partitions")
+	_, err = source.NewFile("in", strings.NewReader(""), source.MaxLine(0))
+	assert.Error(t, err)
+	_, err = source.OpenFile(filepath.Join(t.TempDir(), "missing.csv"))
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestOpenFileAndClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.csv")
+	require.NoError(t, os.WriteFile(path, []byte("1,a\n2,b\n"), 0o644))
+	f, err := source.OpenFile(path)
+	require.NoError(t, err)
+	recs := drain(t, f, 10)
+	assert.Equal(t, []string{"1,a", "2,b"}, lines(recs))
+	assert.Equal(t, path, recs[0].Origin.Source)
+	require.NoError(t, f.Close())
+	require.NoError(t, f.Close(), "Close twice")
+}
+
+func TestFileOnAPipeHonoursTheDeadline(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	f, err := source.NewFile("pipe", r)
+	require.NoError(t, err)
+	buf := make([]stream.Record[[]byte], 10)
+
+	_, err = w.Write([]byte("one\ntw"))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	n, err := f.Poll(ctx, buf)
+	cancel()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"one"}, lines(buf[:n]))
+
+	ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+	start := time.Now()
+	n, err = f.Poll(ctx, buf)
+	cancel()
+	assert.Zero(t, n)
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "a Poll waiting for input returns at its deadline")
+	assert.Less(t, time.Since(start), 5*time.Second)
+
+	_, err = w.Write([]byte("o\nthree\n"))
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	recs := drain(t, f, 10)
+	assert.Equal(t, []string{"two", "three"}, lines(recs), "the line cut by the deadline is whole")
+	assert.Equal(t, int64(3), recs[1].Origin.Offset)
+}
