@@ -1,6 +1,9 @@
 package stream
 
-import "slices"
+import (
+	"fmt"
+	"slices"
+)
 
 // Map applies f to every value. f runs on several goroutines at once (one
 // per partition) and must not have side effects.
@@ -224,6 +227,48 @@ func Transform[T, U any](s *Stream[T], f func(b *Batch[T]) (*Batch[U], error)) *
 		if out != nil {
 			out.Info = in.Info
 		}
+		return out, err
+	})
+}
+
+// Broadcast runs f on every partition of s with the value that side holds
+// in the same batch: the reduce-and-broadcast step of Spark, where a value
+// computed from the whole batch (a threshold, a lookup table) is used by
+// every partition. side must hold at most one value per batch, as Reduce
+// makes; ok is false when it holds none. f runs on several goroutines at
+// once, one per partition; the values it returns are not copied, and the
+// origins are dropped.
+//
+//	s     -- 1 5 | 9 2 -->
+//	side  -- 4 ------->
+//	out   -- 5 | 9 ---->   Broadcast(s, side, above)
+func Broadcast[T, B, U any](s *Stream[T], side *Stream[B], f func(p *Partition[T], b B, ok bool) ([]U, error)) *Stream[U] {
+	side.consumers++
+	return derive(s, "broadcast", func(bc *batchCtx) (*Batch[U], error) {
+		sb, err := side.batch(bc)
+		if err != nil {
+			return nil, err
+		}
+		in, err := s.batch(bc)
+		if in == nil || sb == nil || err != nil {
+			return nil, err
+		}
+		var (
+			b     B
+			found bool
+		)
+		for v := range sb.All() {
+			if found {
+				return nil, fmt.Errorf("broadcast: side stream %s holds more than one value", side.name)
+			}
+			b, found = v, true
+		}
+		out := &Batch[U]{Info: in.Info, Partitions: make([]Partition[U], len(in.Partitions))}
+		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
+			vals, err := f(p, b, found)
+			out.Partitions[i] = Partition[U]{ID: p.ID, Values: vals}
+			return err
+		})
 		return out, err
 	})
 }

@@ -342,3 +342,38 @@ func TestOutputErrorStopsRunBeforeCommit(t *testing.T) {
 	assert.Equal(t, 2, n)
 	assert.Equal(t, []stream.Offset{{Source: "nums", Partition: 0, Next: 10}, {Source: "nums", Partition: 1, Next: 10}}, src.Committed())
 }
+
+func TestBroadcastGivesEveryPartitionTheBatchValue(t *testing.T) {
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(10), stream.Parallelism(3))
+	in := stream.From(p, source.NewSlice("n", ints(30), 3))
+	mean := stream.Map(stream.Reduce(stream.Map(in, func(v int) [2]int { return [2]int{v, 1} }),
+		func(a, b [2]int) [2]int { return [2]int{a[0] + b[0], a[1] + b[1]} }),
+		func(s [2]int) float64 { return float64(s[0]) / float64(s[1]) })
+	above := collect(stream.Broadcast(in, mean, func(part *stream.Partition[int], m float64, ok bool) ([]int, error) {
+		require.True(t, ok)
+		var out []int
+		for _, v := range part.Values {
+			if float64(v) > m {
+				out = append(out, v)
+			}
+		}
+		return out, nil
+	}))
+	run(t, p)
+	got := above.values()
+	require.Len(t, got, 3)
+	for i, vs := range got {
+		var want []int
+		for v := i*10 + 7; v <= i*10+10; v++ { // above the batch mean i*10+5.5
+			want = append(want, v)
+		}
+		assert.Equal(t, want, sorted(vs))
+	}
+}
+
+func TestBroadcastRejectsASideWithManyValues(t *testing.T) {
+	p := stream.NewPipeline()
+	in := stream.From(p, source.NewSlice("n", ints(3), 1))
+	collect(stream.Broadcast(in, in, func(*stream.Partition[int], int, bool) ([]int, error) { return nil, nil }))
+	assert.ErrorContains(t, p.Run(context.Background()), "holds more than one value")
+}
