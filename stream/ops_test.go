@@ -364,7 +364,7 @@ func TestBroadcastGivesEveryPartitionTheBatchValue(t *testing.T) {
 	require.Len(t, got, 3)
 	for i, vs := range got {
 		var want []int
-		for v := i*10 + 7; v <= i*10+10; v++ { // above the batch mean i*10+5.5
+		for v := i*10 + 6; v <= i*10+10; v++ { // above the batch mean i*10+5.5
 			want = append(want, v)
 		}
 		assert.Equal(t, want, sorted(vs))
