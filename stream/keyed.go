@@ -72,9 +72,11 @@ func PartitionByKey[K comparable, V any](s *Stream[Pair[K, V]], n int) *Stream[P
 		err = bc.parallel(parts, func(j int) error {
 			o := &ob.Partitions[j]
 			o.ID = int32(j)
+			vals := o.Values
 			for i := range in.Partitions {
-				o.Values = append(o.Values, buckets[i][j]...)
+				vals = append(vals, buckets[i][j]...)
 			}
+			o.Values = vals
 			return nil
 		})
 		return ob, err
@@ -164,14 +166,18 @@ func reduceInPartitions[K comparable, V any](s *Stream[Pair[K, V]], f func(V, V)
 			o.ID = p.ID
 			idx := index[i]
 			clear(idx)
+			// Work on a local slice: partitions share cache lines, and a
+			// slice header written per value would bounce between cores.
+			vals := o.Values
 			for _, kv := range p.Values {
 				if j, ok := idx[kv.Key]; ok {
-					o.Values[j].Value = f(o.Values[j].Value, kv.Value)
+					vals[j].Value = f(vals[j].Value, kv.Value)
 					continue
 				}
-				idx[kv.Key] = int32(len(o.Values))
-				o.Values = append(o.Values, kv)
+				idx[kv.Key] = int32(len(vals))
+				vals = append(vals, kv)
 			}
+			o.Values = vals
 			return nil
 		})
 		return ob, err

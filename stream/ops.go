@@ -48,15 +48,16 @@ func Filter[T any](s *Stream[T], keep func(T) bool) *Stream[T] {
 		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
 			o := &out.Partitions[i]
 			o.ID = p.ID
-			origins := bufs.ownOrigins(i)
+			vals, origins := o.Values, bufs.ownOrigins(i) // local: see reduceInPartitions
 			for j, v := range p.Values {
 				if keep(v) {
-					o.Values = append(o.Values, v)
+					vals = append(vals, v)
 					if j < len(p.Origins) {
 						origins = append(origins, p.Origins[j])
 					}
 				}
 			}
+			o.Values = vals
 			bufs.keepOrigins(i, origins)
 			return nil
 		})
@@ -83,16 +84,17 @@ func FlatMap[T, U any](s *Stream[T], f func(dst []U, v T) []U) *Stream[U] {
 		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
 			o := &out.Partitions[i]
 			o.ID = p.ID
-			origins := bufs.ownOrigins(i)
+			vals, origins := o.Values, bufs.ownOrigins(i) // local: see reduceInPartitions
 			for j, v := range p.Values {
-				before := len(o.Values)
-				o.Values = f(o.Values, v)
+				before := len(vals)
+				vals = f(vals, v)
 				if j < len(p.Origins) {
-					for range len(o.Values) - before {
+					for range len(vals) - before {
 						origins = append(origins, p.Origins[j])
 					}
 				}
 			}
+			o.Values = vals
 			bufs.keepOrigins(i, origins)
 			return nil
 		})
@@ -165,18 +167,19 @@ func TryMap[T, U any](s *Stream[T], f func(T) (U, error)) (ok *Stream[U], failed
 		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
 			o, b := &out.Partitions[i], &badB.Partitions[i]
 			o.ID, b.ID = p.ID, p.ID
-			origins := good.ownOrigins(i)
+			vals, fails, origins := o.Values, b.Values, good.ownOrigins(i) // local: see reduceInPartitions
 			for j, v := range p.Values {
 				u, err := f(v)
 				if err != nil {
-					b.Values = append(b.Values, Failure[T]{Value: v, Origin: p.Origin(j), Err: err})
+					fails = append(fails, Failure[T]{Value: v, Origin: p.Origin(j), Err: err})
 					continue
 				}
-				o.Values = append(o.Values, u)
+				vals = append(vals, u)
 				if j < len(p.Origins) {
 					origins = append(origins, p.Origins[j])
 				}
 			}
+			o.Values, b.Values = vals, fails
 			good.keepOrigins(i, origins)
 			return nil
 		})

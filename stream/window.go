@@ -169,9 +169,11 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse
 		err = bc.parallel(len(ids), func(i int) error {
 			o := &ob.Partitions[i]
 			o.ID = ids[i]
+			vals := o.Values
 			for k, c := range running[ids[i]] {
-				o.Values = append(o.Values, Pair[K, V]{Key: k, Value: c.v})
+				vals = append(vals, Pair[K, V]{Key: k, Value: c.v})
 			}
+			o.Values = vals
 			return nil
 		})
 		return ob, err
