@@ -130,7 +130,13 @@ type Kafka struct {
 	wake    chan struct{}
 	kept    []*kafkaChunk
 	client  sarama.Client
-	session sarama.ConsumerGroupSession
+	// coordinator is this source's own connection to the group
+	// coordinator, for commits: on the client's connection, shared with
+	// fetches, a commit waits behind a fetch the broker holds for up to
+	// Consumer.MaxWaitTime. The Java client keeps a separate connection to
+	// the coordinator for the same reason.
+	coordinator *sarama.Broker
+	session     sarama.ConsumerGroupSession
 	// healthy is when the source last had a group session (when one
 	// started or ended): Run fails after ConnectTimeout without one.
 	healthy time.Time
@@ -184,7 +190,7 @@ type kafkaPartition struct {
 type kafkaChunk struct {
 	partition int32
 	epoch     uint64
-	recs      []stream.Record[Message]
+	msgs      []*sarama.ConsumerMessage
 	off       int // records before off were handed out
 }
 
@@ -295,6 +301,10 @@ func (k *Kafka) Run(ctx context.Context) error {
 		wg.Wait()
 		k.mu.Lock()
 		k.client = nil
+		if k.coordinator != nil {
+			_ = k.coordinator.Close()
+			k.coordinator = nil
+		}
 		for _, p := range k.parts {
 			p.owner = kafkaNotOwned
 		}
@@ -394,7 +404,7 @@ func (k *Kafka) take(buf []stream.Record[Message]) int {
 		c := q[j]
 		p := k.parts[c.partition]
 		if p == nil || p.epoch != c.epoch || p.owner != kafkaOwned {
-			k.queued -= len(c.recs) - c.off
+			k.queued -= len(c.msgs) - c.off
 			k.recycle(c)
 			continue
 		}
@@ -402,13 +412,18 @@ func (k *Kafka) take(buf []stream.Record[Message]) int {
 			kept = append(kept, c)
 			continue
 		}
-		m := copy(buf[n:], c.recs[c.off:])
+		// Records are made here rather than in the claims: a message is a
+		// pointer, a record 128 bytes, and each copy of it counts.
+		m := min(len(buf)-n, len(c.msgs)-c.off)
+		for i, msg := range c.msgs[c.off : c.off+m] {
+			kafkaRecord(&buf[n+i], msg)
+		}
 		n += m
 		c.off += m
 		k.queued -= m
 		p.next = buf[n-1].Origin.Offset + 1
 		p.inPipeline = true
-		if c.off < len(c.recs) {
+		if c.off < len(c.msgs) {
 			kept = append(kept, c) // buf is full
 		} else {
 			k.recycle(c)
@@ -431,8 +446,8 @@ func (k *Kafka) take(buf []stream.Record[Message]) int {
 var kafkaChunks = sync.Pool{New: func() any { return new(kafkaChunk) }}
 
 func (k *Kafka) recycle(c *kafkaChunk) {
-	clear(c.recs) // the pool must not keep records' bytes alive
-	c.recs = c.recs[:0]
+	clear(c.msgs) // the pool must not keep messages alive
+	c.msgs = c.msgs[:0]
 	kafkaChunks.Put(c)
 }
 
@@ -501,15 +516,15 @@ func (k *Kafka) commit(ctx context.Context, client sarama.Client, sess sarama.Co
 		for _, o := range offsets {
 			req.AddBlock(k.cfg.Topic, o.Partition, o.Next, 0, "")
 		}
-		coordinator, err := client.Coordinator(k.cfg.Group)
+		coordinator, err := k.coordinatorConn(client)
 		if err != nil {
-			lastErr = fmt.Errorf("find coordinator: %w", err)
+			lastErr = err
 			continue
 		}
 		resp, err := coordinator.CommitOffset(req)
 		if err != nil {
 			lastErr = err
-			_ = coordinator.Close()
+			k.dropCoordinator(coordinator)
 			_ = client.RefreshCoordinator(k.cfg.Group)
 			continue
 		}
@@ -523,6 +538,7 @@ func (k *Kafka) commit(ctx context.Context, client sarama.Client, sess sarama.Co
 			case errors.Is(kerr, sarama.ErrNotCoordinatorForConsumer), errors.Is(kerr, sarama.ErrConsumerCoordinatorNotAvailable),
 				errors.Is(kerr, sarama.ErrOffsetsLoadInProgress), errors.Is(kerr, sarama.ErrRequestTimedOut),
 				errors.Is(kerr, sarama.ErrIncompleteResponse):
+				k.dropCoordinator(coordinator)
 				_ = client.RefreshCoordinator(k.cfg.Group)
 				lastErr = kerr
 				retry = append(retry, o)
@@ -555,6 +571,40 @@ func (k *Kafka) commit(ctx context.Context, client sarama.Client, sess sarama.Co
 			k.cfg.Topic, offsets[0].Partition, offsets[0].Next, len(offsets)-1, k.cfg.Group, lastErr)
 	}
 	return done, nil
+}
+
+// coordinatorConn returns the source's connection to the group
+// coordinator, opening it if needed.
+func (k *Kafka) coordinatorConn(client sarama.Client) (*sarama.Broker, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.coordinator != nil {
+		return k.coordinator, nil
+	}
+	if k.client == nil {
+		return nil, errors.New("source stopped")
+	}
+	shared, err := client.Coordinator(k.cfg.Group)
+	if err != nil {
+		return nil, fmt.Errorf("find coordinator: %w", err)
+	}
+	b := sarama.NewBroker(shared.Addr())
+	if err := b.Open(k.sarama); err != nil {
+		return nil, fmt.Errorf("connect to coordinator %s: %w", shared.Addr(), err)
+	}
+	k.coordinator = b
+	return b, nil
+}
+
+// dropCoordinator closes the connection b to the coordinator after a
+// failure, so that the next commit looks the coordinator up again.
+func (k *Kafka) dropCoordinator(b *sarama.Broker) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.coordinator == b {
+		_ = b.Close()
+		k.coordinator = nil
+	}
 }
 
 // Assignment implements stream.Assigner: the partitions this member owns,
@@ -657,7 +707,7 @@ func (h *kafkaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 				k.recycle(c)
 				return nil
 			}
-			c.recs = append(c.recs, kafkaRecord(m))
+			c.msgs = append(c.msgs, m)
 		case <-done:
 			k.recycle(c)
 			return nil
@@ -666,14 +716,14 @@ func (h *kafkaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 		// per run of records, not per record.
 		open := true
 	more:
-		for len(c.recs) < kafkaMaxChunk {
+		for len(c.msgs) < kafkaMaxChunk {
 			select {
 			case m, ok := <-msgs:
 				if !ok {
 					open = false
 					break more
 				}
-				c.recs = append(c.recs, kafkaRecord(m))
+				c.msgs = append(c.msgs, m)
 			default:
 				break more
 			}
@@ -684,8 +734,9 @@ func (h *kafkaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 	}
 }
 
-func kafkaRecord(m *sarama.ConsumerMessage) stream.Record[Message] {
-	r := stream.Record[Message]{
+// kafkaRecord fills r from m.
+func kafkaRecord(r *stream.Record[Message], m *sarama.ConsumerMessage) {
+	*r = stream.Record[Message]{
 		Value:  Message{Key: m.Key, Value: m.Value, Timestamp: m.Timestamp},
 		Origin: stream.Origin{Source: m.Topic, Partition: m.Partition, Offset: m.Offset},
 	}
@@ -695,7 +746,6 @@ func kafkaRecord(m *sarama.ConsumerMessage) stream.Record[Message] {
 			r.Value.Headers[i] = Header{Key: string(h.Key), Value: h.Value}
 		}
 	}
-	return r
 }
 
 // startClaim records that a claim of partition id starts at offset
@@ -766,7 +816,7 @@ func (k *Kafka) drop(id int32) {
 	w := 0
 	for _, c := range q {
 		if c.partition == id {
-			k.queued -= len(c.recs) - c.off
+			k.queued -= len(c.msgs) - c.off
 			k.recycle(c)
 			continue
 		}
@@ -809,7 +859,7 @@ func (k *Kafka) push(c *kafkaChunk, done <-chan struct{}) bool {
 		k.queue, k.head = k.queue[:n], 0
 	}
 	k.queue = append(k.queue, c)
-	k.queued += len(c.recs)
+	k.queued += len(c.msgs)
 	k.signal()
 	return true
 }

@@ -55,9 +55,8 @@ func (c *claim) push(n int) bool {
 	ch := kafkaChunks.Get().(*kafkaChunk)
 	ch.partition, ch.epoch, ch.off = c.id, c.epoch, 0
 	for range n {
-		ch.recs = append(ch.recs, stream.Record[Message]{
-			Value:  Message{Value: []byte(strconv.FormatInt(c.next, 10))},
-			Origin: stream.Origin{Source: "t", Partition: c.id, Offset: c.next},
+		ch.msgs = append(ch.msgs, &sarama.ConsumerMessage{
+			Topic: "t", Partition: c.id, Offset: c.next, Value: []byte(strconv.FormatInt(c.next, 10)),
 		})
 		c.next++
 	}
