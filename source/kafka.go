@@ -121,15 +121,15 @@ type Kafka struct {
 
 	running atomic.Bool
 
-	mu      sync.Mutex
-	parts   map[int32]*kafkaPartition
-	queue   []*kafkaChunk // records read ahead, oldest first, from queue[head]
-	head    int
-	queued  int    // records in the queue
-	epochs  uint64 // claims started, to tell a claim's kafkaChunks from an older one's
-	wake    chan struct{}
-	kept    []*kafkaChunk
-	client  sarama.Client
+	mu     sync.Mutex
+	parts  map[int32]*kafkaPartition
+	queue  []*kafkaChunk // records read ahead, oldest first, from queue[head]
+	head   int
+	queued int    // records in the queue
+	epochs uint64 // claims started, to tell a claim's kafkaChunks from an older one's
+	wake   chan struct{}
+	kept   []*kafkaChunk
+	client sarama.Client
 	// coordinator is this source's own connection to the group
 	// coordinator, for commits: on the client's connection, shared with
 	// fetches, a commit waits behind a fetch the broker holds for up to
