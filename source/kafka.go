@@ -125,10 +125,10 @@ type Kafka struct {
 	parts  map[int32]*kafkaPartition
 	queue  []*kafkaChunk // records read ahead, oldest first, from queue[head]
 	head   int
-	queued int    // records in the queue
-	epochs uint64 // claims started, to tell a claim's kafkaChunks from an older one's
-	wake   chan struct{}
-	kept   []*kafkaChunk
+	queued int           // records in the queue
+	epochs uint64        // claims started, to tell a claim's chunks from an older one's
+	wake   chan struct{} // closed by signal when the state changes; nil when nobody waits
+	kept   []*kafkaChunk // take's scratch space
 	client sarama.Client
 	// coordinator is this source's own connection to the group
 	// coordinator, for commits: on the client's connection, shared with
@@ -393,7 +393,7 @@ func (k *Kafka) Poll(ctx context.Context, buf []stream.Record[Message]) (int, er
 }
 
 // take moves records from the queue to buf. Chunks of claims that ended
-// are dropped; kafkaChunks of a partition the pipeline must drop first are
+// are dropped; chunks of a partition the pipeline must drop first are
 // kept for later. k.mu is held.
 func (k *Kafka) take(buf []stream.Record[Message]) int {
 	n := 0
@@ -429,7 +429,7 @@ func (k *Kafka) take(buf []stream.Record[Message]) int {
 			k.recycle(c)
 		}
 	}
-	// The kafkaChunks kept go back in order, just before the ones not looked at.
+	// The chunks kept go back in order, just before the ones not looked at.
 	head := k.head + j - len(kept)
 	clear(k.queue[k.head:head])
 	k.head = head
