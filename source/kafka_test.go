@@ -46,10 +46,12 @@ func startBroker(t testing.TB, topics map[string]int32) *kafkatest.Broker {
 }
 
 // fastSarama returns a consumer configuration with short timeouts: a test
-// rebalance settles in well under a second.
+// rebalance settles in well under a second. Members that leave say so, so
+// the session timeout only bounds how long a busy machine may go without
+// a heartbeat.
 func fastSarama() *sarama.Config {
 	c := sarama.NewConfig()
-	c.Consumer.Group.Session.Timeout = time.Second
+	c.Consumer.Group.Session.Timeout = 3 * time.Second
 	c.Consumer.Group.Heartbeat.Interval = 100 * time.Millisecond
 	c.Consumer.Group.Rebalance.Timeout = 10 * time.Second
 	c.Consumer.Group.Rebalance.Retry.Backoff = 100 * time.Millisecond
