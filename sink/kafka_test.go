@@ -26,7 +26,7 @@ func checkLeaks(t *testing.T) {
 	})
 }
 
-func startBroker(t *testing.T, topics map[string]int32) *kafkatest.Broker {
+func startBroker(t testing.TB, topics map[string]int32) *kafkatest.Broker {
 	t.Helper()
 	b, err := kafkatest.Start(kafkatest.Config{Topics: topics})
 	require.NoError(t, err)
