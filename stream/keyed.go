@@ -17,6 +17,7 @@ import (
 func Keyed[K comparable, V any](s *Stream[Pair[K, V]]) *Stream[Pair[K, V]] {
 	out := derive(s, "keyed", s.batch)
 	out.keyed = true
+	out.hashParts = 0 // the source's partitions
 	return out
 }
 
@@ -82,6 +83,10 @@ func PartitionByKey[K comparable, V any](s *Stream[Pair[K, V]], n int) *Stream[P
 		return ob, err
 	})
 	out.keyed = true
+	out.hashParts = n
+	if n <= 0 {
+		out.hashParts = -1
+	}
 	return out
 }
 
@@ -184,6 +189,7 @@ func reduceInPartitions[K comparable, V any](s *Stream[Pair[K, V]], f func(V, V)
 	})
 	out.keyed = s.keyed
 	out.unique = true
+	out.hashParts = s.hashParts
 	return out
 }
 

@@ -23,6 +23,9 @@ type config struct {
 	logger       *slog.Logger
 	onRebalance  []func(ctx context.Context, lost, gained []int32) error
 	hooks        []Hook
+
+	store           Store
+	checkpointEvery int
 }
 
 func defaultConfig() config {
@@ -32,6 +35,8 @@ func defaultConfig() config {
 		parallelism:  runtime.GOMAXPROCS(0),
 		drainTimeout: DefaultDrainTimeout,
 		logger:       slog.New(slog.DiscardHandler),
+
+		checkpointEvery: 1,
 	}
 }
 
@@ -47,6 +52,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("stream: parallelism %d is less than 1", c.parallelism)
 	case c.drainTimeout < 0:
 		return fmt.Errorf("stream: drain timeout %v is negative", c.drainTimeout)
+	case c.checkpointEvery < 1:
+		return fmt.Errorf("stream: checkpoint every %d batches: need at least 1", c.checkpointEvery)
 	}
 	return nil
 }

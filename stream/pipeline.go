@@ -22,11 +22,20 @@ type Pipeline struct {
 	nodes   int
 	input   input
 	outputs []output
-	// stateful operators, told when partitions are lost
-	stateful []interface{ dropPartitions(ids []int32) }
+	stateful []stateful
 	checks   []func() error // run before the first batch
 	running  atomic.Bool
 	err      error // a construction error, returned by Run
+}
+
+// stateful is an operator with state: told when partitions are lost, and
+// checkpointed to and restored from the pipeline's Store.
+type stateful interface {
+	name() string
+	dropPartitions(ids []int32)
+	setDurable()
+	changes(dst []Entry, batch int64) ([]Entry, error)
+	restore(e Entry, parallelism int) error
 }
 
 // output is a registered output operation.
@@ -43,6 +52,9 @@ type input interface {
 	collect(ctx context.Context, max int) (n int, err error)
 	// cut ends the batch being collected and returns its offsets to commit.
 	cut(info Info, assigned []int32, filter bool) []Offset
+	// skipBelow drops records below these offsets from now on: a restored
+	// state has counted them.
+	skipBelow(offsets []Offset)
 }
 
 // NewPipeline returns a Pipeline configured by opts.
@@ -131,6 +143,10 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	committer, _ := p.input.source().(Committer)
 	assigner, _ := p.input.source().(Assigner)
 	var assigned []int32
+	if err := p.prepareStore(work, assigner == nil); err != nil {
+		return err
+	}
+	var pending []Offset // read since the last checkpoint
 
 	start := time.Now()
 	scheduled := start
@@ -168,13 +184,26 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 				return fmt.Errorf("stream: %w", err)
 			}
 		}
-		if committer != nil {
-			if err := committer.Commit(work, offsets); err != nil {
+		pending = mergeOffsets(pending, offsets)
+		last := eof || ctx.Err() != nil
+		if p.cfg.store != nil && (id%int64(p.cfg.checkpointEvery) == 0 || last) {
+			if err := p.checkpoint(work, info, pending); err != nil {
+				if cause := context.Cause(work); cause != nil {
+					return cause
+				}
+				return err
+			}
+		}
+		if committer != nil && (p.cfg.store == nil || id%int64(p.cfg.checkpointEvery) == 0 || last) {
+			if err := committer.Commit(work, pending); err != nil {
 				if cause := context.Cause(work); cause != nil {
 					return cause
 				}
 				return fmt.Errorf("stream: batch %d: commit: %w", id, err)
 			}
+		}
+		if p.cfg.store == nil || id%int64(p.cfg.checkpointEvery) == 0 || last {
+			pending = pending[:0]
 		}
 		stats := BatchStats{Info: info, Scheduled: scheduled, Processing: time.Since(cutAt), Partitions: len(offsets)}
 		for _, h := range p.cfg.hooks {
@@ -239,12 +268,92 @@ func (p *Pipeline) rebalance(ctx context.Context, before, now []int32) error {
 	for _, s := range p.stateful {
 		s.dropPartitions(lost)
 	}
+	if p.cfg.store != nil && len(gained) > 0 {
+		if err := p.restore(ctx, gained); err != nil {
+			return err
+		}
+	}
 	for _, f := range p.cfg.onRebalance {
 		if err := f(ctx, lost, gained); err != nil {
 			return fmt.Errorf("stream: rebalance (lost %v, gained %v): %w", lost, gained, err)
 		}
 	}
 	return nil
+}
+
+// prepareStore checks the stateful operators' names and, when all is
+// true, restores the whole state before the first batch. With an Assigner
+// source, state is restored partition by partition as they are assigned.
+func (p *Pipeline) prepareStore(ctx context.Context, all bool) error {
+	if p.cfg.store == nil {
+		return nil
+	}
+	names := map[string]bool{}
+	for _, s := range p.stateful {
+		if names[s.name()] {
+			return fmt.Errorf("stream: two stateful operators are named %q: name them apart (Stream.Named) so that their state can be told apart", s.name())
+		}
+		names[s.name()] = true
+		s.setDurable()
+	}
+	if !all {
+		return nil
+	}
+	return p.restore(ctx, nil)
+}
+
+// restore loads the state of the given partitions (nil: all) from the
+// store.
+func (p *Pipeline) restore(ctx context.Context, partitions []int32) error {
+	ops := map[string]stateful{}
+	for _, s := range p.stateful {
+		ops[s.name()] = s
+	}
+	start := time.Now()
+	n := 0
+	offsets, err := p.cfg.store.Restore(ctx, partitions, func(e Entry) error {
+		op := ops[e.Op]
+		if op == nil {
+			return fmt.Errorf("the store holds state of an operator named %q, which this pipeline has not: name the operator as before, or discard the state", e.Op)
+		}
+		n++
+		return op.restore(e, p.cfg.parallelism)
+	})
+	if err != nil {
+		return fmt.Errorf("stream: restore state: %w", err)
+	}
+	p.input.skipBelow(offsets)
+	p.cfg.logger.Info("state restored", "partitions", partitions, "entries", n, "offsets", len(offsets), "took", time.Since(start))
+	return nil
+}
+
+// checkpoint saves what the stateful operators changed since the last
+// checkpoint, with the offsets read since then.
+func (p *Pipeline) checkpoint(ctx context.Context, info Info, offsets []Offset) error {
+	c := &Changes{Batch: info, Offsets: offsets}
+	for _, s := range p.stateful {
+		var err error
+		if c.Entries, err = s.changes(c.Entries, info.ID); err != nil {
+			return fmt.Errorf("stream: batch %d: checkpoint: %w", info.ID, err)
+		}
+	}
+	if err := p.cfg.store.Checkpoint(ctx, c); err != nil {
+		return fmt.Errorf("stream: batch %d: checkpoint: %w", info.ID, err)
+	}
+	return nil
+}
+
+// mergeOffsets adds offsets to acc, keeping the highest per partition.
+func mergeOffsets(acc, offsets []Offset) []Offset {
+	for _, o := range offsets {
+		i := slices.IndexFunc(acc, func(x Offset) bool { return x.Source == o.Source && x.Partition == o.Partition })
+		if i < 0 {
+			acc = append(acc, o)
+			continue
+		}
+		acc[i].Next = max(acc[i].Next, o.Next)
+	}
+	return acc
 }
 
 // minus returns the elements of a not in b, sorted.
@@ -262,6 +371,7 @@ func minus(a, b []int32) []int32 {
 // inputStream collects a source's records into a batch.
 type inputStream[T any] struct {
 	src   Source[T]
+	skip  map[sourcePartition]int64 // restored offsets not yet passed
 	buf   []Record[T]
 	parts map[int32]*Partition[T] // buffers of every partition seen, by ID
 	batch Batch[T]
@@ -330,7 +440,49 @@ func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) []Offset
 	}
 	slices.SortFunc(parts, func(a, b Partition[T]) int { return cmp.Compare(a.ID, b.ID) })
 	in.batch = Batch[T]{Info: info, Partitions: parts}
-	return batchOffsets(parts)
+	offsets := batchOffsets(parts)
+	if len(in.skip) > 0 {
+		in.dropSkipped()
+	}
+	return offsets
+}
+
+type sourcePartition struct {
+	source    string
+	partition int32
+}
+
+func (in *inputStream[T]) skipBelow(offsets []Offset) {
+	if in.skip == nil {
+		in.skip = map[sourcePartition]int64{}
+	}
+	for _, o := range offsets {
+		k := sourcePartition{o.Source, o.Partition}
+		in.skip[k] = max(in.skip[k], o.Next)
+	}
+}
+
+// dropSkipped removes from the batch the records a restored state has
+// already counted. Their offsets are still committed.
+func (in *inputStream[T]) dropSkipped() {
+	for i := range in.batch.Partitions {
+		p := &in.batch.Partitions[i]
+		n := 0
+		for j, o := range p.Origins {
+			k := sourcePartition{o.Source, o.Partition}
+			next, ok := in.skip[k]
+			if ok && o.Offset < next {
+				continue
+			}
+			if ok {
+				delete(in.skip, k) // offsets only grow: passed for good
+			}
+			p.Values[n], p.Origins[n] = p.Values[j], o
+			n++
+		}
+		clear(p.Values[n:])
+		p.Values, p.Origins = p.Values[:n], p.Origins[:n]
+	}
 }
 
 // batchOffsets returns the next offset of every source partition in parts.

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -13,6 +14,8 @@ type stateConfig struct {
 	ttlBatches int64
 	ttl        time.Duration
 	updateAll  bool
+	keyCodec   any // Codec[K], set by Codecs
+	stateCodec any // Codec[S]
 }
 
 type stateOptionFunc func(*stateConfig)
@@ -62,18 +65,40 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], update func
 	if !s.keyed {
 		s = PartitionByKey(s, 0)
 	}
-	op := &stateOp[K, V, S]{cfg: cfg, in: s, update: update, parts: make(map[int32]*statePart[K, V, S])}
+	op := &stateOp[K, V, S]{
+		cfg: cfg, in: s, update: update, parts: make(map[int32]*statePart[K, V, S]),
+		keyCodec: CodecFor[K](), stateCodec: CodecFor[S](), hashParts: s.hashParts, hash: hasher[K](),
+	}
+	if cfg.keyCodec != nil || cfg.stateCodec != nil {
+		kc, ok1 := cfg.keyCodec.(Codec[K])
+		sc, ok2 := cfg.stateCodec.(Codec[S])
+		if !ok1 || !ok2 {
+			s.p.err = fmt.Errorf("stream: UpdateStateByKey: codecs of %T and %T do not fit keys %T and states %T", cfg.keyCodec, cfg.stateCodec, *new(K), *new(S))
+		}
+		op.keyCodec, op.stateCodec = kc, sc
+	}
 	s.p.stateful = append(s.p.stateful, op)
 	out := derive(s, "updateStateByKey", op.compute)
 	out.keyed = true
 	out.unique = true
+	out.hashParts = s.hashParts
+	op.out = out
 	return out
 }
 
 type stateOp[K comparable, V, S any] struct {
 	cfg    stateConfig
 	in     *Stream[Pair[K, V]]
+	out    *Stream[Pair[K, S]]
 	update func(K, []V, S, bool) (S, bool)
+
+	// durability
+	durable    bool // the pipeline has a Store: track changes
+	keyCodec   Codec[K]
+	stateCodec Codec[S]
+	hashParts  int // keys are placed by hash over this many partitions (-1: Parallelism), or 0
+	hash       func(K) uint64
+	checkpoint int64 // batch of the last checkpoint
 
 	mu    sync.Mutex // guards parts against dropPartitions
 	parts map[int32]*statePart[K, V, S]
@@ -90,10 +115,13 @@ type batchTime struct {
 // the partition's output, and an index from key to slab position. One hash
 // lookup updates a key, and the output costs no copy.
 type statePart[K comparable, V, S any] struct {
-	index map[K]int32
-	slab  []Pair[K, S]
-	seen  []int64 // batch ID of each key's last update, with a TTL only
-	ttl   bool
+	index   map[K]int32
+	slab    []Pair[K, S]
+	seen    []int64 // batch ID of each key's last update, with a TTL only
+	ttl     bool
+	durable bool
+	ver     []int64 // batch ID of each key's last change, with a Store only
+	gone    []K     // keys removed since the last checkpoint, with a Store only
 
 	// scratch for grouping a batch's values by key, reused
 	group  map[K]int32
@@ -102,6 +130,15 @@ type statePart[K comparable, V, S any] struct {
 	last   []int32
 	next   []int32
 	values []V
+}
+
+func (op *stateOp[K, V, S]) newPart() *statePart[K, V, S] {
+	return &statePart[K, V, S]{
+		index:   make(map[K]int32),
+		group:   make(map[K]int32),
+		ttl:     op.cfg.ttlBatches > 0 || op.cfg.ttl > 0,
+		durable: op.durable,
+	}
 }
 
 func (op *stateOp[K, V, S]) dropPartitions(ids []int32) {
@@ -121,11 +158,7 @@ func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
 	for i := range in.Partitions {
 		id := in.Partitions[i].ID
 		if op.parts[id] == nil {
-			op.parts[id] = &statePart[K, V, S]{
-				index: make(map[K]int32),
-				group: make(map[K]int32),
-				ttl:   op.cfg.ttlBatches > 0 || op.cfg.ttl > 0,
-			}
+			op.parts[id] = op.newPart()
 		}
 	}
 	ids := op.ids[:0]
@@ -167,6 +200,9 @@ func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
 						continue
 					}
 					kv.Value = nv
+					if sp.durable {
+						sp.ver[j] = bc.info.ID
+					}
 				}
 				j++
 			}
@@ -250,27 +286,45 @@ func (sp *statePart[K, V, S]) updateKey(op *stateOp[K, V, S], k K, values []V, b
 	case exists:
 		sp.slab[i].Value = nv
 	default:
-		i = int32(len(sp.slab))
-		sp.index[k] = i
-		sp.slab = append(sp.slab, Pair[K, S]{Key: k, Value: nv})
-		if sp.ttl {
-			sp.seen = append(sp.seen, 0)
-		}
+		i = sp.insert(k, nv)
 	}
 	if sp.ttl {
 		sp.seen[i] = batch
 	}
+	if sp.durable {
+		sp.ver[i] = batch
+	}
+}
+
+// insert appends a new key to the slab and returns its position.
+func (sp *statePart[K, V, S]) insert(k K, v S) int32 {
+	i := int32(len(sp.slab))
+	sp.index[k] = i
+	sp.slab = append(sp.slab, Pair[K, S]{Key: k, Value: v})
+	if sp.ttl {
+		sp.seen = append(sp.seen, 0)
+	}
+	if sp.durable {
+		sp.ver = append(sp.ver, 0)
+	}
+	return i
 }
 
 // remove deletes the key at slab position i, moving the last one there.
 func (sp *statePart[K, V, S]) remove(i int32) {
 	last := int32(len(sp.slab) - 1)
 	delete(sp.index, sp.slab[i].Key)
+	if sp.durable {
+		sp.gone = append(sp.gone, sp.slab[i].Key)
+	}
 	if i != last {
 		sp.slab[i] = sp.slab[last]
 		sp.index[sp.slab[i].Key] = i
 		if sp.ttl {
 			sp.seen[i] = sp.seen[last]
+		}
+		if sp.durable {
+			sp.ver[i] = sp.ver[last]
 		}
 	}
 	sp.slab[last] = Pair[K, S]{}
@@ -278,4 +332,94 @@ func (sp *statePart[K, V, S]) remove(i int32) {
 	if sp.ttl {
 		sp.seen = sp.seen[:last]
 	}
+	if sp.durable {
+		sp.ver = sp.ver[:last]
+	}
+}
+
+func (op *stateOp[K, V, S]) name() string { return op.out.name }
+
+func (op *stateOp[K, V, S]) setDurable() { op.durable = true }
+
+// changes appends the entries changed since the last checkpoint to dst,
+// and starts tracking anew from batch.
+func (op *stateOp[K, V, S]) changes(dst []Entry, batch int64) ([]Entry, error) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	name := op.name()
+	for _, id := range op.ids {
+		sp := op.parts[id]
+		if sp == nil {
+			continue
+		}
+		for _, k := range sp.gone {
+			kb, err := op.keyCodec.Append(nil, k)
+			if err != nil {
+				return dst, fmt.Errorf("encode key %v of %s: %w", k, name, err)
+			}
+			dst = append(dst, Entry{Op: name, Partition: id, Key: kb, Deleted: true})
+		}
+		clear(sp.gone)
+		sp.gone = sp.gone[:0]
+		for i, kv := range sp.slab {
+			if sp.ver[i] <= op.checkpoint {
+				continue
+			}
+			kb, err := op.keyCodec.Append(nil, kv.Key)
+			if err != nil {
+				return dst, fmt.Errorf("encode key %v of %s: %w", kv.Key, name, err)
+			}
+			vb, err := op.stateCodec.Append(nil, kv.Value)
+			if err != nil {
+				return dst, fmt.Errorf("encode state of key %v of %s: %w", kv.Key, name, err)
+			}
+			dst = append(dst, Entry{Op: name, Partition: id, Key: kb, Value: vb})
+		}
+	}
+	op.checkpoint = batch
+	return dst, nil
+}
+
+// restore puts one entry of a Store into the state. Keys placed by hash go
+// to the partition the current parallelism gives them, whatever partition
+// they were saved in.
+func (op *stateOp[K, V, S]) restore(e Entry, parallelism int) error {
+	k, err := op.keyCodec.Decode(e.Key)
+	if err != nil {
+		return fmt.Errorf("decode key of %s partition %d: %w", e.Op, e.Partition, err)
+	}
+	id := e.Partition
+	if n := op.hashParts; n != 0 {
+		if n < 0 {
+			n = parallelism
+		}
+		id = int32(bucketOf(op.hash(k), n))
+	}
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	sp := op.parts[id]
+	if sp == nil {
+		sp = op.newPart()
+		op.parts[id] = sp
+		op.ids = append(op.ids, id)
+		slices.Sort(op.ids)
+	}
+	i, exists := sp.index[k]
+	if e.Deleted {
+		if exists {
+			sp.remove(i)
+			sp.gone = sp.gone[:len(sp.gone)-1] // restored, not a change
+		}
+		return nil
+	}
+	v, err := op.stateCodec.Decode(e.Value)
+	if err != nil {
+		return fmt.Errorf("decode state of %s partition %d: %w", e.Op, e.Partition, err)
+	}
+	if exists {
+		sp.slab[i].Value = v
+		return nil
+	}
+	sp.insert(k, v)
+	return nil
 }

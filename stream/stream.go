@@ -21,6 +21,9 @@ type Stream[T any] struct {
 	name   string
 	keyed  bool // every key of a Pair stream lives in one partition
 	unique bool // every key of a Pair stream appears once per batch
+	// hashParts says keys are placed by PartitionByKey's hash over this
+	// many partitions (-1: the pipeline's Parallelism); 0 if not.
+	hashParts int
 
 	consumers int // operators and outputs reading this stream
 	compute   func(bc *batchCtx) (*Batch[T], error)

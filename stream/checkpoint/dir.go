@@ -1,0 +1,516 @@
+// Package checkpoint keeps the state of a stream.Pipeline in a local
+// directory, so that a pipeline restarted after a crash resumes with the
+// state and the input offsets of its last checkpoint.
+//
+// # Layout
+//
+// The directory holds a chain of files: a snapshot (the whole state) and
+// the deltas written after it (what each checkpoint changed), and a
+// MANIFEST naming the chain. A checkpoint writes its delta to a temporary
+// file, syncs it, renames it into place and syncs the directory; then it
+// does the same for a new MANIFEST. The rename of MANIFEST is the commit
+// point: a crash at any moment leaves the previous checkpoint or the new
+// one, never a mix. When the deltas outgrow the snapshot, they are merged
+// into a new snapshot, so that restoring reads about twice the state at
+// most.
+//
+// # Format
+//
+// Every file starts with the magic "SLCK", a format version (1) and a
+// kind byte, and ends with a CRC-32C of all bytes before it. A file with a
+// wrong checksum, an unknown version or a bad structure is an error naming
+// the file: the state is never silently reset. Remove the directory (or
+// call Discard) to start from nothing on purpose.
+//
+// Numbers are varints; byte strings are a uvarint length and the bytes.
+//
+//	offsets: count, then per offset: source, partition, next
+//	entries: count, then per entry: operator, partition, flags (1: deleted), key, value
+//	snapshot ('S') and delta ('D'): batch, offsets, entries
+//	manifest ('M'): sequence, file count, file names
+package checkpoint
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/sluicehq/sluice/stream"
+)
+
+// Version is the format version this package writes and reads.
+const Version = 1
+
+const (
+	magic        = "SLCK"
+	manifestName = "MANIFEST"
+	kindSnapshot = 'S'
+	kindDelta    = 'D'
+	kindManifest = 'M'
+	// maxFile bounds what is read of one file, so that a hostile length
+	// cannot make a read allocate without bound.
+	maxFile = 1 << 34
+)
+
+// ErrCorrupt is returned (wrapped, with the file's path) by Restore and
+// Open when a checkpoint file fails its checksum or its structure is bad.
+var ErrCorrupt = errors.New("checkpoint: corrupt")
+
+// ErrVersion is returned (wrapped) when a file has a format version this
+// package does not read.
+var ErrVersion = errors.New("checkpoint: unsupported format version")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Dir is a stream.Store in a local directory. It is safe for concurrent
+// use, but a directory must be used by one pipeline at a time.
+type Dir struct {
+	path   string
+	logger *slog.Logger
+
+	mu        sync.Mutex
+	seq       uint64   // sequence of the last file written
+	chain     []string // snapshot first, then deltas
+	snapBytes int64
+	deltaSize int64
+}
+
+var _ stream.Store = (*Dir)(nil)
+
+// Option configures a Dir.
+type Option func(*Dir)
+
+// Logger sets where the directory logs compactions (default: discard).
+func Logger(l *slog.Logger) Option { return func(d *Dir) { d.logger = l } }
+
+// Open returns the store in dir, creating the directory if needed, and
+// reads its MANIFEST. It fails if the MANIFEST is corrupt or of another
+// version.
+func Open(dir string, opts ...Option) (*Dir, error) {
+	d := &Dir{path: dir, logger: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(d)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	body, err := readFile(filepath.Join(dir, manifestName), kindManifest)
+	if errors.Is(err, fs.ErrNotExist) {
+		return d, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	r := reader{b: body, name: filepath.Join(dir, manifestName)}
+	d.seq = r.uvarint()
+	n := r.count(1)
+	for range n {
+		d.chain = append(d.chain, string(r.bytes()))
+	}
+	if err := r.end(); err != nil {
+		return nil, err
+	}
+	for i, name := range d.chain {
+		if name != filepath.Base(name) || !strings.HasSuffix(name, ".ckpt") {
+			return nil, fmt.Errorf("%w: %s names file %q", ErrCorrupt, r.name, name)
+		}
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint: %s names a file that is missing: %w", r.name, err)
+		}
+		if i == 0 {
+			d.snapBytes = fi.Size()
+		} else {
+			d.deltaSize += fi.Size()
+		}
+	}
+	return d, nil
+}
+
+// Discard removes every checkpoint file in dir, to start from an empty
+// state on purpose.
+func Discard(dir string) error {
+	names, err := filepath.Glob(filepath.Join(dir, "*.ckpt"))
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	for _, n := range append(names, filepath.Join(dir, manifestName)) {
+		if err := os.Remove(n); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
+	}
+	return nil
+}
+
+// Path returns the directory.
+func (d *Dir) Path() string { return d.path }
+
+// Restore implements stream.Store: it reads the chain in order and calls
+// put for the last value of every key of the given partitions.
+func (d *Dir) Restore(ctx context.Context, partitions []int32, put func(stream.Entry) error) ([]stream.Offset, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	state, offsets, err := d.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range state {
+		if partitions != nil && !slices.Contains(partitions, e.Partition) {
+			continue
+		}
+		if err := put(e); err != nil {
+			return nil, err
+		}
+	}
+	return offsets, nil
+}
+
+// load merges the chain into one entry per key, in a stable order.
+func (d *Dir) load(ctx context.Context) ([]stream.Entry, []stream.Offset, error) {
+	merged := map[string]stream.Entry{}
+	var order []string
+	var offsets []stream.Offset
+	for _, name := range d.chain {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		path := filepath.Join(d.path, name)
+		kind := byte(kindDelta)
+		if strings.HasPrefix(name, "snap-") {
+			kind = kindSnapshot
+		}
+		body, err := readFile(path, kind)
+		if err != nil {
+			return nil, nil, err
+		}
+		r := reader{b: body, name: path}
+		r.varint() // batch
+		offsets = mergeOffsets(offsets, r.offsets())
+		n := r.count(4)
+		for range n {
+			e := r.entry()
+			if r.err != nil {
+				break
+			}
+			k := entryKey(e)
+			if _, ok := merged[k]; !ok {
+				order = append(order, k)
+			}
+			merged[k] = e
+		}
+		if err := r.end(); err != nil {
+			return nil, nil, err
+		}
+	}
+	out := make([]stream.Entry, 0, len(merged))
+	for _, k := range order {
+		if e := merged[k]; !e.Deleted {
+			out = append(out, e)
+		}
+	}
+	return out, offsets, nil
+}
+
+func entryKey(e stream.Entry) string {
+	return e.Op + "\x00" + strconv.FormatInt(int64(e.Partition), 10) + "\x00" + string(e.Key)
+}
+
+// Checkpoint implements stream.Store: it writes c as a delta and commits
+// it in the MANIFEST, then compacts the chain when its deltas outgrow its
+// snapshot.
+func (d *Dir) Checkpoint(ctx context.Context, c *stream.Changes) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	body := appendBody(nil, c.Batch.ID, c.Offsets, c.Entries)
+	d.seq++
+	name := fmt.Sprintf("delta-%012d.ckpt", d.seq)
+	size, err := d.writeFile(name, kindDelta, body)
+	if err != nil {
+		return err
+	}
+	chain := append(slices.Clip(d.chain), name)
+	if err := d.commit(chain); err != nil {
+		return err
+	}
+	d.deltaSize += size
+	if d.deltaSize > max(d.snapBytes, 1<<20) {
+		return d.compact(ctx, c.Batch.ID)
+	}
+	return nil
+}
+
+// compact merges the chain into a new snapshot.
+func (d *Dir) compact(ctx context.Context, batch int64) error {
+	state, offsets, err := d.load(ctx)
+	if err != nil {
+		return err
+	}
+	d.seq++
+	name := fmt.Sprintf("snap-%012d.ckpt", d.seq)
+	size, err := d.writeFile(name, kindSnapshot, appendBody(nil, batch, offsets, state))
+	if err != nil {
+		return err
+	}
+	if err := d.commit([]string{name}); err != nil {
+		return err
+	}
+	d.logger.Info("checkpoint compacted", "dir", d.path, "entries", len(state), "bytes", size)
+	d.snapBytes, d.deltaSize = size, 0
+	return nil
+}
+
+// commit makes chain the current one and removes the files no longer in it.
+func (d *Dir) commit(chain []string) error {
+	var body []byte
+	body = binary.AppendUvarint(body, d.seq)
+	body = binary.AppendUvarint(body, uint64(len(chain)))
+	for _, n := range chain {
+		body = appendBytes(body, []byte(n))
+	}
+	if _, err := d.writeFile(manifestName, kindManifest, body); err != nil {
+		return err
+	}
+	old := d.chain
+	d.chain = chain
+	for _, n := range old {
+		if !slices.Contains(chain, n) {
+			if err := os.Remove(filepath.Join(d.path, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				d.logger.Warn("checkpoint: cannot remove an old file", "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// writeFile writes a framed file atomically: temporary file, sync, rename,
+// sync of the directory.
+func (d *Dir) writeFile(name string, kind byte, body []byte) (int64, error) {
+	data := make([]byte, 0, len(body)+10)
+	data = append(data, magic...)
+	data = append(data, Version, kind)
+	data = append(data, body...)
+	data = binary.LittleEndian.AppendUint32(data, crc32.Checksum(data, castagnoli))
+	path := filepath.Join(d.path, name)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return 0, fmt.Errorf("checkpoint: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(d.path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return 0, fmt.Errorf("checkpoint: write %s: %w", path, err)
+	}
+	return int64(len(data)), nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// readFile reads a framed file, checks it, and returns its body.
+func readFile(path string, kind byte) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	if fi.Size() > maxFile {
+		return nil, fmt.Errorf("%w: %s is %d bytes", ErrCorrupt, path, fi.Size())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	return checkFrame(path, data, kind)
+}
+
+func checkFrame(path string, data []byte, kind byte) ([]byte, error) {
+	if len(data) < len(magic)+2+4 || !bytes.HasPrefix(data, []byte(magic)) {
+		return nil, fmt.Errorf("%w: %s is not a checkpoint file", ErrCorrupt, path)
+	}
+	if v := data[len(magic)]; v != Version {
+		return nil, fmt.Errorf("%w: %s has version %d; this program reads version %d", ErrVersion, path, v, Version)
+	}
+	end := len(data) - 4
+	if crc32.Checksum(data[:end], castagnoli) != binary.LittleEndian.Uint32(data[end:]) {
+		return nil, fmt.Errorf("%w: %s fails its checksum", ErrCorrupt, path)
+	}
+	if k := data[len(magic)+1]; k != kind {
+		return nil, fmt.Errorf("%w: %s is of kind %q, want %q", ErrCorrupt, path, k, kind)
+	}
+	return data[len(magic)+2 : end], nil
+}
+
+func appendBody(b []byte, batch int64, offsets []stream.Offset, entries []stream.Entry) []byte {
+	b = binary.AppendVarint(b, batch)
+	b = binary.AppendUvarint(b, uint64(len(offsets)))
+	for _, o := range offsets {
+		b = appendBytes(b, []byte(o.Source))
+		b = binary.AppendVarint(b, int64(o.Partition))
+		b = binary.AppendVarint(b, o.Next)
+	}
+	b = binary.AppendUvarint(b, uint64(len(entries)))
+	for _, e := range entries {
+		b = appendBytes(b, []byte(e.Op))
+		b = binary.AppendVarint(b, int64(e.Partition))
+		flags := byte(0)
+		if e.Deleted {
+			flags = 1
+		}
+		b = append(b, flags)
+		b = appendBytes(b, e.Key)
+		b = appendBytes(b, e.Value)
+	}
+	return b
+}
+
+func appendBytes(b, s []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func mergeOffsets(acc, offsets []stream.Offset) []stream.Offset {
+	for _, o := range offsets {
+		i := slices.IndexFunc(acc, func(x stream.Offset) bool { return x.Source == o.Source && x.Partition == o.Partition })
+		if i < 0 {
+			acc = append(acc, o)
+		} else {
+			acc[i].Next = max(acc[i].Next, o.Next)
+		}
+	}
+	return acc
+}
+
+// reader decodes a body; the first error sticks, and later reads return
+// zero values.
+type reader struct {
+	b    []byte
+	name string
+	err  error
+}
+
+func (r *reader) fail(what string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: %s: bad %s", ErrCorrupt, r.name, what)
+	}
+	r.b = nil
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("number")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail("number")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// count reads a count of items of at least min bytes each, and rejects
+// one larger than the bytes left could hold.
+func (r *reader) count(min int) int {
+	n := r.uvarint()
+	if n > uint64(len(r.b)/min) {
+		r.fail("count")
+		return 0
+	}
+	return int(n)
+}
+
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.fail("length")
+		return nil
+	}
+	s := r.b[:n:n]
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *reader) partition() int32 {
+	v := r.varint()
+	if v < -1<<31 || v > 1<<31-1 {
+		r.fail("partition")
+	}
+	return int32(v)
+}
+
+func (r *reader) offsets() []stream.Offset {
+	n := r.count(3)
+	out := make([]stream.Offset, 0, n)
+	for range n {
+		o := stream.Offset{Source: string(r.bytes()), Partition: r.partition(), Next: r.varint()}
+		if r.err != nil {
+			return nil
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+func (r *reader) entry() stream.Entry {
+	e := stream.Entry{Op: string(r.bytes()), Partition: r.partition()}
+	if len(r.b) == 0 {
+		r.fail("entry")
+		return e
+	}
+	flags := r.b[0]
+	r.b = r.b[1:]
+	if flags > 1 {
+		r.fail("entry flags")
+	}
+	e.Deleted = flags == 1
+	e.Key = r.bytes()
+	e.Value = r.bytes()
+	if e.Deleted {
+		e.Value = nil
+	}
+	return e
+}
+
+// end reports the first error, or trailing bytes.
+func (r *reader) end() error {
+	if r.err == nil && len(r.b) > 0 {
+		r.err = fmt.Errorf("%w: %s: %d bytes after the end", ErrCorrupt, r.name, len(r.b))
+	}
+	return r.err
+}

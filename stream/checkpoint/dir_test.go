@@ -1,0 +1,318 @@
+package checkpoint_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/sluicehq/sluice/stream"
+	"github.com/sluicehq/sluice/stream/checkpoint"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// log is a source over a fixed log of pairs in 2 partitions, like a Kafka
+// topic: it starts at the committed offsets, and can fail after some
+// records, as a crashed process would stop.
+type log struct {
+	recs      [2][]stream.Pair[int64, int64]
+	next      [2]int64
+	committed [2]int64
+	failAfter int // records to deliver before failing; 0: never
+	failCommit bool
+	given     int
+}
+
+var errCrash = errors.New("crash")
+
+func newLog(n int, seed uint64) *log {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	l := &log{}
+	for range n {
+		k := 1000 + rng.Int64N(200)
+		l.recs[k%2] = append(l.recs[k%2], stream.KV(k, 1+rng.Int64N(3)))
+	}
+	return l
+}
+
+// restart returns a new run of the log from its committed offsets.
+func (l *log) restart(failAfter int) *log {
+	return &log{recs: l.recs, next: l.committed, committed: l.committed, failAfter: failAfter}
+}
+
+func (l *log) Poll(_ context.Context, buf []stream.Record[stream.Pair[int64, int64]]) (int, error) {
+	n := 0
+	for p := range 2 {
+		for n < len(buf) && l.next[p] < int64(len(l.recs[p])) {
+			if l.failAfter > 0 && l.given == l.failAfter {
+				return n, errCrash
+			}
+			buf[n] = stream.Record[stream.Pair[int64, int64]]{Value: l.recs[p][l.next[p]], Origin: stream.Origin{Source: "log", Partition: int32(p), Offset: l.next[p]}}
+			l.next[p]++
+			l.given++
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (l *log) Commit(_ context.Context, offsets []stream.Offset) error {
+	if l.failCommit {
+		return errCrash
+	}
+	for _, o := range offsets {
+		l.committed[o.Partition] = max(l.committed[o.Partition], o.Next)
+	}
+	return nil
+}
+
+func (l *log) totals() map[int64]int64 {
+	out := map[int64]int64{}
+	for _, p := range l.recs {
+		for _, kv := range p {
+			out[kv.Key] += kv.Value
+		}
+	}
+	return out
+}
+
+func sum(_ int64, vs []int64, s int64, _ bool) (int64, bool) {
+	for _, v := range vs {
+		s += v
+	}
+	return s, true
+}
+
+type result struct {
+	last  map[int64]int64
+	owner map[int64]int32
+}
+
+// runTotals runs the running-totals pipeline over src with the store in
+// dir and returns the state after the last batch.
+func runTotals(t *testing.T, src stream.Source[stream.Pair[int64, int64]], dir string, keyed bool, opts ...stream.Option) (result, error) {
+	t.Helper()
+	store, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+	p := stream.NewPipeline(append([]stream.Option{stream.Interval(0), stream.MaxRecords(37), stream.WithStore(store)}, opts...)...)
+	in := stream.From(p, src)
+	if keyed {
+		in = stream.Keyed(in)
+	}
+	totals := stream.UpdateStateByKey(in, sum).Named("totals")
+	var res result
+	stream.ForEachBatch(totals, func(_ context.Context, b *stream.Batch[stream.Pair[int64, int64]]) error {
+		res = result{last: map[int64]int64{}, owner: map[int64]int32{}}
+		for _, part := range b.Partitions {
+			for _, kv := range part.Values {
+				if _, dup := res.owner[kv.Key]; dup {
+					t.Errorf("key %d in two partitions", kv.Key)
+				}
+				res.last[kv.Key] = kv.Value
+				res.owner[kv.Key] = part.ID
+			}
+		}
+		return nil
+	})
+	return res, p.Run(context.Background())
+}
+
+func TestRestartAfterCrashCountsEveryRecordOnce(t *testing.T) {
+	for _, keyed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "keyed", false: "shuffled"}[keyed], func(t *testing.T) {
+			dir := t.TempDir()
+			l := newLog(2000, 1)
+			src := l.restart(0)
+			src.failAfter = 700
+			_, err := runTotals(t, src, dir, keyed)
+			require.ErrorIs(t, err, errCrash)
+			l.committed = src.committed
+			require.NotZero(t, l.committed[0]+l.committed[1], "some batches were committed before the crash")
+
+			// Crash between the checkpoint and the commit: the checkpoint
+			// is ahead of the source's committed offsets.
+			src = l.restart(1300)
+			src.failCommit = true
+			_, err = runTotals(t, src, dir, keyed)
+			require.ErrorIs(t, err, errCrash)
+
+			res, err := runTotals(t, l.restart(0), dir, keyed)
+			require.NoError(t, err)
+			assert.Equal(t, l.totals(), res.last, "no record lost, none counted twice")
+		})
+	}
+}
+
+func TestRestoreUnderAnotherParallelism(t *testing.T) {
+	dir := t.TempDir()
+	l := newLog(1000, 2)
+	src := l.restart(500)
+	_, err := runTotals(t, src, dir, false, stream.Parallelism(2))
+	require.ErrorIs(t, err, errCrash)
+	l.committed = src.committed
+	res, err := runTotals(t, l.restart(0), dir, false, stream.Parallelism(5))
+	require.NoError(t, err)
+	assert.Equal(t, l.totals(), res.last)
+	parts := map[int32]bool{}
+	for _, p := range res.owner {
+		parts[p] = true
+	}
+	assert.Len(t, parts, 5, "restored keys spread over the new partitions")
+}
+
+func TestCompactionKeepsTheState(t *testing.T) {
+	dir := t.TempDir()
+	store, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+	ctx := context.Background()
+	want := map[string]string{}
+	rng := rand.New(rand.NewPCG(5, 5))
+	for batch := int64(1); batch <= 300; batch++ {
+		c := &stream.Changes{Batch: stream.Info{ID: batch}, Offsets: []stream.Offset{{Source: "s", Partition: 0, Next: batch * 10}}}
+		for range 200 {
+			k := string(rune('a'+rng.IntN(26))) + string(rune('a'+rng.IntN(26)))
+			if rng.IntN(10) == 0 {
+				c.Entries = append(c.Entries, stream.Entry{Op: "op", Key: []byte(k), Deleted: true})
+				delete(want, k)
+				continue
+			}
+			v := make([]byte, 1000) // big values: the chain is compacted often
+			v[0] = byte(rng.IntN(256))
+			c.Entries = append(c.Entries, stream.Entry{Op: "op", Key: []byte(k), Value: v})
+			want[k] = string(v)
+		}
+		require.NoError(t, store.Checkpoint(ctx, c))
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.ckpt"))
+	assert.Less(t, len(files), 150, "deltas were merged into snapshots")
+
+	reopened, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+	got := map[string]string{}
+	offsets, err := reopened.Restore(ctx, nil, func(e stream.Entry) error {
+		got[string(e.Key)] = string(e.Value)
+		return nil
+	})
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+	assert.Equal(t, []stream.Offset{{Source: "s", Partition: 0, Next: 3000}}, offsets)
+}
+
+func TestRestoreSomePartitions(t *testing.T) {
+	store, err := checkpoint.Open(t.TempDir())
+	require.NoError(t, err)
+	require.NoError(t, store.Checkpoint(context.Background(), &stream.Changes{Entries: []stream.Entry{
+		{Op: "a", Partition: 0, Key: []byte("x"), Value: []byte("1")},
+		{Op: "a", Partition: 1, Key: []byte("y"), Value: []byte("2")},
+		{Op: "a", Partition: 2, Key: []byte("z"), Value: []byte("3")},
+	}}))
+	var keys []string
+	_, err = store.Restore(context.Background(), []int32{0, 2}, func(e stream.Entry) error {
+		keys = append(keys, string(e.Key))
+		return nil
+	})
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"x", "z"}, keys)
+}
+
+func TestCorruptCheckpointIsAnErrorNamingTheFile(t *testing.T) {
+	make := func(t *testing.T) string {
+		dir := t.TempDir()
+		l := newLog(300, 3)
+		_, err := runTotals(t, l.restart(0), dir, true)
+		require.NoError(t, err)
+		return dir
+	}
+	t.Run("flipped byte in a delta", func(t *testing.T) {
+		dir := make(t)
+		files, _ := filepath.Glob(filepath.Join(dir, "delta-*.ckpt"))
+		require.NotEmpty(t, files)
+		data, err := os.ReadFile(files[0])
+		require.NoError(t, err)
+		data[len(data)/2] ^= 0x40
+		require.NoError(t, os.WriteFile(files[0], data, 0o644))
+		_, err = runTotals(t, newLog(10, 9).restart(0), dir, true)
+		require.ErrorIs(t, err, checkpoint.ErrCorrupt)
+		assert.ErrorContains(t, err, files[0])
+		assert.ErrorContains(t, err, "checksum")
+	})
+	t.Run("other version", func(t *testing.T) {
+		dir := make(t)
+		path := filepath.Join(dir, "MANIFEST")
+		data, err := os.ReadFile(path)
+		require.NoError(t, err)
+		data[4] = 9
+		require.NoError(t, os.WriteFile(path, data, 0o644))
+		_, err = checkpoint.Open(dir)
+		require.ErrorIs(t, err, checkpoint.ErrVersion)
+		assert.ErrorContains(t, err, path)
+	})
+	t.Run("missing file", func(t *testing.T) {
+		dir := make(t)
+		files, _ := filepath.Glob(filepath.Join(dir, "delta-*.ckpt"))
+		require.NoError(t, os.Remove(files[0]))
+		_, err := checkpoint.Open(dir)
+		assert.ErrorContains(t, err, "missing")
+	})
+	t.Run("renamed operator", func(t *testing.T) {
+		dir := make(t)
+		store, err := checkpoint.Open(dir)
+		require.NoError(t, err)
+		p := stream.NewPipeline(stream.WithStore(store))
+		s := stream.UpdateStateByKey(stream.Keyed(stream.From(p, newLog(10, 1).restart(0))), sum).Named("renamed")
+		stream.ForEachBatch(s, func(context.Context, *stream.Batch[stream.Pair[int64, int64]]) error { return nil })
+		err = p.Run(context.Background())
+		assert.ErrorContains(t, err, `operator named "totals", which this pipeline has not`)
+	})
+	t.Run("discard starts anew", func(t *testing.T) {
+		dir := make(t)
+		require.NoError(t, checkpoint.Discard(dir))
+		l := newLog(50, 4)
+		res, err := runTotals(t, l.restart(0), dir, true)
+		require.NoError(t, err)
+		assert.Equal(t, l.totals(), res.last)
+	})
+}
+
+func TestDeletedKeysStayDeleted(t *testing.T) {
+	dir := t.TempDir()
+	run := func(vals []stream.Pair[int64, int64]) map[int64]int64 {
+		store, err := checkpoint.Open(dir)
+		require.NoError(t, err)
+		p := stream.NewPipeline(stream.WithStore(store), stream.Interval(0), stream.MaxRecords(1))
+		l := &log{}
+		l.recs[0] = vals
+		s := stream.UpdateStateByKey(stream.Keyed(stream.From(p, l)), func(_ int64, vs []int64, s int64, _ bool) (int64, bool) {
+			for _, v := range vs {
+				s += v
+			}
+			return s, s != 0 // a total of 0 drops the key
+		}).Named("totals")
+		last := map[int64]int64{}
+		stream.ForEachBatch(s, func(_ context.Context, b *stream.Batch[stream.Pair[int64, int64]]) error {
+			clear(last)
+			for kv := range b.All() {
+				last[kv.Key] = kv.Value
+			}
+			return nil
+		})
+		require.NoError(t, p.Run(context.Background()))
+		return last
+	}
+	assert.Equal(t, map[int64]int64{2: 5}, run([]stream.Pair[int64, int64]{stream.KV[int64, int64](1, 3), stream.KV[int64, int64](2, 5), stream.KV[int64, int64](1, -3)}))
+	// The new log starts at offset 0 again, below the checkpoint: a record
+	// at offset 3 is the first new one.
+	got := run([]stream.Pair[int64, int64]{{}, {}, {}, stream.KV[int64, int64](3, 1)})
+	assert.Equal(t, map[int64]int64{2: 5, 3: 1}, got, "key 1 was deleted, and stays so after restore")
+}

@@ -1,0 +1,181 @@
+package stream
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+)
+
+// Store makes the state of stateful operators durable, so that a pipeline
+// restarted after a crash resumes where its state left off. The engine
+// calls Restore before the first batch and when an Assigner source gains
+// partitions, and Checkpoint after a batch's outputs, before the batch is
+// committed to the source.
+//
+// A Store is used by one pipeline at a time, from the run loop's goroutine.
+type Store interface {
+	// Restore calls put for every entry of the state of the given
+	// partitions (nil: all it holds), and returns the input offsets that
+	// this state reflects: the engine drops input records below them, as
+	// already counted. It must fail, not return an empty state, when what
+	// it holds is corrupt.
+	Restore(ctx context.Context, partitions []int32, put func(e Entry) error) ([]Offset, error)
+	// Checkpoint makes c durable atomically: after a crash, Restore returns
+	// the state and offsets of either this checkpoint or the one before.
+	Checkpoint(ctx context.Context, c *Changes) error
+}
+
+// Changes are what changed in the state since the last checkpoint, and the
+// input offsets the state now reflects.
+type Changes struct {
+	// Batch is the last batch the changes include.
+	Batch Info
+	// Offsets are the next offsets of every input partition read since the
+	// last checkpoint.
+	Offsets []Offset
+	// Entries are the keys written or deleted, with their operator and
+	// partition.
+	Entries []Entry
+}
+
+// Entry is one key of a stateful operator's state, encoded by its codecs.
+type Entry struct {
+	Op        string // the operator's name (see Stream.Named)
+	Partition int32
+	Key       []byte
+	Value     []byte // nil when Deleted
+	Deleted   bool
+}
+
+// WithStore makes the state of every UpdateStateByKey of the pipeline
+// durable in s. Name those operators (Stream.Named): the name keys their
+// state in the store, so it must stay the same across versions of the
+// program. Changing the code around a named operator keeps its state.
+func WithStore(s Store) Option { return optionFunc(func(c *config) { c.store = s }) }
+
+// CheckpointEvery checkpoints the state every n batches (default 1), and
+// commits the source only then, with the offsets the checkpoint holds. The
+// last batch of a run is always checkpointed.
+func CheckpointEvery(n int) Option { return optionFunc(func(c *config) { c.checkpointEvery = n }) }
+
+// Codec turns values of T into bytes and back, for a Store.
+type Codec[T any] interface {
+	Append(dst []byte, v T) ([]byte, error)
+	Decode(b []byte) (T, error)
+}
+
+// Codecs sets how UpdateStateByKey encodes its keys and states for the
+// pipeline's Store. Without it, integer, float64 and string types use a
+// compact binary form and other types JSON.
+func Codecs[K, S any](key Codec[K], state Codec[S]) StateOption {
+	return stateOptionFunc(func(c *stateConfig) { c.keyCodec, c.stateCodec = key, state })
+}
+
+// CodecFor returns the codec UpdateStateByKey uses for T by default.
+func CodecFor[T any]() Codec[T] {
+	var zero T
+	switch any(zero).(type) {
+	case int64:
+		return any(int64Codec{}).(Codec[T])
+	case int:
+		return any(intCodec{}).(Codec[T])
+	case int32:
+		return any(int32Codec{}).(Codec[T])
+	case uint64:
+		return any(uint64Codec{}).(Codec[T])
+	case float64:
+		return any(float64Codec{}).(Codec[T])
+	case string:
+		return any(stringCodec{}).(Codec[T])
+	}
+	return JSONCodec[T]{}
+}
+
+type int64Codec struct{}
+
+func (int64Codec) Append(dst []byte, v int64) ([]byte, error) {
+	return binary.AppendVarint(dst, v), nil
+}
+func (int64Codec) Decode(b []byte) (int64, error) { return decodeVarint(b) }
+
+type intCodec struct{}
+
+func (intCodec) Append(dst []byte, v int) ([]byte, error) {
+	return binary.AppendVarint(dst, int64(v)), nil
+}
+func (intCodec) Decode(b []byte) (int, error) {
+	v, err := decodeVarint(b)
+	if err == nil && int64(int(v)) != v {
+		return 0, fmt.Errorf("stream: codec: %d overflows int", v)
+	}
+	return int(v), err
+}
+
+type int32Codec struct{}
+
+func (int32Codec) Append(dst []byte, v int32) ([]byte, error) {
+	return binary.AppendVarint(dst, int64(v)), nil
+}
+func (int32Codec) Decode(b []byte) (int32, error) {
+	v, err := decodeVarint(b)
+	if err == nil && (v < math.MinInt32 || v > math.MaxInt32) {
+		return 0, fmt.Errorf("stream: codec: %d overflows int32", v)
+	}
+	return int32(v), err
+}
+
+type uint64Codec struct{}
+
+func (uint64Codec) Append(dst []byte, v uint64) ([]byte, error) {
+	return binary.AppendUvarint(dst, v), nil
+}
+func (uint64Codec) Decode(b []byte) (uint64, error) {
+	v, n := binary.Uvarint(b)
+	if n <= 0 || n != len(b) {
+		return 0, fmt.Errorf("stream: codec: bad uvarint of %d bytes", len(b))
+	}
+	return v, nil
+}
+
+type float64Codec struct{}
+
+func (float64Codec) Append(dst []byte, v float64) ([]byte, error) {
+	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(v)), nil
+}
+func (float64Codec) Decode(b []byte) (float64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("stream: codec: float64 of %d bytes", len(b))
+	}
+	return math.Float64frombits(binary.LittleEndian.Uint64(b)), nil
+}
+
+type stringCodec struct{}
+
+func (stringCodec) Append(dst []byte, v string) ([]byte, error) { return append(dst, v...), nil }
+func (stringCodec) Decode(b []byte) (string, error)             { return string(b), nil }
+
+func decodeVarint(b []byte) (int64, error) {
+	v, n := binary.Varint(b)
+	if n <= 0 || n != len(b) {
+		return 0, fmt.Errorf("stream: codec: bad varint of %d bytes", len(b))
+	}
+	return v, nil
+}
+
+// JSONCodec encodes values with encoding/json.
+type JSONCodec[T any] struct{}
+
+// Append implements Codec.
+func (JSONCodec[T]) Append(dst []byte, v T) ([]byte, error) {
+	b, err := json.Marshal(v)
+	return append(dst, b...), err
+}
+
+// Decode implements Codec.
+func (JSONCodec[T]) Decode(b []byte) (T, error) {
+	var v T
+	err := json.Unmarshal(b, &v)
+	return v, err
+}
