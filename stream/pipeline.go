@@ -18,10 +18,10 @@ import (
 // Build the graph with From, the operators and the outputs, then call Run
 // once. A Pipeline is not safe for concurrent use while it is being built.
 type Pipeline struct {
-	cfg     config
-	nodes   int
-	input   input
-	outputs []output
+	cfg      config
+	nodes    int
+	input    input
+	outputs  []output
 	stateful []stateful
 	checks   []func() error // run before the first batch
 	running  atomic.Bool

@@ -23,12 +23,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // topic: it starts at the committed offsets, and can fail after some
 // records, as a crashed process would stop.
 type log struct {
-	recs      [2][]stream.Pair[int64, int64]
-	next      [2]int64
-	committed [2]int64
-	failAfter int // records to deliver before failing; 0: never
+	recs       [2][]stream.Pair[int64, int64]
+	next       [2]int64
+	committed  [2]int64
+	failAfter  int // records to deliver before failing; 0: never
 	failCommit bool
-	given     int
+	given      int
 }
 
 var errCrash = errors.New("crash")
