@@ -2,6 +2,7 @@ package source_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -120,11 +121,13 @@ func waitCommitted(t testing.TB, b *kafkatest.Broker, group, topic string) {
 }
 
 // counter counts the values a pipeline's batches hold, and checks that
-// each record is in the batch partition of its Kafka partition.
+// each record is in the batch partition of its Kafka partition, at the
+// offset produce gave it.
 type counter struct {
-	mu     sync.Mutex
-	counts map[string]int
-	wrong  []stream.Origin
+	partitions int64 // of the topic; 0 means 4
+	mu         sync.Mutex
+	counts     map[string]int
+	wrong      []stream.Origin
 }
 
 func (c *counter) count(_ context.Context, b *stream.Batch[source.Message]) error {
@@ -136,7 +139,7 @@ func (c *counter) count(_ context.Context, b *stream.Batch[source.Message]) erro
 	for _, p := range b.Partitions {
 		for i, m := range p.Values {
 			c.counts[string(m.Value)]++
-			if o := p.Origin(i); o.Partition != p.ID || string(m.Value) != strconv.FormatInt(o.Offset*4+int64(o.Partition), 10) {
+			if o := p.Origin(i); o.Partition != p.ID || string(m.Value) != strconv.FormatInt(o.Offset*cmp.Or(c.partitions, 4)+int64(o.Partition), 10) {
 				c.wrong = append(c.wrong, o)
 			}
 		}
@@ -368,6 +371,66 @@ func TestKafkaGroupSplitsAndTakesOver(t *testing.T) {
 	// clean hand-over processes nothing twice.
 	assert.Zero(t, dups, "records processed twice")
 	t.Logf("%d records: %d by the first member, %d by the second", total, a.c.total(), bm.c.total())
+}
+
+func TestKafkaSurvivesBrokerRestart(t *testing.T) {
+	checkLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	cfg := kafkatest.Config{Addr: addr, DataDir: t.TempDir(), Topics: map[string]int32{"in": 2}, MinSessionTimeout: 100 * time.Millisecond}
+	b, err := kafkatest.Start(cfg)
+	require.NoError(t, err)
+	defer func() { b.Close() }()
+	produce(t, b, "in", 2, 0, 100)
+
+	var logs syncBuffer
+	src, err := source.NewKafka(source.KafkaConfig{
+		Brokers: []string{addr}, Topic: "in", Group: "restart", ConnectTimeout: 20 * time.Second,
+		Sarama: fastSarama(), Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	require.NoError(t, err)
+	c := counter{partitions: 2}
+	p := stream.NewPipeline(stream.Interval(50 * time.Millisecond))
+	stream.ForEachBatch(stream.From(p, src), c.count)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	waitCommitted(t, b, "restart", "in")
+
+	b.Close()
+	time.Sleep(time.Second) // the group session fails and is retried
+	b, err = kafkatest.Start(cfg)
+	require.NoError(t, err)
+	produce(t, b, "in", 2, 100, 200)
+	waitCommitted(t, b, "restart", "in")
+	cancel()
+	require.NoError(t, <-done)
+
+	assert.Len(t, c.counts, 200, "every record processed")
+	assert.Equal(t, 200, c.total(), "nothing processed twice: the first records were committed before the broker went away")
+	assert.Empty(t, c.wrong)
+	assert.Contains(t, logs.String(), "retrying", "the outage is reported")
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestKafkaConnectTimeout(t *testing.T) {
