@@ -1,15 +1,3 @@
-// Package kafkatest runs a Kafka broker inside the process, for tests and for
-// programs that want Kafka without installing it.
-//
-// The broker is github.com/twmb/franz-go/pkg/kfake: it speaks the Kafka
-// protocol over TCP, so sarama, kcat or any other client talks to it as to a
-// real cluster. Topics, records and committed group offsets live in memory,
-// or in a directory when Config.DataDir is set, so that a restarted broker
-// finds them again.
-//
-// The helpers Produce, Records and Committed use sarama to put records in,
-// read them back and look at a group's commits, so that tests check what a
-// Kafka client sees rather than the broker's internals.
 package kafkatest
 
 import (
