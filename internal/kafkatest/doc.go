@@ -16,7 +16,7 @@
 // Like Kafka, the broker refuses group session timeouts under 6s unless
 // Config.MinSessionTimeout lowers the floor; tests lower it so that a
 // member that dies is noticed quickly. A member killed while it waits to
-// join a group can stay in the group under a member ID nobody uses, which
-// blocks its rebalances until the session timeout; consumers that give
-// themselves a static instance ID (KIP-345) do not leave such members.
+// join a group can stay in the group for good under a member ID nobody
+// uses, holding up its rebalances; consumers that give themselves a static
+// instance ID (KIP-345) do not leave such members behind.
 package kafkatest
