@@ -217,12 +217,14 @@ func TestKafkaCommitAndResume(t *testing.T) {
 	produce(t, b, "in", 4, 0, n)
 
 	var c counter
+	largest := 0
 	run := func(stopAfter int) {
 		src := newSource(t, b, "in", "resume")
 		p := stream.NewPipeline(stream.Interval(20*time.Millisecond), stream.MaxRecords(100))
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		stream.ForEachBatch(stream.From(p, src), func(ctx2 context.Context, b *stream.Batch[source.Message]) error {
+			largest = max(largest, b.Len())
 			err := c.count(ctx2, b)
 			if c.total() >= stopAfter {
 				cancel() // the engine finishes and commits this batch, then stops
@@ -243,6 +245,7 @@ func TestKafkaCommitAndResume(t *testing.T) {
 	assert.Equal(t, int64(first), sum, "the first run committed exactly what it processed")
 
 	run(n)
+	assert.Equal(t, 100, largest, "a backlog is cut in batches of MaxRecords")
 	assert.Empty(t, c.wrong)
 	assert.Len(t, c.counts, n)
 	for v, k := range c.counts {
