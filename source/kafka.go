@@ -17,8 +17,8 @@ import (
 
 // Defaults of a Kafka source.
 const (
-	DefaultConnectTimeout = 30 * time.Second
-	DefaultRevokeTimeout  = 10 * time.Second
+	DefaultKafkaConnectTimeout = 30 * time.Second
+	DefaultKafkaRevokeTimeout  = 10 * time.Second
 	DefaultKafkaBuffer    = 16384
 )
 
@@ -62,14 +62,14 @@ type KafkaConfig struct {
 	// ConnectTimeout bounds how long Run may go without a working group
 	// session: at start, while it cannot reach the brokers, and later,
 	// while it fails to rejoin the group. Run then fails. Default
-	// DefaultConnectTimeout.
+	// DefaultKafkaConnectTimeout.
 	ConnectTimeout time.Duration
 	// RevokeTimeout bounds how long a partition that is taken away waits
 	// for the pipeline to commit the records it already has, so that its
 	// new owner starts where this one stopped. Past it, those records are
 	// dropped from the pipeline uncommitted and the new owner reads them
 	// again. It must be shorter than the Sarama config's
-	// Consumer.Group.Rebalance.Timeout. Default DefaultRevokeTimeout, or
+	// Consumer.Group.Rebalance.Timeout. Default DefaultKafkaRevokeTimeout, or
 	// half the rebalance timeout if that is shorter.
 	RevokeTimeout time.Duration
 	// Buffer is how many records the source reads ahead of the pipeline
@@ -209,7 +209,7 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 	}
 	cfg.Brokers = slices.Clone(cfg.Brokers)
 	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = DefaultConnectTimeout
+		cfg.ConnectTimeout = DefaultKafkaConnectTimeout
 	}
 	if cfg.Buffer == 0 {
 		cfg.Buffer = DefaultKafkaBuffer
@@ -253,7 +253,7 @@ func consumerConfig(cfg *KafkaConfig) (*sarama.Config, error) {
 	// A dial must not outlast the time Run has to connect at all.
 	sc.Net.DialTimeout = min(sc.Net.DialTimeout, cfg.ConnectTimeout)
 	if cfg.RevokeTimeout == 0 {
-		cfg.RevokeTimeout = min(DefaultRevokeTimeout, sc.Consumer.Group.Rebalance.Timeout/2)
+		cfg.RevokeTimeout = min(DefaultKafkaRevokeTimeout, sc.Consumer.Group.Rebalance.Timeout/2)
 	}
 	if cfg.RevokeTimeout >= sc.Consumer.Group.Rebalance.Timeout {
 		return nil, fmt.Errorf("revoke timeout %v is not shorter than the rebalance timeout %v",
