@@ -19,7 +19,7 @@ import (
 const (
 	DefaultKafkaConnectTimeout = 30 * time.Second
 	DefaultKafkaRevokeTimeout  = 10 * time.Second
-	DefaultKafkaBuffer    = 16384
+	DefaultKafkaBuffer         = 16384
 )
 
 // Message is a Kafka record as a Kafka source hands it to a pipeline. Its
