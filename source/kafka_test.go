@@ -83,12 +83,16 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-func newSource(t testing.TB, b *kafkatest.Broker, topic, group string) *source.Kafka {
+func newSource(t testing.TB, b *kafkatest.Broker, topic, group string, edit ...func(*sarama.Config)) *source.Kafka {
 	t.Helper()
+	sc := fastSarama()
+	for _, f := range edit {
+		f(sc)
+	}
 	src, err := source.NewKafka(source.KafkaConfig{
 		Brokers: b.Addrs(), Topic: topic, Group: group,
 		ConnectTimeout: 10 * time.Second, RevokeTimeout: 5 * time.Second,
-		Sarama: fastSarama(), Logger: testLog(t),
+		Sarama: sc, Logger: testLog(t),
 	})
 	require.NoError(t, err)
 	return src
@@ -282,6 +286,29 @@ func (o *owned) get() []int32 {
 }
 
 func TestKafkaGroupSplitsAndTakesOver(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		strategy sarama.BalanceStrategy
+	}{
+		{"cooperative-sticky", nil}, // the source's default
+		{"range", sarama.NewBalanceStrategyRange()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var edit []func(*sarama.Config)
+			if tc.strategy != nil {
+				edit = append(edit, func(c *sarama.Config) {
+					c.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{tc.strategy, sarama.NewBalanceStrategyRoundRobin()}
+				})
+			}
+			testGroupSplitsAndTakesOver(t, edit...)
+		})
+	}
+}
+
+// testGroupSplitsAndTakesOver runs a member, then a second that takes
+// half the partitions, then stops the second: the first takes them back.
+// Every record is processed once.
+func testGroupSplitsAndTakesOver(t *testing.T, edit ...func(*sarama.Config)) {
 	checkLeaks(t)
 	b := startBroker(t, map[string]int32{"in": 4})
 
@@ -324,7 +351,7 @@ func TestKafkaGroupSplitsAndTakesOver(t *testing.T) {
 	start := func() *member {
 		m := &member{done: make(chan error, 1)}
 		p := stream.NewPipeline(stream.Interval(50*time.Millisecond), stream.OnRebalance(m.owns.rebalance))
-		stream.ForEachBatch(stream.From(p, newSource(t, b, "in", "split")), m.c.count)
+		stream.ForEachBatch(stream.From(p, newSource(t, b, "in", "split", edit...)), m.c.count)
 		var ctx context.Context
 		ctx, m.cancel = context.WithCancel(context.Background())
 		go func() { m.done <- p.Run(ctx) }()
