@@ -125,11 +125,13 @@ type Kafka struct {
 	parts  map[int32]*kafkaPartition
 	queue  []*kafkaChunk // records read ahead, oldest first, from queue[head]
 	head   int
-	queued int           // records in the queue
-	epochs uint64        // claims started, to tell a claim's chunks from an older one's
-	wake   chan struct{} // closed by signal when the state changes; nil when nobody waits
-	kept   []*kafkaChunk // take's scratch space
-	client sarama.Client
+	queued int    // records in the queue
+	epochs uint64 // claims started, to tell a claim's chunks from an older one's
+	// Goroutines wait for three kinds of change: Poll for records, claims
+	// for room in the queue, revoked claims for commits.
+	records, room, commits kafkaSignal
+	kept                   []*kafkaChunk // take's scratch space
+	client                 sarama.Client
 	// coordinator is this source's own connection to the group
 	// coordinator, for commits: on the client's connection, shared with
 	// fetches, a commit waits behind a fetch the broker holds for up to
@@ -378,11 +380,13 @@ func (k *Kafka) Poll(ctx context.Context, buf []stream.Record[Message]) (int, er
 		k.mu.Lock()
 		n := k.take(buf)
 		if n > 0 {
-			k.signal() // room for the claims
+			if k.queued < k.cfg.Buffer {
+				k.room.fire()
+			}
 			k.mu.Unlock()
 			return n, nil
 		}
-		wake := k.waiter()
+		wake := k.records.wait()
 		k.mu.Unlock()
 		select {
 		case <-wake:
@@ -489,7 +493,7 @@ func (k *Kafka) committed(done []stream.Offset) {
 			p.committed = max(p.committed, o.Next)
 		}
 	}
-	k.signal() // revoked claims wait for commits
+	k.commits.fire()
 }
 
 // commit sends an OffsetCommit request for offsets in the session's
@@ -633,23 +637,28 @@ func (k *Kafka) Assignment() []int32 {
 		}
 	}
 	slices.Sort(out)
-	k.signal() // records held back for a drop may go now
+	k.records.fire() // records held back for a drop may go now
+	k.commits.fire() // revoked claims need not wait for what was dropped
 	return out
 }
 
-// waiter returns a channel closed at the next signal. k.mu is held.
-func (k *Kafka) waiter() <-chan struct{} {
-	if k.wake == nil {
-		k.wake = make(chan struct{})
+// kafkaSignal wakes every goroutine waiting for one kind of change. Its
+// methods are called with Kafka.mu held.
+type kafkaSignal struct{ ch chan struct{} }
+
+// wait returns a channel closed at the next fire.
+func (s *kafkaSignal) wait() <-chan struct{} {
+	if s.ch == nil {
+		s.ch = make(chan struct{})
 	}
-	return k.wake
+	return s.ch
 }
 
-// signal wakes every waiter. k.mu is held.
-func (k *Kafka) signal() {
-	if k.wake != nil {
-		close(k.wake)
-		k.wake = nil
+// fire wakes the waiters, if any.
+func (s *kafkaSignal) fire() {
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
 	}
 }
 
@@ -789,7 +798,7 @@ func (h *kafkaHandler) endClaim(sess sarama.ConsumerGroupSession, id int32, epoc
 	timeout := time.NewTimer(k.cfg.RevokeTimeout)
 	defer timeout.Stop()
 	for waiting := true; waiting && p.inPipeline && !p.mustDrop && p.committed < p.next; {
-		wake := k.waiter()
+		wake := k.commits.wait()
 		k.mu.Unlock()
 		select {
 		case <-wake:
@@ -807,7 +816,6 @@ func (h *kafkaHandler) endClaim(sess sarama.ConsumerGroupSession, id int32, epoc
 	} else {
 		p.owner = kafkaNotOwned // a cooperative rebalance took it
 	}
-	k.signal()
 }
 
 // drop removes the queued records of partition id. k.mu is held.
@@ -825,7 +833,7 @@ func (k *Kafka) drop(id int32) {
 	}
 	clear(q[w:])
 	k.queue = k.queue[:k.head+w]
-	k.signal()
+	k.room.fire() // room, and the claim of id, if it waits, must stop
 }
 
 // push queues the records of c, waiting while the buffer is full. It
@@ -842,7 +850,7 @@ func (k *Kafka) push(c *kafkaChunk, done <-chan struct{}) bool {
 		if k.queued < k.cfg.Buffer {
 			break
 		}
-		wake := k.waiter()
+		wake := k.room.wait()
 		k.mu.Unlock()
 		select {
 		case <-wake:
@@ -860,7 +868,7 @@ func (k *Kafka) push(c *kafkaChunk, done <-chan struct{}) bool {
 	}
 	k.queue = append(k.queue, c)
 	k.queued += len(c.msgs)
-	k.signal()
+	k.records.fire()
 	return true
 }
 
