@@ -44,7 +44,9 @@ type KafkaConfig struct {
 	Brokers []string
 	// Topic is the topic to read. Its partition p is partition p of every
 	// batch, so that state kept by key lives with the Kafka partition the
-	// producers keyed the record to.
+	// producers keyed the record to. A source reads one topic: a batch's
+	// partitions are numbered, not named, so partition p of two topics
+	// could not be told apart when the group moves one of them.
 	Topic string
 	// Group is the consumer group. Processes that run with the same Group
 	// split the partitions of Topic between them.
