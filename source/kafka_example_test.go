@@ -38,7 +38,8 @@ func ExampleNewKafka() {
 		log.Fatal(err)
 	}
 	p := stream.NewPipeline(stream.Interval(100 * time.Millisecond))
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, stop := context.WithTimeout(context.Background(), time.Minute)
+	defer stop()
 	seen := 0
 	stream.ForEachBatch(stream.From(p, src), func(_ context.Context, b *stream.Batch[source.Message]) error {
 		for _, part := range b.Partitions {

@@ -89,7 +89,7 @@ func TestKafkaKcatInterop(t *testing.T) {
 	go func() { done <- p.Run(ctx) }()
 	waitCommitted(t, b, "interop", "messages")
 	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, stopped(t, done))
 
 	got := strings.Split(strings.TrimSpace(runKcat(t, kc, "",
 		"-C", "-b", addr, "-t", "popular_users", "-o", "beginning", "-e", "-q", "-f", "%k %s\n")), "\n")

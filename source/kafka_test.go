@@ -189,7 +189,7 @@ func TestKafkaPipeline(t *testing.T) {
 	go func() { done <- p.Run(ctx) }()
 	waitCommitted(t, b, "doubler", "in")
 	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, stopped(t, done))
 
 	assert.Empty(t, c.wrong, "records in the wrong batch partition, or out of order")
 	assert.Equal(t, n, c.total())
@@ -225,7 +225,7 @@ func TestKafkaCommitAndResume(t *testing.T) {
 	run := func(stopAfter int) {
 		src := newSource(t, b, "in", "resume")
 		p := stream.NewPipeline(stream.Interval(20*time.Millisecond), stream.MaxRecords(100))
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		stream.ForEachBatch(stream.From(p, src), func(ctx2 context.Context, b *stream.Batch[source.Message]) error {
 			largest = max(largest, b.Len())
@@ -236,6 +236,7 @@ func TestKafkaCommitAndResume(t *testing.T) {
 			return err
 		})
 		require.NoError(t, p.Run(ctx))
+		require.ErrorIs(t, ctx.Err(), context.Canceled, "stopped by the test, not by the deadline")
 	}
 	run(n / 3)
 	first := c.total()
@@ -254,6 +255,19 @@ func TestKafkaCommitAndResume(t *testing.T) {
 	assert.Len(t, c.counts, n)
 	for v, k := range c.counts {
 		assert.Equal(t, 1, k, "value %s counted %d times", v, k)
+	}
+}
+
+// stopped waits for the result of a pipeline's Run after its context was
+// cancelled, and fails t if Run takes longer than any batch should.
+func stopped(t testing.TB, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of its context being cancelled")
+		return nil
 	}
 }
 
@@ -355,7 +369,7 @@ func testGroupSplitsAndTakesOver(t *testing.T, edit ...func(*sarama.Config)) {
 		var ctx context.Context
 		ctx, m.cancel = context.WithCancel(context.Background())
 		go func() { m.done <- p.Run(ctx) }()
-		m.wait = sync.OnceValue(func() error { return <-m.done })
+		m.wait = sync.OnceValue(func() error { return stopped(t, m.done) })
 		t.Cleanup(func() {
 			m.cancel()
 			_ = m.wait()
@@ -437,7 +451,7 @@ func TestKafkaSurvivesBrokerRestart(t *testing.T) {
 	produce(t, b, "in", 2, 100, 200)
 	waitCommitted(t, b, "restart", "in")
 	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, stopped(t, done))
 
 	assert.Len(t, c.counts, 200, "every record processed")
 	assert.Equal(t, 200, c.total(), "nothing processed twice: the first records were committed before the broker went away")
@@ -525,7 +539,7 @@ func TestKafkaStaticMembership(t *testing.T) {
 		}
 		waitCommitted(t, b, "static", "in")
 		cancel()
-		require.NoError(t, <-done)
+		require.NoError(t, stopped(t, done))
 		assert.Equal(t, 100, c.total(), "run %d reads only what the previous one left", run)
 	}
 }
