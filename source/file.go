@@ -37,8 +37,9 @@ type File struct {
 	maxLine int
 
 	line    int64
-	partial []byte // a line cut by a read deadline
-	skip    bool   // the rest of an over-long line is being skipped
+	partial []byte                 // a line cut by a read deadline
+	skip    bool                   // the rest of an over-long line is being skipped
+	peeked  *stream.Record[[]byte] // read by Peek, handed out by the next Poll
 	arena   []byte
 	closed  sync.Once
 	err     error
@@ -101,6 +102,34 @@ func NewFile(name string, r io.Reader, opts ...FileOption) (*File, error) {
 
 // Poll implements stream.Source.
 func (f *File) Poll(ctx context.Context, buf []stream.Record[[]byte]) (int, error) {
+	if f.peeked != nil && len(buf) > 0 {
+		buf[0], f.peeked = *f.peeked, nil
+		if f.err == io.EOF { // the peeked line was the last
+			return 1, io.EOF
+		}
+		return 1, nil
+	}
+	return f.poll(ctx, buf)
+}
+
+// Peek returns the next line without consuming it: the next Poll yields it
+// first, with its origin. It blocks as Poll does, and returns ctx.Err()
+// when ctx is done first and io.EOF when no line is left. It lets a program
+// look at the first line of its input, to tell the format (see
+// score.DetectFormat) or skip a header, before a pipeline reads the rest.
+// The line must not be modified.
+func (f *File) Peek(ctx context.Context) ([]byte, error) {
+	if f.peeked == nil {
+		var one [1]stream.Record[[]byte]
+		if n, err := f.poll(ctx, one[:]); n == 0 {
+			return nil, err
+		}
+		f.peeked = &one[0]
+	}
+	return f.peeked.Value, nil
+}
+
+func (f *File) poll(ctx context.Context, buf []stream.Record[[]byte]) (int, error) {
 	if f.err != nil {
 		return 0, f.err
 	}
@@ -108,9 +137,18 @@ func (f *File) Poll(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 		if d, ok := ctx.Deadline(); ok {
 			f.dl.SetReadDeadline(d)
 		}
-		stop := context.AfterFunc(ctx, func() { f.dl.SetReadDeadline(time.Unix(1, 0)) })
+		fired := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			defer close(fired)
+			f.dl.SetReadDeadline(time.Unix(1, 0))
+		})
 		defer func() {
-			stop()
+			// A cancellation that came in time to start the AfterFunc
+			// must be over before the deadline is cleared, or its past
+			// deadline would outlive this Poll and fail the next one.
+			if !stop() {
+				<-fired
+			}
 			f.dl.SetReadDeadline(time.Time{})
 		}()
 	}

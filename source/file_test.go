@@ -149,3 +149,77 @@ func TestFileOnAPipeHonoursTheDeadline(t *testing.T) {
 	assert.Equal(t, []string{"two", "three"}, lines(recs), "the line cut by the deadline is whole")
 	assert.Equal(t, int64(3), recs[1].Origin.Offset)
 }
+
+func TestFilePeek(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		first    string
+		want     []string
+	}{
+		{"header and rows", "user_id,activity\n1,a\n2,b\n", "user_id,activity", []string{"user_id,activity", "1,a", "2,b"}},
+		{"one line without newline", "1,a", "1,a", []string{"1,a"}},
+		{"one line", "1,a\n", "1,a", []string{"1,a"}},
+		{"empty first line", "\n1,a\n", "", []string{"", "1,a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, bufLen := range []int{1, 3} {
+				f, err := source.NewFile("in.csv", strings.NewReader(tc.in), source.Partitions(2))
+				require.NoError(t, err)
+				for range 2 {
+					line, err := f.Peek(context.Background())
+					require.NoError(t, err)
+					assert.Equal(t, tc.first, string(line), "Peek does not consume")
+				}
+				recs := drain(t, f, bufLen)
+				assert.Equal(t, tc.want, lines(recs), "the peeked line comes first, once")
+				for i, r := range recs {
+					assert.Equal(t, stream.Origin{Source: "in.csv", Partition: int32(i % 2), Offset: int64(i + 1)}, r.Origin)
+				}
+			}
+		})
+	}
+}
+
+func TestFilePeekThenSkip(t *testing.T) {
+	f, err := source.NewFile("in.csv", strings.NewReader("user_id,activity\n1,a\n"))
+	require.NoError(t, err)
+	line, err := f.Peek(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, "user_id,activity", string(line))
+	one := make([]stream.Record[[]byte], 1)
+	n, err := f.Poll(context.Background(), one)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "Poll consumes the peeked line")
+	recs := drain(t, f, 4)
+	assert.Equal(t, []string{"1,a"}, lines(recs))
+	assert.Equal(t, int64(2), recs[0].Origin.Offset, "line numbers count the skipped line")
+}
+
+func TestFilePeekAtTheEnd(t *testing.T) {
+	f, err := source.NewFile("empty", strings.NewReader(""))
+	require.NoError(t, err)
+	_, err = f.Peek(context.Background())
+	assert.ErrorIs(t, err, io.EOF)
+	n, err := f.Poll(context.Background(), make([]stream.Record[[]byte], 1))
+	assert.Zero(t, n)
+	assert.ErrorIs(t, err, io.EOF)
+}
+
+func TestFilePeekOnAPipeHonoursTheContext(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	defer w.Close()
+	f, err := source.NewFile("pipe", r)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = f.Peek(ctx)
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "a Peek waiting for input returns when ctx is done")
+
+	_, err = w.Write([]byte("{\"user_id\":1}\n"))
+	require.NoError(t, err)
+	line, err := f.Peek(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, `{"user_id":1}`, string(line))
+}
