@@ -1,0 +1,74 @@
+// Command popularusers finds the most active users of a stream of activity
+// events: the pipeline of a classic Spark Streaming + Kafka tutorial
+// (pythian/spark_streaming_percentile), built on sluice.
+//
+// Events are JSON objects {"user_id": 1234, "activity": "profile.view"} on a
+// Kafka topic, or CSV rows 1234,profile.view in a file. Every activity has
+// a score (profile.picture.like 2, profile.view 1, message.private 3); the
+// pipeline keeps a running total per user and, every batch, finds the
+// -limit quantile (0.95) of all totals with a t-digest built per partition
+// and merged. The users whose total is strictly above it are popular: they
+// are printed, and published to Kafka with the key popular_<unix seconds>
+// and the value [user_id, score].
+//
+// # Usage
+//
+//	popularusers [run] [flags]     the pipeline (the default command)
+//	popularusers produce [flags]   random events to a Kafka topic
+//	popularusers generate [flags]  the original's static data set as CSV
+//	popularusers broker [flags]    an embedded Kafka broker, until stopped
+//
+// With no flags, run starts an embedded Kafka broker on 127.0.0.1:9092 (or
+// a free port if that one is taken) with the topics messages (4 partitions)
+// and popular_users, a producer of 1000 random events per second, and the
+// pipeline, which prints a summary every 3 seconds:
+//
+//	go run ./examples/popularusers
+//
+// Against a Kafka cluster, whose input topic must be keyed by user id:
+//
+//	popularusers -brokers kafka1:9092,kafka2:9092 -topic messages -out-topic popular_users
+//
+// On a file, in batches of -batch-records records, printing one JSON line
+// per batch:
+//
+//	popularusers generate -o data.csv
+//	popularusers -input data.csv -json
+//
+// Run "popularusers <command> -h" for every flag.
+//
+// # Output
+//
+// Without -json, run prints per batch its number, the records read, their
+// rate, the users in the state, the threshold, how many users are popular
+// and the top 10. With -json it prints one line per batch:
+//
+//	{"batch":N,"records":R,"bad":B,"users":U,"threshold":T,"popular":[{"user_id":ID,"score":S},...]}
+//
+// records and bad count the batch's input records and those that did not
+// decode; users is the number of users in the state; threshold is null
+// until there is a user; popular lists every popular user by score,
+// highest first, then by user id. Reading Kafka, a batch is printed every
+// -interval even when no record came, so that a watcher can tell an idle
+// stream from a stopped one.
+//
+// Records that do not decode are counted, logged, and written to standard
+// error as dead letters, one JSON object per line:
+//
+//	{"dead_letter":"messages/3@1042","kind":"unknown activity","error":"...","record":"..."}
+//
+// # Exit status
+//
+// 0 when the input ended, or after SIGINT or SIGTERM: the batch in progress
+// is finished, published and committed first (a second signal stops the
+// program at once). 1 on a runtime failure, 2 on a bad command line, each
+// with a message on standard error.
+//
+// # State
+//
+// The running totals live in memory. -checkpoint is accepted but nothing is
+// saved there yet: after a restart, totals start from zero while the
+// consumer group resumes from its committed offsets, so they count only
+// the events read since. Use a new -group to count a topic from its
+// beginning again.
+package main

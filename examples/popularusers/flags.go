@@ -1,0 +1,236 @@
+package main
+
+import (
+	"io"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/digest"
+)
+
+// Defaults shared by the commands.
+const (
+	defaultListen   = "127.0.0.1:9092"
+	defaultTopic    = "messages"
+	defaultOutTopic = "popular_users"
+	defaultRate     = 1000
+	// The original producer's users: randint(1000, 10000), both ends
+	// included.
+	defaultStart = 1000
+	defaultUsers = 9000
+	// Partitions of the input topic on an embedded broker.
+	defaultPartitions = 4
+)
+
+// runConfig is the configuration of the pipeline: the run command.
+type runConfig struct {
+	brokers        []string
+	listen         string
+	listenSet      bool // -listen was given, so a busy port is an error
+	rate           float64
+	topic          string
+	outTopic       string
+	group          string
+	limit          float64
+	interval       time.Duration
+	batchRecords   int
+	sketch         string
+	compression    float64
+	checkpoint     string
+	input          string
+	json           bool
+	thresholdTopic string
+	cpuProfile     string
+}
+
+func parseRun(args []string, stderr io.Writer) (*runConfig, error) {
+	c := &runConfig{}
+	fs := newFlagSet("run", `Reads activity events, keeps a running score per user, and every batch
+reports the users whose score is above the -limit quantile of all scores.
+With no -brokers and no -input, it starts an embedded Kafka broker and a
+producer of random events, and shows results on its own.`, stderr)
+	brokers := fs.String("brokers", "", "Kafka bootstrap `addresses`, host:port,...; empty: start an embedded broker on -listen")
+	fs.StringVar(&c.listen, "listen", defaultListen, "`address` of the embedded broker (host:0 picks a free port)")
+	fs.Float64Var(&c.rate, "rate", defaultRate, "events per second of the embedded broker's built-in producer; 0: none")
+	fs.StringVar(&c.topic, "topic", defaultTopic, "Kafka `topic` to read events from; it must be keyed by user id")
+	fs.StringVar(&c.outTopic, "out-topic", defaultOutTopic, "Kafka `topic` to publish the popular users of every batch to")
+	fs.StringVar(&c.group, "group", "popularusers", "Kafka consumer `group`; processes with the same group share the input's partitions")
+	fs.Float64Var(&c.limit, "limit", 0.95, "`quantile` of the scores above which a user is popular, in (0,1)")
+	fs.DurationVar(&c.interval, "interval", 3*time.Second, "batch `interval` (Kafka and standard input)")
+	fs.IntVar(&c.batchRecords, "batch-records", 100_000, "cut a batch after `n` records, before its interval is over; 0: no limit (a file is then one batch)")
+	fs.StringVar(&c.sketch, "sketch", "tdigest", "quantile sketch: tdigest (estimate, bounded size) or exact (a count per distinct score)")
+	fs.Float64Var(&c.compression, "compression", digest.DefaultCompression, "t-digest `compression`: higher is more accurate and larger")
+	fs.StringVar(&c.checkpoint, "checkpoint", "checkpoint", "`directory` for state checkpoints (accepted; state is not yet saved, see the README)")
+	fs.StringVar(&c.input, "input", "", "read events from `file` (- for standard input) instead of Kafka: CSV rows user_id,activity or JSON lines")
+	fs.BoolVar(&c.json, "json", false, "print one JSON object per batch instead of a summary")
+	fs.StringVar(&c.thresholdTopic, "threshold-topic", "", "also publish every batch's threshold to this Kafka `topic`")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile to `file`")
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.brokers, err = splitBrokers(*brokers); err != nil {
+		return nil, err
+	}
+	c.listenSet = isSet(fs, "listen")
+	embedded := len(c.brokers) == 0 && c.input == ""
+	switch {
+	case !(c.limit > 0 && c.limit < 1):
+		return nil, usagef("-limit %v: must be a quantile strictly between 0 and 1, such as 0.95", c.limit)
+	case c.interval <= 0:
+		return nil, usagef("-interval %v: must be positive, such as 3s", c.interval)
+	case c.batchRecords < 0:
+		return nil, usagef("-batch-records %d: must be 0 (no limit) or more", c.batchRecords)
+	case c.sketch != "tdigest" && c.sketch != "exact":
+		return nil, usagef("-sketch %q: must be tdigest or exact", c.sketch)
+	case !(c.compression >= digest.MinCompression && c.compression <= digest.MaxCompression):
+		return nil, usagef("-compression %v: must be between %d and %d", c.compression, digest.MinCompression, digest.MaxCompression)
+	case !(c.rate >= 0) || math.IsInf(c.rate, 0):
+		return nil, usagef("-rate %v: must be 0 (no producer) or a positive number of events per second", c.rate)
+	case !embedded && (c.listenSet || isSet(fs, "rate")):
+		return nil, usagef("-listen and -rate configure the embedded broker, which runs only without -brokers and -input (to feed a cluster, use \"popularusers produce\")")
+	case c.input != "" && (isSet(fs, "topic") || isSet(fs, "group")):
+		return nil, usagef("-topic and -group name the Kafka input; they do not go with -input")
+	case c.topic == "" || c.outTopic == "" || c.group == "":
+		return nil, usagef("-topic, -out-topic and -group must not be empty")
+	case c.input == "" && (c.outTopic == c.topic || c.thresholdTopic == c.topic):
+		return nil, usagef("-out-topic and -threshold-topic must differ from the input -topic %q", c.topic)
+	case c.thresholdTopic != "" && c.thresholdTopic == c.outTopic:
+		return nil, usagef("-threshold-topic must differ from -out-topic %q", c.outTopic)
+	}
+	return c, nil
+}
+
+// produceConfig is the configuration of the produce command.
+type produceConfig struct {
+	brokers []string
+	topic   string
+	rate    float64
+	count   int64
+	start   int64
+	users   int64
+	seed    uint64
+}
+
+func parseProduce(args []string, stderr io.Writer) (*produceConfig, error) {
+	c := &produceConfig{}
+	fs := newFlagSet("produce", `Writes random activity events {"user_id":...,"activity":...} to a Kafka
+topic, keyed by user id, as the original producer does.`, stderr)
+	brokers := fs.String("brokers", defaultListen, "Kafka bootstrap `addresses`, host:port,...")
+	fs.StringVar(&c.topic, "topic", defaultTopic, "Kafka `topic` to write to")
+	fs.Float64Var(&c.rate, "rate", defaultRate, "events per second; 0: as fast as the brokers take them")
+	fs.Int64Var(&c.count, "count", 0, "events to write before exiting; 0: until stopped")
+	fs.Int64Var(&c.start, "start", defaultStart, "first user id")
+	fs.Int64Var(&c.users, "users", defaultUsers, "user ids are uniform over start..start+users, both included")
+	fs.Uint64Var(&c.seed, "seed", 0, "random seed; 0: a new one every run")
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.brokers, err = splitBrokers(*brokers); err != nil {
+		return nil, err
+	}
+	switch {
+	case len(c.brokers) == 0:
+		return nil, usagef("-brokers: need at least one host:port")
+	case c.topic == "":
+		return nil, usagef("-topic must not be empty")
+	case !(c.rate >= 0) || math.IsInf(c.rate, 0):
+		return nil, usagef("-rate %v: must be 0 (as fast as possible) or a positive number of events per second", c.rate)
+	case c.count < 0:
+		return nil, usagef("-count %d: must be 0 (until stopped) or more", c.count)
+	}
+	if err := checkUsers(c.start, c.users); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// generateConfig is the configuration of the generate command.
+type generateConfig struct {
+	out   string
+	users int64
+	rows  int64
+	start int64
+	seed  uint64
+}
+
+func parseGenerate(args []string, stderr io.Writer) (*generateConfig, error) {
+	c := &generateConfig{}
+	fs := newFlagSet("generate", `Writes the original's static data set: CSV rows user_id,activity without a
+header, users uniform over start..start+users, activities uniform. The same
+seed gives the same file.`, stderr)
+	fs.StringVar(&c.out, "o", "sample_data.csv", "output `file`; - for standard output")
+	fs.Int64Var(&c.users, "users", 100_000, "user ids are uniform over start..start+users, both included")
+	fs.Int64Var(&c.rows, "rows", 10_000_000, "rows to write")
+	fs.Int64Var(&c.start, "start", defaultStart, "first user id")
+	fs.Uint64Var(&c.seed, "seed", 1, "random seed")
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	switch {
+	case c.out == "":
+		return nil, usagef("-o: need a file name, or - for standard output")
+	case c.rows < 0:
+		return nil, usagef("-rows %d: must be 0 or more", c.rows)
+	}
+	if err := checkUsers(c.start, c.users); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// brokerConfig is the configuration of the broker command.
+type brokerConfig struct {
+	listen     string
+	partitions int
+	dataDir    string
+}
+
+func parseBroker(args []string, stderr io.Writer) (*brokerConfig, error) {
+	c := &brokerConfig{}
+	fs := newFlagSet("broker", `Runs an embedded Kafka broker until interrupted, with the topics messages
+(-partitions partitions) and popular_users (1 partition), so that several
+pipelines and producers can share it.`, stderr)
+	fs.StringVar(&c.listen, "listen", defaultListen, "`address` to listen on")
+	fs.IntVar(&c.partitions, "partitions", defaultPartitions, "partitions of the messages topic")
+	fs.StringVar(&c.dataDir, "data-dir", "", "`directory` that keeps topics, records and group offsets across restarts; empty: memory only")
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	switch {
+	case c.listen == "":
+		return nil, usagef("-listen: need a host:port")
+	case c.partitions < 1 || c.partitions > 1000:
+		return nil, usagef("-partitions %d: must be between 1 and 1000", c.partitions)
+	}
+	return c, nil
+}
+
+// splitBrokers splits a comma-separated list of host:port addresses.
+func splitBrokers(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []string
+	for _, b := range strings.Split(s, ",") {
+		b = strings.TrimSpace(b)
+		if b == "" || !strings.Contains(b, ":") {
+			return nil, usagef("-brokers %q: need host:port addresses separated by commas", s)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// checkUsers checks a range of user ids as source.GeneratorConfig takes it.
+func checkUsers(start, users int64) error {
+	switch {
+	case start < 1:
+		return usagef("-start %d: user ids start at 1", start)
+	case users < 0 || start > math.MaxInt64-users:
+		return usagef("-users %d from -start %d: out of range", users, start)
+	}
+	return nil
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+func TestBadCommandLinesExitWithUsage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"limit above 1", []string{"-limit", "1.5"}, "-limit 1.5: must be a quantile strictly between 0 and 1"},
+		{"limit 0", []string{"-limit", "0"}, "-limit 0: must be"},
+		{"limit 1", []string{"run", "-limit", "1"}, "-limit 1: must be"},
+		{"limit NaN", []string{"-limit", "NaN"}, "-limit NaN: must be"},
+		{"limit not a number", []string{"-limit", "high"}, `invalid value "high" for flag -limit`},
+		{"unknown sketch", []string{"-sketch", "foo"}, `-sketch "foo": must be tdigest or exact`},
+		{"zero interval", []string{"-interval", "0s"}, "-interval 0s: must be positive"},
+		{"negative batch records", []string{"-batch-records", "-1"}, "-batch-records -1"},
+		{"compression too low", []string{"-compression", "5"}, "-compression 5: must be between 10 and 10000"},
+		{"negative rate", []string{"-rate", "-3"}, "-rate -3"},
+		{"rate with brokers", []string{"-brokers", "localhost:9092", "-rate", "10"}, "-listen and -rate configure the embedded broker"},
+		{"listen with input", []string{"-input", "x.csv", "-listen", ":0"}, "-listen and -rate configure the embedded broker"},
+		{"topic with input", []string{"-input", "x.csv", "-topic", "t"}, "-topic and -group name the Kafka input"},
+		{"output to the input topic", []string{"-out-topic", "messages"}, "must differ from the input -topic"},
+		{"broker without port", []string{"-brokers", "localhost"}, "need host:port addresses"},
+		{"unknown flag", []string{"-bogus"}, "flag provided but not defined: -bogus"},
+		{"positional argument", []string{"-json", "extra"}, `unexpected argument "extra"`},
+		{"unknown command", []string{"serve"}, `unknown command "serve"`},
+		{"produce negative count", []string{"produce", "-count", "-1"}, "-count -1"},
+		{"produce no brokers", []string{"produce", "-brokers", ""}, "-brokers: need at least one"},
+		{"produce user 0", []string{"produce", "-start", "0"}, "-start 0: user ids start at 1"},
+		{"generate negative rows", []string{"generate", "-rows", "-5"}, "-rows -5"},
+		{"generate no output", []string{"generate", "-o", ""}, "-o: need a file name"},
+		{"broker no partitions", []string{"broker", "-partitions", "0"}, "-partitions 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runMain(t, context.Background(), "", tc.args...)
+			assert.Equal(t, exitUsage, r.code)
+			assert.Contains(t, r.stderr, tc.want)
+			assert.Empty(t, r.stdout)
+			assert.NotContains(t, r.stderr, "level=", "nothing started")
+		})
+	}
+}
+
+func TestHelpExitsZero(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"run", "-help"}, {"produce", "-h"}, {"generate", "-h"}, {"broker", "-h"}} {
+		r := runMain(t, context.Background(), "", args...)
+		assert.Equal(t, exitOK, r.code, "%v", args)
+		assert.Contains(t, r.stderr, "Usage: popularusers", "%v", args)
+	}
+	r := runMain(t, context.Background(), "", "help")
+	assert.Equal(t, exitOK, r.code)
+	assert.Contains(t, r.stdout, "popularusers generate")
+}

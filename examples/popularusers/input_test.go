@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// readCSV reads the rows of a file written by generate.
+func readCSV(t *testing.T, path string) [][2]string {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	var rows [][2]string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		user, activity, ok := strings.Cut(sc.Text(), ",")
+		require.True(t, ok, "row %q", sc.Text())
+		rows = append(rows, [2]string{user, activity})
+	}
+	require.NoError(t, sc.Err())
+	return rows
+}
+
+// The original's static data set, written by generate and read with
+// -input: every batch's threshold and popular users against an exact
+// computation over the rows read so far.
+func TestInputGeneratedCSV(t *testing.T) {
+	const (
+		users = 3000
+		rows  = 120_000
+		batch = 30_000
+	)
+	path := filepath.Join(t.TempDir(), "data.csv")
+	r := runMain(t, context.Background(), "", "generate", "-o", path,
+		"-users", strconv.Itoa(users), "-rows", strconv.Itoa(rows), "-start", "1000", "-seed", "5")
+	require.Equal(t, exitOK, r.code)
+	data := readCSV(t, path)
+	require.Len(t, data, rows)
+
+	for _, tc := range []struct {
+		name        string
+		args        []string
+		compression float64 // 0: exact
+	}{
+		{"exact", []string{"-sketch", "exact"}, 0},
+		{"tdigest", nil, 1000},
+		{"tdigest at compression 20", []string{"-compression", "20"}, 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"-input", path, "-json", "-batch-records", strconv.Itoa(batch)}, tc.args...)
+			r := runMain(t, context.Background(), "", args...)
+			require.Equal(t, exitOK, r.code)
+			lines := parseLines(t, r.stdout)
+			require.Len(t, lines, rows/batch)
+			ref := newReference()
+			for i, l := range lines {
+				for _, row := range data[i*batch : (i+1)*batch] {
+					user, err := strconv.ParseInt(row[0], 10, 64)
+					require.NoError(t, err)
+					require.True(t, user >= 1000 && user <= 1000+users, "user %d in range", user)
+					ref.add(user, row[1])
+				}
+				assert.Equal(t, int64(i+1), l.Batch)
+				assert.Equal(t, batch, l.Records)
+				assert.Zero(t, l.Bad)
+				assert.Equal(t, len(ref.totals), l.Users, "users in state")
+				require.NotNil(t, l.Threshold, "batch %d", l.Batch)
+				if tc.compression == 0 {
+					assert.Equal(t, float64(ref.quantile(95, 100)), *l.Threshold, "exact threshold of batch %d", l.Batch)
+				} else {
+					bound := tdigestBound(0.95, tc.compression, len(ref.totals))
+					assert.LessOrEqual(t, ref.rankError(*l.Threshold, 0.95), bound,
+						"rank error of threshold %v in batch %d (exact %d)", *l.Threshold, l.Batch, ref.quantile(95, 100))
+				}
+				assert.Equal(t, ref.above(*l.Threshold), popularOf(l), "popular users of batch %d", l.Batch)
+			}
+		})
+	}
+}
+
+// small is an input with a header, a bad record and ties, small enough to
+// write its output by hand.
+const small = `user_id,activity
+1,profile.view
+2,message.private
+3,nope
+3,profile.picture.like
+1,message.private
+4,profile.view
+2,profile.view
+`
+
+// smallJSON is small as JSON lines, with an extra field a producer added
+// and the bad record malformed.
+const smallJSON = `{"user_id": 1, "activity": "profile.view"}
+{"activity": "message.private", "user_id": 2}
+{"user_id": 3, "activity": "profile.picture.like"
+{"user_id": 3, "activity": "profile.picture.like", "client": "web"}
+{"user_id":1,"activity":"message.private"}
+{"user_id":4,"activity":"profile.view"}
+{"user_id":2,"activity":"profile.view"}
+`
+
+// smallOut is the -json output of small and smallJSON with -limit 0.5
+// -batch-records 3: the median of 2 totals is the lower one, of 4 the
+// second; the tie at 4 in batch 3 is ordered by user id.
+const smallOut = `{"batch":1,"records":3,"bad":1,"users":2,"threshold":1,"popular":[{"user_id":2,"score":3}]}
+{"batch":2,"records":3,"bad":0,"users":4,"threshold":2,"popular":[{"user_id":1,"score":4},{"user_id":2,"score":3}]}
+{"batch":3,"records":1,"bad":0,"users":4,"threshold":2,"popular":[{"user_id":1,"score":4},{"user_id":2,"score":4}]}
+`
+
+func TestJSONOutputFormat(t *testing.T) {
+	dir := t.TempDir()
+	csvPath := filepath.Join(dir, "small.csv")
+	require.NoError(t, os.WriteFile(csvPath, []byte(small), 0o644))
+	jsonPath := filepath.Join(dir, "small.json")
+	require.NoError(t, os.WriteFile(jsonPath, []byte(smallJSON), 0o644))
+	// The bad record is line 4 (the CSV header is line 1), in the
+	// partition the file source deals it to.
+	badOrigin := fmt.Sprintf("%d@4", (4-1)%runtime.GOMAXPROCS(0))
+
+	for _, tc := range []struct {
+		name, path, stdin, deadLetter string
+	}{
+		{"csv", csvPath, "", `{"dead_letter":"` + csvPath + "/" + badOrigin + `","kind":"unknown activity","error":"unknown activity at byte 2: \"nope\"","record":"3,nope"}`},
+		{"csv on stdin", "-", small, `{"dead_letter":"stdin/` + badOrigin + `","kind":"unknown activity"`},
+		{"json lines", jsonPath, "", `{"dead_letter":"` + jsonPath + "/" + fmt.Sprintf("%d@3", (3-1)%runtime.GOMAXPROCS(0)) + `","kind":"malformed record"`},
+	} {
+		for _, sketch := range []string{"exact", "tdigest"} {
+			t.Run(tc.name+"/"+sketch, func(t *testing.T) {
+				r := runMain(t, context.Background(), tc.stdin, "-input", tc.path, "-json", "-limit", "0.5", "-batch-records", "3", "-sketch", sketch)
+				require.Equal(t, exitOK, r.code)
+				assert.Equal(t, smallOut, r.stdout)
+				assert.Contains(t, r.stderr, tc.deadLetter, "the bad record is in the dead letters with its origin")
+				assert.Contains(t, r.stderr, "bad records sent to the dead letters")
+			})
+		}
+	}
+}
+
+func TestSummaryOutput(t *testing.T) {
+	r := runMain(t, context.Background(), small, "-input", "-", "-limit", "0.5", "-batch-records", "3")
+	require.Equal(t, exitOK, r.code)
+	blocks := strings.Split(r.stdout, "batch ")[1:]
+	require.Len(t, blocks, 3, "one summary per batch")
+	assert.Regexp(t, `^2 at \d\d:\d\d:\d\d: 3 records \(\d+/s\), 0 bad; 4 users; threshold 2; 2 popular\n`, blocks[1])
+	assert.Equal(t, []string{"user", "score", "1", "4", "2", "3"}, strings.Fields(strings.SplitN(blocks[1], "\n", 2)[1]))
+}
+
+func TestInputEdgeCases(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, stdin string
+		code        int
+		stdout      string
+		stderr      string
+	}{
+		{"empty input is one empty batch", "", exitOK,
+			`{"batch":1,"records":0,"bad":0,"users":0,"threshold":null,"popular":[]}` + "\n", ""},
+		{"a header alone is one empty batch", "user_id,activity\r\n", exitOK,
+			`{"batch":1,"records":0,"bad":0,"users":0,"threshold":null,"popular":[]}` + "\n", ""},
+		{"only bad records", "1,nope\n", exitOK,
+			`{"batch":1,"records":1,"bad":1,"users":0,"threshold":null,"popular":[]}` + "\n", `"kind":"unknown activity"`},
+		{"unknown format", "hello\n1,profile.view\n", exitFailure, "",
+			`popularusers run: input -: line 1 is neither a JSON event nor a CSV row user_id,activity: "hello"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runMain(t, context.Background(), tc.stdin, "-input", "-", "-json")
+			assert.Equal(t, tc.code, r.code)
+			assert.Equal(t, tc.stdout, r.stdout)
+			assert.Contains(t, r.stderr, tc.stderr)
+		})
+	}
+	t.Run("missing file", func(t *testing.T) {
+		missing := filepath.Join(dir, "missing.csv")
+		r := runMain(t, context.Background(), "", "-input", missing)
+		assert.Equal(t, exitFailure, r.code)
+		assert.Contains(t, r.stderr, "popularusers run: input: source: open "+missing+": no such file or directory")
+	})
+}
+
+func TestGenerate(t *testing.T) {
+	dir := t.TempDir()
+	gen := func(name string, args ...string) []byte {
+		path := filepath.Join(dir, name)
+		r := runMain(t, context.Background(), "", append([]string{"generate", "-o", path}, args...)...)
+		require.Equal(t, exitOK, r.code)
+		data, err := os.ReadFile(path)
+		require.NoError(t, err)
+		return data
+	}
+	a := gen("a.csv", "-rows", "5000", "-users", "100", "-start", "50", "-seed", "9")
+	b := gen("b.csv", "-rows", "5000", "-users", "100", "-start", "50", "-seed", "9")
+	c := gen("c.csv", "-rows", "5000", "-users", "100", "-start", "50", "-seed", "10")
+	assert.Equal(t, a, b, "the same seed gives the same file")
+	assert.NotEqual(t, a, c, "another seed another")
+
+	rows := readCSV(t, filepath.Join(dir, "a.csv"))
+	require.Len(t, rows, 5000)
+	seen := map[string]bool{}
+	for _, row := range rows {
+		user, err := strconv.Atoi(row[0])
+		require.NoError(t, err)
+		assert.True(t, user >= 50 && user <= 150, "user %d within start..start+users", user)
+		assert.Contains(t, scoreOf, row[1])
+		seen[row[1]] = true
+	}
+	assert.Len(t, seen, 3, "every activity appears")
+
+	fi, err := os.Stat(filepath.Join(dir, "a.csv"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o644), fi.Mode().Perm())
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Len(t, entries, 3, "no temporary file left")
+
+	r := runMain(t, context.Background(), "", "generate", "-o", "-", "-rows", "3", "-seed", "9", "-users", "100", "-start", "50")
+	require.Equal(t, exitOK, r.code)
+	assert.Equal(t, string(a[:len(r.stdout)]), r.stdout, "-o - writes the same rows to stdout")
+	assert.Equal(t, 3, strings.Count(r.stdout, "\n"))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r = runMain(t, ctx, "", "generate", "-o", filepath.Join(dir, "stopped.csv"), "-rows", "1000")
+	assert.Equal(t, exitFailure, r.code)
+	assert.Contains(t, r.stderr, "interrupted after 0 of 1000 rows")
+	assert.NoFileExists(t, filepath.Join(dir, "stopped.csv"))
+}
+
+// Totals that are all distinct (1..1000, one per user) leave a t-digest no
+// ties to land on: at low compression its threshold is an estimate, which
+// must be within the digest's documented rank error, and the popular users
+// exactly those above it. -batch-records 0 reads the file as one batch.
+func TestInputTDigestWithinItsBound(t *testing.T) {
+	const users = 1000
+	rng := rand.New(rand.NewPCG(1, 2))
+	activity := map[int64]string{1: "profile.view", 2: "profile.picture.like", 3: "message.private"}
+	ref := newReference()
+	var rows []string
+	for i, total := range rng.Perm(users) {
+		user := int64(1000 + i)
+		for left := int64(total + 1); left > 0; {
+			s := min(left, 1+rng.Int64N(3))
+			rows = append(rows, fmt.Sprintf("%d,%s", user, activity[s]))
+			ref.add(user, activity[s])
+			left -= s
+		}
+	}
+	rng.Shuffle(len(rows), func(i, j int) { rows[i], rows[j] = rows[j], rows[i] })
+	path := filepath.Join(t.TempDir(), "distinct.csv")
+	require.NoError(t, os.WriteFile(path, []byte(strings.Join(rows, "\n")+"\n"), 0o644))
+	exact := ref.quantile(95, 100)
+	require.Equal(t, int64(950), exact)
+
+	for _, compression := range []float64{10, 100, 1000} {
+		t.Run(fmt.Sprint(compression), func(t *testing.T) {
+			r := runMain(t, context.Background(), "", "-input", path, "-json", "-batch-records", "0", "-compression", fmt.Sprint(compression))
+			require.Equal(t, exitOK, r.code)
+			lines := parseLines(t, r.stdout)
+			require.Len(t, lines, 1)
+			l := lines[0]
+			assert.Equal(t, len(rows), l.Records)
+			assert.Equal(t, users, l.Users)
+			require.NotNil(t, l.Threshold)
+			t.Logf("threshold %v, exact %d", *l.Threshold, exact)
+			assert.LessOrEqual(t, ref.rankError(*l.Threshold, 0.95), tdigestBound(0.95, compression, users))
+			assert.Equal(t, ref.above(*l.Threshold), popularOf(l))
+		})
+	}
+}

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/sluicehq/sluice/score"
+	"github.com/sluicehq/sluice/sink"
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// startBroker starts an embedded broker on listen with topics. When
+// fallback is set and listen's port is taken, it listens on a free port
+// instead and says so: the default port is often held by a Kafka that is
+// already running.
+func startBroker(listen string, fallback bool, dataDir string, topics map[string]int32, log *slog.Logger, stderr io.Writer) (*kafkatest.Broker, error) {
+	cfg := kafkatest.Config{
+		Addr:    listen,
+		Topics:  topics,
+		DataDir: dataDir,
+		// The broker's own chatter only when something is wrong.
+		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("component", "kafka broker"),
+	}
+	b, err := kafkatest.Start(cfg)
+	if err != nil && fallback && errors.Is(err, syscall.EADDRINUSE) {
+		host, _, _ := net.SplitHostPort(listen)
+		cfg.Addr = net.JoinHostPort(host, "0")
+		if b, err = kafkatest.Start(cfg); err == nil {
+			log.Warn("port in use: the embedded broker listens on a free port instead (choose one with -listen, or use the Kafka already there with -brokers "+listen+")",
+				"wanted", listen, "addr", b.Addrs()[0])
+		}
+	}
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("embedded Kafka broker: %s is in use: pass -listen 127.0.0.1:0 for a free port, or -brokers %s to use the Kafka listening there: %w", listen, listen, err)
+	case err != nil:
+		return nil, fmt.Errorf("embedded Kafka broker: %w", err)
+	}
+	return b, nil
+}
+
+// newProducer returns a pipeline that writes the events of gen to topic,
+// keyed by user id so that all events of a user land in one partition,
+// and the sink to close once the pipeline has returned.
+func newProducer(gen source.GeneratorConfig, brokers []string, topic string, log *slog.Logger) (*stream.Pipeline, *sink.Kafka[score.Event], error) {
+	g, err := source.NewGenerator(gen)
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := sink.NewKafka(sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log}, encodeEvent)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Short batches: events reach Kafka within 100 ms of being made.
+	p := stream.NewPipeline(stream.Interval(100*time.Millisecond), stream.MaxRecords(10_000), stream.Logger(log))
+	stream.To(stream.From(p, g), out)
+	return p, out, nil
+}
+
+// encodeEvent returns an event's Kafka key, the user id in decimal, and its
+// value, the JSON event, in one allocation.
+func encodeEvent(e score.Event) (key, value []byte, err error) {
+	b := strconv.AppendInt(make([]byte, 0, 64), e.UserID, 10)
+	n := len(b)
+	b = score.AppendJSON(b, e)
+	return b[:n:n], b[n:], nil
+}
+
+// batchKey returns the key of a batch's output messages,
+// popular_<unix seconds>, as the original's.
+func batchKey(t time.Time) []byte {
+	return strconv.AppendInt([]byte("popular_"), t.Unix(), 10)
+}
+
+// popularSink publishes popular users: one message per user, key
+// popular_<unix seconds of the batch>, value [user_id, score].
+type popularSink struct {
+	kafka *sink.Kafka[total]
+	key   []byte // the batch's, read by encode during Write
+}
+
+var _ stream.Sink[total] = (*popularSink)(nil)
+
+func newPopularSink(brokers []string, topic string, log *slog.Logger) (*popularSink, error) {
+	s := &popularSink{}
+	k, err := sink.NewKafka(sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log}, func(t total) ([]byte, []byte, error) {
+		return s.key, appendPair(nil, t), nil
+	})
+	s.kafka = k
+	return s, err
+}
+
+// Write implements stream.Sink. The sink's encode has no batch, so the key
+// is set here, for all of the batch's messages at once.
+func (s *popularSink) Write(ctx context.Context, b *stream.Batch[total]) error {
+	// A new slice every batch: messages of a Write abandoned on
+	// cancellation may still hold the previous one.
+	s.key = batchKey(b.Info.Time)
+	return s.kafka.Write(ctx, b)
+}
+
+func (s *popularSink) Close() error { return s.kafka.Close() }
+
+// appendPair appends t as the JSON pair [user_id, score].
+func appendPair(b []byte, t total) []byte {
+	b = append(b, '[')
+	b = strconv.AppendInt(b, t.Key, 10)
+	b = append(b, ',')
+	b = strconv.AppendInt(b, t.Value, 10)
+	return append(b, ']')
+}
+
+// newThresholdSink publishes every batch's threshold as one JSON record,
+// {"batch":N,"quantile":Q,"threshold":T,"users":U}, with the key of the
+// batch's popular users.
+func newThresholdSink(brokers []string, topic string, log *slog.Logger) (*sink.Kafka[cut], error) {
+	return sink.NewKafka(sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log}, func(c cut) ([]byte, []byte, error) {
+		return batchKey(c.Time), appendThreshold(nil, c), nil
+	})
+}
+
+func appendThreshold(b []byte, c cut) []byte {
+	b = append(b, `{"batch":`...)
+	b = strconv.AppendInt(b, c.Batch, 10)
+	b = append(b, `,"quantile":`...)
+	b = strconv.AppendFloat(b, c.Quantile, 'f', -1, 64)
+	b = append(b, `,"threshold":`...)
+	b = appendNumber(b, c.Threshold)
+	b = append(b, `,"users":`...)
+	b = strconv.AppendUint(b, c.Users, 10)
+	return append(b, '}')
+}

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/sluicehq/sluice/score"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// topN is how many users the summary lists.
+const topN = 10
+
+// reporter prints one line (-json) or one summary per batch on stdout.
+// Its methods run on the pipeline's run loop, one batch at a time: the
+// outputs before the report note what they saw of the batch, and report
+// prints it.
+type reporter struct {
+	w     io.Writer
+	json  bool
+	log   *slog.Logger
+	keyed bool // the input is keyed by user id: check that it is
+
+	// noted by earlier outputs of the batch
+	badBatch int64
+	bad      badCount
+	cut      cut
+
+	// over the run
+	batches, records, badRecords int64
+	prev                         time.Time // the previous batch's cut, for the rate
+	split                        bool      // a split user has been reported
+
+	popular []total // this batch's, sorted
+	buf     []byte
+}
+
+func newReporter(w io.Writer, json, keyed bool, log *slog.Logger) *reporter {
+	return &reporter{w: w, json: json, keyed: keyed, log: log, prev: time.Now()}
+}
+
+// badCount counts a batch's bad records by kind.
+type badCount struct {
+	n      int
+	kinds  [score.NumKinds]int
+	first  stream.Origin
+	firstE error
+}
+
+func (c *badCount) add(o stream.Origin, err error) {
+	if c.n == 0 {
+		c.first, c.firstE = o, err
+	}
+	c.n++
+	k, _ := score.KindOf(err) // 0 for an error that is not a decoding one
+	c.kinds[k]++
+}
+
+// String lists the counts by kind: "unknown activity: 2, malformed: 1".
+func (c *badCount) String() string {
+	var parts []string
+	for k, n := range c.kinds {
+		if n == 0 {
+			continue
+		}
+		name := "other"
+		if k > 0 {
+			name = score.Kind(k).String()
+		}
+		parts = append(parts, fmt.Sprintf("%s: %d", name, n))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (r *reporter) setBad(batch int64, c badCount) {
+	r.badBatch, r.bad = batch, c
+	if c.n > 0 {
+		r.log.Warn("bad records sent to the dead letters on standard error",
+			"batch", batch, "count", c.n, "kinds", c.String(), "first", c.first.String(), "err", c.firstE)
+	}
+}
+
+func (r *reporter) setCut(c cut) { r.cut = c }
+
+// report prints the batch of popular users b.
+func (r *reporter) report(_ context.Context, b *stream.Batch[total]) error {
+	info := b.Info
+	bad := 0
+	if r.badBatch == info.ID {
+		bad = r.bad.n
+	}
+	c := r.cut
+	if c.Batch != info.ID { // no threshold this batch: nothing upstream of it ran
+		c = cut{Batch: info.ID, Time: info.Time, Threshold: math.NaN()}
+	}
+	r.popular = r.popular[:0]
+	for _, p := range b.Partitions {
+		r.popular = append(r.popular, p.Values...)
+	}
+	if r.keyed {
+		r.checkKeyed()
+	}
+	slices.SortFunc(r.popular, byScore)
+	r.batches++
+	r.records += int64(info.Records)
+	r.badRecords += int64(bad)
+	elapsed := info.Time.Sub(r.prev)
+	r.prev = info.Time
+
+	if r.json {
+		r.buf = appendJSON(r.buf[:0], info.ID, info.Records, bad, c, r.popular)
+	} else {
+		r.buf = appendSummary(r.buf[:0], info, bad, elapsed, c, r.popular)
+	}
+	if _, err := r.w.Write(r.buf); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// checkKeyed warns, once, when a user has popular totals in two
+// partitions: then the input topic is not keyed by user id, and that
+// user's score is split.
+func (r *reporter) checkKeyed() {
+	if r.split || len(r.popular) < 2 {
+		return
+	}
+	slices.SortFunc(r.popular, func(a, b total) int { return cmp.Compare(a.Key, b.Key) })
+	for i := 1; i < len(r.popular); i++ {
+		if r.popular[i].Key == r.popular[i-1].Key {
+			r.split = true
+			r.log.Error("a user has totals in two partitions of the input topic: it is not keyed by user id, and totals are split",
+				"user", r.popular[i].Key)
+			return
+		}
+	}
+}
+
+// done logs what the run did.
+func (r *reporter) done() {
+	r.log.Info("stopped", "batches", r.batches, "records", r.records, "bad", r.badRecords)
+}
+
+// appendJSON appends one batch as a JSON line:
+// {"batch":N,"records":R,"bad":B,"users":U,"threshold":T,"popular":[{"user_id":ID,"score":S},...]}.
+// The threshold is null when there are no users yet.
+func appendJSON(b []byte, batch int64, records, bad int, c cut, popular []total) []byte {
+	b = append(b, `{"batch":`...)
+	b = strconv.AppendInt(b, batch, 10)
+	b = append(b, `,"records":`...)
+	b = strconv.AppendInt(b, int64(records), 10)
+	b = append(b, `,"bad":`...)
+	b = strconv.AppendInt(b, int64(bad), 10)
+	b = append(b, `,"users":`...)
+	b = strconv.AppendUint(b, c.Users, 10)
+	b = append(b, `,"threshold":`...)
+	b = appendNumber(b, c.Threshold)
+	b = append(b, `,"popular":[`...)
+	for i, t := range popular {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"user_id":`...)
+		b = strconv.AppendInt(b, t.Key, 10)
+		b = append(b, `,"score":`...)
+		b = strconv.AppendInt(b, t.Value, 10)
+		b = append(b, '}')
+	}
+	return append(b, "]}\n"...)
+}
+
+// appendNumber appends x as a JSON number, or null for NaN.
+func appendNumber(b []byte, x float64) []byte {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return append(b, "null"...)
+	}
+	return strconv.AppendFloat(b, x, 'f', -1, 64)
+}
+
+// appendSummary appends a readable summary of one batch: a line of
+// figures and the top users.
+func appendSummary(b []byte, info stream.Info, bad int, elapsed time.Duration, c cut, popular []total) []byte {
+	rate := 0.0
+	if elapsed > 0 {
+		rate = float64(info.Records) / elapsed.Seconds()
+	}
+	threshold := "none yet"
+	if !math.IsNaN(c.Threshold) {
+		threshold = strconv.FormatFloat(c.Threshold, 'f', -1, 64)
+	}
+	b = fmt.Appendf(b, "batch %d at %s: %d records (%.0f/s), %d bad; %d users; threshold %s; %d popular\n",
+		info.ID, info.Time.Format(time.TimeOnly), info.Records, rate, bad, c.Users, threshold, len(popular))
+	if len(popular) == 0 {
+		return b
+	}
+	b = append(b, "      user     score\n"...)
+	for _, t := range popular[:min(topN, len(popular))] {
+		b = fmt.Appendf(b, "  %8d  %8d\n", t.Key, t.Value)
+	}
+	if len(popular) > topN {
+		b = fmt.Appendf(b, "  (and %d more)\n", len(popular)-topN)
+	}
+	return b
+}
+
+// deadLetter is a record that did not decode, as written to the dead
+// letters: one JSON object per line.
+type deadLetter struct {
+	Origin string `json:"dead_letter"` // topic/partition@offset, or file/partition@line
+	Kind   string `json:"kind"`
+	Error  string `json:"error"`
+	Record string `json:"record"`
+	// RecordBase64 holds a record that is not UTF-8, which Record could
+	// not carry unchanged.
+	RecordBase64 []byte `json:"record_base64,omitempty"`
+}
+
+func newDeadLetter(o stream.Origin, rec []byte, err error) deadLetter {
+	d := deadLetter{Origin: o.String(), Kind: "other", Error: err.Error()}
+	if k, ok := score.KindOf(err); ok {
+		d.Kind = k.String()
+	}
+	if utf8.Valid(rec) {
+		d.Record = string(rec)
+	} else {
+		d.RecordBase64 = rec
+	}
+	return d
+}

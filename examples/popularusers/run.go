@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"sync"
+
+	"github.com/sluicehq/sluice/digest"
+	"github.com/sluicehq/sluice/score"
+	"github.com/sluicehq/sluice/sink"
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// run runs the pipeline until its input ends (a file) or ctx is cancelled
+// (a signal), finishing and committing the batch in progress.
+func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, stdout, stderr io.Writer) (err error) {
+	if c.cpuProfile != "" {
+		stop, err := startCPUProfile(c.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
+	// runCtx also stops the pipeline when the built-in producer fails.
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	brokers := c.brokers
+	if len(brokers) == 0 && c.input == "" {
+		topics := map[string]int32{c.topic: defaultPartitions, c.outTopic: 1}
+		if c.thresholdTopic != "" {
+			topics[c.thresholdTopic] = 1
+		}
+		b, err := startBroker(c.listen, !c.listenSet, "", topics, log, stderr)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		brokers = b.Addrs()
+		log.Info("embedded Kafka broker started", "addr", brokers[0], "topics", fmt.Sprint(topics))
+		if c.rate > 0 {
+			var producer sync.WaitGroup
+			// Stop the producer before the broker goes: registered after
+			// b.Close, this runs before it.
+			defer func() {
+				cancel(nil)
+				producer.Wait()
+			}()
+			if err := c.startProducer(runCtx, cancel, &producer, brokers, log); err != nil {
+				return err
+			}
+		}
+	}
+
+	out := &outputs{report: newReporter(stdout, c.json, c.input == "", log)}
+	dead := sink.NewJSONLines[deadLetter]("dead letters", stderr)
+	out.deadLetters = dead
+	var closers []func() error
+	defer func() {
+		// Sinks flush on Close: a failure there is a failure of the run.
+		for _, close := range closers {
+			if cerr := close(); err == nil && cerr != nil {
+				err = cerr
+			}
+		}
+	}()
+	closers = append(closers, dead.Close)
+	if len(brokers) > 0 {
+		popular, err := newPopularSink(brokers, c.outTopic, log)
+		if err != nil {
+			return err
+		}
+		out.popular = popular
+		closers = append(closers, popular.Close)
+		if c.thresholdTopic != "" {
+			thresholds, err := newThresholdSink(brokers, c.thresholdTopic, log)
+			if err != nil {
+				return err
+			}
+			out.thresholds = thresholds
+			closers = append(closers, thresholds.Close)
+		}
+	}
+
+	opts := []stream.Option{stream.MaxRecords(c.batchRecords), stream.Logger(log)}
+	var p *stream.Pipeline
+	if c.input != "" {
+		in, err := openInput(runCtx, c.input, stdin)
+		if err != nil || in == nil {
+			return err // in is nil when ctx was cancelled first
+		}
+		defer in.file.Close()
+		// A regular file is cut by record count alone, so that its
+		// batches are the same on every run; a pipe or a terminal is a
+		// live stream, cut on the interval too.
+		interval := c.interval
+		if in.regular {
+			interval = 0
+			if c.batchRecords == 0 { // no limit: the whole file is one batch
+				opts = append(opts, stream.MaxRecords(math.MaxInt))
+			}
+		}
+		p = stream.NewPipeline(append(opts, stream.Interval(interval))...)
+		raw := stream.From(p, in.file)
+		log.Info("reading events", "input", c.input, "format", in.format.String(), "batch records", c.batchRecords)
+		wire(c, raw, func(line []byte) []byte { return line }, false, in.decoder, out)
+	} else {
+		src, err := source.NewKafka(source.KafkaConfig{
+			Brokers: brokers,
+			Topic:   c.topic,
+			Group:   c.group,
+			// A dynamic member, not a static one (InstanceID): it leaves
+			// the group when it stops, so that the partitions it held
+			// move at once to the other members or to its restart.
+			Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		dec, err := score.NewDecoder(score.FormatJSON)
+		if err != nil {
+			return err
+		}
+		p = stream.NewPipeline(append(opts, stream.Interval(c.interval))...)
+		raw := stream.From(p, src)
+		log.Info("reading events from Kafka", "brokers", fmt.Sprint(brokers), "topic", c.topic, "group", c.group, "interval", c.interval)
+		// Kafka partitions are keyed by user id (as produce writes them),
+		// so each partition keeps the totals of its own users.
+		wire(c, raw, func(m source.Message) []byte { return m.Value }, true, dec, out)
+	}
+	err = p.Run(runCtx)
+	out.report.done()
+	if err == nil && ctx.Err() == nil && runCtx.Err() != nil {
+		err = context.Cause(runCtx) // the producer failed
+	}
+	return err
+}
+
+// wire builds the pipeline with the sketch -sketch names.
+func wire[T any](c *runConfig, raw *stream.Stream[T], event func(T) []byte, keyed bool, dec *score.Decoder, out *outputs) {
+	if c.sketch == "exact" {
+		popularUsers(raw, event, keyed, dec, func() (*digest.Counts, error) { return digest.NewCounts(), nil }, c.limit, out)
+		return
+	}
+	popularUsers(raw, event, keyed, dec, func() (*digest.TDigest, error) {
+		return digest.NewTDigest(digest.WithCompression(c.compression))
+	}, c.limit, out)
+}
+
+// startProducer starts the built-in producer of random events in a
+// goroutine that producer waits for. A failure cancels the run.
+func (c *runConfig) startProducer(ctx context.Context, cancel context.CancelCauseFunc, producer *sync.WaitGroup, brokers []string, log *slog.Logger) error {
+	gen := source.GeneratorConfig{Name: "producer", Seed: newSeed(), Start: defaultStart, Users: defaultUsers, Rate: c.rate}
+	p, out, err := newProducer(gen, brokers, c.topic, log)
+	if err != nil {
+		return err
+	}
+	log.Info("built-in producer started", "topic", c.topic, "rate", c.rate, "users", fmt.Sprintf("%d..%d", gen.Start, gen.Start+gen.Users))
+	producer.Go(func() {
+		err := p.Run(ctx)
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			cancel(fmt.Errorf("built-in producer: %w", err))
+		}
+	})
+	return nil
+}
+
+// input is an event file opened and looked at.
+type input struct {
+	file    *source.File
+	format  score.Format
+	decoder *score.Decoder
+	regular bool // a regular file, not a pipe or a terminal
+}
+
+// openInput opens path ("-": stdin) and tells its format from the first
+// line, skipping a CSV header. It returns nil, nil when ctx is cancelled
+// before the first line comes.
+func openInput(ctx context.Context, path string, stdin io.Reader) (*input, error) {
+	parts := source.Partitions(runtime.GOMAXPROCS(0)) // decode on every core
+	in := &input{}
+	var err error
+	if path == "-" {
+		in.file, err = source.NewFile("stdin", stdin, parts)
+		if f, ok := stdin.(*os.File); ok {
+			in.regular = isRegular(f.Stat())
+		} else {
+			in.regular = true // a reader in memory has no live end
+		}
+	} else {
+		in.regular = isRegular(os.Stat(path))
+		in.file, err = source.OpenFile(path, parts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("input: %w", err)
+	}
+	first, err := in.file.Peek(ctx)
+	switch {
+	case errors.Is(err, io.EOF):
+		in.format = score.FormatCSV // empty: any decoder will do
+	case err != nil && ctx.Err() != nil:
+		in.file.Close()
+		return nil, nil
+	case err != nil:
+		in.file.Close()
+		return nil, fmt.Errorf("input: %w", err)
+	default:
+		in.format = score.DetectFormat(first)
+	}
+	if in.format == score.FormatUnknown {
+		in.file.Close()
+		return nil, fmt.Errorf("input %s: line 1 is neither a JSON event nor a CSV row user_id,activity: %.80q", path, first)
+	}
+	if score.IsCSVHeader(first) {
+		// Consume the header: line numbers in errors still count it.
+		var one [1]stream.Record[[]byte]
+		if _, err := in.file.Poll(ctx, one[:]); err != nil && !errors.Is(err, io.EOF) {
+			in.file.Close()
+			return nil, fmt.Errorf("input: %w", err)
+		}
+	}
+	if in.decoder, err = score.NewDecoder(in.format); err != nil {
+		in.file.Close()
+		return nil, err
+	}
+	return in, nil
+}
+
+func isRegular(fi os.FileInfo, err error) bool {
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// startCPUProfile writes a CPU profile to path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
