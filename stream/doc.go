@@ -57,6 +57,19 @@
 // finishes it, commits it and returns nil; DrainTimeout bounds how long that
 // may take. Run leaves no goroutine behind.
 //
+// # Durable state
+//
+// With WithStore, the state of every UpdateStateByKey survives a restart:
+// after a batch's outputs, what changed in the state is checkpointed to the
+// Store together with the input offsets it reflects, and only then is the
+// batch committed to the source. On start (or when an Assigner source
+// gains partitions) the state is restored, and input records below the
+// restored offsets are dropped as already counted, so that a crash between
+// the checkpoint and the commit does not count them twice. Name stateful
+// operators (Stream.Named): the name, not the position in the graph, keys
+// their state, so the program around them may change. Package
+// stream/checkpoint keeps state in a local directory.
+//
 // # Sources and sinks
 //
 // A Source has one method, Poll. Optional interfaces add what some sources
