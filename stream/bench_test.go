@@ -2,6 +2,7 @@ package stream_test
 
 import (
 	"context"
+	"math/rand/v2"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -37,16 +38,25 @@ func (r *rounds) Poll(ctx context.Context, buf []stream.Record[int64]) (int, err
 
 // BenchmarkPipeline measures the engine's cost per record of Map ->
 // ReduceByKey -> UpdateStateByKey over 1M records and 100k keys, in
-// batches of 100k, with the state warmed up.
+// batches of 100k, with the state warmed up. Keys are either spread evenly
+// (every batch touches every key: each lookup misses the CPU caches, the
+// worst case) or skewed (Zipf, as user activity is).
 func BenchmarkPipeline(b *testing.B) {
 	const records, keys, batch = 1_000_000, 100_000, 100_000
-	for _, keyed := range []bool{true, false} {
-		name := map[bool]string{true: "keyed", false: "shuffled"}[keyed]
-		b.Run(name, func(b *testing.B) {
+	for _, v := range []struct {
+		name          string
+		keyed, skewed bool
+	}{{"keyed", true, false}, {"shuffled", false, false}, {"keyed-zipf", true, true}} {
+		keyed := v.keyed
+		b.Run(v.name, func(b *testing.B) {
 			src := &rounds{go_: make(chan struct{})}
 			parts := runtime.GOMAXPROCS(0)
+			zipf := rand.NewZipf(rand.New(rand.NewPCG(1, 2)), 1.1, 10, keys-1)
 			for i := range records {
 				k := int64(i*7919) % keys
+				if v.skewed {
+					k = int64(zipf.Uint64())
+				}
 				src.recs = append(src.recs, stream.Record[int64]{Value: k, Origin: stream.Origin{Source: "b", Partition: int32(k % int64(parts)), Offset: int64(i)}})
 			}
 			p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(batch))
