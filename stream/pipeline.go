@@ -247,6 +247,8 @@ func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n int
 	switch {
 	case errors.Is(err, io.EOF):
 		return n, true, nil
+	case errors.Is(err, ErrCut):
+		return n, false, nil
 	case err == nil, pollCtx.Err() != nil && work.Err() == nil:
 		return n, false, nil
 	case work.Err() != nil:

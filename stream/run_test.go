@@ -3,6 +3,7 @@ package stream_test
 import (
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -253,4 +254,31 @@ func TestHookSeesEveryBatch(t *testing.T) {
 		assert.GreaterOrEqual(t, s.Processing, time.Duration(0))
 	}
 	assert.Equal(t, 10, h.got[3].Info.Records)
+}
+
+// cutter asks for a cut after every 3 records.
+type cutter struct{ n int }
+
+func (c *cutter) Poll(_ context.Context, buf []stream.Record[int]) (int, error) {
+	if c.n == 9 {
+		return 0, io.EOF
+	}
+	c.n++
+	buf[0] = rec(c.n, 0, int64(c.n))
+	if c.n%3 == 0 {
+		return 1, stream.ErrCut
+	}
+	return 1, nil
+}
+
+func TestSourceCanCutTheBatch(t *testing.T) {
+	p := stream.NewPipeline(stream.Interval(time.Hour), stream.MaxRecords(0))
+	mem := sink.NewMemory[int]()
+	stream.To(stream.From(p, &cutter{}), mem)
+	require.NoError(t, p.Run(context.Background()))
+	var sizes []int
+	for _, b := range mem.Batches() {
+		sizes = append(sizes, len(b.Values))
+	}
+	assert.Equal(t, []int{3, 3, 3}, sizes)
 }

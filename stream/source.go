@@ -1,6 +1,16 @@
 package stream
 
-import "context"
+import (
+	"context"
+	"errors"
+)
+
+// ErrCut may be returned by Source.Poll, with or without records, to make
+// the engine cut the batch being collected at once instead of waiting for
+// its interval or record count: for example when a rebalance takes
+// partitions away, so that the engine learns of it (Assigner) without
+// delay. The engine does not treat it as a failure.
+var ErrCut = errors.New("stream: cut the batch now")
 
 // Source hands records to a Pipeline. It is the only interface an input
 // adapter must implement; the optional interfaces below add commits,
@@ -12,7 +22,8 @@ type Source[T any] interface {
 	// filled. It blocks until at least one record is available, ctx is done
 	// or the source has ended. When ctx is done it returns what it has, with
 	// ctx.Err() if that is nothing. A bounded source returns io.EOF (possibly
-	// with n > 0) after its last record. Any other error stops the run.
+	// with n > 0) after its last record, and ErrCut to have the batch cut
+	// now. Any other error stops the run.
 	//
 	// Records of one partition must come in offset order.
 	Poll(ctx context.Context, buf []Record[T]) (n int, err error)
