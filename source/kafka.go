@@ -114,8 +114,11 @@ type KafkaConfig struct {
 // comes back to a member that still holds its state, and nobody committed
 // past this member in between, the pipeline keeps the state; otherwise the
 // partition is reported lost before any of its new records are handed
-// out. The pipeline must cut batches on an interval (stream.Interval
-// greater than 0), as a rebalance is acted upon between batches.
+// out. A rebalance is acted upon between batches: when a revoked partition
+// has records in the batch being collected, Poll returns stream.ErrCut so
+// that the batch is cut and committed at once. The pipeline should still
+// cut batches on an interval (stream.Interval greater than 0), so that an
+// idle pipeline notices rebalances too.
 type Kafka struct {
 	cfg    KafkaConfig
 	sarama *sarama.Config
@@ -133,7 +136,10 @@ type Kafka struct {
 	// for room in the queue, revoked claims for commits.
 	records, room, commits kafkaSignal
 	kept                   []*kafkaChunk // take's scratch space
-	client                 sarama.Client
+	// cut asks the pipeline to cut its batch now (stream.ErrCut): a
+	// partition is being revoked and waits for its records to be committed.
+	cut    bool
+	client sarama.Client
 	// coordinator is this source's own connection to the group
 	// coordinator, for commits: on the client's connection, shared with
 	// fetches, a commit waits behind a fetch the broker holds for up to
@@ -381,6 +387,11 @@ func (k *Kafka) Poll(ctx context.Context, buf []stream.Record[Message]) (int, er
 	for {
 		k.mu.Lock()
 		n := k.take(buf)
+		if k.cut {
+			k.cut = false
+			k.mu.Unlock()
+			return n, stream.ErrCut
+		}
 		if n > 0 {
 			if k.queued < k.cfg.Buffer {
 				k.room.fire()
@@ -797,6 +808,11 @@ func (h *kafkaHandler) endClaim(sess sarama.ConsumerGroupSession, id int32, epoc
 	}
 	p.owner = kafkaRevoking
 	k.drop(id)
+	if p.inPipeline && p.committed < p.next {
+		// Have the batch cut now, so that its commit comes soon.
+		k.cut = true
+		k.records.fire()
+	}
 	timeout := time.NewTimer(k.cfg.RevokeTimeout)
 	defer timeout.Stop()
 	for waiting := true; waiting && p.inPipeline && !p.mustDrop && p.committed < p.next; {
