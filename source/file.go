@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sluicehq/sluice/stream"
@@ -59,16 +61,25 @@ func Partitions(n int) FileOption { return fileOptionFunc(func(f *File) { f.part
 // MaxLine sets the longest line yielded whole (default DefaultMaxLine).
 func MaxLine(n int) FileOption { return fileOptionFunc(func(f *File) { f.maxLine = n }) }
 
-// OpenFile opens path for reading; "-" is standard input.
+// OpenFile opens path for reading; "-" is standard input, named "stdin".
+//
+// On Linux, standard input that is a pipe or a terminal is opened anew, so
+// that a Poll waiting for input returns when its context is done: Go's
+// os.Stdin does not support read deadlines. Elsewhere such a Poll waits
+// for the next line or the end of the input.
 func OpenFile(path string, opts ...FileOption) (*File, error) {
+	name := path
+	var f *os.File
+	var err error
 	if path == "-" {
-		return NewFile("stdin", os.Stdin, opts...)
-	}
-	f, err := os.Open(path)
-	if err != nil {
+		name = "stdin"
+		if f = reopenStdin(); f == nil {
+			return NewFile(name, os.Stdin, opts...)
+		}
+	} else if f, err = os.Open(path); err != nil {
 		return nil, fmt.Errorf("source: %w", err)
 	}
-	src, err := NewFile(path, f, opts...)
+	src, err := NewFile(name, f, opts...)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -97,6 +108,40 @@ func NewFile(name string, r io.Reader, opts ...FileOption) (*File, error) {
 		f.dl = osf
 	}
 	return f, nil
+}
+
+// reopenStdin opens the pipe or terminal of standard input again, or
+// returns nil. Go makes a file it opens non-blocking and polls it, which
+// read deadlines need; it leaves os.Stdin blocking, because the flag
+// belongs to the open file, which a terminal shares with the shell. A new
+// open has a flag of its own. A regular file is not reopened: it would
+// start again at offset 0, and its reads never wait anyway.
+func reopenStdin() *os.File {
+	if runtime.GOOS != "linux" {
+		return nil
+	}
+	fi, err := os.Stdin.Stat()
+	if err != nil || fi.Mode()&(os.ModeNamedPipe|os.ModeCharDevice) == 0 {
+		return nil
+	}
+	rc, err := os.Stdin.SyscallConn() // Fd would make os.Stdin blocking
+	if err != nil {
+		return nil
+	}
+	var f *os.File
+	rc.Control(func(fd uintptr) {
+		// O_NONBLOCK: opening a pipe whose writers have all gone must not
+		// wait for a new one.
+		f, err = os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	})
+	if err != nil {
+		return nil
+	}
+	if f.SetReadDeadline(time.Time{}) != nil { // not pollable after all
+		f.Close()
+		return nil
+	}
+	return f
 }
 
 // Poll implements stream.Source.

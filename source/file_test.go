@@ -5,7 +5,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -222,4 +224,74 @@ func TestFilePeekOnAPipeHonoursTheContext(t *testing.T) {
 	line, err := f.Peek(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, `{"user_id":1}`, string(line))
+}
+
+func TestOpenFileStdinOnAPipeHonoursTheContext(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("standard input is reopened on Linux only")
+	}
+	for _, tc := range []struct {
+		name        string
+		closeBefore bool
+	}{
+		{"writer open", false},
+		{"writer gone before the open", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A blocking pipe, as a shell gives: os.NewFile does not poll
+			// it, and deadlines on it fail, as on the real os.Stdin.
+			var fds [2]int
+			require.NoError(t, syscall.Pipe(fds[:]))
+			r, w := os.NewFile(uintptr(fds[0]), "stdin pipe"), os.NewFile(uintptr(fds[1]), "stdin pipe writer")
+			defer r.Close()
+			defer w.Close()
+			require.Error(t, r.SetReadDeadline(time.Time{}), "the test's pipe is like os.Stdin")
+			stdin := os.Stdin
+			os.Stdin = r
+			defer func() { os.Stdin = stdin }()
+			_, err := w.Write([]byte("one\n"))
+			require.NoError(t, err)
+			if tc.closeBefore {
+				require.NoError(t, w.Close())
+			}
+
+			f, err := source.OpenFile("-")
+			require.NoError(t, err)
+			defer f.Close()
+			buf := make([]stream.Record[[]byte], 10)
+			n, err := f.Poll(context.Background(), buf[:1])
+			require.Equal(t, 1, n)
+			require.True(t, err == nil || err == io.EOF, "err %v", err)
+			assert.Equal(t, "one", string(buf[0].Value))
+			assert.Equal(t, "stdin", buf[0].Origin.Source)
+			if tc.closeBefore {
+				n, err = f.Poll(context.Background(), buf)
+				assert.Zero(t, n)
+				assert.ErrorIs(t, err, io.EOF)
+				return
+			}
+
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(50*time.Millisecond, cancel)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				n, err = f.Poll(ctx, buf)
+			}()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				w.Close() // ends the Poll
+				<-done
+				t.Fatal("a Poll waiting for input does not return when its context is cancelled")
+			}
+			assert.Zero(t, n)
+			assert.ErrorIs(t, err, context.Canceled)
+
+			_, err = w.Write([]byte("two\n"))
+			require.NoError(t, err)
+			require.NoError(t, w.Close())
+			assert.Equal(t, []string{"two"}, lines(drain(t, f, 10)))
+		})
+	}
 }
