@@ -6,6 +6,8 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"math"
 	"os"
 	"slices"
@@ -161,7 +163,7 @@ func (r *reference) quantile(num, den int) int64 {
 // above returns the users whose total is strictly greater than threshold,
 // by score descending, then user id.
 func (r *reference) above(threshold float64) []userScore {
-	var out []userScore
+	out := []userScore{} // as popularOf: empty, not nil
 	for u, s := range r.totals {
 		if float64(s) > threshold {
 			out = append(out, userScore{u, s})
@@ -193,6 +195,9 @@ func (r *reference) rankError(v, q float64) float64 {
 func tdigestBound(q, c float64, n int) float64 {
 	return math.Pi*math.Sqrt(q*(1-q))/(4*c) + 2/float64(n)
 }
+
+// testLogger returns a logger writing to w.
+func testLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
 
 // waitFor polls cond until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {

@@ -191,14 +191,16 @@ func openInput(ctx context.Context, path string, stdin io.Reader) (*input, error
 	parts := source.Partitions(runtime.GOMAXPROCS(0)) // decode on every core
 	in := &input{}
 	var err error
-	if path == "-" {
+	switch {
+	case path == "-" && stdin == os.Stdin:
+		// OpenFile reopens a pipe or a terminal so that a signal can
+		// stop a read that waits for input.
+		in.regular = isRegular(os.Stdin.Stat())
+		in.file, err = source.OpenFile("-", parts)
+	case path == "-":
+		in.regular = true // a reader in memory has no live end
 		in.file, err = source.NewFile("stdin", stdin, parts)
-		if f, ok := stdin.(*os.File); ok {
-			in.regular = isRegular(f.Stat())
-		} else {
-			in.regular = true // a reader in memory has no live end
-		}
-	} else {
+	default:
 		in.regular = isRegular(os.Stat(path))
 		in.file, err = source.OpenFile(path, parts)
 	}

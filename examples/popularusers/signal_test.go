@@ -1,0 +1,127 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// process is the program running in a process of its own: this test
+// binary, which TestMain turns into the program.
+type process struct {
+	cmd            *exec.Cmd
+	stdout, stderr *buffer
+	stdin          *os.File // the write end of its standard input
+}
+
+func start(t *testing.T, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(os.Args[0], args...), stdout: &buffer{}, stderr: &buffer{}}
+	p.cmd.Env = append(os.Environ(), mainEnv+"=1")
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	p.cmd.Stdin, p.stdin = r, w
+	require.NoError(t, p.cmd.Start())
+	r.Close()
+	t.Cleanup(func() {
+		p.stdin.Close()
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("popularusers %s\nstdout:\n%.4000s\nstderr:\n%.4000s", strings.Join(args, " "), p.stdout, p.stderr)
+		}
+	})
+	return p
+}
+
+// stop sends sig and returns the exit code, failing if the process takes
+// longer than d to exit.
+func (p *process) stop(t *testing.T, sig os.Signal, d time.Duration) int {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(sig))
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case <-done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(d):
+		t.Fatalf("still running %v after %v", sig, d)
+		return -1
+	}
+}
+
+// SIGINT while reading a pipe that stays open: the batch being collected
+// is cut and processed, every record read is reported, and the exit is 0.
+func TestSignalFinishesTheBatch(t *testing.T) {
+	const first, more = 1000, 500
+	rng := rand.New(rand.NewPCG(3, 4))
+	activities := []string{"profile.view", "profile.picture.like", "message.private"}
+	var rows []string
+	for range first + more {
+		rows = append(rows, fmt.Sprintf("%d,%s", 1+rng.IntN(100), activities[rng.IntN(3)]))
+	}
+	p := start(t, "-input", "-", "-json", "-interval", "200ms", "-sketch", "exact")
+	_, err := p.stdin.WriteString(strings.Join(rows[:first], "\n") + "\n")
+	require.NoError(t, err)
+	reported := func() int {
+		n := 0
+		for _, l := range parseLines(t, strings.Join(p.stdout.lines(), "\n")) {
+			n += l.Records
+		}
+		return n
+	}
+	waitFor(t, 30*time.Second, "the first rows reported", func() bool { return reported() == first })
+	// More rows, and the signal at once: some of them are in the batch
+	// being collected.
+	_, err = p.stdin.WriteString(strings.Join(rows[first:], "\n") + "\n")
+	require.NoError(t, err)
+	assert.Equal(t, exitOK, p.stop(t, syscall.SIGINT, 30*time.Second))
+
+	lines := parseLines(t, p.stdout.String())
+	read := reported()
+	assert.GreaterOrEqual(t, read, first)
+	assert.LessOrEqual(t, read, first+more)
+	ref := newReference()
+	for _, row := range rows[:read] {
+		var user int64
+		var activity string
+		_, err := fmt.Sscanf(strings.Replace(row, ",", " ", 1), "%d %s", &user, &activity)
+		require.NoError(t, err)
+		ref.add(user, activity)
+	}
+	last := lines[len(lines)-1]
+	require.NotNil(t, last.Threshold)
+	assert.Equal(t, float64(ref.quantile(95, 100)), *last.Threshold, "the last batch counts every row read")
+	require.NotEmpty(t, last.Popular)
+	assert.Equal(t, ref.above(*last.Threshold), popularOf(last))
+	assert.Contains(t, p.stderr.String(), "msg=stopped")
+}
+
+// The default command stopped with SIGTERM: the pipeline finishes its
+// batch, the producer and the broker stop, and the exit is 0.
+func TestSignalStopsTheEmbeddedBroker(t *testing.T) {
+	p := start(t, "-listen", "127.0.0.1:0", "-interval", "300ms", "-json")
+	waitFor(t, 30*time.Second, "popular users", func() bool {
+		for _, l := range parseLines(t, strings.Join(p.stdout.lines(), "\n")) {
+			if len(l.Popular) > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	assert.Equal(t, exitOK, p.stop(t, syscall.SIGTERM, 30*time.Second))
+	assert.True(t, strings.HasSuffix(p.stdout.String(), "]}\n"), "the last line is whole")
+	assert.Contains(t, p.stderr.String(), "msg=stopped")
+	assert.NotContains(t, p.stderr.String(), "level=ERROR")
+}
