@@ -268,3 +268,37 @@ func TestUnreachableBrokerFails(t *testing.T) {
 	assert.Contains(t, r.stderr, "popularusers produce: ")
 	assert.Contains(t, r.stderr, addr)
 }
+
+// A Kafka record that does not decode is counted and dead-lettered with its
+// topic, partition and offset; the good ones go on.
+func TestKafkaBadRecordsAreDeadLettered(t *testing.T) {
+	b := startBrokerForTest(t, map[string]int32{"messages": 2, "popular_users": 1})
+	require.NoError(t, b.Produce("messages",
+		kafkatest.Record{Partition: 1, Key: []byte("7"), Value: []byte(`{"user_id":7,"activity":"message.private"}`)},
+		kafkatest.Record{Partition: 1, Key: []byte("7"), Value: []byte(`{"user_id":7,"activity":"profile.poke"}`)},
+		kafkatest.Record{Partition: 1, Key: []byte("7"), Value: []byte("\xff\xfe")},
+		kafkatest.Record{Partition: 0, Key: []byte("8"), Value: []byte(`{"user_id":8,"activity":"profile.view"}`)},
+	))
+	stdout, _, stop := runInBackground(t, "-brokers", b.Addrs()[0], "-json", "-interval", "300ms", "-sketch", "exact", "-limit", "0.5")
+	waitFor(t, time.Minute, "the records", func() bool {
+		read := 0
+		for _, l := range parseLines(t, strings.Join(stdout.lines(), "\n")) {
+			read += l.Records
+		}
+		return read == 4
+	})
+	res := stop()
+	require.Equal(t, exitOK, res.code)
+	bad := 0
+	var last batchLine
+	for _, l := range parseLines(t, res.stdout) {
+		bad += l.Bad
+		last = l
+	}
+	assert.Equal(t, 2, bad)
+	assert.Equal(t, 2, last.Users)
+	assert.Equal(t, []userScore{{7, 3}}, popularOf(last))
+	assert.Contains(t, res.stderr, `{"dead_letter":"messages/1@1","kind":"unknown activity","error":"unknown activity at byte 24: \"profile.poke\"","record":"{\"user_id\":7,\"activity\":\"profile.poke\"}"}`)
+	assert.Contains(t, res.stderr, `{"dead_letter":"messages/1@2","kind":"invalid UTF-8",`)
+	assert.Contains(t, res.stderr, `"error":"invalid UTF-8 at byte 0","record_base64":"//4="}`, "a record that is not UTF-8 is kept whole")
+}

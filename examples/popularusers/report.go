@@ -218,10 +218,11 @@ type deadLetter struct {
 	Origin string `json:"dead_letter"` // topic/partition@offset, or file/partition@line
 	Kind   string `json:"kind"`
 	Error  string `json:"error"`
-	Record string `json:"record"`
-	// RecordBase64 holds a record that is not UTF-8, which Record could
-	// not carry unchanged.
-	RecordBase64 []byte `json:"record_base64,omitempty"`
+	// Record is the record as a string when it is UTF-8; otherwise it is
+	// nil and RecordBase64 holds it, as a JSON string could not carry it
+	// unchanged.
+	Record       *string `json:"record,omitempty"`
+	RecordBase64 []byte  `json:"record_base64,omitempty"`
 }
 
 func newDeadLetter(o stream.Origin, rec []byte, err error) deadLetter {
@@ -230,7 +231,8 @@ func newDeadLetter(o stream.Origin, rec []byte, err error) deadLetter {
 		d.Kind = k.String()
 	}
 	if utf8.Valid(rec) {
-		d.Record = string(rec)
+		s := string(rec)
+		d.Record = &s
 	} else {
 		d.RecordBase64 = rec
 	}
