@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"math"
+	"net"
 	"strings"
 	"time"
 
@@ -98,6 +99,11 @@ producer of random events, and shows results on its own.`, stderr)
 		return nil, usagef("-out-topic and -threshold-topic must differ from the input -topic %q", c.topic)
 	case c.thresholdTopic != "" && c.thresholdTopic == c.outTopic:
 		return nil, usagef("-threshold-topic must differ from -out-topic %q", c.outTopic)
+	case c.thresholdTopic != "" && c.input != "" && len(c.brokers) == 0:
+		return nil, usagef("-threshold-topic publishes to Kafka: with -input it needs -brokers")
+	}
+	if _, _, err := net.SplitHostPort(c.listen); embedded && err != nil {
+		return nil, usagef("-listen %q: need host:port, such as 127.0.0.1:9092", c.listen)
 	}
 	return c, nil
 }
@@ -199,9 +205,10 @@ pipelines and producers can share it.`, stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
+	if _, _, err := net.SplitHostPort(c.listen); err != nil {
+		return nil, usagef("-listen %q: need host:port, such as 127.0.0.1:9092", c.listen)
+	}
 	switch {
-	case c.listen == "":
-		return nil, usagef("-listen: need a host:port")
 	case c.partitions < 1 || c.partitions > 1000:
 		return nil, usagef("-partitions %d: must be between 1 and 1000", c.partitions)
 	}

@@ -29,40 +29,21 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 		}
 		defer stop()
 	}
-
 	// runCtx also stops the pipeline when the built-in producer fails.
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+
 	brokers := c.brokers
 	if len(brokers) == 0 && c.input == "" {
-		topics := map[string]int32{c.topic: defaultPartitions, c.outTopic: 1}
-		if c.thresholdTopic != "" {
-			topics[c.thresholdTopic] = 1
-		}
-		b, err := startBroker(c.listen, !c.listenSet, "", topics, log, stderr)
+		addr, stop, err := c.startEmbedded(runCtx, cancel, log, stderr)
 		if err != nil {
 			return err
 		}
-		defer b.Close()
-		brokers = b.Addrs()
-		log.Info("embedded Kafka broker started", "addr", brokers[0], "topics", fmt.Sprint(topics))
-		if c.rate > 0 {
-			var producer sync.WaitGroup
-			// Stop the producer before the broker goes: registered after
-			// b.Close, this runs before it.
-			defer func() {
-				cancel(nil)
-				producer.Wait()
-			}()
-			if err := c.startProducer(runCtx, cancel, &producer, brokers, log); err != nil {
-				return err
-			}
-		}
+		defer stop()
+		brokers = []string{addr}
 	}
 
 	out := &outputs{report: newReporter(stdout, c.json, c.input == "", log)}
-	dead := sink.NewJSONLines[deadLetter]("dead letters", stderr)
-	out.deadLetters = dead
 	var closers []func() error
 	defer func() {
 		// Sinks flush on Close: a failure there is a failure of the run.
@@ -72,6 +53,8 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 			}
 		}
 	}()
+	dead := sink.NewJSONLines[deadLetter]("dead letters", stderr)
+	out.deadLetters = dead
 	closers = append(closers, dead.Close)
 	if len(brokers) > 0 {
 		popular, err := newPopularSink(brokers, c.outTopic, log)
@@ -90,7 +73,6 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 		}
 	}
 
-	opts := []stream.Option{stream.MaxRecords(c.batchRecords), stream.Logger(log)}
 	var p *stream.Pipeline
 	if c.input != "" {
 		in, err := openInput(runCtx, c.input, stdin)
@@ -98,43 +80,9 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 			return err // in is nil when ctx was cancelled first
 		}
 		defer in.file.Close()
-		// A regular file is cut by record count alone, so that its
-		// batches are the same on every run; a pipe or a terminal is a
-		// live stream, cut on the interval too.
-		interval := c.interval
-		if in.regular {
-			interval = 0
-			if c.batchRecords == 0 { // no limit: the whole file is one batch
-				opts = append(opts, stream.MaxRecords(math.MaxInt))
-			}
-		}
-		p = stream.NewPipeline(append(opts, stream.Interval(interval))...)
-		raw := stream.From(p, in.file)
-		log.Info("reading events", "input", c.input, "format", in.format.String(), "batch records", c.batchRecords)
-		wire(c, raw, func(line []byte) []byte { return line }, false, in.decoder, out)
-	} else {
-		src, err := source.NewKafka(source.KafkaConfig{
-			Brokers: brokers,
-			Topic:   c.topic,
-			Group:   c.group,
-			// A dynamic member, not a static one (InstanceID): it leaves
-			// the group when it stops, so that the partitions it held
-			// move at once to the other members or to its restart.
-			Logger: log,
-		})
-		if err != nil {
-			return err
-		}
-		dec, err := score.NewDecoder(score.FormatJSON)
-		if err != nil {
-			return err
-		}
-		p = stream.NewPipeline(append(opts, stream.Interval(c.interval))...)
-		raw := stream.From(p, src)
-		log.Info("reading events from Kafka", "brokers", fmt.Sprint(brokers), "topic", c.topic, "group", c.group, "interval", c.interval)
-		// Kafka partitions are keyed by user id (as produce writes them),
-		// so each partition keeps the totals of its own users.
-		wire(c, raw, func(m source.Message) []byte { return m.Value }, true, dec, out)
+		p = c.filePipeline(in, out, log)
+	} else if p, err = c.kafkaPipeline(brokers, out, log); err != nil {
+		return err
 	}
 	err = p.Run(runCtx)
 	out.report.done()
@@ -142,6 +90,99 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 		err = context.Cause(runCtx) // the producer failed
 	}
 	return err
+}
+
+// options are the pipeline options of every input.
+func (c *runConfig) options(log *slog.Logger) []stream.Option {
+	return []stream.Option{stream.MaxRecords(c.batchRecords), stream.Logger(log)}
+}
+
+// filePipeline builds the pipeline on an event file.
+func (c *runConfig) filePipeline(in *input, out *outputs, log *slog.Logger) *stream.Pipeline {
+	opts := c.options(log)
+	// A regular file is cut by record count alone, so that its batches
+	// are the same on every run; a pipe or a terminal is a live stream,
+	// cut on the interval too.
+	interval := c.interval
+	if in.regular {
+		interval = 0
+		if c.batchRecords == 0 { // no limit: the whole file is one batch
+			opts = append(opts, stream.MaxRecords(math.MaxInt))
+		}
+	}
+	p := stream.NewPipeline(append(opts, stream.Interval(interval))...)
+	log.Info("reading events", "input", c.input, "format", in.format.String(), "batch records", c.batchRecords)
+	// The file is not keyed: the pipeline moves each user's scores to one
+	// partition.
+	wire(c, stream.From(p, in.file), func(line []byte) []byte { return line }, false, in.decoder, out)
+	return p
+}
+
+// kafkaPipeline builds the pipeline on the Kafka topic -topic.
+func (c *runConfig) kafkaPipeline(brokers []string, out *outputs, log *slog.Logger) (*stream.Pipeline, error) {
+	src, err := source.NewKafka(source.KafkaConfig{
+		Brokers: brokers,
+		Topic:   c.topic,
+		Group:   c.group,
+		// A dynamic member, not a static one (InstanceID): it leaves the
+		// group when it stops, so that the partitions it held move at
+		// once to the other members or to its restart.
+		Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	dec, err := score.NewDecoder(score.FormatJSON)
+	if err != nil {
+		return nil, err
+	}
+	p := stream.NewPipeline(append(c.options(log), stream.Interval(c.interval))...)
+	log.Info("reading events from Kafka", "brokers", fmt.Sprint(brokers), "topic", c.topic, "group", c.group, "interval", c.interval)
+	// The topic is keyed by user id (as produce writes it), so each
+	// partition keeps the totals of its own users and nothing moves.
+	wire(c, stream.From(p, src), func(m source.Message) []byte { return m.Value }, true, dec, out)
+	return p, nil
+}
+
+// startEmbedded starts the embedded broker and, with -rate, the built-in
+// producer, whose failure cancels the run. stop stops both, the producer
+// first.
+func (c *runConfig) startEmbedded(ctx context.Context, cancel context.CancelCauseFunc, log *slog.Logger, stderr io.Writer) (addr string, stop func(), err error) {
+	topics := map[string]int32{c.topic: defaultPartitions, c.outTopic: 1}
+	if c.thresholdTopic != "" {
+		topics[c.thresholdTopic] = 1
+	}
+	b, err := startBroker(c.listen, !c.listenSet, "", topics, log, stderr)
+	if err != nil {
+		return "", nil, err
+	}
+	addr = b.Addrs()[0]
+	log.Info("embedded Kafka broker started", "addr", addr, "topics", fmt.Sprint(topics))
+	if c.rate == 0 {
+		return addr, b.Close, nil
+	}
+	gen := source.GeneratorConfig{Name: "producer", Seed: newSeed(), Start: defaultStart, Users: defaultUsers, Rate: c.rate}
+	p, out, err := newProducer(gen, []string{addr}, c.topic, log)
+	if err != nil {
+		b.Close()
+		return "", nil, err
+	}
+	log.Info("built-in producer started", "topic", c.topic, "rate", c.rate, "users", fmt.Sprintf("%d..%d", gen.Start, gen.Start+gen.Users))
+	var producer sync.WaitGroup
+	producer.Go(func() {
+		err := p.Run(ctx)
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			cancel(fmt.Errorf("built-in producer: %w", err))
+		}
+	})
+	return addr, func() {
+		cancel(nil)
+		producer.Wait()
+		b.Close()
+	}, nil
 }
 
 // wire builds the pipeline with the sketch -sketch names.
@@ -153,27 +194,6 @@ func wire[T any](c *runConfig, raw *stream.Stream[T], event func(T) []byte, keye
 	popularUsers(raw, event, keyed, dec, func() (*digest.TDigest, error) {
 		return digest.NewTDigest(digest.WithCompression(c.compression))
 	}, c.limit, out)
-}
-
-// startProducer starts the built-in producer of random events in a
-// goroutine that producer waits for. A failure cancels the run.
-func (c *runConfig) startProducer(ctx context.Context, cancel context.CancelCauseFunc, producer *sync.WaitGroup, brokers []string, log *slog.Logger) error {
-	gen := source.GeneratorConfig{Name: "producer", Seed: newSeed(), Start: defaultStart, Users: defaultUsers, Rate: c.rate}
-	p, out, err := newProducer(gen, brokers, c.topic, log)
-	if err != nil {
-		return err
-	}
-	log.Info("built-in producer started", "topic", c.topic, "rate", c.rate, "users", fmt.Sprintf("%d..%d", gen.Start, gen.Start+gen.Users))
-	producer.Go(func() {
-		err := p.Run(ctx)
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			cancel(fmt.Errorf("built-in producer: %w", err))
-		}
-	})
-	return nil
 }
 
 // input is an event file opened and looked at.

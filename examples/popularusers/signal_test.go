@@ -125,3 +125,31 @@ func TestSignalStopsTheEmbeddedBroker(t *testing.T) {
 	assert.Contains(t, p.stderr.String(), "msg=stopped")
 	assert.NotContains(t, p.stderr.String(), "level=ERROR")
 }
+
+// The broker command serves other processes until SIGINT, and keeps its
+// records in -data-dir across a restart.
+func TestBrokerCommand(t *testing.T) {
+	dir := t.TempDir()
+	startBroker := func() (*process, string) {
+		p := start(t, "broker", "-listen", "127.0.0.1:0", "-partitions", "3", "-data-dir", dir)
+		waitFor(t, 30*time.Second, "the broker's address", func() bool { return len(p.stdout.lines()) > 0 })
+		return p, p.stdout.lines()[0]
+	}
+	b, addr := startBroker()
+	r := runMain(t, t.Context(), "", "produce", "-brokers", addr, "-count", "100", "-rate", "0")
+	require.Equal(t, exitOK, r.code)
+	assert.Equal(t, exitOK, b.stop(t, syscall.SIGINT, 30*time.Second))
+
+	_, addr = startBroker()
+	stdout, _, stop := runInBackground(t, "-brokers", addr, "-json", "-interval", "300ms")
+	waitFor(t, time.Minute, "the records produced before the restart", func() bool {
+		read := 0
+		for _, l := range parseLines(t, strings.Join(stdout.lines(), "\n")) {
+			read += l.Records
+		}
+		return read == 100
+	})
+	res := stop()
+	assert.Equal(t, exitOK, res.code)
+	assert.Contains(t, res.stderr, `partitions="[0 1 2]"`, "-partitions sets the partitions of messages")
+}
