@@ -65,7 +65,7 @@ func (c *badCount) add(o stream.Origin, err error) {
 	c.kinds[k]++
 }
 
-// String lists the counts by kind: "unknown activity: 2, malformed: 1".
+// String lists the counts by kind: "unknown activity: 2, malformed record: 1".
 func (c *badCount) String() string {
 	var parts []string
 	for k, n := range c.kinds {
