@@ -42,7 +42,7 @@ type KafkaConfig struct {
 type Kafka[T any] struct {
 	cfg    KafkaConfig
 	sarama *sarama.Config
-	encode func(T) (key, value []byte, err error)
+	encode func(T) (Message, error)
 	log    *slog.Logger
 
 	mu       sync.Mutex
@@ -56,10 +56,42 @@ var _ stream.Sink[int] = (*Kafka[int])(nil)
 // ErrClosed is returned by Write after Close.
 var ErrClosed = errors.New("sink: closed")
 
+// Message is a Kafka message as an encoder given to NewKafkaMessages makes
+// it of a value. A nil Key lets the partitioner choose the partition.
+type Message struct {
+	Key     []byte
+	Value   []byte
+	Headers []Header
+}
+
+// Header is a Kafka record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
 // NewKafka returns a sink that writes to cfg.Topic the key and value that
 // encode returns for each value. A nil key lets the partitioner choose the
 // partition. encode is called from one goroutine at a time.
 func NewKafka[T any](cfg KafkaConfig, encode func(v T) (key, value []byte, err error)) (*Kafka[T], error) {
+	if encode == nil {
+		return newKafka[T](cfg, nil)
+	}
+	return newKafka(cfg, func(v T) (Message, error) {
+		key, value, err := encode(v)
+		return Message{Key: key, Value: value}, err
+	})
+}
+
+// NewKafkaMessages is NewKafka with an encoder that may also set headers on
+// each message, such as the error and origin of a dead letter. encode is
+// called from one goroutine at a time; the sink is done with the slices it
+// returns when Write returns.
+func NewKafkaMessages[T any](cfg KafkaConfig, encode func(v T) (Message, error)) (*Kafka[T], error) {
+	return newKafka(cfg, encode)
+}
+
+func newKafka[T any](cfg KafkaConfig, encode func(v T) (Message, error)) (*Kafka[T], error) {
 	switch {
 	case len(cfg.Brokers) == 0:
 		return nil, errors.New("kafka sink: no brokers")
@@ -123,13 +155,19 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 	for i := range b.Partitions {
 		p := &b.Partitions[i]
 		for j, v := range p.Values {
-			key, value, err := k.encode(v)
+			e, err := k.encode(v)
 			if err != nil {
 				return fmt.Errorf("kafka sink %s: encode: %w", k.cfg.Topic, &stream.RecordError{Origin: p.Origin(j), Err: err})
 			}
-			m := sarama.ProducerMessage{Topic: k.cfg.Topic, Value: sarama.ByteEncoder(value), Metadata: w}
-			if key != nil {
-				m.Key = sarama.ByteEncoder(key)
+			m := sarama.ProducerMessage{Topic: k.cfg.Topic, Value: sarama.ByteEncoder(e.Value), Metadata: w}
+			if e.Key != nil {
+				m.Key = sarama.ByteEncoder(e.Key)
+			}
+			if len(e.Headers) > 0 {
+				m.Headers = make([]sarama.RecordHeader, len(e.Headers))
+				for i, h := range e.Headers {
+					m.Headers[i] = sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value}
+				}
 			}
 			msgs = append(msgs, m)
 		}

@@ -18,6 +18,9 @@ type Record struct {
 	Offset int64
 	Key    []byte
 	Value  []byte
+	// Headers are the record's headers by key, written by Produce and
+	// read back by Records; nil when it has none.
+	Headers map[string]string
 }
 
 // config returns the sarama configuration of the helpers.
@@ -47,6 +50,9 @@ func (b *Broker) Produce(topic string, recs ...Record) error {
 		msgs[i] = &sarama.ProducerMessage{Topic: topic, Partition: r.Partition, Value: sarama.ByteEncoder(r.Value)}
 		if r.Key != nil {
 			msgs[i].Key = sarama.ByteEncoder(r.Key)
+		}
+		for k, v := range r.Headers {
+			msgs[i].Headers = append(msgs[i].Headers, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
 		}
 	}
 	err = p.SendMessages(msgs)
@@ -115,7 +121,14 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 			if !ok {
 				return nil, fmt.Errorf("kafkatest: read %s/%d: consumer closed at offset %d of %d", topic, p, len(out), end)
 			}
-			out = append(out, Record{Partition: p, Offset: m.Offset, Key: m.Key, Value: m.Value})
+			r := Record{Partition: p, Offset: m.Offset, Key: m.Key, Value: m.Value}
+			for _, h := range m.Headers {
+				if r.Headers == nil {
+					r.Headers = map[string]string{}
+				}
+				r.Headers[string(h.Key)] = string(h.Value)
+			}
+			out = append(out, r)
 			if m.Offset >= end-1 {
 				return out, nil
 			}
