@@ -47,6 +47,7 @@ const commands = `Usage:
   popularusers produce [flags] random events to a Kafka topic
   popularusers generate [flags] the original's static data set as CSV
   popularusers broker [flags]  an embedded Kafka broker, until stopped
+  popularusers bench [flags]   throughput against a bare consumer and line count
 
 Run "popularusers <command> -h" for the flags of a command.
 `
@@ -75,6 +76,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		c, err = parseGenerate(args, stderr)
 	case "broker":
 		c, err = parseBroker(args, stderr)
+	case "bench":
+		c, err = parseBench(args, stderr)
 	case "help":
 		fmt.Fprint(stdout, commands)
 		return exitOK

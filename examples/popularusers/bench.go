@@ -1,0 +1,540 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/sluicehq/sluice/digest"
+	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/sluicehq/sluice/score"
+	"github.com/sluicehq/sluice/sink"
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// benchConfig is the configuration of the bench command.
+type benchConfig struct {
+	events       int64
+	users        int64
+	partitions   int
+	rounds       int
+	batchRecords int
+	stateUsers   int64
+	cpuProfile   string
+}
+
+const benchTopic = "bench"
+
+func parseBench(args []string, stderr io.Writer) (*benchConfig, error) {
+	c := &benchConfig{}
+	fs := newFlagSet("bench", `Measures the pipeline against the limits of its inputs, in this process:
+loads -events events into an embedded Kafka broker, then reads them with a
+bare sarama consumer group that only counts, with the pipeline (tdigest),
+and with the pipeline and -sketch exact; then writes generate's CSV to a
+temporary file and reads it with a bare line counter and with the pipeline
+(-input). Every figure is the median of -rounds rounds. The output ends
+with one line per ratio, RATIO <name>=<value>, for scripts.`, stderr)
+	fs.Int64Var(&c.events, "events", 2_000_000, "events to load and read; a multiple of -batch-records, so that the last batch is cut on its count and not on the interval")
+	fs.Int64Var(&c.users, "users", 100_000, "user ids are uniform over 1000..1000+users")
+	fs.IntVar(&c.partitions, "partitions", defaultPartitions, "partitions of the Kafka topic")
+	fs.IntVar(&c.rounds, "rounds", 3, "rounds of every measure; the figures are their medians")
+	fs.IntVar(&c.batchRecords, "batch-records", 100_000, "the pipeline's -batch-records")
+	fs.Int64Var(&c.stateUsers, "state-users", 1_000_000, "users of the state measure: the pipeline on events made in memory, 2 per user, in 20 batches; 0: skip it")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the reads (not the load) to `file`")
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	switch {
+	case c.events < 1:
+		return nil, usagef("-events %d: must be 1 or more", c.events)
+	case c.partitions < 1 || c.partitions > 1000:
+		return nil, usagef("-partitions %d: must be between 1 and 1000", c.partitions)
+	case c.rounds < 1:
+		return nil, usagef("-rounds %d: must be 1 or more", c.rounds)
+	case c.batchRecords < 1:
+		return nil, usagef("-batch-records %d: must be 1 or more", c.batchRecords)
+	case c.stateUsers < 0 || c.stateUsers > math.MaxInt64/2-defaultStart:
+		return nil, usagef("-state-users %d: must be 0 (skip) or more", c.stateUsers)
+	}
+	if err := checkUsers(defaultStart, c.users); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// benchFigures are what one pipeline read measured.
+type benchFigures struct {
+	rate      float64         // records/s
+	steps     []time.Duration // the threshold step of every batch
+	stateUser float64         // heap bytes per user in state
+	users     uint64
+}
+
+// run runs the bench and prints its figures on stdout; progress goes to
+// the log.
+func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, stdout, stderr io.Writer) error {
+	fmt.Fprintln(stdout, machine())
+	fmt.Fprintf(stdout, "events %d over %d users, %d partitions, batches of %d records, median of %d rounds\n",
+		c.events, c.users, c.partitions, c.batchRecords, c.rounds)
+	// The pipeline's and the clients' own logs only when something is
+	// wrong: progress is the bench's.
+	quiet := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	b, err := startBroker("127.0.0.1:0", false, "", map[string]int32{benchTopic: int32(c.partitions), defaultOutTopic: 1}, quiet, stderr)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	start := time.Now()
+	if err := c.load(b); err != nil {
+		return err
+	}
+	log.Info("loaded", "events", c.events, "took", time.Since(start).Round(time.Millisecond))
+
+	dir, err := os.MkdirTemp("", "popularusers-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	csv := filepath.Join(dir, "events.csv")
+	gen := &generateConfig{out: csv, users: c.users, rows: c.events, start: defaultStart, seed: 1}
+	if err := gen.run(ctx, quiet, nil, io.Discard, io.Discard); err != nil {
+		return err
+	}
+
+	if c.cpuProfile != "" {
+		stop, err := startCPUProfile(c.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	var (
+		bare, tdig, exact, lines, file []float64
+		tdigF, exactF                  []benchFigures
+		group                          int
+	)
+	nextGroup := func() string { group++; return "bench-" + strconv.Itoa(group) }
+	for round := 1; round <= c.rounds; round++ {
+		// The measures of a round run one after the other, so that the
+		// machine's noise falls on all of them alike.
+		r, err := c.bare(ctx, b.Addrs(), nextGroup())
+		if err != nil {
+			return fmt.Errorf("bare consumer: %w", err)
+		}
+		bare = append(bare, r)
+		log.Info("bench", "round", round, "read", "kafka bare", "records/s", int64(r))
+		for _, sk := range []string{"tdigest", "exact"} {
+			f, err := c.pipeline(ctx, b.Addrs(), nextGroup(), sk, quiet)
+			if err != nil {
+				return fmt.Errorf("pipeline, %s: %w", sk, err)
+			}
+			log.Info("bench", "round", round, "read", "kafka "+sk, "records/s", int64(f.rate))
+			if sk == "tdigest" {
+				tdig, tdigF = append(tdig, f.rate), append(tdigF, f)
+			} else {
+				exact, exactF = append(exact, f.rate), append(exactF, f)
+			}
+		}
+		r, err = countLines(csv)
+		if err != nil {
+			return err
+		}
+		lines = append(lines, r)
+		log.Info("bench", "round", round, "read", "file linecount", "records/s", int64(r))
+		if r, err = c.file(ctx, csv, quiet, stderr); err != nil {
+			return fmt.Errorf("pipeline, -input: %w", err)
+		}
+		file = append(file, r)
+		log.Info("bench", "round", round, "read", "file pipeline", "records/s", int64(r))
+	}
+
+	mb, mt, me, ml, mf := median(bare), median(tdig), median(exact), median(lines), median(file)
+	fmt.Fprintf(stdout, "kafka bare sarama consumer group  %12.0f records/s\n", mb)
+	printPipeline(stdout, "kafka pipeline, tdigest", mt, mb, tdigF)
+	printPipeline(stdout, "kafka pipeline, exact  ", me, mb, exactF)
+	fmt.Fprintf(stdout, "file bare line count              %12.0f records/s\n", ml)
+	fmt.Fprintf(stdout, "file pipeline, -input             %12.0f records/s  %.3f× line count\n", mf, mf/ml)
+	if c.stateUsers > 0 {
+		for _, sk := range []string{"tdigest", "exact"} {
+			var state, step []float64
+			var users uint64
+			for range c.rounds {
+				f, err := c.state(ctx, sk, quiet)
+				if err != nil {
+					return fmt.Errorf("state, %s: %w", sk, err)
+				}
+				state, step, users = append(state, f.stateUser), append(step, float64(f.steps[len(f.steps)-1])), f.users
+			}
+			fmt.Fprintf(stdout, "state of %d users, %-7s   %5.0f bytes per user; threshold step %v\n",
+				users, sk, median(state), time.Duration(median(step)).Round(time.Microsecond))
+		}
+	}
+	fmt.Fprintf(stdout, "RATIO kafka-tdigest/bare=%.3f\n", mt/mb)
+	fmt.Fprintf(stdout, "RATIO kafka-exact/bare=%.3f\n", me/mb)
+	fmt.Fprintf(stdout, "RATIO file/linecount=%.3f\n", mf/ml)
+	return nil
+}
+
+func printPipeline(w io.Writer, name string, rate, bare float64, rounds []benchFigures) {
+	var steps []time.Duration
+	users := uint64(0)
+	for _, f := range rounds {
+		steps = append(steps, f.steps...)
+		users = max(users, f.users)
+	}
+	slices.Sort(steps)
+	var p50, worst time.Duration
+	if len(steps) > 0 {
+		p50, worst = steps[len(steps)/2], steps[len(steps)-1]
+	}
+	fmt.Fprintf(w, "%s           %12.0f records/s  %.3f× bare\n", name, rate, rate/bare)
+	fmt.Fprintf(w, "  threshold step per batch: median %v, max %v over %d batches, %d users in state\n",
+		p50.Round(time.Microsecond), worst.Round(time.Microsecond), len(steps), users)
+}
+
+// machine describes what the bench runs on.
+func machine() string {
+	cpu := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if name, ok := strings.CutPrefix(line, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimLeft(name, " \t:"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("machine: %d cores, GOMAXPROCS %d, %s %s/%s, CPU %q",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH, cpu)
+}
+
+// load writes the bench's events to the broker: JSON events keyed by user
+// id, user mod partitions, as produce would key them.
+func (c *benchConfig) load(b *kafkatest.Broker) error {
+	g, err := source.NewGenerator(source.GeneratorConfig{Seed: 1, Start: defaultStart, Users: c.users})
+	if err != nil {
+		return err
+	}
+	const chunk = 50_000
+	recs := make([]kafkatest.Record, 0, chunk)
+	for i := int64(0); i < c.events; i++ {
+		e := g.Next()
+		key, value, _ := encodeEvent(e)
+		recs = append(recs, kafkatest.Record{Partition: int32(e.UserID % int64(c.partitions)), Key: key, Value: value})
+		if len(recs) == chunk || i == c.events-1 {
+			if err := b.Produce(benchTopic, recs...); err != nil {
+				return fmt.Errorf("load: %w", err)
+			}
+			recs = recs[:0]
+		}
+	}
+	return nil
+}
+
+// bare reads every event with a sarama consumer group that only counts,
+// and returns the records/s from the start to the last record counted.
+func (c *benchConfig) bare(ctx context.Context, brokers []string, group string) (float64, error) {
+	start := time.Now()
+	cfg := sarama.NewConfig()
+	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	cfg.Consumer.Offsets.AutoCommit.Enable = false
+	g, err := sarama.NewConsumerGroup(brokers, group, cfg)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var took time.Duration
+	h := &countHandler{want: c.events, done: func() {
+		took = time.Since(start)
+		cancel()
+	}}
+	for ctx.Err() == nil {
+		if err := g.Consume(ctx, []string{benchTopic}, h); err != nil && !errors.Is(err, sarama.ErrClosedConsumerGroup) {
+			g.Close()
+			return 0, err
+		}
+	}
+	if err := g.Close(); err != nil {
+		return 0, err
+	}
+	if h.n.Load() < c.events {
+		return 0, ctx.Err()
+	}
+	return float64(c.events) / took.Seconds(), nil
+}
+
+// countHandler counts records in ConsumeClaim and calls done after want.
+type countHandler struct {
+	n    atomic.Int64
+	want int64
+	done func()
+}
+
+func (h *countHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (h *countHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+func (h *countHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	for {
+		select {
+		case _, ok := <-claim.Messages():
+			if !ok {
+				return nil
+			}
+			if h.n.Add(1) == h.want {
+				h.done()
+			}
+		case <-sess.Context().Done():
+			return nil
+		}
+	}
+}
+
+// pipeline reads every event with the popular-users pipeline, as run
+// builds it on Kafka (kafkaPipeline) with the sketch sk, and the
+// popular users published to the embedded broker.
+func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk string, log *slog.Logger) (benchFigures, error) {
+	var f benchFigures
+	rc, err := parseRun([]string{"-sketch", sk, "-group", group, "-batch-records", strconv.Itoa(c.batchRecords)}, io.Discard)
+	if err != nil {
+		return f, err
+	}
+	start := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	src, err := source.NewKafka(source.KafkaConfig{Brokers: brokers, Topic: benchTopic, Group: group, Logger: log})
+	if err != nil {
+		return f, err
+	}
+	dec, err := score.NewDecoder(score.FormatJSON)
+	if err != nil {
+		return f, err
+	}
+	popular, err := newPopularSink(brokers, rc.outTopic, log)
+	if err != nil {
+		return f, err
+	}
+	defer popular.Close()
+	dead := sink.NewJSONLines[deadLetter]("dead letters", io.Discard)
+	defer dead.Close()
+	out := &outputs{report: newReporter(io.Discard, false, true, log), deadLetters: dead, popular: popular}
+	var (
+		timer   stepTimer
+		records int64
+		users   func() uint64
+	)
+	done := hookFunc(func(s stream.BatchStats) {
+		if records += int64(s.Info.Records); records < c.events || f.rate != 0 {
+			return
+		}
+		f.rate = float64(records) / time.Since(start).Seconds()
+		f.users = users()
+		cancel()
+	})
+	p := stream.NewPipeline(append(rc.options(log), stream.Interval(rc.interval), stream.WithHook(done))...)
+	raw := stream.From(p, src)
+	event := func(m source.Message) []byte { return m.Value }
+	if sk == "exact" {
+		users = timedPopularUsers(raw, event, dec, func() (*digest.Counts, error) { return digest.NewCounts(), nil }, rc.limit, out, &timer)
+	} else {
+		users = timedPopularUsers(raw, event, dec, func() (*digest.TDigest, error) {
+			return digest.NewTDigest(digest.WithCompression(rc.compression))
+		}, rc.limit, out, &timer)
+	}
+	if err := p.Run(ctx); err != nil {
+		return f, err
+	}
+	if f.rate == 0 {
+		return f, fmt.Errorf("stopped after %d of %d records", records, c.events)
+	}
+	f.steps = timer.steps
+	return f, nil
+}
+
+// state runs the pipeline with the sketch sk on 2·stateUsers events made
+// in memory, in 20 batches, and measures the heap it holds per user in
+// state after the last batch, and the threshold step of every batch. No
+// Kafka client runs, so that their buffers are not counted as state.
+func (c *benchConfig) state(ctx context.Context, sk string, log *slog.Logger) (benchFigures, error) {
+	var f benchFigures
+	rc, err := parseRun([]string{"-sketch", sk}, io.Discard)
+	if err != nil {
+		return f, err
+	}
+	events := 2 * c.stateUsers
+	gen, err := source.NewGenerator(source.GeneratorConfig{Seed: 1, Start: defaultStart, Users: c.stateUsers - 1, Count: events, Partitions: c.partitions})
+	if err != nil {
+		return f, err
+	}
+	dec, err := score.NewDecoder(score.FormatJSON)
+	if err != nil {
+		return f, err
+	}
+	dead := sink.NewJSONLines[deadLetter]("dead letters", io.Discard)
+	defer dead.Close()
+	out := &outputs{report: newReporter(io.Discard, false, true, log), deadLetters: dead}
+	var (
+		timer    stepTimer
+		records  int64
+		users    func() uint64
+		ms       runtime.MemStats
+		baseline uint64
+	)
+	done := hookFunc(func(s stream.BatchStats) {
+		if records += int64(s.Info.Records); records < events {
+			return
+		}
+		// The state is held: the run loop waits here.
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		if f.users = users(); f.users > 0 {
+			f.stateUser = float64(int64(ms.HeapAlloc)-int64(baseline)) / float64(f.users)
+		}
+	})
+	p := stream.NewPipeline(stream.MaxRecords(int(max(events/20, 1))), stream.Interval(time.Hour), stream.Logger(log), stream.WithHook(done))
+	raw := stream.From(p, gen)
+	event := func(e score.Event) []byte { return score.AppendJSON(nil, e) }
+	if sk == "exact" {
+		users = timedPopularUsers(raw, event, dec, func() (*digest.Counts, error) { return digest.NewCounts(), nil }, rc.limit, out, &timer)
+	} else {
+		users = timedPopularUsers(raw, event, dec, func() (*digest.TDigest, error) {
+			return digest.NewTDigest(digest.WithCompression(rc.compression))
+		}, rc.limit, out, &timer)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	baseline = ms.HeapAlloc
+	if err := p.Run(ctx); err != nil {
+		return f, err
+	}
+	if f.users == 0 || len(timer.steps) == 0 {
+		return f, fmt.Errorf("stopped after %d of %d records", records, events)
+	}
+	f.steps = timer.steps
+	return f, nil
+}
+
+// timedPopularUsers builds popularUsers with its sketches wrapped to time
+// the threshold step, and returns a function that tells the users in state
+// at the last threshold.
+func timedPopularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byte, dec *score.Decoder,
+	newSketch func() (S, error), limit float64, out *outputs, t *stepTimer) func() uint64 {
+	var users atomic.Uint64
+	popularUsers(raw, event, true, dec, func() (*timedSketch[S], error) {
+		t.begin()
+		s, err := newSketch()
+		return &timedSketch[S]{s: s, t: t, users: &users}, err
+	}, limit, out)
+	return users.Load
+}
+
+// stepTimer times the threshold step of every batch: from the first
+// partition's sketch begun to the quantile read from the merged one.
+type stepTimer struct {
+	mu      sync.Mutex
+	running bool
+	start   time.Time
+	steps   []time.Duration
+}
+
+func (t *stepTimer) begin() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.running {
+		t.running, t.start = true, time.Now()
+	}
+}
+
+func (t *stepTimer) end() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.running {
+		t.running = false
+		t.steps = append(t.steps, time.Since(t.start))
+	}
+}
+
+// timedSketch is a sketch whose Quantile ends the step timer.
+type timedSketch[S sketch[S]] struct {
+	s     S
+	t     *stepTimer
+	users *atomic.Uint64
+}
+
+func (x *timedSketch[S]) Add(v float64) error               { return x.s.Add(v) }
+func (x *timedSketch[S]) Merge(other *timedSketch[S]) error { return x.s.Merge(other.s) }
+func (x *timedSketch[S]) Count() uint64                     { return x.s.Count() }
+func (x *timedSketch[S]) Quantile(q float64) float64 {
+	v := x.s.Quantile(q)
+	x.t.end()
+	x.users.Store(x.s.Count())
+	return v
+}
+
+// hookFunc is a stream.Hook.
+type hookFunc func(stream.BatchStats)
+
+func (f hookFunc) BatchDone(s stream.BatchStats) { f(s) }
+
+// countLines counts the lines of path as a hand-written reader of lines
+// would, with a bufio.Scanner, and returns lines/s.
+func countLines(path string) (float64, error) {
+	start := time.Now()
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// file runs the pipeline on path as "popularusers -input path" does, and
+// returns records/s.
+func (c *benchConfig) file(ctx context.Context, path string, log *slog.Logger, stderr io.Writer) (float64, error) {
+	rc, err := parseRun([]string{"-input", path, "-batch-records", strconv.Itoa(c.batchRecords)}, io.Discard)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := rc.run(ctx, log, nil, io.Discard, stderr); err != nil {
+		return 0, err
+	}
+	return float64(c.events) / time.Since(start).Seconds(), nil
+}
+
+// median returns the median of xs, or NaN for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
