@@ -67,9 +67,11 @@
 //
 // # State
 //
-// The running totals live in memory. -checkpoint is accepted but nothing is
-// saved there yet: after a restart, totals start from zero while the
-// consumer group resumes from its committed offsets, so they count only
-// the events read since. Use a new -group to count a topic from its
-// beginning again.
+// With -brokers, the running totals and the input offsets they reflect are
+// checkpointed to the -checkpoint directory after every batch, before the
+// offsets are committed to Kafka; a restart restores them and skips the
+// events they already count, so totals stay exact across crashes.
+// -reset-checkpoint discards the checkpoint. With -input, a checkpoint is
+// used only when -checkpoint is given. The embedded broker keeps nothing
+// across runs and is never checkpointed.
 package main

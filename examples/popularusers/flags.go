@@ -39,6 +39,8 @@ type runConfig struct {
 	sketch         string
 	compression    float64
 	checkpoint     string
+	checkpointSet  bool // -checkpoint was given: file input checkpoints too
+	resetState     bool
 	input          string
 	json           bool
 	thresholdTopic string
@@ -62,7 +64,8 @@ producer of random events, and shows results on its own.`, stderr)
 	fs.IntVar(&c.batchRecords, "batch-records", 100_000, "cut a batch after `n` records, before its interval is over; 0: no limit (a file is then one batch)")
 	fs.StringVar(&c.sketch, "sketch", "tdigest", "quantile sketch: tdigest (estimate, bounded size) or exact (a count per distinct score)")
 	fs.Float64Var(&c.compression, "compression", digest.DefaultCompression, "t-digest `compression`: higher is more accurate and larger")
-	fs.StringVar(&c.checkpoint, "checkpoint", "checkpoint", "`directory` for state checkpoints (accepted; state is not yet saved, see the README)")
+	fs.StringVar(&c.checkpoint, "checkpoint", "checkpoint", "`directory` where the running totals and the input offsets they reflect are checkpointed after every batch, and restored from at start; empty: none. Used with -brokers, and with -input when given")
+	fs.BoolVar(&c.resetState, "reset-checkpoint", false, "discard the checkpoint in -checkpoint before starting, to start from empty totals on purpose")
 	fs.StringVar(&c.input, "input", "", "read events from `file` (- for standard input) instead of Kafka: CSV rows user_id,activity or JSON lines")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object per batch instead of a summary")
 	fs.StringVar(&c.thresholdTopic, "threshold-topic", "", "also publish every batch's threshold to this Kafka `topic`")
@@ -75,6 +78,7 @@ producer of random events, and shows results on its own.`, stderr)
 		return nil, err
 	}
 	c.listenSet = isSet(fs, "listen")
+	c.checkpointSet = isSet(fs, "checkpoint")
 	embedded := len(c.brokers) == 0 && c.input == ""
 	switch {
 	case !(c.limit > 0 && c.limit < 1):
@@ -101,6 +105,10 @@ producer of random events, and shows results on its own.`, stderr)
 		return nil, usagef("-threshold-topic must differ from -out-topic %q", c.outTopic)
 	case c.thresholdTopic != "" && c.input != "" && len(c.brokers) == 0:
 		return nil, usagef("-threshold-topic publishes to Kafka: with -input it needs -brokers")
+	case embedded && c.checkpointSet && c.checkpoint != "":
+		return nil, usagef("-checkpoint: the embedded broker keeps no data across runs, so a checkpoint of its offsets would skip new events; use -brokers (see \"popularusers broker -data-dir\") or -input")
+	case c.resetState && c.checkpoint == "":
+		return nil, usagef("-reset-checkpoint needs a -checkpoint directory")
 	}
 	if _, _, err := net.SplitHostPort(c.listen); embedded && err != nil {
 		return nil, usagef("-listen %q: need host:port, such as 127.0.0.1:9092", c.listen)

@@ -99,7 +99,7 @@ func TestKafkaEndToEnd(t *testing.T) {
 				ref.add(e.UserID, e.Activity)
 			}
 
-			args := append([]string{"-brokers", addr, "-json", "-interval", "1s", "-threshold-topic", "thresholds"}, tc.args...)
+			args := append([]string{"-brokers", addr, "-json", "-interval", "1s", "-threshold-topic", "thresholds", "-checkpoint", t.TempDir()}, tc.args...)
 			stdout, _, stop := runInBackground(t, args...)
 			// Every record, then a batch with none: the state is final,
 			// and an idle stream still prints its batches.
@@ -279,7 +279,7 @@ func TestKafkaBadRecordsAreDeadLettered(t *testing.T) {
 		kafkatest.Record{Partition: 1, Key: []byte("7"), Value: []byte("\xff\xfe")},
 		kafkatest.Record{Partition: 0, Key: []byte("8"), Value: []byte(`{"user_id":8,"activity":"profile.view"}`)},
 	))
-	stdout, _, stop := runInBackground(t, "-brokers", b.Addrs()[0], "-json", "-interval", "300ms", "-sketch", "exact", "-limit", "0.5")
+	stdout, _, stop := runInBackground(t, "-brokers", b.Addrs()[0], "-json", "-interval", "300ms", "-sketch", "exact", "-limit", "0.5", "-checkpoint", t.TempDir())
 	waitFor(t, time.Minute, "the records", func() bool {
 		read := 0
 		for _, l := range parseLines(t, strings.Join(stdout.lines(), "\n")) {

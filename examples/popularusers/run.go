@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/sink"
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
+	"github.com/sluicehq/sluice/stream/checkpoint"
 )
 
 // run runs the pipeline until its input ends (a file) or ctx is cancelled
@@ -73,6 +76,15 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 		}
 	}
 
+	opts := c.options(log)
+	if dir := c.checkpointDir(len(c.brokers) > 0); dir != "" {
+		store, err := openCheckpoint(dir, c.resetState, log)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, stream.WithStore(store))
+	}
+
 	var p *stream.Pipeline
 	if c.input != "" {
 		in, err := openInput(runCtx, c.input, stdin)
@@ -80,8 +92,8 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 			return err // in is nil when ctx was cancelled first
 		}
 		defer in.file.Close()
-		p = c.filePipeline(in, out, log)
-	} else if p, err = c.kafkaPipeline(brokers, out, log); err != nil {
+		p = c.filePipeline(in, out, opts, log)
+	} else if p, err = c.kafkaPipeline(brokers, out, opts, log); err != nil {
 		return err
 	}
 	err = p.Run(runCtx)
@@ -97,9 +109,57 @@ func (c *runConfig) options(log *slog.Logger) []stream.Option {
 	return []stream.Option{stream.MaxRecords(c.batchRecords), stream.Logger(log)}
 }
 
+// checkpointDir returns the checkpoint directory to use, or "". The
+// embedded broker keeps nothing across runs, so its offsets are not worth
+// keeping; a file is checkpointed only when -checkpoint is given, so that
+// reading a file twice counts it twice, as one expects.
+func (c *runConfig) checkpointDir(external bool) string {
+	switch {
+	case c.checkpoint == "":
+		return ""
+	case c.input != "" && !c.checkpointSet:
+		return ""
+	case c.input == "" && !external:
+		return ""
+	}
+	return c.checkpoint
+}
+
+// instanceID names a static group member after its host and checkpoint
+// directory: the same process identity after a restart, and a different
+// one for every process with a state of its own. No directory, no name.
+func instanceID(group, dir string) string {
+	if dir == "" {
+		return ""
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		abs = dir
+	}
+	host, _ := os.Hostname()
+	sum := sha256.Sum256([]byte(host + "\x00" + abs))
+	return fmt.Sprintf("%s-%x", group, sum[:8])
+}
+
+// openCheckpoint opens the checkpoint directory, discarding what it holds
+// first when asked to.
+func openCheckpoint(dir string, reset bool, log *slog.Logger) (*checkpoint.Dir, error) {
+	if reset {
+		if err := checkpoint.Discard(dir); err != nil {
+			return nil, err
+		}
+		log.Info("checkpoint discarded", "dir", dir)
+	}
+	store, err := checkpoint.Open(dir, checkpoint.Logger(log))
+	if err != nil {
+		return nil, fmt.Errorf("%w (to start from empty totals on purpose, run with -reset-checkpoint)", err)
+	}
+	log.Info("checkpointing state", "dir", dir)
+	return store, nil
+}
+
 // filePipeline builds the pipeline on an event file.
-func (c *runConfig) filePipeline(in *input, out *outputs, log *slog.Logger) *stream.Pipeline {
-	opts := c.options(log)
+func (c *runConfig) filePipeline(in *input, out *outputs, opts []stream.Option, log *slog.Logger) *stream.Pipeline {
 	// A regular file is cut by record count alone, so that its batches
 	// are the same on every run; a pipe or a terminal is a live stream,
 	// cut on the interval too.
@@ -119,15 +179,19 @@ func (c *runConfig) filePipeline(in *input, out *outputs, log *slog.Logger) *str
 }
 
 // kafkaPipeline builds the pipeline on the Kafka topic -topic.
-func (c *runConfig) kafkaPipeline(brokers []string, out *outputs, log *slog.Logger) (*stream.Pipeline, error) {
+func (c *runConfig) kafkaPipeline(brokers []string, out *outputs, opts []stream.Option, log *slog.Logger) (*stream.Pipeline, error) {
 	src, err := source.NewKafka(source.KafkaConfig{
 		Brokers: brokers,
 		Topic:   c.topic,
 		Group:   c.group,
-		// A dynamic member, not a static one (InstanceID): it leaves the
-		// group when it stops, so that the partitions it held move at
-		// once to the other members or to its restart.
-		Logger: log,
+		// Without a checkpoint, a dynamic member: it leaves the group when
+		// it stops, so that the partitions it held move at once to the
+		// other members. With one, a static member named after the
+		// checkpoint: a restart after a crash takes its partitions (and
+		// their state) back at once, instead of waiting for the dead
+		// member's session to expire.
+		InstanceID: instanceID(c.group, c.checkpointDir(len(c.brokers) > 0)),
+		Logger:     log,
 	})
 	if err != nil {
 		return nil, err
@@ -136,7 +200,7 @@ func (c *runConfig) kafkaPipeline(brokers []string, out *outputs, log *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	p := stream.NewPipeline(append(c.options(log), stream.Interval(c.interval))...)
+	p := stream.NewPipeline(append(opts, stream.Interval(c.interval))...)
 	log.Info("reading events from Kafka", "brokers", fmt.Sprint(brokers), "topic", c.topic, "group", c.group, "interval", c.interval)
 	// The topic is keyed by user id (as produce writes it), so each
 	// partition keeps the totals of its own users and nothing moves.

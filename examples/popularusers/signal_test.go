@@ -141,7 +141,7 @@ func TestBrokerCommand(t *testing.T) {
 	assert.Equal(t, exitOK, b.stop(t, syscall.SIGINT, 30*time.Second))
 
 	_, addr = startBroker()
-	stdout, _, stop := runInBackground(t, "-brokers", addr, "-json", "-interval", "300ms")
+	stdout, _, stop := runInBackground(t, "-brokers", addr, "-json", "-interval", "300ms", "-checkpoint", t.TempDir())
 	waitFor(t, time.Minute, "the records produced before the restart", func() bool {
 		read := 0
 		for _, l := range parseLines(t, strings.Join(stdout.lines(), "\n")) {
