@@ -117,7 +117,7 @@ func createOutput(path string, stdout io.Writer) (w io.Writer, commit func() err
 
 // run runs an embedded broker until ctx is cancelled.
 func (c *brokerConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, stdout, stderr io.Writer) error {
-	topics := map[string]int32{defaultTopic: int32(c.partitions), defaultOutTopic: 1}
+	topics := map[string]int32{defaultTopic: int32(c.partitions), defaultOutTopic: 1, defaultTopic + dlqSuffix: 1}
 	b, err := startBroker(c.listen, false, c.dataDir, topics, log, stderr)
 	if err != nil {
 		return err

@@ -45,6 +45,7 @@ type runConfig struct {
 	json           bool
 	thresholdTopic string
 	cpuProfile     string
+	faults         faultConfig // bad input and unreachable brokers
 }
 
 func parseRun(args []string, stderr io.Writer) (*runConfig, error) {
@@ -70,6 +71,7 @@ producer of random events, and shows results on its own.`, stderr)
 	fs.BoolVar(&c.json, "json", false, "print one JSON object per batch instead of a summary")
 	fs.StringVar(&c.thresholdTopic, "threshold-topic", "", "also publish every batch's threshold to this Kafka `topic`")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile to `file`")
+	c.faults.flags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
@@ -112,6 +114,9 @@ producer of random events, and shows results on its own.`, stderr)
 	}
 	if _, _, err := net.SplitHostPort(c.listen); embedded && err != nil {
 		return nil, usagef("-listen %q: need host:port, such as 127.0.0.1:9092", c.listen)
+	}
+	if err := c.faults.check(fs, c); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -205,8 +210,8 @@ type brokerConfig struct {
 func parseBroker(args []string, stderr io.Writer) (*brokerConfig, error) {
 	c := &brokerConfig{}
 	fs := newFlagSet("broker", `Runs an embedded Kafka broker until interrupted, with the topics messages
-(-partitions partitions) and popular_users (1 partition), so that several
-pipelines and producers can share it.`, stderr)
+(-partitions partitions), popular_users and messages.dlq (1 partition each),
+so that several pipelines and producers can share it.`, stderr)
 	fs.StringVar(&c.listen, "listen", defaultListen, "`address` to listen on")
 	fs.IntVar(&c.partitions, "partitions", defaultPartitions, "partitions of the messages topic")
 	fs.StringVar(&c.dataDir, "data-dir", "", "`directory` that keeps topics, records and group offsets across restarts; empty: memory only")

@@ -43,6 +43,8 @@ type partial[S any] struct {
 type outputs struct {
 	report      *reporter
 	deadLetters stream.Sink[deadLetter]
+	fileInput   bool               // origins are lines of a file
+	maxBadRatio float64            // fail a batch with more bad records than this share; 0: never
 	popular     stream.Sink[total] // every popular user of every batch
 	thresholds  stream.Sink[cut]   // every batch's threshold
 }
@@ -71,9 +73,15 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 	// (Summing a batch per user with ReduceByKey first measured no faster
 	// on the original's data set, whose batches hold about one event per
 	// user, and took 15% more CPU.)
-	totals := stream.UpdateStateByKey(scores, func(_ int64, points []int64, sum int64, _ bool) (int64, bool) {
-		for _, p := range points {
-			sum += p
+	//
+	// A total that would pass math.MaxInt64 stays there, with a warning:
+	// it is still the largest, and rejecting the user's later events
+	// would not make it right either. (It takes over 9*10^12 events at
+	// score.MaxScore.)
+	totals := stream.UpdateStateByKey(scores, func(user int64, points []int64, sum int64, _ bool) (int64, bool) {
+		sum, saturated := addScores(sum, points)
+		if saturated {
+			out.report.log.Warn("score total saturated: it stays at the largest int64", "user", user, "total", sum)
 		}
 		return sum, true
 	}).Named("totals")
@@ -144,12 +152,23 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 	stream.ForEachBatch(bad, func(_ context.Context, b *stream.Batch[stream.Failure[T]]) error {
 		var n badCount
 		for f := range b.All() {
-			n.add(f.Origin, f.Err)
+			origin := f.Origin.String()
+			if out.fileInput {
+				origin = fileOrigin(f.Origin)
+			}
+			n.add(origin, f.Err)
 		}
 		out.report.setBad(b.Info.ID, n)
 		return nil
 	})
-	stream.To(stream.Map(bad, func(f stream.Failure[T]) deadLetter { return newDeadLetter(f.Origin, event(f.Value), f.Err) }), out.deadLetters)
+	stream.To(stream.Map(bad, func(f stream.Failure[T]) deadLetter {
+		return newDeadLetter(f.Origin, out.fileInput, recordKey(f.Value), event(f.Value), f.Err)
+	}), out.deadLetters)
+	// -max-bad-ratio: after the dead letters are out, so that they show
+	// what failed the run.
+	stream.ForEachBatch(bad, func(_ context.Context, b *stream.Batch[stream.Failure[T]]) error {
+		return checkBadRatio(b.Info.ID, b.Len(), b.Info.Records, out.maxBadRatio)
+	})
 	stream.ForEachBatch(thresholds, func(_ context.Context, b *stream.Batch[cut]) error {
 		for c := range b.All() {
 			out.report.setCut(c)

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/sluicehq/sluice/score"
 	"github.com/sluicehq/sluice/stream"
@@ -29,6 +28,8 @@ type reporter struct {
 	json  bool
 	log   *slog.Logger
 	keyed bool // the input is keyed by user id: check that it is
+	// deadLetters says where the dead letters go, for the logs.
+	deadLetters string
 
 	// noted by earlier outputs of the batch
 	badBatch int64
@@ -37,6 +38,7 @@ type reporter struct {
 
 	// over the run
 	batches, records, badRecords int64
+	badKinds                     [score.NumKinds]int64
 	prev                         time.Time // the previous batch's cut, for the rate
 	split                        bool      // a split user has been reported
 
@@ -48,17 +50,28 @@ func newReporter(w io.Writer, json, keyed bool, log *slog.Logger) *reporter {
 	return &reporter{w: w, json: json, keyed: keyed, log: log, prev: time.Now()}
 }
 
-// badCount counts a batch's bad records by kind.
+// logBadPerBatch is how many bad records of a batch are logged one by
+// one; the rest are only counted in the batch's log line. The dead letters
+// hold them all.
+const logBadPerBatch = 5
+
+// badCount counts a batch's bad records by kind, and keeps the first few
+// to log.
 type badCount struct {
-	n      int
-	kinds  [score.NumKinds]int
-	first  stream.Origin
-	firstE error
+	n       int
+	kinds   [score.NumKinds]int
+	samples []badSample
 }
 
-func (c *badCount) add(o stream.Origin, err error) {
-	if c.n == 0 {
-		c.first, c.firstE = o, err
+// badSample is a bad record to log: where it came from and why it is bad.
+type badSample struct {
+	origin string
+	err    error
+}
+
+func (c *badCount) add(origin string, err error) {
+	if c.n < logBadPerBatch {
+		c.samples = append(c.samples, badSample{origin, err})
 	}
 	c.n++
 	k, _ := score.KindOf(err) // 0 for an error that is not a decoding one
@@ -66,9 +79,12 @@ func (c *badCount) add(o stream.Origin, err error) {
 }
 
 // String lists the counts by kind: "unknown activity: 2, malformed record: 1".
-func (c *badCount) String() string {
+func (c *badCount) String() string { return kindCounts(c.kinds[:]) }
+
+// kindCounts lists counts indexed by score.Kind, 0 for other errors.
+func kindCounts[N int | int64](kinds []N) string {
 	var parts []string
-	for k, n := range c.kinds {
+	for k, n := range kinds {
 		if n == 0 {
 			continue
 		}
@@ -83,10 +99,17 @@ func (c *badCount) String() string {
 
 func (r *reporter) setBad(batch int64, c badCount) {
 	r.badBatch, r.bad = batch, c
-	if c.n > 0 {
-		r.log.Warn("bad records sent to the dead letters on standard error",
-			"batch", batch, "count", c.n, "kinds", c.String(), "first", c.first.String(), "err", c.firstE)
+	if c.n == 0 {
+		return
 	}
+	for k, n := range c.kinds {
+		r.badKinds[k] += int64(n)
+	}
+	for _, s := range c.samples {
+		r.log.Warn("bad record", "batch", batch, "origin", s.origin, "kind", kindName(s.err), "err", s.err)
+	}
+	r.log.Warn("bad records sent to the dead letters", "to", r.deadLetters,
+		"batch", batch, "count", c.n, "kinds", c.String(), "not logged", c.n-len(c.samples))
 }
 
 func (r *reporter) setCut(c cut) { r.cut = c }
@@ -147,7 +170,11 @@ func (r *reporter) checkKeyed() {
 
 // done logs what the run did.
 func (r *reporter) done() {
-	r.log.Info("stopped", "batches", r.batches, "records", r.records, "bad", r.badRecords)
+	if r.badRecords == 0 {
+		r.log.Info("stopped", "batches", r.batches, "records", r.records, "bad", r.badRecords)
+		return
+	}
+	r.log.Info("stopped", "batches", r.batches, "records", r.records, "bad", r.badRecords, "bad by kind", kindCounts(r.badKinds[:]))
 }
 
 // appendJSON appends one batch as a JSON line:
@@ -210,31 +237,4 @@ func appendSummary(b []byte, info stream.Info, bad int, elapsed time.Duration, c
 		b = fmt.Appendf(b, "  (and %d more)\n", len(popular)-topN)
 	}
 	return b
-}
-
-// deadLetter is a record that did not decode, as written to the dead
-// letters: one JSON object per line.
-type deadLetter struct {
-	Origin string `json:"dead_letter"` // topic/partition@offset, or file/partition@line
-	Kind   string `json:"kind"`
-	Error  string `json:"error"`
-	// Record is the record as a string when it is UTF-8; otherwise it is
-	// nil and RecordBase64 holds it, as a JSON string could not carry it
-	// unchanged.
-	Record       *string `json:"record,omitempty"`
-	RecordBase64 []byte  `json:"record_base64,omitempty"`
-}
-
-func newDeadLetter(o stream.Origin, rec []byte, err error) deadLetter {
-	d := deadLetter{Origin: o.String(), Kind: "other", Error: err.Error()}
-	if k, ok := score.KindOf(err); ok {
-		d.Kind = k.String()
-	}
-	if utf8.Valid(rec) {
-		s := string(rec)
-		d.Record = &s
-	} else {
-		d.RecordBase64 = rec
-	}
-	return d
 }

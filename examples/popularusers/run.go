@@ -16,7 +16,6 @@ import (
 
 	"github.com/sluicehq/sluice/digest"
 	"github.com/sluicehq/sluice/score"
-	"github.com/sluicehq/sluice/sink"
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
 	"github.com/sluicehq/sluice/stream/checkpoint"
@@ -56,9 +55,13 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 			}
 		}
 	}()
-	dead := sink.NewJSONLines[deadLetter]("dead letters", stderr)
-	out.deadLetters = dead
-	closers = append(closers, dead.Close)
+	dead, where, closeDead, err := c.deadLetterSinks(brokers, stderr, log)
+	if err != nil {
+		return err
+	}
+	out.deadLetters, out.report.deadLetters, out.maxBadRatio = dead, where, c.faults.maxBadRatio
+	out.fileInput = c.input != ""
+	closers = append(closers, closeDead...)
 	if len(brokers) > 0 {
 		popular, err := newPopularSink(brokers, c.outTopic, log)
 		if err != nil {
@@ -181,9 +184,10 @@ func (c *runConfig) filePipeline(in *input, out *outputs, opts []stream.Option, 
 // kafkaPipeline builds the pipeline on the Kafka topic -topic.
 func (c *runConfig) kafkaPipeline(brokers []string, out *outputs, opts []stream.Option, log *slog.Logger) (*stream.Pipeline, error) {
 	src, err := source.NewKafka(source.KafkaConfig{
-		Brokers: brokers,
-		Topic:   c.topic,
-		Group:   c.group,
+		Brokers:        brokers,
+		Topic:          c.topic,
+		Group:          c.group,
+		ConnectTimeout: c.faults.connectTimeout,
 		// Without a checkpoint, a dynamic member: it leaves the group when
 		// it stops, so that the partitions it held move at once to the
 		// other members. With one, a static member named after the
@@ -213,6 +217,9 @@ func (c *runConfig) kafkaPipeline(brokers []string, out *outputs, opts []stream.
 // first.
 func (c *runConfig) startEmbedded(ctx context.Context, cancel context.CancelCauseFunc, log *slog.Logger, stderr io.Writer) (addr string, stop func(), err error) {
 	topics := map[string]int32{c.topic: defaultPartitions, c.outTopic: 1}
+	if c.faults.dlqTopic != "" {
+		topics[c.faults.dlqTopic] = 1
+	}
 	if c.thresholdTopic != "" {
 		topics[c.thresholdTopic] = 1
 	}

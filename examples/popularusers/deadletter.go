@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/sluicehq/sluice/score"
+	"github.com/sluicehq/sluice/sink"
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// dlqSuffix names the dead-letter topic of an input topic by default.
+const dlqSuffix = ".dlq"
+
+// faultConfig is how the run command handles bad input and brokers that
+// cannot be reached: the flags of this file.
+type faultConfig struct {
+	deadLetterFile string
+	dlqTopic       string // resolved: "" sends no dead letter to Kafka
+	maxBadRatio    float64
+	connectTimeout time.Duration
+}
+
+func (f *faultConfig) flags(fs *flag.FlagSet) {
+	fs.StringVar(&f.deadLetterFile, "dead-letter", "", "write records that do not decode to `file`, one JSON object per line; with neither this nor a -dlq-topic, they go to standard error")
+	fs.StringVar(&f.dlqTopic, "dlq-topic", "", "Kafka `topic` for the records of -topic that do not decode, with the error in headers; default -topic with .dlq appended, -dlq-topic= for none")
+	fs.Float64Var(&f.maxBadRatio, "max-bad-ratio", 0, "fail the run (exit 1) when more than this `share` of a batch's records do not decode, in [0,1); 0: never")
+	fs.DurationVar(&f.connectTimeout, "connect-timeout", source.DefaultKafkaConnectTimeout, "give up after this `long` without reaching the Kafka brokers of the input, at start or later")
+}
+
+// check validates the flags and resolves the dead-letter topic's default.
+func (f *faultConfig) check(fs *flag.FlagSet, c *runConfig) error {
+	dlqSet := isSet(fs, "dlq-topic")
+	switch {
+	case !(f.maxBadRatio >= 0 && f.maxBadRatio < 1):
+		return usagef("-max-bad-ratio %v: must be 0 (off) or a share of a batch's records in (0,1)", f.maxBadRatio)
+	case f.connectTimeout <= 0:
+		return usagef("-connect-timeout %v: must be positive, such as 30s", f.connectTimeout)
+	case c.input != "" && dlqSet && f.dlqTopic != "":
+		return usagef("-dlq-topic takes the bad records of the Kafka input; with -input, use -dead-letter FILE")
+	case c.input != "" && isSet(fs, "connect-timeout"):
+		return usagef("-connect-timeout bounds the wait for the Kafka input; it does not go with -input")
+	}
+	if c.input != "" {
+		f.dlqTopic = ""
+		return nil
+	}
+	if !dlqSet {
+		f.dlqTopic = c.topic + dlqSuffix
+	}
+	if f.dlqTopic != "" && (f.dlqTopic == c.topic || f.dlqTopic == c.outTopic || f.dlqTopic == c.thresholdTopic) {
+		return usagef("-dlq-topic %q must differ from -topic, -out-topic and -threshold-topic", f.dlqTopic)
+	}
+	return nil
+}
+
+// deadLetter is a record that did not decode, as written to the dead
+// letters: one JSON object per line.
+type deadLetter struct {
+	Origin string `json:"dead_letter"` // topic/partition@offset, or file:line
+	Kind   string `json:"kind"`
+	Error  string `json:"error"`
+	// Record is the record as a string when it is UTF-8; otherwise it is
+	// nil and RecordBase64 holds it, as a JSON string could not carry it
+	// unchanged.
+	Record       *string `json:"record,omitempty"`
+	RecordBase64 []byte  `json:"record_base64,omitempty"`
+
+	origin   stream.Origin
+	key, raw []byte // the Kafka record's key and value, for the Kafka dead letters
+}
+
+// newDeadLetter makes a dead letter of the record rec, with key, from o,
+// which is a line of a file when file is set.
+func newDeadLetter(o stream.Origin, file bool, key, rec []byte, err error) deadLetter {
+	d := deadLetter{Origin: o.String(), Kind: kindName(err), Error: err.Error(), origin: o, key: key, raw: rec}
+	if file {
+		d.Origin = fileOrigin(o)
+	}
+	if utf8.Valid(rec) {
+		s := string(rec)
+		d.Record = &s
+	} else {
+		d.RecordBase64 = rec
+	}
+	return d
+}
+
+// kindName is the name of the score.Kind of err, or "other".
+func kindName(err error) string {
+	if k, ok := score.KindOf(err); ok {
+		return k.String()
+	}
+	return "other"
+}
+
+// recordKey returns the Kafka key of a record, nil for a line of a file.
+func recordKey[T any](v T) []byte {
+	if m, ok := any(v).(source.Message); ok {
+		return m.Key
+	}
+	return nil
+}
+
+// fileOrigin names a line of a file as "path:line": a file's origin
+// offset is its line number, and its partition says only which decoder
+// took it.
+func fileOrigin(o stream.Origin) string {
+	return o.Source + ":" + strconv.FormatInt(o.Offset, 10)
+}
+
+// Headers of a dead letter on Kafka. The value is the record unchanged.
+const (
+	headerError     = "dlq.error"
+	headerKind      = "dlq.kind"
+	headerTopic     = "dlq.topic"
+	headerPartition = "dlq.partition"
+	headerOffset    = "dlq.offset"
+)
+
+// newDLQSink publishes dead letters to topic: each the bad record's key
+// and value unchanged, with why and where from in headers.
+func newDLQSink(brokers []string, topic string, log *slog.Logger) (*sink.Kafka[deadLetter], error) {
+	return sink.NewKafkaMessages(sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log}, func(d deadLetter) (sink.Message, error) {
+		return sink.Message{Key: d.key, Value: d.raw, Headers: []sink.Header{
+			{Key: headerError, Value: []byte(d.Error)},
+			{Key: headerKind, Value: []byte(d.Kind)},
+			{Key: headerTopic, Value: []byte(d.origin.Source)},
+			{Key: headerPartition, Value: strconv.AppendInt(nil, int64(d.origin.Partition), 10)},
+			{Key: headerOffset, Value: strconv.AppendInt(nil, d.origin.Offset, 10)},
+		}}, nil
+	})
+}
+
+// tee writes every batch to each of its sinks in turn.
+type tee[T any] []stream.Sink[T]
+
+func (t tee[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
+	for _, s := range t {
+		if err := s.Write(ctx, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deadLetterSinks opens where dead letters go: the -dead-letter file and
+// the -dlq-topic, or standard error when neither is given. It returns the
+// sink, a description of where it writes for the logs, and what to close.
+func (c *runConfig) deadLetterSinks(brokers []string, stderr io.Writer, log *slog.Logger) (stream.Sink[deadLetter], string, []func() error, error) {
+	var (
+		sinks   tee[deadLetter]
+		where   string
+		closers []func() error
+	)
+	if f := c.faults.deadLetterFile; f != "" {
+		s, err := sink.CreateJSONLines[deadLetter](f)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("-dead-letter: %w", err)
+		}
+		sinks, where, closers = append(sinks, s), "file "+f, append(closers, s.Close)
+	}
+	if t := c.faults.dlqTopic; t != "" && len(brokers) > 0 {
+		s, err := newDLQSink(brokers, t, log)
+		if err != nil {
+			for _, cl := range closers {
+				cl()
+			}
+			return nil, "", nil, err
+		}
+		if where != "" {
+			where += " and "
+		}
+		sinks, where, closers = append(sinks, s), where+"topic "+t, append(closers, s.Close)
+	}
+	if len(sinks) == 0 {
+		s := sink.NewJSONLines[deadLetter]("dead letters", stderr)
+		sinks, where, closers = append(sinks, s), "standard error", append(closers, s.Close)
+	}
+	return sinks, where, closers, nil
+}
+
+// ErrTooManyBad is returned (wrapped, with the batch and the figures) when
+// more than -max-bad-ratio of a batch's records do not decode.
+var ErrTooManyBad = errors.New("too many bad records")
+
+// checkBadRatio fails when more than limit of a batch's records are bad.
+func checkBadRatio(batch int64, bad, records int, limit float64) error {
+	if limit <= 0 || records == 0 || bad == 0 {
+		return nil
+	}
+	if r := float64(bad) / float64(records); r > limit {
+		return fmt.Errorf("batch %d: %d of %d records did not decode (ratio %.4g), over -max-bad-ratio %v: %w; they are in the dead letters, and the batch is not committed",
+			batch, bad, records, r, limit, ErrTooManyBad)
+	}
+	return nil
+}
+
+// addScores adds points to sum, saturating at math.MaxInt64 instead of
+// wrapping around; saturated says that it did. Scores are never negative
+// (a Table holds 0..MaxScore), so only the top can be crossed.
+func addScores(sum int64, points []int64) (total int64, saturated bool) {
+	for _, p := range points {
+		if p > 0 && sum > math.MaxInt64-p {
+			sum, saturated = math.MaxInt64, true
+			continue
+		}
+		sum += p
+	}
+	return sum, saturated
+}
