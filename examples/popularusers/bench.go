@@ -368,7 +368,7 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 }
 
 // state runs the pipeline with the sketch sk on 2·stateUsers events made
-// in memory, in 20 batches, and measures the heap it holds per user in
+// in memory, two per user, in 20 batches, and measures the heap it holds per user in
 // state after the last batch, and the threshold step of every batch. No
 // Kafka client runs, so that their buffers are not counted as state.
 func (c *benchConfig) state(ctx context.Context, sk string, log *slog.Logger) (benchFigures, error) {
@@ -378,10 +378,7 @@ func (c *benchConfig) state(ctx context.Context, sk string, log *slog.Logger) (b
 		return f, err
 	}
 	events := 2 * c.stateUsers
-	gen, err := source.NewGenerator(source.GeneratorConfig{Seed: 1, Start: defaultStart, Users: c.stateUsers - 1, Count: events, Partitions: c.partitions})
-	if err != nil {
-		return f, err
-	}
+	gen := &userEvents{users: c.stateUsers, n: events, partitions: int64(c.partitions)}
 	dec, err := score.NewDecoder(score.FormatJSON)
 	if err != nil {
 		return f, err
@@ -428,6 +425,32 @@ func (c *benchConfig) state(ctx context.Context, sk string, log *slog.Logger) (b
 	}
 	f.steps = timer.steps
 	return f, nil
+}
+
+// userEvents is a source of n events over users users, each user's in
+// turn, so that every user is in the state after the first users events.
+type userEvents struct {
+	users, n, partitions int64
+	i                    int64
+}
+
+var _ stream.Source[score.Event] = (*userEvents)(nil)
+
+func (u *userEvents) Poll(_ context.Context, buf []stream.Record[score.Event]) (int, error) {
+	k := 0
+	for ; k < len(buf) && u.i < u.n; k, u.i = k+1, u.i+1 {
+		user := defaultStart + u.i%u.users
+		// A scattered activity, so that totals differ.
+		act := source.Activities[uint64(u.i)*0x9e3779b97f4a7c15>>62%uint64(len(source.Activities))]
+		buf[k] = stream.Record[score.Event]{
+			Value:  score.Event{UserID: user, Activity: act},
+			Origin: stream.Origin{Source: "state", Partition: int32(user % u.partitions), Offset: u.i},
+		}
+	}
+	if u.i == u.n {
+		return k, io.EOF
+	}
+	return k, nil
 }
 
 // timedPopularUsers builds popularUsers with its sketches wrapped to time
