@@ -52,10 +52,17 @@
 // -interval even when no record came, so that a watcher can tell an idle
 // stream from a stopped one.
 //
-// Records that do not decode are counted, logged, and written to standard
-// error as dead letters, one JSON object per line:
+// Records that do not decode are left out, counted by kind, logged with
+// their origin (the first 5 of a batch), and written as dead letters: to
+// the -dead-letter file, one JSON object per line,
 //
-//	{"dead_letter":"messages/3@1042","kind":"unknown activity","error":"...","record":"..."}
+//	{"dead_letter":"data.csv:17","kind":"unknown activity","error":"...","record":"..."}
+//
+// and, reading Kafka, to the topic -dlq-topic (<topic>.dlq by default),
+// unchanged, with the error, kind and origin in headers; to standard error
+// when there is neither. -max-bad-ratio fails the run when a batch holds a
+// greater share of them. A running total that would overflow int64 stays
+// at its largest value, with a warning.
 //
 // # Exit status
 //
