@@ -141,6 +141,17 @@ func newDLQSink(brokers []string, topic string, log *slog.Logger) (*sink.Kafka[d
 	})
 }
 
+// dlqSink says, when the dead-letter topic refuses a batch, how to do
+// without it.
+type dlqSink struct{ kafka *sink.Kafka[deadLetter] }
+
+func (s dlqSink) Write(ctx context.Context, b *stream.Batch[deadLetter]) error {
+	if err := s.kafka.Write(ctx, b); err != nil {
+		return fmt.Errorf("dead letters (create the topic, or pass -dlq-topic= to send none to Kafka): %w", err)
+	}
+	return nil
+}
+
 // tee writes every batch to each of its sinks in turn.
 type tee[T any] []stream.Sink[T]
 
@@ -180,7 +191,7 @@ func (c *runConfig) deadLetterSinks(brokers []string, stderr io.Writer, log *slo
 		if where != "" {
 			where += " and "
 		}
-		sinks, where, closers = append(sinks, s), where+"topic "+t, append(closers, s.Close)
+		sinks, where, closers = append(sinks, dlqSink{s}), where+"topic "+t, append(closers, s.Close)
 	}
 	if len(sinks) == 0 {
 		s := sink.NewJSONLines[deadLetter]("dead letters", stderr)

@@ -74,3 +74,20 @@ func TestOutputRefusedCommitsNothing(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, dead, 2, "the bad record, dead-lettered by both runs (at least once)")
 }
+
+// A dead-letter topic that is missing fails the batch that has bad records,
+// with a message that says what to do, and commits nothing.
+func TestMissingDLQTopicFails(t *testing.T) {
+	b := startBrokerForTest(t, map[string]int32{"messages": 1, "popular_users": 1})
+	require.NoError(t, b.Produce("messages",
+		kafkatest.Record{Key: []byte("1"), Value: []byte(`{"user_id":1,"activity":"message.private"}`)},
+		kafkatest.Record{Key: []byte("2"), Value: []byte(`{"user_id":2,"activity":"nope"}`)},
+	))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := runMain(t, ctx, "", "-brokers", b.Addrs()[0], "-json", "-interval", "300ms", "-checkpoint=")
+	require.NoError(t, ctx.Err(), "the run stops on its own")
+	assert.Equal(t, exitFailure, r.code)
+	assert.Contains(t, r.stderr, "dead letters (create the topic, or pass -dlq-topic= to send none to Kafka): kafka sink messages.dlq: 1 of 1 messages not delivered")
+	assert.Empty(t, b.Committed("popularusers", "messages"), "nothing committed")
+}
