@@ -17,6 +17,7 @@
 //	popularusers produce [flags]   random events to a Kafka topic
 //	popularusers generate [flags]  the original's static data set as CSV
 //	popularusers broker [flags]    an embedded Kafka broker, until stopped
+//	popularusers bench [flags]     the pipeline's speed against a bare consumer and line count
 //
 // With no flags, run starts an embedded Kafka broker on 127.0.0.1:9092 (or
 // a free port if that one is taken) with the topics messages (4 partitions)
