@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -90,4 +91,71 @@ func TestMissingDLQTopicFails(t *testing.T) {
 	assert.Equal(t, exitFailure, r.code)
 	assert.Contains(t, r.stderr, "dead letters (create the topic, or pass -dlq-topic= to send none to Kafka): kafka sink messages.dlq: 1 of 1 messages not delivered")
 	assert.Empty(t, b.Committed("popularusers", "messages"), "nothing committed")
+}
+
+// The broker stops mid-run and starts again with the same data: the
+// pipeline waits, reconnects and resumes, and with a checkpoint the final
+// totals are exact (no record lost or counted twice), and the output after
+// the restart is delivered.
+func TestBrokerRestartMidRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the consumer to notice the broker is gone and back")
+	}
+	dataDir := t.TempDir()
+	topics := map[string]int32{"messages": 2, "popular_users": 1, "messages.dlq": 1}
+	b, err := kafkatest.Start(kafkatest.Config{Topics: topics, DataDir: dataDir, MinSessionTimeout: time.Second})
+	require.NoError(t, err)
+	addr := b.Addrs()[0]
+	defer func() { b.Close() }()
+
+	ref := newReference()
+	activities := []string{"profile.picture.like", "profile.view", "message.private"}
+	produce := func(from, n int) {
+		t.Helper()
+		var recs []kafkatest.Record
+		for i := from; i < from+n; i++ {
+			user, activity := int64(1+i*7%23), activities[i%3]
+			ref.add(user, activity)
+			recs = append(recs, kafkatest.Record{Partition: int32(user % 2), Key: []byte(strconv.FormatInt(user, 10)),
+				Value: []byte(`{"user_id":` + strconv.FormatInt(user, 10) + `,"activity":"` + activity + `"}`)})
+		}
+		require.NoError(t, b.Produce("messages", recs...))
+	}
+	produce(0, 200)
+
+	stdout, stderr, stop := runInBackground(t, "-brokers", addr, "-json", "-interval", "300ms", "-sketch", "exact", "-limit", "0.5",
+		"-checkpoint", t.TempDir(), "-connect-timeout", "2m")
+	exact := func() bool {
+		lines := parseLines(t, strings.Join(stdout.lines(), "\n"))
+		if len(lines) == 0 || len(ref.totals) == 0 {
+			return false
+		}
+		last := lines[len(lines)-1]
+		want := ref.quantile(1, 2)
+		return last.Users == len(ref.totals) && last.Threshold != nil && *last.Threshold == float64(want) &&
+			assert.ObjectsAreEqual(ref.above(float64(want)), popularOf(last))
+	}
+	waitFor(t, time.Minute, "the totals of the first records", exact)
+
+	b.Close()
+	time.Sleep(time.Second) // the pipeline finds the broker gone
+	b, err = kafkatest.Start(kafkatest.Config{Addr: addr, Topics: topics, DataDir: dataDir, MinSessionTimeout: time.Second})
+	require.NoError(t, err)
+	produce(200, 200)
+	waitFor(t, 2*time.Minute, "the exact totals of all records after the restart", exact)
+	res := stop()
+	assert.Equal(t, exitOK, res.code, "stderr:\n%s", stderr)
+	assert.Contains(t, res.stderr, "kafka consumer error", "the pipeline saw the broker go")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := b.Records(ctx, "popular_users")
+	require.NoError(t, err)
+	published := map[string]bool{}
+	for _, r := range out {
+		published[string(r.Value)] = true
+	}
+	for _, u := range ref.above(float64(ref.quantile(1, 2))) {
+		assert.True(t, published["["+strconv.FormatInt(u.user, 10)+","+strconv.FormatInt(u.score, 10)+"]"], "user %d's final total is published", u.user)
+	}
 }
