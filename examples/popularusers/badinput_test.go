@@ -215,6 +215,7 @@ func TestFaultFlags(t *testing.T) {
 		{[]string{"-input", "x", "-max-bad-ratio", "NaN"}, "-max-bad-ratio NaN"},
 		{[]string{"-input", "x", "-dlq-topic", "bad"}, "-dlq-topic takes the bad records of the Kafka input; with -input, use -dead-letter FILE"},
 		{[]string{"-input", "x", "-connect-timeout", "1s"}, "-connect-timeout bounds the wait for the Kafka input"},
+		{[]string{"-input", "in.csv", "-dead-letter", "./in.csv"}, `-dead-letter "./in.csv" is the -input file`},
 		{[]string{"-brokers", "h:1", "-connect-timeout", "0s"}, "-connect-timeout 0s: must be positive"},
 		{[]string{"-brokers", "h:1", "-dlq-topic", "messages"}, `-dlq-topic "messages" must differ`},
 		{[]string{"-brokers", "h:1", "-topic", "in", "-out-topic", "in.dlq"}, `-dlq-topic "in.dlq" must differ`},

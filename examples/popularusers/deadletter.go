@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -49,6 +51,8 @@ func (f *faultConfig) check(fs *flag.FlagSet, c *runConfig) error {
 		return usagef("-dlq-topic takes the bad records of the Kafka input; with -input, use -dead-letter FILE")
 	case c.input != "" && isSet(fs, "connect-timeout"):
 		return usagef("-connect-timeout bounds the wait for the Kafka input; it does not go with -input")
+	case f.deadLetterFile != "" && sameFile(f.deadLetterFile, c.input):
+		return usagef("-dead-letter %q is the -input file: it would be overwritten", f.deadLetterFile)
 	}
 	if c.input != "" {
 		f.dlqTopic = ""
@@ -61,6 +65,16 @@ func (f *faultConfig) check(fs *flag.FlagSet, c *runConfig) error {
 		return usagef("-dlq-topic %q must differ from -topic, -out-topic and -threshold-topic", f.dlqTopic)
 	}
 	return nil
+}
+
+// sameFile reports whether the paths a and b name one file.
+func sameFile(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(fa, fb)
 }
 
 // deadLetter is a record that did not decode, as written to the dead
