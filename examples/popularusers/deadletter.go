@@ -30,6 +30,7 @@ type faultConfig struct {
 	dlqTopic       string // resolved: "" sends no dead letter to Kafka
 	maxBadRatio    float64
 	connectTimeout time.Duration
+	outputRetry    time.Duration
 }
 
 func (f *faultConfig) flags(fs *flag.FlagSet) {
@@ -37,6 +38,7 @@ func (f *faultConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&f.dlqTopic, "dlq-topic", "", "Kafka `topic` for the records of -topic that do not decode, with the error in headers; default -topic with .dlq appended, -dlq-topic= for none")
 	fs.Float64Var(&f.maxBadRatio, "max-bad-ratio", 0, "fail the run (exit 1) when more than this `share` of a batch's records do not decode, in [0,1); 0: never")
 	fs.DurationVar(&f.connectTimeout, "connect-timeout", source.DefaultKafkaConnectTimeout, "give up after this `long` without reaching the Kafka brokers of the input, at start or later")
+	fs.DurationVar(&f.outputRetry, "output-retry", 30*time.Second, "retry a batch's Kafka output that fails for this `long` before the run fails; 0: no retry")
 }
 
 // check validates the flags and resolves the dead-letter topic's default.
@@ -47,6 +49,8 @@ func (f *faultConfig) check(fs *flag.FlagSet, c *runConfig) error {
 		return usagef("-max-bad-ratio %v: must be 0 (off) or a share of a batch's records in (0,1)", f.maxBadRatio)
 	case f.connectTimeout <= 0:
 		return usagef("-connect-timeout %v: must be positive, such as 30s", f.connectTimeout)
+	case f.outputRetry < 0:
+		return usagef("-output-retry %v: must be 0 (no retry) or positive, such as 30s", f.outputRetry)
 	case c.input != "" && dlqSet && f.dlqTopic != "":
 		return usagef("-dlq-topic takes the bad records of the Kafka input; with -input, use -dead-letter FILE")
 	case c.input != "" && isSet(fs, "connect-timeout"):
@@ -205,7 +209,8 @@ func (c *runConfig) deadLetterSinks(brokers []string, stderr io.Writer, log *slo
 		if where != "" {
 			where += " and "
 		}
-		sinks, where, closers = append(sinks, dlqSink{s}), where+"topic "+t, append(closers, s.Close)
+		retried := retrying[deadLetter](dlqSink{s}, "dead-letter topic "+t, retryConfig{c.faults.outputRetry, log})
+		sinks, where, closers = append(sinks, retried), where+"topic "+t, append(closers, s.Close)
 	}
 	if len(sinks) == 0 {
 		s := sink.NewJSONLines[deadLetter]("dead letters", stderr)

@@ -34,9 +34,10 @@ func TestUnreachableBrokersGiveUpAfterConnectTimeout(t *testing.T) {
 	assert.Regexp(t, `popularusers run: .*brokers \[`+addr+`\] unreachable for [0-9.]+s \([0-9]+ attempts\)`, r.stderr)
 }
 
-// An output topic that refuses writes (here: it does not exist) fails the
-// batch and the run, and the batch's offsets are not committed: a run
-// after the topic is there reads the same records again and delivers them.
+// An output topic that refuses writes (here: it does not exist) past
+// -output-retry fails the batch and the run, and the batch's offsets are
+// not committed: a run after the topic is there reads the same records
+// again and delivers them.
 func TestOutputRefusedCommitsNothing(t *testing.T) {
 	b := startBrokerForTest(t, map[string]int32{"messages": 1, "messages.dlq": 1})
 	require.NoError(t, b.Produce("messages",
@@ -48,10 +49,11 @@ func TestOutputRefusedCommitsNothing(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r := runMain(t, ctx, "", args...)
+	r := runMain(t, ctx, "", append(args, "-output-retry", "3s")...)
 	require.NoError(t, ctx.Err(), "the run stops on its own")
 	assert.Equal(t, exitFailure, r.code)
-	assert.Contains(t, r.stderr, "kafka sink popular_users: 1 of 1 messages not delivered")
+	assert.Contains(t, r.stderr, `msg="output failed; retrying" output="output topic" batch=1 attempt=1`)
+	assert.Regexp(t, `popularusers run: .*output topic: batch 1 not delivered in [0-9]+ attempts over [0-9.]+s \(-output-retry 3s\): kafka sink popular_users: 1 of 1 messages not delivered`, r.stderr)
 	assert.Empty(t, r.stdout, "the failed batch is not reported")
 	assert.Empty(t, b.Committed("popularusers", "messages"), "nothing committed")
 
@@ -86,7 +88,7 @@ func TestMissingDLQTopicFails(t *testing.T) {
 	))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r := runMain(t, ctx, "", "-brokers", b.Addrs()[0], "-json", "-interval", "300ms", "-checkpoint=")
+	r := runMain(t, ctx, "", "-brokers", b.Addrs()[0], "-json", "-interval", "300ms", "-checkpoint=", "-output-retry", "0")
 	require.NoError(t, ctx.Err(), "the run stops on its own")
 	assert.Equal(t, exitFailure, r.code)
 	assert.Contains(t, r.stderr, "dead letters (create the topic, or pass -dlq-topic= to send none to Kafka): kafka sink messages.dlq: 1 of 1 messages not delivered")
@@ -158,4 +160,36 @@ func TestBrokerRestartMidRun(t *testing.T) {
 	for _, u := range ref.above(float64(ref.quantile(1, 2))) {
 		assert.True(t, published["["+strconv.FormatInt(u.user, 10)+","+strconv.FormatInt(u.score, 10)+"]"], "user %d's final total is published", u.user)
 	}
+}
+
+// An output topic that refuses writes for a while: the batch is retried,
+// nothing is committed meanwhile, and once the topic takes writes the batch
+// is delivered and committed, and the run goes on.
+func TestOutputRetriedUntilItSucceeds(t *testing.T) {
+	b := startBrokerForTest(t, map[string]int32{"messages": 1, "messages.dlq": 1})
+	require.NoError(t, b.Produce("messages",
+		kafkatest.Record{Key: []byte("1"), Value: []byte(`{"user_id":1,"activity":"message.private"}`)},
+		kafkatest.Record{Key: []byte("2"), Value: []byte(`{"user_id":2,"activity":"profile.view"}`)},
+	))
+	stdout, stderr, stop := runInBackground(t, "-brokers", b.Addrs()[0], "-json", "-interval", "300ms", "-sketch", "exact", "-limit", "0.5", "-checkpoint=")
+	waitFor(t, time.Minute, "a retry", func() bool {
+		return strings.Contains(stderr.String(), `msg="output failed; retrying" output="output topic" batch=1`)
+	})
+	assert.Empty(t, b.Committed("popularusers", "messages"), "nothing committed while the output fails")
+	assert.Empty(t, stdout.lines(), "the batch is not reported before its output is delivered")
+
+	require.NoError(t, b.CreateTopic("popular_users", 1))
+	waitFor(t, time.Minute, "the commit", func() bool { return b.Committed("popularusers", "messages")[0] == 2 })
+	res := stop()
+	require.Equal(t, exitOK, res.code)
+	assert.Contains(t, res.stderr, `msg="output delivered after retries" output="output topic" batch=1`)
+	lines := parseLines(t, res.stdout)
+	require.NotEmpty(t, lines)
+	assert.Equal(t, 2, lines[0].Records)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := b.Records(ctx, "popular_users")
+	require.NoError(t, err)
+	require.NotEmpty(t, out)
+	assert.Equal(t, "[1,3]", string(out[0].Value))
 }

@@ -45,6 +45,7 @@ type outputs struct {
 	deadLetters stream.Sink[deadLetter]
 	fileInput   bool               // origins are lines of a file
 	maxBadRatio float64            // fail a batch with more bad records than this share; 0: never
+	retry       retryConfig        // of the Kafka outputs
 	popular     stream.Sink[total] // every popular user of every batch
 	thresholds  stream.Sink[cut]   // every batch's threshold
 }
@@ -176,13 +177,13 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 		return nil
 	})
 	if out.thresholds != nil {
-		stream.To(thresholds, out.thresholds)
+		stream.To(thresholds, retrying(out.thresholds, "threshold topic", out.retry))
 	}
 	if out.popular != nil {
 		// foreachPartition: the original publishes from every partition;
 		// the Kafka sink sends a batch's messages from all partitions
 		// together, in as few requests as the brokers allow.
-		stream.To(popular, out.popular)
+		stream.To(popular, retrying(out.popular, "output topic", out.retry))
 	}
 	stream.ForEachBatch(popular, out.report.report)
 }

@@ -61,6 +61,7 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 	}
 	out.deadLetters, out.report.deadLetters, out.maxBadRatio = dead, where, c.faults.maxBadRatio
 	out.fileInput = c.input != ""
+	out.retry = retryConfig{c.faults.outputRetry, log}
 	closers = append(closers, closeDead...)
 	if len(brokers) > 0 {
 		popular, err := newPopularSink(brokers, c.outTopic, log)

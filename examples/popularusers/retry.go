@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sluicehq/sluice/stream"
+)
+
+// retryConfig is how long an output keeps retrying a batch it fails to
+// write before the run fails.
+type retryConfig struct {
+	timeout time.Duration // 0: no retry
+	log     *slog.Logger
+}
+
+// Backoff between attempts of a failed output.
+const (
+	firstRetry = 100 * time.Millisecond
+	maxRetry   = 5 * time.Second
+)
+
+// retrying returns s, writing a batch again with a growing backoff while
+// it fails, for up to cfg.timeout: a broker that is briefly gone, or a
+// topic that is being created, does not stop the run. The batch is not
+// committed until the write succeeds. A retried Kafka write may deliver
+// some messages twice (at least once).
+func retrying[T any](s stream.Sink[T], name string, cfg retryConfig) stream.Sink[T] {
+	if cfg.timeout <= 0 || s == nil {
+		return s
+	}
+	return &retrySink[T]{sink: s, name: name, cfg: cfg}
+}
+
+type retrySink[T any] struct {
+	sink stream.Sink[T]
+	name string
+	cfg  retryConfig
+}
+
+func (r *retrySink[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
+	start := time.Now()
+	backoff := firstRetry
+	for attempt := 1; ; attempt++ {
+		err := r.sink.Write(ctx, b)
+		if err == nil {
+			if attempt > 1 {
+				r.cfg.log.Info("output delivered after retries", "output", r.name, "batch", b.Info.ID, "attempts", attempt)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		if time.Since(start)+backoff > r.cfg.timeout {
+			return fmt.Errorf("%s: batch %d not delivered in %d attempts over %v (-output-retry %v): %w",
+				r.name, b.Info.ID, attempt, time.Since(start).Round(time.Millisecond), r.cfg.timeout, err)
+		}
+		r.cfg.log.Warn("output failed; retrying", "output", r.name, "batch", b.Info.ID, "attempt", attempt, "retry_in", backoff, "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return err
+		}
+		backoff = min(2*backoff, maxRetry)
+	}
+}
