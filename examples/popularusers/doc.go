@@ -65,6 +65,10 @@
 // greater share of them. A running total that would overflow int64 stays
 // at its largest value, with a warning.
 //
+// Brokers that cannot be reached are retried with backoff, each attempt
+// logged, for -connect-timeout; a batch whose Kafka output fails is
+// retried, uncommitted, for -output-retry. Past either, the run fails.
+//
 // # Exit status
 //
 // 0 when the input ended, or after SIGINT or SIGTERM: the batch in progress
