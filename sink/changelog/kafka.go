@@ -1,0 +1,533 @@
+package changelog
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/sluicehq/sluice/stream"
+)
+
+// Config configures a Kafka changelog. Brokers and Topic are required.
+type Config struct {
+	// Brokers are the "host:port" addresses to bootstrap from.
+	Brokers []string
+	// Topic is the changelog topic, such as "<group>-state-changelog". It
+	// holds the state of one pipeline: two pipelines must not share it.
+	Topic string
+	// Partitions is how many partitions the first Checkpoint creates the
+	// topic with when it does not exist. The state of partition p and the
+	// offsets of input partition p are written to partition p, so the
+	// topic needs as many partitions as the input topic has, and as the
+	// pipeline's Parallelism for a shuffled pipeline. 0: the topic must
+	// exist.
+	Partitions int32
+	// ReplicationFactor of a topic the store creates; 0 takes the
+	// brokers' default.
+	ReplicationFactor int16
+	// TopicConfig adds configs to a topic the store creates, such as
+	// min.compaction.lag.ms (see the package doc). cleanup.policy is
+	// always compact.
+	TopicConfig map[string]string
+	// RestoreTimeout is how long Restore retries a partition that it
+	// cannot read further (a broker down, a leader moving) before it fails
+	// (default 1 minute). The whole Restore is bounded by its context.
+	RestoreTimeout time.Duration
+	// Logger receives restore progress, repairs and warnings. Nil
+	// discards them.
+	Logger *slog.Logger
+	// Sarama is the client configuration to start from: TLS, SASL, the
+	// Kafka version, fetch sizes, retries. The store copies it and sets
+	// what it relies on: manual partitioning, Producer.Return.Successes
+	// and Errors, and no automatic topic creation (a topic created by the
+	// brokers would not be compacted). Restore reads with fetch requests
+	// of Consumer.Fetch.Default bytes and Consumer.Fetch.MaxBytes. Nil starts
+	// from sarama.NewConfig() with acknowledgement by all in-sync
+	// replicas, an idempotent producer and retries for about half a
+	// minute, so that a broker restart does not fail a checkpoint.
+	Sarama *sarama.Config
+}
+
+// Kafka is a stream.Store on a compacted Kafka topic, one record per
+// changed key (see the package doc).
+//
+// The client is created by the first Restore or Checkpoint, so that
+// NewKafka starts no goroutine and does not need the brokers; Close stops
+// it. Restore, Checkpoint and Close are safe for concurrent use and are
+// serialized.
+type Kafka struct {
+	cfg    Config
+	sarama *sarama.Config
+	log    *slog.Logger
+
+	mu           sync.Mutex
+	closed       bool
+	client       sarama.Client
+	producer     sarama.AsyncProducer
+	admin        sarama.ClusterAdmin
+	fetchVersion int16
+	topicParts   int32 // partitions of the topic when last checked; 0 until it is known to exist
+	checked      bool  // the topic's cleanup.policy was checked
+
+	seq        uint64          // highest marker sequence read or written
+	all        bool            // Restore(nil) read every partition: any may be written
+	restored   map[int32]bool  // partitions restored (and repaired) by this store
+	lastMarker map[int32]int64 // offset of each partition's last valid marker
+	offsets    []stream.Offset // input offsets the state reflects, carried by every marker
+}
+
+var _ stream.Store = (*Kafka)(nil)
+
+// ErrClosed is returned by Restore and Checkpoint after Close.
+var ErrClosed = errors.New("changelog: closed")
+
+// ErrNotRestored is returned (wrapped) by Checkpoint when it would write
+// to a partition that this store has not restored, or not since one of
+// its checkpoints failed: the partition may end with an unfinished
+// checkpoint that a marker would make look finished.
+var ErrNotRestored = errors.New("changelog: partition not restored by this store")
+
+// NewKafka returns a store on cfg.Topic. It validates cfg and connects to
+// nothing.
+func NewKafka(cfg Config) (*Kafka, error) {
+	switch {
+	case len(cfg.Brokers) == 0:
+		return nil, errors.New("changelog: no brokers")
+	case cfg.Topic == "":
+		return nil, errors.New("changelog: no topic")
+	case cfg.Partitions < 0:
+		return nil, fmt.Errorf("changelog %s: %d partitions", cfg.Topic, cfg.Partitions)
+	case cfg.ReplicationFactor < 0:
+		return nil, fmt.Errorf("changelog %s: replication factor %d", cfg.Topic, cfg.ReplicationFactor)
+	case cfg.RestoreTimeout < 0:
+		return nil, fmt.Errorf("changelog %s: restore timeout %v", cfg.Topic, cfg.RestoreTimeout)
+	}
+	if p, ok := cfg.TopicConfig["cleanup.policy"]; ok && p != "compact" {
+		return nil, fmt.Errorf("changelog %s: TopicConfig sets cleanup.policy %q; a changelog must be compacted", cfg.Topic, p)
+	}
+	cfg.Brokers = slices.Clone(cfg.Brokers)
+	cfg.TopicConfig = maps.Clone(cfg.TopicConfig)
+	if cfg.RestoreTimeout == 0 {
+		cfg.RestoreTimeout = time.Minute
+	}
+	var sc *sarama.Config
+	if cfg.Sarama != nil {
+		c := *cfg.Sarama
+		sc = &c
+	} else {
+		sc = sarama.NewConfig()
+		sc.Producer.RequiredAcks = sarama.WaitForAll
+		sc.Producer.Idempotent = true
+		sc.Net.MaxOpenRequests = 1 // what sarama requires of an idempotent producer
+		sc.Producer.Retry.Max = 12
+		sc.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {
+			return min(100*time.Millisecond<<retries, 5*time.Second)
+		}
+		sc.Consumer.Fetch.Default = 8 << 20 // per fetch of a restore
+	}
+	if sc.ClientID == "" || sc.ClientID == "sarama" {
+		sc.ClientID = "sluice"
+	}
+	sc.Producer.Partitioner = sarama.NewManualPartitioner
+	sc.Producer.Return.Successes = true
+	sc.Producer.Return.Errors = true
+	sc.Metadata.AllowAutoTopicCreation = false
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("changelog %s: sarama config: %w", cfg.Topic, err)
+	}
+	if !sc.Version.IsAtLeast(sarama.V0_11_0_0) {
+		return nil, fmt.Errorf("changelog %s: Kafka version %s: record batches need 0.11 or later", cfg.Topic, sc.Version)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Kafka{
+		cfg: cfg, sarama: sc, log: log.With("topic", cfg.Topic), fetchVersion: fetchVersion(sc.Version),
+		restored: map[int32]bool{}, lastMarker: map[int32]int64{},
+	}, nil
+}
+
+// Topic returns the changelog topic.
+func (k *Kafka) Topic() string { return k.cfg.Topic }
+
+// Close stops the client. It is safe to call more than once; Restore and
+// Checkpoint fail after it.
+func (k *Kafka) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return nil
+	}
+	k.closed = true
+	var errs []error
+	if k.producer != nil {
+		errs = append(errs, k.producer.Close())
+	}
+	if k.admin != nil {
+		errs = append(errs, k.admin.Close()) // closes the client too
+	} else if k.client != nil {
+		errs = append(errs, k.client.Close())
+	}
+	k.producer, k.admin, k.client = nil, nil, nil
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("changelog %s: close: %w", k.cfg.Topic, err)
+	}
+	return nil
+}
+
+// connect creates the client.
+func (k *Kafka) connect() error {
+	if k.closed {
+		return fmt.Errorf("changelog %s: %w", k.cfg.Topic, ErrClosed)
+	}
+	if k.client != nil {
+		return nil
+	}
+	c, err := sarama.NewClient(k.cfg.Brokers, k.sarama)
+	if err != nil {
+		return fmt.Errorf("changelog %s: connect to %v: %w", k.cfg.Topic, k.cfg.Brokers, err)
+	}
+	k.client = c
+	return nil
+}
+
+func (k *Kafka) getProducer() (sarama.AsyncProducer, error) {
+	if k.producer == nil {
+		p, err := sarama.NewAsyncProducerFromClient(k.client)
+		if err != nil {
+			return nil, fmt.Errorf("changelog %s: producer: %w", k.cfg.Topic, err)
+		}
+		k.producer = p
+	}
+	return k.producer, nil
+}
+
+// partitionCount returns how many partitions the topic has, 0 when it
+// does not exist. It asks a broker directly: the client would retry a
+// topic it does not find for a second or so.
+func (k *Kafka) partitionCount() (int32, error) {
+	b := k.client.LeastLoadedBroker()
+	if b == nil {
+		return 0, fmt.Errorf("changelog %s: metadata: %w", k.cfg.Topic, sarama.ErrClosedClient)
+	}
+	req := sarama.NewMetadataRequest(k.sarama.Version, []string{k.cfg.Topic})
+	req.AllowAutoTopicCreation = false
+	resp, err := b.GetMetadata(req)
+	if err != nil {
+		return 0, fmt.Errorf("changelog %s: metadata from broker %s: %w", k.cfg.Topic, b.Addr(), err)
+	}
+	for _, t := range resp.Topics {
+		if t.Name != k.cfg.Topic {
+			continue
+		}
+		switch {
+		case errors.Is(t.Err, sarama.ErrUnknownTopicOrPartition):
+			return 0, nil
+		case !errors.Is(t.Err, sarama.ErrNoError):
+			return 0, fmt.Errorf("changelog %s: metadata: %w", k.cfg.Topic, t.Err)
+		}
+		// The client's own metadata must know the partitions' leaders.
+		if err := k.client.RefreshMetadata(k.cfg.Topic); err != nil {
+			return 0, fmt.Errorf("changelog %s: metadata: %w", k.cfg.Topic, err)
+		}
+		return int32(len(t.Partitions)), nil
+	}
+	return 0, nil
+}
+
+func (k *Kafka) getAdmin() (sarama.ClusterAdmin, error) {
+	if k.admin == nil {
+		a, err := sarama.NewClusterAdminFromClient(k.client)
+		if err != nil {
+			return nil, fmt.Errorf("changelog %s: admin: %w", k.cfg.Topic, err)
+		}
+		k.admin = a
+	}
+	return k.admin, nil
+}
+
+// ensureTopic makes sure the topic exists, is compacted and has at least
+// need partitions, creating it if it is missing.
+func (k *Kafka) ensureTopic(ctx context.Context, need int32) error {
+	if k.topicParts >= need && k.checked {
+		return nil
+	}
+	n, err := k.partitionCount()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		if err := k.createTopic(ctx); err != nil {
+			return err
+		}
+		n = k.cfg.Partitions
+		k.checked = true
+	}
+	if !k.checked {
+		if err := k.checkPolicy(); err != nil {
+			return err
+		}
+		k.checked = true
+	}
+	k.topicParts = n
+	if n < need {
+		return fmt.Errorf("changelog: topic %s has %d partitions; partition %d is needed for the state and input offsets of partition %d: add partitions to the topic, or use another one", k.cfg.Topic, n, need-1, need-1)
+	}
+	return nil
+}
+
+func (k *Kafka) createTopic(ctx context.Context) error {
+	if k.cfg.Partitions == 0 {
+		return fmt.Errorf("changelog: topic %s does not exist: create it (compacted), or set Config.Partitions", k.cfg.Topic)
+	}
+	admin, err := k.getAdmin()
+	if err != nil {
+		return err
+	}
+	configs := map[string]*string{}
+	for name, v := range k.cfg.TopicConfig {
+		configs[name] = &v
+	}
+	compact := "compact"
+	configs["cleanup.policy"] = &compact
+	rf := k.cfg.ReplicationFactor
+	if rf == 0 {
+		rf = -1 // the brokers' default
+	}
+	err = admin.CreateTopic(k.cfg.Topic, &sarama.TopicDetail{NumPartitions: k.cfg.Partitions, ReplicationFactor: rf, ConfigEntries: configs}, false)
+	switch {
+	case errors.Is(err, sarama.ErrTopicAlreadyExists): // created by another process since
+	case err != nil:
+		return fmt.Errorf("changelog: create topic %s: %w", k.cfg.Topic, err)
+	default:
+		k.log.Info("changelog topic created", "partitions", k.cfg.Partitions)
+	}
+	// Metadata reaches every broker a little after the topic is created.
+	for wait := 10 * time.Millisecond; ; wait *= 2 {
+		n, err := k.partitionCount()
+		if err == nil && n > 0 {
+			return nil
+		}
+		if wait > 5*time.Second {
+			return fmt.Errorf("changelog: topic %s created, but not in the brokers' metadata: %w", k.cfg.Topic, cmp.Or(err, error(sarama.ErrUnknownTopicOrPartition)))
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return fmt.Errorf("changelog: wait for topic %s: %w", k.cfg.Topic, context.Cause(ctx))
+		}
+	}
+}
+
+// checkPolicy fails when the topic is not compacted: its records would
+// expire, and the state with them.
+func (k *Kafka) checkPolicy() error {
+	admin, err := k.getAdmin()
+	if err != nil {
+		return err
+	}
+	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: k.cfg.Topic, ConfigNames: []string{"cleanup.policy"}})
+	if err != nil {
+		k.log.Warn("changelog: cannot read the topic's cleanup.policy", "err", err)
+		return nil
+	}
+	for _, e := range entries {
+		if e.Name != "cleanup.policy" {
+			continue
+		}
+		policies := strings.Split(e.Value, ",")
+		if !slices.Contains(policies, "compact") {
+			return fmt.Errorf("changelog: topic %s has cleanup.policy=%s: its records would expire, and the state with them; set cleanup.policy=compact", k.cfg.Topic, e.Value)
+		}
+		if slices.Contains(policies, "delete") {
+			k.log.Warn("changelog topic also has cleanup.policy delete: state older than its retention will be lost", "policy", e.Value)
+		}
+	}
+	return nil
+}
+
+// writable reports whether this store may write to partition p.
+func (k *Kafka) writable(p int32) bool { return k.all || k.restored[p] }
+
+// forget makes every partition unwritable until it is restored again,
+// after a write that may have left an unfinished checkpoint.
+func (k *Kafka) forget() {
+	k.all = false
+	clear(k.restored)
+}
+
+// Checkpoint implements stream.Store: it writes every entry of c to the
+// partition of its state partition (a delete as a tombstone), waits until
+// all are acknowledged, then writes a marker to each partition that got
+// entries or whose input offsets c holds, and waits for those. Only the
+// markers make the entries count: a crash before them leaves the previous
+// checkpoint (see the package doc).
+//
+// Checkpoint blocks until every record it sent is acknowledged or has
+// failed, even when ctx is done, so that none of them can land after a
+// later Restore's repair; sarama's retry settings bound the wait. After a
+// failure, every partition must be restored again before the store
+// writes to it (ErrNotRestored).
+func (k *Kafka) Checkpoint(ctx context.Context, c *stream.Changes) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return fmt.Errorf("changelog %s: %w", k.cfg.Topic, ErrClosed)
+	}
+	if len(c.Entries) == 0 && len(c.Offsets) == 0 {
+		return nil
+	}
+	var parts []int32
+	for _, e := range c.Entries {
+		if e.Partition < 0 {
+			return fmt.Errorf("changelog %s: entry of %s in partition %d", k.cfg.Topic, e.Op, e.Partition)
+		}
+		parts = append(parts, e.Partition)
+	}
+	for _, o := range c.Offsets {
+		if o.Partition < 0 || o.Next < 0 {
+			return fmt.Errorf("changelog %s: input offset %d of %s/%d", k.cfg.Topic, o.Next, o.Source, o.Partition)
+		}
+		parts = append(parts, o.Partition)
+	}
+	slices.Sort(parts)
+	parts = slices.Compact(parts)
+	for _, p := range parts {
+		if !k.writable(p) {
+			return fmt.Errorf("changelog: checkpoint of batch %d to %s/%d: %w: restore it first", c.Batch.ID, k.cfg.Topic, p, ErrNotRestored)
+		}
+	}
+	if err := k.connect(); err != nil {
+		return err
+	}
+	if err := k.ensureTopic(ctx, parts[len(parts)-1]+1); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("changelog: checkpoint of batch %d: %w", c.Batch.ID, context.Cause(ctx))
+	}
+
+	// A key written twice keeps its last write, so that the order of the
+	// records within a partition does not matter.
+	msgs := make([]*sarama.ProducerMessage, 0, len(c.Entries))
+	seen := make(map[string]struct{}, len(c.Entries))
+	var id []byte
+	for i := len(c.Entries) - 1; i >= 0; i-- {
+		e := &c.Entries[i]
+		key := appendEntryKey(nil, e.Op, e.Key)
+		id = append(binary.LittleEndian.AppendUint32(id[:0], uint32(e.Partition)), key...)
+		if _, dup := seen[string(id)]; dup {
+			continue
+		}
+		seen[string(id)] = struct{}{}
+		m := &sarama.ProducerMessage{Topic: k.cfg.Topic, Partition: e.Partition, Key: sarama.ByteEncoder(key)}
+		if !e.Deleted {
+			m.Value = sarama.ByteEncoder(appendEntryValue(nil, e.Value))
+		}
+		msgs = append(msgs, m)
+	}
+	if err := k.send(msgs); err != nil {
+		k.forget()
+		return fmt.Errorf("changelog: checkpoint of batch %d: %w", c.Batch.ID, err)
+	}
+	if err := ctx.Err(); err != nil {
+		k.forget() // the entries are an unfinished checkpoint now
+		return fmt.Errorf("changelog: checkpoint of batch %d: %w", c.Batch.ID, context.Cause(ctx))
+	}
+
+	seq := k.seq + 1
+	offsets := mergeOffsets(slices.Clone(k.offsets), c.Offsets)
+	markers := make([]*sarama.ProducerMessage, len(parts))
+	for i, p := range parts {
+		m := &marker{seq: seq, batch: c.Batch.ID, prev: k.prevMarker(p), parts: parts, offsets: offsets}
+		markers[i] = &sarama.ProducerMessage{Topic: k.cfg.Topic, Partition: p, Key: sarama.ByteEncoder(markerKey), Value: sarama.ByteEncoder(appendMarker(nil, m))}
+	}
+	k.seq = seq
+	if err := k.send(markers); err != nil {
+		k.forget()
+		return fmt.Errorf("changelog: checkpoint of batch %d: markers: %w", c.Batch.ID, err)
+	}
+	for _, m := range markers {
+		k.lastMarker[m.Partition] = m.Offset
+	}
+	k.offsets = offsets
+	return nil
+}
+
+// prevMarker returns the offset of partition p's last valid marker, or -1.
+func (k *Kafka) prevMarker(p int32) int64 {
+	if off, ok := k.lastMarker[p]; ok {
+		return off
+	}
+	return -1
+}
+
+// send produces msgs and returns when every one is acknowledged or has
+// failed.
+func (k *Kafka) send(msgs []*sarama.ProducerMessage) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	p, err := k.getProducer()
+	if err != nil {
+		return err
+	}
+	// Send and collect acknowledgements in one loop: sarama stops taking
+	// input when nobody reads its Successes.
+	in, ok, failed := p.Input(), p.Successes(), p.Errors()
+	sent, settled := 0, 0
+	var errs []*sarama.ProducerError
+	for settled < len(msgs) {
+		input := in
+		var next *sarama.ProducerMessage
+		if sent < len(msgs) {
+			next = msgs[sent]
+		} else {
+			input = nil
+		}
+		select {
+		case input <- next:
+			sent++
+		case <-ok:
+			settled++
+		case e := <-failed:
+			settled++
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	// A new producer starts from a clean idempotence state; nothing of
+	// this one is in flight.
+	if err := p.Close(); err != nil {
+		k.log.Warn("changelog: close a producer after a failed write", "err", err)
+	}
+	k.producer = nil
+	e := errs[0]
+	return fmt.Errorf("%d of %d records to %s not written; first to partition %d: %w", len(errs), len(msgs), k.cfg.Topic, e.Msg.Partition, e.Err)
+}
+
+// mergeOffsets adds offsets to acc, keeping the highest per partition.
+func mergeOffsets(acc, offsets []stream.Offset) []stream.Offset {
+	for _, o := range offsets {
+		i := slices.IndexFunc(acc, func(x stream.Offset) bool { return x.Source == o.Source && x.Partition == o.Partition })
+		if i < 0 {
+			acc = append(acc, o)
+			continue
+		}
+		acc[i].Next = max(acc[i].Next, o.Next)
+	}
+	return acc
+}
