@@ -55,7 +55,7 @@ with one line per ratio, RATIO <name>=<value>, for scripts.`, stderr)
 	fs.IntVar(&c.partitions, "partitions", defaultPartitions, "partitions of the Kafka topic")
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds of every measure; the figures are their medians")
 	fs.IntVar(&c.batchRecords, "batch-records", 100_000, "the pipeline's -batch-records")
-	fs.Int64Var(&c.stateUsers, "state-users", 1_000_000, "users of the state measure: the pipeline on events made in memory, 2 per user, in 20 batches; 0: skip it")
+	fs.Int64Var(&c.stateUsers, "state-users", 1_000_000, "users of the state measure: the pipeline on events made in memory, 2 per user; 0: skip it")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the reads (not the load) to `file`")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
@@ -372,7 +372,7 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 }
 
 // state runs the pipeline with the sketch sk on 2·stateUsers events made
-// in memory, two per user, in 20 batches, and measures the heap it holds per user in
+// in memory, two per user, in batches of -batch-records, and measures the heap it holds per user in
 // state after the last batch, and the threshold step of every batch. No
 // Kafka client runs, so that their buffers are not counted as state.
 func (c *benchConfig) state(ctx context.Context, sk string, log *slog.Logger) (benchFigures, error) {
@@ -408,7 +408,7 @@ func (c *benchConfig) state(ctx context.Context, sk string, log *slog.Logger) (b
 			f.stateUser = float64(int64(ms.HeapAlloc)-int64(baseline)) / float64(f.users)
 		}
 	})
-	p := stream.NewPipeline(stream.MaxRecords(int(max(events/20, 1))), stream.Interval(time.Hour), stream.Logger(log), stream.WithHook(done))
+	p := stream.NewPipeline(stream.MaxRecords(c.batchRecords), stream.Interval(time.Hour), stream.Logger(log), stream.WithHook(done))
 	raw := stream.From(p, gen)
 	event := func(e score.Event) []byte { return score.AppendJSON(nil, e) }
 	if sk == "exact" {
