@@ -99,6 +99,9 @@ type stateOp[K comparable, V, S any] struct {
 	hashParts  int // keys are placed by hash over this many partitions (-1: Parallelism), or 0
 	hash       func(K) uint64
 	checkpoint int64 // batch of the last checkpoint
+	// moved are the stored places of keys restored into another partition
+	// (the parallelism changed): the next checkpoint deletes them there.
+	moved []Entry
 
 	mu    sync.Mutex // guards parts against dropPartitions
 	parts map[int32]*statePart[K, V, S]
@@ -347,6 +350,8 @@ func (op *stateOp[K, V, S]) changes(dst []Entry, batch int64) ([]Entry, error) {
 	op.mu.Lock()
 	defer op.mu.Unlock()
 	name := op.name()
+	dst = append(dst, op.moved...)
+	op.moved = op.moved[:0]
 	for _, id := range op.ids {
 		sp := op.parts[id]
 		if sp == nil {
@@ -416,10 +421,17 @@ func (op *stateOp[K, V, S]) restore(e Entry, parallelism int) error {
 	if err != nil {
 		return fmt.Errorf("decode state of %s partition %d: %w", e.Op, e.Partition, err)
 	}
-	if exists {
-		sp.slab[i].Value = v
-		return nil
+	if !exists {
+		i = sp.insert(k, v)
 	}
-	sp.insert(k, v)
+	sp.slab[i].Value = v
+	if id != e.Partition {
+		// Saved under another partition: write it under this one next
+		// time, and delete it there.
+		op.moved = append(op.moved, Entry{Op: e.Op, Partition: e.Partition, Key: slices.Clone(e.Key), Deleted: true})
+		if sp.durable {
+			sp.ver[i] = op.checkpoint + 1
+		}
+	}
 	return nil
 }

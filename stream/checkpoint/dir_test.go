@@ -169,6 +169,20 @@ func TestRestoreUnderAnotherParallelism(t *testing.T) {
 		parts[p] = true
 	}
 	assert.Len(t, parts, 5, "restored keys spread over the new partitions")
+
+	// Each key is stored once, in its new partition: the old places were
+	// deleted by the first checkpoint after the move.
+	store, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+	seen := map[string]int32{}
+	_, err = store.Restore(context.Background(), nil, func(e stream.Entry) error {
+		_, dup := seen[string(e.Key)]
+		assert.False(t, dup, "key %x stored in partitions %d and %d", e.Key, seen[string(e.Key)], e.Partition)
+		seen[string(e.Key)] = e.Partition
+		return nil
+	})
+	require.NoError(t, err)
+	assert.Len(t, seen, len(res.last))
 }
 
 func TestCompactionKeepsTheState(t *testing.T) {
