@@ -56,7 +56,7 @@ with one line per ratio, RATIO <name>=<value>, for scripts.`, stderr)
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds of every measure; the figures are their medians")
 	fs.IntVar(&c.batchRecords, "batch-records", 100_000, "the pipeline's -batch-records")
 	fs.Int64Var(&c.stateUsers, "state-users", 1_000_000, "users of the state measure: the pipeline on events made in memory, 2 per user; 0: skip it")
-	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the reads (not the load) to `file`")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the measures (not of the load) to `file`")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
