@@ -14,11 +14,10 @@ import (
 // each round released by a token, so a benchmark can time a running
 // pipeline in its steady state.
 type rounds struct {
-	recs  []stream.Record[int64]
-	parts int
-	go_   chan struct{}
-	left  int
-	pos   int
+	recs []stream.Record[int64]
+	go_  chan struct{}
+	left int
+	pos  int
 }
 
 func (r *rounds) Poll(ctx context.Context, buf []stream.Record[int64]) (int, error) {

@@ -22,9 +22,6 @@ type scripted[T any] struct {
 
 	mu        sync.Mutex
 	commits   [][]stream.Offset
-	assigned  []int32
-	runErr    error
-	ran       bool
 	pollCount int
 }
 

@@ -337,12 +337,15 @@ func (k *Kafka) checkPolicy() error {
 	if err != nil {
 		return err
 	}
-	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: k.cfg.Topic, ConfigNames: []string{"cleanup.policy"}})
-	if err != nil {
+	results, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: k.cfg.Topic, ConfigNames: []string{"cleanup.policy"}}}, sarama.DescribeConfigsOptions{})
+	if err == nil && len(results) == 1 && results[0].ErrorCode != sarama.ErrNoError {
+		err = fmt.Errorf("%w: %s", results[0].ErrorCode, results[0].ErrorMsg)
+	}
+	if err != nil || len(results) != 1 {
 		k.log.Warn("changelog: cannot read the topic's cleanup.policy", "err", err)
 		return nil
 	}
-	for _, e := range entries {
+	for _, e := range results[0].Configs {
 		if e.Name != "cleanup.policy" {
 			continue
 		}

@@ -407,10 +407,11 @@ func TestTopic(t *testing.T) {
 		topics, err := admin.DescribeTopics([]string{"made"})
 		require.NoError(t, err)
 		assert.Len(t, topics[0].Partitions, 3)
-		cfgs, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: "made"})
+		res, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: "made"}}, sarama.DescribeConfigsOptions{})
 		require.NoError(t, err)
+		require.Len(t, res, 1)
 		got := map[string]string{}
-		for _, e := range cfgs {
+		for _, e := range res[0].Configs {
 			got[e.Name] = e.Value
 		}
 		assert.Equal(t, "compact", got["cleanup.policy"])
