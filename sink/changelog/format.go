@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/sluicehq/sluice/internal/wire"
 	"github.com/sluicehq/sluice/stream"
 )
 
@@ -153,99 +154,48 @@ func decodeMarker(b []byte) (marker, error) {
 	default:
 		return m, fmt.Errorf("%w: marker of kind %d", ErrCorrupt, b[1])
 	}
-	r := reader{b: b[2:]}
-	m.seq = r.uvarint()
-	m.batch = r.varint()
-	m.prev = r.varint()
-	n := r.count(1)
+	r := &reader{wire.Reader{B: b[2:], Corrupt: func(what string) error {
+		return fmt.Errorf("%w: bad %s in a marker", ErrCorrupt, what)
+	}}}
+	m.seq = r.Uvarint()
+	m.batch = r.Varint()
+	m.prev = r.Varint()
+	n := r.Count(1)
 	m.parts = make([]int32, 0, n)
 	for range n {
 		m.parts = append(m.parts, r.partition())
 	}
-	n = r.count(1)
+	n = r.Count(1)
 	for range n {
-		m.revokes = append(m.revokes, r.uvarint())
+		m.revokes = append(m.revokes, r.Uvarint())
 	}
-	n = r.count(3)
+	n = r.Count(3)
 	m.offsets = make([]stream.Offset, 0, n)
 	for range n {
-		o := stream.Offset{Source: string(r.bytes()), Partition: r.partition(), Next: r.varint()}
+		o := stream.Offset{Source: string(r.Bytes()), Partition: r.partition(), Next: r.Varint()}
 		if o.Next < 0 {
-			r.fail("offset")
+			r.Fail("offset")
 		}
 		m.offsets = append(m.offsets, o)
 	}
 	switch {
-	case r.err != nil:
-		return marker{}, r.err
-	case len(r.b) > 0:
-		return marker{}, fmt.Errorf("%w: %d bytes after the end of a marker", ErrCorrupt, len(r.b))
+	case r.Err() != nil:
+		return marker{}, r.Err()
+	case len(r.B) > 0:
+		return marker{}, fmt.Errorf("%w: %d bytes after the end of a marker", ErrCorrupt, len(r.B))
 	case m.seq == 0 || m.prev < -1:
 		return marker{}, fmt.Errorf("%w: marker with sequence %d and previous marker at %d", ErrCorrupt, m.seq, m.prev)
 	}
 	return m, nil
 }
 
-// reader decodes a marker; the first error sticks, and later reads return
-// zero values.
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) fail(what string) {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: bad %s in a marker", ErrCorrupt, what)
-	}
-	r.b = nil
-}
-
-func (r *reader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail("number")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail("number")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-// count reads a count of items of at least min bytes each, and rejects
-// one larger than the bytes left could hold.
-func (r *reader) count(min int) int {
-	n := r.uvarint()
-	if n > uint64(len(r.b)/min) {
-		r.fail("count")
-		return 0
-	}
-	return int(n)
-}
-
-func (r *reader) bytes() []byte {
-	n := r.uvarint()
-	if n > uint64(len(r.b)) {
-		r.fail("length")
-		return nil
-	}
-	s := r.b[:n:n]
-	r.b = r.b[n:]
-	return s
-}
+// reader decodes a marker.
+type reader struct{ wire.Reader }
 
 func (r *reader) partition() int32 {
-	v := r.uvarint()
+	v := r.Uvarint()
 	if v > math.MaxInt32 {
-		r.fail("partition")
+		r.Fail("partition")
 		return 0
 	}
 	return int32(v)

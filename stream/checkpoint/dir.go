@@ -46,6 +46,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/sluicehq/sluice/internal/wire"
 	"github.com/sluicehq/sluice/stream"
 )
 
@@ -112,11 +113,11 @@ func Open(dir string, opts ...Option) (*Dir, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := reader{b: body, name: filepath.Join(dir, manifestName)}
-	d.seq = r.uvarint()
-	n := r.count(1)
+	r := newReader(body, filepath.Join(dir, manifestName))
+	d.seq = r.Uvarint()
+	n := r.Count(1)
 	for range n {
-		d.chain = append(d.chain, string(r.bytes()))
+		d.chain = append(d.chain, string(r.Bytes()))
 	}
 	if err := r.end(); err != nil {
 		return nil, err
@@ -194,13 +195,13 @@ func (d *Dir) load(ctx context.Context) ([]stream.Entry, []stream.Offset, error)
 		if err != nil {
 			return nil, nil, err
 		}
-		r := reader{b: body, name: path}
-		r.varint() // batch
+		r := newReader(body, path)
+		r.Varint() // batch
 		offsets = mergeOffsets(offsets, r.offsets())
-		n := r.count(4)
+		n := r.Count(4)
 		for range n {
 			e := r.entry()
-			if r.err != nil {
+			if r.Err() != nil {
 				break
 			}
 			k := entryKey(e)
@@ -409,77 +410,32 @@ func mergeOffsets(acc, offsets []stream.Offset) []stream.Offset {
 	return acc
 }
 
-// reader decodes a body; the first error sticks, and later reads return
-// zero values.
+// reader decodes a body of the file named name.
 type reader struct {
-	b    []byte
+	wire.Reader
 	name string
-	err  error
 }
 
-func (r *reader) fail(what string) {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: %s: bad %s", ErrCorrupt, r.name, what)
-	}
-	r.b = nil
-}
-
-func (r *reader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail("number")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail("number")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-// count reads a count of items of at least min bytes each, and rejects
-// one larger than the bytes left could hold.
-func (r *reader) count(min int) int {
-	n := r.uvarint()
-	if n > uint64(len(r.b)/min) {
-		r.fail("count")
-		return 0
-	}
-	return int(n)
-}
-
-func (r *reader) bytes() []byte {
-	n := r.uvarint()
-	if n > uint64(len(r.b)) {
-		r.fail("length")
-		return nil
-	}
-	s := r.b[:n:n]
-	r.b = r.b[n:]
-	return s
+func newReader(b []byte, name string) *reader {
+	return &reader{Reader: wire.Reader{B: b, Corrupt: func(what string) error {
+		return fmt.Errorf("%w: %s: bad %s", ErrCorrupt, name, what)
+	}}, name: name}
 }
 
 func (r *reader) partition() int32 {
-	v := r.varint()
+	v := r.Varint()
 	if v < -1<<31 || v > 1<<31-1 {
-		r.fail("partition")
+		r.Fail("partition")
 	}
 	return int32(v)
 }
 
 func (r *reader) offsets() []stream.Offset {
-	n := r.count(3)
+	n := r.Count(3)
 	out := make([]stream.Offset, 0, n)
 	for range n {
-		o := stream.Offset{Source: string(r.bytes()), Partition: r.partition(), Next: r.varint()}
-		if r.err != nil {
+		o := stream.Offset{Source: string(r.Bytes()), Partition: r.partition(), Next: r.Varint()}
+		if r.Err() != nil {
 			return nil
 		}
 		out = append(out, o)
@@ -488,19 +444,19 @@ func (r *reader) offsets() []stream.Offset {
 }
 
 func (r *reader) entry() stream.Entry {
-	e := stream.Entry{Op: string(r.bytes()), Partition: r.partition()}
-	if len(r.b) == 0 {
-		r.fail("entry")
+	e := stream.Entry{Op: string(r.Bytes()), Partition: r.partition()}
+	if len(r.B) == 0 {
+		r.Fail("entry")
 		return e
 	}
-	flags := r.b[0]
-	r.b = r.b[1:]
+	flags := r.B[0]
+	r.B = r.B[1:]
 	if flags > 1 {
-		r.fail("entry flags")
+		r.Fail("entry flags")
 	}
 	e.Deleted = flags == 1
-	e.Key = r.bytes()
-	e.Value = r.bytes()
+	e.Key = r.Bytes()
+	e.Value = r.Bytes()
 	if e.Deleted {
 		e.Value = nil
 	}
@@ -509,8 +465,8 @@ func (r *reader) entry() stream.Entry {
 
 // end reports the first error, or trailing bytes.
 func (r *reader) end() error {
-	if r.err == nil && len(r.b) > 0 {
-		r.err = fmt.Errorf("%w: %s: %d bytes after the end", ErrCorrupt, r.name, len(r.b))
+	if r.Err() == nil && len(r.B) > 0 {
+		return fmt.Errorf("%w: %s: %d bytes after the end", ErrCorrupt, r.name, len(r.B))
 	}
-	return r.err
+	return r.Err()
 }
