@@ -68,7 +68,9 @@
 // the checkpoint and the commit does not count them twice. Name stateful
 // operators (Stream.Named): the name, not the position in the graph, keys
 // their state, so the program around them may change. Package
-// stream/checkpoint keeps state in a local directory.
+// stream/checkpoint keeps state in a local directory, and package
+// sink/changelog in a compacted Kafka topic, from which a partition's
+// state can be rebuilt on whichever process the partition moves to.
 //
 // # Sources and sinks
 //
