@@ -86,4 +86,9 @@
 // -reset-checkpoint discards the checkpoint. With -input, a checkpoint is
 // used only when -checkpoint is given. The embedded broker keeps nothing
 // across runs and is never checkpointed.
+//
+// With -state changelog, the totals and offsets go instead to the compacted
+// Kafka topic -changelog-topic (default <group>-totals-changelog), one
+// partition per input partition, so that whichever process is assigned a
+// partition restores its totals, on any machine.
 package main

@@ -24,6 +24,12 @@ const (
 	defaultPartitions = 4
 )
 
+// Values of -state.
+const (
+	stateDir       = "dir"
+	stateChangelog = "changelog"
+)
+
 // runConfig is the configuration of the pipeline: the run command.
 type runConfig struct {
 	brokers        []string
@@ -41,6 +47,8 @@ type runConfig struct {
 	checkpoint     string
 	checkpointSet  bool // -checkpoint was given: file input checkpoints too
 	resetState     bool
+	state          string // stateDir or stateChangelog
+	changelogTopic string
 	input          string
 	json           bool
 	thresholdTopic string
@@ -67,6 +75,8 @@ producer of random events, and shows results on its own.`, stderr)
 	fs.Float64Var(&c.compression, "compression", digest.DefaultCompression, "t-digest `compression`: higher is more accurate and larger")
 	fs.StringVar(&c.checkpoint, "checkpoint", "checkpoint", "`directory` where the running totals and the input offsets they reflect are checkpointed after every batch, and restored from at start; empty: none. Used with -brokers, and with -input when given")
 	fs.BoolVar(&c.resetState, "reset-checkpoint", false, "discard the checkpoint in -checkpoint before starting, to start from empty totals on purpose")
+	fs.StringVar(&c.state, "state", stateDir, "where the totals are kept: dir (the -checkpoint directory) or changelog (the compacted Kafka topic -changelog-topic, restored on whichever machine reads the partitions; needs -brokers)")
+	fs.StringVar(&c.changelogTopic, "changelog-topic", "", "Kafka `topic` of -state changelog, created compacted with as many partitions as -topic if missing; empty: <group>-totals-changelog")
 	fs.StringVar(&c.input, "input", "", "read events from `file` (- for standard input) instead of Kafka: CSV rows user_id,activity or JSON lines")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object per batch instead of a summary")
 	fs.StringVar(&c.thresholdTopic, "threshold-topic", "", "also publish every batch's threshold to this Kafka `topic`")
@@ -82,6 +92,9 @@ producer of random events, and shows results on its own.`, stderr)
 	c.listenSet = isSet(fs, "listen")
 	c.checkpointSet = isSet(fs, "checkpoint")
 	embedded := len(c.brokers) == 0 && c.input == ""
+	if c.changelogTopic == "" {
+		c.changelogTopic = c.group + "-totals-changelog"
+	}
 	switch {
 	case !(c.limit > 0 && c.limit < 1):
 		return nil, usagef("-limit %v: must be a quantile strictly between 0 and 1, such as 0.95", c.limit)
@@ -111,12 +124,26 @@ producer of random events, and shows results on its own.`, stderr)
 		return nil, usagef("-checkpoint: the embedded broker keeps no data across runs, so a checkpoint of its offsets would skip new events; use -brokers (see \"popularusers broker -data-dir\") or -input")
 	case c.resetState && c.checkpoint == "":
 		return nil, usagef("-reset-checkpoint needs a -checkpoint directory")
+	case c.state != stateDir && c.state != stateChangelog:
+		return nil, usagef("-state %q: must be dir or changelog", c.state)
+	case c.state != stateChangelog && isSet(fs, "changelog-topic"):
+		return nil, usagef("-changelog-topic names the topic of -state changelog")
+	case c.state == stateChangelog && (c.input != "" || len(c.brokers) == 0):
+		return nil, usagef("-state changelog keeps the totals in Kafka beside the input they count: it needs -brokers, and does not go with -input or the embedded broker")
+	case c.state == stateChangelog && (c.checkpointSet || c.resetState):
+		return nil, usagef("-checkpoint and -reset-checkpoint are for -state dir; with -state changelog, delete the -changelog-topic to start from empty totals on purpose")
 	}
 	if _, _, err := net.SplitHostPort(c.listen); embedded && err != nil {
 		return nil, usagef("-listen %q: need host:port, such as 127.0.0.1:9092", c.listen)
 	}
 	if err := c.faults.check(fs, c); err != nil {
 		return nil, err
+	}
+	switch c.changelogTopic {
+	case c.topic, c.outTopic, c.thresholdTopic, c.faults.dlqTopic:
+		if c.state == stateChangelog {
+			return nil, usagef("-changelog-topic %q must differ from the input, output, threshold and dead-letter topics", c.changelogTopic)
+		}
 	}
 	return c, nil
 }

@@ -39,6 +39,12 @@ func TestBadCommandLinesExitWithUsage(t *testing.T) {
 		{"produce user 0", []string{"produce", "-start", "0"}, "-start 0: user ids start at 1"},
 		{"generate negative rows", []string{"generate", "-rows", "-5"}, "-rows -5"},
 		{"generate no output", []string{"generate", "-o", ""}, "-o: need a file name"},
+		{"unknown state", []string{"-state", "disk"}, `-state "disk": must be dir or changelog`},
+		{"changelog without brokers", []string{"-state", "changelog"}, "-state changelog keeps the totals in Kafka beside the input they count: it needs -brokers"},
+		{"changelog with input", []string{"-state", "changelog", "-input", "x.csv", "-brokers", "localhost:9092"}, "does not go with -input"},
+		{"changelog with checkpoint", []string{"-state", "changelog", "-brokers", "localhost:9092", "-checkpoint", "d"}, "-checkpoint and -reset-checkpoint are for -state dir"},
+		{"changelog on the input topic", []string{"-state", "changelog", "-brokers", "localhost:9092", "-changelog-topic", "messages"}, `-changelog-topic "messages" must differ`},
+		{"changelog topic with dir", []string{"-brokers", "localhost:9092", "-changelog-topic", "c"}, "-changelog-topic names the topic of -state changelog"},
 		{"broker no partitions", []string{"broker", "-partitions", "0"}, "-partitions 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

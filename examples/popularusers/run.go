@@ -13,9 +13,13 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
 
 	"github.com/sluicehq/sluice/digest"
 	"github.com/sluicehq/sluice/score"
+	"github.com/sluicehq/sluice/sink/changelog"
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
 	"github.com/sluicehq/sluice/stream/checkpoint"
@@ -81,7 +85,14 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 	}
 
 	opts := c.options(log)
-	if dir := c.checkpointDir(len(c.brokers) > 0); dir != "" {
+	if c.state == stateChangelog {
+		store, err := c.openChangelog(runCtx, brokers, log)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, store.Close)
+		opts = append(opts, stream.WithStore(store))
+	} else if dir := c.checkpointDir(len(c.brokers) > 0); dir != "" {
 		store, err := openCheckpoint(dir, c.resetState, log)
 		if err != nil {
 			return err
@@ -119,7 +130,7 @@ func (c *runConfig) options(log *slog.Logger) []stream.Option {
 // reading a file twice counts it twice, as one expects.
 func (c *runConfig) checkpointDir(external bool) string {
 	switch {
-	case c.checkpoint == "":
+	case c.checkpoint == "" || c.state != stateDir:
 		return ""
 	case c.input != "" && !c.checkpointSet:
 		return ""
@@ -162,6 +173,59 @@ func openCheckpoint(dir string, reset bool, log *slog.Logger) (*checkpoint.Dir, 
 	return store, nil
 }
 
+// openChangelog returns the store of -state changelog on -changelog-topic.
+// State partition p is written to partition p of the topic, so a topic the
+// store creates gets as many partitions as the input topic has now.
+func (c *runConfig) openChangelog(ctx context.Context, brokers []string, log *slog.Logger) (*changelog.Kafka, error) {
+	n, err := topicPartitions(ctx, brokers, c.topic, c.faults.connectTimeout)
+	if err != nil {
+		return nil, err
+	}
+	store, err := changelog.NewKafka(changelog.Config{
+		Brokers:    brokers,
+		Topic:      c.changelogTopic,
+		Partitions: n,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("keeping state in a Kafka changelog", "topic", c.changelogTopic, "partitions", n)
+	return store, nil
+}
+
+// topicPartitions returns how many partitions topic has, retrying for up
+// to timeout while the brokers cannot be reached.
+func topicPartitions(ctx context.Context, brokers []string, topic string, timeout time.Duration) (int32, error) {
+	cfg := sarama.NewConfig()
+	cfg.Metadata.AllowAutoTopicCreation = false // the input topic is the producers' to create
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := fetchPartitions(brokers, topic, cfg)
+		if err == nil || errors.Is(err, sarama.ErrUnknownTopicOrPartition) || time.Now().After(deadline) {
+			return n, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("partitions of input topic %q: %w", topic, context.Cause(ctx))
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func fetchPartitions(brokers []string, topic string, cfg *sarama.Config) (int32, error) {
+	client, err := sarama.NewClient(brokers, cfg)
+	if err != nil {
+		return 0, fmt.Errorf("partitions of input topic %q: %w", topic, err)
+	}
+	defer client.Close()
+	ps, err := client.Partitions(topic)
+	if err != nil {
+		return 0, fmt.Errorf("partitions of the input topic: %w", err)
+	}
+	return int32(len(ps)), nil
+}
+
 // filePipeline builds the pipeline on an event file.
 func (c *runConfig) filePipeline(in *input, out *outputs, opts []stream.Option, log *slog.Logger) *stream.Pipeline {
 	// A regular file is cut by record count alone, so that its batches
@@ -195,6 +259,15 @@ func (c *runConfig) kafkaPipeline(brokers []string, out *outputs, opts []stream.
 		// checkpoint: a restart after a crash takes its partitions (and
 		// their state) back at once, instead of waiting for the dead
 		// member's session to expire.
+		//
+		// With -state changelog, a dynamic member too. The state is in
+		// Kafka, so there is no directory to name the process after, and
+		// group, topic and host alone would give every process of a group
+		// on one host the same name: each would fence the other out. The
+		// changelog exists for partitions that move between processes,
+		// and any process restores what it is assigned; the price is that
+		// a restart after a crash waits for the dead member's session to
+		// expire (sarama's 10s by default) before it gets partitions.
 		InstanceID: instanceID(c.group, c.checkpointDir(len(c.brokers) > 0)),
 		Logger:     log,
 	})

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/sink/changelog"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// changelogged reads the totals and offsets a changelog topic holds, as a
+// pipeline without a group would restore them (partitions nil), or the
+// given partitions as a group member does.
+func changelogged(t *testing.T, addr, topic string, partitions []int32) (map[int64]int64, int64) {
+	t.Helper()
+	store, err := changelog.NewKafka(changelog.Config{Brokers: []string{addr}, Topic: topic, RestoreTimeout: 10 * time.Second})
+	require.NoError(t, err)
+	defer store.Close()
+	codec := stream.CodecFor[int64]()
+	totals := map[int64]int64{}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	offsets, err := store.Restore(ctx, partitions, func(e stream.Entry) error {
+		require.Equal(t, "totals", e.Op)
+		k, err := codec.Decode(e.Key)
+		require.NoError(t, err)
+		if e.Deleted {
+			delete(totals, k)
+			return nil
+		}
+		v, err := codec.Decode(e.Value)
+		require.NoError(t, err)
+		totals[k] = v // a key written by several checkpoints: the last wins
+		return nil
+	})
+	require.NoError(t, err)
+	var read int64
+	for _, o := range offsets {
+		read += o.Next
+	}
+	return totals, read
+}
+
+// startStandaloneBroker starts "popularusers broker" on a free port and
+// returns its address.
+func startStandaloneBroker(t *testing.T) string {
+	t.Helper()
+	b := start(t, "broker", "-listen", "127.0.0.1:0", "-partitions", "4")
+	waitFor(t, 30*time.Second, "the broker's address", func() bool { return len(b.stdout.lines()) > 0 })
+	return b.stdout.lines()[0]
+}
+
+// recordsOf sums the records of a -json run's batches so far.
+func recordsOf(t *testing.T, p *process) int {
+	n := 0
+	for _, l := range parseLines(t, strings.Join(p.stdout.lines(), "\n")) {
+		n += l.Records
+	}
+	return n
+}
+
+// runUntilAll runs the pipeline with args until it has counted users users
+// and then found nothing more to read for five batches in a row, and stops
+// it with SIGTERM.
+func runUntilAll(t *testing.T, users int, args ...string) {
+	t.Helper()
+	const idle = 5 // one empty batch may be a slow fetch
+	p := start(t, args...)
+	waitFor(t, 2*time.Minute, "every event", func() bool {
+		lines := parseLines(t, strings.Join(p.stdout.lines(), "\n"))
+		if len(lines) < idle || lines[len(lines)-1].Users != users || recordsOf(t, p) == 0 {
+			return false
+		}
+		for _, l := range lines[len(lines)-idle:] {
+			if l.Records != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	assert.Equal(t, exitOK, p.stop(t, syscall.SIGTERM, 30*time.Second))
+}
+
+// With -state changelog, the pipeline killed with SIGKILL in the middle of
+// its batches and restarted each time ends with every user's total exact:
+// the totals and the offsets they reflect are restored together from the
+// Kafka topic, by whichever process reads the partitions.
+func TestChangelogCrashesKeepTotalsExact(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills and restarts processes")
+	}
+	addr := startStandaloneBroker(t)
+	const seed, first, users, events, rate = 11, 1000, 200, 30_000, 2000
+	produced := make(chan result, 1)
+	go func() {
+		produced <- runMain(t, context.Background(), "", "produce", "-brokers", addr, "-count", strconv.Itoa(events),
+			"-rate", strconv.Itoa(rate), "-start", strconv.Itoa(first), "-users", strconv.Itoa(users), "-seed", strconv.Itoa(seed))
+	}()
+	want := expectedTotals(t, seed, first, users, events)
+
+	const topic = "crashes-totals-changelog"
+	args := []string{"-brokers", addr, "-group", "crashes", "-state", "changelog", "-changelog-topic", topic,
+		"-json", "-interval", "100ms", "-batch-records", "200", "-sketch", "exact"}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
+	var progress []int64
+	for kill := 1; kill <= 2; kill++ {
+		p := start(t, args...)
+		// Killed once it is counting: restoring, joining and waiting for
+		// the last killed member's session to expire come first.
+		waitFor(t, time.Minute, "the first records of the run", func() bool { return recordsOf(t, p) > 0 })
+		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+		require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
+		p.cmd.Wait() //nolint:errcheck // killed on purpose
+		_, read := changelogged(t, addr, topic, []int32{0, 1, 2, 3})
+		t.Logf("kill %d after %d events in this run: %d events in the changelog", kill, recordsOf(t, p), read)
+		progress = append(progress, read)
+	}
+	r := <-produced
+	require.Equal(t, exitOK, r.code, r.stderr)
+	require.Less(t, progress[len(progress)-1], int64(events), "the last kill came before the end")
+	require.Greater(t, progress[len(progress)-1], progress[0], "the killed runs made progress")
+
+	runUntilAll(t, len(want), args...)
+	got, read := changelogged(t, addr, topic, nil)
+	assert.Equal(t, int64(events), read, "the changelog reflects every event")
+	assert.Equal(t, want, got, "every user's total is exact")
+}
+
+// The same events counted with -state dir and with -state changelog (two
+// groups) give the same totals, and the changelog alone restores them: with
+// the checkpoint directory deleted, a restarted changelog pipeline goes on
+// from its totals.
+func TestChangelogRestoresTheCheckpointedState(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes")
+	}
+	addr := startStandaloneBroker(t)
+	const seed, first, users, events = 13, 1000, 150, 5000
+	produce := func(seed, count int) {
+		r := runMain(t, context.Background(), "", "produce", "-brokers", addr, "-count", strconv.Itoa(count),
+			"-rate", "0", "-start", strconv.Itoa(first), "-users", strconv.Itoa(users), "-seed", strconv.Itoa(seed))
+		require.Equal(t, exitOK, r.code, r.stderr)
+	}
+	produce(seed, events)
+	want := expectedTotals(t, seed, first, users, events)
+	common := []string{"-brokers", addr, "-json", "-interval", "100ms", "-batch-records", "500", "-sketch", "exact"}
+
+	dir := filepath.Join(t.TempDir(), "checkpoint")
+	runUntilAll(t, len(want), append(common, "-group", "bydir", "-state", "dir", "-checkpoint", dir)...)
+	const topic = "bylog-totals-changelog"
+	runUntilAll(t, len(want), append(common, "-group", "bylog", "-state", "changelog")...)
+
+	fromDir, readDir := checkpointed(t, dir)
+	fromLog, readLog := changelogged(t, addr, topic, nil)
+	assert.Equal(t, want, fromDir)
+	assert.Equal(t, fromDir, fromLog, "the changelog holds the state the checkpoint holds")
+	assert.Equal(t, int64(events), readDir)
+	assert.Equal(t, readDir, readLog, "and the same input offsets")
+
+	// Nothing of -state changelog is on disk: more events, no directory.
+	require.NoError(t, os.RemoveAll(dir))
+	const more = 2000
+	produce(seed+1, more)
+	for u, v := range expectedTotals(t, seed+1, first, users, more) {
+		want[u] += v
+	}
+	runUntilAll(t, len(want), append(common, "-group", "bylog", "-state", "changelog")...)
+	got, read := changelogged(t, addr, topic, nil)
+	assert.Equal(t, int64(events+more), read, "the restarted run skipped the events its restored totals count")
+	assert.Equal(t, want, got, "and counted the new ones once")
+}
