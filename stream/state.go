@@ -357,8 +357,17 @@ func (op *stateOp[K, V, S]) changes(dst []Entry, batch int64) ([]Entry, error) {
 		if sp == nil {
 			continue
 		}
+		// Keys and values are encoded one after the other in one buffer,
+		// not one allocation each. A buffer that grows leaves the entries
+		// already made pointing into the old one, which stays valid.
+		var buf []byte
+		encode := func(b []byte, err error) ([]byte, error) {
+			start := len(buf)
+			buf = b
+			return buf[start:len(buf):len(buf)], err
+		}
 		for _, k := range sp.gone {
-			kb, err := op.keyCodec.Append(nil, k)
+			kb, err := encode(op.keyCodec.Append(buf, k))
 			if err != nil {
 				return dst, fmt.Errorf("encode key %v of %s: %w", k, name, err)
 			}
@@ -370,11 +379,14 @@ func (op *stateOp[K, V, S]) changes(dst []Entry, batch int64) ([]Entry, error) {
 			if sp.ver[i] <= op.checkpoint {
 				continue
 			}
-			kb, err := op.keyCodec.Append(nil, kv.Key)
+			if buf == nil {
+				buf = make([]byte, 0, 64<<10)
+			}
+			kb, err := encode(op.keyCodec.Append(buf, kv.Key))
 			if err != nil {
 				return dst, fmt.Errorf("encode key %v of %s: %w", kv.Key, name, err)
 			}
-			vb, err := op.stateCodec.Append(nil, kv.Value)
+			vb, err := encode(op.stateCodec.Append(buf, kv.Value))
 			if err != nil {
 				return dst, fmt.Errorf("encode state of key %v of %s: %w", kv.Key, name, err)
 			}

@@ -10,9 +10,10 @@
 // file, syncs it, renames it into place and syncs the directory; then it
 // does the same for a new MANIFEST. The rename of MANIFEST is the commit
 // point: a crash at any moment leaves the previous checkpoint or the new
-// one, never a mix. When the deltas outgrow the snapshot, they are merged
-// into a new snapshot, so that restoring reads about twice the state at
-// most.
+// one, never a mix. When the deltas grow to three times the snapshot,
+// they are merged into a new snapshot, so that restoring reads about four
+// times the state at most, and a state whose keys all change every batch
+// is rewritten whole only every third checkpoint or so.
 //
 // # Format
 //
@@ -59,6 +60,12 @@ const (
 	kindSnapshot = 'S'
 	kindDelta    = 'D'
 	kindManifest = 'M'
+	// compactRatio is how many times the snapshot's size the deltas may
+	// grow to before they are merged into a new snapshot: restoring reads
+	// at most about compactRatio+1 times the state, and a state whose keys
+	// all change every batch is rewritten whole every compactRatio
+	// checkpoints or so.
+	compactRatio = 3
 	// maxFile bounds what is read of one file, so that a hostile length
 	// cannot make a read allocate without bound.
 	maxFile = 1 << 34
@@ -245,7 +252,7 @@ func (d *Dir) Checkpoint(ctx context.Context, c *stream.Changes) error {
 		return err
 	}
 	d.deltaSize += size
-	if d.deltaSize > max(d.snapBytes, 1<<20) {
+	if d.deltaSize > compactRatio*max(d.snapBytes, 1<<20) {
 		return d.compact(ctx, c.Batch.ID)
 	}
 	return nil
