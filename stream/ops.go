@@ -11,8 +11,26 @@ import (
 //	in  -- 1 -- 2 -- 3 -->
 //	out -- 2 -- 4 -- 6 -->   Map(in, double)
 func Map[T, U any](s *Stream[T], f func(T) U) *Stream[U] {
+	return elementwise(s, "map", func(o *Partition[U], p *Partition[T], _ []Origin) ([]Origin, error) {
+		vals := slices.Grow(o.Values, len(p.Values))[:len(p.Values)]
+		for j, v := range p.Values {
+			vals[j] = f(v)
+		}
+		o.Values, o.Origins = vals, p.Origins
+		return nil, nil
+	})
+}
+
+// elementwise derives from s a stream whose partition is filled by fill
+// from the same partition of s, in parallel, into buffers reused from
+// batch to batch. fill gets an empty origin buffer of its own and returns
+// the output's origins: that buffer, filled, or p.Origins shared when the
+// values keep their positions. It works on local slices: partitions share
+// cache lines, and a slice header written per value would bounce between
+// cores.
+func elementwise[T, U any](s *Stream[T], op string, fill func(o *Partition[U], p *Partition[T], own []Origin) ([]Origin, error)) *Stream[U] {
 	var bufs buffers[U]
-	return derive(s, "map", func(bc *batchCtx) (*Batch[U], error) {
+	return derive(s, op, func(bc *batchCtx) (*Batch[U], error) {
 		in, err := s.batch(bc)
 		if in == nil || err != nil {
 			return nil, err
@@ -20,13 +38,12 @@ func Map[T, U any](s *Stream[T], f func(T) U) *Stream[U] {
 		out := bufs.next(in.Info, len(in.Partitions))
 		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
 			o := &out.Partitions[i]
-			o.ID, o.Origins = p.ID, p.Origins
-			vals := slices.Grow(o.Values, len(p.Values))[:len(p.Values)]
-			for j, v := range p.Values {
-				vals[j] = f(v)
+			o.ID = p.ID
+			origins, err := fill(o, p, bufs.ownOrigins(i))
+			if origins != nil {
+				bufs.keepOrigins(i, origins)
 			}
-			o.Values = vals
-			return nil
+			return err
 		})
 		return out, err
 	})
@@ -38,30 +55,18 @@ func Map[T, U any](s *Stream[T], f func(T) U) *Stream[U] {
 //	in  -- 1 -- 2 -- 3 -- 4 -->
 //	out ------- 2 ------- 4 -->   Filter(in, even)
 func Filter[T any](s *Stream[T], keep func(T) bool) *Stream[T] {
-	var bufs buffers[T]
-	out := derive(s, "filter", func(bc *batchCtx) (*Batch[T], error) {
-		in, err := s.batch(bc)
-		if in == nil || err != nil {
-			return nil, err
-		}
-		out := bufs.next(in.Info, len(in.Partitions))
-		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
-			o := &out.Partitions[i]
-			o.ID = p.ID
-			vals, origins := o.Values, bufs.ownOrigins(i) // local: see reduceInPartitions
-			for j, v := range p.Values {
-				if keep(v) {
-					vals = append(vals, v)
-					if j < len(p.Origins) {
-						origins = append(origins, p.Origins[j])
-					}
+	out := elementwise(s, "filter", func(o *Partition[T], p *Partition[T], origins []Origin) ([]Origin, error) {
+		vals := o.Values
+		for j, v := range p.Values {
+			if keep(v) {
+				vals = append(vals, v)
+				if j < len(p.Origins) {
+					origins = append(origins, p.Origins[j])
 				}
 			}
-			o.Values = vals
-			bufs.keepOrigins(i, origins)
-			return nil
-		})
-		return out, err
+		}
+		o.Values = vals
+		return origins, nil
 	})
 	out.keyed = s.keyed
 	return out
@@ -74,31 +79,19 @@ func Filter[T any](s *Stream[T], keep func(T) bool) *Stream[T] {
 //	in  -- "a b" ------ "c" -->
 //	out -- "a" "b" ---- "c" -->   FlatMap(in, words)
 func FlatMap[T, U any](s *Stream[T], f func(dst []U, v T) []U) *Stream[U] {
-	var bufs buffers[U]
-	return derive(s, "flatMap", func(bc *batchCtx) (*Batch[U], error) {
-		in, err := s.batch(bc)
-		if in == nil || err != nil {
-			return nil, err
-		}
-		out := bufs.next(in.Info, len(in.Partitions))
-		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
-			o := &out.Partitions[i]
-			o.ID = p.ID
-			vals, origins := o.Values, bufs.ownOrigins(i) // local: see reduceInPartitions
-			for j, v := range p.Values {
-				before := len(vals)
-				vals = f(vals, v)
-				if j < len(p.Origins) {
-					for range len(vals) - before {
-						origins = append(origins, p.Origins[j])
-					}
+	return elementwise(s, "flatMap", func(o *Partition[U], p *Partition[T], origins []Origin) ([]Origin, error) {
+		vals := o.Values
+		for j, v := range p.Values {
+			before := len(vals)
+			vals = f(vals, v)
+			if j < len(p.Origins) {
+				for range len(vals) - before {
+					origins = append(origins, p.Origins[j])
 				}
 			}
-			o.Values = vals
-			bufs.keepOrigins(i, origins)
-			return nil
-		})
-		return out, err
+		}
+		o.Values = vals
+		return origins, nil
 	})
 }
 
@@ -106,28 +99,17 @@ func FlatMap[T, U any](s *Stream[T], f func(dst []U, v T) []U) *Stream[U] {
 // *RecordError naming the value's origin. Use TryMap to set bad values
 // aside instead.
 func MapErr[T, U any](s *Stream[T], f func(T) (U, error)) *Stream[U] {
-	var bufs buffers[U]
-	return derive(s, "mapErr", func(bc *batchCtx) (*Batch[U], error) {
-		in, err := s.batch(bc)
-		if in == nil || err != nil {
-			return nil, err
-		}
-		out := bufs.next(in.Info, len(in.Partitions))
-		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
-			o := &out.Partitions[i]
-			o.ID, o.Origins = p.ID, p.Origins
-			vals := slices.Grow(o.Values, len(p.Values))[:len(p.Values)]
-			o.Values = vals
-			for j, v := range p.Values {
-				u, err := f(v)
-				if err != nil {
-					return &RecordError{Origin: p.Origin(j), Err: err}
-				}
-				vals[j] = u
+	return elementwise(s, "mapErr", func(o *Partition[U], p *Partition[T], _ []Origin) ([]Origin, error) {
+		vals := slices.Grow(o.Values, len(p.Values))[:len(p.Values)]
+		o.Values, o.Origins = vals, p.Origins
+		for j, v := range p.Values {
+			u, err := f(v)
+			if err != nil {
+				return nil, &RecordError{Origin: p.Origin(j), Err: err}
 			}
-			return nil
-		})
-		return out, err
+			vals[j] = u
+		}
+		return nil, nil
 	})
 }
 
