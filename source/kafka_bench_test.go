@@ -3,7 +3,6 @@ package source_test
 import (
 	"context"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,20 +44,9 @@ func BenchmarkKafkaConsume(b *testing.B) {
 	nextGroup := func() string { group++; return "bench-" + strconv.Itoa(group) }
 
 	bare := func(b *testing.B) time.Duration {
-		start := time.Now()
-		var counted time.Duration
-		g, err := sarama.NewConsumerGroup(broker.Addrs(), nextGroup(), benchSarama())
+		took, err := kafkatest.CountGroup(context.Background(), broker.Addrs(), "bench", nextGroup(), benchSarama(), records)
 		require.NoError(b, err)
-		ctx, cancel := context.WithCancel(context.Background())
-		h := &countHandler{want: records, done: func() {
-			counted = time.Since(start)
-			cancel()
-		}}
-		for ctx.Err() == nil {
-			require.NoError(b, g.Consume(ctx, []string{"bench"}, h))
-		}
-		require.NoError(b, g.Close())
-		return counted
+		return took
 	}
 	pipeline := func(b *testing.B, buffer int, interval time.Duration) time.Duration {
 		start := time.Now()
@@ -130,30 +118,4 @@ func benchSarama() *sarama.Config {
 	c.Consumer.Offsets.Initial = sarama.OffsetOldest
 	c.Consumer.Offsets.AutoCommit.Enable = false
 	return c
-}
-
-// countHandler counts records in ConsumeClaim and calls done after want.
-type countHandler struct {
-	n    atomic.Int64
-	want int64
-	done func()
-}
-
-func (h *countHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
-func (h *countHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
-
-func (h *countHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	for {
-		select {
-		case _, ok := <-claim.Messages():
-			if !ok {
-				return nil
-			}
-			if h.n.Add(1) == h.want {
-				h.done()
-			}
-		case <-sess.Context().Done():
-			return nil
-		}
-	}
 }

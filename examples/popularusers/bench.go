@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -254,60 +253,14 @@ func (c *benchConfig) load(b *kafkatest.Broker) error {
 // bare reads every event with a sarama consumer group that only counts,
 // and returns the records/s from the start to the last record counted.
 func (c *benchConfig) bare(ctx context.Context, brokers []string, group string) (float64, error) {
-	start := time.Now()
 	cfg := sarama.NewConfig()
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
 	cfg.Consumer.Offsets.AutoCommit.Enable = false
-	g, err := sarama.NewConsumerGroup(brokers, group, cfg)
+	took, err := kafkatest.CountGroup(ctx, brokers, benchTopic, group, cfg, c.events)
 	if err != nil {
 		return 0, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var took time.Duration
-	h := &countHandler{want: c.events, done: func() {
-		took = time.Since(start)
-		cancel()
-	}}
-	for ctx.Err() == nil {
-		if err := g.Consume(ctx, []string{benchTopic}, h); err != nil && !errors.Is(err, sarama.ErrClosedConsumerGroup) {
-			g.Close()
-			return 0, err
-		}
-	}
-	if err := g.Close(); err != nil {
-		return 0, err
-	}
-	if h.n.Load() < c.events {
-		return 0, ctx.Err()
-	}
 	return float64(c.events) / took.Seconds(), nil
-}
-
-// countHandler counts records in ConsumeClaim and calls done after want.
-type countHandler struct {
-	n    atomic.Int64
-	want int64
-	done func()
-}
-
-func (h *countHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
-func (h *countHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
-
-func (h *countHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	for {
-		select {
-		case _, ok := <-claim.Messages():
-			if !ok {
-				return nil
-			}
-			if h.n.Add(1) == h.want {
-				h.done()
-			}
-		case <-sess.Context().Done():
-			return nil
-		}
-	}
 }
 
 // pipeline reads every event with the popular-users pipeline, as run
