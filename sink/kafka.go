@@ -10,6 +10,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/sluicehq/sluice/internal/kafkaconf"
 	"github.com/sluicehq/sluice/stream"
 )
 
@@ -101,21 +102,7 @@ func newKafka[T any](cfg KafkaConfig, encode func(v T) (Message, error)) (*Kafka
 		return nil, fmt.Errorf("kafka sink %s: no encoder", cfg.Topic)
 	}
 	cfg.Brokers = slices.Clone(cfg.Brokers)
-	var sc *sarama.Config
-	if cfg.Sarama != nil {
-		c := *cfg.Sarama
-		sc = &c
-	} else {
-		sc = sarama.NewConfig()
-		sc.Producer.RequiredAcks = sarama.WaitForAll
-		sc.Producer.Idempotent = true
-		sc.Net.MaxOpenRequests = 1 // what sarama requires of an idempotent producer
-	}
-	if sc.ClientID == "" || sc.ClientID == "sarama" {
-		sc.ClientID = "sluice"
-	}
-	sc.Producer.Return.Successes = true
-	sc.Producer.Return.Errors = true
+	sc := kafkaconf.Producer(cfg.Sarama)
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka sink %s: sarama config: %w", cfg.Topic, err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/sluicehq/sluice/internal/kafkaconf"
 	"github.com/sluicehq/sluice/stream"
 )
 
@@ -120,27 +121,15 @@ func NewKafka(cfg Config) (*Kafka, error) {
 	if cfg.RestoreTimeout == 0 {
 		cfg.RestoreTimeout = time.Minute
 	}
-	var sc *sarama.Config
-	if cfg.Sarama != nil {
-		c := *cfg.Sarama
-		sc = &c
-	} else {
-		sc = sarama.NewConfig()
-		sc.Producer.RequiredAcks = sarama.WaitForAll
-		sc.Producer.Idempotent = true
-		sc.Net.MaxOpenRequests = 1 // what sarama requires of an idempotent producer
+	sc := kafkaconf.Producer(cfg.Sarama)
+	if cfg.Sarama == nil {
 		sc.Producer.Retry.Max = 12
 		sc.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {
 			return min(100*time.Millisecond<<retries, 5*time.Second)
 		}
 		sc.Consumer.Fetch.Default = 8 << 20 // per fetch of a restore
 	}
-	if sc.ClientID == "" || sc.ClientID == "sarama" {
-		sc.ClientID = "sluice"
-	}
 	sc.Producer.Partitioner = sarama.NewManualPartitioner
-	sc.Producer.Return.Successes = true
-	sc.Producer.Return.Errors = true
 	sc.Metadata.AllowAutoTopicCreation = false
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("changelog %s: sarama config: %w", cfg.Topic, err)

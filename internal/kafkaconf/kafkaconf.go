@@ -1,0 +1,31 @@
+// Package kafkaconf holds the sarama producer settings the Kafka sinks and
+// the changelog store share, so that what "delivered" means is decided in
+// one place.
+package kafkaconf
+
+import "github.com/IBM/sarama"
+
+// Producer returns a copy of base, or, with base nil, a configuration in
+// which a message is acknowledged by all in-sync replicas and the producer
+// is idempotent, so that sarama's retries neither duplicate nor reorder
+// messages. Either way it returns successes and errors, which a sink needs
+// to know that a batch is delivered, and names the client "sluice" unless
+// base named it.
+func Producer(base *sarama.Config) *sarama.Config {
+	var c *sarama.Config
+	if base != nil {
+		cp := *base
+		c = &cp
+	} else {
+		c = sarama.NewConfig()
+		c.Producer.RequiredAcks = sarama.WaitForAll
+		c.Producer.Idempotent = true
+		c.Net.MaxOpenRequests = 1 // what sarama requires of an idempotent producer
+	}
+	if c.ClientID == "" || c.ClientID == "sarama" {
+		c.ClientID = "sluice"
+	}
+	c.Producer.Return.Successes = true
+	c.Producer.Return.Errors = true
+	return c
+}
