@@ -307,13 +307,7 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 	p := stream.NewPipeline(append(rc.options(log), stream.Interval(rc.interval), stream.WithHook(done))...)
 	raw := stream.From(p, src)
 	event := func(m source.Message) []byte { return m.Value }
-	if sk == "exact" {
-		users = timedPopularUsers(raw, event, dec, func() (*digest.Counts, error) { return digest.NewCounts(), nil }, rc.limit, out, &timer)
-	} else {
-		users = timedPopularUsers(raw, event, dec, func() (*digest.TDigest, error) {
-			return digest.NewTDigest(digest.WithCompression(rc.compression))
-		}, rc.limit, out, &timer)
-	}
+	users = timedWire(rc, sk, raw, event, dec, out, &timer)
 	if err := p.Run(ctx); err != nil {
 		return f, err
 	}
@@ -364,13 +358,7 @@ func (c *benchConfig) state(ctx context.Context, sk string, log *slog.Logger) (b
 	p := stream.NewPipeline(stream.MaxRecords(c.batchRecords), stream.Interval(time.Hour), stream.Logger(log), stream.WithHook(done))
 	raw := stream.From(p, gen)
 	event := func(e score.Event) []byte { return score.AppendJSON(nil, e) }
-	if sk == "exact" {
-		users = timedPopularUsers(raw, event, dec, func() (*digest.Counts, error) { return digest.NewCounts(), nil }, rc.limit, out, &timer)
-	} else {
-		users = timedPopularUsers(raw, event, dec, func() (*digest.TDigest, error) {
-			return digest.NewTDigest(digest.WithCompression(rc.compression))
-		}, rc.limit, out, &timer)
-	}
+	users = timedWire(rc, sk, raw, event, dec, out, &timer)
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	baseline = ms.HeapAlloc
@@ -408,6 +396,16 @@ func (u *userEvents) Poll(_ context.Context, buf []stream.Record[score.Event]) (
 		return k, io.EOF
 	}
 	return k, nil
+}
+
+// timedWire builds the pipeline on raw with the sketch sk, timed.
+func timedWire[T any](rc *runConfig, sk string, raw *stream.Stream[T], event func(T) []byte, dec *score.Decoder, out *outputs, t *stepTimer) func() uint64 {
+	if sk == "exact" {
+		return timedPopularUsers(raw, event, dec, func() (*digest.Counts, error) { return digest.NewCounts(), nil }, rc.limit, out, t)
+	}
+	return timedPopularUsers(raw, event, dec, func() (*digest.TDigest, error) {
+		return digest.NewTDigest(digest.WithCompression(rc.compression))
+	}, rc.limit, out, t)
 }
 
 // timedPopularUsers builds popularUsers with its sketches wrapped to time
