@@ -157,6 +157,7 @@ var (
 	_ stream.Runner          = (*Kafka)(nil)
 	_ stream.Committer       = (*Kafka)(nil)
 	_ stream.Assigner        = (*Kafka)(nil)
+	_ stream.Lagger          = (*Kafka)(nil)
 )
 
 // kafkaOwner says where this member stands with a partition.
@@ -190,6 +191,8 @@ type kafkaPartition struct {
 	next int64
 	// committed is the group's committed offset as this member last knew it.
 	committed int64
+	// hwm is the partition's high watermark as the claim last fetched it.
+	hwm int64
 	// mustDrop: the pipeline holds records or state of the partition that
 	// the current claim does not continue; it must drop them (at the next
 	// Assignment) before it gets any record of the claim.
@@ -201,7 +204,8 @@ type kafkaChunk struct {
 	partition int32
 	epoch     uint64
 	msgs      []*sarama.ConsumerMessage
-	off       int // records before off were handed out
+	off       int   // records before off were handed out
+	hwm       int64 // the partition's high watermark when the chunk was read
 }
 
 // NewKafka returns a Kafka source. It validates cfg and starts nothing.
@@ -624,6 +628,20 @@ func (k *Kafka) dropCoordinator(b *sarama.Broker) {
 	}
 }
 
+// Lag implements stream.Lagger: how many records of the partition follow
+// the group's committed offset, as of the partition's high watermark when
+// this member last fetched it. It does not know the lag of a partition it
+// does not own, nor of one with no committed offset yet.
+func (k *Kafka) Lag(partition int32) (int64, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p := k.parts[partition]
+	if p == nil || p.owner != kafkaOwned && p.owner != kafkaRevoking || p.committed < 0 || p.hwm <= 0 {
+		return 0, false
+	}
+	return max(0, p.hwm-p.committed), true
+}
+
 // Assignment implements stream.Assigner: the partitions this member owns,
 // or held before a session ended and may get back with nothing left
 // uncommitted. A partition whose records the pipeline must drop is left
@@ -750,6 +768,7 @@ func (h *kafkaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 				break more
 			}
 		}
+		c.hwm = claim.HighWaterMarkOffset()
 		if !k.push(c, done) || !open {
 			return nil
 		}
@@ -886,6 +905,8 @@ func (k *Kafka) push(c *kafkaChunk, done <-chan struct{}) bool {
 	}
 	k.queue = append(k.queue, c)
 	k.queued += len(c.msgs)
+	p := k.parts[c.partition]
+	p.hwm = max(p.hwm, c.hwm)
 	k.records.fire()
 	return true
 }

@@ -584,3 +584,59 @@ func TestKafkaRunTwice(t *testing.T) {
 	assert.ErrorContains(t, err, "Run called twice")
 	assert.False(t, errors.Is(err, context.Canceled))
 }
+
+// lagHook keeps the lag of every batch's inputs, by partition.
+type lagHook struct {
+	mu      sync.Mutex
+	read    map[int32]int64
+	bad     []string
+	checked int
+}
+
+func (h *lagHook) BatchDone(s stream.BatchStats) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, in := range s.Inputs {
+		h.read[in.Partition] += int64(in.Records)
+		if in.Lag < 0 {
+			continue // no commit yet
+		}
+		h.checked++
+		// Everything was produced before the pipeline started, so the
+		// high watermark it fetched is the last one.
+		if want := 250 - h.read[in.Partition]; in.Lag != want {
+			h.bad = append(h.bad, "batch "+strconv.FormatInt(s.Info.ID, 10)+" partition "+strconv.Itoa(int(in.Partition))+
+				": lag "+strconv.FormatInt(in.Lag, 10)+", want "+strconv.FormatInt(want, 10))
+		}
+	}
+}
+
+func TestKafkaLag(t *testing.T) {
+	checkLeaks(t)
+	b := startBroker(t, map[string]int32{"in": 2})
+	produce(t, b, "in", 2, 0, 500)
+
+	src := newSource(t, b, "in", "lag")
+	h := &lagHook{read: map[int32]int64{}}
+	p := stream.NewPipeline(stream.Interval(50*time.Millisecond), stream.MaxRecords(60), stream.WithHook(h))
+	stream.ForEachBatch(stream.From(p, src), func(context.Context, *stream.Batch[source.Message]) error { return nil })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	waitCommitted(t, b, "lag", "in")
+	require.Eventually(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.read[0]+h.read[1] == 500
+	}, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	require.NoError(t, stopped(t, done))
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	assert.Empty(t, h.bad)
+	assert.GreaterOrEqual(t, h.checked, 8, "500 records in batches of 60 give the lag of both partitions several times")
+	n, ok := src.Lag(0)
+	assert.False(t, ok, "a stopped member owns no partition, and knows no lag: %d", n)
+}

@@ -76,9 +76,9 @@
 //
 // A Source has one method, Poll. Optional interfaces add what some sources
 // need: Committer (progress), Runner (background work, such as a consumer
-// group session) and Assigner (partitions that come and go in a
-// rebalance; the state of lost partitions is dropped, and OnRebalance hooks
-// run). A Sink has one method, Write, called once per batch. Packages source
+// group session), Assigner (partitions that come and go in a rebalance;
+// the state of lost partitions is dropped, and OnRebalance hooks run) and
+// Lagger (how far behind the pipeline is, for metrics). A Sink has one method, Write, called once per batch. Packages source
 // and sink hold adapters for memory, files, a random event generator and
 // Kafka.
 package stream

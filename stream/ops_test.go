@@ -338,7 +338,7 @@ func TestOutputErrorStopsRunBeforeCommit(t *testing.T) {
 	stream.ForEachBatch(in, func(context.Context, *stream.Batch[int]) error { n++; return nil })
 	err := p.Run(context.Background())
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "batch 3: forEachPartition#2: partition 1: disk full")
+	assert.Contains(t, err.Error(), "batch 3: forEachPartition(source#1): partition 1: disk full")
 	assert.Equal(t, 2, n)
 	assert.Equal(t, []stream.Offset{{Source: "nums", Partition: 0, Next: 10}, {Source: "nums", Partition: 1, Next: 10}}, src.Committed())
 }

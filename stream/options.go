@@ -104,23 +104,101 @@ func OnRebalance(f func(ctx context.Context, lost, gained []int32) error) Option
 }
 
 // Hook observes a pipeline's batches, for metrics and logs. Hooks are
-// called from the run loop's goroutine and must not block.
+// called from the run loop's goroutine, in the order they were added, and
+// must not block: a slow hook delays the next batch.
+//
+// A Hook may also implement RestoreHook, to follow the restore of durable
+// state. Package stream/prom exports what hooks see as Prometheus metrics.
 type Hook interface {
 	// BatchDone is called after a batch was committed.
 	BatchDone(s BatchStats)
 }
 
+// RestoreHook is implemented by Hooks that follow the restore of durable
+// state (see WithStore): RestoreProgress is called about once a second
+// while a restore runs, and once when it ends, with Done set.
+type RestoreHook interface {
+	RestoreProgress(s RestoreStats)
+}
+
 // WithHook adds a Hook.
 func WithHook(h Hook) Option { return optionFunc(func(c *config) { c.hooks = append(c.hooks, h) }) }
 
-// BatchStats describes a finished batch.
+// BatchStats describes a finished batch. Its slices belong to the hook
+// call: copy what must outlive it.
 type BatchStats struct {
 	Info Info
-	// Scheduled is the grid point at which the batch was due to be cut; Cut
-	// minus Scheduled is the scheduling delay.
+	// Scheduled is the grid point at which the batch was due to be cut
+	// (see Interval); with no interval, the cut itself.
 	Scheduled time.Time
 	// Processing is the time from the cut to the end of the commit.
 	Processing time.Duration
 	// Partitions is the number of input partitions of the batch.
 	Partitions int
+	// Inputs are the source partitions the batch held records of, and, with
+	// an Assigner source, every assigned partition, sorted.
+	Inputs []PartitionStats
+	// Outputs are the outputs of the pipeline (ForEachBatch,
+	// ForEachPartition, To), in the order they ran.
+	Outputs []OutputStats
+	// Checkpoint is the time the Store took to checkpoint the batch; 0
+	// without a Store or when the batch was not checkpointed.
+	Checkpoint time.Duration
+	// Commit is the time the source took to commit the batch; 0 when the
+	// source is not a Committer or the batch was not committed.
+	Commit time.Duration
+	// State is the size of every UpdateStateByKey operator's state after
+	// the batch.
+	State []StateStats
+}
+
+// SchedulingDelay is how late the batch was cut: the cut minus Scheduled.
+// It is above zero when the previous batch overran the interval or the
+// source was slow to return. Spark's streaming UI calls it the same.
+func (s BatchStats) SchedulingDelay() time.Duration {
+	return max(0, s.Info.Time.Sub(s.Scheduled))
+}
+
+// PartitionStats describes one source partition in a batch.
+type PartitionStats struct {
+	Source    string
+	Partition int32
+	// Records is how many records of the partition the batch read,
+	// including those a restored state had already counted.
+	Records int
+	// Lag is how many records of the partition were left to read after the
+	// batch's commit, as the source last knew it (see Lagger); -1 when the
+	// source does not tell.
+	Lag int64
+}
+
+// OutputStats describes one output's work on a batch.
+type OutputStats struct {
+	// Name is the output's stage name: what it does and the name of the
+	// stream it consumes, such as "to(popular)" (see Stream.Named).
+	Name string
+	// Duration is the time the output took: for To, the sink's Write,
+	// such as a Kafka producer's send and acknowledgement.
+	Duration time.Duration
+}
+
+// StateStats is the size of one UpdateStateByKey operator's state.
+type StateStats struct {
+	Name string // the operator's stage name
+	Keys int
+	// Bytes estimates the memory the state holds: its keys, states and
+	// index, not what they point to (the bytes of a string key, say).
+	Bytes int64
+}
+
+// RestoreStats describes the restore of durable state in progress.
+type RestoreStats struct {
+	// Partitions are those being restored; nil: all.
+	Partitions []int32
+	// Entries is how many entries were read so far.
+	Entries int64
+	Elapsed time.Duration
+	// Done says the restore has ended (Err tells how).
+	Done bool
+	Err  error
 }

@@ -18,7 +18,7 @@ func ForEachBatch[T any](s *Stream[T], f func(ctx context.Context, b *Batch[T]) 
 func addOutput[T any](s *Stream[T], op string, f func(ctx context.Context, b *Batch[T]) error) {
 	s.consumers++
 	s.p.nodes++
-	name := op + "#" + itoa(s.p.nodes)
+	name := outputName(s.p, op, s.name)
 	s.p.outputs = append(s.p.outputs, output{name: name, run: func(bc *batchCtx) error {
 		b, err := s.batch(bc)
 		if b == nil || err != nil {
@@ -48,4 +48,23 @@ func ForEachPartition[T any](s *Stream[T], f func(ctx context.Context, info Info
 // Write returns without error.
 func To[T any](s *Stream[T], sink Sink[T]) {
 	addOutput(s, "to", sink.Write)
+}
+
+// outputName names an output after what it does and the stream it
+// consumes, "to(popular)", so that metrics read well and stay the same
+// from run to run; a second output of the same kind on the stream gets
+// "#2", and so on.
+func outputName(p *Pipeline, op, stream string) string {
+	base := op + "(" + stream + ")"
+	name := base
+	for n := 2; ; n++ {
+		taken := false
+		for _, o := range p.outputs {
+			taken = taken || o.name == name
+		}
+		if !taken {
+			return name
+		}
+		name = base + "#" + itoa(n)
+	}
 }

@@ -34,6 +34,7 @@ type stateful interface {
 	name() string
 	dropPartitions(ids []int32)
 	setDurable()
+	size() StateStats
 	changes(dst []Entry, batch int64) ([]Entry, error)
 	restore(e Entry, parallelism int) error
 }
@@ -50,8 +51,9 @@ type input interface {
 	// collect polls the source into the next batch until it holds max
 	// records (0: no limit), ctx is done or Poll fails.
 	collect(ctx context.Context, max int) (n int, err error)
-	// cut ends the batch being collected and returns its offsets to commit.
-	cut(info Info, assigned []int32, filter bool) []Offset
+	// cut ends the batch being collected and returns its offsets to commit,
+	// with the number of records of each.
+	cut(info Info, assigned []int32, filter bool) (offsets []Offset, records []int)
 	// skipBelow drops records below these offsets from now on: a restored
 	// state has counted them.
 	skipBelow(offsets []Offset)
@@ -142,6 +144,9 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 
 	committer, _ := p.input.source().(Committer)
 	assigner, _ := p.input.source().(Assigner)
+	lagger, _ := p.input.source().(Lagger)
+	var stats BatchStats // reused: hooks must not keep its slices
+	var sourceName string
 	var assigned []int32
 	if err := p.prepareStore(work, assigner == nil); err != nil {
 		return err
@@ -174,20 +179,27 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			assigned = now
 		}
 		info := Info{ID: id, Time: cutAt, Start: batchStart, Records: n}
-		offsets := p.input.cut(info, assigned, assigner != nil)
+		offsets, records := p.input.cut(info, assigned, assigner != nil)
 		bc := &batchCtx{ctx: work, info: info, par: p.cfg.parallelism}
+		stats.Outputs = stats.Outputs[:0]
 		for _, o := range p.outputs {
+			began := time.Now()
 			if err := o.run(bc); err != nil {
 				if cause := context.Cause(work); cause != nil {
 					return cause
 				}
 				return fmt.Errorf("stream: %w", err)
 			}
+			stats.Outputs = append(stats.Outputs, OutputStats{Name: o.name, Duration: time.Since(began)})
 		}
+		stats.Checkpoint, stats.Commit = 0, 0
 		pending = mergeOffsets(pending, offsets)
 		last := eof || ctx.Err() != nil
 		if p.cfg.store != nil && (id%int64(p.cfg.checkpointEvery) == 0 || last) {
-			if err := p.checkpoint(work, info, pending); err != nil {
+			began := time.Now()
+			err := p.checkpoint(work, info, pending)
+			stats.Checkpoint = time.Since(began)
+			if err != nil {
 				if cause := context.Cause(work); cause != nil {
 					return cause
 				}
@@ -195,7 +207,10 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			}
 		}
 		if committer != nil && (p.cfg.store == nil || id%int64(p.cfg.checkpointEvery) == 0 || last) {
-			if err := committer.Commit(work, pending); err != nil {
+			began := time.Now()
+			err := committer.Commit(work, pending)
+			stats.Commit = time.Since(began)
+			if err != nil {
 				if cause := context.Cause(work); cause != nil {
 					return cause
 				}
@@ -205,9 +220,19 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		if p.cfg.store == nil || id%int64(p.cfg.checkpointEvery) == 0 || last {
 			pending = pending[:0]
 		}
-		stats := BatchStats{Info: info, Scheduled: scheduled, Processing: time.Since(cutAt), Partitions: len(offsets)}
-		for _, h := range p.cfg.hooks {
-			h.BatchDone(stats)
+		if len(p.cfg.hooks) > 0 {
+			stats.Info, stats.Scheduled, stats.Processing, stats.Partitions = info, scheduled, time.Since(cutAt), len(offsets)
+			if p.cfg.interval <= 0 {
+				stats.Scheduled = cutAt
+			}
+			stats.Inputs = inputStats(stats.Inputs[:0], offsets, records, assigned, &sourceName, lagger)
+			stats.State = stats.State[:0]
+			for _, s := range p.stateful {
+				stats.State = append(stats.State, s.size())
+			}
+			for _, h := range p.cfg.hooks {
+				h.BatchDone(stats)
+			}
 		}
 		p.cfg.logger.Debug("batch done", "batch", id, "records", n, "processing", stats.Processing)
 		if eof {
@@ -311,22 +336,91 @@ func (p *Pipeline) restore(ctx context.Context, partitions []int32) error {
 	for _, s := range p.stateful {
 		ops[s.name()] = s
 	}
-	start := time.Now()
-	n := 0
+	prog := restoreProgress{p: p, stats: RestoreStats{Partitions: partitions}, start: time.Now()}
+	prog.last = prog.start
 	offsets, err := p.cfg.store.Restore(ctx, partitions, func(e Entry) error {
 		op := ops[e.Op]
 		if op == nil {
 			return fmt.Errorf("the store holds state of an operator named %q, which this pipeline has not: name the operator as before, or discard the state", e.Op)
 		}
-		n++
+		prog.add()
 		return op.restore(e, p.cfg.parallelism)
 	})
+	prog.done(err)
 	if err != nil {
 		return fmt.Errorf("stream: restore state: %w", err)
 	}
 	p.input.skipBelow(offsets)
-	p.cfg.logger.Info("state restored", "partitions", partitions, "entries", n, "offsets", len(offsets), "took", time.Since(start))
+	p.cfg.logger.Info("state restored", "partitions", partitions, "entries", prog.stats.Entries, "offsets", len(offsets), "took", prog.stats.Elapsed)
 	return nil
+}
+
+// restoreProgressEvery is how often a restore in progress is logged and
+// told to RestoreHooks.
+const restoreProgressEvery = time.Second
+
+// restoreProgress logs a restore's progress and tells the hooks.
+type restoreProgress struct {
+	p           *Pipeline
+	stats       RestoreStats
+	start, last time.Time
+}
+
+func (r *restoreProgress) add() {
+	r.stats.Entries++
+	if r.stats.Entries%4096 != 0 {
+		return // time.Now per entry would cost more than the entry
+	}
+	now := time.Now()
+	if now.Sub(r.last) < restoreProgressEvery {
+		return
+	}
+	r.last = now
+	r.stats.Elapsed = now.Sub(r.start)
+	rate := float64(r.stats.Entries) / r.stats.Elapsed.Seconds()
+	r.p.cfg.logger.Info("restoring state", "partitions", r.stats.Partitions, "entries", r.stats.Entries,
+		"entries/s", int64(rate), "elapsed", r.stats.Elapsed.Round(time.Millisecond))
+	r.tell()
+}
+
+func (r *restoreProgress) done(err error) {
+	r.stats.Elapsed, r.stats.Done, r.stats.Err = time.Since(r.start), true, err
+	r.tell()
+}
+
+func (r *restoreProgress) tell() {
+	for _, h := range r.p.cfg.hooks {
+		if rh, ok := h.(RestoreHook); ok {
+			rh.RestoreProgress(r.stats)
+		}
+	}
+}
+
+// inputStats appends to dst the stats of every source partition of a
+// batch: those it read records of, then assigned ones it read none of.
+// An Assigner source reads one source, whose name *name keeps from batch
+// to batch for the partitions with no records.
+func inputStats(dst []PartitionStats, offsets []Offset, records []int, assigned []int32, name *string, lagger Lagger) []PartitionStats {
+	for i, o := range offsets {
+		dst = append(dst, PartitionStats{Source: o.Source, Partition: o.Partition, Records: records[i], Lag: -1})
+		*name = o.Source
+	}
+	for _, id := range assigned {
+		if !slices.ContainsFunc(offsets, func(o Offset) bool { return o.Partition == id }) {
+			dst = append(dst, PartitionStats{Source: *name, Partition: id, Lag: -1})
+		}
+	}
+	if lagger != nil {
+		for i := range dst {
+			if n, ok := lagger.Lag(dst[i].Partition); ok {
+				dst[i].Lag = n
+			}
+		}
+	}
+	slices.SortFunc(dst, func(a, b PartitionStats) int {
+		return cmp.Or(cmp.Compare(a.Source, b.Source), cmp.Compare(a.Partition, b.Partition))
+	})
+	return dst
 }
 
 // checkpoint saves what the stateful operators changed since the last
@@ -424,7 +518,7 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 // cut makes the batch of the records collected. With filter set, the batch
 // holds exactly the assigned partitions: records of partitions lost since
 // they were polled are dropped uncommitted, for their new owner to read.
-func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) []Offset {
+func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) ([]Offset, []int) {
 	parts := in.batch.Partitions[:0]
 	for id, p := range in.parts {
 		if filter && !slices.Contains(assigned, id) || !filter && len(p.Values) == 0 {
@@ -442,11 +536,11 @@ func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) []Offset
 	}
 	slices.SortFunc(parts, func(a, b Partition[T]) int { return cmp.Compare(a.ID, b.ID) })
 	in.batch = Batch[T]{Info: info, Partitions: parts}
-	offsets := batchOffsets(parts)
+	offsets, records := batchOffsets(parts)
 	if len(in.skip) > 0 {
 		in.dropSkipped()
 	}
-	return offsets
+	return offsets, records
 }
 
 type sourcePartition struct {
@@ -487,9 +581,13 @@ func (in *inputStream[T]) dropSkipped() {
 	}
 }
 
-// batchOffsets returns the next offset of every source partition in parts.
-func batchOffsets[T any](parts []Partition[T]) []Offset {
-	var offsets []Offset
+// batchOffsets returns the next offset of every source partition in parts,
+// and how many records of each parts holds.
+func batchOffsets[T any](parts []Partition[T]) ([]Offset, []int) {
+	var (
+		offsets []Offset
+		records []int
+	)
 	last := -1
 	for i := range parts {
 		for _, o := range parts[i].Origins {
@@ -497,11 +595,13 @@ func batchOffsets[T any](parts []Partition[T]) []Offset {
 				last = slices.IndexFunc(offsets, func(x Offset) bool { return x.Source == o.Source && x.Partition == o.Partition })
 				if last < 0 {
 					offsets = append(offsets, Offset{Source: o.Source, Partition: o.Partition})
+					records = append(records, 0)
 					last = len(offsets) - 1
 				}
 			}
 			offsets[last].Next = max(offsets[last].Next, o.Offset+1)
+			records[last]++
 		}
 	}
-	return offsets
+	return offsets, records
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -240,7 +241,11 @@ func TestRunMisuse(t *testing.T) {
 
 type stats struct{ got []stream.BatchStats }
 
-func (s *stats) BatchDone(b stream.BatchStats) { s.got = append(s.got, b) }
+func (s *stats) BatchDone(b stream.BatchStats) {
+	// The slices are the engine's until the call returns.
+	b.Inputs, b.Outputs, b.State = slices.Clone(b.Inputs), slices.Clone(b.Outputs), slices.Clone(b.State)
+	s.got = append(s.got, b)
+}
 
 func TestHookSeesEveryBatch(t *testing.T) {
 	h := &stats{}
@@ -281,4 +286,68 @@ func TestSourceCanCutTheBatch(t *testing.T) {
 		sizes = append(sizes, len(b.Values))
 	}
 	assert.Equal(t, []int{3, 3, 3}, sizes)
+}
+
+// lagging is a slice source that says how far behind the pipeline is: the
+// records of a partition after the last commit.
+type lagging struct {
+	*source.Slice[int]
+	total [2]int64
+}
+
+func (l *lagging) Lag(partition int32) (int64, bool) {
+	if partition > 1 {
+		return 0, false
+	}
+	var next int64
+	for _, o := range l.Committed() {
+		if o.Partition == partition {
+			next = o.Next
+		}
+	}
+	return l.total[partition] - next, true
+}
+
+func TestHookSeesInputsOutputsAndState(t *testing.T) {
+	h := &stats{}
+	src := &lagging{Slice: source.NewSlice("n", ints(100), 2), total: [2]int64{50, 50}}
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(30), stream.Parallelism(2), stream.WithHook(h))
+	in := stream.From(p, src)
+	pairs := stream.Map(in, func(v int) stream.Pair[int, int] { return stream.KV(v%10, v) })
+	totals := stream.UpdateStateByKey(pairs, sum).Named("totals")
+	stream.To(totals, sink.NewMemory[stream.Pair[int, int]]())
+	stream.ForEachBatch(totals, func(context.Context, *stream.Batch[stream.Pair[int, int]]) error { return nil })
+	stream.ForEachBatch(totals, func(context.Context, *stream.Batch[stream.Pair[int, int]]) error { return nil })
+	require.NoError(t, p.Run(context.Background()))
+
+	require.Len(t, h.got, 4)
+	var read, lag [2]int64
+	for _, s := range h.got {
+		n := 0
+		for _, in := range s.Inputs {
+			assert.Equal(t, "n", in.Source)
+			n += in.Records
+			read[in.Partition] += int64(in.Records)
+			lag[in.Partition] = in.Lag
+			assert.Equal(t, 50-read[in.Partition], in.Lag, "batch %d partition %d", s.Info.ID, in.Partition)
+		}
+		assert.Equal(t, s.Info.Records, n, "batch %d: the inputs' records add up", s.Info.ID)
+		names := []string{}
+		for _, o := range s.Outputs {
+			names = append(names, o.Name)
+			assert.GreaterOrEqual(t, o.Duration, time.Duration(0))
+		}
+		assert.Equal(t, []string{"to(totals)", "forEachBatch(totals)", "forEachBatch(totals)#2"}, names)
+		assert.Equal(t, s.Info.Time, s.Scheduled, "no interval: scheduled at the cut")
+		assert.Zero(t, s.SchedulingDelay())
+		assert.Positive(t, s.Commit, "the slice source commits")
+		assert.Zero(t, s.Checkpoint, "no store")
+		require.Len(t, s.State, 1)
+		assert.Equal(t, "totals", s.State[0].Name)
+	}
+	assert.Equal(t, [2]int64{50, 50}, read)
+	assert.Equal(t, [2]int64{0, 0}, lag, "all read and committed")
+	last := h.got[3].State[0]
+	assert.Equal(t, 10, last.Keys, "keys 0..9")
+	assert.GreaterOrEqual(t, last.Bytes, int64(10*16), "at least a key and a total per key")
 }

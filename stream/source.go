@@ -55,6 +55,16 @@ type Assigner interface {
 	Assignment() []int32
 }
 
+// Lagger is implemented by sources that know how far behind the pipeline
+// is, such as a Kafka consumer group (the consumer lag). The engine calls
+// Lag after each batch's commit, for BatchStats.
+type Lagger interface {
+	// Lag returns how many records of the partition are left to read after
+	// the last commit, as far as the source knows; ok is false when it
+	// does not know. It must be safe to call while Poll runs.
+	Lag(partition int32) (n int64, ok bool)
+}
+
 // Sink receives the values of a stream, one batch at a time.
 //
 // Write returns when the batch's values are delivered (acknowledged by a

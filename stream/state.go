@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // StateOption configures UpdateStateByKey.
@@ -343,6 +344,27 @@ func (sp *statePart[K, V, S]) remove(i int32) {
 func (op *stateOp[K, V, S]) name() string { return op.out.name }
 
 func (op *stateOp[K, V, S]) setDurable() { op.durable = true }
+
+// size estimates the memory of the state: the slabs, the side slices and
+// the indexes (a swiss-table map holds a key and an int32 per slot, plus a
+// control byte, at most 7/8 full).
+func (op *stateOp[K, V, S]) size() StateStats {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	var (
+		pair  = int64(unsafe.Sizeof(Pair[K, S]{}))
+		slot  = int64(unsafe.Sizeof(*new(K))) + 4 + 1
+		st    = StateStats{Name: op.name()}
+		bytes int64
+	)
+	for _, sp := range op.parts {
+		st.Keys += len(sp.slab)
+		bytes += int64(cap(sp.slab))*pair + int64(cap(sp.seen)+cap(sp.ver))*8
+		bytes += int64(len(sp.index)) * slot * 8 / 7
+	}
+	st.Bytes = bytes
+	return st
+}
 
 // changes appends the entries changed since the last checkpoint to dst,
 // and starts tracking anew from batch.

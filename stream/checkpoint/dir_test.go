@@ -330,3 +330,29 @@ func TestDeletedKeysStayDeleted(t *testing.T) {
 	got := run([]stream.Pair[int64, int64]{{}, {}, {}, stream.KV[int64, int64](3, 1)})
 	assert.Equal(t, map[int64]int64{2: 5, 3: 1}, got, "key 1 was deleted, and stays so after restore")
 }
+
+// restoreWatch is a hook that keeps what it is told of restores.
+type restoreWatch struct{ got []stream.RestoreStats }
+
+func (w *restoreWatch) BatchDone(stream.BatchStats) {}
+
+func (w *restoreWatch) RestoreProgress(s stream.RestoreStats) { w.got = append(w.got, s) }
+
+func TestRestoreHookSeesTheRestore(t *testing.T) {
+	dir := t.TempDir()
+	l := newLog(1000, 3)
+	src := l.restart(0)
+	first, err := runTotals(t, src, dir, true)
+	require.NoError(t, err)
+	l.committed = src.committed
+
+	w := &restoreWatch{}
+	_, err = runTotals(t, l.restart(0), dir, true, stream.WithHook(w))
+	require.NoError(t, err)
+	require.NotEmpty(t, w.got)
+	end := w.got[len(w.got)-1]
+	assert.True(t, end.Done)
+	assert.NoError(t, end.Err)
+	assert.Equal(t, int64(len(first.last)), end.Entries, "one entry per key checkpointed")
+	assert.Positive(t, end.Elapsed)
+}
