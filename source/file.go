@@ -38,6 +38,8 @@ type File struct {
 	maxLine int
 
 	line    int64
+	read    int64 // bytes read
+	size    int64 // of a regular file opened by OpenFile; -1: unknown
 	partial []byte                 // a line cut by a read deadline
 	skip    bool                   // the rest of an over-long line is being skipped
 	peeked  *stream.Record[[]byte] // read by Peek, handed out by the next Poll
@@ -85,6 +87,9 @@ func OpenFile(path string, opts ...FileOption) (*File, error) {
 		return nil, err
 	}
 	src.closer = f
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		src.size = fi.Size()
+	}
 	return src, nil
 }
 
@@ -93,7 +98,7 @@ func OpenFile(path string, opts ...FileOption) (*File, error) {
 // pipe, a terminal), a Poll waiting for input returns when its context is
 // done.
 func NewFile(name string, r io.Reader, opts ...FileOption) (*File, error) {
-	f := &File{name: name, parts: 1, maxLine: DefaultMaxLine}
+	f := &File{name: name, parts: 1, maxLine: DefaultMaxLine, size: -1}
 	for _, o := range opts {
 		o.applyFile(f)
 	}
@@ -199,6 +204,7 @@ func (f *File) poll(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 	n := 0
 	for n < len(buf) {
 		chunk, err := f.r.ReadSlice('\n')
+		f.read += int64(len(chunk))
 		switch {
 		case errors.Is(err, bufio.ErrBufferFull):
 			f.hold(chunk)
@@ -271,8 +277,14 @@ func (f *File) keep(line []byte) []byte {
 	return f.arena[start:len(f.arena):len(f.arena)]
 }
 
-// Lines returns the number of lines read so far.
+// Lines returns the number of lines read so far. Like Progress, call it
+// from the goroutine that polls (a pipeline's hooks run there).
 func (f *File) Lines() int64 { return f.line }
+
+// Progress returns how many bytes of the input were read so far, and the
+// size of the file when OpenFile opened a regular file (-1 otherwise):
+// enough for a progress line with an ETA.
+func (f *File) Progress() (read, size int64) { return f.read, f.size }
 
 // Close closes the file opened by OpenFile. It is safe to call twice.
 func (f *File) Close() error {

@@ -295,3 +295,27 @@ func TestOpenFileStdinOnAPipeHonoursTheContext(t *testing.T) {
 		})
 	}
 }
+
+func TestFileProgress(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.csv")
+	data := []byte("1,a\n22,bb\r\n333,ccc") // no newline at the end
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+	f, err := source.OpenFile(path)
+	require.NoError(t, err)
+	defer f.Close()
+	read, size := f.Progress()
+	assert.Equal(t, [2]int64{0, int64(len(data))}, [2]int64{read, size})
+	buf := make([]stream.Record[[]byte], 1)
+	_, err = f.Poll(context.Background(), buf)
+	require.NoError(t, err)
+	read, _ = f.Progress()
+	assert.Equal(t, int64(4), read, "the first line and its newline")
+	drain(t, f, 10)
+	read, _ = f.Progress()
+	assert.Equal(t, int64(len(data)), read)
+
+	r, err := source.NewFile("mem", strings.NewReader("x\n"))
+	require.NoError(t, err)
+	_, size = r.Progress()
+	assert.Equal(t, int64(-1), size, "a reader has no known size")
+}

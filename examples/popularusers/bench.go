@@ -29,6 +29,7 @@ import (
 
 // benchConfig is the configuration of the bench command.
 type benchConfig struct {
+	logConfig
 	events       int64
 	users        int64
 	partitions   int
@@ -56,7 +57,7 @@ with one line per ratio, RATIO <name>=<value>, for scripts.`, stderr)
 	fs.IntVar(&c.batchRecords, "batch-records", 100_000, "the pipeline's -batch-records")
 	fs.Int64Var(&c.stateUsers, "state-users", 1_000_000, "users of the state measure: the pipeline on events made in memory, 2 per user; 0: skip it")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the measures (not of the load) to `file`")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, &c.logConfig); err != nil {
 		return nil, err
 	}
 	switch {
@@ -93,7 +94,7 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 		c.events, c.users, c.partitions, c.batchRecords, c.rounds)
 	// The pipeline's and the clients' own logs only when something is
 	// wrong: progress is the bench's.
-	quiet := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	quiet := quieter(log, slog.LevelWarn)
 
 	b, err := startBroker("127.0.0.1:0", false, "", map[string]int32{benchTopic: int32(c.partitions), defaultOutTopic: 1}, quiet, stderr)
 	if err != nil {

@@ -32,6 +32,7 @@ const (
 
 // runConfig is the configuration of the pipeline: the run command.
 type runConfig struct {
+	logConfig
 	brokers        []string
 	listen         string
 	listenSet      bool // -listen was given, so a busy port is an error
@@ -82,7 +83,7 @@ producer of random events, and shows results on its own.`, stderr)
 	fs.StringVar(&c.thresholdTopic, "threshold-topic", "", "also publish every batch's threshold to this Kafka `topic`")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile to `file`")
 	c.faults.flags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, &c.logConfig); err != nil {
 		return nil, err
 	}
 	var err error
@@ -150,6 +151,7 @@ producer of random events, and shows results on its own.`, stderr)
 
 // produceConfig is the configuration of the produce command.
 type produceConfig struct {
+	logConfig
 	brokers []string
 	topic   string
 	rate    float64
@@ -170,7 +172,7 @@ topic, keyed by user id, as the original producer does.`, stderr)
 	fs.Int64Var(&c.start, "start", defaultStart, "first user id")
 	fs.Int64Var(&c.users, "users", defaultUsers, "user ids are uniform over start..start+users, both included")
 	fs.Uint64Var(&c.seed, "seed", 0, "random seed; 0: a new one every run")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, &c.logConfig); err != nil {
 		return nil, err
 	}
 	var err error
@@ -195,6 +197,7 @@ topic, keyed by user id, as the original producer does.`, stderr)
 
 // generateConfig is the configuration of the generate command.
 type generateConfig struct {
+	logConfig
 	out   string
 	users int64
 	rows  int64
@@ -212,7 +215,7 @@ seed gives the same file.`, stderr)
 	fs.Int64Var(&c.rows, "rows", 10_000_000, "rows to write")
 	fs.Int64Var(&c.start, "start", defaultStart, "first user id")
 	fs.Uint64Var(&c.seed, "seed", 1, "random seed")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, &c.logConfig); err != nil {
 		return nil, err
 	}
 	switch {
@@ -229,6 +232,7 @@ seed gives the same file.`, stderr)
 
 // brokerConfig is the configuration of the broker command.
 type brokerConfig struct {
+	logConfig
 	listen     string
 	partitions int
 	dataDir    string
@@ -242,7 +246,7 @@ so that several pipelines and producers can share it.`, stderr)
 	fs.StringVar(&c.listen, "listen", defaultListen, "`address` to listen on")
 	fs.IntVar(&c.partitions, "partitions", defaultPartitions, "partitions of the messages topic")
 	fs.StringVar(&c.dataDir, "data-dir", "", "`directory` that keeps topics, records and group offsets across restarts; empty: memory only")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, &c.logConfig); err != nil {
 		return nil, err
 	}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {

@@ -28,7 +28,7 @@ func startBroker(listen string, fallback bool, dataDir string, topics map[string
 		Topics:  topics,
 		DataDir: dataDir,
 		// The broker's own chatter only when something is wrong.
-		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("component", "kafka broker"),
+		Logger: quieter(log, slog.LevelWarn).With("component", "kafka broker"),
 	}
 	b, err := kafkatest.Start(cfg)
 	if err != nil && fallback && errors.Is(err, syscall.EADDRINUSE) {

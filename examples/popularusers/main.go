@@ -97,7 +97,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		return exitUsage
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := c.logging().logger(stderr)
 	if err := c.run(ctx, log, stdin, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "popularusers %s: %v\n", cmd, err)
 		return exitFailure
@@ -108,6 +108,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // command is a parsed, validated subcommand.
 type command interface {
 	run(ctx context.Context, log *slog.Logger, stdin io.Reader, stdout, stderr io.Writer) error
+	logging() *logConfig
 }
 
 // newFlagSet returns a flag set that reports errors instead of exiting.
@@ -121,10 +122,11 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args into fs and rejects positional arguments. Errors
-// from flag itself (already printed with the usage) come back as is;
-// others are *usageError.
-func parseFlags(fs *flag.FlagSet, args []string) error {
+// parseFlags adds the log flags to fs, parses args into it and rejects
+// positional arguments. Errors from flag itself (already printed with the
+// usage) come back as is; others are *usageError.
+func parseFlags(fs *flag.FlagSet, args []string, log *logConfig) error {
+	log.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -134,7 +136,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q: flags come as -name value", fs.Arg(0))
 	}
-	return nil
+	return log.check()
 }
 
 // errFlagPrinted is a bad command line that package flag has already
