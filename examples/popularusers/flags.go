@@ -54,6 +54,7 @@ type runConfig struct {
 	json           bool
 	thresholdTopic string
 	cpuProfile     string
+	metricsAddr    string
 	faults         faultConfig // bad input and unreachable brokers
 }
 
@@ -82,6 +83,7 @@ producer of random events, and shows results on its own.`, stderr)
 	fs.BoolVar(&c.json, "json", false, "print one JSON object per batch instead of a summary")
 	fs.StringVar(&c.thresholdTopic, "threshold-topic", "", "also publish every batch's threshold to this Kafka `topic`")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile to `file`")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics and a live page on http://address/ (host:0 picks a free port); empty: off")
 	c.faults.flags(fs)
 	if err := parseFlags(fs, args, &c.logConfig); err != nil {
 		return nil, err

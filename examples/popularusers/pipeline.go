@@ -64,7 +64,7 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 		user, points, err := dec.Score(event(r))
 		return stream.KV(user, points), err
 	})
-	scores = scores.Named("score")
+	scores, bad = scores.Named("score"), bad.Named("bad")
 	if keyed {
 		scores = stream.Keyed(scores)
 	}
@@ -164,7 +164,7 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 	})
 	stream.To(stream.Map(bad, func(f stream.Failure[T]) deadLetter {
 		return newDeadLetter(f.Origin, out.fileInput, recordKey(f.Value), event(f.Value), f.Err)
-	}), out.deadLetters)
+	}).Named("deadLetters"), out.deadLetters)
 	// -max-bad-ratio: after the dead letters are out, so that they show
 	// what failed the run.
 	stream.ForEachBatch(bad, func(_ context.Context, b *stream.Batch[stream.Failure[T]]) error {

@@ -30,6 +30,7 @@ type reporter struct {
 	keyed bool // the input is keyed by user id: check that it is
 	// deadLetters says where the dead letters go, for the logs.
 	deadLetters string
+	mon         *monitor // -metrics-addr; nil: none
 
 	// noted by earlier outputs of the batch
 	badBatch int64
@@ -105,6 +106,9 @@ func (r *reporter) setBad(batch int64, c badCount) {
 	for k, n := range c.kinds {
 		r.badKinds[k] += int64(n)
 	}
+	if r.mon != nil {
+		r.mon.addBad(c.kinds[:])
+	}
 	for _, s := range c.samples {
 		r.log.Warn("bad record", "batch", batch, "origin", s.origin, "kind", kindName(s.err), "err", s.err)
 	}
@@ -133,6 +137,9 @@ func (r *reporter) report(_ context.Context, b *stream.Batch[total]) error {
 		r.checkKeyed()
 	}
 	slices.SortFunc(r.popular, byScore)
+	if r.mon != nil {
+		r.mon.setResult(info.ID, c, r.popular)
+	}
 	r.batches++
 	r.records += int64(info.Records)
 	r.badRecords += int64(bad)

@@ -50,6 +50,16 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 	}
 
 	out := &outputs{report: newReporter(stdout, c.json, c.input == "", log)}
+	opts := c.options(log)
+	if c.metricsAddr != "" {
+		mon, err := startMonitor(c.metricsAddr, log)
+		if err != nil {
+			return err
+		}
+		defer mon.close()
+		out.report.mon = mon
+		opts = append(opts, stream.WithHook(mon))
+	}
 	var closers []func() error
 	defer func() {
 		// Sinks flush on Close: a failure there is a failure of the run.
@@ -84,7 +94,6 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 		}
 	}
 
-	opts := c.options(log)
 	if c.state == stateChangelog {
 		store, err := c.openChangelog(runCtx, brokers, log)
 		if err != nil {
@@ -238,7 +247,7 @@ func (c *runConfig) filePipeline(in *input, out *outputs, opts []stream.Option, 
 			opts = append(opts, stream.MaxRecords(math.MaxInt))
 		}
 	}
-	p := stream.NewPipeline(append(opts, stream.Interval(interval))...)
+	p := stream.NewPipeline(append(opts, stream.Interval(interval), stream.WithHook(newProgress(in.file, log)))...)
 	log.Info("reading events", "input", c.input, "format", in.format.String(), "batch records", c.batchRecords)
 	// The file is not keyed: the pipeline moves each user's scores to one
 	// partition.
