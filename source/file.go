@@ -38,8 +38,8 @@ type File struct {
 	maxLine int
 
 	line    int64
-	read    int64 // bytes read
-	size    int64 // of a regular file opened by OpenFile; -1: unknown
+	read    int64                  // bytes read
+	size    int64                  // of a regular file opened by OpenFile; -1: unknown
 	partial []byte                 // a line cut by a read deadline
 	skip    bool                   // the rest of an over-long line is being skipped
 	peeked  *stream.Record[[]byte] // read by Peek, handed out by the next Poll

@@ -74,18 +74,18 @@ type point struct {
 
 // status is the page's data.
 type status struct {
-	Batch     int64       `json:"batch"`
-	Time      int64       `json:"t"`
-	Threshold *float64    `json:"threshold"` // null until there are users
-	Quantile  float64     `json:"quantile"`
-	Users     uint64      `json:"users"`
-	Popular   int         `json:"popular"`
+	Batch     int64     `json:"batch"`
+	Time      int64     `json:"t"`
+	Threshold *float64  `json:"threshold"` // null until there are users
+	Quantile  float64   `json:"quantile"`
+	Users     uint64    `json:"users"`
+	Popular   int       `json:"popular"`
 	Top       []topUser `json:"top"`
-	Records   int64       `json:"records"`
-	Bad       int64       `json:"bad"`
-	Restoring bool        `json:"restoring"`
-	Restored  int64       `json:"restored"`
-	Batches   []point     `json:"batches"`
+	Records   int64     `json:"records"`
+	Bad       int64     `json:"bad"`
+	Restoring bool      `json:"restoring"`
+	Restored  int64     `json:"restored"`
+	Batches   []point   `json:"batches"`
 }
 
 // topUser is a user and total as the page shows them.
