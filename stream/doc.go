@@ -72,6 +72,18 @@
 // sink/changelog in a compacted Kafka topic, from which a partition's
 // state can be rebuilt on whichever process the partition moves to.
 //
+// # Observing a pipeline
+//
+// WithHook adds a Hook, told after every batch what it did (BatchStats:
+// records and lag per input partition, processing time and scheduling
+// delay, the time of each output, of the checkpoint and of the commit, the
+// size of every state) and, if it implements RestoreHook, how a restore of
+// durable state progresses. The engine itself logs through the Logger
+// option (log/slog): rebalances and restores at Info, with a progress
+// line every second of a long restore, and a line per batch at Debug.
+// Package stream/prom exports what hooks see as Prometheus metrics; the
+// engine imports no metrics library.
+//
 // # Sources and sinks
 //
 // A Source has one method, Poll. Optional interfaces add what some sources
