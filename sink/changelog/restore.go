@@ -73,6 +73,7 @@ func (k *Kafka) Restore(ctx context.Context, partitions []int32, put func(e stre
 			return nil, err
 		}
 		parts = append(parts, pr)
+		r.expected += pr.end - pr.oldest
 	}
 	var revoked []uint64
 	if global {
@@ -138,6 +139,9 @@ type restorer struct {
 	lastLog time.Time
 	records int64 // records read, for progress
 	logged  int64 // records at the last progress log
+	// expected is about how many records the restore reads: those of its
+	// partitions, once each (the probes read some of them twice).
+	expected int64
 }
 
 // partRestore is the restore of one partition.
@@ -459,7 +463,14 @@ func (r *restorer) progress(p int32) {
 	if now.Sub(r.lastLog) < progressEvery {
 		return
 	}
-	r.k.log.Info("restoring changelog", "partition", p, "records", r.records, "rate", rate(r.records-r.logged, now.Sub(r.lastLog)))
+	attrs := []any{"partition", p, "records", r.records, "rate", rate(r.records-r.logged, now.Sub(r.lastLog))}
+	if r.expected > 0 {
+		done := min(float64(r.records)/float64(r.expected), 0.999)
+		elapsed := now.Sub(r.start)
+		eta := time.Duration(float64(elapsed) * (1 - done) / done)
+		attrs = append(attrs, "of", r.expected, "done", fmt.Sprintf("%.1f%%", 100*done), "eta", eta.Round(time.Second))
+	}
+	r.k.log.Info("restoring changelog", attrs...)
 	r.lastLog, r.logged = now, r.records
 }
 

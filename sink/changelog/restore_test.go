@@ -297,6 +297,7 @@ func TestRestoreLogsItsProgress(t *testing.T) {
 	require.NoError(t, k.Checkpoint(t.Context(), &stream.Changes{Entries: []stream.Entry{entry(0, "a", "1")}}))
 	restoreAll(t, k, nil)
 	assert.Contains(t, logs.String(), `msg="restoring changelog" topic=state partition=0 records=`)
+	assert.Regexp(t, `msg="restoring changelog" .* of=2 done=\d+\.\d% eta=`, logs.String(), "the partition's 2 records: a share done and an ETA")
 	// 3 records: the end of the partition (entry and marker) to find the
 	// last marker, then the entry again.
 	assert.Contains(t, logs.String(), `msg="changelog restored" topic=state partitions=1 records=3 entries=1`)
