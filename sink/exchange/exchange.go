@@ -1,0 +1,409 @@
+// Package exchange shares a small value per input partition between the
+// processes of a consumer group, through a compacted Kafka topic: the
+// reduce-and-broadcast step of a pipeline that runs as several processes.
+//
+// Each process publishes, every batch, the value of each input partition it
+// owns (in the popular-users pipeline, the partition's encoded partial
+// sketch), keyed by the partition. Every process reads the whole topic and
+// keeps the latest value of every partition, so that each can merge the
+// partials of the partitions it does not own with its own, and find the same
+// global answer. A partition whose owner died keeps its last value until its
+// new owner publishes, which replaces it.
+//
+// # Consistency
+//
+// Latest returns, for each partition, the value read last; Sync first waits
+// until everything published before the call has been read. A process that
+// calls Sync before Latest in a batch sees, for every partition, a value at
+// least as recent as the last one published before that batch's Sync: the
+// partials of the others' batches that finished before it, never a value
+// older than one it has seen. Two processes' batches are not aligned, so
+// while input flows their merged answers may differ by what one batch of
+// another process changed; when the input is idle they agree.
+//
+// # Topic
+//
+// The topic has one partition, so that every process reads every value in
+// the order written, and is compacted, so that it holds about one record
+// per input partition however long the pipeline runs. Run creates it if it
+// is missing. The record key is the input partition in decimal; the value
+// is a versioned header (batch, time, member) and the payload.
+package exchange
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/sluicehq/sluice/internal/kafkaconf"
+)
+
+// Config configures a Kafka exchange.
+type Config struct {
+	// Brokers are the bootstrap addresses of the Kafka cluster.
+	Brokers []string
+	// Topic is the exchange topic: compacted, one partition; created so if
+	// missing.
+	Topic string
+	// Member names this process in what it publishes, for the logs of the
+	// others (Partial.Member).
+	Member string
+	// ReplicationFactor of a topic Run creates (0: the brokers' default).
+	ReplicationFactor int16
+	// Sarama is the client configuration (nil: idempotent producer,
+	// acks from all in-sync replicas).
+	Sarama *sarama.Config
+	// Logger receives what the exchange does and skips. Nil discards.
+	Logger *slog.Logger
+}
+
+// Partial is the value of one input partition, as its owner published it.
+type Partial struct {
+	Partition int32
+	Value     []byte
+	// Batch and Time are those of the publisher's batch.
+	Batch  int64
+	Time   time.Time
+	Member string
+	// Offset is where the value is in the exchange topic; two reads of an
+	// unchanged partition give the same Offset (a cache key).
+	Offset int64
+}
+
+// Kafka is an exchange on a Kafka topic. Run reads the topic; Publish,
+// Sync and Latest are safe for concurrent use with it and with each other.
+type Kafka struct {
+	cfg    Config
+	sarama *sarama.Config
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	client   sarama.Client
+	producer sarama.SyncProducer
+	closed   bool
+	latest   map[int32]Partial
+	next     int64         // offset after the last record read
+	moved    chan struct{} // closed when next moves
+	bad      int64         // records that did not decode
+}
+
+// ErrClosed is returned by Publish and Sync after Close.
+var ErrClosed = errors.New("exchange closed")
+
+// headerVersion is the version of a value's header.
+const headerVersion = 1
+
+// New returns an exchange configured by cfg. It validates cfg and starts
+// nothing.
+func New(cfg Config) (*Kafka, error) {
+	switch {
+	case len(cfg.Brokers) == 0:
+		return nil, errors.New("exchange: no brokers")
+	case cfg.Topic == "":
+		return nil, errors.New("exchange: no topic")
+	}
+	cfg.Brokers = slices.Clone(cfg.Brokers)
+	sc := kafkaconf.Producer(cfg.Sarama)
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	sc.Consumer.MaxWaitTime = 100 * time.Millisecond // Sync waits for fetches
+	sc.Metadata.AllowAutoTopicCreation = false
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Kafka{
+		cfg: cfg, sarama: sc, log: log.With("exchange", cfg.Topic),
+		latest: map[int32]Partial{}, moved: make(chan struct{}),
+	}, nil
+}
+
+// Run reads the exchange topic from its start, keeping the latest value of
+// every partition, until ctx is done; it creates the topic if it is
+// missing. It blocks, and returns nil when ctx is done, or the error that
+// stopped it from reading.
+func (x *Kafka) Run(ctx context.Context) error {
+	client, err := x.connect(ctx)
+	if err != nil {
+		return err
+	}
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		return fmt.Errorf("exchange %s: consumer: %w", x.cfg.Topic, err)
+	}
+	defer consumer.Close()
+	pc, err := consumer.ConsumePartition(x.cfg.Topic, 0, sarama.OffsetOldest)
+	if err != nil {
+		return fmt.Errorf("exchange %s: read partition 0: %w", x.cfg.Topic, err)
+	}
+	defer pc.AsyncClose()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-pc.Messages():
+			if !ok {
+				return fmt.Errorf("exchange %s: partition 0 stopped", x.cfg.Topic)
+			}
+			x.take(m)
+		}
+	}
+}
+
+// take keeps the value m holds, if it is newer than the partition's.
+func (x *Kafka) take(m *sarama.ConsumerMessage) {
+	p, err := decode(m.Key, m.Value)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.next = m.Offset + 1
+	close(x.moved)
+	x.moved = make(chan struct{})
+	if err != nil {
+		x.bad++
+		x.log.Warn("exchange record skipped", "origin", fmt.Sprintf("%s/%d@%d", m.Topic, m.Partition, m.Offset), "err", err)
+		return
+	}
+	p.Offset = m.Offset
+	x.latest[p.Partition] = p
+}
+
+// Publish writes the values of partials, and returns when the brokers
+// have them. A partial's Offset is ignored.
+func (x *Kafka) Publish(ctx context.Context, partials []Partial) error {
+	if len(partials) == 0 {
+		return nil
+	}
+	x.mu.Lock()
+	producer, err := x.getProducer(ctx)
+	x.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	msgs := make([]*sarama.ProducerMessage, len(partials))
+	for i, p := range partials {
+		if p.Member == "" {
+			p.Member = x.cfg.Member
+		}
+		msgs[i] = &sarama.ProducerMessage{
+			Topic:     x.cfg.Topic,
+			Partition: 0,
+			Key:       sarama.StringEncoder(strconv.Itoa(int(p.Partition))),
+			Value:     sarama.ByteEncoder(encode(p)),
+		}
+	}
+	if err := producer.SendMessages(msgs); err != nil {
+		return fmt.Errorf("exchange %s: publish %d partials: %w", x.cfg.Topic, len(partials), err)
+	}
+	return ctx.Err()
+}
+
+// Sync waits until the values published before the call have been read
+// by Run, or ctx is done. It returns ctx's error then: Latest still
+// returns what was read.
+func (x *Kafka) Sync(ctx context.Context) error {
+	x.mu.Lock()
+	client, err := x.getClient(ctx)
+	x.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	end, err := client.GetOffset(x.cfg.Topic, 0, sarama.OffsetNewest)
+	if err != nil {
+		return fmt.Errorf("exchange %s: end offset: %w", x.cfg.Topic, err)
+	}
+	for {
+		x.mu.Lock()
+		next, moved := x.next, x.moved
+		x.mu.Unlock()
+		if next >= end {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return fmt.Errorf("exchange %s: read up to offset %d of %d: %w", x.cfg.Topic, next, end, context.Cause(ctx))
+		}
+	}
+}
+
+// Latest returns the latest value read of every partition, by partition.
+// The values are shared: do not modify them.
+func (x *Kafka) Latest() []Partial {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make([]Partial, 0, len(x.latest))
+	for _, p := range x.latest {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b Partial) int { return cmp.Compare(a.Partition, b.Partition) })
+	return out
+}
+
+// Skipped returns how many records of the topic did not decode (and were
+// logged and skipped).
+func (x *Kafka) Skipped() int64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.bad
+}
+
+// Close closes the producer and the client. Call it after Run has
+// returned. It is safe to call twice.
+func (x *Kafka) Close() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return nil
+	}
+	x.closed = true
+	var errs []error
+	if x.producer != nil {
+		errs = append(errs, x.producer.Close())
+	}
+	if x.client != nil {
+		errs = append(errs, x.client.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("exchange %s: close: %w", x.cfg.Topic, err)
+	}
+	return nil
+}
+
+// connect returns the client, connected and with the topic made.
+func (x *Kafka) connect(ctx context.Context) (sarama.Client, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.getClient(ctx)
+}
+
+// getClient returns the client, creating it and the topic the first
+// time. x.mu is held.
+func (x *Kafka) getClient(ctx context.Context) (sarama.Client, error) {
+	if x.closed {
+		return nil, fmt.Errorf("exchange %s: %w", x.cfg.Topic, ErrClosed)
+	}
+	if x.client != nil {
+		return x.client, nil
+	}
+	c, err := sarama.NewClient(x.cfg.Brokers, x.sarama)
+	if err != nil {
+		return nil, fmt.Errorf("exchange %s: connect to %v: %w", x.cfg.Topic, x.cfg.Brokers, err)
+	}
+	if err := x.ensureTopic(ctx, c); err != nil {
+		c.Close()
+		return nil, err
+	}
+	x.client = c
+	return c, nil
+}
+
+func (x *Kafka) getProducer(ctx context.Context) (sarama.SyncProducer, error) {
+	c, err := x.getClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if x.producer == nil {
+		p, err := sarama.NewSyncProducerFromClient(c)
+		if err != nil {
+			return nil, fmt.Errorf("exchange %s: producer: %w", x.cfg.Topic, err)
+		}
+		x.producer = p
+	}
+	return x.producer, nil
+}
+
+// ensureTopic creates the topic, compacted with one partition, if it is
+// missing, and waits until the client knows its leader.
+func (x *Kafka) ensureTopic(ctx context.Context, c sarama.Client) error {
+	topics, err := c.Topics()
+	if err != nil {
+		return fmt.Errorf("exchange %s: metadata: %w", x.cfg.Topic, err)
+	}
+	if !slices.Contains(topics, x.cfg.Topic) {
+		admin, err := sarama.NewClusterAdminFromClient(c)
+		if err != nil {
+			return fmt.Errorf("exchange %s: admin: %w", x.cfg.Topic, err)
+		}
+		// Not admin.Close: it would close the client, which is ours.
+		compact := "compact"
+		rf := x.cfg.ReplicationFactor
+		if rf == 0 {
+			rf = -1
+		}
+		err = admin.CreateTopic(x.cfg.Topic, &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: rf,
+			ConfigEntries: map[string]*string{"cleanup.policy": &compact}}, false)
+		switch {
+		case errors.Is(err, sarama.ErrTopicAlreadyExists): // another process was first
+		case err != nil:
+			return fmt.Errorf("exchange: create topic %s: %w", x.cfg.Topic, err)
+		default:
+			x.log.Info("exchange topic created")
+		}
+	}
+	for wait := 10 * time.Millisecond; ; wait *= 2 {
+		err := c.RefreshMetadata(x.cfg.Topic)
+		if err == nil {
+			if _, err = c.Leader(x.cfg.Topic, 0); err == nil {
+				return nil
+			}
+		}
+		if wait > 5*time.Second {
+			return fmt.Errorf("exchange %s: no leader for partition 0: %w", x.cfg.Topic, err)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return fmt.Errorf("exchange %s: wait for the topic: %w", x.cfg.Topic, context.Cause(ctx))
+		}
+	}
+}
+
+// encode makes a record value: version, batch, time, member, payload.
+func encode(p Partial) []byte {
+	b := make([]byte, 0, 32+len(p.Member)+len(p.Value))
+	b = append(b, headerVersion)
+	b = binary.AppendVarint(b, p.Batch)
+	b = binary.AppendVarint(b, p.Time.UnixNano())
+	b = binary.AppendUvarint(b, uint64(len(p.Member)))
+	b = append(b, p.Member...)
+	return append(b, p.Value...)
+}
+
+// decode reads a record.
+func decode(key, value []byte) (Partial, error) {
+	var p Partial
+	part, err := strconv.ParseInt(string(key), 10, 32)
+	if err != nil || part < 0 {
+		return p, fmt.Errorf("key %.20q is not a partition number", key)
+	}
+	p.Partition = int32(part)
+	if len(value) == 0 || value[0] != headerVersion {
+		return p, fmt.Errorf("partition %d: unknown value version (want %d)", part, headerVersion)
+	}
+	b := value[1:]
+	batch, n := binary.Varint(b)
+	if n <= 0 {
+		return p, fmt.Errorf("partition %d: bad batch", part)
+	}
+	b = b[n:]
+	nanos, n := binary.Varint(b)
+	if n <= 0 {
+		return p, fmt.Errorf("partition %d: bad time", part)
+	}
+	b = b[n:]
+	ml, n := binary.Uvarint(b)
+	if n <= 0 || ml > uint64(len(b)-n) {
+		return p, fmt.Errorf("partition %d: bad member name", part)
+	}
+	b = b[n:]
+	p.Batch, p.Time, p.Member, p.Value = batch, time.Unix(0, nanos), string(b[:ml]), b[ml:]
+	return p, nil
+}

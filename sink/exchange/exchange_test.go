@@ -1,0 +1,140 @@
+package exchange
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/sluicehq/sluice/internal/kafkatest"
+)
+
+func TestMain(m *testing.M) {
+	// sarama's metrics start one process-wide goroutine that never ends.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
+}
+
+// running starts x.Run until the end of the test.
+func running(t *testing.T, x *Kafka) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- x.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		assert.NoError(t, <-done)
+		assert.NoError(t, x.Close())
+		assert.NoError(t, x.Close(), "Close twice")
+	})
+}
+
+func newExchange(t *testing.T, b *kafkatest.Broker, member string) *Kafka {
+	t.Helper()
+	x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: member})
+	require.NoError(t, err)
+	running(t, x)
+	return x
+}
+
+func synced(t *testing.T, x *Kafka) []Partial {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, x.Sync(ctx))
+	return x.Latest()
+}
+
+// values returns the partition -> member:value of partials.
+func values(ps []Partial) map[int32]string {
+	out := map[int32]string{}
+	for _, p := range ps {
+		out[p.Partition] = p.Member + ":" + string(p.Value)
+	}
+	return out
+}
+
+func TestProcessesSeeEachOthersLatestPartials(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	defer b.Close()
+	a, c := newExchange(t, b, "a"), newExchange(t, b, "c")
+	ctx := context.Background()
+	now := time.Unix(1700000000, 5)
+
+	require.NoError(t, a.Publish(ctx, []Partial{{Partition: 0, Value: []byte("a0"), Batch: 1, Time: now}, {Partition: 1, Value: []byte("a1"), Batch: 1, Time: now}}))
+	require.NoError(t, c.Publish(ctx, []Partial{{Partition: 2, Value: []byte("c2"), Batch: 7, Time: now}}))
+	want := map[int32]string{0: "a:a0", 1: "a:a1", 2: "c:c2"}
+	assert.Equal(t, want, values(synced(t, a)), "a sees its own and c's, once synced")
+	assert.Equal(t, want, values(synced(t, c)))
+	got := synced(t, c)
+	assert.Equal(t, int64(7), got[2].Batch)
+	assert.True(t, now.Equal(got[2].Time))
+
+	// Partition 1 moves to c: its value replaces a's, stale, for everyone.
+	require.NoError(t, c.Publish(ctx, []Partial{{Partition: 1, Value: []byte("c1"), Batch: 8, Time: now}}))
+	want[1] = "c:c1"
+	assert.Equal(t, want, values(synced(t, a)))
+	before := synced(t, a)[0].Offset
+	require.NoError(t, a.Publish(ctx, []Partial{{Partition: 2, Value: []byte("a2")}}))
+	after := synced(t, c)
+	assert.Equal(t, before, after[0].Offset, "an unchanged partition keeps its offset")
+
+	// A process that starts later reads every partition's latest value.
+	late := newExchange(t, b, "late")
+	want[2] = "a:a2"
+	assert.Equal(t, want, values(synced(t, late)))
+}
+
+func TestBadRecordsAreSkipped(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	defer b.Close()
+	x := newExchange(t, b, "x")
+	synced(t, x) // the topic exists
+	require.NoError(t, b.Produce("digests",
+		kafkatest.Record{Key: []byte("three"), Value: encode(Partial{Value: []byte("v")})},
+		kafkatest.Record{Key: []byte("3"), Value: []byte{9, 9}},
+		kafkatest.Record{Key: []byte("4"), Value: encode(Partial{Value: []byte("ok"), Member: "m"})},
+	))
+	assert.Equal(t, map[int32]string{4: "m:ok"}, values(synced(t, x)))
+	assert.Equal(t, int64(2), x.Skipped())
+}
+
+func TestSyncGivesUpWithItsContext(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	defer b.Close()
+	x, err := New(Config{Brokers: b.Addrs(), Topic: "digests"})
+	require.NoError(t, err)
+	defer x.Close()
+	// Not running: nothing reads what is published.
+	require.NoError(t, x.Publish(context.Background(), []Partial{{Partition: 0, Value: []byte("v")}}))
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err = x.Sync(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorContains(t, err, "read up to offset 0 of 1")
+	require.NoError(t, x.Close())
+	assert.True(t, errors.Is(x.Publish(context.Background(), []Partial{{}}), ErrClosed))
+}
+
+func TestEncodeDecode(t *testing.T) {
+	p := Partial{Partition: 12, Value: []byte("payload"), Batch: -3, Time: time.Unix(5, 6), Member: "host-1"}
+	got, err := decode([]byte("12"), encode(p))
+	require.NoError(t, err)
+	assert.Equal(t, p.Partition, got.Partition)
+	assert.Equal(t, p.Value, got.Value)
+	assert.Equal(t, p.Batch, got.Batch)
+	assert.True(t, p.Time.Equal(got.Time))
+	assert.Equal(t, p.Member, got.Member)
+	for _, bad := range [][]byte{nil, {1}, {1, 2}, {1, 2, 2, 200}} {
+		_, err := decode([]byte("1"), bad)
+		assert.Error(t, err, "%v", bad)
+	}
+	_, err = decode([]byte("-1"), encode(p))
+	assert.Error(t, err)
+}
