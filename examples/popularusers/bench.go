@@ -459,6 +459,8 @@ type timedSketch[S sketch[S]] struct {
 func (x *timedSketch[S]) Add(v float64) error               { return x.s.Add(v) }
 func (x *timedSketch[S]) Merge(other *timedSketch[S]) error { return x.s.Merge(other.s) }
 func (x *timedSketch[S]) Count() uint64                     { return x.s.Count() }
+func (x *timedSketch[S]) MarshalBinary() ([]byte, error)    { return x.s.MarshalBinary() }
+func (x *timedSketch[S]) UnmarshalBinary(b []byte) error    { return x.s.UnmarshalBinary(b) }
 func (x *timedSketch[S]) Quantile(q float64) float64 {
 	v := x.s.Quantile(q)
 	x.t.end()

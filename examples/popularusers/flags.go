@@ -50,6 +50,7 @@ type runConfig struct {
 	resetState     bool
 	state          string // stateDir or stateChangelog
 	changelogTopic string
+	digestTopic    string
 	input          string
 	json           bool
 	thresholdTopic string
@@ -69,7 +70,7 @@ producer of random events, and shows results on its own.`, stderr)
 	fs.Float64Var(&c.rate, "rate", defaultRate, "events per second of the embedded broker's built-in producer; 0: none")
 	fs.StringVar(&c.topic, "topic", defaultTopic, "Kafka `topic` to read events from; it must be keyed by user id")
 	fs.StringVar(&c.outTopic, "out-topic", defaultOutTopic, "Kafka `topic` to publish the popular users of every batch to")
-	fs.StringVar(&c.group, "group", "popularusers", "Kafka consumer `group` (one process per group: each finds its threshold over its own partitions)")
+	fs.StringVar(&c.group, "group", "popularusers", "Kafka consumer `group`; several processes of one group share the input's partitions (see -digest-topic)")
 	fs.Float64Var(&c.limit, "limit", 0.95, "`quantile` of the scores above which a user is popular, in (0,1)")
 	fs.DurationVar(&c.interval, "interval", 3*time.Second, "batch `interval` (Kafka and standard input)")
 	fs.IntVar(&c.batchRecords, "batch-records", 100_000, "cut a batch after `n` records, before its interval is over; 0: no limit (a file is then one batch)")
@@ -79,6 +80,7 @@ producer of random events, and shows results on its own.`, stderr)
 	fs.BoolVar(&c.resetState, "reset-checkpoint", false, "discard the checkpoint in -checkpoint before starting, to start from empty totals on purpose")
 	fs.StringVar(&c.state, "state", stateDir, "where the totals are kept: dir (the -checkpoint directory) or changelog (the compacted Kafka topic -changelog-topic, restored on whichever machine reads the partitions; needs -brokers)")
 	fs.StringVar(&c.changelogTopic, "changelog-topic", "", "Kafka `topic` of -state changelog, created compacted with as many partitions as -topic if missing; empty: <group>-totals-changelog")
+	fs.StringVar(&c.digestTopic, "digest-topic", "", "share the threshold between the processes of -group: each publishes the partial digest of each partition it owns to this compacted Kafka `topic`, and merges every partition's latest one; needs -state changelog. Empty: each process finds its threshold over its own partitions")
 	fs.StringVar(&c.input, "input", "", "read events from `file` (- for standard input) instead of Kafka: CSV rows user_id,activity or JSON lines")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object per batch instead of a summary")
 	fs.StringVar(&c.thresholdTopic, "threshold-topic", "", "also publish every batch's threshold to this Kafka `topic`")
@@ -133,6 +135,8 @@ producer of random events, and shows results on its own.`, stderr)
 		return nil, usagef("-changelog-topic names the topic of -state changelog")
 	case c.state == stateChangelog && (c.input != "" || len(c.brokers) == 0):
 		return nil, usagef("-state changelog keeps the totals in Kafka beside the input they count: it needs -brokers, and does not go with -input or the embedded broker")
+	case c.digestTopic != "" && c.state != stateChangelog:
+		return nil, usagef("-digest-topic shares the threshold between processes whose partitions move between them: each needs its totals in a changelog (-state changelog -brokers ...)")
 	case c.state == stateChangelog && (c.checkpointSet || c.resetState):
 		return nil, usagef("-checkpoint and -reset-checkpoint are for -state dir; with -state changelog, delete the -changelog-topic to start from empty totals on purpose")
 	}
@@ -143,10 +147,15 @@ producer of random events, and shows results on its own.`, stderr)
 		return nil, err
 	}
 	switch c.changelogTopic {
-	case c.topic, c.outTopic, c.thresholdTopic, c.faults.dlqTopic:
+	case c.topic, c.outTopic, c.thresholdTopic, c.faults.dlqTopic, c.digestTopic:
 		if c.state == stateChangelog {
-			return nil, usagef("-changelog-topic %q must differ from the input, output, threshold and dead-letter topics", c.changelogTopic)
+			return nil, usagef("-changelog-topic %q must differ from the input, output, threshold, dead-letter and digest topics", c.changelogTopic)
 		}
+	}
+	switch c.digestTopic {
+	case "":
+	case c.topic, c.outTopic, c.thresholdTopic, c.faults.dlqTopic:
+		return nil, usagef("-digest-topic %q must differ from the input, output, threshold and dead-letter topics", c.digestTopic)
 	}
 	return c, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluicehq/sluice/digest"
 	"github.com/sluicehq/sluice/score"
+	"github.com/sluicehq/sluice/sink/exchange"
 	"github.com/sluicehq/sluice/stream"
 )
 
@@ -30,12 +31,15 @@ type cut struct {
 type sketch[S any] interface {
 	digest.Sketch[S]
 	Count() uint64
+	MarshalBinary() ([]byte, error)
+	UnmarshalBinary([]byte) error
 }
 
 // partial is a sketch on its way through the reduce, with the first error
 // met in merging it: the reduce function cannot return one.
 type partial[S any] struct {
 	sketch S
+	parts  []int32 // the partitions merged in it
 	err    error
 }
 
@@ -48,6 +52,7 @@ type outputs struct {
 	retry       retryConfig        // of the Kafka outputs
 	popular     stream.Sink[total] // every popular user of every batch
 	thresholds  stream.Sink[cut]   // every batch's threshold
+	exchange    *exchange.Kafka    // -digest-topic: the partials of the group's other processes
 }
 
 // popularUsers builds the original's pipeline on raw, the stream of input
@@ -87,10 +92,18 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 		return sum, true
 	}).Named("totals")
 
+	// With -digest-topic, the processes of the group share the partials.
+	var sh *shared[S]
+	if out.exchange != nil {
+		sh = &shared[S]{x: out.exchange, newSketch: newSketch, log: out.report.log, cache: map[int32]cachedPartial[S]{}}
+	}
+
 	// mapPartitions: a sketch of the totals of each partition, built in
 	// parallel, over the whole state (every user, not only this batch's).
+	// Shared, an empty partition has its (empty) sketch too: it replaces
+	// what the partition's previous owner published.
 	sketches := stream.MapPartitions(totals, func(p *stream.Partition[total]) ([]partial[S], error) {
-		if len(p.Values) == 0 {
+		if len(p.Values) == 0 && sh == nil {
 			return nil, nil
 		}
 		s, err := newSketch()
@@ -102,7 +115,7 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 				return nil, fmt.Errorf("user %d: total %d: %w", t.Key, t.Value, err)
 			}
 		}
-		return []partial[S]{{sketch: s}}, nil
+		return []partial[S]{{sketch: s, parts: []int32{p.ID}}}, nil
 	}).Named("sketch")
 
 	// reduce: merge the sketches into one. Merge leaves its argument as it
@@ -114,19 +127,42 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 		if a.err == nil {
 			a.err = a.sketch.Merge(b.sketch)
 		}
+		a.parts = append(a.parts, b.parts...)
 		return a
 	}).Named("merge")
 
 	// The threshold: the -limit quantile of all totals, one value per
 	// batch. A batch with no users still gets one, so that every batch is
-	// reported.
+	// reported. Shared, the sketch of this process's partitions gets the
+	// latest partials of all the others' (reduce), and the threshold is
+	// the group's (broadcast); Users stays this process's own.
 	thresholds := stream.Transform(merged, func(b *stream.Batch[partial[S]]) (*stream.Batch[cut], error) {
 		c := cut{Batch: b.Info.ID, Time: b.Info.Time, Quantile: limit, Threshold: math.NaN()}
+		var (
+			all  S
+			have bool
+			own  []int32
+		)
 		for m := range b.All() {
 			if m.err != nil {
 				return nil, fmt.Errorf("merge sketches: %w", m.err)
 			}
-			c.Users, c.Threshold = m.sketch.Count(), m.sketch.Quantile(limit)
+			all, have, own, c.Users = m.sketch, true, m.parts, m.sketch.Count()
+		}
+		if sh != nil {
+			if !have {
+				var err error
+				if all, err = newSketch(); err != nil {
+					return nil, err
+				}
+				have = true
+			}
+			if err := sh.mergeOthers(all, own, b.Info.ID); err != nil {
+				return nil, err
+			}
+		}
+		if have {
+			c.Threshold = all.Quantile(limit)
 		}
 		return &stream.Batch[cut]{Partitions: []stream.Partition[cut]{{Values: []cut{c}}}}, nil
 	}).Named("threshold")
@@ -150,6 +186,11 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 	// Outputs run in the order they are added, so the report, last, sees
 	// what the earlier ones noted of the batch; the batch is committed to
 	// the source after all of them.
+	//
+	// Shared, the partials go out first: the reduce then merges into them.
+	if sh != nil {
+		stream.To(sketches, retrying[partial[S]](digestSink[S]{sh}, "digest topic", out.retry))
+	}
 	stream.ForEachBatch(bad, func(_ context.Context, b *stream.Batch[stream.Failure[T]]) error {
 		var n badCount
 		for f := range b.All() {

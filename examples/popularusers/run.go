@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/digest"
 	"github.com/sluicehq/sluice/score"
 	"github.com/sluicehq/sluice/sink/changelog"
+	"github.com/sluicehq/sluice/sink/exchange"
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
 	"github.com/sluicehq/sluice/stream/checkpoint"
@@ -107,6 +108,27 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 			return err
 		}
 		opts = append(opts, stream.WithStore(store))
+	}
+
+	if c.digestTopic != "" {
+		x, err := exchange.New(exchange.Config{Brokers: brokers, Topic: c.digestTopic, Member: memberName(), Logger: log})
+		if err != nil {
+			return err
+		}
+		xCtx, stopX := context.WithCancel(runCtx)
+		var reading sync.WaitGroup
+		reading.Go(func() {
+			if err := x.Run(xCtx); err != nil {
+				cancel(fmt.Errorf("digest exchange: %w", err))
+			}
+		})
+		defer func() {
+			stopX()
+			reading.Wait()
+			x.Close()
+		}()
+		out.exchange = x
+		log.Info("sharing the threshold through the digest topic", "topic", c.digestTopic, "member", memberName())
 	}
 
 	var p *stream.Pipeline

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// changedRe finds the partition changes a process logs.
+var changedRe = regexp.MustCompile(`msg="partitions changed" lost="?\[([\d ]*)\]"? gained="?\[([\d ]*)\]`)
+
+// assigned returns the partitions p owns, as its log of partition
+// changes tells.
+func assigned(p *process) map[int]bool {
+	own := map[int]bool{}
+	for _, m := range changedRe.FindAllStringSubmatch(p.stderr.String(), -1) {
+		for _, f := range strings.Fields(m[1]) {
+			n, _ := strconv.Atoi(f)
+			delete(own, n)
+		}
+		for _, f := range strings.Fields(m[2]) {
+			n, _ := strconv.Atoi(f)
+			own[n] = true
+		}
+	}
+	return own
+}
+
+// waitShared waits until each process owns a partition and every
+// partition of the input has one owner, and returns who owns which.
+func waitShared(t *testing.T, ps []*process) map[int]int {
+	t.Helper()
+	owner := map[int]int{}
+	waitFor(t, 2*time.Minute, fmt.Sprintf("the %d processes to share the partitions", len(ps)), func() bool {
+		clear(owner)
+		for i, p := range ps {
+			own := assigned(p)
+			if len(own) == 0 {
+				return false
+			}
+			for part := range own {
+				if _, dup := owner[part]; dup {
+					return false
+				}
+				owner[part] = i
+			}
+		}
+		return len(owner) == 4
+	})
+	return owner
+}
+
+// lastLines returns the last -json line of each process.
+func lastLines(t *testing.T, ps []*process) []batchLine {
+	out := make([]batchLine, len(ps))
+	for i, p := range ps {
+		lines := parseLines(t, strings.Join(p.stdout.lines(), "\n"))
+		if len(lines) > 0 {
+			out[i] = lines[len(lines)-1]
+		}
+	}
+	return out
+}
+
+// idle reports whether each process's last n batches read nothing.
+func idle(t *testing.T, ps []*process, n int) bool {
+	for _, p := range ps {
+		lines := parseLines(t, strings.Join(p.stdout.lines(), "\n"))
+		if len(lines) < n {
+			return false
+		}
+		for _, l := range lines[len(lines)-n:] {
+			if l.Records != 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// answer is what a group of processes says of the last batch: the
+// threshold, the users in state, and the popular users with their scores.
+type answer struct {
+	threshold float64
+	users     int
+	popular   map[int64]int64
+}
+
+// groupAnswer puts together the last lines of a group's processes: one
+// threshold, the sum of the users and the union of the popular users. It
+// fails when the processes do not agree on the threshold, or name a
+// popular user twice.
+func groupAnswer(lines []batchLine) (answer, error) {
+	a := answer{popular: map[int64]int64{}}
+	for i, l := range lines {
+		if l.Threshold == nil {
+			return a, fmt.Errorf("process %d: no threshold", i)
+		}
+		if i == 0 {
+			a.threshold = *l.Threshold
+		} else if *l.Threshold != a.threshold {
+			return a, fmt.Errorf("process %d: threshold %v, process 0: %v", i, *l.Threshold, a.threshold)
+		}
+		a.users += l.Users
+		for _, u := range popularOf(l) {
+			if _, dup := a.popular[u.user]; dup {
+				return a, fmt.Errorf("user %d is popular in two processes", u.user)
+			}
+			a.popular[u.user] = u.score
+		}
+	}
+	return a, nil
+}
+
+// scaleRun is a test of one process (the reference) and three processes
+// sharing the threshold, on the same input: every event of users
+// first..first+users, produced at rate after the processes share the
+// partitions.
+type scaleRun struct {
+	t      *testing.T
+	addr   string
+	one    *process
+	three  []*process
+	want   map[int64]int64
+	events int
+}
+
+func startScaleRun(t *testing.T, seed uint64) *scaleRun {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs processes")
+	}
+	r := &scaleRun{t: t, addr: startStandaloneBroker(t)}
+	common := []string{"-brokers", r.addr, "-json", "-interval", "200ms", "-batch-records", "2000", "-sketch", "exact", "-state", "changelog"}
+	r.one = start(t, append(common, "-group", "one")...)
+	for range 3 {
+		r.three = append(r.three, start(t, append(common, "-group", "three", "-digest-topic", "three-digests")...))
+	}
+	waitShared(t, r.three)
+	waitShared(t, []*process{r.one})
+	const first, users = 1000, 400
+	r.events = 24_000
+	r.want = expectedTotals(t, seed, first, users, int64(r.events))
+	return r
+}
+
+// produce writes the run's events at rate, and returns when they are in.
+func (r *scaleRun) produce(seed uint64, rate int) <-chan result {
+	done := make(chan result, 1)
+	go func() {
+		done <- runMain(r.t, context.Background(), "", "produce", "-brokers", r.addr, "-count", strconv.Itoa(r.events),
+			"-rate", strconv.Itoa(rate), "-start", "1000", "-users", "400", "-seed", strconv.FormatUint(seed, 10))
+	}()
+	return done
+}
+
+// check waits until every process has read everything and the processes
+// of the three agree, then compares their answer with the one process's,
+// and the totals of both groups' changelogs with the exact totals.
+func (r *scaleRun) check(three []*process) {
+	t := r.t
+	t.Helper()
+	var got, ref answer
+	waitFor(t, 2*time.Minute, "every process idle, the three agreeing with the one", func() bool {
+		if !idle(t, append([]*process{r.one}, three...), 5) {
+			return false
+		}
+		var err error
+		if ref, err = groupAnswer(lastLines(t, []*process{r.one})); err != nil || ref.users != len(r.want) {
+			return false
+		}
+		got, err = groupAnswer(lastLines(t, three))
+		return err == nil && got.users == len(r.want) && got.threshold == ref.threshold
+	})
+	assert.Equal(t, ref.threshold, got.threshold, "the group's threshold is the one process's")
+	assert.Equal(t, ref.users, got.users, "the processes' users add up to the one's")
+	require.NotEmpty(t, ref.popular)
+	assert.Equal(t, ref.popular, got.popular, "and their popular users make up the one's")
+	t.Logf("threshold %v, %d users, %d popular", got.threshold, got.users, len(got.popular))
+
+	for _, group := range []string{"one", "three"} {
+		totals, read := changelogged(t, r.addr, group+"-totals-changelog", nil)
+		assert.Equal(t, int64(r.events), read, "group %s: every event is in the state", group)
+		assert.Equal(t, r.want, totals, "group %s: every user's total is exact", group)
+	}
+}
+
+// Three processes in one group, sharing their partials through the digest
+// topic, give the answer one process gives on the same input: the same
+// threshold, and between them the same popular users and totals.
+func TestScaleOutMatchesOneProcess(t *testing.T) {
+	const seed = 21
+	r := startScaleRun(t, seed)
+	res := <-r.produce(seed, 8000)
+	require.Equal(t, exitOK, res.code, res.stderr)
+	r.check(r.three)
+	for i, p := range r.three {
+		assert.Contains(t, p.stderr.String(), "sharing the threshold through the digest topic", "process %d", i)
+		assert.NotContains(t, p.stderr.String(), "level=ERROR", "process %d", i)
+	}
+}
+
+// One of the three killed with SIGKILL while events flow: the other two
+// take over its partitions, restore their totals from the changelog and
+// publish their partials in place of its stale ones; the answer is still
+// the one process's, and no event is lost or counted twice.
+func TestScaleOutSurvivesAKilledProcess(t *testing.T) {
+	const seed = 23
+	r := startScaleRun(t, seed)
+	owner := waitShared(t, r.three)
+	produced := r.produce(seed, 4000) // about 6s of events
+	// The victim owns a partition and is counting it.
+	victim := owner[0]
+	waitFor(t, time.Minute, "the victim counting", func() bool { return recordsOf(t, r.three[victim]) > 2000 })
+	require.NoError(t, r.three[victim].cmd.Process.Signal(syscall.SIGKILL))
+	r.three[victim].cmd.Wait() //nolint:errcheck // killed on purpose
+	t.Logf("killed process %d, owner of partitions %v, after %d events", victim,
+		slices.Sorted(maps.Keys(filterOwner(owner, victim))), recordsOf(t, r.three[victim]))
+	survivors := slices.Delete(slices.Clone(r.three), victim, victim+1)
+	res := <-produced
+	require.Equal(t, exitOK, res.code, res.stderr)
+
+	owners := waitShared(t, survivors)
+	assert.Len(t, owners, 4, "the survivors own every partition")
+	r.check(survivors)
+	restored := 0
+	for _, p := range survivors {
+		restored += strings.Count(p.stderr.String(), `msg="changelog restored"`)
+	}
+	assert.GreaterOrEqual(t, restored, 3, "each survivor restored at its start, and the victim's partitions after the kill")
+}
+
+// filterOwner returns the partitions of owner's map that process i owns.
+func filterOwner(owner map[int]int, i int) map[int]bool {
+	out := map[int]bool{}
+	for part, o := range owner {
+		if o == i {
+			out[part] = true
+		}
+	}
+	return out
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/sluicehq/sluice/sink/exchange"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// syncTimeout bounds how long a batch's threshold step waits to have read
+// the partials the other processes published before it. Past it, the
+// threshold merges what was read, and says so in the log.
+const syncTimeout = 2 * time.Second
+
+// shared is the reduce-and-broadcast through Kafka of -digest-topic: the
+// processes of a group publish the partial sketch of each partition they
+// own, and each merges every partition's latest partial into its own
+// threshold. Its methods run on the pipeline's run loop.
+type shared[S sketch[S]] struct {
+	x         *exchange.Kafka
+	newSketch func() (S, error)
+	log       *slog.Logger
+	// decoded partials of other processes, by partition, kept while
+	// unchanged: a partial is decoded once, not every batch
+	cache map[int32]cachedPartial[S]
+}
+
+type cachedPartial[S any] struct {
+	offset int64
+	sketch S
+}
+
+// digestSink publishes the partials of a batch's partitions.
+type digestSink[S sketch[S]] struct{ sh *shared[S] }
+
+func (d digestSink[S]) Write(ctx context.Context, b *stream.Batch[partial[S]]) error {
+	var ps []exchange.Partial
+	for p := range b.All() {
+		if p.err != nil {
+			return p.err
+		}
+		v, err := p.sketch.MarshalBinary()
+		if err != nil {
+			return fmt.Errorf("encode the sketch of partition %d: %w", p.parts[0], err)
+		}
+		ps = append(ps, exchange.Partial{Partition: p.parts[0], Value: v, Batch: b.Info.ID, Time: b.Info.Time})
+	}
+	return d.sh.x.Publish(ctx, ps)
+}
+
+// mergeOthers merges into s the latest partial of every partition not in
+// own, once the partials published before now are read (or syncTimeout
+// has passed).
+func (sh *shared[S]) mergeOthers(s S, own []int32, batch int64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	if err := sh.x.Sync(ctx); err != nil {
+		sh.log.Warn("digest exchange not read to its end: the threshold merges the partials read so far", "batch", batch, "err", err)
+	}
+	for _, p := range sh.x.Latest() {
+		if slices.Contains(own, p.Partition) {
+			continue // this batch's own partial is fresher
+		}
+		c, ok := sh.cache[p.Partition]
+		if !ok || c.offset != p.Offset {
+			d, err := sh.newSketch()
+			if err != nil {
+				return err
+			}
+			if err := d.UnmarshalBinary(p.Value); err != nil {
+				return fmt.Errorf("digest exchange: the partial of partition %d, published by %s at its batch %d, does not decode as this process's sketch (run every process of the group with the same -sketch): %w",
+					p.Partition, p.Member, p.Batch, err)
+			}
+			c = cachedPartial[S]{offset: p.Offset, sketch: d}
+			sh.cache[p.Partition] = c
+		}
+		if err := s.Merge(c.sketch); err != nil {
+			return fmt.Errorf("merge the partial of partition %d: %w", p.Partition, err)
+		}
+	}
+	return nil
+}
+
+// memberName names this process in the digest topic, for the others'
+// logs.
+func memberName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d", host, os.Getpid())
+}
