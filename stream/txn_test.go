@@ -17,7 +17,9 @@ import (
 // outputs, store and source.
 type journal struct{ events []string }
 
-func (j *journal) add(format string, args ...any) { j.events = append(j.events, fmt.Sprintf(format, args...)) }
+func (j *journal) add(format string, args ...any) {
+	j.events = append(j.events, fmt.Sprintf(format, args...))
+}
 
 type journalTxn struct {
 	j         *journal
@@ -59,11 +61,11 @@ func (s journalSource) Commit(ctx context.Context, offsets []stream.Offset) erro
 func TestTransactionWrapsEachBatch(t *testing.T) {
 	boom := errors.New("boom")
 	for _, tc := range []struct {
-		name   string
-		fail   int64 // the batch whose output fails; 0: none
-		txn    journalTxn
-		want   []string
-		errIs  error
+		name  string
+		fail  int64 // the batch whose output fails; 0: none
+		txn   journalTxn
+		want  []string
+		errIs error
 	}{
 		{name: "batches", want: []string{
 			"restore",
