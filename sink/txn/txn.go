@@ -102,6 +102,7 @@ func New(cfg Config) (*Producer, error) {
 	sc.Producer.RequiredAcks = sarama.WaitForAll
 	sc.Producer.Transaction.ID = cfg.ID
 	sc.Producer.Transaction.Timeout = cfg.Timeout
+	sc.Producer.Partitioner = withManual(sc.Producer.Partitioner)
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("txn %s: sarama config: %w", cfg.ID, err)
 	}
@@ -181,6 +182,17 @@ func (p *Producer) OnEnd(f func(committed bool)) {
 // each message's Metadata. A message not delivered, or ctx done first,
 // fails the transaction: Commit will fail, and it must be aborted.
 func (p *Producer) Send(ctx context.Context, msgs []*sarama.ProducerMessage) error {
+	return p.send(ctx, msgs, false)
+}
+
+// SendToPartitions is Send with each message written to its Partition,
+// whatever the configured partitioner: a changelog's records go to the
+// partition of their state.
+func (p *Producer) SendToPartitions(ctx context.Context, msgs []*sarama.ProducerMessage) error {
+	return p.send(ctx, msgs, true)
+}
+
+func (p *Producer) send(ctx context.Context, msgs []*sarama.ProducerMessage, manual bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.usable(); err != nil {
@@ -191,7 +203,7 @@ func (p *Producer) Send(ctx context.Context, msgs []*sarama.ProducerMessage) err
 	}
 	// A Send that returned early (ctx) may leave acknowledgements behind:
 	// those are told apart by the token.
-	token := new(send)
+	token := &send{manual: manual}
 	for _, m := range msgs {
 		m.Metadata = token
 	}
@@ -231,9 +243,33 @@ func (p *Producer) Send(ctx context.Context, msgs []*sarama.ProducerMessage) err
 	return nil
 }
 
-// send identifies the messages of one Send; not zero-sized, so that every
-// one has an address of its own.
-type send struct{ _ byte }
+// send identifies the messages of one Send, and says how they are
+// partitioned. It is not zero-sized, so that every one has an address of
+// its own.
+type send struct{ manual bool }
+
+// withManual returns a partitioner constructor that sends the messages of
+// SendToPartitions to their Partition, and the others where the
+// partitioner of newBase sends them.
+func withManual(newBase sarama.PartitionerConstructor) sarama.PartitionerConstructor {
+	if newBase == nil {
+		newBase = sarama.NewHashPartitioner
+	}
+	return func(topic string) sarama.Partitioner {
+		return &partitioner{base: newBase(topic), manual: sarama.NewManualPartitioner(topic)}
+	}
+}
+
+type partitioner struct{ base, manual sarama.Partitioner }
+
+func (p *partitioner) Partition(m *sarama.ProducerMessage, n int32) (int32, error) {
+	if s, ok := m.Metadata.(*send); ok && s.manual {
+		return p.manual.Partition(m, n)
+	}
+	return p.base.Partition(m, n)
+}
+
+func (p *partitioner) RequiresConsistency() bool { return p.base.RequiresConsistency() }
 
 // AddOffsets adds a consumer group's offsets to the open transaction: the
 // group's committed offsets become these when the transaction commits.
