@@ -23,6 +23,7 @@ type cut struct {
 	Quantile  float64   // -limit
 	Threshold float64   // the Quantile-quantile of the totals; NaN with no users
 	Users     uint64    // users in the state, as many as totals in the sketch
+	Records   int       // input records of the batch
 }
 
 // sketch is what the pipeline needs of a quantile sketch: digest.TDigest
@@ -121,7 +122,7 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 	// batch. A batch with no users still gets one, so that every batch is
 	// reported.
 	thresholds := stream.Transform(merged, func(b *stream.Batch[partial[S]]) (*stream.Batch[cut], error) {
-		c := cut{Batch: b.Info.ID, Time: b.Info.Time, Quantile: limit, Threshold: math.NaN()}
+		c := cut{Batch: b.Info.ID, Time: b.Info.Time, Quantile: limit, Threshold: math.NaN(), Records: b.Info.Records}
 		for m := range b.All() {
 			if m.err != nil {
 				return nil, fmt.Errorf("merge sketches: %w", m.err)

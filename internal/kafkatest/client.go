@@ -73,18 +73,19 @@ func (b *Broker) Produce(topic string, recs ...Record) error {
 // of aborted and open transactions too (read_uncommitted). It fails when
 // ctx is done before it has read them all.
 func (b *Broker) Records(ctx context.Context, topic string) ([]Record, error) {
-	return b.read(ctx, topic, sarama.ReadUncommitted)
+	return Read(ctx, b.addrs, topic, sarama.ReadUncommitted)
 }
 
 // CommittedRecords reads topic as a read_committed consumer does: up to
 // the last stable offset it finds when called, without the records of
 // aborted transactions.
 func (b *Broker) CommittedRecords(ctx context.Context, topic string) ([]Record, error) {
-	return b.read(ctx, topic, sarama.ReadCommitted)
+	return Read(ctx, b.addrs, topic, sarama.ReadCommitted)
 }
 
-func (b *Broker) read(ctx context.Context, topic string, isolation sarama.IsolationLevel) ([]Record, error) {
-	client, err := sarama.NewClient(b.addrs, config())
+// Read is Records or CommittedRecords of a topic on any brokers.
+func Read(ctx context.Context, brokers []string, topic string, isolation sarama.IsolationLevel) ([]Record, error) {
+	client, err := sarama.NewClient(brokers, config())
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: read %s: %w", topic, err)
 	}
