@@ -231,8 +231,8 @@ func (c *runConfig) openChangelog(ctx context.Context, brokers []string, tx *txn
 		return nil, err
 	}
 	store, err := changelog.NewKafka(changelog.Config{
-		Brokers:    brokers,
-		Topic:      c.changelogTopic,
+		Brokers:     brokers,
+		Topic:       c.changelogTopic,
 		Partitions:  n,
 		Logger:      log,
 		Transaction: tx,
