@@ -72,6 +72,11 @@
 // sink/changelog in a compacted Kafka topic, from which a partition's
 // state can be rebuilt on whichever process the partition moves to.
 //
+// With WithTransaction, each batch's outputs, checkpoint and source commit
+// are one transaction (see Transaction): exactly once when the outputs,
+// the Store and the source's offsets all live where the transaction does,
+// as in Kafka with sink/txn.
+//
 // # Sources and sinks
 //
 // A Source has one method, Poll. Optional interfaces add what some sources

@@ -143,7 +143,7 @@ func BenchmarkDurabilityAtInterval(b *testing.B) {
 		name         string
 		perSec, user int
 	}{
-		{"1k-per-s-9k-users", 1_000, 9_000},      // the example's built-in producer
+		{"1k-per-s-9k-users", 1_000, 9_000},       // the example's built-in producer
 		{"30k-per-s-100k-users", 30_000, 100_000}, // the original's data set, streamed
 	} {
 		for _, kind := range durabilityKinds {
