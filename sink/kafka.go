@@ -11,6 +11,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/sluicehq/sluice/internal/kafkaconf"
+	"github.com/sluicehq/sluice/sink/txn"
 	"github.com/sluicehq/sluice/stream"
 )
 
@@ -30,6 +31,13 @@ type KafkaConfig struct {
 	// idempotent producer, so that sarama's retries neither duplicate nor
 	// reorder messages.
 	Sarama *sarama.Config
+	// Transaction, when set, writes every batch in the open transaction of
+	// this producer instead of with a producer of the sink's own: the
+	// batch is visible to read_committed consumers once the pipeline
+	// commits the transaction (stream.WithTransaction), with its state and
+	// input offsets. Sarama is then unused, and Close leaves the
+	// Transaction open, for its owner to close.
+	Transaction *txn.Producer
 }
 
 // Kafka is a sink that writes each value of a stream as one Kafka message,
@@ -158,6 +166,19 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 			}
 			msgs = append(msgs, m)
 		}
+	}
+	if tx := k.cfg.Transaction; tx != nil {
+		ptrs := make([]*sarama.ProducerMessage, len(msgs))
+		for i := range msgs {
+			ptrs[i] = &msgs[i]
+		}
+		if err := tx.Send(ctx, ptrs); err != nil {
+			k.msgs = nil // sarama may still hold them
+			return fmt.Errorf("kafka sink %s: %w", k.cfg.Topic, err)
+		}
+		clear(msgs)
+		k.msgs = msgs[:0]
+		return nil
 	}
 	if k.producer == nil {
 		p, err := sarama.NewAsyncProducer(k.cfg.Brokers, k.sarama)

@@ -93,6 +93,21 @@ type KafkaConfig struct {
 	// is kept. Nil starts from
 	// sarama.NewConfig().
 	Sarama *sarama.Config
+	// Transaction, when set, commits the offsets into the open Kafka
+	// transaction of a pipeline (stream.WithTransaction), such as a
+	// sink/txn.Producer's, instead of with the group's own commit: the
+	// group's offsets move when the transaction commits, with the batch's
+	// output and state. The source then reads read_committed, and a commit
+	// of a partition this member no longer owns fails, so that the
+	// transaction is aborted rather than committing output that the
+	// partition's new owner will make again.
+	Transaction TxnOffsets
+}
+
+// TxnOffsets adds a consumer group's offsets to an open Kafka transaction.
+// *txn.Producer (package sink/txn) implements it.
+type TxnOffsets interface {
+	AddOffsets(ctx context.Context, group *sarama.ConsumerGroupMetadata, offsets map[string][]*sarama.PartitionOffsetMetadata) error
 }
 
 // Kafka is a source that reads a topic as a member of a Kafka consumer
@@ -258,6 +273,9 @@ func consumerConfig(cfg *KafkaConfig) (*sarama.Config, error) {
 	}
 	if cfg.InstanceID != "" {
 		sc.Consumer.Group.InstanceId = cfg.InstanceID
+	}
+	if cfg.Transaction != nil {
+		sc.Consumer.IsolationLevel = sarama.ReadCommitted
 	}
 	if s := sc.Consumer.Group.Rebalance.GroupStrategies; sc.Consumer.Group.Rebalance.Strategy == nil &&
 		(len(s) == 0 || len(s) == 1 && s[0].Name() == sarama.RangeBalanceStrategyName) &&
@@ -487,6 +505,10 @@ func (k *Kafka) Commit(ctx context.Context, offsets []stream.Offset) error {
 		}
 		p := k.parts[o.Partition]
 		if sess == nil || p == nil || p.mustDrop || p.owner != kafkaOwned && p.owner != kafkaRevoking {
+			if k.cfg.Transaction != nil {
+				k.mu.Unlock()
+				return fmt.Errorf("kafka source %s: commit of partition %d in a transaction: %w", k.cfg.Topic, o.Partition, ErrNotOwned)
+			}
 			k.log.Info("kafka offset not committed: partition not owned", "partition", o.Partition, "offset", o.Next)
 			continue
 		}
@@ -496,9 +518,36 @@ func (k *Kafka) Commit(ctx context.Context, offsets []stream.Offset) error {
 	if len(commit) == 0 {
 		return nil
 	}
+	if k.cfg.Transaction != nil {
+		return k.commitTxn(ctx, sess, commit)
+	}
 	done, err := k.commit(ctx, client, sess, commit)
 	k.committed(done)
 	return err
+}
+
+// ErrNotOwned is returned (wrapped) by Commit with a Transaction, for a
+// partition that the group gave to another member.
+var ErrNotOwned = errors.New("partition not owned by this member")
+
+// commitTxn adds offsets to the transaction, with the session's group
+// generation and member, which the brokers check.
+func (k *Kafka) commitTxn(ctx context.Context, sess sarama.ConsumerGroupSession, offsets []stream.Offset) error {
+	group := &sarama.ConsumerGroupMetadata{GroupID: k.cfg.Group, GenerationID: sess.GenerationID(), MemberID: sess.MemberID()}
+	if id := k.sarama.Consumer.Group.InstanceId; id != "" {
+		group.GroupInstanceID = &id
+	}
+	parts := make([]*sarama.PartitionOffsetMetadata, len(offsets))
+	for i, o := range offsets {
+		parts[i] = &sarama.PartitionOffsetMetadata{Partition: o.Partition, Offset: o.Next, LeaderEpoch: -1}
+	}
+	if err := k.cfg.Transaction.AddOffsets(ctx, group, map[string][]*sarama.PartitionOffsetMetadata{k.cfg.Topic: parts}); err != nil {
+		return fmt.Errorf("kafka source %s: offsets of group %s into the transaction: %w", k.cfg.Topic, k.cfg.Group, err)
+	}
+	// In the transaction, the offsets count as committed: a revoked
+	// partition may go. Should the transaction fail, the pipeline stops.
+	k.committed(offsets)
+	return nil
 }
 
 // committed records offsets the broker stored.

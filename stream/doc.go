@@ -72,6 +72,11 @@
 // sink/changelog in a compacted Kafka topic, from which a partition's
 // state can be rebuilt on whichever process the partition moves to.
 //
+// With WithTransaction, each batch's outputs, checkpoint and source commit
+// are one transaction (see Transaction): exactly once when the outputs,
+// the Store and the source's offsets all live where the transaction does,
+// as in Kafka with sink/txn.
+//
 // # Observing a pipeline
 //
 // WithHook adds a Hook, told after every batch what it did (BatchStats:
@@ -90,7 +95,7 @@
 // need: Committer (progress), Runner (background work, such as a consumer
 // group session), Assigner (partitions that come and go in a rebalance;
 // the state of lost partitions is dropped, and OnRebalance hooks run) and
-// Lagger (how far behind the pipeline is, for metrics). A Sink has one method, Write, called once per batch. Packages source
-// and sink hold adapters for memory, files, a random event generator and
-// Kafka.
+// Lagger (how far behind the pipeline is, for metrics). A Sink has one
+// method, Write, called once per batch. Packages source and sink hold
+// adapters for memory, files, a random event generator and Kafka.
 package stream

@@ -26,6 +26,7 @@ type config struct {
 
 	store           Store
 	checkpointEvery int
+	txn             Transaction
 }
 
 func defaultConfig() config {
@@ -54,6 +55,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("stream: drain timeout %v is negative", c.drainTimeout)
 	case c.checkpointEvery < 1:
 		return fmt.Errorf("stream: checkpoint every %d batches: need at least 1", c.checkpointEvery)
+	case c.txn != nil && c.checkpointEvery != 1:
+		return fmt.Errorf("stream: checkpoint every %d batches with a transaction: a transaction checkpoints every batch", c.checkpointEvery)
 	}
 	return nil
 }

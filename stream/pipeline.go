@@ -180,48 +180,22 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		}
 		info := Info{ID: id, Time: cutAt, Start: batchStart, Records: n}
 		offsets, records := p.input.cut(info, assigned, assigner != nil)
-		bc := &batchCtx{ctx: work, info: info, par: p.cfg.parallelism}
-		stats.Outputs = stats.Outputs[:0]
-		for _, o := range p.outputs {
-			began := time.Now()
-			if err := o.run(bc); err != nil {
-				if cause := context.Cause(work); cause != nil {
-					return cause
-				}
-				return fmt.Errorf("stream: %w", err)
-			}
-			stats.Outputs = append(stats.Outputs, OutputStats{Name: o.name, Duration: time.Since(began)})
-		}
-		stats.Checkpoint, stats.Commit = 0, 0
 		pending = mergeOffsets(pending, offsets)
-		last := eof || ctx.Err() != nil
-		if p.cfg.store != nil && (id%int64(p.cfg.checkpointEvery) == 0 || last) {
-			began := time.Now()
-			err := p.checkpoint(work, info, pending)
-			stats.Checkpoint = time.Since(began)
-			if err != nil {
-				if cause := context.Cause(work); cause != nil {
-					return cause
-				}
-				return err
-			}
+		// Checked after the outputs: a run cancelled meanwhile ends with
+		// this batch, which must then be checkpointed.
+		durable := func() bool {
+			return p.cfg.store == nil || id%int64(p.cfg.checkpointEvery) == 0 || eof || ctx.Err() != nil
 		}
-		if committer != nil && (p.cfg.store == nil || id%int64(p.cfg.checkpointEvery) == 0 || last) {
-			began := time.Now()
-			err := committer.Commit(work, pending)
-			stats.Commit = time.Since(began)
-			if err != nil {
-				if cause := context.Cause(work); cause != nil {
-					return cause
-				}
-				return fmt.Errorf("stream: batch %d: commit: %w", id, err)
-			}
+		committed, err := p.finish(work, info, committer, pending, durable, &stats)
+		if err != nil {
+			return err
 		}
-		if p.cfg.store == nil || id%int64(p.cfg.checkpointEvery) == 0 || last {
+		if committed {
 			pending = pending[:0]
 		}
+		stats.Processing = time.Since(cutAt)
 		if len(p.cfg.hooks) > 0 {
-			stats.Info, stats.Scheduled, stats.Processing, stats.Partitions = info, scheduled, time.Since(cutAt), len(offsets)
+			stats.Info, stats.Scheduled, stats.Partitions = info, scheduled, len(offsets)
 			if p.cfg.interval <= 0 {
 				stats.Scheduled = cutAt
 			}
@@ -242,6 +216,67 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			scheduled = time.Now() // a full batch restarts the grid
 		}
 	}
+}
+
+// finish runs the outputs of a batch, then, if durable says so once they
+// are done, checkpoints the state and commits the pending offsets to the
+// source, and reports that it did; all of it in one transaction when the
+// pipeline has one.
+func (p *Pipeline) finish(work context.Context, info Info, committer Committer, pending []Offset, durable func() bool, stats *BatchStats) (bool, error) {
+	stats.Outputs, stats.Checkpoint, stats.Commit = stats.Outputs[:0], 0, 0
+	tx := p.cfg.txn
+	if tx == nil {
+		return p.finishBatch(work, info, committer, pending, durable, stats)
+	}
+	if err := tx.Begin(work); err != nil {
+		return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: batch %d: begin transaction: %w", info.ID, err))
+	}
+	committed, err := p.finishBatch(work, info, committer, pending, durable, stats)
+	if err == nil {
+		began := time.Now()
+		err = tx.Commit(work)
+		stats.Commit += time.Since(began)
+		if err != nil {
+			return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: batch %d: commit transaction: %w", info.ID, err))
+		}
+		return committed, nil
+	}
+	// work may be over (the drain timeout): the abort must go out still.
+	if aerr := tx.Abort(context.WithoutCancel(work)); aerr != nil {
+		err = errors.Join(err, fmt.Errorf("stream: batch %d: abort transaction: %w", info.ID, aerr))
+	}
+	return false, err
+}
+
+func (p *Pipeline) finishBatch(work context.Context, info Info, committer Committer, pending []Offset, durable func() bool, stats *BatchStats) (bool, error) {
+	bc := &batchCtx{ctx: work, info: info, par: p.cfg.parallelism}
+	for _, o := range p.outputs {
+		began := time.Now()
+		if err := o.run(bc); err != nil {
+			return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: %w", err))
+		}
+		stats.Outputs = append(stats.Outputs, OutputStats{Name: o.name, Duration: time.Since(began)})
+	}
+	if !durable() {
+		return false, nil
+	}
+	if p.cfg.store != nil {
+		began := time.Now()
+		err := p.checkpoint(work, info, pending)
+		stats.Checkpoint = time.Since(began)
+		if err != nil {
+			return false, cmp.Or(context.Cause(work), err)
+		}
+	}
+	if committer != nil {
+		began := time.Now()
+		err := committer.Commit(work, pending)
+		stats.Commit = time.Since(began)
+		if err != nil {
+			return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: batch %d: commit: %w", info.ID, err))
+		}
+	}
+	return true, nil
 }
 
 // nextTick returns the first point of the grid prev + k*interval (k >= 1)

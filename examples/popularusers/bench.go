@@ -284,7 +284,7 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 	if err != nil {
 		return f, err
 	}
-	popular, err := newPopularSink(brokers, rc.outTopic, log)
+	popular, err := newPopularSink(brokers, rc.outTopic, nil, log)
 	if err != nil {
 		return f, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluicehq/sluice/score"
 	"github.com/sluicehq/sluice/sink"
+	"github.com/sluicehq/sluice/sink/txn"
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
 )
@@ -147,8 +148,8 @@ const (
 
 // newDLQSink publishes dead letters to topic: each the bad record's key
 // and value unchanged, with why and where from in headers.
-func newDLQSink(brokers []string, topic string, log *slog.Logger) (*sink.Kafka[deadLetter], error) {
-	return sink.NewKafkaMessages(sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log}, func(d deadLetter) (sink.Message, error) {
+func newDLQSink(brokers []string, topic string, tx *txn.Producer, log *slog.Logger) (*sink.Kafka[deadLetter], error) {
+	return sink.NewKafkaMessages(sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log, Transaction: tx}, func(d deadLetter) (sink.Message, error) {
 		return sink.Message{Key: d.key, Value: d.raw, Headers: []sink.Header{
 			{Key: headerError, Value: []byte(d.Error)},
 			{Key: headerKind, Value: []byte(d.Kind)},
@@ -185,7 +186,7 @@ func (t tee[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 // deadLetterSinks opens where dead letters go: the -dead-letter file and
 // the -dlq-topic, or standard error when neither is given. It returns the
 // sink, a description of where it writes for the logs, and what to close.
-func (c *runConfig) deadLetterSinks(brokers []string, stderr io.Writer, log *slog.Logger) (stream.Sink[deadLetter], string, []func() error, error) {
+func (c *runConfig) deadLetterSinks(brokers []string, tx *txn.Producer, stderr io.Writer, log *slog.Logger) (stream.Sink[deadLetter], string, []func() error, error) {
 	var (
 		sinks   tee[deadLetter]
 		where   string
@@ -199,7 +200,7 @@ func (c *runConfig) deadLetterSinks(brokers []string, stderr io.Writer, log *slo
 		sinks, where, closers = append(sinks, s), "file "+f, append(closers, s.Close)
 	}
 	if t := c.faults.dlqTopic; t != "" && len(brokers) > 0 {
-		s, err := newDLQSink(brokers, t, log)
+		s, err := newDLQSink(brokers, t, tx, log)
 		if err != nil {
 			for _, cl := range closers {
 				cl()

@@ -54,6 +54,8 @@ type runConfig struct {
 	input          string
 	json           bool
 	thresholdTopic string
+	exactlyOnce    bool
+	instance       string // names the process in its group; "" derives one
 	cpuProfile     string
 	metricsAddr    string
 	faults         faultConfig // bad input and unreachable brokers
@@ -84,6 +86,8 @@ producer of random events, and shows results on its own.`, stderr)
 	fs.StringVar(&c.input, "input", "", "read events from `file` (- for standard input) instead of Kafka: CSV rows user_id,activity or JSON lines")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object per batch instead of a summary")
 	fs.StringVar(&c.thresholdTopic, "threshold-topic", "", "also publish every batch's threshold to this Kafka `topic`")
+	fs.BoolVar(&c.exactlyOnce, "exactly-once", false, "commit each batch's output (-out-topic, -threshold-topic, -dlq-topic), totals (-state changelog, implied) and input offsets in one Kafka transaction; consumers of the output read it with read_committed isolation. Needs -brokers")
+	fs.StringVar(&c.instance, "instance", "", "`name` of this process in its -group, the same across restarts and different for each process: its static group membership and, with -exactly-once, its Kafka transactional.id; empty: derived from -checkpoint, or with -exactly-once from the group and host name")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile to `file`")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics and a live page on http://address/ (host:0 picks a free port); empty: off")
 	c.faults.flags(fs)
@@ -97,6 +101,9 @@ producer of random events, and shows results on its own.`, stderr)
 	c.listenSet = isSet(fs, "listen")
 	c.checkpointSet = isSet(fs, "checkpoint")
 	embedded := len(c.brokers) == 0 && c.input == ""
+	if c.exactlyOnce && !isSet(fs, "state") {
+		c.state = stateChangelog // the totals must be in the transaction too
+	}
 	if c.changelogTopic == "" {
 		c.changelogTopic = c.group + "-totals-changelog"
 	}
@@ -133,6 +140,10 @@ producer of random events, and shows results on its own.`, stderr)
 		return nil, usagef("-state %q: must be dir or changelog", c.state)
 	case c.state != stateChangelog && isSet(fs, "changelog-topic"):
 		return nil, usagef("-changelog-topic names the topic of -state changelog")
+	case c.exactlyOnce && (c.input != "" || len(c.brokers) == 0):
+		return nil, usagef("-exactly-once commits Kafka transactions: it needs -brokers, and does not go with -input or the embedded broker")
+	case c.exactlyOnce && c.state != stateChangelog:
+		return nil, usagef("-exactly-once keeps the totals in the transaction, in -state changelog; -state dir cannot join a Kafka transaction")
 	case c.state == stateChangelog && (c.input != "" || len(c.brokers) == 0):
 		return nil, usagef("-state changelog keeps the totals in Kafka beside the input they count: it needs -brokers, and does not go with -input or the embedded broker")
 	case c.digestTopic != "" && c.state != stateChangelog:

@@ -29,6 +29,8 @@ func TestBadCommandLinesExitWithUsage(t *testing.T) {
 		{"output to the input topic", []string{"-out-topic", "messages"}, "must differ from the input -topic"},
 		{"broker without port", []string{"-brokers", "localhost"}, "need host:port addresses"},
 		{"threshold topic without Kafka", []string{"-input", "x.csv", "-threshold-topic", "t"}, "-threshold-topic publishes to Kafka: with -input it needs -brokers"},
+		{"exactly once without Kafka", []string{"-exactly-once"}, "-exactly-once commits Kafka transactions: it needs -brokers"},
+		{"exactly once with a directory", []string{"-brokers", "k:9092", "-exactly-once", "-state", "dir"}, "-exactly-once keeps the totals in the transaction, in -state changelog"},
 		{"listen without port", []string{"-listen", "localhost"}, `-listen "localhost": need host:port`},
 		{"broker listen without port", []string{"broker", "-listen", "9092"}, `-listen "9092": need host:port`},
 		{"unknown flag", []string{"-bogus"}, "flag provided but not defined: -bogus"},

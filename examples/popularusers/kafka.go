@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/score"
 	"github.com/sluicehq/sluice/sink"
+	"github.com/sluicehq/sluice/sink/txn"
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
 )
@@ -84,16 +85,31 @@ func batchKey(t time.Time) []byte {
 // popularSink publishes popular users: one message per user, key
 // popular_<unix seconds of the batch>, value [user_id, score].
 type popularSink struct {
-	kafka *sink.Kafka[total]
-	key   []byte // the batch's, read by encode during Write
+	kafka   *sink.Kafka[total]
+	key     []byte        // the batch's, read by encode during Write
+	headers []sink.Header // the batch's
+}
+
+// batchHeader is the header of every output message that names its batch:
+// the time the batch was cut, in Unix nanoseconds, which tells batches
+// apart even within one second (the key's resolution).
+const batchHeader = "batch"
+
+// recordsHeader is the header of a threshold message that says how many
+// input records its batch counted.
+const recordsHeader = "records"
+
+func batchHeaderOf(t time.Time) sink.Header {
+	return sink.Header{Key: batchHeader, Value: strconv.AppendInt(nil, t.UnixNano(), 10)}
 }
 
 var _ stream.Sink[total] = (*popularSink)(nil)
 
-func newPopularSink(brokers []string, topic string, log *slog.Logger) (*popularSink, error) {
+func newPopularSink(brokers []string, topic string, tx *txn.Producer, log *slog.Logger) (*popularSink, error) {
 	s := &popularSink{}
-	k, err := sink.NewKafka(sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log}, func(t total) ([]byte, []byte, error) {
-		return s.key, appendPair(nil, t), nil
+	cfg := sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log, Transaction: tx}
+	k, err := sink.NewKafkaMessages(cfg, func(t total) (sink.Message, error) {
+		return sink.Message{Key: s.key, Value: appendPair(nil, t), Headers: s.headers}, nil
 	})
 	s.kafka = k
 	return s, err
@@ -105,6 +121,7 @@ func (s *popularSink) Write(ctx context.Context, b *stream.Batch[total]) error {
 	// A new slice every batch: messages of a Write abandoned on
 	// cancellation may still hold the previous one.
 	s.key = batchKey(b.Info.Time)
+	s.headers = []sink.Header{batchHeaderOf(b.Info.Time)}
 	return s.kafka.Write(ctx, b)
 }
 
@@ -120,11 +137,15 @@ func appendPair(b []byte, t total) []byte {
 }
 
 // newThresholdSink publishes every batch's threshold as one JSON record,
-// {"batch":N,"quantile":Q,"threshold":T,"users":U}, with the key of the
-// batch's popular users.
-func newThresholdSink(brokers []string, topic string, log *slog.Logger) (*sink.Kafka[cut], error) {
-	return sink.NewKafka(sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log}, func(c cut) ([]byte, []byte, error) {
-		return batchKey(c.Time), appendThreshold(nil, c), nil
+// {"batch":N,"quantile":Q,"threshold":T,"users":U}, with the key and batch
+// header of the batch's popular users, and a header with the number of
+// input records the batch counted.
+func newThresholdSink(brokers []string, topic string, tx *txn.Producer, log *slog.Logger) (*sink.Kafka[cut], error) {
+	cfg := sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log, Transaction: tx}
+	return sink.NewKafkaMessages(cfg, func(c cut) (sink.Message, error) {
+		return sink.Message{Key: batchKey(c.Time), Value: appendThreshold(nil, c), Headers: []sink.Header{
+			batchHeaderOf(c.Time), {Key: recordsHeader, Value: strconv.AppendInt(nil, int64(c.Records), 10)},
+		}}, nil
 	})
 }
 

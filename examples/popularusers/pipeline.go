@@ -24,6 +24,7 @@ type cut struct {
 	Quantile  float64   // -limit
 	Threshold float64   // the Quantile-quantile of the totals; NaN with no users
 	Users     uint64    // users in the state, as many as totals in the sketch
+	Records   int       // input records of the batch
 }
 
 // sketch is what the pipeline needs of a quantile sketch: digest.TDigest
@@ -137,7 +138,7 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 	// latest partials of all the others' (reduce), and the threshold is
 	// the group's (broadcast); Users stays this process's own.
 	thresholds := stream.Transform(merged, func(b *stream.Batch[partial[S]]) (*stream.Batch[cut], error) {
-		c := cut{Batch: b.Info.ID, Time: b.Info.Time, Quantile: limit, Threshold: math.NaN()}
+		c := cut{Batch: b.Info.ID, Time: b.Info.Time, Quantile: limit, Threshold: math.NaN(), Records: b.Info.Records}
 		var (
 			all  S
 			have bool

@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/score"
 	"github.com/sluicehq/sluice/sink/changelog"
 	"github.com/sluicehq/sluice/sink/exchange"
+	"github.com/sluicehq/sluice/sink/txn"
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
 	"github.com/sluicehq/sluice/stream/checkpoint"
@@ -61,6 +62,22 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 		out.report.mon = mon
 		opts = append(opts, stream.WithHook(mon))
 	}
+	var tx *txn.Producer
+	if c.exactlyOnce {
+		if tx, err = c.newTransaction(brokers, log); err != nil {
+			return err
+		}
+		defer func() {
+			// After the sinks and the store, which write through it.
+			if cerr := tx.Close(); err == nil && cerr != nil {
+				err = cerr
+			}
+		}()
+		// A write that failed in a transaction cannot be retried in it:
+		// the transaction is aborted and the run fails, to restart from
+		// the last committed batch.
+		c.faults.outputRetry = 0
+	}
 	var closers []func() error
 	defer func() {
 		// Sinks flush on Close: a failure there is a failure of the run.
@@ -70,7 +87,7 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 			}
 		}
 	}()
-	dead, where, closeDead, err := c.deadLetterSinks(brokers, stderr, log)
+	dead, where, closeDead, err := c.deadLetterSinks(brokers, tx, stderr, log)
 	if err != nil {
 		return err
 	}
@@ -79,14 +96,14 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 	out.retry = retryConfig{c.faults.outputRetry, log}
 	closers = append(closers, closeDead...)
 	if len(brokers) > 0 {
-		popular, err := newPopularSink(brokers, c.outTopic, log)
+		popular, err := newPopularSink(brokers, c.outTopic, tx, log)
 		if err != nil {
 			return err
 		}
 		out.popular = popular
 		closers = append(closers, popular.Close)
 		if c.thresholdTopic != "" {
-			thresholds, err := newThresholdSink(brokers, c.thresholdTopic, log)
+			thresholds, err := newThresholdSink(brokers, c.thresholdTopic, tx, log)
 			if err != nil {
 				return err
 			}
@@ -96,12 +113,15 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 	}
 
 	if c.state == stateChangelog {
-		store, err := c.openChangelog(runCtx, brokers, log)
+		store, err := c.openChangelog(runCtx, brokers, tx, log)
 		if err != nil {
 			return err
 		}
 		closers = append(closers, store.Close)
 		opts = append(opts, stream.WithStore(store))
+		if tx != nil {
+			opts = append(opts, stream.WithTransaction(tx))
+		}
 	} else if dir := c.checkpointDir(len(c.brokers) > 0); dir != "" {
 		store, err := openCheckpoint(dir, c.resetState, log)
 		if err != nil {
@@ -139,7 +159,7 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 		}
 		defer in.file.Close()
 		p = c.filePipeline(in, out, opts, log)
-	} else if p, err = c.kafkaPipeline(brokers, out, opts, log); err != nil {
+	} else if p, err = c.kafkaPipeline(brokers, out, opts, tx, log); err != nil {
 		return err
 	}
 	err = p.Run(runCtx)
@@ -169,6 +189,35 @@ func (c *runConfig) checkpointDir(external bool) string {
 		return ""
 	}
 	return c.checkpoint
+}
+
+// instanceID returns the name of this process in its group: -instance,
+// or one derived from the checkpoint directory, or with -exactly-once from
+// the group and host (see -instance); "" for a dynamic member.
+func (c *runConfig) instanceID() string {
+	switch {
+	case c.instance != "":
+		return c.instance
+	case c.exactlyOnce:
+		host, _ := os.Hostname()
+		sum := sha256.Sum256([]byte(host))
+		return fmt.Sprintf("%s-%x", c.group, sum[:8])
+	}
+	return instanceID(c.group, c.checkpointDir(len(c.brokers) > 0))
+}
+
+// newTransaction returns the producer of -exactly-once, whose
+// transactional.id is the process's instance name: a process restarted
+// under the same name fences off its predecessor and aborts what that one
+// left open.
+func (c *runConfig) newTransaction(brokers []string, log *slog.Logger) (*txn.Producer, error) {
+	id := c.instanceID()
+	tx, err := txn.New(txn.Config{Brokers: brokers, ID: id, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("exactly once: each batch is one Kafka transaction", "transactional_id", id)
+	return tx, nil
 }
 
 // instanceID names a static group member after its host and checkpoint
@@ -207,16 +256,17 @@ func openCheckpoint(dir string, reset bool, log *slog.Logger) (*checkpoint.Dir, 
 // openChangelog returns the store of -state changelog on -changelog-topic.
 // State partition p is written to partition p of the topic, so a topic the
 // store creates gets as many partitions as the input topic has now.
-func (c *runConfig) openChangelog(ctx context.Context, brokers []string, log *slog.Logger) (*changelog.Kafka, error) {
+func (c *runConfig) openChangelog(ctx context.Context, brokers []string, tx *txn.Producer, log *slog.Logger) (*changelog.Kafka, error) {
 	n, err := topicPartitions(ctx, brokers, c.topic, c.faults.connectTimeout)
 	if err != nil {
 		return nil, err
 	}
 	store, err := changelog.NewKafka(changelog.Config{
-		Brokers:    brokers,
-		Topic:      c.changelogTopic,
-		Partitions: n,
-		Logger:     log,
+		Brokers:     brokers,
+		Topic:       c.changelogTopic,
+		Partitions:  n,
+		Logger:      log,
+		Transaction: tx,
 	})
 	if err != nil {
 		return nil, err
@@ -278,8 +328,8 @@ func (c *runConfig) filePipeline(in *input, out *outputs, opts []stream.Option, 
 }
 
 // kafkaPipeline builds the pipeline on the Kafka topic -topic.
-func (c *runConfig) kafkaPipeline(brokers []string, out *outputs, opts []stream.Option, log *slog.Logger) (*stream.Pipeline, error) {
-	src, err := source.NewKafka(source.KafkaConfig{
+func (c *runConfig) kafkaPipeline(brokers []string, out *outputs, opts []stream.Option, tx *txn.Producer, log *slog.Logger) (*stream.Pipeline, error) {
+	cfg := source.KafkaConfig{
 		Brokers:        brokers,
 		Topic:          c.topic,
 		Group:          c.group,
@@ -299,9 +349,13 @@ func (c *runConfig) kafkaPipeline(brokers []string, out *outputs, opts []stream.
 		// and any process restores what it is assigned; the price is that
 		// a restart after a crash waits for the dead member's session to
 		// expire (sarama's 10s by default) before it gets partitions.
-		InstanceID: instanceID(c.group, c.checkpointDir(len(c.brokers) > 0)),
+		InstanceID: c.instanceID(),
 		Logger:     log,
-	})
+	}
+	if tx != nil {
+		cfg.Transaction = tx // offsets go in the batch's transaction
+	}
+	src, err := source.NewKafka(cfg)
 	if err != nil {
 		return nil, err
 	}

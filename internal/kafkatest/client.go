@@ -3,11 +3,14 @@ package kafkatest
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/sluicehq/sluice/internal/readcommitted"
 )
 
 // Record is a record to produce, or one read back by Records.
@@ -66,26 +69,34 @@ func (b *Broker) Produce(topic string, recs ...Record) error {
 }
 
 // Records reads every record of topic, from the oldest to the high
-// watermark it finds when called, sorted by partition and offset. It fails
-// when ctx is done before it has read them all.
+// watermark it finds when called, sorted by partition and offset, those
+// of aborted and open transactions too (read_uncommitted). It fails when
+// ctx is done before it has read them all.
 func (b *Broker) Records(ctx context.Context, topic string) ([]Record, error) {
-	client, err := sarama.NewClient(b.addrs, config())
+	return Read(ctx, b.addrs, topic, sarama.ReadUncommitted)
+}
+
+// CommittedRecords reads topic as a read_committed consumer does: up to
+// the last stable offset it finds when called, without the records of
+// aborted transactions.
+func (b *Broker) CommittedRecords(ctx context.Context, topic string) ([]Record, error) {
+	return Read(ctx, b.addrs, topic, sarama.ReadCommitted)
+}
+
+// Read is Records or CommittedRecords of a topic on any brokers.
+func Read(ctx context.Context, brokers []string, topic string, isolation sarama.IsolationLevel) ([]Record, error) {
+	client, err := sarama.NewClient(brokers, config())
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: read %s: %w", topic, err)
 	}
 	defer client.Close()
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		return nil, fmt.Errorf("kafkatest: read %s: %w", topic, err)
-	}
-	defer consumer.Close()
 	partitions, err := client.Partitions(topic)
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: read %s: %w", topic, err)
 	}
 	var out []Record
 	for _, p := range partitions {
-		recs, err := readPartition(ctx, client, consumer, topic, p)
+		recs, err := readPartition(ctx, client, topic, p, isolation)
 		if err != nil {
 			return nil, err
 		}
@@ -97,43 +108,71 @@ func (b *Broker) Records(ctx context.Context, topic string) ([]Record, error) {
 	return out, nil
 }
 
-func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Consumer, topic string, p int32) ([]Record, error) {
-	oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
+// readPartition reads partition p with plain fetch requests: a sarama
+// consumer hides control records, so it cannot tell when it has passed
+// the end of a partition that ends with one.
+func readPartition(ctx context.Context, client sarama.Client, topic string, p int32, isolation sarama.IsolationLevel) ([]Record, error) {
+	off, err := client.GetOffset(topic, p, sarama.OffsetOldest)
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: read %s/%d: oldest offset: %w", topic, p, err)
 	}
-	end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-	if err != nil {
-		return nil, fmt.Errorf("kafkatest: read %s/%d: newest offset: %w", topic, p, err)
-	}
-	if end <= oldest {
-		return nil, nil
-	}
-	pc, err := consumer.ConsumePartition(topic, p, oldest)
-	if err != nil {
-		return nil, fmt.Errorf("kafkatest: read %s/%d from %d: %w", topic, p, oldest, err)
-	}
-	defer pc.Close()
+	end := int64(-1) // the high watermark or last stable offset of the first fetch
 	var out []Record
-	for {
-		select {
-		case m, ok := <-pc.Messages():
-			if !ok {
-				return nil, fmt.Errorf("kafkatest: read %s/%d: consumer closed at offset %d of %d", topic, p, len(out), end)
+	for end < 0 || off < end {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("kafkatest: read %s/%d: at offset %d of %d: %w", topic, p, off, end, context.Cause(ctx))
+		}
+		leader, err := client.Leader(topic, p)
+		if err != nil {
+			return nil, fmt.Errorf("kafkatest: read %s/%d: %w", topic, p, err)
+		}
+		req := &sarama.FetchRequest{Version: 11, MinBytes: 1, MaxBytes: 16 << 20, Isolation: isolation, SessionEpoch: -1}
+		req.AddBlock(topic, p, off, 8<<20, -1)
+		resp, err := leader.Fetch(req)
+		if err != nil {
+			return nil, fmt.Errorf("kafkatest: read %s/%d at %d: %w", topic, p, off, err)
+		}
+		block := resp.GetBlock(topic, p)
+		if block == nil || !errors.Is(block.Err, sarama.ErrNoError) {
+			return nil, fmt.Errorf("kafkatest: read %s/%d at %d: %v", topic, p, off, block)
+		}
+		if end < 0 {
+			end = block.HighWaterMarkOffset
+			if isolation == sarama.ReadCommitted {
+				end = block.LastStableOffset
 			}
-			r := Record{Partition: p, Offset: m.Offset, Key: m.Key, Value: m.Value}
-			for _, h := range m.Headers {
-				if r.Headers == nil {
-					r.Headers = map[string]string{}
+		}
+		filter := readcommitted.New(block)
+		if isolation != sarama.ReadCommitted {
+			filter = &readcommitted.Filter{}
+		}
+		for _, rs := range block.RecordsSet {
+			rb := rs.RecordBatch
+			if rb == nil {
+				continue
+			}
+			last := rb.FirstOffset + int64(rb.LastOffsetDelta)
+			if !filter.Skip(rb) {
+				for _, rec := range rb.Records {
+					o := rb.FirstOffset + rec.OffsetDelta
+					if o < off || o >= end {
+						continue
+					}
+					r := Record{Partition: p, Offset: o, Key: rec.Key, Value: rec.Value}
+					for _, h := range rec.Headers {
+						if r.Headers == nil {
+							r.Headers = map[string]string{}
+						}
+						r.Headers[string(h.Key)] = string(h.Value)
+					}
+					out = append(out, r)
 				}
-				r.Headers[string(h.Key)] = string(h.Value)
 			}
-			out = append(out, r)
-			if m.Offset >= end-1 {
-				return out, nil
-			}
-		case <-ctx.Done():
-			return nil, fmt.Errorf("kafkatest: read %s/%d: %d records before offset %d: %w", topic, p, len(out), end, context.Cause(ctx))
+			off = max(off, last+1)
+		}
+		if len(block.RecordsSet) == 0 && off < end {
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	return out, nil
 }

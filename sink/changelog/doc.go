@@ -76,6 +76,18 @@
 // lost its partitions but still writes (a "zombie") is not fenced off;
 // the consumer group protocol keeps that window short.
 //
+// # Exactly once
+//
+// With Config.Transaction, a checkpoint is written in the open Kafka
+// transaction of a sink/txn.Producer, with the batch's output and input
+// offsets, and counts only once the transaction commits. Restore then
+// registers the transactional ID first (fencing off the process it
+// replaces and aborting what that one left open) and reads the topic
+// read_committed, skipping the records of aborted transactions. The
+// markers stay: they delimit checkpoints as before, and a topic written
+// without transactions earlier is restored and repaired the same way (a
+// repair is a transaction of its own).
+//
 // # Partitions
 //
 // The state of partition p and the offsets of input partition p go to

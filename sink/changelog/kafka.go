@@ -16,6 +16,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/sluicehq/sluice/internal/kafkaconf"
+	"github.com/sluicehq/sluice/sink/txn"
 	"github.com/sluicehq/sluice/stream"
 )
 
@@ -57,6 +58,13 @@ type Config struct {
 	// replicas, an idempotent producer and retries for about half a
 	// minute, so that a broker restart does not fail a checkpoint.
 	Sarama *sarama.Config
+	// Transaction, when set, writes every checkpoint in the open
+	// transaction of this producer, with the batch's output and input
+	// offsets (exactly once: see the package doc), and Restore reads the
+	// topic read_committed, after the producer has fenced off the process
+	// it replaces. The store leaves the Transaction open on Close, for its
+	// owner to close.
+	Transaction *txn.Producer
 }
 
 // Kafka is a stream.Store on a compacted Kafka topic, one record per
@@ -429,7 +437,15 @@ func (k *Kafka) Checkpoint(ctx context.Context, c *stream.Changes) error {
 		}
 		msgs = append(msgs, m)
 	}
-	if err := k.send(msgs); err != nil {
+	if tx := k.cfg.Transaction; tx != nil {
+		// What follows holds only if the transaction commits.
+		tx.OnEnd(func(committed bool) {
+			if !committed {
+				k.aborted()
+			}
+		})
+	}
+	if err := k.write(ctx, msgs); err != nil {
 		k.forget()
 		return fmt.Errorf("changelog: checkpoint of batch %d: %w", c.Batch.ID, err)
 	}
@@ -446,7 +462,7 @@ func (k *Kafka) Checkpoint(ctx context.Context, c *stream.Changes) error {
 		markers[i] = &sarama.ProducerMessage{Topic: k.cfg.Topic, Partition: p, Key: sarama.ByteEncoder(markerKey), Value: sarama.ByteEncoder(appendMarker(nil, m))}
 	}
 	k.seq = seq
-	if err := k.send(markers); err != nil {
+	if err := k.write(ctx, markers); err != nil {
 		k.forget()
 		return fmt.Errorf("changelog: checkpoint of batch %d: markers: %w", c.Batch.ID, err)
 	}
@@ -463,6 +479,24 @@ func (k *Kafka) prevMarker(p int32) int64 {
 		return off
 	}
 	return -1
+}
+
+// aborted forgets what a checkpoint of an aborted transaction wrote: its
+// markers are gone, and its offsets were not committed.
+func (k *Kafka) aborted() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.forget()
+	k.offsets = nil
+}
+
+// write writes msgs in the open transaction, if the store has one, or
+// else with the store's own producer.
+func (k *Kafka) write(ctx context.Context, msgs []*sarama.ProducerMessage) error {
+	if tx := k.cfg.Transaction; tx != nil {
+		return tx.SendToPartitions(ctx, msgs)
+	}
+	return k.send(msgs)
 }
 
 // send produces msgs and returns when every one is acknowledged or has

@@ -10,6 +10,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/sluicehq/sluice/internal/readcommitted"
 	"github.com/sluicehq/sluice/stream"
 )
 
@@ -41,6 +42,14 @@ func (k *Kafka) Restore(ctx context.Context, partitions []int32, put func(e stre
 	defer k.mu.Unlock()
 	if err := k.connect(); err != nil {
 		return nil, err
+	}
+	if tx := k.cfg.Transaction; tx != nil {
+		// A process this one replaces may have left a transaction open,
+		// which would hold read_committed fetches back: registering the
+		// transactional ID aborts it.
+		if err := tx.Init(ctx); err != nil {
+			return nil, fmt.Errorf("changelog %s: restore: %w", k.cfg.Topic, err)
+		}
 	}
 	n, err := k.partitionCount()
 	if err != nil {
@@ -92,7 +101,7 @@ func (k *Kafka) Restore(ctx context.Context, partitions []int32, put func(e stre
 		}
 		k.seq = max(k.seq, pr.maxSeq)
 	}
-	if err := r.repair(parts, revoked); err != nil {
+	if err := r.repair(ctx, parts, revoked); err != nil {
 		k.forget()
 		return nil, err
 	}
@@ -329,7 +338,7 @@ func (r *restorer) load(ctx context.Context, pr *partRestore) error {
 // marker, its value as of that marker (or a tombstone), then a repair
 // marker, so that no later marker or compaction can make those writes
 // count.
-func (r *restorer) repair(parts []*partRestore, revoked []uint64) error {
+func (r *restorer) repair(ctx context.Context, parts []*partRestore, revoked []uint64) (err error) {
 	k := r.k
 	var todo []*partRestore
 	var ids []int32
@@ -353,7 +362,22 @@ func (r *restorer) repair(parts []*partRestore, revoked []uint64) error {
 	if len(todo) == 0 {
 		return nil
 	}
-	if err := k.send(msgs); err != nil {
+	if tx := k.cfg.Transaction; tx != nil {
+		// A repair is a transaction of its own, between batches.
+		if err := tx.Begin(ctx); err != nil {
+			return fmt.Errorf("changelog: repair: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				if aerr := tx.Abort(ctx); aerr != nil {
+					k.log.Warn("changelog: abort the repair", "err", aerr)
+				}
+			} else if cerr := tx.Commit(ctx); cerr != nil {
+				err = fmt.Errorf("changelog: repair: %w", cerr)
+			}
+		}()
+	}
+	if err := k.write(ctx, msgs); err != nil {
 		return fmt.Errorf("changelog: repair: %w", err)
 	}
 	k.seq++
@@ -365,7 +389,7 @@ func (r *restorer) repair(parts []*partRestore, revoked []uint64) error {
 		}
 		markers[i] = &sarama.ProducerMessage{Topic: k.cfg.Topic, Partition: pr.p, Key: sarama.ByteEncoder(markerKey), Value: sarama.ByteEncoder(appendMarker(nil, m))}
 	}
-	if err := k.send(markers); err != nil {
+	if err := k.write(ctx, markers); err != nil {
 		return fmt.Errorf("changelog: repair: markers: %w", err)
 	}
 	for i, pr := range todo {
@@ -397,12 +421,23 @@ func (r *restorer) scan(ctx context.Context, p int32, from, to int64, fn func(of
 		}
 		start, partial := off, false
 		if err == nil {
+			var committed *readcommitted.Filter
+			if k.cfg.Transaction != nil {
+				committed = readcommitted.New(block)
+			}
 			for _, rs := range block.RecordsSet {
 				b := rs.RecordBatch
 				if b == nil {
 					if rs.MsgSet != nil {
 						return fmt.Errorf("changelog: read %s/%d at offset %d: a message set older than Kafka 0.11's record batches", k.cfg.Topic, p, off)
 					}
+					continue
+				}
+				if committed != nil && committed.Skip(b) {
+					if b.FirstOffset >= to {
+						return nil
+					}
+					off = max(off, b.FirstOffset+int64(b.LastOffsetDelta)+1)
 					continue
 				}
 				for _, rec := range b.Records {
@@ -488,7 +523,11 @@ func (k *Kafka) fetch(p int32, off int64, size int32) (*sarama.FetchResponseBloc
 	if err != nil {
 		return nil, err
 	}
-	req := &sarama.FetchRequest{Version: k.fetchVersion, MinBytes: 1, MaxBytes: k.sarama.Consumer.Fetch.MaxBytes, Isolation: sarama.ReadUncommitted}
+	isolation := sarama.ReadUncommitted
+	if k.cfg.Transaction != nil {
+		isolation = sarama.ReadCommitted // the records of aborted transactions are skipped by scan
+	}
+	req := &sarama.FetchRequest{Version: k.fetchVersion, MinBytes: 1, MaxBytes: k.sarama.Consumer.Fetch.MaxBytes, Isolation: isolation}
 	if req.Version >= 7 {
 		req.SessionEpoch = -1 // no fetch session
 	}

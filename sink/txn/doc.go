@@ -1,0 +1,39 @@
+// Package txn holds a transactional Kafka producer, shared by the Kafka
+// adapters of one pipeline so that each batch is one Kafka transaction:
+// exactly-once processing.
+//
+//	tx, err := txn.New(txn.Config{Brokers: brokers, ID: "popularusers-host-a"})
+//	defer tx.Close()
+//	out, err := sink.NewKafka(sink.KafkaConfig{Brokers: brokers, Topic: "popular_users", Transaction: tx}, encode)
+//	store, err := changelog.NewKafka(changelog.Config{Brokers: brokers, Topic: "totals", Partitions: 4, Transaction: tx})
+//	src, err := source.NewKafka(source.KafkaConfig{Brokers: brokers, Topic: "messages", Group: "g", InstanceID: "host-a", Transaction: tx})
+//	p := stream.NewPipeline(stream.WithStore(store), stream.WithTransaction(tx))
+//
+// The pipeline begins a transaction before a batch's outputs, the sinks
+// and the changelog write in it, the source adds the group's offsets to it
+// (TxnOffsetCommit, with the group generation), and the pipeline commits
+// it; any failure aborts it and stops the run. Consumers of the output
+// must read with isolation level read_committed to see committed batches
+// only; the changelog restores that way.
+//
+// # Transactional ID and fencing
+//
+// Config.ID is the transactional.id. It must be stable per process
+// identity, such as the group and the static member's instance ID: a
+// process restarted with the same ID registers it again (Init, or the
+// first Begin), which bumps the producer epoch, so that its predecessor,
+// if it still runs, is fenced off (its writes and commit fail), and
+// aborts the transaction the predecessor left open. A changelog Restore
+// registers the ID before it reads, for that open transaction would hold
+// read_committed reads back until it timed out (Config.Timeout). Two live
+// processes with one ID fence each other off in turn: give each its own.
+//
+// # Limits
+//
+// sarama's transactional producer is used from one goroutine at a time:
+// the Producer serializes its callers. A write that fails cannot be
+// retried within the transaction. The source counts offsets as committed
+// once they are in the transaction, for a partition being revoked; if the
+// transaction then fails, the run stops and the partition's next owner
+// resumes at the last committed offsets.
+package txn

@@ -1,0 +1,411 @@
+package txn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/sluicehq/sluice/internal/kafkaconf"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// DefaultTimeout is how long the brokers let a transaction stay open before
+// they abort it, unless Config.Timeout says otherwise.
+const DefaultTimeout = time.Minute
+
+// Config configures a transactional Producer. Brokers and ID are required.
+type Config struct {
+	// Brokers are the "host:port" addresses to bootstrap from.
+	Brokers []string
+	// ID is the transactional.id. It must name the process, not the run:
+	// the same after a restart, so that the restarted process fences off
+	// the one it replaces and aborts what that one left open, and
+	// different for every process that runs at the same time (see the
+	// package doc).
+	ID string
+	// Timeout is how long the brokers let a transaction stay open before
+	// they abort it (transaction.timeout.ms): a batch must be written and
+	// committed within it. Default DefaultTimeout.
+	Timeout time.Duration
+	// Logger receives aborts and producer restarts. Nil discards them.
+	Logger *slog.Logger
+	// Sarama is the producer configuration to start from: TLS, SASL, the
+	// Kafka version, retries. The producer copies it and sets what a
+	// transactional producer needs: Producer.Idempotent,
+	// Net.MaxOpenRequests 1, Producer.RequiredAcks WaitForAll,
+	// Producer.Transaction.ID and Timeout, and the return of successes
+	// and errors. Nil starts from sarama.NewConfig(). The Kafka version
+	// must be 0.11 or later; 2.5 or later (sarama's default is) fences
+	// offsets of a consumer group generation that has ended.
+	Sarama *sarama.Config
+}
+
+// Producer is a Kafka producer whose writes go in transactions, one at a
+// time: a pipeline's Kafka sinks (sink.KafkaConfig.Transaction), its
+// changelog (changelog.Config.Transaction) and its Kafka source's offsets
+// (source.KafkaConfig.Transaction) all write through one Producer, and
+// the pipeline (stream.WithTransaction) begins and commits a transaction
+// per batch, so that a batch's output, state and offsets are committed
+// together or not at all.
+//
+// New connects to nothing; Init, or the first Begin, creates the sarama
+// producer, which registers ID with the brokers. Close aborts an open
+// transaction and stops it. The methods are safe for concurrent use.
+type Producer struct {
+	cfg    Config
+	sarama *sarama.Config
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	producer sarama.AsyncProducer
+	open     bool  // a transaction is open
+	failed   error // the first failure in the open transaction
+	closed   bool
+	onEnd    []func(committed bool)
+}
+
+var _ stream.Transaction = (*Producer)(nil)
+
+// Errors returned, wrapped, by the Producer's methods.
+var (
+	// ErrClosed: the Producer was closed.
+	ErrClosed = errors.New("txn: closed")
+	// ErrNoTransaction: Send or AddOffsets outside a transaction.
+	ErrNoTransaction = errors.New("txn: no transaction open")
+	// ErrOpen: Begin while a transaction is open.
+	ErrOpen = errors.New("txn: a transaction is already open")
+)
+
+// New returns a Producer. It validates cfg and connects to nothing.
+func New(cfg Config) (*Producer, error) {
+	switch {
+	case len(cfg.Brokers) == 0:
+		return nil, errors.New("txn: no brokers")
+	case cfg.ID == "":
+		return nil, errors.New("txn: no transactional id")
+	case cfg.Timeout < 0:
+		return nil, fmt.Errorf("txn %s: timeout %v", cfg.ID, cfg.Timeout)
+	}
+	cfg.Brokers = slices.Clone(cfg.Brokers)
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	sc := kafkaconf.Producer(cfg.Sarama)
+	sc.Producer.Idempotent = true
+	sc.Net.MaxOpenRequests = 1
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Transaction.ID = cfg.ID
+	sc.Producer.Transaction.Timeout = cfg.Timeout
+	sc.Producer.Partitioner = withManual(sc.Producer.Partitioner)
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("txn %s: sarama config: %w", cfg.ID, err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Producer{cfg: cfg, sarama: sc, log: log.With("transactional_id", cfg.ID)}, nil
+}
+
+// ID returns the transactional.id.
+func (p *Producer) ID() string { return p.cfg.ID }
+
+// Init creates the sarama producer if there is none, which registers ID
+// with the brokers: a producer that used ID before, such as the process
+// this one restarts, is fenced off, and the transaction it left open is
+// aborted. Call it before reading what such a producer wrote (a
+// changelog Restore does). It blocks until the brokers answer.
+func (p *Producer) Init(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.init(ctx)
+}
+
+func (p *Producer) init(ctx context.Context) error {
+	if p.closed {
+		return fmt.Errorf("txn %s: %w", p.cfg.ID, ErrClosed)
+	}
+	if p.producer != nil {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("txn %s: init: %w", p.cfg.ID, context.Cause(ctx))
+	}
+	ap, err := sarama.NewAsyncProducer(p.cfg.Brokers, p.sarama)
+	if err != nil {
+		return fmt.Errorf("txn %s: init producer on %v: %w", p.cfg.ID, p.cfg.Brokers, err)
+	}
+	p.producer = ap
+	return nil
+}
+
+// Begin implements stream.Transaction: it opens a transaction, creating
+// the producer first if needed (see Init).
+func (p *Producer) Begin(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.open {
+		return fmt.Errorf("txn %s: begin: %w", p.cfg.ID, ErrOpen)
+	}
+	if err := p.init(ctx); err != nil {
+		return err
+	}
+	if err := p.producer.BeginTxn(); err != nil {
+		p.reset("begin failed")
+		return fmt.Errorf("txn %s: begin: %w", p.cfg.ID, err)
+	}
+	p.open, p.failed = true, nil
+	return nil
+}
+
+// OnEnd calls f once, when the open transaction ends: with true once it is
+// committed, with false when it is aborted or its commit fails. f is
+// called without the Producer's lock held. Without an open transaction,
+// OnEnd does nothing.
+func (p *Producer) OnEnd(f func(committed bool)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.open {
+		p.onEnd = append(p.onEnd, f)
+	}
+}
+
+// Send writes msgs in the open transaction and returns when the brokers
+// have acknowledged all of them: they are in the log, to be seen by
+// read_committed consumers once the transaction commits. It overwrites
+// each message's Metadata. A message not delivered, or ctx done first,
+// fails the transaction: Commit will fail, and it must be aborted.
+func (p *Producer) Send(ctx context.Context, msgs []*sarama.ProducerMessage) error {
+	return p.send(ctx, msgs, false)
+}
+
+// SendToPartitions is Send with each message written to its Partition,
+// whatever the configured partitioner: a changelog's records go to the
+// partition of their state.
+func (p *Producer) SendToPartitions(ctx context.Context, msgs []*sarama.ProducerMessage) error {
+	return p.send(ctx, msgs, true)
+}
+
+func (p *Producer) send(ctx context.Context, msgs []*sarama.ProducerMessage, manual bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.usable(); err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	// A Send that returned early (ctx) may leave acknowledgements behind:
+	// those are told apart by the token.
+	token := &send{manual: manual}
+	for _, m := range msgs {
+		m.Metadata = token
+	}
+	in, ok, failed := p.producer.Input(), p.producer.Successes(), p.producer.Errors()
+	sent, settled := 0, 0
+	var errs []*sarama.ProducerError
+	for settled < len(msgs) {
+		input := in
+		var next *sarama.ProducerMessage
+		if sent < len(msgs) {
+			next = msgs[sent]
+		} else {
+			input = nil
+		}
+		select {
+		case input <- next:
+			sent++
+		case m := <-ok:
+			if m.Metadata == any(token) {
+				settled++
+			}
+		case e := <-failed:
+			if e.Msg.Metadata == any(token) {
+				settled++
+				errs = append(errs, e)
+			}
+		case <-ctx.Done():
+			p.failed = fmt.Errorf("txn %s: %d of %d records acknowledged: %w", p.cfg.ID, settled-len(errs), len(msgs), context.Cause(ctx))
+			return p.failed
+		}
+	}
+	if len(errs) > 0 {
+		e := errs[0]
+		p.failed = fmt.Errorf("txn %s: %d of %d records not written; first to %s/%d: %w", p.cfg.ID, len(errs), len(msgs), e.Msg.Topic, e.Msg.Partition, e.Err)
+		return p.failed
+	}
+	return nil
+}
+
+// send identifies the messages of one Send, and says how they are
+// partitioned. It is not zero-sized, so that every one has an address of
+// its own.
+type send struct{ manual bool }
+
+// withManual returns a partitioner constructor that sends the messages of
+// SendToPartitions to their Partition, and the others where the
+// partitioner of newBase sends them.
+func withManual(newBase sarama.PartitionerConstructor) sarama.PartitionerConstructor {
+	if newBase == nil {
+		newBase = sarama.NewHashPartitioner
+	}
+	return func(topic string) sarama.Partitioner {
+		return &partitioner{base: newBase(topic), manual: sarama.NewManualPartitioner(topic)}
+	}
+}
+
+type partitioner struct{ base, manual sarama.Partitioner }
+
+func (p *partitioner) Partition(m *sarama.ProducerMessage, n int32) (int32, error) {
+	if s, ok := m.Metadata.(*send); ok && s.manual {
+		return p.manual.Partition(m, n)
+	}
+	return p.base.Partition(m, n)
+}
+
+func (p *partitioner) RequiresConsistency() bool { return p.base.RequiresConsistency() }
+
+// AddOffsets adds a consumer group's offsets to the open transaction: the
+// group's committed offsets become these when the transaction commits.
+// group's generation and member let the brokers refuse offsets of a
+// member that has left the group (Kafka 2.5 and later). offsets maps each
+// topic to its partitions' next offsets.
+func (p *Producer) AddOffsets(ctx context.Context, group *sarama.ConsumerGroupMetadata, offsets map[string][]*sarama.PartitionOffsetMetadata) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.usable(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		p.failed = fmt.Errorf("txn %s: add offsets of group %s: %w", p.cfg.ID, group.GroupID, context.Cause(ctx))
+		return p.failed
+	}
+	if err := p.producer.AddOffsetsToTxnWithGroupMetadata(offsets, group); err != nil {
+		p.failed = fmt.Errorf("txn %s: add offsets of group %s (generation %d): %w", p.cfg.ID, group.GroupID, group.GenerationID, err)
+		return p.failed
+	}
+	return nil
+}
+
+// usable fails unless a transaction is open and has not failed. p.mu is
+// held.
+func (p *Producer) usable() error {
+	switch {
+	case p.closed:
+		return fmt.Errorf("txn %s: %w", p.cfg.ID, ErrClosed)
+	case !p.open:
+		return fmt.Errorf("txn %s: %w", p.cfg.ID, ErrNoTransaction)
+	case p.failed != nil:
+		return fmt.Errorf("txn %s: the transaction failed earlier: %w", p.cfg.ID, p.failed)
+	}
+	return nil
+}
+
+// Commit implements stream.Transaction: it commits the open transaction,
+// and returns once the brokers have. When a write of the transaction
+// failed, or the commit does, Commit aborts the transaction and returns
+// the error: nothing of it is committed.
+func (p *Producer) Commit(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.open {
+		p.mu.Unlock()
+		return fmt.Errorf("txn %s: commit: %w", p.cfg.ID, ErrNoTransaction)
+	}
+	err := p.failed
+	if err == nil {
+		if err = p.producer.CommitTxn(); err != nil {
+			err = fmt.Errorf("txn %s: commit: %w", p.cfg.ID, err)
+		}
+	}
+	if err != nil {
+		if aerr := p.abort(); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+	}
+	p.open, p.failed = false, nil
+	hooks := p.onEnd
+	p.onEnd = nil
+	p.mu.Unlock()
+	for _, f := range hooks {
+		f(err == nil)
+	}
+	return err
+}
+
+// Abort implements stream.Transaction: it aborts the open transaction, if
+// any. When the producer cannot abort (it was fenced off, or its state is
+// lost), Abort closes it: the brokers abort the transaction when it times
+// out or when the next producer with this ID starts, and the next Begin
+// starts a new producer.
+func (p *Producer) Abort(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.open {
+		p.mu.Unlock()
+		return nil
+	}
+	err := p.abort()
+	p.open, p.failed = false, nil
+	hooks := p.onEnd
+	p.onEnd = nil
+	p.mu.Unlock()
+	for _, f := range hooks {
+		f(false)
+	}
+	return err
+}
+
+// abort aborts the open transaction. p.mu is held.
+func (p *Producer) abort() error {
+	if p.producer.TxnStatus()&sarama.ProducerTxnFlagFatalError == 0 {
+		if err := p.producer.AbortTxn(); err == nil {
+			p.log.Warn("transaction aborted")
+			return nil
+		} else {
+			p.log.Warn("transaction abort failed; restarting the producer", "err", err)
+		}
+	}
+	p.reset("fatal transaction state")
+	return nil
+}
+
+// reset closes the producer after a fatal error: the next use starts a
+// new one, with a new producer epoch. p.mu is held.
+func (p *Producer) reset(why string) {
+	if p.producer == nil {
+		return
+	}
+	p.log.Warn("transactional producer closed", "why", why, "status", p.producer.TxnStatus().String())
+	if err := p.producer.Close(); err != nil {
+		p.log.Debug("close the transactional producer", "err", err)
+	}
+	p.producer = nil
+}
+
+// Close aborts the open transaction, if any, and stops the producer. It is
+// safe to call more than once; the other methods fail after it.
+func (p *Producer) Close() error {
+	if err := p.Abort(context.Background()); err != nil {
+		p.log.Warn("abort on close", "err", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	if p.producer == nil {
+		return nil
+	}
+	err := p.producer.Close()
+	p.producer = nil
+	if err != nil {
+		return fmt.Errorf("txn %s: close: %w", p.cfg.ID, err)
+	}
+	return nil
+}
