@@ -37,6 +37,7 @@ type benchConfig struct {
 	batchRecords int
 	stateUsers   int64
 	cpuProfile   string
+	processes    []int // -processes: the scale-out measures
 }
 
 const benchTopic = "bench"
@@ -57,7 +58,12 @@ with one line per ratio, RATIO <name>=<value>, for scripts.`, stderr)
 	fs.IntVar(&c.batchRecords, "batch-records", 100_000, "the pipeline's -batch-records")
 	fs.Int64Var(&c.stateUsers, "state-users", 1_000_000, "users of the state measure: the pipeline on events made in memory, 2 per user; 0: skip it")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the measures (not of the load) to `file`")
+	processes := fs.String("processes", "", "also run the pipeline as this many `processes` of one group sharing the threshold (-state changelog -digest-topic), for each count of a list such as 1,2,3, and measure records/s and CPU per record; empty: skip")
 	if err := parseFlags(fs, args, &c.logConfig); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.processes, err = parseProcesses(*processes); err != nil {
 		return nil, err
 	}
 	switch {
@@ -188,6 +194,11 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 			}
 			fmt.Fprintf(stdout, "state of %d users, %-7s   %5.0f bytes per user; threshold step %v\n",
 				users, sk, median(state), time.Duration(median(step)).Round(time.Microsecond))
+		}
+	}
+	if len(c.processes) > 0 {
+		if err := c.scaleOut(ctx, b.Addrs(), nextGroup, stdout, log); err != nil {
+			return err
 		}
 	}
 	fmt.Fprintf(stdout, "RATIO kafka-tdigest/bare=%.3f\n", mt/mb)

@@ -43,6 +43,9 @@ func TestParseBench(t *testing.T) {
 		{"no batch", []string{"-batch-records", "0"}, false},
 		{"negative state users", []string{"-state-users", "-1"}, false},
 		{"no state measure", []string{"-state-users", "0"}, true},
+		{"processes", []string{"-processes", "1,2,3"}, true},
+		{"no processes", []string{"-processes", "0"}, false},
+		{"processes not a list", []string{"-processes", "two"}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := parseBench(tt.args, &buffer{})
@@ -54,4 +57,30 @@ func TestParseBench(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bench -processes runs the pipeline as processes of this program: here,
+// the test binary, which TestMain turns into the program.
+func TestBenchScaleOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes")
+	}
+	t.Setenv(mainEnv, "1")
+	var stdout, stderr buffer
+	code := run(context.Background(), []string{"bench",
+		"-events", "20000", "-users", "2000", "-rounds", "1", "-batch-records", "5000", "-state-users", "0", "-processes", "1,2",
+	}, nil, &stdout, &stderr)
+	require.Equal(t, exitOK, code, "stderr:\n%s", stderr.String())
+	out := stdout.String()
+	for _, k := range []string{"1", "2"} {
+		m := regexp.MustCompile(`(?m)^kafka pipeline, +` + k + ` processes, shared +(\d+) records/s .* ([\d.]+) µs CPU per record, partial digests of (\d+) bytes$`).FindStringSubmatch(out)
+		if assert.NotNil(t, m, "%s processes in:\n%s", k, out) {
+			for _, v := range m[1:] {
+				f, err := strconv.ParseFloat(v, 64)
+				require.NoError(t, err)
+				assert.Positive(t, f, "%s processes: %s", k, m[0])
+			}
+		}
+	}
+	assert.Regexp(t, `(RATIO \S+=\S+\n){3}$`, out)
 }
