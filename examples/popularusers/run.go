@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -131,7 +132,8 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 	}
 
 	if c.digestTopic != "" {
-		x, err := exchange.New(exchange.Config{Brokers: brokers, Topic: c.digestTopic, Member: memberName(), Logger: log})
+		member := cmp.Or(c.instance, memberName())
+		x, err := exchange.New(exchange.Config{Brokers: brokers, Topic: c.digestTopic, Member: member, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -148,7 +150,7 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 			x.Close()
 		}()
 		out.exchange = x
-		log.Info("sharing the threshold through the digest topic", "topic", c.digestTopic, "member", memberName())
+		log.Info("sharing the threshold through the digest topic", "topic", c.digestTopic, "member", member)
 	}
 
 	var p *stream.Pipeline
