@@ -40,7 +40,7 @@ type sketch[S any] interface {
 // met in merging it: the reduce function cannot return one.
 type partial[S any] struct {
 	sketch S
-	parts  []int32 // the partitions merged in it
+	parts  []int32 // the partition of the sketch, shared
 	err    error
 }
 
@@ -119,54 +119,56 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 		return []partial[S]{{sketch: s, parts: []int32{p.ID}}}, nil
 	}).Named("sketch")
 
-	// reduce: merge the sketches into one. Merge leaves its argument as it
-	// was, and a's sketch is this batch's own, so merging into it is safe.
-	merged := stream.Reduce(sketches, func(a, b partial[S]) partial[S] {
-		if a.err == nil && b.err != nil {
-			a.err = b.err
-		}
-		if a.err == nil {
-			a.err = a.sketch.Merge(b.sketch)
-		}
-		a.parts = append(a.parts, b.parts...)
-		return a
-	}).Named("merge")
-
-	// The threshold: the -limit quantile of all totals, one value per
-	// batch. A batch with no users still gets one, so that every batch is
-	// reported. Shared, the sketch of this process's partitions gets the
-	// latest partials of all the others' (reduce), and the threshold is
-	// the group's (broadcast); Users stays this process's own.
-	thresholds := stream.Transform(merged, func(b *stream.Batch[partial[S]]) (*stream.Batch[cut], error) {
-		c := cut{Batch: b.Info.ID, Time: b.Info.Time, Quantile: limit, Threshold: math.NaN(), Records: b.Info.Records}
-		var (
-			all  S
-			have bool
-			own  []int32
-		)
-		for m := range b.All() {
-			if m.err != nil {
-				return nil, fmt.Errorf("merge sketches: %w", m.err)
+	// reduce: merge the sketches into one, and the threshold: the -limit
+	// quantile of all totals, one value per batch. A batch with no users
+	// still gets one, so that every batch is reported.
+	var thresholds *stream.Stream[cut]
+	if sh == nil {
+		// Merge leaves its argument as it was, and a's sketch is this
+		// batch's own, so merging into it is safe.
+		merged := stream.Reduce(sketches, func(a, b partial[S]) partial[S] {
+			if a.err == nil && b.err != nil {
+				a.err = b.err
 			}
-			all, have, own, c.Users = m.sketch, true, m.parts, m.sketch.Count()
-		}
-		if sh != nil {
-			if !have {
-				var err error
-				if all, err = newSketch(); err != nil {
-					return nil, err
+			if a.err == nil {
+				a.err = a.sketch.Merge(b.sketch)
+			}
+			return a
+		}).Named("merge")
+		thresholds = stream.Transform(merged, func(b *stream.Batch[partial[S]]) (*stream.Batch[cut], error) {
+			c := cut{Batch: b.Info.ID, Time: b.Info.Time, Quantile: limit, Threshold: math.NaN(), Records: b.Info.Records}
+			for m := range b.All() {
+				if m.err != nil {
+					return nil, fmt.Errorf("merge sketches: %w", m.err)
 				}
-				have = true
+				c.Users, c.Threshold = m.sketch.Count(), m.sketch.Quantile(limit)
 			}
-			if err := sh.mergeOthers(all, own, b.Info.ID); err != nil {
+			return oneCut(c), nil
+		}).Named("threshold")
+	} else {
+		// Shared: this batch's partials of this process's partitions and
+		// the latest of every other partition, merged in partition order
+		// into a new sketch (so that every process, given the same
+		// partials, finds the same threshold: the group's); Users stays
+		// this process's own.
+		thresholds = stream.Transform(sketches, func(b *stream.Batch[partial[S]]) (*stream.Batch[cut], error) {
+			c := cut{Batch: b.Info.ID, Time: b.Info.Time, Quantile: limit, Threshold: math.NaN(), Records: b.Info.Records}
+			var own []partial[S]
+			for m := range b.All() {
+				if m.err != nil {
+					return nil, m.err
+				}
+				own = append(own, m)
+				c.Users += m.sketch.Count()
+			}
+			all, err := sh.merge(own, b.Info.ID)
+			if err != nil {
 				return nil, err
 			}
-		}
-		if have {
 			c.Threshold = all.Quantile(limit)
-		}
-		return &stream.Batch[cut]{Partitions: []stream.Partition[cut]{{Values: []cut{c}}}}, nil
-	}).Named("threshold")
+			return oneCut(c), nil
+		}).Named("threshold")
+	}
 
 	// broadcast + filter: every partition keeps its users whose total is
 	// strictly greater than the threshold, as the original does. Ties at
@@ -188,7 +190,7 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 	// what the earlier ones noted of the batch; the batch is committed to
 	// the source after all of them.
 	//
-	// Shared, the partials go out first: the reduce then merges into them.
+	// Shared, the partials go out first.
 	if sh != nil {
 		stream.To(sketches, retrying[partial[S]](digestSink[S]{sh}, "digest topic", out.retry))
 	}
@@ -228,6 +230,11 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 		stream.To(popular, retrying(out.popular, "output topic", out.retry))
 	}
 	stream.ForEachBatch(popular, out.report.report)
+}
+
+// oneCut returns a batch of c alone.
+func oneCut(c cut) *stream.Batch[cut] {
+	return &stream.Batch[cut]{Partitions: []stream.Partition[cut]{{Values: []cut{c}}}}
 }
 
 // byScore orders totals by score, highest first, then by user id.

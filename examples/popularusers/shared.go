@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"time"
@@ -53,37 +54,49 @@ func (d digestSink[S]) Write(ctx context.Context, b *stream.Batch[partial[S]]) e
 	return d.sh.x.Publish(ctx, ps)
 }
 
-// mergeOthers merges into s the latest partial of every partition not in
-// own, once the partials published before now are read (or syncTimeout
-// has passed).
-func (sh *shared[S]) mergeOthers(s S, own []int32, batch int64) error {
+// merge returns a new sketch of this batch's partials of this process's
+// partitions (own) and the latest partial of every other partition, once
+// the partials published before now are read (or syncTimeout has
+// passed), merged in partition order.
+func (sh *shared[S]) merge(own []partial[S], batch int64) (S, error) {
+	all, err := sh.newSketch()
+	if err != nil {
+		return all, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
 	defer cancel()
 	if err := sh.x.Sync(ctx); err != nil {
 		sh.log.Warn("digest exchange not read to its end: the threshold merges the partials read so far", "batch", batch, "err", err)
 	}
+	parts := map[int32]S{}
+	for _, p := range own {
+		parts[p.parts[0]] = p.sketch // this batch's own partial is fresher
+	}
 	for _, p := range sh.x.Latest() {
-		if slices.Contains(own, p.Partition) {
-			continue // this batch's own partial is fresher
+		if _, ok := parts[p.Partition]; ok {
+			continue
 		}
 		c, ok := sh.cache[p.Partition]
 		if !ok || c.offset != p.Offset {
 			d, err := sh.newSketch()
 			if err != nil {
-				return err
+				return all, err
 			}
 			if err := d.UnmarshalBinary(p.Value); err != nil {
-				return fmt.Errorf("digest exchange: the partial of partition %d, published by %s at its batch %d, does not decode as this process's sketch (run every process of the group with the same -sketch): %w",
+				return all, fmt.Errorf("digest exchange: the partial of partition %d, published by %s at its batch %d, does not decode as this process's sketch (run every process of the group with the same -sketch): %w",
 					p.Partition, p.Member, p.Batch, err)
 			}
 			c = cachedPartial[S]{offset: p.Offset, sketch: d}
 			sh.cache[p.Partition] = c
 		}
-		if err := s.Merge(c.sketch); err != nil {
-			return fmt.Errorf("merge the partial of partition %d: %w", p.Partition, err)
+		parts[p.Partition] = c.sketch
+	}
+	for _, id := range slices.Sorted(maps.Keys(parts)) {
+		if err := all.Merge(parts[id]); err != nil {
+			return all, fmt.Errorf("merge the partial of partition %d: %w", id, err)
 		}
 	}
-	return nil
+	return all, nil
 }
 
 // memberName names this process in the digest topic, for the others'
