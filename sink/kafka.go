@@ -188,37 +188,13 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 		k.producer = p
 	}
 
-	// Send and collect acknowledgements in one loop: sarama stops taking
-	// input when nobody reads its Successes.
-	in, ok, failed := k.producer.Input(), k.producer.Successes(), k.producer.Errors()
-	sent, settled := 0, 0
-	var errs []*sarama.ProducerError
-	for settled < total {
-		input := in
-		var next *sarama.ProducerMessage
-		if sent < total {
-			next = &msgs[sent]
-		} else {
-			input = nil
-		}
-		select {
-		case input <- next:
-			sent++
-		case m := <-ok:
-			if m.Metadata == any(w) {
-				settled++
-			}
-		case e := <-failed:
-			if e.Msg.Metadata == any(w) {
-				settled++
-				errs = append(errs, e)
-			} else {
-				k.log.Warn("kafka message of an abandoned write not delivered", "partition", e.Msg.Partition, "err", e.Err)
-			}
-		case <-ctx.Done():
-			k.msgs = nil // sarama may still hold them
-			return fmt.Errorf("kafka sink %s: %d of %d messages acknowledged: %w", k.cfg.Topic, settled-len(errs), total, context.Cause(ctx))
-		}
+	settled, errs, err := kafkaconf.SendAll(ctx, k.producer, total, func(i int) *sarama.ProducerMessage { return &msgs[i] }, any(w),
+		func(e *sarama.ProducerError) {
+			k.log.Warn("kafka message of an abandoned write not delivered", "partition", e.Msg.Partition, "err", e.Err)
+		})
+	if err != nil {
+		k.msgs = nil // sarama may still hold them
+		return fmt.Errorf("kafka sink %s: %d of %d messages acknowledged: %w", k.cfg.Topic, settled-len(errs), total, err)
 	}
 	clear(msgs)
 	k.msgs = msgs[:0]

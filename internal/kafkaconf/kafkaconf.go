@@ -1,6 +1,7 @@
-// Package kafkaconf holds the sarama producer settings the Kafka sinks and
-// the changelog store share, so that what "delivered" means is decided in
-// one place.
+// Package kafkaconf holds what the Kafka sinks, the changelog store and the
+// transactional producer share of sarama's producer: its settings, so that
+// what "delivered" means is decided in one place, and the loop that sends a
+// batch of messages and waits for their acknowledgements (SendAll).
 package kafkaconf
 
 import "github.com/IBM/sarama"

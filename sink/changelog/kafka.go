@@ -509,29 +509,8 @@ func (k *Kafka) send(msgs []*sarama.ProducerMessage) error {
 	if err != nil {
 		return err
 	}
-	// Send and collect acknowledgements in one loop: sarama stops taking
-	// input when nobody reads its Successes.
-	in, ok, failed := p.Input(), p.Successes(), p.Errors()
-	sent, settled := 0, 0
-	var errs []*sarama.ProducerError
-	for settled < len(msgs) {
-		input := in
-		var next *sarama.ProducerMessage
-		if sent < len(msgs) {
-			next = msgs[sent]
-		} else {
-			input = nil
-		}
-		select {
-		case input <- next:
-			sent++
-		case <-ok:
-			settled++
-		case e := <-failed:
-			settled++
-			errs = append(errs, e)
-		}
-	}
+	// The producer is this store's own: every acknowledgement is of msgs.
+	_, errs, _ := kafkaconf.SendAll(context.Background(), p, len(msgs), func(i int) *sarama.ProducerMessage { return msgs[i] }, nil, nil)
 	if len(errs) == 0 {
 		return nil
 	}

@@ -207,33 +207,10 @@ func (p *Producer) send(ctx context.Context, msgs []*sarama.ProducerMessage, man
 	for _, m := range msgs {
 		m.Metadata = token
 	}
-	in, ok, failed := p.producer.Input(), p.producer.Successes(), p.producer.Errors()
-	sent, settled := 0, 0
-	var errs []*sarama.ProducerError
-	for settled < len(msgs) {
-		input := in
-		var next *sarama.ProducerMessage
-		if sent < len(msgs) {
-			next = msgs[sent]
-		} else {
-			input = nil
-		}
-		select {
-		case input <- next:
-			sent++
-		case m := <-ok:
-			if m.Metadata == any(token) {
-				settled++
-			}
-		case e := <-failed:
-			if e.Msg.Metadata == any(token) {
-				settled++
-				errs = append(errs, e)
-			}
-		case <-ctx.Done():
-			p.failed = fmt.Errorf("txn %s: %d of %d records acknowledged: %w", p.cfg.ID, settled-len(errs), len(msgs), context.Cause(ctx))
-			return p.failed
-		}
+	settled, errs, err := kafkaconf.SendAll(ctx, p.producer, len(msgs), func(i int) *sarama.ProducerMessage { return msgs[i] }, any(token), nil)
+	if err != nil {
+		p.failed = fmt.Errorf("txn %s: %d of %d records acknowledged: %w", p.cfg.ID, settled-len(errs), len(msgs), err)
+		return p.failed
 	}
 	if len(errs) > 0 {
 		e := errs[0]
