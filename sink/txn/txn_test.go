@@ -1,0 +1,103 @@
+package txn_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/sluicehq/sluice/sink/txn"
+)
+
+func TestMain(m *testing.M) {
+	// sarama's metrics start one process-wide goroutine that never ends.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
+}
+
+func msg(value string) *sarama.ProducerMessage {
+	return &sarama.ProducerMessage{Topic: "out", Value: sarama.StringEncoder(value)}
+}
+
+// committed returns the values of out that a read_committed consumer sees.
+func committed(t *testing.T, b *kafkatest.Broker) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	recs, err := b.CommittedRecords(ctx, "out")
+	require.NoError(t, err)
+	var out []string
+	for _, r := range recs {
+		out = append(out, string(r.Value))
+	}
+	return out
+}
+
+func TestCommittedAndAbortedTransactions(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
+	require.NoError(t, err)
+	defer b.Close()
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "test-1"})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, p.Close()) }()
+	ctx := context.Background()
+
+	assert.ErrorIs(t, p.Send(ctx, []*sarama.ProducerMessage{msg("early")}), txn.ErrNoTransaction)
+	var ends []bool
+	require.NoError(t, p.Begin(ctx))
+	p.OnEnd(func(ok bool) { ends = append(ends, ok) })
+	assert.ErrorIs(t, p.Begin(ctx), txn.ErrOpen)
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("a"), msg("b")}))
+	require.NoError(t, p.Commit(ctx))
+
+	require.NoError(t, p.Begin(ctx))
+	p.OnEnd(func(ok bool) { ends = append(ends, ok) })
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("aborted")}))
+	require.NoError(t, p.Abort(ctx))
+
+	require.NoError(t, p.Begin(ctx))
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("c")}))
+	require.NoError(t, p.Commit(ctx))
+
+	assert.Equal(t, []string{"a", "b", "c"}, committed(t, b), "read_committed sees the committed transactions only")
+	assert.Equal(t, []bool{true, false}, ends, "OnEnd tells how each transaction ended")
+	all, err := b.Records(ctx, "out")
+	require.NoError(t, err)
+	var values []string
+	for _, r := range all {
+		values = append(values, string(r.Value))
+	}
+	assert.Contains(t, values, "aborted", "the aborted record is in the log, for read_uncommitted readers")
+}
+
+// A producer that starts with the same transactional.id fences off the
+// one it replaces and aborts what that one left open.
+func TestSameIDFencesThePredecessor(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
+	require.NoError(t, err)
+	defer b.Close()
+	ctx := context.Background()
+	old, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proc"})
+	require.NoError(t, err)
+	defer old.Close()
+	require.NoError(t, old.Begin(ctx))
+	require.NoError(t, old.Send(ctx, []*sarama.ProducerMessage{msg("left open")}))
+
+	next, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proc"})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, next.Close()) }()
+	require.NoError(t, next.Init(ctx))
+	require.NoError(t, next.Begin(ctx))
+	require.NoError(t, next.Send(ctx, []*sarama.ProducerMessage{msg("new")}))
+	require.NoError(t, next.Commit(ctx))
+
+	err = old.Commit(ctx)
+	require.Error(t, err, "the fenced producer cannot commit")
+	assert.Equal(t, []string{"new"}, committed(t, b), "what the fenced producer left open is aborted")
+	assert.False(t, errors.Is(err, txn.ErrNoTransaction), "%v", err)
+}
