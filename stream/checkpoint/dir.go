@@ -46,6 +46,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sluicehq/sluice/internal/wire"
 	"github.com/sluicehq/sluice/stream"
@@ -189,6 +190,7 @@ func (d *Dir) load(ctx context.Context) ([]stream.Entry, []stream.Offset, error)
 	merged := map[string]stream.Entry{}
 	var order []string
 	var offsets []stream.Offset
+	prog := newLoadProgress(d)
 	for _, name := range d.chain {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
@@ -206,10 +208,13 @@ func (d *Dir) load(ctx context.Context) ([]stream.Entry, []stream.Offset, error)
 		r.Varint() // batch
 		offsets = mergeOffsets(offsets, r.offsets())
 		n := r.Count(4)
-		for range n {
+		for i := range n {
 			e := r.entry()
 			if r.Err() != nil {
 				break
+			}
+			if i%65536 == 65535 {
+				prog.log(len(body), float64(i)/float64(n), len(merged))
 			}
 			k := entryKey(e)
 			if _, ok := merged[k]; !ok {
@@ -220,6 +225,7 @@ func (d *Dir) load(ctx context.Context) ([]stream.Entry, []stream.Offset, error)
 		if err := r.end(); err != nil {
 			return nil, nil, err
 		}
+		prog.fileDone(len(body))
 	}
 	out := make([]stream.Entry, 0, len(merged))
 	for _, k := range order {
@@ -229,6 +235,46 @@ func (d *Dir) load(ctx context.Context) ([]stream.Entry, []stream.Offset, error)
 	}
 	return out, offsets, nil
 }
+
+// loadProgressEvery is how often a long load logs its progress (a
+// variable for the tests).
+var loadProgressEvery = time.Second
+
+// loadProgress logs how far a load of the chain is: the share of its
+// bytes read, the entries so far, and an ETA.
+type loadProgress struct {
+	d           *Dir
+	total, done int64 // bytes of the chain, and of the files read
+	start, last time.Time
+}
+
+func newLoadProgress(d *Dir) *loadProgress {
+	p := &loadProgress{d: d, start: time.Now()}
+	p.last = p.start
+	for _, name := range d.chain {
+		if fi, err := os.Stat(filepath.Join(d.path, name)); err == nil {
+			p.total += fi.Size()
+		}
+	}
+	return p
+}
+
+// log logs the progress when it is time, partway (share) through a file
+// whose body is size bytes.
+func (p *loadProgress) log(size int, share float64, entries int) {
+	now := time.Now()
+	if now.Sub(p.last) < loadProgressEvery || p.total <= 0 {
+		return
+	}
+	p.last = now
+	done := min((float64(p.done)+share*float64(size))/float64(p.total), 0.999)
+	elapsed := now.Sub(p.start)
+	eta := time.Duration(float64(elapsed) * (1 - done) / done)
+	p.d.logger.Info("reading checkpoint", "dir", p.d.path, "entries", entries, "done", fmt.Sprintf("%.1f%%", 100*done),
+		"elapsed", elapsed.Round(time.Millisecond), "eta", eta.Round(100*time.Millisecond))
+}
+
+func (p *loadProgress) fileDone(size int) { p.done += int64(size) }
 
 func entryKey(e stream.Entry) string {
 	return e.Op + "\x00" + strconv.FormatInt(int64(e.Partition), 10) + "\x00" + string(e.Key)

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -355,4 +358,28 @@ func TestRestoreHookSeesTheRestore(t *testing.T) {
 	assert.NoError(t, end.Err)
 	assert.Equal(t, int64(len(first.last)), end.Entries, "one entry per key checkpointed")
 	assert.Positive(t, end.Elapsed)
+}
+
+func TestLongLoadLogsItsProgress(t *testing.T) {
+	defer checkpoint.SetLoadProgressEvery(0)()
+	dir := t.TempDir()
+	d, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+	_, err = d.Restore(context.Background(), nil, func(stream.Entry) error { return nil })
+	require.NoError(t, err)
+	c := &stream.Changes{Batch: stream.Info{ID: 1}}
+	for k := range 200_000 {
+		c.Entries = append(c.Entries, stream.Entry{Op: "totals", Key: []byte(strconv.Itoa(k)), Value: []byte("1")})
+	}
+	require.NoError(t, d.Checkpoint(context.Background(), c))
+
+	var logs strings.Builder
+	d, err = checkpoint.Open(dir, checkpoint.Logger(slog.New(slog.NewTextHandler(&logs, nil))))
+	require.NoError(t, err)
+	n := 0
+	_, err = d.Restore(context.Background(), nil, func(stream.Entry) error { n++; return nil })
+	require.NoError(t, err)
+	assert.Equal(t, 200_000, n)
+	assert.Regexp(t, `msg="reading checkpoint" dir=\S+ entries=65535 done=\d+\.\d% elapsed=\S+ eta=\S+`, logs.String())
+	assert.Equal(t, 3, strings.Count(logs.String(), `msg="reading checkpoint"`), "a line every 65,536 entries at most, and when it is time")
 }
