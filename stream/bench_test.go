@@ -39,13 +39,14 @@ func (r *rounds) Poll(ctx context.Context, buf []stream.Record[int64]) (int, err
 // ReduceByKey -> UpdateStateByKey over 1M records and 100k keys, in
 // batches of 100k, with the state warmed up. Keys are either spread evenly
 // (every batch touches every key: each lookup misses the CPU caches, the
-// worst case) or skewed (Zipf, as user activity is).
+// worst case) or skewed (Zipf, as user activity is). keyed-observed adds
+// an observer (Observe) that keeps a sum per partition.
 func BenchmarkPipeline(b *testing.B) {
 	const records, keys, batch = 1_000_000, 100_000, 100_000
 	for _, v := range []struct {
-		name          string
-		keyed, skewed bool
-	}{{"keyed", true, false}, {"shuffled", false, false}, {"keyed-zipf", true, true}} {
+		name                    string
+		keyed, skewed, observed bool
+	}{{"keyed", true, false, false}, {"shuffled", false, false, false}, {"keyed-zipf", true, true, false}, {"keyed-observed", true, false, true}} {
 		keyed := v.keyed
 		b.Run(v.name, func(b *testing.B) {
 			src := &rounds{go_: make(chan struct{})}
@@ -63,13 +64,17 @@ func BenchmarkPipeline(b *testing.B) {
 			if keyed {
 				pairs = stream.Keyed(pairs)
 			}
+			var opts []stream.StateOption
+			if v.observed {
+				opts = append(opts, stream.Observe(func(int32) stream.StateObserver[int64, int64] { return &sumObserver{} }))
+			}
 			totals := stream.UpdateStateByKey(stream.ReduceByKey(pairs, func(a, b int64) int64 { return a + b }),
 				func(_ int64, vs []int64, s int64, _ bool) (int64, bool) {
 					for _, v := range vs {
 						s += v
 					}
 					return s, true
-				})
+				}, opts...)
 			var done atomic.Int64
 			roundDone := make(chan struct{})
 			stream.ForEachBatch(totals, func(_ context.Context, bt *stream.Batch[stream.Pair[int64, int64]]) error {
@@ -100,5 +105,17 @@ func BenchmarkPipeline(b *testing.B) {
 				b.Fatal(err)
 			}
 		})
+	}
+}
+
+// sumObserver keeps the sum of a partition's states.
+type sumObserver struct{ sum int64 }
+
+func (o *sumObserver) Changed(_, old int64, hadOld bool, cur int64, hasCur bool) {
+	if hadOld {
+		o.sum -= old
+	}
+	if hasCur {
+		o.sum += cur
 	}
 }

@@ -17,7 +17,7 @@
 //
 //   - stateless: Map, Filter, FlatMap, MapErr, TryMap, MapPartitions, Transform;
 //   - aggregating: Reduce, ReduceByKey, PartitionByKey, Keyed;
-//   - stateful: UpdateStateByKey, with TTLBatches, TTL and UpdateAll;
+//   - stateful: UpdateStateByKey, with TTLBatches, TTL, UpdateAll and Observe;
 //   - windows: Window and ReduceByKeyAndWindow, counted in batches;
 //   - outputs: ForEachBatch, ForEachPartition and To (a Sink).
 //

@@ -96,3 +96,57 @@ func ExampleWindow() {
 	// [2 3 4]
 	// [3 4 5]
 }
+
+// histogram counts the keys of one partition by their state. The engine
+// calls it from one goroutine at a time, so it needs no lock.
+type histogram map[int]int
+
+func (h histogram) Changed(_ string, old int, hadOld bool, cur int, hasCur bool) {
+	if hadOld {
+		if h[old]--; h[old] == 0 {
+			delete(h, old)
+		}
+	}
+	if hasCur {
+		h[cur]++
+	}
+}
+
+// A histogram of the running totals, kept per partition as totals change
+// instead of rebuilt from every key each batch; a key whose total reaches
+// 3 is dropped.
+func ExampleObserve() {
+	words := []stream.Pair[string, int]{
+		stream.KV("a", 1), stream.KV("b", 1),
+		stream.KV("a", 1), stream.KV("c", 1),
+		stream.KV("a", 1), stream.KV("b", 1),
+	}
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2))
+	hists := map[int32]histogram{} // written on the run loop only
+	in := stream.Keyed(stream.From(p, source.NewSlice("words", words, 1)))
+	totals := stream.UpdateStateByKey(in,
+		func(_ string, vs []int, total int, _ bool) (int, bool) {
+			for _, v := range vs {
+				total += v
+			}
+			return total, total < 3
+		},
+		stream.Observe(func(partition int32) stream.StateObserver[string, int] {
+			h := histogram{}
+			hists[partition] = h
+			return h
+		}))
+	stream.ForEachBatch(totals, func(_ context.Context, b *stream.Batch[stream.Pair[string, int]]) error {
+		for _, part := range b.Partitions {
+			fmt.Println(b.Info.ID, "keys by total:", hists[part.ID])
+		}
+		return nil
+	})
+	if err := p.Run(context.Background()); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// 1 keys by total: map[1:2]
+	// 2 keys by total: map[1:2 2:1]
+	// 3 keys by total: map[1:1 2:1]
+}

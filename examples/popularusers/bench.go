@@ -88,6 +88,7 @@ with one line per ratio, RATIO <name>=<value>, for scripts.`, stderr)
 type benchFigures struct {
 	rate      float64         // records/s
 	steps     []time.Duration // the threshold step of every batch
+	batches   []time.Duration // the processing of every batch (state measure)
 	stateUser float64         // heap bytes per user in state
 	users     uint64
 }
@@ -183,17 +184,19 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 	fmt.Fprintf(stdout, "file pipeline, -input             %12.0f records/s  %.3f× line count\n", mf, mf/ml)
 	if c.stateUsers > 0 {
 		for _, sk := range []string{"tdigest", "exact"} {
-			var state, step []float64
+			var state, step, batch []float64
 			var users uint64
 			for range c.rounds {
 				f, err := c.state(ctx, sk, quiet)
 				if err != nil {
 					return fmt.Errorf("state, %s: %w", sk, err)
 				}
-				state, step, users = append(state, f.stateUser), append(step, float64(f.steps[len(f.steps)-1])), f.users
+				state, users = append(state, f.stateUser), f.users
+				step = append(step, float64(f.steps[len(f.steps)-1]))
+				batch = append(batch, float64(f.batches[len(f.batches)-1]))
 			}
-			fmt.Fprintf(stdout, "state of %d users, %-7s   %5.0f bytes per user; threshold step %v\n",
-				users, sk, median(state), time.Duration(median(step)).Round(time.Microsecond))
+			fmt.Fprintf(stdout, "state of %d users, %-7s   %5.0f bytes per user; threshold step %v, whole batch %v\n",
+				users, sk, median(state), time.Duration(median(step)).Round(time.Microsecond), time.Duration(median(batch)).Round(time.Microsecond))
 		}
 	}
 	if len(c.processes) > 0 {
@@ -357,6 +360,7 @@ func (c *benchConfig) state(ctx context.Context, sk string, log *slog.Logger) (b
 		baseline uint64
 	)
 	done := hookFunc(func(s stream.BatchStats) {
+		f.batches = append(f.batches, s.Processing)
 		if records += int64(s.Info.Records); records < events {
 			return
 		}
@@ -410,32 +414,32 @@ func (u *userEvents) Poll(_ context.Context, buf []stream.Record[score.Event]) (
 	return k, nil
 }
 
-// timedWire builds the pipeline on raw with the sketch sk, timed.
+// timedWire builds the pipeline on raw with the sketch sk, its threshold
+// step timed, and returns a function that tells the users in state at the
+// last threshold.
 func timedWire[T any](rc *runConfig, sk string, raw *stream.Stream[T], event func(T) []byte, dec *score.Decoder, out *outputs, t *stepTimer) func() uint64 {
-	if sk == "exact" {
-		return timedPopularUsers(raw, event, dec, func() (*digest.Counts, error) { return digest.NewCounts(), nil }, rc.limit, out, t)
-	}
-	return timedPopularUsers(raw, event, dec, func() (*digest.TDigest, error) {
-		return digest.NewTDigest(digest.WithCompression(rc.compression))
-	}, rc.limit, out, t)
-}
-
-// timedPopularUsers builds popularUsers with its sketches wrapped to time
-// the threshold step, and returns a function that tells the users in state
-// at the last threshold.
-func timedPopularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byte, dec *score.Decoder,
-	newSketch func() (S, error), limit float64, out *outputs, t *stepTimer) func() uint64 {
 	var users atomic.Uint64
-	popularUsers(raw, event, true, dec, func() (*timedSketch[S], error) {
-		t.begin()
-		s, err := newSketch()
-		return &timedSketch[S]{s: s, t: t, users: &users}, err
-	}, limit, out)
+	end := func(n uint64) {
+		t.end()
+		users.Store(n)
+	}
+	out.sketchBegun = t.begin
+	if sk == "exact" {
+		popularUsers(raw, event, true, dec, func() (*timedCounts, error) {
+			return &timedCounts{Counts: digest.NewCounts(), end: end}, nil
+		}, rc.limit, out)
+		return users.Load
+	}
+	popularUsers(raw, event, true, dec, func() (*timedTDigest, error) {
+		d, err := digest.NewTDigest(digest.WithCompression(rc.compression))
+		return &timedTDigest{TDigest: d, end: end}, err
+	}, rc.limit, out)
 	return users.Load
 }
 
 // stepTimer times the threshold step of every batch: from the first
-// partition's sketch begun to the quantile read from the merged one.
+// partition's sketch step begun to the quantile read from the merged
+// sketch.
 type stepTimer struct {
 	mu      sync.Mutex
 	running bool
@@ -460,22 +464,37 @@ func (t *stepTimer) end() {
 	}
 }
 
-// timedSketch is a sketch whose Quantile ends the step timer.
-type timedSketch[S sketch[S]] struct {
-	s     S
-	t     *stepTimer
-	users *atomic.Uint64
+// timedCounts and timedTDigest are the pipeline's sketches, whose Quantile
+// ends the step timer. timedCounts moves values as digest.Counts does, so
+// that the pipeline keeps it per partition as it keeps a digest.Counts.
+type (
+	timedCounts struct {
+		*digest.Counts
+		end func(users uint64)
+	}
+	timedTDigest struct {
+		*digest.TDigest
+		end func(users uint64)
+	}
+)
+
+var (
+	_ sketch[*timedCounts]  = (*timedCounts)(nil)
+	_ mover                 = (*timedCounts)(nil)
+	_ sketch[*timedTDigest] = (*timedTDigest)(nil)
+)
+
+func (x *timedCounts) Merge(other *timedCounts) error { return x.Counts.Merge(other.Counts) }
+func (x *timedCounts) Quantile(q float64) float64 {
+	v := x.Counts.Quantile(q)
+	x.end(x.Count())
+	return v
 }
 
-func (x *timedSketch[S]) Add(v float64) error               { return x.s.Add(v) }
-func (x *timedSketch[S]) Merge(other *timedSketch[S]) error { return x.s.Merge(other.s) }
-func (x *timedSketch[S]) Count() uint64                     { return x.s.Count() }
-func (x *timedSketch[S]) MarshalBinary() ([]byte, error)    { return x.s.MarshalBinary() }
-func (x *timedSketch[S]) UnmarshalBinary(b []byte) error    { return x.s.UnmarshalBinary(b) }
-func (x *timedSketch[S]) Quantile(q float64) float64 {
-	v := x.s.Quantile(q)
-	x.t.end()
-	x.users.Store(x.s.Count())
+func (x *timedTDigest) Merge(other *timedTDigest) error { return x.TDigest.Merge(other.TDigest) }
+func (x *timedTDigest) Quantile(q float64) float64 {
+	v := x.TDigest.Quantile(q)
+	x.end(x.Count())
 	return v
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice/digest"
@@ -36,12 +37,91 @@ type sketch[S any] interface {
 	UnmarshalBinary([]byte) error
 }
 
+// mover is a sketch whose values can be moved and removed, as
+// digest.Counts: popularUsers keeps one per state partition up to date as
+// the totals change, instead of building it from every total each batch.
+type mover interface {
+	AddInt(v int64) error
+	Move(from, to int64) error
+	Remove(v int64) error
+}
+
 // partial is a sketch on its way through the reduce, with the first error
 // met in merging it: the reduce function cannot return one.
 type partial[S any] struct {
 	sketch S
 	parts  []int32 // the partition of the sketch, shared
+	kept   bool    // sketch is a partition's kept sketch: merge it, never into it
 	err    error
+}
+
+// ownSketch returns p's sketch, or a copy of it when it is a kept one, to
+// merge into.
+func ownSketch[S sketch[S]](p partial[S], newSketch func() (S, error)) (S, error) {
+	if !p.kept {
+		return p.sketch, nil
+	}
+	c, err := newSketch()
+	if err != nil {
+		return c, err
+	}
+	return c, c.Merge(p.sketch)
+}
+
+// keptSketches are the sketches of the state partitions, one each, kept by
+// the state's observer (stream.Observe) as the totals change: moved, added
+// and removed, whether by an update, a restore or a partition lost. A
+// partition gained again starts a new one.
+type keptSketches[S sketch[S]] struct {
+	newSketch func() (S, error)
+	mu        sync.Mutex // made on the run loop, read by the sketch step
+	parts     map[int32]*keptSketch[S]
+}
+
+// keptSketch is the sketch of the totals of one state partition. Only the
+// partition's goroutine writes it, during the state update; the sketch
+// step and the reduce read it after.
+type keptSketch[S sketch[S]] struct {
+	sketch S
+	moves  mover // sketch
+	err    error // the first error met: sketch no longer holds the totals
+}
+
+func (k *keptSketches[S]) observer(partition int32) stream.StateObserver[int64, int64] {
+	s, err := k.newSketch()
+	ks := &keptSketch[S]{sketch: s, err: err}
+	if err == nil {
+		ks.moves = any(s).(mover)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.parts[partition] = ks
+	return ks
+}
+
+func (k *keptSketches[S]) of(partition int32) *keptSketch[S] {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.parts[partition]
+}
+
+// Changed implements stream.StateObserver.
+func (ks *keptSketch[S]) Changed(user, old int64, hadOld bool, cur int64, hasCur bool) {
+	if ks.err != nil {
+		return
+	}
+	var err error
+	switch {
+	case hadOld && hasCur:
+		err = ks.moves.Move(old, cur)
+	case hasCur:
+		err = ks.moves.AddInt(cur)
+	default:
+		err = ks.moves.Remove(old)
+	}
+	if err != nil {
+		ks.err = fmt.Errorf("user %d: %w", user, err)
+	}
 }
 
 // outputs are where the pipeline's results go. Nil sinks are left out.
@@ -54,6 +134,7 @@ type outputs struct {
 	popular     stream.Sink[total] // every popular user of every batch
 	thresholds  stream.Sink[cut]   // every batch's threshold
 	exchange    *exchange.Kafka    // -digest-topic: the partials of the group's other processes
+	sketchBegun func()             // if set, told as each partition's sketch step begins (bench)
 }
 
 // popularUsers builds the original's pipeline on raw, the stream of input
@@ -81,17 +162,30 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 	// on the original's data set, whose batches hold about one event per
 	// user, and took 15% more CPU.)
 	//
+	// A sketch that can move values (-sketch exact) is kept per partition
+	// by the state's observer as totals change, so that the sketch step
+	// costs nothing per user; a t-digest cannot move a value, and is built
+	// from every total each batch.
+	//
 	// A total that would pass math.MaxInt64 stays there, with a warning:
 	// it is still the largest, and rejecting the user's later events
 	// would not make it right either. (It takes over 9*10^12 events at
 	// score.MaxScore.)
+	var (
+		kept     *keptSketches[S]
+		stateOpt []stream.StateOption
+	)
+	if _, ok := any(*new(S)).(mover); ok {
+		kept = &keptSketches[S]{newSketch: newSketch, parts: map[int32]*keptSketch[S]{}}
+		stateOpt = append(stateOpt, stream.Observe(kept.observer))
+	}
 	totals := stream.UpdateStateByKey(scores, func(user int64, points []int64, sum int64, _ bool) (int64, bool) {
 		sum, saturated := addScores(sum, points)
 		if saturated {
 			out.report.log.Warn("score total saturated: it stays at the largest int64", "user", user, "total", sum)
 		}
 		return sum, true
-	}).Named("totals")
+	}, stateOpt...).Named("totals")
 
 	// With -digest-topic, the processes of the group share the partials.
 	var sh *shared[S]
@@ -100,12 +194,28 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 	}
 
 	// mapPartitions: a sketch of the totals of each partition, built in
-	// parallel, over the whole state (every user, not only this batch's).
-	// Shared, an empty partition has its (empty) sketch too: it replaces
-	// what the partition's previous owner published.
+	// parallel, over the whole state (every user, not only this batch's),
+	// or the partition's kept sketch. Shared, an empty partition has its
+	// (empty) sketch too: it replaces what the partition's previous owner
+	// published.
 	sketches := stream.MapPartitions(totals, func(p *stream.Partition[total]) ([]partial[S], error) {
+		if out.sketchBegun != nil {
+			out.sketchBegun()
+		}
 		if len(p.Values) == 0 && sh == nil {
 			return nil, nil
+		}
+		if kept != nil {
+			ks := kept.of(p.ID)
+			switch {
+			case ks == nil:
+				return nil, fmt.Errorf("partition %d has no kept sketch", p.ID)
+			case ks.err != nil:
+				return nil, ks.err
+			case ks.sketch.Count() != uint64(len(p.Values)):
+				return nil, fmt.Errorf("partition %d: the kept sketch holds %d totals, the state %d", p.ID, ks.sketch.Count(), len(p.Values))
+			}
+			return []partial[S]{{sketch: ks.sketch, parts: []int32{p.ID}, kept: true}}, nil
 		}
 		s, err := newSketch()
 		if err != nil {
@@ -125,10 +235,14 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 	var thresholds *stream.Stream[cut]
 	if sh == nil {
 		// Merge leaves its argument as it was, and a's sketch is this
-		// batch's own, so merging into it is safe.
+		// batch's own, or a copy of a kept one, so merging into it is safe.
 		merged := stream.Reduce(sketches, func(a, b partial[S]) partial[S] {
 			if a.err == nil && b.err != nil {
 				a.err = b.err
+			}
+			if a.err == nil && a.kept {
+				a.sketch, a.err = ownSketch(a, newSketch)
+				a.kept = false
 			}
 			if a.err == nil {
 				a.err = a.sketch.Merge(b.sketch)
@@ -141,7 +255,11 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 				if m.err != nil {
 					return nil, fmt.Errorf("merge sketches: %w", m.err)
 				}
-				c.Users, c.Threshold = m.sketch.Count(), m.sketch.Quantile(limit)
+				s, err := ownSketch(m, newSketch)
+				if err != nil {
+					return nil, fmt.Errorf("merge sketches: %w", err)
+				}
+				c.Users, c.Threshold = s.Count(), s.Quantile(limit)
 			}
 			return oneCut(c), nil
 		}).Named("threshold")
