@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluicehq/sluice/sink/changelog"
-	"github.com/sluicehq/sluice/stream"
 )
 
 // changelogged reads the totals and offsets a changelog topic holds, as a
@@ -26,29 +25,8 @@ func changelogged(t *testing.T, addr, topic string, partitions []int32) (map[int
 	store, err := changelog.NewKafka(changelog.Config{Brokers: []string{addr}, Topic: topic, RestoreTimeout: 10 * time.Second})
 	require.NoError(t, err)
 	defer store.Close()
-	codec := stream.CodecFor[int64]()
-	totals := map[int64]int64{}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	offsets, err := store.Restore(ctx, partitions, func(e stream.Entry) error {
-		require.Equal(t, "totals", e.Op)
-		k, err := codec.Decode(e.Key)
-		require.NoError(t, err)
-		if e.Deleted {
-			delete(totals, k)
-			return nil
-		}
-		v, err := codec.Decode(e.Value)
-		require.NoError(t, err)
-		totals[k] = v // a key written by several checkpoints: the last wins
-		return nil
-	})
-	require.NoError(t, err)
-	var read int64
-	for _, o := range offsets {
-		read += o.Next
-	}
-	return totals, read
+	// A key written by several checkpoints: the last wins.
+	return restoredTotals(t, store, partitions, false)
 }
 
 // startStandaloneBroker starts "popularusers broker" on a free port and
@@ -101,12 +79,7 @@ func TestChangelogCrashesKeepTotalsExact(t *testing.T) {
 	}
 	addr := startStandaloneBroker(t)
 	const seed, first, users, events, rate = 11, 1000, 200, 30_000, 2000
-	produced := make(chan result, 1)
-	go func() {
-		produced <- runMain(t, context.Background(), "", "produce", "-brokers", addr, "-count", strconv.Itoa(events),
-			"-rate", strconv.Itoa(rate), "-start", strconv.Itoa(first), "-users", strconv.Itoa(users), "-seed", strconv.Itoa(seed))
-	}()
-	want := expectedTotals(t, seed, first, users, events)
+	produced, want := produceEvents(t, addr, seed, first, users, events, rate)
 
 	const topic = "crashes-totals-changelog"
 	args := []string{"-brokers", addr, "-group", "crashes", "-state", "changelog", "-changelog-topic", topic,

@@ -48,16 +48,32 @@ func checkpointed(t *testing.T, dir string) (map[int64]int64, int64) {
 	t.Helper()
 	store, err := checkpoint.Open(dir)
 	require.NoError(t, err)
+	return restoredTotals(t, store, nil, true)
+}
+
+// restoredTotals restores the totals of store's partitions (nil: all), as
+// a pipeline does, and returns them by user with the sum of the input
+// offsets they reflect. With unique, a user restored twice fails t; else
+// the last entry of a user wins.
+func restoredTotals(t *testing.T, store stream.Store, partitions []int32, unique bool) (map[int64]int64, int64) {
+	t.Helper()
 	codec := stream.CodecFor[int64]()
 	totals := map[int64]int64{}
-	offsets, err := store.Restore(context.Background(), nil, func(e stream.Entry) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	offsets, err := store.Restore(ctx, partitions, func(e stream.Entry) error {
 		require.Equal(t, "totals", e.Op)
 		k, err := codec.Decode(e.Key)
 		require.NoError(t, err)
+		if e.Deleted {
+			delete(totals, k)
+			return nil
+		}
 		v, err := codec.Decode(e.Value)
 		require.NoError(t, err)
-		_, dup := totals[k]
-		require.False(t, dup, "user %d twice in the state", k)
+		if _, dup := totals[k]; dup && unique {
+			require.Fail(t, "a user twice in the state", "user %d", k)
+		}
 		totals[k] = v
 		return nil
 	})
@@ -67,6 +83,20 @@ func checkpointed(t *testing.T, dir string) (map[int64]int64, int64) {
 		read += o.Next
 	}
 	return totals, read
+}
+
+// produceEvents runs "produce" in the background: count events of users
+// first..first+users with seed, at rate per second. It returns the
+// command's result, when it is done, and the exact totals of its events.
+func produceEvents(t *testing.T, addr string, seed, first, users, count, rate int64) (<-chan result, map[int64]int64) {
+	t.Helper()
+	done := make(chan result, 1)
+	go func() {
+		done <- runMain(t, context.Background(), "", "produce", "-brokers", addr, "-count", strconv.FormatInt(count, 10),
+			"-rate", strconv.FormatInt(rate, 10), "-start", strconv.FormatInt(first, 10), "-users", strconv.FormatInt(users, 10),
+			"-seed", strconv.FormatInt(seed, 10))
+	}()
+	return done, expectedTotals(t, uint64(seed), first, users, count)
 }
 
 // The pipeline against a standalone broker, killed with SIGKILL at random
@@ -84,22 +114,10 @@ func TestCrashesKeepTotalsExact(t *testing.T) {
 
 	// The events come in while the pipeline runs, is killed and restarts.
 	const seed, first, users, events, rate = 7, 1000, 300, 30_000, 3000
-	produced := make(chan result, 1)
-	go func() {
-		produced <- runMain(t, context.Background(), "", "produce", "-brokers", addr, "-count", strconv.Itoa(events),
-			"-rate", strconv.Itoa(rate), "-start", strconv.Itoa(first), "-users", strconv.Itoa(users), "-seed", strconv.Itoa(seed))
-	}()
-	want := expectedTotals(t, seed, first, users, events)
+	produced, want := produceEvents(t, addr, seed, first, users, events, rate)
 
 	ckpt := filepath.Join(dir, "checkpoint")
 	args := []string{"-brokers", addr, "-checkpoint", ckpt, "-json", "-interval", "100ms", "-batch-records", "200", "-sketch", "exact"}
-	records := func(p *process) int {
-		n := 0
-		for _, l := range parseLines(t, strings.Join(p.stdout.lines(), "\n")) {
-			n += l.Records
-		}
-		return n
-	}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 	var progress []int64
 	for kill := 1; kill <= 6; kill++ {
@@ -108,7 +126,7 @@ func TestCrashesKeepTotalsExact(t *testing.T) {
 		require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
 		p.cmd.Wait() //nolint:errcheck // killed on purpose
 		_, read := checkpointed(t, ckpt)
-		t.Logf("kill %d after %d events in this run: %d events checkpointed", kill, records(p), read)
+		t.Logf("kill %d after %d events in this run: %d events checkpointed", kill, recordsOf(t, p), read)
 		progress = append(progress, read)
 	}
 	r := <-produced
@@ -121,7 +139,7 @@ func TestCrashesKeepTotalsExact(t *testing.T) {
 	// not hold, and then found nothing more for three batches in a row.
 	waitFor(t, 2*time.Minute, "every event", func() bool {
 		lines := parseLines(t, strings.Join(p.stdout.lines(), "\n"))
-		if len(lines) < 3 || int64(records(p)) < events-progress[len(progress)-1] {
+		if len(lines) < 3 || int64(recordsOf(t, p)) < events-progress[len(progress)-1] {
 			return false
 		}
 		for _, l := range lines[len(lines)-3:] {

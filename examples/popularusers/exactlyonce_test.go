@@ -17,7 +17,6 @@ import (
 	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/sink/changelog"
 	"github.com/sluicehq/sluice/sink/txn"
-	"github.com/sluicehq/sluice/stream"
 )
 
 // committedTotals reads the totals and offsets of a changelog topic as a
@@ -34,28 +33,7 @@ func committedTotals(t *testing.T, addr, topic, id string) (map[int64]int64, int
 	store, err := changelog.NewKafka(changelog.Config{Brokers: []string{addr}, Topic: topic, RestoreTimeout: 10 * time.Second, Transaction: tx})
 	require.NoError(t, err)
 	defer store.Close()
-	codec := stream.CodecFor[int64]()
-	totals := map[int64]int64{}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	offsets, err := store.Restore(ctx, nil, func(e stream.Entry) error {
-		k, err := codec.Decode(e.Key)
-		require.NoError(t, err)
-		if e.Deleted {
-			delete(totals, k)
-			return nil
-		}
-		v, err := codec.Decode(e.Value)
-		require.NoError(t, err)
-		totals[k] = v
-		return nil
-	})
-	require.NoError(t, err)
-	var read int64
-	for _, o := range offsets {
-		read += o.Next
-	}
-	return totals, read
+	return restoredTotals(t, store, nil, false)
 }
 
 // batchesOf groups the records of a topic by their batch header, and
@@ -88,12 +66,7 @@ func TestExactlyOnceCrashes(t *testing.T) {
 	}
 	addr := startStandaloneBroker(t)
 	const seed, first, users, events, rate = 17, 1000, 200, 30_000, 2500
-	produced := make(chan result, 1)
-	go func() {
-		produced <- runMain(t, context.Background(), "", "produce", "-brokers", addr, "-count", strconv.Itoa(events),
-			"-rate", strconv.Itoa(rate), "-start", strconv.Itoa(first), "-users", strconv.Itoa(users), "-seed", strconv.Itoa(seed))
-	}()
-	want := expectedTotals(t, seed, first, users, events)
+	produced, want := produceEvents(t, addr, seed, first, users, events, rate)
 
 	const topic, thresholds = "eos-totals-changelog", "eos-thresholds"
 	admin, err := sarama.NewClusterAdmin([]string{addr}, sarama.NewConfig())

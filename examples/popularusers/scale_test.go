@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"regexp"
@@ -127,8 +126,7 @@ const scaleCompression = 20
 
 // scaleRun is a test of one process (the reference) and three processes
 // sharing the threshold, on the same input: every event of users
-// first..first+users, produced at rate after the processes share the
-// partitions.
+// 1000..1400, produced after the processes share the partitions.
 type scaleRun struct {
 	t      *testing.T
 	sketch string
@@ -139,7 +137,7 @@ type scaleRun struct {
 	events int
 }
 
-func startScaleRun(t *testing.T, seed uint64, sketch string) *scaleRun {
+func startScaleRun(t *testing.T, sketch string) *scaleRun {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs processes")
@@ -156,19 +154,15 @@ func startScaleRun(t *testing.T, seed uint64, sketch string) *scaleRun {
 	}
 	waitShared(t, r.three)
 	waitShared(t, []*process{r.one})
-	const first, users = 1000, 400
 	r.events = 24_000
-	r.want = expectedTotals(t, seed, first, users, int64(r.events))
 	return r
 }
 
-// produce writes the run's events at rate, and returns when they are in.
-func (r *scaleRun) produce(seed uint64, rate int) <-chan result {
-	done := make(chan result, 1)
-	go func() {
-		done <- runMain(r.t, context.Background(), "", "produce", "-brokers", r.addr, "-count", strconv.Itoa(r.events),
-			"-rate", strconv.Itoa(rate), "-start", "1000", "-users", "400", "-seed", strconv.FormatUint(seed, 10))
-	}()
+// produce starts writing the run's events, of users 1000..1400, at rate,
+// and returns the produce command's result channel.
+func (r *scaleRun) produce(seed, rate int64) <-chan result {
+	done, want := produceEvents(r.t, r.addr, seed, 1000, 400, int64(r.events), rate)
+	r.want = want
 	return done
 }
 
@@ -226,8 +220,8 @@ func (r *scaleRun) check(three []*process) {
 func TestScaleOutMatchesOneProcess(t *testing.T) {
 	for i, sketch := range []string{"exact", "tdigest"} {
 		t.Run(sketch, func(t *testing.T) {
-			seed := uint64(21 + i)
-			r := startScaleRun(t, seed, sketch)
+			seed := int64(21 + i)
+			r := startScaleRun(t, sketch)
 			res := <-r.produce(seed, 8000)
 			require.Equal(t, exitOK, res.code, res.stderr)
 			r.check(r.three)
@@ -245,7 +239,7 @@ func TestScaleOutMatchesOneProcess(t *testing.T) {
 // the one process's, and no event is lost or counted twice.
 func TestScaleOutSurvivesAKilledProcess(t *testing.T) {
 	const seed = 23
-	r := startScaleRun(t, seed, "exact")
+	r := startScaleRun(t, "exact")
 	owner := waitShared(t, r.three)
 	produced := r.produce(seed, 4000) // about 6s of events
 	// The victim owns a partition and is counting it.
