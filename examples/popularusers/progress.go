@@ -1,21 +1,21 @@
 package main
 
 import (
-	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/progress"
 	"github.com/sluicehq/sluice/stream"
 )
 
 // progressEvery is how often a long input logs its progress.
 const progressEvery = 5 * time.Second
 
-// progress logs how far the pipeline is in an input file: records done,
+// fileProgress logs how far the pipeline is in an input file: records done,
 // rate, and, for a regular file, the share done and an ETA. It is a
 // stream.Hook: it runs on the run loop, which polls the file, between
 // batches.
-type progress struct {
+type fileProgress struct {
 	file  interface{ Progress() (read, size int64) }
 	log   *slog.Logger
 	start time.Time
@@ -24,12 +24,12 @@ type progress struct {
 	every time.Duration
 }
 
-func newProgress(file interface{ Progress() (read, size int64) }, log *slog.Logger) *progress {
+func newFileProgress(file interface{ Progress() (read, size int64) }, log *slog.Logger) *fileProgress {
 	now := time.Now()
-	return &progress{file: file, log: log, start: now, last: now, every: progressEvery}
+	return &fileProgress{file: file, log: log, start: now, last: now, every: progressEvery}
 }
 
-func (p *progress) BatchDone(s stream.BatchStats) {
+func (p *fileProgress) BatchDone(s stream.BatchStats) {
 	p.n += int64(s.Info.Records)
 	now := time.Now()
 	if now.Sub(p.last) < p.every {
@@ -43,14 +43,6 @@ func (p *progress) BatchDone(s stream.BatchStats) {
 		p.log.Info("progress", "records", p.n, "records/s", int64(rate), "elapsed", elapsed.Round(time.Second))
 		return
 	}
-	done := float64(read) / float64(size)
-	var eta time.Duration
-	if done > 0 {
-		eta = time.Duration(float64(elapsed) * (1 - done) / done)
-	}
-	p.log.Info("progress", "records", p.n, "records/s", int64(rate), "done", formatPercent(done),
-		"elapsed", elapsed.Round(time.Second), "eta", eta.Round(time.Second))
+	attrs := []any{"records", p.n, "records/s", int64(rate), "elapsed", elapsed.Round(time.Second)}
+	p.log.Info("progress", append(attrs, progress.Attrs(float64(read)/float64(size), elapsed)...)...)
 }
-
-// formatPercent formats a share as "42.0%".
-func formatPercent(x float64) string { return fmt.Sprintf("%.1f%%", 100*x) }

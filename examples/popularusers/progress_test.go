@@ -19,7 +19,7 @@ func (f *fakeFile) Progress() (int64, int64) { return f.read, f.size }
 func TestProgressLine(t *testing.T) {
 	var log buffer
 	f := &fakeFile{size: 1000}
-	p := newProgress(f, testLogger(&log))
+	p := newFileProgress(f, testLogger(&log))
 	p.every = 0 // a line per batch
 	p.start = time.Now().Add(-10 * time.Second)
 

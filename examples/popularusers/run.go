@@ -321,7 +321,7 @@ func (c *runConfig) filePipeline(in *input, out *outputs, opts []stream.Option, 
 			opts = append(opts, stream.MaxRecords(math.MaxInt))
 		}
 	}
-	p := stream.NewPipeline(append(opts, stream.Interval(interval), stream.WithHook(newProgress(in.file, log)))...)
+	p := stream.NewPipeline(append(opts, stream.Interval(interval), stream.WithHook(newFileProgress(in.file, log)))...)
 	log.Info("reading events", "input", c.input, "format", in.format.String(), "batch records", c.batchRecords)
 	// The file is not keyed: the pipeline moves each user's scores to one
 	// partition.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/sluicehq/sluice/internal/progress"
 	"github.com/sluicehq/sluice/internal/readcommitted"
 	"github.com/sluicehq/sluice/stream"
 )
@@ -500,10 +501,8 @@ func (r *restorer) progress(p int32) {
 	}
 	attrs := []any{"partition", p, "records", r.records, "rate", rate(r.records-r.logged, now.Sub(r.lastLog))}
 	if r.expected > 0 {
-		done := min(float64(r.records)/float64(r.expected), 0.999)
-		elapsed := now.Sub(r.start)
-		eta := time.Duration(float64(elapsed) * (1 - done) / done)
-		attrs = append(attrs, "of", r.expected, "done", fmt.Sprintf("%.1f%%", 100*done), "eta", eta.Round(time.Second))
+		attrs = append(attrs, "of", r.expected)
+		attrs = append(attrs, progress.Attrs(min(float64(r.records)/float64(r.expected), 0.999), now.Sub(r.start))...)
 	}
 	r.k.log.Info("restoring changelog", attrs...)
 	r.lastLog, r.logged = now, r.records

@@ -48,6 +48,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/progress"
 	"github.com/sluicehq/sluice/internal/wire"
 	"github.com/sluicehq/sluice/stream"
 )
@@ -269,9 +270,8 @@ func (p *loadProgress) log(size int, share float64, entries int) {
 	p.last = now
 	done := min((float64(p.done)+share*float64(size))/float64(p.total), 0.999)
 	elapsed := now.Sub(p.start)
-	eta := time.Duration(float64(elapsed) * (1 - done) / done)
-	p.d.logger.Info("reading checkpoint", "dir", p.d.path, "entries", entries, "done", fmt.Sprintf("%.1f%%", 100*done),
-		"elapsed", elapsed.Round(time.Millisecond), "eta", eta.Round(100*time.Millisecond))
+	attrs := []any{"dir", p.d.path, "entries", entries, "elapsed", elapsed.Round(time.Millisecond)}
+	p.d.logger.Info("reading checkpoint", append(attrs, progress.Attrs(done, elapsed)...)...)
 }
 
 func (p *loadProgress) fileDone(size int) { p.done += int64(size) }

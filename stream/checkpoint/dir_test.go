@@ -380,6 +380,6 @@ func TestLongLoadLogsItsProgress(t *testing.T) {
 	_, err = d.Restore(context.Background(), nil, func(stream.Entry) error { n++; return nil })
 	require.NoError(t, err)
 	assert.Equal(t, 200_000, n)
-	assert.Regexp(t, `msg="reading checkpoint" dir=\S+ entries=65535 done=\d+\.\d% elapsed=\S+ eta=\S+`, logs.String())
+	assert.Regexp(t, `msg="reading checkpoint" dir=\S+ entries=65535 elapsed=\S+ done=\d+\.\d% eta=\S+`, logs.String())
 	assert.Equal(t, 3, strings.Count(logs.String(), `msg="reading checkpoint"`), "a line every 65,536 entries at most, and when it is time")
 }
