@@ -116,10 +116,17 @@ func newDeadLetter(o stream.Origin, file bool, key, rec []byte, err error) deadL
 
 // kindName is the name of the score.Kind of err, or "other".
 func kindName(err error) string {
-	if k, ok := score.KindOf(err); ok {
-		return k.String()
+	k, _ := score.KindOf(err) // 0 for an error that is not a decoding one
+	return kindLabel(int(k))
+}
+
+// kindLabel names the score.Kind k of a bad record, or "other" for 0: an
+// error that is not a decoding one.
+func kindLabel(k int) string {
+	if k == 0 {
+		return "other"
 	}
-	return "other"
+	return score.Kind(k).String()
 }
 
 // recordKey returns the Kafka key of a record, nil for a line of a file.

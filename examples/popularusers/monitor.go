@@ -105,8 +105,8 @@ func startMonitor(addr string, log *slog.Logger) (*monitor, error) {
 	m.users = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "users", Help: "Users in the state (in the last batch's sketch)."})
 	m.popular = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "popular_users", Help: "Users above the threshold in the last batch."})
 	m.threshold.Set(math.NaN())
-	for k := score.Kind(1); int(k) < score.NumKinds; k++ {
-		m.bad.WithLabelValues(k.String()) // present at 0 from the start
+	for k := 1; k < score.NumKinds; k++ {
+		m.bad.WithLabelValues(kindLabel(k)) // present at 0 from the start
 	}
 	reg := prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{
@@ -195,11 +195,7 @@ func (m *monitor) addBad(kinds []int) {
 			continue
 		}
 		m.status.Bad += int64(n)
-		name := "other"
-		if k > 0 {
-			name = score.Kind(k).String()
-		}
-		m.bad.WithLabelValues(name).Add(float64(n))
+		m.bad.WithLabelValues(kindLabel(k)).Add(float64(n))
 	}
 }
 

@@ -250,7 +250,7 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 			return a
 		}).Named("merge")
 		thresholds = stream.Transform(merged, func(b *stream.Batch[partial[S]]) (*stream.Batch[cut], error) {
-			c := cut{Batch: b.Info.ID, Time: b.Info.Time, Quantile: limit, Threshold: math.NaN(), Records: b.Info.Records}
+			c := newCut(b.Info, limit)
 			for m := range b.All() {
 				if m.err != nil {
 					return nil, fmt.Errorf("merge sketches: %w", m.err)
@@ -270,7 +270,7 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 		// partials, finds the same threshold: the group's); Users stays
 		// this process's own.
 		thresholds = stream.Transform(sketches, func(b *stream.Batch[partial[S]]) (*stream.Batch[cut], error) {
-			c := cut{Batch: b.Info.ID, Time: b.Info.Time, Quantile: limit, Threshold: math.NaN(), Records: b.Info.Records}
+			c := newCut(b.Info, limit)
 			var own []partial[S]
 			for m := range b.All() {
 				if m.err != nil {
@@ -348,6 +348,12 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 		stream.To(popular, retrying(out.popular, "output topic", out.retry))
 	}
 	stream.ForEachBatch(popular, out.report.report)
+}
+
+// newCut returns the cut of the batch info at the quantile limit, with
+// no threshold yet.
+func newCut(info stream.Info, limit float64) cut {
+	return cut{Batch: info.ID, Time: info.Time, Quantile: limit, Threshold: math.NaN(), Records: info.Records}
 }
 
 // oneCut returns a batch of c alone.

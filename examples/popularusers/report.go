@@ -89,11 +89,7 @@ func kindCounts[N int | int64](kinds []N) string {
 		if n == 0 {
 			continue
 		}
-		name := "other"
-		if k > 0 {
-			name = score.Kind(k).String()
-		}
-		parts = append(parts, fmt.Sprintf("%s: %d", name, n))
+		parts = append(parts, fmt.Sprintf("%s: %d", kindLabel(k), n))
 	}
 	return strings.Join(parts, ", ")
 }
