@@ -36,6 +36,7 @@ package prom
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -64,9 +65,9 @@ type Metrics struct {
 	restoreDuration prometheus.Histogram
 
 	restored int64 // entries of the restore in progress already counted
-	// label values of the lag and state gauges set by the last batch, so
-	// that those the batch did not set are deleted, not left stale
-	lagSet, stateSet, lagNow, stateNow map[[2]string]bool
+	// label values of the lag and state gauges, so that those a batch
+	// does not set are deleted, not left stale
+	lagLabels, stateLabels liveLabels
 
 	all []prometheus.Collector
 }
@@ -109,7 +110,7 @@ func New(opts ...Option) *Metrics {
 	for _, o := range opts {
 		o.apply(&c)
 	}
-	m := &Metrics{lagSet: map[[2]string]bool{}, lagNow: map[[2]string]bool{}, stateSet: map[[2]string]bool{}, stateNow: map[[2]string]bool{}}
+	m := &Metrics{}
 	counter := func(name, help string) prometheus.Counter {
 		x := prometheus.NewCounter(prometheus.CounterOpts{Namespace: c.namespace, Name: name, Help: help, ConstLabels: c.labels})
 		m.all = append(m.all, x)
@@ -168,34 +169,47 @@ func (m *Metrics) BatchDone(s stream.BatchStats) {
 	if s.Commit > 0 {
 		m.commit.Observe(s.Commit.Seconds())
 	}
-	clear(m.lagNow)
 	for _, in := range s.Inputs {
 		p := strconv.Itoa(int(in.Partition))
 		m.records.WithLabelValues(in.Source, p).Add(float64(in.Records))
 		if in.Lag >= 0 {
 			m.lag.WithLabelValues(in.Source, p).Set(float64(in.Lag))
-			m.lagNow[[2]string{in.Source, p}] = true
+			m.lagLabels.set(in.Source, p)
 		}
 	}
-	for l := range m.lagSet {
-		if !m.lagNow[l] {
-			m.lag.DeleteLabelValues(l[0], l[1])
-		}
-	}
-	m.lagSet, m.lagNow = m.lagNow, m.lagSet
-	clear(m.stateNow)
+	m.lagLabels.forgetUnset(m.lag)
 	for _, st := range s.State {
 		m.stateKeys.WithLabelValues(st.Name).Set(float64(st.Keys))
 		m.stateBytes.WithLabelValues(st.Name).Set(float64(st.Bytes))
-		m.stateNow[[2]string{st.Name}] = true
+		m.stateLabels.set(st.Name)
 	}
-	for l := range m.stateSet {
-		if !m.stateNow[l] {
-			m.stateKeys.DeleteLabelValues(l[0])
-			m.stateBytes.DeleteLabelValues(l[0])
+	m.stateLabels.forgetUnset(m.stateKeys, m.stateBytes)
+}
+
+// liveLabels are the label values of gauges set in a batch and in the one
+// before it.
+type liveLabels struct{ before, now map[string][]string }
+
+// set notes the label values of a gauge set in this batch.
+func (l *liveLabels) set(values ...string) {
+	if l.now == nil {
+		l.before, l.now = map[string][]string{}, map[string][]string{}
+	}
+	l.now[strings.Join(values, "\x00")] = values
+}
+
+// forgetUnset deletes from vecs the label values set in the batch before
+// and not in this one, and starts the next batch.
+func (l *liveLabels) forgetUnset(vecs ...*prometheus.GaugeVec) {
+	for k, values := range l.before {
+		if _, ok := l.now[k]; !ok {
+			for _, v := range vecs {
+				v.DeleteLabelValues(values...)
+			}
 		}
 	}
-	m.stateSet, m.stateNow = m.stateNow, m.stateSet
+	l.before, l.now = l.now, l.before
+	clear(l.now)
 }
 
 // RestoreProgress implements stream.RestoreHook.
