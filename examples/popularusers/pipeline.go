@@ -50,8 +50,8 @@ type mover interface {
 // met in merging it: the reduce function cannot return one.
 type partial[S any] struct {
 	sketch S
-	parts  []int32 // the partition of the sketch, shared
-	kept   bool    // sketch is a partition's kept sketch: merge it, never into it
+	part   int32 // the state partition of the sketch, before any merge
+	kept   bool  // sketch is a partition's kept sketch: merge it, never into it
 	err    error
 }
 
@@ -215,7 +215,7 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 			case ks.sketch.Count() != uint64(len(p.Values)):
 				return nil, fmt.Errorf("partition %d: the kept sketch holds %d totals, the state %d", p.ID, ks.sketch.Count(), len(p.Values))
 			}
-			return []partial[S]{{sketch: ks.sketch, parts: []int32{p.ID}, kept: true}}, nil
+			return []partial[S]{{sketch: ks.sketch, part: p.ID, kept: true}}, nil
 		}
 		s, err := newSketch()
 		if err != nil {
@@ -226,7 +226,7 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 				return nil, fmt.Errorf("user %d: total %d: %w", t.Key, t.Value, err)
 			}
 		}
-		return []partial[S]{{sketch: s, parts: []int32{p.ID}}}, nil
+		return []partial[S]{{sketch: s, part: p.ID}}, nil
 	}).Named("sketch")
 
 	// reduce: merge the sketches into one, and the threshold: the -limit

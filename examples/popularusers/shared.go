@@ -47,9 +47,9 @@ func (d digestSink[S]) Write(ctx context.Context, b *stream.Batch[partial[S]]) e
 		}
 		v, err := p.sketch.MarshalBinary()
 		if err != nil {
-			return fmt.Errorf("encode the sketch of partition %d: %w", p.parts[0], err)
+			return fmt.Errorf("encode the sketch of partition %d: %w", p.part, err)
 		}
-		ps = append(ps, exchange.Partial{Partition: p.parts[0], Value: v, Batch: b.Info.ID, Time: b.Info.Time})
+		ps = append(ps, exchange.Partial{Partition: p.part, Value: v, Batch: b.Info.ID, Time: b.Info.Time})
 	}
 	return d.sh.x.Publish(ctx, ps)
 }
@@ -70,7 +70,7 @@ func (sh *shared[S]) merge(own []partial[S], batch int64) (S, error) {
 	}
 	parts := map[int32]S{}
 	for _, p := range own {
-		parts[p.parts[0]] = p.sketch // this batch's own partial is fresher
+		parts[p.part] = p.sketch // this batch's own partial is fresher
 	}
 	for _, p := range sh.x.Latest() {
 		if _, ok := parts[p.Partition]; ok {
