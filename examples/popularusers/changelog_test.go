@@ -29,11 +29,11 @@ func changelogged(t *testing.T, addr, topic string, partitions []int32) (map[int
 	return restoredTotals(t, store, partitions, false)
 }
 
-// startStandaloneBroker starts "popularusers broker" on a free port and
-// returns its address.
+// startStandaloneBroker starts "popularusers broker" on a free port, with a
+// data directory as one would run it, and returns its address.
 func startStandaloneBroker(t *testing.T) string {
 	t.Helper()
-	b := start(t, "broker", "-listen", "127.0.0.1:0", "-partitions", "4")
+	b := start(t, "broker", "-listen", "127.0.0.1:0", "-partitions", "4", "-data-dir", t.TempDir())
 	waitFor(t, 30*time.Second, "the broker's address", func() bool { return len(b.stdout.lines()) > 0 })
 	return b.stdout.lines()[0]
 }
