@@ -40,13 +40,21 @@ func (r *rounds) Poll(ctx context.Context, buf []stream.Record[int64]) (int, err
 // batches of 100k, with the state warmed up. Keys are either spread evenly
 // (every batch touches every key: each lookup misses the CPU caches, the
 // worst case) or skewed (Zipf, as user activity is). keyed-observed adds
-// an observer (Observe) that keeps a sum per partition.
+// an observer (Observe) that keeps a sum per partition; keyed-grouped
+// leaves out the ReduceByKey, so that UpdateStateByKey groups the values
+// itself (as the popular-users pipeline does).
 func BenchmarkPipeline(b *testing.B) {
 	const records, keys, batch = 1_000_000, 100_000, 100_000
 	for _, v := range []struct {
-		name                    string
-		keyed, skewed, observed bool
-	}{{"keyed", true, false, false}, {"shuffled", false, false, false}, {"keyed-zipf", true, true, false}, {"keyed-observed", true, false, true}} {
+		name                             string
+		keyed, skewed, observed, grouped bool
+	}{
+		{"keyed", true, false, false, false},
+		{"shuffled", false, false, false, false},
+		{"keyed-zipf", true, true, false, false},
+		{"keyed-observed", true, false, true, false},
+		{"keyed-grouped", true, false, false, true},
+	} {
 		keyed := v.keyed
 		b.Run(v.name, func(b *testing.B) {
 			src := &rounds{go_: make(chan struct{})}
@@ -68,7 +76,10 @@ func BenchmarkPipeline(b *testing.B) {
 			if v.observed {
 				opts = append(opts, stream.Observe(func(int32) stream.StateObserver[int64, int64] { return &sumObserver{} }))
 			}
-			totals := stream.UpdateStateByKey(stream.ReduceByKey(pairs, func(a, b int64) int64 { return a + b }),
+			if !v.grouped {
+				pairs = stream.ReduceByKey(pairs, func(a, b int64) int64 { return a + b })
+			}
+			totals := stream.UpdateStateByKey(pairs,
 				func(_ int64, vs []int64, s int64, _ bool) (int64, bool) {
 					for _, v := range vs {
 						s += v

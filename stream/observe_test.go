@@ -150,16 +150,17 @@ func TestObserveTellsEveryChange(t *testing.T) {
 	plan := [][]int32{all, all, all, {0, 2, 3}, {0, 2, 3}, all, {0, 1}, all, all, all}
 	for _, tt := range []struct {
 		name string
-		opt  stream.StateOption
+		opts []stream.StateOption
 	}{
-		{"ttl", stream.TTLBatches(1)},
-		{"update all", stream.UpdateAll()},
+		{"plain", nil},
+		{"ttl", []stream.StateOption{stream.TTLBatches(1)}},
+		{"update all", []stream.StateOption{stream.UpdateAll()}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			src := &assigning{scripted: scripted[stream.Pair[int, int]]{chunks: slices.Clone(chunks)}, plan: plan}
 			obs := newObservers()
 			p := stream.NewPipeline(stream.Interval(2 * time.Millisecond))
-			totals := stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), dropNegative, tt.opt, obs.observe())
+			totals := stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), dropNegative, append(tt.opts, obs.observe())...)
 			checked := 0
 			stream.ForEachBatch(totals, func(_ context.Context, b *stream.Batch[stream.Pair[int, int]]) error {
 				obs.check(t, b)

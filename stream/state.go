@@ -180,13 +180,19 @@ type statePart[K comparable, V, S any] struct {
 	gone    []K                 // keys removed since the last checkpoint, with a Store only
 	obs     StateObserver[K, S] // told of every change, or nil
 
+	// mark is, for each slab position, 1 + the group of its key in the
+	// batch being grouped, or 0: zero outside apply.
+	mark []int32
+
 	// scratch for grouping a batch's values by key, reused
-	group  map[K]int32
-	keys   []K
-	first  []int32
-	last   []int32
-	next   []int32
-	values []V
+	group   map[K]int32 // group of each key not in the state (of every key, with UpdateAll)
+	keys    []K
+	first   []int32
+	last    []int32
+	next    []int32
+	pos     []int32 // slab position of each group's key, or -1
+	removed []int32
+	values  []V
 }
 
 // newPart makes the state of partition id. It runs on the run loop's
@@ -315,7 +321,103 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 		}
 		return
 	}
-	// Group values by key without a slice per key: chain positions.
+	if op.cfg.updateAll {
+		op.applyGroups(sp, vals, batch)
+		return
+	}
+	// Group values by key without a slice per key (chained positions),
+	// and find each key in the state in the same lookup: a key already
+	// in the state is grouped by its slab position (sp.mark), only a new
+	// one by the group map. One hash lookup per record.
+	sp.keys, sp.first, sp.last, sp.pos = sp.keys[:0], sp.first[:0], sp.last[:0], sp.pos[:0]
+	sp.next = slices.Grow(sp.next[:0], len(vals))[:len(vals)]
+	for j, kv := range vals {
+		sp.next[j] = -1
+		var g int32
+		if i, ok := sp.index[kv.Key]; ok {
+			if g = sp.mark[i] - 1; g < 0 {
+				sp.mark[i] = int32(len(sp.keys)) + 1
+				sp.newGroup(kv.Key, int32(j), i)
+				continue
+			}
+		} else {
+			var seen bool
+			if g, seen = sp.group[kv.Key]; !seen {
+				sp.group[kv.Key] = int32(len(sp.keys))
+				sp.newGroup(kv.Key, int32(j), -1)
+				continue
+			}
+		}
+		sp.next[sp.last[g]] = int32(j)
+		sp.last[g] = int32(j)
+	}
+	for _, i := range sp.pos {
+		if i >= 0 {
+			sp.mark[i] = 0
+		}
+	}
+	// Updates first, removals after: a removal moves the slab's last key
+	// into the removed one's place, which would stale the positions of
+	// the groups still to update.
+	removed := sp.removed[:0]
+	for g, k := range sp.keys {
+		sp.values = sp.values[:0]
+		for j := sp.first[g]; j >= 0; j = sp.next[j] {
+			sp.values = append(sp.values, vals[j].Value)
+		}
+		i := sp.pos[g]
+		if i < 0 {
+			var zero S
+			if nv, keep := op.update(k, sp.values, zero, false); keep {
+				sp.stamp(sp.insert(k, nv), batch)
+			}
+			continue
+		}
+		old := sp.slab[i].Value
+		nv, keep := op.update(k, sp.values, old, true)
+		if !keep {
+			removed = append(removed, i)
+			continue
+		}
+		if sp.obs != nil {
+			sp.obs.Changed(k, old, true, nv, true)
+		}
+		sp.slab[i].Value = nv
+		sp.stamp(i, batch)
+	}
+	// From the last position down, each removal moves a key that stays.
+	slices.Sort(removed)
+	for _, i := range slices.Backward(removed) {
+		sp.remove(i)
+	}
+	sp.removed = removed[:0]
+	clear(sp.values)
+	clear(sp.keys)
+}
+
+// newGroup starts the group of key k, first seen at position j of the
+// batch's values, at slab position i (-1: not in the state).
+func (sp *statePart[K, V, S]) newGroup(k K, j, i int32) {
+	sp.keys = append(sp.keys, k)
+	sp.first = append(sp.first, j)
+	sp.last = append(sp.last, j)
+	sp.pos = append(sp.pos, i)
+}
+
+// stamp records that the key at slab position i was updated by batch.
+func (sp *statePart[K, V, S]) stamp(i int32, batch int64) {
+	if sp.ttl {
+		sp.seen[i] = batch
+	}
+	if sp.durable {
+		sp.ver[i] = batch
+	}
+}
+
+// applyGroups runs the update function over the values of one partition,
+// grouped by key in sp.group, which UpdateAll then reads to know the keys
+// the batch updated.
+func (op *stateOp[K, V, S]) applyGroups(sp *statePart[K, V, S], vals []Pair[K, V], batch int64) {
 	sp.keys, sp.first, sp.last = sp.keys[:0], sp.first[:0], sp.last[:0]
 	sp.next = slices.Grow(sp.next[:0], len(vals))[:len(vals)]
 	for j, kv := range vals {
@@ -363,12 +465,7 @@ func (sp *statePart[K, V, S]) updateKey(op *stateOp[K, V, S], k K, values []V, b
 	default:
 		i = sp.insert(k, nv)
 	}
-	if sp.ttl {
-		sp.seen[i] = batch
-	}
-	if sp.durable {
-		sp.ver[i] = batch
-	}
+	sp.stamp(i, batch)
 }
 
 // insert appends a new key to the slab and returns its position.
@@ -380,6 +477,7 @@ func (sp *statePart[K, V, S]) insert(k K, v S) int32 {
 	i := int32(len(sp.slab))
 	sp.index[k] = i
 	sp.slab = append(sp.slab, Pair[K, S]{Key: k, Value: v})
+	sp.mark = append(sp.mark, 0)
 	if sp.ttl {
 		sp.seen = append(sp.seen, 0)
 	}
@@ -412,6 +510,7 @@ func (sp *statePart[K, V, S]) remove(i int32) {
 	}
 	sp.slab[last] = Pair[K, S]{}
 	sp.slab = sp.slab[:last]
+	sp.mark = sp.mark[:last]
 	if sp.ttl {
 		sp.seen = sp.seen[:last]
 	}
@@ -438,7 +537,7 @@ func (op *stateOp[K, V, S]) size() StateStats {
 	)
 	for _, sp := range op.parts {
 		st.Keys += len(sp.slab)
-		bytes += int64(cap(sp.slab))*pair + int64(cap(sp.seen)+cap(sp.ver))*8
+		bytes += int64(cap(sp.slab))*pair + int64(cap(sp.seen)+cap(sp.ver))*8 + int64(cap(sp.mark))*4
 		bytes += int64(len(sp.index)) * slot * 8 / 7
 	}
 	st.Bytes = bytes

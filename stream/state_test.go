@@ -100,6 +100,59 @@ func TestUpdateStateByKeySeesValuesInOrderAndDropsKeys(t *testing.T) {
 	assert.Equal(t, map[int]int{2: 8}, stateMap(got[3]))
 }
 
+// Many keys per batch, some dropped, some new, some updated several times
+// in a batch: after every batch the state is what a plain map computes,
+// whatever the order in which the engine updates and removes keys.
+func TestUpdateStateByKeyMatchesAModel(t *testing.T) {
+	const batches, per, keys = 30, 500, 200
+	rng := rand.New(rand.NewPCG(5, 6))
+	var vals []stream.Pair[int, int]
+	for range batches * per {
+		v := 1 + rng.IntN(3)
+		if rng.IntN(20) == 0 {
+			v = -1
+		}
+		vals = append(vals, stream.KV(rng.IntN(keys), v))
+	}
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(per))
+	c := collect(stream.UpdateStateByKey(stream.From(p, source.NewSlice("s", vals, 3)), dropNegative))
+	run(t, p)
+	got := c.all()
+	require.Len(t, got, batches)
+	model := map[int]int{}
+	removed := 0
+	for b := range batches {
+		chunk := vals[b*per : (b+1)*per]
+		var order []int
+		grouped := map[int][]int{}
+		for _, kv := range chunk {
+			if _, ok := grouped[kv.Key]; !ok {
+				order = append(order, kv.Key)
+			}
+			grouped[kv.Key] = append(grouped[kv.Key], kv.Value)
+		}
+		for _, k := range order {
+			old, ok := model[k]
+			nv, keep := dropNegative(k, grouped[k], old, ok)
+			if !keep {
+				removed += btoi(ok)
+				delete(model, k)
+				continue
+			}
+			model[k] = nv
+		}
+		require.Equal(t, model, stateMap(got[b]), "batch %d", b+1)
+	}
+	assert.Greater(t, removed, batches, "keys dropped, several a batch")
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func TestUpdateStateByKeyTTLBatches(t *testing.T) {
 	// Key k appears only in batch k (1..4); key 0 in every batch.
 	chunks := make([][]stream.Record[stream.Pair[int, int]], 8)
