@@ -37,6 +37,10 @@ var jsonCases = []decodeCase{
 	{name: "field names differing in case are other fields", rec: `{"USER_ID":"x","Activity":1,"user_id":5,"activity":"profile.view"}`, want: score.Event{UserID: 5, Activity: "profile.view"}},
 	{name: "escaped activity", rec: `{"user_id":5,"activity":"profile\u002eview"}`, want: score.Event{UserID: 5, Activity: "profile.view"}},
 	{name: "escaped field name", rec: `{"user\u005fid":5,"\u0061ctivity":"profile.view"}`, want: score.Event{UserID: 5, Activity: "profile.view"}},
+	{name: "18 digits", rec: `{"user_id":123456789012345678,"activity":"profile.view"}`, want: score.Event{UserID: 123456789012345678, Activity: "profile.view"}},
+	{name: "19 digits", rec: `{"user_id":1234567890123456789,"activity":"profile.view"}`, want: score.Event{UserID: 1234567890123456789, Activity: "profile.view"}},
+	{name: "spaces before the brace", rec: `{"user_id":1,"activity":"profile.view"  }`, want: score.Event{UserID: 1, Activity: "profile.view"}},
+	{name: "several spaces", rec: `{"user_id":   1  ,   "activity":   "profile.view"}`, want: score.Event{UserID: 1, Activity: "profile.view"}},
 	{name: "empty object in extra field", rec: `{"x":{},"y":[],"user_id":5,"activity":"profile.view"}`, want: score.Event{UserID: 5, Activity: "profile.view"}},
 
 	// Too long: see TestDecoderMaxLen.
@@ -72,6 +76,7 @@ var jsonCases = []decodeCase{
 	{name: "missing comma", rec: `{"user_id":1 "activity":"profile.view"}`, kind: score.ErrMalformed, off: 13},
 	{name: "trailing comma", rec: `{"user_id":1,"activity":"profile.view",}`, kind: score.ErrMalformed, off: 39},
 	{name: "trailing comma in extra array", rec: `{"x":[1,],"user_id":1,"activity":"profile.view"}`, kind: score.ErrMalformed, off: 8},
+	{name: "a brace after the object", rec: `{"user_id":1,"activity":"profile.view"}}`, kind: score.ErrMalformed, off: 39},
 	{name: "data after the object", rec: `{"user_id":1,"activity":"profile.view"} x`, kind: score.ErrMalformed, off: 40},
 	{name: "two objects", rec: `{"user_id":1,"activity":"profile.view"}{"user_id":1,"activity":"profile.view"}`, kind: score.ErrMalformed, off: 39},
 	{name: "single quotes", rec: `{'user_id':1,'activity':'profile.view'}`, kind: score.ErrMalformed, off: 1},
@@ -79,6 +84,7 @@ var jsonCases = []decodeCase{
 	{name: "invalid escape", rec: `{"user_id":1,"activity":"profile\x2eview"}`, kind: score.ErrMalformed, off: 32},
 	{name: "short unicode escape", rec: `{"user_id":1,"activity":"\u12"}`, kind: score.ErrMalformed, off: 25},
 	{name: "control character in string", rec: "{\"user_id\":1,\"activity\":\"profile\tview\"}", kind: score.ErrMalformed, off: 32},
+	{name: "leading zero in user_id", rec: `{"user_id":007,"activity":"profile.view"}`, kind: score.ErrMalformed, off: 12},
 	{name: "leading zero in extra field", rec: `{"x":01,"user_id":1,"activity":"profile.view"}`, kind: score.ErrMalformed, off: 6},
 	{name: "number without digits", rec: `{"x":-,"user_id":1,"activity":"profile.view"}`, kind: score.ErrMalformed, off: 6},
 	{name: "fraction without digits", rec: `{"x":1.,"user_id":1,"activity":"profile.view"}`, kind: score.ErrMalformed, off: 7},

@@ -27,6 +27,11 @@ func FuzzDecodeJSON(f *testing.F) {
 	for range 20 {
 		f.Add(randomJSON(r, randomEvent(r)))
 	}
+	// As producers write them, which the Decoder reads on a shorter path.
+	for _, act := range score.Default().Activities() {
+		f.Add(score.AppendJSON(nil, score.Event{UserID: 1234, Activity: act}))
+		f.Add([]byte(`{"user_id": 98765, "activity": "` + act + `"}`))
+	}
 	d, err := score.NewDecoder(score.FormatJSON)
 	require.NoError(f, err)
 
