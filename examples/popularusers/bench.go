@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -87,6 +88,10 @@ with one line per ratio, RATIO <name>=<value>, for scripts.`, stderr)
 // benchFigures are what one pipeline read measured.
 type benchFigures struct {
 	rate      float64         // records/s
+	cores     float64         // CPU time over wall time, of the whole process (broker included)
+	waits     []time.Duration // of every batch, the wait for its records (Kafka)
+	procs     []time.Duration // of every batch, its processing (Kafka)
+	publish   []time.Duration // of every batch, publishing its popular users (Kafka)
 	steps     []time.Duration // the threshold step of every batch
 	batches   []time.Duration // the processing of every batch (state measure)
 	stateUser float64         // heap bytes per user in state
@@ -134,6 +139,7 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 	}
 	var (
 		bare, tdig, exact, lines, file []float64
+		bareCores, fileCores           []float64
 		tdigF, exactF                  []benchFigures
 		group                          int
 	)
@@ -141,22 +147,25 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 	for round := 1; round <= c.rounds; round++ {
 		// The measures of a round run one after the other, so that the
 		// machine's noise falls on all of them alike.
+		cpu0, t0 := processCPU(), time.Now()
 		r, err := c.bare(ctx, b.Addrs(), nextGroup())
 		if err != nil {
 			return fmt.Errorf("bare consumer: %w", err)
 		}
-		bare = append(bare, r)
-		log.Info("bench", "round", round, "read", "kafka bare", "records/s", int64(r))
+		bare, bareCores = append(bare, r), append(bareCores, cores(cpu0, t0))
+		log.Info("bench", "round", round, "read", "kafka bare", "records/s", int64(r), "cores", round2(bareCores[len(bareCores)-1]))
 		sketches := []string{"tdigest", "exact"}
 		if round%2 == 0 { // neither always runs right after the bare consumer
 			slices.Reverse(sketches)
 		}
 		for _, sk := range sketches {
+			cpu0, t0 := processCPU(), time.Now()
 			f, err := c.pipeline(ctx, b.Addrs(), nextGroup(), sk, quiet)
 			if err != nil {
 				return fmt.Errorf("pipeline, %s: %w", sk, err)
 			}
-			log.Info("bench", "round", round, "read", "kafka "+sk, "records/s", int64(f.rate))
+			f.cores = cores(cpu0, t0)
+			log.Info("bench", "round", round, "read", "kafka "+sk, "records/s", int64(f.rate), "cores", round2(f.cores))
 			if sk == "tdigest" {
 				tdig, tdigF = append(tdig, f.rate), append(tdigF, f)
 			} else {
@@ -169,19 +178,20 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 		}
 		lines = append(lines, r)
 		log.Info("bench", "round", round, "read", "file linecount", "records/s", int64(r))
+		cpu0, t0 = processCPU(), time.Now()
 		if r, err = c.file(ctx, csv, quiet, stderr); err != nil {
 			return fmt.Errorf("pipeline, -input: %w", err)
 		}
-		file = append(file, r)
-		log.Info("bench", "round", round, "read", "file pipeline", "records/s", int64(r))
+		file, fileCores = append(file, r), append(fileCores, cores(cpu0, t0))
+		log.Info("bench", "round", round, "read", "file pipeline", "records/s", int64(r), "cores", round2(fileCores[len(fileCores)-1]))
 	}
 
 	mb, mt, me, ml, mf := median(bare), median(tdig), median(exact), median(lines), median(file)
-	fmt.Fprintf(stdout, "kafka bare sarama consumer group  %12.0f records/s\n", mb)
+	fmt.Fprintf(stdout, "kafka bare sarama consumer group  %12.0f records/s  (%.2f cores)\n", mb, median(bareCores))
 	printPipeline(stdout, "kafka pipeline, tdigest", mt, mb, tdigF)
 	printPipeline(stdout, "kafka pipeline, exact  ", me, mb, exactF)
 	fmt.Fprintf(stdout, "file bare line count              %12.0f records/s\n", ml)
-	fmt.Fprintf(stdout, "file pipeline, -input             %12.0f records/s  %.3f× line count\n", mf, mf/ml)
+	fmt.Fprintf(stdout, "file pipeline, -input             %12.0f records/s  %.3f× line count  (%.2f cores)\n", mf, mf/ml, median(fileCores))
 	if c.stateUsers > 0 {
 		for _, sk := range []string{"tdigest", "exact"} {
 			var state, step, batch []float64
@@ -211,21 +221,40 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 }
 
 func printPipeline(w io.Writer, name string, rate, bare float64, rounds []benchFigures) {
-	var steps []time.Duration
+	var steps, waits, procs, publish []time.Duration
+	var cs []float64
 	users := uint64(0)
 	for _, f := range rounds {
 		steps = append(steps, f.steps...)
+		// The first batch waits for the group to be joined: not a
+		// batch like the others.
+		if len(f.waits) > 1 {
+			waits, procs = append(waits, f.waits[1:]...), append(procs, f.procs[1:]...)
+		}
+		publish = append(publish, f.publish...)
+		cs = append(cs, f.cores)
 		users = max(users, f.users)
 	}
-	slices.Sort(steps)
-	var p50, worst time.Duration
-	if len(steps) > 0 {
-		p50, worst = steps[len(steps)/2], steps[len(steps)-1]
+	p50 := func(ds []time.Duration) time.Duration {
+		if len(ds) == 0 {
+			return 0
+		}
+		slices.Sort(ds)
+		return ds[len(ds)/2].Round(time.Microsecond)
 	}
-	fmt.Fprintf(w, "%s           %12.0f records/s  %.3f× bare\n", name, rate, rate/bare)
+	worst := time.Duration(0)
+	if len(steps) > 0 {
+		worst = slices.Max(steps)
+	}
+	fmt.Fprintf(w, "%s           %12.0f records/s  %.3f× bare  (%.2f cores)\n", name, rate, rate/bare, median(cs))
 	fmt.Fprintf(w, "  threshold step per batch: median %v, max %v over %d batches, %d users in state\n",
-		p50.Round(time.Microsecond), worst.Round(time.Microsecond), len(steps), users)
+		p50(steps), worst.Round(time.Microsecond), len(steps), users)
+	fmt.Fprintf(w, "  per batch after the first: median wait for records %v, processing %v, of which publishing popular users %v\n",
+		p50(waits), p50(procs), p50(publish))
 }
+
+// round2 rounds x to 2 decimals, for logs.
+func round2(x float64) float64 { return math.Round(x*100) / 100 }
 
 // machine describes what the bench runs on.
 func machine() string {
@@ -312,6 +341,13 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 		users   func() uint64
 	)
 	done := hookFunc(func(s stream.BatchStats) {
+		f.waits = append(f.waits, s.Info.Time.Sub(s.Info.Start))
+		f.procs = append(f.procs, s.Processing)
+		for _, o := range s.Outputs {
+			if o.Name == "to(popular)" {
+				f.publish = append(f.publish, o.Duration)
+			}
+		}
 		if records += int64(s.Info.Records); records < c.events || f.rate != 0 {
 			return
 		}
@@ -548,4 +584,18 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// processCPU returns the CPU time the process has used, user and system.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cores returns the cores the process used on average since cpu0 and t0.
+func cores(cpu0 time.Duration, t0 time.Time) float64 {
+	return float64(processCPU()-cpu0) / float64(time.Since(t0))
 }
