@@ -26,6 +26,7 @@ type config struct {
 
 	store           Store
 	checkpointEvery int
+	commitInterval  time.Duration
 	txn             Transaction
 }
 
@@ -57,6 +58,10 @@ func (c *config) validate() error {
 		return fmt.Errorf("stream: checkpoint every %d batches: need at least 1", c.checkpointEvery)
 	case c.txn != nil && c.checkpointEvery != 1:
 		return fmt.Errorf("stream: checkpoint every %d batches with a transaction: a transaction checkpoints every batch", c.checkpointEvery)
+	case c.commitInterval < 0:
+		return fmt.Errorf("stream: commit interval %v is negative", c.commitInterval)
+	case c.txn != nil && c.commitInterval != 0:
+		return fmt.Errorf("stream: commit interval %v with a transaction: a transaction commits every batch", c.commitInterval)
 	}
 	return nil
 }
@@ -79,6 +84,26 @@ func Interval(d time.Duration) Option { return optionFunc(func(c *config) { c.in
 // source has a backlog, and makes batches of file input deterministic. 0
 // means no limit.
 func MaxRecords(n int) Option { return optionFunc(func(c *config) { c.maxRecords = n }) }
+
+// CommitInterval makes the engine commit at most once per d: a batch that
+// ends less than d after the last commit is not committed (nor
+// checkpointed, nor its Flusher sinks flushed), and its offsets are
+// committed with a later batch's. When batches are cut every Interval and
+// d is shorter, every batch is still committed; when they run back to
+// back, as when a pipeline catches up on a backlog, committing each one
+// would cost more than it saves. Default 0: every batch.
+//
+// The guarantee stays at least once: offsets are committed only after the
+// output of every batch before them is stored (see Flusher). What it costs
+// is the work redone after a crash: up to d of batches are read and
+// written again instead of one. A batch is committed whatever d says when
+// the input ends, Run is cancelled, or the source cut it short (a Kafka
+// source does when it is losing partitions, so that their offsets are
+// committed before they go). With a Store, CheckpointEvery also applies;
+// with a Transaction, CommitInterval must be 0.
+func CommitInterval(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.commitInterval = d })
+}
 
 // Parallelism sets how many goroutines process the partitions of a batch
 // and how many partitions a key shuffle creates (default GOMAXPROCS).
@@ -150,6 +175,10 @@ type BatchStats struct {
 	// Commit is the time the source took to commit the batch; 0 when the
 	// source is not a Committer or the batch was not committed.
 	Commit time.Duration
+	// Flush is the time the Flusher sinks took to store what was written
+	// to them before the batch was committed; 0 when there are none or the
+	// batch was not committed.
+	Flush time.Duration
 	// State is the size of every UpdateStateByKey operator's state after
 	// the batch.
 	State []StateStats

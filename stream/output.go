@@ -45,9 +45,18 @@ func ForEachPartition[T any](s *Stream[T], f func(ctx context.Context, info Info
 }
 
 // To writes every batch of s to sink. The batch is committed only after
-// Write returns without error.
+// Write returns without error, and, when sink is a Flusher, after its
+// Flush did.
 func To[T any](s *Stream[T], sink Sink[T]) {
 	addOutput(s, "to", sink.Write)
+	if f, ok := sink.(Flusher); ok {
+		s.p.flushers = append(s.p.flushers, flusher{name: s.p.outputs[len(s.p.outputs)-1].name, f: f})
+	}
+}
+
+type flusher struct {
+	name string // the output's
+	f    Flusher
 }
 
 // outputName names an output after what it does and the stream it

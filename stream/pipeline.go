@@ -22,6 +22,7 @@ type Pipeline struct {
 	nodes    int
 	input    input
 	outputs  []output
+	flushers []flusher // the outputs' sinks that are Flushers
 	stateful []stateful
 	checks   []func() error // run before the first batch
 	running  atomic.Bool
@@ -152,6 +153,8 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		return err
 	}
 	var pending []Offset // read since the last checkpoint
+	lastCommit := time.Now()
+	var last Info // of the last batch
 
 	start := time.Now()
 	scheduled := start
@@ -163,13 +166,19 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			scheduled = nextTick(scheduled, p.cfg.interval, time.Now())
 		}
 		batchStart := time.Now()
-		n, eof, err := p.collect(ctx, work, scheduled)
+		n, eof, forced, err := p.collect(ctx, work, scheduled)
 		if err != nil {
 			return err
 		}
 		cutAt := time.Now()
 		if n == 0 && (eof && id > 1 || ctx.Err() != nil) {
-			return nil // no empty batch after the last one
+			// No empty batch after the last one; what batches not
+			// committed (CommitInterval) have read is committed now.
+			if len(pending) > 0 {
+				_, err := p.finishBatch(work, last, committer, pending, func() bool { return true }, &stats, false)
+				return err
+			}
+			return nil
 		}
 		if assigner != nil {
 			now := assigner.Assignment()
@@ -179,12 +188,19 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			assigned = now
 		}
 		info := Info{ID: id, Time: cutAt, Start: batchStart, Records: n}
+		last = info
 		offsets, records := p.input.cut(info, assigned, assigner != nil)
 		pending = mergeOffsets(pending, offsets)
 		// Checked after the outputs: a run cancelled meanwhile ends with
 		// this batch, which must then be checkpointed.
 		durable := func() bool {
-			return p.cfg.store == nil || id%int64(p.cfg.checkpointEvery) == 0 || eof || ctx.Err() != nil
+			switch {
+			case eof || forced || ctx.Err() != nil:
+				return true
+			case p.cfg.store != nil && id%int64(p.cfg.checkpointEvery) != 0:
+				return false
+			}
+			return time.Since(lastCommit) >= p.cfg.commitInterval
 		}
 		committed, err := p.finish(work, info, committer, pending, durable, &stats)
 		if err != nil {
@@ -192,6 +208,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		}
 		if committed {
 			pending = pending[:0]
+			lastCommit = time.Now()
 		}
 		stats.Processing = time.Since(cutAt)
 		if len(p.cfg.hooks) > 0 {
@@ -223,15 +240,15 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 // source, and reports that it did; all of it in one transaction when the
 // pipeline has one.
 func (p *Pipeline) finish(work context.Context, info Info, committer Committer, pending []Offset, durable func() bool, stats *BatchStats) (bool, error) {
-	stats.Outputs, stats.Checkpoint, stats.Commit = stats.Outputs[:0], 0, 0
+	stats.Outputs, stats.Checkpoint, stats.Commit, stats.Flush = stats.Outputs[:0], 0, 0, 0
 	tx := p.cfg.txn
 	if tx == nil {
-		return p.finishBatch(work, info, committer, pending, durable, stats)
+		return p.finishBatch(work, info, committer, pending, durable, stats, true)
 	}
 	if err := tx.Begin(work); err != nil {
 		return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: batch %d: begin transaction: %w", info.ID, err))
 	}
-	committed, err := p.finishBatch(work, info, committer, pending, durable, stats)
+	committed, err := p.finishBatch(work, info, committer, pending, durable, stats, true)
 	if err == nil {
 		began := time.Now()
 		err = tx.Commit(work)
@@ -248,9 +265,14 @@ func (p *Pipeline) finish(work context.Context, info Info, committer Committer, 
 	return false, err
 }
 
-func (p *Pipeline) finishBatch(work context.Context, info Info, committer Committer, pending []Offset, durable func() bool, stats *BatchStats) (bool, error) {
+// finishBatch runs the outputs of a batch, unless outputs is false, then
+// flushes, checkpoints and commits if durable says so.
+func (p *Pipeline) finishBatch(work context.Context, info Info, committer Committer, pending []Offset, durable func() bool, stats *BatchStats, outputs bool) (bool, error) {
 	bc := &batchCtx{ctx: work, info: info, par: p.cfg.parallelism}
 	for _, o := range p.outputs {
+		if !outputs {
+			break
+		}
 		began := time.Now()
 		if err := o.run(bc); err != nil {
 			return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: %w", err))
@@ -259,6 +281,15 @@ func (p *Pipeline) finishBatch(work context.Context, info Info, committer Commit
 	}
 	if !durable() {
 		return false, nil
+	}
+	if len(p.flushers) > 0 {
+		began := time.Now()
+		for _, f := range p.flushers {
+			if err := f.f.Flush(work); err != nil {
+				return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: %s: batch %d: flush: %w", f.name, info.ID, err))
+			}
+		}
+		stats.Flush = time.Since(began)
 	}
 	if p.cfg.store != nil {
 		began := time.Now()
@@ -291,8 +322,9 @@ func nextTick(prev time.Time, interval time.Duration, now time.Time) time.Time {
 }
 
 // collect polls records until the batch holds MaxRecords, the deadline
-// passes, ctx is cancelled or the source ends.
-func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n int, eof bool, err error) {
+// passes, ctx is cancelled, the source ends (eof) or the source cuts the
+// batch (forced).
+func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n int, eof, forced bool, err error) {
 	pollCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if p.cfg.interval > 0 {
@@ -306,15 +338,15 @@ func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n int
 	n, err = p.input.collect(pollCtx, p.cfg.maxRecords)
 	switch {
 	case errors.Is(err, io.EOF):
-		return n, true, nil
+		return n, true, false, nil
 	case errors.Is(err, ErrCut):
-		return n, false, nil
+		return n, false, true, nil
 	case err == nil, pollCtx.Err() != nil && work.Err() == nil:
-		return n, false, nil
+		return n, false, false, nil
 	case work.Err() != nil:
-		return n, false, context.Cause(work)
+		return n, false, false, context.Cause(work)
 	default:
-		return n, false, fmt.Errorf("stream: poll source: %w", err)
+		return n, false, false, fmt.Errorf("stream: poll source: %w", err)
 	}
 }
 

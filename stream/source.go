@@ -74,3 +74,15 @@ type Lagger interface {
 type Sink[T any] interface {
 	Write(ctx context.Context, b *Batch[T]) error
 }
+
+// Flusher is implemented by a Sink whose Write may return before the batch
+// is stored, such as a Kafka sink that does not wait for the brokers'
+// acknowledgements. Flush returns when everything written before it is
+// stored, or with the error of what could not be. The engine calls Flush
+// on every such sink of the pipeline before it checkpoints and commits,
+// so that no batch is committed before its output is stored; with
+// CommitInterval, the outputs of the batches in between are stored while
+// the engine goes on.
+type Flusher interface {
+	Flush(ctx context.Context) error
+}

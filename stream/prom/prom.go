@@ -23,6 +23,7 @@
 //	sluice_output_seconds{output}                 histogram of each output's time (a Kafka sink's produce latency)
 //	sluice_checkpoint_seconds                     histogram of the Store's checkpoint time
 //	sluice_commit_seconds                         histogram of the source's commit time
+//	sluice_flush_seconds                          histogram of the Flusher sinks' time before a commit
 //	sluice_consumer_lag{source,partition}         records left to read, for sources that tell (stream.Lagger)
 //	sluice_state_keys{state}                      keys in each UpdateStateByKey state
 //	sluice_state_bytes{state}                     estimated memory of each state
@@ -57,6 +58,7 @@ type Metrics struct {
 	output          *prometheus.HistogramVec
 	checkpoint      prometheus.Histogram
 	commit          prometheus.Histogram
+	flush           prometheus.Histogram
 	lag             *prometheus.GaugeVec
 	stateKeys       *prometheus.GaugeVec
 	stateBytes      *prometheus.GaugeVec
@@ -144,6 +146,7 @@ func New(opts ...Option) *Metrics {
 	m.all = append(m.all, m.output)
 	m.checkpoint = histogram("checkpoint_seconds", "Time the state store took to checkpoint a batch.", c.buckets)
 	m.commit = histogram("commit_seconds", "Time the source took to commit a batch.", c.buckets)
+	m.flush = histogram("flush_seconds", "Time the sinks that store asynchronously took to store what was written before a commit.", c.buckets)
 	m.lag = gaugeVec("consumer_lag", "Records of the partition left to read after the last commit.", "source", "partition")
 	m.stateKeys = gaugeVec("state_keys", "Keys in the state of an UpdateStateByKey.", "state")
 	m.stateBytes = gaugeVec("state_bytes", "Estimated memory of the state of an UpdateStateByKey.", "state")
@@ -168,6 +171,9 @@ func (m *Metrics) BatchDone(s stream.BatchStats) {
 	}
 	if s.Commit > 0 {
 		m.commit.Observe(s.Commit.Seconds())
+	}
+	if s.Flush > 0 {
+		m.flush.Observe(s.Flush.Seconds())
 	}
 	for _, in := range s.Inputs {
 		p := strconv.Itoa(int(in.Partition))

@@ -1,0 +1,177 @@
+package stream_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/stream"
+)
+
+// counting yields records 1..n of partition 0, one a Poll, cutting the
+// batch with ErrCut after the records in cutAfter, and journals its
+// commits.
+type counting struct {
+	n, next  int
+	cutAfter map[int]bool
+	block    bool // after n, wait for the end of the run instead of ending
+	j        *journal
+}
+
+func (c *counting) Poll(ctx context.Context, buf []stream.Record[int]) (int, error) {
+	if c.next == c.n {
+		if c.block {
+			<-ctx.Done()
+			return 0, ctx.Err()
+		}
+		return 0, io.EOF
+	}
+	c.next++
+	buf[0] = rec(c.next, 0, int64(c.next))
+	if c.cutAfter[c.next] {
+		return 1, stream.ErrCut
+	}
+	return 1, nil
+}
+
+func (c *counting) Commit(_ context.Context, offsets []stream.Offset) error {
+	c.j.add("commit %d", offsets[0].Next)
+	return nil
+}
+
+// flushing is a Flusher sink that journals its writes and flushes, and
+// fails a flush when told.
+type flushing struct {
+	j    *journal
+	fail error
+}
+
+func (f *flushing) Write(_ context.Context, b *stream.Batch[int]) error {
+	f.j.add("write %v", slices.Collect(b.All()))
+	return nil
+}
+
+func (f *flushing) Flush(context.Context) error {
+	f.j.add("flush")
+	return f.fail
+}
+
+func TestFlusherIsFlushedBeforeEveryCommit(t *testing.T) {
+	j := &journal{}
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2))
+	stream.To(stream.From(p, &counting{n: 4, j: j}), &flushing{j: j})
+	require.NoError(t, p.Run(context.Background()))
+	assert.Equal(t, []string{
+		"write [1 2]", "flush", "commit 3",
+		"write [3 4]", "flush", "commit 5",
+	}, j.events)
+}
+
+// With a commit interval longer than the run, batches are committed when
+// the source cuts one and when the input ends; the sink is flushed before
+// each commit, after the writes of every batch the commit covers.
+func TestCommitIntervalCommitsLessOften(t *testing.T) {
+	j := &journal{}
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2), stream.CommitInterval(time.Hour))
+	src := &counting{n: 11, cutAfter: map[int]bool{5: true}, j: j}
+	stream.To(stream.From(p, src), &flushing{j: j})
+	require.NoError(t, p.Run(context.Background()))
+	assert.Equal(t, []string{
+		"write [1 2]", "write [3 4]", "write [5]", "flush", "commit 6", // cut by the source
+		"write [6 7]", "write [8 9]", "write [10 11]", "flush", "commit 12", // the input ended
+	}, j.events)
+}
+
+// Batches run back to back are committed once per interval, not each.
+func TestCommitIntervalCommitsOncePerInterval(t *testing.T) {
+	j := &journal{}
+	var mu sync.Mutex
+	var committed, batches int
+	hook := hookFunc(func(s stream.BatchStats) {
+		mu.Lock()
+		defer mu.Unlock()
+		batches++
+		if s.Commit > 0 || s.Flush > 0 {
+			committed++
+		}
+		time.Sleep(2 * time.Millisecond) // a batch takes at least this
+	})
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(1), stream.CommitInterval(50*time.Millisecond), stream.WithHook(hook))
+	stream.To(stream.From(p, &counting{n: 200, j: j}), &flushing{j: j})
+	start := time.Now()
+	require.NoError(t, p.Run(context.Background()))
+	took := time.Since(start)
+	commits := 0
+	for _, e := range j.events {
+		if len(e) > 6 && e[:6] == "commit" {
+			commits++
+		}
+	}
+	assert.Equal(t, 200, batches)
+	// The last commit follows the last batch, cut on its count: the end of
+	// the input, found after it, commits it without a batch of its own.
+	assert.Equal(t, commits, committed+1, "the batches committed are those whose stats say so")
+	// At most one commit per interval, plus the last one.
+	assert.LessOrEqual(t, commits, int(took/(50*time.Millisecond))+1)
+	assert.GreaterOrEqual(t, commits, 2)
+	assert.Equal(t, "commit 201", j.events[len(j.events)-1], "the last batch is committed")
+}
+
+// A Flush that fails stops the run before the commit, naming the output.
+func TestFailedFlushIsNotCommitted(t *testing.T) {
+	j := &journal{}
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2))
+	boom := errors.New("broker said no")
+	stream.To(stream.From(p, &counting{n: 4, j: j}).Named("out"), &flushing{j: j, fail: boom})
+	err := p.Run(context.Background())
+	require.ErrorIs(t, err, boom)
+	assert.Contains(t, err.Error(), "to(out)")
+	assert.Equal(t, []string{"write [1 2]", "flush"}, j.events)
+}
+
+// A run cancelled while it waits for records, after batches that were not
+// committed, commits what they read.
+func TestCancelCommitsWhatTheIntervalHeldBack(t *testing.T) {
+	j := &journal{}
+	src := &counting{n: 4, j: j, block: true}
+	second := make(chan struct{})
+	hook := hookFunc(func(s stream.BatchStats) {
+		if s.Info.ID == 2 {
+			close(second)
+		}
+	})
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2), stream.CommitInterval(time.Hour), stream.WithHook(hook))
+	stream.To(stream.From(p, src), &flushing{j: j})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error)
+	go func() { errc <- p.Run(ctx) }()
+	<-second // the run now waits for records that do not come
+	cancel()
+	require.NoError(t, <-errc)
+	assert.Equal(t, []string{"write [1 2]", "write [3 4]", "flush", "commit 5"}, j.events)
+}
+
+func TestCommitIntervalMisuse(t *testing.T) {
+	for name, opts := range map[string][]stream.Option{
+		"negative":       {stream.CommitInterval(-time.Second)},
+		"in transaction": {stream.CommitInterval(time.Second), stream.WithTransaction(&journalTxn{j: &journal{}})},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := stream.NewPipeline(opts...)
+			stream.ForEachBatch(stream.From(p, &counting{n: 1, j: &journal{}}), func(context.Context, *stream.Batch[int]) error { return nil })
+			assert.ErrorContains(t, p.Run(context.Background()), "commit interval")
+		})
+	}
+}
+
+// hookFunc is a stream.Hook.
+type hookFunc func(stream.BatchStats)
+
+func (f hookFunc) BatchDone(s stream.BatchStats) { f(s) }
