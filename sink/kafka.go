@@ -38,12 +38,23 @@ type KafkaConfig struct {
 	// input offsets. Sarama is then unused, and Close leaves the
 	// Transaction open, for its owner to close.
 	Transaction *txn.Producer
+	// Async makes Write return once the batch is handed to the producer,
+	// without waiting for the brokers' acknowledgements; Flush waits for
+	// them. With Sarama nil, the producer's channels then hold 16,384
+	// messages, so that a batch is handed on at once. A pipeline flushes the sink before it commits (stream.Flusher),
+	// so the guarantee stays at least once, and with stream.CommitInterval
+	// a batch's messages are delivered while the pipeline goes on with the
+	// next batches. Messages not delivered (after sarama's retries) fail
+	// the next Write and Flush; a Flush called again sends them again.
+	// Not with Transaction.
+	Async bool
 }
 
 // Kafka is a sink that writes each value of a stream as one Kafka message,
 // with sarama's asynchronous producer: the messages of a batch go out in as
 // few requests as the brokers allow, and Write returns once every one of
-// them is acknowledged.
+// them is acknowledged, or, with KafkaConfig.Async, once they are handed to
+// the producer, Flush then waiting for the acknowledgements.
 //
 // The producer is created by the first Write, so that NewKafka starts no
 // goroutine and does not need the brokers; Close stops it. Write and Close
@@ -58,7 +69,18 @@ type Kafka[T any] struct {
 	producer sarama.AsyncProducer
 	closed   bool
 	msgs     []sarama.ProducerMessage // reused by the next Write when no message is in flight
+
+	// With Async: the messages the producer holds, the drain goroutine
+	// that counts their acknowledgements, and the failures since the last
+	// Flush.
+	acks     sync.Mutex
+	inflight int
+	idle     chan struct{} // closed when inflight falls to 0; nil while it is 0
+	failed   []*sarama.ProducerError
+	drained  chan struct{} // closed when the drain goroutine ends
 }
+
+var _ stream.Flusher = (*Kafka[int])(nil)
 
 var _ stream.Sink[int] = (*Kafka[int])(nil)
 
@@ -108,9 +130,17 @@ func newKafka[T any](cfg KafkaConfig, encode func(v T) (Message, error)) (*Kafka
 		return nil, errors.New("kafka sink: no topic")
 	case encode == nil:
 		return nil, fmt.Errorf("kafka sink %s: no encoder", cfg.Topic)
+	case cfg.Async && cfg.Transaction != nil:
+		return nil, fmt.Errorf("kafka sink %s: Async with a Transaction: a transaction's writes are delivered when it commits", cfg.Topic)
 	}
 	cfg.Brokers = slices.Clone(cfg.Brokers)
 	sc := kafkaconf.Producer(cfg.Sarama)
+	if cfg.Async && cfg.Sarama == nil {
+		// Room for a batch's messages in the producer's channels, so that
+		// Write hands them on without waiting for the producer to take
+		// them one by one.
+		sc.ChannelBufferSize = asyncChannelBuffer
+	}
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka sink %s: sarama config: %w", cfg.Topic, err)
 	}
@@ -120,6 +150,10 @@ func newKafka[T any](cfg KafkaConfig, encode func(v T) (Message, error)) (*Kafka
 	}
 	return &Kafka[T]{cfg: cfg, sarama: sc, encode: encode, log: log.With("topic", cfg.Topic)}, nil
 }
+
+// asyncChannelBuffer is the producer's ChannelBufferSize with Async and
+// the default configuration (sarama's default is 256).
+const asyncChannelBuffer = 16384
 
 // kafkaWrite identifies the messages of one Write by its address, so that
 // an acknowledgement left over from an abandoned Write is not counted for
@@ -186,6 +220,18 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 			return fmt.Errorf("kafka sink %s: connect to %v: %w", k.cfg.Topic, k.cfg.Brokers, err)
 		}
 		k.producer = p
+		if k.cfg.Async {
+			k.drained = make(chan struct{})
+			go k.drain(p)
+		}
+	}
+	if k.cfg.Async {
+		k.msgs = nil // the producer holds them until they are acknowledged
+		ptrs := make([]*sarama.ProducerMessage, len(msgs))
+		for i := range msgs {
+			ptrs[i] = &msgs[i]
+		}
+		return k.hand(ctx, ptrs)
 	}
 
 	settled, errs, err := kafkaconf.SendAll(ctx, k.producer, total, func(i int) *sarama.ProducerMessage { return &msgs[i] }, any(w),
@@ -206,8 +252,122 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 	return nil
 }
 
-// Close flushes and stops the producer. It is safe to call more than once;
-// Write fails after it.
+// hand gives msgs to the producer, after the messages that failed since
+// the last Flush, which it sends again, for the drain goroutine to count
+// their acknowledgements. k.mu is held.
+func (k *Kafka[T]) hand(ctx context.Context, msgs []*sarama.ProducerMessage) error {
+	k.acks.Lock()
+	if len(k.failed) > 0 {
+		again := make([]*sarama.ProducerMessage, len(k.failed), len(k.failed)+len(msgs))
+		for i, e := range k.failed {
+			again[i] = e.Msg // sarama cleared it for sending again
+		}
+		msgs = append(again, msgs...)
+		k.failed = nil
+	}
+	k.acks.Unlock()
+	k.settle(-len(msgs), nil)
+	in := k.producer.Input()
+	for i, m := range msgs {
+		select {
+		case in <- m:
+		case <-ctx.Done():
+			k.settle(len(msgs)-i, nil) // never sent
+			return fmt.Errorf("kafka sink %s: %d of %d messages handed to the producer: %w", k.cfg.Topic, i, len(msgs), context.Cause(ctx))
+		}
+	}
+	return nil
+}
+
+// drain counts the acknowledgements of Async writes until the producer
+// closes its channels.
+func (k *Kafka[T]) drain(p sarama.AsyncProducer) {
+	defer close(k.drained)
+	ok, errs := p.Successes(), p.Errors()
+	for ok != nil || errs != nil {
+		select {
+		case _, open := <-ok:
+			if !open {
+				ok = nil
+				continue
+			}
+			k.settle(1, nil)
+		case e, open := <-errs:
+			if !open {
+				errs = nil
+				continue
+			}
+			k.settle(1, e)
+		}
+	}
+}
+
+// settle records that n messages were settled (-n: handed to the
+// producer), with the failure e.
+func (k *Kafka[T]) settle(n int, e *sarama.ProducerError) {
+	k.acks.Lock()
+	defer k.acks.Unlock()
+	k.inflight -= n
+	if e != nil {
+		k.failed = append(k.failed, e)
+	}
+	switch {
+	case k.inflight > 0 && k.idle == nil:
+		k.idle = make(chan struct{})
+	case k.inflight == 0 && k.idle != nil:
+		close(k.idle)
+		k.idle = nil
+	}
+}
+
+// undelivered returns the error of the Async messages that failed since
+// the last Flush, if any.
+func (k *Kafka[T]) undelivered() error {
+	k.acks.Lock()
+	defer k.acks.Unlock()
+	if len(k.failed) == 0 {
+		return nil
+	}
+	e := k.failed[0]
+	return fmt.Errorf("kafka sink %s: %d messages not delivered; first to partition %d: %w", k.cfg.Topic, len(k.failed), e.Msg.Partition, e.Err)
+}
+
+// Flush implements stream.Flusher: with Async, it returns when every
+// message written before it is acknowledged, or with the error of those
+// that were not delivered. Messages not delivered are sent again by the
+// next Write or Flush. Without Async, Write has already waited, and Flush
+// returns nil.
+func (k *Kafka[T]) Flush(ctx context.Context) error {
+	if !k.cfg.Async {
+		return nil
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return fmt.Errorf("kafka sink %s: %w", k.cfg.Topic, ErrClosed)
+	}
+	if k.producer == nil {
+		return nil // nothing written yet
+	}
+	if err := k.hand(ctx, nil); err != nil {
+		return err
+	}
+	k.acks.Lock()
+	idle := k.idle
+	k.acks.Unlock()
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return fmt.Errorf("kafka sink %s: flush: %w", k.cfg.Topic, context.Cause(ctx))
+		}
+	}
+	return k.undelivered()
+}
+
+// Close flushes and stops the producer, and returns the error of messages
+// not delivered. It is safe to call more than once; Write and Flush fail
+// after it.
 func (k *Kafka[T]) Close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -221,8 +381,16 @@ func (k *Kafka[T]) Close() error {
 		return nil
 	}
 	// Drain both channels until sarama closes them, as AsyncClose asks;
-	// only messages of an abandoned Write can still be in flight.
+	// only messages of an abandoned Write, or with Async those not yet
+	// flushed, can still be in flight.
 	p.AsyncClose()
+	if k.cfg.Async {
+		<-k.drained // it drains them, and ends when sarama closes them
+		if err := k.undelivered(); err != nil {
+			return fmt.Errorf("kafka sink %s: close: %w", k.cfg.Topic, err)
+		}
+		return nil
+	}
 	var errs []error
 	ok, failed := p.Successes(), p.Errors()
 	for ok != nil || failed != nil {

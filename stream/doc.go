@@ -51,11 +51,14 @@
 // # Delivery
 //
 // A batch is committed (Committer) after every output of it has returned
-// without error. A crash or an error before that leaves the batch
-// uncommitted, and a source such as Kafka delivers it again: outputs are
-// at least once. Cancelling Run's context cuts the batch being collected,
-// finishes it, commits it and returns nil; DrainTimeout bounds how long that
-// may take. Run leaves no goroutine behind.
+// without error, and every sink that stores after its Write returns
+// (Flusher) has been flushed. A crash or an error before that leaves the
+// batch uncommitted, and a source such as Kafka delivers it again: outputs
+// are at least once. CommitInterval commits at most once per interval, so
+// that batches run back to back do not each wait for a commit and their
+// outputs' acknowledgements. Cancelling Run's context cuts the batch being
+// collected, finishes it, commits it and returns nil; DrainTimeout bounds
+// how long that may take. Run leaves no goroutine behind.
 //
 // # Durable state
 //

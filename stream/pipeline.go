@@ -152,9 +152,9 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	if err := p.prepareStore(work, assigner == nil); err != nil {
 		return err
 	}
-	var pending []Offset // read since the last checkpoint
-	lastCommit := time.Now()
-	var last Info // of the last batch
+	var pending []Offset     // read since the last checkpoint
+	var lastCommit time.Time // zero: the first batch commits
+	var last Info            // of the last batch
 
 	start := time.Now()
 	scheduled := start

@@ -82,8 +82,10 @@ func TestChangelogCrashesKeepTotalsExact(t *testing.T) {
 	produced, want := produceEvents(t, addr, seed, first, users, events, rate)
 
 	const topic = "crashes-totals-changelog"
+	// Batches of 100 ms, committed every 200 ms or so: a kill may come
+	// between a batch and its commit.
 	args := []string{"-brokers", addr, "-group", "crashes", "-state", "changelog", "-changelog-topic", topic,
-		"-json", "-interval", "100ms", "-batch-records", "200", "-sketch", "exact"}
+		"-json", "-interval", "100ms", "-batch-records", "200", "-sketch", "exact", "-commit-interval", "200ms"}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
 	var progress []int64
 	for kill := 1; kill <= 2; kill++ {
@@ -91,7 +93,7 @@ func TestChangelogCrashesKeepTotalsExact(t *testing.T) {
 		// Killed once it is counting: restoring, joining and waiting for
 		// the last killed member's session to expire come first.
 		waitFor(t, time.Minute, "the first records of the run", func() bool { return recordsOf(t, p) > 0 })
-		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+		time.Sleep(time.Duration(250+rng.IntN(300)) * time.Millisecond)
 		require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
 		p.cmd.Wait() //nolint:errcheck // killed on purpose
 		_, read := changelogged(t, addr, topic, []int32{0, 1, 2, 3})

@@ -156,7 +156,7 @@ const (
 // newDLQSink publishes dead letters to topic: each the bad record's key
 // and value unchanged, with why and where from in headers.
 func newDLQSink(brokers []string, topic string, tx *txn.Producer, log *slog.Logger) (*sink.Kafka[deadLetter], error) {
-	return sink.NewKafkaMessages(sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log, Transaction: tx}, func(d deadLetter) (sink.Message, error) {
+	return sink.NewKafkaMessages(sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log, Transaction: tx, Async: tx == nil}, func(d deadLetter) (sink.Message, error) {
 		return sink.Message{Key: d.key, Value: d.raw, Headers: []sink.Header{
 			{Key: headerError, Value: []byte(d.Error)},
 			{Key: headerKind, Value: []byte(d.Kind)},
@@ -178,8 +178,29 @@ func (s dlqSink) Write(ctx context.Context, b *stream.Batch[deadLetter]) error {
 	return nil
 }
 
+// Flush implements stream.Flusher: the Kafka sink delivers dead letters
+// after Write returns, and the pipeline flushes it before it commits.
+func (s dlqSink) Flush(ctx context.Context) error {
+	if err := s.kafka.Flush(ctx); err != nil {
+		return fmt.Errorf("dead letters (create the topic, or pass -dlq-topic= to send none to Kafka): %w", err)
+	}
+	return nil
+}
+
 // tee writes every batch to each of its sinks in turn.
 type tee[T any] []stream.Sink[T]
+
+// Flush implements stream.Flusher, flushing the sinks that are Flushers.
+func (t tee[T]) Flush(ctx context.Context) error {
+	for _, s := range t {
+		if f, ok := s.(stream.Flusher); ok {
+			if err := f.Flush(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
 
 func (t tee[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 	for _, s := range t {

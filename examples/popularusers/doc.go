@@ -80,8 +80,9 @@
 // # State
 //
 // With -brokers, the running totals and the input offsets they reflect are
-// checkpointed to the -checkpoint directory after every batch, before the
-// offsets are committed to Kafka; a restart restores them and skips the
+// checkpointed to the -checkpoint directory whenever a batch is committed
+// (every batch, or at most once per -commit-interval when batches run back
+// to back), before the offsets are committed to Kafka; a restart restores them and skips the
 // events they already count, so totals stay exact across crashes.
 // -reset-checkpoint discards the checkpoint. With -input, a checkpoint is
 // used only when -checkpoint is given. The embedded broker keeps nothing

@@ -55,6 +55,7 @@ type runConfig struct {
 	json           bool
 	thresholdTopic string
 	exactlyOnce    bool
+	commitInterval time.Duration
 	instance       string // names the process in its group; "" derives one
 	cpuProfile     string
 	metricsAddr    string
@@ -76,9 +77,10 @@ producer of random events, and shows results on its own.`, stderr)
 	fs.Float64Var(&c.limit, "limit", 0.95, "`quantile` of the scores above which a user is popular, in (0,1)")
 	fs.DurationVar(&c.interval, "interval", 3*time.Second, "batch `interval` (Kafka and standard input)")
 	fs.IntVar(&c.batchRecords, "batch-records", 100_000, "cut a batch after `n` records, before its interval is over; 0: no limit (a file is then one batch)")
+	fs.DurationVar(&c.commitInterval, "commit-interval", time.Second, "commit the input offsets and checkpoint the totals at most once per `duration`: batches cut every -interval still commit each, while batches run back to back to catch up on a backlog commit once per this, their Kafka outputs delivered as the next batches run. After a crash, up to this much more input is read and published again. 0: every batch; with -exactly-once it is 0 (a batch is a transaction)")
 	fs.StringVar(&c.sketch, "sketch", "tdigest", "quantile sketch: tdigest (estimate, bounded size) or exact (a count per distinct score)")
 	fs.Float64Var(&c.compression, "compression", digest.DefaultCompression, "t-digest `compression`: higher is more accurate and larger")
-	fs.StringVar(&c.checkpoint, "checkpoint", "checkpoint", "`directory` where the running totals and the input offsets they reflect are checkpointed after every batch, and restored from at start; empty: none. Used with -brokers, and with -input when given")
+	fs.StringVar(&c.checkpoint, "checkpoint", "checkpoint", "`directory` where the running totals and the input offsets they reflect are checkpointed after every batch (see -commit-interval), and restored from at start; empty: none. Used with -brokers, and with -input when given")
 	fs.BoolVar(&c.resetState, "reset-checkpoint", false, "discard the checkpoint in -checkpoint before starting, to start from empty totals on purpose")
 	fs.StringVar(&c.state, "state", stateDir, "where the totals are kept: dir (the -checkpoint directory) or changelog (the compacted Kafka topic -changelog-topic, restored on whichever machine reads the partitions; needs -brokers)")
 	fs.StringVar(&c.changelogTopic, "changelog-topic", "", "Kafka `topic` of -state changelog, created compacted with as many partitions as -topic if missing; empty: <group>-totals-changelog")
@@ -101,6 +103,9 @@ producer of random events, and shows results on its own.`, stderr)
 	c.listenSet = isSet(fs, "listen")
 	c.checkpointSet = isSet(fs, "checkpoint")
 	embedded := len(c.brokers) == 0 && c.input == ""
+	if c.exactlyOnce && !isSet(fs, "commit-interval") {
+		c.commitInterval = 0
+	}
 	if c.exactlyOnce && !isSet(fs, "state") {
 		c.state = stateChangelog // the totals must be in the transaction too
 	}
@@ -114,6 +119,10 @@ producer of random events, and shows results on its own.`, stderr)
 		return nil, usagef("-interval %v: must be positive, such as 3s", c.interval)
 	case c.batchRecords < 0:
 		return nil, usagef("-batch-records %d: must be 0 (no limit) or more", c.batchRecords)
+	case c.commitInterval < 0:
+		return nil, usagef("-commit-interval %v: must be 0 (every batch) or positive, such as 1s", c.commitInterval)
+	case c.exactlyOnce && c.commitInterval != 0:
+		return nil, usagef("-commit-interval %v: with -exactly-once every batch is one transaction, committed with its offsets; leave it out", c.commitInterval)
 	case c.sketch != "tdigest" && c.sketch != "exact":
 		return nil, usagef("-sketch %q: must be tdigest or exact", c.sketch)
 	case !(c.compression >= digest.MinCompression && c.compression <= digest.MaxCompression):

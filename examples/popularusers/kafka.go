@@ -107,7 +107,7 @@ var _ stream.Sink[total] = (*popularSink)(nil)
 
 func newPopularSink(brokers []string, topic string, tx *txn.Producer, log *slog.Logger) (*popularSink, error) {
 	s := &popularSink{}
-	cfg := sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log, Transaction: tx}
+	cfg := sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log, Transaction: tx, Async: tx == nil}
 	k, err := sink.NewKafkaMessages(cfg, func(t total) (sink.Message, error) {
 		return sink.Message{Key: s.key, Value: appendPair(nil, t), Headers: s.headers}, nil
 	})
@@ -125,6 +125,10 @@ func (s *popularSink) Write(ctx context.Context, b *stream.Batch[total]) error {
 	return s.kafka.Write(ctx, b)
 }
 
+// Flush implements stream.Flusher: the messages written are delivered
+// while the pipeline goes on, and the pipeline flushes before it commits.
+func (s *popularSink) Flush(ctx context.Context) error { return s.kafka.Flush(ctx) }
+
 func (s *popularSink) Close() error { return s.kafka.Close() }
 
 // appendPair appends t as the JSON pair [user_id, score].
@@ -141,7 +145,7 @@ func appendPair(b []byte, t total) []byte {
 // header of the batch's popular users, and a header with the number of
 // input records the batch counted.
 func newThresholdSink(brokers []string, topic string, tx *txn.Producer, log *slog.Logger) (*sink.Kafka[cut], error) {
-	cfg := sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log, Transaction: tx}
+	cfg := sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log, Transaction: tx, Async: tx == nil}
 	return sink.NewKafkaMessages(cfg, func(c cut) (sink.Message, error) {
 		return sink.Message{Key: batchKey(c.Time), Value: appendThreshold(nil, c), Headers: []sink.Header{
 			batchHeaderOf(c.Time), {Key: recordsHeader, Value: strconv.AppendInt(nil, int64(c.Records), 10)},

@@ -162,8 +162,15 @@ func TestMetricsCountTheRecordsFed(t *testing.T) {
 	assert.Positive(t, sumOf(fs, "sluice_state_bytes", "state", "totals"))
 	batches := sumOf(fs, "sluice_batches_total")
 	assert.Positive(t, batches)
-	for _, h := range []string{"sluice_batch_processing_seconds", "sluice_batch_scheduling_delay_seconds", "sluice_batch_records", "sluice_commit_seconds", "sluice_checkpoint_seconds"} {
+	for _, h := range []string{"sluice_batch_processing_seconds", "sluice_batch_scheduling_delay_seconds", "sluice_batch_records"} {
 		assert.Equal(t, batches, sumOf(fs, h), "%s: one sample per batch", h)
+	}
+	// Batches of 200 ms commit at most once per -commit-interval (1 s).
+	commits := sumOf(fs, "sluice_commit_seconds")
+	assert.Positive(t, commits)
+	assert.Less(t, commits, batches, "fewer commits than batches")
+	for _, h := range []string{"sluice_checkpoint_seconds", "sluice_flush_seconds"} {
+		assert.Equal(t, commits, sumOf(fs, h), "%s: one sample per commit", h)
 	}
 	assert.Equal(t, batches, sumOf(fs, "sluice_output_seconds", "output", "to(popular)"), "produce latency of every batch")
 	assert.Equal(t, 1.0, sumOf(fs, "sluice_restore_seconds"), "the state was restored once, at the start")

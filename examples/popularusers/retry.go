@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/sluicehq/sluice/stream"
@@ -25,8 +26,9 @@ const (
 // retrying returns s, writing a batch again with a growing backoff while
 // it fails, for up to cfg.timeout: a broker that is briefly gone, or a
 // topic that is being created, does not stop the run. The batch is not
-// committed until the write succeeds. A retried Kafka write may deliver
-// some messages twice (at least once).
+// committed until the write, and the flush of an asynchronous sink,
+// succeed. A retried Kafka write may deliver some messages twice (at
+// least once).
 func retrying[T any](s stream.Sink[T], name string, cfg retryConfig) stream.Sink[T] {
 	if cfg.timeout <= 0 || s == nil {
 		return s
@@ -41,13 +43,31 @@ type retrySink[T any] struct {
 }
 
 func (r *retrySink[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
+	return r.retry(ctx, "batch "+strconv.FormatInt(b.Info.ID, 10), func() error { return r.sink.Write(ctx, b) })
+}
+
+// Flush implements stream.Flusher, for a sink that is one: a Kafka sink
+// delivers the messages of its writes after they return, and sends those
+// that failed again on the next Flush, so a Flush is retried as a Write
+// is.
+func (r *retrySink[T]) Flush(ctx context.Context) error {
+	f, ok := r.sink.(stream.Flusher)
+	if !ok {
+		return nil
+	}
+	return r.retry(ctx, "flush", func() error { return f.Flush(ctx) })
+}
+
+// retry calls do, with a growing backoff while it fails, for up to
+// cfg.timeout; what names what is being done.
+func (r *retrySink[T]) retry(ctx context.Context, what string, do func() error) error {
 	start := time.Now()
 	backoff := firstRetry
 	for attempt := 1; ; attempt++ {
-		err := r.sink.Write(ctx, b)
+		err := do()
 		if err == nil {
 			if attempt > 1 {
-				r.cfg.log.Info("output delivered after retries", "output", r.name, "batch", b.Info.ID, "attempts", attempt)
+				r.cfg.log.Info("output delivered after retries", "output", r.name, "of", what, "attempts", attempt)
 			}
 			return nil
 		}
@@ -55,10 +75,10 @@ func (r *retrySink[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 			return err
 		}
 		if time.Since(start)+backoff > r.cfg.timeout {
-			return fmt.Errorf("%s: batch %d not delivered in %d attempts over %v (-output-retry %v): %w",
-				r.name, b.Info.ID, attempt, time.Since(start).Round(time.Millisecond), r.cfg.timeout, err)
+			return fmt.Errorf("%s: %s not delivered in %d attempts over %v (-output-retry %v): %w",
+				r.name, what, attempt, time.Since(start).Round(time.Millisecond), r.cfg.timeout, err)
 		}
-		r.cfg.log.Warn("output failed; retrying", "output", r.name, "batch", b.Info.ID, "attempt", attempt, "retry_in", backoff, "err", err)
+		r.cfg.log.Warn("output failed; retrying", "output", r.name, "of", what, "attempt", attempt, "retry_in", backoff, "err", err)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():

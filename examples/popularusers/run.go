@@ -174,7 +174,7 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 
 // options are the pipeline options of every input.
 func (c *runConfig) options(log *slog.Logger) []stream.Option {
-	return []stream.Option{stream.MaxRecords(c.batchRecords), stream.Logger(log)}
+	return []stream.Option{stream.MaxRecords(c.batchRecords), stream.CommitInterval(c.commitInterval), stream.Logger(log)}
 }
 
 // checkpointDir returns the checkpoint directory to use, or "". The
