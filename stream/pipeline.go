@@ -538,6 +538,14 @@ type inputStream[T any] struct {
 	buf   []Record[T]
 	parts map[int32]*Partition[T] // buffers of every partition seen, by ID
 	batch Batch[T]
+	// prevLens are the lengths of the partitions' values in the batch
+	// before, reused.
+	prevLens []partLen
+}
+
+type partLen struct {
+	id int32
+	n  int
 }
 
 func (in *inputStream[T]) source() any { return in.src }
@@ -547,10 +555,22 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 		in.buf = make([]Record[T], 4096)
 		in.parts = make(map[int32]*Partition[T])
 	}
-	for _, p := range in.parts {
-		clear(p.Values) // let the previous batch's values be collected
+	// The previous batch's values are overwritten by this one's; those
+	// past its end are cleared once it is collected, so that the garbage
+	// collector may take them.
+	prev := in.prevLens[:0]
+	for id, p := range in.parts {
+		prev = append(prev, partLen{id, len(p.Values)})
 		p.Values, p.Origins = p.Values[:0], p.Origins[:0]
 	}
+	in.prevLens = prev
+	defer func() {
+		for _, pl := range in.prevLens {
+			if p := in.parts[pl.id]; len(p.Values) < pl.n {
+				clear(p.Values[len(p.Values):pl.n])
+			}
+		}
+	}()
 	n := 0
 	for max <= 0 || n < max {
 		buf := in.buf
@@ -573,7 +593,8 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 			p.Values = append(p.Values, r.Value)
 			p.Origins = append(p.Origins, r.Origin)
 		}
-		clear(buf[:k])
+		// buf is not cleared: the next Poll overwrites it, and what it
+		// holds meanwhile is at most one buffer of this batch's records.
 		n += k
 		if err != nil {
 			return n, err
