@@ -249,8 +249,10 @@ func printPipeline(w io.Writer, name string, rate, bare float64, rounds []benchF
 	fmt.Fprintf(w, "%s           %12.0f records/s  %.3f× bare  (%.2f cores)\n", name, rate, rate/bare, median(cs))
 	fmt.Fprintf(w, "  threshold step per batch: median %v, max %v over %d batches, %d users in state\n",
 		p50(steps), worst.Round(time.Microsecond), len(steps), users)
-	fmt.Fprintf(w, "  per batch after the first: median wait for records %v, processing %v, of which publishing popular users %v\n",
-		p50(waits), p50(procs), p50(publish))
+	if len(waits) > 0 {
+		fmt.Fprintf(w, "  per batch after the first: median wait for records %v, processing %v, of which publishing popular users %v\n",
+			p50(waits), p50(procs), p50(publish))
+	}
 }
 
 // round2 rounds x to 2 decimals, for logs.

@@ -18,6 +18,11 @@ func TestBench(t *testing.T) {
 	require.Equal(t, exitOK, code, "stderr:\n%s", stderr.String())
 	out := stdout.String()
 	assert.Regexp(t, `(?m)^machine: \d+ cores, GOMAXPROCS \d+, go\S* `, out)
+	// What bounds the figures: the cores each read used, and where a
+	// pipeline's batch spends its time.
+	assert.Regexp(t, `(?m)^kafka bare sarama consumer group +\d+ records/s  \([\d.]+ cores\)$`, out)
+	assert.Regexp(t, `(?m)^kafka pipeline, exact +\d+ records/s  [\d.]+× bare  \([\d.]+ cores\)$`, out)
+	assert.Regexp(t, `(?m)^  per batch after the first: median wait for records \S+, processing \S+, of which publishing popular users \S+$`, out)
 	for _, name := range []string{"kafka-tdigest/bare", "kafka-exact/bare", "file/linecount"} {
 		m := regexp.MustCompile(`(?m)^RATIO ` + regexp.QuoteMeta(name) + `=(\S+)$`).FindStringSubmatch(out)
 		if assert.NotNil(t, m, "RATIO %s in:\n%s", name, out) {
