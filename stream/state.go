@@ -171,7 +171,7 @@ type batchTime struct {
 // the partition's output, and an index from key to slab position. One hash
 // lookup updates a key, and the output costs no copy.
 type statePart[K comparable, V, S any] struct {
-	index   map[K]int32
+	index   keyIndex[K]
 	slab    []Pair[K, S]
 	seen    []int64 // batch ID of each key's last update, with a TTL only
 	ttl     bool
@@ -180,10 +180,6 @@ type statePart[K comparable, V, S any] struct {
 	gone    []K                 // keys removed since the last checkpoint, with a Store only
 	obs     StateObserver[K, S] // told of every change, or nil
 
-	// mark is, for each slab position, 1 + the group of its key in the
-	// batch being grouped, or 0: zero outside apply.
-	mark []int32
-
 	// scratch for grouping a batch's values by key, reused
 	group   map[K]int32 // group of each key not in the state (of every key, with UpdateAll)
 	keys    []K
@@ -191,6 +187,7 @@ type statePart[K comparable, V, S any] struct {
 	last    []int32
 	next    []int32
 	pos     []int32 // slab position of each group's key, or -1
+	ents    []int32 // index entry of each group's key, or -1
 	removed []int32
 	values  []V
 }
@@ -199,7 +196,7 @@ type statePart[K comparable, V, S any] struct {
 // goroutine.
 func (op *stateOp[K, V, S]) newPart(id int32) *statePart[K, V, S] {
 	sp := &statePart[K, V, S]{
-		index:   make(map[K]int32),
+		index:   newKeyIndex(op.hash),
 		group:   make(map[K]int32),
 		ttl:     op.cfg.ttlBatches > 0 || op.cfg.ttl > 0,
 		durable: op.durable,
@@ -327,33 +324,35 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 	}
 	// Group values by key without a slice per key (chained positions),
 	// and find each key in the state in the same lookup: a key already
-	// in the state is grouped by its slab position (sp.mark), only a new
-	// one by the group map. One hash lookup per record.
-	sp.keys, sp.first, sp.last, sp.pos = sp.keys[:0], sp.first[:0], sp.last[:0], sp.pos[:0]
+	// in the state is grouped by the mark of its index entry, only a new
+	// one by the group map. One lookup per record. The index does not
+	// change until the marks are cleared, so its entries stay put.
+	sp.keys, sp.first, sp.last, sp.pos, sp.ents = sp.keys[:0], sp.first[:0], sp.last[:0], sp.pos[:0], sp.ents[:0]
 	sp.next = slices.Grow(sp.next[:0], len(vals))[:len(vals)]
 	for j, kv := range vals {
 		sp.next[j] = -1
 		var g int32
-		if i, ok := sp.index[kv.Key]; ok {
-			if g = sp.mark[i] - 1; g < 0 {
-				sp.mark[i] = int32(len(sp.keys)) + 1
-				sp.newGroup(kv.Key, int32(j), i)
+		if at := sp.index.find(kv.Key); at >= 0 {
+			e := &sp.index.entries[at]
+			if g = e.mark - 1; g < 0 {
+				e.mark = int32(len(sp.keys)) + 1
+				sp.newGroup(kv.Key, int32(j), e.pos-1, int32(at))
 				continue
 			}
 		} else {
 			var seen bool
 			if g, seen = sp.group[kv.Key]; !seen {
 				sp.group[kv.Key] = int32(len(sp.keys))
-				sp.newGroup(kv.Key, int32(j), -1)
+				sp.newGroup(kv.Key, int32(j), -1, -1)
 				continue
 			}
 		}
 		sp.next[sp.last[g]] = int32(j)
 		sp.last[g] = int32(j)
 	}
-	for _, i := range sp.pos {
-		if i >= 0 {
-			sp.mark[i] = 0
+	for _, at := range sp.ents {
+		if at >= 0 {
+			sp.index.entries[at].mark = 0
 		}
 	}
 	// Updates first, removals after: a removal moves the slab's last key
@@ -396,12 +395,14 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 }
 
 // newGroup starts the group of key k, first seen at position j of the
-// batch's values, at slab position i (-1: not in the state).
-func (sp *statePart[K, V, S]) newGroup(k K, j, i int32) {
+// batch's values, at slab position i and index entry at (-1: not in the
+// state).
+func (sp *statePart[K, V, S]) newGroup(k K, j, i, at int32) {
 	sp.keys = append(sp.keys, k)
 	sp.first = append(sp.first, j)
 	sp.last = append(sp.last, j)
 	sp.pos = append(sp.pos, i)
+	sp.ents = append(sp.ents, at)
 }
 
 // stamp records that the key at slab position i was updated by batch.
@@ -445,7 +446,7 @@ func (op *stateOp[K, V, S]) applyGroups(sp *statePart[K, V, S], vals []Pair[K, V
 }
 
 func (sp *statePart[K, V, S]) updateKey(op *stateOp[K, V, S], k K, values []V, batch int64) {
-	i, exists := sp.index[k]
+	i, exists := sp.index.get(k)
 	var old S
 	if exists {
 		old = sp.slab[i].Value
@@ -475,9 +476,8 @@ func (sp *statePart[K, V, S]) insert(k K, v S) int32 {
 		sp.obs.Changed(k, zero, false, v, true)
 	}
 	i := int32(len(sp.slab))
-	sp.index[k] = i
+	sp.index.set(k, i)
 	sp.slab = append(sp.slab, Pair[K, S]{Key: k, Value: v})
-	sp.mark = append(sp.mark, 0)
 	if sp.ttl {
 		sp.seen = append(sp.seen, 0)
 	}
@@ -494,13 +494,13 @@ func (sp *statePart[K, V, S]) remove(i int32) {
 		sp.obs.Changed(sp.slab[i].Key, sp.slab[i].Value, true, zero, false)
 	}
 	last := int32(len(sp.slab) - 1)
-	delete(sp.index, sp.slab[i].Key)
+	sp.index.remove(sp.slab[i].Key)
 	if sp.durable {
 		sp.gone = append(sp.gone, sp.slab[i].Key)
 	}
 	if i != last {
 		sp.slab[i] = sp.slab[last]
-		sp.index[sp.slab[i].Key] = i
+		sp.index.set(sp.slab[i].Key, i)
 		if sp.ttl {
 			sp.seen[i] = sp.seen[last]
 		}
@@ -510,7 +510,6 @@ func (sp *statePart[K, V, S]) remove(i int32) {
 	}
 	sp.slab[last] = Pair[K, S]{}
 	sp.slab = sp.slab[:last]
-	sp.mark = sp.mark[:last]
 	if sp.ttl {
 		sp.seen = sp.seen[:last]
 	}
@@ -524,21 +523,20 @@ func (op *stateOp[K, V, S]) name() string { return op.out.name }
 func (op *stateOp[K, V, S]) setDurable() { op.durable = true }
 
 // size estimates the memory of the state: the slabs, the side slices and
-// the indexes (a swiss-table map holds a key and an int32 per slot, plus a
-// control byte, at most 7/8 full).
+// the indexes.
 func (op *stateOp[K, V, S]) size() StateStats {
 	op.mu.Lock()
 	defer op.mu.Unlock()
 	var (
 		pair  = int64(unsafe.Sizeof(Pair[K, S]{}))
-		slot  = int64(unsafe.Sizeof(*new(K))) + 4 + 1
+		entry = int64(unsafe.Sizeof(keyEntry[K]{}))
 		st    = StateStats{Name: op.name()}
 		bytes int64
 	)
 	for _, sp := range op.parts {
 		st.Keys += len(sp.slab)
-		bytes += int64(cap(sp.slab))*pair + int64(cap(sp.seen)+cap(sp.ver))*8 + int64(cap(sp.mark))*4
-		bytes += int64(len(sp.index)) * slot * 8 / 7
+		bytes += int64(cap(sp.slab))*pair + int64(cap(sp.seen)+cap(sp.ver))*8
+		bytes += int64(len(sp.index.entries)) * entry
 	}
 	st.Bytes = bytes
 	return st
@@ -621,7 +619,7 @@ func (op *stateOp[K, V, S]) restore(e Entry, parallelism int) error {
 		op.ids = append(op.ids, id)
 		slices.Sort(op.ids)
 	}
-	i, exists := sp.index[k]
+	i, exists := sp.index.get(k)
 	if e.Deleted {
 		if exists {
 			sp.remove(i)

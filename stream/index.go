@@ -1,0 +1,119 @@
+package stream
+
+// keyIndex maps the keys of a state partition to their positions in its
+// slab. It is an open-addressing table with linear probing, at most 3/4
+// full: a lookup that finds its key reads one entry, usually in one cache
+// line, where Go's map reads a group's control word and then a slot. An
+// entry also holds the key's mark, its group while a batch's values are
+// grouped, so that grouping a record costs one lookup and no other memory.
+//
+// Removal shifts the entries that follow back (no tombstones), so entries
+// move: an entry's table position is valid only until the next removal or
+// growth.
+type keyIndex[K comparable] struct {
+	hash    func(K) uint64
+	entries []keyEntry[K]
+	n       int // keys held
+}
+
+type keyEntry[K comparable] struct {
+	key  K
+	pos  int32 // slab position + 1; 0: the entry is empty
+	mark int32 // 1 + the key's group in the batch being grouped, or 0
+}
+
+const minIndexSize = 8
+
+func newKeyIndex[K comparable](hash func(K) uint64) keyIndex[K] {
+	return keyIndex[K]{hash: hash, entries: make([]keyEntry[K], minIndexSize)}
+}
+
+// home returns where k's probe starts.
+func (x *keyIndex[K]) home(k K) int {
+	return int(x.hash(k) & uint64(len(x.entries)-1))
+}
+
+// find returns the table position of k's entry, or -1.
+func (x *keyIndex[K]) find(k K) int {
+	mask := len(x.entries) - 1
+	for i := x.home(k); ; i = (i + 1) & mask {
+		e := &x.entries[i]
+		if e.pos == 0 {
+			return -1
+		}
+		if e.key == k {
+			return i
+		}
+	}
+}
+
+// get returns k's slab position.
+func (x *keyIndex[K]) get(k K) (int32, bool) {
+	if i := x.find(k); i >= 0 {
+		return x.entries[i].pos - 1, true
+	}
+	return 0, false
+}
+
+// set records k at slab position pos, adding k if it is not there.
+func (x *keyIndex[K]) set(k K, pos int32) {
+	if (x.n+1)*4 > len(x.entries)*3 {
+		x.grow()
+	}
+	mask := len(x.entries) - 1
+	for i := x.home(k); ; i = (i + 1) & mask {
+		e := &x.entries[i]
+		if e.pos == 0 {
+			*e = keyEntry[K]{key: k, pos: pos + 1}
+			x.n++
+			return
+		}
+		if e.key == k {
+			e.pos = pos + 1
+			return
+		}
+	}
+}
+
+// remove deletes k, if it is there, and moves back the entries after it
+// that would no longer be found past the gap.
+func (x *keyIndex[K]) remove(k K) {
+	i := x.find(k)
+	if i < 0 {
+		return
+	}
+	mask := len(x.entries) - 1
+	for j := (i + 1) & mask; ; j = (j + 1) & mask {
+		e := &x.entries[j]
+		if e.pos == 0 {
+			break
+		}
+		// e may fill the gap at i if its probe from home passes i before
+		// it reaches j.
+		if h := x.home(e.key); (j-h)&mask >= (j-i)&mask {
+			x.entries[i] = *e
+			i = j
+		}
+	}
+	x.entries[i] = keyEntry[K]{}
+	x.n--
+}
+
+// grow doubles the table.
+func (x *keyIndex[K]) grow() {
+	old := x.entries
+	x.entries = make([]keyEntry[K], 2*len(old))
+	mask := len(x.entries) - 1
+	for _, e := range old {
+		if e.pos == 0 {
+			continue
+		}
+		i := x.home(e.key)
+		for x.entries[i].pos != 0 {
+			i = (i + 1) & mask
+		}
+		x.entries[i] = e
+	}
+}
+
+func (x *keyIndex[K]) len() int { return x.n }

@@ -1,0 +1,55 @@
+package stream
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The index against a map, with random inserts, updates and removals: with
+// the state's hash, and with one that sends keys to a few homes, so that
+// probes run long and wrap around the table's end and removals move many
+// entries back.
+func TestKeyIndexMatchesAMap(t *testing.T) {
+	for name, hash := range map[string]func(int64) uint64{
+		"hasher":     hasher[int64](),
+		"collisions": func(k int64) uint64 { return uint64(k%5) * 0x9E3779B97F4A7C15 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(7, 8))
+			x := newKeyIndex(hash)
+			model := map[int64]int32{}
+			for step := range 20000 {
+				k := int64(rng.IntN(300))
+				switch rng.IntN(3) {
+				case 0, 1:
+					pos := int32(rng.IntN(1 << 20))
+					x.set(k, pos)
+					model[k] = pos
+				case 2:
+					x.remove(k)
+					delete(model, k)
+				}
+				if step%997 == 0 || step == 19999 {
+					require.Equal(t, len(model), x.len(), "step %d", step)
+					for k := range int64(300) {
+						got, ok := x.get(k)
+						want, wantOK := model[k]
+						require.Equal(t, wantOK, ok, "step %d: key %d", step, k)
+						require.Equal(t, want, got, "step %d: key %d", step, k)
+					}
+					held := 0
+					for _, e := range x.entries {
+						if e.pos != 0 {
+							held++
+						}
+					}
+					require.Equal(t, len(model), held, "step %d: entries in the table", step)
+					assert.LessOrEqual(t, 4*x.len(), 3*len(x.entries), "at most 3/4 full")
+				}
+			}
+		})
+	}
+}
