@@ -283,6 +283,13 @@ func (k *Kafka[T]) hand(ctx context.Context, msgs []*sarama.ProducerMessage) err
 // closes its channels.
 func (k *Kafka[T]) drain(p sarama.AsyncProducer) {
 	defer close(k.drained)
+	drainProducer(p, func(e *sarama.ProducerError) { k.settle(1, e) })
+}
+
+// drainProducer reads p's successes and errors until sarama closes both,
+// telling settled of each message: with its error when it was not
+// delivered, else with nil.
+func drainProducer(p sarama.AsyncProducer, settled func(*sarama.ProducerError)) {
 	ok, errs := p.Successes(), p.Errors()
 	for ok != nil || errs != nil {
 		select {
@@ -291,13 +298,13 @@ func (k *Kafka[T]) drain(p sarama.AsyncProducer) {
 				ok = nil
 				continue
 			}
-			k.settle(1, nil)
+			settled(nil)
 		case e, open := <-errs:
 			if !open {
 				errs = nil
 				continue
 			}
-			k.settle(1, e)
+			settled(e)
 		}
 	}
 }
@@ -392,21 +399,11 @@ func (k *Kafka[T]) Close() error {
 		return nil
 	}
 	var errs []error
-	ok, failed := p.Successes(), p.Errors()
-	for ok != nil || failed != nil {
-		select {
-		case _, open := <-ok:
-			if !open {
-				ok = nil
-			}
-		case e, open := <-failed:
-			if !open {
-				failed = nil
-				continue
-			}
+	drainProducer(p, func(e *sarama.ProducerError) {
+		if e != nil {
 			errs = append(errs, e)
 		}
-	}
+	})
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("kafka sink %s: close: %w", k.cfg.Topic, err)
 	}

@@ -47,12 +47,7 @@ func TestKafkaSinkAsyncFlushWaitsForEveryMessage(t *testing.T) {
 func TestKafkaSinkAsyncDeliveryFailure(t *testing.T) {
 	checkLeaks(t)
 	b := startBroker(t, nil)
-	cfg := sarama.NewConfig()
-	cfg.Producer.Retry.Max = 1
-	cfg.Producer.Retry.Backoff = 10 * time.Millisecond
-	cfg.Metadata.Retry.Max = 1
-	cfg.Metadata.Retry.Backoff = 10 * time.Millisecond
-	k, err := sink.NewKafka(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "late", Sarama: cfg, Async: true}, pairEncoder)
+	k, err := sink.NewKafka(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "late", Sarama: quickToFail(), Async: true}, pairEncoder)
 	require.NoError(t, err)
 	defer k.Close()
 

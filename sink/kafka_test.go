@@ -113,15 +113,21 @@ func TestKafkaSinkEncodeErrorSendsNothing(t *testing.T) {
 	assert.Equal(t, []int64{0}, b.HighWatermarks("out"))
 }
 
-func TestKafkaSinkDeliveryFailure(t *testing.T) {
-	checkLeaks(t)
-	b := startBroker(t, nil)
+// quickToFail is a producer configuration that gives up on a message
+// after one retry, 10 ms later.
+func quickToFail() *sarama.Config {
 	cfg := sarama.NewConfig()
 	cfg.Producer.Retry.Max = 1
 	cfg.Producer.Retry.Backoff = 10 * time.Millisecond
 	cfg.Metadata.Retry.Max = 1
 	cfg.Metadata.Retry.Backoff = 10 * time.Millisecond
-	k, err := sink.NewKafka(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "missing", Sarama: cfg}, pairEncoder)
+	return cfg
+}
+
+func TestKafkaSinkDeliveryFailure(t *testing.T) {
+	checkLeaks(t)
+	b := startBroker(t, nil)
+	k, err := sink.NewKafka(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "missing", Sarama: quickToFail()}, pairEncoder)
 	require.NoError(t, err)
 	defer k.Close()
 
