@@ -117,7 +117,10 @@ func TestCrashesKeepTotalsExact(t *testing.T) {
 	produced, want := produceEvents(t, addr, seed, first, users, events, rate)
 
 	ckpt := filepath.Join(dir, "checkpoint")
-	args := []string{"-brokers", addr, "-checkpoint", ckpt, "-json", "-interval", "100ms", "-batch-records", "200", "-sketch", "exact"}
+	// Batches of 100 ms, committed and checkpointed every 200 ms or so: a
+	// kill may come between a batch and its checkpoint, and each run lives
+	// long enough to checkpoint some.
+	args := []string{"-brokers", addr, "-checkpoint", ckpt, "-json", "-interval", "100ms", "-batch-records", "200", "-sketch", "exact", "-commit-interval", "200ms"}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 	var progress []int64
 	for kill := 1; kill <= 6; kill++ {
