@@ -31,6 +31,19 @@ func openStore(t *testing.T, addrs []string, topic string) *Kafka {
 	return k
 }
 
+// restoredStore starts a broker and opens a store on its topic "state",
+// restored once (empty), as a pipeline does before its first checkpoint;
+// both end with the test.
+func restoredStore(t *testing.T) (*kafkatest.Broker, *Kafka) {
+	t.Helper()
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	k := openStore(t, b.Addrs(), "state")
+	restoreAll(t, k, nil)
+	return b, k
+}
+
 // restoreAll restores partitions into a map of key to value, and returns
 // it with the offsets.
 func restoreAll(t *testing.T, k *Kafka, partitions []int32) (map[string]string, []stream.Offset) {
@@ -82,13 +95,8 @@ func markerAt(t *testing.T, b *kafkatest.Broker, topic string, p int32) int64 {
 // at the end of the partition: Restore ignores them, and repairs them so
 // that the next checkpoint's marker does not make them count.
 func TestUnfinishedCheckpointIsIgnoredAndRepaired(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{})
-	require.NoError(t, err)
-	defer b.Close()
+	b, k := restoredStore(t)
 	ctx := context.Background()
-
-	k := openStore(t, b.Addrs(), "state")
-	restoreAll(t, k, nil)
 	require.NoError(t, k.Checkpoint(ctx, &stream.Changes{
 		Batch:   stream.Info{ID: 1},
 		Offsets: []stream.Offset{{Source: "in", Partition: 0, Next: 10}},
@@ -197,13 +205,8 @@ func readRecords(t *testing.T, addrs []string) map[int64]string {
 // restoring the partition alone keeps it, with its input partition's
 // offset, as a Keyed pipeline's state may.
 func TestCheckpointCutShortBetweenMarkers(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{})
-	require.NoError(t, err)
-	defer b.Close()
+	b, k := restoredStore(t)
 	ctx := context.Background()
-
-	k := openStore(t, b.Addrs(), "state")
-	restoreAll(t, k, nil)
 	first := []stream.Offset{{Source: "in", Partition: 0, Next: 5}, {Source: "in", Partition: 1, Next: 7}}
 	require.NoError(t, k.Checkpoint(ctx, &stream.Changes{
 		Batch: stream.Info{ID: 1}, Offsets: first,
@@ -237,13 +240,8 @@ func TestCheckpointCutShortBetweenMarkers(t *testing.T) {
 // but crashed before it reached partition 0, whose last marker is still
 // checkpoint 2's. The revocation rolls partition 0 back too.
 func TestRevokedCheckpointStaysRevoked(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{})
-	require.NoError(t, err)
-	defer b.Close()
+	b, k := restoredStore(t)
 	ctx := context.Background()
-
-	k := openStore(t, b.Addrs(), "state")
-	restoreAll(t, k, nil)
 	first := []stream.Offset{{Source: "in", Partition: 0, Next: 5}}
 	require.NoError(t, k.Checkpoint(ctx, &stream.Changes{
 		Batch: stream.Info{ID: 1}, Offsets: first,
@@ -267,17 +265,13 @@ func TestRevokedCheckpointStaysRevoked(t *testing.T) {
 }
 
 func TestRollBackPastACompactedMarkerFails(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{})
-	require.NoError(t, err)
-	defer b.Close()
-	k := openStore(t, b.Addrs(), "state")
-	restoreAll(t, k, nil)
+	b, k := restoredStore(t)
 	require.NoError(t, k.Checkpoint(context.Background(), &stream.Changes{Batch: stream.Info{ID: 1}, Entries: []stream.Entry{entry(0, "a", "1"), entry(1, "b", "1")}}))
 	// Checkpoint 2 reached partition 0 only, and names a previous marker
 	// that is not there (as if compacted away).
 	m := &marker{seq: 2, prev: 0, parts: []int32{0, 1}}
 	require.NoError(t, b.Produce("state", raw(0, "a", "2"), kafkatest.Record{Partition: 0, Key: markerKey, Value: appendMarker(nil, m)}))
-	_, err = openStore(t, b.Addrs(), "state").Restore(context.Background(), nil, func(stream.Entry) error { return nil })
+	_, err := openStore(t, b.Addrs(), "state").Restore(context.Background(), nil, func(stream.Entry) error { return nil })
 	require.ErrorIs(t, err, ErrCorrupt)
 	assert.ErrorContains(t, err, "state/0")
 	assert.ErrorContains(t, err, "cannot be rolled back")
