@@ -85,6 +85,25 @@ func restoredTotals(t *testing.T, store stream.Store, partitions []int32, unique
 	return totals, read
 }
 
+// kill kills p with SIGKILL and waits for it to end.
+func (p *process) kill(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
+	p.cmd.Wait() //nolint:errcheck // killed on purpose
+}
+
+// requireKilledMidway checks, once the producer of events is done, that
+// the kills of a crash test came while events were still to count and
+// that the runs between them made progress: progress holds what was
+// durably counted after each kill.
+func requireKilledMidway(t *testing.T, produced <-chan result, progress []int64, events int64) {
+	t.Helper()
+	r := <-produced
+	require.Equal(t, exitOK, r.code, r.stderr)
+	require.Less(t, progress[len(progress)-1], events, "the last kill came before the end")
+	require.Greater(t, progress[len(progress)-1], progress[0], "the killed runs made progress")
+}
+
 // produceEvents runs "produce" in the background: count events of users
 // first..first+users with seed, at rate per second. It returns the
 // command's result, when it is done, and the exact totals of its events.
@@ -126,16 +145,12 @@ func TestCrashesKeepTotalsExact(t *testing.T) {
 	for kill := 1; kill <= 6; kill++ {
 		p := start(t, args...)
 		time.Sleep(time.Duration(300+rng.IntN(1200)) * time.Millisecond) // at any moment: restore, join, batch, checkpoint
-		require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
-		p.cmd.Wait() //nolint:errcheck // killed on purpose
+		p.kill(t)
 		_, read := checkpointed(t, ckpt)
 		t.Logf("kill %d after %d events in this run: %d events checkpointed", kill, recordsOf(t, p), read)
 		progress = append(progress, read)
 	}
-	r := <-produced
-	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Less(t, progress[len(progress)-1], int64(events), "the last kill came before the end")
-	require.Greater(t, progress[len(progress)-1], progress[0], "the killed runs made progress")
+	requireKilledMidway(t, produced, progress, events)
 
 	p := start(t, args...)
 	// Done when this run has read at least the events the checkpoint did

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -92,8 +91,7 @@ func TestExactlyOnceCrashes(t *testing.T) {
 				time.Sleep(100 * time.Microsecond)
 			}
 		}
-		require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
-		p.cmd.Wait() //nolint:errcheck // killed on purpose
+		p.kill(t)
 		_, read := committedTotals(t, addr, topic, instance)
 		t.Logf("kill %d after %d events in this run: %d events committed", kill, recordsOf(t, p), read)
 		if n := len(progress); int64(recordsOf(t, p)) > read-cmp.Or(progress[n-1:]...) {
@@ -101,10 +99,7 @@ func TestExactlyOnceCrashes(t *testing.T) {
 		}
 		progress = append(progress, read)
 	}
-	r := <-produced
-	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Less(t, progress[len(progress)-1], int64(events), "the last kill came before the end")
-	require.Greater(t, progress[len(progress)-1], progress[0], "the killed runs made progress")
+	requireKilledMidway(t, produced, progress, events)
 
 	runUntilAll(t, len(want), args...)
 	got, read := committedTotals(t, addr, topic, instance)

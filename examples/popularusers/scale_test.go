@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -245,8 +244,7 @@ func TestScaleOutSurvivesAKilledProcess(t *testing.T) {
 	// The victim owns a partition and is counting it.
 	victim := owner[0]
 	waitFor(t, time.Minute, "the victim counting", func() bool { return recordsOf(t, r.three[victim]) > 2000 })
-	require.NoError(t, r.three[victim].cmd.Process.Signal(syscall.SIGKILL))
-	r.three[victim].cmd.Wait() //nolint:errcheck // killed on purpose
+	r.three[victim].kill(t)
 	t.Logf("killed process %d, owner of partitions %v, after %d events", victim,
 		slices.Sorted(maps.Keys(filterOwner(owner, victim))), recordsOf(t, r.three[victim]))
 	survivors := slices.Delete(slices.Clone(r.three), victim, victim+1)
