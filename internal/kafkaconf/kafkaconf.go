@@ -4,7 +4,13 @@
 // batch of messages and waits for their acknowledgements (SendAll).
 package kafkaconf
 
-import "github.com/IBM/sarama"
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/IBM/sarama"
+)
 
 // Producer returns a copy of base, or, with base nil, a configuration in
 // which a message is acknowledged by all in-sync replicas and the producer
@@ -29,4 +35,20 @@ func Producer(base *sarama.Config) *sarama.Config {
 	c.Producer.Return.Successes = true
 	c.Producer.Return.Errors = true
 	return c
+}
+
+// CloseAll closes, in order, each of closers that is not nil (a producer
+// before the client it uses) and returns their errors joined, prefixed
+// with what is closed ("changelog topic-name").
+func CloseAll(what string, closers ...io.Closer) error {
+	var errs []error
+	for _, c := range closers {
+		if c != nil {
+			errs = append(errs, c.Close())
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%s: close: %w", what, err)
+	}
+	return nil
 }

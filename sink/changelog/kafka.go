@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -167,20 +168,13 @@ func (k *Kafka) Close() error {
 		return nil
 	}
 	k.closed = true
-	var errs []error
-	if k.producer != nil {
-		errs = append(errs, k.producer.Close())
+	var client io.Closer = k.admin // closes the client too
+	if k.admin == nil {
+		client = k.client
 	}
-	if k.admin != nil {
-		errs = append(errs, k.admin.Close()) // closes the client too
-	} else if k.client != nil {
-		errs = append(errs, k.client.Close())
-	}
+	err := kafkaconf.CloseAll("changelog "+k.cfg.Topic, k.producer, client)
 	k.producer, k.admin, k.client = nil, nil, nil
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("changelog %s: close: %w", k.cfg.Topic, err)
-	}
-	return nil
+	return err
 }
 
 // connect creates the client.

@@ -264,17 +264,7 @@ func (x *Kafka) Close() error {
 		return nil
 	}
 	x.closed = true
-	var errs []error
-	if x.producer != nil {
-		errs = append(errs, x.producer.Close())
-	}
-	if x.client != nil {
-		errs = append(errs, x.client.Close())
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("exchange %s: close: %w", x.cfg.Topic, err)
-	}
-	return nil
+	return kafkaconf.CloseAll("exchange "+x.cfg.Topic, x.producer, x.client)
 }
 
 // connect returns the client, connected and with the topic made.
