@@ -5,9 +5,11 @@
 package kafkaconf
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/IBM/sarama"
 )
@@ -51,4 +53,49 @@ func CloseAll(what string, closers ...io.Closer) error {
 		return fmt.Errorf("%s: close: %w", what, err)
 	}
 	return nil
+}
+
+// CreateCompacted creates topic, compacted, with partitions partitions,
+// replicationFactor replicas (0: the brokers' default) and the topic
+// configs given besides. It returns false, and no error, when the topic
+// exists already: another process made it first.
+func CreateCompacted(admin sarama.ClusterAdmin, topic string, partitions int32, replicationFactor int16, configs map[string]string) (bool, error) {
+	entries := map[string]*string{}
+	for name, v := range configs {
+		entries[name] = &v
+	}
+	compact := "compact"
+	entries["cleanup.policy"] = &compact
+	if replicationFactor == 0 {
+		replicationFactor = -1 // the brokers' default
+	}
+	err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: replicationFactor, ConfigEntries: entries}, false)
+	switch {
+	case errors.Is(err, sarama.ErrTopicAlreadyExists):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
+}
+
+// Await calls ready until it returns nil, waiting 10 ms, then twice as
+// long each time; once the wait would pass 5 s it returns ready's last
+// error, and when ctx is done, ctx's cause. Metadata reaches every broker
+// a little after a topic is created: this is how long to give it.
+func Await(ctx context.Context, ready func() error) error {
+	for wait := 10 * time.Millisecond; ; wait *= 2 {
+		err := ready()
+		if err == nil {
+			return nil
+		}
+		if wait > 5*time.Second {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
 }

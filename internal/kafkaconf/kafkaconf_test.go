@@ -1,6 +1,7 @@
 package kafkaconf
 
 import (
+	"context"
 	"errors"
 	"io"
 	"testing"
@@ -25,4 +26,20 @@ func TestCloseAllClosesInOrderAndJoinsErrors(t *testing.T) {
 	assert.ErrorIs(t, err, boom)
 	assert.EqualError(t, err, "changelog totals: close: boom")
 	assert.NoError(t, CloseAll("exchange x", none))
+}
+
+func TestAwaitRetriesUntilReady(t *testing.T) {
+	calls := 0
+	err := Await(context.Background(), func() error {
+		if calls++; calls < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	assert.NoError(t, err)
+	assert.Equal(t, 3, calls)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	assert.ErrorIs(t, Await(ctx, func() error { return errors.New("never") }), context.Canceled)
 }

@@ -1,7 +1,6 @@
 package changelog
 
 import (
-	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -286,39 +285,24 @@ func (k *Kafka) createTopic(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	configs := map[string]*string{}
-	for name, v := range k.cfg.TopicConfig {
-		configs[name] = &v
-	}
-	compact := "compact"
-	configs["cleanup.policy"] = &compact
-	rf := k.cfg.ReplicationFactor
-	if rf == 0 {
-		rf = -1 // the brokers' default
-	}
-	err = admin.CreateTopic(k.cfg.Topic, &sarama.TopicDetail{NumPartitions: k.cfg.Partitions, ReplicationFactor: rf, ConfigEntries: configs}, false)
-	switch {
-	case errors.Is(err, sarama.ErrTopicAlreadyExists): // created by another process since
-	case err != nil:
+	created, err := kafkaconf.CreateCompacted(admin, k.cfg.Topic, k.cfg.Partitions, k.cfg.ReplicationFactor, k.cfg.TopicConfig)
+	if err != nil {
 		return fmt.Errorf("changelog: create topic %s: %w", k.cfg.Topic, err)
-	default:
+	}
+	if created {
 		k.log.Info("changelog topic created", "partitions", k.cfg.Partitions)
 	}
-	// Metadata reaches every broker a little after the topic is created.
-	for wait := 10 * time.Millisecond; ; wait *= 2 {
+	err = kafkaconf.Await(ctx, func() error {
 		n, err := k.partitionCount()
-		if err == nil && n > 0 {
-			return nil
+		if err == nil && n == 0 {
+			err = sarama.ErrUnknownTopicOrPartition
 		}
-		if wait > 5*time.Second {
-			return fmt.Errorf("changelog: topic %s created, but not in the brokers' metadata: %w", k.cfg.Topic, cmp.Or(err, error(sarama.ErrUnknownTopicOrPartition)))
-		}
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return fmt.Errorf("changelog: wait for topic %s: %w", k.cfg.Topic, context.Cause(ctx))
-		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("changelog: wait for topic %s in the brokers' metadata: %w", k.cfg.Topic, err)
 	}
+	return nil
 }
 
 // checkPolicy fails when the topic is not compacted: its records would

@@ -323,37 +323,25 @@ func (x *Kafka) ensureTopic(ctx context.Context, c sarama.Client) error {
 			return fmt.Errorf("exchange %s: admin: %w", x.cfg.Topic, err)
 		}
 		// Not admin.Close: it would close the client, which is ours.
-		compact := "compact"
-		rf := x.cfg.ReplicationFactor
-		if rf == 0 {
-			rf = -1
-		}
-		err = admin.CreateTopic(x.cfg.Topic, &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: rf,
-			ConfigEntries: map[string]*string{"cleanup.policy": &compact}}, false)
-		switch {
-		case errors.Is(err, sarama.ErrTopicAlreadyExists): // another process was first
-		case err != nil:
+		created, err := kafkaconf.CreateCompacted(admin, x.cfg.Topic, 1, x.cfg.ReplicationFactor, nil)
+		if err != nil {
 			return fmt.Errorf("exchange: create topic %s: %w", x.cfg.Topic, err)
-		default:
+		}
+		if created {
 			x.log.Info("exchange topic created")
 		}
 	}
-	for wait := 10 * time.Millisecond; ; wait *= 2 {
-		err := c.RefreshMetadata(x.cfg.Topic)
-		if err == nil {
-			if _, err = c.Leader(x.cfg.Topic, 0); err == nil {
-				return nil
-			}
+	err = kafkaconf.Await(ctx, func() error {
+		if err := c.RefreshMetadata(x.cfg.Topic); err != nil {
+			return err
 		}
-		if wait > 5*time.Second {
-			return fmt.Errorf("exchange %s: no leader for partition 0: %w", x.cfg.Topic, err)
-		}
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return fmt.Errorf("exchange %s: wait for the topic: %w", x.cfg.Topic, context.Cause(ctx))
-		}
+		_, err := c.Leader(x.cfg.Topic, 0)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("exchange %s: wait for a leader of partition 0: %w", x.cfg.Topic, err)
 	}
+	return nil
 }
 
 // encode makes a record value: version, batch, time, member, payload.
