@@ -175,8 +175,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			// No empty batch after the last one; what batches not
 			// committed (CommitInterval) have read is committed now.
 			if len(pending) > 0 {
-				_, err := p.finishBatch(work, last, committer, pending, func() bool { return true }, &stats, false)
-				return err
+				return p.commit(work, last, committer, pending, &stats)
 			}
 			return nil
 		}
@@ -243,12 +242,12 @@ func (p *Pipeline) finish(work context.Context, info Info, committer Committer, 
 	stats.Outputs, stats.Checkpoint, stats.Commit, stats.Flush = stats.Outputs[:0], 0, 0, 0
 	tx := p.cfg.txn
 	if tx == nil {
-		return p.finishBatch(work, info, committer, pending, durable, stats, true)
+		return p.finishBatch(work, info, committer, pending, durable, stats)
 	}
 	if err := tx.Begin(work); err != nil {
 		return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: batch %d: begin transaction: %w", info.ID, err))
 	}
-	committed, err := p.finishBatch(work, info, committer, pending, durable, stats, true)
+	committed, err := p.finishBatch(work, info, committer, pending, durable, stats)
 	if err == nil {
 		began := time.Now()
 		err = tx.Commit(work)
@@ -265,14 +264,11 @@ func (p *Pipeline) finish(work context.Context, info Info, committer Committer, 
 	return false, err
 }
 
-// finishBatch runs the outputs of a batch, unless outputs is false, then
-// flushes, checkpoints and commits if durable says so.
-func (p *Pipeline) finishBatch(work context.Context, info Info, committer Committer, pending []Offset, durable func() bool, stats *BatchStats, outputs bool) (bool, error) {
+// finishBatch runs the outputs of a batch, then, if durable says so,
+// makes it durable (see commit).
+func (p *Pipeline) finishBatch(work context.Context, info Info, committer Committer, pending []Offset, durable func() bool, stats *BatchStats) (bool, error) {
 	bc := &batchCtx{ctx: work, info: info, par: p.cfg.parallelism}
 	for _, o := range p.outputs {
-		if !outputs {
-			break
-		}
 		began := time.Now()
 		if err := o.run(bc); err != nil {
 			return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: %w", err))
@@ -282,11 +278,20 @@ func (p *Pipeline) finishBatch(work context.Context, info Info, committer Commit
 	if !durable() {
 		return false, nil
 	}
+	if err := p.commit(work, info, committer, pending, stats); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// commit flushes the Flusher sinks, checkpoints the state and commits the
+// pending offsets to the source, as of the batch info.
+func (p *Pipeline) commit(work context.Context, info Info, committer Committer, pending []Offset, stats *BatchStats) error {
 	if len(p.flushers) > 0 {
 		began := time.Now()
 		for _, f := range p.flushers {
 			if err := f.f.Flush(work); err != nil {
-				return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: %s: batch %d: flush: %w", f.name, info.ID, err))
+				return cmp.Or(context.Cause(work), fmt.Errorf("stream: %s: batch %d: flush: %w", f.name, info.ID, err))
 			}
 		}
 		stats.Flush = time.Since(began)
@@ -296,7 +301,7 @@ func (p *Pipeline) finishBatch(work context.Context, info Info, committer Commit
 		err := p.checkpoint(work, info, pending)
 		stats.Checkpoint = time.Since(began)
 		if err != nil {
-			return false, cmp.Or(context.Cause(work), err)
+			return cmp.Or(context.Cause(work), err)
 		}
 	}
 	if committer != nil {
@@ -304,10 +309,10 @@ func (p *Pipeline) finishBatch(work context.Context, info Info, committer Commit
 		err := committer.Commit(work, pending)
 		stats.Commit = time.Since(began)
 		if err != nil {
-			return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: batch %d: commit: %w", info.ID, err))
+			return cmp.Or(context.Cause(work), fmt.Errorf("stream: batch %d: commit: %w", info.ID, err))
 		}
 	}
-	return true, nil
+	return nil
 }
 
 // nextTick returns the first point of the grid prev + k*interval (k >= 1)
