@@ -23,13 +23,12 @@ type KafkaConfig struct {
 	Topic string
 	// Logger receives the producer's errors. Nil discards them.
 	Logger *slog.Logger
-	// Sarama is the producer configuration to start from: TLS, SASL, the
-	// Kafka version, the partitioner, retries, compression. The sink copies
-	// it and turns on Producer.Return.Successes and Producer.Return.Errors,
-	// which it needs to know that a batch is delivered. Nil starts from
-	// sarama.NewConfig() with acknowledgement by all in-sync replicas and an
-	// idempotent producer, so that sarama's retries neither duplicate nor
-	// reorder messages.
+	// Sarama is the client and producer configuration to start from: TLS,
+	// SASL, the Kafka version (0.11 or later), the partitioner, the
+	// acknowledgements, retries, compression, MaxMessageBytes,
+	// idempotence, interceptors. The sink copies it. Nil starts from
+	// sarama.NewConfig() with acknowledgement by all in-sync replicas and
+	// idempotence, so that retries neither duplicate nor reorder messages.
 	Sarama *sarama.Config
 	// Transaction, when set, writes every batch in the open transaction of
 	// this producer instead of with a producer of the sink's own: the
@@ -38,27 +37,28 @@ type KafkaConfig struct {
 	// input offsets. Sarama is then unused, and Close leaves the
 	// Transaction open, for its owner to close.
 	Transaction *txn.Producer
-	// Async makes Write return once the batch is handed to the producer,
-	// without waiting for the brokers' acknowledgements; Flush waits for
-	// them. With Sarama nil, the producer's channels then hold 16,384
-	// messages, so that a batch is handed on at once. A pipeline flushes the sink before it commits (stream.Flusher),
-	// so the guarantee stays at least once, and with stream.CommitInterval
-	// a batch's messages are delivered while the pipeline goes on with the
-	// next batches. Messages not delivered (after sarama's retries) fail
-	// the next Write and Flush; a Flush called again sends them again.
-	// Not with Transaction.
+	// Async makes Write return once the batch's requests are on their
+	// way, without waiting for the brokers' acknowledgements; the next
+	// Write, Flush or Close waits for them. A pipeline flushes the sink
+	// before it commits (stream.Flusher), so the guarantee stays at least
+	// once, and with stream.CommitInterval a batch's messages are
+	// delivered while the pipeline goes on with the next batch. Messages
+	// not delivered (after the retries) fail the next Flush, and the next
+	// Write or Flush sends them again. Not with Transaction.
 	Async bool
 }
 
-// Kafka is a sink that writes each value of a stream as one Kafka message,
-// with sarama's asynchronous producer: the messages of a batch go out in as
-// few requests as the brokers allow, and Write returns once every one of
-// them is acknowledged, or, with KafkaConfig.Async, once they are handed to
-// the producer, Flush then waiting for the acknowledgements.
+// Kafka is a sink that writes each value of a stream as one Kafka message.
+// The messages of a batch go out in one produce request per leader broker
+// (more only past the size limits), built with sarama's request types and
+// sent with sarama's client, and Write returns once every one of them is
+// acknowledged, or, with KafkaConfig.Async, once the requests are on their
+// way, Flush then waiting for the acknowledgements. With a Transaction, the
+// messages go through the transaction's sarama producer instead.
 //
-// The producer is created by the first Write, so that NewKafka starts no
-// goroutine and does not need the brokers; Close stops it. Write and Close
-// are safe for concurrent use, and Writes are serialized.
+// The client is created by the first Write, so that NewKafka starts no
+// goroutine and does not need the brokers; Close stops it. Write, Flush and
+// Close are safe for concurrent use, and are serialized.
 type Kafka[T any] struct {
 	cfg    KafkaConfig
 	sarama *sarama.Config
@@ -66,18 +66,19 @@ type Kafka[T any] struct {
 	log    *slog.Logger
 
 	mu       sync.Mutex
-	producer sarama.AsyncProducer
+	producer *batchProducer
 	closed   bool
-	msgs     []sarama.ProducerMessage // reused by the next Write when no message is in flight
+	msgs     []sarama.ProducerMessage // reused by the next Write once delivered
 
-	// With Async: the messages the producer holds, the drain goroutine
-	// that counts their acknowledgements, and the failures since the last
-	// Flush.
-	acks     sync.Mutex
-	inflight int
-	idle     chan struct{} // closed when inflight falls to 0; nil while it is 0
-	failed   []*sarama.ProducerError
-	drained  chan struct{} // closed when the drain goroutine ends
+	flight *kafkaFlight            // the delivery in flight, or nil
+	failed []*sarama.ProducerError // with Async, not delivered since the last Flush
+}
+
+// kafkaFlight is a delivery on its way.
+type kafkaFlight struct {
+	done   chan struct{}            // closed when it ends
+	failed []*sarama.ProducerError  // set before done is closed
+	own    []sarama.ProducerMessage // the sink's buffer the messages are in, or nil
 }
 
 var _ stream.Flusher = (*Kafka[int])(nil)
@@ -135,14 +136,11 @@ func newKafka[T any](cfg KafkaConfig, encode func(v T) (Message, error)) (*Kafka
 	}
 	cfg.Brokers = slices.Clone(cfg.Brokers)
 	sc := kafkaconf.Producer(cfg.Sarama)
-	if cfg.Async && cfg.Sarama == nil {
-		// Room for a batch's messages in the producer's channels, so that
-		// Write hands them on without waiting for the producer to take
-		// them one by one.
-		sc.ChannelBufferSize = asyncChannelBuffer
-	}
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka sink %s: sarama config: %w", cfg.Topic, err)
+	}
+	if cfg.Transaction == nil && !sc.Version.IsAtLeast(sarama.V0_11_0_0) {
+		return nil, fmt.Errorf("kafka sink %s: sarama config: Version %s: the sink writes record batches, which need Kafka 0.11 or later", cfg.Topic, sc.Version)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -151,21 +149,12 @@ func newKafka[T any](cfg KafkaConfig, encode func(v T) (Message, error)) (*Kafka
 	return &Kafka[T]{cfg: cfg, sarama: sc, encode: encode, log: log.With("topic", cfg.Topic)}, nil
 }
 
-// asyncChannelBuffer is the producer's ChannelBufferSize with Async and
-// the default configuration (sarama's default is 256).
-const asyncChannelBuffer = 16384
-
-// kafkaWrite identifies the messages of one Write by its address, so that
-// an acknowledgement left over from an abandoned Write is not counted for
-// the next. It must not be zero-sized: those may all share one address.
-type kafkaWrite struct{ _ byte }
-
 // Write sends every value of b and returns when all of them are
-// acknowledged by the brokers. A value that does not encode fails the
-// Write before anything is sent; a message that is not delivered (after
-// sarama's retries) fails it after all others are settled. When ctx is
-// done first, Write returns its error and the messages in flight may still
-// be delivered.
+// acknowledged by the brokers (with KafkaConfig.Async, once they are sent).
+// A value that does not encode fails the Write before anything is sent; a
+// message that is not delivered (after the retries) fails it after all
+// others are settled. When ctx is done first, Write returns its error and
+// the messages in flight may still be delivered.
 func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -176,7 +165,13 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 	if total == 0 {
 		return nil
 	}
-	w := new(kafkaWrite)
+	failed, err := k.land(ctx)
+	if err != nil {
+		return err
+	}
+	if !k.cfg.Async && len(failed) > 0 {
+		k.log.Warn("kafka messages of an abandoned write not delivered", "messages", len(failed), "partition", failed[0].Msg.Partition, "err", failed[0].Err)
+	}
 	msgs := k.msgs[:0]
 	if cap(msgs) < total {
 		msgs = make([]sarama.ProducerMessage, 0, total)
@@ -188,7 +183,7 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 			if err != nil {
 				return fmt.Errorf("kafka sink %s: encode: %w", k.cfg.Topic, &stream.RecordError{Origin: p.Origin(j), Err: err})
 			}
-			m := sarama.ProducerMessage{Topic: k.cfg.Topic, Value: sarama.ByteEncoder(e.Value), Metadata: w}
+			m := sarama.ProducerMessage{Topic: k.cfg.Topic, Value: sarama.ByteEncoder(e.Value)}
 			if e.Key != nil {
 				m.Key = sarama.ByteEncoder(e.Key)
 			}
@@ -201,137 +196,94 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 			msgs = append(msgs, m)
 		}
 	}
+	k.msgs = nil // the delivery holds them; land gives them back
+	ptrs := make([]*sarama.ProducerMessage, 0, len(k.failed)+len(msgs))
+	for _, e := range k.failed {
+		ptrs = append(ptrs, e.Msg)
+	}
+	k.failed = nil
+	for i := range msgs {
+		ptrs = append(ptrs, &msgs[i])
+	}
 	if tx := k.cfg.Transaction; tx != nil {
-		ptrs := make([]*sarama.ProducerMessage, len(msgs))
-		for i := range msgs {
-			ptrs[i] = &msgs[i]
-		}
 		if err := tx.Send(ctx, ptrs); err != nil {
-			k.msgs = nil // sarama may still hold them
 			return fmt.Errorf("kafka sink %s: %w", k.cfg.Topic, err)
 		}
 		clear(msgs)
 		k.msgs = msgs[:0]
 		return nil
 	}
+	if err := context.Cause(ctx); err != nil {
+		return fmt.Errorf("kafka sink %s: %w", k.cfg.Topic, err) // nothing sent
+	}
 	if k.producer == nil {
-		p, err := sarama.NewAsyncProducer(k.cfg.Brokers, k.sarama)
+		p, err := newBatchProducer(k.cfg.Brokers, k.cfg.Topic, k.sarama)
 		if err != nil {
 			return fmt.Errorf("kafka sink %s: connect to %v: %w", k.cfg.Topic, k.cfg.Brokers, err)
 		}
 		k.producer = p
-		if k.cfg.Async {
-			k.drained = make(chan struct{})
-			go k.drain(p)
+	}
+	for _, m := range ptrs {
+		for _, i := range k.sarama.Producer.Interceptors {
+			i.OnSend(m)
 		}
+	}
+	k.deliver(ptrs, msgs)
+	if k.cfg.Async {
+		return nil
+	}
+	if failed, err = k.land(ctx); err != nil {
+		return err
+	}
+	if len(failed) > 0 {
+		e := failed[0]
+		return fmt.Errorf("kafka sink %s: %d of %d messages not delivered; first to partition %d: %w",
+			k.cfg.Topic, len(failed), total, e.Msg.Partition, e.Err)
+	}
+	return nil
+}
+
+// deliver starts the delivery of msgs, which point into own (nil for
+// messages the sink does not reuse). k.mu is held and no delivery is in
+// flight.
+func (k *Kafka[T]) deliver(msgs []*sarama.ProducerMessage, own []sarama.ProducerMessage) {
+	f := &kafkaFlight{done: make(chan struct{}), own: own}
+	k.flight = f
+	p := k.producer
+	go func() {
+		defer close(f.done)
+		f.failed = p.send(msgs)
+	}()
+}
+
+// land waits for the delivery in flight, if any, to end, and returns the
+// messages it did not deliver, which, with Async, join those to send
+// again. Without Async, failures of a Write abandoned before they were
+// known are logged. k.mu is held.
+func (k *Kafka[T]) land(ctx context.Context) ([]*sarama.ProducerError, error) {
+	f := k.flight
+	if f == nil {
+		return nil, nil
+	}
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("kafka sink %s: wait for the messages in flight: %w", k.cfg.Topic, context.Cause(ctx))
+	}
+	k.flight = nil
+	if len(f.failed) == 0 && f.own != nil {
+		clear(f.own)
+		k.msgs = f.own[:0]
 	}
 	if k.cfg.Async {
-		k.msgs = nil // the producer holds them until they are acknowledged
-		ptrs := make([]*sarama.ProducerMessage, len(msgs))
-		for i := range msgs {
-			ptrs[i] = &msgs[i]
-		}
-		return k.hand(ctx, ptrs)
+		k.failed = append(k.failed, f.failed...)
 	}
-
-	settled, errs, err := kafkaconf.SendAll(ctx, k.producer, total, func(i int) *sarama.ProducerMessage { return &msgs[i] }, any(w),
-		func(e *sarama.ProducerError) {
-			k.log.Warn("kafka message of an abandoned write not delivered", "partition", e.Msg.Partition, "err", e.Err)
-		})
-	if err != nil {
-		k.msgs = nil // sarama may still hold them
-		return fmt.Errorf("kafka sink %s: %d of %d messages acknowledged: %w", k.cfg.Topic, settled-len(errs), total, err)
-	}
-	clear(msgs)
-	k.msgs = msgs[:0]
-	if len(errs) > 0 {
-		e := errs[0]
-		return fmt.Errorf("kafka sink %s: %d of %d messages not delivered; first to partition %d: %w",
-			k.cfg.Topic, len(errs), total, e.Msg.Partition, e.Err)
-	}
-	return nil
-}
-
-// hand gives msgs to the producer, after the messages that failed since
-// the last Flush, which it sends again, for the drain goroutine to count
-// their acknowledgements. k.mu is held.
-func (k *Kafka[T]) hand(ctx context.Context, msgs []*sarama.ProducerMessage) error {
-	k.acks.Lock()
-	if len(k.failed) > 0 {
-		again := make([]*sarama.ProducerMessage, len(k.failed), len(k.failed)+len(msgs))
-		for i, e := range k.failed {
-			again[i] = e.Msg // sarama cleared it for sending again
-		}
-		msgs = append(again, msgs...)
-		k.failed = nil
-	}
-	k.acks.Unlock()
-	k.settle(-len(msgs), nil)
-	in := k.producer.Input()
-	for i, m := range msgs {
-		select {
-		case in <- m:
-		case <-ctx.Done():
-			k.settle(len(msgs)-i, nil) // never sent
-			return fmt.Errorf("kafka sink %s: %d of %d messages handed to the producer: %w", k.cfg.Topic, i, len(msgs), context.Cause(ctx))
-		}
-	}
-	return nil
-}
-
-// drain counts the acknowledgements of Async writes until the producer
-// closes its channels.
-func (k *Kafka[T]) drain(p sarama.AsyncProducer) {
-	defer close(k.drained)
-	drainProducer(p, func(e *sarama.ProducerError) { k.settle(1, e) })
-}
-
-// drainProducer reads p's successes and errors until sarama closes both,
-// telling settled of each message: with its error when it was not
-// delivered, else with nil.
-func drainProducer(p sarama.AsyncProducer, settled func(*sarama.ProducerError)) {
-	ok, errs := p.Successes(), p.Errors()
-	for ok != nil || errs != nil {
-		select {
-		case _, open := <-ok:
-			if !open {
-				ok = nil
-				continue
-			}
-			settled(nil)
-		case e, open := <-errs:
-			if !open {
-				errs = nil
-				continue
-			}
-			settled(e)
-		}
-	}
-}
-
-// settle records that n messages were settled (-n: handed to the
-// producer), with the failure e.
-func (k *Kafka[T]) settle(n int, e *sarama.ProducerError) {
-	k.acks.Lock()
-	defer k.acks.Unlock()
-	k.inflight -= n
-	if e != nil {
-		k.failed = append(k.failed, e)
-	}
-	switch {
-	case k.inflight > 0 && k.idle == nil:
-		k.idle = make(chan struct{})
-	case k.inflight == 0 && k.idle != nil:
-		close(k.idle)
-		k.idle = nil
-	}
+	return f.failed, nil
 }
 
 // undelivered returns the error of the Async messages that failed since
 // the last Flush, if any.
 func (k *Kafka[T]) undelivered() error {
-	k.acks.Lock()
-	defer k.acks.Unlock()
 	if len(k.failed) == 0 {
 		return nil
 	}
@@ -339,11 +291,11 @@ func (k *Kafka[T]) undelivered() error {
 	return fmt.Errorf("kafka sink %s: %d messages not delivered; first to partition %d: %w", k.cfg.Topic, len(k.failed), e.Msg.Partition, e.Err)
 }
 
-// Flush implements stream.Flusher: with Async, it returns when every
-// message written before it is acknowledged, or with the error of those
-// that were not delivered. Messages not delivered are sent again by the
-// next Write or Flush. Without Async, Write has already waited, and Flush
-// returns nil.
+// Flush implements stream.Flusher: with Async, it sends again the messages
+// that were not delivered, and returns when every message written before
+// it is acknowledged, or with the error of those that were not delivered,
+// which the next Write or Flush sends again. Without Async, Write has
+// already waited, and Flush returns nil.
 func (k *Kafka[T]) Flush(ctx context.Context) error {
 	if !k.cfg.Async {
 		return nil
@@ -353,28 +305,28 @@ func (k *Kafka[T]) Flush(ctx context.Context) error {
 	if k.closed {
 		return fmt.Errorf("kafka sink %s: %w", k.cfg.Topic, ErrClosed)
 	}
-	if k.producer == nil {
-		return nil // nothing written yet
+	again := k.failed // reported by an earlier Flush
+	k.failed = nil
+	if _, err := k.land(ctx); err != nil {
+		k.failed = append(again, k.failed...)
+		return fmt.Errorf("kafka sink %s: flush: %w", k.cfg.Topic, err)
 	}
-	if err := k.hand(ctx, nil); err != nil {
-		return err
-	}
-	k.acks.Lock()
-	idle := k.idle
-	k.acks.Unlock()
-	if idle != nil {
-		select {
-		case <-idle:
-		case <-ctx.Done():
-			return fmt.Errorf("kafka sink %s: flush: %w", k.cfg.Topic, context.Cause(ctx))
+	if len(again) > 0 {
+		msgs := make([]*sarama.ProducerMessage, len(again))
+		for i, e := range again {
+			msgs[i] = e.Msg
+		}
+		k.deliver(msgs, nil)
+		if _, err := k.land(ctx); err != nil {
+			return fmt.Errorf("kafka sink %s: flush: %w", k.cfg.Topic, err)
 		}
 	}
 	return k.undelivered()
 }
 
-// Close flushes and stops the producer, and returns the error of messages
-// not delivered. It is safe to call more than once; Write and Flush fail
-// after it.
+// Close waits for the messages in flight, stops the client, and returns
+// the error of messages not delivered. It is safe to call more than once;
+// Write and Flush fail after it.
 func (k *Kafka[T]) Close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -382,28 +334,20 @@ func (k *Kafka[T]) Close() error {
 		return nil
 	}
 	k.closed = true
-	p := k.producer
-	k.producer = nil
-	if p == nil {
-		return nil
-	}
-	// Drain both channels until sarama closes them, as AsyncClose asks;
-	// only messages of an abandoned Write, or with Async those not yet
-	// flushed, can still be in flight.
-	p.AsyncClose()
-	if k.cfg.Async {
-		<-k.drained // it drains them, and ends when sarama closes them
-		if err := k.undelivered(); err != nil {
-			return fmt.Errorf("kafka sink %s: close: %w", k.cfg.Topic, err)
-		}
-		return nil
-	}
 	var errs []error
-	drainProducer(p, func(e *sarama.ProducerError) {
-		if e != nil {
+	failed, _ := k.land(context.Background())
+	if !k.cfg.Async {
+		for _, e := range failed { // of an abandoned Write
 			errs = append(errs, e)
 		}
-	})
+	}
+	if err := k.undelivered(); err != nil {
+		errs = append(errs, err)
+	}
+	if k.producer != nil {
+		errs = append(errs, k.producer.Close())
+		k.producer = nil
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("kafka sink %s: close: %w", k.cfg.Topic, err)
 	}

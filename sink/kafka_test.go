@@ -203,6 +203,8 @@ func TestNewKafkaSinkValidates(t *testing.T) {
 	enc := pairEncoder
 	bad := sarama.NewConfig()
 	bad.Producer.Idempotent = true // without WaitForAll and one open request
+	old := sarama.NewConfig()
+	old.Version = sarama.V0_10_2_0
 	for _, tc := range []struct {
 		name string
 		cfg  sink.KafkaConfig
@@ -213,6 +215,7 @@ func TestNewKafkaSinkValidates(t *testing.T) {
 		{"no topic", sink.KafkaConfig{Brokers: []string{"b:9092"}}, enc, "no topic"},
 		{"no encoder", sink.KafkaConfig{Brokers: []string{"b:9092"}, Topic: "t"}, nil, "no encoder"},
 		{"bad sarama config", sink.KafkaConfig{Brokers: []string{"b:9092"}, Topic: "t", Sarama: bad}, enc, "sarama config"},
+		{"kafka before 0.11", sink.KafkaConfig{Brokers: []string{"b:9092"}, Topic: "t", Sarama: old}, enc, "need Kafka 0.11 or later"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := sink.NewKafka(tc.cfg, tc.enc)

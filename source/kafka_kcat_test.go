@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -98,4 +99,63 @@ func TestKafkaKcatInterop(t *testing.T) {
 		want[i] = fmt.Sprintf("popular_1700000000 [%d, %d]", 1000+i, i)
 	}
 	assert.ElementsMatch(t, want, got)
+}
+
+// TestKafkaSinkBatchesReadByKcat has kcat read what the Kafka sink writes
+// with every compression codec, in record batches split at a small
+// MaxMessageBytes, with headers, over several partitions.
+func TestKafkaSinkBatchesReadByKcat(t *testing.T) {
+	kc := kcat(t)
+	checkLeaks(t)
+	codecs := []sarama.CompressionCodec{sarama.CompressionNone, sarama.CompressionGZIP, sarama.CompressionSnappy, sarama.CompressionLZ4, sarama.CompressionZSTD}
+	topics := make(map[string]int32)
+	for _, c := range codecs {
+		topics["out-"+c.String()] = 3
+	}
+	b := startBroker(t, topics)
+	const n = 500
+	vals := make([]int, n)
+	for i := range vals {
+		vals[i] = i
+	}
+	for _, codec := range codecs {
+		t.Run(codec.String(), func(t *testing.T) {
+			topic := "out-" + codec.String()
+			cfg := sarama.NewConfig()
+			cfg.Producer.Compression = codec
+			cfg.Producer.MaxMessageBytes = 2000
+			out, err := sink.NewKafkaMessages(sink.KafkaConfig{Brokers: b.Addrs(), Topic: topic, Sarama: cfg},
+				func(v int) (sink.Message, error) {
+					return sink.Message{
+						Key:     fmt.Appendf(nil, "user-%d", v%7),
+						Value:   fmt.Appendf(nil, "[%d, %d]", v, 2*v),
+						Headers: []sink.Header{{Key: "n", Value: strconv.AppendInt(nil, int64(v), 10)}},
+					}, nil
+				})
+			require.NoError(t, err)
+			defer out.Close()
+			require.NoError(t, out.Write(context.Background(), &stream.Batch[int]{Partitions: []stream.Partition[int]{{Values: vals}}}))
+
+			lines := strings.Split(strings.TrimSpace(runKcat(t, kc, "",
+				"-C", "-b", b.Addrs()[0], "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %k %s %h\n")), "\n")
+			require.Len(t, lines, n)
+			last := make(map[string]int) // by key: each key's values in order
+			parts := make(map[string]string)
+			for _, l := range lines {
+				var part, key string
+				var v, twice, h int
+				_, err := fmt.Sscanf(l, "%s %s [%d, %d] n=%d", &part, &key, &v, &twice, &h)
+				require.NoError(t, err, l)
+				assert.Equal(t, fmt.Sprintf("user-%d", v%7), key, l)
+				assert.Equal(t, 2*v, twice, l)
+				assert.Equal(t, v, h, l)
+				if prev, seen := last[key]; seen {
+					assert.Greater(t, v, prev, "%s: in the order written", key)
+					assert.Equal(t, parts[key], part, "%s: in one partition", key)
+				}
+				last[key], parts[key] = v, part
+			}
+			assert.Len(t, last, 7)
+		})
+	}
 }

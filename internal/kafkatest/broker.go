@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Config configures a Broker. The zero Config starts an empty broker on
@@ -138,6 +139,41 @@ func (b *Broker) Committed(group, topic string) map[int32]int64 {
 		out[p] = c.Offset
 	}
 	return out
+}
+
+// RefuseProduce makes the broker answer the next n produce requests with
+// the error code code for every partition they write to, storing nothing,
+// and returns a function that tells how many it refused so far.
+func (b *Broker) RefuseProduce(n int, code int16) func() int {
+	var mu sync.Mutex
+	refused := 0
+	b.cluster.ControlKey(kmsg.Produce.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if refused++; refused < n {
+			b.cluster.KeepControl()
+		} else {
+			b.cluster.DropControl() // kept until now
+		}
+		req := r.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, t := range req.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return refused
+	}
 }
 
 // Close stops the broker and closes its connections. With a DataDir, it

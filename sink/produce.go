@@ -1,0 +1,392 @@
+package sink
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// batchProducer delivers a batch of messages to one topic with one produce
+// request per leader broker (more when a request would pass the size
+// limits), built with sarama's request types and sent with sarama's
+// client. It does what sarama's AsyncProducer does for a batch, without
+// its goroutines per partition and its channel operations per message:
+// about a sixth of the CPU time per message (BenchmarkKafkaWrite).
+//
+// It partitions with the configuration's Partitioner, splits a
+// partition's messages into record batches of at most
+// Producer.MaxMessageBytes, compresses them as configured, retries what a
+// broker refuses with a retriable error (Producer.Retry) after refreshing
+// the topic's metadata, and with Producer.Idempotent numbers the batches,
+// so that a retried batch the broker already holds is not stored twice and
+// a partition's batches are stored in order. One batch of a partition is
+// in flight at a time.
+//
+// A batchProducer is not safe for concurrent use: its deliveries must
+// follow one another.
+type batchProducer struct {
+	topic   string
+	cfg     *sarama.Config
+	client  sarama.Client
+	part    sarama.Partitioner
+	version int16 // of the produce requests
+
+	// With Producer.Idempotent: the producer ID and epoch (pid -1 until
+	// the brokers give one), and the sequence number of each partition's
+	// next record.
+	pid   int64
+	epoch int16
+	seq   map[int32]int32
+}
+
+// recordBatchOverhead is the size of a record batch's header.
+const recordBatchOverhead = 61
+
+func newBatchProducer(brokers []string, topic string, cfg *sarama.Config) (*batchProducer, error) {
+	if !cfg.Version.IsAtLeast(sarama.V0_11_0_0) {
+		return nil, fmt.Errorf("sarama Version %s: the sink writes record batches, which need Kafka 0.11 or later", cfg.Version)
+	}
+	client, err := sarama.NewClient(brokers, cfg)
+	if err != nil {
+		return nil, err
+	}
+	newPart := cfg.Producer.Partitioner
+	if newPart == nil {
+		newPart = sarama.NewHashPartitioner
+	}
+	return &batchProducer{
+		topic:   topic,
+		cfg:     cfg,
+		client:  client,
+		part:    newPart(topic),
+		version: produceVersion(cfg.Version),
+		pid:     -1,
+		seq:     make(map[int32]int32),
+	}, nil
+}
+
+// produceVersion is the produce request version sarama's producer uses
+// with Kafka version v (0.11 or later).
+func produceVersion(v sarama.KafkaVersion) int16 {
+	switch {
+	case v.IsAtLeast(sarama.V3_7_0_0):
+		return 10
+	case v.IsAtLeast(sarama.V2_8_0_0):
+		return 9
+	case v.IsAtLeast(sarama.V2_4_0_0):
+		return 8
+	case v.IsAtLeast(sarama.V2_1_0_0):
+		return 7
+	case v.IsAtLeast(sarama.V2_0_0_0):
+		return 6
+	case v.IsAtLeast(sarama.V1_0_0_0):
+		return 5
+	default:
+		return 3
+	}
+}
+
+func (p *batchProducer) Close() error { return p.client.Close() }
+
+// partBatch is one record batch of a partition, and what became of it.
+type partBatch struct {
+	part  int32
+	batch *sarama.RecordBatch
+	msgs  []*sarama.ProducerMessage
+	bytes int   // the batch's size, as sarama's producer estimates it
+	err   error // the last error; nil once stored
+	retry bool  // err may pass on a later attempt
+}
+
+// send delivers msgs, in order within each partition, and returns the
+// messages not delivered, each with its error. msgs must not change until
+// it returns.
+func (p *batchProducer) send(msgs []*sarama.ProducerMessage) []*sarama.ProducerError {
+	// The client already retries metadata it cannot get (Metadata.Retry),
+	// as it does for sarama's producer.
+	batches, err := p.prepare(msgs)
+	if err != nil {
+		failed := make([]*sarama.ProducerError, len(msgs))
+		for i, m := range msgs {
+			failed[i] = &sarama.ProducerError{Msg: m, Err: err}
+		}
+		return failed
+	}
+	retries := 0
+	for attempts := 0; ; attempts++ {
+		var todo []*partBatch
+		for _, b := range batches {
+			if b.err != nil && b.retry {
+				todo = append(todo, b)
+			}
+		}
+		if len(todo) == 0 {
+			break
+		}
+		if attempts > 0 {
+			if retries >= p.cfg.Producer.Retry.Max {
+				break
+			}
+			retries++
+			p.backoff(retries)
+			_ = p.client.RefreshMetadata(p.topic) // the next lookup asks again if this fails
+		}
+		p.attempt(todo)
+	}
+	var failed []*sarama.ProducerError
+	for _, b := range batches {
+		if b.err == nil {
+			continue
+		}
+		for _, m := range b.msgs {
+			failed = append(failed, &sarama.ProducerError{Msg: m, Err: b.err})
+		}
+	}
+	if len(failed) > 0 && p.cfg.Producer.Idempotent {
+		// The partitions' sequences now have gaps the brokers would refuse:
+		// the next delivery starts a new producer.
+		p.pid = -1
+		clear(p.seq)
+	}
+	return failed
+}
+
+func (p *batchProducer) backoff(retries int) {
+	r := p.cfg.Producer.Retry
+	d := r.Backoff
+	if r.BackoffFunc != nil {
+		d = r.BackoffFunc(retries, r.Max)
+	}
+	time.Sleep(d)
+}
+
+// prepare partitions msgs and builds their record batches, numbered with
+// Producer.Idempotent.
+func (p *batchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, error) {
+	if p.cfg.Producer.Idempotent && p.pid < 0 {
+		resp, err := p.client.InitProducerID()
+		if err == nil && !errors.Is(resp.Err, sarama.ErrNoError) {
+			err = resp.Err
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get a producer ID: %w", err)
+		}
+		p.pid, p.epoch = resp.ProducerID, resp.ProducerEpoch
+	}
+	partitions, err := p.client.Partitions(p.topic)
+	if err == nil && !p.part.RequiresConsistency() {
+		if w, werr := p.client.WritablePartitions(p.topic); werr == nil && len(w) > 0 {
+			partitions = w
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(partitions) == 0 {
+		return nil, sarama.ErrLeaderNotAvailable
+	}
+	now := time.Now().Truncate(time.Millisecond)
+	open := make(map[int32]*partBatch) // the batch each partition fills
+	var batches, failed []*partBatch
+	records := make([]sarama.Record, len(msgs))
+	for i, m := range msgs {
+		r := &records[i]
+		sz, err := m.ByteSize(2), encodeRecord(r, m)
+		var choice int32
+		if err == nil {
+			choice, err = p.part.Partition(m, int32(len(partitions)))
+		}
+		switch {
+		case err != nil:
+		case choice < 0 || int(choice) >= len(partitions):
+			err = sarama.ErrInvalidPartition
+		case sz+recordBatchOverhead > p.cfg.Producer.MaxMessageBytes:
+			err = sarama.ErrMessageSizeTooLarge
+		}
+		if err != nil {
+			failed = append(failed, &partBatch{part: -1, msgs: []*sarama.ProducerMessage{m}, err: err})
+			continue
+		}
+		m.Partition = partitions[choice]
+		b := open[m.Partition]
+		if b != nil && b.bytes+sz > p.cfg.Producer.MaxMessageBytes {
+			b = nil
+		}
+		if b == nil {
+			b = &partBatch{part: m.Partition, bytes: recordBatchOverhead, batch: &sarama.RecordBatch{
+				Version:          2,
+				Codec:            p.cfg.Producer.Compression,
+				CompressionLevel: p.cfg.Producer.CompressionLevel,
+				FirstTimestamp:   now,
+				MaxTimestamp:     now,
+				ProducerID:       -1,
+				ProducerEpoch:    -1,
+				FirstSequence:    -1,
+			}}
+			open[m.Partition] = b
+			batches = append(batches, b)
+		}
+		b.bytes += sz
+		r.OffsetDelta = int64(len(b.msgs))
+		if !m.Timestamp.IsZero() {
+			// Kafka's timestamp deltas are from the batch's first.
+			if t := m.Timestamp.Truncate(time.Millisecond); len(b.msgs) == 0 {
+				b.batch.FirstTimestamp, b.batch.MaxTimestamp = t, t
+			} else {
+				r.TimestampDelta = t.Sub(b.batch.FirstTimestamp)
+				b.batch.MaxTimestamp = maxTime(b.batch.MaxTimestamp, t)
+			}
+		}
+		b.msgs = append(b.msgs, m)
+		b.batch.Records = append(b.batch.Records, r)
+	}
+	for _, b := range batches {
+		b.batch.LastOffsetDelta = int32(len(b.msgs) - 1)
+		b.err, b.retry = errNotSent, true
+		if p.cfg.Producer.Idempotent {
+			b.batch.ProducerID, b.batch.ProducerEpoch = p.pid, p.epoch
+			b.batch.FirstSequence = p.seq[b.part]
+			p.seq[b.part] = int32((int64(p.seq[b.part]) + int64(len(b.msgs))) % (1 << 31))
+		}
+	}
+	return append(batches, failed...), nil
+}
+
+// encodeRecord fills r with m's key, value and headers.
+func encodeRecord(r *sarama.Record, m *sarama.ProducerMessage) (err error) {
+	if m.Key != nil {
+		if r.Key, err = m.Key.Encode(); err != nil {
+			return err
+		}
+	}
+	if m.Value != nil {
+		if r.Value, err = m.Value.Encode(); err != nil {
+			return err
+		}
+	}
+	if len(m.Headers) > 0 {
+		r.Headers = make([]*sarama.RecordHeader, len(m.Headers))
+		for j := range m.Headers {
+			r.Headers[j] = &m.Headers[j]
+		}
+	}
+	return nil
+}
+
+// errNotSent is the state of a batch before its first attempt.
+var errNotSent = errors.New("not sent")
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// attempt sends the batches to their partitions' leaders, each leader on
+// a goroutine of its own, and sets each batch's outcome.
+func (p *batchProducer) attempt(batches []*partBatch) {
+	byLeader := make(map[*sarama.Broker][]*partBatch)
+	var leaders []*sarama.Broker
+	for _, b := range batches {
+		leader, err := p.client.Leader(p.topic, b.part)
+		if err != nil {
+			b.err, b.retry = err, true
+			continue
+		}
+		if byLeader[leader] == nil {
+			leaders = append(leaders, leader)
+		}
+		byLeader[leader] = append(byLeader[leader], b)
+	}
+	var wg sync.WaitGroup
+	for _, leader := range leaders {
+		wg.Go(func() { p.sendTo(leader, byLeader[leader]) })
+	}
+	wg.Wait()
+}
+
+// maxRequest is the most a produce request holds, as sarama's producer
+// counts it.
+func maxRequest() int { return int(sarama.MaxRequestSize) - 10*1024 }
+
+// sendTo sends batches, in order, to leader: each request holds at most
+// one batch of a partition, and a partition's next batch goes only once
+// the one before is stored.
+func (p *batchProducer) sendTo(leader *sarama.Broker, batches []*partBatch) {
+	for len(batches) > 0 {
+		req := &sarama.ProduceRequest{
+			RequiredAcks: p.cfg.Producer.RequiredAcks,
+			Timeout:      int32(p.cfg.Producer.Timeout / time.Millisecond),
+			Version:      p.version,
+		}
+		var (
+			in    []*partBatch
+			later []*partBatch
+			bytes int
+			taken = make(map[int32]bool)
+		)
+		for _, b := range batches {
+			if taken[b.part] || len(in) > 0 && bytes+b.bytes > maxRequest() {
+				later = append(later, b)
+				continue
+			}
+			taken[b.part] = true
+			bytes += b.bytes
+			in = append(in, b)
+			req.AddBatch(p.topic, b.part, b.batch)
+		}
+		resp, err := leader.Produce(req)
+		if err != nil {
+			// The connection is in doubt: the next attempt opens another.
+			_ = leader.Close()
+			for _, b := range batches {
+				b.err, b.retry = err, true
+			}
+			return
+		}
+		blocked := make(map[int32]*partBatch)
+		for _, b := range in {
+			p.settle(b, resp)
+			if b.err != nil {
+				blocked[b.part] = b
+			}
+		}
+		batches = later[:0:0]
+		for _, b := range later {
+			if f := blocked[b.part]; f != nil {
+				// Behind a batch that failed: not sent, so as to keep the
+				// partition's order, and failing as it did.
+				b.err, b.retry = f.err, f.retry
+				continue
+			}
+			batches = append(batches, b)
+		}
+	}
+}
+
+// settle sets b's outcome from the response to its request; a nil
+// response means the request asked for no acknowledgement.
+func (p *batchProducer) settle(b *partBatch, resp *sarama.ProduceResponse) {
+	b.err, b.retry = nil, false
+	if resp == nil {
+		return
+	}
+	block := resp.GetBlock(p.topic, b.part)
+	if block == nil {
+		b.err = sarama.ErrIncompleteResponse
+		return
+	}
+	switch block.Err {
+	case sarama.ErrNoError, sarama.ErrDuplicateSequenceNumber: // already stored
+	case sarama.ErrInvalidMessage, sarama.ErrUnknownTopicOrPartition, sarama.ErrLeaderNotAvailable,
+		sarama.ErrNotLeaderForPartition, sarama.ErrRequestTimedOut, sarama.ErrNotEnoughReplicas,
+		sarama.ErrNotEnoughReplicasAfterAppend, sarama.ErrKafkaStorageError:
+		b.err, b.retry = block.Err, true
+	default:
+		b.err = block.Err
+	}
+}
