@@ -34,9 +34,12 @@ func (x *keyIndex[K]) home(k K) int {
 }
 
 // find returns the table position of k's entry, or -1.
-func (x *keyIndex[K]) find(k K) int {
+func (x *keyIndex[K]) find(k K) int { return x.findFrom(x.home(k), k) }
+
+// findFrom is find with k's home already known.
+func (x *keyIndex[K]) findFrom(home int, k K) int {
 	mask := len(x.entries) - 1
-	for i := x.home(k); ; i = (i + 1) & mask {
+	for i := home; ; i = (i + 1) & mask {
 		e := &x.entries[i]
 		if e.pos == 0 {
 			return -1
@@ -117,3 +120,8 @@ func (x *keyIndex[K]) grow() {
 }
 
 func (x *keyIndex[K]) len() int { return x.n }
+
+// lookAhead is how many keys' entries a batch of lookups reads before it
+// probes for the first: their cache misses overlap instead of following
+// one another (the table is far larger than the caches).
+const lookAhead = 8

@@ -190,6 +190,7 @@ type statePart[K comparable, V, S any] struct {
 	ents    []int32 // index entry of each group's key, or -1
 	removed []int32
 	values  []V
+	touched int32 // see keyIndex.homes
 }
 
 // newPart makes the state of partition id. It runs on the run loop's
@@ -329,10 +330,14 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 	// change until the marks are cleared, so its entries stay put.
 	sp.keys, sp.first, sp.last, sp.pos, sp.ents = sp.keys[:0], sp.first[:0], sp.last[:0], sp.pos[:0], sp.ents[:0]
 	sp.next = slices.Grow(sp.next[:0], len(vals))[:len(vals)]
+	var homes [lookAhead]int
 	for j, kv := range vals {
+		if j%lookAhead == 0 {
+			sp.readAhead(vals[j:min(j+lookAhead, len(vals))], &homes)
+		}
 		sp.next[j] = -1
 		var g int32
-		if at := sp.index.find(kv.Key); at >= 0 {
+		if at := sp.index.findFrom(homes[j%lookAhead], kv.Key); at >= 0 {
 			e := &sp.index.entries[at]
 			if g = e.mark - 1; g < 0 {
 				e.mark = int32(len(sp.keys)) + 1
@@ -360,6 +365,9 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 	// the groups still to update.
 	removed := sp.removed[:0]
 	for g, k := range sp.keys {
+		if g%lookAhead == 0 {
+			sp.readSlabAhead(sp.pos[g:min(g+lookAhead, len(sp.pos))])
+		}
 		sp.values = sp.values[:0]
 		for j := sp.first[g]; j >= 0; j = sp.next[j] {
 			sp.values = append(sp.values, vals[j].Value)
@@ -392,6 +400,37 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 	sp.removed = removed[:0]
 	clear(sp.values)
 	clear(sp.keys)
+}
+
+// readAhead sets homes[i] to the index home of vals[i].Key and reads the
+// entry there, so that the lookups that follow find it in the cache: the
+// reads' cache misses overlap instead of following one another, the
+// index being far larger than the caches.
+func (sp *statePart[K, V, S]) readAhead(vals []Pair[K, V], homes *[lookAhead]int) {
+	x := &sp.index
+	mask := uint64(len(x.entries) - 1)
+	var touch int32
+	for i := range vals {
+		h := int(x.hash(vals[i].Key) & mask)
+		homes[i] = h
+		touch ^= x.entries[h].pos
+	}
+	sp.touched ^= touch // kept, so that the reads are not optimized away
+}
+
+// readSlabAhead reads the slab entries at positions pos (-1: none), for
+// the same reason as readAhead.
+func (sp *statePart[K, V, S]) readSlabAhead(pos []int32) {
+	var (
+		zero  K
+		touch int32
+	)
+	for _, i := range pos {
+		if i >= 0 && sp.slab[i].Key == zero {
+			touch++
+		}
+	}
+	sp.touched ^= touch
 }
 
 // newGroup starts the group of key k, first seen at position j of the
