@@ -176,6 +176,12 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 	if cap(msgs) < total {
 		msgs = make([]sarama.ProducerMessage, 0, total)
 	}
+	var (
+		hdrs    []sarama.RecordHeader // the headers of the messages, in one array per batch as far as it goes
+		lastKey string                // the header key converted last, and its bytes, which messages share
+		keyB    []byte
+		share   = len(k.sarama.Producer.Interceptors) == 0 // no one else sees the messages
+	)
 	for i := range b.Partitions {
 		p := &b.Partitions[i]
 		for j, v := range p.Values {
@@ -188,10 +194,17 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 				m.Key = sarama.ByteEncoder(e.Key)
 			}
 			if len(e.Headers) > 0 {
-				m.Headers = make([]sarama.RecordHeader, len(e.Headers))
-				for i, h := range e.Headers {
-					m.Headers[i] = sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value}
+				if cap(hdrs)-len(hdrs) < len(e.Headers) {
+					hdrs = make([]sarama.RecordHeader, 0, max(len(e.Headers), min(total-len(msgs), 4096)*len(e.Headers)))
 				}
+				start := len(hdrs)
+				for _, h := range e.Headers {
+					if !share || keyB == nil || h.Key != lastKey {
+						lastKey, keyB = h.Key, []byte(h.Key)
+					}
+					hdrs = append(hdrs, sarama.RecordHeader{Key: keyB, Value: h.Value})
+				}
+				m.Headers = hdrs[start:len(hdrs):len(hdrs)]
 			}
 			msgs = append(msgs, m)
 		}

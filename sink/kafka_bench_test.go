@@ -28,8 +28,11 @@ func BenchmarkKafkaWrite(b *testing.B) {
 		vals[i] = 1000 + i
 	}
 	batch := &stream.Batch[int]{Partitions: []stream.Partition[int]{{Values: vals}}}
-	encode := func(v int) ([]byte, []byte, error) {
-		return []byte("popular_1700000000"), []byte("[" + strconv.Itoa(v) + ", 42]"), nil
+	// As the example writes them: the batch's key and header, shared.
+	key := []byte("popular_1700000000")
+	headers := []sink.Header{{Key: "batch", Value: []byte("1700000000123456789")}}
+	encode := func(v int) (sink.Message, error) {
+		return sink.Message{Key: key, Value: []byte("[" + strconv.Itoa(v) + ", 42]"), Headers: headers}, nil
 	}
 	defaults := func() *sarama.Config {
 		c := sarama.NewConfig()
@@ -48,7 +51,7 @@ func BenchmarkKafkaWrite(b *testing.B) {
 	}{{"Write", nil, false}, {"Write/not-idempotent", notIdempotent, false}, {"Write/async-flushed", nil, true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			broker := startBroker(b, map[string]int32{"out": 4})
-			k, err := sink.NewKafka(sink.KafkaConfig{Brokers: broker.Addrs(), Topic: "out", Sarama: tc.cfg, Async: tc.async}, encode)
+			k, err := sink.NewKafkaMessages(sink.KafkaConfig{Brokers: broker.Addrs(), Topic: "out", Sarama: tc.cfg, Async: tc.async}, encode)
 			require.NoError(b, err)
 			defer k.Close()
 			b.ReportAllocs()
@@ -72,8 +75,9 @@ func BenchmarkKafkaWrite(b *testing.B) {
 		for b.Loop() {
 			msgs := make([]*sarama.ProducerMessage, 0, n)
 			for _, v := range vals {
-				key, value, _ := encode(v)
-				msgs = append(msgs, &sarama.ProducerMessage{Topic: "out", Key: sarama.ByteEncoder(key), Value: sarama.ByteEncoder(value)})
+				m, _ := encode(v)
+				msgs = append(msgs, &sarama.ProducerMessage{Topic: "out", Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value),
+					Headers: []sarama.RecordHeader{{Key: []byte(m.Headers[0].Key), Value: m.Headers[0].Value}}})
 			}
 			require.NoError(b, p.SendMessages(msgs))
 		}

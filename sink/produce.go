@@ -192,8 +192,14 @@ func (p *batchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, e
 	open := make(map[int32]*partBatch) // the batch each partition fills
 	var batches, failed []*partBatch
 	records := make([]sarama.Record, len(msgs))
+	nh := 0
+	for _, m := range msgs {
+		nh += len(m.Headers)
+	}
+	hdrs := make([]*sarama.RecordHeader, nh) // every record's share
 	for i, m := range msgs {
 		r := &records[i]
+		r.Headers, hdrs = hdrs[:len(m.Headers):len(m.Headers)], hdrs[len(m.Headers):]
 		sz, err := m.ByteSize(2), encodeRecord(r, m)
 		var choice int32
 		if err == nil {
@@ -255,7 +261,8 @@ func (p *batchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, e
 	return append(batches, failed...), nil
 }
 
-// encodeRecord fills r with m's key, value and headers.
+// encodeRecord fills r with m's key, value and headers, r.Headers being as
+// long as m.Headers.
 func encodeRecord(r *sarama.Record, m *sarama.ProducerMessage) (err error) {
 	if m.Key != nil {
 		if r.Key, err = m.Key.Encode(); err != nil {
@@ -267,11 +274,8 @@ func encodeRecord(r *sarama.Record, m *sarama.ProducerMessage) (err error) {
 			return err
 		}
 	}
-	if len(m.Headers) > 0 {
-		r.Headers = make([]*sarama.RecordHeader, len(m.Headers))
-		for j := range m.Headers {
-			r.Headers[j] = &m.Headers[j]
-		}
+	for j := range m.Headers {
+		r.Headers[j] = &m.Headers[j]
 	}
 	return nil
 }
