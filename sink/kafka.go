@@ -66,7 +66,8 @@ type Kafka[T any] struct {
 	log    *slog.Logger
 
 	mu       sync.Mutex
-	producer *batchProducer
+	client   sarama.Client
+	producer *kafkaconf.BatchProducer
 	closed   bool
 	msgs     []sarama.ProducerMessage // reused by the next Write once delivered
 
@@ -230,11 +231,16 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 		return fmt.Errorf("kafka sink %s: %w", k.cfg.Topic, err) // nothing sent
 	}
 	if k.producer == nil {
-		p, err := newBatchProducer(k.cfg.Brokers, k.cfg.Topic, k.sarama)
+		c, err := sarama.NewClient(k.cfg.Brokers, k.sarama)
 		if err != nil {
 			return fmt.Errorf("kafka sink %s: connect to %v: %w", k.cfg.Topic, k.cfg.Brokers, err)
 		}
-		k.producer = p
+		p, err := kafkaconf.NewBatchProducer(c, k.cfg.Topic)
+		if err != nil {
+			c.Close()
+			return fmt.Errorf("kafka sink %s: %w", k.cfg.Topic, err)
+		}
+		k.client, k.producer = c, p
 	}
 	for _, m := range ptrs {
 		for _, i := range k.sarama.Producer.Interceptors {
@@ -265,7 +271,7 @@ func (k *Kafka[T]) deliver(msgs []*sarama.ProducerMessage, own []sarama.Producer
 	p := k.producer
 	go func() {
 		defer close(f.done)
-		f.failed = p.send(msgs)
+		f.failed = p.Send(msgs)
 	}()
 }
 
@@ -357,9 +363,9 @@ func (k *Kafka[T]) Close() error {
 	if err := k.undelivered(); err != nil {
 		errs = append(errs, err)
 	}
-	if k.producer != nil {
-		errs = append(errs, k.producer.Close())
-		k.producer = nil
+	if k.client != nil {
+		errs = append(errs, k.client.Close())
+		k.client, k.producer = nil, nil
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("kafka sink %s: close: %w", k.cfg.Topic, err)

@@ -82,7 +82,7 @@ type Kafka struct {
 	mu           sync.Mutex
 	closed       bool
 	client       sarama.Client
-	producer     sarama.AsyncProducer
+	producer     *kafkaconf.BatchProducer
 	admin        sarama.ClusterAdmin
 	fetchVersion int16
 	topicParts   int32 // partitions of the topic when last checked; 0 until it is known to exist
@@ -171,7 +171,7 @@ func (k *Kafka) Close() error {
 	if k.admin == nil {
 		client = k.client
 	}
-	err := kafkaconf.CloseAll("changelog "+k.cfg.Topic, k.producer, client)
+	err := kafkaconf.CloseAll("changelog "+k.cfg.Topic, client)
 	k.producer, k.admin, k.client = nil, nil, nil
 	return err
 }
@@ -192,9 +192,9 @@ func (k *Kafka) connect() error {
 	return nil
 }
 
-func (k *Kafka) getProducer() (sarama.AsyncProducer, error) {
+func (k *Kafka) getProducer() (*kafkaconf.BatchProducer, error) {
 	if k.producer == nil {
-		p, err := sarama.NewAsyncProducerFromClient(k.client)
+		p, err := kafkaconf.NewBatchProducer(k.client, k.cfg.Topic)
 		if err != nil {
 			return nil, fmt.Errorf("changelog %s: producer: %w", k.cfg.Topic, err)
 		}
@@ -487,17 +487,10 @@ func (k *Kafka) send(msgs []*sarama.ProducerMessage) error {
 	if err != nil {
 		return err
 	}
-	// The producer is this store's own: every acknowledgement is of msgs.
-	_, errs, _ := kafkaconf.SendAll(context.Background(), p, len(msgs), func(i int) *sarama.ProducerMessage { return msgs[i] }, nil, nil)
+	errs := p.Send(msgs) // it starts a new idempotent producer after a failure
 	if len(errs) == 0 {
 		return nil
 	}
-	// A new producer starts from a clean idempotence state; nothing of
-	// this one is in flight.
-	if err := p.Close(); err != nil {
-		k.log.Warn("changelog: close a producer after a failed write", "err", err)
-	}
-	k.producer = nil
 	e := errs[0]
 	return fmt.Errorf("%d of %d records to %s not written; first to partition %d: %w", len(errs), len(msgs), k.cfg.Topic, e.Msg.Partition, e.Err)
 }

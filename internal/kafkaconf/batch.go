@@ -1,4 +1,4 @@
-package sink
+package kafkaconf
 
 import (
 	"errors"
@@ -9,12 +9,12 @@ import (
 	"github.com/IBM/sarama"
 )
 
-// batchProducer delivers a batch of messages to one topic with one produce
+// BatchProducer delivers a batch of messages to one topic with one produce
 // request per leader broker (more when a request would pass the size
 // limits), built with sarama's request types and sent with sarama's
 // client. It does what sarama's AsyncProducer does for a batch, without
 // its goroutines per partition and its channel operations per message:
-// about a sixth of the CPU time per message (BenchmarkKafkaWrite).
+// about a sixth of the CPU time per message (sink's BenchmarkKafkaWrite).
 //
 // It partitions with the configuration's Partitioner, splits a
 // partition's messages into record batches of at most
@@ -25,9 +25,9 @@ import (
 // a partition's batches are stored in order. One batch of a partition is
 // in flight at a time.
 //
-// A batchProducer is not safe for concurrent use: its deliveries must
-// follow one another.
-type batchProducer struct {
+// A BatchProducer is not safe for concurrent use: its deliveries must
+// follow one another. The sink and the changelog each have one.
+type BatchProducer struct {
 	topic   string
 	cfg     *sarama.Config
 	client  sarama.Client
@@ -45,19 +45,19 @@ type batchProducer struct {
 // recordBatchOverhead is the size of a record batch's header.
 const recordBatchOverhead = 61
 
-func newBatchProducer(brokers []string, topic string, cfg *sarama.Config) (*batchProducer, error) {
+// NewBatchProducer returns a producer to topic on client, configured by
+// the client's configuration, which must be for Kafka 0.11 or later. The
+// client stays the caller's to close.
+func NewBatchProducer(client sarama.Client, topic string) (*BatchProducer, error) {
+	cfg := client.Config()
 	if !cfg.Version.IsAtLeast(sarama.V0_11_0_0) {
-		return nil, fmt.Errorf("sarama Version %s: the sink writes record batches, which need Kafka 0.11 or later", cfg.Version)
-	}
-	client, err := sarama.NewClient(brokers, cfg)
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sarama Version %s: record batches need Kafka 0.11 or later", cfg.Version)
 	}
 	newPart := cfg.Producer.Partitioner
 	if newPart == nil {
 		newPart = sarama.NewHashPartitioner
 	}
-	return &batchProducer{
+	return &BatchProducer{
 		topic:   topic,
 		cfg:     cfg,
 		client:  client,
@@ -89,8 +89,6 @@ func produceVersion(v sarama.KafkaVersion) int16 {
 	}
 }
 
-func (p *batchProducer) Close() error { return p.client.Close() }
-
 // partBatch is one record batch of a partition, and what became of it.
 type partBatch struct {
 	part  int32
@@ -101,10 +99,10 @@ type partBatch struct {
 	retry bool  // err may pass on a later attempt
 }
 
-// send delivers msgs, in order within each partition, and returns the
-// messages not delivered, each with its error. msgs must not change until
-// it returns.
-func (p *batchProducer) send(msgs []*sarama.ProducerMessage) []*sarama.ProducerError {
+// Send delivers msgs, in order within each partition, and returns the
+// messages not delivered, each with its error. A message delivered gets
+// its Partition and Offset set. msgs must not change until it returns.
+func (p *BatchProducer) Send(msgs []*sarama.ProducerMessage) []*sarama.ProducerError {
 	// The client already retries metadata it cannot get (Metadata.Retry),
 	// as it does for sarama's producer.
 	batches, err := p.prepare(msgs)
@@ -154,7 +152,7 @@ func (p *batchProducer) send(msgs []*sarama.ProducerMessage) []*sarama.ProducerE
 	return failed
 }
 
-func (p *batchProducer) backoff(retries int) {
+func (p *BatchProducer) backoff(retries int) {
 	r := p.cfg.Producer.Retry
 	d := r.Backoff
 	if r.BackoffFunc != nil {
@@ -165,7 +163,7 @@ func (p *batchProducer) backoff(retries int) {
 
 // prepare partitions msgs and builds their record batches, numbered with
 // Producer.Idempotent.
-func (p *batchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, error) {
+func (p *BatchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, error) {
 	if p.cfg.Producer.Idempotent && p.pid < 0 {
 		resp, err := p.client.InitProducerID()
 		if err == nil && !errors.Is(resp.Err, sarama.ErrNoError) {
@@ -292,7 +290,7 @@ func maxTime(a, b time.Time) time.Time {
 
 // attempt sends the batches to their partitions' leaders, each leader on
 // a goroutine of its own, and sets each batch's outcome.
-func (p *batchProducer) attempt(batches []*partBatch) {
+func (p *BatchProducer) attempt(batches []*partBatch) {
 	byLeader := make(map[*sarama.Broker][]*partBatch)
 	var leaders []*sarama.Broker
 	for _, b := range batches {
@@ -320,7 +318,7 @@ func maxRequest() int { return int(sarama.MaxRequestSize) - 10*1024 }
 // sendTo sends batches, in order, to leader: each request holds at most
 // one batch of a partition, and a partition's next batch goes only once
 // the one before is stored.
-func (p *batchProducer) sendTo(leader *sarama.Broker, batches []*partBatch) {
+func (p *BatchProducer) sendTo(leader *sarama.Broker, batches []*partBatch) {
 	for len(batches) > 0 {
 		req := &sarama.ProduceRequest{
 			RequiredAcks: p.cfg.Producer.RequiredAcks,
@@ -374,7 +372,7 @@ func (p *batchProducer) sendTo(leader *sarama.Broker, batches []*partBatch) {
 
 // settle sets b's outcome from the response to its request; a nil
 // response means the request asked for no acknowledgement.
-func (p *batchProducer) settle(b *partBatch, resp *sarama.ProduceResponse) {
+func (p *BatchProducer) settle(b *partBatch, resp *sarama.ProduceResponse) {
 	b.err, b.retry = nil, false
 	if resp == nil {
 		return
@@ -385,7 +383,11 @@ func (p *batchProducer) settle(b *partBatch, resp *sarama.ProduceResponse) {
 		return
 	}
 	switch block.Err {
-	case sarama.ErrNoError, sarama.ErrDuplicateSequenceNumber: // already stored
+	case sarama.ErrNoError:
+		for i, m := range b.msgs {
+			m.Offset = block.Offset + int64(i)
+		}
+	case sarama.ErrDuplicateSequenceNumber: // stored by an earlier attempt
 	case sarama.ErrInvalidMessage, sarama.ErrUnknownTopicOrPartition, sarama.ErrLeaderNotAvailable,
 		sarama.ErrNotLeaderForPartition, sarama.ErrRequestTimedOut, sarama.ErrNotEnoughReplicas,
 		sarama.ErrNotEnoughReplicasAfterAppend, sarama.ErrKafkaStorageError:
