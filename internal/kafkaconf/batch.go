@@ -134,16 +134,20 @@ func (p *BatchProducer) Send(msgs []*sarama.ProducerMessage) []*sarama.ProducerE
 		}
 		p.attempt(todo)
 	}
-	var failed []*sarama.ProducerError
+	var (
+		failed []*sarama.ProducerError
+		gap    bool // a numbered batch failed
+	)
 	for _, b := range batches {
 		if b.err == nil {
 			continue
 		}
+		gap = gap || b.batch != nil
 		for _, m := range b.msgs {
 			failed = append(failed, &sarama.ProducerError{Msg: m, Err: b.err})
 		}
 	}
-	if len(failed) > 0 && p.cfg.Producer.Idempotent {
+	if gap && p.cfg.Producer.Idempotent {
 		// The partitions' sequences now have gaps the brokers would refuse:
 		// the next delivery starts a new producer.
 		p.pid = -1
