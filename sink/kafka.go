@@ -26,9 +26,11 @@ type KafkaConfig struct {
 	// Sarama is the client and producer configuration to start from: TLS,
 	// SASL, the Kafka version (0.11 or later), the partitioner, the
 	// acknowledgements, retries, compression, MaxMessageBytes,
-	// idempotence, interceptors. The sink copies it. Nil starts from
-	// sarama.NewConfig() with acknowledgement by all in-sync replicas and
-	// idempotence, so that retries neither duplicate nor reorder messages.
+	// idempotence, interceptors. Producer.Flush does not apply: a batch
+	// goes out at once, in one request per leader broker. The sink copies
+	// it. Nil starts from sarama.NewConfig() with acknowledgement by all
+	// in-sync replicas and idempotence, so that retries neither duplicate
+	// nor reorder messages.
 	Sarama *sarama.Config
 	// Transaction, when set, writes every batch in the open transaction of
 	// this producer instead of with a producer of the sink's own: the
