@@ -102,10 +102,25 @@ func (x *keyIndex[K]) remove(k K) {
 	x.n--
 }
 
+// reserve grows the table, if need be, to hold n keys without growing
+// again.
+func (x *keyIndex[K]) reserve(n int) {
+	size := len(x.entries)
+	for n*4 > size*3 {
+		size *= 2
+	}
+	if size > len(x.entries) {
+		x.resize(size)
+	}
+}
+
 // grow doubles the table.
-func (x *keyIndex[K]) grow() {
+func (x *keyIndex[K]) grow() { x.resize(2 * len(x.entries)) }
+
+// resize moves the entries to a table of size entries, a power of two.
+func (x *keyIndex[K]) resize(size int) {
 	old := x.entries
-	x.entries = make([]keyEntry[K], 2*len(old))
+	x.entries = make([]keyEntry[K], size)
 	mask := len(x.entries) - 1
 	for _, e := range old {
 		if e.pos == 0 {

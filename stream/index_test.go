@@ -25,6 +25,9 @@ func TestKeyIndexMatchesAMap(t *testing.T) {
 				k := int64(rng.IntN(300))
 				switch rng.IntN(3) {
 				case 0, 1:
+					if step%5000 == 0 {
+						x.reserve(x.len() + rng.IntN(600)) // a table of another size
+					}
 					pos := int32(rng.IntN(1 << 20))
 					x.set(k, pos)
 					model[k] = pos
@@ -52,4 +55,29 @@ func TestKeyIndexMatchesAMap(t *testing.T) {
 			}
 		})
 	}
+}
+
+// reserve makes room for n keys at once: inserting them does not grow the
+// table again, and it stays at most 3/4 full.
+func TestKeyIndexReserve(t *testing.T) {
+	x := newKeyIndex(hasher[int64]())
+	x.set(-1, 0)
+	x.reserve(1000)
+	size := len(x.entries)
+	assert.LessOrEqual(t, 1000*4, size*3)
+	assert.Greater(t, 1000*4, size*3/2, "not more than a doubling past what is needed")
+	for k := range int64(999) {
+		x.set(k, int32(k))
+	}
+	assert.Equal(t, size, len(x.entries), "no growth")
+	for k := range int64(999) {
+		got, ok := x.get(k)
+		require.True(t, ok)
+		require.Equal(t, int32(k), got)
+	}
+	got, ok := x.get(-1)
+	assert.True(t, ok, "kept across the resize")
+	assert.Equal(t, int32(0), got)
+	x.reserve(10)
+	assert.Equal(t, size, len(x.entries), "never shrinks")
 }

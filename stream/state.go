@@ -328,6 +328,16 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 	// in the state is grouped by the mark of its index entry, only a new
 	// one by the group map. One lookup per record. The index does not
 	// change until the marks are cleared, so its entries stay put.
+	if sp.index.len() == 0 && len(vals) > minIndexSize {
+		// A state built from nothing (the first batch, or after a
+		// rebalance): room for the batch's keys at once rather than by
+		// doubling, in the index, the slab and the map of new keys.
+		sp.index.reserve(len(vals))
+		sp.slab = slices.Grow(sp.slab, len(vals))
+		if len(sp.group) == 0 {
+			sp.group = make(map[K]int32, len(vals))
+		}
+	}
 	sp.keys, sp.first, sp.last, sp.pos, sp.ents = sp.keys[:0], sp.first[:0], sp.last[:0], sp.pos[:0], sp.ents[:0]
 	sp.next = slices.Grow(sp.next[:0], len(vals))[:len(vals)]
 	var homes [lookAhead]int
