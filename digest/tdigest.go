@@ -57,6 +57,7 @@ type TDigest struct {
 	pending []uint64
 	// fractional is set once a value that is not an integer is added.
 	fractional bool
+	counts     []uint32 // scratch of sortPending
 	// td is the library digest that clusters, reused between compactions.
 	td *tdigest.TDigest
 }
@@ -212,7 +213,7 @@ func (d *TDigest) cluster(extra tdigest.CentroidList) {
 		d.td = tdigest.NewWithCompression(d.Compression())
 	}
 	d.td.Reset()
-	slices.Sort(d.pending)
+	d.sortPending()
 	a, b, p := d.cents, extra, d.pending
 	pv := 0.0
 	if len(p) > 0 {
@@ -246,6 +247,47 @@ func (d *TDigest) cluster(extra tdigest.CentroidList) {
 	d.pending = d.pending[:0]
 	d.cents = d.td.Centroids(d.cents[:0])
 	d.cum = d.cum[:0]
+}
+
+var negZeroKey = key(math.Copysign(0, -1))
+
+// sortPending sorts the pending values. Integers within a range not much
+// wider than their number, such as running totals, are sorted by counting
+// them (two passes), a third of Add's time otherwise spent in the sort.
+func (d *TDigest) sortPending() {
+	p := d.pending
+	if d.fractional || len(p) < 64 {
+		slices.Sort(p)
+		return
+	}
+	lo, hi := unkey(p[0]), unkey(p[0])
+	negZero := false // counted, -0 would come back as 0
+	for _, k := range p {
+		v := unkey(k)
+		lo, hi = min(lo, v), max(hi, v)
+		negZero = negZero || k == negZeroKey
+	}
+	if negZero || hi-lo >= float64(2*len(p)) {
+		slices.Sort(p)
+		return
+	}
+	n := int(hi-lo) + 1
+	if cap(d.counts) < n {
+		d.counts = make([]uint32, n)
+	}
+	counts := d.counts[:n]
+	clear(counts)
+	for _, k := range p {
+		counts[int(unkey(k)-lo)]++
+	}
+	i := 0
+	for v, c := range counts {
+		k := key(lo + float64(v))
+		for range c {
+			p[i] = k
+			i++
+		}
+	}
 }
 
 // Quantile returns an estimate of the q-quantile: the smallest value v such

@@ -405,3 +405,40 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// sortPending sorts as slices.Sort does, by counting when the values are
+// integers in a narrow range and by comparing otherwise.
+func TestSortPendingMatchesASort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	counted := 0
+	for trial := range 300 {
+		n := 1 + rng.IntN(3000)
+		base, step := float64(rng.IntN(2_000_000)-1_000_000), 1.0
+		width := 1 + rng.IntN(4*n) // narrow enough to count, or not
+		if trial%10 == 0 {
+			// Integers past 2^53, 256 apart: the range counts in floats.
+			base, step, width = 1<<60, 256, 1+rng.IntN(max(1, n/128))
+		}
+		var d TDigest
+		for range n {
+			d.pending = append(d.pending, key(base+step*float64(rng.IntN(width))))
+		}
+		if trial%7 == 0 {
+			// Around zero, with a -0 that counting would turn into 0.
+			d.pending = d.pending[:0]
+			for range n {
+				d.pending = append(d.pending, key(float64(rng.IntN(width)-width/2)))
+			}
+			d.pending = append(d.pending, key(math.Copysign(0, -1)), key(0))
+		}
+		want := slices.Clone(d.pending)
+		slices.Sort(want)
+		d.sortPending()
+		require.Equal(t, want, d.pending, "trial %d: %d values over %d", trial, n, width)
+		if len(d.counts) > 0 {
+			counted++
+			d.counts = d.counts[:0]
+		}
+	}
+	assert.Greater(t, counted, 100, "most trials sorted by counting")
+}
