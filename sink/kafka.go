@@ -213,15 +213,11 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 		}
 	}
 	k.msgs = nil // the delivery holds them; land gives them back
-	ptrs := make([]*sarama.ProducerMessage, 0, len(k.failed)+len(msgs))
-	for _, e := range k.failed {
-		ptrs = append(ptrs, e.Msg)
-	}
-	k.failed = nil
-	for i := range msgs {
-		ptrs = append(ptrs, &msgs[i])
-	}
 	if tx := k.cfg.Transaction; tx != nil {
+		ptrs := make([]*sarama.ProducerMessage, len(msgs))
+		for i := range msgs {
+			ptrs[i] = &msgs[i]
+		}
 		if err := tx.Send(ctx, ptrs); err != nil {
 			return fmt.Errorf("kafka sink %s: %w", k.cfg.Topic, err)
 		}
@@ -244,11 +240,18 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 		}
 		k.client, k.producer = c, p
 	}
-	for _, m := range ptrs {
-		for _, i := range k.sarama.Producer.Interceptors {
-			i.OnSend(m)
-		}
+	ptrs := make([]*sarama.ProducerMessage, 0, len(k.failed)+len(msgs))
+	for _, e := range k.failed { // with Async: sent again, first
+		ptrs = append(ptrs, e.Msg)
 	}
+	for i := range msgs {
+		m := &msgs[i]
+		for _, ic := range k.sarama.Producer.Interceptors {
+			ic.OnSend(m)
+		}
+		ptrs = append(ptrs, m)
+	}
+	k.failed = nil
 	k.deliver(ptrs, msgs)
 	if k.cfg.Async {
 		return nil
@@ -279,8 +282,7 @@ func (k *Kafka[T]) deliver(msgs []*sarama.ProducerMessage, own []sarama.Producer
 
 // land waits for the delivery in flight, if any, to end, and returns the
 // messages it did not deliver, which, with Async, join those to send
-// again. Without Async, failures of a Write abandoned before they were
-// known are logged. k.mu is held.
+// again. k.mu is held.
 func (k *Kafka[T]) land(ctx context.Context) ([]*sarama.ProducerError, error) {
 	f := k.flight
 	if f == nil {

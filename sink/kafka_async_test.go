@@ -58,6 +58,9 @@ func TestKafkaSinkAsyncDeliveryFailure(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorContains(t, err, "kafka sink late: 2 messages not delivered")
 	assert.ErrorIs(t, err, sarama.ErrUnknownTopicOrPartition)
+	cancelled, cancelNow := context.WithCancel(ctx)
+	cancelNow()
+	require.ErrorIs(t, k.Write(cancelled, batch([]int{4})), context.Canceled, "sends nothing")
 	require.NoError(t, k.Write(ctx, batch([]int{3})), "sends the failed messages again, and its own")
 	assert.ErrorContains(t, k.Flush(ctx), "kafka sink late: 3 messages not delivered", "all three fail again")
 
