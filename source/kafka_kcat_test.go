@@ -134,18 +134,22 @@ func TestKafkaSinkBatchesReadByKcat(t *testing.T) {
 				})
 			require.NoError(t, err)
 			defer out.Close()
+			before := time.Now().Add(-time.Second).UnixMilli()
 			require.NoError(t, out.Write(context.Background(), &stream.Batch[int]{Partitions: []stream.Partition[int]{{Values: vals}}}))
+			after := time.Now().Add(time.Second).UnixMilli()
 
 			lines := strings.Split(strings.TrimSpace(runKcat(t, kc, "",
-				"-C", "-b", b.Addrs()[0], "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %k %s %h\n")), "\n")
+				"-C", "-b", b.Addrs()[0], "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %k %s %h %T\n")), "\n")
 			require.Len(t, lines, n)
 			last := make(map[string]int) // by key: each key's values in order
 			parts := make(map[string]string)
 			for _, l := range lines {
 				var part, key string
 				var v, twice, h int
-				_, err := fmt.Sscanf(l, "%s %s [%d, %d] n=%d", &part, &key, &v, &twice, &h)
+				var ts int64
+				_, err := fmt.Sscanf(l, "%s %s [%d, %d] n=%d %d", &part, &key, &v, &twice, &h, &ts)
 				require.NoError(t, err, l)
+				assert.True(t, ts >= before && ts <= after, "%s: stamped when written, not %d", l, ts)
 				assert.Equal(t, fmt.Sprintf("user-%d", v%7), key, l)
 				assert.Equal(t, 2*v, twice, l)
 				assert.Equal(t, v, h, l)

@@ -239,14 +239,18 @@ func (p *BatchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, e
 		}
 		b.bytes += sz
 		r.OffsetDelta = int64(len(b.msgs))
+		// A message without a timestamp is stamped now, as sarama's
+		// producer does; Kafka's timestamps are deltas from the batch's
+		// first.
+		t := now
 		if !m.Timestamp.IsZero() {
-			// Kafka's timestamp deltas are from the batch's first.
-			if t := m.Timestamp.Truncate(time.Millisecond); len(b.msgs) == 0 {
-				b.batch.FirstTimestamp, b.batch.MaxTimestamp = t, t
-			} else {
-				r.TimestampDelta = t.Sub(b.batch.FirstTimestamp)
-				b.batch.MaxTimestamp = maxTime(b.batch.MaxTimestamp, t)
-			}
+			t = m.Timestamp.Truncate(time.Millisecond)
+		}
+		if len(b.msgs) == 0 {
+			b.batch.FirstTimestamp, b.batch.MaxTimestamp = t, t
+		} else {
+			r.TimestampDelta = t.Sub(b.batch.FirstTimestamp)
+			b.batch.MaxTimestamp = maxTime(b.batch.MaxTimestamp, t)
 		}
 		b.msgs = append(b.msgs, m)
 		b.batch.Records = append(b.batch.Records, r)
