@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -43,7 +42,8 @@ type reporter struct {
 	prev                         time.Time // the previous batch's cut, for the rate
 	split                        bool      // a split user has been reported
 
-	popular []total // this batch's, sorted
+	popular []total // this batch's, sorted (with neither -json nor a monitor, the first topN)
+	seen    map[int64]struct{}
 	buf     []byte
 }
 
@@ -132,7 +132,11 @@ func (r *reporter) report(_ context.Context, b *stream.Batch[total]) error {
 	if r.keyed {
 		r.checkKeyed()
 	}
-	slices.SortFunc(r.popular, byScore)
+	if r.json || r.mon != nil {
+		slices.SortFunc(r.popular, byScore) // all of them are shown
+	} else {
+		sortTop(r.popular, topN) // the summary shows the first topN
+	}
 	if r.mon != nil {
 		r.mon.setResult(info.ID, c, r.popular)
 	}
@@ -160,13 +164,36 @@ func (r *reporter) checkKeyed() {
 	if r.split || len(r.popular) < 2 {
 		return
 	}
-	slices.SortFunc(r.popular, func(a, b total) int { return cmp.Compare(a.Key, b.Key) })
-	for i := 1; i < len(r.popular); i++ {
-		if r.popular[i].Key == r.popular[i-1].Key {
+	if r.seen == nil {
+		r.seen = make(map[int64]struct{}, len(r.popular))
+	}
+	defer clear(r.seen)
+	for _, t := range r.popular {
+		if _, twice := r.seen[t.Key]; twice {
 			r.split = true
 			r.log.Error("a user has totals in two partitions of the input topic: it is not keyed by user id, and totals are split",
-				"user", r.popular[i].Key)
+				"user", t.Key)
 			return
+		}
+		r.seen[t.Key] = struct{}{}
+	}
+}
+
+// sortTop moves the first n of ts in byScore order to its front, sorted,
+// in one pass over ts rather than a sort of all of them.
+func sortTop(ts []total, n int) {
+	n = min(n, len(ts))
+	if n == 0 {
+		return
+	}
+	slices.SortFunc(ts[:n], byScore)
+	for i := n; i < len(ts); i++ {
+		if byScore(ts[i], ts[n-1]) >= 0 {
+			continue
+		}
+		ts[i], ts[n-1] = ts[n-1], ts[i]
+		for j := n - 1; j > 0 && byScore(ts[j], ts[j-1]) < 0; j-- {
+			ts[j], ts[j-1] = ts[j-1], ts[j]
 		}
 	}
 }
