@@ -50,7 +50,7 @@ func TestReportSummaryShowsTheTop(t *testing.T) {
 	r := newReporter(&out, false, true, slog.New(slog.DiscardHandler))
 	var a, b []total
 	for u := range int64(30) {
-		a = append(a, stream.KV(100+u, u))     // scores 0..29
+		a = append(a, stream.KV(100+u, u))      // scores 0..29
 		b = append(b, stream.KV(200+u, 30+u%3)) // scores 30..32
 	}
 	require.NoError(t, r.report(context.Background(), popularBatch(a, b)))
