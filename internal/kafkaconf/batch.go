@@ -68,27 +68,6 @@ func NewBatchProducer(client sarama.Client, topic string) (*BatchProducer, error
 	}, nil
 }
 
-// produceVersion is the produce request version sarama's producer uses
-// with Kafka version v (0.11 or later).
-func produceVersion(v sarama.KafkaVersion) int16 {
-	switch {
-	case v.IsAtLeast(sarama.V3_7_0_0):
-		return 10
-	case v.IsAtLeast(sarama.V2_8_0_0):
-		return 9
-	case v.IsAtLeast(sarama.V2_4_0_0):
-		return 8
-	case v.IsAtLeast(sarama.V2_1_0_0):
-		return 7
-	case v.IsAtLeast(sarama.V2_0_0_0):
-		return 6
-	case v.IsAtLeast(sarama.V1_0_0_0):
-		return 5
-	default:
-		return 3
-	}
-}
-
 // partBatch is one record batch of a partition, and what became of it.
 type partBatch struct {
 	part  int32

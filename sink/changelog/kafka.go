@@ -150,7 +150,7 @@ func NewKafka(cfg Config) (*Kafka, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Kafka{
-		cfg: cfg, sarama: sc, log: log.With("topic", cfg.Topic), fetchVersion: fetchVersion(sc.Version),
+		cfg: cfg, sarama: sc, log: log.With("topic", cfg.Topic), fetchVersion: kafkaconf.FetchVersion(sc.Version),
 		restored: map[int32]bool{}, lastMarker: map[int32]int64{},
 	}, nil
 }

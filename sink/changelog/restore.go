@@ -544,23 +544,3 @@ func (k *Kafka) fetch(p int32, off int64, size int32) (*sarama.FetchResponseBloc
 	}
 	return block, nil
 }
-
-// fetchVersion returns the highest fetch request version that Kafka v
-// reads, as sarama's consumer picks it.
-func fetchVersion(v sarama.KafkaVersion) int16 {
-	switch {
-	case v.IsAtLeast(sarama.V2_7_0_0):
-		return 12
-	case v.IsAtLeast(sarama.V2_3_0_0):
-		return 11
-	case v.IsAtLeast(sarama.V2_1_0_0):
-		return 10
-	case v.IsAtLeast(sarama.V2_0_0_0):
-		return 8
-	case v.IsAtLeast(sarama.V1_1_0_0):
-		return 7
-	case v.IsAtLeast(sarama.V1_0_0_0):
-		return 6
-	}
-	return 5
-}
