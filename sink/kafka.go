@@ -142,8 +142,10 @@ func newKafka[T any](cfg KafkaConfig, encode func(v T) (Message, error)) (*Kafka
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka sink %s: sarama config: %w", cfg.Topic, err)
 	}
-	if cfg.Transaction == nil && !sc.Version.IsAtLeast(sarama.V0_11_0_0) {
-		return nil, fmt.Errorf("kafka sink %s: sarama config: Version %s: the sink writes record batches, which need Kafka 0.11 or later", cfg.Topic, sc.Version)
+	if cfg.Transaction == nil {
+		if err := kafkaconf.RecordBatches(sc.Version); err != nil {
+			return nil, fmt.Errorf("kafka sink %s: sarama config: %w", cfg.Topic, err)
+		}
 	}
 	log := cfg.Logger
 	if log == nil {

@@ -50,8 +50,8 @@ const recordBatchOverhead = 61
 // client stays the caller's to close.
 func NewBatchProducer(client sarama.Client, topic string) (*BatchProducer, error) {
 	cfg := client.Config()
-	if !cfg.Version.IsAtLeast(sarama.V0_11_0_0) {
-		return nil, fmt.Errorf("sarama Version %s: record batches need Kafka 0.11 or later", cfg.Version)
+	if err := RecordBatches(cfg.Version); err != nil {
+		return nil, err
 	}
 	newPart := cfg.Producer.Partitioner
 	if newPart == nil {

@@ -1,6 +1,19 @@
 package kafkaconf
 
-import "github.com/IBM/sarama"
+import (
+	"fmt"
+
+	"github.com/IBM/sarama"
+)
+
+// RecordBatches returns an error unless Kafka v writes record batches
+// (0.11 or later), which BatchProducer sends and the changelog reads.
+func RecordBatches(v sarama.KafkaVersion) error {
+	if !v.IsAtLeast(sarama.V0_11_0_0) {
+		return fmt.Errorf("sarama Version %s: record batches need Kafka 0.11 or later", v)
+	}
+	return nil
+}
 
 // produceVersion is the produce request version sarama's producer uses
 // with Kafka version v (0.11 or later).

@@ -142,8 +142,8 @@ func NewKafka(cfg Config) (*Kafka, error) {
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("changelog %s: sarama config: %w", cfg.Topic, err)
 	}
-	if !sc.Version.IsAtLeast(sarama.V0_11_0_0) {
-		return nil, fmt.Errorf("changelog %s: Kafka version %s: record batches need 0.11 or later", cfg.Topic, sc.Version)
+	if err := kafkaconf.RecordBatches(sc.Version); err != nil {
+		return nil, fmt.Errorf("changelog %s: %w", cfg.Topic, err)
 	}
 	log := cfg.Logger
 	if log == nil {
