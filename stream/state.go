@@ -190,7 +190,7 @@ type statePart[K comparable, V, S any] struct {
 	ents    []int32 // index entry of each group's key, or -1
 	removed []int32
 	values  []V
-	touched int32 // see keyIndex.homes
+	touched int32 // see readAhead
 }
 
 // newPart makes the state of partition id. It runs on the run loop's
@@ -418,10 +418,9 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 // index being far larger than the caches.
 func (sp *statePart[K, V, S]) readAhead(vals []Pair[K, V], homes *[lookAhead]int) {
 	x := &sp.index
-	mask := uint64(len(x.entries) - 1)
 	var touch int32
 	for i := range vals {
-		h := int(x.hash(vals[i].Key) & mask)
+		h := x.home(vals[i].Key)
 		homes[i] = h
 		touch ^= x.entries[h].pos
 	}
