@@ -52,8 +52,8 @@ type Config struct {
 	// Kafka version (0.11 or later), fetch sizes, retries. The store
 	// copies it and sets what it relies on: manual partitioning and no
 	// automatic topic creation (a topic created by the brokers would not
-	// be compacted). Restore reads with fetch requests
-	// of Consumer.Fetch.Default bytes and Consumer.Fetch.MaxBytes. Nil starts
+	// be compacted). Restore reads with fetch requests of
+	// Consumer.Fetch.Default bytes and Consumer.Fetch.MaxBytes. Nil starts
 	// from sarama.NewConfig() with acknowledgement by all in-sync
 	// replicas, an idempotent producer and retries for about half a
 	// minute, so that a broker restart does not fail a checkpoint.
