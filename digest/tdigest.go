@@ -58,8 +58,9 @@ type TDigest struct {
 	// fractional is set once a value that is not an integer is added.
 	fractional bool
 	counts     []uint32 // scratch of sortPending
-	// td is the library digest that clusters, reused between compactions.
-	td *tdigest.TDigest
+	// spare is the centroids' other buffer: cluster reads cents while it
+	// writes the new ones.
+	spare tdigest.CentroidList
 }
 
 var (
@@ -202,51 +203,117 @@ func (d *TDigest) compact() {
 	}
 }
 
-// cluster replaces d's centroids by the library's clustering of d's
-// centroids, extra and d's pending values. It feeds them to an empty
-// library digest in order: the library sorts its whole buffer before
-// clustering, and sorted input makes that sort linear, where adding to a
-// digest that already holds centroids makes it O(n log n) (most of Add's
-// cost, measured).
+// cluster replaces d's centroids by a clustering of d's centroids, extra
+// and d's pending values. It is the library's clustering (its process:
+// Dunning's merging t-digest with the arcsine scale), done in one pass over
+// the three in order of mean, with d's whole count as the total: the
+// library does it in chunks of its buffer, value by value. A run of equal
+// pending values is taken at once, split only where a centroid ends, so
+// that the cost grows with the distinct values and the centroids, not with
+// the values: running totals are integers with many ties (measured on the
+// example's totals: 25,000 values clustered in a fraction of the time).
+// The centroids come out as adding the values one at a time would make
+// them, so a centroid in the tails still holds few values, and ties
+// interpolate as before (see Quantile).
 func (d *TDigest) cluster(extra tdigest.CentroidList) {
-	if d.td == nil {
-		d.td = tdigest.NewWithCompression(d.Compression())
-	}
-	d.td.Reset()
 	d.sortPending()
-	a, b, p := d.cents, extra, d.pending
-	pv := 0.0
-	if len(p) > 0 {
-		pv = unkey(p[0])
+	c := clustering{
+		total: float64(d.n),
+		cos:   math.Cos(math.Pi / d.Compression()),
+		sin:   math.Sin(math.Pi / d.Compression()),
+		out:   d.spare[:0],
 	}
+	a, b, p := d.cents, extra, d.pending
 	for len(a)+len(b)+len(p) > 0 {
-		// Take the smallest head of the three.
-		c := tdigest.Centroid{Mean: math.Inf(1)}
-		from := 0
-		if len(a) > 0 {
-			c, from = a[0], 1
-		}
-		if len(b) > 0 && b[0].Mean < c.Mean {
-			c, from = b[0], 2
-		}
-		if len(p) > 0 && pv < c.Mean {
-			c, from = tdigest.Centroid{Mean: pv, Weight: 1}, 3
-		}
-		switch from {
-		case 1:
-			a = a[1:]
-		case 2:
-			b = b[1:]
-		case 3:
-			if p = p[1:]; len(p) > 0 {
-				pv = unkey(p[0])
+		// Take the smallest head of the three; a pending run last among
+		// equals, as before.
+		switch {
+		case len(p) > 0 && (len(a) == 0 || unkey(p[0]) < a[0].Mean) && (len(b) == 0 || unkey(p[0]) < b[0].Mean):
+			n := 1
+			for n < len(p) && p[n] == p[0] {
+				n++
 			}
+			c.addRun(unkey(p[0]), n)
+			p = p[n:]
+		case len(a) > 0 && (len(b) == 0 || b[0].Mean >= a[0].Mean):
+			c.add(a[0])
+			a = a[1:]
+		default:
+			c.add(b[0])
+			b = b[1:]
 		}
-		d.td.AddCentroid(c)
 	}
 	d.pending = d.pending[:0]
-	d.cents = d.td.Centroids(d.cents[:0])
+	d.spare, d.cents = d.cents[:0], c.out
 	d.cum = d.cum[:0]
+}
+
+// clustering is one pass of cluster: values and centroids come in order of
+// mean, and each is merged into the last centroid while that stays within
+// the size the scale function allows where it ends, as the library's
+// process does.
+type clustering struct {
+	total    float64 // the weight of everything the pass takes
+	cos, sin float64 // of π/compression
+	out      tdigest.CentroidList
+	soFar    float64 // the weight taken so far
+	limit    float64 // the weight up to which the last centroid may grow
+}
+
+// add takes a centroid, whole.
+func (c *clustering) add(x tdigest.Centroid) {
+	if len(c.out) > 0 && c.soFar+x.Weight <= c.limit {
+		c.soFar += x.Weight
+		c.merge(x.Mean, x.Weight)
+		return
+	}
+	c.start(x)
+}
+
+// addRun takes n values equal to v, as n centroids of weight 1 but at once
+// for those that go into the same centroid.
+func (c *clustering) addRun(v float64, n int) {
+	for n > 0 {
+		if len(c.out) == 0 || c.soFar+1 > c.limit {
+			c.start(tdigest.Centroid{Mean: v, Weight: 1})
+			n--
+			continue
+		}
+		fit := min(float64(n), math.Floor(c.limit-c.soFar))
+		for fit > 1 && c.soFar+fit > c.limit { // rounding in the subtraction
+			fit--
+		}
+		c.soFar += fit
+		c.merge(v, fit)
+		n -= int(fit)
+	}
+}
+
+// start begins a centroid with x, and sets the limit of its growth: the
+// library's integratedQ(integratedLocation(q)+1) at the quantile q where
+// the previous centroid ends. With θ = integratedLocation(q)·π/c =
+// acos(1−2q), that is (1 − cos(θ+π/c))/2, expanded here so as to need a
+// square root instead of an arcsine and a sine (the library's way took
+// most of the time of a pass over centroids).
+func (c *clustering) start(x tdigest.Centroid) {
+	switch q := c.soFar / c.total; {
+	case len(c.out) == 0:
+		c.limit = c.total * (1 - c.cos) / 2
+	case 1-2*q <= -c.cos: // θ+π/c ≥ π: the scale's end
+		c.limit = c.total
+	default:
+		c.limit = c.total * (1 - (1-2*q)*c.cos + 2*math.Sqrt(q*(1-q))*c.sin) / 2
+	}
+	c.soFar += x.Weight
+	c.out = append(c.out, x)
+}
+
+// merge adds weight w at mean v to the last centroid, as the library's
+// Centroid.Add does.
+func (c *clustering) merge(v, w float64) {
+	last := &c.out[len(c.out)-1]
+	last.Weight += w
+	last.Mean += w * (v - last.Mean) / last.Weight
 }
 
 var negZeroKey = key(math.Copysign(0, -1))
@@ -295,7 +362,7 @@ func (d *TDigest) sortPending() {
 // exact definition and the error bound). Quantile(0) and Quantile(1) are
 // the exact minimum and maximum. It returns NaN if d is empty or q is
 // outside [0, 1]. The first call after an Add folds the buffered values in
-// (about 75 µs at the default compression); later calls take nanoseconds.
+// (about 25 µs at the default compression); later calls take nanoseconds.
 func (d *TDigest) Quantile(q float64) float64 {
 	if d.n == 0 || !(q >= 0 && q <= 1) {
 		return math.NaN()
@@ -490,9 +557,6 @@ func (d *TDigest) UnmarshalBinary(b []byte) error {
 }
 
 func (d *TDigest) setDecoded(comp float64, fractional bool, n uint64, lo, hi float64, cents tdigest.CentroidList) {
-	if d.td != nil && d.td.Compression != comp {
-		d.td = nil
-	}
 	d.compression, d.fractional = comp, fractional
 	d.n, d.min, d.max = n, lo, hi
 	d.cents = cents

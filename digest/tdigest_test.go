@@ -442,3 +442,36 @@ func TestSortPendingMatchesASort(t *testing.T) {
 	}
 	assert.Greater(t, counted, 100, "most trials sorted by counting")
 }
+
+// TestClusterAsLibrary: on values that the library clusters in a single
+// pass (fewer than its buffer holds, added in order), cluster makes the
+// same centroids, runs of ties included.
+func TestClusterAsLibrary(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const compression = 50 // the library's buffer holds 8·50 values
+	for trial := range 200 {
+		n := 1 + rng.IntN(8*compression-1)
+		xs := make([]float64, n)
+		width := 1 + rng.IntN(2*n) // many ties, or few
+		for i := range xs {
+			xs[i] = float64(rng.IntN(width))
+			if trial%4 == 0 {
+				xs[i] = rng.NormFloat64()
+			}
+		}
+		d := newDigest(t, xs, WithCompression(compression))
+		d.compact()
+
+		sorted := sortedCopy(xs)
+		lib := tdigest.NewWithCompression(compression)
+		for _, x := range sorted {
+			lib.Add(x, 1)
+		}
+		want := lib.Centroids(nil)
+		require.Len(t, d.cents, len(want), "trial %d: %d values over %d", trial, n, width)
+		for i, c := range want {
+			require.Equal(t, c.Weight, d.cents[i].Weight, "trial %d: centroid %d", trial, i)
+			require.InDelta(t, c.Mean, d.cents[i].Mean, 1e-9*max(1, math.Abs(c.Mean)), "trial %d: centroid %d", trial, i)
+		}
+	}
+}
