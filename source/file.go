@@ -28,6 +28,11 @@ const DefaultMaxLine = 1 << 20
 // rest of it skipped, so that a decoder's length check rejects it as a
 // record of its own instead of the reader failing.
 //
+// A regular file opened by OpenFile is read ahead: a goroutine reads and
+// splits the lines while the pipeline processes the ones before, up to
+// two buffers of lines ahead of Poll. It ends at the end of the file, and
+// Close stops it; a File dropped before either keeps it waiting.
+//
 // File ends with io.EOF after the last line. Close closes the file.
 type File struct {
 	name    string
@@ -46,7 +51,29 @@ type File struct {
 	arena   []byte
 	closed  sync.Once
 	err     error
+
+	// Reading ahead (a regular file opened by OpenFile): the goroutine
+	// reads with a File of its own, and line and read above count what
+	// Poll handed out.
+	ahead   bool
+	chunks  chan aheadChunk // lines read ahead
+	free    chan aheadChunk // their buffers, handed back for the next ones
+	cur     aheadChunk      // the lines being handed out
+	pos     int             // of the next line of cur
+	stop    chan struct{}   // closed by Close
+	stopped chan struct{}   // closed by the goroutine as it ends, for Close
+	ends    []int64         // the reading File's: filled in with each line's end
 }
+
+// aheadChunk is a buffer of lines read ahead.
+type aheadChunk struct {
+	recs []stream.Record[[]byte]
+	ends []int64 // bytes read up to the end of each line
+	err  error   // after the last line: io.EOF, or what failed the read
+}
+
+// aheadLines is the size of a buffer of lines read ahead.
+const aheadLines = 4096
 
 var _ stream.Source[[]byte] = (*File)(nil)
 
@@ -88,7 +115,9 @@ func OpenFile(path string, opts ...FileOption) (*File, error) {
 	}
 	src.closer = f
 	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-		src.size = fi.Size()
+		// Its reads never wait for a writer, so the goroutine that
+		// reads ahead always comes back to see Close.
+		src.size, src.ahead = fi.Size(), true
 	}
 	return src, nil
 }
@@ -158,7 +187,88 @@ func (f *File) Poll(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 		}
 		return 1, nil
 	}
-	return f.poll(ctx, buf)
+	return f.next(ctx, buf)
+}
+
+// next reads lines into buf, ahead or not.
+func (f *File) next(ctx context.Context, buf []stream.Record[[]byte]) (int, error) {
+	if !f.ahead {
+		return f.poll(ctx, buf)
+	}
+	if f.err != nil {
+		return 0, f.err
+	}
+	if f.chunks == nil {
+		f.startAhead()
+	}
+	select {
+	case <-f.stop:
+		f.err = fmt.Errorf("source: read %s after line %d: %w", f.name, f.line, os.ErrClosed)
+		return 0, f.err
+	default:
+	}
+	n := 0
+	for n < len(buf) {
+		if f.pos == len(f.cur.recs) {
+			if f.cur.recs != nil {
+				select {
+				case f.free <- f.cur:
+				default:
+				}
+			}
+			select {
+			case f.cur = <-f.chunks:
+				f.pos = 0
+			case <-ctx.Done():
+				f.cur = aheadChunk{}
+				if n > 0 {
+					return n, nil
+				}
+				return 0, ctx.Err()
+			}
+		}
+		k := copy(buf[n:], f.cur.recs[f.pos:])
+		f.pos += k
+		n += k
+		f.read, f.line = f.cur.ends[f.pos-1], buf[n-1].Origin.Offset
+		if f.pos == len(f.cur.recs) && f.cur.err != nil {
+			f.err = f.cur.err
+			return n, f.err
+		}
+	}
+	return n, nil
+}
+
+// startAhead starts the goroutine that reads ahead, with a File of its own
+// that takes over the reader.
+func (f *File) startAhead() {
+	r := &File{name: f.name, r: f.r, parts: f.parts, maxLine: f.maxLine, size: f.size}
+	f.r = nil
+	f.chunks, f.free = make(chan aheadChunk, 1), make(chan aheadChunk, 2)
+	f.stop, f.stopped = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(f.stopped)
+		for {
+			var c aheadChunk
+			select {
+			case c = <-f.free:
+				c.recs, c.ends = c.recs[:cap(c.recs)], c.ends[:cap(c.ends)]
+			default:
+				c = aheadChunk{recs: make([]stream.Record[[]byte], aheadLines), ends: make([]int64, aheadLines)}
+			}
+			r.ends = c.ends
+			n, err := r.poll(context.Background(), c.recs)
+			c.recs, c.ends, c.err = c.recs[:n], c.ends[:n], err
+			select {
+			case f.chunks <- c:
+			case <-f.stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 }
 
 // Peek returns the next line without consuming it: the next Poll yields it
@@ -170,7 +280,7 @@ func (f *File) Poll(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 func (f *File) Peek(ctx context.Context) ([]byte, error) {
 	if f.peeked == nil {
 		var one [1]stream.Record[[]byte]
-		if n, err := f.poll(ctx, one[:]); n == 0 {
+		if n, err := f.next(ctx, one[:]); n == 0 {
 			return nil, err
 		}
 		f.peeked = &one[0]
@@ -246,6 +356,9 @@ func (f *File) poll(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 		buf[n] = stream.Record[[]byte]{Value: f.keep(line), Origin: stream.Origin{
 			Source: f.name, Partition: int32((f.line - 1) % int64(f.parts)), Offset: f.line,
 		}}
+		if f.ends != nil {
+			f.ends[n] = f.read
+		}
 		n++
 		if eof {
 			f.err = io.EOF
@@ -290,6 +403,10 @@ func (f *File) Progress() (read, size int64) { return f.read, f.size }
 func (f *File) Close() error {
 	var err error
 	f.closed.Do(func() {
+		if f.stop != nil {
+			close(f.stop)
+			<-f.stopped
+		}
 		if f.closer != nil {
 			err = f.closer.Close()
 		}

@@ -542,6 +542,7 @@ type inputStream[T any] struct {
 	skip  map[sourcePartition]int64 // restored offsets not yet passed
 	buf   []Record[T]
 	parts map[int32]*Partition[T] // buffers of every partition seen, by ID
+	byID  []*Partition[T]         // the same, for IDs below maxDenseID
 	batch Batch[T]
 	// prevLens are the lengths of the partitions' values in the batch
 	// before, reused.
@@ -589,10 +590,11 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 		var p *Partition[T]
 		for i := range buf[:k] {
 			r := &buf[i]
-			if p == nil || p.ID != r.Origin.Partition {
-				if p = in.parts[r.Origin.Partition]; p == nil {
-					p = &Partition[T]{ID: r.Origin.Partition}
-					in.parts[p.ID] = p
+			if id := r.Origin.Partition; p == nil || p.ID != id {
+				if uint32(id) < uint32(len(in.byID)) && in.byID[id] != nil {
+					p = in.byID[id]
+				} else {
+					p = in.partition(id)
 				}
 			}
 			p.Values = append(p.Values, r.Value)
@@ -607,6 +609,28 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 	}
 	return n, nil
 }
+
+// partition returns the buffers of partition id, made if new. Those of
+// small IDs are also kept by ID, to be found without hashing: a source
+// such as a file spreads its records over the partitions in turn, so that
+// every record changes partition.
+func (in *inputStream[T]) partition(id int32) *Partition[T] {
+	p := in.parts[id]
+	if p == nil {
+		p = &Partition[T]{ID: id}
+		in.parts[id] = p
+	}
+	if id >= 0 && id < maxDenseID {
+		if int(id) >= len(in.byID) {
+			in.byID = slices.Grow(in.byID, int(id)+1-len(in.byID))[:id+1]
+		}
+		in.byID[id] = p
+	}
+	return p
+}
+
+// maxDenseID bounds the partition IDs kept in a slice by inputStream.
+const maxDenseID = 1024
 
 // cut makes the batch of the records collected. With filter set, the batch
 // holds exactly the assigned partitions: records of partitions lost since

@@ -351,3 +351,36 @@ func TestHookSeesInputsOutputsAndState(t *testing.T) {
 	assert.Equal(t, 10, last.Keys, "keys 0..9")
 	assert.GreaterOrEqual(t, last.Bytes, int64(10*16), "at least a key and a total per key")
 }
+
+// Records that change partition at every one, with IDs small, large and
+// negative, are collected into their partitions in order, across batches.
+func TestCollectInterleavedPartitions(t *testing.T) {
+	ids := []int32{0, 3, -2, 1, 5000, 3, 0, 1023, 1024, -2}
+	var chunks [][]stream.Record[int]
+	want := map[int32][]int{}
+	for b := range 3 {
+		var chunk []stream.Record[int]
+		for i := range 40 {
+			id := ids[(i+b)%len(ids)]
+			v := b*1000 + i
+			chunk = append(chunk, rec(v, id, int64(v)))
+			want[id] = append(want[id], v)
+		}
+		chunks = append(chunks, chunk)
+	}
+	p := stream.NewPipeline(stream.Interval(20*time.Millisecond), stream.MaxRecords(0))
+	got := collect(stream.From(p, &scripted[int]{chunks: chunks}))
+	run(t, p)
+	have := map[int32][]int{}
+	batches := got.all()
+	require.Len(t, batches, 3)
+	for _, b := range batches {
+		for _, part := range b.Partitions {
+			for i, v := range part.Values {
+				assert.Equal(t, part.ID, part.Origins[i].Partition)
+				have[part.ID] = append(have[part.ID], v)
+			}
+		}
+	}
+	assert.Equal(t, want, have)
+}

@@ -1,0 +1,124 @@
+package source_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// aheadInput is a file of many lines, with CRLF endings, empty lines,
+// lines over maxLine and no newline at the end.
+func aheadInput(lines, maxLine int) []byte {
+	rng := rand.New(rand.NewPCG(7, 8))
+	var b bytes.Buffer
+	for i := range lines {
+		switch rng.IntN(20) {
+		case 0:
+			b.WriteString(strings.Repeat("x", maxLine+rng.IntN(3*maxLine)))
+		case 1: // empty
+		default:
+			fmt.Fprintf(&b, "%d,profile.view", 1000+i)
+		}
+		if rng.IntN(5) == 0 {
+			b.WriteByte('\r')
+		}
+		b.WriteByte('\n')
+	}
+	b.WriteString("last,no newline")
+	return b.Bytes()
+}
+
+// A regular file is read ahead, by another goroutine: what Poll yields,
+// and Progress and Lines after every Poll, are what reading the same bytes
+// in the polling goroutine gives, whatever the buffer sizes.
+func TestFileReadAheadMatchesReading(t *testing.T) {
+	const maxLine = 100
+	data := aheadInput(30_000, maxLine)
+	path := filepath.Join(t.TempDir(), "events.csv")
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+	for _, bufLen := range []int{1, 7, 4096, 10_000} {
+		t.Run(fmt.Sprint(bufLen), func(t *testing.T) {
+			ahead, err := source.OpenFile(path, source.MaxLine(maxLine), source.Partitions(3))
+			require.NoError(t, err)
+			defer ahead.Close()
+			inPlace, err := source.NewFile(path, bytes.NewReader(data), source.MaxLine(maxLine), source.Partitions(3))
+			require.NoError(t, err)
+
+			a, b := make([]stream.Record[[]byte], bufLen), make([]stream.Record[[]byte], bufLen)
+			total := 0
+			for polls := 0; ; polls++ {
+				require.Less(t, polls, 100_000, "no EOF")
+				na, errA := ahead.Poll(context.Background(), a)
+				nb, errB := inPlace.Poll(context.Background(), b)
+				require.Equal(t, nb, na, "poll %d", polls)
+				require.Equal(t, errB, errA, "poll %d", polls)
+				for i := range na {
+					require.Equal(t, string(b[i].Value), string(a[i].Value), "line %d", total+i+1)
+					require.Equal(t, b[i].Origin, a[i].Origin, "line %d", total+i+1)
+				}
+				total += na
+				readA, sizeA := ahead.Progress()
+				readB, _ := inPlace.Progress()
+				require.Equal(t, readB, readA, "after line %d", total)
+				require.Equal(t, int64(len(data)), sizeA)
+				require.Equal(t, inPlace.Lines(), ahead.Lines())
+				if errA == io.EOF {
+					break
+				}
+			}
+			assert.Equal(t, 30_001, total)
+			n, err := ahead.Poll(context.Background(), a)
+			assert.Zero(t, n)
+			assert.Equal(t, io.EOF, err, "after the end, still the end")
+		})
+	}
+}
+
+// Close stops the goroutine that reads ahead, however far it got, and a
+// Poll after it fails at once.
+func TestFileCloseStopsReadingAhead(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	path := filepath.Join(t.TempDir(), "events.csv")
+	require.NoError(t, os.WriteFile(path, aheadInput(100_000, 100), 0o644))
+	f, err := source.OpenFile(path)
+	require.NoError(t, err)
+	buf := make([]stream.Record[[]byte], 10)
+	n, err := f.Poll(context.Background(), buf)
+	require.NoError(t, err)
+	require.Equal(t, 10, n)
+	require.NoError(t, f.Close())
+	n, err = f.Poll(context.Background(), buf)
+	assert.Zero(t, n)
+	assert.True(t, errors.Is(err, os.ErrClosed), "%v", err)
+}
+
+// A Poll whose context ends while it waits for lines returns those it has.
+func TestFileReadAheadCancelled(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.csv")
+	require.NoError(t, os.WriteFile(path, aheadInput(1000, 100), 0o644))
+	f, err := source.OpenFile(path)
+	require.NoError(t, err)
+	defer f.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	n, err := f.Poll(ctx, make([]stream.Record[[]byte], 10))
+	if n == 0 {
+		assert.ErrorIs(t, err, context.Canceled)
+	}
+	recs := drain(t, f, 100)
+	assert.Equal(t, 1001, n+len(recs), "no line lost to the cancelled Poll")
+}
