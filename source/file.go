@@ -228,9 +228,11 @@ func (f *File) next(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 			}
 		}
 		k := copy(buf[n:], f.cur.recs[f.pos:])
-		f.pos += k
-		n += k
-		f.read, f.line = f.cur.ends[f.pos-1], buf[n-1].Origin.Offset
+		if k > 0 { // none when the input ends where a buffer did
+			f.pos += k
+			n += k
+			f.read, f.line = f.cur.ends[f.pos-1], buf[n-1].Origin.Offset
+		}
 		if f.pos == len(f.cur.recs) && f.cur.err != nil {
 			f.err = f.cur.err
 			return n, f.err

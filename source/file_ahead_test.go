@@ -47,7 +47,23 @@ func aheadInput(lines, maxLine int) []byte {
 // in the polling goroutine gives, whatever the buffer sizes.
 func TestFileReadAheadMatchesReading(t *testing.T) {
 	const maxLine = 100
-	data := aheadInput(30_000, maxLine)
+	for _, in := range []struct {
+		name  string
+		data  []byte
+		lines int
+	}{
+		{"mixed", aheadInput(30_000, maxLine), 30_001},
+		{"empty", nil, 0},
+		{"one buffer read ahead, exactly", bytes.Repeat([]byte("1,a\n"), 4096), 4096},
+		{"two, exactly", bytes.Repeat([]byte("1,a\n"), 2*4096), 2 * 4096},
+	} {
+		t.Run(in.name, func(t *testing.T) {
+			testReadAhead(t, in.data, in.lines, maxLine)
+		})
+	}
+}
+
+func testReadAhead(t *testing.T, data []byte, lines, maxLine int) {
 	path := filepath.Join(t.TempDir(), "events.csv")
 	require.NoError(t, os.WriteFile(path, data, 0o644))
 	for _, bufLen := range []int{1, 7, 4096, 10_000} {
@@ -80,7 +96,7 @@ func TestFileReadAheadMatchesReading(t *testing.T) {
 					break
 				}
 			}
-			assert.Equal(t, 30_001, total)
+			assert.Equal(t, lines, total)
 			n, err := ahead.Poll(context.Background(), a)
 			assert.Zero(t, n)
 			assert.Equal(t, io.EOF, err, "after the end, still the end")
