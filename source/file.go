@@ -53,8 +53,8 @@ type File struct {
 	err     error
 
 	// Reading ahead (a regular file opened by OpenFile): the goroutine
-	// reads with a File of its own, and line and read above count what
-	// Poll handed out.
+	// reads with blockLines, and line and read above count what Poll
+	// handed out.
 	ahead   bool
 	chunks  chan aheadChunk // lines read ahead
 	free    chan aheadChunk // their buffers, handed back for the next ones
@@ -62,7 +62,6 @@ type File struct {
 	pos     int             // of the next line of cur
 	stop    chan struct{}   // closed by Close
 	stopped chan struct{}   // closed by the goroutine as it ends, for Close
-	ends    []int64         // the reading File's: filled in with each line's end
 }
 
 // aheadChunk is a buffer of lines read ahead.
@@ -241,10 +240,10 @@ func (f *File) next(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 	return n, nil
 }
 
-// startAhead starts the goroutine that reads ahead, with a File of its own
-// that takes over the reader.
+// startAhead starts the goroutine that reads ahead, which takes over the
+// reader.
 func (f *File) startAhead() {
-	r := &File{name: f.name, r: f.r, parts: f.parts, maxLine: f.maxLine, size: f.size}
+	r := newBlockLines(f)
 	f.r = nil
 	f.chunks, f.free = make(chan aheadChunk, 1), make(chan aheadChunk, 2)
 	f.stop, f.stopped = make(chan struct{}), make(chan struct{})
@@ -258,8 +257,7 @@ func (f *File) startAhead() {
 			default:
 				c = aheadChunk{recs: make([]stream.Record[[]byte], aheadLines), ends: make([]int64, aheadLines)}
 			}
-			r.ends = c.ends
-			n, err := r.poll(context.Background(), c.recs)
+			n, err := r.split(c.recs, c.ends)
 			c.recs, c.ends, c.err = c.recs[:n], c.ends[:n], err
 			select {
 			case f.chunks <- c:
@@ -358,9 +356,6 @@ func (f *File) poll(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 		buf[n] = stream.Record[[]byte]{Value: f.keep(line), Origin: stream.Origin{
 			Source: f.name, Partition: int32((f.line - 1) % int64(f.parts)), Offset: f.line,
 		}}
-		if f.ends != nil {
-			f.ends[n] = f.read
-		}
 		n++
 		if eof {
 			f.err = io.EOF

@@ -61,6 +61,25 @@ func TestFileReadAheadMatchesReading(t *testing.T) {
 			testReadAhead(t, in.data, in.lines, maxLine)
 		})
 	}
+	t.Run("lines longer than a block, and than the maximum", func(t *testing.T) {
+		const max = source.DefaultMaxLine
+		var b bytes.Buffer
+		sizes := []int{300 << 10, max - 1, max, max + 1, max + 2, 2*max + 5, 10, 700 << 10}
+		for i, size := range sizes {
+			b.WriteString("1,")
+			b.Write(bytes.Repeat([]byte{'a' + byte(i)}, size-2))
+			if i%2 == 1 {
+				b.WriteByte('\r')
+			}
+			b.WriteString("\n2,b\n")
+		}
+		// The maximum and "\r\n", where the line is held past the
+		// maximum, is a line of the maximum.
+		b.Write(bytes.Repeat([]byte("m"), max))
+		b.WriteString("\r\n")
+		b.Write(bytes.Repeat([]byte("z"), max+7)) // over the maximum, at the end
+		testReadAhead(t, b.Bytes(), 2*len(sizes)+2, max)
+	})
 }
 
 func testReadAhead(t *testing.T, data []byte, lines, maxLine int) {
