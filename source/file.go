@@ -387,11 +387,13 @@ func (f *File) keep(line []byte) []byte {
 	return f.arena[start:len(f.arena):len(f.arena)]
 }
 
-// Lines returns the number of lines read so far. Like Progress, call it
-// from the goroutine that polls (a pipeline's hooks run there).
+// Lines returns the number of lines Poll has yielded so far (not those
+// read ahead). Like Progress, call it from the goroutine that polls (a
+// pipeline's hooks run there).
 func (f *File) Lines() int64 { return f.line }
 
-// Progress returns how many bytes of the input were read so far, and the
+// Progress returns how many bytes of the input were read so far, up to
+// the end of the last line Poll yielded (not those read ahead), and the
 // size of the file when OpenFile opened a regular file (-1 otherwise):
 // enough for a progress line with an ETA.
 func (f *File) Progress() (read, size int64) { return f.read, f.size }
