@@ -218,6 +218,16 @@ func (f *File) next(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 			select {
 			case f.cur = <-f.chunks:
 				f.pos = 0
+			case <-f.stopped:
+				// Its last lines, if not taken yet, are sent before it
+				// ends; with none, Close stopped it.
+				select {
+				case f.cur = <-f.chunks:
+					f.pos = 0
+				default:
+					f.err = fmt.Errorf("source: read %s after line %d: %w", f.name, f.line, os.ErrClosed)
+					return n, f.err
+				}
 			case <-ctx.Done():
 				f.cur = aheadChunk{}
 				if n > 0 {
@@ -250,6 +260,11 @@ func (f *File) startAhead() {
 	go func() {
 		defer close(f.stopped)
 		for {
+			select {
+			case <-f.stop: // Close: not a block more
+				return
+			default:
+			}
 			var c aheadChunk
 			select {
 			case c = <-f.free:

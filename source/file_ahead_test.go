@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -156,4 +157,34 @@ func TestFileReadAheadCancelled(t *testing.T) {
 	}
 	recs := drain(t, f, 100)
 	assert.Equal(t, 1001, n+len(recs), "no line lost to the cancelled Poll")
+}
+
+// A Close from another goroutine ends a Poll waiting for lines read ahead,
+// whether it comes before the Poll, while it waits, or after the end.
+func TestFileCloseWhilePolling(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	path := filepath.Join(t.TempDir(), "events.csv")
+	require.NoError(t, os.WriteFile(path, aheadInput(50_000, 100), 0o644))
+	for i := range 40 {
+		f, err := source.OpenFile(path)
+		require.NoError(t, err)
+		_, err = f.Poll(context.Background(), make([]stream.Record[[]byte], 1))
+		require.NoError(t, err)
+		done := make(chan error)
+		go func() {
+			// More than the file holds: only the end or Close returns it.
+			_, err := f.Poll(context.Background(), make([]stream.Record[[]byte], 100_000))
+			done <- err
+		}()
+		time.Sleep(time.Duration(i) * 100 * time.Microsecond)
+		require.NoError(t, f.Close())
+		select {
+		case err := <-done:
+			if err != io.EOF { // the whole file may have come first
+				assert.ErrorIs(t, err, os.ErrClosed)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Poll still waiting after Close, %d µs after it began", i*100)
+		}
+	}
 }
