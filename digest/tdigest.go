@@ -211,10 +211,10 @@ func (d *TDigest) compact() {
 // pending values is taken at once, split only where a centroid ends, so
 // that the cost grows with the distinct values and the centroids, not with
 // the values: running totals are integers with many ties (BenchmarkAdd on
-// such totals: 16 ns an Add, against 43 through the library). The
-// centroids come out as adding the values one at a time in one library
-// pass would make them, so a centroid in the tails still holds few
-// values, and Quantile's interpolation between ties holds.
+// such totals: 16 to 24 ns an Add, against 51 to 56 through the library).
+// The centroids come out as adding the values one at a time in one
+// library pass would make them, so a centroid in the tails still holds
+// few values, and Quantile's interpolation between ties holds.
 func (d *TDigest) cluster(extra tdigest.CentroidList) {
 	d.sortPending()
 	c := clustering{
