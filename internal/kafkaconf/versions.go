@@ -15,43 +15,48 @@ func RecordBatches(v sarama.KafkaVersion) error {
 	return nil
 }
 
+// A versionStep is the request version sarama uses from Kafka version
+// kafka on.
+type versionStep struct {
+	kafka   sarama.KafkaVersion
+	request int16
+}
+
+// requestVersion returns the request version of the first step, newest
+// first, that Kafka v reaches, or oldest.
+func requestVersion(v sarama.KafkaVersion, steps []versionStep, oldest int16) int16 {
+	for _, s := range steps {
+		if v.IsAtLeast(s.kafka) {
+			return s.request
+		}
+	}
+	return oldest
+}
+
+// produceSteps are the produce request versions of sarama's producer.
+var produceSteps = []versionStep{
+	{sarama.V3_7_0_0, 10},
+	{sarama.V2_8_0_0, 9},
+	{sarama.V2_4_0_0, 8},
+	{sarama.V2_1_0_0, 7},
+	{sarama.V2_0_0_0, 6},
+	{sarama.V1_0_0_0, 5},
+}
+
 // produceVersion is the produce request version sarama's producer uses
 // with Kafka version v (0.11 or later).
-func produceVersion(v sarama.KafkaVersion) int16 {
-	switch {
-	case v.IsAtLeast(sarama.V3_7_0_0):
-		return 10
-	case v.IsAtLeast(sarama.V2_8_0_0):
-		return 9
-	case v.IsAtLeast(sarama.V2_4_0_0):
-		return 8
-	case v.IsAtLeast(sarama.V2_1_0_0):
-		return 7
-	case v.IsAtLeast(sarama.V2_0_0_0):
-		return 6
-	case v.IsAtLeast(sarama.V1_0_0_0):
-		return 5
-	default:
-		return 3
-	}
+func produceVersion(v sarama.KafkaVersion) int16 { return requestVersion(v, produceSteps, 3) }
+
+// fetchSteps are the fetch request versions of sarama's consumer.
+var fetchSteps = []versionStep{
+	{sarama.V2_7_0_0, 12},
+	{sarama.V2_3_0_0, 11},
+	{sarama.V2_1_0_0, 10},
+	{sarama.V2_0_0_0, 8},
+	{sarama.V1_1_0_0, 7},
+	{sarama.V1_0_0_0, 6},
 }
 
 // FetchVersion returns the highest fetch request version that Kafka v
 // reads, as sarama's consumer picks it.
-func FetchVersion(v sarama.KafkaVersion) int16 {
-	switch {
-	case v.IsAtLeast(sarama.V2_7_0_0):
-		return 12
-	case v.IsAtLeast(sarama.V2_3_0_0):
-		return 11
-	case v.IsAtLeast(sarama.V2_1_0_0):
-		return 10
-	case v.IsAtLeast(sarama.V2_0_0_0):
-		return 8
-	case v.IsAtLeast(sarama.V1_1_0_0):
-		return 7
-	case v.IsAtLeast(sarama.V1_0_0_0):
-		return 6
-	}
-	return 5
-}
+func FetchVersion(v sarama.KafkaVersion) int16 { return requestVersion(v, fetchSteps, 5) }
