@@ -1,7 +1,6 @@
 package source
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -36,25 +35,21 @@ const DefaultMaxLine = 1 << 20
 // File ends with io.EOF after the last line. Close closes the file.
 type File struct {
 	name    string
-	r       *bufio.Reader
-	closer  *os.File // opened by OpenFile
-	dl      *os.File // read deadlines work on it
+	lines   *blockLines // the reader, split into lines; the read-ahead goroutine's once started
+	closer  *os.File    // opened by OpenFile
+	dl      *os.File    // read deadlines work on it
 	parts   int
 	maxLine int
 
-	line    int64
-	read    int64                  // bytes read
-	size    int64                  // of a regular file opened by OpenFile; -1: unknown
-	partial []byte                 // a line cut by a read deadline
-	skip    bool                   // the rest of an over-long line is being skipped
-	peeked  *stream.Record[[]byte] // read by Peek, handed out by the next Poll
-	arena   []byte
-	closed  sync.Once
-	err     error
+	line   int64                  // lines Poll yielded
+	read   int64                  // bytes up to the end of the last of them
+	size   int64                  // of a regular file opened by OpenFile; -1: unknown
+	peeked *stream.Record[[]byte] // read by Peek, handed out by the next Poll
+	closed sync.Once
+	err    error
 
 	// Reading ahead (a regular file opened by OpenFile): the goroutine
-	// reads with blockLines, and line and read above count what Poll
-	// handed out.
+	// takes over lines.
 	ahead   bool
 	chunks  chan aheadChunk // lines read ahead
 	free    chan aheadChunk // their buffers, handed back for the next ones
@@ -136,7 +131,7 @@ func NewFile(name string, r io.Reader, opts ...FileOption) (*File, error) {
 	if f.maxLine < 1 {
 		return nil, fmt.Errorf("source: file %s: maximum line %d: need at least 1", name, f.maxLine)
 	}
-	f.r = bufio.NewReaderSize(r, 256<<10)
+	f.lines = &blockLines{r: r, name: name, parts: f.parts, maxLine: f.maxLine}
 	if osf, ok := r.(*os.File); ok && osf.SetReadDeadline(time.Time{}) == nil {
 		f.dl = osf
 	}
@@ -253,8 +248,8 @@ func (f *File) next(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 // startAhead starts the goroutine that reads ahead, which takes over the
 // reader.
 func (f *File) startAhead() {
-	r := newBlockLines(f)
-	f.r = nil
+	r := f.lines
+	f.lines = nil
 	f.chunks, f.free = make(chan aheadChunk, 1), make(chan aheadChunk, 2)
 	f.stop, f.stopped = make(chan struct{}), make(chan struct{})
 	go func() {
@@ -326,80 +321,23 @@ func (f *File) poll(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 			f.dl.SetReadDeadline(time.Time{})
 		}()
 	}
-	n := 0
-	for n < len(buf) {
-		chunk, err := f.r.ReadSlice('\n')
-		f.read += int64(len(chunk))
-		switch {
-		case errors.Is(err, bufio.ErrBufferFull):
-			f.hold(chunk)
-			continue
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			f.hold(chunk)
-			if n == 0 {
-				<-ctx.Done() // due now: the read deadline is ctx's
-				return 0, ctx.Err()
-			}
-			return n, nil
-		case err != nil && !errors.Is(err, io.EOF):
-			f.err = fmt.Errorf("source: read %s after line %d: %w", f.name, f.line, err)
-			return n, f.err
+	n, err := f.lines.split(buf, nil)
+	f.line, f.read = f.lines.line, f.lines.read
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The start of a line that goes on stays in lines, for the
+		// next Poll.
+		if n == 0 {
+			<-ctx.Done() // due now: the read deadline is ctx's
+			return 0, ctx.Err()
 		}
-		line := chunk
-		if len(f.partial) > 0 || f.skip {
-			f.hold(chunk)
-			line, f.partial, f.skip = f.partial, f.partial[:0], false // keep copies line before the next hold
-		}
-		eof := err != nil
-		if eof && len(line) == 0 {
-			f.err = io.EOF
-			return n, io.EOF
-		}
-		f.line++
-		// Byte comparisons, not bytes.TrimSuffix: this runs once per line
-		// on the pipeline's one reading goroutine, and the calls cost
-		// more than the rest of the line's handling.
-		if n := len(line); n > 0 && line[n-1] == '\n' {
-			line = line[:n-1]
-		}
-		if n := len(line); n > 0 && line[n-1] == '\r' {
-			line = line[:n-1]
-		}
-		if len(line) > f.maxLine {
-			line = line[:f.maxLine+1]
-		}
-		buf[n] = stream.Record[[]byte]{Value: f.keep(line), Origin: stream.Origin{
-			Source: f.name, Partition: int32((f.line - 1) % int64(f.parts)), Offset: f.line,
-		}}
-		n++
-		if eof {
-			f.err = io.EOF
-			return n, io.EOF
-		}
+		return n, nil
+	default: // io.EOF, or the read failed
+		f.err = err
+		return n, err
 	}
-	return n, nil
-}
-
-// hold keeps the start of a line that goes on in the next read, up to one
-// byte past the maximum.
-func (f *File) hold(chunk []byte) {
-	if f.skip {
-		return
-	}
-	f.partial = append(f.partial, chunk...)
-	if len(f.partial) > f.maxLine {
-		f.partial, f.skip = f.partial[:f.maxLine+1], true
-	}
-}
-
-// keep copies line into a shared arena: one allocation per many lines.
-func (f *File) keep(line []byte) []byte {
-	if len(line) > cap(f.arena)-len(f.arena) {
-		f.arena = make([]byte, 0, max(256<<10, len(line)))
-	}
-	start := len(f.arena)
-	f.arena = append(f.arena, line...)
-	return f.arena[start:len(f.arena):len(f.arena)]
 }
 
 // Lines returns the number of lines Poll has yielded so far (not those

@@ -11,8 +11,7 @@ import (
 // blockSize is the size of the blocks a file read ahead is read in.
 const blockSize = 256 << 10
 
-// blockLines splits a file into lines as File's poll does, for the
-// goroutine that reads a regular file ahead: it reads the file in blocks
+// blockLines splits File's input into lines: it reads the input in blocks
 // straight into the memory the lines then point into, so that a line is
 // not copied once read, and finds the lines with one search for '\n' each.
 // A block is never written again once lines point into it; the start of a
@@ -32,13 +31,10 @@ type blockLines struct {
 	eof   bool
 }
 
-func newBlockLines(f *File) *blockLines {
-	return &blockLines{r: f.r, name: f.name, parts: f.parts, maxLine: f.maxLine}
-}
-
-// split fills recs with the next lines, and ends with the bytes read up to
-// the end of each, as poll does. It returns io.EOF with the last line, and
-// a read's error as poll does.
+// split fills recs with the next lines, and ends, unless nil, with the
+// bytes read up to the end of each. It returns io.EOF with the last line,
+// and a read's error (a deadline's too) wrapped, after the lines before
+// it; after a deadline, the next split goes on where it stopped.
 func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, error) {
 	n := 0
 	for n < len(recs) {
@@ -50,7 +46,7 @@ func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, err
 			if b.skip {
 				line, b.cut, b.skip = b.cut, nil, false
 			}
-			b.emit(&recs[n], &ends[n], line)
+			b.emit(recs, ends, n, line)
 			n++
 			continue
 		}
@@ -62,12 +58,12 @@ func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, err
 			} else if len(rest) == 0 {
 				return n, io.EOF
 			}
-			b.emit(&recs[n], &ends[n], rest)
+			b.emit(recs, ends, n, rest)
 			return n + 1, io.EOF
 		}
 		// No end of line in what is read: a line that goes on. Past
 		// maxLine+1 bytes (one more for a "\r" before its '\n'), keep its
-		// cut and skip the rest, as poll does.
+		// cut and skip the rest.
 		if !b.skip && len(rest) > b.maxLine+1 {
 			b.cut, b.skip = rest[:b.maxLine+1:b.maxLine+1], true
 		}
@@ -82,10 +78,11 @@ func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, err
 	return n, nil
 }
 
-// emit makes the record of a line without its line ending, or of the cut
-// of an over-long one, as poll does: a '\r' that ends either is removed,
-// so that a line of maxLine bytes and "\r\n" is yielded whole.
-func (b *blockLines) emit(rec *stream.Record[[]byte], end *int64, line []byte) {
+// emit makes recs[n] the record of a line without its line ending, or of
+// the cut of an over-long one, and ends[n] the bytes read up to its end: a
+// '\r' that ends either is removed, so that a line of maxLine bytes and
+// "\r\n" is yielded whole.
+func (b *blockLines) emit(recs []stream.Record[[]byte], ends []int64, n int, line []byte) {
 	b.line++
 	if k := len(line); k > 0 && line[k-1] == '\r' {
 		line = line[: k-1 : k-1]
@@ -93,10 +90,12 @@ func (b *blockLines) emit(rec *stream.Record[[]byte], end *int64, line []byte) {
 	if len(line) > b.maxLine {
 		line = line[: b.maxLine+1 : b.maxLine+1]
 	}
-	*rec = stream.Record[[]byte]{Value: line, Origin: stream.Origin{
+	recs[n] = stream.Record[[]byte]{Value: line, Origin: stream.Origin{
 		Source: b.name, Partition: int32((b.line - 1) % int64(b.parts)), Offset: b.line,
 	}}
-	*end = b.read
+	if ends != nil {
+		ends[n] = b.read
+	}
 }
 
 // fill reads more of the file, into a new block when the current one is
