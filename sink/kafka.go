@@ -215,11 +215,14 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 		}
 	}
 	k.msgs = nil // the delivery holds them; land gives them back
+	// With Async, the messages that failed are sent again, first; there is
+	// none with a Transaction, which Async excludes.
+	ptrs := appendMsgs(make([]*sarama.ProducerMessage, 0, len(k.failed)+len(msgs)), k.failed)
+	resent := len(ptrs)
+	for i := range msgs {
+		ptrs = append(ptrs, &msgs[i])
+	}
 	if tx := k.cfg.Transaction; tx != nil {
-		ptrs := make([]*sarama.ProducerMessage, len(msgs))
-		for i := range msgs {
-			ptrs[i] = &msgs[i]
-		}
 		if err := tx.Send(ctx, ptrs); err != nil {
 			return fmt.Errorf("kafka sink %s: %w", k.cfg.Topic, err)
 		}
@@ -242,16 +245,10 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 		}
 		k.client, k.producer = c, p
 	}
-	ptrs := make([]*sarama.ProducerMessage, 0, len(k.failed)+len(msgs))
-	for _, e := range k.failed { // with Async: sent again, first
-		ptrs = append(ptrs, e.Msg)
-	}
-	for i := range msgs {
-		m := &msgs[i]
+	for _, m := range ptrs[resent:] { // the ones sent again were seen before
 		for _, ic := range k.sarama.Producer.Interceptors {
 			ic.OnSend(m)
 		}
-		ptrs = append(ptrs, m)
 	}
 	k.failed = nil
 	k.deliver(ptrs, msgs)
@@ -337,11 +334,7 @@ func (k *Kafka[T]) Flush(ctx context.Context) error {
 		return fmt.Errorf("kafka sink %s: flush: %w", k.cfg.Topic, err)
 	}
 	if len(again) > 0 {
-		msgs := make([]*sarama.ProducerMessage, len(again))
-		for i, e := range again {
-			msgs[i] = e.Msg
-		}
-		k.deliver(msgs, nil)
+		k.deliver(appendMsgs(nil, again), nil)
 		if _, err := k.land(ctx); err != nil {
 			return fmt.Errorf("kafka sink %s: flush: %w", k.cfg.Topic, err)
 		}
@@ -377,4 +370,12 @@ func (k *Kafka[T]) Close() error {
 		return fmt.Errorf("kafka sink %s: close: %w", k.cfg.Topic, err)
 	}
 	return nil
+}
+
+// appendMsgs appends the messages of errs to ms.
+func appendMsgs(ms []*sarama.ProducerMessage, errs []*sarama.ProducerError) []*sarama.ProducerMessage {
+	for _, e := range errs {
+		ms = append(ms, e.Msg)
+	}
+	return ms
 }

@@ -92,8 +92,7 @@ func (p *BatchProducer) Send(msgs []*sarama.ProducerMessage) []*sarama.ProducerE
 		}
 		return failed
 	}
-	retries := 0
-	for attempts := 0; ; attempts++ {
+	for retries := 0; ; retries++ {
 		var todo []*partBatch
 		for _, b := range batches {
 			if b.err != nil && b.retry {
@@ -103,11 +102,10 @@ func (p *BatchProducer) Send(msgs []*sarama.ProducerMessage) []*sarama.ProducerE
 		if len(todo) == 0 {
 			break
 		}
-		if attempts > 0 {
-			if retries >= p.cfg.Producer.Retry.Max {
+		if retries > 0 {
+			if retries > p.cfg.Producer.Retry.Max {
 				break
 			}
-			retries++
 			p.backoff(retries)
 			_ = p.client.RefreshMetadata(p.topic) // the next lookup asks again if this fails
 		}
@@ -207,8 +205,6 @@ func (p *BatchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, e
 				Version:          2,
 				Codec:            p.cfg.Producer.Compression,
 				CompressionLevel: p.cfg.Producer.CompressionLevel,
-				FirstTimestamp:   now,
-				MaxTimestamp:     now,
 				ProducerID:       -1,
 				ProducerEpoch:    -1,
 				FirstSequence:    -1,

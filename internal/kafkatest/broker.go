@@ -153,7 +153,7 @@ func (b *Broker) RefuseProduce(n int, code int16) func() int {
 		if refused++; refused < n {
 			b.cluster.KeepControl()
 		} else {
-			b.cluster.DropControl() // kept until now
+			b.cluster.DropControl() // KeepControl, once called, lasts
 		}
 		req := r.(*kmsg.ProduceRequest)
 		resp := req.ResponseKind().(*kmsg.ProduceResponse)
