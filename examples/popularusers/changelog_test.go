@@ -40,23 +40,30 @@ func startStandaloneBroker(t *testing.T) string {
 
 // recordsOf sums the records of a -json run's batches so far.
 func recordsOf(t *testing.T, p *process) int {
+	return sumRecords(parseLines(t, strings.Join(p.stdout.lines(), "\n")))
+}
+
+// sumRecords sums the records of batches. A condition on a run's batches
+// reads its output once and sums those: a second read may hold a batch
+// more than the first.
+func sumRecords(lines []batchLine) int {
 	n := 0
-	for _, l := range parseLines(t, strings.Join(p.stdout.lines(), "\n")) {
+	for _, l := range lines {
 		n += l.Records
 	}
 	return n
 }
 
 // runUntilAll runs the pipeline with args until it has counted users users
-// and then found nothing more to read for five batches in a row, and stops
+// and then found nothing more to read for ten batches in a row, and stops
 // it with SIGTERM.
 func runUntilAll(t *testing.T, users int, args ...string) {
 	t.Helper()
-	const idle = 5 // one empty batch may be a slow fetch
+	const idle = 10 // an empty batch or two may be a slow fetch on a busy host
 	p := start(t, args...)
 	waitFor(t, 2*time.Minute, "every event", func() bool {
 		lines := parseLines(t, strings.Join(p.stdout.lines(), "\n"))
-		if len(lines) < idle || lines[len(lines)-1].Users != users || recordsOf(t, p) == 0 {
+		if len(lines) < idle || lines[len(lines)-1].Users != users || sumRecords(lines) == 0 {
 			return false
 		}
 		for _, l := range lines[len(lines)-idle:] {

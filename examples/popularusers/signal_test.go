@@ -39,10 +39,24 @@ func start(t *testing.T, args ...string) *process {
 			p.cmd.Wait()
 		}
 		if t.Failed() {
-			t.Logf("popularusers %s\nstdout:\n%.4000s\nstderr:\n%.4000s", strings.Join(args, " "), p.stdout, p.stderr)
+			t.Logf("popularusers %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), tail(p.stdout.String()), tail(p.stderr.String()))
 		}
 	})
 	return p
+}
+
+// tail returns the end of a process's output, where a failure shows: its
+// last 4000 bytes from a line's start.
+func tail(s string) string {
+	const max = 4000
+	if len(s) <= max {
+		return s
+	}
+	s = s[len(s)-max:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return "[…]\n" + s
 }
 
 // stop sends sig and returns the exit code, failing if the process takes
