@@ -42,23 +42,24 @@ func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, err
 		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
 			b.start += i + 1
 			b.read += int64(i + 1)
-			line := rest[:i:i]
-			if b.skip {
+			line, cut := rest[:i:i], b.skip
+			if cut {
 				line, b.cut, b.skip = b.cut, nil, false
 			}
-			b.emit(recs, ends, n, line)
+			b.emit(recs, ends, n, line, cut)
 			n++
 			continue
 		}
 		if b.eof {
 			b.start = len(b.block)
 			b.read += int64(len(rest))
-			if b.skip {
+			cut := b.skip
+			if cut {
 				rest, b.cut, b.skip = b.cut, nil, false
 			} else if len(rest) == 0 {
 				return n, io.EOF
 			}
-			b.emit(recs, ends, n, rest)
+			b.emit(recs, ends, n, rest, cut)
 			return n + 1, io.EOF
 		}
 		// No end of line in what is read: a line that goes on. Past
@@ -79,12 +80,13 @@ func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, err
 }
 
 // emit makes recs[n] the record of a line without its line ending, or of
-// the cut of an over-long one, and ends[n] the bytes read up to its end: a
-// '\r' that ends either is removed, so that a line of maxLine bytes and
-// "\r\n" is yielded whole.
-func (b *blockLines) emit(recs []stream.Record[[]byte], ends []int64, n int, line []byte) {
+// the cut of an over-long one (cut), and ends[n] the bytes read up to its
+// end. A '\r' that ends a line is removed, so that a line of maxLine bytes
+// and "\r\n" is yielded whole; a cut keeps its maxLine+1 bytes whatever
+// the last one is, so that it is always seen as over-long.
+func (b *blockLines) emit(recs []stream.Record[[]byte], ends []int64, n int, line []byte, cut bool) {
 	b.line++
-	if k := len(line); k > 0 && line[k-1] == '\r' {
+	if k := len(line); k > 0 && line[k-1] == '\r' && !cut {
 		line = line[: k-1 : k-1]
 	}
 	if len(line) > b.maxLine {

@@ -87,6 +87,33 @@ func TestFileLongLinesAreCut(t *testing.T) {
 	assert.Equal(t, long, got[1], "under the default maximum, long lines come whole")
 }
 
+// A line cut for being over-long stays max+1 bytes long, so that it is
+// told from a line of max bytes, even when its byte max+1 is a '\r': the
+// '\r' of a line ending is removed, not one inside a line.
+func TestFileLongLineCutAtCarriageReturn(t *testing.T) {
+	const max = 50
+	x := strings.Repeat("x", max)
+	for name, in := range map[string]string{
+		"past a block":   x + "\r" + strings.Repeat("z", 600<<10) + "\r\nafter\r\n",
+		"within a block": x + "\rzz\r\nafter\r\n",
+		"at the end":     x + "\r" + strings.Repeat("z", 600<<10),
+	} {
+		t.Run(name, func(t *testing.T) {
+			f, err := source.NewFile("in", strings.NewReader(in), source.MaxLine(max))
+			require.NoError(t, err)
+			got := lines(drain(t, f, 10))
+			require.NotEmpty(t, got)
+			assert.Equal(t, x+"\r", got[0], "cut to max+1 bytes, the '\\r' kept")
+			if len(got) > 1 {
+				assert.Equal(t, []string{"after"}, got[1:])
+			}
+		})
+	}
+	f, err := source.NewFile("in", strings.NewReader(x+"\r\n"+x+"y\r\n"), source.MaxLine(max))
+	require.NoError(t, err)
+	assert.Equal(t, []string{x, x + "y"}, lines(drain(t, f, 10)), "a line of max bytes and \"\\r\\n\" is whole; one more byte is over")
+}
+
 func TestFilePartitions(t *testing.T) {
 	f, err := source.NewFile("in", strings.NewReader("1\n2\n3\n4\n5\n"), source.Partitions(3))
 	require.NoError(t, err)
