@@ -49,7 +49,8 @@ type Config struct {
 	// discards them.
 	Logger *slog.Logger
 	// Sarama is the client configuration to start from: TLS, SASL, the
-	// Kafka version (0.11 or later), fetch sizes, retries. The store
+	// Kafka version (0.11 or later), fetch sizes, retries, producer
+	// interceptors (run once on every record written). The store
 	// copies it and sets what it relies on: manual partitioning and no
 	// automatic topic creation (a topic created by the brokers would not
 	// be compacted). Restore reads with fetch requests of
@@ -486,6 +487,11 @@ func (k *Kafka) send(msgs []*sarama.ProducerMessage) error {
 	p, err := k.getProducer()
 	if err != nil {
 		return err
+	}
+	for _, m := range msgs { // as sarama's producers do, once a message
+		for _, ic := range k.sarama.Producer.Interceptors {
+			ic.OnSend(m)
+		}
 	}
 	errs := p.Send(msgs) // it starts a new idempotent producer after a failure
 	if len(errs) == 0 {

@@ -109,6 +109,50 @@ func TestRoundTrip(t *testing.T) {
 	assert.Equal(t, want, got)
 }
 
+// countingInterceptor adds a header to every message it sees and counts them.
+type countingInterceptor struct{ seen *int }
+
+func (c countingInterceptor) OnSend(m *sarama.ProducerMessage) {
+	*c.seen++
+	m.Headers = append(m.Headers, sarama.RecordHeader{Key: []byte("seen"), Value: []byte("yes")})
+}
+
+// The producer interceptors of Config.Sarama see every record the store
+// writes, once, as they would with sarama's producers, and what they add
+// does not get in the way of a restore.
+func TestCheckpointRunsInterceptors(t *testing.T) {
+	b := startBroker(t)
+	var seen int
+	sc := sarama.NewConfig()
+	sc.Producer.Interceptors = []sarama.ProducerInterceptor{countingInterceptor{&seen}}
+	k, err := changelog.NewKafka(changelog.Config{Brokers: b.Addrs(), Topic: "icpt", Partitions: 2, RestoreTimeout: 10 * time.Second, Sarama: sc})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, k.Close()) }()
+	_, _ = restore(t, k, nil)
+
+	c := &stream.Changes{Batch: stream.Info{ID: 1}, Offsets: []stream.Offset{{Source: "in", Partition: 0, Next: 7}}}
+	want := state{}
+	for i := range 5 {
+		e := stream.Entry{Op: "totals", Partition: int32(i % 2), Key: fmt.Appendf(nil, "k%d", i), Value: fmt.Appendf(nil, "v%d", i)}
+		c.Entries = append(c.Entries, e)
+		require.NoError(t, want.put(e))
+	}
+	require.NoError(t, k.Checkpoint(context.Background(), c))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	recs, err := b.Records(ctx, "icpt")
+	require.NoError(t, err)
+	require.NotEmpty(t, recs)
+	assert.Equal(t, len(recs), seen, "each record written seen once")
+	for _, r := range recs {
+		assert.Equal(t, "yes", r.Headers["seen"], "partition %d offset %d", r.Partition, r.Offset)
+	}
+	got, offsets := restore(t, newStore(t, b, "icpt"), nil)
+	assert.Equal(t, want, got)
+	assert.Equal(t, c.Offsets, offsets)
+}
+
 func TestRestoreSomePartitions(t *testing.T) {
 	b := startBroker(t)
 	k := newStore(t, b, "some")
