@@ -141,6 +141,24 @@ type TxnOffsets interface {
 // that the batch is cut and committed at once. The pipeline should still
 // cut batches on an interval (stream.Interval greater than 0), so that an
 // idle pipeline notices rebalances too.
+//
+// # Fetching
+//
+// sarama's consumer group runs the group protocol (joining, assignment,
+// heartbeats). The records themselves, with a Kafka version of 0.11 or
+// later in the Sarama config, are fetched by the source: one loop per
+// leader broker, on a connection of its own, asks for all the partitions
+// it leads in each fetch request and queues their records a record batch
+// at a time. sarama's partition consumer hands every message through
+// channels and goroutines of its own, which took most of its CPU; the
+// source pauses it as a claim starts, and the records it fetched before
+// the pause are not handed out twice. The fetches follow the Sarama
+// config: Consumer.Fetch (Min, Default, Max, MaxBytes), MaxWaitTime,
+// IsolationLevel, Retry.Backoff, RackID, and Consumer.Interceptors run on
+// every record. A fetch told that its partition's leader moved finds the
+// new leader; a position out of the partition's range (records deleted
+// by retention before they were read) starts again from the oldest record,
+// or the newest with StartNewest, with a warning.
 type Kafka struct {
 	cfg    KafkaConfig
 	sarama *sarama.Config
@@ -169,6 +187,11 @@ type Kafka struct {
 	// the coordinator for the same reason.
 	coordinator *sarama.Broker
 	session     sarama.ConsumerGroupSession
+	// group runs the group protocol; fetch, when not nil, fetches the
+	// claimed partitions in place of sarama's partition consumers, which
+	// the claims pause (see kafkaFetch).
+	group sarama.ConsumerGroup
+	fetch *kafkaFetch
 	// healthy is when the source last had a group session (when one
 	// started or ended): Run fails after ConnectTimeout without one.
 	healthy time.Time
@@ -211,6 +234,11 @@ type kafkaPartition struct {
 	// next is the offset after the last record handed out, or where the
 	// claim started when none was.
 	next int64
+	// fed is the offset after the last record queued by the current
+	// claim, or where it started: records before it that come again (from
+	// sarama's partition consumer and from the fetch loop, at a claim's
+	// start) are not queued twice.
+	fed int64
 	// committed is the group's committed offset as this member last knew it.
 	committed int64
 	// hwm is the partition's high watermark as the claim last fetched it.
@@ -226,8 +254,9 @@ type kafkaChunk struct {
 	partition int32
 	epoch     uint64
 	msgs      []*sarama.ConsumerMessage
-	off       int   // records before off were handed out
-	hwm       int64 // the partition's high watermark when the chunk was read
+	slab      []sarama.ConsumerMessage // what msgs point to, when the fetch loop made them
+	off       int                      // records before off were handed out
+	hwm       int64                    // the partition's high watermark when the chunk was read
 }
 
 // NewKafka returns a Kafka source. It validates cfg and starts nothing.
@@ -325,6 +354,10 @@ func (k *Kafka) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kafka source %s: group %s: %w", k.cfg.Topic, k.cfg.Group, err)
 	}
+	var fetch *kafkaFetch
+	if kafkaOwnFetch(k.sarama) {
+		fetch = newKafkaFetch(k, client)
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for err := range group.Errors() {
@@ -336,6 +369,9 @@ func (k *Kafka) Run(ctx context.Context) error {
 		// partitions over at once instead of after the session timeout.
 		if err := group.Close(); err != nil {
 			k.log.Warn("kafka consumer group close", "err", err)
+		}
+		if fetch != nil {
+			fetch.stop()
 		}
 		wg.Wait()
 		k.mu.Lock()
@@ -351,7 +387,7 @@ func (k *Kafka) Run(ctx context.Context) error {
 	}()
 
 	k.mu.Lock()
-	k.client = client
+	k.client, k.group, k.fetch = client, group, fetch
 	k.healthy = time.Now()
 	k.mu.Unlock()
 	h := &kafkaHandler{k: k, stop: ctx.Done()}
@@ -494,6 +530,8 @@ var kafkaChunks = sync.Pool{New: func() any { return new(kafkaChunk) }}
 func (k *Kafka) recycle(c *kafkaChunk) {
 	clear(c.msgs) // the pool must not keep messages alive
 	c.msgs = c.msgs[:0]
+	clear(c.slab)
+	c.slab = c.slab[:0]
 	kafkaChunks.Put(c)
 }
 
@@ -790,8 +828,16 @@ const kafkaMaxChunk = 1024
 func (h *kafkaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	k := h.k
 	id := claim.Partition()
-	epoch := k.startClaim(id, claim.InitialOffset())
+	epoch, group, fetch := k.startClaim(id, claim.InitialOffset())
 	defer h.endClaim(sess, id, epoch)
+	if fetch != nil {
+		// sarama's partition consumer stops fetching; what it fetched
+		// before still comes below. A partition paused stays paused in
+		// its later claims, which then fetch nothing at all.
+		group.Pause(map[string][]int32{claim.Topic(): {id}})
+		fetch.add(id, epoch, claim.InitialOffset())
+		defer fetch.remove(id, epoch)
+	}
 	msgs := claim.Messages()
 	done := sess.Context().Done()
 	for {
@@ -846,8 +892,8 @@ func kafkaRecord(r *stream.Record[Message], m *sarama.ConsumerMessage) {
 }
 
 // startClaim records that a claim of partition id starts at offset
-// initial, and returns the claim's epoch.
-func (k *Kafka) startClaim(id int32, initial int64) uint64 {
+// initial, and returns the claim's epoch, and the group and the fetch.
+func (k *Kafka) startClaim(id int32, initial int64) (uint64, sarama.ConsumerGroup, *kafkaFetch) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	p := k.parts[id]
@@ -867,8 +913,68 @@ func (k *Kafka) startClaim(id int32, initial int64) uint64 {
 	p.epoch = k.epochs
 	p.owner = kafkaOwned
 	p.next = initial
+	p.fed = initial
 	p.committed = initial
-	return p.epoch
+	return p.epoch, k.group, k.fetch
+}
+
+// claimed reports whether the claim of epoch still owns partition id.
+func (k *Kafka) claimed(id int32, epoch uint64) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p := k.parts[id]
+	return p != nil && p.epoch == epoch && p.owner == kafkaOwned
+}
+
+// fedFrom returns the offset after the records of partition id the claim
+// of epoch queued, and whether that claim still owns it.
+func (k *Kafka) fedFrom(id int32, epoch uint64) (int64, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p := k.parts[id]
+	if p == nil || p.epoch != epoch || p.owner != kafkaOwned {
+		return 0, false
+	}
+	return p.fed, true
+}
+
+// refeed makes off where the claim of epoch of partition id queues from:
+// its position was reset there.
+func (k *Kafka) refeed(id int32, epoch uint64, off int64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p := k.parts[id]; p != nil && p.epoch == epoch {
+		p.fed = off
+	}
+}
+
+// noteHWM records the high watermark of partition id fetched by the claim
+// of epoch, when no record came with it.
+func (k *Kafka) noteHWM(id int32, epoch uint64, hwm int64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p := k.parts[id]; p != nil && p.epoch == epoch {
+		p.hwm = max(p.hwm, hwm)
+	}
+}
+
+// waitRoom waits until the queue has room, and reports whether it does
+// before done is closed.
+func (k *Kafka) waitRoom(done <-chan struct{}) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for k.queued >= k.cfg.Buffer {
+		wake := k.room.wait()
+		k.mu.Unlock()
+		select {
+		case <-wake:
+		case <-done:
+			k.mu.Lock()
+			return false
+		}
+		k.mu.Lock()
+	}
+	return true
 }
 
 // endClaim stops handing out the records of a claim that ends and waits up
@@ -954,14 +1060,24 @@ func (k *Kafka) push(c *kafkaChunk, done <-chan struct{}) bool {
 		}
 		k.mu.Lock()
 	}
+	// The same records may come twice at a claim's start: from sarama's
+	// partition consumer, before its pause, and from the fetch loop.
+	p := k.parts[c.partition]
+	for c.off < len(c.msgs) && c.msgs[c.off].Offset < p.fed {
+		c.off++
+	}
+	if c.off == len(c.msgs) {
+		k.recycle(c)
+		return true
+	}
+	p.fed = c.msgs[len(c.msgs)-1].Offset + 1
 	if len(k.queue) == cap(k.queue) && k.head > 0 {
 		n := copy(k.queue, k.queue[k.head:])
 		clear(k.queue[n:])
 		k.queue, k.head = k.queue[:n], 0
 	}
 	k.queue = append(k.queue, c)
-	k.queued += len(c.msgs)
-	p := k.parts[c.partition]
+	k.queued += len(c.msgs) - c.off
 	p.hwm = max(p.hwm, c.hwm)
 	k.records.fire()
 	return true

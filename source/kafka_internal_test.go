@@ -47,7 +47,8 @@ func startTestClaim(k *Kafka, id int32, start int64) *claim {
 	ctx, end := context.WithCancel(context.Background())
 	stop := make(chan struct{})
 	close(stop) // no waiting for commits unless a test asks for it
-	return &claim{k: k, id: id, epoch: k.startClaim(id, start), next: start, h: &kafkaHandler{k: k, stop: stop}, sess: session{ctx: ctx}, end: end}
+	epoch, _, _ := k.startClaim(id, start)
+	return &claim{k: k, id: id, epoch: epoch, next: start, h: &kafkaHandler{k: k, stop: stop}, sess: session{ctx: ctx}, end: end}
 }
 
 // push queues n records, offsets following the previous ones.
@@ -209,4 +210,76 @@ func TestKafkaRevokeWaitsForCommit(t *testing.T) {
 	k.committed([]stream.Offset{{Source: "t", Partition: 0, Next: 3}})
 	<-revoked
 	assert.Empty(t, k.Assignment(), "then the partition is lost")
+}
+
+// testLoop is a fetch loop of k that fetches nothing: a test hands its
+// take the blocks of responses.
+func testLoop(k *Kafka, c *claim, from int64) *fetchLoop {
+	f := &kafkaFetch{k: k, loops: map[int32]*fetchLoop{}, done: make(chan struct{}), log: k.log.Warn}
+	l := &fetchLoop{f: f, parts: map[int32]*fetchPart{c.id: {id: c.id, epoch: c.epoch, pos: from, size: 1 << 20}}, stop: make(chan struct{})}
+	f.loops[0] = l
+	return l
+}
+
+// values returns the values Poll hands out, with a buffer of n.
+func values(k *Kafka, n int) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	buf := make([]stream.Record[Message], n)
+	got, _ := k.Poll(ctx, buf)
+	var out []string
+	for _, r := range buf[:got] {
+		out = append(out, strconv.FormatInt(r.Origin.Offset, 10)+"="+string(r.Value.Value))
+	}
+	return out
+}
+
+// The messages of the format before Kafka 0.11, compressed (offsets
+// relative to the wrapper's) or not, are read as sarama's consumer reads
+// them, and the position moves past them.
+func TestKafkaFetchTakesOldMessageFormat(t *testing.T) {
+	k := newTestKafka(t, 100)
+	c := startTestClaim(k, 0, 0)
+	l := testLoop(k, c, 1)
+	msg := func(off int64, v string) *sarama.MessageBlock {
+		return &sarama.MessageBlock{Offset: off, Msg: &sarama.Message{Version: 1, Value: []byte(v), Timestamp: time.UnixMilli(1000 + off)}}
+	}
+	inner := &sarama.MessageSet{Messages: []*sarama.MessageBlock{msg(0, "c"), msg(1, "d"), msg(2, "e")}}
+	wrapper := &sarama.MessageBlock{Offset: 5, Msg: &sarama.Message{Version: 1, Codec: sarama.CompressionGZIP, Set: inner, Timestamp: time.UnixMilli(9)}}
+	block := &sarama.FetchResponseBlock{HighWaterMarkOffset: 6, RecordsSet: []*sarama.Records{
+		{MsgSet: &sarama.MessageSet{Messages: []*sarama.MessageBlock{msg(0, "a"), msg(1, "b"), msg(2, "x")}}},
+		{MsgSet: &sarama.MessageSet{Messages: []*sarama.MessageBlock{wrapper}}},
+	}}
+	require.True(t, l.take(*l.parts[0], block))
+	assert.Equal(t, []string{"1=b", "2=x", "3=c", "4=d", "5=e"}, values(k, 10), "from the position on, inner offsets after the wrapper's base")
+	assert.Equal(t, int64(6), l.parts[0].pos)
+
+	// The same block again (a fetch from before the position) queues nothing.
+	l.parts[0].pos = 0
+	require.True(t, l.take(*l.parts[0], block))
+	assert.Empty(t, values(k, 10))
+}
+
+// At a claim's start, the records sarama's partition consumer fetched
+// before its pause and those of the fetch loop overlap: each is handed out
+// once, in order.
+func TestKafkaFetchAndPausedConsumerOverlap(t *testing.T) {
+	k := newTestKafka(t, 100)
+	c := startTestClaim(k, 0, 0)
+	require.True(t, c.push(6)) // offsets 0..5 from the partition consumer
+	l := testLoop(k, c, 0)
+	batch := &sarama.RecordBatch{FirstOffset: 0, LastOffsetDelta: 9, Version: 2}
+	for i := range int64(10) {
+		batch.Records = append(batch.Records, &sarama.Record{OffsetDelta: i, Value: []byte(strconv.FormatInt(i, 10))})
+	}
+	block := &sarama.FetchResponseBlock{HighWaterMarkOffset: 10, RecordsSet: []*sarama.Records{{RecordBatch: batch}}}
+	require.True(t, l.take(*l.parts[0], block))
+	c.next = 4
+	require.True(t, c.push(8)) // the partition consumer's last: 4..11, 4..9 again
+	var want []string
+	for i := range 12 {
+		want = append(want, strconv.Itoa(i)+"="+strconv.Itoa(i))
+	}
+	assert.Equal(t, want, values(k, 20))
+	assert.Equal(t, int64(10), l.parts[0].pos, "the loop's position is its own")
 }

@@ -149,7 +149,7 @@ func TestBrokerRestartMidRun(t *testing.T) {
 	waitFor(t, 2*time.Minute, "the exact totals of all records after the restart", exact)
 	res := stop()
 	assert.Equal(t, exitOK, res.code, "stderr:\n%s", stderr)
-	assert.Contains(t, res.stderr, "kafka consumer error", "the pipeline saw the broker go")
+	assert.Contains(t, res.stderr, "kafka fetch failed; retrying", "the pipeline saw the broker go")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -1,0 +1,489 @@
+package source
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/sluicehq/sluice/internal/kafkaconf"
+	"github.com/sluicehq/sluice/internal/readcommitted"
+)
+
+// kafkaFetch reads the partitions this member claims with fetch requests
+// of its own: one loop per leader broker, on a connection of its own, that
+// asks for all of the broker's partitions at once and queues their
+// records in chunks. It takes the place of sarama's partition consumers,
+// which hand every message through a channel of its own (a select and a
+// goroutine switch per message, the most of the consumer's CPU): a claim
+// pauses its sarama partition consumer as it starts and registers the
+// partition here. Records the partition consumer fetched before the pause
+// are queued too; the queue skips what it already holds (Kafka.push).
+//
+// sarama's consumer group still runs the group protocol: joining,
+// assignment, heartbeats, and the end of claims.
+type kafkaFetch struct {
+	k       *Kafka
+	client  sarama.Client
+	version int16 // of the fetch requests
+	log     func(msg string, args ...any)
+
+	mu      sync.Mutex
+	loops   map[int32]*fetchLoop // by leader broker ID
+	stopped bool
+	done    chan struct{} // closed by stop
+	wg      sync.WaitGroup
+}
+
+// fetchLoop fetches the partitions led by one broker.
+type fetchLoop struct {
+	f      *kafkaFetch
+	leader int32
+	addr   string
+	parts  map[int32]*fetchPart // kafkaFetch.mu
+	conn   *sarama.Broker       // kafkaFetch.mu; nil until the first fetch or after a failure
+	wake   chan struct{}        // 1-buffered: a partition was added
+	stop   chan struct{}        // closed when the loop is replaced or the fetch stops
+}
+
+// fetchPart is a claimed partition: where its next fetch starts.
+type fetchPart struct {
+	id    int32
+	epoch uint64 // of the claim
+	pos   int64  // the next offset to fetch, or a sentinel to resolve (sarama.OffsetOldest, OffsetNewest)
+	size  int32  // the most bytes to ask of it in one fetch
+	// reset: pos is a sentinel set after the position fell out of the
+	// partition's range; the records from where it resolves to are new
+	// to the queue, even before what it holds (a topic made again).
+	reset bool
+}
+
+// kafkaOwnFetch reports whether a source with config sc fetches with its
+// own loops: the record batches they decode came with Kafka 0.11.
+func kafkaOwnFetch(sc *sarama.Config) bool { return sc.Version.IsAtLeast(sarama.V0_11_0_0) }
+
+func newKafkaFetch(k *Kafka, client sarama.Client) *kafkaFetch {
+	return &kafkaFetch{
+		k: k, client: client, version: kafkaconf.FetchVersion(k.sarama.Version),
+		log: k.log.Warn, loops: map[int32]*fetchLoop{}, done: make(chan struct{}),
+	}
+}
+
+// add starts fetching partition id for the claim of epoch, from offset
+// from (a sentinel too).
+func (f *kafkaFetch) add(id int32, epoch uint64, from int64) {
+	f.route(&fetchPart{id: id, epoch: epoch, pos: from, size: f.k.sarama.Consumer.Fetch.Default})
+}
+
+// remove stops fetching partition id for the claim of epoch.
+func (f *kafkaFetch) remove(id int32, epoch uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, l := range f.loops {
+		if p := l.parts[id]; p != nil && p.epoch == epoch {
+			delete(l.parts, id)
+		}
+	}
+}
+
+// route hands p to the loop of its leader, starting one if needed. When
+// the leader is not known, it tries again after Consumer.Retry.Backoff,
+// until the claim ends or the fetch stops.
+func (f *kafkaFetch) route(p *fetchPart) {
+	leader, err := f.client.Leader(f.k.cfg.Topic, p.id)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped || !f.k.claimed(p.id, p.epoch) {
+		return
+	}
+	if err != nil {
+		f.log("kafka partition leader unknown; retrying", "partition", p.id, "err", err, "retry_in", f.k.sarama.Consumer.Retry.Backoff)
+		f.wg.Go(func() {
+			if f.sleep(f.k.sarama.Consumer.Retry.Backoff) {
+				_ = f.client.RefreshMetadata(f.k.cfg.Topic)
+				f.route(p)
+			}
+		})
+		return
+	}
+	l := f.loops[leader.ID()]
+	if l == nil || l.addr != leader.Addr() {
+		if l != nil {
+			close(l.stop) // the broker moved: its parts go with the new loop
+		}
+		l = &fetchLoop{f: f, leader: leader.ID(), addr: leader.Addr(), parts: map[int32]*fetchPart{},
+			wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		if old := f.loops[leader.ID()]; old != nil {
+			for id, q := range old.parts {
+				l.parts[id] = q
+			}
+			old.parts = nil
+		}
+		f.loops[leader.ID()] = l
+		f.wg.Go(l.run)
+	}
+	l.parts[p.id] = p
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sleep waits d, or less when the fetch stops; it reports whether it did not.
+func (f *kafkaFetch) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-f.done:
+		return false
+	}
+}
+
+// stop ends every loop and waits for them.
+func (f *kafkaFetch) stop() {
+	f.mu.Lock()
+	f.stopped = true
+	close(f.done)
+	for _, l := range f.loops {
+		close(l.stop)
+		if l.conn != nil {
+			_ = l.conn.Close() // ends a fetch the broker holds
+		}
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+}
+
+// run fetches the loop's partitions until it is stopped.
+func (l *fetchLoop) run() {
+	f, k := l.f, l.f.k
+	defer func() {
+		f.mu.Lock()
+		if l.conn != nil {
+			_ = l.conn.Close()
+			l.conn = nil
+		}
+		f.mu.Unlock()
+	}()
+	for {
+		parts, conn := l.next()
+		if parts == nil {
+			return
+		}
+		if len(parts) == 0 {
+			select {
+			case <-l.wake:
+				continue
+			case <-l.stop:
+				return
+			}
+		}
+		if !k.waitRoom(l.stop) {
+			return
+		}
+		req := &sarama.FetchRequest{
+			Version: f.version, MinBytes: k.sarama.Consumer.Fetch.Min, MaxBytes: k.sarama.Consumer.Fetch.MaxBytes,
+			MaxWaitTime: int32(k.sarama.Consumer.MaxWaitTime / time.Millisecond), Isolation: k.sarama.Consumer.IsolationLevel,
+		}
+		if req.Version >= 7 {
+			req.SessionEpoch = -1 // no fetch session: every request names every partition
+		}
+		if req.Version >= 11 {
+			req.RackID = k.sarama.RackID
+		}
+		for _, p := range parts {
+			req.AddBlock(k.cfg.Topic, p.id, p.pos, p.size, -1)
+		}
+		resp, err := conn.Fetch(req)
+		if err != nil {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			f.log("kafka fetch failed; retrying", "broker", l.addr, "err", err, "retry_in", k.sarama.Consumer.Retry.Backoff)
+			l.reroute(conn, nil)
+			continue
+		}
+		var moved []int32
+		for _, p := range parts {
+			if !l.take(p, resp.GetBlock(k.cfg.Topic, p.id)) {
+				moved = append(moved, p.id)
+			}
+		}
+		if moved != nil {
+			l.reroute(nil, moved)
+		}
+	}
+}
+
+// next returns copies of the loop's partitions, their sentinel offsets
+// resolved and past what the queue already holds, and the loop's
+// connection, opened if needed; nil parts when the loop is stopped.
+func (l *fetchLoop) next() ([]fetchPart, *sarama.Broker) {
+	f, k := l.f, l.f.k
+	for {
+		select {
+		case <-l.stop:
+			return nil, nil
+		default:
+		}
+		f.mu.Lock()
+		parts := make([]fetchPart, 0, len(l.parts))
+		var unresolved []*fetchPart
+		for _, p := range l.parts {
+			if fed, ok := k.fedFrom(p.id, p.epoch); ok && p.pos >= 0 && fed > p.pos {
+				p.pos = fed
+			}
+			if p.pos < 0 {
+				unresolved = append(unresolved, p)
+				continue
+			}
+			parts = append(parts, *p)
+		}
+		conn := l.conn
+		f.mu.Unlock()
+		for _, p := range unresolved {
+			off, err := f.client.GetOffset(k.cfg.Topic, p.id, p.pos)
+			if err != nil {
+				f.log("kafka partition offset not found; retrying", "partition", p.id, "err", err)
+				continue
+			}
+			f.mu.Lock()
+			if l.parts[p.id] == p && p.pos < 0 {
+				if p.reset {
+					k.refeed(p.id, p.epoch, off)
+				}
+				p.pos, p.reset = off, false
+				parts = append(parts, *p)
+			}
+			f.mu.Unlock()
+		}
+		if len(parts) == 0 && len(unresolved) > 0 {
+			if !f.sleep(k.sarama.Consumer.Retry.Backoff) {
+				return nil, nil
+			}
+			continue
+		}
+		if conn == nil && len(parts) > 0 {
+			c := sarama.NewBroker(l.addr)
+			if err := c.Open(k.sarama); err != nil {
+				f.log("kafka fetch connection failed; retrying", "broker", l.addr, "err", err)
+				if !f.sleep(k.sarama.Consumer.Retry.Backoff) {
+					return nil, nil
+				}
+				continue
+			}
+			f.mu.Lock()
+			if f.stopped {
+				f.mu.Unlock()
+				_ = c.Close()
+				return nil, nil
+			}
+			l.conn, conn = c, c
+			f.mu.Unlock()
+		}
+		return parts, conn
+	}
+}
+
+// reroute routes partitions ids of the loop again, all of them when ids
+// is nil, after closing conn, if not nil, after a failure: their leader
+// may have moved. The loop goes on with the others at once; those are
+// routed after Consumer.Retry.Backoff, with the metadata refreshed.
+func (l *fetchLoop) reroute(conn *sarama.Broker, ids []int32) {
+	f := l.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if conn != nil && l.conn == conn {
+		_ = conn.Close()
+		l.conn = nil
+	}
+	var parts []*fetchPart
+	for id, p := range l.parts {
+		if ids == nil || slices.Contains(ids, id) {
+			parts = append(parts, p)
+			delete(l.parts, id)
+		}
+	}
+	if f.stopped || len(parts) == 0 {
+		return
+	}
+	f.wg.Go(func() {
+		if !f.sleep(f.k.sarama.Consumer.Retry.Backoff) {
+			return
+		}
+		_ = f.client.RefreshMetadata(f.k.cfg.Topic)
+		for _, p := range parts {
+			f.route(p)
+		}
+	})
+}
+
+// take queues the records of partition p's block of a response, and moves
+// p's position past them. It returns false when the partition must be
+// routed again (its leader moved).
+func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
+	f, k := l.f, l.f.k
+	if block == nil {
+		return true
+	}
+	switch {
+	case errors.Is(block.Err, sarama.ErrNoError):
+	case errors.Is(block.Err, sarama.ErrOffsetOutOfRange):
+		reset := k.sarama.Consumer.Offsets.Initial
+		f.log("kafka offset out of range; starting again from the partition's "+map[bool]string{true: "oldest", false: "newest"}[reset == sarama.OffsetOldest]+" record",
+			"partition", p.id, "offset", p.pos)
+		l.f.mu.Lock()
+		if q := l.parts[p.id]; q != nil && q.epoch == p.epoch && q.pos == p.pos {
+			q.pos, q.reset = reset, true
+		}
+		l.f.mu.Unlock()
+		return true
+	case errors.Is(block.Err, sarama.ErrNotLeaderForPartition), errors.Is(block.Err, sarama.ErrLeaderNotAvailable),
+		errors.Is(block.Err, sarama.ErrFencedLeaderEpoch), errors.Is(block.Err, sarama.ErrUnknownLeaderEpoch):
+		k.log.Info("kafka partition leader moved; following it", "partition", p.id, "broker", l.addr, "err", block.Err)
+		return false
+	default:
+		f.log("kafka fetch of a partition failed; retrying", "partition", p.id, "broker", l.addr, "err", block.Err)
+		return false
+	}
+	filter := &readcommitted.Filter{}
+	if k.sarama.Consumer.IsolationLevel == sarama.ReadCommitted {
+		filter = readcommitted.New(block)
+	}
+	pos, size := p.pos, p.size
+	var c *kafkaChunk
+	records := 0
+	// add queues a record, in chunks; it reports false when the claim ended.
+	add := func(m sarama.ConsumerMessage) bool {
+		if c == nil {
+			c = kafkaChunks.Get().(*kafkaChunk)
+			c.partition, c.epoch, c.off, c.hwm = p.id, p.epoch, 0, block.HighWaterMarkOffset
+		}
+		msg := c.message()
+		*msg = m
+		for _, ic := range k.sarama.Consumer.Interceptors {
+			kafkaIntercept(ic, msg)
+		}
+		pos = m.Offset + 1
+		records++
+		if len(c.msgs) == kafkaMaxChunk {
+			ok := k.push(c, l.stop)
+			c = nil
+			return ok
+		}
+		return true
+	}
+	for _, set := range block.RecordsSet {
+		if set.MsgSet != nil { // the message format before Kafka 0.11, as sarama's consumer reads it
+			for _, mb := range set.MsgSet.Messages {
+				inner := mb.Messages()
+				for _, im := range inner {
+					off, ts := im.Offset, im.Msg.Timestamp
+					if im.Msg.Version >= 1 {
+						off += mb.Offset - inner[len(inner)-1].Offset
+						if im.Msg.LogAppendTime {
+							ts = mb.Msg.Timestamp
+						}
+					}
+					if off < pos {
+						continue
+					}
+					if !add(sarama.ConsumerMessage{Topic: k.cfg.Topic, Partition: p.id, Key: im.Msg.Key, Value: im.Msg.Value,
+						Offset: off, Timestamp: ts, BlockTimestamp: mb.Msg.Timestamp}) {
+						return true // the claim ended
+					}
+				}
+				pos = max(pos, mb.Offset+1)
+			}
+			continue
+		}
+		b := set.RecordBatch
+		if b == nil {
+			continue
+		}
+		next := b.FirstOffset + int64(b.LastOffsetDelta) + 1
+		if b.PartialTrailingRecord || len(b.Records) == 0 && next <= pos {
+			continue
+		}
+		if filter.Skip(b) {
+			pos = max(pos, next)
+			continue
+		}
+		for _, r := range b.Records {
+			off := b.FirstOffset + r.OffsetDelta
+			if off < pos {
+				continue
+			}
+			ts := b.FirstTimestamp.Add(r.TimestampDelta)
+			if b.LogAppendTime {
+				ts = b.MaxTimestamp
+			}
+			if !add(sarama.ConsumerMessage{Topic: k.cfg.Topic, Partition: p.id, Key: r.Key, Value: r.Value,
+				Offset: off, Timestamp: ts, Headers: r.Headers}) {
+				return true // the claim ended
+			}
+		}
+		pos = max(pos, next)
+	}
+	if c != nil && !k.push(c, l.stop) {
+		return true
+	}
+	if records == 0 {
+		k.noteHWM(p.id, p.epoch, block.HighWaterMarkOffset)
+		if pos == p.pos && block.HighWaterMarkOffset > pos && len(block.RecordsSet) > 0 {
+			// Bytes came but no whole batch: ask for more next time.
+			size = min(max(2*size, size+1), kafkaFetchMax(k.sarama))
+		}
+	} else {
+		size = k.sarama.Consumer.Fetch.Default
+	}
+	l.setPos(&p, pos, size)
+	return true
+}
+
+// setPos moves the position of the loop's partition p (a copy), if the
+// same claim still has it there.
+func (l *fetchLoop) setPos(p *fetchPart, pos int64, size int32) {
+	l.f.mu.Lock()
+	defer l.f.mu.Unlock()
+	if q := l.parts[p.id]; q != nil && q.epoch == p.epoch && q.pos == p.pos {
+		q.pos, q.size = pos, size
+	}
+}
+
+// kafkaFetchMax is the most bytes a fetch asks of one partition.
+func kafkaFetchMax(sc *sarama.Config) int32 {
+	if sc.Consumer.Fetch.Max > 0 {
+		return sc.Consumer.Fetch.Max
+	}
+	return 1<<31 - 1
+}
+
+// kafkaIntercept applies a consumer interceptor as sarama does: a panic
+// in it is logged by sarama's logger and the message goes on.
+func kafkaIntercept(ic sarama.ConsumerInterceptor, m *sarama.ConsumerMessage) {
+	defer func() {
+		if r := recover(); r != nil {
+			sarama.Logger.Println(fmt.Sprintf("consumer interceptor %T panicked: %v", ic, r))
+		}
+	}()
+	ic.OnConsume(m)
+}
+
+// message returns the next message of c, from its slab.
+func (c *kafkaChunk) message() *sarama.ConsumerMessage {
+	if len(c.slab) == cap(c.slab) {
+		c.slab = make([]sarama.ConsumerMessage, 0, kafkaMaxChunk)
+	}
+	c.slab = c.slab[:len(c.slab)+1]
+	m := &c.slab[len(c.slab)-1]
+	c.msgs = append(c.msgs, m)
+	return m
+}

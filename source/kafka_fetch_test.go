@@ -1,0 +1,293 @@
+package source_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// startCluster starts a kfake cluster of n brokers with topic, closed at
+// the end of the test, and returns it and its addresses.
+func startCluster(t *testing.T, n int, topic string, partitions int32) (*kfake.Cluster, []string) {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(n), kfake.SeedTopics(partitions, topic), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return c, c.ListenAddrs()
+}
+
+// produceEach writes the values from..to-1 to topic, value i to partition
+// i mod partitions, one request (and record batch) per record when one is
+// set, with sarama's producer, as produce does.
+func produceEach(t *testing.T, addrs []string, topic string, partitions int32, from, to int, one bool) {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	p, err := sarama.NewSyncProducer(addrs, cfg)
+	require.NoError(t, err)
+	defer p.Close()
+	var msgs []*sarama.ProducerMessage
+	for i := from; i < to; i++ {
+		m := &sarama.ProducerMessage{Topic: topic, Partition: int32(i) % partitions, Key: sarama.StringEncoder("k" + strconv.Itoa(i)), Value: sarama.StringEncoder(strconv.Itoa(i))}
+		if one {
+			_, _, err := p.SendMessage(m)
+			require.NoError(t, err)
+			continue
+		}
+		msgs = append(msgs, m)
+	}
+	if len(msgs) > 0 {
+		require.NoError(t, p.SendMessages(msgs))
+	}
+}
+
+// runSource runs src in a pipeline whose batches go to each, and returns
+// a function that stops it and checks that Run returned nil.
+func runSource(t *testing.T, src *source.Kafka, each func(context.Context, *stream.Batch[source.Message]) error, opts ...stream.Option) func() {
+	t.Helper()
+	p := stream.NewPipeline(append([]stream.Option{stream.Interval(20 * time.Millisecond)}, opts...)...)
+	stream.ForEachBatch(stream.From(p, src), each)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			require.NoError(t, stopped(t, done))
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// captureLog returns a logger and a function that returns what it logged.
+func captureLog() (*slog.Logger, func() string) {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	}), nil))
+	return log, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.String()
+	}
+}
+
+func sourceOn(t *testing.T, addrs []string, topic, group string, log *slog.Logger, edit ...func(*source.KafkaConfig)) *source.Kafka {
+	t.Helper()
+	cfg := source.KafkaConfig{Brokers: addrs, Topic: topic, Group: group, ConnectTimeout: 10 * time.Second, RevokeTimeout: 5 * time.Second,
+		Sarama: fastSarama(), Logger: log}
+	for _, f := range edit {
+		f(&cfg)
+	}
+	src, err := source.NewKafka(cfg)
+	require.NoError(t, err)
+	return src
+}
+
+// When the leaders of the partitions move to other brokers while the
+// source reads, it follows them: every record comes once, in order.
+func TestKafkaFetchFollowsMovedLeaders(t *testing.T) {
+	checkLeaks(t)
+	const topic, parts, half = "moves", 4, 2000
+	c, addrs := startCluster(t, 3, topic, parts)
+	produceEach(t, addrs, topic, parts, 0, half, false)
+
+	cnt := counter{partitions: parts}
+	log, logged := captureLog()
+	stop := runSource(t, sourceOn(t, addrs, topic, "g", log, func(cfg *source.KafkaConfig) {
+		cfg.Sarama.Consumer.Retry.Backoff = 50 * time.Millisecond
+	}), cnt.count)
+	require.Eventually(t, func() bool { return cnt.total() > 0 }, 20*time.Second, 10*time.Millisecond)
+	for p := range int32(parts) {
+		require.NoError(t, c.MoveTopicPartition(topic, p, (c.LeaderFor(topic, p)+1)%3))
+	}
+	produceEach(t, addrs, topic, parts, half, 2*half, false)
+	require.Eventually(t, func() bool { return cnt.total() >= 2*half }, 20*time.Second, 10*time.Millisecond)
+	stop()
+
+	assert.Empty(t, cnt.wrong, "records in the wrong batch partition, or out of order")
+	assert.Equal(t, 2*half, cnt.total(), "each record once")
+	assert.Len(t, cnt.counts, 2*half)
+	assert.Contains(t, logged(), "kafka partition leader moved", "the old leaders said so")
+}
+
+// Read committed, the records of aborted transactions and the
+// transactions' markers are skipped; read uncommitted, only the markers.
+func TestKafkaFetchSkipsAbortedTransactions(t *testing.T) {
+	checkLeaks(t)
+	const topic = "txns"
+	_, addrs := startCluster(t, 1, topic, 1)
+	cfg := sarama.NewConfig()
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.Idempotent = true
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	cfg.Producer.Transaction.ID = "writer"
+	cfg.Net.MaxOpenRequests = 1
+	prod, err := sarama.NewSyncProducer(addrs, cfg)
+	require.NoError(t, err)
+	var committed, all []string
+	for txn := range 6 {
+		require.NoError(t, prod.BeginTxn())
+		for i := range 5 {
+			v := strconv.Itoa(txn*10 + i)
+			_, _, err := prod.SendMessage(&sarama.ProducerMessage{Topic: topic, Value: sarama.StringEncoder(v)})
+			require.NoError(t, err)
+			all = append(all, v)
+			if txn%2 == 0 {
+				committed = append(committed, v)
+			}
+		}
+		if txn%2 == 0 {
+			require.NoError(t, prod.CommitTxn())
+		} else {
+			require.NoError(t, prod.AbortTxn())
+		}
+	}
+	require.NoError(t, prod.Close())
+
+	for _, tc := range []struct {
+		isolation sarama.IsolationLevel
+		want      []string
+	}{{sarama.ReadCommitted, committed}, {sarama.ReadUncommitted, all}} {
+		var mu sync.Mutex
+		var got []string
+		stop := runSource(t, sourceOn(t, addrs, topic, "g"+strconv.Itoa(int(tc.isolation)), testLog(t), func(cfg *source.KafkaConfig) {
+			cfg.Sarama.Consumer.IsolationLevel = tc.isolation
+		}), func(_ context.Context, b *stream.Batch[source.Message]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, p := range b.Partitions {
+				for _, m := range p.Values {
+					got = append(got, string(m.Value))
+				}
+			}
+			return nil
+		})
+		assert.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= len(tc.want) }, 20*time.Second, 10*time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // nothing more comes
+		stop()
+		mu.Lock()
+		assert.Equal(t, tc.want, got, "isolation %d", tc.isolation)
+		mu.Unlock()
+	}
+}
+
+// A fetch position that retention (here, records deleted) left behind is
+// reset to the oldest record, with a warning, and reading goes on.
+func TestKafkaFetchOffsetOutOfRange(t *testing.T) {
+	checkLeaks(t)
+	const topic, n, deleted = "gone", 100, 60
+	_, addrs := startCluster(t, 1, topic, 1)
+	produceEach(t, addrs, topic, 1, 0, n, true) // a record batch each
+
+	log, logged := captureLog()
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var got []int64
+	stop := runSource(t, sourceOn(t, addrs, topic, "g", log, func(cfg *source.KafkaConfig) {
+		cfg.Buffer = 4
+		cfg.Sarama.Consumer.Fetch.Default = 1 // one record batch a fetch
+	}), func(_ context.Context, b *stream.Batch[source.Message]) error {
+		<-release // the source reads ahead only as far as its buffer
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range b.Partitions {
+			for i := range p.Values {
+				got = append(got, p.Origin(i).Offset)
+			}
+		}
+		return nil
+	}, stream.MaxRecords(2))
+	time.Sleep(300 * time.Millisecond) // the first batch waits, the buffer fills
+	admin, err := sarama.NewClusterAdmin(addrs, sarama.NewConfig())
+	require.NoError(t, err)
+	require.NoError(t, admin.DeleteRecords(topic, map[int32]int64{0: deleted}))
+	require.NoError(t, admin.Close())
+	close(release)
+	ok := assert.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 && got[len(got)-1] == n-1 }, 10*time.Second, 10*time.Millisecond)
+	stop()
+	if !ok {
+		t.Logf("got %v\nlog:\n%s", got, logged())
+		return
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	var before, after []int64
+	for _, o := range got {
+		if o < deleted {
+			before = append(before, o)
+		} else {
+			after = append(after, o)
+		}
+	}
+	require.NotEmpty(t, before)
+	assert.Less(t, len(before), deleted/2, "the buffer held the fetches back")
+	for i, o := range before {
+		assert.Equal(t, int64(i), o, "read in order up to the reset")
+	}
+	for i, o := range after {
+		assert.Equal(t, int64(deleted+i), o, "then from the oldest record left")
+	}
+	assert.Len(t, after, n-deleted)
+	assert.Contains(t, logged(), "kafka offset out of range")
+}
+
+type countInterceptor struct{ n *atomic.Int64 }
+
+func (c countInterceptor) OnConsume(m *sarama.ConsumerMessage) {
+	c.n.Add(1)
+	m.Headers = append(m.Headers, &sarama.RecordHeader{Key: []byte("seen"), Value: []byte(strconv.FormatInt(m.Offset, 10))})
+}
+
+// The consumer interceptors of the Sarama config see every record once,
+// before the pipeline does.
+func TestKafkaFetchRunsInterceptors(t *testing.T) {
+	checkLeaks(t)
+	const topic, n = "icpt", 300
+	_, addrs := startCluster(t, 1, topic, 2)
+	produceEach(t, addrs, topic, 2, 0, n, false)
+	var seen atomic.Int64
+	var mu sync.Mutex
+	var wrong []string
+	total := 0
+	stop := runSource(t, sourceOn(t, addrs, topic, "g", testLog(t), func(cfg *source.KafkaConfig) {
+		cfg.Sarama.Consumer.Interceptors = []sarama.ConsumerInterceptor{countInterceptor{&seen}}
+	}), func(_ context.Context, b *stream.Batch[source.Message]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range b.Partitions {
+			for i, m := range p.Values {
+				total++
+				if want := strconv.FormatInt(p.Origin(i).Offset, 10); len(m.Headers) != 1 || m.Headers[0].Key != "seen" || string(m.Headers[0].Value) != want {
+					wrong = append(wrong, string(m.Value))
+				}
+			}
+		}
+		return nil
+	})
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return total >= n }, 20*time.Second, 10*time.Millisecond)
+	stop()
+	assert.Empty(t, wrong)
+	assert.Equal(t, n, total)
+	assert.Equal(t, int64(n), seen.Load())
+}
