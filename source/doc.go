@@ -1,6 +1,7 @@
-// Package source holds the inputs of a stream.Pipeline: Kafka (a sarama
-// consumer group), files and standard input, a generator of random
-// activity events, and slices in memory for tests.
+// Package source holds the inputs of a stream.Pipeline: Kafka (a member
+// of a sarama consumer group that fetches with loops of its own), files
+// and standard input, a generator of random activity events, and slices
+// in memory for tests.
 //
 // Every source implements stream.Source; a record's stream.Origin names
 // where it came from (a topic, partition and offset, or a file and line),
