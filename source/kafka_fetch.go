@@ -330,8 +330,9 @@ func (l *fetchLoop) reroute(conn *sarama.Broker, ids []int32) {
 // routed again (its leader moved).
 func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
 	f, k := l.f, l.f.k
-	if block == nil {
-		return true
+	if block == nil { // the broker did not answer for it: not its leader any more, or a broker at fault
+		f.log("kafka fetch response without a partition asked for; retrying", "partition", p.id, "broker", l.addr)
+		return false
 	}
 	switch {
 	case errors.Is(block.Err, sarama.ErrNoError):
