@@ -964,17 +964,26 @@ func (k *Kafka) waitRoom(done <-chan struct{}) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for k.queued >= k.cfg.Buffer {
-		wake := k.room.wait()
-		k.mu.Unlock()
-		select {
-		case <-wake:
-		case <-done:
-			k.mu.Lock()
+		if !k.waitRoomChange(done) {
 			return false
 		}
-		k.mu.Lock()
 	}
 	return true
+}
+
+// waitRoomChange waits, with k.mu held and released meanwhile, until the
+// room in the queue changes, and reports whether it did before done was
+// closed.
+func (k *Kafka) waitRoomChange(done <-chan struct{}) bool {
+	wake := k.room.wait()
+	k.mu.Unlock()
+	defer k.mu.Lock()
+	select {
+	case <-wake:
+		return true
+	case <-done:
+		return false
+	}
 }
 
 // endClaim stops handing out the records of a claim that ends and waits up
@@ -1049,16 +1058,10 @@ func (k *Kafka) push(c *kafkaChunk, done <-chan struct{}) bool {
 		if k.queued < k.cfg.Buffer {
 			break
 		}
-		wake := k.room.wait()
-		k.mu.Unlock()
-		select {
-		case <-wake:
-		case <-done:
-			k.mu.Lock()
+		if !k.waitRoomChange(done) {
 			k.recycle(c)
 			return false
 		}
-		k.mu.Lock()
 	}
 	// The same records may come twice at a claim's start: from sarama's
 	// partition consumer, before its pause, and from the fetch loop.
