@@ -48,12 +48,12 @@ func BenchmarkKafkaConsume(b *testing.B) {
 		require.NoError(b, err)
 		return took
 	}
-	pipeline := func(b *testing.B, buffer int, interval time.Duration) time.Duration {
+	pipeline := func(b *testing.B, buffer int, interval time.Duration, saramaFetch bool) time.Duration {
 		start := time.Now()
 		var counted time.Duration
 		src, err := source.NewKafka(source.KafkaConfig{
 			Brokers: broker.Addrs(), Topic: "bench", Group: nextGroup(), Buffer: buffer, Sarama: benchSarama(),
-			Logger: testLog(b),
+			Logger: testLog(b), SaramaFetch: saramaFetch,
 		})
 		require.NoError(b, err)
 		p := stream.NewPipeline(stream.Interval(interval))
@@ -81,19 +81,21 @@ func BenchmarkKafkaConsume(b *testing.B) {
 		b.ReportMetric(rate(d, b.N), "records/s")
 	})
 	for _, cfg := range []struct {
-		name     string
-		buffer   int
-		interval time.Duration
+		name        string
+		buffer      int
+		interval    time.Duration
+		saramaFetch bool
 	}{
-		{"source", 0, 50 * time.Millisecond},
-		{"source/buffer=4096", 4096, 50 * time.Millisecond},
-		{"source/interval=10ms", 0, 10 * time.Millisecond},
+		{"source", 0, 50 * time.Millisecond, false},
+		{"source/buffer=4096", 4096, 50 * time.Millisecond, false},
+		{"source/interval=10ms", 0, 10 * time.Millisecond, false},
+		{"source/sarama-fetch", 0, 50 * time.Millisecond, true},
 	} {
 		b.Run(cfg.name, func(b *testing.B) {
 			b.ReportAllocs()
 			var d time.Duration
 			for b.Loop() {
-				d += pipeline(b, cfg.buffer, cfg.interval)
+				d += pipeline(b, cfg.buffer, cfg.interval, cfg.saramaFetch)
 			}
 			b.ReportMetric(rate(d, b.N), "records/s")
 		})
@@ -102,7 +104,7 @@ func BenchmarkKafkaConsume(b *testing.B) {
 		var ds, dp time.Duration
 		for b.Loop() {
 			ds += bare(b)
-			dp += pipeline(b, 0, 10*time.Millisecond)
+			dp += pipeline(b, 0, 10*time.Millisecond, false)
 		}
 		b.ReportMetric(rate(ds, b.N), "sarama-records/s")
 		b.ReportMetric(rate(dp, b.N), "source-records/s")

@@ -83,20 +83,23 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-func newSource(t testing.TB, b *kafkatest.Broker, topic, group string, edit ...func(*sarama.Config)) *source.Kafka {
+func newSource(t testing.TB, b *kafkatest.Broker, topic, group string, edit ...func(*source.KafkaConfig)) *source.Kafka {
 	t.Helper()
-	sc := fastSarama()
-	for _, f := range edit {
-		f(sc)
-	}
-	src, err := source.NewKafka(source.KafkaConfig{
+	cfg := source.KafkaConfig{
 		Brokers: b.Addrs(), Topic: topic, Group: group,
 		ConnectTimeout: 10 * time.Second, RevokeTimeout: 5 * time.Second,
-		Sarama: sc, Logger: testLog(t),
-	})
+		Sarama: fastSarama(), Logger: testLog(t),
+	}
+	for _, f := range edit {
+		f(&cfg)
+	}
+	src, err := source.NewKafka(cfg)
 	require.NoError(t, err)
 	return src
 }
+
+// saramaFetch makes a source fetch through sarama's partition consumers.
+func saramaFetch(cfg *source.KafkaConfig) { cfg.SaramaFetch = true }
 
 // produce writes the values from..to-1 to topic, value i to partition
 // i mod partitions, keyed "k<i>".
@@ -215,6 +218,13 @@ func TestKafkaPipeline(t *testing.T) {
 }
 
 func TestKafkaCommitAndResume(t *testing.T) {
+	t.Run("own-fetch", func(t *testing.T) { testCommitAndResume(t) })
+	t.Run("sarama-fetch", func(t *testing.T) { testCommitAndResume(t, saramaFetch) })
+}
+
+// testCommitAndResume stops a pipeline mid-stream and runs another: it
+// commits exactly what it processed, and the second goes on from there.
+func testCommitAndResume(t *testing.T, edit ...func(*source.KafkaConfig)) {
 	checkLeaks(t)
 	b := startBroker(t, map[string]int32{"in": 4})
 	const n = 2000
@@ -223,7 +233,7 @@ func TestKafkaCommitAndResume(t *testing.T) {
 	var c counter
 	largest := 0
 	run := func(stopAfter int) {
-		src := newSource(t, b, "in", "resume")
+		src := newSource(t, b, "in", "resume", edit...)
 		p := stream.NewPipeline(stream.Interval(20*time.Millisecond), stream.MaxRecords(100))
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -301,18 +311,23 @@ func (o *owned) get() []int32 {
 
 func TestKafkaGroupSplitsAndTakesOver(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		strategy sarama.BalanceStrategy
+		name        string
+		strategy    sarama.BalanceStrategy
+		saramaFetch bool
 	}{
-		{"cooperative-sticky", nil}, // the source's default
-		{"range", sarama.NewBalanceStrategyRange()},
+		{"cooperative-sticky", nil, false}, // the source's default
+		{"range", sarama.NewBalanceStrategyRange(), false},
+		{"cooperative-sticky/sarama-fetch", nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var edit []func(*sarama.Config)
+			var edit []func(*source.KafkaConfig)
 			if tc.strategy != nil {
-				edit = append(edit, func(c *sarama.Config) {
-					c.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{tc.strategy, sarama.NewBalanceStrategyRoundRobin()}
+				edit = append(edit, func(c *source.KafkaConfig) {
+					c.Sarama.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{tc.strategy, sarama.NewBalanceStrategyRoundRobin()}
 				})
+			}
+			if tc.saramaFetch {
+				edit = append(edit, saramaFetch)
 			}
 			testGroupSplitsAndTakesOver(t, edit...)
 		})
@@ -322,7 +337,7 @@ func TestKafkaGroupSplitsAndTakesOver(t *testing.T) {
 // testGroupSplitsAndTakesOver runs a member, then a second that takes
 // half the partitions, then stops the second: the first takes them back.
 // Every record is processed once.
-func testGroupSplitsAndTakesOver(t *testing.T, edit ...func(*sarama.Config)) {
+func testGroupSplitsAndTakesOver(t *testing.T, edit ...func(*source.KafkaConfig)) {
 	checkLeaks(t)
 	b := startBroker(t, map[string]int32{"in": 4})
 
