@@ -23,6 +23,7 @@ type blockLines struct {
 	maxLine int
 
 	line  int64  // lines split
+	part  int32  // the partition of the next line: lines go to the partitions in turn
 	read  int64  // bytes split, up to the end of the last line
 	block []byte // read so far into the current block, up to its cap
 	start int    // the first byte of block not split yet
@@ -86,6 +87,10 @@ func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, err
 // the last one is, so that it is always seen as over-long.
 func (b *blockLines) emit(recs []stream.Record[[]byte], ends []int64, n int, line []byte, cut bool) {
 	b.line++
+	part := b.part
+	if b.part++; int(b.part) == b.parts {
+		b.part = 0
+	}
 	if k := len(line); k > 0 && line[k-1] == '\r' && !cut {
 		line = line[: k-1 : k-1]
 	}
@@ -93,7 +98,7 @@ func (b *blockLines) emit(recs []stream.Record[[]byte], ends []int64, n int, lin
 		line = line[: b.maxLine+1 : b.maxLine+1]
 	}
 	recs[n] = stream.Record[[]byte]{Value: line, Origin: stream.Origin{
-		Source: b.name, Partition: int32((b.line - 1) % int64(b.parts)), Offset: b.line,
+		Source: b.name, Partition: part, Offset: b.line,
 	}}
 	if ends != nil {
 		ends[n] = b.read
