@@ -171,6 +171,23 @@ func TestCancelCommitsWhatTheIntervalHeldBack(t *testing.T) {
 	assert.Equal(t, []string{"write [1 2]", "flush", "commit 3", "write [3 4]", "flush", "commit 5"}, j.events)
 }
 
+// A run cancelled once a batch is done (here by a hook), with records
+// still to read, commits what the batches held back read, and reads no
+// more.
+func TestCancelAfterABatchCommitsWhatTheIntervalHeldBack(t *testing.T) {
+	j := &journal{}
+	ctx, cancel := context.WithCancel(context.Background())
+	hook := hookFunc(func(s stream.BatchStats) {
+		if s.Info.ID == 2 {
+			cancel()
+		}
+	})
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2), stream.CommitInterval(time.Hour), stream.WithHook(hook))
+	stream.To(stream.From(p, &counting{n: 10, j: j}), &flushing{j: j})
+	require.NoError(t, p.Run(ctx))
+	assert.Equal(t, []string{"write [1 2]", "flush", "commit 3", "write [3 4]", "flush", "commit 5"}, j.events)
+}
+
 func TestCommitIntervalMisuse(t *testing.T) {
 	for name, opts := range map[string][]stream.Option{
 		"negative":       {stream.CommitInterval(-time.Second)},

@@ -160,6 +160,12 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	scheduled := start
 	for id := int64(1); ; id++ {
 		if ctx.Err() != nil {
+			// Cancelled after a batch was done: what batches not
+			// committed (CommitInterval) have read is committed now, as
+			// when the cancellation comes during a batch.
+			if len(pending) > 0 {
+				return p.commit(work, last, committer, pending, &stats)
+			}
 			return nil
 		}
 		if p.cfg.interval > 0 {

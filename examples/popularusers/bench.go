@@ -355,10 +355,19 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 		}
 		f.rate = float64(records) / time.Since(start).Seconds()
 		f.users = users()
-		cancel()
 	})
 	p := stream.NewPipeline(append(rc.options(log), stream.Interval(rc.interval), stream.WithHook(done))...)
 	raw := stream.From(p, src)
+	// The run is cancelled by an output of the batch that holds the last
+	// record, so that the engine commits that batch (and flushes its
+	// outputs) before its hook stops the clock.
+	var read int64
+	stream.ForEachBatch(raw, func(_ context.Context, b *stream.Batch[source.Message]) error {
+		if read += int64(b.Len()); read >= c.events {
+			cancel()
+		}
+		return nil
+	})
 	event := func(m source.Message) []byte { return m.Value }
 	users = timedWire(rc, sk, raw, event, dec, out, &timer)
 	if err := p.Run(ctx); err != nil {
@@ -367,8 +376,40 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 	if f.rate == 0 {
 		return f, fmt.Errorf("stopped after %d of %d records", records, c.events)
 	}
+	if err := c.checkCommitted(brokers, group, records); err != nil {
+		return f, err
+	}
 	f.steps = timer.steps
 	return f, nil
+}
+
+// checkCommitted checks that the offsets group committed cover exactly
+// the records its pipeline counted: a record counted twice would make
+// the pipeline look faster than it is.
+func (c *benchConfig) checkCommitted(brokers []string, group string, records int64) error {
+	admin, err := sarama.NewClusterAdmin(brokers, sarama.NewConfig())
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	parts := make([]int32, c.partitions)
+	for i := range parts {
+		parts[i] = int32(i)
+	}
+	resp, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{benchTopic: parts})
+	if err != nil {
+		return fmt.Errorf("committed offsets of group %s: %w", group, err)
+	}
+	var committed int64
+	for _, p := range parts {
+		if b := resp.GetBlock(benchTopic, p); b != nil && b.Offset > 0 {
+			committed += b.Offset
+		}
+	}
+	if committed != records {
+		return fmt.Errorf("group %s counted %d records, and committed offsets that cover %d", group, records, committed)
+	}
+	return nil
 }
 
 // state runs the pipeline with the sketch sk on 2·stateUsers events made
