@@ -340,7 +340,7 @@ func (p *BatchProducer) sendTo(leader *sarama.Broker, batches []*partBatch) {
 				blocked[b.part] = b
 			}
 		}
-		batches = later[:0:0]
+		batches = later[:0] // filtered in place: each is written at or before where it was read
 		for _, b := range later {
 			if f := blocked[b.part]; f != nil {
 				// Behind a batch that failed: not sent, so as to keep the
