@@ -18,7 +18,7 @@ import (
 // asks for all of the broker's partitions at once and queues their
 // records in chunks. It takes the place of sarama's partition consumers,
 // which hand every message through a channel of its own (a select and a
-// goroutine switch per message, the most of the consumer's CPU): a claim
+// goroutine switch per message, most of the consumer's CPU): a claim
 // pauses its sarama partition consumer as it starts and registers the
 // partition here. Records the partition consumer fetched before the pause
 // are queued too; the queue skips what it already holds (Kafka.push).
@@ -40,13 +40,12 @@ type kafkaFetch struct {
 
 // fetchLoop fetches the partitions led by one broker.
 type fetchLoop struct {
-	f      *kafkaFetch
-	leader int32
-	addr   string
-	parts  map[int32]*fetchPart // kafkaFetch.mu
-	conn   *sarama.Broker       // kafkaFetch.mu; nil until the first fetch or after a failure
-	wake   chan struct{}        // 1-buffered: a partition was added
-	stop   chan struct{}        // closed when the loop is replaced or the fetch stops
+	f     *kafkaFetch
+	addr  string
+	parts map[int32]*fetchPart // kafkaFetch.mu
+	conn  *sarama.Broker       // kafkaFetch.mu; nil until the first fetch or after a failure
+	wake  chan struct{}        // 1-buffered: a partition was added
+	stop  chan struct{}        // closed when the loop is replaced or the fetch stops
 }
 
 // fetchPart is a claimed partition: where its next fetch starts.
@@ -114,7 +113,7 @@ func (f *kafkaFetch) route(p *fetchPart) {
 		if l != nil {
 			close(l.stop) // the broker moved: its parts go with the new loop
 		}
-		l = &fetchLoop{f: f, leader: leader.ID(), addr: leader.Addr(), parts: map[int32]*fetchPart{},
+		l = &fetchLoop{f: f, addr: leader.Addr(), parts: map[int32]*fetchPart{},
 			wake: make(chan struct{}, 1), stop: make(chan struct{})}
 		if old := f.loops[leader.ID()]; old != nil {
 			for id, q := range old.parts {
