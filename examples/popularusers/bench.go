@@ -138,10 +138,10 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 		defer stop()
 	}
 	var (
-		bare, tdig, exact, lines, file []float64
-		bareCores, fileCores           []float64
-		tdigF, exactF                  []benchFigures
-		group                          int
+		bare, alone, tdig, exact, lines, file []float64
+		bareCores, aloneCores, fileCores      []float64
+		tdigF, exactF                         []benchFigures
+		group                                 int
 	)
 	nextGroup := func() string { group++; return "bench-" + strconv.Itoa(group) }
 	for round := 1; round <= c.rounds; round++ {
@@ -154,6 +154,12 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 		}
 		bare, bareCores = append(bare, r), append(bareCores, cores(cpu0, t0))
 		log.Info("bench", "round", round, "read", "kafka bare", "records/s", int64(r), "cores", round2(bareCores[len(bareCores)-1]))
+		cpu0, t0 = processCPU(), time.Now()
+		if r, err = c.sourceAlone(ctx, b.Addrs(), nextGroup(), quiet); err != nil {
+			return fmt.Errorf("source alone: %w", err)
+		}
+		alone, aloneCores = append(alone, r), append(aloneCores, cores(cpu0, t0))
+		log.Info("bench", "round", round, "read", "kafka source alone", "records/s", int64(r), "cores", round2(aloneCores[len(aloneCores)-1]))
 		sketches := []string{"tdigest", "exact"}
 		if round%2 == 0 { // neither always runs right after the bare consumer
 			slices.Reverse(sketches)
@@ -186,10 +192,11 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 		log.Info("bench", "round", round, "read", "file pipeline", "records/s", int64(r), "cores", round2(fileCores[len(fileCores)-1]))
 	}
 
-	mb, mt, me, ml, mf := median(bare), median(tdig), median(exact), median(lines), median(file)
+	mb, ma, mt, me, ml, mf := median(bare), median(alone), median(tdig), median(exact), median(lines), median(file)
 	fmt.Fprintf(stdout, "kafka bare sarama consumer group  %12.0f records/s  (%.2f cores)\n", mb, median(bareCores))
-	printPipeline(stdout, "kafka pipeline, tdigest", mt, mb, tdigF)
-	printPipeline(stdout, "kafka pipeline, exact  ", me, mb, exactF)
+	fmt.Fprintf(stdout, "kafka source alone, no pipeline   %12.0f records/s  %.3f× bare  (%.2f cores)\n", ma, ma/mb, median(aloneCores))
+	printPipeline(stdout, "kafka pipeline, tdigest", mt, mb, ma, tdigF)
+	printPipeline(stdout, "kafka pipeline, exact  ", me, mb, ma, exactF)
 	fmt.Fprintf(stdout, "file bare line count              %12.0f records/s\n", ml)
 	fmt.Fprintf(stdout, "file pipeline, -input             %12.0f records/s  %.3f× line count  (%.2f cores)\n", mf, mf/ml, median(fileCores))
 	if c.stateUsers > 0 {
@@ -220,7 +227,7 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 	return nil
 }
 
-func printPipeline(w io.Writer, name string, rate, bare float64, rounds []benchFigures) {
+func printPipeline(w io.Writer, name string, rate, bare, alone float64, rounds []benchFigures) {
 	var steps, waits, procs, publish []time.Duration
 	var cs []float64
 	users := uint64(0)
@@ -246,7 +253,7 @@ func printPipeline(w io.Writer, name string, rate, bare float64, rounds []benchF
 	if len(steps) > 0 {
 		worst = slices.Max(steps)
 	}
-	fmt.Fprintf(w, "%s           %12.0f records/s  %.3f× bare  (%.2f cores)\n", name, rate, rate/bare, median(cs))
+	fmt.Fprintf(w, "%s           %12.0f records/s  %.3f× bare  (%.2f cores); %.3f× the source alone\n", name, rate, rate/bare, median(cs), rate/alone)
 	fmt.Fprintf(w, "  threshold step per batch: median %v, max %v over %d batches, %d users in state\n",
 		p50(steps), worst.Round(time.Microsecond), len(steps), users)
 	if len(waits) > 0 {
@@ -381,6 +388,45 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 	}
 	f.steps = timer.steps
 	return f, nil
+}
+
+// sourceAlone reads every event with the Kafka source of the pipeline
+// into a pipeline that only counts them, with run's batches: the most
+// the pipeline could read, and returns the records/s from the start to
+// the last batch committed.
+func (c *benchConfig) sourceAlone(ctx context.Context, brokers []string, group string, log *slog.Logger) (float64, error) {
+	rc, err := parseRun([]string{"-group", group, "-batch-records", strconv.Itoa(c.batchRecords)}, io.Discard)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	src, err := source.NewKafka(source.KafkaConfig{Brokers: brokers, Topic: benchTopic, Group: group, Logger: log})
+	if err != nil {
+		return 0, err
+	}
+	var records, read int64
+	var rate float64
+	done := hookFunc(func(s stream.BatchStats) {
+		if records += int64(s.Info.Records); records >= c.events && rate == 0 {
+			rate = float64(records) / time.Since(start).Seconds()
+		}
+	})
+	p := stream.NewPipeline(append(rc.options(log), stream.Interval(rc.interval), stream.WithHook(done))...)
+	stream.ForEachBatch(stream.From(p, src), func(_ context.Context, b *stream.Batch[source.Message]) error {
+		if read += int64(b.Len()); read >= c.events {
+			cancel() // the engine commits this batch before its hook
+		}
+		return nil
+	})
+	if err := p.Run(ctx); err != nil {
+		return 0, err
+	}
+	if rate == 0 {
+		return 0, fmt.Errorf("stopped after %d of %d records", records, c.events)
+	}
+	return rate, c.checkCommitted(brokers, group, records)
 }
 
 // checkCommitted checks that the offsets group committed cover exactly

@@ -21,7 +21,8 @@ func TestBench(t *testing.T) {
 	// What bounds the figures: the cores each read used, and where a
 	// pipeline's batch spends its time.
 	assert.Regexp(t, `(?m)^kafka bare sarama consumer group +\d+ records/s  \([\d.]+ cores\)$`, out)
-	assert.Regexp(t, `(?m)^kafka pipeline, exact +\d+ records/s  [\d.]+× bare  \([\d.]+ cores\)$`, out)
+	assert.Regexp(t, `(?m)^kafka source alone, no pipeline +\d+ records/s  [\d.]+× bare  \([\d.]+ cores\)$`, out)
+	assert.Regexp(t, `(?m)^kafka pipeline, exact +\d+ records/s  [\d.]+× bare  \([\d.]+ cores\); [\d.]+× the source alone$`, out)
 	assert.Regexp(t, `(?m)^  per batch after the first: median wait for records \S+, processing \S+, of which publishing popular users \S+$`, out)
 	for _, name := range []string{"kafka-tdigest/bare", "kafka-exact/bare", "file/linecount"} {
 		m := regexp.MustCompile(`(?m)^RATIO ` + regexp.QuoteMeta(name) + `=(\S+)$`).FindStringSubmatch(out)
