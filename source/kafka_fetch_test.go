@@ -291,3 +291,54 @@ func TestKafkaFetchRunsInterceptors(t *testing.T) {
 	assert.Equal(t, n, total)
 	assert.Equal(t, int64(n), seen.Load())
 }
+
+// With StartNewest, a group with no committed offset starts at the end of
+// the partition: none of the records there before is read, and every
+// record after the start is, in order.
+func TestKafkaFetchStartNewest(t *testing.T) {
+	checkLeaks(t)
+	const topic = "newest"
+	_, addrs := startCluster(t, 1, topic, 1)
+	produceEach(t, addrs, topic, 1, 0, 100, false)
+	var mu sync.Mutex
+	var got []int
+	stop := runSource(t, sourceOn(t, addrs, topic, "g", testLog(t), func(cfg *source.KafkaConfig) {
+		cfg.StartNewest = true
+	}), func(_ context.Context, b *stream.Batch[source.Message]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range b.Partitions {
+			for _, m := range p.Values {
+				v, err := strconv.Atoi(string(m.Value))
+				if err != nil {
+					return err
+				}
+				got = append(got, v)
+			}
+		}
+		return nil
+	})
+	// Records keep coming until some are read: when the source starts is
+	// not known from outside.
+	next := 100
+	for deadline := time.Now().Add(20 * time.Second); ; next += 5 {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 20 || time.Now().After(deadline) {
+			break
+		}
+		produceEach(t, addrs, topic, 1, next, next+5, false)
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	require.GreaterOrEqual(t, len(got), 20)
+	assert.GreaterOrEqual(t, got[0], 100, "none of the records there before the start")
+	for i, v := range got {
+		assert.Equal(t, got[0]+i, v, "every record after the start, in order")
+	}
+	assert.Equal(t, next, got[len(got)-1]+1, "up to the last")
+}
