@@ -162,11 +162,14 @@ type TxnOffsets interface {
 // source pauses it as a claim starts, and the records it fetched before
 // the pause are not handed out twice. The fetches follow the Sarama
 // config: Consumer.Fetch (Min, Default, Max, MaxBytes), MaxWaitTime,
-// IsolationLevel, Retry.Backoff, RackID, and Consumer.Interceptors run on
-// every record. A fetch told that its partition's leader moved finds the
-// new leader; a position out of the partition's range (records deleted
-// by retention before they were read) starts again from the oldest record,
-// or the newest with StartNewest, with a warning.
+// IsolationLevel, Retry.Backoff, and Consumer.Interceptors run on every
+// record. They always go to the partition's leader: a RackID is sent, but
+// a follower the broker prefers (KIP-392) is not fetched from, and the
+// leader epoch is not checked (KIP-320). A fetch told that its
+// partition's leader moved finds the new leader; a position out of the
+// partition's range (records deleted by retention before they were read)
+// starts again from the oldest record, or the newest with StartNewest,
+// with a warning. SaramaFetch goes back to sarama's partition consumers.
 type Kafka struct {
 	cfg    KafkaConfig
 	sarama *sarama.Config
