@@ -169,7 +169,10 @@ type TxnOffsets interface {
 // partition's leader moved finds the new leader; a position out of the
 // partition's range (records deleted by retention before they were read)
 // starts again from the oldest record, or the newest with StartNewest,
-// with a warning. SaramaFetch goes back to sarama's partition consumers.
+// with a warning, whatever Consumer.Group.ResetInvalidOffsets says (which
+// applies to a claim's start; sarama's partition consumer would stop
+// reading the partition until the next rebalance). SaramaFetch goes back
+// to sarama's partition consumers.
 type Kafka struct {
 	cfg    KafkaConfig
 	sarama *sarama.Config
