@@ -932,14 +932,6 @@ func (k *Kafka) startClaim(id int32, initial int64) (uint64, sarama.ConsumerGrou
 	return p.epoch, k.group, k.fetch
 }
 
-// claimed reports whether the claim of epoch still owns partition id.
-func (k *Kafka) claimed(id int32, epoch uint64) bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	p := k.parts[id]
-	return p != nil && p.epoch == epoch && p.owner == kafkaOwned
-}
-
 // fedFrom returns the offset after the records of partition id the claim
 // of epoch queued, and whether that claim still owns it.
 func (k *Kafka) fedFrom(id int32, epoch uint64) (int64, bool) {

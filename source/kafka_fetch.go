@@ -29,7 +29,6 @@ type kafkaFetch struct {
 	k       *Kafka
 	client  sarama.Client
 	version int16 // of the fetch requests
-	log     func(msg string, args ...any)
 
 	mu      sync.Mutex
 	loops   map[int32]*fetchLoop // by leader broker ID
@@ -67,7 +66,7 @@ func kafkaOwnFetch(sc *sarama.Config) bool { return sc.Version.IsAtLeast(sarama.
 func newKafkaFetch(k *Kafka, client sarama.Client) *kafkaFetch {
 	return &kafkaFetch{
 		k: k, client: client, version: kafkaconf.FetchVersion(k.sarama.Version),
-		log: k.log.Warn, loops: map[int32]*fetchLoop{}, done: make(chan struct{}),
+		loops: map[int32]*fetchLoop{}, done: make(chan struct{}),
 	}
 }
 
@@ -95,11 +94,11 @@ func (f *kafkaFetch) route(p *fetchPart) {
 	leader, err := f.client.Leader(f.k.cfg.Topic, p.id)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.stopped || !f.k.claimed(p.id, p.epoch) {
+	if _, claimed := f.k.fedFrom(p.id, p.epoch); f.stopped || !claimed {
 		return
 	}
 	if err != nil {
-		f.log("kafka partition leader unknown; retrying", "partition", p.id, "err", err, "retry_in", f.k.sarama.Consumer.Retry.Backoff)
+		f.k.log.Warn("kafka partition leader unknown; retrying", "partition", p.id, "err", err, "retry_in", f.k.sarama.Consumer.Retry.Backoff)
 		f.wg.Go(func() {
 			if f.sleep(f.k.sarama.Consumer.Retry.Backoff) {
 				_ = f.client.RefreshMetadata(f.k.cfg.Topic)
@@ -205,7 +204,7 @@ func (l *fetchLoop) run() {
 				return
 			default:
 			}
-			f.log("kafka fetch failed; retrying", "broker", l.addr, "err", err, "retry_in", k.sarama.Consumer.Retry.Backoff)
+			k.log.Warn("kafka fetch failed; retrying", "broker", l.addr, "err", err, "retry_in", k.sarama.Consumer.Retry.Backoff)
 			l.reroute(conn, nil)
 			continue
 		}
@@ -250,7 +249,7 @@ func (l *fetchLoop) next() ([]fetchPart, *sarama.Broker) {
 		for _, p := range unresolved {
 			off, err := f.client.GetOffset(k.cfg.Topic, p.id, p.pos)
 			if err != nil {
-				f.log("kafka partition offset not found; retrying", "partition", p.id, "err", err)
+				k.log.Warn("kafka partition offset not found; retrying", "partition", p.id, "err", err)
 				continue
 			}
 			f.mu.Lock()
@@ -272,7 +271,7 @@ func (l *fetchLoop) next() ([]fetchPart, *sarama.Broker) {
 		if conn == nil && len(parts) > 0 {
 			c := sarama.NewBroker(l.addr)
 			if err := c.Open(k.sarama); err != nil {
-				f.log("kafka fetch connection failed; retrying", "broker", l.addr, "err", err)
+				k.log.Warn("kafka fetch connection failed; retrying", "broker", l.addr, "err", err)
 				if !f.sleep(k.sarama.Consumer.Retry.Backoff) {
 					return nil, nil
 				}
@@ -328,29 +327,25 @@ func (l *fetchLoop) reroute(conn *sarama.Broker, ids []int32) {
 // p's position past them. It returns false when the partition must be
 // routed again (its leader moved).
 func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
-	f, k := l.f, l.f.k
+	k := l.f.k
 	if block == nil { // the broker did not answer for it: not its leader any more, or a broker at fault
-		f.log("kafka fetch response without a partition asked for; retrying", "partition", p.id, "broker", l.addr)
+		k.log.Warn("kafka fetch response without a partition asked for; retrying", "partition", p.id, "broker", l.addr)
 		return false
 	}
 	switch {
 	case errors.Is(block.Err, sarama.ErrNoError):
 	case errors.Is(block.Err, sarama.ErrOffsetOutOfRange):
 		reset := k.sarama.Consumer.Offsets.Initial
-		f.log("kafka offset out of range; starting again from the partition's "+map[bool]string{true: "oldest", false: "newest"}[reset == sarama.OffsetOldest]+" record",
+		k.log.Warn("kafka offset out of range; starting again from the partition's "+map[bool]string{true: "oldest", false: "newest"}[reset == sarama.OffsetOldest]+" record",
 			"partition", p.id, "offset", p.pos)
-		l.f.mu.Lock()
-		if q := l.parts[p.id]; q != nil && q.epoch == p.epoch && q.pos == p.pos {
-			q.pos, q.reset = reset, true
-		}
-		l.f.mu.Unlock()
+		l.setPos(&p, reset, p.size, true)
 		return true
 	case errors.Is(block.Err, sarama.ErrNotLeaderForPartition), errors.Is(block.Err, sarama.ErrLeaderNotAvailable),
 		errors.Is(block.Err, sarama.ErrFencedLeaderEpoch), errors.Is(block.Err, sarama.ErrUnknownLeaderEpoch):
 		k.log.Info("kafka partition leader moved; following it", "partition", p.id, "broker", l.addr, "err", block.Err)
 		return false
 	default:
-		f.log("kafka fetch of a partition failed; retrying", "partition", p.id, "broker", l.addr, "err", block.Err)
+		k.log.Warn("kafka fetch of a partition failed; retrying", "partition", p.id, "broker", l.addr, "err", block.Err)
 		return false
 	}
 	filter := &readcommitted.Filter{}
@@ -360,16 +355,19 @@ func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
 	pos, size := p.pos, p.size
 	var c *kafkaChunk
 	records := 0
-	// add queues a record, in chunks; it reports false when the claim ended.
-	add := func(m sarama.ConsumerMessage) bool {
+	// slot returns the next message of the chunk being filled, and
+	// queued takes it once filled: the chunk is queued when full, and
+	// queued reports false when the claim ended.
+	slot := func() *sarama.ConsumerMessage {
 		if c == nil {
 			c = kafkaChunks.Get().(*kafkaChunk)
 			c.partition, c.epoch, c.off, c.hwm = p.id, p.epoch, 0, block.HighWaterMarkOffset
 		}
-		msg := c.message()
-		*msg = m
+		return c.message()
+	}
+	queued := func(m *sarama.ConsumerMessage) bool {
 		for _, ic := range k.sarama.Consumer.Interceptors {
-			kafkaIntercept(ic, msg)
+			kafkaIntercept(ic, m)
 		}
 		pos = m.Offset + 1
 		records++
@@ -395,8 +393,10 @@ func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
 					if off < pos {
 						continue
 					}
-					if !add(sarama.ConsumerMessage{Topic: k.cfg.Topic, Partition: p.id, Key: im.Msg.Key, Value: im.Msg.Value,
-						Offset: off, Timestamp: ts, BlockTimestamp: mb.Msg.Timestamp}) {
+					m := slot()
+					*m = sarama.ConsumerMessage{Topic: k.cfg.Topic, Partition: p.id, Key: im.Msg.Key, Value: im.Msg.Value,
+						Offset: off, Timestamp: ts, BlockTimestamp: mb.Msg.Timestamp}
+					if !queued(m) {
 						return true // the claim ended
 					}
 				}
@@ -421,12 +421,13 @@ func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
 			if off < pos {
 				continue
 			}
-			ts := b.FirstTimestamp.Add(r.TimestampDelta)
+			m := slot()
+			*m = sarama.ConsumerMessage{Topic: k.cfg.Topic, Partition: p.id, Key: r.Key, Value: r.Value,
+				Offset: off, Timestamp: b.FirstTimestamp.Add(r.TimestampDelta), Headers: r.Headers}
 			if b.LogAppendTime {
-				ts = b.MaxTimestamp
+				m.Timestamp = b.MaxTimestamp
 			}
-			if !add(sarama.ConsumerMessage{Topic: k.cfg.Topic, Partition: p.id, Key: r.Key, Value: r.Value,
-				Offset: off, Timestamp: ts, Headers: r.Headers}) {
+			if !queued(m) {
 				return true // the claim ended
 			}
 		}
@@ -444,17 +445,18 @@ func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
 	} else {
 		size = k.sarama.Consumer.Fetch.Default
 	}
-	l.setPos(&p, pos, size)
+	l.setPos(&p, pos, size, false)
 	return true
 }
 
 // setPos moves the position of the loop's partition p (a copy), if the
-// same claim still has it there.
-func (l *fetchLoop) setPos(p *fetchPart, pos int64, size int32) {
+// same claim still has it there: to pos, or to the sentinel pos after a
+// reset.
+func (l *fetchLoop) setPos(p *fetchPart, pos int64, size int32, reset bool) {
 	l.f.mu.Lock()
 	defer l.f.mu.Unlock()
 	if q := l.parts[p.id]; q != nil && q.epoch == p.epoch && q.pos == p.pos {
-		q.pos, q.size = pos, size
+		q.pos, q.size, q.reset = pos, size, reset
 	}
 }
 

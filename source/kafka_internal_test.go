@@ -215,7 +215,7 @@ func TestKafkaRevokeWaitsForCommit(t *testing.T) {
 // testLoop is a fetch loop of k that fetches nothing: a test hands its
 // take the blocks of responses.
 func testLoop(k *Kafka, c *claim, from int64) *fetchLoop {
-	f := &kafkaFetch{k: k, loops: map[int32]*fetchLoop{}, done: make(chan struct{}), log: k.log.Warn}
+	f := &kafkaFetch{k: k, loops: map[int32]*fetchLoop{}, done: make(chan struct{})}
 	l := &fetchLoop{f: f, parts: map[int32]*fetchPart{c.id: {id: c.id, epoch: c.epoch, pos: from, size: 1 << 20}}, stop: make(chan struct{})}
 	f.loops[0] = l
 	return l
