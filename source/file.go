@@ -197,7 +197,7 @@ func (f *File) next(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 	}
 	select {
 	case <-f.stop:
-		f.err = fmt.Errorf("source: read %s after line %d: %w", f.name, f.line, os.ErrClosed)
+		f.err = f.closedErr()
 		return 0, f.err
 	default:
 	}
@@ -220,7 +220,7 @@ func (f *File) next(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 				case f.cur = <-f.chunks:
 					f.pos = 0
 				default:
-					f.err = fmt.Errorf("source: read %s after line %d: %w", f.name, f.line, os.ErrClosed)
+					f.err = f.closedErr()
 					return n, f.err
 				}
 			case <-ctx.Done():
@@ -243,6 +243,11 @@ func (f *File) next(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 		}
 	}
 	return n, nil
+}
+
+// closedErr is the error of a Poll after Close stopped the reading ahead.
+func (f *File) closedErr() error {
+	return fmt.Errorf("source: read %s after line %d: %w", f.name, f.line, os.ErrClosed)
 }
 
 // startAhead starts the goroutine that reads ahead, which takes over the

@@ -27,8 +27,7 @@ type blockLines struct {
 	read  int64  // bytes split, up to the end of the last line
 	block []byte // read so far into the current block, up to its cap
 	start int    // the first byte of block not split yet
-	cut   []byte // of a line over maxLine: its first maxLine+1 bytes
-	skip  bool   // cut is set and the rest of its line is being skipped
+	cut   []byte // of a line over maxLine: its first maxLine+1 bytes, while the rest of it is skipped
 	eof   bool
 }
 
@@ -43,9 +42,9 @@ func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, err
 		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
 			b.start += i + 1
 			b.read += int64(i + 1)
-			line, cut := rest[:i:i], b.skip
+			line, cut := rest[:i:i], b.cut != nil
 			if cut {
-				line, b.cut, b.skip = b.cut, nil, false
+				line, b.cut = b.cut, nil
 			}
 			b.emit(recs, ends, n, line, cut)
 			n++
@@ -54,9 +53,9 @@ func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, err
 		if b.eof {
 			b.start = len(b.block)
 			b.read += int64(len(rest))
-			cut := b.skip
+			cut := b.cut != nil
 			if cut {
-				rest, b.cut, b.skip = b.cut, nil, false
+				rest, b.cut = b.cut, nil
 			} else if len(rest) == 0 {
 				return n, io.EOF
 			}
@@ -66,10 +65,10 @@ func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, err
 		// No end of line in what is read: a line that goes on. Past
 		// maxLine+1 bytes (one more for a "\r" before its '\n'), keep its
 		// cut and skip the rest.
-		if !b.skip && len(rest) > b.maxLine+1 {
-			b.cut, b.skip = rest[:b.maxLine+1:b.maxLine+1], true
+		if b.cut == nil && len(rest) > b.maxLine+1 {
+			b.cut = rest[: b.maxLine+1 : b.maxLine+1]
 		}
-		if b.skip {
+		if b.cut != nil {
 			b.start = len(b.block)
 			b.read += int64(len(rest))
 		}
