@@ -245,11 +245,7 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 		}
 		k.client, k.producer = c, p
 	}
-	for _, m := range ptrs[resent:] { // the ones sent again were seen before
-		for _, ic := range k.sarama.Producer.Interceptors {
-			ic.OnSend(m)
-		}
-	}
+	kafkaconf.Intercept(k.sarama, ptrs[resent:]) // the ones sent again were seen before
 	k.failed = nil
 	k.deliver(ptrs, msgs)
 	if k.cfg.Async {

@@ -298,6 +298,18 @@ func (p *BatchProducer) attempt(batches []*partBatch) {
 // counts it.
 func maxRequest() int { return int(sarama.MaxRequestSize) - 10*1024 }
 
+// Intercept runs the producer interceptors of cfg on msgs, once each, as
+// sarama's producers do on a message sent for the first time. The senders
+// through a BatchProducer call it: Send does not, as it also sends again
+// messages that failed.
+func Intercept(cfg *sarama.Config, msgs []*sarama.ProducerMessage) {
+	for _, m := range msgs {
+		for _, ic := range cfg.Producer.Interceptors {
+			ic.OnSend(m)
+		}
+	}
+}
+
 // sendTo sends batches, in order, to leader: each request holds at most
 // one batch of a partition, and a partition's next batch goes only once
 // the one before is stored.

@@ -488,11 +488,7 @@ func (k *Kafka) send(msgs []*sarama.ProducerMessage) error {
 	if err != nil {
 		return err
 	}
-	for _, m := range msgs { // as sarama's producers do, once a message
-		for _, ic := range k.sarama.Producer.Interceptors {
-			ic.OnSend(m)
-		}
-	}
+	kafkaconf.Intercept(k.sarama, msgs)
 	errs := p.Send(msgs) // it starts a new idempotent producer after a failure
 	if len(errs) == 0 {
 		return nil
