@@ -155,18 +155,20 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	var pending []Offset     // read since the last checkpoint
 	var lastCommit time.Time // zero: the first batch commits
 	var last Info            // of the last batch
+	// end ends the run: what batches not committed (CommitInterval) have
+	// read is committed now.
+	end := func() error {
+		if len(pending) > 0 {
+			return p.commit(work, last, committer, pending, &stats)
+		}
+		return nil
+	}
 
 	start := time.Now()
 	scheduled := start
 	for id := int64(1); ; id++ {
-		if ctx.Err() != nil {
-			// Cancelled after a batch was done: what batches not
-			// committed (CommitInterval) have read is committed now, as
-			// when the cancellation comes during a batch.
-			if len(pending) > 0 {
-				return p.commit(work, last, committer, pending, &stats)
-			}
-			return nil
+		if ctx.Err() != nil { // cancelled after a batch was done
+			return end()
 		}
 		if p.cfg.interval > 0 {
 			scheduled = nextTick(scheduled, p.cfg.interval, time.Now())
@@ -178,12 +180,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		}
 		cutAt := time.Now()
 		if n == 0 && (eof && id > 1 || ctx.Err() != nil) {
-			// No empty batch after the last one; what batches not
-			// committed (CommitInterval) have read is committed now.
-			if len(pending) > 0 {
-				return p.commit(work, last, committer, pending, &stats)
-			}
-			return nil
+			return end() // no empty batch after the last one
 		}
 		if assigner != nil {
 			now := assigner.Assignment()
