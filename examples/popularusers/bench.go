@@ -325,31 +325,35 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 	if err != nil {
 		return f, err
 	}
-	start := time.Now()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	src, err := source.NewKafka(source.KafkaConfig{Brokers: brokers, Topic: benchTopic, Group: group, Logger: log})
-	if err != nil {
-		return f, err
-	}
-	dec, err := score.NewDecoder(score.FormatJSON)
-	if err != nil {
-		return f, err
-	}
-	popular, err := newPopularSink(brokers, rc.outTopic, nil, log)
-	if err != nil {
-		return f, err
-	}
-	defer popular.Close()
-	dead := sink.NewJSONLines[deadLetter]("dead letters", io.Discard)
-	defer dead.Close()
-	out := &outputs{report: newReporter(io.Discard, false, true, log), deadLetters: dead, popular: popular}
 	var (
 		timer   stepTimer
-		records int64
 		users   func() uint64
+		popular *popularSink
+		dead    *sink.JSONLines[deadLetter]
 	)
-	done := hookFunc(func(s stream.BatchStats) {
+	defer func() {
+		if popular != nil {
+			popular.Close()
+		}
+		if dead != nil {
+			dead.Close()
+		}
+	}()
+	wire := func(raw *stream.Stream[source.Message]) error {
+		dec, err := score.NewDecoder(score.FormatJSON)
+		if err != nil {
+			return err
+		}
+		if popular, err = newPopularSink(brokers, rc.outTopic, nil, log); err != nil {
+			return err
+		}
+		dead = sink.NewJSONLines[deadLetter]("dead letters", io.Discard)
+		out := &outputs{report: newReporter(io.Discard, false, true, log), deadLetters: dead, popular: popular}
+		event := func(m source.Message) []byte { return m.Value }
+		users = timedWire(rc, sk, raw, event, dec, out, &timer)
+		return nil
+	}
+	batch := func(s stream.BatchStats, last bool) {
 		f.waits = append(f.waits, s.Info.Time.Sub(s.Info.Start))
 		f.procs = append(f.procs, s.Processing)
 		for _, o := range s.Outputs {
@@ -357,33 +361,11 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 				f.publish = append(f.publish, o.Duration)
 			}
 		}
-		if records += int64(s.Info.Records); records < c.events || f.rate != 0 {
-			return
+		if last {
+			f.users = users()
 		}
-		f.rate = float64(records) / time.Since(start).Seconds()
-		f.users = users()
-	})
-	p := stream.NewPipeline(append(rc.options(log), stream.Interval(rc.interval), stream.WithHook(done))...)
-	raw := stream.From(p, src)
-	// The run is cancelled by an output of the batch that holds the last
-	// record, so that the engine commits that batch (and flushes its
-	// outputs) before its hook stops the clock.
-	var read int64
-	stream.ForEachBatch(raw, func(_ context.Context, b *stream.Batch[source.Message]) error {
-		if read += int64(b.Len()); read >= c.events {
-			cancel()
-		}
-		return nil
-	})
-	event := func(m source.Message) []byte { return m.Value }
-	users = timedWire(rc, sk, raw, event, dec, out, &timer)
-	if err := p.Run(ctx); err != nil {
-		return f, err
 	}
-	if f.rate == 0 {
-		return f, fmt.Errorf("stopped after %d of %d records", records, c.events)
-	}
-	if err := c.checkCommitted(brokers, group, records); err != nil {
+	if f.rate, err = c.readKafka(ctx, brokers, group, rc, log, wire, batch); err != nil {
 		return f, err
 	}
 	f.steps = timer.steps
@@ -392,13 +374,25 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 
 // sourceAlone reads every event with the Kafka source of the pipeline
 // into a pipeline that only counts them, with run's batches: the most
-// the pipeline could read, and returns the records/s from the start to
-// the last batch committed.
+// the pipeline could read.
 func (c *benchConfig) sourceAlone(ctx context.Context, brokers []string, group string, log *slog.Logger) (float64, error) {
 	rc, err := parseRun([]string{"-group", group, "-batch-records", strconv.Itoa(c.batchRecords)}, io.Discard)
 	if err != nil {
 		return 0, err
 	}
+	return c.readKafka(ctx, brokers, group, rc, log, nil, nil)
+}
+
+// readKafka reads every event of the bench's topic as group, with the
+// Kafka source and the options of run (rc), in a pipeline that wire, if
+// not nil, adds to, and returns the records/s from the start to the last
+// record counted. The batch that holds the last record cancels the run
+// from an output, so that the engine commits it (and flushes its outputs)
+// before its hook stops the clock; the committed offsets must then cover
+// exactly the records counted. batch, if not nil, sees every batch's
+// stats, the last one's with last set.
+func (c *benchConfig) readKafka(ctx context.Context, brokers []string, group string, rc *runConfig, log *slog.Logger,
+	wire func(*stream.Stream[source.Message]) error, batch func(s stream.BatchStats, last bool)) (float64, error) {
 	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -406,20 +400,33 @@ func (c *benchConfig) sourceAlone(ctx context.Context, brokers []string, group s
 	if err != nil {
 		return 0, err
 	}
-	var records, read int64
-	var rate float64
+	var (
+		records, read int64
+		rate          float64
+	)
 	done := hookFunc(func(s stream.BatchStats) {
-		if records += int64(s.Info.Records); records >= c.events && rate == 0 {
+		records += int64(s.Info.Records)
+		last := records >= c.events && rate == 0
+		if last {
 			rate = float64(records) / time.Since(start).Seconds()
+		}
+		if batch != nil {
+			batch(s, last)
 		}
 	})
 	p := stream.NewPipeline(append(rc.options(log), stream.Interval(rc.interval), stream.WithHook(done))...)
-	stream.ForEachBatch(stream.From(p, src), func(_ context.Context, b *stream.Batch[source.Message]) error {
+	raw := stream.From(p, src)
+	stream.ForEachBatch(raw, func(_ context.Context, b *stream.Batch[source.Message]) error {
 		if read += int64(b.Len()); read >= c.events {
-			cancel() // the engine commits this batch before its hook
+			cancel()
 		}
 		return nil
 	})
+	if wire != nil {
+		if err := wire(raw); err != nil {
+			return 0, err
+		}
+	}
 	if err := p.Run(ctx); err != nil {
 		return 0, err
 	}
