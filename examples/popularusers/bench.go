@@ -138,10 +138,10 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 		defer stop()
 	}
 	var (
-		bare, alone, tdig, exact, lines, file []float64
-		bareCores, aloneCores, fileCores      []float64
-		tdigF, exactF                         []benchFigures
-		group                                 int
+		bare, alone, tdig, exact, lines, hand, file []float64
+		bareCores, aloneCores, fileCores            []float64
+		tdigF, exactF                               []benchFigures
+		group                                       int
 	)
 	nextGroup := func() string { group++; return "bench-" + strconv.Itoa(group) }
 	for round := 1; round <= c.rounds; round++ {
@@ -184,6 +184,11 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 		}
 		lines = append(lines, r)
 		log.Info("bench", "round", round, "read", "file linecount", "records/s", int64(r))
+		if r, err = handLoop(csv, c.batchRecords, digest.DefaultCompression, defaultLimit); err != nil {
+			return fmt.Errorf("hand-written loop: %w", err)
+		}
+		hand = append(hand, r)
+		log.Info("bench", "round", round, "read", "file hand-written loop", "records/s", int64(r))
 		cpu0, t0 = processCPU(), time.Now()
 		if r, err = c.file(ctx, csv, quiet, stderr); err != nil {
 			return fmt.Errorf("pipeline, -input: %w", err)
@@ -192,13 +197,14 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 		log.Info("bench", "round", round, "read", "file pipeline", "records/s", int64(r), "cores", round2(fileCores[len(fileCores)-1]))
 	}
 
-	mb, ma, mt, me, ml, mf := median(bare), median(alone), median(tdig), median(exact), median(lines), median(file)
+	mb, ma, mt, me, ml, mh, mf := median(bare), median(alone), median(tdig), median(exact), median(lines), median(hand), median(file)
 	fmt.Fprintf(stdout, "kafka bare sarama consumer group  %12.0f records/s  (%.2f cores)\n", mb, median(bareCores))
 	fmt.Fprintf(stdout, "kafka source alone, no pipeline   %12.0f records/s  %.3f× bare  (%.2f cores)\n", ma, ma/mb, median(aloneCores))
 	printPipeline(stdout, "kafka pipeline, tdigest", mt, mb, ma, tdigF)
 	printPipeline(stdout, "kafka pipeline, exact  ", me, mb, ma, exactF)
 	fmt.Fprintf(stdout, "file bare line count              %12.0f records/s\n", ml)
-	fmt.Fprintf(stdout, "file pipeline, -input             %12.0f records/s  %.3f× line count  (%.2f cores)\n", mf, mf/ml, median(fileCores))
+	fmt.Fprintf(stdout, "file hand-written loop, 1 core    %12.0f records/s  %.3f× line count\n", mh, mh/ml)
+	fmt.Fprintf(stdout, "file pipeline, -input             %12.0f records/s  %.3f× line count  (%.2f cores); %.3f× the hand-written loop\n", mf, mf/ml, median(fileCores), mf/mh)
 	if c.stateUsers > 0 {
 		for _, sk := range []string{"tdigest", "exact"} {
 			var state, step, batch []float64
@@ -652,6 +658,73 @@ func countLines(path string) (float64, error) {
 	}
 	if err := sc.Err(); err != nil {
 		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// handLoop reads path as a hand-written program that computes the same
+// as the pipeline would, in one goroutine: each line decoded by the
+// pipeline's decoder into the user's total in a Go map, and every
+// batchRecords lines (and at the end) a t-digest of all totals, its
+// limit quantile and the users above it. It returns records/s.
+func handLoop(path string, batchRecords int, compression, limit float64) (float64, error) {
+	start := time.Now()
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	dec, err := score.NewDecoder(score.FormatCSV)
+	if err != nil {
+		return 0, err
+	}
+	totals := map[int64]int64{}
+	var popular []total
+	step := func() error {
+		d, err := digest.NewTDigest(digest.WithCompression(compression))
+		if err != nil {
+			return err
+		}
+		for _, t := range totals {
+			if err := d.Add(float64(t)); err != nil {
+				return err
+			}
+		}
+		threshold := d.Quantile(limit)
+		popular = popular[:0]
+		for u, t := range totals {
+			if float64(t) > threshold {
+				popular = append(popular, stream.KV(u, t))
+			}
+		}
+		return nil
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		user, points, err := dec.Score(sc.Bytes())
+		if err != nil {
+			return 0, fmt.Errorf("%s:%d: %w", path, n, err)
+		}
+		totals[user] += points
+		if n%batchRecords == 0 {
+			if err := step(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if n%batchRecords != 0 {
+		if err := step(); err != nil {
+			return 0, err
+		}
+	}
+	if len(totals) > 0 && len(popular) == 0 {
+		return 0, fmt.Errorf("%s: no user above the %v quantile of %d", path, limit, len(totals))
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }

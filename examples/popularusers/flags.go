@@ -22,6 +22,8 @@ const (
 	defaultUsers = 9000
 	// Partitions of the input topic on an embedded broker.
 	defaultPartitions = 4
+	// The original's quantile: a user above it is popular.
+	defaultLimit = 0.95
 )
 
 // Values of -state.
@@ -74,7 +76,7 @@ producer of random events, and shows results on its own.`, stderr)
 	fs.StringVar(&c.topic, "topic", defaultTopic, "Kafka `topic` to read events from; it must be keyed by user id")
 	fs.StringVar(&c.outTopic, "out-topic", defaultOutTopic, "Kafka `topic` to publish the popular users of every batch to")
 	fs.StringVar(&c.group, "group", "popularusers", "Kafka consumer `group`; several processes of one group share the input's partitions (see -digest-topic)")
-	fs.Float64Var(&c.limit, "limit", 0.95, "`quantile` of the scores above which a user is popular, in (0,1)")
+	fs.Float64Var(&c.limit, "limit", defaultLimit, "`quantile` of the scores above which a user is popular, in (0,1)")
 	fs.DurationVar(&c.interval, "interval", 3*time.Second, "batch `interval` (Kafka and standard input)")
 	fs.IntVar(&c.batchRecords, "batch-records", 100_000, "cut a batch after `n` records, before its interval is over; 0: no limit (a file is then one batch)")
 	fs.DurationVar(&c.commitInterval, "commit-interval", time.Second, "commit the input offsets and checkpoint the totals at most once per `duration`: batches cut every -interval still commit each, while batches run back to back to catch up on a backlog commit once per this, their Kafka outputs delivered as the next batches run. After a crash, up to this much more input is read and published again. 0: every batch; with -exactly-once it is 0 (a batch is a transaction)")
