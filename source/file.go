@@ -30,7 +30,8 @@ const DefaultMaxLine = 1 << 20
 // A regular file opened by OpenFile is read ahead: a goroutine reads and
 // splits the lines while the pipeline processes the ones before, up to
 // two buffers of lines ahead of Poll. It ends at the end of the file, and
-// Close stops it; a File dropped before either keeps it waiting.
+// Close stops it; so does the garbage collector when a File is dropped
+// without Close (Close it still: that frees the file at once).
 //
 // File ends with io.EOF after the last line. Close closes the file.
 type File struct {
@@ -50,14 +51,26 @@ type File struct {
 
 	// Reading ahead (a regular file opened by OpenFile): the goroutine
 	// takes over lines.
-	ahead   bool
+	ahead bool
+	ra    *readAhead // once started
+	cur   aheadChunk // the lines being handed out
+	pos   int        // of the next line of cur
+}
+
+// readAhead is what a File shares with its read-ahead goroutine. The
+// goroutine holds this and the reader, never the File, so that a File
+// dropped without Close can be collected, and its cleanup stop the
+// goroutine.
+type readAhead struct {
 	chunks  chan aheadChunk // lines read ahead
 	free    chan aheadChunk // their buffers, handed back for the next ones
-	cur     aheadChunk      // the lines being handed out
-	pos     int             // of the next line of cur
-	stop    chan struct{}   // closed by Close
-	stopped chan struct{}   // closed by the goroutine as it ends, for Close
+	stop    chan struct{}   // closed by halt
+	halted  sync.Once
+	stopped chan struct{} // closed by the goroutine as it ends, for Close
 }
+
+// halt tells the goroutine to stop, once, without waiting for it.
+func (a *readAhead) halt() { a.halted.Do(func() { close(a.stop) }) }
 
 // aheadChunk is a buffer of lines read ahead.
 type aheadChunk struct {
@@ -192,11 +205,12 @@ func (f *File) next(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 	if f.err != nil {
 		return 0, f.err
 	}
-	if f.chunks == nil {
+	if f.ra == nil {
 		f.startAhead()
 	}
+	ra := f.ra
 	select {
-	case <-f.stop:
+	case <-ra.stop:
 		f.err = f.closedErr()
 		return 0, f.err
 	default:
@@ -206,18 +220,18 @@ func (f *File) next(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 		if f.pos == len(f.cur.recs) {
 			if f.cur.recs != nil {
 				select {
-				case f.free <- f.cur:
+				case ra.free <- f.cur:
 				default:
 				}
 			}
 			select {
-			case f.cur = <-f.chunks:
+			case f.cur = <-ra.chunks:
 				f.pos = 0
-			case <-f.stopped:
+			case <-ra.stopped:
 				// Its last lines, if not taken yet, are sent before it
 				// ends; with none, Close stopped it.
 				select {
-				case f.cur = <-f.chunks:
+				case f.cur = <-ra.chunks:
 					f.pos = 0
 				default:
 					f.err = f.closedErr()
@@ -255,19 +269,23 @@ func (f *File) closedErr() error {
 func (f *File) startAhead() {
 	r := f.lines
 	f.lines = nil
-	f.chunks, f.free = make(chan aheadChunk, 1), make(chan aheadChunk, 2)
-	f.stop, f.stopped = make(chan struct{}), make(chan struct{})
+	ra := &readAhead{
+		chunks: make(chan aheadChunk, 1), free: make(chan aheadChunk, 2),
+		stop: make(chan struct{}), stopped: make(chan struct{}),
+	}
+	f.ra = ra
+	runtime.AddCleanup(f, (*readAhead).halt, ra)
 	go func() {
-		defer close(f.stopped)
+		defer close(ra.stopped)
 		for {
 			select {
-			case <-f.stop: // Close: not a block more
+			case <-ra.stop: // Close: not a block more
 				return
 			default:
 			}
 			var c aheadChunk
 			select {
-			case c = <-f.free:
+			case c = <-ra.free:
 				c.recs, c.ends = c.recs[:cap(c.recs)], c.ends[:cap(c.ends)]
 			default:
 				c = aheadChunk{recs: make([]stream.Record[[]byte], aheadLines), ends: make([]int64, aheadLines)}
@@ -275,8 +293,8 @@ func (f *File) startAhead() {
 			n, err := r.split(c.recs, c.ends)
 			c.recs, c.ends, c.err = c.recs[:n], c.ends[:n], err
 			select {
-			case f.chunks <- c:
-			case <-f.stop:
+			case ra.chunks <- c:
+			case <-ra.stop:
 				return
 			}
 			if err != nil {
@@ -360,9 +378,9 @@ func (f *File) Progress() (read, size int64) { return f.read, f.size }
 func (f *File) Close() error {
 	var err error
 	f.closed.Do(func() {
-		if f.stop != nil {
-			close(f.stop)
-			<-f.stopped
+		if f.ra != nil {
+			f.ra.halt()
+			<-f.ra.stopped
 		}
 		if f.closer != nil {
 			err = f.closer.Close()

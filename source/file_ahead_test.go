@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -140,6 +141,29 @@ func TestFileCloseStopsReadingAhead(t *testing.T) {
 	n, err = f.Poll(context.Background(), buf)
 	assert.Zero(t, n)
 	assert.True(t, errors.Is(err, os.ErrClosed), "%v", err)
+}
+
+// A File dropped without Close, its goroutine waiting to hand over the
+// lines it read ahead, is collected, and the goroutine stopped.
+func TestFileDroppedStopsReadingAhead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.csv")
+	require.NoError(t, os.WriteFile(path, aheadInput(100_000, 100), 0o644))
+	before := goleak.IgnoreCurrent()
+	func() {
+		f, err := source.OpenFile(path)
+		require.NoError(t, err)
+		n, err := f.Poll(context.Background(), make([]stream.Record[[]byte], 10))
+		require.NoError(t, err)
+		require.Equal(t, 10, n)
+	}()
+	var err error
+	for range 5 { // a collection may miss the File, if a register still held it
+		runtime.GC() // collects the File; its cleanup runs after
+		if err = goleak.Find(before); err == nil {
+			return
+		}
+	}
+	t.Fatalf("a dropped File still reads ahead: %v", err)
 }
 
 // A Poll whose context ends while it waits for lines returns those it has.
