@@ -163,7 +163,10 @@ type TxnOffsets interface {
 // the pause are not handed out twice. The fetches follow the Sarama
 // config: Consumer.Fetch (Min, Default, Max, MaxBytes), MaxWaitTime,
 // IsolationLevel, Retry.Backoff, and Consumer.Interceptors run on every
-// record. They always go to the partition's leader: a RackID is sent, but
+// record; sarama's consumer metrics in its MetricRegistry
+// (consumer-batch-size, consumer-fetch-rate, consumer-fetch-response-size)
+// and its broker metrics are kept as sarama's consumer keeps them. They
+// always go to the partition's leader: a RackID is sent, but
 // a follower the broker prefers (KIP-392) is not fetched from, and the
 // leader epoch is not checked (KIP-320). A fetch told that its
 // partition's leader moved finds the new leader; a position out of the

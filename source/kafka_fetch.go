@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/rcrowley/go-metrics"
 
 	"github.com/sluicehq/sluice/internal/kafkaconf"
 	"github.com/sluicehq/sluice/internal/readcommitted"
@@ -29,6 +30,12 @@ type kafkaFetch struct {
 	k       *Kafka
 	client  sarama.Client
 	version int16 // of the fetch requests
+	// metrics is sarama's metric registry, or nil. The loops update
+	// consumer-batch-size, which sarama's partition consumers would; the
+	// connections' Fetch updates the other consumer metrics
+	// (consumer-fetch-rate, consumer-fetch-response-size) and the
+	// broker's.
+	metrics metrics.Registry
 
 	mu      sync.Mutex
 	loops   map[int32]*fetchLoop // by leader broker ID
@@ -65,8 +72,29 @@ func kafkaOwnFetch(sc *sarama.Config) bool { return sc.Version.IsAtLeast(sarama.
 
 func newKafkaFetch(k *Kafka, client sarama.Client) *kafkaFetch {
 	return &kafkaFetch{
-		k: k, client: client, version: kafkaconf.FetchVersion(k.sarama.Version),
+		k: k, client: client, version: kafkaconf.FetchVersion(k.sarama.Version), metrics: k.sarama.MetricRegistry,
 		loops: map[int32]*fetchLoop{}, done: make(chan struct{}),
+	}
+}
+
+// batchSizeMetric is the name of sarama's histogram of the records of a
+// partition in a fetch response.
+const batchSizeMetric = "consumer-batch-size"
+
+// noteBatchSize adds n records of a partition's fetch to sarama's
+// consumer-batch-size. The histogram is looked up every time, as sarama
+// does, since sarama removes it when its consumer closes.
+func (f *kafkaFetch) noteBatchSize(n int) {
+	if f.metrics == nil {
+		return
+	}
+	// Made as sarama makes it (its reservoir and alpha): either makes
+	// it for both.
+	h, ok := f.metrics.GetOrRegister(batchSizeMetric, func() metrics.Histogram {
+		return metrics.NewHistogram(metrics.NewExpDecaySample(1028, 0.015))
+	}).(metrics.Histogram)
+	if ok {
+		h.Update(int64(n))
 	}
 }
 
@@ -155,6 +183,9 @@ func (f *kafkaFetch) stop() {
 	}
 	f.mu.Unlock()
 	f.wg.Wait()
+	if f.metrics != nil { // as sarama's consumer does as it closes
+		f.metrics.Unregister(batchSizeMetric)
+	}
 }
 
 // run fetches the loop's partitions until it is stopped.
@@ -436,6 +467,7 @@ func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
 	if c != nil && !k.push(c, l.stop) {
 		return true
 	}
+	l.f.noteBatchSize(records)
 	if records == 0 {
 		k.noteHWM(p.id, p.epoch, block.HighWaterMarkOffset)
 		if pos == p.pos && block.HighWaterMarkOffset > pos && len(block.RecordsSet) > 0 {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/rcrowley/go-metrics"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -290,6 +291,49 @@ func TestKafkaFetchRunsInterceptors(t *testing.T) {
 	assert.Empty(t, wrong)
 	assert.Equal(t, n, total)
 	assert.Equal(t, int64(n), seen.Load())
+}
+
+// The fetch loops keep sarama's consumer metrics up to date in the
+// config's registry, as sarama's partition consumers would: the records a
+// fetch brought per partition (consumer-batch-size), the fetches
+// (consumer-fetch-rate) and their sizes (consumer-fetch-response-size).
+// The records come after the claims began, so that sarama's partition
+// consumers, paused, fetch none of them.
+func TestKafkaFetchUpdatesSaramaMetrics(t *testing.T) {
+	checkLeaks(t)
+	const topic, parts, n = "metrics", 2, 400
+	_, addrs := startCluster(t, 1, topic, parts)
+	produceEach(t, addrs, topic, parts, 0, parts, false)
+	reg := metrics.NewRegistry()
+	cnt := counter{partitions: parts}
+	stop := runSource(t, sourceOn(t, addrs, topic, "g", testLog(t), func(cfg *source.KafkaConfig) {
+		cfg.Sarama.MetricRegistry = reg
+	}), cnt.count)
+	require.Eventually(t, func() bool { return cnt.total() == parts }, 20*time.Second, 10*time.Millisecond)
+	sum := func(name string) (n, count int64) {
+		switch m := reg.Get(name).(type) {
+		case metrics.Histogram:
+			return m.Sum(), m.Count()
+		case metrics.Meter:
+			return 0, m.Count()
+		}
+		return 0, 0
+	}
+	records0, _ := sum("consumer-batch-size")
+	_, fetches0 := sum("consumer-fetch-rate")
+	_, sizes0 := sum("consumer-fetch-response-size")
+
+	produceEach(t, addrs, topic, parts, parts, parts+n, false)
+	require.Eventually(t, func() bool { return cnt.total() == parts+n }, 20*time.Second, 10*time.Millisecond)
+	records, batches := sum("consumer-batch-size")
+	_, fetches := sum("consumer-fetch-rate")
+	_, sizes := sum("consumer-fetch-response-size")
+	stop()
+	assert.Equal(t, int64(n), records-records0, "records in consumer-batch-size, over %d batches", batches)
+	assert.Greater(t, fetches, fetches0, "consumer-fetch-rate")
+	assert.Greater(t, sizes, sizes0, "consumer-fetch-response-size")
+	assert.Nil(t, reg.Get("consumer-batch-size"), "left in the registry after the run")
+	assert.Empty(t, cnt.wrong)
 }
 
 // With StartNewest, a group with no committed offset starts at the end of
