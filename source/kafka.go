@@ -823,7 +823,11 @@ func (h *kafkaHandler) Setup(sess sarama.ConsumerGroupSession) error {
 			p.owner = kafkaNotOwned
 		}
 	}
-	k.log.Info("kafka group session started", "generation", sess.GenerationID(), "member", sess.MemberID(), "partitions", claims)
+	fetch := "own loops"
+	if k.fetch == nil {
+		fetch = "sarama's partition consumers"
+	}
+	k.log.Info("kafka group session started", "generation", sess.GenerationID(), "member", sess.MemberID(), "partitions", claims, "fetch", fetch)
 	return nil
 }
 

@@ -61,6 +61,7 @@ type runConfig struct {
 	instance       string // names the process in its group; "" derives one
 	cpuProfile     string
 	metricsAddr    string
+	saramaFetch    bool        // -sarama-fetch
 	faults         faultConfig // bad input and unreachable brokers
 }
 
@@ -93,6 +94,7 @@ producer of random events, and shows results on its own.`, stderr)
 	fs.BoolVar(&c.exactlyOnce, "exactly-once", false, "commit each batch's output (-out-topic, -threshold-topic, -dlq-topic), totals (-state changelog, implied) and input offsets in one Kafka transaction; consumers of the output read it with read_committed isolation. Needs -brokers")
 	fs.StringVar(&c.instance, "instance", "", "`name` of this process in its -group, the same across restarts and different for each process: its static group membership and, with -exactly-once, its Kafka transactional.id; empty: derived from -checkpoint, or with -exactly-once from the group and host name")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile to `file`")
+	fs.BoolVar(&c.saramaFetch, "sarama-fetch", false, "fetch the Kafka input through sarama's partition consumers instead of the source's own fetch loops: slower, for a setup the loops would not serve (see source.KafkaConfig.SaramaFetch)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics and a live page on http://address/ (host:0 picks a free port); empty: off")
 	c.faults.flags(fs)
 	if err := parseFlags(fs, args, &c.logConfig); err != nil {
@@ -151,6 +153,8 @@ producer of random events, and shows results on its own.`, stderr)
 		return nil, usagef("-state %q: must be dir or changelog", c.state)
 	case c.state != stateChangelog && isSet(fs, "changelog-topic"):
 		return nil, usagef("-changelog-topic names the topic of -state changelog")
+	case c.saramaFetch && c.input != "":
+		return nil, usagef("-sarama-fetch is how the Kafka input is fetched; it does not go with -input")
 	case c.exactlyOnce && (c.input != "" || len(c.brokers) == 0):
 		return nil, usagef("-exactly-once commits Kafka transactions: it needs -brokers, and does not go with -input or the embedded broker")
 	case c.exactlyOnce && c.state != stateChangelog:

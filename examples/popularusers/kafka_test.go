@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"maps"
 	"net"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,6 +71,7 @@ func TestKafkaEndToEnd(t *testing.T) {
 	}{
 		{"exact", []string{"-sketch", "exact"}, 0},
 		{"tdigest", []string{"-compression", "20"}, 20},
+		{"sarama-fetch", []string{"-sketch", "exact", "-sarama-fetch"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -117,6 +119,11 @@ func TestKafkaEndToEnd(t *testing.T) {
 			require.Equal(t, exitOK, res.code)
 			assert.NotContains(t, res.stderr, "level=ERROR")
 			assert.NotContains(t, res.stderr, "dead_letter")
+			fetch := `fetch="own loops"`
+			if slices.Contains(tc.args, "-sarama-fetch") {
+				fetch = `fetch="sarama's partition consumers"`
+			}
+			assert.Regexp(t, `kafka group session started" .*`+regexp.QuoteMeta(fetch), res.stderr)
 
 			lines := parseLines(t, res.stdout)
 			for i, l := range lines {

@@ -351,8 +351,9 @@ func (c *runConfig) kafkaPipeline(brokers []string, out *outputs, opts []stream.
 		// and any process restores what it is assigned; the price is that
 		// a restart after a crash waits for the dead member's session to
 		// expire (sarama's 10s by default) before it gets partitions.
-		InstanceID: c.instanceID(),
-		Logger:     log,
+		InstanceID:  c.instanceID(),
+		Logger:      log,
+		SaramaFetch: c.saramaFetch,
 	}
 	if tx != nil {
 		cfg.Transaction = tx // offsets go in the batch's transaction
