@@ -25,6 +25,7 @@ func TestBench(t *testing.T) {
 	assert.Regexp(t, `(?m)^kafka pipeline, exact +\d+ records/s  [\d.]+× bare  \([\d.]+ cores\); [\d.]+× the source alone$`, out)
 	assert.Regexp(t, `(?m)^  per batch after the first: median wait for records \S+, processing \S+, of which publishing popular users \S+$`, out)
 	assert.Regexp(t, `(?m)^file hand-written loop, 1 core +\d+ records/s  [\d.]+× line count$`, out)
+	assert.Regexp(t, `(?m)^  the same, totals only +\d+ records/s  [\d.]+× line count$`, out)
 	assert.Regexp(t, `(?m)^file pipeline, -input +\d+ records/s  [\d.]+× line count  \([\d.]+ cores\); [\d.]+× the hand-written loop$`, out)
 	for _, name := range []string{"kafka-tdigest/bare", "kafka-exact/bare", "file/linecount"} {
 		m := regexp.MustCompile(`(?m)^RATIO ` + regexp.QuoteMeta(name) + `=(\S+)$`).FindStringSubmatch(out)
