@@ -68,7 +68,7 @@ func Filter[T any](s *Stream[T], keep func(T) bool) *Stream[T] {
 		o.Values = vals
 		return origins, nil
 	})
-	out.keyed = s.keyed
+	out.keyed, out.hashParts = s.keyed, s.hashParts
 	return out
 }
 

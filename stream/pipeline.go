@@ -38,6 +38,9 @@ type stateful interface {
 	size() StateStats
 	changes(dst []Entry, batch int64) ([]Entry, error)
 	restore(e Entry, parallelism int) error
+	// hashed reports that the state's partitions are those of a hash of
+	// the keys (PartitionByKey), not the source's.
+	hashed() bool
 }
 
 // output is a registered output operation.
@@ -145,6 +148,15 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 
 	committer, _ := p.input.source().(Committer)
 	assigner, _ := p.input.source().(Assigner)
+	if assigner != nil {
+		// A rebalance drops and restores state by source partition: the
+		// state must be in the source's partitions.
+		for _, s := range p.stateful {
+			if s.hashed() {
+				return fmt.Errorf("stream: %s: the source's partitions are assigned and move (%T is an Assigner), and the state moves with them, so it must live in the source's partitions: make its input Keyed (every value of a key in one source partition, as a Kafka topic keyed by it), not moved by a hash of the key (PartitionByKey, or an input that is not keyed)", s.name(), p.input.source())
+			}
+		}
+	}
 	lagger, _ := p.input.source().(Lagger)
 	var stats BatchStats // reused: hooks must not keep its slices
 	var sourceName string
@@ -187,6 +199,13 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			if err := p.rebalance(work, assigned, now); err != nil {
 				return err
 			}
+			// The offsets of a lost partition read by batches not
+			// committed yet (CommitInterval) go with its state, which
+			// was dropped: committed or checkpointed, they would run
+			// ahead of the state its new owner restores.
+			pending = slices.DeleteFunc(pending, func(o Offset) bool {
+				return slices.Contains(assigned, o.Partition) && !slices.Contains(now, o.Partition)
+			})
 			assigned = now
 		}
 		info := Info{ID: id, Time: cutAt, Start: batchStart, Records: n}

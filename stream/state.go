@@ -25,14 +25,16 @@ type stateOptionFunc func(*stateConfig)
 func (f stateOptionFunc) applyState(c *stateConfig) { f(c) }
 
 // TTLBatches drops a key whose state has had no new values for more than n
-// batches: a key updated in batch b is last seen in batch b+n. n <= 0 means
-// never.
+// batches: a key updated in batch b is last seen in batch b+n. A key
+// restored from a Store counts as updated by the batch that restores it.
+// n <= 0 means never.
 func TTLBatches(n int) StateOption {
 	return stateOptionFunc(func(c *stateConfig) { c.ttlBatches = int64(n) })
 }
 
 // TTL drops a key whose state has had no new values for more than d,
-// measured between the batches' cut times. d <= 0 means never.
+// measured between the batches' cut times. A key restored from a Store
+// counts as updated by the batch that restores it. d <= 0 means never.
 func TTL(d time.Duration) StateOption {
 	return stateOptionFunc(func(c *stateConfig) { c.ttl = d })
 }
@@ -94,8 +96,11 @@ func Observe[K comparable, S any](newObserver func(partition int32) StateObserve
 // Spark, at no cost: its partitions are the state itself, so they must be
 // read, not modified. State lives per partition: unless s is keyed (Keyed, PartitionByKey,
 // ReduceByKey), values are first moved with PartitionByKey. When an Assigner
-// source loses a partition, the partition's state is dropped. Observe keeps
-// a summary of each partition's state as it changes.
+// source loses a partition, the partition's state is dropped, with the
+// offsets of the partition that batches not committed yet had read; so an
+// Assigner source needs the state in its own partitions: s Keyed, not
+// moved by a hash of the keys, or Run fails at start. Observe keeps a
+// summary of each partition's state as it changes.
 //
 // update runs on several goroutines at once, one per partition.
 //
@@ -152,6 +157,7 @@ type stateOp[K comparable, V, S any] struct {
 	hashParts  int // keys are placed by hash over this many partitions (-1: Parallelism), or 0
 	hash       func(K) uint64
 	checkpoint int64 // batch of the last checkpoint
+	batch      int64 // the last batch computed
 	// moved are the stored places of keys restored into another partition
 	// (the parallelism changed): the next checkpoint deletes them there.
 	moved []Entry
@@ -246,6 +252,7 @@ func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
 	}
 	op.mu.Unlock()
 
+	op.batch = bc.info.ID
 	expire := op.expiry(bc.info)
 	out := &Batch[Pair[K, S]]{Info: in.Info, Partitions: make([]Partition[Pair[K, S]], len(ids))}
 	err = bc.parallel(len(ids), func(i int) error {
@@ -568,6 +575,8 @@ func (sp *statePart[K, V, S]) remove(i int32) {
 
 func (op *stateOp[K, V, S]) name() string { return op.out.name }
 
+func (op *stateOp[K, V, S]) hashed() bool { return op.hashParts != 0 }
+
 func (op *stateOp[K, V, S]) setDurable() { op.durable = true }
 
 // size estimates the memory of the state: the slabs, the side slices and
@@ -686,6 +695,12 @@ func (op *stateOp[K, V, S]) restore(e Entry, parallelism int) error {
 		sp.slab[i].Value = v
 	} else {
 		i = sp.insert(k, v)
+	}
+	if sp.ttl {
+		// A TTL counts from the batch that restores the key, as if it
+		// had been updated then: restored in a rebalance, it would
+		// otherwise be expired at once (and deleted from the Store).
+		sp.seen[i] = op.batch + 1
 	}
 	if id != e.Partition {
 		// Saved under another partition: write it under this one next

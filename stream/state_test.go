@@ -2,6 +2,7 @@ package stream_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -276,4 +277,169 @@ func TestAssignerLosesAndGainsPartitions(t *testing.T) {
 	assert.Equal(t, [][]int32{{0, 1, 2}, {0, 2}, {0, 2, 3}}, ids, "a batch holds every assigned partition, even empty")
 	assert.Equal(t, []stream.Offset{{Source: "test", Partition: 0, Next: 2}, {Source: "test", Partition: 2, Next: 2}}, src.Commits()[1],
 		"the lost partition's record is not committed")
+}
+
+// pair1 is a record of key k with the value 1, from partition p at off.
+func pair1(k int, p int32, off int64) stream.Record[stream.Pair[int, int]] {
+	return rec(stream.KV(k, 1), p, off)
+}
+
+// A TTL counts from the batch that restores a key: the keys of a partition
+// gained in a rebalance, many batches into a run, are kept, in the state
+// and in the Store, instead of expiring in the batch that restores them.
+func TestTTLKeepsStateRestoredInARebalance(t *testing.T) {
+	for name, ttl := range map[string]stream.StateOption{
+		"batches":  stream.TTLBatches(3),
+		"duration": stream.TTL(5 * time.Millisecond),
+	} {
+		t.Run(name, func(t *testing.T) {
+			store := newMemStore()
+			// A first run saves keys 100 to 104 of partition 1.
+			first := &scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+				{pair1(100, 1, 0), pair1(101, 1, 1), pair1(102, 1, 2), pair1(103, 1, 3), pair1(104, 1, 4)},
+			}}
+			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+			collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, first)), sum, ttl).Named("st"))
+			run(t, p)
+			require.Len(t, store.entries, 5)
+
+			// The second owns partition 0 for 5 batches, then gains 1.
+			var chunks [][]stream.Record[stream.Pair[int, int]]
+			for b := range 8 {
+				chunks = append(chunks, []stream.Record[stream.Pair[int, int]]{pair1(0, 0, int64(b))})
+			}
+			src := &assigning{
+				scripted: scripted[stream.Pair[int, int]]{chunks: chunks},
+				plan:     [][]int32{{0}, {0}, {0}, {0}, {0}, {0, 1}},
+			}
+			p = stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+			c := collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), sum, ttl).Named("st"))
+			run(t, p)
+			got := c.all()
+			require.Len(t, got, 8)
+			assert.Equal(t, map[int]int{0: 6, 100: 1, 101: 1, 102: 1, 103: 1, 104: 1}, stateMap(got[5]),
+				"batch 6 restores partition 1: its keys are there")
+			assert.Len(t, store.entries, 6, "the store still holds partition 1's keys after the batch that restored them")
+		})
+	}
+}
+
+// Offsets of a partition read by batches that CommitInterval held back go
+// with the partition's state when it is lost: neither committed nor
+// checkpointed. The new owner restores the state the Store holds and reads
+// again from the offsets it holds, so that every record counts once.
+func TestLostPartitionOffsetsNotCheckpointedWithoutItsState(t *testing.T) {
+	store := newMemStore()
+	src := &assigning{
+		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+			{pair1(1, 0, 0)},
+			{pair1(1, 0, 1)}, // not committed: the interval holds it back
+			{pair1(1, 0, 2)}, // partition 0 lost: dropped, not committed
+		}},
+		plan: [][]int32{{0}, {0}, {}},
+	}
+	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store), stream.CommitInterval(time.Hour))
+	collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), sum).Named("st"))
+	run(t, p)
+	for _, cs := range src.Commits() {
+		for _, o := range cs {
+			assert.LessOrEqual(t, o.Next, int64(1), "offset %v committed after the partition's state was dropped", o)
+		}
+	}
+
+	// The new owner of partition 0 reads it again from the start.
+	again := &assigning{
+		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+			{pair1(1, 0, 0), pair1(1, 0, 1), pair1(1, 0, 2)},
+		}},
+		plan: [][]int32{{0}},
+	}
+	p = stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+	c := collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, again)), sum).Named("st"))
+	run(t, p)
+	got := c.all()
+	require.Len(t, got, 1)
+	assert.Equal(t, map[int]int{1: 3}, stateMap(got[0]), "three records of key 1, each counted once")
+}
+
+// Keys placed by hash stay so through Filter and windows: the state
+// restored under another parallelism goes to the partitions the keys now
+// hash to, and no key is twice in the state.
+func TestRestoreUnderAnotherParallelismThroughKeyedOperators(t *testing.T) {
+	add := func(a, b int) int { return a + b }
+	for name, graph := range map[string]func(*stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]]{
+		"reduceByKey": func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.ReduceByKey(in, add)
+		},
+		"filter": func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.Filter(stream.ReduceByKey(in, add), func(stream.Pair[int, int]) bool { return true })
+		},
+		"reduceByKeyAndWindow": func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.ReduceByKeyAndWindow(in, add, nil, 1, 1)
+		},
+		"reduceByKeyAndWindow, inverse": func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.ReduceByKeyAndWindow(in, add, func(a, b int) int { return a - b }, 1, 1)
+		},
+		"partitionByKey, window": func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.Window(stream.PartitionByKey(in, 0), 1, 1)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var pairs []stream.Pair[int, int]
+			for k := range 40 {
+				pairs = append(pairs, stream.KV(k, 1))
+			}
+			store := newMemStore()
+			var got map[int]int
+			var twice []int
+			for i, par := range []int{4, 2} {
+				p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(1000), stream.Parallelism(par), stream.WithStore(store))
+				in := stream.From(p, source.NewSlice(fmt.Sprintf("run%d", i), pairs, 2))
+				st := stream.UpdateStateByKey(graph(in), sum).Named("totals")
+				stream.ForEachBatch(st, func(_ context.Context, b *stream.Batch[stream.Pair[int, int]]) error {
+					got, twice = map[int]int{}, nil
+					for kv := range b.All() {
+						if _, ok := got[kv.Key]; ok {
+							twice = append(twice, kv.Key)
+						}
+						got[kv.Key] = kv.Value
+					}
+					return nil
+				})
+				run(t, p)
+			}
+			want := map[int]int{}
+			for k := range 40 {
+				want[k] = 2
+			}
+			assert.Empty(t, twice, "keys twice in the state")
+			assert.Equal(t, want, got)
+		})
+	}
+}
+
+// A source whose partitions are assigned moves the state with them, by
+// partition: state in partitions of a hash of the keys cannot follow, and
+// Run says so at start instead of dropping the wrong keys in a rebalance.
+func TestAssignerNeedsStateInTheSourcePartitions(t *testing.T) {
+	for name, graph := range map[string]func(*stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]]{
+		"not keyed": func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] { return in },
+		"partitionByKey": func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.PartitionByKey(stream.Keyed(in), 2)
+		},
+		"reduceByKey": func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.ReduceByKey(in, func(a, b int) int { return a + b })
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			src := &assigning{scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{{pair1(1, 0, 0)}}}, plan: [][]int32{{0, 1}}}
+			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.Parallelism(2))
+			collect(stream.UpdateStateByKey(graph(stream.From(p, src)), sum).Named("totals"))
+			err := p.Run(context.Background())
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "stream: totals: the source's partitions are assigned")
+			assert.Contains(t, err.Error(), "make its input Keyed")
+			assert.Empty(t, src.Commits(), "nothing read")
+		})
+	}
 }

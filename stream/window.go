@@ -76,7 +76,7 @@ func Window[T any](s *Stream[T], length, slide int) *Stream[T] {
 		}
 		return ob, nil
 	})
-	out.keyed = s.keyed
+	out.keyed, out.hashParts = s.keyed, s.hashParts
 	return out
 }
 
@@ -180,5 +180,6 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse
 	})
 	out.keyed = true
 	out.unique = true
+	out.hashParts = perBatch.hashParts
 	return out
 }
