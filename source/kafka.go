@@ -1018,6 +1018,7 @@ func (h *kafkaHandler) endClaim(sess sarama.ConsumerGroupSession, id int32, epoc
 	}
 	timeout := time.NewTimer(k.cfg.RevokeTimeout)
 	defer timeout.Stop()
+	timedOut := false
 	for waiting := true; waiting && p.inPipeline && !p.mustDrop && p.committed < p.next; {
 		wake := k.commits.wait()
 		k.mu.Unlock()
@@ -1026,11 +1027,13 @@ func (h *kafkaHandler) endClaim(sess sarama.ConsumerGroupSession, id int32, epoc
 		case <-h.stop:
 			waiting = false
 		case <-timeout.C:
-			k.log.Warn("kafka partition revoked before the pipeline committed it; its new owner reads the rest again",
-				"partition", id, "committed", p.committed, "handed_out", p.next, "revoke_timeout", k.cfg.RevokeTimeout)
-			waiting = false
+			waiting, timedOut = false, true
 		}
 		k.mu.Lock()
+	}
+	if timedOut && p.committed < p.next {
+		k.log.Warn("kafka partition revoked before the pipeline committed it; its new owner reads the rest again",
+			"partition", id, "committed", p.committed, "handed_out", p.next, "revoke_timeout", k.cfg.RevokeTimeout)
 	}
 	if sess.Context().Err() != nil {
 		p.owner = kafkaBetween

@@ -283,3 +283,27 @@ func TestKafkaFetchAndPausedConsumerOverlap(t *testing.T) {
 	assert.Equal(t, want, values(k, 20))
 	assert.Equal(t, int64(10), l.parts[0].pos, "the loop's position is its own")
 }
+
+// A revoked claim whose RevokeTimeout ends while commits come in reads
+// what it logs under the source's lock: no data race with the commits.
+func TestRevokeTimeoutLogsUnderTheLock(t *testing.T) {
+	for range 200 {
+		k, err := NewKafka(KafkaConfig{Brokers: []string{"b:9092"}, Topic: "t", Group: "g", Buffer: 100, RevokeTimeout: time.Millisecond})
+		require.NoError(t, err)
+		c := startTestClaim(k, 0, 0)
+		c.h.stop = make(chan struct{}) // Run goes on: the claim waits for commits
+		require.True(t, c.push(3))
+		require.Len(t, poll(k, 10), 3)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for ctx.Err() == nil {
+				k.committed([]stream.Offset{{Source: "t", Partition: 0, Next: 1}}) // not all: the claim waits on
+			}
+		}()
+		c.h.endClaim(c.sess, c.id, c.epoch)
+		cancel()
+		<-done
+	}
+}
