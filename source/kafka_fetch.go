@@ -38,7 +38,8 @@ type kafkaFetch struct {
 	metrics metrics.Registry
 
 	mu      sync.Mutex
-	loops   map[int32]*fetchLoop // by leader broker ID
+	loops   map[int32]*fetchLoop // by broker ID
+	claims  map[int32]uint64     // the epoch of the claim fetched of each partition, from add to remove
 	stopped bool
 	done    chan struct{} // closed by stop
 	wg      sync.WaitGroup
@@ -73,7 +74,7 @@ func kafkaOwnFetch(sc *sarama.Config) bool { return sc.Version.IsAtLeast(sarama.
 func newKafkaFetch(k *Kafka, client sarama.Client) *kafkaFetch {
 	return &kafkaFetch{
 		k: k, client: client, version: kafkaconf.FetchVersion(k.sarama.Version), metrics: k.sarama.MetricRegistry,
-		loops: map[int32]*fetchLoop{}, done: make(chan struct{}),
+		loops: map[int32]*fetchLoop{}, claims: map[int32]uint64{}, done: make(chan struct{}),
 	}
 }
 
@@ -101,13 +102,21 @@ func (f *kafkaFetch) noteBatchSize(n int) {
 // add starts fetching partition id for the claim of epoch, from offset
 // from (a sentinel too).
 func (f *kafkaFetch) add(id int32, epoch uint64, from int64) {
+	f.mu.Lock()
+	f.claims[id] = epoch
+	f.mu.Unlock()
 	f.route(&fetchPart{id: id, epoch: epoch, pos: from, size: f.k.sarama.Consumer.Fetch.Default})
 }
 
-// remove stops fetching partition id for the claim of epoch.
+// remove stops fetching partition id for the claim of epoch. A route of
+// the claim's partition after it (by a goroutine that had taken it out of
+// its loop to route it again) leaves it out.
 func (f *kafkaFetch) remove(id int32, epoch uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.claims[id] == epoch {
+		delete(f.claims, id)
+	}
 	for _, l := range f.loops {
 		if p := l.parts[id]; p != nil && p.epoch == epoch {
 			delete(l.parts, id)
@@ -122,7 +131,10 @@ func (f *kafkaFetch) route(p *fetchPart) {
 	leader, err := f.client.Leader(f.k.cfg.Topic, p.id)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, claimed := f.k.fedFrom(p.id, p.epoch); f.stopped || !claimed {
+	if epoch, ok := f.claims[p.id]; f.stopped || !ok || epoch != p.epoch {
+		return
+	}
+	if _, claimed := f.k.fedFrom(p.id, p.epoch); !claimed {
 		return
 	}
 	if err != nil {

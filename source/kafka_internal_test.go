@@ -3,12 +3,15 @@ package source
 import (
 	"context"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicehq/sluice/stream"
 )
@@ -215,7 +218,7 @@ func TestKafkaRevokeWaitsForCommit(t *testing.T) {
 // testLoop is a fetch loop of k that fetches nothing: a test hands its
 // take the blocks of responses.
 func testLoop(k *Kafka, c *claim, from int64) *fetchLoop {
-	f := &kafkaFetch{k: k, loops: map[int32]*fetchLoop{}, done: make(chan struct{})}
+	f := &kafkaFetch{k: k, loops: map[int32]*fetchLoop{}, claims: map[int32]uint64{c.id: c.epoch}, done: make(chan struct{})}
 	l := &fetchLoop{f: f, parts: map[int32]*fetchPart{c.id: {id: c.id, epoch: c.epoch, pos: from, size: 1 << 20}}, stop: make(chan struct{})}
 	f.loops[0] = l
 	return l
@@ -306,4 +309,85 @@ func TestRevokeTimeoutLogsUnderTheLock(t *testing.T) {
 		cancel()
 		<-done
 	}
+}
+
+// A partition taken out of its fetch loop to be routed again (after a
+// failed fetch, or a leader move) while its claim ends is not put back in
+// a loop once the claim removed it: nothing would ever remove it again,
+// and its loop would fetch it for nothing until Run ends.
+func TestKafkaFetchRouteAfterTheClaimEnded(t *testing.T) {
+	const topic = "orphan"
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+	require.NoError(t, err)
+	defer c.Close()
+	var fetches atomic.Int64
+	c.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		fetches.Add(1)
+		return nil, nil, false // counted, then served as usual
+	})
+
+	k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: topic, Group: "g", RevokeTimeout: time.Second})
+	require.NoError(t, err)
+	k.sarama.Consumer.MaxWaitTime = 100 * time.Millisecond
+	client, err := sarama.NewClient(c.ListenAddrs(), k.sarama)
+	require.NoError(t, err)
+	defer client.Close()
+	f := newKafkaFetch(k, client)
+	k.mu.Lock()
+	k.client, k.fetch = client, f
+	k.mu.Unlock()
+	defer f.stop()
+
+	pcfg := sarama.NewConfig()
+	pcfg.Producer.Return.Successes = true
+	prod, err := sarama.NewSyncProducer(c.ListenAddrs(), pcfg)
+	require.NoError(t, err)
+	defer prod.Close()
+	for i := range 50 {
+		_, _, err := prod.SendMessage(&sarama.ProducerMessage{Topic: topic, Value: sarama.StringEncoder(strconv.Itoa(i))})
+		require.NoError(t, err)
+	}
+
+	// The claim starts, as ConsumeClaim starts it, and its records come.
+	cl := startTestClaim(k, 0, 0)
+	f.add(0, cl.epoch, 0)
+	require.Eventually(t, func() bool { return len(poll(k, 100)) > 0 }, 5*time.Second, 10*time.Millisecond)
+
+	// A reroute takes the partition out of its loop, to route it again.
+	f.mu.Lock()
+	var part *fetchPart
+	for _, l := range f.loops {
+		if p := l.parts[0]; p != nil {
+			part = p
+			delete(l.parts, 0)
+		}
+	}
+	f.mu.Unlock()
+	require.NotNil(t, part)
+
+	// The claim ends (ConsumeClaim's deferred remove, then endClaim), with
+	// the reroute's route in between.
+	f.remove(0, cl.epoch)
+	f.route(part)
+	cl.end()
+	cl.h.endClaim(cl.sess, cl.id, cl.epoch)
+	k.Assignment()
+
+	f.mu.Lock()
+	left := 0
+	for _, l := range f.loops {
+		left += len(l.parts)
+	}
+	f.mu.Unlock()
+	assert.Zero(t, left, "the partition of an ended claim is back in a fetch loop")
+
+	// Records keep coming (another member reads them): no fetch of them here.
+	for i := 50; i < 60; i++ {
+		_, _, err := prod.SendMessage(&sarama.ProducerMessage{Topic: topic, Value: sarama.StringEncoder(strconv.Itoa(i))})
+		require.NoError(t, err)
+	}
+	before := fetches.Load()
+	time.Sleep(300 * time.Millisecond)
+	assert.Zero(t, fetches.Load()-before, "fetches with no partition claimed")
 }
