@@ -166,9 +166,10 @@ type TxnOffsets interface {
 // record; sarama's consumer metrics in its MetricRegistry
 // (consumer-batch-size, consumer-fetch-rate, consumer-fetch-response-size)
 // and its broker metrics are kept as sarama's consumer keeps them. They
-// always go to the partition's leader: a RackID is sent, but
-// a follower the broker prefers (KIP-392) is not fetched from, and the
-// leader epoch is not checked (KIP-320). A fetch told that its
+// go to the partition's leader, and with a RackID to the replica the
+// leader prefers, if it names one (KIP-392, as sarama's consumer does): a
+// failure there, out of range included, sends the partition back to its
+// leader. The leader epoch is not checked (KIP-320). A fetch told that its
 // partition's leader moved finds the new leader; a position out of the
 // partition's range (records deleted by retention before they were read)
 // starts again from the oldest record, or the newest with StartNewest,

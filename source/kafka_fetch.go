@@ -48,6 +48,7 @@ type kafkaFetch struct {
 // fetchLoop fetches the partitions led by one broker.
 type fetchLoop struct {
 	f     *kafkaFetch
+	id    int32 // of the broker
 	addr  string
 	parts map[int32]*fetchPart // kafkaFetch.mu
 	conn  *sarama.Broker       // kafkaFetch.mu; nil until the first fetch or after a failure
@@ -65,6 +66,9 @@ type fetchPart struct {
 	// partition's range; the records from where it resolves to are new
 	// to the queue, even before what it holds (a topic made again).
 	reset bool
+	// replica is the broker the leader prefers the partition be fetched
+	// from (KIP-392: a replica in the consumer's rack), or -1: the leader.
+	replica int32
 }
 
 // kafkaOwnFetch reports whether a source with config sc fetches with its
@@ -105,7 +109,7 @@ func (f *kafkaFetch) add(id int32, epoch uint64, from int64) {
 	f.mu.Lock()
 	f.claims[id] = epoch
 	f.mu.Unlock()
-	f.route(&fetchPart{id: id, epoch: epoch, pos: from, size: f.k.sarama.Consumer.Fetch.Default})
+	f.route(&fetchPart{id: id, epoch: epoch, pos: from, size: f.k.sarama.Consumer.Fetch.Default, replica: -1})
 }
 
 // remove stops fetching partition id for the claim of epoch. A route of
@@ -124,11 +128,24 @@ func (f *kafkaFetch) remove(id int32, epoch uint64) {
 	}
 }
 
-// route hands p to the loop of its leader, starting one if needed. When
-// the leader is not known, it tries again after Consumer.Retry.Backoff,
-// until the claim ends or the fetch stops.
+// route hands p to the loop of its leader, or of the replica the leader
+// prefers, starting one if needed. When the leader is not known, it tries
+// again after Consumer.Retry.Backoff, until the claim ends or the fetch
+// stops.
 func (f *kafkaFetch) route(p *fetchPart) {
-	leader, err := f.client.Leader(f.k.cfg.Topic, p.id)
+	var (
+		leader *sarama.Broker
+		err    error
+	)
+	if p.replica >= 0 {
+		if leader, err = f.client.Broker(p.replica); err != nil {
+			f.k.log.Warn("kafka partition's preferred replica unknown; fetching from the leader", "partition", p.id, "replica", p.replica, "err", err)
+			p.replica = -1
+		}
+	}
+	if p.replica < 0 {
+		leader, err = f.client.Leader(f.k.cfg.Topic, p.id)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if epoch, ok := f.claims[p.id]; f.stopped || !ok || epoch != p.epoch {
@@ -152,7 +169,7 @@ func (f *kafkaFetch) route(p *fetchPart) {
 		if l != nil {
 			close(l.stop) // the broker moved: its parts go with the new loop
 		}
-		l = &fetchLoop{f: f, addr: leader.Addr(), parts: map[int32]*fetchPart{},
+		l = &fetchLoop{f: f, id: leader.ID(), addr: leader.Addr(), parts: map[int32]*fetchPart{},
 			wake: make(chan struct{}, 1), stop: make(chan struct{})}
 		if old := f.loops[leader.ID()]; old != nil {
 			for id, q := range old.parts {
@@ -336,7 +353,8 @@ func (l *fetchLoop) next() ([]fetchPart, *sarama.Broker) {
 // reroute routes partitions ids of the loop again, all of them when ids
 // is nil, after closing conn, if not nil, after a failure: their leader
 // may have moved. The loop goes on with the others at once; those are
-// routed after Consumer.Retry.Backoff, with the metadata refreshed.
+// routed after Consumer.Retry.Backoff, with the metadata refreshed, to
+// their leader (not to a replica it preferred, which may be the failure).
 func (l *fetchLoop) reroute(conn *sarama.Broker, ids []int32) {
 	f := l.f
 	f.mu.Lock()
@@ -348,6 +366,7 @@ func (l *fetchLoop) reroute(conn *sarama.Broker, ids []int32) {
 	var parts []*fetchPart
 	for id, p := range l.parts {
 		if ids == nil || slices.Contains(ids, id) {
+			p.replica = -1
 			parts = append(parts, p)
 			delete(l.parts, id)
 		}
@@ -377,6 +396,11 @@ func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
 	}
 	switch {
 	case errors.Is(block.Err, sarama.ErrNoError):
+	case p.replica >= 0:
+		// Any failure on a replica, out of range too (it may lag the
+		// leader), sends the partition back to its leader.
+		k.log.Info("kafka fetch from a preferred replica failed; back to the leader", "partition", p.id, "broker", l.addr, "err", block.Err)
+		return false
 	case errors.Is(block.Err, sarama.ErrOffsetOutOfRange):
 		reset := k.sarama.Consumer.Offsets.Initial
 		k.log.Warn("kafka offset out of range; starting again from the partition's "+map[bool]string{true: "oldest", false: "newest"}[reset == sarama.OffsetOldest]+" record",
@@ -390,6 +414,12 @@ func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
 	default:
 		k.log.Warn("kafka fetch of a partition failed; retrying", "partition", p.id, "broker", l.addr, "err", block.Err)
 		return false
+	}
+	if r := block.PreferredReadReplica; r >= 0 && r != l.id {
+		// The leader sends the fetch to a replica (KIP-392, a replica of
+		// the consumer's RackID): the partition goes to that broker's
+		// loop at once, from where it is.
+		return l.redirect(p, r)
 	}
 	filter := &readcommitted.Filter{}
 	if k.sarama.Consumer.IsolationLevel == sarama.ReadCommitted {
@@ -490,6 +520,24 @@ func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
 		size = k.sarama.Consumer.Fetch.Default
 	}
 	l.setPos(&p, pos, size, false)
+	return true
+}
+
+// redirect routes the loop's partition p (a copy) to replica, if the same
+// claim still has it where p was; it reports true: p needs no reroute.
+func (l *fetchLoop) redirect(p fetchPart, replica int32) bool {
+	f := l.f
+	f.mu.Lock()
+	q := l.parts[p.id]
+	if q == nil || q.epoch != p.epoch || q.pos != p.pos {
+		f.mu.Unlock()
+		return true
+	}
+	delete(l.parts, p.id)
+	q.replica = replica
+	f.mu.Unlock()
+	f.k.log.Info("kafka partition fetched from the replica its leader prefers", "partition", p.id, "leader", l.addr, "replica", replica)
+	f.route(q)
 	return true
 }
 

@@ -14,7 +14,9 @@ import (
 	"github.com/rcrowley/go-metrics"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
@@ -334,6 +336,92 @@ func TestKafkaFetchUpdatesSaramaMetrics(t *testing.T) {
 	assert.Greater(t, sizes, sizes0, "consumer-fetch-response-size")
 	assert.Nil(t, reg.Get("consumer-batch-size"), "left in the registry after the run")
 	assert.Empty(t, cnt.wrong)
+}
+
+// A leader that prefers the consumer fetch from a replica of its rack
+// (KIP-392, a broker with a replica selector, given the source's RackID)
+// answers its fetches with no records and that replica: the source reads
+// the partition from the replica, as sarama's consumer does, instead of
+// asking the leader again and again for nothing.
+//
+// A failure on the replica, out of range included (a replica may lag its
+// leader), sends the partition back to its leader, not to the oldest
+// record.
+func TestKafkaFetchFromThePreferredReplica(t *testing.T) {
+	for _, tc := range []struct {
+		name                   string
+		saramaFetch, failsOnce bool
+	}{{"own loops", false, false}, {"own loops, replica out of range once", false, true}, {"sarama", true, false}} {
+		saramaFetch := tc.saramaFetch
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			const topic, n = "rack", 200
+			c, addrs := startCluster(t, 2, topic, 1)
+			leader := c.LeaderFor(topic, 0)
+			follower := (leader + 1) % 2
+			c.SetFollowers(topic, 0, []int32{follower})
+			produceEach(t, addrs, topic, 1, 0, n, false)
+
+			// kfake has no replica selector: its leader answers as one
+			// that has does, to a consumer of rack r1.
+			var redirected, failed atomic.Int64
+			c.ControlKey(int16(kmsg.Fetch), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+				c.KeepControl()
+				req := kreq.(*kmsg.FetchRequest)
+				if c.CurrentNode() == follower && tc.failsOnce && failed.Add(1) == 1 {
+					resp := req.ResponseKind().(*kmsg.FetchResponse)
+					for _, rt := range req.Topics {
+						st := kmsg.NewFetchResponseTopic()
+						st.Topic, st.TopicID = rt.Topic, rt.TopicID
+						for _, rp := range rt.Partitions {
+							sp := kmsg.NewFetchResponseTopicPartition()
+							sp.Partition, sp.ErrorCode = rp.Partition, kerr.OffsetOutOfRange.Code
+							st.Partitions = append(st.Partitions, sp)
+						}
+						resp.Topics = append(resp.Topics, st)
+					}
+					return resp, nil, true
+				}
+				if c.CurrentNode() != leader || req.Rack != "r1" || req.Version < 11 {
+					return nil, nil, false
+				}
+				resp := req.ResponseKind().(*kmsg.FetchResponse)
+				for _, rt := range req.Topics {
+					st := kmsg.NewFetchResponseTopic()
+					st.Topic, st.TopicID = rt.Topic, rt.TopicID
+					for _, rp := range rt.Partitions {
+						sp := kmsg.NewFetchResponseTopicPartition()
+						sp.Partition = rp.Partition
+						sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = n, n, 0
+						sp.PreferredReadReplica = follower
+						st.Partitions = append(st.Partitions, sp)
+					}
+					resp.Topics = append(resp.Topics, st)
+				}
+				redirected.Add(1)
+				return resp, nil, true
+			})
+
+			cnt := counter{partitions: 1}
+			log, logged := captureLog()
+			stop := runSource(t, sourceOn(t, addrs, topic, "g", log, func(cfg *source.KafkaConfig) {
+				cfg.Sarama.RackID = "r1"
+				cfg.SaramaFetch = saramaFetch
+				cfg.Sarama.Consumer.Retry.Backoff = 50 * time.Millisecond
+			}), cnt.count)
+			require.Eventually(t, func() bool { return cnt.total() >= n }, 20*time.Second, 10*time.Millisecond, "all records read")
+			stop()
+			if tc.failsOnce {
+				assert.Equal(t, int64(2), min(failed.Load(), 2), "the replica failed a fetch")
+				assert.Contains(t, logged(), "back to the leader")
+			}
+			assert.NotContains(t, logged(), "starting again from", "a replica out of range is not the partition's")
+			assert.Equal(t, n, cnt.total(), "each record once")
+			assert.Empty(t, cnt.wrong)
+			assert.Positive(t, redirected.Load(), "the leader sent the fetch to the replica")
+			assert.Less(t, redirected.Load(), int64(10), "fetches the leader sent to the replica")
+		})
+	}
 }
 
 // With StartNewest, a group with no committed offset starts at the end of

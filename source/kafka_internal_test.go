@@ -219,7 +219,7 @@ func TestKafkaRevokeWaitsForCommit(t *testing.T) {
 // take the blocks of responses.
 func testLoop(k *Kafka, c *claim, from int64) *fetchLoop {
 	f := &kafkaFetch{k: k, loops: map[int32]*fetchLoop{}, claims: map[int32]uint64{c.id: c.epoch}, done: make(chan struct{})}
-	l := &fetchLoop{f: f, parts: map[int32]*fetchPart{c.id: {id: c.id, epoch: c.epoch, pos: from, size: 1 << 20}}, stop: make(chan struct{})}
+	l := &fetchLoop{f: f, parts: map[int32]*fetchPart{c.id: {id: c.id, epoch: c.epoch, pos: from, size: 1 << 20, replica: -1}}, stop: make(chan struct{})}
 	f.loops[0] = l
 	return l
 }
