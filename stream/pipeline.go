@@ -38,6 +38,8 @@ type stateful interface {
 	size() StateStats
 	changes(dst []Entry, batch int64) ([]Entry, error)
 	restore(e Entry, parallelism int) error
+	// restored ends a restore, once the Store has given every entry.
+	restored()
 	// hashed reports that the state's partitions are those of a hash of
 	// the keys (PartitionByKey), not the source's.
 	hashed() bool
@@ -443,6 +445,9 @@ func (p *Pipeline) restore(ctx context.Context, partitions []int32) error {
 	prog.done(err)
 	if err != nil {
 		return fmt.Errorf("stream: restore state: %w", err)
+	}
+	for _, s := range p.stateful {
+		s.restored()
 	}
 	p.input.skipBelow(offsets)
 	p.cfg.logger.Info("state restored", "partitions", partitions, "entries", prog.stats.Entries, "offsets", len(offsets), "took", prog.stats.Elapsed)

@@ -161,6 +161,10 @@ type stateOp[K comparable, V, S any] struct {
 	// moved are the stored places of keys restored into another partition
 	// (the parallelism changed): the next checkpoint deletes them there.
 	moved []Entry
+	// elsewhere are the entries of a restore stored under another
+	// partition than the one their key now hashes to, resolved once the
+	// Store has given them all (restored).
+	elsewhere stored[K, S]
 
 	mu    sync.Mutex // guards parts against dropPartitions
 	parts map[int32]*statePart[K, V, S]
@@ -654,7 +658,8 @@ func (op *stateOp[K, V, S]) changes(dst []Entry, batch int64) ([]Entry, error) {
 
 // restore puts one entry of a Store into the state. Keys placed by hash go
 // to the partition the current parallelism gives them, whatever partition
-// they were saved in.
+// they were saved in: an entry saved under another partition waits for the
+// end of the restore (restored).
 func (op *stateOp[K, V, S]) restore(e Entry, parallelism int) error {
 	k, err := op.keyCodec.Decode(e.Key)
 	if err != nil {
@@ -669,7 +674,22 @@ func (op *stateOp[K, V, S]) restore(e Entry, parallelism int) error {
 	}
 	op.mu.Lock()
 	defer op.mu.Unlock()
-	sp := op.parts[id]
+	if id != e.Partition {
+		var v S
+		if !e.Deleted {
+			if v, err = op.stateCodec.Decode(e.Value); err != nil {
+				return fmt.Errorf("decode state of %s partition %d: %w", e.Op, e.Partition, err)
+			}
+		}
+		op.elsewhere.put(k, id, e, v)
+		return nil
+	}
+	return op.restoreInto(id, k, e)
+}
+
+// restoreInto puts entry e of key k into partition id, where it was saved.
+func (op *stateOp[K, V, S]) restoreInto(id int32, k K, e Entry) error {
+	sp := op.part(id)
 	if sp == nil {
 		sp = op.newPart(id)
 		op.parts[id] = sp
@@ -688,6 +708,25 @@ func (op *stateOp[K, V, S]) restore(e Entry, parallelism int) error {
 	if err != nil {
 		return fmt.Errorf("decode state of %s partition %d: %w", e.Op, e.Partition, err)
 	}
+	op.set(sp, k, v)
+	return nil
+}
+
+// part returns the state of partition id, made if new. op.mu is held.
+func (op *stateOp[K, V, S]) part(id int32) *statePart[K, V, S] {
+	sp := op.parts[id]
+	if sp == nil {
+		sp = op.newPart(id)
+		op.parts[id] = sp
+		op.ids = append(op.ids, id)
+		slices.Sort(op.ids)
+	}
+	return sp
+}
+
+// set makes v the restored state of k in sp, and returns its position.
+func (op *stateOp[K, V, S]) set(sp *statePart[K, V, S], k K, v S) int32 {
+	i, exists := sp.index.get(k)
 	if exists {
 		if sp.obs != nil {
 			sp.obs.Changed(k, sp.slab[i].Value, true, v, true)
@@ -702,13 +741,80 @@ func (op *stateOp[K, V, S]) restore(e Entry, parallelism int) error {
 		// otherwise be expired at once (and deleted from the Store).
 		sp.seen[i] = op.batch + 1
 	}
-	if id != e.Partition {
-		// Saved under another partition: write it under this one next
-		// time, and delete it there.
-		op.moved = append(op.moved, Entry{Op: e.Op, Partition: e.Partition, Key: slices.Clone(e.Key), Deleted: true})
-		if sp.durable {
-			sp.ver[i] = op.checkpoint + 1
+	return i
+}
+
+// restored ends a restore: each key saved under partitions other than the
+// one it now hashes to (the parallelism changed since) takes the state it
+// has in the partition that holds it, unless the partition it hashes to
+// holds one, which is newer: a key moves by a checkpoint that writes it
+// under its new partition and deletes it under the old. An old
+// partition's entries, its last write, a delete, included, stand for that
+// partition alone, never for the key: a Store that gives every write (a
+// changelog) gives a moved key's old values and its delete too, in
+// whatever order it reads the partitions. The next checkpoint writes the
+// moved keys under their partitions, and deletes them where they were.
+func (op *stateOp[K, V, S]) restored() {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	for _, k := range op.elsewhere.order {
+		at := op.elsewhere.keys[k]
+		sp := op.part(at.id)
+		_, here := sp.index.get(k)
+		for _, w := range at.writes {
+			if w.deleted {
+				continue
+			}
+			op.moved = append(op.moved, Entry{Op: op.name(), Partition: w.partition, Key: w.key, Deleted: true})
+			if here {
+				continue // the partition it hashes to holds it
+			}
+			i := op.set(sp, k, w.v)
+			if sp.durable {
+				sp.ver[i] = op.checkpoint + 1
+			}
+			here = true
 		}
 	}
-	return nil
+	op.elsewhere = stored[K, S]{}
+}
+
+// stored are the last entries of keys, by the partition they were saved
+// under, in the order the keys first came.
+type stored[K comparable, S any] struct {
+	keys  map[K]*storedKey[S]
+	order []K
+}
+
+type storedKey[S any] struct {
+	id     int32 // the partition the key hashes to
+	writes []storedWrite[S]
+}
+
+// storedWrite is the last entry of a key under one saved partition.
+type storedWrite[S any] struct {
+	partition int32
+	key       []byte
+	v         S
+	deleted   bool
+}
+
+func (st *stored[K, S]) put(k K, id int32, e Entry, v S) {
+	if st.keys == nil {
+		st.keys = map[K]*storedKey[S]{}
+	}
+	at := st.keys[k]
+	if at == nil {
+		at = &storedKey[S]{id: id}
+		st.keys[k] = at
+		st.order = append(st.order, k)
+	}
+	w := storedWrite[S]{partition: e.Partition, key: slices.Clone(e.Key), v: v, deleted: e.Deleted}
+	for i := range at.writes {
+		if at.writes[i].partition == e.Partition {
+			at.writes[i] = w // a later write of the same partition
+			return
+		}
+	}
+	at.writes = append(at.writes, w)
 }

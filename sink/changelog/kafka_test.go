@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/sink/changelog"
 	"github.com/sluicehq/sluice/stream"
+	"github.com/sluicehq/sluice/stream/checkpoint"
 )
 
 func startBroker(t testing.TB) *kafkatest.Broker {
@@ -406,6 +407,37 @@ func TestPartitionsMoveBetweenProcesses(t *testing.T) {
 	res, err = run([]int32{0, 1, 2, 3}, 0, false)
 	require.NoError(t, err)
 	assert.Equal(t, l.totals(), res, "no record lost, none counted twice")
+}
+
+// A pipeline whose state is placed by hash, restarted under a smaller
+// Parallelism, moves keys to other partitions: its checkpoint writes each
+// under its new partition and deletes it under the old. The restore after
+// that reads the old partition's values and delete too, after the new
+// partition's value: they stand for the old partition, not for the key,
+// whose state stays. The same through a checkpoint directory, which gives
+// only each partition's last state.
+func TestRestoreAfterTheParallelismChangedKeepsMovedKeys(t *testing.T) {
+	b := startBroker(t)
+	for name, open := range map[string]func() stream.Store{
+		"changelog": func() stream.Store { return newStore(t, b, "totals") },
+		"directory": func() func() stream.Store {
+			dir := t.TempDir()
+			return func() stream.Store {
+				d, err := checkpoint.Open(dir)
+				require.NoError(t, err)
+				return d
+			}
+		}(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			l := newLog(2000, 7)
+			for i, par := range []int{4, 2, 2, 4, 4} {
+				res, err := runTotals(t, l.member(nil, 0), open(), false, stream.Parallelism(par))
+				require.NoError(t, err)
+				require.Equal(t, l.totals(), res, "run %d, parallelism %d", i+1, par)
+			}
+		})
+	}
 }
 
 func TestCheckpointNeedsARestore(t *testing.T) {
