@@ -72,6 +72,9 @@ type Kafka[T any] struct {
 	producer *kafkaconf.BatchProducer
 	closed   bool
 	msgs     []sarama.ProducerMessage // reused by the next Write once delivered
+	// bytesHint is the size of the copies of the last Write's encoded
+	// bytes: the next one starts with room for as many.
+	bytesHint int
 
 	flight *kafkaFlight            // the delivery in flight, or nil
 	failed []*sarama.ProducerError // with Async, not delivered since the last Flush
@@ -120,8 +123,10 @@ func NewKafka[T any](cfg KafkaConfig, encode func(v T) (key, value []byte, err e
 
 // NewKafkaMessages is NewKafka with an encoder that may also set headers on
 // each message, such as the error and origin of a dead letter. encode is
-// called from one goroutine at a time; the sink is done with the slices it
-// returns when Write returns.
+// called from one goroutine at a time; the sink copies the bytes of the
+// slices it returns, so that encode may reuse them at its next call, even
+// while the messages are in flight (Async, a Write whose ctx is done) or
+// kept to be sent again.
 func NewKafkaMessages[T any](cfg KafkaConfig, encode func(v T) (Message, error)) (*Kafka[T], error) {
 	return newKafka(cfg, encode)
 }
@@ -186,7 +191,19 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 		lastKey string                // the header key converted last, and its bytes, which messages share
 		keyB    []byte
 		share   = len(k.sarama.Producer.Interceptors) == 0 // no one else sees the messages
+		// copies holds the bytes of the encoder's slices: the messages
+		// outlive its next call. When it grows, the messages before keep
+		// the array they point into, which nothing writes again.
+		copies = make([]byte, 0, k.bytesHint)
 	)
+	own := func(b []byte) []byte {
+		if b == nil {
+			return nil // a nil value is a tombstone, an empty one is not
+		}
+		start := len(copies)
+		copies = append(copies, b...)
+		return copies[start:len(copies):len(copies)]
+	}
 	for i := range b.Partitions {
 		p := &b.Partitions[i]
 		for j, v := range p.Values {
@@ -194,9 +211,9 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 			if err != nil {
 				return fmt.Errorf("kafka sink %s: encode: %w", k.cfg.Topic, &stream.RecordError{Origin: p.Origin(j), Err: err})
 			}
-			m := sarama.ProducerMessage{Topic: k.cfg.Topic, Value: sarama.ByteEncoder(e.Value)}
+			m := sarama.ProducerMessage{Topic: k.cfg.Topic, Value: sarama.ByteEncoder(own(e.Value))}
 			if e.Key != nil {
-				m.Key = sarama.ByteEncoder(e.Key)
+				m.Key = sarama.ByteEncoder(own(e.Key))
 			}
 			if len(e.Headers) > 0 {
 				if cap(hdrs)-len(hdrs) < len(e.Headers) {
@@ -207,7 +224,7 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 					if !share || keyB == nil || h.Key != lastKey {
 						lastKey, keyB = h.Key, []byte(h.Key)
 					}
-					hdrs = append(hdrs, sarama.RecordHeader{Key: keyB, Value: h.Value})
+					hdrs = append(hdrs, sarama.RecordHeader{Key: keyB, Value: own(h.Value)})
 				}
 				m.Headers = hdrs[start:len(hdrs):len(hdrs)]
 			}
@@ -215,6 +232,7 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 		}
 	}
 	k.msgs = nil // the delivery holds them; land gives them back
+	k.bytesHint = min(len(copies), 64<<20)
 	// With Async, the messages that failed are sent again, first; there is
 	// none with a Transaction, which Async excludes.
 	ptrs := appendMsgs(make([]*sarama.ProducerMessage, 0, len(k.failed)+len(msgs)), k.failed)

@@ -2,6 +2,7 @@ package sink_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -85,4 +86,54 @@ func TestKafkaSinkAsyncClose(t *testing.T) {
 func TestKafkaSinkAsyncNotInTransaction(t *testing.T) {
 	_, err := sink.NewKafka(sink.KafkaConfig{Brokers: []string{"localhost:1"}, Topic: "out", Async: true, Transaction: new(txn.Producer)}, pairEncoder)
 	assert.ErrorContains(t, err, "Async with a Transaction")
+}
+
+// An encoder may reuse its slices at its next call: the sink copies them,
+// so that a message in flight after Write returned (Async), or kept to be
+// sent again after a failure, carries its own bytes. Keys, values and
+// header values alike.
+func TestKafkaSinkAsyncCopiesTheEncodersBytes(t *testing.T) {
+	t.Run("in flight", func(t *testing.T) {
+		b := startBroker(t, map[string]int32{"out": 1})
+		buf := make([]byte, 3)
+		k, err := sink.NewKafkaMessages(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "out", Async: true},
+			func(v int) (sink.Message, error) {
+				return sink.Message{Value: strconv.AppendInt(buf[:0], int64(v), 10)}, nil
+			})
+		require.NoError(t, err)
+		defer k.Close()
+		ctx := context.Background()
+		require.NoError(t, k.Write(ctx, batch([]int{111})))
+		copy(buf, "999") // the encoder's buffer, written again
+		require.NoError(t, k.Flush(ctx))
+		assert.Equal(t, map[int32][]string{0: {"111"}}, valuesInOrder(t, b, "out"))
+	})
+	t.Run("sent again", func(t *testing.T) {
+		b := startBroker(t, nil) // "late" does not exist yet
+		var scratch, key, hdr []byte
+		k, err := sink.NewKafkaMessages(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "late", Sarama: quickToFail(), Async: true},
+			func(v int) (sink.Message, error) {
+				scratch = strconv.AppendInt(scratch[:0], int64(v), 10)
+				key = append(append(key[:0], 'k'), scratch...)
+				hdr = append(append(hdr[:0], 'h'), scratch...)
+				return sink.Message{Key: key, Value: scratch, Headers: []sink.Header{{Key: "h", Value: hdr}}}, nil
+			})
+		require.NoError(t, err)
+		defer k.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, k.Write(ctx, batch([]int{111})))
+		require.Error(t, k.Flush(ctx), "the topic is missing: 111 not delivered")
+		require.NoError(t, b.CreateTopic("late", 1))
+		require.NoError(t, k.Write(ctx, batch([]int{222})), "sends 111 again, and 222")
+		require.Eventually(t, func() bool { return k.Flush(ctx) == nil }, 15*time.Second, 50*time.Millisecond)
+
+		recs, err := b.Records(ctx, "late")
+		require.NoError(t, err)
+		var got []string
+		for _, r := range recs {
+			got = append(got, string(r.Key)+"/"+string(r.Value)+"/"+r.Headers["h"])
+		}
+		assert.Equal(t, []string{"k111/111/h111", "k222/222/h222"}, got)
+	})
 }
