@@ -201,6 +201,11 @@ func TestMaxBadRatio(t *testing.T) {
 				assert.Contains(t, r.stderr, "2 of 5 records did not decode (ratio 0.4), over -max-bad-ratio 0.3")
 				assert.Len(t, readDeadLetters(t, dead), 3, "the failing batch's bad records are in the dead letters too")
 			}
+			// The run's last line counts every bad record dead-lettered,
+			// the failing batch's too, and agrees with its count by kind.
+			letters := len(readDeadLetters(t, dead))
+			assert.Regexp(t, fmt.Sprintf(`msg=stopped batches=%d records=%d bad=%d "bad by kind"="malformed record: %d"`,
+				tc.batches, 5*tc.batches, letters, letters), r.stderr)
 		})
 	}
 }

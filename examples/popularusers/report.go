@@ -99,6 +99,9 @@ func (r *reporter) setBad(batch int64, c badCount) {
 	if c.n == 0 {
 		return
 	}
+	// Counted here, as they go to the dead letters, not as the batch is
+	// reported: a batch that -max-bad-ratio fails is never reported.
+	r.badRecords += int64(c.n)
 	for k, n := range c.kinds {
 		r.badKinds[k] += int64(n)
 	}
@@ -142,7 +145,6 @@ func (r *reporter) report(_ context.Context, b *stream.Batch[total]) error {
 	}
 	r.batches++
 	r.records += int64(info.Records)
-	r.badRecords += int64(bad)
 	elapsed := info.Time.Sub(r.prev)
 	r.prev = info.Time
 
