@@ -362,29 +362,9 @@ func TestKafkaFetchFromThePreferredReplica(t *testing.T) {
 			c.SetFollowers(topic, 0, []int32{follower})
 			produceEach(t, addrs, topic, 1, 0, n, false)
 
-			// kfake has no replica selector: its leader answers as one
-			// that has does, to a consumer of rack r1.
-			var redirected, failed atomic.Int64
-			c.ControlKey(int16(kmsg.Fetch), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-				c.KeepControl()
-				req := kreq.(*kmsg.FetchRequest)
-				if c.CurrentNode() == follower && tc.failsOnce && failed.Add(1) == 1 {
-					resp := req.ResponseKind().(*kmsg.FetchResponse)
-					for _, rt := range req.Topics {
-						st := kmsg.NewFetchResponseTopic()
-						st.Topic, st.TopicID = rt.Topic, rt.TopicID
-						for _, rp := range rt.Partitions {
-							sp := kmsg.NewFetchResponseTopicPartition()
-							sp.Partition, sp.ErrorCode = rp.Partition, kerr.OffsetOutOfRange.Code
-							st.Partitions = append(st.Partitions, sp)
-						}
-						resp.Topics = append(resp.Topics, st)
-					}
-					return resp, nil, true
-				}
-				if c.CurrentNode() != leader || req.Rack != "r1" || req.Version < 11 {
-					return nil, nil, false
-				}
+			// answer answers a fetch with no records, each partition as
+			// fill sets it.
+			answer := func(req *kmsg.FetchRequest, fill func(*kmsg.FetchResponseTopicPartition)) kmsg.Response {
 				resp := req.ResponseKind().(*kmsg.FetchResponse)
 				for _, rt := range req.Topics {
 					st := kmsg.NewFetchResponseTopic()
@@ -392,14 +372,30 @@ func TestKafkaFetchFromThePreferredReplica(t *testing.T) {
 					for _, rp := range rt.Partitions {
 						sp := kmsg.NewFetchResponseTopicPartition()
 						sp.Partition = rp.Partition
-						sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = n, n, 0
-						sp.PreferredReadReplica = follower
+						fill(&sp)
 						st.Partitions = append(st.Partitions, sp)
 					}
 					resp.Topics = append(resp.Topics, st)
 				}
+				return resp
+			}
+			// kfake has no replica selector: its leader answers as one
+			// that has does, to a consumer of rack r1.
+			var redirected, failed atomic.Int64
+			c.ControlKey(int16(kmsg.Fetch), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+				c.KeepControl()
+				req := kreq.(*kmsg.FetchRequest)
+				if c.CurrentNode() == follower && tc.failsOnce && failed.Add(1) == 1 {
+					return answer(req, func(sp *kmsg.FetchResponseTopicPartition) { sp.ErrorCode = kerr.OffsetOutOfRange.Code }), nil, true
+				}
+				if c.CurrentNode() != leader || req.Rack != "r1" || req.Version < 11 {
+					return nil, nil, false
+				}
 				redirected.Add(1)
-				return resp, nil, true
+				return answer(req, func(sp *kmsg.FetchResponseTopicPartition) {
+					sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = n, n, 0
+					sp.PreferredReadReplica = follower
+				}), nil, true
 			})
 
 			cnt := counter{partitions: 1}

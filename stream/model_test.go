@@ -58,21 +58,25 @@ func decodeMem(t *testing.T, s *memStore) map[int]int {
 	return out
 }
 
+// sumDropping adds the values to the state, and drops the key when the sum
+// is not positive or is a multiple of 5; with no values (UpdateAll), it
+// takes 1 from the state, and drops the key at 0.
+func sumDropping(_ int, values []int, state int, _ bool) (int, bool) {
+	if len(values) == 0 {
+		state--
+		return state, state > 0
+	}
+	for _, v := range values {
+		state += v
+	}
+	return state, state > 0 && state%5 != 0
+}
+
 // UpdateStateByKey matches a map model, through every path of its input
 // (moved by hash, keyed, reduced first), with and without a TTL, UpdateAll
 // and a Store checkpointed every 1 or 3 batches, on 1 and 3 goroutines:
 // the state after every batch, its observers and what the Store holds.
 func TestUpdateStateByKeyMatchesAModelUnderEveryOption(t *testing.T) {
-	update := func(_ int, values []int, state int, _ bool) (int, bool) {
-		if len(values) == 0 { // UpdateAll, idle key
-			state--
-			return state, state > 0
-		}
-		for _, v := range values {
-			state += v
-		}
-		return state, state > 0 && state%5 != 0
-	}
 	for _, mode := range []string{"partitionByKey", "keyed", "reduceByKey"} {
 		for _, ttl := range []int{0, 2} {
 			for _, all := range []bool{false, true} {
@@ -121,7 +125,7 @@ func TestUpdateStateByKeyMatchesAModelUnderEveryOption(t *testing.T) {
 							}
 							obs := newObservers()
 							sopts = append(sopts, obs.observe())
-							st := stream.UpdateStateByKey(in, update, sopts...).Named("st")
+							st := stream.UpdateStateByKey(in, sumDropping, sopts...).Named("st")
 							var obsErr []string
 							stream.ForEachBatch(st, func(_ context.Context, b *stream.Batch[stream.Pair[int, int]]) error {
 								m := map[int]int{}
@@ -142,37 +146,13 @@ func TestUpdateStateByKeyMatchesAModelUnderEveryOption(t *testing.T) {
 							seen := map[int]int64{}
 							for b := range batches {
 								id := int64(b + 1)
-								chunk := vals[b*per : (b+1)*per]
-								var order []int
-								grouped := map[int][]int{}
-								// keys come in the batch's order within each
-								// partition; the order between keys does not
-								// matter to a map.
-								for _, kv := range chunk {
-									if _, ok := grouped[kv.Key]; !ok {
-										order = append(order, kv.Key)
-									}
-									grouped[kv.Key] = append(grouped[kv.Key], kv.Value)
-								}
-								for _, k := range order {
-									vs := grouped[k]
-									if mode == "reduceByKey" {
-										s := 0
-										for _, v := range vs {
-											s += v
-										}
-										vs = []int{s}
-									}
-									old, ok := model[k]
-									nv, keep := update(k, vs, old, ok)
-									if !keep {
-										delete(model, k)
+								grouped := applyModel(model, vals[b*per:(b+1)*per], mode == "reduceByKey", sumDropping, func(k int, _, keep bool) {
+									if keep {
+										seen[k] = id
+									} else {
 										delete(seen, k)
-										continue
 									}
-									model[k] = nv
-									seen[k] = id
-								}
+								})
 								if ttl > 0 {
 									cut := id - int64(ttl) - 1
 									for k, s := range seen {
@@ -187,7 +167,7 @@ func TestUpdateStateByKeyMatchesAModelUnderEveryOption(t *testing.T) {
 										if _, ok := grouped[k]; ok {
 											continue
 										}
-										nv, keep := update(k, nil, v, true)
+										nv, keep := sumDropping(k, nil, v, true)
 										if !keep {
 											delete(model, k)
 											delete(seen, k)
@@ -212,16 +192,6 @@ func TestUpdateStateByKeyMatchesAModelUnderEveryOption(t *testing.T) {
 // its keys moved by hash, reduced first, or over 3 partitions: after every
 // batch and in the Store, it matches a map model.
 func TestRestartsUnderChangingParallelismMatchAModel(t *testing.T) {
-	update := func(_ int, values []int, state int, _ bool) (int, bool) {
-		if len(values) == 0 {
-			state--
-			return state, state > 0
-		}
-		for _, v := range values {
-			state += v
-		}
-		return state, state > 0 && state%5 != 0
-	}
 	for _, mode := range []string{"partitionByKey", "reduceByKey", "partitionByKey3"} {
 		for _, all := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/all%v", mode, all), func(t *testing.T) {
@@ -248,7 +218,7 @@ func TestRestartsUnderChangingParallelismMatchAModel(t *testing.T) {
 					}
 					var got []map[int]int
 					var dup []string
-					st := stream.UpdateStateByKey(in, update, opts...).Named("st")
+					st := stream.UpdateStateByKey(in, sumDropping, opts...).Named("st")
 					stream.ForEachBatch(st, func(_ context.Context, b *stream.Batch[stream.Pair[int, int]]) error {
 						m := map[int]int{}
 						for kv := range b.All() {
@@ -264,38 +234,13 @@ func TestRestartsUnderChangingParallelismMatchAModel(t *testing.T) {
 					require.Empty(t, dup)
 					require.Len(t, got, batches)
 					for b := range batches {
-						chunk := vals[b*per : (b+1)*per]
-						grouped := map[int][]int{}
-						var order []int
-						for _, kv := range chunk {
-							if _, ok := grouped[kv.Key]; !ok {
-								order = append(order, kv.Key)
-							}
-							grouped[kv.Key] = append(grouped[kv.Key], kv.Value)
-						}
-						for _, k := range order {
-							vs := grouped[k]
-							if mode == "reduceByKey" {
-								s := 0
-								for _, v := range vs {
-									s += v
-								}
-								vs = []int{s}
-							}
-							old, ok := model[k]
-							nv, keep := update(k, vs, old, ok)
-							if !keep {
-								delete(model, k)
-								continue
-							}
-							model[k] = nv
-						}
+						grouped := applyModel(model, vals[b*per:(b+1)*per], mode == "reduceByKey", sumDropping, nil)
 						if all {
 							for k, v := range model {
 								if _, ok := grouped[k]; ok {
 									continue
 								}
-								if nv, keep := update(k, nil, v, true); keep {
+								if nv, keep := sumDropping(k, nil, v, true); keep {
 									model[k] = nv
 								} else {
 									delete(model, k)

@@ -123,35 +123,52 @@ func TestUpdateStateByKeyMatchesAModel(t *testing.T) {
 	model := map[int]int{}
 	removed := 0
 	for b := range batches {
-		chunk := vals[b*per : (b+1)*per]
-		var order []int
-		grouped := map[int][]int{}
-		for _, kv := range chunk {
-			if _, ok := grouped[kv.Key]; !ok {
-				order = append(order, kv.Key)
+		applyModel(model, vals[b*per:(b+1)*per], false, dropNegative, func(_ int, had, keep bool) {
+			if had && !keep {
+				removed++
 			}
-			grouped[kv.Key] = append(grouped[kv.Key], kv.Value)
-		}
-		for _, k := range order {
-			old, ok := model[k]
-			nv, keep := dropNegative(k, grouped[k], old, ok)
-			if !keep {
-				removed += btoi(ok)
-				delete(model, k)
-				continue
-			}
-			model[k] = nv
-		}
+		})
 		require.Equal(t, model, stateMap(got[b]), "batch %d", b+1)
 	}
 	assert.Greater(t, removed, batches, "keys dropped, several a batch")
 }
 
-func btoi(b bool) int {
-	if b {
-		return 1
+// applyModel applies the values of one batch to model as UpdateStateByKey
+// does: each key's values in the order they came (their sum, when
+// reduced first), keys in the order they first came. changed, if not nil,
+// is told whether each key had a state and keeps one. It returns the
+// batch's values by key.
+func applyModel(model map[int]int, chunk []stream.Pair[int, int], reduced bool,
+	update func(int, []int, int, bool) (int, bool), changed func(k int, had, keep bool)) map[int][]int {
+	var order []int
+	grouped := map[int][]int{}
+	for _, kv := range chunk {
+		if _, ok := grouped[kv.Key]; !ok {
+			order = append(order, kv.Key)
+		}
+		grouped[kv.Key] = append(grouped[kv.Key], kv.Value)
 	}
-	return 0
+	for _, k := range order {
+		vs := grouped[k]
+		if reduced {
+			sum := 0
+			for _, v := range vs {
+				sum += v
+			}
+			vs = []int{sum}
+		}
+		old, had := model[k]
+		nv, keep := update(k, vs, old, had)
+		if keep {
+			model[k] = nv
+		} else {
+			delete(model, k)
+		}
+		if changed != nil {
+			changed(k, had, keep)
+		}
+	}
+	return grouped
 }
 
 func TestUpdateStateByKeyTTLBatches(t *testing.T) {
