@@ -169,9 +169,31 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	var pending []Offset     // read since the last checkpoint
 	var lastCommit time.Time // zero: the first batch commits
 	var last Info            // of the last batch
+	// dropLost drops the pending offsets of the partitions lost since the
+	// last assignment: read by batches not committed yet (CommitInterval),
+	// they go with the partitions' state, which was dropped; committed or
+	// checkpointed, they would run ahead of the state the partitions' new
+	// owners restore.
+	dropLost := func(now []int32) {
+		pending = slices.DeleteFunc(pending, func(o Offset) bool {
+			return slices.Contains(assigned, o.Partition) && !slices.Contains(now, o.Partition)
+		})
+	}
 	// end ends the run: what batches not committed (CommitInterval) have
-	// read is committed now.
+	// read is committed now, but for the partitions lost since the last
+	// batch, whose state is dropped first, so that its checkpoint does not
+	// write over their new owners'.
 	end := func() error {
+		if assigner != nil && len(pending) > 0 {
+			now := assigner.Assignment()
+			if lost := minus(assigned, now); len(lost) > 0 {
+				p.cfg.logger.Info("partitions lost as the run ends", "lost", lost)
+				for _, s := range p.stateful {
+					s.dropPartitions(lost)
+				}
+				dropLost(now)
+			}
+		}
 		if len(pending) > 0 {
 			return p.commit(work, last, committer, pending, &stats)
 		}
@@ -201,13 +223,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			if err := p.rebalance(work, assigned, now); err != nil {
 				return err
 			}
-			// The offsets of a lost partition read by batches not
-			// committed yet (CommitInterval) go with its state, which
-			// was dropped: committed or checkpointed, they would run
-			// ahead of the state its new owner restores.
-			pending = slices.DeleteFunc(pending, func(o Offset) bool {
-				return slices.Contains(assigned, o.Partition) && !slices.Contains(now, o.Partition)
-			})
+			dropLost(now)
 			assigned = now
 		}
 		info := Info{ID: id, Time: cutAt, Start: batchStart, Records: n}

@@ -82,7 +82,9 @@ type Info struct {
 	Time time.Time
 	// Start is when the engine began to collect the batch's records.
 	Start time.Time
-	// Records is the number of records the source delivered for the batch.
+	// Records is the number of records the source delivered for the batch,
+	// including those the batch does not hold: of a partition lost before
+	// the cut (an Assigner source), or already counted by a restored state.
 	Records int
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -459,4 +460,100 @@ func TestAssignerNeedsStateInTheSourcePartitions(t *testing.T) {
 			assert.Empty(t, src.Commits(), "nothing read")
 		})
 	}
+}
+
+// feeding hands its records one a Poll, then waits for ctx. Its assignment
+// is set by the test; it records commits.
+type feeding struct {
+	mu       sync.Mutex
+	recs     []stream.Record[stream.Pair[int, int]]
+	assigned []int32
+	commits  [][]stream.Offset
+}
+
+func (f *feeding) Poll(ctx context.Context, buf []stream.Record[stream.Pair[int, int]]) (int, error) {
+	f.mu.Lock()
+	if len(f.recs) > 0 {
+		buf[0] = f.recs[0]
+		f.recs = f.recs[1:]
+		f.mu.Unlock()
+		return 1, nil
+	}
+	f.mu.Unlock()
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+func (f *feeding) Assignment() []int32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.assigned)
+}
+
+func (f *feeding) Commit(_ context.Context, o []stream.Offset) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.commits = append(f.commits, slices.Clone(o))
+	return nil
+}
+
+func (f *feeding) assign(ids ...int32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.assigned = ids
+}
+
+// A run cancelled after its source lost a partition, with batches of it
+// not committed yet (CommitInterval), neither commits nor checkpoints
+// them: its checkpoint would write the partition's stale state and
+// offsets over its new owner's.
+func TestCancelAfterAPartitionWasLostLeavesItsNewOwnersState(t *testing.T) {
+	store := newMemStore()
+
+	// A owns partition 0: batch 1 is committed, batch 2 held back.
+	a := &feeding{recs: []stream.Record[stream.Pair[int, int]]{pair1(1, 0, 0), pair1(1, 0, 1)}, assigned: []int32{0}}
+	batches := make(chan int64, 10)
+	pa := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(1), stream.WithStore(store),
+		stream.CommitInterval(time.Hour), stream.WithHook(hookFunc(func(s stream.BatchStats) { batches <- s.Info.ID })))
+	collect(stream.UpdateStateByKey(stream.Keyed(stream.From(pa, a)), sum).Named("st"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pa.Run(ctx) }()
+	<-batches
+	<-batches // A waits in Poll; batch 2 is not committed
+
+	// The partition moves to B, which reads it on from A's commit.
+	a.assign()
+	b := &assigning{
+		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+			{pair1(1, 0, 1), pair1(2, 0, 2)},
+		}},
+		plan: [][]int32{{0}},
+	}
+	pb := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+	collect(stream.UpdateStateByKey(stream.Keyed(stream.From(pb, b)), sum).Named("st"))
+	run(t, pb)
+
+	// A stops.
+	cancel()
+	require.NoError(t, <-done)
+	for _, cs := range a.commits[1:] {
+		for _, o := range cs {
+			assert.NotEqual(t, int32(0), o.Partition, "A committed partition 0 after its source lost it: %v", o)
+		}
+	}
+
+	// C restores the partition and reads it from the start.
+	c := &assigning{
+		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+			{pair1(1, 0, 0), pair1(1, 0, 1), pair1(2, 0, 2)},
+		}},
+		plan: [][]int32{{0}},
+	}
+	pc := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+	got := collect(stream.UpdateStateByKey(stream.Keyed(stream.From(pc, c)), sum).Named("st"))
+	run(t, pc)
+	all := got.all()
+	require.NotEmpty(t, all)
+	assert.Equal(t, map[int]int{1: 2, 2: 1}, stateMap(all[len(all)-1]), "every record counted once")
 }
