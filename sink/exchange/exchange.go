@@ -158,7 +158,8 @@ func (x *Kafka) Run(ctx context.Context) error {
 	}
 }
 
-// take keeps the value m holds, if it is newer than the partition's.
+// take keeps the value m holds as its partition's: the last one
+// published, in the topic's order, whoever published it.
 func (x *Kafka) take(m *sarama.ConsumerMessage) {
 	p, err := decode(m.Key, m.Value)
 	x.mu.Lock()
