@@ -46,8 +46,11 @@ type File struct {
 	read   int64                  // bytes up to the end of the last of them
 	size   int64                  // of a regular file opened by OpenFile; -1: unknown
 	peeked *stream.Record[[]byte] // read by Peek, handed out by the next Poll
-	closed sync.Once
-	err    error
+	// peekedRead is the read of the peeked line (line is its Offset),
+	// counted only once Poll hands it out.
+	peekedRead int64
+	closed     sync.Once
+	err        error
 
 	// Reading ahead (a regular file opened by OpenFile): the goroutine
 	// takes over lines.
@@ -189,6 +192,7 @@ func reopenStdin() *os.File {
 func (f *File) Poll(ctx context.Context, buf []stream.Record[[]byte]) (int, error) {
 	if f.peeked != nil && len(buf) > 0 {
 		buf[0], f.peeked = *f.peeked, nil
+		f.line, f.read = buf[0].Origin.Offset, f.peekedRead
 		if f.err == io.EOF { // the peeked line was the last
 			return 1, io.EOF
 		}
@@ -238,7 +242,7 @@ func (f *File) next(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 					return n, f.err
 				}
 			case <-ctx.Done():
-				f.cur = aheadChunk{}
+				f.cur, f.pos = aheadChunk{}, 0 // the next Poll waits for a buffer again
 				if n > 0 {
 					return n, nil
 				}
@@ -313,10 +317,13 @@ func (f *File) startAhead() {
 func (f *File) Peek(ctx context.Context) ([]byte, error) {
 	if f.peeked == nil {
 		var one [1]stream.Record[[]byte]
-		if n, err := f.next(ctx, one[:]); n == 0 {
+		line, read := f.line, f.read
+		n, err := f.next(ctx, one[:])
+		if n == 0 {
 			return nil, err
 		}
-		f.peeked = &one[0]
+		f.peeked, f.peekedRead = &one[0], f.read
+		f.line, f.read = line, read // not yielded yet
 	}
 	return f.peeked.Value, nil
 }

@@ -166,6 +166,77 @@ func TestFileDroppedStopsReadingAhead(t *testing.T) {
 	t.Fatalf("a dropped File still reads ahead: %v", err)
 }
 
+// A Poll whose context ends as it waits for the next buffer read ahead,
+// having used up the one before, leaves the File as it was: the next Poll
+// goes on from there. (The engine polls with buffers of the read-ahead's
+// size, so its Polls end on a buffer's end, and with an interval each has
+// a deadline.)
+func TestFileReadAheadCancelledAtTheEndOfABuffer(t *testing.T) {
+	var in bytes.Buffer
+	const total = 200_000
+	for i := range total {
+		fmt.Fprintf(&in, "%d,profile.view\n", i+1)
+	}
+	path := filepath.Join(t.TempDir(), "events.csv")
+	require.NoError(t, os.WriteFile(path, in.Bytes(), 0o644))
+	f, err := source.OpenFile(path)
+	require.NoError(t, err)
+	defer f.Close()
+
+	buf := make([]stream.Record[[]byte], 4096) // a buffer read ahead
+	var got []stream.Record[[]byte]
+	n, err := f.Poll(context.Background(), buf)
+	require.NoError(t, err)
+	got = append(got, buf[:n]...)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for {
+		n, err := f.Poll(cancelled, buf)
+		got = append(got, buf[:n]...)
+		if errors.Is(err, context.Canceled) {
+			break
+		}
+		require.NoError(t, err)
+	}
+	for {
+		n, err := f.Poll(context.Background(), buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+	}
+	require.Len(t, got, total)
+	for i, r := range got {
+		if r.Origin.Offset != int64(i+1) {
+			t.Fatalf("record %d is line %d", i, r.Origin.Offset)
+		}
+	}
+}
+
+// A pipeline cutting batches on an interval over a regular file reads it
+// whole: its Polls end on deadlines, at buffer ends among others.
+func TestPipelineWithAnIntervalReadsAFileWhole(t *testing.T) {
+	var in bytes.Buffer
+	const total = 500_000
+	for i := range total {
+		fmt.Fprintf(&in, "%d,profile.view\n", i+1)
+	}
+	path := filepath.Join(t.TempDir(), "events.csv")
+	require.NoError(t, os.WriteFile(path, in.Bytes(), 0o644))
+	f, err := source.OpenFile(path)
+	require.NoError(t, err)
+	defer f.Close()
+	p := stream.NewPipeline(stream.Interval(100 * time.Microsecond))
+	got := 0
+	stream.ForEachBatch(stream.From(p, f), func(_ context.Context, b *stream.Batch[[]byte]) error {
+		got += b.Len()
+		return nil
+	})
+	require.NoError(t, p.Run(context.Background()))
+	assert.Equal(t, total, got)
+}
+
 // A Poll whose context ends while it waits for lines returns those it has.
 func TestFileReadAheadCancelled(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "events.csv")

@@ -209,6 +209,33 @@ func TestFilePeek(t *testing.T) {
 	}
 }
 
+// A peeked line counts in Lines and Progress once Poll yields it, not
+// before, whether the file is read ahead or not.
+func TestFilePeekIsNotCounted(t *testing.T) {
+	const in = "1,a\n2,b\n"
+	path := filepath.Join(t.TempDir(), "in.csv")
+	require.NoError(t, os.WriteFile(path, []byte(in), 0o644))
+	reader, err := source.NewFile("in.csv", strings.NewReader(in))
+	require.NoError(t, err)
+	ahead, err := source.OpenFile(path)
+	require.NoError(t, err)
+	defer ahead.Close()
+	for name, f := range map[string]*source.File{"NewFile": reader, "OpenFile": ahead} {
+		_, err := f.Peek(context.Background())
+		require.NoError(t, err)
+		read, _ := f.Progress()
+		assert.Equal(t, [2]int64{0, 0}, [2]int64{f.Lines(), read}, "%s: lines and bytes after a Peek", name)
+		buf := make([]stream.Record[[]byte], 1)
+		_, err = f.Poll(context.Background(), buf)
+		require.NoError(t, err)
+		read, _ = f.Progress()
+		assert.Equal(t, [2]int64{1, 4}, [2]int64{f.Lines(), read}, "%s: after the Poll that yields it", name)
+		drain(t, f, 10)
+		read, _ = f.Progress()
+		assert.Equal(t, [2]int64{2, int64(len(in))}, [2]int64{f.Lines(), read}, "%s: at the end", name)
+	}
+}
+
 func TestFilePeekThenSkip(t *testing.T) {
 	f, err := source.NewFile("in.csv", strings.NewReader("user_id,activity\n1,a\n"))
 	require.NoError(t, err)
