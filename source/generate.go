@@ -99,10 +99,13 @@ func (g *Generator) Poll(ctx context.Context, buf []stream.Record[score.Event]) 
 	}
 	want := int64(len(buf))
 	if g.cfg.Count > 0 {
-		want = min(want, g.cfg.Count-g.emitted)
-		if want <= 0 {
+		if g.emitted >= g.cfg.Count {
 			return 0, io.EOF
 		}
+		want = min(want, g.cfg.Count-g.emitted)
+	}
+	if want == 0 {
+		return 0, nil // no room: not the end
 	}
 	if g.cfg.Rate > 0 {
 		due := int64(time.Since(g.start).Seconds()*g.cfg.Rate) - g.emitted

@@ -79,6 +79,9 @@ func TestGeneratorIsRepeatableAndInRange(t *testing.T) {
 func TestGeneratorCountEnds(t *testing.T) {
 	g, err := source.NewGenerator(source.GeneratorConfig{Seed: 1, Count: 25})
 	require.NoError(t, err)
+	n, err := g.Poll(context.Background(), nil)
+	require.NoError(t, err, "a Poll with no room is not the end")
+	require.Zero(t, n)
 	buf := make([]stream.Record[score.Event], 10)
 	total := 0
 	for i := 0; ; i++ {
@@ -91,7 +94,7 @@ func TestGeneratorCountEnds(t *testing.T) {
 		require.Less(t, i, 10)
 	}
 	assert.Equal(t, 25, total)
-	n, err := g.Poll(context.Background(), buf)
+	n, err = g.Poll(context.Background(), buf)
 	assert.Zero(t, n)
 	assert.ErrorIs(t, err, io.EOF)
 }
