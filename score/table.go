@@ -232,7 +232,11 @@ func parseTable(data []byte) (map[string]int64, *tableError) {
 	if _, err := dec.Token(); err != nil { // the closing brace
 		return nil, fail(dec.InputOffset(), err)
 	}
-	if end := nextToken(data, dec.InputOffset()); end < int64(len(data)) {
+	end := dec.InputOffset()
+	for end < int64(len(data)) && isJSONSpace(data[end]) {
+		end++
+	}
+	if end < int64(len(data)) { // separators too: the object must be alone
 		return nil, &tableError{off: end, msg: "data after the JSON object"}
 	}
 	if len(scores) == 0 {
@@ -244,16 +248,14 @@ func parseTable(data []byte) (map[string]int64, *tableError) {
 // nextToken returns the offset of the first byte at or after off that is
 // neither JSON white space nor a separator.
 func nextToken(data []byte, off int64) int64 {
-	for off < int64(len(data)) {
-		switch data[off] {
-		case ' ', '\t', '\n', '\r', ',', ':':
-			off++
-		default:
-			return off
-		}
+	for off < int64(len(data)) && (isJSONSpace(data[off]) || data[off] == ',' || data[off] == ':') {
+		off++
 	}
 	return off
 }
+
+// isJSONSpace reports whether c is JSON white space.
+func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 func describeToken(tok json.Token) string {
 	switch v := tok.(type) {

@@ -190,6 +190,9 @@ func TestParseTable(t *testing.T) {
 		{"truncated", `{"a": 1`, nil, `: unexpected end of JSON`},
 		{"two objects", `{"a": 1} {"b": 2}`, nil, `:1:10: data after the JSON object`},
 		{"garbage after", `{"a": 1} x`, nil, `:1:10: data after the JSON object`},
+		{"comma after", `{"a": 1},`, nil, `:1:9: data after the JSON object`},
+		{"colon after", "{\"a\": 1}\n:", nil, `:2:1: data after the JSON object`},
+		{"separators after", `{"a": 1} , : ,`, nil, `:1:10: data after the JSON object`},
 		{"invalid UTF-8", "{\"a\xff\": 1}", nil, `:1:4: not valid UTF-8`},
 		{"single quotes", `{'a': 1}`, nil, `:1:2: invalid JSON: invalid character '\''`},
 	}
