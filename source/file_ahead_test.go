@@ -166,22 +166,30 @@ func TestFileDroppedStopsReadingAhead(t *testing.T) {
 	t.Fatalf("a dropped File still reads ahead: %v", err)
 }
 
-// A Poll whose context ends as it waits for the next buffer read ahead,
-// having used up the one before, leaves the File as it was: the next Poll
-// goes on from there. (The engine polls with buffers of the read-ahead's
-// size, so its Polls end on a buffer's end, and with an interval each has
-// a deadline.)
-func TestFileReadAheadCancelledAtTheEndOfABuffer(t *testing.T) {
+// openRows opens a file of n CSV rows with OpenFile, closed at the end of
+// the test.
+func openRows(t *testing.T, n int) *source.File {
+	t.Helper()
 	var in bytes.Buffer
-	const total = 200_000
-	for i := range total {
+	for i := range n {
 		fmt.Fprintf(&in, "%d,profile.view\n", i+1)
 	}
 	path := filepath.Join(t.TempDir(), "events.csv")
 	require.NoError(t, os.WriteFile(path, in.Bytes(), 0o644))
 	f, err := source.OpenFile(path)
 	require.NoError(t, err)
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// A Poll whose context ends as it waits for the next buffer read ahead,
+// having used up the one before, leaves the File as it was: the next Poll
+// goes on from there. (The engine polls with buffers of the read-ahead's
+// size, so its Polls end on a buffer's end, and with an interval each has
+// a deadline.)
+func TestFileReadAheadCancelledAtTheEndOfABuffer(t *testing.T) {
+	const total = 200_000
+	f := openRows(t, total)
 
 	buf := make([]stream.Record[[]byte], 4096) // a buffer read ahead
 	var got []stream.Record[[]byte]
@@ -217,16 +225,8 @@ func TestFileReadAheadCancelledAtTheEndOfABuffer(t *testing.T) {
 // A pipeline cutting batches on an interval over a regular file reads it
 // whole: its Polls end on deadlines, at buffer ends among others.
 func TestPipelineWithAnIntervalReadsAFileWhole(t *testing.T) {
-	var in bytes.Buffer
 	const total = 500_000
-	for i := range total {
-		fmt.Fprintf(&in, "%d,profile.view\n", i+1)
-	}
-	path := filepath.Join(t.TempDir(), "events.csv")
-	require.NoError(t, os.WriteFile(path, in.Bytes(), 0o644))
-	f, err := source.OpenFile(path)
-	require.NoError(t, err)
-	defer f.Close()
+	f := openRows(t, total)
 	p := stream.NewPipeline(stream.Interval(100 * time.Microsecond))
 	got := 0
 	stream.ForEachBatch(stream.From(p, f), func(_ context.Context, b *stream.Batch[[]byte]) error {
