@@ -169,6 +169,9 @@ producer of random events, and shows results on its own.`, stderr)
 	if _, _, err := net.SplitHostPort(c.listen); embedded && err != nil {
 		return nil, usagef("-listen %q: need host:port, such as 127.0.0.1:9092", c.listen)
 	}
+	if _, _, err := net.SplitHostPort(c.metricsAddr); c.metricsAddr != "" && err != nil {
+		return nil, usagef("-metrics-addr %q: need host:port, such as 127.0.0.1:9464", c.metricsAddr)
+	}
 	if err := c.faults.check(fs, c); err != nil {
 		return nil, err
 	}

@@ -47,6 +47,7 @@ func TestBadCommandLinesExitWithUsage(t *testing.T) {
 		{"changelog with checkpoint", []string{"-state", "changelog", "-brokers", "localhost:9092", "-checkpoint", "d"}, "-checkpoint and -reset-checkpoint are for -state dir"},
 		{"changelog on the input topic", []string{"-state", "changelog", "-brokers", "localhost:9092", "-changelog-topic", "messages"}, `-changelog-topic "messages" must differ`},
 		{"changelog topic with dir", []string{"-brokers", "localhost:9092", "-changelog-topic", "c"}, "-changelog-topic names the topic of -state changelog"},
+		{"metrics address without port", []string{"-metrics-addr", "nonsense"}, `-metrics-addr "nonsense": need host:port`},
 		{"sarama fetch with input", []string{"-input", "x.csv", "-sarama-fetch"}, "-sarama-fetch is how the Kafka input is fetched; it does not go with -input"},
 		{"broker no partitions", []string{"broker", "-partitions", "0"}, "-partitions 0"},
 	} {
