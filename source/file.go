@@ -85,7 +85,10 @@ type aheadChunk struct {
 // aheadLines is the size of a buffer of lines read ahead.
 const aheadLines = 4096
 
-var _ stream.Source[[]byte] = (*File)(nil)
+var (
+	_ stream.Source[[]byte]    = (*File)(nil)
+	_ stream.SourceWideOffsets = (*File)(nil)
+)
 
 // FileOption configures a File.
 type FileOption interface{ applyFile(*File) }
@@ -369,6 +372,11 @@ func (f *File) poll(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 		return n, err
 	}
 }
+
+// SourceWideOffsets reports that a File's offsets, its line numbers, count
+// across its partitions (stream.SourceWideOffsets): a state checkpointed
+// by a run with some number of partitions resumes the file with another.
+func (f *File) SourceWideOffsets() bool { return true }
 
 // Lines returns the number of lines Poll has yielded so far (not those
 // read ahead). Like Progress, call it from the goroutine that polls (a

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -81,6 +82,9 @@ func NewPipeline(opts ...Option) *Pipeline {
 // named by its Origin.Partition.
 func From[T any](p *Pipeline, src Source[T]) *Stream[T] {
 	in := &inputStream[T]{src: src}
+	if w, ok := src.(SourceWideOffsets); ok {
+		in.wide = w.SourceWideOffsets()
+	}
 	s := newStream(p, "source", func(bc *batchCtx) (*Batch[T], error) {
 		return &in.batch, nil
 	})
@@ -583,6 +587,7 @@ func minus(a, b []int32) []int32 {
 type inputStream[T any] struct {
 	src   Source[T]
 	skip  map[sourcePartition]int64 // restored offsets not yet passed
+	wide  bool                      // offsets count across the source's partitions (SourceWideOffsets)
 	buf   []Record[T]
 	parts map[int32]*Partition[T] // buffers of every partition seen, by ID
 	byID  []*Partition[T]         // the same, for IDs below maxDenseID
@@ -713,24 +718,49 @@ func (in *inputStream[T]) skipBelow(offsets []Offset) {
 		in.skip = map[sourcePartition]int64{}
 	}
 	for _, o := range offsets {
-		k := sourcePartition{o.Source, o.Partition}
+		k := in.skipKey(o.Source, o.Partition)
 		in.skip[k] = max(in.skip[k], o.Next)
 	}
+}
+
+// wholeSource stands for every partition of a source with source-wide
+// offsets in the keys of inputStream.skip.
+const wholeSource = math.MinInt32
+
+// skipKey returns the key of the offsets to skip below of a record of
+// source's partition.
+func (in *inputStream[T]) skipKey(source string, partition int32) sourcePartition {
+	if in.wide {
+		partition = wholeSource
+	}
+	return sourcePartition{source, partition}
 }
 
 // dropSkipped removes from the batch the records a restored state has
 // already counted. Their offsets are still committed.
 func (in *inputStream[T]) dropSkipped() {
+	var kept map[sourcePartition]bool // with source-wide offsets: sources of which the batch kept records
 	for i := range in.batch.Partitions {
 		p := &in.batch.Partitions[i]
 		n := 0
 		for j, o := range p.Origins {
-			k := sourcePartition{o.Source, o.Partition}
+			k := in.skipKey(o.Source, o.Partition)
 			next, ok := in.skip[k]
-			if ok && o.Offset < next {
+			switch {
+			case ok && in.wide:
+				if kept == nil {
+					kept = map[sourcePartition]bool{}
+				}
+				below := o.Offset < next
+				if passed, seen := kept[k]; !seen || passed {
+					kept[k] = !below // one below, and it is not passed yet
+				}
+				if below {
+					continue
+				}
+			case ok && o.Offset < next:
 				continue
-			}
-			if ok {
+			case ok:
 				delete(in.skip, k) // offsets only grow: passed for good
 			}
 			p.Values[n], p.Origins[n] = p.Values[j], o
@@ -738,6 +768,14 @@ func (in *inputStream[T]) dropSkipped() {
 		}
 		clear(p.Values[n:])
 		p.Values, p.Origins = p.Values[:n], p.Origins[:n]
+	}
+	// A source-wide offset is passed for good once a batch holds none of
+	// the source's records below it: the partitions of one batch are
+	// gone through one after the other, not in the order read.
+	for k, passed := range kept {
+		if passed {
+			delete(in.skip, k)
+		}
 	}
 }
 

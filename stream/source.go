@@ -65,6 +65,17 @@ type Lagger interface {
 	Lag(partition int32) (n int64, ok bool)
 }
 
+// SourceWideOffsets is implemented by sources whose records' offsets count
+// across all of their partitions, in the order they are read, rather than
+// within each partition: the line numbers of a file spread over partitions
+// in turn. A restored state then skips every record of the source below
+// the highest offset saved for it, whatever partition it was saved under,
+// so that such a source may spread its records over another number of
+// partitions from one run to the next.
+type SourceWideOffsets interface {
+	SourceWideOffsets() bool
+}
+
 // Sink receives the values of a stream, one batch at a time.
 //
 // Write returns when the batch's values are delivered (acknowledged by a

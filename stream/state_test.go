@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -556,4 +558,44 @@ func TestCancelAfterAPartitionWasLostLeavesItsNewOwnersState(t *testing.T) {
 	all := got.all()
 	require.NotEmpty(t, all)
 	assert.Equal(t, map[int]int{1: 2, 2: 1}, stateMap(all[len(all)-1]), "every record counted once")
+}
+
+// A source whose offsets count across its partitions (a file's line
+// numbers) resumes from a checkpoint under another number of partitions
+// without counting a record twice or skipping one: the records below the
+// highest offset saved for the source are skipped, in every partition.
+func TestSourceWideOffsetsResumeUnderOtherPartitions(t *testing.T) {
+	var half, lines strings.Builder // the file grows from 500 lines to 1000
+	for i := range 1000 {
+		if i < 500 {
+			fmt.Fprintf(&half, "%d\n", i%37)
+		}
+		fmt.Fprintf(&lines, "%d\n", i%37)
+	}
+	for _, parts := range [][2]int{{1, 3}, {3, 1}, {2, 5}} {
+		t.Run(fmt.Sprintf("%d then %d partitions", parts[0], parts[1]), func(t *testing.T) {
+			store := newMemStore()
+			var got map[int]int
+			for i, in := range []string{half.String(), lines.String()} {
+				f, err := source.NewFile("events", strings.NewReader(in), source.Partitions(parts[i]))
+				require.NoError(t, err)
+				p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(64), stream.WithStore(store))
+				keys := stream.Map(stream.From(p, f), func(line []byte) stream.Pair[int, int] {
+					k, err := strconv.Atoi(string(line))
+					require.NoError(t, err)
+					return stream.KV(k, 1)
+				})
+				c := collect(stream.UpdateStateByKey(keys, sum).Named("counts"))
+				run(t, p)
+				batches := c.all()
+				require.NotEmpty(t, batches)
+				got = stateMap(batches[len(batches)-1])
+			}
+			want := map[int]int{}
+			for i := range 1000 {
+				want[i%37]++
+			}
+			assert.Equal(t, want, got, "every line counted once")
+		})
+	}
 }

@@ -276,3 +276,26 @@ func TestInputTDigestWithinItsBound(t *testing.T) {
 		})
 	}
 }
+
+// A rerun of a file with -checkpoint resumes it, however its path is
+// written: its offsets are kept under its absolute path.
+func TestInputRerunByAnotherPathResumes(t *testing.T) {
+	dir := t.TempDir()
+	var rows strings.Builder
+	for i := range 4000 {
+		fmt.Fprintf(&rows, "%d,profile.view\n", 1000+i%200) // every user: 20 views, 20 points
+	}
+	path := filepath.Join(dir, "events.csv")
+	require.NoError(t, os.WriteFile(path, []byte(rows.String()), 0o644))
+	ckpt := filepath.Join(dir, "checkpoint")
+	t.Chdir(dir)
+	for _, p := range []string{path, "events.csv", "./events.csv", filepath.Join(dir, ".", "events.csv")} {
+		r := runMain(t, context.Background(), "", "-input", p, "-json", "-sketch", "exact", "-checkpoint", ckpt)
+		require.Equal(t, exitOK, r.code, r.stderr)
+		lines := parseLines(t, r.stdout)
+		require.NotEmpty(t, lines)
+		last := lines[len(lines)-1]
+		require.NotNil(t, last.Threshold)
+		assert.Equal(t, 20.0, *last.Threshold, "-input %s: every user's total counts each line once", p)
+	}
+}

@@ -454,6 +454,12 @@ func openInput(ctx context.Context, path string, stdin io.Reader) (*input, error
 		in.regular = true // a reader in memory has no live end
 		in.file, err = source.NewFile("stdin", stdin, parts)
 	default:
+		// Named by its absolute path: the checkpoint keeps its offsets
+		// by name, and a rerun of the same file as g.csv, ./g.csv or
+		// /data/g.csv must resume it, not count it again.
+		if abs, aerr := filepath.Abs(path); aerr == nil {
+			path = abs
+		}
 		in.regular = isRegular(os.Stat(path))
 		in.file, err = source.OpenFile(path, parts)
 	}
