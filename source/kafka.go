@@ -53,7 +53,11 @@ type KafkaConfig struct {
 	Group string
 	// StartNewest makes a group that has no committed offset for a
 	// partition start at its end. By default it starts at the beginning:
-	// a new pipeline reads what is already there.
+	// a new pipeline reads what is already there. Read committed (with a
+	// Transaction, or Consumer.IsolationLevel), the end is the last stable
+	// offset, as for a Kafka consumer: a transaction open at the start is
+	// read once committed. (With SaramaFetch, sarama's consumer starts at
+	// the high watermark, after it.)
 	StartNewest bool
 	// InstanceID turns on static membership (KIP-345): a member that
 	// restarts with the same InstanceID within the session timeout gets its

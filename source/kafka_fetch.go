@@ -307,7 +307,7 @@ func (l *fetchLoop) next() ([]fetchPart, *sarama.Broker) {
 		conn := l.conn
 		f.mu.Unlock()
 		for _, p := range unresolved {
-			off, err := f.client.GetOffset(k.cfg.Topic, p.id, p.pos)
+			off, err := f.resolve(p.id, p.pos)
 			if err != nil {
 				k.log.Warn("kafka partition offset not found; retrying", "partition", p.id, "err", err)
 				continue
@@ -521,6 +521,38 @@ func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
 	}
 	l.setPos(&p, pos, size, false)
 	return true
+}
+
+// resolve returns the offset the sentinel at (sarama.OffsetOldest,
+// OffsetNewest) stands for in partition id. Read committed, the newest is
+// the last stable offset, before the first record of a transaction still
+// open, as a Kafka consumer starts: the high watermark, which sarama's
+// GetOffset gives, would skip for good the records of a transaction
+// committed after the start.
+func (f *kafkaFetch) resolve(id int32, at int64) (int64, error) {
+	k := f.k
+	req := sarama.NewOffsetRequest(k.sarama.Version)
+	if at != sarama.OffsetNewest || k.sarama.Consumer.IsolationLevel != sarama.ReadCommitted || req.Version < 2 {
+		return f.client.GetOffset(k.cfg.Topic, id, at)
+	}
+	leader, err := f.client.Leader(k.cfg.Topic, id)
+	if err != nil {
+		return 0, err
+	}
+	req.IsolationLevel = sarama.ReadCommitted
+	req.AddBlock(k.cfg.Topic, id, at, 1)
+	resp, err := leader.GetAvailableOffsets(req)
+	if err != nil {
+		return 0, err
+	}
+	b := resp.GetBlock(k.cfg.Topic, id)
+	switch {
+	case b == nil:
+		return 0, sarama.ErrIncompleteResponse
+	case !errors.Is(b.Err, sarama.ErrNoError):
+		return 0, b.Err
+	}
+	return b.Offset, nil
 }
 
 // redirect routes the loop's partition p (a copy) to replica, if the same

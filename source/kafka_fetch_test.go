@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -418,6 +420,58 @@ func TestKafkaFetchFromThePreferredReplica(t *testing.T) {
 			assert.Less(t, redirected.Load(), int64(10), "fetches the leader sent to the replica")
 		})
 	}
+}
+
+// Read committed, StartNewest starts at the last stable offset, before a
+// transaction open at the start, as a Kafka consumer does: its records,
+// committed after the start, are read, not skipped for good.
+func TestKafkaFetchStartNewestReadCommittedKeepsAnOpenTransaction(t *testing.T) {
+	checkLeaks(t)
+	const topic = "open"
+	_, addrs := startCluster(t, 1, topic, 1)
+	cfg := sarama.NewConfig()
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.Idempotent = true
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	cfg.Producer.Transaction.ID = "upstream"
+	cfg.Net.MaxOpenRequests = 1
+	up, err := sarama.NewSyncProducer(addrs, cfg)
+	require.NoError(t, err)
+	defer up.Close()
+	require.NoError(t, up.BeginTxn())
+	for i := range 3 {
+		_, _, err := up.SendMessage(&sarama.ProducerMessage{Topic: topic, Value: sarama.StringEncoder(strconv.Itoa(i))})
+		require.NoError(t, err)
+	}
+	// The transaction is open: the last stable offset is 0, the high
+	// watermark 3.
+
+	log, logged := captureLog()
+	var mu sync.Mutex
+	var got []string
+	stop := runSource(t, sourceOn(t, addrs, topic, "g", log, func(c *source.KafkaConfig) {
+		c.StartNewest = true
+		c.Sarama.Consumer.IsolationLevel = sarama.ReadCommitted
+	}), func(_ context.Context, b *stream.Batch[source.Message]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range b.Partitions {
+			for _, m := range p.Values {
+				got = append(got, string(m.Value))
+			}
+		}
+		return nil
+	})
+	require.Eventually(t, func() bool { return strings.Contains(logged(), "kafka group session started") }, 20*time.Second, 10*time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // the fetch loop has resolved its start
+
+	require.NoError(t, up.CommitTxn())
+	produceEach(t, addrs, topic, 1, 3, 4, true) // one more record, after the transaction
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return slices.Contains(got, "3") }, 10*time.Second, 10*time.Millisecond)
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{"0", "1", "2", "3"}, got, "the transaction committed after the start is read, once, in order")
 }
 
 // With StartNewest, a group with no committed offset starts at the end of
