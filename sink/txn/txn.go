@@ -340,7 +340,7 @@ func (p *Producer) Abort(ctx context.Context) error {
 // abort aborts the open transaction. p.mu is held.
 func (p *Producer) abort() error {
 	if p.producer.TxnStatus()&sarama.ProducerTxnFlagFatalError == 0 {
-		if err := p.producer.AbortTxn(); err == nil {
+		if err := p.whileDraining(p.producer.AbortTxn); err == nil {
 			p.log.Warn("transaction aborted")
 			return nil
 		} else {
@@ -349,6 +349,32 @@ func (p *Producer) abort() error {
 	}
 	p.reset("fatal transaction state")
 	return nil
+}
+
+// whileDraining runs f while it reads and drops the producer's
+// acknowledgements. A Send cut short (its ctx done) left messages in
+// flight whose acknowledgements nobody reads any more, and sarama's
+// AbortTxn waits until every one is read: past its channels' buffers, it
+// would wait for good. They are of the transaction being aborted. p.mu is
+// held.
+func (p *Producer) whileDraining(f func() error) error {
+	stop, done := make(chan struct{}), make(chan struct{})
+	ok, errs := p.producer.Successes(), p.producer.Errors()
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ok:
+			case <-errs:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	err := f()
+	close(stop)
+	<-done
+	return err
 }
 
 // reset closes the producer after a fatal error: the next use starts a

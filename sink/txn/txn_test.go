@@ -3,6 +3,7 @@ package txn_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -100,4 +101,40 @@ func TestSameIDFencesThePredecessor(t *testing.T) {
 	require.Error(t, err, "the fenced producer cannot commit")
 	assert.Equal(t, []string{"new"}, committed(t, b), "what the fenced producer left open is aborted")
 	assert.False(t, errors.Is(err, txn.ErrNoTransaction), "%v", err)
+}
+
+// A Send cut short by its context leaves messages in flight, whose
+// acknowledgements nobody reads; sarama's AbortTxn waits for every one to
+// be read. The abort reads them, and returns; the next transaction
+// commits only its own messages.
+func TestAbortAfterACutShortSend(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
+	require.NoError(t, err)
+	defer b.Close()
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "cut"})
+	require.NoError(t, err)
+	defer p.Close()
+	bg := context.Background()
+	require.NoError(t, p.Init(bg))
+	require.NoError(t, p.Begin(bg))
+	msgs := make([]*sarama.ProducerMessage, 50_000)
+	for i := range msgs {
+		msgs[i] = msg(strconv.Itoa(i))
+	}
+	ctx, cancel := context.WithTimeout(bg, 20*time.Millisecond)
+	defer cancel()
+	require.Error(t, p.Send(ctx, msgs), "cut short")
+
+	done := make(chan error, 1)
+	go func() { done <- p.Abort(bg) }()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Abort after a Send cut short did not return")
+	}
+	require.NoError(t, p.Begin(bg))
+	require.NoError(t, p.Send(bg, []*sarama.ProducerMessage{msg("after")}))
+	require.NoError(t, p.Commit(bg))
+	assert.Equal(t, []string{"after"}, committed(t, b))
 }
