@@ -124,7 +124,10 @@ type KafkaConfig struct {
 }
 
 // TxnOffsets adds a consumer group's offsets to an open Kafka transaction.
-// *txn.Producer (package sink/txn) implements it.
+// *txn.Producer (package sink/txn) implements it. If it also has
+// OnEnd(func(committed bool)), as *txn.Producer does, the source counts
+// the offsets committed only once the transaction commits (see
+// KafkaConfig.Transaction); otherwise as soon as they are added.
 type TxnOffsets interface {
 	AddOffsets(ctx context.Context, group *sarama.ConsumerGroupMetadata, offsets map[string][]*sarama.PartitionOffsetMetadata) error
 }
@@ -611,8 +614,21 @@ func (k *Kafka) commitTxn(ctx context.Context, sess sarama.ConsumerGroupSession,
 	if err := k.cfg.Transaction.AddOffsets(ctx, group, map[string][]*sarama.PartitionOffsetMetadata{k.cfg.Topic: parts}); err != nil {
 		return fmt.Errorf("kafka source %s: offsets of group %s into the transaction: %w", k.cfg.Topic, k.cfg.Group, err)
 	}
-	// In the transaction, the offsets count as committed: a revoked
-	// partition may go. Should the transaction fail, the pipeline stops.
+	// The offsets count as committed once the transaction is: sarama
+	// sends them to the group (TxnOffsetCommit, with the group's
+	// generation) as it commits. A revoked partition let go before that
+	// would let the group move to its next generation, and the broker
+	// refuse the offsets: the transaction would fail and stop the run.
+	// Aborted, they never count: the revoked partition goes at its
+	// RevokeTimeout, for its new owner to read again.
+	if e, ok := k.cfg.Transaction.(interface{ OnEnd(func(committed bool)) }); ok {
+		e.OnEnd(func(committed bool) {
+			if committed {
+				k.committed(offsets)
+			}
+		})
+		return nil
+	}
 	k.committed(offsets)
 	return nil
 }

@@ -32,8 +32,15 @@
 //
 // sarama's transactional producer is used from one goroutine at a time:
 // the Producer serializes its callers. A write that fails cannot be
-// retried within the transaction. The source counts offsets as committed
-// once they are in the transaction, for a partition being revoked; if the
-// transaction then fails, the run stops and the partition's next owner
-// resumes at the last committed offsets.
+// retried within the transaction. sarama sends the group's offsets (with
+// the group's generation) as the transaction commits, not as they are
+// added: the source counts them committed, and lets a revoked partition
+// go, once the transaction has committed (OnEnd), so that the group does
+// not move to its next generation before. In a cooperative rebalance (the
+// source's default from Kafka 2.4 on) the generation moves without the
+// claims ending: a rebalance between a batch's offsets and its commit
+// fails the transaction, as it does one that fails otherwise. Then the
+// run stops, nothing of the batch is committed, and the partitions' next
+// owners resume at the last committed offsets (exactly once holds; a
+// restarted process goes on).
 package txn

@@ -249,7 +249,8 @@ func (p *partitioner) Partition(m *sarama.ProducerMessage, n int32) (int32, erro
 func (p *partitioner) RequiresConsistency() bool { return p.base.RequiresConsistency() }
 
 // AddOffsets adds a consumer group's offsets to the open transaction: the
-// group's committed offsets become these when the transaction commits.
+// group's committed offsets become these when the transaction commits
+// (sarama sends them to the group then, in Commit).
 // group's generation and member let the brokers refuse offsets of a
 // member that has left the group (Kafka 2.5 and later). offsets maps each
 // topic to its partitions' next offsets.
