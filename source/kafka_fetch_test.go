@@ -135,20 +135,53 @@ func TestKafkaFetchFollowsMovedLeaders(t *testing.T) {
 	assert.Contains(t, logged(), "kafka partition leader moved", "the old leaders said so")
 }
 
+// valuesRead keeps the values of the messages of every batch, in order.
+type valuesRead struct {
+	mu   sync.Mutex
+	vals []string
+}
+
+func (v *valuesRead) add(_ context.Context, b *stream.Batch[source.Message]) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, p := range b.Partitions {
+		for _, m := range p.Values {
+			v.vals = append(v.vals, string(m.Value))
+		}
+	}
+	return nil
+}
+
+// all returns the values read so far.
+func (v *valuesRead) all() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Clone(v.vals)
+}
+
+// txnProducer returns a sarama transactional producer with id, closed at
+// the end of the test.
+func txnProducer(t *testing.T, addrs []string, id string) sarama.SyncProducer {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.Idempotent = true
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	cfg.Producer.Transaction.ID = id
+	cfg.Net.MaxOpenRequests = 1
+	p, err := sarama.NewSyncProducer(addrs, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
 // Read committed, the records of aborted transactions and the
 // transactions' markers are skipped; read uncommitted, only the markers.
 func TestKafkaFetchSkipsAbortedTransactions(t *testing.T) {
 	checkLeaks(t)
 	const topic = "txns"
 	_, addrs := startCluster(t, 1, topic, 1)
-	cfg := sarama.NewConfig()
-	cfg.Producer.Return.Successes = true
-	cfg.Producer.Idempotent = true
-	cfg.Producer.RequiredAcks = sarama.WaitForAll
-	cfg.Producer.Transaction.ID = "writer"
-	cfg.Net.MaxOpenRequests = 1
-	prod, err := sarama.NewSyncProducer(addrs, cfg)
-	require.NoError(t, err)
+	prod := txnProducer(t, addrs, "writer")
 	var committed, all []string
 	for txn := range 6 {
 		require.NoError(t, prod.BeginTxn())
@@ -167,32 +200,19 @@ func TestKafkaFetchSkipsAbortedTransactions(t *testing.T) {
 			require.NoError(t, prod.AbortTxn())
 		}
 	}
-	require.NoError(t, prod.Close())
 
 	for _, tc := range []struct {
 		isolation sarama.IsolationLevel
 		want      []string
 	}{{sarama.ReadCommitted, committed}, {sarama.ReadUncommitted, all}} {
-		var mu sync.Mutex
-		var got []string
+		var got valuesRead
 		stop := runSource(t, sourceOn(t, addrs, topic, "g"+strconv.Itoa(int(tc.isolation)), testLog(t), func(cfg *source.KafkaConfig) {
 			cfg.Sarama.Consumer.IsolationLevel = tc.isolation
-		}), func(_ context.Context, b *stream.Batch[source.Message]) error {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, p := range b.Partitions {
-				for _, m := range p.Values {
-					got = append(got, string(m.Value))
-				}
-			}
-			return nil
-		})
-		assert.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= len(tc.want) }, 20*time.Second, 10*time.Millisecond)
+		}), got.add)
+		assert.Eventually(t, func() bool { return len(got.all()) >= len(tc.want) }, 20*time.Second, 10*time.Millisecond)
 		time.Sleep(200 * time.Millisecond) // nothing more comes
 		stop()
-		mu.Lock()
-		assert.Equal(t, tc.want, got, "isolation %d", tc.isolation)
-		mu.Unlock()
+		assert.Equal(t, tc.want, got.all(), "isolation %d", tc.isolation)
 	}
 }
 
@@ -429,15 +449,7 @@ func TestKafkaFetchStartNewestReadCommittedKeepsAnOpenTransaction(t *testing.T) 
 	checkLeaks(t)
 	const topic = "open"
 	_, addrs := startCluster(t, 1, topic, 1)
-	cfg := sarama.NewConfig()
-	cfg.Producer.Return.Successes = true
-	cfg.Producer.Idempotent = true
-	cfg.Producer.RequiredAcks = sarama.WaitForAll
-	cfg.Producer.Transaction.ID = "upstream"
-	cfg.Net.MaxOpenRequests = 1
-	up, err := sarama.NewSyncProducer(addrs, cfg)
-	require.NoError(t, err)
-	defer up.Close()
+	up := txnProducer(t, addrs, "upstream")
 	require.NoError(t, up.BeginTxn())
 	for i := range 3 {
 		_, _, err := up.SendMessage(&sarama.ProducerMessage{Topic: topic, Value: sarama.StringEncoder(strconv.Itoa(i))})
@@ -447,31 +459,19 @@ func TestKafkaFetchStartNewestReadCommittedKeepsAnOpenTransaction(t *testing.T) 
 	// watermark 3.
 
 	log, logged := captureLog()
-	var mu sync.Mutex
-	var got []string
+	var got valuesRead
 	stop := runSource(t, sourceOn(t, addrs, topic, "g", log, func(c *source.KafkaConfig) {
 		c.StartNewest = true
 		c.Sarama.Consumer.IsolationLevel = sarama.ReadCommitted
-	}), func(_ context.Context, b *stream.Batch[source.Message]) error {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, p := range b.Partitions {
-			for _, m := range p.Values {
-				got = append(got, string(m.Value))
-			}
-		}
-		return nil
-	})
+	}), got.add)
 	require.Eventually(t, func() bool { return strings.Contains(logged(), "kafka group session started") }, 20*time.Second, 10*time.Millisecond)
 	time.Sleep(500 * time.Millisecond) // the fetch loop has resolved its start
 
 	require.NoError(t, up.CommitTxn())
 	produceEach(t, addrs, topic, 1, 3, 4, true) // one more record, after the transaction
-	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return slices.Contains(got, "3") }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return slices.Contains(got.all(), "3") }, 10*time.Second, 10*time.Millisecond)
 	stop()
-	mu.Lock()
-	defer mu.Unlock()
-	assert.Equal(t, []string{"0", "1", "2", "3"}, got, "the transaction committed after the start is read, once, in order")
+	assert.Equal(t, []string{"0", "1", "2", "3"}, got.all(), "the transaction committed after the start is read, once, in order")
 }
 
 // With StartNewest, a group with no committed offset starts at the end of
