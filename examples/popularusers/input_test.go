@@ -299,3 +299,25 @@ func TestInputRerunByAnotherPathResumes(t *testing.T) {
 		assert.Equal(t, 20.0, *last.Threshold, "-input %s: every user's total counts each line once", p)
 	}
 }
+
+// One checkpoint directory belongs to one process: a second run pointed
+// at a directory in use fails at once, naming it, instead of writing over
+// the first one's checkpoint; once the first is done, the directory is
+// free.
+func TestCheckpointInUseFails(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "events.csv")
+	require.NoError(t, os.WriteFile(path, []byte("1,profile.view\n2,profile.view\n"), 0o644))
+	ckpt := filepath.Join(dir, "checkpoint")
+	unlock, err := lockDir(ckpt) // another process's, as this one takes it
+	require.NoError(t, err)
+	r := runMain(t, context.Background(), "", "-input", path, "-json", "-checkpoint", ckpt)
+	assert.Equal(t, exitFailure, r.code)
+	assert.Contains(t, r.stderr, "checkpoint "+ckpt+" is in use by another process")
+	assert.Empty(t, r.stdout, "nothing read")
+	require.NoError(t, unlock())
+
+	r = runMain(t, context.Background(), "", "-input", path, "-json", "-checkpoint", ckpt)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Len(t, parseLines(t, r.stdout), 1)
+}

@@ -124,6 +124,11 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 			opts = append(opts, stream.WithTransaction(tx))
 		}
 	} else if dir := c.checkpointDir(len(c.brokers) > 0); dir != "" {
+		unlock, err := lockDir(dir)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, unlock)
 		store, err := openCheckpoint(dir, c.resetState, log)
 		if err != nil {
 			return err
