@@ -3,6 +3,8 @@ package stream
 import (
 	"hash/maphash"
 	"math/bits"
+	"reflect"
+	"unsafe"
 )
 
 // Keyed declares that all values of a key are already in one partition, as
@@ -23,9 +25,11 @@ func Keyed[K comparable, V any](s *Stream[Pair[K, V]]) *Stream[Pair[K, V]] {
 
 // PartitionByKey moves values so that all values of a key meet in one of n
 // partitions (IDs 0 to n-1), chosen by a hash of the key. n <= 0 means the
-// pipeline's Parallelism. The hash of integer and string keys is fixed, so
-// a key goes to the same partition in every run and every process; other
-// key types use a hash seeded per process.
+// pipeline's Parallelism. The hash of integer and string keys (of named
+// integer and string types too) is fixed, so a key goes to the same
+// partition in every run and every process; other key types use a hash
+// seeded once per process. The values moved lose their origins: an error
+// downstream names the stage, the batch and the partition, not the record.
 //
 //	in  -- (a,1) (b,2) | (a,3) -->        2 partitions
 //	out -- (a,1) (a,3) | (b,2) -->        PartitionByKey(in, 2)
@@ -96,7 +100,13 @@ func bucketOf(h uint64, n int) int {
 	return int(hi)
 }
 
-// hasher returns the hash PartitionByKey uses for K.
+// hasher returns the hash PartitionByKey uses for K, which
+// UpdateStateByKey also uses to place a restored key where the key's
+// values go. Integer and string keys, named types of them included
+// (type UserID int64), hash the same in every process; other keys
+// (structs, arrays, ...) hash by one seed for the whole process, so
+// that every hasher of a process agrees, and a restore in another
+// process moves them to where that one's values go.
 func hasher[K comparable]() func(K) uint64 {
 	var zero K
 	switch any(zero).(type) {
@@ -113,9 +123,39 @@ func hasher[K comparable]() func(K) uint64 {
 	case string:
 		return func(k K) uint64 { return fnv1a(any(k).(string)) }
 	}
-	seed := maphash.MakeSeed()
-	return func(k K) uint64 { return maphash.Comparable(seed, k) }
+	// Other integers and strings, named types of them too: hashed as their
+	// value, read in place.
+	switch reflect.TypeFor[K]().Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		switch unsafe.Sizeof(zero) {
+		case 8:
+			return func(k K) uint64 { return mix64(uint64(*(*int64)(unsafe.Pointer(&k)))) }
+		case 4:
+			return func(k K) uint64 { return mix64(uint64(*(*int32)(unsafe.Pointer(&k)))) }
+		case 2:
+			return func(k K) uint64 { return mix64(uint64(*(*int16)(unsafe.Pointer(&k)))) }
+		default:
+			return func(k K) uint64 { return mix64(uint64(*(*int8)(unsafe.Pointer(&k)))) }
+		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		switch unsafe.Sizeof(zero) {
+		case 8:
+			return func(k K) uint64 { return mix64(*(*uint64)(unsafe.Pointer(&k))) }
+		case 4:
+			return func(k K) uint64 { return mix64(uint64(*(*uint32)(unsafe.Pointer(&k)))) }
+		case 2:
+			return func(k K) uint64 { return mix64(uint64(*(*uint16)(unsafe.Pointer(&k)))) }
+		default:
+			return func(k K) uint64 { return mix64(uint64(*(*uint8)(unsafe.Pointer(&k)))) }
+		}
+	case reflect.String:
+		return func(k K) uint64 { return fnv1a(*(*string)(unsafe.Pointer(&k))) }
+	}
+	return func(k K) uint64 { return maphash.Comparable(processSeed, k) }
 }
+
+// processSeed seeds the hash of the keys that have no fixed one.
+var processSeed = maphash.MakeSeed()
 
 // mix64 is the finalizer of SplitMix64: consecutive integers spread evenly.
 func mix64(x uint64) uint64 {

@@ -220,7 +220,8 @@ func Transform[T, U any](s *Stream[T], f func(b *Batch[T]) (*Batch[U], error)) *
 // in the same batch: the reduce-and-broadcast step of Spark, where a value
 // computed from the whole batch (a threshold, a lookup table) is used by
 // every partition. side must hold at most one value per batch, as Reduce
-// makes; ok is false when it holds none. f runs on several goroutines at
+// makes; ok is false when it holds none, or has no batch this time (a
+// window between its slides). f runs on several goroutines at
 // once, one per partition; the values it returns are not copied, and the
 // origins are dropped.
 //
@@ -235,18 +236,20 @@ func Broadcast[T, B, U any](s *Stream[T], side *Stream[B], f func(p *Partition[T
 			return nil, err
 		}
 		in, err := s.batch(bc)
-		if in == nil || sb == nil || err != nil {
+		if in == nil || err != nil {
 			return nil, err
 		}
 		var (
 			b     B
 			found bool
 		)
-		for v := range sb.All() {
-			if found {
-				return nil, fmt.Errorf("broadcast: side stream %s holds more than one value", side.name)
+		if sb != nil { // none without a batch
+			for v := range sb.All() {
+				if found {
+					return nil, fmt.Errorf("broadcast: side stream %s holds more than one value", side.name)
+				}
+				b, found = v, true
 			}
-			b, found = v, true
 		}
 		out := &Batch[U]{Info: in.Info, Partitions: make([]Partition[U], len(in.Partitions))}
 		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {

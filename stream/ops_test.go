@@ -377,3 +377,20 @@ func TestBroadcastRejectsASideWithManyValues(t *testing.T) {
 	collect(stream.Broadcast(in, in, func(*stream.Partition[int], int, bool) ([]int, error) { return nil, nil }))
 	assert.ErrorContains(t, p.Run(context.Background()), "holds more than one value")
 }
+
+// A side stream with no batch this time (a window between its slides)
+// holds no value: f runs with ok false, and the values of s go on.
+func TestBroadcastWithASideWithoutABatch(t *testing.T) {
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(1))
+	in := stream.From(p, source.NewSlice("n", ints(4), 1))
+	side := stream.Reduce(stream.Window(in, 2, 2), func(a, b int) int { return a + b })
+	var oks []bool
+	out := stream.Broadcast(in, side, func(part *stream.Partition[int], _ int, ok bool) ([]int, error) {
+		oks = append(oks, ok)
+		return slices.Clone(part.Values), nil
+	})
+	c := collect(out)
+	run(t, p)
+	assert.Equal(t, [][]int{{1}, {2}, {3}, {4}}, c.values(), "every value of s goes on")
+	assert.Equal(t, []bool{false, true, false, true}, oks, "a value every other batch, as the window slides")
+}

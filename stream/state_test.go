@@ -599,3 +599,62 @@ func TestSourceWideOffsetsResumeUnderOtherPartitions(t *testing.T) {
 		})
 	}
 }
+
+type regionUser struct {
+	Region string
+	ID     int
+}
+
+type userID int64
+
+// Keys placed by hash are restored where their values go, whatever their
+// type: a struct (hashed by a seed of the process), a named integer
+// (hashed as an integer). The shuffle and the state's restore hash alike,
+// so no key is twice in the state after a restart.
+func TestRestoreOfKeysOfOtherTypes(t *testing.T) {
+	t.Run("struct", func(t *testing.T) {
+		restoreTwice(t, func(k int) regionUser { return regionUser{"eu", k} })
+	})
+	t.Run("named integer", func(t *testing.T) {
+		restoreTwice(t, func(k int) userID { return userID(k) })
+	})
+}
+
+// restoreTwice runs a reduced, stateful count of 40 keys made by key twice
+// on one store, under Parallelism 4, and checks every key counts 2, once.
+func restoreTwice[K comparable](t *testing.T, key func(int) K) {
+	var pairs []stream.Pair[K, int]
+	for k := range 40 {
+		pairs = append(pairs, stream.KV(key(k), 1))
+	}
+	store := newMemStore()
+	var got map[K]int
+	var twice []K
+	for i := range 2 {
+		p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(1000), stream.Parallelism(4), stream.WithStore(store))
+		in := stream.From(p, source.NewSlice(fmt.Sprintf("run%d", i), pairs, 2))
+		st := stream.UpdateStateByKey(stream.ReduceByKey(in, func(a, b int) int { return a + b }),
+			func(_ K, vs []int, s int, _ bool) (int, bool) {
+				for _, v := range vs {
+					s += v
+				}
+				return s, true
+			}).Named("totals")
+		stream.ForEachBatch(st, func(_ context.Context, b *stream.Batch[stream.Pair[K, int]]) error {
+			got, twice = map[K]int{}, nil
+			for kv := range b.All() {
+				if _, ok := got[kv.Key]; ok {
+					twice = append(twice, kv.Key)
+				}
+				got[kv.Key] = kv.Value
+			}
+			return nil
+		})
+		run(t, p)
+	}
+	assert.Empty(t, twice, "keys twice in the state")
+	for k, v := range got {
+		assert.Equal(t, 2, v, "key %v", k)
+	}
+	assert.Len(t, got, 40)
+}
