@@ -147,6 +147,15 @@ func (p *BatchProducer) backoff(retries int) {
 func (p *BatchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, error) {
 	if p.cfg.Producer.Idempotent && p.pid < 0 {
 		resp, err := p.client.InitProducerID()
+		if err != nil {
+			// sarama drops a broker it failed to reach from the client's
+			// list, and only a metadata refresh takes it back: without
+			// one, a broker restarted would stay out of reach until the
+			// client's next periodic refresh (10 minutes by default).
+			if rerr := p.client.RefreshMetadata(p.topic); rerr == nil {
+				resp, err = p.client.InitProducerID()
+			}
+		}
 		if err == nil && !errors.Is(resp.Err, sarama.ErrNoError) {
 			err = resp.Err
 		}
@@ -155,17 +164,26 @@ func (p *BatchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, e
 		}
 		p.pid, p.epoch = resp.ProducerID, resp.ProducerEpoch
 	}
-	partitions, err := p.client.Partitions(p.topic)
-	if err == nil && !p.part.RequiresConsistency() {
-		if w, werr := p.client.WritablePartitions(p.topic); werr == nil && len(w) > 0 {
-			partitions = w
-		}
-	}
+	// As sarama's producer: a message that needs a consistent partition
+	// (a key, with the hash partitioner) picks among all partitions, the
+	// others among those with a leader, when there are some.
+	all, err := p.client.Partitions(p.topic)
 	if err != nil {
 		return nil, err
 	}
-	if len(partitions) == 0 {
+	if len(all) == 0 {
 		return nil, sarama.ErrLeaderNotAvailable
+	}
+	writable := all
+	if w, werr := p.client.WritablePartitions(p.topic); werr == nil && len(w) > 0 {
+		writable = w
+	}
+	dynamic, _ := p.part.(sarama.DynamicConsistencyPartitioner)
+	partitionsOf := func(m *sarama.ProducerMessage) []int32 {
+		if dynamic != nil && !dynamic.MessageRequiresConsistency(m) || dynamic == nil && !p.part.RequiresConsistency() {
+			return writable
+		}
+		return all
 	}
 	now := time.Now().Truncate(time.Millisecond)
 	open := make(map[int32]*partBatch) // the batch each partition fills
@@ -181,6 +199,7 @@ func (p *BatchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, e
 		r.Headers, hdrs = hdrs[:len(m.Headers):len(m.Headers)], hdrs[len(m.Headers):]
 		sz, err := m.ByteSize(2), encodeRecord(r, m)
 		var choice int32
+		partitions := partitionsOf(m)
 		if err == nil {
 			choice, err = p.part.Partition(m, int32(len(partitions)))
 		}
@@ -272,12 +291,24 @@ func maxTime(a, b time.Time) time.Time {
 }
 
 // attempt sends the batches to their partitions' leaders, each leader on
-// a goroutine of its own, and sets each batch's outcome.
+// a goroutine of its own, and sets each batch's outcome. A partition's
+// leader is looked up once: a lookup may refresh the metadata, and the
+// batches of one partition must go to one broker, one after the other.
 func (p *BatchProducer) attempt(batches []*partBatch) {
+	type lookup struct {
+		leader *sarama.Broker
+		err    error
+	}
+	leaderOf := make(map[int32]lookup)
 	byLeader := make(map[*sarama.Broker][]*partBatch)
 	var leaders []*sarama.Broker
 	for _, b := range batches {
-		leader, err := p.client.Leader(p.topic, b.part)
+		l, ok := leaderOf[b.part]
+		if !ok {
+			l.leader, l.err = p.client.Leader(p.topic, b.part)
+			leaderOf[b.part] = l
+		}
+		leader, err := l.leader, l.err
 		if err != nil {
 			b.err, b.retry = err, true
 			continue
