@@ -410,24 +410,15 @@ func TestRestoreUnderAnotherParallelismThroughKeyedOperators(t *testing.T) {
 				pairs = append(pairs, stream.KV(k, 1))
 			}
 			store := newMemStore()
-			var got map[int]int
-			var twice []int
+			var seen stateSeen[int]
 			for i, par := range []int{4, 2} {
 				p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(1000), stream.Parallelism(par), stream.WithStore(store))
 				in := stream.From(p, source.NewSlice(fmt.Sprintf("run%d", i), pairs, 2))
 				st := stream.UpdateStateByKey(graph(in), sum).Named("totals")
-				stream.ForEachBatch(st, func(_ context.Context, b *stream.Batch[stream.Pair[int, int]]) error {
-					got, twice = map[int]int{}, nil
-					for kv := range b.All() {
-						if _, ok := got[kv.Key]; ok {
-							twice = append(twice, kv.Key)
-						}
-						got[kv.Key] = kv.Value
-					}
-					return nil
-				})
+				stream.ForEachBatch(st, seen.take)
 				run(t, p)
 			}
+			got, twice := seen.got, seen.twice
 			want := map[int]int{}
 			for k := range 40 {
 				want[k] = 2
@@ -628,8 +619,7 @@ func restoreTwice[K comparable](t *testing.T, key func(int) K) {
 		pairs = append(pairs, stream.KV(key(k), 1))
 	}
 	store := newMemStore()
-	var got map[K]int
-	var twice []K
+	var seen stateSeen[K]
 	for i := range 2 {
 		p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(1000), stream.Parallelism(4), stream.WithStore(store))
 		in := stream.From(p, source.NewSlice(fmt.Sprintf("run%d", i), pairs, 2))
@@ -640,21 +630,31 @@ func restoreTwice[K comparable](t *testing.T, key func(int) K) {
 				}
 				return s, true
 			}).Named("totals")
-		stream.ForEachBatch(st, func(_ context.Context, b *stream.Batch[stream.Pair[K, int]]) error {
-			got, twice = map[K]int{}, nil
-			for kv := range b.All() {
-				if _, ok := got[kv.Key]; ok {
-					twice = append(twice, kv.Key)
-				}
-				got[kv.Key] = kv.Value
-			}
-			return nil
-		})
+		stream.ForEachBatch(st, seen.take)
 		run(t, p)
 	}
+	got, twice := seen.got, seen.twice
 	assert.Empty(t, twice, "keys twice in the state")
 	for k, v := range got {
 		assert.Equal(t, 2, v, "key %v", k)
 	}
 	assert.Len(t, got, 40)
+}
+
+// stateSeen keeps the last batch of a state as a map, and the keys it
+// holds twice.
+type stateSeen[K comparable] struct {
+	got   map[K]int
+	twice []K
+}
+
+func (s *stateSeen[K]) take(_ context.Context, b *stream.Batch[stream.Pair[K, int]]) error {
+	s.got, s.twice = map[K]int{}, nil
+	for kv := range b.All() {
+		if _, ok := s.got[kv.Key]; ok {
+			s.twice = append(s.twice, kv.Key)
+		}
+		s.got[kv.Key] = kv.Value
+	}
+	return nil
 }
