@@ -65,26 +65,34 @@ func appendJSON[T any](dst []byte, v T) ([]byte, error) {
 	return append(dst, b...), err
 }
 
-// Write implements stream.Sink.
+// Write implements stream.Sink: the batch's lines, written and flushed (and
+// synced, for a file CreateJSONLines made) together, or none of them when a
+// value does not encode.
 func (j *JSONLines[T]) Write(_ context.Context, b *stream.Batch[T]) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.closed {
 		return fmt.Errorf("sink: %s: write after close", j.name)
 	}
+	// The whole batch is encoded before any of it is written: a value
+	// that does not encode fails the Write with nothing of the batch out.
+	j.buf = j.buf[:0]
 	for i := range b.Partitions {
 		p := &b.Partitions[i]
 		for k, v := range p.Values {
 			var err error
-			j.buf, err = j.encode(j.buf[:0], v)
+			j.buf, err = j.encode(j.buf, v)
 			if err != nil {
 				return fmt.Errorf("sink: %s: encode value from %s: %w", j.name, p.Origin(k), err)
 			}
 			j.buf = append(j.buf, '\n')
-			if _, err := j.w.Write(j.buf); err != nil {
-				return fmt.Errorf("sink: %s: %w", j.name, err)
-			}
 		}
+	}
+	if _, err := j.w.Write(j.buf); err != nil {
+		return fmt.Errorf("sink: %s: %w", j.name, err)
+	}
+	if len(j.buf) > 1<<20 {
+		j.buf = nil // not kept for the next batch
 	}
 	if err := j.w.Flush(); err != nil {
 		return fmt.Errorf("sink: %s: %w", j.name, err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -87,4 +88,20 @@ func TestJSONLinesIsValidJSON(t *testing.T) {
 		n++
 	}
 	assert.Equal(t, 2, n, "a newline inside a value is escaped: one line per value")
+}
+
+// A Write that fails on a value that does not encode writes nothing of
+// its batch, not even the lines before that value, now or at Close.
+func TestJSONLinesFailedWriteWritesNothing(t *testing.T) {
+	var buf bytes.Buffer
+	j := sink.NewJSONLines("buf", &buf, sink.Encoder(func(dst []byte, v int) ([]byte, error) {
+		if v < 0 {
+			return dst, errors.New("negative")
+		}
+		return strconv.AppendInt(dst, int64(v), 10), nil
+	}))
+	require.NoError(t, j.Write(context.Background(), batch([]int{1, 2})))
+	require.Error(t, j.Write(context.Background(), batch([]int{3, 4, -1})))
+	require.NoError(t, j.Close())
+	assert.Equal(t, "1\n2\n", buf.String(), "the first batch, nothing of the failed one")
 }
