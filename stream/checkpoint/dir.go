@@ -106,7 +106,9 @@ func Logger(l *slog.Logger) Option { return func(d *Dir) { d.logger = l } }
 
 // Open returns the store in dir, creating the directory if needed, and
 // reads its MANIFEST. It fails if the MANIFEST is corrupt or of another
-// version.
+// version, or missing beside checkpoint files that only a MANIFEST could
+// have committed. It removes the files a crash left behind: temporary
+// files, and checkpoint files the MANIFEST does not name.
 func Open(dir string, opts ...Option) (*Dir, error) {
 	d := &Dir{path: dir, logger: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
@@ -115,8 +117,21 @@ func Open(dir string, opts ...Option) (*Dir, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
+	files, err := checkpointFiles(dir)
+	if err != nil {
+		return nil, err
+	}
 	body, err := readFile(filepath.Join(dir, manifestName), kindManifest)
 	if errors.Is(err, fs.ErrNotExist) {
+		// Only the first checkpoint's delta is written before a
+		// MANIFEST exists: any other file needs one.
+		for _, name := range files {
+			if name != firstDelta && name != firstDelta+".tmp" {
+				return nil, fmt.Errorf("%w: %s is missing, yet %s holds %s: restore the MANIFEST, or discard the checkpoint (Discard)",
+					ErrCorrupt, filepath.Join(dir, manifestName), dir, name)
+			}
+		}
+		d.removeAllBut(files, nil)
 		return d, nil
 	}
 	if err != nil {
@@ -145,18 +160,56 @@ func Open(dir string, opts ...Option) (*Dir, error) {
 			d.deltaSize += fi.Size()
 		}
 	}
+	d.removeAllBut(files, d.chain)
 	return d, nil
+}
+
+// firstDelta is the name of the first checkpoint's delta.
+const firstDelta = "delta-000000000001.ckpt"
+
+// checkpointFiles returns the names of the checkpoint files in dir, and of
+// their temporary files.
+func checkpointFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if n := e.Name(); strings.HasSuffix(n, ".ckpt") || strings.HasSuffix(n, ".ckpt.tmp") || n == manifestName+".tmp" {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}
+
+// removeAllBut removes the files of names not in keep: what a crash left
+// behind, none of it committed or still named by the MANIFEST.
+func (d *Dir) removeAllBut(names, keep []string) {
+	for _, n := range names {
+		if slices.Contains(keep, n) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(d.path, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.logger.Warn("checkpoint: cannot remove a file left behind", "file", n, "err", err)
+		}
+	}
 }
 
 // Discard removes every checkpoint file in dir, to start from an empty
 // state on purpose.
 func Discard(dir string) error {
-	names, err := filepath.Glob(filepath.Join(dir, "*.ckpt"))
-	if err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
+	names, err := checkpointFiles(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
 	}
-	for _, n := range append(names, filepath.Join(dir, manifestName)) {
-		if err := os.Remove(n); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err != nil {
+		return err
+	}
+	// The MANIFEST first: a Discard cut short leaves no MANIFEST naming
+	// files that are gone.
+	for _, n := range append([]string{manifestName}, names...) {
+		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("checkpoint: %w", err)
 		}
 	}
@@ -299,7 +352,11 @@ func (d *Dir) Checkpoint(ctx context.Context, c *stream.Changes) error {
 	}
 	d.deltaSize += size
 	if d.deltaSize > compactRatio*max(d.snapBytes, 1<<20) {
-		return d.compact(ctx, c.Batch.ID)
+		// The checkpoint is committed: a compaction that fails leaves
+		// the chain as it was, to be compacted by a later checkpoint.
+		if err := d.compact(ctx, c.Batch.ID); err != nil {
+			d.logger.Warn("checkpoint: compaction failed; the chain stays as it is", "dir", d.path, "err", err)
+		}
 	}
 	return nil
 }

@@ -383,3 +383,112 @@ func TestLongLoadLogsItsProgress(t *testing.T) {
 	assert.Regexp(t, `msg="reading checkpoint" dir=\S+ entries=65535 elapsed=\S+ done=\d+\.\d% eta=\S+`, logs.String())
 	assert.Equal(t, 3, strings.Count(logs.String(), `msg="reading checkpoint"`), "a line every 65,536 entries at most, and when it is time")
 }
+
+// checkpoints writes n checkpoints to dir, each of a few keys (one of them
+// over a MiB every tenth time, so that the chain is compacted), the last
+// with its offsets at n, and returns the keys' last values.
+func checkpoints(t *testing.T, dir string, n int) map[string]string {
+	t.Helper()
+	d, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+	want := map[string]string{}
+	for i := 1; i <= n; i++ {
+		c := &stream.Changes{Batch: stream.Info{ID: int64(i)}, Offsets: []stream.Offset{{Source: "s", Next: int64(i)}}}
+		for k := range 3 {
+			key := "k" + strconv.Itoa((i+k)%7)
+			v := strconv.Itoa(i)
+			if i%10 == 0 && k == 0 {
+				v = strings.Repeat(v, 1<<20/len(v)+1)
+			}
+			c.Entries = append(c.Entries, stream.Entry{Op: "op", Key: []byte(key), Value: []byte(v)})
+			want[key] = v
+		}
+		require.NoError(t, d.Checkpoint(context.Background(), c))
+	}
+	return want
+}
+
+// restored returns what Open and Restore of dir give.
+func restored(t *testing.T, dir string) (map[string]string, []stream.Offset, error) {
+	t.Helper()
+	d, err := checkpoint.Open(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	got := map[string]string{}
+	offsets, err := d.Restore(context.Background(), nil, func(e stream.Entry) error {
+		got[string(e.Key)] = string(e.Value)
+		return nil
+	})
+	return got, offsets, err
+}
+
+// Files a crash left behind (a temporary file, a file renamed before its
+// MANIFEST, old files a compaction did not get to remove) are removed at
+// the next Open, and by Discard, which also takes a directory whose name
+// has glob characters.
+func TestFilesLeftBehindAreRemoved(t *testing.T) {
+	for _, name := range []string{"ckpt", "ckpt[1]", "ckpt[x", `ckpt\1`, "ckpt*"} {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), name)
+			want := checkpoints(t, dir, 25)
+			stray := []string{"snap-000000000099.ckpt.tmp", "delta-000000000000.ckpt", "snap-000000000001.ckpt", "MANIFEST.tmp"}
+			for _, s := range stray {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, s), []byte("left behind"), 0o644))
+			}
+			got, offsets, err := restored(t, dir)
+			require.NoError(t, err)
+			assert.Equal(t, want, got)
+			assert.Equal(t, []stream.Offset{{Source: "s", Next: 25}}, offsets)
+			for _, s := range stray {
+				assert.NoFileExists(t, filepath.Join(dir, s), "removed at Open")
+			}
+			for _, s := range stray {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, s), []byte("left behind"), 0o644))
+			}
+			require.NoError(t, checkpoint.Discard(dir))
+			left, err := os.ReadDir(dir)
+			require.NoError(t, err)
+			assert.Empty(t, left, "Discard removes every checkpoint file")
+		})
+	}
+}
+
+// A MANIFEST missing beside files only a MANIFEST commits is an error
+// naming it, not an empty state; beside the first checkpoint's delta
+// alone (a crash before its MANIFEST), it is an empty state.
+func TestMissingManifest(t *testing.T) {
+	dir := t.TempDir()
+	checkpoints(t, dir, 25)
+	require.NoError(t, os.Remove(filepath.Join(dir, "MANIFEST")))
+	_, _, err := restored(t, dir)
+	require.ErrorIs(t, err, checkpoint.ErrCorrupt)
+	assert.Contains(t, err.Error(), filepath.Join(dir, "MANIFEST")+" is missing")
+
+	first := t.TempDir()
+	checkpoints(t, first, 1)
+	require.NoError(t, os.Remove(filepath.Join(first, "MANIFEST")))
+	got, offsets, err := restored(t, first)
+	require.NoError(t, err)
+	assert.Empty(t, got)
+	assert.Empty(t, offsets)
+}
+
+// A compaction that fails does not fail the checkpoint it follows, which
+// is committed: the chain stays, and a later checkpoint compacts it.
+func TestFailedCompactionKeepsTheCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	d, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+	// The snapshot's temporary file cannot be written: a directory is there.
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "snap-000000000002.ckpt.tmp"), 0o755))
+	big := strings.Repeat("7", 4<<20) // over the delta size that compacts
+	c := &stream.Changes{Batch: stream.Info{ID: 1}, Offsets: []stream.Offset{{Source: "s", Next: 10}},
+		Entries: []stream.Entry{{Op: "op", Key: []byte("k"), Value: []byte(big)}}}
+	require.NoError(t, d.Checkpoint(context.Background(), c), "the checkpoint is committed")
+	require.NoError(t, os.Remove(filepath.Join(dir, "snap-000000000002.ckpt.tmp")))
+	got, offsets, err := restored(t, dir)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"k": big}, got)
+	assert.Equal(t, []stream.Offset{{Source: "s", Next: 10}}, offsets)
+}
