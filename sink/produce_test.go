@@ -94,8 +94,11 @@ func TestKafkaSinkSplitsAtMaxMessageBytes(t *testing.T) {
 	cfg.Producer.MaxMessageBytes = 400
 	k, err := sink.NewKafka(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "out", Sarama: cfg},
 		func(v int) ([]byte, []byte, error) {
-			if v < 0 {
+			switch v {
+			case -1:
 				return nil, []byte(strings.Repeat("x", 500)), nil
+			case -2: // under the limit, but not with a record batch's header: a batch of its own, as sarama's producer does
+				return nil, []byte(strings.Repeat("y", 350)), nil
 			}
 			return nil, fmt.Appendf(nil, "%03d", v), nil
 		})
@@ -103,16 +106,20 @@ func TestKafkaSinkSplitsAtMaxMessageBytes(t *testing.T) {
 	defer k.Close()
 
 	var vals, want []string
-	ints := make([]int, 0, 101)
+	ints := make([]int, 0, 102)
 	for i := range 100 {
 		ints = append(ints, i)
 		want = append(want, fmt.Sprintf("%03d", i))
 		if i == 50 {
 			ints = append(ints, -1) // too large for any batch
 		}
+		if i == 20 {
+			ints = append(ints, -2)
+			want = append(want, strings.Repeat("y", 350))
+		}
 	}
 	err = k.Write(context.Background(), batch(ints))
-	assert.ErrorContains(t, err, "1 of 101 messages not delivered")
+	assert.ErrorContains(t, err, "1 of 102 messages not delivered")
 	assert.ErrorIs(t, err, sarama.ErrMessageSizeTooLarge)
 	vals = valuesInOrder(t, b, "out")[0]
 	assert.Equal(t, want, vals, "the others stored, in order, over several record batches")

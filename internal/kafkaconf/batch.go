@@ -207,7 +207,7 @@ func (p *BatchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, e
 		case err != nil:
 		case choice < 0 || int(choice) >= len(partitions):
 			err = sarama.ErrInvalidPartition
-		case sz+recordBatchOverhead > p.cfg.Producer.MaxMessageBytes:
+		case sz > p.cfg.Producer.MaxMessageBytes: // as sarama's producer: a batch of its own may pass it by its header
 			err = sarama.ErrMessageSizeTooLarge
 		}
 		if err != nil {
