@@ -192,9 +192,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			now := assigner.Assignment()
 			if lost := minus(assigned, now); len(lost) > 0 {
 				p.cfg.logger.Info("partitions lost as the run ends", "lost", lost)
-				for _, s := range p.stateful {
-					s.dropPartitions(lost)
-				}
+				p.dropState(lost)
 				dropLost(now)
 			}
 		}
@@ -408,9 +406,7 @@ func (p *Pipeline) rebalance(ctx context.Context, before, now []int32) error {
 		return nil
 	}
 	p.cfg.logger.Info("partitions changed", "lost", lost, "gained", gained)
-	for _, s := range p.stateful {
-		s.dropPartitions(lost)
-	}
+	p.dropState(lost)
 	if p.cfg.store != nil && len(gained) > 0 {
 		if err := p.restore(ctx, gained); err != nil {
 			return err
@@ -422,6 +418,13 @@ func (p *Pipeline) rebalance(ctx context.Context, before, now []int32) error {
 		}
 	}
 	return nil
+}
+
+// dropState drops the state of partitions ids in every stateful operator.
+func (p *Pipeline) dropState(ids []int32) {
+	for _, s := range p.stateful {
+		s.dropPartitions(ids)
+	}
 }
 
 // prepareStore checks the stateful operators' names and, when all is
@@ -751,12 +754,12 @@ func (in *inputStream[T]) dropSkipped() {
 				if kept == nil {
 					kept = map[sourcePartition]bool{}
 				}
-				below := o.Offset < next
-				if passed, seen := kept[k]; !seen || passed {
-					kept[k] = !below // one below, and it is not passed yet
-				}
-				if below {
+				if o.Offset < next {
+					kept[k] = false // one below: not passed yet
 					continue
+				}
+				if _, seen := kept[k]; !seen {
+					kept[k] = true
 				}
 			case ok && o.Offset < next:
 				continue

@@ -672,43 +672,25 @@ func (op *stateOp[K, V, S]) restore(e Entry, parallelism int) error {
 		}
 		id = int32(bucketOf(op.hash(k), n))
 	}
+	var v S
+	if !e.Deleted {
+		if v, err = op.stateCodec.Decode(e.Value); err != nil {
+			return fmt.Errorf("decode state of %s partition %d: %w", e.Op, e.Partition, err)
+		}
+	}
 	op.mu.Lock()
 	defer op.mu.Unlock()
 	if id != e.Partition {
-		var v S
-		if !e.Deleted {
-			if v, err = op.stateCodec.Decode(e.Value); err != nil {
-				return fmt.Errorf("decode state of %s partition %d: %w", e.Op, e.Partition, err)
-			}
-		}
 		op.elsewhere.put(k, id, e, v)
 		return nil
 	}
-	return op.restoreInto(id, k, e)
-}
-
-// restoreInto puts entry e of key k into partition id, where it was saved.
-func (op *stateOp[K, V, S]) restoreInto(id int32, k K, e Entry) error {
 	sp := op.part(id)
-	if sp == nil {
-		sp = op.newPart(id)
-		op.parts[id] = sp
-		op.ids = append(op.ids, id)
-		slices.Sort(op.ids)
+	if !e.Deleted {
+		op.set(sp, k, v)
+	} else if i, exists := sp.index.get(k); exists {
+		sp.remove(i)
+		sp.gone = sp.gone[:len(sp.gone)-1] // restored, not a change
 	}
-	i, exists := sp.index.get(k)
-	if e.Deleted {
-		if exists {
-			sp.remove(i)
-			sp.gone = sp.gone[:len(sp.gone)-1] // restored, not a change
-		}
-		return nil
-	}
-	v, err := op.stateCodec.Decode(e.Value)
-	if err != nil {
-		return fmt.Errorf("decode state of %s partition %d: %w", e.Op, e.Partition, err)
-	}
-	op.set(sp, k, v)
 	return nil
 }
 
