@@ -124,12 +124,13 @@ type KafkaConfig struct {
 }
 
 // TxnOffsets adds a consumer group's offsets to an open Kafka transaction.
-// *txn.Producer (package sink/txn) implements it. If it also has
-// OnEnd(func(committed bool)), as *txn.Producer does, the source counts
-// the offsets committed only once the transaction commits (see
-// KafkaConfig.Transaction); otherwise as soon as they are added.
+// *txn.Producer (package sink/txn) implements it. The source counts the
+// offsets committed once OnEnd tells it the transaction committed.
 type TxnOffsets interface {
 	AddOffsets(ctx context.Context, group *sarama.ConsumerGroupMetadata, offsets map[string][]*sarama.PartitionOffsetMetadata) error
+	// OnEnd calls f once, when the open transaction ends: committed or
+	// not.
+	OnEnd(f func(committed bool))
 }
 
 // Kafka is a source that reads a topic as a member of a Kafka consumer
@@ -621,15 +622,11 @@ func (k *Kafka) commitTxn(ctx context.Context, sess sarama.ConsumerGroupSession,
 	// refuse the offsets: the transaction would fail and stop the run.
 	// Aborted, they never count: the revoked partition goes at its
 	// RevokeTimeout, for its new owner to read again.
-	if e, ok := k.cfg.Transaction.(interface{ OnEnd(func(committed bool)) }); ok {
-		e.OnEnd(func(committed bool) {
-			if committed {
-				k.committed(offsets)
-			}
-		})
-		return nil
-	}
-	k.committed(offsets)
+	k.cfg.Transaction.OnEnd(func(committed bool) {
+		if committed {
+			k.committed(offsets)
+		}
+	})
 	return nil
 }
 

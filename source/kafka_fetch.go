@@ -149,10 +149,7 @@ func (f *kafkaFetch) route(p *fetchPart) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if epoch, ok := f.claims[p.id]; f.stopped || !ok || epoch != p.epoch {
-		return
-	}
-	if _, claimed := f.k.fedFrom(p.id, p.epoch); !claimed {
-		return
+		return // the claim removed it, and ends after
 	}
 	if err != nil {
 		f.k.log.Warn("kafka partition leader unknown; retrying", "partition", p.id, "err", err, "retry_in", f.k.sarama.Consumer.Retry.Backoff)
@@ -531,8 +528,11 @@ func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
 // committed after the start.
 func (f *kafkaFetch) resolve(id int32, at int64) (int64, error) {
 	k := f.k
+	if at != sarama.OffsetNewest || k.sarama.Consumer.IsolationLevel != sarama.ReadCommitted {
+		return f.client.GetOffset(k.cfg.Topic, id, at)
+	}
 	req := sarama.NewOffsetRequest(k.sarama.Version)
-	if at != sarama.OffsetNewest || k.sarama.Consumer.IsolationLevel != sarama.ReadCommitted || req.Version < 2 {
+	if req.Version < 2 { // no isolation level before
 		return f.client.GetOffset(k.cfg.Topic, id, at)
 	}
 	leader, err := f.client.Leader(k.cfg.Topic, id)
