@@ -174,16 +174,22 @@ func (p *BatchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, e
 	if len(all) == 0 {
 		return nil, sarama.ErrLeaderNotAvailable
 	}
-	writable := all
-	if w, werr := p.client.WritablePartitions(p.topic); werr == nil && len(w) > 0 {
-		writable = w
+	consistent := func(*sarama.ProducerMessage) bool { return p.part.RequiresConsistency() }
+	if d, ok := p.part.(sarama.DynamicConsistencyPartitioner); ok {
+		consistent = d.MessageRequiresConsistency
 	}
-	dynamic, _ := p.part.(sarama.DynamicConsistencyPartitioner)
+	var writable []int32 // looked up at the first message that can use it
 	partitionsOf := func(m *sarama.ProducerMessage) []int32 {
-		if dynamic != nil && !dynamic.MessageRequiresConsistency(m) || dynamic == nil && !p.part.RequiresConsistency() {
-			return writable
+		if consistent(m) {
+			return all
 		}
-		return all
+		if writable == nil {
+			writable = all
+			if w, werr := p.client.WritablePartitions(p.topic); werr == nil && len(w) > 0 {
+				writable = w
+			}
+		}
+		return writable
 	}
 	now := time.Now().Truncate(time.Millisecond)
 	open := make(map[int32]*partBatch) // the batch each partition fills
