@@ -2,7 +2,6 @@ package sink_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -17,10 +16,8 @@ import (
 // the README's Faults says; sarama's client would otherwise keep the
 // broker out of its list until its next periodic metadata refresh.
 func TestKafkaSinkAfterABrokerRestart(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := kafkatest.FreeAddr()
 	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close()
 	dir := t.TempDir()
 	start := func() *kafkatest.Broker {
 		b, err := kafkatest.Start(kafkatest.Config{Addr: addr, DataDir: dir, Topics: map[string]int32{"out": 1}})

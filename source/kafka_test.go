@@ -7,7 +7,6 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
-	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -434,10 +433,8 @@ func testGroupSplitsAndTakesOver(t *testing.T, edit ...func(*source.KafkaConfig)
 
 func TestKafkaSurvivesBrokerRestart(t *testing.T) {
 	checkLeaks(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := kafkatest.FreeAddr()
 	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
 	cfg := kafkatest.Config{Addr: addr, DataDir: t.TempDir(), Topics: map[string]int32{"in": 2}, MinSessionTimeout: 100 * time.Millisecond}
 	b, err := kafkatest.Start(cfg)
 	require.NoError(t, err)
@@ -494,10 +491,8 @@ func (b *syncBuffer) String() string {
 
 func TestKafkaConnectTimeout(t *testing.T) {
 	checkLeaks(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := kafkatest.FreeAddr() // nothing listens there
 	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close()) // nothing listens there now
 
 	src, err := source.NewKafka(source.KafkaConfig{
 		Brokers: []string{addr}, Topic: "in", Group: "g", ConnectTimeout: 500 * time.Millisecond,

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,10 +17,8 @@ import (
 // backoff, logs each attempt, and gives up after -connect-timeout with
 // exit 1 and a message that says so.
 func TestUnreachableBrokersGiveUpAfterConnectTimeout(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := kafkatest.FreeAddr() // nothing listens there
 	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now
 
 	start := time.Now()
 	r := runMain(t, context.Background(), "", "-brokers", addr, "-connect-timeout", "2s", "-checkpoint=", "-json")

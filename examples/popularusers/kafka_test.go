@@ -266,10 +266,8 @@ func TestUnreachableBrokerFails(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for the connect timeout")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := kafkatest.FreeAddr() // nothing listens there
 	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now
 	r := runMain(t, context.Background(), "", "produce", "-brokers", addr, "-count", "10")
 	assert.Equal(t, exitFailure, r.code)
 	assert.Contains(t, r.stderr, "popularusers produce: ")

@@ -201,3 +201,15 @@ func (l logger) Logf(level kfake.LogLevel, format string, args ...any) {
 		l.l.Log(context.Background(), lv, fmt.Sprintf(format, args...), "component", "kafka broker")
 	}
 }
+
+// FreeAddr returns a local address that nothing listens on now: for a
+// broker to start on, and start again on after a stop, or for one that
+// cannot be reached.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
