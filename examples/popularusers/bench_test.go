@@ -13,16 +13,28 @@ import (
 func TestBench(t *testing.T) {
 	var stdout, stderr buffer
 	code := run(context.Background(), []string{"bench",
-		"-events", "20000", "-users", "2000", "-rounds", "1", "-batch-records", "5000", "-state-users", "5000",
+		"-events", "20000", "-users", "2000", "-rounds", "1", "-batch-records", "5000", "-state-users", "200000",
 	}, nil, &stdout, &stderr)
 	require.Equal(t, exitOK, code, "stderr:\n%s", stderr.String())
+	// The events are keyed by user id: the pipeline, which checks it,
+	// finds no user in two partitions.
+	assert.NotContains(t, stderr.String(), "level=ERROR")
 	out := stdout.String()
 	assert.Regexp(t, `(?m)^machine: \d+ cores, GOMAXPROCS \d+, go\S* `, out)
+	assert.Regexp(t, `(?m)^events 20000 over 2000 users, 4 partitions, batches of 5000 records, median of 1 rounds$`, out)
 	// What bounds the figures: the cores each read used, and where a
 	// pipeline's batch spends its time.
 	assert.Regexp(t, `(?m)^kafka bare sarama consumer group +\d+ records/s  \([\d.]+ cores\)$`, out)
 	assert.Regexp(t, `(?m)^kafka source alone, no pipeline +\d+ records/s  [\d.]+× bare  \([\d.]+ cores\)$`, out)
-	assert.Regexp(t, `(?m)^kafka pipeline, exact +\d+ records/s  [\d.]+× bare  \([\d.]+ cores\); [\d.]+× the source alone$`, out)
+	for _, sk := range []string{"tdigest", "exact"} {
+		assert.Regexp(t, `(?m)^kafka pipeline, `+sk+` +\d+ records/s  [\d.]+× bare  \([\d.]+ cores\); [\d.]+× the source alone$`, out)
+		// Enough users that the heap's noise (other goroutines' garbage)
+		// is small beside the state.
+		assert.Regexp(t, `(?m)^state of 200000 users, `+sk+` +\d+ bytes per user; threshold step \S+, whole batch \S+$`, out)
+	}
+	assert.Len(t, regexp.MustCompile(`(?m)^  threshold step per batch: median \S+, max \S+ over \d+ batches, \d+ users in state$`).FindAllString(out, -1), 2,
+		"the threshold step of each Kafka pipeline")
+	assert.Regexp(t, `(?m)^file bare line count +\d+ records/s$`, out)
 	assert.Regexp(t, `(?m)^  per batch after the first: median wait for records \S+, processing \S+, of which publishing popular users \S+$`, out)
 	assert.Regexp(t, `(?m)^file hand-written loop, 1 core +\d+ records/s  [\d.]+× line count$`, out)
 	assert.Regexp(t, `(?m)^  the same, totals only +\d+ records/s  [\d.]+× line count$`, out)
@@ -60,7 +72,11 @@ func TestParseBench(t *testing.T) {
 			c, err := parseBench(tt.args, &buffer{})
 			if tt.ok {
 				require.NoError(t, err)
-				assert.NotNil(t, c)
+				require.NotNil(t, c)
+				if tt.name == "defaults" { // the issue's: 2,000,000 events over 100,000 users, 4 partitions
+					assert.Equal(t, [3]int64{2_000_000, 100_000, 4}, [3]int64{c.events, c.users, int64(c.partitions)})
+					assert.Greater(t, c.rounds, 1, "a median of several rounds")
+				}
 			} else {
 				assert.Error(t, err)
 			}
