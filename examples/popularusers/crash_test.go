@@ -48,6 +48,7 @@ func checkpointed(t *testing.T, dir string) (map[int64]int64, int64) {
 	t.Helper()
 	store, err := checkpoint.Open(dir)
 	require.NoError(t, err)
+	defer store.Close()
 	return restoredTotals(t, store, nil, true)
 }
 

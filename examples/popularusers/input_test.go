@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/stream/checkpoint"
 )
 
 // readCSV reads the rows of a file written by generate.
@@ -309,13 +311,13 @@ func TestCheckpointInUseFails(t *testing.T) {
 	path := filepath.Join(dir, "events.csv")
 	require.NoError(t, os.WriteFile(path, []byte("1,profile.view\n2,profile.view\n"), 0o644))
 	ckpt := filepath.Join(dir, "checkpoint")
-	unlock, err := lockDir(ckpt) // another process's, as this one takes it
+	held, err := checkpoint.Open(ckpt) // another process's, as this one takes it
 	require.NoError(t, err)
 	r := runMain(t, context.Background(), "", "-input", path, "-json", "-checkpoint", ckpt)
 	assert.Equal(t, exitFailure, r.code)
-	assert.Contains(t, r.stderr, "checkpoint "+ckpt+" is in use by another process")
+	assert.Contains(t, r.stderr, "checkpoint: directory in use: "+ckpt+": one checkpoint directory belongs to one pipeline at a time")
 	assert.Empty(t, r.stdout, "nothing read")
-	require.NoError(t, unlock())
+	require.NoError(t, held.Close())
 
 	r = runMain(t, context.Background(), "", "-input", path, "-json", "-checkpoint", ckpt)
 	require.Equal(t, exitOK, r.code, r.stderr)

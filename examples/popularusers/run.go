@@ -124,15 +124,11 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 			opts = append(opts, stream.WithTransaction(tx))
 		}
 	} else if dir := c.checkpointDir(len(c.brokers) > 0); dir != "" {
-		unlock, err := lockDir(dir)
-		if err != nil {
-			return err
-		}
-		closers = append(closers, unlock)
 		store, err := openCheckpoint(dir, c.resetState, log)
 		if err != nil {
 			return err
 		}
+		closers = append(closers, store.Close)
 		opts = append(opts, stream.WithStore(store))
 	}
 
@@ -246,15 +242,19 @@ func instanceID(group, dir string) string {
 // openCheckpoint opens the checkpoint directory, discarding what it holds
 // first when asked to.
 func openCheckpoint(dir string, reset bool, log *slog.Logger) (*checkpoint.Dir, error) {
+	opts := []checkpoint.Option{checkpoint.Logger(log)}
 	if reset {
-		if err := checkpoint.Discard(dir); err != nil {
-			return nil, err
-		}
-		log.Info("checkpoint discarded", "dir", dir)
+		opts = append(opts, checkpoint.Reset())
 	}
-	store, err := checkpoint.Open(dir, checkpoint.Logger(log))
+	store, err := checkpoint.Open(dir, opts...)
+	if errors.Is(err, checkpoint.ErrInUse) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w (to start from empty totals on purpose, run with -reset-checkpoint)", err)
+	}
+	if reset {
+		log.Info("checkpoint discarded", "dir", dir)
 	}
 	log.Info("checkpointing state", "dir", dir)
 	return store, nil

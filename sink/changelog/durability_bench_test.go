@@ -51,6 +51,7 @@ func runDurable(b *testing.B, broker *kafkatest.Broker, kind string, round int, 
 		if err != nil {
 			b.Fatal(err)
 		}
+		closers = append(closers, store.Close)
 		opts = append(opts, stream.WithStore(store))
 	case "changelog", "exactly-once":
 		cfg := changelog.Config{Brokers: broker.Addrs(), Topic: fmt.Sprintf("totals-%s-%d", kind, round), Partitions: 4}

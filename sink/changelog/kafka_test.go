@@ -422,9 +422,15 @@ func TestRestoreAfterTheParallelismChangedKeepsMovedKeys(t *testing.T) {
 		"changelog": func() stream.Store { return newStore(t, b, "totals") },
 		"directory": func() func() stream.Store {
 			dir := t.TempDir()
+			var last *checkpoint.Dir // a run's, done: the next opens the directory again
+			t.Cleanup(func() { last.Close() })
 			return func() stream.Store {
+				if last != nil {
+					require.NoError(t, last.Close())
+				}
 				d, err := checkpoint.Open(dir)
 				require.NoError(t, err)
+				last = d
 				return d
 			}
 		}(),

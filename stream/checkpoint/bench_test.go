@@ -33,6 +33,9 @@ func BenchmarkRestore(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	if err := d.Close(); err != nil {
+		b.Fatal(err)
+	}
 	b.ResetTimer()
 	for b.Loop() {
 		d, err := checkpoint.Open(dir)
@@ -46,6 +49,7 @@ func BenchmarkRestore(b *testing.B) {
 		if n != keys {
 			b.Fatal(fmt.Errorf("restored %d keys of %d", n, keys))
 		}
+		d.Close()
 	}
 	b.ReportMetric(float64(keys)*float64(b.N)/b.Elapsed().Seconds(), "keys/s")
 }

@@ -23,6 +23,14 @@
 // the file: the state is never silently reset. Remove the directory (or
 // call Discard) to start from nothing on purpose.
 //
+// # One pipeline a directory
+//
+// Open locks the directory (a LOCK file, flock'd, on Unix) until Close: a
+// second Open of it, by this process or another, fails with ErrInUse
+// instead of writing over the first one's files. The kernel releases the
+// lock of a process that dies, so a restarted process opens the directory
+// at once. Elsewhere than on Unix there is no lock.
+//
 // Numbers are varints; byte strings are a uvarint length and the bytes.
 //
 //	offsets: count, then per offset: source, partition, next
@@ -59,6 +67,7 @@ const Version = 1
 const (
 	magic        = "SLCK"
 	manifestName = "MANIFEST"
+	lockName     = "LOCK"
 	kindSnapshot = 'S'
 	kindDelta    = 'D'
 	kindManifest = 'M'
@@ -77,19 +86,29 @@ const (
 // Open when a checkpoint file fails its checksum or its structure is bad.
 var ErrCorrupt = errors.New("checkpoint: corrupt")
 
+// ErrInUse is returned (wrapped, with the directory) by Open and Discard
+// when another Dir holds the directory.
+var ErrInUse = errors.New("checkpoint: directory in use")
+
+// ErrClosed is returned by a Dir's methods after Close.
+var ErrClosed = errors.New("checkpoint: closed")
+
 // ErrVersion is returned (wrapped) when a file has a format version this
 // package does not read.
 var ErrVersion = errors.New("checkpoint: unsupported format version")
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Dir is a stream.Store in a local directory. It is safe for concurrent
-// use, but a directory must be used by one pipeline at a time.
+// Dir is a stream.Store in a local directory, which it holds from Open
+// to Close. It is safe for concurrent use, by one pipeline at a time.
 type Dir struct {
 	path   string
 	logger *slog.Logger
+	reset  bool
+	lock   *os.File // nil once closed, or where there is no lock
 
 	mu        sync.Mutex
+	closed    bool
 	seq       uint64   // sequence of the last file written
 	chain     []string // snapshot first, then deltas
 	snapBytes int64
@@ -104,8 +123,14 @@ type Option func(*Dir)
 // Logger sets where the directory logs compactions (default: discard).
 func Logger(l *slog.Logger) Option { return func(d *Dir) { d.logger = l } }
 
+// Reset makes Open discard every checkpoint in the directory, once it
+// holds it, to start from an empty state on purpose. Unlike Discard
+// before Open, no other Dir can open the directory in between.
+func Reset() Option { return func(d *Dir) { d.reset = true } }
+
 // Open returns the store in dir, creating the directory if needed, and
-// reads its MANIFEST. It fails if the MANIFEST is corrupt or of another
+// locks it until Close. It fails with ErrInUse if another Dir holds it.
+// It reads the MANIFEST, and fails if it is corrupt or of another
 // version, or missing beside checkpoint files that only a MANIFEST could
 // have committed. It removes the files a crash left behind: temporary
 // files, and checkpoint files the MANIFEST does not name.
@@ -117,9 +142,49 @@ func Open(dir string, opts ...Option) (*Dir, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
-	files, err := checkpointFiles(dir)
+	lock, err := lockDir(dir)
 	if err != nil {
 		return nil, err
+	}
+	d.lock = lock
+	if err := d.open(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Close releases the directory. The Dir's methods fail after it.
+func (d *Dir) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	if d.lock == nil {
+		return nil
+	}
+	err := d.lock.Close() // and with it the lock
+	d.lock = nil
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	return nil
+}
+
+// open reads the directory d holds, after removing its checkpoints if
+// d.reset.
+func (d *Dir) open() error {
+	dir := d.path
+	if d.reset {
+		if err := discard(dir); err != nil {
+			return err
+		}
+	}
+	files, err := checkpointFiles(dir)
+	if err != nil {
+		return err
 	}
 	body, err := readFile(filepath.Join(dir, manifestName), kindManifest)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -127,15 +192,15 @@ func Open(dir string, opts ...Option) (*Dir, error) {
 		// MANIFEST exists: any other file needs one.
 		for _, name := range files {
 			if name != firstDelta && name != firstDelta+".tmp" {
-				return nil, fmt.Errorf("%w: %s is missing, yet %s holds %s: restore the MANIFEST, or discard the checkpoint (Discard)",
+				return fmt.Errorf("%w: %s is missing, yet %s holds %s: restore the MANIFEST, or discard the checkpoint (Discard)",
 					ErrCorrupt, filepath.Join(dir, manifestName), dir, name)
 			}
 		}
 		d.removeAllBut(files, nil)
-		return d, nil
+		return nil
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r := newReader(body, filepath.Join(dir, manifestName))
 	d.seq = r.Uvarint()
@@ -144,15 +209,15 @@ func Open(dir string, opts ...Option) (*Dir, error) {
 		d.chain = append(d.chain, string(r.Bytes()))
 	}
 	if err := r.end(); err != nil {
-		return nil, err
+		return err
 	}
 	for i, name := range d.chain {
 		if name != filepath.Base(name) || !strings.HasSuffix(name, ".ckpt") {
-			return nil, fmt.Errorf("%w: %s names file %q", ErrCorrupt, r.name, name)
+			return fmt.Errorf("%w: %s names file %q", ErrCorrupt, r.name, name)
 		}
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
-			return nil, fmt.Errorf("checkpoint: %s names a file that is missing: %w", r.name, err)
+			return fmt.Errorf("checkpoint: %s names a file that is missing: %w", r.name, err)
 		}
 		if i == 0 {
 			d.snapBytes = fi.Size()
@@ -161,7 +226,7 @@ func Open(dir string, opts ...Option) (*Dir, error) {
 		}
 	}
 	d.removeAllBut(files, d.chain)
-	return d, nil
+	return nil
 }
 
 // firstDelta is the name of the first checkpoint's delta.
@@ -197,8 +262,24 @@ func (d *Dir) removeAllBut(names, keep []string) {
 }
 
 // Discard removes every checkpoint file in dir, to start from an empty
-// state on purpose.
+// state on purpose. It fails with ErrInUse while a Dir holds dir. Open
+// with Reset does the same with the directory held.
 func Discard(dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	if lock != nil {
+		defer lock.Close()
+	}
+	return discard(dir)
+}
+
+// discard removes every checkpoint file in dir.
+func discard(dir string) error {
 	names, err := checkpointFiles(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -224,6 +305,9 @@ func (d *Dir) Path() string { return d.path }
 func (d *Dir) Restore(ctx context.Context, partitions []int32, put func(stream.Entry) error) ([]stream.Offset, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return nil, ErrClosed
+	}
 	state, offsets, err := d.load(ctx)
 	if err != nil {
 		return nil, err
@@ -339,6 +423,9 @@ func entryKey(e stream.Entry) string {
 func (d *Dir) Checkpoint(ctx context.Context, c *stream.Changes) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
 	body := appendBody(nil, c.Batch.ID, c.Offsets, c.Entries)
 	d.seq++
 	name := fmt.Sprintf("delta-%012d.ckpt", d.seq)

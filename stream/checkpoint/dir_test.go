@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -108,6 +109,7 @@ func runTotals(t *testing.T, src stream.Source[stream.Pair[int64, int64]], dir s
 	t.Helper()
 	store, err := checkpoint.Open(dir)
 	require.NoError(t, err)
+	defer store.Close()
 	p := stream.NewPipeline(append([]stream.Option{stream.Interval(0), stream.MaxRecords(37), stream.WithStore(store)}, opts...)...)
 	in := stream.From(p, src)
 	if keyed {
@@ -177,6 +179,7 @@ func TestRestoreUnderAnotherParallelism(t *testing.T) {
 	// deleted by the first checkpoint after the move.
 	store, err := checkpoint.Open(dir)
 	require.NoError(t, err)
+	defer store.Close()
 	seen := map[string]int32{}
 	_, err = store.Restore(context.Background(), nil, func(e stream.Entry) error {
 		_, dup := seen[string(e.Key)]
@@ -214,8 +217,10 @@ func TestCompactionKeepsTheState(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.ckpt"))
 	assert.Less(t, len(files), 150, "deltas were merged into snapshots")
 
+	require.NoError(t, store.Close())
 	reopened, err := checkpoint.Open(dir)
 	require.NoError(t, err)
+	defer reopened.Close()
 	got := map[string]string{}
 	offsets, err := reopened.Restore(ctx, nil, func(e stream.Entry) error {
 		got[string(e.Key)] = string(e.Value)
@@ -229,6 +234,7 @@ func TestCompactionKeepsTheState(t *testing.T) {
 func TestRestoreSomePartitions(t *testing.T) {
 	store, err := checkpoint.Open(t.TempDir())
 	require.NoError(t, err)
+	defer store.Close()
 	require.NoError(t, store.Checkpoint(context.Background(), &stream.Changes{Entries: []stream.Entry{
 		{Op: "a", Partition: 0, Key: []byte("x"), Value: []byte("1")},
 		{Op: "a", Partition: 1, Key: []byte("y"), Value: []byte("2")},
@@ -286,6 +292,7 @@ func TestCorruptCheckpointIsAnErrorNamingTheFile(t *testing.T) {
 		dir := make(t)
 		store, err := checkpoint.Open(dir)
 		require.NoError(t, err)
+		defer store.Close()
 		p := stream.NewPipeline(stream.WithStore(store))
 		s := stream.UpdateStateByKey(stream.Keyed(stream.From(p, newLog(10, 1).restart(0))), sum).Named("renamed")
 		stream.ForEachBatch(s, func(context.Context, *stream.Batch[stream.Pair[int64, int64]]) error { return nil })
@@ -307,6 +314,7 @@ func TestDeletedKeysStayDeleted(t *testing.T) {
 	run := func(vals []stream.Pair[int64, int64]) map[int64]int64 {
 		store, err := checkpoint.Open(dir)
 		require.NoError(t, err)
+		defer store.Close()
 		p := stream.NewPipeline(stream.WithStore(store), stream.Interval(0), stream.MaxRecords(1))
 		l := &log{}
 		l.recs[0] = vals
@@ -372,10 +380,12 @@ func TestLongLoadLogsItsProgress(t *testing.T) {
 		c.Entries = append(c.Entries, stream.Entry{Op: "totals", Key: []byte(strconv.Itoa(k)), Value: []byte("1")})
 	}
 	require.NoError(t, d.Checkpoint(context.Background(), c))
+	require.NoError(t, d.Close())
 
 	var logs strings.Builder
 	d, err = checkpoint.Open(dir, checkpoint.Logger(slog.New(slog.NewTextHandler(&logs, nil))))
 	require.NoError(t, err)
+	defer d.Close()
 	n := 0
 	_, err = d.Restore(context.Background(), nil, func(stream.Entry) error { n++; return nil })
 	require.NoError(t, err)
@@ -391,6 +401,7 @@ func checkpoints(t *testing.T, dir string, n int) map[string]string {
 	t.Helper()
 	d, err := checkpoint.Open(dir)
 	require.NoError(t, err)
+	defer d.Close()
 	want := map[string]string{}
 	for i := 1; i <= n; i++ {
 		c := &stream.Changes{Batch: stream.Info{ID: int64(i)}, Offsets: []stream.Offset{{Source: "s", Next: int64(i)}}}
@@ -415,6 +426,7 @@ func restored(t *testing.T, dir string) (map[string]string, []stream.Offset, err
 	if err != nil {
 		return nil, nil, err
 	}
+	defer d.Close()
 	got := map[string]string{}
 	offsets, err := d.Restore(context.Background(), nil, func(e stream.Entry) error {
 		got[string(e.Key)] = string(e.Value)
@@ -449,7 +461,11 @@ func TestFilesLeftBehindAreRemoved(t *testing.T) {
 			require.NoError(t, checkpoint.Discard(dir))
 			left, err := os.ReadDir(dir)
 			require.NoError(t, err)
-			assert.Empty(t, left, "Discard removes every checkpoint file")
+			var names []string
+			for _, e := range left {
+				names = append(names, e.Name())
+			}
+			assert.Equal(t, lockFiles, names, "Discard removes every checkpoint file, and leaves the lock's")
 		})
 	}
 }
@@ -486,9 +502,77 @@ func TestFailedCompactionKeepsTheCheckpoint(t *testing.T) {
 	c := &stream.Changes{Batch: stream.Info{ID: 1}, Offsets: []stream.Offset{{Source: "s", Next: 10}},
 		Entries: []stream.Entry{{Op: "op", Key: []byte("k"), Value: []byte(big)}}}
 	require.NoError(t, d.Checkpoint(context.Background(), c), "the checkpoint is committed")
+	require.NoError(t, d.Close())
 	require.NoError(t, os.Remove(filepath.Join(dir, "snap-000000000002.ckpt.tmp")))
 	got, offsets, err := restored(t, dir)
 	require.NoError(t, err)
 	assert.Equal(t, map[string]string{"k": big}, got)
 	assert.Equal(t, []stream.Offset{{Source: "s", Next: 10}}, offsets)
+}
+
+// One Dir holds a directory from Open to Close: a second Open, and a
+// Discard, fail naming it, and leave its checkpoint as it is; after Close,
+// the directory opens again with the checkpoint. Open with Reset discards
+// the checkpoint once it holds the directory.
+func TestOneDirHoldsTheDirectory(t *testing.T) {
+	if len(lockFiles) == 0 {
+		t.Skip("no directory lock on " + runtime.GOOS)
+	}
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	want := checkpoints(t, dir, 3)
+	d, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+
+	_, err = checkpoint.Open(dir)
+	require.ErrorIs(t, err, checkpoint.ErrInUse)
+	assert.ErrorContains(t, err, dir)
+	_, err = checkpoint.Open(dir, checkpoint.Reset())
+	require.ErrorIs(t, err, checkpoint.ErrInUse)
+	err = checkpoint.Discard(dir)
+	require.ErrorIs(t, err, checkpoint.ErrInUse)
+	assert.ErrorContains(t, err, dir)
+
+	got := map[string]string{}
+	_, err = d.Restore(context.Background(), nil, func(e stream.Entry) error {
+		got[string(e.Key)] = string(e.Value)
+		return nil
+	})
+	require.NoError(t, err)
+	assert.Equal(t, want, got, "the holder's checkpoint is left as it was")
+
+	require.NoError(t, d.Close())
+	require.NoError(t, d.Close(), "a second Close does nothing")
+	_, err = d.Restore(context.Background(), nil, func(stream.Entry) error { return nil })
+	require.ErrorIs(t, err, checkpoint.ErrClosed)
+	require.ErrorIs(t, d.Checkpoint(context.Background(), &stream.Changes{}), checkpoint.ErrClosed)
+
+	got, _, err = restored(t, dir)
+	require.NoError(t, err)
+	assert.Equal(t, want, got, "opened again after Close")
+
+	d, err = checkpoint.Open(dir, checkpoint.Reset())
+	require.NoError(t, err)
+	defer d.Close()
+	n := 0
+	offsets, err := d.Restore(context.Background(), nil, func(stream.Entry) error { n++; return nil })
+	require.NoError(t, err)
+	assert.Zero(t, n, "Reset starts from an empty state")
+	assert.Empty(t, offsets)
+}
+
+// An Open that fails releases the directory: it opens once the cause is
+// gone.
+func TestFailedOpenReleasesTheDirectory(t *testing.T) {
+	dir := t.TempDir()
+	checkpoints(t, dir, 3)
+	manifest := filepath.Join(dir, "MANIFEST")
+	good, err := os.ReadFile(manifest)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(manifest, []byte("SLCK\x01M"), 0o644))
+	_, err = checkpoint.Open(dir)
+	require.ErrorIs(t, err, checkpoint.ErrCorrupt)
+	require.NoError(t, os.WriteFile(manifest, good, 0o644))
+	d, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+	require.NoError(t, d.Close())
 }

@@ -17,6 +17,7 @@ func seedFiles(f *testing.F) (manifest, delta []byte) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	defer store.Close()
 	err = store.Checkpoint(context.Background(), &stream.Changes{
 		Batch:   stream.Info{ID: 3},
 		Offsets: []stream.Offset{{Source: "messages", Partition: 2, Next: 1042}},
@@ -42,7 +43,9 @@ func FuzzOpen(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, "MANIFEST"), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		checkpoint.Open(dir) //nolint:errcheck // only a panic fails
+		if store, err := checkpoint.Open(dir); err == nil { // only a panic fails
+			store.Close()
+		}
 	})
 }
 
@@ -64,6 +67,7 @@ func FuzzRestore(f *testing.F) {
 		if err != nil {
 			return
 		}
+		defer store.Close()
 		store.Restore(context.Background(), nil, func(e stream.Entry) error { //nolint:errcheck // only a panic fails
 			if e.Deleted && e.Value != nil {
 				t.Fatal("a deleted entry with a value")

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package checkpoint_test
+
+var lockFiles []string

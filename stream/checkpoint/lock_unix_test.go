@@ -1,0 +1,7 @@
+//go:build unix
+
+package checkpoint_test
+
+// lockFiles are the files a Dir leaves in its directory beside the
+// checkpoint's.
+var lockFiles = []string{"LOCK"}
