@@ -100,9 +100,9 @@ type KafkaConfig struct {
 	// InstanceID, when set, replaces Consumer.Group.InstanceId. Sarama's
 	// default assignor (range alone) is replaced by cooperative-sticky when
 	// the Kafka version allows it (2.4 and later), so that a rebalance moves
-	// only the partitions that change owner; any other list of strategies
-	// is kept. Nil starts from
-	// sarama.NewConfig().
+	// only the partitions that change owner; with a Transaction, by sticky,
+	// eager (see Transaction). Any other list of strategies is kept. Nil
+	// starts from sarama.NewConfig().
 	Sarama *sarama.Config
 	// Transaction, when set, commits the offsets into the open Kafka
 	// transaction of a pipeline (stream.WithTransaction), such as a
@@ -111,7 +111,14 @@ type KafkaConfig struct {
 	// output and state. The source then reads read_committed, and a commit
 	// of a partition this member no longer owns fails, so that the
 	// transaction is aborted rather than committing output that the
-	// partition's new owner will make again.
+	// partition's new owner will make again. The default assignor is then
+	// an eager one (sticky): the group moves to its next generation, which
+	// the offsets of a transaction name, only once the claims have ended
+	// and their transaction committed, so that a member joining or leaving
+	// does not fail the batch in flight. A cooperative strategy set in the
+	// Sarama config moves the generation under a claim that goes on: a
+	// rebalance between a batch's offsets and its commit then aborts the
+	// transaction and stops the run (see sink/txn).
 	Transaction TxnOffsets
 	// SaramaFetch fetches the records through sarama's partition
 	// consumers, as the group's claims start them, instead of with the
@@ -340,9 +347,16 @@ func consumerConfig(cfg *KafkaConfig) (*sarama.Config, error) {
 		sc.Consumer.IsolationLevel = sarama.ReadCommitted
 	}
 	if s := sc.Consumer.Group.Rebalance.GroupStrategies; sc.Consumer.Group.Rebalance.Strategy == nil &&
-		(len(s) == 0 || len(s) == 1 && s[0].Name() == sarama.RangeBalanceStrategyName) &&
-		sc.Version.IsAtLeast(sarama.V2_4_0_0) {
-		sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}
+		(len(s) == 0 || len(s) == 1 && s[0].Name() == sarama.RangeBalanceStrategyName) {
+		switch {
+		case cfg.Transaction != nil:
+			// Eager: the group waits for the claims to end, and with them
+			// their transactions, before it moves to its next generation,
+			// which the transactions' offsets name.
+			sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+		case sc.Version.IsAtLeast(sarama.V2_4_0_0):
+			sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}
+		}
 	}
 	// A dial must not outlast the time Run has to connect at all.
 	sc.Net.DialTimeout = min(sc.Net.DialTimeout, cfg.ConnectTimeout)

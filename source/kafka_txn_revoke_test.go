@@ -39,6 +39,17 @@ func (s slowCommit) Commit(ctx context.Context) error {
 // record is output once. (An eager rebalance: in a cooperative one, the
 // generation moves without the claims ending; see sink/txn's doc.)
 func TestTransactionalRunSurvivesAMemberJoining(t *testing.T) {
+	for name, strategies := range map[string][]sarama.BalanceStrategy{
+		"default": nil, // the source's, for a transactional member
+		// An eager rebalance: the group waits for the claims to end,
+		// with their transactions, before its next generation.
+		"round-robin": {sarama.NewBalanceStrategyRoundRobin()},
+	} {
+		t.Run(name, func(t *testing.T) { transactionalRunSurvivesAMemberJoining(t, strategies) })
+	}
+}
+
+func transactionalRunSurvivesAMemberJoining(t *testing.T, strategies []sarama.BalanceStrategy) {
 	const in, n = "in", 100
 	b := startBroker(t, map[string]int32{in: 2, "out": 1})
 	produce(t, b, in, 2, 0, n)
@@ -49,9 +60,7 @@ func TestTransactionalRunSurvivesAMemberJoining(t *testing.T) {
 		t.Cleanup(func() { tx.Close() })
 		src := newSource(t, b, in, "g", func(c *source.KafkaConfig) {
 			c.Transaction = tx
-			// An eager rebalance: the group waits for the claims to end, with
-			// their transactions, before its next generation.
-			c.Sarama.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRoundRobin()}
+			c.Sarama.Consumer.Group.Rebalance.GroupStrategies = strategies
 		})
 		out, err := sink.NewKafka(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "out", Transaction: tx},
 			func(m source.Message) ([]byte, []byte, error) { return nil, m.Value, nil })

@@ -36,11 +36,12 @@
 // the group's generation) as the transaction commits, not as they are
 // added: the source counts them committed, and lets a revoked partition
 // go, once the transaction has committed (OnEnd), so that the group does
-// not move to its next generation before. In a cooperative rebalance (the
-// source's default from Kafka 2.4 on) the generation moves without the
-// claims ending: a rebalance between a batch's offsets and its commit
-// fails the transaction, as it does one that fails otherwise. Then the
-// run stops, nothing of the batch is committed, and the partitions' next
-// owners resume at the last committed offsets (exactly once holds; a
-// restarted process goes on).
+// not move to its next generation before. That takes an eager rebalance,
+// the Kafka source's default with a transaction. In a cooperative one (a
+// strategy such as cooperative-sticky set in its Sarama config) the
+// generation moves without the claims ending: a rebalance between a
+// batch's offsets and its commit fails the transaction, as it does one
+// that fails otherwise. Then the run stops, nothing of the batch is
+// committed, and the partitions' next owners resume at the last committed
+// offsets (exactly once holds; a restarted process goes on).
 package txn
