@@ -138,7 +138,11 @@ func OnRebalance(f func(ctx context.Context, lost, gained []int32) error) Option
 // A Hook may also implement RestoreHook, to follow the restore of durable
 // state. Package stream/prom exports what hooks see as Prometheus metrics.
 type Hook interface {
-	// BatchDone is called after a batch was committed.
+	// BatchDone is called after every batch, once its outputs have run
+	// and, when the batch was made durable, its state checkpointed and its
+	// offsets committed (BatchStats.Checkpoint and Commit are 0 when
+	// CommitInterval left that to a later batch). The last commit as Run
+	// ends, of what such batches read, is not a batch: no hook sees it.
 	BatchDone(s BatchStats)
 }
 
