@@ -139,7 +139,7 @@ func Open(dir string, opts ...Option) (*Dir, error) {
 	for _, o := range opts {
 		o(d)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := makeDir(dir); err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	lock, err := lockDir(dir)
@@ -523,6 +523,28 @@ func (d *Dir) writeFile(name string, kind byte, body []byte) (int64, error) {
 		return 0, fmt.Errorf("checkpoint: write %s: %w", path, err)
 	}
 	return int64(len(data)), nil
+}
+
+// makeDir makes dir and its missing parents, and syncs the directories
+// they were made in, so that a crash does not lose the directory with the
+// checkpoints it will hold.
+func makeDir(dir string) error {
+	var made []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) || d == filepath.Dir(d) {
+			break
+		}
+		made = append(made, d)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range made {
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func syncDir(dir string) error {

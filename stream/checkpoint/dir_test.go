@@ -576,3 +576,12 @@ func TestFailedOpenReleasesTheDirectory(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, d.Close())
 }
+
+// Open makes the directory and its missing parents.
+func TestOpenMakesTheDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b", "ckpt")
+	want := checkpoints(t, dir, 2)
+	got, _, err := restored(t, dir)
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+}
