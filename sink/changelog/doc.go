@@ -82,11 +82,18 @@
 // transaction of a sink/txn.Producer, with the batch's output and input
 // offsets, and counts only once the transaction commits. Restore then
 // registers the transactional ID first (fencing off the process it
-// replaces and aborting what that one left open) and reads the topic
-// read_committed, skipping the records of aborted transactions. The
-// markers stay: they delimit checkpoints as before, and a topic written
-// without transactions earlier is restored and repaired the same way (a
-// repair is a transaction of its own).
+// replaces and aborting what that one left open). The markers stay: they
+// delimit checkpoints as before, and a topic written without transactions
+// earlier is restored and repaired the same way (a repair is a
+// transaction of its own).
+//
+// Restore reads the topic read_committed, with a Transaction or without,
+// skipping the records of aborted transactions: a topic written in
+// transactions and restored by a store without one (a pipeline run again
+// without exactly-once) restores what the transactions committed. A
+// transaction that a process which died left open then holds the restore
+// back until the brokers abort it (the producer's transaction timeout):
+// only a store with the same transactional ID aborts it at once.
 //
 // # Partitions
 //

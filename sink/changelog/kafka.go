@@ -62,8 +62,7 @@ type Config struct {
 	// Transaction, when set, writes every checkpoint in the open
 	// transaction of this producer, with the batch's output and input
 	// offsets (exactly once: see the package doc), and Restore reads the
-	// topic read_committed, after the producer has fenced off the process
-	// it replaces. The store leaves the Transaction open on Close, for its
+	// topic after the producer has fenced off the process it replaces. The store leaves the Transaction open on Close, for its
 	// owner to close.
 	Transaction *txn.Producer
 }

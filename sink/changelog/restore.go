@@ -422,10 +422,9 @@ func (r *restorer) scan(ctx context.Context, p int32, from, to int64, fn func(of
 		}
 		start, partial := off, false
 		if err == nil {
-			var committed *readcommitted.Filter
-			if k.cfg.Transaction != nil {
-				committed = readcommitted.New(block)
-			}
+			// Read committed with a Transaction or without: a changelog
+			// written in transactions may be restored by a store without.
+			committed := readcommitted.New(block)
 			for _, rs := range block.RecordsSet {
 				b := rs.RecordBatch
 				if b == nil {
@@ -434,7 +433,7 @@ func (r *restorer) scan(ctx context.Context, p int32, from, to int64, fn func(of
 					}
 					continue
 				}
-				if committed != nil && committed.Skip(b) {
+				if committed.Skip(b) {
 					if b.FirstOffset >= to {
 						return nil
 					}
@@ -475,7 +474,9 @@ func (r *restorer) scan(ctx context.Context, p int32, from, to int64, fn func(of
 			continue
 		}
 		if err == nil {
-			err = fmt.Errorf("no record below the end at %d", to)
+			// Read committed: a transaction left open by a process that
+			// died holds the fetches back until the brokers abort it.
+			err = fmt.Errorf("no record below the end at %d (a transaction still open?)", to)
 		}
 		if time.Since(moved) >= k.cfg.RestoreTimeout {
 			return fmt.Errorf("changelog: read %s/%d: stuck at offset %d for %v: %w", k.cfg.Topic, p, off, k.cfg.RestoreTimeout, err)
@@ -522,11 +523,8 @@ func (k *Kafka) fetch(p int32, off int64, size int32) (*sarama.FetchResponseBloc
 	if err != nil {
 		return nil, err
 	}
-	isolation := sarama.ReadUncommitted
-	if k.cfg.Transaction != nil {
-		isolation = sarama.ReadCommitted // the records of aborted transactions are skipped by scan
-	}
-	req := &sarama.FetchRequest{Version: k.fetchVersion, MinBytes: 1, MaxBytes: k.sarama.Consumer.Fetch.MaxBytes, Isolation: isolation}
+	// The records of aborted transactions are skipped by scan.
+	req := &sarama.FetchRequest{Version: k.fetchVersion, MinBytes: 1, MaxBytes: k.sarama.Consumer.Fetch.MaxBytes, Isolation: sarama.ReadCommitted}
 	if req.Version >= 7 {
 		req.SessionEpoch = -1 // no fetch session
 	}

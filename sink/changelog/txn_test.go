@@ -94,3 +94,34 @@ func TestTransactionalCheckpoints(t *testing.T) {
 	assert.Equal(t, state{"op/0/a": "four", "op/1/b": "four"}, s)
 	assert.ElementsMatch(t, []stream.Offset{{Source: "in", Partition: 0, Next: 40}, {Source: "in", Partition: 1, Next: 40}}, offsets)
 }
+
+// A changelog written in transactions and restored by a store without
+// one (a pipeline run again without exactly-once) restores what the
+// transactions committed: not an aborted one's entries.
+func TestRestoreWithoutATransactionSkipsAbortedOnes(t *testing.T) {
+	b := startBroker(t)
+	ctx := context.Background()
+	const topic = "txn-state"
+	k, tx := newTxnStore(t, b, topic, "txn-test")
+	s, _ := restore(t, k, nil)
+	require.Empty(t, s)
+	require.NoError(t, tx.Begin(ctx))
+	require.NoError(t, k.Checkpoint(ctx, changes(1, "one", 10)))
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, tx.Begin(ctx))
+	require.NoError(t, k.Checkpoint(ctx, changes(2, "aborted", 20)))
+	require.NoError(t, tx.Abort(ctx))
+
+	plain, err := changelog.NewKafka(changelog.Config{Brokers: b.Addrs(), Topic: topic, Partitions: 2, RestoreTimeout: 10 * time.Second})
+	require.NoError(t, err)
+	defer plain.Close()
+	s, offsets := restore(t, plain, nil)
+	assert.Equal(t, state{"op/0/a": "one", "op/1/b": "one"}, s, "the aborted transaction's entries are not restored")
+	assert.ElementsMatch(t, []stream.Offset{{Source: "in", Partition: 0, Next: 10}, {Source: "in", Partition: 1, Next: 10}}, offsets)
+
+	// It checkpoints after them, and a restore reads its checkpoint.
+	require.NoError(t, plain.Checkpoint(ctx, changes(3, "three", 30)))
+	s, offsets = restore(t, plain, nil)
+	assert.Equal(t, state{"op/0/a": "three", "op/1/b": "three"}, s)
+	assert.ElementsMatch(t, []stream.Offset{{Source: "in", Partition: 0, Next: 30}, {Source: "in", Partition: 1, Next: 30}}, offsets)
+}
