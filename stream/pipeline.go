@@ -25,9 +25,11 @@ type Pipeline struct {
 	outputs  []output
 	flushers []flusher // the outputs' sinks that are Flushers
 	stateful []stateful
-	checks   []func() error // run before the first batch
-	running  atomic.Bool
-	err      error // a construction error, returned by Run
+	// windows drop what they hold of partitions an Assigner source lost.
+	windows []func(lost []int32)
+	checks  []func() error // run before the first batch
+	running atomic.Bool
+	err     error // a construction error, returned by Run
 }
 
 // stateful is an operator with state: told when partitions are lost, and
@@ -38,7 +40,8 @@ type stateful interface {
 	setDurable()
 	size() StateStats
 	changes(dst []Entry, batch int64) ([]Entry, error)
-	restore(e Entry, parallelism int) error
+	// restore puts an entry into the state, restored by the given batch.
+	restore(e Entry, parallelism int, batch int64) error
 	// restored ends a restore, once the Store has given every entry.
 	restored()
 	// hashed reports that the state's partitions are those of a hash of
@@ -222,7 +225,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		}
 		if assigner != nil {
 			now := assigner.Assignment()
-			if err := p.rebalance(work, assigned, now); err != nil {
+			if err := p.rebalance(work, assigned, now, id); err != nil {
 				return err
 			}
 			dropLost(now)
@@ -398,8 +401,8 @@ func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n int
 }
 
 // rebalance tells stateful operators and OnRebalance hooks about partitions
-// lost and gained since the previous batch.
-func (p *Pipeline) rebalance(ctx context.Context, before, now []int32) error {
+// lost and gained since the previous batch, before the batch given.
+func (p *Pipeline) rebalance(ctx context.Context, before, now []int32, batch int64) error {
 	lost := minus(before, now)
 	gained := minus(now, before)
 	if len(lost) == 0 && len(gained) == 0 {
@@ -408,7 +411,7 @@ func (p *Pipeline) rebalance(ctx context.Context, before, now []int32) error {
 	p.cfg.logger.Info("partitions changed", "lost", lost, "gained", gained)
 	p.dropState(lost)
 	if p.cfg.store != nil && len(gained) > 0 {
-		if err := p.restore(ctx, gained); err != nil {
+		if err := p.restore(ctx, gained, batch); err != nil {
 			return err
 		}
 	}
@@ -420,10 +423,14 @@ func (p *Pipeline) rebalance(ctx context.Context, before, now []int32) error {
 	return nil
 }
 
-// dropState drops the state of partitions ids in every stateful operator.
+// dropState drops the state of partitions ids in every stateful operator,
+// and their batches in every window.
 func (p *Pipeline) dropState(ids []int32) {
 	for _, s := range p.stateful {
 		s.dropPartitions(ids)
+	}
+	for _, drop := range p.windows {
+		drop(ids)
 	}
 }
 
@@ -445,12 +452,12 @@ func (p *Pipeline) prepareStore(ctx context.Context, all bool) error {
 	if !all {
 		return nil
 	}
-	return p.restore(ctx, nil)
+	return p.restore(ctx, nil, 1)
 }
 
 // restore loads the state of the given partitions (nil: all) from the
-// store.
-func (p *Pipeline) restore(ctx context.Context, partitions []int32) error {
+// store, before the batch given.
+func (p *Pipeline) restore(ctx context.Context, partitions []int32, batch int64) error {
 	ops := map[string]stateful{}
 	for _, s := range p.stateful {
 		ops[s.name()] = s
@@ -463,7 +470,7 @@ func (p *Pipeline) restore(ctx context.Context, partitions []int32) error {
 			return fmt.Errorf("the store holds state of an operator named %q, which this pipeline has not: name the operator as before, or discard the state", e.Op)
 		}
 		prog.add()
-		return op.restore(e, p.cfg.parallelism)
+		return op.restore(e, p.cfg.parallelism, batch)
 	})
 	prog.done(err)
 	if err != nil {
@@ -629,10 +636,14 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 		}
 	}()
 	n := 0
+	donePolls := 0 // Polls made with ctx done
 	for max <= 0 || n < max {
 		buf := in.buf
 		if max > 0 && max-n < len(buf) {
 			buf = buf[:max-n]
+		}
+		if ctx.Err() != nil {
+			donePolls++
 		}
 		k, err := in.src.Poll(ctx, buf)
 		if k < 0 || k > len(buf) {
@@ -656,6 +667,14 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 		n += k
 		if err != nil {
 			return n, err
+		}
+		// A source with records ready returns them even once ctx is
+		// done: past the deadline or a cancellation, the batch takes
+		// what two Polls made then have ready, and is cut (one would do
+		// for the source, but a Poll that began just before the
+		// deadline may have returned early with part of what it had).
+		if donePolls >= 2 {
+			return n, ctx.Err()
 		}
 	}
 	return n, nil

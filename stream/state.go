@@ -157,7 +157,9 @@ type stateOp[K comparable, V, S any] struct {
 	hashParts  int // keys are placed by hash over this many partitions (-1: Parallelism), or 0
 	hash       func(K) uint64
 	checkpoint int64 // batch of the last checkpoint
-	batch      int64 // the last batch computed
+	// restoring is the batch that the restore in progress comes before:
+	// a TTL counts the keys it restores from there.
+	restoring int64
 	// moved are the stored places of keys restored into another partition
 	// (the parallelism changed): the next checkpoint deletes them there.
 	moved []Entry
@@ -256,7 +258,6 @@ func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
 	}
 	op.mu.Unlock()
 
-	op.batch = bc.info.ID
 	expire := op.expiry(bc.info)
 	out := &Batch[Pair[K, S]]{Info: in.Info, Partitions: make([]Partition[Pair[K, S]], len(ids))}
 	err = bc.parallel(len(ids), func(i int) error {
@@ -660,7 +661,7 @@ func (op *stateOp[K, V, S]) changes(dst []Entry, batch int64) ([]Entry, error) {
 // to the partition the current parallelism gives them, whatever partition
 // they were saved in: an entry saved under another partition waits for the
 // end of the restore (restored).
-func (op *stateOp[K, V, S]) restore(e Entry, parallelism int) error {
+func (op *stateOp[K, V, S]) restore(e Entry, parallelism int, batch int64) error {
 	k, err := op.keyCodec.Decode(e.Key)
 	if err != nil {
 		return fmt.Errorf("decode key of %s partition %d: %w", e.Op, e.Partition, err)
@@ -680,6 +681,7 @@ func (op *stateOp[K, V, S]) restore(e Entry, parallelism int) error {
 	}
 	op.mu.Lock()
 	defer op.mu.Unlock()
+	op.restoring = batch
 	if id != e.Partition {
 		op.elsewhere.put(k, id, e, v)
 		return nil
@@ -721,7 +723,7 @@ func (op *stateOp[K, V, S]) set(sp *statePart[K, V, S], k K, v S) int32 {
 		// A TTL counts from the batch that restores the key, as if it
 		// had been updated then: restored in a rebalance, it would
 		// otherwise be expired at once (and deleted from the Store).
-		sp.seen[i] = op.batch + 1
+		sp.seen[i] = op.restoring
 	}
 	return i
 }

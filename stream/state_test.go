@@ -658,3 +658,42 @@ func (s *stateSeen[K]) take(_ context.Context, b *stream.Batch[stream.Pair[K, in
 	}
 	return nil
 }
+
+// A TTL counts a key restored in a rebalance from the batch that restores
+// it, also when the state had no batch for a while before (its input
+// skips empty batches): the restored keys are kept, not expired at once
+// and deleted from the Store.
+func TestTTLKeepsStateRestoredAfterBatchesTheStateSkipped(t *testing.T) {
+	store := newMemStore()
+	first := &scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+		{pair1(100, 1, 0), pair1(101, 1, 1)},
+	}}
+	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+	collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, first)), sum, stream.TTLBatches(3)).Named("st"))
+	run(t, p)
+	require.Len(t, store.entries, 2)
+
+	// The second owns partition 0, idle after its first batch, and gains
+	// partition 1 in batch 7.
+	chunks := make([][]stream.Record[stream.Pair[int, int]], 8)
+	chunks[0] = []stream.Record[stream.Pair[int, int]]{pair1(0, 0, 0)}
+	chunks[6] = []stream.Record[stream.Pair[int, int]]{pair1(0, 0, 1)}
+	src := &assigning{
+		scripted: scripted[stream.Pair[int, int]]{chunks: chunks},
+		plan:     [][]int32{{0}, {0}, {0}, {0}, {0}, {0}, {0, 1}},
+	}
+	p = stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+	nonEmpty := stream.Transform(stream.From(p, src), func(b *stream.Batch[stream.Pair[int, int]]) (*stream.Batch[stream.Pair[int, int]], error) {
+		if b.Len() == 0 {
+			return nil, nil
+		}
+		return b, nil
+	})
+	c := collect(stream.UpdateStateByKey(stream.Keyed(nonEmpty), sum, stream.TTLBatches(3)).Named("st"))
+	run(t, p)
+	got := c.all()
+	require.Len(t, got, 2)
+	require.Equal(t, int64(7), got[1].Info.ID)
+	assert.Equal(t, map[int]int{0: 2, 100: 1, 101: 1}, stateMap(got[1]), "batch 7 restores partition 1: its keys are there")
+	assert.Len(t, store.entries, 3, "the store still holds partition 1's keys after the batch that restored them")
+}

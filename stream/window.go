@@ -15,7 +15,12 @@ import (
 //	in   -- 1 -- 2 -- 3 -- 4 -- 5 -->
 //	out  ------- 12 ------ 234 ----->   Window(in, 3, 2)
 //
-// The window keeps a copy of the values of length batches.
+// The window keeps a copy of the values of length batches. On a Keyed
+// stream of an Assigner source (Kafka), a partition the source loses
+// leaves the window with it, as the state of UpdateStateByKey does: its
+// new owner reads it again from its last commit. A window of a stream
+// that is not Keyed keeps what it holds of lost partitions until it
+// slides past it.
 func Window[T any](s *Stream[T], length, slide int) *Stream[T] {
 	if length < 1 || slide < 1 {
 		s.p.err = fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide)
@@ -76,8 +81,22 @@ func Window[T any](s *Stream[T], length, slide int) *Stream[T] {
 		}
 		return ob, nil
 	})
+	if s.keyed && s.hashParts == 0 { // in the source's partitions
+		s.p.windows = append(s.p.windows, func(lost []int32) { dropPartitions(ring, lost) })
+	}
 	out.keyed, out.hashParts = s.keyed, s.hashParts
 	return out
+}
+
+// dropPartitions removes the partitions of IDs lost from the batches of
+// ring: a partition an Assigner source lost leaves the window with its
+// state, as its new owner reads it again from its last commit.
+func dropPartitions[T any](ring []Batch[T], lost []int32) {
+	for i := range ring {
+		ring[i].Partitions = slices.DeleteFunc(ring[i].Partitions, func(p Partition[T]) bool {
+			return slices.Contains(lost, p.ID)
+		})
+	}
 }
 
 func copyBatch[T any](b *Batch[T]) Batch[T] {
@@ -96,7 +115,8 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 // result is kept up to date incrementally: each batch's values are added
 // as it enters and removed as it leaves, so a slide costs the batches that
 // moved, not the whole window. A key is dropped once no batch in the window
-// has a value for it.
+// has a value for it. As with Window, the values of a partition that an
+// Assigner source loses leave the window, on a Keyed stream.
 //
 //	in  -- (a,1) -- (a,2) -- (b,1) -->
 //	out -- (a,1) -- (a,3) -- (a,2) (b,1) -->   length 2, slide 1, sum
@@ -178,6 +198,14 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse
 		})
 		return ob, err
 	})
+	if perBatch.hashParts == 0 { // in the source's partitions
+		s.p.windows = append(s.p.windows, func(lost []int32) {
+			dropPartitions(ring, lost)
+			for _, id := range lost {
+				delete(running, id)
+			}
+		})
+	}
 	out.keyed = true
 	out.unique = true
 	out.hashParts = perBatch.hashParts
