@@ -670,9 +670,9 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 		}
 		// A source with records ready returns them even once ctx is
 		// done: past the deadline or a cancellation, the batch takes
-		// what two Polls made then have ready, and is cut (one would do
-		// for the source, but a Poll that began just before the
-		// deadline may have returned early with part of what it had).
+		// what at most two Polls made then return, and is cut: a batch
+		// whose deadline passed before its first Poll (a slow batch
+		// before it) still takes more than one Poll's records.
 		if donePolls >= 2 {
 			return n, ctx.Err()
 		}
