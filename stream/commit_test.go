@@ -205,3 +205,40 @@ func TestCommitIntervalMisuse(t *testing.T) {
 type hookFunc func(stream.BatchStats)
 
 func (f hookFunc) BatchDone(s stream.BatchStats) { f(s) }
+
+// idleAfter gives its records in the first Poll, then none, without end.
+type idleAfter struct {
+	first []stream.Record[stream.Pair[int, int]]
+	gave  bool
+}
+
+func (s *idleAfter) Poll(ctx context.Context, buf []stream.Record[stream.Pair[int, int]]) (int, error) {
+	if !s.gave {
+		s.gave = true
+		return copy(buf, s.first), nil
+	}
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// A run cancelled after batches that CommitInterval held back checkpoints
+// their state as it ends, even when they read nothing: here the expiry of
+// a TTL, which would otherwise come back with the next restore.
+func TestCancelCheckpointsTheStateOfEmptyBatchesHeldBack(t *testing.T) {
+	store := newMemStore()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hook := hookFunc(func(s stream.BatchStats) {
+		if s.Info.ID == 5 {
+			cancel() // between batches: the run ends with nothing pending
+		}
+	})
+	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.CommitInterval(time.Hour), stream.WithStore(store), stream.WithHook(hook))
+	src := &idleAfter{first: []stream.Record[stream.Pair[int, int]]{pair1(1, 0, 0), pair1(2, 0, 1)}}
+	c := collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), sum, stream.TTLBatches(2)).Named("st"))
+	require.NoError(t, p.Run(ctx))
+	got := c.all()
+	require.GreaterOrEqual(t, len(got), 5)
+	assert.Empty(t, stateMap(got[len(got)-1]), "the keys expired")
+	assert.Empty(t, store.entries, "their expiry was checkpointed")
+}

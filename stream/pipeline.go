@@ -176,6 +176,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	var pending []Offset     // read since the last checkpoint
 	var lastCommit time.Time // zero: the first batch commits
 	var last Info            // of the last batch
+	var heldBack bool        // a batch since the last commit was not committed
 	// dropLost drops the pending offsets of the partitions lost since the
 	// last assignment: read by batches not committed yet (CommitInterval),
 	// they go with the partitions' state, which was dropped; committed or
@@ -187,11 +188,15 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		})
 	}
 	// end ends the run: what batches not committed (CommitInterval) have
-	// read is committed now, but for the partitions lost since the last
-	// batch, whose state is dropped first, so that its checkpoint does not
-	// write over their new owners'.
+	// read, and their state, are committed now, even when they read
+	// nothing (their state may have changed: a TTL, UpdateAll); but for the
+	// partitions lost since the last batch, whose state is dropped first,
+	// so that its checkpoint does not write over their new owners'.
 	end := func() error {
-		if assigner != nil && len(pending) > 0 {
+		if !heldBack || len(pending) == 0 && p.cfg.store == nil {
+			return nil
+		}
+		if assigner != nil {
 			now := assigner.Assignment()
 			if lost := minus(assigned, now); len(lost) > 0 {
 				p.cfg.logger.Info("partitions lost as the run ends", "lost", lost)
@@ -199,10 +204,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 				dropLost(now)
 			}
 		}
-		if len(pending) > 0 {
-			return p.commit(work, last, committer, pending, &stats)
-		}
-		return nil
+		return p.commit(work, last, committer, pending, &stats)
 	}
 
 	start := time.Now()
@@ -250,6 +252,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
+		heldBack = !committed
 		if committed {
 			pending = pending[:0]
 			lastCommit = time.Now()
