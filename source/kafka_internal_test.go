@@ -396,13 +396,15 @@ func TestKafkaFetchRouteAfterTheClaimEnded(t *testing.T) {
 
 	// A fetch sent before the claim ended is answered within MaxWaitTime.
 	// Then records keep coming (another member reads them): no fetch of
-	// them here.
+	// them here. (A partition left in a loop would be fetched every
+	// MaxWaitTime at least; one fetch is allowed for a loop that took the
+	// partition before the claim ended and was slow to send it.)
 	time.Sleep(3 * k.sarama.Consumer.MaxWaitTime)
 	before := fetches()
 	for i := 50; i < 60; i++ {
 		_, _, err := prod.SendMessage(&sarama.ProducerMessage{Topic: topic, Value: sarama.StringEncoder(strconv.Itoa(i))})
 		require.NoError(t, err)
 	}
-	time.Sleep(3 * k.sarama.Consumer.MaxWaitTime)
-	assert.Zero(t, fetches()-before, "fetches with no partition claimed")
+	time.Sleep(6 * k.sarama.Consumer.MaxWaitTime)
+	assert.LessOrEqual(t, fetches()-before, 1, "fetches with no partition claimed")
 }

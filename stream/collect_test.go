@@ -17,10 +17,14 @@ import (
 // contract allows; io.EOF after limit records.
 type busy struct {
 	next, limit int64
+	onPoll      func(next int64) // called before each Poll's record, if set
 }
 
 func (b *busy) Poll(_ context.Context, buf []stream.Record[int]) (int, error) {
 	time.Sleep(time.Millisecond)
+	if b.onPoll != nil {
+		b.onPoll(b.next)
+	}
 	buf[0] = rec(int(b.next), 0, b.next)
 	b.next++
 	if b.next == b.limit {
@@ -43,9 +47,12 @@ func TestIntervalCutsBatchesOfABusySource(t *testing.T) {
 func TestCancelCutsTheBatchOfABusySource(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := stream.NewPipeline(stream.Interval(time.Hour), stream.MaxRecords(0))
-	src := &busy{limit: 2000}
+	src := &busy{limit: 2000, onPoll: func(next int64) {
+		if next == 20 {
+			cancel()
+		}
+	}}
 	c := collect(stream.From(p, src))
-	time.AfterFunc(30*time.Millisecond, cancel)
 	require.NoError(t, p.Run(ctx))
 	assert.Less(t, src.next, int64(2000), "the source was not read to its end")
 	assert.Len(t, c.all(), 1)

@@ -29,7 +29,8 @@
 // second Open of it, by this process or another, fails with ErrInUse
 // instead of writing over the first one's files. The kernel releases the
 // lock of a process that dies, so a restarted process opens the directory
-// at once. Elsewhere than on Unix there is no lock.
+// at once. Elsewhere than on Unix, and on Solaris and AIX (no flock), there
+// is no lock.
 //
 // Numbers are varints; byte strings are a uvarint length and the bytes.
 //
