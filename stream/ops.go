@@ -149,20 +149,33 @@ func TryMap[T, U any](s *Stream[T], f func(T) (U, error)) (ok *Stream[U], failed
 		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
 			o, b := &out.Partitions[i], &badB.Partitions[i]
 			o.ID, b.ID = p.ID, p.ID
-			vals, fails, origins := o.Values, b.Values, good.ownOrigins(i) // local: see reduceInPartitions
+			// Until a value fails, the good values keep their positions
+			// and share their input's origins; from the first failure on,
+			// they get origins of their own.
+			vals, fails := slices.Grow(o.Values, len(p.Values)), b.Values // local: see reduceInPartitions
+			var origins []Origin
+			own := false
 			for j, v := range p.Values {
 				u, err := f(v)
 				if err != nil {
+					if !own {
+						origins = append(good.ownOrigins(i), p.Origins[:min(j, len(p.Origins))]...)
+						own = true
+					}
 					fails = append(fails, Failure[T]{Value: v, Origin: p.Origin(j), Err: err})
 					continue
 				}
 				vals = append(vals, u)
-				if j < len(p.Origins) {
+				if own && j < len(p.Origins) {
 					origins = append(origins, p.Origins[j])
 				}
 			}
 			o.Values, b.Values = vals, fails
-			good.keepOrigins(i, origins)
+			if own {
+				good.keepOrigins(i, origins)
+			} else {
+				o.Origins = p.Origins
+			}
 			return nil
 		})
 		return out, err
