@@ -35,6 +35,7 @@ func Keyed[K comparable, V any](s *Stream[Pair[K, V]]) *Stream[Pair[K, V]] {
 //	out -- (a,1) (a,3) | (b,2) -->        PartitionByKey(in, 2)
 func PartitionByKey[K comparable, V any](s *Stream[Pair[K, V]], n int) *Stream[Pair[K, V]] {
 	hash := hasher[K]()
+	refs := holdsPointers[Pair[K, V]]()
 	var (
 		bufs    buffers[Pair[K, V]]
 		buckets [][][]Pair[K, V] // [input partition][output partition]
@@ -60,7 +61,9 @@ func PartitionByKey[K comparable, V any](s *Stream[Pair[K, V]], n int) *Stream[P
 			}
 			b = b[:parts]
 			for j := range b {
-				clear(b[j])
+				if refs {
+					clear(b[j])
+				}
 				b[j] = b[j][:0]
 			}
 			for _, kv := range p.Values {

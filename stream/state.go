@@ -420,8 +420,7 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 		sp.remove(i)
 	}
 	sp.removed = removed[:0]
-	clear(sp.values)
-	clear(sp.keys)
+	sp.clearScratch()
 }
 
 // readAhead sets homes[i] to the index home of vals[i].Key and reads the
@@ -465,6 +464,17 @@ func (sp *statePart[K, V, S]) newGroup(k K, j, i, at int32) {
 	sp.ents = append(sp.ents, at)
 }
 
+// clearScratch clears the keys and values of the groups just updated, for
+// the garbage collector, unless they hold no pointers.
+func (sp *statePart[K, V, S]) clearScratch() {
+	if holdsPointers[V]() {
+		clear(sp.values)
+	}
+	if holdsPointers[K]() {
+		clear(sp.keys)
+	}
+}
+
 // stamp records that the key at slab position i was updated by batch.
 func (sp *statePart[K, V, S]) stamp(i int32, batch int64) {
 	if sp.ttl {
@@ -501,8 +511,7 @@ func (op *stateOp[K, V, S]) applyGroups(sp *statePart[K, V, S], vals []Pair[K, V
 		}
 		sp.updateKey(op, k, sp.values, batch)
 	}
-	clear(sp.values)
-	clear(sp.keys)
+	sp.clearScratch()
 }
 
 func (sp *statePart[K, V, S]) updateKey(op *stateOp[K, V, S], k K, values []V, batch int64) {

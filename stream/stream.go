@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -202,8 +203,11 @@ func (b *buffers[T]) next(info Info, n int) *Batch[T] {
 		b.parts = parts
 	}
 	b.parts = b.parts[:n]
+	refs := holdsPointers[T]()
 	for i := range b.parts {
-		clear(b.parts[i].Values)
+		if refs {
+			clear(b.parts[i].Values) // for the garbage collector
+		}
 		b.parts[i].Values = b.parts[i].Values[:0]
 		b.parts[i].Origins = nil
 	}
@@ -221,6 +225,30 @@ func (b *buffers[T]) ownOrigins(i int) []Origin { return b.origins[i][:0] }
 func (b *buffers[T]) keepOrigins(i int, o []Origin) {
 	b.origins[i] = o
 	b.parts[i].Origins = o
+}
+
+// holdsPointers reports whether values of T may hold pointers. A reused
+// buffer of values that hold none need not be cleared: clearing it only
+// lets the garbage collector free what the old values pointed to.
+func holdsPointers[T any]() bool { return typeHoldsPointers(reflect.TypeFor[T]()) }
+
+func typeHoldsPointers(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		return false
+	case reflect.Array:
+		return t.Len() > 0 && typeHoldsPointers(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if typeHoldsPointers(t.Field(i).Type) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
 }
 
 // errNoInput is returned by Run when no source was attached.
