@@ -598,13 +598,14 @@ func minus(a, b []int32) []int32 {
 
 // inputStream collects a source's records into a batch.
 type inputStream[T any] struct {
-	src   Source[T]
-	skip  map[sourcePartition]int64 // restored offsets not yet passed
-	wide  bool                      // offsets count across the source's partitions (SourceWideOffsets)
-	buf   []Record[T]
-	parts map[int32]*Partition[T] // buffers of every partition seen, by ID
-	byID  []*Partition[T]         // the same, for IDs below maxDenseID
-	batch Batch[T]
+	src      Source[T]
+	skip     map[sourcePartition]int64 // restored offsets not yet passed
+	wide     bool                      // offsets count across the source's partitions (SourceWideOffsets)
+	buf      []Record[T]
+	parts    map[int32]*inPart[T] // buffers of every partition seen, by ID
+	byID     []*inPart[T]         // the same, for IDs below maxDenseID
+	batch    Batch[T]
+	cutParts []*inPart[T] // the partitions of the batch cut, reused
 	// prevLens are the lengths of the partitions' values in the batch
 	// before, reused.
 	prevLens []partLen
@@ -615,12 +616,45 @@ type partLen struct {
 	n  int
 }
 
+// inPart is a partition being collected, with the offsets of its records,
+// counted as they come rather than read back from their origins once the
+// batch is cut.
+type inPart[T any] struct {
+	Partition[T]
+	offs []Offset // the next offset of every source partition of its records, in the order first seen
+	recs []int    // the records of each
+	last int      // the index in offs of the last record's source partition
+}
+
+// count counts a record of origin o.
+func (p *inPart[T]) count(o *Origin) {
+	k := p.last
+	if k >= len(p.offs) || p.offs[k].Partition != o.Partition || p.offs[k].Source != o.Source {
+		k = slices.IndexFunc(p.offs, func(x Offset) bool { return x.Source == o.Source && x.Partition == o.Partition })
+		if k < 0 {
+			k = len(p.offs)
+			p.offs = append(p.offs, Offset{Source: o.Source, Partition: o.Partition})
+			p.recs = append(p.recs, 0)
+		}
+		p.last = k
+	}
+	p.offs[k].Next = max(p.offs[k].Next, o.Offset+1)
+	p.recs[k]++
+}
+
+// reset empties p for the next batch.
+func (p *inPart[T]) reset() {
+	p.Values, p.Origins = p.Values[:0], p.Origins[:0]
+	clear(p.offs) // their sources' names
+	p.offs, p.recs, p.last = p.offs[:0], p.recs[:0], 0
+}
+
 func (in *inputStream[T]) source() any { return in.src }
 
 func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 	if in.buf == nil {
 		in.buf = make([]Record[T], 4096)
-		in.parts = make(map[int32]*Partition[T])
+		in.parts = make(map[int32]*inPart[T])
 	}
 	// The previous batch's values are overwritten by this one's; those
 	// past its end are cleared once it is collected, so that the garbage
@@ -628,7 +662,7 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 	prev := in.prevLens[:0]
 	for id, p := range in.parts {
 		prev = append(prev, partLen{id, len(p.Values)})
-		p.Values, p.Origins = p.Values[:0], p.Origins[:0]
+		p.reset()
 	}
 	in.prevLens = prev
 	defer func() {
@@ -652,7 +686,7 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 		if k < 0 || k > len(buf) {
 			return n, fmt.Errorf("source returned %d records for a buffer of %d", k, len(buf))
 		}
-		var p *Partition[T]
+		var p *inPart[T]
 		for i := range buf[:k] {
 			r := &buf[i]
 			if id := r.Origin.Partition; p == nil || p.ID != id {
@@ -664,6 +698,7 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 			}
 			p.Values = append(p.Values, r.Value)
 			p.Origins = append(p.Origins, r.Origin)
+			p.count(&r.Origin)
 		}
 		// buf is not cleared: the next Poll overwrites it, and what it
 		// holds meanwhile is at most one buffer of this batch's records.
@@ -687,10 +722,10 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 // small IDs are also kept by ID, to be found without hashing: a source
 // such as a file spreads its records over the partitions in turn, so that
 // every record changes partition.
-func (in *inputStream[T]) partition(id int32) *Partition[T] {
+func (in *inputStream[T]) partition(id int32) *inPart[T] {
 	p := in.parts[id]
 	if p == nil {
-		p = &Partition[T]{ID: id}
+		p = &inPart[T]{Partition: Partition[T]{ID: id}}
 		in.parts[id] = p
 	}
 	if id >= 0 && id < maxDenseID {
@@ -709,24 +744,31 @@ const maxDenseID = 1024
 // holds exactly the assigned partitions: records of partitions lost since
 // they were polled are dropped uncommitted, for their new owner to read.
 func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) ([]Offset, []int) {
-	parts := in.batch.Partitions[:0]
+	cut := in.cutParts[:0]
 	for id, p := range in.parts {
 		if filter && !slices.Contains(assigned, id) || !filter && len(p.Values) == 0 {
 			continue
 		}
-		parts = append(parts, *p)
+		cut = append(cut, p)
 	}
 	if filter {
 		for _, id := range assigned {
 			if in.parts[id] == nil {
-				in.parts[id] = &Partition[T]{ID: id}
-				parts = append(parts, Partition[T]{ID: id})
+				p := &inPart[T]{Partition: Partition[T]{ID: id}}
+				in.parts[id] = p
+				cut = append(cut, p)
 			}
 		}
 	}
-	slices.SortFunc(parts, func(a, b Partition[T]) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(cut, func(a, b *inPart[T]) int { return cmp.Compare(a.ID, b.ID) })
+	parts := in.batch.Partitions[:0]
+	for _, p := range cut {
+		parts = append(parts, p.Partition)
+	}
 	in.batch = Batch[T]{Info: info, Partitions: parts}
-	offsets, records := batchOffsets(parts)
+	offsets, records := batchOffsets(cut)
+	clear(cut)
+	in.cutParts = cut[:0]
 	if len(in.skip) > 0 {
 		in.dropSkipped()
 	}
@@ -804,26 +846,24 @@ func (in *inputStream[T]) dropSkipped() {
 	}
 }
 
-// batchOffsets returns the next offset of every source partition in parts,
-// and how many records of each parts holds.
-func batchOffsets[T any](parts []Partition[T]) ([]Offset, []int) {
+// batchOffsets returns the next offset of every source partition of the
+// records of parts, in the order first seen, partition by partition, and
+// how many records of each parts holds.
+func batchOffsets[T any](parts []*inPart[T]) ([]Offset, []int) {
 	var (
 		offsets []Offset
 		records []int
 	)
-	last := -1
-	for i := range parts {
-		for _, o := range parts[i].Origins {
-			if last < 0 || offsets[last].Source != o.Source || offsets[last].Partition != o.Partition {
-				last = slices.IndexFunc(offsets, func(x Offset) bool { return x.Source == o.Source && x.Partition == o.Partition })
-				if last < 0 {
-					offsets = append(offsets, Offset{Source: o.Source, Partition: o.Partition})
-					records = append(records, 0)
-					last = len(offsets) - 1
-				}
+	for _, p := range parts {
+		for k, o := range p.offs {
+			i := slices.IndexFunc(offsets, func(x Offset) bool { return x.Source == o.Source && x.Partition == o.Partition })
+			if i < 0 {
+				offsets = append(offsets, o)
+				records = append(records, p.recs[k])
+				continue
 			}
-			offsets[last].Next = max(offsets[last].Next, o.Offset+1)
-			records[last]++
+			offsets[i].Next = max(offsets[i].Next, o.Next)
+			records[i] += p.recs[k]
 		}
 	}
 	return offsets, records
