@@ -157,6 +157,17 @@ func hasher[K comparable]() func(K) uint64 {
 	return func(k K) uint64 { return maphash.Comparable(processSeed, k) }
 }
 
+// wordKey reports that K is a 64-bit integer type, named or not, which
+// hasher hashes as mix64 of its bits.
+func wordKey[K comparable]() bool {
+	var zero K
+	switch reflect.TypeFor[K]().Kind() {
+	case reflect.Int, reflect.Int64, reflect.Uint, reflect.Uint64, reflect.Uintptr:
+		return unsafe.Sizeof(zero) == 8
+	}
+	return false
+}
+
 // processSeed seeds the hash of the keys that have no fixed one.
 var processSeed = maphash.MakeSeed()
 

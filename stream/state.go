@@ -429,11 +429,21 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 // index being far larger than the caches.
 func (sp *statePart[K, V, S]) readAhead(vals []Pair[K, V], homes *[lookAhead]int) {
 	x := &sp.index
+	mask := uint64(len(x.entries) - 1)
+	if x.word {
+		for i := range vals {
+			homes[i] = int(mix64(*(*uint64)(unsafe.Pointer(&vals[i].Key))) & mask)
+		}
+	} else {
+		for i := range vals {
+			homes[i] = int(x.hash(vals[i].Key) & mask)
+		}
+	}
+	// The reads apart from the hashing, so that all of them are under way
+	// at once.
 	var touch int32
 	for i := range vals {
-		h := x.home(vals[i].Key)
-		homes[i] = h
-		touch ^= x.entries[h].pos
+		touch ^= x.entries[homes[i]].pos
 	}
 	sp.touched ^= touch // kept, so that the reads are not optimized away
 }
