@@ -27,8 +27,17 @@ type keyEntry[K comparable] struct {
 
 const minIndexSize = 8
 
+// newKeyIndex returns an empty index of keys hashed by hash.
 func newKeyIndex[K comparable](hash func(K) uint64) keyIndex[K] {
-	return keyIndex[K]{hash: hash, entries: make([]keyEntry[K], minIndexSize), word: wordKey[K]()}
+	return keyIndex[K]{hash: hash, entries: make([]keyEntry[K], minIndexSize)}
+}
+
+// newHasherIndex returns an empty index of keys hashed by hasher, inline
+// for 64-bit integers.
+func newHasherIndex[K comparable]() keyIndex[K] {
+	x := newKeyIndex(hasher[K]())
+	x.word = wordKey[K]()
+	return x
 }
 
 // home returns where k's probe starts.

@@ -13,13 +13,15 @@ import (
 // probes run long and wrap around the table's end and removals move many
 // entries back.
 func TestKeyIndexMatchesAMap(t *testing.T) {
-	for name, hash := range map[string]func(int64) uint64{
-		"hasher":     hasher[int64](),
-		"collisions": func(k int64) uint64 { return uint64(k%5) * 0x9E3779B97F4A7C15 },
+	for name, index := range map[string]func() keyIndex[int64]{
+		"hasher": newHasherIndex[int64], // hashed inline
+		"collisions": func() keyIndex[int64] {
+			return newKeyIndex(func(k int64) uint64 { return uint64(k%5) * 0x9E3779B97F4A7C15 })
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(7, 8))
-			x := newKeyIndex(hash)
+			x := index()
 			model := map[int64]int32{}
 			for step := range 20000 {
 				k := int64(rng.IntN(300))
@@ -80,4 +82,25 @@ func TestKeyIndexReserve(t *testing.T) {
 	assert.Equal(t, int32(0), got)
 	x.reserve(10)
 	assert.Equal(t, size, len(x.entries), "never shrinks")
+}
+
+type userID int64
+
+// The inline hash of 64-bit integer keys is hasher's, named types too: the
+// state's index and the shuffle agree on where a key goes.
+func TestInlineHashIsHashers(t *testing.T) {
+	values := []uint64{0, 1, 42, 1 << 40, 1<<63 + 5, ^uint64(0)}
+	check := func(name string, word bool, inline, hashed func(v uint64) uint64) {
+		assert.True(t, word, "%s: hashed inline", name)
+		for _, v := range values {
+			assert.Equal(t, hashed(v), inline(v), "%s %d", name, v)
+		}
+	}
+	i64, i, u64, u := newHasherIndex[int64](), newHasherIndex[int](), newHasherIndex[uint64](), newHasherIndex[userID]()
+	check("int64", i64.word, func(v uint64) uint64 { return i64.hashOf(int64(v)) }, func(v uint64) uint64 { return hasher[int64]()(int64(v)) })
+	check("int", i.word, func(v uint64) uint64 { return i.hashOf(int(v)) }, func(v uint64) uint64 { return hasher[int]()(int(v)) })
+	check("uint64", u64.word, func(v uint64) uint64 { return u64.hashOf(v) }, func(v uint64) uint64 { return hasher[uint64]()(v) })
+	check("userID", u.word, func(v uint64) uint64 { return u.hashOf(userID(v)) }, func(v uint64) uint64 { return hasher[userID]()(userID(v)) })
+	assert.False(t, newHasherIndex[int32]().word, "not a 64-bit key")
+	assert.False(t, newHasherIndex[string]().word)
 }

@@ -209,7 +209,7 @@ type statePart[K comparable, V, S any] struct {
 // goroutine.
 func (op *stateOp[K, V, S]) newPart(id int32) *statePart[K, V, S] {
 	sp := &statePart[K, V, S]{
-		index:   newKeyIndex(op.hash),
+		index:   newHasherIndex[K](), // hashed as op.hash is
 		group:   make(map[K]int32),
 		ttl:     op.cfg.ttlBatches > 0 || op.cfg.ttl > 0,
 		durable: op.durable,
