@@ -11,13 +11,13 @@ import (
 // one that does not.
 func TestHoldsPointers(t *testing.T) {
 	type flat struct {
-		a int64
-		b [2]float64
-		c bool
+		A int64
+		B [2]float64
+		C bool
 	}
 	type nested struct {
-		f flat
-		s string
+		F flat
+		S string
 	}
 	assert.False(t, holdsPointers[int64]())
 	assert.False(t, holdsPointers[Pair[int64, int64]]())
