@@ -10,12 +10,19 @@ import (
 	"github.com/sluicehq/sluice/stream"
 )
 
+// plus is the reduction of the window tests.
+func plus(a, b int) int { return a + b }
+
+// windowInverses are ReduceByKeyAndWindow's two ways, with the inverse of plus.
+var windowInverses = map[string]func(int, int) int{
+	"recompute": nil,
+	"inverse":   func(a, b int) int { return a - b },
+}
+
 // A partition an Assigner source loses takes its windowed values with it:
 // the windows of the batches after the loss hold none of its keys.
 func TestWindowDropsLostPartition(t *testing.T) {
-	add := func(a, b int) int { return a + b }
-	sub := func(a, b int) int { return a - b }
-	for name, inv := range map[string]func(int, int) int{"recompute": nil, "inverse": sub} {
+	for name, inv := range windowInverses {
 		t.Run(name, func(t *testing.T) {
 			src := &assigning{
 				scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
@@ -26,7 +33,7 @@ func TestWindowDropsLostPartition(t *testing.T) {
 				plan: [][]int32{{0, 1}, {0}, {0}},
 			}
 			p := stream.NewPipeline(stream.Interval(2 * time.Millisecond))
-			c := collect(stream.ReduceByKeyAndWindow(stream.Keyed(stream.From(p, src)), add, inv, 3, 1))
+			c := collect(stream.ReduceByKeyAndWindow(stream.Keyed(stream.From(p, src)), plus, inv, 3, 1))
 			run(t, p)
 			got := c.all()
 			require.Len(t, got, 3)
@@ -41,9 +48,7 @@ func TestWindowDropsLostPartition(t *testing.T) {
 // offset; the batches not committed before it was lost (CommitInterval)
 // must not stay in the window, or their records count twice.
 func TestWindowOfRegainedPartitionCountsRecordsOnce(t *testing.T) {
-	add := func(a, b int) int { return a + b }
-	sub := func(a, b int) int { return a - b }
-	for name, inv := range map[string]func(int, int) int{"recompute": nil, "inverse": sub} {
+	for name, inv := range windowInverses {
 		t.Run(name, func(t *testing.T) {
 			src := &assigning{
 				scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
@@ -55,7 +60,7 @@ func TestWindowOfRegainedPartitionCountsRecordsOnce(t *testing.T) {
 				plan: [][]int32{{0}, {0}, {}, {0}},
 			}
 			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.CommitInterval(time.Hour))
-			c := collect(stream.ReduceByKeyAndWindow(stream.Keyed(stream.From(p, src)), add, inv, 4, 1))
+			c := collect(stream.ReduceByKeyAndWindow(stream.Keyed(stream.From(p, src)), plus, inv, 4, 1))
 			run(t, p)
 			got := c.all()
 			require.Len(t, got, 4)
@@ -69,7 +74,6 @@ func TestWindowOfRegainedPartitionCountsRecordsOnce(t *testing.T) {
 // A window of keys placed by hash holds no source partition of its own:
 // a lost source partition drops none of its values.
 func TestHashedWindowKeepsValuesOnRebalance(t *testing.T) {
-	add := func(a, b int) int { return a + b }
 	var chunk []stream.Record[stream.Pair[int, int]]
 	for k := range 20 {
 		chunk = append(chunk, pair1(k, 0, int64(k)))
@@ -79,7 +83,7 @@ func TestHashedWindowKeepsValuesOnRebalance(t *testing.T) {
 		plan:     [][]int32{{0, 1, 2, 3}, {0}},
 	}
 	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.Parallelism(4))
-	c := collect(stream.ReduceByKeyAndWindow(stream.From(p, src), add, func(a, b int) int { return a - b }, 2, 1))
+	c := collect(stream.ReduceByKeyAndWindow(stream.From(p, src), plus, windowInverses["inverse"], 2, 1))
 	run(t, p)
 	got := c.all()
 	require.Len(t, got, 2)

@@ -38,6 +38,22 @@ func changes(batch int64, value string, next int64) *stream.Changes {
 	}
 }
 
+// oneCommittedOneAborted restores k, empty, then checkpoints "one" at
+// offset 10 in a transaction that commits, and "aborted" at 20 in one that
+// aborts.
+func oneCommittedOneAborted(t *testing.T, k *changelog.Kafka, tx *txn.Producer) {
+	t.Helper()
+	ctx := context.Background()
+	s, _ := restore(t, k, nil)
+	require.Empty(t, s)
+	require.NoError(t, tx.Begin(ctx))
+	require.NoError(t, k.Checkpoint(ctx, changes(1, "one", 10)))
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, tx.Begin(ctx))
+	require.NoError(t, k.Checkpoint(ctx, changes(2, "aborted", 20)))
+	require.NoError(t, tx.Abort(ctx))
+}
+
 // In a transaction, a checkpoint counts only once the transaction
 // commits: an aborted one, and one left open by a process that died,
 // are in the topic but not restored, and the producer that left one open
@@ -47,16 +63,7 @@ func TestTransactionalCheckpoints(t *testing.T) {
 	ctx := context.Background()
 	const topic, id = "txn-state", "txn-test"
 	k, tx := newTxnStore(t, b, topic, id)
-	s, _ := restore(t, k, nil)
-	require.Empty(t, s)
-
-	require.NoError(t, tx.Begin(ctx))
-	require.NoError(t, k.Checkpoint(ctx, changes(1, "one", 10)))
-	require.NoError(t, tx.Commit(ctx))
-
-	require.NoError(t, tx.Begin(ctx))
-	require.NoError(t, k.Checkpoint(ctx, changes(2, "aborted", 20)))
-	require.NoError(t, tx.Abort(ctx))
+	oneCommittedOneAborted(t, k, tx)
 	err := k.Checkpoint(ctx, changes(3, "x", 30))
 	require.ErrorIs(t, err, changelog.ErrNotRestored, "after an abort the store must restore again")
 
@@ -103,14 +110,7 @@ func TestRestoreWithoutATransactionSkipsAbortedOnes(t *testing.T) {
 	ctx := context.Background()
 	const topic = "txn-state"
 	k, tx := newTxnStore(t, b, topic, "txn-test")
-	s, _ := restore(t, k, nil)
-	require.Empty(t, s)
-	require.NoError(t, tx.Begin(ctx))
-	require.NoError(t, k.Checkpoint(ctx, changes(1, "one", 10)))
-	require.NoError(t, tx.Commit(ctx))
-	require.NoError(t, tx.Begin(ctx))
-	require.NoError(t, k.Checkpoint(ctx, changes(2, "aborted", 20)))
-	require.NoError(t, tx.Abort(ctx))
+	oneCommittedOneAborted(t, k, tx)
 
 	plain, err := changelog.NewKafka(changelog.Config{Brokers: b.Addrs(), Topic: topic, Partitions: 2, RestoreTimeout: 10 * time.Second})
 	require.NoError(t, err)
