@@ -11,7 +11,9 @@ import (
 // when a Kafka topic's producers partition by the same key: keyed operators
 // downstream then work within partitions and move nothing. The partition
 // IDs stay the source's, so keyed state lives with the partition that owns
-// the key.
+// the key. A stream an operator has already placed by key (PartitionByKey,
+// ReduceByKey, UpdateStateByKey) stays placed as it is, by a hash of the
+// key if so.
 //
 // Keyed is an assertion, not a check: if it is false, ReduceByKey and
 // UpdateStateByKey see a key in several partitions and keep one result per
@@ -20,6 +22,9 @@ func Keyed[K comparable, V any](s *Stream[Pair[K, V]]) *Stream[Pair[K, V]] {
 	out := derive(s, "keyed", s.batch)
 	out.keyed = true
 	out.hashParts = 0 // the source's partitions
+	if s.keyed {
+		out.hashParts = s.hashParts // placed already, maybe by a hash
+	}
 	return out
 }
 

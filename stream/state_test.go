@@ -697,3 +697,36 @@ func TestTTLKeepsStateRestoredAfterBatchesTheStateSkipped(t *testing.T) {
 	assert.Equal(t, map[int]int{0: 2, 100: 1, 101: 1}, stateMap(got[1]), "batch 7 restores partition 1: its keys are there")
 	assert.Len(t, store.entries, 3, "the store still holds partition 1's keys after the batch that restored them")
 }
+
+// Keyed on a stream that ReduceByKey already placed by a hash of the key
+// leaves it placed by hash: a restart under another parallelism does not
+// put one key in two partitions of the state.
+func TestKeyedOfAHashedStreamRestoresByHash(t *testing.T) {
+	store := newMemStore()
+	want := map[int]int{}
+	for seg, par := range []int{2, 3} {
+		var vals []stream.Pair[int, int]
+		for k := range 40 {
+			vals = append(vals, stream.KV(k, 1))
+			want[k]++
+		}
+		p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(len(vals)), stream.Parallelism(par), stream.WithStore(store))
+		in := stream.From(p, source.NewSlice(fmt.Sprintf("seg%d", seg), vals, 2))
+		reduced := stream.Keyed(stream.ReduceByKey(in, func(a, b int) int { return a + b }))
+		c := collect(stream.UpdateStateByKey(reduced, sum).Named("st"))
+		run(t, p)
+		got := c.all()
+		require.NotEmpty(t, got)
+		last := got[len(got)-1]
+		seen := map[int]int32{}
+		for _, part := range last.Partitions {
+			for _, kv := range part.Values {
+				if was, dup := seen[kv.Key]; dup {
+					t.Errorf("segment %d: key %d in partitions %d and %d", seg, kv.Key, was, part.ID)
+				}
+				seen[kv.Key] = part.ID
+			}
+		}
+		assert.Equal(t, want, stateMap(last), "segment %d", seg)
+	}
+}

@@ -29,7 +29,7 @@ func Example() {
 		return
 	}
 	err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP sluice_batches_total Batches processed and committed.
+# HELP sluice_batches_total Batches processed: their outputs ran (with CommitInterval, a later batch may commit them).
 # TYPE sluice_batches_total counter
 sluice_batches_total 3
 # HELP sluice_records_total Records read, by source partition.

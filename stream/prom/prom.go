@@ -14,7 +14,7 @@
 //
 // With the default namespace "sluice":
 //
-//	sluice_batches_total                          batches committed
+//	sluice_batches_total                          batches processed (committed then or, with CommitInterval, by a later batch)
 //	sluice_records_total{source,partition}        records read, by source partition
 //	sluice_batch_records                          histogram of records per batch
 //	sluice_batch_processing_seconds               histogram of cut-to-commit time
@@ -133,7 +133,7 @@ func New(opts ...Option) *Metrics {
 		m.all = append(m.all, x)
 		return x
 	}
-	m.batches = counter("batches_total", "Batches processed and committed.")
+	m.batches = counter("batches_total", "Batches processed: their outputs ran (with CommitInterval, a later batch may commit them).")
 	m.records = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: c.namespace, Name: "records_total",
 		Help: "Records read, by source partition.", ConstLabels: c.labels}, []string{"source", "partition"})
 	m.all = append(m.all, m.records)
