@@ -86,6 +86,10 @@ type Kafka struct {
 	sarama *sarama.Config
 	log    *slog.Logger
 
+	// connecting is held while the client is made, without mu, so that
+	// Latest does not wait for the brokers and Sync gives up with its ctx.
+	connecting chan struct{}
+
 	mu       sync.Mutex
 	client   sarama.Client
 	producer sarama.SyncProducer
@@ -116,6 +120,9 @@ func New(cfg Config) (*Kafka, error) {
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Consumer.MaxWaitTime = 100 * time.Millisecond // Sync waits for fetches
 	sc.Metadata.AllowAutoTopicCreation = false
+	// Every record goes to partition 0, the one Run reads, however many
+	// partitions a topic made by someone else has.
+	sc.Producer.Partitioner = sarama.NewManualPartitioner
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -123,16 +130,22 @@ func New(cfg Config) (*Kafka, error) {
 	return &Kafka{
 		cfg: cfg, sarama: sc, log: log.With("exchange", cfg.Topic),
 		latest: map[int32]Partial{}, moved: make(chan struct{}),
+		connecting: make(chan struct{}, 1),
 	}, nil
 }
 
 // Run reads the exchange topic from its start, keeping the latest value of
 // every partition, until ctx is done; it creates the topic if it is
 // missing. It blocks, and returns nil when ctx is done, or the error that
-// stopped it from reading.
+// stopped it from reading. A connection to the brokers still being made
+// when ctx is done (sarama's cannot be interrupted) goes on without Run,
+// until it succeeds or sarama gives up; Close waits for it.
 func (x *Kafka) Run(ctx context.Context) error {
 	client, err := x.connect(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	consumer, err := sarama.NewConsumerFromClient(client)
@@ -182,9 +195,7 @@ func (x *Kafka) Publish(ctx context.Context, partials []Partial) error {
 	if len(partials) == 0 {
 		return nil
 	}
-	x.mu.Lock()
 	producer, err := x.getProducer(ctx)
-	x.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -210,9 +221,7 @@ func (x *Kafka) Publish(ctx context.Context, partials []Partial) error {
 // by Run, or ctx is done. It returns ctx's error then: Latest still
 // returns what was read.
 func (x *Kafka) Sync(ctx context.Context) error {
-	x.mu.Lock()
 	client, err := x.getClient(ctx)
-	x.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -260,29 +269,67 @@ func (x *Kafka) Skipped() int64 {
 // returned. It is safe to call twice.
 func (x *Kafka) Close() error {
 	x.mu.Lock()
-	defer x.mu.Unlock()
 	if x.closed {
+		x.mu.Unlock()
 		return nil
 	}
 	x.closed = true
+	x.mu.Unlock()
+	// A client being made is closed by its maker, which sees closed.
+	x.connecting <- struct{}{}
+	defer func() { <-x.connecting }()
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	return kafkaconf.CloseAll("exchange "+x.cfg.Topic, x.producer, x.client)
 }
 
-// connect returns the client, connected and with the topic made.
+// connect returns the client, connected and with the topic made, or
+// ctx's error once ctx is done: sarama's client cannot be interrupted, so
+// the client is then made without waiting for it.
 func (x *Kafka) connect(ctx context.Context) (sarama.Client, error) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return x.getClient(ctx)
+	type result struct {
+		c   sarama.Client
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := x.getClient(context.WithoutCancel(ctx))
+		done <- result{c, err}
+	}()
+	select {
+	case r := <-done:
+		return r.c, r.err
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
 }
 
 // getClient returns the client, creating it and the topic the first
-// time. x.mu is held.
+// time. x.mu is not held.
 func (x *Kafka) getClient(ctx context.Context) (sarama.Client, error) {
-	if x.closed {
+	x.mu.Lock()
+	closed, c := x.closed, x.client
+	x.mu.Unlock()
+	if closed {
 		return nil, fmt.Errorf("exchange %s: %w", x.cfg.Topic, ErrClosed)
 	}
-	if x.client != nil {
-		return x.client, nil
+	if c != nil {
+		return c, nil
+	}
+	select {
+	case x.connecting <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("exchange %s: connect to %v: %w", x.cfg.Topic, x.cfg.Brokers, context.Cause(ctx))
+	}
+	defer func() { <-x.connecting }()
+	x.mu.Lock()
+	closed, c = x.closed, x.client
+	x.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("exchange %s: %w", x.cfg.Topic, ErrClosed)
+	}
+	if c != nil {
+		return c, nil
 	}
 	c, err := sarama.NewClient(x.cfg.Brokers, x.sarama)
 	if err != nil {
@@ -292,6 +339,12 @@ func (x *Kafka) getClient(ctx context.Context) (sarama.Client, error) {
 		c.Close()
 		return nil, err
 	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		c.Close()
+		return nil, fmt.Errorf("exchange %s: %w", x.cfg.Topic, ErrClosed)
+	}
 	x.client = c
 	return c, nil
 }
@@ -300,6 +353,11 @@ func (x *Kafka) getProducer(ctx context.Context) (sarama.SyncProducer, error) {
 	c, err := x.getClient(ctx)
 	if err != nil {
 		return nil, err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return nil, fmt.Errorf("exchange %s: %w", x.cfg.Topic, ErrClosed)
 	}
 	if x.producer == nil {
 		p, err := sarama.NewSyncProducerFromClient(c)

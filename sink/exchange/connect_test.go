@@ -1,0 +1,105 @@
+package exchange
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/internal/kafkatest"
+)
+
+// A digest topic that exists already with several partitions (made by an
+// operator, or by a broker's auto-creation) loses no partial: they all go
+// to partition 0, which Run reads.
+func TestExistingTopicWithSeveralPartitions(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"digests": 3}})
+	require.NoError(t, err)
+	defer b.Close()
+	x := newExchange(t, b, "x")
+	ctx := context.Background()
+	var ps []Partial
+	want := map[int32]string{}
+	for i := range int32(8) {
+		ps = append(ps, Partial{Partition: i, Value: []byte("v")})
+		want[i] = "x:v"
+	}
+	require.NoError(t, x.Publish(ctx, ps))
+	assert.Equal(t, want, values(synced(t, x)), "partials published must be read (high watermarks %v)", b.HighWatermarks("digests"))
+}
+
+// silent accepts connections and never answers: a broker that hangs.
+func silent(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().String()
+}
+
+// Sync honours its context even while Run is connecting to a broker that
+// does not answer.
+func TestSyncGivesUpWhileRunConnects(t *testing.T) {
+	sc := sarama.NewConfig()
+	sc.Net.ReadTimeout = 3 * time.Second // sarama's default is 30s, with 3 retries
+	sc.Metadata.Retry.Max = 0
+	x, err := New(Config{Brokers: []string{silent(t)}, Topic: "digests", Sarama: sc})
+	require.NoError(t, err)
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- x.Run(runCtx) }()
+	time.Sleep(100 * time.Millisecond) // Run is connecting
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	synced := make(chan error, 1)
+	go func() { synced <- x.Sync(ctx) }()
+	select {
+	case err := <-synced:
+		assert.Error(t, err)
+	case <-time.After(time.Second):
+		t.Errorf("Sync with a 200ms context still blocked after %v", time.Since(start))
+		<-synced
+	}
+	latest := make(chan struct{})
+	go func() { x.Latest(); close(latest) }()
+	select {
+	case <-latest:
+	case <-time.After(time.Second):
+		t.Errorf("Latest blocked while Run connects")
+		<-latest
+	}
+
+	stop()
+	select {
+	case err := <-done:
+		assert.NoError(t, err)
+	case <-time.After(time.Second):
+		t.Errorf("Run did not return within 1s of its context's end")
+		<-done // let everything end, so that the leak check passes
+	}
+	x.Close()
+}
