@@ -2,7 +2,9 @@ package exchange
 
 import (
 	"context"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +22,10 @@ func TestExistingTopicWithSeveralPartitions(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"digests": 3}})
 	require.NoError(t, err)
 	defer b.Close()
-	x := newExchange(t, b, "x")
+	var logs strings.Builder
+	x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "x", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	running(t, x)
 	ctx := context.Background()
 	var ps []Partial
 	want := map[int32]string{}
@@ -30,6 +35,7 @@ func TestExistingTopicWithSeveralPartitions(t *testing.T) {
 	}
 	require.NoError(t, x.Publish(ctx, ps))
 	assert.Equal(t, want, values(synced(t, x)), "partials published must be read (high watermarks %v)", b.HighWatermarks("digests"))
+	assert.Contains(t, logs.String(), `level=WARN msg="exchange topic has several partitions: the partials use partition 0 alone" exchange=digests partitions=3`)
 }
 
 // silent accepts connections and never answers: a broker that hangs.

@@ -389,6 +389,8 @@ func (x *Kafka) ensureTopic(ctx context.Context, c sarama.Client) error {
 		if created {
 			x.log.Info("exchange topic created")
 		}
+	} else if ps, err := c.Partitions(x.cfg.Topic); err == nil && len(ps) > 1 {
+		x.log.Warn("exchange topic has several partitions: the partials use partition 0 alone", "partitions", len(ps))
 	}
 	err = kafkaconf.Await(ctx, func() error {
 		if err := c.RefreshMetadata(x.cfg.Topic); err != nil {
