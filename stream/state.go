@@ -117,6 +117,7 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], update func
 	op := &stateOp[K, V, S]{
 		cfg: cfg, in: s, update: update, parts: make(map[int32]*statePart[K, V, S]),
 		keyCodec: CodecFor[K](), stateCodec: CodecFor[S](), hashParts: s.hashParts, hash: hasher[K](),
+		scratchRefs: holdsPointers[K]() || holdsPointers[V](),
 	}
 	if cfg.keyCodec != nil || cfg.stateCodec != nil {
 		kc, ok1 := cfg.keyCodec.(Codec[K])
@@ -156,7 +157,10 @@ type stateOp[K comparable, V, S any] struct {
 	stateCodec Codec[S]
 	hashParts  int // keys are placed by hash over this many partitions (-1: Parallelism), or 0
 	hash       func(K) uint64
-	checkpoint int64 // batch of the last checkpoint
+	// scratchRefs says keys or values may hold pointers, so that the
+	// partitions' scratch is cleared after use.
+	scratchRefs bool
+	checkpoint  int64 // batch of the last checkpoint
 	// restoring is the batch that the restore in progress comes before:
 	// a TTL counts the keys it restores from there.
 	restoring int64
@@ -202,6 +206,7 @@ type statePart[K comparable, V, S any] struct {
 	ents    []int32 // index entry of each group's key, or -1
 	removed []int32
 	values  []V
+	refs    bool  // keys or values may hold pointers: the scratch is cleared after use
 	touched int32 // see readAhead
 }
 
@@ -213,6 +218,7 @@ func (op *stateOp[K, V, S]) newPart(id int32) *statePart[K, V, S] {
 		group:   make(map[K]int32),
 		ttl:     op.cfg.ttlBatches > 0 || op.cfg.ttl > 0,
 		durable: op.durable,
+		refs:    op.scratchRefs,
 	}
 	if op.observe != nil {
 		sp.obs = op.observe(id)
@@ -477,10 +483,8 @@ func (sp *statePart[K, V, S]) newGroup(k K, j, i, at int32) {
 // clearScratch clears the keys and values of the groups just updated, for
 // the garbage collector, unless they hold no pointers.
 func (sp *statePart[K, V, S]) clearScratch() {
-	if holdsPointers[V]() {
+	if sp.refs {
 		clear(sp.values)
-	}
-	if holdsPointers[K]() {
 		clear(sp.keys)
 	}
 }

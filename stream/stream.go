@@ -191,6 +191,8 @@ type buffers[T any] struct {
 	parts   []Partition[T]
 	origins [][]Origin // owned origin buffers, by partition index
 	batch   Batch[T]
+	typed   bool // refs is known
+	refs    bool // values of T may hold pointers: buffers are cleared for reuse
 }
 
 // next returns a batch with n partitions whose value slices are empty but
@@ -203,9 +205,11 @@ func (b *buffers[T]) next(info Info, n int) *Batch[T] {
 		b.parts = parts
 	}
 	b.parts = b.parts[:n]
-	refs := holdsPointers[T]()
+	if !b.typed { // looked at once, not every batch
+		b.refs, b.typed = holdsPointers[T](), true
+	}
 	for i := range b.parts {
-		if refs {
+		if b.refs {
 			clear(b.parts[i].Values) // for the garbage collector
 		}
 		b.parts[i].Values = b.parts[i].Values[:0]
