@@ -279,12 +279,9 @@ func Discard(dir string) error {
 	return discard(dir)
 }
 
-// discard removes every checkpoint file in dir.
+// discard removes every checkpoint file in dir, which exists.
 func discard(dir string) error {
 	names, err := checkpointFiles(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
 	if err != nil {
 		return err
 	}
