@@ -21,11 +21,15 @@ type keyIndex[K comparable] struct {
 
 type keyEntry[K comparable] struct {
 	key  K
-	pos  int32 // slab position + 1; 0: the entry is empty
+	pos  int32 // slab position + 1; 0: the entry is empty; pendingPos: not in the slab yet
 	mark int32 // 1 + the key's group in the batch being grouped, or 0
 }
 
 const minIndexSize = 8
+
+// pendingPos is the pos of the entry of a key entered while a batch is
+// grouped, before the update gives it a slab position.
+const pendingPos = -1
 
 // newKeyIndex returns an empty index of keys hashed by hash.
 func newKeyIndex[K comparable](hash func(K) uint64) keyIndex[K] {
@@ -71,6 +75,24 @@ func (x *keyIndex[K]) findFrom(home int, k K) int {
 	}
 }
 
+// slot returns the table position of k's entry and true, or, with false,
+// the empty position where k's probe from home ends: where k would go.
+func (x *keyIndex[K]) slot(home int, k K) (int, bool) {
+	mask := len(x.entries) - 1
+	for i := home; ; i = (i + 1) & mask {
+		e := &x.entries[i]
+		if e.pos == 0 {
+			return i, false
+		}
+		if e.key == k {
+			return i, true
+		}
+	}
+}
+
+// full reports whether one more key would grow the table.
+func (x *keyIndex[K]) full() bool { return (x.n+1)*4 > len(x.entries)*3 }
+
 // get returns k's slab position.
 func (x *keyIndex[K]) get(k K) (int32, bool) {
 	if i := x.find(k); i >= 0 {
@@ -81,7 +103,7 @@ func (x *keyIndex[K]) get(k K) (int32, bool) {
 
 // set records k at slab position pos, adding k if it is not there.
 func (x *keyIndex[K]) set(k K, pos int32) {
-	if (x.n+1)*4 > len(x.entries)*3 {
+	if x.full() {
 		x.grow()
 	}
 	mask := len(x.entries) - 1

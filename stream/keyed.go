@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"reflect"
+	"slices"
 	"unsafe"
 )
 
@@ -65,11 +66,14 @@ func PartitionByKey[K comparable, V any](s *Stream[Pair[K, V]], n int) *Stream[P
 				b = append(b, nil)
 			}
 			b = b[:parts]
+			// Room for a bucket's share at once: append alone would
+			// grow a large bucket a quarter at a time.
+			share := len(p.Values)/parts + len(p.Values)/(8*parts) + 16
 			for j := range b {
 				if refs {
 					clear(b[j])
 				}
-				b[j] = b[j][:0]
+				b[j] = slices.Grow(b[j][:0], share)
 			}
 			for _, kv := range p.Values {
 				j := bucketOf(hash(kv.Key), parts)
@@ -85,7 +89,11 @@ func PartitionByKey[K comparable, V any](s *Stream[Pair[K, V]], n int) *Stream[P
 		err = bc.parallel(parts, func(j int) error {
 			o := &ob.Partitions[j]
 			o.ID = int32(j)
-			vals := o.Values
+			n := 0
+			for i := range in.Partitions {
+				n += len(buckets[i][j])
+			}
+			vals := slices.Grow(o.Values, n)
 			for i := range in.Partitions {
 				vals = append(vals, buckets[i][j]...)
 			}

@@ -642,6 +642,19 @@ func (p *inPart[T]) count(o *Origin) {
 	p.recs[k]++
 }
 
+// grow doubles the room of p's buffers. append alone grows a large slice
+// by about a quarter at a time, so that filling the first batch's buffers
+// copied them about four times over (origins hold pointers: copied with
+// the garbage collector's write barriers while it runs).
+func (p *inPart[T]) grow() {
+	n := max(len(p.Values), minPartGrowth)
+	p.Values = slices.Grow(p.Values, n)
+	p.Origins = slices.Grow(p.Origins, n)
+}
+
+// minPartGrowth is the least room an input partition's buffers grow by.
+const minPartGrowth = 1024
+
 // reset empties p for the next batch.
 func (p *inPart[T]) reset() {
 	p.Values, p.Origins = p.Values[:0], p.Origins[:0]
@@ -695,6 +708,9 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 				} else {
 					p = in.partition(id)
 				}
+			}
+			if len(p.Values) == cap(p.Values) {
+				p.grow()
 			}
 			p.Values = append(p.Values, r.Value)
 			p.Origins = append(p.Origins, r.Origin)

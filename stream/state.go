@@ -197,14 +197,15 @@ type statePart[K comparable, V, S any] struct {
 	obs     StateObserver[K, S] // told of every change, or nil
 
 	// scratch for grouping a batch's values by key, reused
-	group   map[K]int32 // group of each key not in the state (of every key, with UpdateAll)
+	group   map[K]int32 // group of every key, with UpdateAll
 	keys    []K
 	first   []int32
 	last    []int32
 	next    []int32
 	pos     []int32 // slab position of each group's key, or -1
-	ents    []int32 // index entry of each group's key, or -1
+	ents    []int32 // index entry of each group's key
 	removed []int32
+	dropped []K // new keys the update did not keep
 	values  []V
 	refs    bool  // keys or values may hold pointers: the scratch is cleared after use
 	touched int32 // see readAhead
@@ -342,19 +343,19 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 		return
 	}
 	// Group values by key without a slice per key (chained positions),
-	// and find each key in the state in the same lookup: a key already
-	// in the state is grouped by the mark of its index entry, only a new
-	// one by the group map. One lookup per record. The index does not
-	// change until the marks are cleared, so its entries stay put.
+	// and find each key in the state in the same lookup: a key is grouped
+	// by the mark of its index entry. A key not in the state is entered in
+	// the index as it is first seen, pending (no slab position yet), so
+	// that its next values find it, and so that the update that gives it
+	// one does not look for it again. One lookup per record.
 	if sp.index.len() == 0 && len(vals) > minIndexSize {
 		// A state built from nothing (the first batch, or after a
 		// rebalance): room for the batch's keys at once rather than by
-		// doubling, in the index, the slab and the map of new keys.
+		// doubling, in the index, the slab and the groups.
 		sp.index.reserve(len(vals))
 		sp.slab = slices.Grow(sp.slab, len(vals))
-		if len(sp.group) == 0 {
-			sp.group = make(map[K]int32, len(vals))
-		}
+		sp.keys, sp.first, sp.last = slices.Grow(sp.keys[:0], len(vals)), slices.Grow(sp.first[:0], len(vals)), slices.Grow(sp.last[:0], len(vals))
+		sp.pos, sp.ents = slices.Grow(sp.pos[:0], len(vals)), slices.Grow(sp.ents[:0], len(vals))
 	}
 	sp.keys, sp.first, sp.last, sp.pos, sp.ents = sp.keys[:0], sp.first[:0], sp.last[:0], sp.pos[:0], sp.ents[:0]
 	sp.next = slices.Grow(sp.next[:0], len(vals))[:len(vals)]
@@ -364,34 +365,42 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 			sp.readAhead(vals[j:min(j+lookAhead, len(vals))], &homes)
 		}
 		sp.next[j] = -1
-		var g int32
-		if at := sp.index.findFrom(homes[j%lookAhead], kv.Key); at >= 0 {
-			e := &sp.index.entries[at]
-			if g = e.mark - 1; g < 0 {
-				e.mark = int32(len(sp.keys)) + 1
-				sp.newGroup(kv.Key, int32(j), e.pos-1, int32(at))
-				continue
+		at, found := sp.index.slot(homes[j%lookAhead], kv.Key)
+		if !found {
+			if sp.index.full() {
+				// Entries move as the index grows: find the groups'
+				// again, and the homes of the keys looked ahead.
+				sp.index.grow()
+				for g, k := range sp.keys {
+					sp.ents[g] = int32(sp.index.find(k))
+				}
+				w := j - j%lookAhead
+				sp.readAhead(vals[w:min(w+lookAhead, len(vals))], &homes)
+				at, _ = sp.index.slot(homes[j%lookAhead], kv.Key)
 			}
-		} else {
-			var seen bool
-			if g, seen = sp.group[kv.Key]; !seen {
-				sp.group[kv.Key] = int32(len(sp.keys))
-				sp.newGroup(kv.Key, int32(j), -1, -1)
-				continue
-			}
+			sp.index.entries[at] = keyEntry[K]{key: kv.Key, pos: pendingPos, mark: int32(len(sp.keys)) + 1}
+			sp.index.n++
+			sp.newGroup(kv.Key, int32(j), -1, int32(at))
+			continue
+		}
+		e := &sp.index.entries[at]
+		g := e.mark - 1
+		if g < 0 {
+			e.mark = int32(len(sp.keys)) + 1
+			sp.newGroup(kv.Key, int32(j), e.pos-1, int32(at))
+			continue
 		}
 		sp.next[sp.last[g]] = int32(j)
 		sp.last[g] = int32(j)
 	}
 	for _, at := range sp.ents {
-		if at >= 0 {
-			sp.index.entries[at].mark = 0
-		}
+		sp.index.entries[at].mark = 0
 	}
 	// Updates first, removals after: a removal moves the slab's last key
 	// into the removed one's place, which would stale the positions of
-	// the groups still to update.
-	removed := sp.removed[:0]
+	// the groups still to update, and moves index entries, which would
+	// stale those of the keys still pending.
+	removed, dropped := sp.removed[:0], sp.dropped[:0]
 	for g, k := range sp.keys {
 		if g%lookAhead == 0 {
 			sp.readSlabAhead(sp.pos[g:min(g+lookAhead, len(sp.pos))])
@@ -403,9 +412,14 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 		i := sp.pos[g]
 		if i < 0 {
 			var zero S
-			if nv, keep := op.update(k, sp.values, zero, false); keep {
-				sp.stamp(sp.insert(k, nv), batch)
+			nv, keep := op.update(k, sp.values, zero, false)
+			if !keep {
+				dropped = append(dropped, k)
+				continue
 			}
+			i = sp.add(k, nv)
+			sp.index.entries[sp.ents[g]].pos = i + 1
+			sp.stamp(i, batch)
 			continue
 		}
 		old := sp.slab[i].Value
@@ -420,6 +434,14 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 		sp.slab[i].Value = nv
 		sp.stamp(i, batch)
 	}
+	// The pending keys the update did not keep leave the index.
+	for _, k := range dropped {
+		sp.index.remove(k)
+	}
+	if sp.refs {
+		clear(dropped)
+	}
+	sp.dropped = dropped[:0]
 	// From the last position down, each removal moves a key that stays.
 	slices.Sort(removed)
 	for _, i := range slices.Backward(removed) {
@@ -552,14 +574,22 @@ func (sp *statePart[K, V, S]) updateKey(op *stateOp[K, V, S], k K, values []V, b
 	sp.stamp(i, batch)
 }
 
-// insert appends a new key to the slab and returns its position.
+// insert appends a new key to the slab and the index, and returns its
+// position.
 func (sp *statePart[K, V, S]) insert(k K, v S) int32 {
+	i := sp.add(k, v)
+	sp.index.set(k, i)
+	return i
+}
+
+// add appends a new key to the slab, not to the index, and returns its
+// position.
+func (sp *statePart[K, V, S]) add(k K, v S) int32 {
 	if sp.obs != nil {
 		var zero S
 		sp.obs.Changed(k, zero, false, v, true)
 	}
 	i := int32(len(sp.slab))
-	sp.index.set(k, i)
 	sp.slab = append(sp.slab, Pair[K, S]{Key: k, Value: v})
 	if sp.ttl {
 		sp.seen = append(sp.seen, 0)

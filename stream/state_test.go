@@ -730,3 +730,56 @@ func TestKeyedOfAHashedStreamRestoresByHash(t *testing.T) {
 		assert.Equal(t, want, stateMap(last), "segment %d", seg)
 	}
 }
+
+// A batch of many keys not in the state grows the state's index while its
+// values are grouped, some of those keys are not kept, and keys of the
+// state are removed: after every batch, the state matches a map model,
+// and the observer agrees with it.
+func TestStateGrowsWhileGroupingABatchOfNewKeys(t *testing.T) {
+	for _, par := range []int{1, 2} {
+		t.Run(fmt.Sprintf("par%d", par), func(t *testing.T) {
+			const per = 5000
+			rng := rand.New(rand.NewPCG(7, uint64(par)))
+			var vals []stream.Pair[int, int]
+			for range per { // batch 1: 3 keys, in an index sized for the batch
+				vals = append(vals, stream.KV(rng.IntN(3), 1))
+			}
+			for b := range 4 { // then 4 batches of about 4,000 new keys each
+				for range per {
+					k := 1000 + b*per + rng.IntN(per)
+					v := 1 + rng.IntN(3)
+					switch rng.IntN(10) {
+					case 0:
+						v = -1 // a new key not kept, or a key removed
+					case 1:
+						k = rng.IntN(1000 + b*per) // a key of earlier batches
+					}
+					vals = append(vals, stream.KV(k, v))
+				}
+			}
+			p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(per), stream.Parallelism(par))
+			obs := newObservers()
+			st := stream.UpdateStateByKey(stream.From(p, source.NewSlice("s", vals, par)), dropNegative, obs.observe())
+			stream.ForEachBatch(st, func(_ context.Context, b *stream.Batch[stream.Pair[int, int]]) error {
+				obs.check(t, b)
+				return nil
+			})
+			c := collect(st)
+			run(t, p)
+			got := c.all()
+			require.Len(t, got, 5)
+			model := map[int]int{}
+			dropped := 0
+			for b := range 5 {
+				applyModel(model, vals[b*per:(b+1)*per], false, dropNegative, func(_ int, had, keep bool) {
+					if !had && !keep {
+						dropped++
+					}
+				})
+				require.Equal(t, model, stateMap(got[b]), "batch %d", b+1)
+			}
+			assert.Greater(t, len(model), 10_000)
+			assert.Greater(t, dropped, 100, "new keys not kept")
+		})
+	}
+}
