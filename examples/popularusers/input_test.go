@@ -173,6 +173,20 @@ func TestInputEdgeCases(t *testing.T) {
 			`{"batch":1,"records":1,"bad":1,"users":0,"threshold":null,"popular":[]}` + "\n", `"kind":"unknown activity"`},
 		{"unknown format", "hello\n1,profile.view\n", exitFailure, "",
 			`popularusers run: input -: line 1 is neither a JSON event nor a CSV row user_id,activity: "hello"`},
+		// The format is told from the first line that is not blank; the
+		// blank lines before it are bad records, as blank lines anywhere.
+		{"blank lines before the first row", "\n \t\r\n1001,profile.view\n1002,message.private\n", exitOK,
+			`{"batch":1,"records":4,"bad":2,"users":2,"threshold":3,"popular":[]}` + "\n",
+			`{"dead_letter":"stdin:2","kind":"empty record","error":"empty record","record":" \t"}`},
+		{"a blank line before the first event", "\n" + `{"user_id":1001,"activity":"profile.view"}` + "\n", exitOK,
+			`{"batch":1,"records":2,"bad":1,"users":1,"threshold":1,"popular":[]}` + "\n",
+			`{"dead_letter":"stdin:1","kind":"empty record","error":"empty record","record":""}`},
+		{"blank lines alone", "\n\n", exitOK,
+			`{"batch":1,"records":2,"bad":2,"users":0,"threshold":null,"popular":[]}` + "\n", `"kind":"empty record"`},
+		{"unknown format after a blank line", "\nhello\n", exitFailure, "",
+			`popularusers run: input -: line 2 is neither a JSON event nor a CSV row user_id,activity: "hello"`},
+		{"too many blank lines to tell the format", strings.Repeat("\n", maxLeadingBlank+1) + "1001,profile.view\n", exitFailure, "",
+			fmt.Sprintf("popularusers run: input -: lines 1 to %d are blank: no line to tell the format from", maxLeadingBlank)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := runMain(t, context.Background(), tc.stdin, "-input", "-", "-json")

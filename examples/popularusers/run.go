@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -330,7 +331,7 @@ func (c *runConfig) filePipeline(in *input, out *outputs, opts []stream.Option, 
 	log.Info("reading events", "input", c.input, "format", in.format.String(), "batch records", c.batchRecords)
 	// The file is not keyed: the pipeline moves each user's scores to one
 	// partition.
-	wire(c, stream.From(p, in.file), func(line []byte) []byte { return line }, false, in.decoder, out)
+	wire(c, stream.From(p, in.src), func(line []byte) []byte { return line }, false, in.decoder, out)
 	return p
 }
 
@@ -437,13 +438,14 @@ func wire[T any](c *runConfig, raw *stream.Stream[T], event func(T) []byte, keye
 // input is an event file opened and looked at.
 type input struct {
 	file    *source.File
+	src     stream.Source[[]byte] // file, or its first lines held, then file
 	format  score.Format
 	decoder *score.Decoder
 	regular bool // a regular file, not a pipe or a terminal
 }
 
 // openInput opens path ("-": stdin) and tells its format from the first
-// line, skipping a CSV header. It returns nil, nil when ctx is cancelled
+// line that is not blank, skipping a CSV header on line 1. It returns nil, nil when ctx is cancelled
 // before the first line comes.
 func openInput(ctx context.Context, path string, stdin io.Reader) (*input, error) {
 	parts := source.Partitions(runtime.GOMAXPROCS(0)) // decode on every core
@@ -471,7 +473,28 @@ func openInput(ctx context.Context, path string, stdin io.Reader) (*input, error
 	if err != nil {
 		return nil, fmt.Errorf("input: %w", err)
 	}
+	// The format is told from the first line that is not blank; blank
+	// lines before it are held, to be decoded (as bad records) first.
+	var held []stream.Record[[]byte]
 	first, err := in.file.Peek(ctx)
+	for err == nil && blankLine(first) {
+		if len(held) == maxLeadingBlank {
+			in.file.Close()
+			return nil, fmt.Errorf("input %s: lines 1 to %d are blank: no line to tell the format from", path, maxLeadingBlank)
+		}
+		var one [1]stream.Record[[]byte]
+		if _, err = in.file.Poll(ctx, one[:]); err != nil && !errors.Is(err, io.EOF) {
+			break
+		}
+		held = append(held, one[0])
+		if err == nil {
+			first, err = in.file.Peek(ctx)
+		}
+	}
+	in.src = in.file
+	if len(held) > 0 {
+		in.src = &heldFirst{File: in.file, held: held}
+	}
 	switch {
 	case errors.Is(err, io.EOF):
 		in.format = score.FormatCSV // empty: any decoder will do
@@ -486,9 +509,9 @@ func openInput(ctx context.Context, path string, stdin io.Reader) (*input, error
 	}
 	if in.format == score.FormatUnknown {
 		in.file.Close()
-		return nil, fmt.Errorf("input %s: line 1 is neither a JSON event nor a CSV row user_id,activity: %.80q", path, first)
+		return nil, fmt.Errorf("input %s: line %d is neither a JSON event nor a CSV row user_id,activity: %.80q", path, len(held)+1, first)
 	}
-	if score.IsCSVHeader(first) {
+	if len(held) == 0 && score.IsCSVHeader(first) {
 		// Consume the header: line numbers in errors still count it.
 		var one [1]stream.Record[[]byte]
 		if _, err := in.file.Poll(ctx, one[:]); err != nil && !errors.Is(err, io.EOF) {
@@ -501,6 +524,32 @@ func openInput(ctx context.Context, path string, stdin io.Reader) (*input, error
 		return nil, err
 	}
 	return in, nil
+}
+
+// maxLeadingBlank bounds the blank lines held before the first that
+// tells an input's format.
+const maxLeadingBlank = 10_000
+
+// blankLine reports whether a line holds nothing but spaces, tabs, a
+// "\r" or a byte order mark: a line no format can be told from.
+func blankLine(line []byte) bool {
+	return len(bytes.Trim(bytes.TrimPrefix(line, []byte("\xef\xbb\xbf")), " \t\r")) == 0
+}
+
+// heldFirst is a File whose first lines were read before the pipeline
+// ran: Poll yields them first.
+type heldFirst struct {
+	*source.File
+	held []stream.Record[[]byte]
+}
+
+func (h *heldFirst) Poll(ctx context.Context, buf []stream.Record[[]byte]) (int, error) {
+	if len(h.held) > 0 {
+		n := copy(buf, h.held)
+		h.held = h.held[n:]
+		return n, nil
+	}
+	return h.File.Poll(ctx, buf)
 }
 
 func isRegular(fi os.FileInfo, err error) bool {
