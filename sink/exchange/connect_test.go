@@ -4,7 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,4 +110,41 @@ func TestSyncGivesUpWhileRunConnects(t *testing.T) {
 		<-done // let everything end, so that the leak check passes
 	}
 	x.Close()
+}
+
+// Close while partials are being published waits for them: every Publish
+// returns nil or ErrClosed, and none sends on a closed producer.
+func TestCloseWhilePublishing(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	defer b.Close()
+	for round := range 5 {
+		x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "x"})
+		require.NoError(t, err)
+		ctx := context.Background()
+		require.NoError(t, x.Publish(ctx, []Partial{{Partition: 0, Value: []byte("first")}}))
+		var wg sync.WaitGroup
+		errs := make(chan error, 4*100)
+		for w := range 4 {
+			wg.Go(func() {
+				for i := range 100 {
+					err := x.Publish(ctx, []Partial{{Partition: int32(w), Value: []byte(strconv.Itoa(i))}})
+					errs <- err
+					if err != nil {
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(round) * 5 * time.Millisecond)
+		require.NoError(t, x.Close())
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				assert.ErrorIs(t, err, ErrClosed, "round %d", round)
+			}
+		}
+		assert.ErrorIs(t, x.Publish(ctx, []Partial{{Partition: 0}}), ErrClosed, "Publish after Close")
+	}
 }

@@ -94,6 +94,7 @@ type Kafka struct {
 	client   sarama.Client
 	producer sarama.SyncProducer
 	closed   bool
+	sending  sync.WaitGroup // Publish calls using producer, which Close waits for
 	latest   map[int32]Partial
 	next     int64         // offset after the last record read
 	moved    chan struct{} // closed when next moves
@@ -199,6 +200,7 @@ func (x *Kafka) Publish(ctx context.Context, partials []Partial) error {
 	if err != nil {
 		return err
 	}
+	defer x.sending.Done()
 	msgs := make([]*sarama.ProducerMessage, len(partials))
 	for i, p := range partials {
 		if p.Member == "" {
@@ -266,7 +268,8 @@ func (x *Kafka) Skipped() int64 {
 }
 
 // Close closes the producer and the client. Call it after Run has
-// returned. It is safe to call twice.
+// returned. It waits for the Publish calls under way, and later ones
+// return ErrClosed. It is safe to call twice.
 func (x *Kafka) Close() error {
 	x.mu.Lock()
 	if x.closed {
@@ -275,6 +278,8 @@ func (x *Kafka) Close() error {
 	}
 	x.closed = true
 	x.mu.Unlock()
+	// No Publish starts sending now: wait for those that did.
+	x.sending.Wait()
 	// A client being made is closed by its maker, which sees closed.
 	x.connecting <- struct{}{}
 	defer func() { <-x.connecting }()
@@ -349,6 +354,8 @@ func (x *Kafka) getClient(ctx context.Context) (sarama.Client, error) {
 	return c, nil
 }
 
+// getProducer returns the producer, made the first time, and counts a
+// send in x.sending: call x.sending.Done once sent.
 func (x *Kafka) getProducer(ctx context.Context) (sarama.SyncProducer, error) {
 	c, err := x.getClient(ctx)
 	if err != nil {
@@ -366,6 +373,7 @@ func (x *Kafka) getProducer(ctx context.Context) (sarama.SyncProducer, error) {
 		}
 		x.producer = p
 	}
+	x.sending.Add(1)
 	return x.producer, nil
 }
 
