@@ -38,6 +38,28 @@ func TestExistingTopicWithSeveralPartitions(t *testing.T) {
 	require.NoError(t, x.Publish(ctx, ps))
 	assert.Equal(t, want, values(synced(t, x)), "partials published must be read (high watermarks %v)", b.HighWatermarks("digests"))
 	assert.Contains(t, logs.String(), `level=WARN msg="exchange topic has several partitions: the partials use partition 0 alone" exchange=digests partitions=3`)
+	// Made without configs, the topic is not compacted either.
+	assert.Contains(t, logs.String(), `level=WARN msg="exchange topic is not compacted: it keeps every partial published within its retention, and every process reads them all as it starts; set cleanup.policy=compact" exchange=digests policy=delete`)
+}
+
+// A topic that Run made, or that is compacted, draws no warning from the
+// processes that find it.
+func TestExistingCompactedTopic(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	defer b.Close()
+	var logs [2]strings.Builder
+	for i := range logs {
+		x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: strconv.Itoa(i), Logger: slog.New(slog.NewTextHandler(&logs[i], nil))})
+		require.NoError(t, err)
+		running(t, x)
+		require.NoError(t, x.Publish(context.Background(), []Partial{{Partition: int32(i), Value: []byte("v")}}))
+	}
+	assert.Contains(t, logs[0].String(), `msg="exchange topic created"`)
+	assert.NotContains(t, logs[1].String(), `msg="exchange topic created"`, "the second process finds the topic")
+	for i := range logs {
+		assert.NotContains(t, logs[i].String(), "level=WARN", "process %d", i)
+	}
 }
 
 // silent accepts connections and never answers: a broker that hangs.

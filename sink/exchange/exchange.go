@@ -39,6 +39,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -397,8 +398,11 @@ func (x *Kafka) ensureTopic(ctx context.Context, c sarama.Client) error {
 		if created {
 			x.log.Info("exchange topic created")
 		}
-	} else if ps, err := c.Partitions(x.cfg.Topic); err == nil && len(ps) > 1 {
-		x.log.Warn("exchange topic has several partitions: the partials use partition 0 alone", "partitions", len(ps))
+	} else {
+		if ps, err := c.Partitions(x.cfg.Topic); err == nil && len(ps) > 1 {
+			x.log.Warn("exchange topic has several partitions: the partials use partition 0 alone", "partitions", len(ps))
+		}
+		x.checkPolicy(c)
 	}
 	err = kafkaconf.Await(ctx, func() error {
 		if err := c.RefreshMetadata(x.cfg.Topic); err != nil {
@@ -411,6 +415,31 @@ func (x *Kafka) ensureTopic(ctx context.Context, c sarama.Client) error {
 		return fmt.Errorf("exchange %s: wait for a leader of partition 0: %w", x.cfg.Topic, err)
 	}
 	return nil
+}
+
+// checkPolicy warns when the existing topic is not compacted: it then
+// keeps every partial published within its retention, and Run reads them
+// all before it is up to date.
+func (x *Kafka) checkPolicy(c sarama.Client) {
+	admin, err := sarama.NewClusterAdminFromClient(c)
+	if err != nil {
+		x.log.Warn("exchange: cannot read the topic's cleanup.policy", "err", err)
+		return
+	}
+	// Not admin.Close: it would close the client, which is ours.
+	results, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: x.cfg.Topic, ConfigNames: []string{"cleanup.policy"}}}, sarama.DescribeConfigsOptions{})
+	if err == nil && len(results) == 1 && results[0].ErrorCode != sarama.ErrNoError {
+		err = fmt.Errorf("%w: %s", results[0].ErrorCode, results[0].ErrorMsg)
+	}
+	if err != nil || len(results) != 1 {
+		x.log.Warn("exchange: cannot read the topic's cleanup.policy", "err", err)
+		return
+	}
+	for _, e := range results[0].Configs {
+		if e.Name == "cleanup.policy" && !slices.Contains(strings.Split(e.Value, ","), "compact") {
+			x.log.Warn("exchange topic is not compacted: it keeps every partial published within its retention, and every process reads them all as it starts; set cleanup.policy=compact", "policy", e.Value)
+		}
+	}
 }
 
 // encode makes a record value: version, batch, time, member, payload.
