@@ -94,6 +94,7 @@ type benchFigures struct {
 	steps     []time.Duration // the threshold step of every batch
 	batches   []time.Duration // the processing of every batch (state measure)
 	stateUser float64         // heap bytes per user in state
+	stateOwn  float64         // bytes per user of the state's own slabs and index (stream.StateStats)
 	users     uint64
 }
 
@@ -212,19 +213,19 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 	fmt.Fprintf(stdout, "file pipeline, -input             %12.0f records/s  %.3f× line count  (%.2f cores); %.3f× the hand-written loop\n", mf, mf/ml, median(fileCores), mf/mh)
 	if c.stateUsers > 0 {
 		for _, sk := range []string{"tdigest", "exact"} {
-			var state, step, batch []float64
+			var state, own, step, batch []float64
 			var users uint64
 			for range c.rounds {
 				f, err := c.state(ctx, sk, quiet)
 				if err != nil {
 					return fmt.Errorf("state, %s: %w", sk, err)
 				}
-				state, users = append(state, f.stateUser), f.users
+				state, own, users = append(state, f.stateUser), append(own, f.stateOwn), f.users
 				step = append(step, float64(f.steps[len(f.steps)-1]))
 				batch = append(batch, float64(f.batches[len(f.batches)-1]))
 			}
-			fmt.Fprintf(stdout, "state of %d users, %-7s   %5.0f bytes per user; threshold step %v, whole batch %v\n",
-				users, sk, median(state), time.Duration(median(step)).Round(time.Microsecond), time.Duration(median(batch)).Round(time.Microsecond))
+			fmt.Fprintf(stdout, "state of %d users, %-7s   %5.0f bytes per user (the state's slabs and index: %.0f); threshold step %v, whole batch %v\n",
+				users, sk, median(state), median(own), time.Duration(median(step)).Round(time.Microsecond), time.Duration(median(batch)).Round(time.Microsecond))
 		}
 	}
 	if len(c.processes) > 0 {
@@ -513,11 +514,18 @@ func (c *benchConfig) state(ctx context.Context, sk string, log *slog.Logger) (b
 		if f.users = users(); f.users > 0 {
 			f.stateUser = float64(int64(ms.HeapAlloc)-int64(baseline)) / float64(f.users)
 		}
+		for _, st := range s.State {
+			if st.Name == "totals" && st.Keys > 0 {
+				f.stateOwn = float64(st.Bytes) / float64(st.Keys)
+			}
+		}
 	})
 	p := stream.NewPipeline(stream.MaxRecords(c.batchRecords), stream.Interval(time.Hour), stream.Logger(log), stream.WithHook(done))
 	raw := stream.From(p, gen)
 	event := func(e score.Event) []byte { return score.AppendJSON(nil, e) }
 	users = timedWire(rc, sk, raw, event, dec, out, &timer)
+	// Twice: what sync.Pools held at the first survives it.
+	runtime.GC()
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	baseline = ms.HeapAlloc

@@ -30,7 +30,7 @@ func TestBench(t *testing.T) {
 		assert.Regexp(t, `(?m)^kafka pipeline, `+sk+` +\d+ records/s  [\d.]+× bare  \([\d.]+ cores\); [\d.]+× the source alone$`, out)
 		// Enough users that the heap's noise (other goroutines' garbage)
 		// is small beside the state.
-		assert.Regexp(t, `(?m)^state of 200000 users, `+sk+` +\d+ bytes per user; threshold step \S+, whole batch \S+$`, out)
+		assert.Regexp(t, `(?m)^state of 200000 users, `+sk+` +\d+ bytes per user \(the state's slabs and index: [1-9]\d*\); threshold step \S+, whole batch \S+$`, out)
 	}
 	assert.Len(t, regexp.MustCompile(`(?m)^  threshold step per batch: median \S+, max \S+ over \d+ batches, \d+ users in state$`).FindAllString(out, -1), 2,
 		"the threshold step of each Kafka pipeline")
