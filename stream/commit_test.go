@@ -242,3 +242,40 @@ func TestCancelCheckpointsTheStateOfEmptyBatchesHeldBack(t *testing.T) {
 	assert.Empty(t, stateMap(got[len(got)-1]), "the keys expired")
 	assert.Empty(t, store.entries, "their expiry was checkpointed")
 }
+
+// A stream named after outputs were added to it names them: in the
+// batch's stats, in a flush's error and in an output's error.
+func TestStreamNamedAfterItsOutputs(t *testing.T) {
+	j := &journal{}
+	var names []string
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2), stream.WithHook(hookFunc(func(s stream.BatchStats) {
+		for _, o := range s.Outputs {
+			names = append(names, o.Name)
+		}
+	})))
+	in := stream.From(p, &counting{n: 4, j: j})
+	stream.ForEachBatch(in, func(context.Context, *stream.Batch[int]) error { return nil })
+	stream.To(in, &flushing{j: j})
+	in.Named("events")
+	require.NoError(t, p.Run(context.Background()))
+	assert.Equal(t, []string{"forEachBatch(events)", "to(events)", "forEachBatch(events)", "to(events)"}, names)
+
+	p = stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2))
+	in = stream.From(p, &counting{n: 4, j: j})
+	boom := errors.New("broker said no")
+	stream.To(in, &flushing{j: j, fail: boom})
+	in.Named("events")
+	err := p.Run(context.Background())
+	require.ErrorIs(t, err, boom)
+	assert.Contains(t, err.Error(), "stream: to(events): batch 1: flush")
+
+	p = stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2))
+	in = stream.From(p, &counting{n: 4, j: j})
+	stream.ForEachBatch(in, func(context.Context, *stream.Batch[int]) error { return boom })
+	in.Named("later")
+	err = p.Run(context.Background())
+	require.ErrorIs(t, err, boom)
+	var se *stream.StageError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, "forEachBatch(later)", se.Stage)
+}

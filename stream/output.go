@@ -14,21 +14,23 @@ func ForEachBatch[T any](s *Stream[T], f func(ctx context.Context, b *Batch[T]) 
 	addOutput(s, "forEachBatch", f)
 }
 
-// addOutput registers f as an output of s.
-func addOutput[T any](s *Stream[T], op string, f func(ctx context.Context, b *Batch[T]) error) {
+// addOutput registers f as an output of s, and returns it.
+func addOutput[T any](s *Stream[T], op string, f func(ctx context.Context, b *Batch[T]) error) *output {
 	s.consumers++
 	s.p.nodes++
-	name := outputName(s.p, op, s.name)
-	s.p.outputs = append(s.p.outputs, output{name: name, run: func(bc *batchCtx) error {
+	o := &output{op: op, streamName: func() string { return s.name }}
+	o.run = func(bc *batchCtx) error {
 		b, err := s.batch(bc)
 		if b == nil || err != nil {
 			return err
 		}
 		if err := f(bc.ctx, b); err != nil {
-			return stageErr(name, bc.info.ID, err)
+			return stageErr(o.name, bc.info.ID, err)
 		}
 		return nil
-	}})
+	}
+	s.p.outputs = append(s.p.outputs, o)
+	return o
 }
 
 // ForEachPartition runs f on every partition of every batch of s, in
@@ -48,32 +50,31 @@ func ForEachPartition[T any](s *Stream[T], f func(ctx context.Context, info Info
 // Write returns without error, and, when sink is a Flusher, after its
 // Flush did.
 func To[T any](s *Stream[T], sink Sink[T]) {
-	addOutput(s, "to", sink.Write)
+	o := addOutput(s, "to", sink.Write)
 	if f, ok := sink.(Flusher); ok {
-		s.p.flushers = append(s.p.flushers, flusher{name: s.p.outputs[len(s.p.outputs)-1].name, f: f})
+		s.p.flushers = append(s.p.flushers, flusher{out: o, f: f})
 	}
 }
 
 type flusher struct {
-	name string // the output's
-	f    Flusher
+	out *output // the output of the sink
+	f   Flusher
 }
 
-// outputName names an output after what it does and the stream it
+// nameOutputs names every output after what it does and the stream it
 // consumes, "to(popular)", so that metrics read well and stay the same
 // from run to run; a second output of the same kind on the stream gets
-// "#2", and so on.
-func outputName(p *Pipeline, op, stream string) string {
-	base := op + "(" + stream + ")"
-	name := base
-	for n := 2; ; n++ {
-		taken := false
-		for _, o := range p.outputs {
-			taken = taken || o.name == name
+// "#2", and so on. It runs as Run starts, so that a stream named after
+// an output was added to it names the output too.
+func (p *Pipeline) nameOutputs() {
+	taken := make(map[string]bool, len(p.outputs))
+	for _, o := range p.outputs {
+		base := o.op + "(" + o.streamName() + ")"
+		name := base
+		for n := 2; taken[name]; n++ {
+			name = base + "#" + itoa(n)
 		}
-		if !taken {
-			return name
-		}
-		name = base + "#" + itoa(n)
+		taken[name] = true
+		o.name = name
 	}
 }

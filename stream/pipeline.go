@@ -22,7 +22,7 @@ type Pipeline struct {
 	cfg      config
 	nodes    int
 	input    input
-	outputs  []output
+	outputs  []*output
 	flushers []flusher // the outputs' sinks that are Flushers
 	stateful []stateful
 	// windows drop what they hold of partitions an Assigner source lost.
@@ -51,8 +51,10 @@ type stateful interface {
 
 // output is a registered output operation.
 type output struct {
-	name string
-	run  func(bc *batchCtx) error
+	name       string        // set as Run starts (see nameOutputs)
+	op         string        // "to", "forEachBatch", ...
+	streamName func() string // of the stream it consumes, named by Named
+	run        func(bc *batchCtx) error
 }
 
 // input is the type-erased input stream of a pipeline.
@@ -130,6 +132,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	p.nameOutputs()
 
 	// work outlives ctx, so that a cancelled run still finishes its batch.
 	work, stopWork := context.WithCancelCause(context.WithoutCancel(ctx))
@@ -339,7 +342,7 @@ func (p *Pipeline) commit(work context.Context, info Info, committer Committer, 
 		began := time.Now()
 		for _, f := range p.flushers {
 			if err := f.f.Flush(work); err != nil {
-				return cmp.Or(context.Cause(work), fmt.Errorf("stream: %s: batch %d: flush: %w", f.name, info.ID, err))
+				return cmp.Or(context.Cause(work), fmt.Errorf("stream: %s: batch %d: flush: %w", f.out.name, info.ID, err))
 			}
 		}
 		stats.Flush = time.Since(began)

@@ -35,7 +35,9 @@ type Stream[T any] struct {
 }
 
 // Named sets the stage name that errors of this stream carry (the default
-// is the operator and a number, as in "map#3"), and returns s.
+// is the operator and a number, as in "map#3"), and returns s. The outputs
+// of s take their names from it ("to(name)") as Run starts, whether they
+// were added before Named or after.
 func (s *Stream[T]) Named(name string) *Stream[T] {
 	s.name = name
 	return s
