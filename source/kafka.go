@@ -785,6 +785,24 @@ func (k *Kafka) Lag(partition int32) (int64, bool) {
 	return max(0, p.hwm-p.committed), true
 }
 
+// Owns reports whether a claim of this source holds partition id now: the
+// claim hands out its records, or is ending and waits for the pipeline to
+// commit them (see RevokeTimeout). A partition between two group sessions
+// (an eager rebalance), taken by another member, or that the pipeline must
+// drop, is not owned. Unlike Assignment, which the engine calls between
+// batches, Owns changes nothing, and it may be called from any goroutine.
+//
+// An output that speaks for a partition, as a digest exchange publishes
+// each partition's partial, can check it as it writes: a batch that
+// outlasted its partition's revoke then does not write after the
+// partition's new owner.
+func (k *Kafka) Owns(id int32) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p := k.parts[id]
+	return p != nil && !p.mustDrop && (p.owner == kafkaOwned || p.owner == kafkaRevoking)
+}
+
 // Assignment implements stream.Assigner: the partitions this member owns,
 // or held before a session ended and may get back with nothing left
 // uncommitted. A partition whose records the pipeline must drop is left

@@ -408,3 +408,50 @@ func TestKafkaFetchRouteAfterTheClaimEnded(t *testing.T) {
 	time.Sleep(6 * k.sarama.Consumer.MaxWaitTime)
 	assert.LessOrEqual(t, fetches()-before, 1, "fetches with no partition claimed")
 }
+
+// Owns follows the claims: owned while a claim runs and while it ends
+// waiting for the pipeline's commit, not once it let go (a cooperative
+// revoke), between sessions (an eager rebalance) or before any claim; and
+// asking changes nothing of what Assignment then says.
+func TestKafkaOwns(t *testing.T) {
+	k := newTestKafka(t, 100)
+	assert.False(t, k.Owns(0), "no claim yet")
+	c := startTestClaim(k, 0, 0)
+	c.h.stop = make(chan struct{}) // Run goes on: the claim waits for commits
+	require.True(t, c.push(3))
+	require.Len(t, poll(k, 10), 3)
+	assert.True(t, k.Owns(0))
+	assert.False(t, k.Owns(1))
+	require.Equal(t, []int32{0}, k.Assignment())
+
+	revoked := make(chan struct{})
+	go func() {
+		c.h.endClaim(c.sess, c.id, c.epoch) // cooperative: the session goes on
+		close(revoked)
+	}()
+	assert.Never(t, func() bool {
+		select {
+		case <-revoked:
+			return true
+		default:
+			return !k.Owns(0)
+		}
+	}, 50*time.Millisecond, 5*time.Millisecond, "owned while the claim waits for the commit")
+	k.committed([]stream.Offset{{Source: "t", Partition: 0, Next: 3}})
+	<-revoked
+	assert.False(t, k.Owns(0), "the claim let go")
+	assert.Empty(t, k.Assignment())
+
+	// An eager rebalance: the session ends, the partition is between
+	// sessions, and the pipeline keeps it (committed) until the next.
+	c = startTestClaim(k, 1, 0)
+	require.True(t, c.push(2))
+	require.Len(t, poll(k, 10), 2)
+	require.Equal(t, []int32{1}, k.Assignment())
+	k.committed([]stream.Offset{{Source: "t", Partition: 1, Next: 2}})
+	c.stopSession()
+	assert.False(t, k.Owns(1), "between sessions")
+	assert.Equal(t, []int32{1}, k.Assignment(), "Owns took nothing from the assignment")
+	c = startTestClaim(k, 1, 2)
+	assert.True(t, k.Owns(1), "claimed again")
+}

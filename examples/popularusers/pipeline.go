@@ -134,6 +134,7 @@ type outputs struct {
 	popular     stream.Sink[total] // every popular user of every batch
 	thresholds  stream.Sink[cut]   // every batch's threshold
 	exchange    *exchange.Kafka    // -digest-topic: the partials of the group's other processes
+	owns        func(int32) bool   // with exchange: whether the source still owns a partition; nil: all
 	sketchBegun func()             // if set, told as each partition's sketch step begins (bench)
 }
 
@@ -190,7 +191,7 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 	// With -digest-topic, the processes of the group share the partials.
 	var sh *shared[S]
 	if out.exchange != nil {
-		sh = &shared[S]{x: out.exchange, newSketch: newSketch, log: out.report.log, cache: map[int32]cachedPartial[S]{}}
+		sh = &shared[S]{x: out.exchange, newSketch: newSketch, log: out.report.log, owns: out.owns, cache: map[int32]cachedPartial[S]{}}
 	}
 
 	// mapPartitions: a sketch of the totals of each partition, built in

@@ -368,6 +368,7 @@ func (c *runConfig) kafkaPipeline(brokers []string, out *outputs, opts []stream.
 	if err != nil {
 		return nil, err
 	}
+	out.owns = src.Owns
 	dec, err := score.NewDecoder(score.FormatJSON)
 	if err != nil {
 		return nil, err

@@ -26,6 +26,9 @@ type shared[S sketch[S]] struct {
 	x         *exchange.Kafka
 	newSketch func() (S, error)
 	log       *slog.Logger
+	// owns tells whether the source still owns a partition as its partial
+	// is published (source.Kafka.Owns); nil: every partition
+	owns func(int32) bool
 	// decoded partials of other processes, by partition, kept while
 	// unchanged: a partial is decoded once, not every batch
 	cache map[int32]cachedPartial[S]
@@ -36,7 +39,10 @@ type cachedPartial[S any] struct {
 	sketch S
 }
 
-// digestSink publishes the partials of a batch's partitions.
+// digestSink publishes the partials of a batch's partitions, but of those
+// the source no longer owns: a batch that outlasted a partition's revoke
+// must not publish after the partition's new owner, whose partial would
+// then stand behind the stale one until its next batch.
 type digestSink[S sketch[S]] struct{ sh *shared[S] }
 
 func (d digestSink[S]) Write(ctx context.Context, b *stream.Batch[partial[S]]) error {
@@ -44,6 +50,10 @@ func (d digestSink[S]) Write(ctx context.Context, b *stream.Batch[partial[S]]) e
 	for p := range b.All() {
 		if p.err != nil {
 			return p.err
+		}
+		if d.sh.owns != nil && !d.sh.owns(p.part) {
+			d.sh.log.Info("partial not published: the partition is no longer this process's", "batch", b.Info.ID, "partition", p.part)
+			continue
 		}
 		v, err := p.sketch.MarshalBinary()
 		if err != nil {

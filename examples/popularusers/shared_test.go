@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/digest"
+	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/sluicehq/sluice/sink/exchange"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// The digest sink publishes the partials of the partitions the source
+// still owns as it writes, and every partial when nothing tells ownership
+// (a file).
+func TestDigestSinkPublishesOwnedPartitionsOnly(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	defer b.Close()
+	for _, tc := range []struct {
+		name  string
+		owns  func(int32) bool
+		parts []int32
+	}{
+		{"partition 1 taken", func(p int32) bool { return p != 1 }, []int32{0, 2}},
+		{"ownership untold", nil, []int32{0, 1, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x, err := exchange.New(exchange.Config{Brokers: b.Addrs(), Topic: "digests-" + tc.name, Member: "a"})
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- x.Run(ctx) }()
+			defer func() {
+				cancel()
+				assert.NoError(t, <-done)
+				assert.NoError(t, x.Close())
+			}()
+			newSketch := func() (*digest.Counts, error) { return digest.NewCounts(), nil }
+			sh := &shared[*digest.Counts]{x: x, newSketch: newSketch, log: slog.New(slog.DiscardHandler), owns: tc.owns, cache: map[int32]cachedPartial[*digest.Counts]{}}
+			var vals []partial[*digest.Counts]
+			for p := range int32(3) {
+				c := digest.NewCounts()
+				require.NoError(t, c.AddInt(int64(p+1)))
+				vals = append(vals, partial[*digest.Counts]{sketch: c, part: p})
+			}
+			batch := &stream.Batch[partial[*digest.Counts]]{Info: stream.Info{ID: 1, Time: time.Now()}, Partitions: []stream.Partition[partial[*digest.Counts]]{{Values: vals}}}
+			require.NoError(t, digestSink[*digest.Counts]{sh}.Write(context.Background(), batch))
+
+			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer scancel()
+			require.NoError(t, x.Sync(sctx))
+			var got []int32
+			for _, p := range x.Latest() {
+				got = append(got, p.Partition)
+			}
+			assert.Equal(t, tc.parts, got)
+		})
+	}
+}
