@@ -24,7 +24,8 @@ type GeneratorConfig struct {
 	Seed uint64
 	// Start and Users: user IDs are uniform over [Start, Start+Users], both
 	// ends included, as the original producer's randint(1000, 10000).
-	// Defaults: 1000 and 9000.
+	// Defaults, when both are zero: 1000 and 9000 (with Users zero alone,
+	// every event is of user Start).
 	Start, Users int64
 	// Count is the number of events to yield before io.EOF; 0 is endless.
 	Count int64

@@ -214,7 +214,9 @@ type OutputStats struct {
 	// stream it consumes, such as "to(popular)" (see Stream.Named).
 	Name string
 	// Duration is the time the output took: for To, the sink's Write,
-	// such as a Kafka producer's send and acknowledgement.
+	// such as a Kafka producer's send and acknowledgement, or, for a sink
+	// that stores asynchronously (a Flusher), its hand-off alone: the
+	// wait for the acknowledgements is in BatchStats.Flush.
 	Duration time.Duration
 }
 

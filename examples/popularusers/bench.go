@@ -46,11 +46,16 @@ func parseBench(args []string, stderr io.Writer) (*benchConfig, error) {
 	c := &benchConfig{}
 	fs := newFlagSet("bench", `Measures the pipeline against the limits of its inputs, in this process:
 loads -events events into an embedded Kafka broker, then reads them with a
-bare sarama consumer group that only counts, with the pipeline (tdigest),
+bare sarama consumer group that only counts, with the pipeline's Kafka
+source alone into a pipeline that only counts, with the pipeline (tdigest),
 and with the pipeline and -sketch exact; then writes generate's CSV to a
-temporary file and reads it with a bare line counter and with the pipeline
-(-input). Every figure is the median of -rounds rounds. The output ends
-with one line per ratio, RATIO <name>=<value>, for scripts.`, stderr)
+temporary file and reads it with a bare line counter, with a hand-written
+loop in one goroutine (computing what the pipeline computes, then keeping
+the totals alone) and with the pipeline (-input); then measures the state
+of -state-users users (memory per user, the threshold step), and with
+-processes, the pipeline as several processes. Every figure is the median
+of -rounds rounds. The output ends with one line per ratio,
+RATIO <name>=<value>, for scripts.`, stderr)
 	fs.Int64Var(&c.events, "events", 2_000_000, "events to load and read; a multiple of -batch-records, so that the last batch is cut on its count and not on the interval")
 	fs.Int64Var(&c.users, "users", 100_000, "user ids are uniform over 1000..1000+users")
 	fs.IntVar(&c.partitions, "partitions", defaultPartitions, "partitions of the Kafka topic")

@@ -57,7 +57,7 @@
 // their origin (the first 5 of a batch), and written as dead letters: to
 // the -dead-letter file, one JSON object per line,
 //
-//	{"dead_letter":"data.csv:17","kind":"unknown activity","error":"...","record":"..."}
+//	{"dead_letter":"/data/data.csv:17","kind":"unknown activity","error":"...","record":"..."}
 //
 // and, reading Kafka, to the topic -dlq-topic (<topic>.dlq by default),
 // unchanged, with the error, kind and origin in headers; to standard error

@@ -20,7 +20,7 @@
 //	sluice_batch_processing_seconds               histogram of cut-to-commit time
 //	sluice_batch_scheduling_delay_seconds         histogram of how late batches were cut
 //	sluice_last_batch_timestamp_seconds           when the last batch was cut
-//	sluice_output_seconds{output}                 histogram of each output's time (a Kafka sink's produce latency)
+//	sluice_output_seconds{output}                 histogram of each output's time (a synchronous Kafka sink's produce latency)
 //	sluice_checkpoint_seconds                     histogram of the Store's checkpoint time
 //	sluice_commit_seconds                         histogram of the source's commit time
 //	sluice_flush_seconds                          histogram of the Flusher sinks' time before a commit
@@ -142,7 +142,7 @@ func New(opts ...Option) *Metrics {
 	m.delay = histogram("batch_scheduling_delay_seconds", "How late batches were cut after their scheduled time.", c.buckets)
 	m.lastBatch = gauge("last_batch_timestamp_seconds", "When the last batch was cut, in Unix seconds.")
 	m.output = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: c.namespace, Name: "output_seconds",
-		Help: "Time each output took per batch (for a Kafka sink, the produce latency).", ConstLabels: c.labels, Buckets: c.buckets}, []string{"output"})
+		Help: "Time each output took per batch (for a synchronous Kafka sink, the produce latency; an asynchronous one's acknowledgements are in flush_seconds).", ConstLabels: c.labels, Buckets: c.buckets}, []string{"output"})
 	m.all = append(m.all, m.output)
 	m.checkpoint = histogram("checkpoint_seconds", "Time the state store took to checkpoint a batch.", c.buckets)
 	m.commit = histogram("commit_seconds", "Time the source took to commit a batch.", c.buckets)
