@@ -2,6 +2,7 @@ package stream
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -104,6 +105,10 @@ func Observe[K comparable, S any](newObserver func(partition int32) StateObserve
 //
 // update runs on several goroutines at once, one per partition.
 //
+// A key must be equal to itself: a batch holding a key that is not (a
+// float NaN, or a struct or interface holding one), whose state no lookup
+// could find again, fails with an error naming its record.
+//
 //	in    -- (a,1) ------- (a,2) (b,5) -- ...... -->
 //	state -- (a,1) ------- (a,3) (b,5) -- (a,3) (b,5) -->   sum
 func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], update func(key K, values []V, state S, exists bool) (S, bool), opts ...StateOption) *Stream[Pair[K, S]] {
@@ -118,6 +123,7 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], update func
 		cfg: cfg, in: s, update: update, parts: make(map[int32]*statePart[K, V, S]),
 		keyCodec: CodecFor[K](), stateCodec: CodecFor[S](), hashParts: s.hashParts, hash: hasher[K](),
 		scratchRefs: holdsPointers[K]() || holdsPointers[V](),
+		irreflexive: typeMayBeIrreflexive(reflect.TypeFor[K]()),
 	}
 	if cfg.keyCodec != nil || cfg.stateCodec != nil {
 		kc, ok1 := cfg.keyCodec.(Codec[K])
@@ -157,6 +163,9 @@ type stateOp[K comparable, V, S any] struct {
 	stateCodec Codec[S]
 	hashParts  int // keys are placed by hash over this many partitions (-1: Parallelism), or 0
 	hash       func(K) uint64
+	// irreflexive says a key may be unequal to itself (a NaN float): each
+	// batch's keys are checked first.
+	irreflexive bool
 	// scratchRefs says keys or values may hold pointers, so that the
 	// partitions' scratch is cleared after use.
 	scratchRefs bool
@@ -271,6 +280,11 @@ func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
 		sp := parts[i]
 		clear(sp.group)
 		if p := in.Partition(ids[i]); p != nil {
+			if op.irreflexive {
+				if err := checkKeys(p); err != nil {
+					return &PartitionError{Partition: ids[i], Err: err}
+				}
+			}
 			op.apply(sp, p.Values, bc.info.ID)
 		}
 		if sp.ttl && expire > 0 {
@@ -306,6 +320,42 @@ func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
 		return nil
 	})
 	return out, err
+}
+
+// checkKeys fails on the first key of p not equal to itself (a float NaN,
+// or a struct or interface holding one): its hash is random and no
+// lookup finds it, so that its state could never be found, updated or
+// removed again.
+func checkKeys[K comparable, V any](p *Partition[Pair[K, V]]) error {
+	for j, kv := range p.Values {
+		if kv.Key != kv.Key {
+			err := fmt.Errorf("key %v is not equal to itself (it holds a NaN): no lookup would find its state again; filter or map such keys before the state", kv.Key)
+			if j < len(p.Origins) {
+				return &RecordError{Origin: p.Origins[j], Err: err}
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// typeMayBeIrreflexive reports whether a value of t may be unequal to
+// itself: a float or complex NaN, or an interface, array or struct that may
+// hold one.
+func typeMayBeIrreflexive(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128, reflect.Interface:
+		return true
+	case reflect.Array:
+		return t.Len() > 0 && typeMayBeIrreflexive(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if typeMayBeIrreflexive(t.Field(i).Type) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // expiry returns the batch ID at or below which a key's last update is too
