@@ -91,8 +91,7 @@ func applyMatchesAModel[K comparable](t *testing.T, mk func(int) K, hash func(K)
 		dropNew := []int{0, 3, 10, 100}[seed%4] // percent of new keys not kept
 		ttl := seed%3 == 1
 		durable := seed%5 < 2
-		var update func(K, []int, int, bool) (int, bool)
-		update = func(_ K, vals []int, st int, exists bool) (int, bool) {
+		update := func(_ K, vals []int, st int, exists bool) (int, bool) {
 			for _, v := range vals {
 				st += v
 			}
@@ -185,8 +184,8 @@ func TestApplyMatchesAModelFewHomes(t *testing.T) {
 func TestTypeMayBeIrreflexive(t *testing.T) {
 	type id int64
 	type withFloat struct {
-		a int
-		b float32
+		A int
+		B float32
 	}
 	for _, tc := range []struct {
 		t    reflect.Type
