@@ -258,11 +258,14 @@ func (k *Kafka) ensureTopic(ctx context.Context, need int32) error {
 		return err
 	}
 	if n == 0 {
-		if err := k.createTopic(ctx); err != nil {
+		created, parts, err := k.createTopic(ctx)
+		if err != nil {
 			return err
 		}
-		n = k.cfg.Partitions
-		k.checked = true
+		// A topic another process made first, as this one tried to, is
+		// checked as any topic found: it may not be compacted, nor have
+		// Config.Partitions partitions.
+		n, k.checked = parts, created
 	}
 	if !k.checked {
 		if err := k.checkPolicy(); err != nil {
@@ -277,32 +280,40 @@ func (k *Kafka) ensureTopic(ctx context.Context, need int32) error {
 	return nil
 }
 
-func (k *Kafka) createTopic(ctx context.Context) error {
+// createTopic creates the topic, compacted, with Config.Partitions
+// partitions, and waits until the brokers' metadata has it. It reports
+// whether it created it (false: another process did first), and the
+// partitions the topic has.
+func (k *Kafka) createTopic(ctx context.Context) (bool, int32, error) {
 	if k.cfg.Partitions == 0 {
-		return fmt.Errorf("changelog: topic %s does not exist: create it (compacted), or set Config.Partitions", k.cfg.Topic)
+		return false, 0, fmt.Errorf("changelog: topic %s does not exist: create it (compacted), or set Config.Partitions", k.cfg.Topic)
 	}
 	admin, err := k.getAdmin()
 	if err != nil {
-		return err
+		return false, 0, err
 	}
 	created, err := kafkaconf.CreateCompacted(admin, k.cfg.Topic, k.cfg.Partitions, k.cfg.ReplicationFactor, k.cfg.TopicConfig)
 	if err != nil {
-		return fmt.Errorf("changelog: create topic %s: %w", k.cfg.Topic, err)
+		return false, 0, fmt.Errorf("changelog: create topic %s: %w", k.cfg.Topic, err)
 	}
 	if created {
 		k.log.Info("changelog topic created", "partitions", k.cfg.Partitions)
+	} else {
+		k.log.Info("changelog topic created by another process meanwhile")
 	}
+	var parts int32
 	err = kafkaconf.Await(ctx, func() error {
 		n, err := k.partitionCount()
 		if err == nil && n == 0 {
 			err = sarama.ErrUnknownTopicOrPartition
 		}
+		parts = n
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("changelog: wait for topic %s in the brokers' metadata: %w", k.cfg.Topic, err)
+		return false, 0, fmt.Errorf("changelog: wait for topic %s in the brokers' metadata: %w", k.cfg.Topic, err)
 	}
-	return nil
+	return created, parts, nil
 }
 
 // checkPolicy fails when the topic is not compacted: its records would
