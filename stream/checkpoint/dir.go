@@ -192,7 +192,7 @@ func (d *Dir) open() error {
 		// Only the first checkpoint's delta is written before a
 		// MANIFEST exists: any other file needs one.
 		for _, name := range files {
-			if name != firstDelta && name != firstDelta+".tmp" {
+			if name != firstDelta && name != firstDelta+".tmp" && name != manifestName+".tmp" {
 				return fmt.Errorf("%w: %s is missing, yet %s holds %s: restore the MANIFEST, or discard the checkpoint (Discard)",
 					ErrCorrupt, filepath.Join(dir, manifestName), dir, name)
 			}

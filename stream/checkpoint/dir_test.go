@@ -472,7 +472,8 @@ func TestFilesLeftBehindAreRemoved(t *testing.T) {
 
 // A MANIFEST missing beside files only a MANIFEST commits is an error
 // naming it, not an empty state; beside the first checkpoint's delta
-// alone (a crash before its MANIFEST), it is an empty state.
+// alone, or with the MANIFEST's temporary file (a crash before or as the
+// first MANIFEST was written), it is an empty state.
 func TestMissingManifest(t *testing.T) {
 	dir := t.TempDir()
 	checkpoints(t, dir, 25)
@@ -488,6 +489,21 @@ func TestMissingManifest(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, got)
 	assert.Empty(t, offsets)
+
+	// A crash as the first MANIFEST was written: its temporary file, part
+	// written, beside the first delta. Nothing was committed either.
+	first = t.TempDir()
+	checkpoints(t, first, 1)
+	m := filepath.Join(first, "MANIFEST")
+	data, err := os.ReadFile(m)
+	require.NoError(t, err)
+	require.NoError(t, os.Remove(m))
+	require.NoError(t, os.WriteFile(m+".tmp", data[:len(data)/2], 0o644))
+	got, offsets, err = restored(t, first)
+	require.NoError(t, err, "a crash before the commit point leaves a directory that opens")
+	assert.Empty(t, got)
+	assert.Empty(t, offsets)
+	assert.NoFileExists(t, m+".tmp", "removed at Open")
 }
 
 // A compaction that fails does not fail the checkpoint it follows, which
