@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -203,5 +204,63 @@ func TestTypeMayBeIrreflexive(t *testing.T) {
 		{reflect.TypeFor[any](), true},
 	} {
 		assert.Equal(t, tc.want, typeMayBeIrreflexive(tc.t), "%v", tc.t)
+	}
+}
+
+type jsonKeyed struct{ v int }
+
+func (k *jsonKeyed) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, &k.v) }
+
+func TestJSONLossy(t *testing.T) {
+	type exported struct {
+		A int
+		B []string
+		C map[string]float64
+	}
+	type unexported struct {
+		A int
+		b int
+	}
+	type skipped struct {
+		A int `json:"-"`
+	}
+	type inner struct{ X int }
+	type embedded struct {
+		inner
+		Y int
+	}
+	type myint int
+	type embeddedInt struct {
+		myint
+		Y int
+	}
+	_, _ = unexported{b: 1}, embeddedInt{myint: 1} // fields JSON drops, set to be sure they are there
+	type deep struct{ A []map[string]unexported }
+	type withPointer struct{ P *int }
+	type list struct {
+		V    int
+		Next *list
+	}
+	for _, tc := range []struct {
+		t         reflect.Type
+		key, keep bool // lossy as a key, as a state
+	}{
+		{reflect.TypeFor[int](), false, false},
+		{reflect.TypeFor[string](), false, false},
+		{reflect.TypeFor[exported](), false, false},
+		{reflect.TypeFor[embedded](), false, false},
+		{reflect.TypeFor[jsonKeyed](), false, false},
+		{reflect.TypeFor[unexported](), true, true},
+		{reflect.TypeFor[skipped](), true, true},
+		{reflect.TypeFor[embeddedInt](), true, true},
+		{reflect.TypeFor[deep](), true, true},
+		{reflect.TypeFor[any](), true, true},
+		{reflect.TypeFor[[2]any](), true, true},
+		{reflect.TypeFor[*int](), true, false},
+		{reflect.TypeFor[withPointer](), true, false},
+		{reflect.TypeFor[list](), true, false},
+	} {
+		assert.Equal(t, tc.key, jsonLossy(tc.t, true, map[reflect.Type]bool{}) != nil, "%v as a key", tc.t)
+		assert.Equal(t, tc.keep, jsonLossy(tc.t, false, map[reflect.Type]bool{}) != nil, "%v as a state", tc.t)
 	}
 }

@@ -1,7 +1,9 @@
 package stream_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -268,4 +270,56 @@ func TestObserveOfOtherTypesFailsRun(t *testing.T) {
 	err := p.Run(context.Background())
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "observer")
+}
+
+type userDay struct {
+	user string
+	day  int
+}
+
+// With a Store, a key or state type the default JSON codec would not give
+// back (here, unexported fields: every key stored as {}) fails Run at
+// start, naming the stage, instead of a restart that silently loses the
+// state; without a Store, or with codecs, it runs.
+func TestStoreRefusesTypesJSONWouldNotGiveBack(t *testing.T) {
+	build := func(store stream.Store, opts ...stream.StateOption) *stream.Pipeline {
+		var popts []stream.Option
+		if store != nil {
+			popts = append(popts, stream.WithStore(store))
+		}
+		p := stream.NewPipeline(append(popts, stream.Interval(0))...)
+		in := stream.From(p, source.NewSlice("s", []stream.Pair[userDay, int]{stream.KV(userDay{"ann", 1}, 5)}, 1))
+		st := stream.UpdateStateByKey(in, func(_ userDay, vs []int, s int, _ bool) (int, bool) {
+			for _, v := range vs {
+				s += v
+			}
+			return s, true
+		}, opts...).Named("tally")
+		stream.ForEachBatch(st, func(context.Context, *stream.Batch[stream.Pair[userDay, int]]) error { return nil })
+		return p
+	}
+	err := build(newMemStore()).Run(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "stream: tally: keys of stream_test.userDay cannot be stored as JSON (field user of stream_test.userDay is unexported): give them a codec (Codecs)")
+
+	require.NoError(t, build(nil).Run(context.Background()), "without a Store, nothing is stored")
+	require.NoError(t, build(newMemStore(), stream.Codecs[userDay, int](userDayCodec{}, stream.CodecFor[int]())).Run(context.Background()))
+}
+
+// userDayCodec stores a userDay as "user\x00day".
+type userDayCodec struct{}
+
+func (userDayCodec) Append(dst []byte, k userDay) ([]byte, error) {
+	return fmt.Appendf(dst, "%s\x00%d", k.user, k.day), nil
+}
+
+func (userDayCodec) Decode(b []byte) (userDay, error) {
+	var k userDay
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return k, errors.New("no separator")
+	}
+	k.user = string(b[:i])
+	_, err := fmt.Sscanf(string(b[i+1:]), "%d", &k.day)
+	return k, err
 }

@@ -37,7 +37,7 @@ type Pipeline struct {
 type stateful interface {
 	name() string
 	dropPartitions(ids []int32)
-	setDurable()
+	setDurable() error
 	size() StateStats
 	changes(dst []Entry, batch int64) ([]Entry, error)
 	// restore puts an entry into the state, restored by the given batch.
@@ -453,7 +453,9 @@ func (p *Pipeline) prepareStore(ctx context.Context, all bool) error {
 			return fmt.Errorf("stream: two stateful operators are named %q: name them apart (Stream.Named) so that their state can be told apart", s.name())
 		}
 		names[s.name()] = true
-		s.setDurable()
+		if err := s.setDurable(); err != nil {
+			return err
+		}
 	}
 	if !all {
 		return nil

@@ -685,7 +685,23 @@ func (op *stateOp[K, V, S]) name() string { return op.out.name }
 
 func (op *stateOp[K, V, S]) hashed() bool { return op.hashParts != 0 }
 
-func (op *stateOp[K, V, S]) setDurable() { op.durable = true }
+// setDurable makes the state track its changes for a Store, once it is
+// sure that the default JSON codec, if it is used, gives back the keys and
+// states it stores.
+func (op *stateOp[K, V, S]) setDurable() error {
+	if _, ok := op.keyCodec.(JSONCodec[K]); ok {
+		if err := jsonLossy(reflect.TypeFor[K](), true, map[reflect.Type]bool{}); err != nil {
+			return fmt.Errorf("stream: %s: keys of %v cannot be stored as JSON (%v): give them a codec (Codecs)", op.name(), reflect.TypeFor[K](), err)
+		}
+	}
+	if _, ok := op.stateCodec.(JSONCodec[S]); ok {
+		if err := jsonLossy(reflect.TypeFor[S](), false, map[reflect.Type]bool{}); err != nil {
+			return fmt.Errorf("stream: %s: states of %v cannot be stored as JSON (%v): give them a codec (Codecs)", op.name(), reflect.TypeFor[S](), err)
+		}
+	}
+	op.durable = true
+	return nil
+}
 
 // size estimates the memory of the state: the slabs, the side slices and
 // the indexes.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
 )
 
 // Store makes the state of stateful operators durable, so that a pipeline
@@ -68,7 +69,11 @@ type Codec[T any] interface {
 
 // Codecs sets how UpdateStateByKey encodes its keys and states for the
 // pipeline's Store. Without it, integer, float64 and string types use a
-// compact binary form and other types JSON.
+// compact binary form and other types JSON. With a Store, Run fails at
+// start when JSON would not give back the keys or states it stores: a
+// struct with an unexported field or a field tagged json:"-", an
+// interface, or a key holding a pointer (types with an UnmarshalJSON
+// method are trusted). Give such types a codec.
 func Codecs[K, S any](key Codec[K], state Codec[S]) StateOption {
 	return stateOptionFunc(func(c *stateConfig) { c.keyCodec, c.stateCodec = key, state })
 }
@@ -178,4 +183,51 @@ func (JSONCodec[T]) Decode(b []byte) (T, error) {
 	var v T
 	err := json.Unmarshal(b, &v)
 	return v, err
+}
+
+// jsonLossy reports why encoding/json would not give back a value of t
+// equal to the one encoded: an unexported struct field (dropped), a field
+// tagged "-" (dropped), an interface (its value decoded as another type:
+// an int as a float64), and, in a key (key), a pointer (decoded to a new
+// one, which no key equals). Types with their own UnmarshalJSON are
+// trusted.
+func jsonLossy(t reflect.Type, key bool, seen map[reflect.Type]bool) error {
+	if seen[t] {
+		return nil
+	}
+	seen[t] = true
+	if t.Implements(reflect.TypeFor[json.Unmarshaler]()) || reflect.PointerTo(t).Implements(reflect.TypeFor[json.Unmarshaler]()) {
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Interface:
+		return fmt.Errorf("%v is an interface", t)
+	case reflect.Pointer:
+		if key {
+			return fmt.Errorf("%v is a pointer, which a key restored as a new one would not equal", t)
+		}
+		return jsonLossy(t.Elem(), key, seen)
+	case reflect.Struct:
+		for i := range t.NumField() {
+			f := t.Field(i)
+			embeddedStruct := f.Anonymous && (f.Type.Kind() == reflect.Struct || f.Type.Kind() == reflect.Pointer && f.Type.Elem().Kind() == reflect.Struct)
+			if !f.IsExported() && !embeddedStruct {
+				return fmt.Errorf("field %s of %v is unexported", f.Name, t)
+			}
+			if f.Tag.Get("json") == "-" {
+				return fmt.Errorf("field %s of %v is tagged json:\"-\"", f.Name, t)
+			}
+			if err := jsonLossy(f.Type, key, seen); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		if err := jsonLossy(t.Key(), key, seen); err != nil {
+			return err
+		}
+		return jsonLossy(t.Elem(), key, seen)
+	case reflect.Slice, reflect.Array:
+		return jsonLossy(t.Elem(), key, seen)
+	}
+	return nil
 }
