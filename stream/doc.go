@@ -68,7 +68,11 @@
 // batch committed to the source. On start (or when an Assigner source
 // gains partitions) the state is restored, and input records below the
 // restored offsets are dropped as already counted, so that a crash between
-// the checkpoint and the commit does not count them twice. Name stateful
+// the checkpoint and the commit does not count them twice; no commit goes
+// back below them. A source that ends (io.EOF) below the restored offsets
+// of a partition it read from is not the input checkpointed (a file
+// replaced by a shorter one): Run fails as it ends, before committing.
+// Name stateful
 // operators (Stream.Named): the name, not the position in the graph, keys
 // their state, so the program around them may change. Package
 // stream/checkpoint keeps state in a local directory, and package

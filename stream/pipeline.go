@@ -69,6 +69,9 @@ type input interface {
 	// skipBelow drops records below these offsets from now on: a restored
 	// state has counted them.
 	skipBelow(offsets []Offset)
+	// endedBelow returns an error when the source, which has ended, did
+	// not reach the offsets a restored state had counted up to.
+	endedBelow() error
 }
 
 // NewPipeline returns a Pipeline configured by opts.
@@ -226,6 +229,11 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		}
 		cutAt := time.Now()
 		if n == 0 && (eof && id > 1 || ctx.Err() != nil) {
+			if eof {
+				if err := p.input.endedBelow(); err != nil {
+					return err
+				}
+			}
 			return end() // no empty batch after the last one
 		}
 		if assigner != nil {
@@ -239,6 +247,13 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		info := Info{ID: id, Time: cutAt, Start: batchStart, Records: n}
 		last = info
 		offsets, records := p.input.cut(info, assigned, assigner != nil)
+		if eof {
+			// Before anything of this run is committed: its offsets,
+			// below the restored ones, would go back in the checkpoint.
+			if err := p.input.endedBelow(); err != nil {
+				return err
+			}
+		}
 		pending = mergeOffsets(pending, offsets)
 		// Checked after the outputs: a run cancelled meanwhile ends with
 		// this batch, which must then be checkpointed.
@@ -605,6 +620,7 @@ func minus(a, b []int32) []int32 {
 type inputStream[T any] struct {
 	src      Source[T]
 	skip     map[sourcePartition]int64 // restored offsets not yet passed
+	seen     map[sourcePartition]int64 // the highest offset read of each key of skip
 	wide     bool                      // offsets count across the source's partitions (SourceWideOffsets)
 	buf      []Record[T]
 	parts    map[int32]*inPart[T] // buffers of every partition seen, by ID
@@ -791,6 +807,15 @@ func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) ([]Offse
 	clear(cut)
 	in.cutParts = cut[:0]
 	if len(in.skip) > 0 {
+		// What the restored state counted is done, whatever this batch
+		// read of it: a commit must not go back below it (a store that
+		// keeps the last offsets it was given would count those records
+		// again at the next restore).
+		for i, o := range offsets {
+			if next, ok := in.skip[in.skipKey(o.Source, o.Partition)]; ok {
+				offsets[i].Next = max(o.Next, next)
+			}
+		}
 		in.dropSkipped()
 	}
 	return offsets, records
@@ -803,7 +828,7 @@ type sourcePartition struct {
 
 func (in *inputStream[T]) skipBelow(offsets []Offset) {
 	if in.skip == nil {
-		in.skip = map[sourcePartition]int64{}
+		in.skip, in.seen = map[sourcePartition]int64{}, map[sourcePartition]int64{}
 	}
 	for _, o := range offsets {
 		k := in.skipKey(o.Source, o.Partition)
@@ -834,6 +859,9 @@ func (in *inputStream[T]) dropSkipped() {
 		for j, o := range p.Origins {
 			k := in.skipKey(o.Source, o.Partition)
 			next, ok := in.skip[k]
+			if s, had := in.seen[k]; ok && (!had || o.Offset > s) {
+				in.seen[k] = o.Offset
+			}
 			switch {
 			case ok && in.wide:
 				if kept == nil {
@@ -850,6 +878,7 @@ func (in *inputStream[T]) dropSkipped() {
 				continue
 			case ok:
 				delete(in.skip, k) // offsets only grow: passed for good
+				delete(in.seen, k)
 			}
 			p.Values[n], p.Origins[n] = p.Values[j], o
 			n++
@@ -863,8 +892,27 @@ func (in *inputStream[T]) dropSkipped() {
 	for k, passed := range kept {
 		if passed {
 			delete(in.skip, k)
+			delete(in.seen, k)
 		}
 	}
+}
+
+// endedBelow implements input. A source partition of which nothing was
+// read is not one: a run may go on from the state of another input (the
+// next file of a series).
+func (in *inputStream[T]) endedBelow() error {
+	for k, next := range in.skip {
+		seen, ok := in.seen[k]
+		if !ok || seen+1 >= next {
+			continue
+		}
+		part := ""
+		if k.partition != wholeSource {
+			part = " partition " + itoa(k.partition)
+		}
+		return fmt.Errorf("stream: source %s%s ended at offset %d, below %d, up to which the restored state had counted its records: the input is not the one checkpointed (replaced, or cut shorter); discard the checkpoint to count it anew", k.source, part, seen, next)
+	}
+	return nil
 }
 
 // batchOffsets returns the next offset of every source partition of the

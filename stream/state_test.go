@@ -3,6 +3,7 @@ package stream_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -782,4 +783,56 @@ func TestStateGrowsWhileGroupingABatchOfNewKeys(t *testing.T) {
 			assert.Greater(t, dropped, 100, "new keys not kept")
 		})
 	}
+}
+
+// A restarted run whose input ends below the offsets its restored state
+// had counted up to (a file replaced by a shorter one, under the same
+// name) fails as the input ends, before anything of the run is committed,
+// instead of taking the new lines for counted; an input that ends where
+// the state did, or that the state had not read from (the next file of a
+// series), runs.
+func TestInputEndingBelowTheRestoredOffsetsFails(t *testing.T) {
+	lines := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "%d\n", i%7)
+		}
+		return b.String()
+	}
+	runFile := func(store *memStore, name, in string) (map[int]int, error) {
+		f, err := source.NewFile(name, strings.NewReader(in), source.Partitions(2))
+		require.NoError(t, err)
+		p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(16), stream.WithStore(store))
+		keys := stream.Map(stream.From(p, f), func(line []byte) stream.Pair[int, int] {
+			k, err := strconv.Atoi(string(line))
+			require.NoError(t, err)
+			return stream.KV(k, 1)
+		})
+		c := collect(stream.UpdateStateByKey(keys, sum).Named("counts"))
+		err = p.Run(context.Background())
+		batches := c.all()
+		if len(batches) == 0 {
+			return nil, err
+		}
+		return stateMap(batches[len(batches)-1]), err
+	}
+	store := newMemStore()
+	_, err := runFile(store, "events", lines(100))
+	require.NoError(t, err)
+	checkpointed, offsets := decodeMem(t, store), maps.Clone(store.offsets)
+
+	_, err = runFile(store, "events", lines(40))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "stream: source events ended at offset 40, below 101, up to which the restored state had counted its records")
+	assert.Equal(t, checkpointed, decodeMem(t, store), "the failed run changed no state")
+	for k, o := range offsets {
+		assert.GreaterOrEqual(t, store.offsets[k].Next, o.Next, "%s: the failed run's batches committed no offset below the restored ones", k)
+	}
+
+	got, err := runFile(store, "events", lines(100))
+	require.NoError(t, err, "the same input again: nothing new")
+	assert.Equal(t, checkpointed, got)
+	got, err = runFile(store, "more", lines(7))
+	require.NoError(t, err, "another input goes on from the state")
+	assert.Equal(t, checkpointed[0]+1, got[0])
 }

@@ -316,6 +316,26 @@ func TestInputRerunByAnotherPathResumes(t *testing.T) {
 	}
 }
 
+// A file replaced by a shorter one, rerun with its checkpoint, fails as it
+// ends, saying why, rather than taking its lines for counted; with
+// -reset-checkpoint, it is counted anew.
+func TestInputReplacedByAShorterFileFails(t *testing.T) {
+	dir := t.TempDir()
+	path, ckpt := filepath.Join(dir, "events.csv"), filepath.Join(dir, "checkpoint")
+	require.NoError(t, os.WriteFile(path, []byte("1001,profile.view\n1002,profile.view\n1003,profile.view\n"), 0o644))
+	r := runMain(t, context.Background(), "", "-input", path, "-json", "-checkpoint", ckpt)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	require.NoError(t, os.WriteFile(path, []byte("2001,profile.view\n"), 0o644))
+	r = runMain(t, context.Background(), "", "-input", path, "-json", "-checkpoint", ckpt)
+	assert.Equal(t, exitFailure, r.code)
+	assert.Contains(t, r.stderr, "stream: source "+path+" ended at offset 1, below 4, up to which the restored state had counted its records: the input is not the one checkpointed")
+	r = runMain(t, context.Background(), "", "-input", path, "-json", "-checkpoint", ckpt, "-reset-checkpoint")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	lines := parseLines(t, r.stdout)
+	require.NotEmpty(t, lines)
+	assert.Equal(t, 1, lines[len(lines)-1].Users)
+}
+
 // One checkpoint directory belongs to one process: a second run pointed
 // at a directory in use fails at once, naming it, instead of writing over
 // the first one's checkpoint; once the first is done, the directory is
