@@ -135,6 +135,47 @@ func OpenFile(path string, opts ...FileOption) (*File, error) {
 	return src, nil
 }
 
+// OpenFileContext is OpenFile, but an open that waits returns when ctx
+// is done, with ctx's error: opening a named pipe (a FIFO) for reading
+// waits for a writer to open it.
+func OpenFileContext(ctx context.Context, path string, opts ...FileOption) (*File, error) {
+	if path == "-" {
+		return OpenFile(path, opts...)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		return OpenFile(path, opts...)
+	}
+	type opened struct {
+		f   *File
+		err error
+	}
+	done := make(chan opened, 1)
+	go func() {
+		f, err := OpenFile(path, opts...)
+		done <- opened{f, err}
+	}()
+	select {
+	case o := <-done:
+		return o.f, o.err
+	case <-ctx.Done():
+	}
+	// A writer that opens and closes the pipe ends the wait: the open for
+	// reading, under way, waits for no one else.
+	for {
+		if w, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+		select {
+		case o := <-done:
+			if o.f != nil {
+				o.f.Close()
+			}
+			return nil, fmt.Errorf("source: open %s: %w", path, context.Cause(ctx))
+		case <-time.After(10 * time.Millisecond): // the reader not counted yet
+		}
+	}
+}
+
 // NewFile returns a File reading r, named name in origins and errors. It
 // does not close r. When r is an *os.File on which read deadlines work (a
 // pipe, a terminal), a Poll waiting for input returns when its context is

@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -356,4 +358,18 @@ func TestCheckpointInUseFails(t *testing.T) {
 	r = runMain(t, context.Background(), "", "-input", path, "-json", "-checkpoint", ckpt)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	assert.Len(t, parseLines(t, r.stdout), 1)
+}
+
+// -input naming a named pipe that no writer has opened yet waits for one,
+// but not past a cancellation (a signal): the run ends at once, exit 0.
+func TestInputNamedPipeWithoutAWriterStopsOnCancel(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "events")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	start := time.Now()
+	r := runMain(t, ctx, "", "-input", fifo, "-json")
+	assert.Equal(t, exitOK, r.code, r.stderr)
+	assert.Empty(t, r.stdout, "no batch: nothing was read")
+	assert.Less(t, time.Since(start), 10*time.Second)
 }

@@ -469,9 +469,13 @@ func openInput(ctx context.Context, path string, stdin io.Reader) (*input, error
 			path = abs
 		}
 		in.regular = isRegular(os.Stat(path))
-		in.file, err = source.OpenFile(path, parts)
+		// A named pipe's open waits for a writer: not past a signal.
+		in.file, err = source.OpenFileContext(ctx, path, parts)
 	}
-	if err != nil {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, nil
+	case err != nil:
 		return nil, fmt.Errorf("input: %w", err)
 	}
 	// The format is told from the first line that is not blank; blank

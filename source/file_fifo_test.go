@@ -1,0 +1,60 @@
+//go:build unix
+
+package source_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// Opening a named pipe waits for a writer: OpenFileContext gives up when
+// its context is done, and otherwise reads what the writer writes.
+func TestOpenFileContextOfANamedPipe(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "events")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	f, err := source.OpenFileContext(ctx, fifo)
+	assert.Nil(t, f)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.Error(), "source: open "+fifo)
+	assert.Less(t, time.Since(start), 5*time.Second, "no writer came, yet the open returned")
+
+	wrote := make(chan error, 1)
+	go func() {
+		w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err == nil {
+			_, err = w.WriteString("1001,profile.view\n")
+			err = errors.Join(err, w.Close())
+		}
+		wrote <- err
+	}()
+	f, err = source.OpenFileContext(context.Background(), fifo)
+	require.NoError(t, err)
+	defer f.Close()
+	buf := make([]stream.Record[[]byte], 4)
+	n, err := f.Poll(context.Background(), buf)
+	if n == 1 && err == nil {
+		var k int
+		k, err = f.Poll(context.Background(), buf[1:])
+		n += k
+	}
+	require.ErrorIs(t, err, io.EOF)
+	require.Equal(t, 1, n)
+	assert.Equal(t, "1001,profile.view", string(buf[0].Value))
+	require.NoError(t, <-wrote)
+}
