@@ -63,3 +63,39 @@ func TestStateRefusesAKeyNotEqualToItself(t *testing.T) {
 		})
 	}
 }
+
+// With an inverse, ReduceByKeyAndWindow keeps running results by key: a
+// key not equal to itself (a NaN) could never be found to leave the
+// window, and fails the batch, as in UpdateStateByKey; recomputed from
+// the window, it leaves with its batch.
+func TestWindowOfAKeyNotEqualToItself(t *testing.T) {
+	for _, inv := range []bool{false, true} {
+		t.Run(map[bool]string{false: "recomputed", true: "inverse"}[inv], func(t *testing.T) {
+			chunks := [][]stream.Record[stream.Pair[float64, int]]{
+				{rec(stream.KV(math.NaN(), 1), 0, 0)},
+				{rec(stream.KV(1.0, 1), 0, 1)}, {rec(stream.KV(1.0, 1), 0, 2)}, {rec(stream.KV(1.0, 1), 0, 3)},
+			}
+			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.Parallelism(1))
+			in := stream.Keyed(stream.From[stream.Pair[float64, int]](p, &scripted[stream.Pair[float64, int]]{chunks: chunks}))
+			var f func(a, b int) int
+			if inv {
+				f = func(a, b int) int { return a - b }
+			}
+			c := collect(stream.ReduceByKeyAndWindow(in, func(a, b int) int { return a + b }, f, 2, 1).Named("windowed"))
+			err := p.Run(context.Background())
+			if inv {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), "batch 1: windowed: partition 0: key NaN is not equal to itself")
+				return
+			}
+			require.NoError(t, err)
+			got := c.all()
+			require.Len(t, got, 4)
+			for i := 2; i < 4; i++ {
+				for kv := range got[i].All() {
+					require.False(t, math.IsNaN(kv.Key), "window %d still holds the NaN key of batch 1", i+1)
+				}
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 )
 
@@ -116,7 +117,10 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 // as it enters and removed as it leaves, so a slide costs the batches that
 // moved, not the whole window. A key is dropped once no batch in the window
 // has a value for it. As with Window, the values of a partition that an
-// Assigner source loses leave the window, on a Keyed stream.
+// Assigner source loses leave the window, on a Keyed stream. With inverse,
+// a key must be equal to itself: a batch holding a key that is not (a
+// float NaN), which the running results could never find to remove,
+// fails, as in UpdateStateByKey.
 //
 //	in  -- (a,1) -- (a,2) -- (b,1) -->
 //	out -- (a,1) -- (a,3) -- (a,2) (b,1) -->   length 2, slide 1, sum
@@ -137,6 +141,9 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse
 		seen    int
 		running = map[int32]map[K]counted{}
 		bufs    buffers[Pair[K, V]]
+		// irreflexive: a key may be unequal to itself (a NaN), which the
+		// running results could never find to remove
+		irreflexive = typeMayBeIrreflexive(reflect.TypeFor[K]())
 	)
 	add := func(b *Batch[Pair[K, V]], sign int32) {
 		for _, p := range b.Partitions {
@@ -166,6 +173,13 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse
 		in, err := perBatch.batch(bc)
 		if in == nil || err != nil {
 			return nil, err
+		}
+		if irreflexive {
+			for i := range in.Partitions {
+				if err := checkKeys(&in.Partitions[i]); err != nil {
+					return nil, &PartitionError{Partition: in.Partitions[i].ID, Err: err}
+				}
+			}
 		}
 		seen++
 		if len(ring) == length {
