@@ -214,6 +214,7 @@ func (p *BatchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, e
 		case choice < 0 || int(choice) >= len(partitions):
 			err = sarama.ErrInvalidPartition
 		case sz > p.cfg.Producer.MaxMessageBytes: // as sarama's producer: a batch of its own may pass it by its header
+			m.Partition = partitions[choice] // named in the error
 			err = sarama.ErrMessageSizeTooLarge
 		}
 		if err != nil {
@@ -365,6 +366,7 @@ func (p *BatchProducer) sendTo(leader *sarama.Broker, batches []*partBatch) {
 		)
 		for _, b := range batches {
 			if taken[b.part] || len(in) > 0 && bytes+b.bytes > maxRequest() {
+				taken[b.part] = true // the partition's later batches wait behind this one
 				later = append(later, b)
 				continue
 			}
