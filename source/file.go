@@ -395,10 +395,19 @@ func (f *File) poll(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 			f.dl.SetReadDeadline(time.Time{})
 		}()
 	}
+	// Reads that do not wait but bring no line ending (a line that goes
+	// on and on, /dev/zero) look at ctx between them.
+	f.lines.done = ctx.Done()
 	n, err := f.lines.split(buf, nil)
+	f.lines.done = nil
 	f.line, f.read = f.lines.line, f.lines.read
 	switch {
 	case err == nil:
+		return n, nil
+	case err == errSplitStopped:
+		if n == 0 {
+			return 0, ctx.Err()
+		}
 		return n, nil
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		// The start of a line that goes on stays in lines, for the

@@ -2,6 +2,7 @@ package source
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 
@@ -29,7 +30,11 @@ type blockLines struct {
 	start int    // the first byte of block not split yet
 	cut   []byte // of a line over maxLine: its first maxLine+1 bytes, while the rest of it is skipped
 	eof   bool
+	done  <-chan struct{} // if set, split stops between reads once it is closed
 }
+
+// errSplitStopped is split's error when done was closed.
+var errSplitStopped = errors.New("source: split stopped")
 
 // split fills recs with the next lines, and ends, unless nil, with the
 // bytes read up to the end of each. It returns io.EOF with the last line,
@@ -71,6 +76,13 @@ func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, err
 		if b.cut != nil {
 			b.start = len(b.block)
 			b.read += int64(len(rest))
+		}
+		if b.done != nil {
+			select {
+			case <-b.done:
+				return n, errSplitStopped
+			default:
+			}
 		}
 		if err := b.fill(); err != nil {
 			return n, err

@@ -58,3 +58,36 @@ func TestOpenFileContextOfANamedPipe(t *testing.T) {
 	assert.Equal(t, "1001,profile.view", string(buf[0].Value))
 	require.NoError(t, <-wrote)
 }
+
+// endless reads 'x' forever, never a line ending, and never waits: as
+// /dev/zero does.
+type endless struct{}
+
+func (endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'x'
+	}
+	return len(p), nil
+}
+
+// A Poll of an input whose reads never wait but bring no line ending
+// returns when its context is done, instead of reading on for good; the
+// line, over the maximum, is still cut and its rest skipped.
+func TestPollOfALineWithoutEndReturnsOnCancel(t *testing.T) {
+	f, err := source.NewFile("zero", endless{}, source.MaxLine(1<<10))
+	require.NoError(t, err)
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.Poll(ctx, make([]stream.Record[[]byte], 4))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Poll still reading 10s after its context was done")
+	}
+}
