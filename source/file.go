@@ -105,9 +105,11 @@ func MaxLine(n int) FileOption { return fileOptionFunc(func(f *File) { f.maxLine
 
 // OpenFile opens path for reading; "-" is standard input, named "stdin".
 //
-// On Linux, standard input that is a pipe or a terminal is opened anew, so
-// that a Poll waiting for input returns when its context is done: Go's
-// os.Stdin does not support read deadlines. Elsewhere such a Poll waits
+// On Linux, standard input that is a pipe or a terminal is opened anew,
+// and one that is a socket duplicated, so that a Poll waiting for input
+// returns when its context is done: Go's os.Stdin does not support read
+// deadlines. (A socket's duplicate is non-blocking, and so is the socket
+// then: read standard input through the File alone.) Elsewhere such a Poll waits
 // for the next line or the end of the input.
 func OpenFile(path string, opts ...FileOption) (*File, error) {
 	name := path
@@ -198,8 +200,8 @@ func NewFile(name string, r io.Reader, opts ...FileOption) (*File, error) {
 	return f, nil
 }
 
-// reopenStdin opens the pipe or terminal of standard input again, or
-// returns nil. Go makes a file it opens non-blocking and polls it, which
+// reopenStdin opens the pipe or terminal of standard input again, or a
+// duplicate of its socket, or returns nil. Go makes a file it opens non-blocking and polls it, which
 // read deadlines need; it leaves os.Stdin blocking, because the flag
 // belongs to the open file, which a terminal shares with the shell. A new
 // open has a flag of its own. A regular file is not reopened: it would
@@ -209,7 +211,7 @@ func reopenStdin() *os.File {
 		return nil
 	}
 	fi, err := os.Stdin.Stat()
-	if err != nil || fi.Mode()&(os.ModeNamedPipe|os.ModeCharDevice) == 0 {
+	if err != nil || fi.Mode()&(os.ModeNamedPipe|os.ModeCharDevice|os.ModeSocket) == 0 {
 		return nil
 	}
 	rc, err := os.Stdin.SyscallConn() // Fd would make os.Stdin blocking
@@ -218,6 +220,12 @@ func reopenStdin() *os.File {
 	}
 	var f *os.File
 	rc.Control(func(fd uintptr) {
+		if fi.Mode()&os.ModeSocket != 0 {
+			// A socket (inetd, a socket-activated service) cannot be
+			// opened anew: a duplicate, made non-blocking, is polled.
+			f, err = pollableDup(fd, "stdin")
+			return
+		}
 		// O_NONBLOCK: opening a pipe whose writers have all gone must not
 		// wait for a new one.
 		f, err = os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), os.O_RDONLY|syscall.O_NONBLOCK, 0)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -90,4 +91,52 @@ func TestPollOfALineWithoutEndReturnsOnCancel(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Poll still reading 10s after its context was done")
 	}
+}
+
+// Standard input that is a socket (inetd, a socket-activated service) is
+// read through a pollable duplicate: a Poll waiting for input returns when
+// its context is done, then reads what comes, and the end of the input.
+func TestOpenFileStdinSocket(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("standard input is opened anew on Linux alone")
+	}
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	require.NoError(t, err)
+	in, out := os.NewFile(uintptr(fds[0]), "in"), os.NewFile(uintptr(fds[1]), "out")
+	defer in.Close()
+	old := os.Stdin
+	os.Stdin = in
+	defer func() { os.Stdin = old }()
+	f, err := source.OpenFile("-")
+	require.NoError(t, err)
+	defer f.Close()
+
+	buf := make([]stream.Record[[]byte], 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.Poll(ctx, buf)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(10 * time.Second):
+		out.Close() // lets the Poll end
+		t.Fatal("Poll still waiting 10s after its context was done")
+	}
+
+	_, err = out.WriteString("1001,profile.view\n")
+	require.NoError(t, err)
+	require.NoError(t, out.Close())
+	n, err := f.Poll(context.Background(), buf)
+	if n == 1 && err == nil {
+		var k int
+		k, err = f.Poll(context.Background(), buf[1:])
+		n += k
+	}
+	require.ErrorIs(t, err, io.EOF)
+	require.Equal(t, 1, n)
+	assert.Equal(t, "1001,profile.view", string(buf[0].Value))
 }
