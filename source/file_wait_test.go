@@ -47,17 +47,25 @@ func TestOpenFileContextOfANamedPipe(t *testing.T) {
 	f, err = source.OpenFileContext(context.Background(), fifo)
 	require.NoError(t, err)
 	defer f.Close()
-	buf := make([]stream.Record[[]byte], 4)
-	n, err := f.Poll(context.Background(), buf)
-	if n == 1 && err == nil {
-		var k int
-		k, err = f.Poll(context.Background(), buf[1:])
-		n += k
-	}
-	require.ErrorIs(t, err, io.EOF)
-	require.Equal(t, 1, n)
-	assert.Equal(t, "1001,profile.view", string(buf[0].Value))
+	assert.Equal(t, []string{"1001,profile.view"}, readToEnd(t, f))
 	require.NoError(t, <-wrote)
+}
+
+// readToEnd returns the lines f yields up to io.EOF.
+func readToEnd(t *testing.T, f *source.File) []string {
+	t.Helper()
+	var lines []string
+	buf := make([]stream.Record[[]byte], 4)
+	for {
+		n, err := f.Poll(context.Background(), buf)
+		for _, r := range buf[:n] {
+			lines = append(lines, string(r.Value))
+		}
+		if errors.Is(err, io.EOF) {
+			return lines
+		}
+		require.NoError(t, err)
+	}
 }
 
 // endless reads 'x' forever, never a line ending, and never waits: as
@@ -130,13 +138,5 @@ func TestOpenFileStdinSocket(t *testing.T) {
 	_, err = out.WriteString("1001,profile.view\n")
 	require.NoError(t, err)
 	require.NoError(t, out.Close())
-	n, err := f.Poll(context.Background(), buf)
-	if n == 1 && err == nil {
-		var k int
-		k, err = f.Poll(context.Background(), buf[1:])
-		n += k
-	}
-	require.ErrorIs(t, err, io.EOF)
-	require.Equal(t, 1, n)
-	assert.Equal(t, "1001,profile.view", string(buf[0].Value))
+	assert.Equal(t, []string{"1001,profile.view"}, readToEnd(t, f))
 }
