@@ -323,11 +323,40 @@ func (p *Pipeline) finish(work context.Context, info Info, committer Committer, 
 		}
 		return committed, nil
 	}
-	// work may be over (the drain timeout): the abort must go out still.
-	if aerr := tx.Abort(context.WithoutCancel(work)); aerr != nil {
+	// work may be over (the drain timeout): the abort must go out still,
+	// but Run does not wait for it past abortGrace after that.
+	actx, cancel := abortContext(work)
+	defer cancel()
+	if aerr := tx.Abort(actx); aerr != nil {
 		err = errors.Join(err, fmt.Errorf("stream: batch %d: abort transaction: %w", info.ID, aerr))
 	}
 	return false, err
+}
+
+// abortGrace is how long a transaction's abort is waited for once the
+// drain timeout has passed.
+const abortGrace = time.Second
+
+// abortContext returns the context of an abort: not done with work, but
+// abortGrace after it, so that a broker that does not answer cannot hold
+// Run past its DrainTimeout for long. Call cancel once the abort is done.
+func abortContext(work context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(work))
+	go func() {
+		select {
+		case <-work.Done():
+		case <-ctx.Done():
+			return
+		}
+		t := time.NewTimer(abortGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // finishBatch runs the outputs of a batch, then, if durable says so,

@@ -23,7 +23,11 @@ type Transaction interface {
 	// Commit commits the open transaction. When it fails, nothing of the
 	// batch must be visible: Commit aborts what it cannot commit.
 	Commit(ctx context.Context) error
-	// Abort discards the open transaction, if any.
+	// Abort discards the open transaction, if any. When Run's
+	// DrainTimeout has passed, ctx is done a second later: Abort may then
+	// return with ctx's error, leaving the abort to finish in the
+	// background, so that Run does not wait for a broker that does not
+	// answer.
 	Abort(ctx context.Context) error
 }
 

@@ -176,6 +176,25 @@ func (b *Broker) RefuseProduce(n int, code int16) func() int {
 	}
 }
 
+// StallProduce holds the next produce request, unanswered, as a broker
+// that does not answer would, until release is called; held is closed
+// once the request is held. Call release, once, before Close.
+func (b *Broker) StallProduce() (held <-chan struct{}, release func()) {
+	h, wake := make(chan struct{}), make(chan struct{})
+	var holding sync.Once
+	b.cluster.ControlKey(kmsg.Produce.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		// kfake runs the control again as the request wakes: once held
+		// is enough.
+		holding.Do(func() {
+			close(h)
+			b.cluster.SleepControl(func() { <-wake })
+		})
+		return nil, nil, false
+	})
+	var once sync.Once
+	return h, func() { once.Do(func() { close(wake) }) }
+}
+
 // Close stops the broker and closes its connections. With a DataDir, it
 // first saves the broker's state. Close is safe to call more than once.
 func (b *Broker) Close() {

@@ -68,6 +68,9 @@ type Producer struct {
 	failed   error // the first failure in the open transaction
 	closed   bool
 	onEnd    []func(committed bool)
+	// letGo are producers Abort stopped waiting for: they finish their
+	// abort and close in the background; Close waits for them.
+	letGo sync.WaitGroup
 }
 
 var _ stream.Transaction = (*Producer)(nil)
@@ -321,13 +324,20 @@ func (p *Producer) Commit(ctx context.Context) error {
 // lost), Abort closes it: the brokers abort the transaction when it times
 // out or when the next producer with this ID starts, and the next Begin
 // starts a new producer.
+//
+// The abort waits for the brokers' answers to what the transaction sent.
+// When ctx is done first (a broker that does not answer), Abort returns
+// with ctx's error and lets the producer go: it finishes the abort and
+// closes in the background, Close waits for it, and the next Begin starts
+// a new producer, whose start aborts the transaction at the brokers if
+// the abort had not.
 func (p *Producer) Abort(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.open {
 		p.mu.Unlock()
 		return nil
 	}
-	err := p.abort()
+	err := p.abortWithin(ctx)
 	p.open, p.failed = false, nil
 	hooks := p.onEnd
 	p.onEnd = nil
@@ -340,27 +350,62 @@ func (p *Producer) Abort(ctx context.Context) error {
 
 // abort aborts the open transaction. p.mu is held.
 func (p *Producer) abort() error {
-	if p.producer.TxnStatus()&sarama.ProducerTxnFlagFatalError == 0 {
-		if err := p.whileDraining(p.producer.AbortTxn); err == nil {
-			p.log.Warn("transaction aborted")
-			return nil
-		} else {
-			p.log.Warn("transaction abort failed; restarting the producer", "err", err)
-		}
+	if !p.abortTxn(p.producer) {
+		p.reset("fatal transaction state")
 	}
-	p.reset("fatal transaction state")
 	return nil
+}
+
+// abortWithin is abort, giving up waiting when ctx is done: see Abort.
+// p.mu is held.
+func (p *Producer) abortWithin(ctx context.Context) error {
+	if ctx.Done() == nil {
+		return p.abort()
+	}
+	ap := p.producer
+	aborted := make(chan bool, 1)
+	go func() { aborted <- p.abortTxn(ap) }()
+	select {
+	case ok := <-aborted:
+		if !ok {
+			p.reset("fatal transaction state")
+		}
+		return nil
+	case <-ctx.Done():
+	}
+	p.producer = nil
+	p.letGo.Go(func() {
+		<-aborted
+		if err := ap.Close(); err != nil {
+			p.log.Debug("close the transactional producer let go", "err", err)
+		}
+	})
+	p.log.Warn("transaction abort given up waiting for; it goes on in the background, and the next producer's start aborts the transaction if it had not")
+	return fmt.Errorf("txn %s: abort: %w (it goes on in the background)", p.cfg.ID, context.Cause(ctx))
+}
+
+// abortTxn aborts the transaction of ap, and reports whether it did: if
+// not, ap must be closed.
+func (p *Producer) abortTxn(ap sarama.AsyncProducer) bool {
+	if ap.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
+		return false
+	}
+	if err := whileDraining(ap, ap.AbortTxn); err != nil {
+		p.log.Warn("transaction abort failed; restarting the producer", "err", err)
+		return false
+	}
+	p.log.Warn("transaction aborted")
+	return true
 }
 
 // whileDraining runs f while it reads and drops the producer's
 // acknowledgements. A Send cut short (its ctx done) left messages in
 // flight whose acknowledgements nobody reads any more, and sarama's
 // AbortTxn waits until every one is read: past its channels' buffers, it
-// would wait for good. They are of the transaction being aborted. p.mu is
-// held.
-func (p *Producer) whileDraining(f func() error) error {
+// would wait for good. They are of the transaction being aborted.
+func whileDraining(ap sarama.AsyncProducer, f func() error) error {
 	stop, done := make(chan struct{}), make(chan struct{})
-	ok, errs := p.producer.Successes(), p.producer.Errors()
+	ok, errs := ap.Successes(), ap.Errors()
 	go func() {
 		defer close(done)
 		for {
@@ -391,12 +436,14 @@ func (p *Producer) reset(why string) {
 	p.producer = nil
 }
 
-// Close aborts the open transaction, if any, and stops the producer. It is
-// safe to call more than once; the other methods fail after it.
+// Close aborts the open transaction, if any, and stops the producer, and
+// waits for those Abort let go to close. It is safe to call more than
+// once; the other methods fail after it.
 func (p *Producer) Close() error {
 	if err := p.Abort(context.Background()); err != nil {
 		p.log.Warn("abort on close", "err", err)
 	}
+	p.letGo.Wait()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
