@@ -8,6 +8,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/sink"
@@ -42,10 +43,23 @@ func runTxn(t *testing.T, ctx context.Context, b *kafkatest.Broker, drain time.D
 }
 
 // With a transaction, DrainTimeout still bounds Run when a broker does not
-// answer what the batch sent: the abort is left to finish in the
-// background (the transaction's Close waits for it), and a restart with
-// the same transactional ID outputs every record exactly once.
+// answer: what the batch sent (the abort is left to finish in the
+// background), or the transaction's end (the commit is); the
+// transaction's Close waits for them, and a restart with the same
+// transactional ID outputs every record exactly once.
 func TestTransactionalRunEndsAtItsDrainTimeoutWhenABrokerStalls(t *testing.T) {
+	for _, tc := range []struct {
+		name, want string
+		key        int16
+	}{
+		{"a write", "abort transaction", kmsg.Produce.Int16()},
+		{"the commit", "commit transaction", kmsg.EndTxn.Int16()},
+	} {
+		t.Run(tc.name, func(t *testing.T) { stalledTransactionalRun(t, tc.key, tc.want) })
+	}
+}
+
+func stalledTransactionalRun(t *testing.T, key int16, want string) {
 	const n = 60
 	b := startBroker(t, map[string]int32{"in": 2, "out": 1})
 	produce(t, b, "in", 2, 0, n)
@@ -53,7 +67,7 @@ func TestTransactionalRunEndsAtItsDrainTimeoutWhenABrokerStalls(t *testing.T) {
 	defer cancel()
 	done, closed := runTxn(t, ctx, b, 200*time.Millisecond)
 	require.Eventually(t, func() bool { c := b.Committed("g", "in"); return c[0] > 0 || c[1] > 0 }, 20*time.Second, 5*time.Millisecond)
-	held, release := b.StallProduce()
+	held, release := b.Stall(key)
 	defer release()
 	<-held
 	cancel()
@@ -68,7 +82,7 @@ func TestTransactionalRunEndsAtItsDrainTimeoutWhenABrokerStalls(t *testing.T) {
 	took := time.Since(start)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "batch not finished 200ms after cancellation")
-	assert.Contains(t, err.Error(), "abort transaction")
+	assert.Contains(t, err.Error(), want)
 	assert.Less(t, took, 5*time.Second, "Run returns about DrainTimeout and a second after the cancellation, not when the broker answers")
 	release()
 	<-closed // the transaction's Close waited for the producer let go

@@ -112,8 +112,8 @@ func Parallelism(n int) Option { return optionFunc(func(c *config) { c.paralleli
 // DrainTimeout bounds how long the batch in progress may take to finish
 // after Run's context is cancelled (default DefaultDrainTimeout). When it
 // passes, the batch is abandoned uncommitted and Run returns an error;
-// with a Transaction, after at most a second more for its abort to go
-// out (see Transaction.Abort).
+// with a Transaction, after at most a second more for its end to go out
+// (see Transaction).
 func DrainTimeout(d time.Duration) Option { return optionFunc(func(c *config) { c.drainTimeout = d }) }
 
 // Logger sets the logger of the engine (default: discard).

@@ -314,33 +314,39 @@ func (p *Pipeline) finish(work context.Context, info Info, committer Committer, 
 		return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: batch %d: begin transaction: %w", info.ID, err))
 	}
 	committed, err := p.finishBatch(work, info, committer, pending, durable, stats)
+	// The end of the transaction, commit or abort, must go out even when
+	// work is over (the drain timeout), but Run does not wait for it past
+	// endGrace after that.
+	ectx, cancel := endContext(work)
+	defer cancel()
 	if err == nil {
 		began := time.Now()
-		err = tx.Commit(work)
+		err = tx.Commit(ectx)
 		stats.Commit += time.Since(began)
 		if err != nil {
-			return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: batch %d: commit transaction: %w", info.ID, err))
+			err = fmt.Errorf("stream: batch %d: commit transaction: %w", info.ID, err)
+			if work.Err() != nil { // the drain timeout, and how the commit ended
+				err = errors.Join(context.Cause(work), err)
+			}
+			return false, err
 		}
 		return committed, nil
 	}
-	// work may be over (the drain timeout): the abort must go out still,
-	// but Run does not wait for it past abortGrace after that.
-	actx, cancel := abortContext(work)
-	defer cancel()
-	if aerr := tx.Abort(actx); aerr != nil {
+	if aerr := tx.Abort(ectx); aerr != nil {
 		err = errors.Join(err, fmt.Errorf("stream: batch %d: abort transaction: %w", info.ID, aerr))
 	}
 	return false, err
 }
 
-// abortGrace is how long a transaction's abort is waited for once the
-// drain timeout has passed.
-const abortGrace = time.Second
+// endGrace is how long a transaction's commit or abort is waited for once
+// the drain timeout has passed.
+const endGrace = time.Second
 
-// abortContext returns the context of an abort: not done with work, but
-// abortGrace after it, so that a broker that does not answer cannot hold
-// Run past its DrainTimeout for long. Call cancel once the abort is done.
-func abortContext(work context.Context) (context.Context, context.CancelFunc) {
+// endContext returns the context of a transaction's commit or abort: not
+// done with work, but endGrace after it, so that a broker that does not
+// answer cannot hold Run past its DrainTimeout for long. Call cancel once
+// the transaction has ended.
+func endContext(work context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(work))
 	go func() {
 		select {
@@ -348,7 +354,7 @@ func abortContext(work context.Context) (context.Context, context.CancelFunc) {
 		case <-ctx.Done():
 			return
 		}
-		t := time.NewTimer(abortGrace)
+		t := time.NewTimer(endGrace)
 		defer t.Stop()
 		select {
 		case <-t.C:

@@ -17,17 +17,19 @@ import "context"
 // state in memory holds the batch, which the transaction no longer does,
 // so the run must restart from the Store. The methods are called from the
 // run loop's goroutine, one batch at a time.
+//
+// When Run's DrainTimeout has passed, the ctx of Commit and Abort is done
+// a second later: they may then return with ctx's error, leaving the
+// commit or abort to finish in the background (all of the transaction
+// committed, or none of it), so that Run does not wait for a broker that
+// does not answer.
 type Transaction interface {
 	// Begin opens the transaction of the next batch.
 	Begin(ctx context.Context) error
 	// Commit commits the open transaction. When it fails, nothing of the
 	// batch must be visible: Commit aborts what it cannot commit.
 	Commit(ctx context.Context) error
-	// Abort discards the open transaction, if any. When Run's
-	// DrainTimeout has passed, ctx is done a second later: Abort may then
-	// return with ctx's error, leaving the abort to finish in the
-	// background, so that Run does not wait for a broker that does not
-	// answer.
+	// Abort discards the open transaction, if any.
 	Abort(ctx context.Context) error
 }
 

@@ -176,13 +176,14 @@ func (b *Broker) RefuseProduce(n int, code int16) func() int {
 	}
 }
 
-// StallProduce holds the next produce request, unanswered, as a broker
-// that does not answer would, until release is called; held is closed
-// once the request is held. Call release, once, before Close.
-func (b *Broker) StallProduce() (held <-chan struct{}, release func()) {
+// Stall holds the next request of the given key (kmsg.Produce.Int16(),
+// kmsg.EndTxn.Int16(), ...), unanswered, as a broker that does not answer
+// would, until release is called; held is closed once the request is
+// held. Call release before Close.
+func (b *Broker) Stall(key int16) (held <-chan struct{}, release func()) {
 	h, wake := make(chan struct{}), make(chan struct{})
 	var holding sync.Once
-	b.cluster.ControlKey(kmsg.Produce.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+	b.cluster.ControlKey(key, func(kmsg.Request) (kmsg.Response, error, bool) {
 		// kfake runs the control again as the request wakes: once held
 		// is enough.
 		holding.Do(func() {

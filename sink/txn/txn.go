@@ -292,6 +292,11 @@ func (p *Producer) usable() error {
 // and returns once the brokers have. When a write of the transaction
 // failed, or the commit does, Commit aborts the transaction and returns
 // the error: nothing of it is committed.
+//
+// When ctx is done before the brokers answer, Commit returns with ctx's
+// error and lets the producer go, as Abort does: the commit goes on in
+// the background (and, if it fails, an abort), so that the transaction
+// may yet be committed, all of it, or aborted, all of it.
 func (p *Producer) Commit(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.open {
@@ -300,11 +305,9 @@ func (p *Producer) Commit(ctx context.Context) error {
 	}
 	err := p.failed
 	if err == nil {
-		if err = p.producer.CommitTxn(); err != nil {
-			err = fmt.Errorf("txn %s: commit: %w", p.cfg.ID, err)
-		}
+		err = p.commitWithin(ctx)
 	}
-	if err != nil {
+	if err != nil && p.producer != nil {
 		if aerr := p.abort(); aerr != nil {
 			err = errors.Join(err, aerr)
 		}
@@ -382,6 +385,35 @@ func (p *Producer) abortWithin(ctx context.Context) error {
 	})
 	p.log.Warn("transaction abort given up waiting for; it goes on in the background, and the next producer's start aborts the transaction if it had not")
 	return fmt.Errorf("txn %s: abort: %w (it goes on in the background)", p.cfg.ID, context.Cause(ctx))
+}
+
+// commitWithin commits the open transaction, giving up waiting when ctx
+// is done: the producer is then let go, to finish the commit, or abort
+// what it could not commit, and close in the background. p.mu is held.
+func (p *Producer) commitWithin(ctx context.Context) error {
+	ap := p.producer
+	committed := make(chan error, 1)
+	go func() { committed <- ap.CommitTxn() }()
+	select {
+	case err := <-committed:
+		if err != nil {
+			return fmt.Errorf("txn %s: commit: %w", p.cfg.ID, err)
+		}
+		return nil
+	case <-ctx.Done():
+	}
+	p.producer = nil
+	p.letGo.Go(func() {
+		if err := <-committed; err != nil {
+			p.log.Warn("transaction commit given up waiting for failed", "err", err)
+			p.abortTxn(ap)
+		}
+		if err := ap.Close(); err != nil {
+			p.log.Debug("close the transactional producer let go", "err", err)
+		}
+	})
+	p.log.Warn("transaction commit given up waiting for; it goes on in the background")
+	return fmt.Errorf("txn %s: commit: %w (it goes on in the background: the transaction may yet be committed)", p.cfg.ID, context.Cause(ctx))
 }
 
 // abortTxn aborts the transaction of ap, and reports whether it did: if
