@@ -35,7 +35,7 @@
 // reader skips it; the decoders reject it, as they would anywhere else.
 //
 // In both formats a record is one line without its line ending (a trailing
-// "\n" or "\r\n" is allowed) or one Kafka message value. A leading UTF-8 byte
+// "\n", "\r\n" or lone "\r" is allowed, and taken as the line's end) or one Kafka message value. A leading UTF-8 byte
 // order mark is skipped. A record longer than the limit (DefaultMaxLen,
 // 64 KiB, unless set with WithMaxLen) is rejected without being read.
 //

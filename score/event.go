@@ -48,7 +48,8 @@ var bom = []byte("\xef\xbb\xbf")
 // when it starts with '{', FormatCSV when it is the header line
 // "user_id,activity" (see IsCSVHeader) or starts with a digit and holds a
 // comma, and FormatUnknown otherwise (an empty line, or neither). A leading
-// UTF-8 byte order mark and leading spaces or tabs are ignored.
+// UTF-8 byte order mark is ignored, and so are leading spaces or tabs
+// before a '{' or a digit; the header is not indented.
 //
 // It looks at the shape only: the line may still fail to decode.
 func DetectFormat(firstLine []byte) Format {
@@ -68,8 +69,8 @@ func DetectFormat(firstLine []byte) Format {
 
 // IsCSVHeader reports whether line is the optional header of a CSV file,
 // "user_id,activity", with perhaps a byte order mark before it and a line
-// ending after it. A reader skips it when it is the first line; the
-// decoders reject it (as a bad user id) anywhere.
+// ending after it, nothing else: not indented. A reader skips it when it
+// is the first line; the decoders reject it (as a bad user id) anywhere.
 func IsCSVHeader(line []byte) bool {
 	return string(trimEOL(bytes.TrimPrefix(line, bom))) == csvHeader
 }
@@ -100,7 +101,9 @@ func AppendJSON(dst []byte, e Event) []byte {
 // AppendCSV appends e to dst as a CSV row without a line ending,
 // 1234,profile.view, and returns the extended slice. It does not quote: an
 // activity holding a comma, a double quote or a control character gives a
-// row that DecodeCSV rejects. Activities of a Table never hold them.
+// row that DecodeCSV rejects, but for a line ending at its end ("\n",
+// "\r\n", "\r"), which DecodeCSV takes as the row's end. Activities of a
+// Table never hold them.
 func AppendCSV(dst []byte, e Event) []byte {
 	dst = strconv.AppendInt(dst, e.UserID, 10)
 	dst = append(dst, ',')

@@ -160,3 +160,20 @@ func TestKind(t *testing.T) {
 	}
 	assert.Equal(t, [score.NumKinds]int{score.ErrEmpty: 1, score.ErrMalformed: 1, score.ErrBadUserID: 1, score.ErrUnknownActivity: 2}, counts)
 }
+
+// A lone "\r" at the end of a record is taken as its line ending, as the
+// doc says; an activity that ends with a line ending is written by
+// AppendCSV as a row that decodes without it, as its doc says; an
+// indented header is not one, for DetectFormat either.
+func TestLineEndingsAtTheEdges(t *testing.T) {
+	e, err := score.DecodeCSV([]byte("1234,profile.view\r"))
+	require.NoError(t, err)
+	assert.Equal(t, score.Event{UserID: 1234, Activity: "profile.view"}, e)
+	for _, act := range []string{"x\n", "x\r", "x\r\n"} {
+		e, err := score.DecodeCSV(score.AppendCSV(nil, score.Event{UserID: 1, Activity: act}))
+		require.NoError(t, err, "%q", act)
+		assert.Equal(t, "x", e.Activity, "%q", act)
+	}
+	assert.Equal(t, score.FormatUnknown, score.DetectFormat([]byte(" user_id,activity")))
+	assert.Equal(t, score.FormatCSV, score.DetectFormat([]byte(" 1234,profile.view")))
+}
