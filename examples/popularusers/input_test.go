@@ -373,3 +373,32 @@ func TestInputNamedPipeWithoutAWriterStopsOnCancel(t *testing.T) {
 	assert.Empty(t, r.stdout, "no batch: nothing was read")
 	assert.Less(t, time.Since(start), 10*time.Second)
 }
+
+// A file whose last line has no line ending, run with a checkpoint, gets a
+// warning: appended to, its rerun would not count the rest of that line.
+// One that ends with a line ending, or run without a checkpoint, gets none.
+func TestInputLastLineWithoutALineEndingWarns(t *testing.T) {
+	const warning = "the input's last line has no line ending"
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, content string
+		checkpoint    bool
+		warn          bool
+	}{
+		{"unended, checkpointed", "1001,profile.view\n1002,profile.vi", true, true},
+		{"ended, checkpointed", "1001,profile.view\n", true, false},
+		{"unended, no checkpoint", "1001,profile.view\n1002,profile.vi", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "")+".csv")
+			require.NoError(t, os.WriteFile(path, []byte(tc.content), 0o644))
+			args := []string{"-input", path, "-json"}
+			if tc.checkpoint {
+				args = append(args, "-checkpoint", filepath.Join(dir, "ck-"+strings.ReplaceAll(tc.name, " ", "")))
+			}
+			r := runMain(t, context.Background(), "", args...)
+			require.Equal(t, exitOK, r.code, r.stderr)
+			assert.Equal(t, tc.warn, strings.Contains(r.stderr, warning), r.stderr)
+		})
+	}
+}

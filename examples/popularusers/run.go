@@ -167,6 +167,9 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 		return err
 	}
 	err = p.Run(runCtx)
+	if err == nil && c.input != "" && c.input != "-" && c.checkpointDir(false) != "" && lastLineUnended(c.input) {
+		log.Warn("the input's last line has no line ending: it was counted as it is, and if the file is appended to, a rerun with this checkpoint goes on from the line after it, not from the rest of that line", "input", c.input)
+	}
 	out.report.done()
 	if err == nil && ctx.Err() == nil && runCtx.Err() != nil {
 		err = context.Cause(runCtx) // the producer failed
@@ -555,6 +558,23 @@ func (h *heldFirst) Poll(ctx context.Context, buf []stream.Record[[]byte]) (int,
 		return n, nil
 	}
 	return h.File.Poll(ctx, buf)
+}
+
+// lastLineUnended reports whether the regular file at path ends with a
+// line that has no line ending.
+func lastLineUnended(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 {
+		return false
+	}
+	var last [1]byte
+	_, err = f.ReadAt(last[:], fi.Size()-1)
+	return err == nil && last[0] != '\n'
 }
 
 func isRegular(fi os.FileInfo, err error) bool {
