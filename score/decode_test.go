@@ -347,3 +347,17 @@ func checkError(t *testing.T, err error, kind score.Kind, off int) {
 	assert.True(t, strings.HasPrefix(err.Error(), kind.String()), "message %q starts with the kind", err)
 	assert.False(t, errors.Is(err, score.ErrInvalidTable))
 }
+
+// A record one byte over the limit may be the cut of a longer line (a
+// file reader keeps the first limit+1 bytes of one): its error says "at
+// least"; a longer one gives its length.
+func TestTooLongSaysAtLeastForACut(t *testing.T) {
+	d, err := score.NewDecoder(score.FormatCSV, score.WithMaxLen(10))
+	require.NoError(t, err)
+	_, err = d.Decode([]byte(strings.Repeat("1", 11)))
+	require.ErrorIs(t, err, score.ErrTooLong)
+	assert.Contains(t, err.Error(), "at least 11 bytes, over the limit of 10")
+	_, err = d.Decode([]byte(strings.Repeat("1", 12)))
+	require.ErrorIs(t, err, score.ErrTooLong)
+	assert.Contains(t, err.Error(), ": 12 bytes, over the limit of 10")
+}

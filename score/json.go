@@ -618,5 +618,10 @@ func invalidUTF8At(b []byte) int {
 }
 
 func tooLong(rec []byte, maxLen int) error {
+	if len(rec) == maxLen+1 {
+		// Perhaps the first maxLen+1 bytes of a longer line, which a
+		// reader cut (source.File does).
+		return newError(ErrTooLong, -1, fmt.Sprintf("at least %d bytes, over the limit of %d", len(rec), maxLen))
+	}
 	return newError(ErrTooLong, -1, fmt.Sprintf("%d bytes, over the limit of %d", len(rec), maxLen))
 }
