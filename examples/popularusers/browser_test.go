@@ -7,6 +7,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/stream"
 )
 
 // chromium returns the path of a Chromium to drive headless. Without one
@@ -133,4 +136,22 @@ func pixelsNear(img image.Image, c color.RGBA) int {
 func near(v uint32, want uint8) bool {
 	d := int(v) - int(want)
 	return d > -24 && d < 24
+}
+
+// Before the first batch, while the state is restored at start, the page
+// says so: /status gives empty lists, not null, and the page's script
+// draws them instead of failing ("disconnected").
+func TestLivePageBeforeTheFirstBatch(t *testing.T) {
+	m, err := startMonitor("127.0.0.1:0", slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer m.close()
+	m.RestoreProgress(stream.RestoreStats{Entries: 12345})
+	body := string(get(t, "http://"+m.addr+"/status"))
+	assert.Contains(t, body, `"batches":[]`)
+	assert.Contains(t, body, `"top":[]`)
+
+	dom := headless(t, chromium(t), "http://"+m.addr+"/", "--dump-dom")
+	conn := regexp.MustCompile(`id="conn"[^>]*>([^<]*)<`).FindSubmatch(dom)
+	require.NotNil(t, conn, "the page's status line")
+	assert.Contains(t, string(conn[1]), "restoring state")
 }

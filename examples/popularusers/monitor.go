@@ -223,6 +223,12 @@ func (m *monitor) serveStatus(w http.ResponseWriter, _ *http.Request) {
 	m.mu.Lock()
 	s := m.status
 	s.Batches = m.history
+	if s.Batches == nil { // before the first batch (a restore): [], not null
+		s.Batches = []point{}
+	}
+	if s.Top == nil {
+		s.Top = []topUser{}
+	}
 	body, err := json.Marshal(s)
 	m.mu.Unlock()
 	if err != nil {
