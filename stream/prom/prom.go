@@ -38,6 +38,7 @@ package prom
 import (
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -47,7 +48,9 @@ import (
 // Metrics is a stream.Hook and stream.RestoreHook that keeps what it is
 // told as Prometheus metrics, and a prometheus.Collector that exports them.
 // It is safe for concurrent use: the pipeline calls the hooks while
-// Prometheus collects.
+// Prometheus collects. Give each pipeline a Metrics of its own (told apart
+// by ConstLabels): a batch deletes the lag and state gauges its pipeline
+// did not set, as stale, and those of another pipeline would look so.
 type Metrics struct {
 	batches         prometheus.Counter
 	records         *prometheus.CounterVec
@@ -66,7 +69,8 @@ type Metrics struct {
 	restoreEntries  prometheus.Counter
 	restoreDuration prometheus.Histogram
 
-	restored int64 // entries of the restore in progress already counted
+	mu       sync.Mutex // over the hooks' bookkeeping below
+	restored int64      // entries of the restore in progress already counted
 	// label values of the lag and state gauges, so that those a batch
 	// does not set are deleted, not left stale
 	lagLabels, stateLabels liveLabels
@@ -158,6 +162,8 @@ func New(opts ...Option) *Metrics {
 
 // BatchDone implements stream.Hook.
 func (m *Metrics) BatchDone(s stream.BatchStats) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.batches.Inc()
 	m.batchRecords.Observe(float64(s.Info.Records))
 	m.processing.Observe(s.Processing.Seconds())
@@ -220,6 +226,8 @@ func (l *liveLabels) forgetUnset(vecs ...*prometheus.GaugeVec) {
 
 // RestoreProgress implements stream.RestoreHook.
 func (m *Metrics) RestoreProgress(s stream.RestoreStats) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.restoreEntries.Add(float64(s.Entries - m.restored))
 	m.restored = s.Entries
 	if !s.Done {

@@ -3,6 +3,7 @@ package prom_test
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -149,4 +150,34 @@ func TestRestoreMetrics(t *testing.T) {
 	assert.Equal(t, uint64(1), fs["sluice_restore_seconds"].GetMetric()[0].GetHistogram().GetSampleCount())
 	m.RestoreProgress(stream.RestoreStats{Entries: 5, Done: true})
 	assert.Equal(t, 10005.0, families(t, reg)["sluice_restore_entries_total"].GetMetric()[0].GetCounter().GetValue())
+}
+
+// The hooks of one Metrics may run on several goroutines at once, as its
+// doc says (run with -race).
+func TestHooksAreSafeForConcurrentUse(t *testing.T) {
+	m := prom.New()
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(m))
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Go(func() {
+			for i := range 500 {
+				m.BatchDone(stream.BatchStats{
+					Inputs: []stream.PartitionStats{{Source: "in", Partition: int32(g*1000 + i%7), Lag: 1}},
+					State:  []stream.StateStats{{Name: "s"}}})
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range 500 {
+			m.RestoreProgress(stream.RestoreStats{Entries: int64(i), Done: i == 499})
+		}
+	})
+	wg.Go(func() {
+		for range 50 {
+			_, err := reg.Gather()
+			assert.NoError(t, err)
+		}
+	})
+	wg.Wait()
 }
