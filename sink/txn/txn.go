@@ -365,55 +365,69 @@ func (p *Producer) abortWithin(ctx context.Context) error {
 	if ctx.Done() == nil {
 		return p.abort()
 	}
-	ap := p.producer
-	aborted := make(chan bool, 1)
-	go func() { aborted <- p.abortTxn(ap) }()
-	select {
-	case ok := <-aborted:
-		if !ok {
-			p.reset("fatal transaction state")
+	errNotAborted := errors.New("not aborted")
+	ended, err := p.endWithin(ctx, func(ap sarama.AsyncProducer) error {
+		if !p.abortTxn(ap) {
+			return errNotAborted
 		}
 		return nil
-	case <-ctx.Done():
+	}, nil)
+	switch {
+	case !ended:
+		p.log.Warn("transaction abort given up waiting for; it goes on in the background, and the next producer's start aborts the transaction if it had not")
+		return fmt.Errorf("txn %s: abort: %w (it goes on in the background)", p.cfg.ID, context.Cause(ctx))
+	case err != nil:
+		p.reset("fatal transaction state")
 	}
-	p.producer = nil
-	p.letGo.Go(func() {
-		<-aborted
-		if err := ap.Close(); err != nil {
-			p.log.Debug("close the transactional producer let go", "err", err)
-		}
-	})
-	p.log.Warn("transaction abort given up waiting for; it goes on in the background, and the next producer's start aborts the transaction if it had not")
-	return fmt.Errorf("txn %s: abort: %w (it goes on in the background)", p.cfg.ID, context.Cause(ctx))
+	return nil
 }
 
 // commitWithin commits the open transaction, giving up waiting when ctx
 // is done: the producer is then let go, to finish the commit, or abort
 // what it could not commit, and close in the background. p.mu is held.
 func (p *Producer) commitWithin(ctx context.Context) error {
-	ap := p.producer
-	committed := make(chan error, 1)
-	go func() { committed <- ap.CommitTxn() }()
-	select {
-	case err := <-committed:
+	ended, err := p.endWithin(ctx, sarama.AsyncProducer.CommitTxn, func(ap sarama.AsyncProducer, err error) {
 		if err != nil {
-			return fmt.Errorf("txn %s: commit: %w", p.cfg.ID, err)
+			p.log.Warn("transaction commit given up waiting for failed", "err", err)
+			p.abortTxn(ap)
 		}
-		return nil
+	})
+	switch {
+	case !ended:
+		p.log.Warn("transaction commit given up waiting for; it goes on in the background")
+		return fmt.Errorf("txn %s: commit: %w (it goes on in the background: the transaction may yet be committed)", p.cfg.ID, context.Cause(ctx))
+	case err != nil:
+		return fmt.Errorf("txn %s: commit: %w", p.cfg.ID, err)
+	}
+	return nil
+}
+
+// endWithin runs end, the producer's commit or abort, and waits for it
+// until ctx is done; it reports whether it did, and end's error. When
+// ctx is done first, it lets the producer go: in the background, end
+// finishes, then after (if not nil) with its error, then the producer
+// closes; Close waits for it, and the next Begin starts a new producer.
+// p.mu is held.
+func (p *Producer) endWithin(ctx context.Context, end func(sarama.AsyncProducer) error, after func(sarama.AsyncProducer, error)) (bool, error) {
+	ap := p.producer
+	ended := make(chan error, 1)
+	go func() { ended <- end(ap) }()
+	select {
+	case err := <-ended:
+		return true, err
 	case <-ctx.Done():
 	}
 	p.producer = nil
 	p.letGo.Go(func() {
-		if err := <-committed; err != nil {
-			p.log.Warn("transaction commit given up waiting for failed", "err", err)
-			p.abortTxn(ap)
+		err := <-ended
+		if after != nil {
+			after(ap, err)
 		}
 		if err := ap.Close(); err != nil {
 			p.log.Debug("close the transactional producer let go", "err", err)
 		}
 	})
-	p.log.Warn("transaction commit given up waiting for; it goes on in the background")
-	return fmt.Errorf("txn %s: commit: %w (it goes on in the background: the transaction may yet be committed)", p.cfg.ID, context.Cause(ctx))
+	return false, nil
 }
 
 // abortTxn aborts the transaction of ap, and reports whether it did: if
