@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -80,6 +81,27 @@ func CreateCompacted(admin sarama.ClusterAdmin, topic string, partitions int32, 
 		return false, err
 	}
 	return true, nil
+}
+
+// CleanupPolicy returns the cleanup.policy of topic: its policies, such
+// as [compact] or [compact delete], and the setting as written; none when
+// the brokers do not say.
+func CleanupPolicy(admin sarama.ClusterAdmin, topic string) ([]string, string, error) {
+	results, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: topic, ConfigNames: []string{"cleanup.policy"}}}, sarama.DescribeConfigsOptions{})
+	switch {
+	case err != nil:
+		return nil, "", err
+	case len(results) != 1:
+		return nil, "", fmt.Errorf("describe configs of %s: %d results", topic, len(results))
+	case results[0].ErrorCode != sarama.ErrNoError:
+		return nil, "", fmt.Errorf("%w: %s", results[0].ErrorCode, results[0].ErrorMsg)
+	}
+	for _, e := range results[0].Configs {
+		if e.Name == "cleanup.policy" {
+			return strings.Split(e.Value, ","), e.Value, nil
+		}
+	}
+	return nil, "", nil
 }
 
 // Await calls ready until it returns nil, waiting 10 ms, then twice as

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -323,25 +322,16 @@ func (k *Kafka) checkPolicy() error {
 	if err != nil {
 		return err
 	}
-	results, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: k.cfg.Topic, ConfigNames: []string{"cleanup.policy"}}}, sarama.DescribeConfigsOptions{})
-	if err == nil && len(results) == 1 && results[0].ErrorCode != sarama.ErrNoError {
-		err = fmt.Errorf("%w: %s", results[0].ErrorCode, results[0].ErrorMsg)
-	}
-	if err != nil || len(results) != 1 {
+	policies, value, err := kafkaconf.CleanupPolicy(admin, k.cfg.Topic)
+	if err != nil {
 		k.log.Warn("changelog: cannot read the topic's cleanup.policy", "err", err)
 		return nil
 	}
-	for _, e := range results[0].Configs {
-		if e.Name != "cleanup.policy" {
-			continue
-		}
-		policies := strings.Split(e.Value, ",")
-		if !slices.Contains(policies, "compact") {
-			return fmt.Errorf("changelog: topic %s has cleanup.policy=%s: its records would expire, and the state with them; set cleanup.policy=compact", k.cfg.Topic, e.Value)
-		}
-		if slices.Contains(policies, "delete") {
-			k.log.Warn("changelog topic also has cleanup.policy delete: state older than its retention will be lost", "policy", e.Value)
-		}
+	if policies != nil && !slices.Contains(policies, "compact") {
+		return fmt.Errorf("changelog: topic %s has cleanup.policy=%s: its records would expire, and the state with them; set cleanup.policy=compact", k.cfg.Topic, value)
+	}
+	if slices.Contains(policies, "delete") {
+		k.log.Warn("changelog topic also has cleanup.policy delete: state older than its retention will be lost", "policy", value)
 	}
 	return nil
 }

@@ -39,7 +39,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -427,18 +426,13 @@ func (x *Kafka) checkPolicy(c sarama.Client) {
 		return
 	}
 	// Not admin.Close: it would close the client, which is ours.
-	results, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: x.cfg.Topic, ConfigNames: []string{"cleanup.policy"}}}, sarama.DescribeConfigsOptions{})
-	if err == nil && len(results) == 1 && results[0].ErrorCode != sarama.ErrNoError {
-		err = fmt.Errorf("%w: %s", results[0].ErrorCode, results[0].ErrorMsg)
-	}
-	if err != nil || len(results) != 1 {
+	policies, value, err := kafkaconf.CleanupPolicy(admin, x.cfg.Topic)
+	if err != nil {
 		x.log.Warn("exchange: cannot read the topic's cleanup.policy", "err", err)
 		return
 	}
-	for _, e := range results[0].Configs {
-		if e.Name == "cleanup.policy" && !slices.Contains(strings.Split(e.Value, ","), "compact") {
-			x.log.Warn("exchange topic is not compacted: it keeps every partial published within its retention, and every process reads them all as it starts; set cleanup.policy=compact", "policy", e.Value)
-		}
+	if policies != nil && !slices.Contains(policies, "compact") {
+		x.log.Warn("exchange topic is not compacted: it keeps every partial published within its retention, and every process reads them all as it starts; set cleanup.policy=compact", "policy", value)
 	}
 }
 
