@@ -101,9 +101,9 @@ func applyMatchesAModel[K comparable](t *testing.T, mk func(int) K, hash func(K)
 			}
 			return st, st%7 != 0
 		}
-		op := &stateOp[K, int, int]{in: &Stream[Pair[K, int]]{}, update: update}
+		op := &stateOp[K, int, int]{in: &Stream[Pair[K, int]]{}, update: update, scratchRefs: refs}
 		obs := &mapObs[K]{m: map[K]int{}}
-		sp := &statePart[K, int, int]{index: newHasherIndex[K](), group: map[K]int32{}, ttl: ttl, durable: durable, refs: refs, obs: obs}
+		sp := &statePart[K, int, int]{index: newHasherIndex[K](), group: map[K]int32{}, ttl: ttl, durable: durable, obs: obs}
 		if hash != nil {
 			sp.index = newKeyIndex(hash)
 		}

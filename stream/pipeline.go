@@ -626,10 +626,15 @@ func (p *Pipeline) checkpoint(ctx context.Context, info Info, offsets []Offset) 
 	return nil
 }
 
+// offsetIndex returns the index in offs of source's partition, or -1.
+func offsetIndex(offs []Offset, source string, partition int32) int {
+	return slices.IndexFunc(offs, func(x Offset) bool { return x.Source == source && x.Partition == partition })
+}
+
 // mergeOffsets adds offsets to acc, keeping the highest per partition.
 func mergeOffsets(acc, offsets []Offset) []Offset {
 	for _, o := range offsets {
-		i := slices.IndexFunc(acc, func(x Offset) bool { return x.Source == o.Source && x.Partition == o.Partition })
+		i := offsetIndex(acc, o.Source, o.Partition)
 		if i < 0 {
 			acc = append(acc, o)
 			continue
@@ -686,7 +691,7 @@ type inPart[T any] struct {
 func (p *inPart[T]) count(o *Origin) {
 	k := p.last
 	if k >= len(p.offs) || p.offs[k].Partition != o.Partition || p.offs[k].Source != o.Source {
-		k = slices.IndexFunc(p.offs, func(x Offset) bool { return x.Source == o.Source && x.Partition == o.Partition })
+		k = offsetIndex(p.offs, o.Source, o.Partition)
 		if k < 0 {
 			k = len(p.offs)
 			p.offs = append(p.offs, Offset{Source: o.Source, Partition: o.Partition})
@@ -894,8 +899,10 @@ func (in *inputStream[T]) dropSkipped() {
 		for j, o := range p.Origins {
 			k := in.skipKey(o.Source, o.Partition)
 			next, ok := in.skip[k]
-			if s, had := in.seen[k]; ok && (!had || o.Offset > s) {
-				in.seen[k] = o.Offset
+			if ok {
+				if s, had := in.seen[k]; !had || o.Offset > s {
+					in.seen[k] = o.Offset
+				}
 			}
 			switch {
 			case ok && in.wide:
@@ -960,7 +967,7 @@ func batchOffsets[T any](parts []*inPart[T]) ([]Offset, []int) {
 	)
 	for _, p := range parts {
 		for k, o := range p.offs {
-			i := slices.IndexFunc(offsets, func(x Offset) bool { return x.Source == o.Source && x.Partition == o.Partition })
+			i := offsetIndex(offsets, o.Source, o.Partition)
 			if i < 0 {
 				offsets = append(offsets, o)
 				records = append(records, p.recs[k])

@@ -216,7 +216,6 @@ type statePart[K comparable, V, S any] struct {
 	removed []int32
 	dropped []K // new keys the update did not keep
 	values  []V
-	refs    bool  // keys or values may hold pointers: the scratch is cleared after use
 	touched int32 // see readAhead
 }
 
@@ -228,7 +227,6 @@ func (op *stateOp[K, V, S]) newPart(id int32) *statePart[K, V, S] {
 		group:   make(map[K]int32),
 		ttl:     op.cfg.ttlBatches > 0 || op.cfg.ttl > 0,
 		durable: op.durable,
-		refs:    op.scratchRefs,
 	}
 	if op.observe != nil {
 		sp.obs = op.observe(id)
@@ -488,7 +486,7 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 	for _, k := range dropped {
 		sp.index.remove(k)
 	}
-	if sp.refs {
+	if op.scratchRefs {
 		clear(dropped)
 	}
 	sp.dropped = dropped[:0]
@@ -498,7 +496,7 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 		sp.remove(i)
 	}
 	sp.removed = removed[:0]
-	sp.clearScratch()
+	op.clearScratch(sp)
 }
 
 // readAhead sets homes[i] to the index home of vals[i].Key and reads the
@@ -554,8 +552,8 @@ func (sp *statePart[K, V, S]) newGroup(k K, j, i, at int32) {
 
 // clearScratch clears the keys and values of the groups just updated, for
 // the garbage collector, unless they hold no pointers.
-func (sp *statePart[K, V, S]) clearScratch() {
-	if sp.refs {
+func (op *stateOp[K, V, S]) clearScratch(sp *statePart[K, V, S]) {
+	if op.scratchRefs {
 		clear(sp.values)
 		clear(sp.keys)
 	}
@@ -597,7 +595,7 @@ func (op *stateOp[K, V, S]) applyGroups(sp *statePart[K, V, S], vals []Pair[K, V
 		}
 		sp.updateKey(op, k, sp.values, batch)
 	}
-	sp.clearScratch()
+	op.clearScratch(sp)
 }
 
 func (sp *statePart[K, V, S]) updateKey(op *stateOp[K, V, S], k K, values []V, batch int64) {
