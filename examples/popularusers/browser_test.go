@@ -142,13 +142,14 @@ func near(v uint32, want uint8) bool {
 // says so: /status gives empty lists, not null, and the page's script
 // draws them instead of failing ("disconnected").
 func TestLivePageBeforeTheFirstBatch(t *testing.T) {
-	m, err := startMonitor("127.0.0.1:0", slog.New(slog.DiscardHandler))
+	m, err := startMonitor("127.0.0.1:0", 0.9, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	defer m.close()
 	m.RestoreProgress(stream.RestoreStats{Entries: 12345})
 	body := string(get(t, "http://"+m.addr+"/status"))
 	assert.Contains(t, body, `"batches":[]`)
 	assert.Contains(t, body, `"top":[]`)
+	assert.Contains(t, body, `"quantile":0.9`, "the quantile of -limit, not 0")
 
 	dom := headless(t, chromium(t), "http://"+m.addr+"/", "--dump-dom")
 	conn := regexp.MustCompile(`id="conn"[^>]*>([^<]*)<`).FindSubmatch(dom)

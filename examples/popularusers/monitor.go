@@ -94,9 +94,11 @@ type topUser struct {
 	Score  int64 `json:"score"`
 }
 
-// startMonitor listens on addr and serves until close.
-func startMonitor(addr string, log *slog.Logger) (*monitor, error) {
+// startMonitor listens on addr and serves until close; limit is the
+// pipeline's -limit, the quantile the page names before the first batch.
+func startMonitor(addr string, limit float64, log *slog.Logger) (*monitor, error) {
 	m := &monitor{engine: prom.New()}
+	m.status.Quantile = limit
 	const ns = "popularusers"
 	m.bad = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bad_records_total",
 		Help: "Records that did not decode, sent to the dead letters, by kind."}, []string{"kind"})

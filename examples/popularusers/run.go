@@ -56,7 +56,7 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 	out := &outputs{report: newReporter(stdout, c.json, c.input == "", log)}
 	opts := c.options(log)
 	if c.metricsAddr != "" {
-		mon, err := startMonitor(c.metricsAddr, log)
+		mon, err := startMonitor(c.metricsAddr, c.limit, log)
 		if err != nil {
 			return err
 		}
