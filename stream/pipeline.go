@@ -447,13 +447,22 @@ func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n int
 		return n, true, false, nil
 	case errors.Is(err, ErrCut):
 		return n, false, true, nil
-	case err == nil, pollCtx.Err() != nil && work.Err() == nil:
+	case err == nil:
+		return n, false, false, nil
+	case pollCtx.Err() != nil && work.Err() == nil && ctxError(pollCtx, err):
+		// The deadline or Run's cancellation, not a failure.
 		return n, false, false, nil
 	case work.Err() != nil:
 		return n, false, false, context.Cause(work)
 	default:
 		return n, false, false, fmt.Errorf("stream: poll source: %w", err)
 	}
+}
+
+// ctxError reports whether err is what Poll returns because ctx is done,
+// rather than a failure of the source that happened as ctx ended.
+func ctxError(ctx context.Context, err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Cause(ctx))
 }
 
 // rebalance tells stateful operators and OnRebalance hooks about partitions

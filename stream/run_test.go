@@ -152,7 +152,30 @@ func (f *failingPoll) Poll(_ context.Context, buf []stream.Record[int]) (int, er
 	return 1, nil
 }
 
+// failingAtDeadline fails once, as its batch's deadline passes, then ends.
+type failingAtDeadline struct{ n int }
+
+func (f *failingAtDeadline) Poll(ctx context.Context, buf []stream.Record[int]) (int, error) {
+	f.n++
+	switch f.n {
+	case 1:
+		buf[0] = rec(1, 0, 0)
+		return 1, nil
+	case 2:
+		<-ctx.Done()
+		return 0, errors.New("connection reset")
+	}
+	return 0, io.EOF
+}
+
 func TestSourceErrors(t *testing.T) {
+	t.Run("poll at the deadline", func(t *testing.T) {
+		defer goleak.VerifyNone(t)
+		p := stream.NewPipeline(stream.Interval(20 * time.Millisecond))
+		stream.To(stream.From(p, &failingAtDeadline{}), sink.NewMemory[int]())
+		err := p.Run(context.Background())
+		assert.EqualError(t, err, "stream: poll source: connection reset")
+	})
 	t.Run("poll", func(t *testing.T) {
 		defer goleak.VerifyNone(t)
 		p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(1))
