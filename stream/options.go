@@ -113,7 +113,7 @@ func Parallelism(n int) Option { return optionFunc(func(c *config) { c.paralleli
 // after Run's context is cancelled (default DefaultDrainTimeout). When it
 // passes, the batch is abandoned uncommitted and Run returns an error;
 // with a Transaction, after at most a second more for its end to go out
-// (see Transaction).
+// (see Transaction). 0 means no bound: the batch is always finished.
 func DrainTimeout(d time.Duration) Option { return optionFunc(func(c *config) { c.drainTimeout = d }) }
 
 // Logger sets the logger of the engine (default: discard).

@@ -154,6 +154,9 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	}
 	// A cancelled ctx gives the batch in progress DrainTimeout to finish.
 	stopDrain := context.AfterFunc(ctx, func() {
+		if p.cfg.drainTimeout == 0 { // no bound
+			return
+		}
 		t := time.AfterFunc(p.cfg.drainTimeout, func() {
 			stopWork(fmt.Errorf("stream: batch not finished %v after cancellation: %w", p.cfg.drainTimeout, context.Cause(ctx)))
 		})

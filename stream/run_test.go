@@ -229,6 +229,19 @@ func TestDrainTimeoutAbandonsAStuckBatch(t *testing.T) {
 	assert.Empty(t, src.Committed())
 }
 
+func TestDrainTimeoutZeroFinishesTheBatch(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(10), stream.DrainTimeout(0))
+	src := source.NewSlice("n", ints(100), 1)
+	release := make(chan struct{})
+	stream.To(stream.From(p, src), slowSink{release: release})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	time.AfterFunc(100*time.Millisecond, func() { close(release) })
+	require.NoError(t, p.Run(ctx))
+	assert.Equal(t, []stream.Offset{{Source: "n", Partition: 0, Next: 10}}, src.Committed())
+}
+
 func TestRunMisuse(t *testing.T) {
 	t.Run("no source", func(t *testing.T) {
 		assert.ErrorContains(t, stream.NewPipeline().Run(context.Background()), "no source")
