@@ -106,14 +106,18 @@ func CommitInterval(d time.Duration) Option {
 }
 
 // Parallelism sets how many goroutines process the partitions of a batch
-// and how many partitions a key shuffle creates (default GOMAXPROCS).
+// and how many partitions a key shuffle creates (default GOMAXPROCS); n
+// must be at least 1.
 func Parallelism(n int) Option { return optionFunc(func(c *config) { c.parallelism = n }) }
 
 // DrainTimeout bounds how long the batch in progress may take to finish
 // after Run's context is cancelled (default DefaultDrainTimeout). When it
-// passes, the batch is abandoned uncommitted and Run returns an error;
+// passes, the context the batch's outputs, flushes and commit are given is
+// cancelled: the batch is abandoned uncommitted and Run returns an error;
 // with a Transaction, after at most a second more for its end to go out
-// (see Transaction). 0 means no bound: the batch is always finished.
+// (see Transaction). An output or a Committer that ignores its context
+// holds Run until it returns, and a batch that still commits ends the run
+// without an error. 0 means no bound: the batch is always finished.
 func DrainTimeout(d time.Duration) Option { return optionFunc(func(c *config) { c.drainTimeout = d }) }
 
 // Logger sets the logger of the engine (default: discard).
