@@ -116,7 +116,9 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 // result is kept up to date incrementally: each batch's values are added
 // as it enters and removed as it leaves, so a slide costs the batches that
 // moved, not the whole window. A key is dropped once no batch in the window
-// has a value for it. As with Window, the values of a partition that an
+// has a value for it, and the keys of a partition come out in no particular
+// order (without inverse, in the order they first appear in the window, as
+// with ReduceByKey). As with Window, the values of a partition that an
 // Assigner source loses leave the window, on a Keyed stream. With inverse,
 // a key must be equal to itself: a batch holding a key that is not (a
 // float NaN), which the running results could never find to remove,
