@@ -63,7 +63,9 @@ type KafkaConfig struct {
 	// restarts with the same InstanceID within the session timeout gets its
 	// partitions back without a rebalance, and a member that dies while it
 	// joins cannot linger in the group under an unknown member ID. Each
-	// process of a group needs its own InstanceID.
+	// process of a group needs its own InstanceID: a process that joins
+	// with the InstanceID of one that runs fences it, whose Run then fails
+	// (sarama.ErrFencedInstancedId).
 	InstanceID string
 	// ConnectTimeout bounds how long Run may go without a working group
 	// session: at start, while it cannot reach the brokers, and later,
@@ -376,8 +378,9 @@ func consumerConfig(cfg *KafkaConfig) (*sarama.Config, error) {
 // Run joins the group and reads the partitions it is given until ctx is
 // cancelled, then leaves the group. It blocks; it returns nil after ctx is
 // cancelled, or an error when it could not reach the brokers or hold a
-// group session for ConnectTimeout. Every goroutine it started has ended
-// when it returns. Run may be called once.
+// group session for ConnectTimeout, or when another member took its
+// InstanceID. Every goroutine it started has ended when it returns. Run
+// may be called once.
 func (k *Kafka) Run(ctx context.Context) error {
 	if !k.running.CompareAndSwap(false, true) {
 		return fmt.Errorf("kafka source %s: Run called twice", k.cfg.Topic)
@@ -442,6 +445,12 @@ func (k *Kafka) Run(ctx context.Context) error {
 			// the new generation.
 			wait.reset()
 			continue
+		}
+		if errors.Is(err, sarama.ErrFencedInstancedId) {
+			// Another process joined with this InstanceID: the group
+			// refuses this one for as long as that one runs.
+			return fmt.Errorf("kafka source %s: group %s: instance %s taken by another member: %w",
+				k.cfg.Topic, k.cfg.Group, k.sarama.Consumer.Group.InstanceId, err)
 		}
 		k.mu.Lock()
 		since := time.Since(k.healthy)

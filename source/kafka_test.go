@@ -554,6 +554,39 @@ func TestKafkaStaticMembership(t *testing.T) {
 	}
 }
 
+// A member whose InstanceID a second process takes is fenced: its run
+// fails at once with sarama.ErrFencedInstancedId, instead of retrying a
+// join the group refuses until its ConnectTimeout.
+func TestKafkaFencedInstanceFails(t *testing.T) {
+	checkLeaks(t)
+	b := startBroker(t, map[string]int32{"in": 2})
+	produce(t, b, "in", 2, 0, 10)
+	start := func() func() error {
+		src := newSource(t, b, "in", "fenced", func(c *source.KafkaConfig) {
+			c.InstanceID = "worker-1"
+			c.ConnectTimeout = time.Minute
+		})
+		p := stream.NewPipeline(stream.Interval(20 * time.Millisecond))
+		stream.ForEachBatch(stream.From(p, src), func(context.Context, *stream.Batch[source.Message]) error { return nil })
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		wait := sync.OnceValue(func() error { return stopped(t, done) })
+		t.Cleanup(func() {
+			cancel()
+			_ = wait()
+		})
+		return wait
+	}
+	first := start()
+	waitCommitted(t, b, "fenced", "in")
+	began := time.Now()
+	start()
+	err := first()
+	require.ErrorIs(t, err, sarama.ErrFencedInstancedId)
+	assert.Less(t, time.Since(began), 15*time.Second, "the fenced member fails at once, not after its ConnectTimeout")
+}
+
 func TestNewKafkaValidates(t *testing.T) {
 	good := source.KafkaConfig{Brokers: []string{"localhost:9092"}, Topic: "t", Group: "g"}
 	old := sarama.NewConfig()
