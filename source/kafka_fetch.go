@@ -509,8 +509,9 @@ func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
 	l.f.noteBatchSize(records)
 	if records == 0 {
 		k.noteHWM(p.id, p.epoch, block.HighWaterMarkOffset)
-		if pos == p.pos && block.HighWaterMarkOffset > pos && len(block.RecordsSet) > 0 {
-			// Bytes came but no whole batch: ask for more next time.
+		if pos == p.pos && block.HighWaterMarkOffset > pos && (len(block.RecordsSet) > 0 || block.Partial) {
+			// Bytes came but no whole batch (sarama keeps none of a
+			// batch cut short: Partial): ask for more next time.
 			size = min(max(2*size, size+1), kafkaFetchMax(k.sarama))
 		}
 	} else {

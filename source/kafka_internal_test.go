@@ -287,6 +287,26 @@ func TestKafkaFetchAndPausedConsumerOverlap(t *testing.T) {
 	assert.Equal(t, int64(10), l.parts[0].pos, "the loop's position is its own")
 }
 
+// A batch larger than the bytes asked of its partition comes cut short
+// (a broker gives whole only the first partition of a response): sarama
+// keeps none of it and marks the block Partial. The next fetch asks for
+// more, until the batch fits, instead of the same bytes forever.
+func TestKafkaFetchGrowsPastABatchCutShort(t *testing.T) {
+	k := newTestKafka(t, 100)
+	c := startTestClaim(k, 0, 0)
+	l := testLoop(k, c, 7)
+	l.parts[0].size = 1000
+	block := &sarama.FetchResponseBlock{HighWaterMarkOffset: 20, Partial: true}
+	require.True(t, l.take(*l.parts[0], block))
+	assert.Equal(t, int64(7), l.parts[0].pos, "nothing taken")
+	assert.Greater(t, l.parts[0].size, int32(1000), "more asked next time")
+
+	// At the high watermark an empty block is no batch cut short.
+	l.parts[0].pos, l.parts[0].size = 20, 1000
+	require.True(t, l.take(*l.parts[0], &sarama.FetchResponseBlock{HighWaterMarkOffset: 20}))
+	assert.Equal(t, int32(1000), l.parts[0].size)
+}
+
 // A revoked claim whose RevokeTimeout ends while commits come in reads
 // what it logs under the source's lock: no data race with the commits.
 func TestRevokeTimeoutLogsUnderTheLock(t *testing.T) {
