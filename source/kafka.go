@@ -378,9 +378,11 @@ func consumerConfig(cfg *KafkaConfig) (*sarama.Config, error) {
 // Run joins the group and reads the partitions it is given until ctx is
 // cancelled, then leaves the group. It blocks; it returns nil after ctx is
 // cancelled, or an error when it could not reach the brokers or hold a
-// group session for ConnectTimeout, or when another member took its
-// InstanceID. Every goroutine it started has ended when it returns. Run
-// may be called once.
+// group session for ConnectTimeout, when another member took its
+// InstanceID, or when a fetch fails in a way no retry cures: the topic not
+// authorized, a record batch corrupt on the broker or whose CRC does not
+// match (with its own fetch loops, not SaramaFetch). Every goroutine it
+// started has ended when it returns. Run may be called once.
 func (k *Kafka) Run(ctx context.Context) error {
 	if !k.running.CompareAndSwap(false, true) {
 		return fmt.Errorf("kafka source %s: Run called twice", k.cfg.Topic)
@@ -397,9 +399,14 @@ func (k *Kafka) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kafka source %s: group %s: %w", k.cfg.Topic, k.cfg.Group, err)
 	}
+	// runCtx ends with ctx, or with a failure a retry does not cure,
+	// found by the fetch loops: the cause Run returns.
+	runCtx, failRun := context.WithCancelCause(ctx)
+	defer failRun(nil)
 	var fetch *kafkaFetch
 	if kafkaOwnFetch(k.sarama) && !k.cfg.SaramaFetch {
 		fetch = newKafkaFetch(k, client)
+		fetch.fail = failRun
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -433,12 +440,15 @@ func (k *Kafka) Run(ctx context.Context) error {
 	k.client, k.group, k.fetch = client, group, fetch
 	k.healthy = time.Now()
 	k.mu.Unlock()
-	h := &kafkaHandler{k: k, stop: ctx.Done()}
+	h := &kafkaHandler{k: k, stop: runCtx.Done()}
 	wait := kafkaBackoff{min: 100 * time.Millisecond, max: 5 * time.Second}
 	for {
-		err := group.Consume(ctx, []string{k.cfg.Topic}, h)
+		err := group.Consume(runCtx, []string{k.cfg.Topic}, h)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if runCtx.Err() != nil {
+			return context.Cause(runCtx)
 		}
 		if err == nil {
 			// The session ended for a rebalance; the next Consume joins
@@ -461,8 +471,11 @@ func (k *Kafka) Run(ctx context.Context) error {
 		}
 		d := wait.next()
 		k.log.Warn("kafka group session failed; retrying", "err", err, "retry_in", d)
-		if !kafkaSleep(ctx, d) {
-			return nil
+		if !kafkaSleep(runCtx, d) {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return context.Cause(runCtx)
 		}
 	}
 }

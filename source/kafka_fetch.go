@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +37,8 @@ type kafkaFetch struct {
 	// (consumer-fetch-rate, consumer-fetch-response-size) and the
 	// broker's.
 	metrics metrics.Registry
+	// fail ends the source's Run with an error a retry does not cure.
+	fail func(error)
 
 	mu      sync.Mutex
 	loops   map[int32]*fetchLoop // by broker ID
@@ -184,6 +187,13 @@ func (f *kafkaFetch) route(p *fetchPart) {
 	}
 }
 
+// failRun ends the source's Run with err, which a retry does not cure.
+func (f *kafkaFetch) failRun(err error) {
+	if f.fail != nil {
+		f.fail(err)
+	}
+}
+
 // sleep waits d, or less when the fetch stops; it reports whether it did not.
 func (f *kafkaFetch) sleep(d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -217,6 +227,7 @@ func (f *kafkaFetch) stop() {
 // run fetches the loop's partitions until it is stopped.
 func (l *fetchLoop) run() {
 	f, k := l.f, l.f.k
+	undecoded := 0 // responses in a row that did not decode
 	defer func() {
 		f.mu.Lock()
 		if l.conn != nil {
@@ -261,10 +272,21 @@ func (l *fetchLoop) run() {
 				return
 			default:
 			}
+			if errors.As(err, new(sarama.PacketDecodingError)) {
+				// A response that does not decode (a record batch whose
+				// CRC does not match) decodes no better the next time,
+				// and would stall every partition of the broker: once
+				// more, on a new connection, then the run fails.
+				if undecoded++; undecoded > 1 {
+					f.failRun(fmt.Errorf("kafka source %s: fetch from broker %s of %s: %w", k.cfg.Topic, l.addr, positions(parts), err))
+					return
+				}
+			}
 			k.log.Warn("kafka fetch failed; retrying", "broker", l.addr, "err", err, "retry_in", k.sarama.Consumer.Retry.Backoff)
 			l.reroute(conn, nil)
 			continue
 		}
+		undecoded = 0
 		var moved []int32
 		for _, p := range parts {
 			if !l.take(p, resp.GetBlock(k.cfg.Topic, p.id)) {
@@ -404,6 +426,10 @@ func (l *fetchLoop) take(p fetchPart, block *sarama.FetchResponseBlock) bool {
 			"partition", p.id, "offset", p.pos)
 		l.setPos(&p, reset, p.size, true)
 		return true
+	case errors.Is(block.Err, sarama.ErrTopicAuthorizationFailed), errors.Is(block.Err, sarama.ErrInvalidMessage):
+		// Not cured by a retry: the Java consumer fails its poll too.
+		l.f.failRun(fmt.Errorf("kafka source %s: fetch of partition %d at offset %d from broker %s: %w", k.cfg.Topic, p.id, p.pos, l.addr, block.Err))
+		return false
 	case errors.Is(block.Err, sarama.ErrNotLeaderForPartition), errors.Is(block.Err, sarama.ErrLeaderNotAvailable),
 		errors.Is(block.Err, sarama.ErrFencedLeaderEpoch), errors.Is(block.Err, sarama.ErrUnknownLeaderEpoch):
 		k.log.Info("kafka partition leader moved; following it", "partition", p.id, "broker", l.addr, "err", block.Err)
@@ -583,6 +609,19 @@ func (l *fetchLoop) setPos(p *fetchPart, pos int64, size int32, reset bool) {
 	if q := l.parts[p.id]; q != nil && q.epoch == p.epoch && q.pos == p.pos {
 		q.pos, q.size, q.reset = pos, size, reset
 	}
+}
+
+// positions names the partitions of a fetch and their offsets, as
+// "partition 0 at offset 12, partition 3 at offset 40".
+func positions(parts []fetchPart) string {
+	var b strings.Builder
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "partition %d at offset %d", p.id, p.pos)
+	}
+	return b.String()
 }
 
 // kafkaFetchMax is the most bytes a fetch asks of one partition.

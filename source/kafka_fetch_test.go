@@ -3,6 +3,7 @@ package source_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -523,4 +524,89 @@ func TestKafkaFetchStartNewest(t *testing.T) {
 		assert.Equal(t, got[0]+i, v, "every record after the start, in order")
 	}
 	assert.Equal(t, next, got[len(got)-1]+1, "up to the last")
+}
+
+// A fetch failure that a retry does not cure, as the Java consumer's poll
+// would throw it, fails Run with an error naming the partition and its
+// offset, instead of warnings retried forever while the partition, or
+// every partition of the broker, stands still: the topic not authorized,
+// the broker's log corrupt, or a record batch whose CRC does not match
+// (a response that does not decode, twice).
+func TestKafkaFetchFailsOnWhatARetryDoesNotCure(t *testing.T) {
+	// badCRC is a record batch of one record, "x" at offset 0, whose CRC
+	// is 0.
+	badCRC := func() []byte {
+		rb := kmsg.RecordBatch{PartitionLeaderEpoch: -1, Magic: 2, ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1,
+			NumRecords: 1, Records: []byte{14, 0, 0, 0, 1, 2, 'x', 0}}
+		raw := rb.AppendTo(nil)
+		binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-12)) // the batch's length
+		return raw
+	}
+	for _, tc := range []struct {
+		name string
+		fill func(*kmsg.FetchResponseTopicPartition)
+		want error
+	}{
+		{"topic not authorized", func(sp *kmsg.FetchResponseTopicPartition) { sp.ErrorCode = kerr.TopicAuthorizationFailed.Code }, sarama.ErrTopicAuthorizationFailed},
+		{"corrupt message", func(sp *kmsg.FetchResponseTopicPartition) { sp.ErrorCode = kerr.CorruptMessage.Code }, sarama.ErrInvalidMessage},
+		{"CRC mismatch", func(sp *kmsg.FetchResponseTopicPartition) {
+			sp.HighWatermark, sp.LastStableOffset, sp.RecordBatches = 1, 1, badCRC()
+		}, sarama.PacketDecodingError{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			const topic = "bad"
+			c, addrs := startCluster(t, 1, topic, 2)
+			produceEach(t, addrs, topic, 2, 0, 10, false)
+			var fetches atomic.Int64
+			c.ControlKey(int16(kmsg.Fetch), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+				c.KeepControl()
+				req := kreq.(*kmsg.FetchRequest)
+				resp := req.ResponseKind().(*kmsg.FetchResponse)
+				for _, rt := range req.Topics {
+					st := kmsg.NewFetchResponseTopic()
+					st.Topic, st.TopicID = rt.Topic, rt.TopicID
+					for _, rp := range rt.Partitions {
+						sp := kmsg.NewFetchResponseTopicPartition()
+						sp.Partition = rp.Partition
+						if rp.Partition == 1 {
+							tc.fill(&sp)
+						} else {
+							sp.HighWatermark, sp.LastStableOffset = rp.FetchOffset, rp.FetchOffset
+						}
+						st.Partitions = append(st.Partitions, sp)
+					}
+					resp.Topics = append(resp.Topics, st)
+				}
+				fetches.Add(1)
+				return resp, nil, true
+			})
+
+			src := sourceOn(t, addrs, topic, "g", slog.New(slog.DiscardHandler), func(cfg *source.KafkaConfig) {
+				cfg.Sarama.Consumer.Retry.Backoff = 20 * time.Millisecond
+			})
+			p := stream.NewPipeline(stream.Interval(20 * time.Millisecond))
+			stream.ForEachBatch(stream.From(p, src), func(context.Context, *stream.Batch[source.Message]) error { return nil })
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(15 * time.Second):
+				cancel()
+				<-done
+				t.Fatalf("Run still going after %d fetches", fetches.Load())
+			}
+			require.Error(t, err)
+			if _, ok := tc.want.(sarama.PacketDecodingError); ok {
+				require.ErrorAs(t, err, new(sarama.PacketDecodingError))
+				assert.Contains(t, err.Error(), "partition 1 at offset 0")
+			} else {
+				require.ErrorIs(t, err, tc.want)
+				assert.Contains(t, err.Error(), "partition 1 at offset 0")
+			}
+		})
+	}
 }
