@@ -191,3 +191,30 @@ func TestOutputRetriedUntilItSucceeds(t *testing.T) {
 	require.NotEmpty(t, out)
 	assert.Equal(t, "[1,3]", string(out[0].Value))
 }
+
+// With -state changelog (and so -exactly-once), the input topic's
+// partitions are read before the pipeline starts. Brokers that cannot be
+// reached then are retried, logged and given up on as the Kafka input's
+// are, and a signal meanwhile stops the program as it stops a run: exit 0.
+func TestUnreachableBrokersBeforeTheChangelog(t *testing.T) {
+	addr, err := kafkatest.FreeAddr() // nothing listens there
+	require.NoError(t, err)
+	for _, mode := range [][]string{{"-state", "changelog"}, {"-exactly-once"}} {
+		t.Run(strings.Join(mode, " ")+" gives up", func(t *testing.T) {
+			r := runMain(t, context.Background(), "", append([]string{"-brokers", addr, "-connect-timeout", "2s", "-json"}, mode...)...)
+			assert.Equal(t, exitFailure, r.code)
+			assert.GreaterOrEqual(t, strings.Count(r.stderr, `msg="kafka brokers unreachable; retrying"`), 2, "every attempt is logged")
+			assert.Contains(t, r.stderr, "retry_in=", "with its backoff")
+			assert.Regexp(t, `popularusers run: .*brokers \[`+addr+`\] unreachable for [0-9.]+s \([0-9]+ attempts\)`, r.stderr)
+		})
+		t.Run(strings.Join(mode, " ")+" stopped", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			r := runMain(t, ctx, "", append([]string{"-brokers", addr, "-json"}, mode...)...)
+			assert.Less(t, time.Since(start), 10*time.Second, "it stops when told to")
+			assert.Equal(t, exitOK, r.code, "a signal before the first batch is a clean stop")
+			assert.NotContains(t, r.stderr, "popularusers run:")
+		})
+	}
+}

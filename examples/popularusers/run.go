@@ -116,8 +116,8 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 
 	if c.state == stateChangelog {
 		store, err := c.openChangelog(runCtx, brokers, tx, log)
-		if err != nil {
-			return err
+		if err != nil || store == nil {
+			return err // store is nil when ctx was cancelled first
 		}
 		closers = append(closers, store.Close)
 		opts = append(opts, stream.WithStore(store))
@@ -266,10 +266,14 @@ func openCheckpoint(dir string, reset bool, log *slog.Logger) (*checkpoint.Dir, 
 
 // openChangelog returns the store of -state changelog on -changelog-topic.
 // State partition p is written to partition p of the topic, so a topic the
-// store creates gets as many partitions as the input topic has now.
+// store creates gets as many partitions as the input topic has now. It
+// returns nil, nil when ctx is cancelled first.
 func (c *runConfig) openChangelog(ctx context.Context, brokers []string, tx *txn.Producer, log *slog.Logger) (*changelog.Kafka, error) {
-	n, err := topicPartitions(ctx, brokers, c.topic, c.faults.connectTimeout)
-	if err != nil {
+	n, err := topicPartitions(ctx, brokers, c.topic, c.faults.connectTimeout, log)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, nil
+	case err != nil:
 		return nil, err
 	}
 	store, err := changelog.NewKafka(changelog.Config{
@@ -286,34 +290,48 @@ func (c *runConfig) openChangelog(ctx context.Context, brokers []string, tx *txn
 	return store, nil
 }
 
-// topicPartitions returns how many partitions topic has, retrying for up
-// to timeout while the brokers cannot be reached.
-func topicPartitions(ctx context.Context, brokers []string, topic string, timeout time.Duration) (int32, error) {
+// topicPartitions returns how many partitions topic has, retrying with a
+// growing backoff, each attempt logged, for up to timeout while the
+// brokers cannot be reached, as the Kafka input does.
+func topicPartitions(ctx context.Context, brokers []string, topic string, timeout time.Duration, log *slog.Logger) (int32, error) {
 	cfg := sarama.NewConfig()
 	cfg.Metadata.AllowAutoTopicCreation = false // the input topic is the producers' to create
-	deadline := time.Now().Add(timeout)
-	for {
+	start := time.Now()
+	backoff := firstRetry
+	for attempt := 1; ; attempt++ {
 		n, err := fetchPartitions(brokers, topic, cfg)
-		if err == nil || errors.Is(err, sarama.ErrUnknownTopicOrPartition) || time.Now().After(deadline) {
-			return n, err
+		switch {
+		case err == nil:
+			return n, nil
+		case errors.Is(err, sarama.ErrUnknownTopicOrPartition):
+			return 0, fmt.Errorf("partitions of input topic %q: %w", topic, err)
 		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("partitions of input topic %q: %w", topic, context.Cause(ctx))
+		}
+		if time.Since(start)+backoff > timeout {
+			return 0, fmt.Errorf("partitions of input topic %q: brokers %v unreachable for %v (%d attempts): %w",
+				topic, brokers, time.Since(start).Round(time.Millisecond), attempt, err)
+		}
+		log.Warn("kafka brokers unreachable; retrying", "topic", topic, "brokers", fmt.Sprint(brokers), "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return 0, fmt.Errorf("partitions of input topic %q: %w", topic, context.Cause(ctx))
-		case <-time.After(time.Second):
+		case <-time.After(backoff):
 		}
+		backoff = min(2*backoff, maxRetry)
 	}
 }
 
 func fetchPartitions(brokers []string, topic string, cfg *sarama.Config) (int32, error) {
 	client, err := sarama.NewClient(brokers, cfg)
 	if err != nil {
-		return 0, fmt.Errorf("partitions of input topic %q: %w", topic, err)
+		return 0, err
 	}
 	defer client.Close()
 	ps, err := client.Partitions(topic)
 	if err != nil {
-		return 0, fmt.Errorf("partitions of the input topic: %w", err)
+		return 0, err
 	}
 	return int32(len(ps)), nil
 }
