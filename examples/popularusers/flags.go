@@ -83,7 +83,7 @@ producer of random events, and shows results on its own.`, stderr)
 	fs.DurationVar(&c.commitInterval, "commit-interval", time.Second, "commit the input offsets and checkpoint the totals at most once per `duration`: batches cut every -interval still commit each, while batches run back to back to catch up on a backlog commit once per this, their Kafka outputs delivered as the next batches run. After a crash, up to this much more input is read and published again. 0: every batch; with -exactly-once it is 0 (a batch is a transaction)")
 	fs.StringVar(&c.sketch, "sketch", "tdigest", "quantile sketch: tdigest (estimate, bounded size) or exact (a count per distinct score)")
 	fs.Float64Var(&c.compression, "compression", digest.DefaultCompression, "t-digest `compression`: higher is more accurate and larger")
-	fs.StringVar(&c.checkpoint, "checkpoint", "checkpoint", "`directory` where the running totals and the input offsets they reflect are checkpointed after every batch (see -commit-interval), and restored from at start; empty: none. Used with -brokers, and with -input when given")
+	fs.StringVar(&c.checkpoint, "checkpoint", "checkpoint", "`directory` where the running totals and the input offsets they reflect are checkpointed after every batch (see -commit-interval), and restored from at start; empty: none. Used with -brokers, and with -input FILE when given")
 	fs.BoolVar(&c.resetState, "reset-checkpoint", false, "discard the checkpoint in -checkpoint before starting, to start from empty totals on purpose")
 	fs.StringVar(&c.state, "state", stateDir, "where the totals are kept: dir (the -checkpoint directory) or changelog (the compacted Kafka topic -changelog-topic, restored on whichever machine reads the partitions; needs -brokers)")
 	fs.StringVar(&c.changelogTopic, "changelog-topic", "", "Kafka `topic` of -state changelog, created compacted with as many partitions as -topic if missing; empty: <group>-totals-changelog")
@@ -147,6 +147,8 @@ producer of random events, and shows results on its own.`, stderr)
 		return nil, usagef("-threshold-topic publishes to Kafka: with -input it needs -brokers")
 	case embedded && c.checkpointSet && c.checkpoint != "":
 		return nil, usagef("-checkpoint: the embedded broker keeps no data across runs, so a checkpoint of its offsets would skip new events; use -brokers (see \"popularusers broker -data-dir\") or -input")
+	case c.input == "-" && c.checkpointSet && c.checkpoint != "":
+		return nil, usagef("-checkpoint with -input -: standard input is a new stream every run, and the lines a checkpoint counted would be skipped from the next one; checkpoint a named file")
 	case c.resetState && c.checkpoint == "":
 		return nil, usagef("-reset-checkpoint needs a -checkpoint directory")
 	case c.state != stateDir && c.state != stateChangelog:

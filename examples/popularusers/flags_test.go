@@ -50,6 +50,7 @@ func TestBadCommandLinesExitWithUsage(t *testing.T) {
 		{"metrics address without port", []string{"-metrics-addr", "nonsense"}, `-metrics-addr "nonsense": need host:port`},
 		{"sarama fetch with input", []string{"-input", "x.csv", "-sarama-fetch"}, "-sarama-fetch is how the Kafka input is fetched; it does not go with -input"},
 		{"broker no partitions", []string{"broker", "-partitions", "0"}, "-partitions 0"},
+		{"checkpoint of standard input", []string{"-input", "-", "-checkpoint", "d"}, "-checkpoint with -input -: standard input is a new stream every run"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := runMain(t, context.Background(), "", tc.args...)
