@@ -145,6 +145,8 @@ producer of random events, and shows results on its own.`, stderr)
 		return nil, usagef("-threshold-topic must differ from -out-topic %q", c.outTopic)
 	case c.thresholdTopic != "" && c.input != "" && len(c.brokers) == 0:
 		return nil, usagef("-threshold-topic publishes to Kafka: with -input it needs -brokers")
+	case isSet(fs, "out-topic") && c.input != "" && len(c.brokers) == 0:
+		return nil, usagef("-out-topic publishes to Kafka: with -input it needs -brokers")
 	case embedded && c.checkpointSet && c.checkpoint != "":
 		return nil, usagef("-checkpoint: the embedded broker keeps no data across runs, so a checkpoint of its offsets would skip new events; use -brokers (see \"popularusers broker -data-dir\") or -input")
 	case c.input == "-" && c.checkpointSet && c.checkpoint != "":

@@ -29,6 +29,7 @@ func TestBadCommandLinesExitWithUsage(t *testing.T) {
 		{"output to the input topic", []string{"-out-topic", "messages"}, "must differ from the input -topic"},
 		{"broker without port", []string{"-brokers", "localhost"}, "need host:port addresses"},
 		{"threshold topic without Kafka", []string{"-input", "x.csv", "-threshold-topic", "t"}, "-threshold-topic publishes to Kafka: with -input it needs -brokers"},
+		{"output topic without Kafka", []string{"-input", "x.csv", "-out-topic", "t"}, "-out-topic publishes to Kafka: with -input it needs -brokers"},
 		{"exactly once without Kafka", []string{"-exactly-once"}, "-exactly-once commits Kafka transactions: it needs -brokers"},
 		{"exactly once with a directory", []string{"-brokers", "k:9092", "-exactly-once", "-state", "dir"}, "-exactly-once keeps the totals in the transaction, in -state changelog"},
 		{"listen without port", []string{"-listen", "localhost"}, `-listen "localhost": need host:port`},
