@@ -153,6 +153,8 @@ producer of random events, and shows results on its own.`, stderr)
 		return nil, usagef("-checkpoint with -input -: standard input is a new stream every run, and the lines a checkpoint counted would be skipped from the next one; checkpoint a named file")
 	case c.resetState && c.checkpoint == "":
 		return nil, usagef("-reset-checkpoint needs a -checkpoint directory")
+	case c.resetState && c.state == stateDir && c.checkpointDir(len(c.brokers) > 0) == "":
+		return nil, usagef("-reset-checkpoint: this run uses no checkpoint to discard (one is used with -brokers, or with -input FILE and -checkpoint DIR)")
 	case c.state != stateDir && c.state != stateChangelog:
 		return nil, usagef("-state %q: must be dir or changelog", c.state)
 	case c.state != stateChangelog && isSet(fs, "changelog-topic"):

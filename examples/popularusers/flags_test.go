@@ -51,6 +51,8 @@ func TestBadCommandLinesExitWithUsage(t *testing.T) {
 		{"metrics address without port", []string{"-metrics-addr", "nonsense"}, `-metrics-addr "nonsense": need host:port`},
 		{"sarama fetch with input", []string{"-input", "x.csv", "-sarama-fetch"}, "-sarama-fetch is how the Kafka input is fetched; it does not go with -input"},
 		{"broker no partitions", []string{"broker", "-partitions", "0"}, "-partitions 0"},
+		{"reset without a checkpoint of the input", []string{"-input", "x.csv", "-reset-checkpoint"}, "-reset-checkpoint: this run uses no checkpoint"},
+		{"reset on the embedded broker", []string{"-reset-checkpoint"}, "-reset-checkpoint: this run uses no checkpoint"},
 		{"checkpoint of standard input", []string{"-input", "-", "-checkpoint", "d"}, "-checkpoint with -input -: standard input is a new stream every run"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
