@@ -223,6 +223,7 @@ func TestFaultFlags(t *testing.T) {
 		{[]string{"-input", "in.csv", "-dead-letter", "./in.csv"}, `-dead-letter "./in.csv" is the -input file`},
 		{[]string{"-brokers", "h:1", "-connect-timeout", "0s"}, "-connect-timeout 0s: must be positive"},
 		{[]string{"-brokers", "h:1", "-dlq-topic", "messages"}, `-dlq-topic "messages" must differ`},
+		{[]string{"-brokers", "h:1", "-exactly-once", "-output-retry", "10s"}, "-output-retry 10s: with -exactly-once a failed write aborts the batch's transaction"},
 		{[]string{"-brokers", "h:1", "-topic", "in", "-out-topic", "in.dlq"}, `-dlq-topic "in.dlq" must differ`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

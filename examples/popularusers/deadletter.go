@@ -39,7 +39,7 @@ func (f *faultConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&f.dlqTopic, "dlq-topic", "", "Kafka `topic` for the records of -topic that do not decode, with the error in headers; default -topic with .dlq appended, -dlq-topic= for none")
 	fs.Float64Var(&f.maxBadRatio, "max-bad-ratio", 0, "fail the run (exit 1) when more than this `share` of a batch's records do not decode, in [0,1); 0: never")
 	fs.DurationVar(&f.connectTimeout, "connect-timeout", source.DefaultKafkaConnectTimeout, "give up after this `long` without reaching the Kafka brokers of the input, at start or later")
-	fs.DurationVar(&f.outputRetry, "output-retry", 30*time.Second, "retry a batch's Kafka output that fails for this `long` before the run fails; 0: no retry")
+	fs.DurationVar(&f.outputRetry, "output-retry", 30*time.Second, "retry a batch's Kafka output that fails for this `long` before the run fails; 0: no retry. Not with -exactly-once, whose failed batch aborts its transaction")
 }
 
 // check validates the flags and resolves the dead-letter topic's default.
@@ -52,6 +52,8 @@ func (f *faultConfig) check(fs *flag.FlagSet, c *runConfig) error {
 		return usagef("-connect-timeout %v: must be positive, such as 30s", f.connectTimeout)
 	case f.outputRetry < 0:
 		return usagef("-output-retry %v: must be 0 (no retry) or positive, such as 30s", f.outputRetry)
+	case c.exactlyOnce && isSet(fs, "output-retry") && f.outputRetry != 0:
+		return usagef("-output-retry %v: with -exactly-once a failed write aborts the batch's transaction and the run fails, to restart from the last committed batch; leave it out", f.outputRetry)
 	case c.input != "" && dlqSet && f.dlqTopic != "":
 		return usagef("-dlq-topic takes the bad records of the Kafka input; with -input, use -dead-letter FILE")
 	case c.input != "" && isSet(fs, "connect-timeout"):
