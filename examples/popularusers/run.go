@@ -296,6 +296,7 @@ func (c *runConfig) openChangelog(ctx context.Context, brokers []string, tx *txn
 func topicPartitions(ctx context.Context, brokers []string, topic string, timeout time.Duration, log *slog.Logger) (int32, error) {
 	cfg := sarama.NewConfig()
 	cfg.Metadata.AllowAutoTopicCreation = false // the input topic is the producers' to create
+	cfg.Net.DialTimeout = min(cfg.Net.DialTimeout, timeout)
 	start := time.Now()
 	backoff := firstRetry
 	for attempt := 1; ; attempt++ {
