@@ -108,7 +108,9 @@ func From[T any](p *Pipeline, src Source[T]) *Stream[T] {
 // has ended.
 //
 // When ctx is cancelled, the batch being collected is cut at once, processed,
-// output and committed, and Run returns nil. When the source ends (io.EOF),
+// output and committed, and Run returns nil; while the state is restored
+// from the Store at the start, the restore ends and Run returns nil, with
+// nothing committed. When the source ends (io.EOF),
 // Run processes the last batch and returns nil. Otherwise it returns the
 // first error of the source, of a stage (a *StageError), of an output or of
 // the commit; the failed batch is not committed.
@@ -179,7 +181,13 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	var stats BatchStats // reused: hooks must not keep its slices
 	var sourceName string
 	var assigned []int32
-	if err := p.prepareStore(work, assigner == nil); err != nil {
+	// The restore at the start is not a batch: Run's cancellation ends it
+	// at once, with nothing to commit.
+	if err := p.prepareStore(ctx, assigner == nil); err != nil {
+		if ctx.Err() != nil && work.Err() == nil && ctxError(ctx, err) {
+			p.cfg.logger.Info("run cancelled while the state was restored")
+			return nil
+		}
 		return err
 	}
 	var pending []Offset     // read since the last checkpoint

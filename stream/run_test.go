@@ -3,6 +3,7 @@ package stream_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"sync"
@@ -419,4 +420,50 @@ func TestCollectInterleavedPartitions(t *testing.T) {
 		}
 	}
 	assert.Equal(t, want, have)
+}
+
+// slowStore restores until its context is done.
+type slowStore struct{ restoring chan struct{} }
+
+func (s slowStore) Restore(ctx context.Context, _ []int32, _ func(stream.Entry) error) ([]stream.Offset, error) {
+	close(s.restoring)
+	<-ctx.Done()
+	return nil, fmt.Errorf("restore: %w", ctx.Err())
+}
+
+func (slowStore) Checkpoint(context.Context, *stream.Changes) error {
+	return errors.New("a batch was checkpointed")
+}
+
+// A run cancelled while it restores its state at the start (a long
+// restore, brokers gone) ends at once, with nil and nothing output or
+// committed, instead of waiting out its DrainTimeout as a batch would and
+// failing.
+func TestCancelWhileRestoringEndsTheRun(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	store := slowStore{restoring: make(chan struct{})}
+	p := stream.NewPipeline(stream.Interval(time.Millisecond), stream.WithStore(store), stream.DrainTimeout(time.Minute))
+	src := source.NewSlice("s", []stream.Pair[int, int]{{Key: 1, Value: 1}}, 1)
+	var batches atomic.Int64
+	stream.ForEachBatch(stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), func(_ int, vs []int, s int, _ bool) (int, bool) {
+		for _, v := range vs {
+			s += v
+		}
+		return s, true
+	}), func(context.Context, *stream.Batch[stream.Pair[int, int]]) error {
+		batches.Add(1)
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	<-store.restoring
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still restoring 10s after its cancellation")
+	}
+	assert.Zero(t, batches.Load())
 }
