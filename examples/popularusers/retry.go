@@ -62,7 +62,8 @@ func (r *retrySink[T]) Flush(ctx context.Context) error {
 // cfg.timeout; what names what is being done.
 func (r *retrySink[T]) retry(ctx context.Context, what string, do func() error) error {
 	start := time.Now()
-	backoff := firstRetry
+	// A timeout shorter than the first backoff still has a few attempts.
+	backoff := min(firstRetry, max(r.cfg.timeout/4, time.Millisecond))
 	for attempt := 1; ; attempt++ {
 		err := do()
 		if err == nil {
