@@ -27,7 +27,9 @@
 // the order written, and is compacted, so that it holds about one record
 // per input partition however long the pipeline runs. Run creates it if it
 // is missing. The record key is the input partition in decimal; the value
-// is a versioned header (batch, time, member) and the payload.
+// is a versioned header (batch, time, member) and the payload. A tombstone
+// (a null value) deletes its partition's value, for the processes running
+// as for those that start after compaction.
 package exchange
 
 import (
@@ -173,7 +175,9 @@ func (x *Kafka) Run(ctx context.Context) error {
 }
 
 // take keeps the value m holds as its partition's: the last one
-// published, in the topic's order, whoever published it.
+// published, in the topic's order, whoever published it. A tombstone (a
+// null value) deletes the partition's value, as compaction later does for
+// the processes that start after it.
 func (x *Kafka) take(m *sarama.ConsumerMessage) {
 	p, err := decode(m.Key, m.Value)
 	x.mu.Lock()
@@ -181,6 +185,13 @@ func (x *Kafka) take(m *sarama.ConsumerMessage) {
 	x.next = m.Offset + 1
 	close(x.moved)
 	x.moved = make(chan struct{})
+	if m.Value == nil {
+		if part, kerr := partitionOf(m.Key); kerr == nil {
+			delete(x.latest, part)
+			x.log.Info("exchange partial deleted", "partition", part, "origin", fmt.Sprintf("%s/%d@%d", m.Topic, m.Partition, m.Offset))
+			return
+		}
+	}
 	if err != nil {
 		x.bad++
 		x.log.Warn("exchange record skipped", "origin", fmt.Sprintf("%s/%d@%d", m.Topic, m.Partition, m.Offset), "err", err)
@@ -447,14 +458,23 @@ func encode(p Partial) []byte {
 	return append(b, p.Value...)
 }
 
+// partitionOf reads a record's key.
+func partitionOf(key []byte) (int32, error) {
+	part, err := strconv.ParseInt(string(key), 10, 32)
+	if err != nil || part < 0 {
+		return 0, fmt.Errorf("key %.20q is not a partition number", key)
+	}
+	return int32(part), nil
+}
+
 // decode reads a record.
 func decode(key, value []byte) (Partial, error) {
 	var p Partial
-	part, err := strconv.ParseInt(string(key), 10, 32)
-	if err != nil || part < 0 {
-		return p, fmt.Errorf("key %.20q is not a partition number", key)
+	part, err := partitionOf(key)
+	if err != nil {
+		return p, err
 	}
-	p.Partition = int32(part)
+	p.Partition = part
 	if len(value) == 0 || value[0] != headerVersion {
 		return p, fmt.Errorf("partition %d: unknown value version (want %d)", part, headerVersion)
 	}

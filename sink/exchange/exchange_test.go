@@ -138,3 +138,18 @@ func TestEncodeDecode(t *testing.T) {
 	_, err = decode([]byte("-1"), encode(p))
 	assert.Error(t, err)
 }
+
+// A tombstone of a partition (a null value, how a compacted topic deletes
+// a key) removes its partial: the processes that read it drop it, as
+// those that start after compaction never see it.
+func TestTombstoneRemovesAPartial(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	defer b.Close()
+	x := newExchange(t, b, "x")
+	require.NoError(t, x.Publish(context.Background(), []Partial{{Partition: 4, Value: []byte("stale")}, {Partition: 5, Value: []byte("v")}}))
+	assert.Equal(t, map[int32]string{4: "x:stale", 5: "x:v"}, values(synced(t, x)))
+	require.NoError(t, b.Produce("digests", kafkatest.Record{Key: []byte("4")}))
+	assert.Equal(t, map[int32]string{5: "x:v"}, values(synced(t, x)), "the tombstone deletes partition 4's partial")
+	assert.Zero(t, x.Skipped(), "a tombstone is not a bad record")
+}
