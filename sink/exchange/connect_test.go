@@ -13,6 +13,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicehq/sluice/internal/kafkatest"
 )
@@ -169,4 +170,34 @@ func TestCloseWhilePublishing(t *testing.T) {
 		}
 		assert.ErrorIs(t, x.Publish(ctx, []Partial{{Partition: 0}}), ErrClosed, "Publish after Close")
 	}
+}
+
+// Publish returns when its context is done, though the broker does not
+// answer the produce request.
+func TestPublishGivesUpWithItsContext(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	defer b.Close()
+	x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "x"})
+	require.NoError(t, err)
+	require.NoError(t, x.Publish(context.Background(), []Partial{{Partition: 0, Value: []byte("first")}}))
+
+	held, release := b.Stall(kmsg.Produce.Int16())
+	defer release()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	published := make(chan error, 1)
+	go func() { published <- x.Publish(ctx, []Partial{{Partition: 0, Value: []byte("held")}}) }()
+	<-held
+	select {
+	case err := <-published:
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(2 * time.Second):
+		t.Errorf("Publish with a 200ms context still blocked after %v", time.Since(start))
+		release()
+		<-published
+	}
+	release()
+	assert.NoError(t, x.Close())
 }

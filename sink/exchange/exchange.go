@@ -96,7 +96,7 @@ type Kafka struct {
 	client   sarama.Client
 	producer sarama.SyncProducer
 	closed   bool
-	sending  sync.WaitGroup // Publish calls using producer, which Close waits for
+	sending  sync.WaitGroup // sends of Publish calls, which Close waits for
 	latest   map[int32]Partial
 	next     int64         // offset after the last record read
 	moved    chan struct{} // closed when next moves
@@ -202,7 +202,9 @@ func (x *Kafka) take(m *sarama.ConsumerMessage) {
 }
 
 // Publish writes the values of partials, and returns when the brokers
-// have them. A partial's Offset is ignored.
+// have them, or with ctx's error once ctx is done: the partials may then
+// still be written (sarama's producer cannot be interrupted), before
+// those of a later Publish. A partial's Offset is ignored.
 func (x *Kafka) Publish(ctx context.Context, partials []Partial) error {
 	if len(partials) == 0 {
 		return nil
@@ -211,7 +213,6 @@ func (x *Kafka) Publish(ctx context.Context, partials []Partial) error {
 	if err != nil {
 		return err
 	}
-	defer x.sending.Done()
 	msgs := make([]*sarama.ProducerMessage, len(partials))
 	for i, p := range partials {
 		if p.Member == "" {
@@ -224,10 +225,20 @@ func (x *Kafka) Publish(ctx context.Context, partials []Partial) error {
 			Value:     sarama.ByteEncoder(encode(p)),
 		}
 	}
-	if err := producer.SendMessages(msgs); err != nil {
-		return fmt.Errorf("exchange %s: publish %d partials: %w", x.cfg.Topic, len(partials), err)
+	sent := make(chan error, 1)
+	go func() {
+		defer x.sending.Done()
+		sent <- producer.SendMessages(msgs)
+	}()
+	select {
+	case err := <-sent:
+		if err != nil {
+			return fmt.Errorf("exchange %s: publish %d partials: %w", x.cfg.Topic, len(partials), err)
+		}
+		return ctx.Err()
+	case <-ctx.Done():
+		return fmt.Errorf("exchange %s: publish %d partials: %w", x.cfg.Topic, len(partials), context.Cause(ctx))
 	}
-	return ctx.Err()
 }
 
 // Sync waits until the values published before the call have been read
@@ -279,8 +290,9 @@ func (x *Kafka) Skipped() int64 {
 }
 
 // Close closes the producer and the client. Call it after Run has
-// returned. It waits for the Publish calls under way, and later ones
-// return ErrClosed. It is safe to call twice.
+// returned. It waits for the partials being sent, those of Publish calls
+// that returned with their ctx too, and later calls return ErrClosed. It
+// is safe to call twice.
 func (x *Kafka) Close() error {
 	x.mu.Lock()
 	if x.closed {
