@@ -93,8 +93,8 @@ func (sh *shared[S]) merge(own []partial[S], batch int64) (S, error) {
 				return all, err
 			}
 			if err := d.UnmarshalBinary(p.Value); err != nil {
-				return all, fmt.Errorf("digest exchange: the partial of partition %d, published by %s at its batch %d, does not decode as this process's sketch (run every process of the group with the same -sketch): %w",
-					p.Partition, p.Member, p.Batch, err)
+				return all, fmt.Errorf("digest exchange: the partial of partition %d at %s/0@%d, published by %s at its batch %d, does not decode as this process's sketch (run every process of the group with the same -sketch): %w",
+					p.Partition, sh.x.Topic(), p.Offset, p.Member, p.Batch, err)
 			}
 			c = cachedPartial[S]{offset: p.Offset, sketch: d}
 			sh.cache[p.Partition] = c

@@ -63,3 +63,33 @@ func TestDigestSinkPublishesOwnedPartitionsOnly(t *testing.T) {
 		})
 	}
 }
+
+// A partial that does not decode as this process's sketch stops the
+// threshold with an error that names where it is in the digest topic.
+func TestMergeNamesAPartialThatDoesNotDecode(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	defer b.Close()
+	x, err := exchange.New(exchange.Config{Brokers: b.Addrs(), Topic: "digests", Member: "other"})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- x.Run(ctx) }()
+	defer func() {
+		cancel()
+		assert.NoError(t, <-done)
+		assert.NoError(t, x.Close())
+	}()
+	good := digest.NewCounts()
+	require.NoError(t, good.AddInt(1))
+	v, err := good.MarshalBinary()
+	require.NoError(t, err)
+	require.NoError(t, x.Publish(ctx, []exchange.Partial{{Partition: 0, Value: v, Batch: 3}, {Partition: 1, Value: []byte("not a sketch"), Batch: 3}}))
+
+	newSketch := func() (*digest.Counts, error) { return digest.NewCounts(), nil }
+	sh := &shared[*digest.Counts]{x: x, newSketch: newSketch, log: slog.New(slog.DiscardHandler), cache: map[int32]cachedPartial[*digest.Counts]{}}
+	_, err = sh.merge(nil, 4)
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "partition 1")
+	assert.ErrorContains(t, err, "digests/0@1", "the partial's topic, partition and offset")
+}

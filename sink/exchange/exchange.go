@@ -281,6 +281,10 @@ func (x *Kafka) Latest() []Partial {
 	return out
 }
 
+// Topic returns the exchange topic's name; a Partial is at offset Offset
+// of its partition 0.
+func (x *Kafka) Topic() string { return x.cfg.Topic }
+
 // Skipped returns how many records of the topic did not decode (and were
 // logged and skipped).
 func (x *Kafka) Skipped() int64 {
