@@ -201,3 +201,25 @@ func TestPublishGivesUpWithItsContext(t *testing.T) {
 	release()
 	assert.NoError(t, x.Close())
 }
+
+// A topic whose records were all deleted (retention, DeleteRecords) keeps
+// its offsets: a process that starts then is up to date at once, not when
+// Sync's context ends.
+func TestSyncOnATopicWithItsRecordsDeleted(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	defer b.Close()
+	first := newExchange(t, b, "first")
+	require.NoError(t, first.Publish(context.Background(), []Partial{{Partition: 0, Value: []byte("a")}, {Partition: 1, Value: []byte("b")}}))
+	synced(t, first)
+	admin, err := sarama.NewClusterAdmin(b.Addrs(), sarama.NewConfig())
+	require.NoError(t, err)
+	require.NoError(t, admin.DeleteRecords("digests", map[int32]int64{0: 2}))
+	require.NoError(t, admin.Close())
+
+	late := newExchange(t, b, "late")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	require.NoError(t, late.Sync(ctx))
+	assert.Empty(t, late.Latest())
+}

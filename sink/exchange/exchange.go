@@ -137,7 +137,7 @@ func New(cfg Config) (*Kafka, error) {
 	}, nil
 }
 
-// Run reads the exchange topic from its start, keeping the latest value of
+// Run reads the exchange topic from its oldest record, keeping the latest value of
 // every partition, until ctx is done; it creates the topic if it is
 // missing. It blocks, and returns nil when ctx is done, or the error that
 // stopped it from reading. A connection to the brokers still being made
@@ -156,10 +156,23 @@ func (x *Kafka) Run(ctx context.Context) error {
 		return fmt.Errorf("exchange %s: consumer: %w", x.cfg.Topic, err)
 	}
 	defer consumer.Close()
-	pc, err := consumer.ConsumePartition(x.cfg.Topic, 0, sarama.OffsetOldest)
+	// The records below the oldest are gone (retention, DeleteRecords):
+	// Sync must not wait for them.
+	oldest, err := client.GetOffset(x.cfg.Topic, 0, sarama.OffsetOldest)
 	if err != nil {
-		return fmt.Errorf("exchange %s: read partition 0: %w", x.cfg.Topic, err)
+		return fmt.Errorf("exchange %s: oldest offset: %w", x.cfg.Topic, err)
 	}
+	pc, err := consumer.ConsumePartition(x.cfg.Topic, 0, oldest)
+	if err != nil {
+		return fmt.Errorf("exchange %s: read partition 0 from offset %d: %w", x.cfg.Topic, oldest, err)
+	}
+	x.mu.Lock()
+	if oldest > x.next {
+		x.next = oldest
+		close(x.moved)
+		x.moved = make(chan struct{})
+	}
+	x.mu.Unlock()
 	defer pc.AsyncClose()
 	for {
 		select {
