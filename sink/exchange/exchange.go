@@ -26,7 +26,10 @@
 // The topic has one partition, so that every process reads every value in
 // the order written, and is compacted, so that it holds about one record
 // per input partition however long the pipeline runs. Run creates it if it
-// is missing. The record key is the input partition in decimal; the value
+// is missing, with segment.ms of 10 minutes: Kafka never compacts the
+// segment being written, which it rolls by default at 1 GiB or after 7
+// days, so that a process starting would otherwise read up to that much
+// of old partials. A topic made beforehand should be given the same. The record key is the input partition in decimal; the value
 // is a versioned header (batch, time, member) and the payload. A tombstone
 // (a null value) deletes its partition's value, for the processes running
 // as for those that start after compaction.
@@ -67,6 +70,10 @@ type Config struct {
 	// Logger receives what the exchange does and skips. Nil discards.
 	Logger *slog.Logger
 }
+
+// topicConfig is what a topic Run creates has besides compaction: its
+// segments roll every 10 minutes, so that compaction keeps up.
+var topicConfig = map[string]string{"segment.ms": "600000"}
 
 // Partial is the value of one input partition, as its owner published it.
 type Partial struct {
@@ -430,7 +437,7 @@ func (x *Kafka) ensureTopic(ctx context.Context, c sarama.Client) error {
 			return fmt.Errorf("exchange %s: admin: %w", x.cfg.Topic, err)
 		}
 		// Not admin.Close: it would close the client, which is ours.
-		created, err := kafkaconf.CreateCompacted(admin, x.cfg.Topic, 1, x.cfg.ReplicationFactor, nil)
+		created, err := kafkaconf.CreateCompacted(admin, x.cfg.Topic, 1, x.cfg.ReplicationFactor, topicConfig)
 		if err != nil {
 			return fmt.Errorf("exchange: create topic %s: %w", x.cfg.Topic, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -152,4 +153,25 @@ func TestTombstoneRemovesAPartial(t *testing.T) {
 	require.NoError(t, b.Produce("digests", kafkatest.Record{Key: []byte("4")}))
 	assert.Equal(t, map[int32]string{5: "x:v"}, values(synced(t, x)), "the tombstone deletes partition 4's partial")
 	assert.Zero(t, x.Skipped(), "a tombstone is not a bad record")
+}
+
+// The topic Run creates rolls its segments often: Kafka never compacts
+// the one being written, so that at its default (1 GiB, 7 days) a process
+// starting would read hours of old partials.
+func TestTheTopicMadeRollsItsSegments(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	defer b.Close()
+	x := newExchange(t, b, "x")
+	synced(t, x) // the topic exists
+	admin, err := sarama.NewClusterAdmin(b.Addrs(), sarama.NewConfig())
+	require.NoError(t, err)
+	defer admin.Close()
+	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: "digests", ConfigNames: []string{"segment.ms", "cleanup.policy"}})
+	require.NoError(t, err)
+	got := map[string]string{}
+	for _, e := range entries {
+		got[e.Name] = e.Value
+	}
+	assert.Equal(t, map[string]string{"segment.ms": "600000", "cleanup.policy": "compact"}, got)
 }
