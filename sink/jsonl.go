@@ -60,6 +60,46 @@ func CreateJSONLines[T any](path string, opts ...JSONOption[T]) (*JSONLines[T], 
 	return j, nil
 }
 
+// AppendJSONLines opens the file at path, creating it if need be, and
+// returns a sink appending to it: the lines already there are kept. A last
+// line left without its line ending (a write cut short) is ended first, so
+// that the lines after it stay whole. Close closes the file.
+func AppendJSONLines[T any](path string, opts ...JSONOption[T]) (*JSONLines[T], error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o666)
+	if err != nil {
+		return nil, fmt.Errorf("sink: %w", err)
+	}
+	if err := endLastLine(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sink: %s: %w", path, err)
+	}
+	j := NewJSONLines(path, f, opts...)
+	j.file = f
+	return j, nil
+}
+
+// endLastLine writes a line ending to f, opened to append, when its last
+// byte is not one.
+func endLastLine(f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 || !fi.Mode().IsRegular() {
+		return err
+	}
+	r, err := os.Open(f.Name())
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	last := make([]byte, 1)
+	if _, err := r.ReadAt(last, fi.Size()-1); err != nil {
+		return err
+	}
+	if last[0] != '\n' {
+		_, err = f.Write([]byte{'\n'})
+	}
+	return err
+}
+
 func appendJSON[T any](dst []byte, v T) ([]byte, error) {
 	b, err := json.Marshal(v)
 	return append(dst, b...), err

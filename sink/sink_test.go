@@ -59,6 +59,27 @@ func TestJSONLinesToAFile(t *testing.T) {
 	assert.ErrorContains(t, j.Write(context.Background(), mkBatch(2, []user{{4, 1}})), "write after close")
 }
 
+func TestJSONLinesAppendToAFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	for _, prior := range []string{"", "{\"user_id\":1,\"score\":10}\n", "{\"user_id\":1,\"sc"} {
+		require.NoError(t, os.WriteFile(path, []byte(prior), 0o644))
+		if prior == "" {
+			require.NoError(t, os.Remove(path), "created when missing")
+		}
+		j, err := sink.AppendJSONLines[user](path)
+		require.NoError(t, err)
+		require.NoError(t, j.Write(context.Background(), mkBatch(1, []user{{2, 20}})))
+		require.NoError(t, j.Close())
+		data, err := os.ReadFile(path)
+		require.NoError(t, err)
+		want := prior + "{\"user_id\":2,\"score\":20}\n"
+		if prior != "" && !strings.HasSuffix(prior, "\n") {
+			want = prior + "\n{\"user_id\":2,\"score\":20}\n" // a line cut short is ended
+		}
+		assert.Equal(t, want, string(data), "after %q", prior)
+	}
+}
+
 func TestJSONLinesEncoderAndErrors(t *testing.T) {
 	var buf bytes.Buffer
 	j := sink.NewJSONLines("stdout", &buf, sink.Encoder(func(dst []byte, v int) ([]byte, error) {

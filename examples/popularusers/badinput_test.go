@@ -269,3 +269,35 @@ func TestAddScoresSaturates(t *testing.T) {
 		})
 	}
 }
+
+// A rerun that resumes from a checkpoint skips the lines it already
+// counted, so the dead letters of those lines are kept: the -dead-letter
+// file is appended to, not created anew.
+func TestDeadLetterFileKeptAcrossResumedRuns(t *testing.T) {
+	dir := t.TempDir()
+	in, dead, ckpt := filepath.Join(dir, "events"), filepath.Join(dir, "dead.jsonl"), filepath.Join(dir, "ckpt")
+	args := []string{"-input", in, "-json", "-checkpoint", ckpt, "-dead-letter", dead}
+	require.NoError(t, os.WriteFile(in, []byte("1,profile.view\nx\n"), 0o644))
+	r := runMain(t, context.Background(), "", args...)
+	require.Equal(t, exitOK, r.code)
+	require.Len(t, readDeadLetters(t, dead), 1)
+
+	f, err := os.OpenFile(in, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("2,profile.view\ny\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	r = runMain(t, context.Background(), "", args...)
+	require.Equal(t, exitOK, r.code)
+	var origins []string
+	for _, d := range readDeadLetters(t, dead) {
+		origins = append(origins, d.Origin)
+	}
+	assert.Equal(t, []string{in + ":2", in + ":4"}, origins, "the first run's dead letter is still there")
+
+	// Without a checkpoint every run reads the whole input again: its dead
+	// letters are those of this run alone.
+	r = runMain(t, context.Background(), "", "-input", in, "-json", "-dead-letter", dead)
+	require.Equal(t, exitOK, r.code)
+	assert.Len(t, readDeadLetters(t, dead), 2)
+}

@@ -35,7 +35,7 @@ type faultConfig struct {
 }
 
 func (f *faultConfig) flags(fs *flag.FlagSet) {
-	fs.StringVar(&f.deadLetterFile, "dead-letter", "", "write records that do not decode to `file`, one JSON object per line; with neither this nor a -dlq-topic, they go to standard error")
+	fs.StringVar(&f.deadLetterFile, "dead-letter", "", "write records that do not decode to `file`, one JSON object per line, appended when the run resumes (Kafka input, or -input with -checkpoint); with neither this nor a -dlq-topic, they go to standard error")
 	fs.StringVar(&f.dlqTopic, "dlq-topic", "", "Kafka `topic` for the records of -topic that do not decode, with the error in headers; default -topic with .dlq appended, -dlq-topic= for none")
 	fs.Float64Var(&f.maxBadRatio, "max-bad-ratio", 0, "fail the run (exit 1) when more than this `share` of a batch's records do not decode, in [0,1); 0: never")
 	fs.DurationVar(&f.connectTimeout, "connect-timeout", source.DefaultKafkaConnectTimeout, "give up after this `long` without reaching the Kafka brokers of the input, at start or later")
@@ -223,7 +223,13 @@ func (c *runConfig) deadLetterSinks(brokers []string, tx *txn.Producer, stderr i
 		closers []func() error
 	)
 	if f := c.faults.deadLetterFile; f != "" {
-		s, err := sink.CreateJSONLines[deadLetter](f)
+		open := sink.CreateJSONLines[deadLetter]
+		if c.resumes() {
+			// The input already committed is not read again: its dead
+			// letters are only in the file.
+			open = sink.AppendJSONLines[deadLetter]
+		}
+		s, err := open(f)
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("-dead-letter: %w", err)
 		}
@@ -248,6 +254,15 @@ func (c *runConfig) deadLetterSinks(brokers []string, tx *txn.Producer, stderr i
 		sinks, where, closers = append(sinks, s), "standard error", append(closers, s.Close)
 	}
 	return sinks, where, closers, nil
+}
+
+// resumes reports whether the run goes on from where an earlier run
+// committed: a Kafka group's offsets, or a file's checkpoint.
+func (c *runConfig) resumes() bool {
+	if c.input == "" {
+		return len(c.brokers) > 0
+	}
+	return c.checkpointDir(false) != "" && !c.resetState
 }
 
 // ErrTooManyBad is returned (wrapped, with the batch and the figures) when
