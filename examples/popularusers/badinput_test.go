@@ -221,6 +221,8 @@ func TestFaultFlags(t *testing.T) {
 		{[]string{"-input", "x", "-dlq-topic", "bad"}, "-dlq-topic takes the bad records of the Kafka input; with -input, use -dead-letter FILE"},
 		{[]string{"-input", "x", "-connect-timeout", "1s"}, "-connect-timeout bounds the wait for the Kafka input"},
 		{[]string{"-input", "in.csv", "-dead-letter", "./in.csv"}, `-dead-letter "./in.csv" is the -input file`},
+		{[]string{"-input", "-", "-dead-letter", "-"}, `-dead-letter -: standard output is the report`},
+		{[]string{"-input", "in.csv", "-dead-letter", "-"}, `-dead-letter -: standard output is the report`},
 		{[]string{"-brokers", "h:1", "-connect-timeout", "0s"}, "-connect-timeout 0s: must be positive"},
 		{[]string{"-brokers", "h:1", "-dlq-topic", "messages"}, `-dlq-topic "messages" must differ`},
 		{[]string{"-brokers", "h:1", "-exactly-once", "-output-retry", "10s"}, "-output-retry 10s: with -exactly-once a failed write aborts the batch's transaction"},

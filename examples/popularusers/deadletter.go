@@ -58,6 +58,8 @@ func (f *faultConfig) check(fs *flag.FlagSet, c *runConfig) error {
 		return usagef("-dlq-topic takes the bad records of the Kafka input; with -input, use -dead-letter FILE")
 	case c.input != "" && isSet(fs, "connect-timeout"):
 		return usagef("-connect-timeout bounds the wait for the Kafka input; it does not go with -input")
+	case f.deadLetterFile == "-":
+		return usagef("-dead-letter -: standard output is the report; name a file (with neither -dead-letter nor a -dlq-topic, dead letters go to standard error)")
 	case f.deadLetterFile != "" && sameFile(f.deadLetterFile, c.input):
 		return usagef("-dead-letter %q is the -input file: it would be overwritten", f.deadLetterFile)
 	}
