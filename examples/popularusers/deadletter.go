@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/IBM/sarama"
+
 	"github.com/sluicehq/sluice/score"
 	"github.com/sluicehq/sluice/sink"
 	"github.com/sluicehq/sluice/sink/txn"
@@ -155,20 +157,45 @@ const (
 	headerTopic     = "dlq.topic"
 	headerPartition = "dlq.partition"
 	headerOffset    = "dlq.offset"
+	// headerTruncated, on a dead letter whose value was cut to fit in a
+	// Kafka message, holds the length of the whole record.
+	headerTruncated = "dlq.truncated"
 )
+
+// maxDeadLetterBytes is the largest dead letter sent to Kafka, as sarama
+// counts a message's size: its producers' default MaxMessageBytes. A
+// record as large as the input topic takes does not fit once the headers
+// are added, and would be refused every time the batch is read again.
+var maxDeadLetterBytes = sarama.NewConfig().Producer.MaxMessageBytes
 
 // newDLQSink publishes dead letters to topic: each the bad record's key
 // and value unchanged, with why and where from in headers.
 func newDLQSink(brokers []string, topic string, tx *txn.Producer, log *slog.Logger) (*sink.Kafka[deadLetter], error) {
 	return sink.NewKafkaMessages(sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log, Transaction: tx, Async: tx == nil}, func(d deadLetter) (sink.Message, error) {
-		return sink.Message{Key: d.key, Value: d.raw, Headers: []sink.Header{
+		m := sink.Message{Key: d.key, Value: d.raw, Headers: []sink.Header{
 			{Key: headerError, Value: []byte(d.Error)},
 			{Key: headerKind, Value: []byte(d.Kind)},
 			{Key: headerTopic, Value: []byte(d.origin.Source)},
 			{Key: headerPartition, Value: strconv.AppendInt(nil, int64(d.origin.Partition), 10)},
 			{Key: headerOffset, Value: strconv.AppendInt(nil, d.origin.Offset, 10)},
-		}}, nil
+		}}
+		if messageSize(m) > maxDeadLetterBytes {
+			// Its origin, in the headers, says where to find it whole.
+			m.Headers = append(m.Headers, sink.Header{Key: headerTruncated, Value: strconv.AppendInt(nil, int64(len(d.raw)), 10)})
+			m.Value = m.Value[:max(0, len(m.Value)-(messageSize(m)-maxDeadLetterBytes))]
+		}
+		return m, nil
 	})
+}
+
+// messageSize is the size of m as sarama's producer checks it against
+// MaxMessageBytes.
+func messageSize(m sink.Message) int {
+	pm := sarama.ProducerMessage{Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value)}
+	for _, h := range m.Headers {
+		pm.Headers = append(pm.Headers, sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value})
+	}
+	return pm.ByteSize(2)
 }
 
 // dlqSink says, when the dead-letter topic refuses a batch, how to do

@@ -218,3 +218,38 @@ func TestUnreachableBrokersBeforeTheChangelog(t *testing.T) {
 		})
 	}
 }
+
+// A record as large as the input topic takes does not fit in a dead letter
+// once its headers are added: it is still dead-lettered, its value cut to
+// fit and its full size in a header, and the run goes on; its origin names
+// where to find it whole.
+func TestHugeBadRecordIsDeadLettered(t *testing.T) {
+	b := startBrokerForTest(t, map[string]int32{"messages": 1, "popular_users": 1, "messages.dlq": 1})
+	huge := strings.Repeat("a", 1_048_400) // about the largest a producer sends by default
+	require.NoError(t, b.Produce("messages",
+		kafkatest.Record{Key: []byte("1"), Value: []byte(huge)},
+		kafkatest.Record{Key: []byte("2"), Value: []byte(`{"user_id":2,"activity":"profile.view"}`)},
+	))
+	stdout, _, stop := runInBackground(t, "-brokers", b.Addrs()[0], "-json", "-interval", "300ms", "-checkpoint=", "-output-retry", "2s")
+	waitFor(t, time.Minute, "the commit", func() bool { return b.Committed("popularusers", "messages")[0] == 2 })
+	res := stop()
+	require.Equal(t, exitOK, res.code)
+	bad := 0
+	for _, l := range parseLines(t, stdout.String()) {
+		bad += l.Bad
+	}
+	assert.Equal(t, 1, bad)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dead, err := b.Records(ctx, "messages.dlq")
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	d := dead[0]
+	assert.Equal(t, "1", string(d.Key))
+	assert.True(t, strings.HasPrefix(huge, string(d.Value)), "a prefix of the record")
+	assert.Less(t, len(d.Value), len(huge))
+	assert.Equal(t, map[string]string{
+		"dlq.error": "record too long: 1048400 bytes, over the limit of 65536", "dlq.kind": "record too long",
+		"dlq.topic": "messages", "dlq.partition": "0", "dlq.offset": "0", "dlq.truncated": "1048400",
+	}, d.Headers)
+}
