@@ -167,10 +167,11 @@ func TestTheTopicMadeRollsItsSegments(t *testing.T) {
 	admin, err := sarama.NewClusterAdmin(b.Addrs(), sarama.NewConfig())
 	require.NoError(t, err)
 	defer admin.Close()
-	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: "digests", ConfigNames: []string{"segment.ms", "cleanup.policy"}})
+	results, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: "digests", ConfigNames: []string{"segment.ms", "cleanup.policy"}}}, sarama.DescribeConfigsOptions{})
 	require.NoError(t, err)
+	require.Len(t, results, 1)
 	got := map[string]string{}
-	for _, e := range entries {
+	for _, e := range results[0].Configs {
 		got[e.Name] = e.Value
 	}
 	assert.Equal(t, map[string]string{"segment.ms": "600000", "cleanup.policy": "compact"}, got)
