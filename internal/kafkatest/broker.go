@@ -176,6 +176,42 @@ func (b *Broker) RefuseProduce(n int, code int16) func() int {
 	}
 }
 
+// RefuseFetch makes the broker answer the next n fetch requests with the
+// error code code for every partition they read, and returns a function
+// that tells how many it refused so far.
+func (b *Broker) RefuseFetch(n int, code int16) func() int {
+	var mu sync.Mutex
+	refused := 0
+	b.cluster.ControlKey(kmsg.Fetch.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if refused++; refused < n {
+			b.cluster.KeepControl()
+		} else {
+			b.cluster.DropControl()
+		}
+		req := r.(*kmsg.FetchRequest)
+		resp := req.ResponseKind().(*kmsg.FetchResponse)
+		for _, t := range req.Topics {
+			rt := kmsg.NewFetchResponseTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, p := range t.Partitions {
+				rp := kmsg.NewFetchResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, code
+				rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = -1, -1, -1
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return refused
+	}
+}
+
 // Stall holds the next request of the given key (kmsg.Produce.Int16(),
 // kmsg.EndTxn.Int16(), ...), unanswered, as a broker that does not answer
 // would, until release is called; held is closed once the request is

@@ -24,7 +24,7 @@ import (
 func TestExistingTopicWithSeveralPartitions(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"digests": 3}})
 	require.NoError(t, err)
-	defer b.Close()
+	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	var logs strings.Builder
 	x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "x", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	require.NoError(t, err)
@@ -48,7 +48,7 @@ func TestExistingTopicWithSeveralPartitions(t *testing.T) {
 func TestExistingCompactedTopic(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{})
 	require.NoError(t, err)
-	defer b.Close()
+	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	var logs [2]strings.Builder
 	for i := range logs {
 		x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: strconv.Itoa(i), Logger: slog.New(slog.NewTextHandler(&logs[i], nil))})
@@ -140,7 +140,7 @@ func TestSyncGivesUpWhileRunConnects(t *testing.T) {
 func TestCloseWhilePublishing(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{})
 	require.NoError(t, err)
-	defer b.Close()
+	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	for round := range 5 {
 		x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "x"})
 		require.NoError(t, err)
@@ -177,7 +177,7 @@ func TestCloseWhilePublishing(t *testing.T) {
 func TestPublishGivesUpWithItsContext(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{})
 	require.NoError(t, err)
-	defer b.Close()
+	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "x"})
 	require.NoError(t, err)
 	require.NoError(t, x.Publish(context.Background(), []Partial{{Partition: 0, Value: []byte("first")}}))
@@ -208,7 +208,7 @@ func TestPublishGivesUpWithItsContext(t *testing.T) {
 func TestSyncOnATopicWithItsRecordsDeleted(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{})
 	require.NoError(t, err)
-	defer b.Close()
+	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	first := newExchange(t, b, "first")
 	require.NoError(t, first.Publish(context.Background(), []Partial{{Partition: 0, Value: []byte("a")}, {Partition: 1, Value: []byte("b")}}))
 	synced(t, first)

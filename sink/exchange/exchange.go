@@ -163,31 +163,56 @@ func (x *Kafka) Run(ctx context.Context) error {
 		return fmt.Errorf("exchange %s: consumer: %w", x.cfg.Topic, err)
 	}
 	defer consumer.Close()
-	// The records below the oldest are gone (retention, DeleteRecords):
-	// Sync must not wait for them.
-	oldest, err := client.GetOffset(x.cfg.Topic, 0, sarama.OffsetOldest)
-	if err != nil {
-		return fmt.Errorf("exchange %s: oldest offset: %w", x.cfg.Topic, err)
+	for {
+		// The records below the oldest are gone (retention, DeleteRecords):
+		// Sync must not wait for them.
+		oldest, err := client.GetOffset(x.cfg.Topic, 0, sarama.OffsetOldest)
+		if err != nil {
+			return fmt.Errorf("exchange %s: oldest offset: %w", x.cfg.Topic, err)
+		}
+		x.mu.Lock()
+		from := max(x.next, oldest)
+		x.mu.Unlock()
+		pc, err := consumer.ConsumePartition(x.cfg.Topic, 0, from)
+		if err != nil {
+			return fmt.Errorf("exchange %s: read partition 0 from offset %d: %w", x.cfg.Topic, from, err)
+		}
+		x.mu.Lock()
+		if from > x.next {
+			x.next = from
+			close(x.moved)
+			x.moved = make(chan struct{})
+		}
+		x.mu.Unlock()
+		if !x.read(ctx, pc) {
+			return nil
+		}
+		// sarama's consumer stops a partition whose offset fell out of
+		// its range: the records ahead of it were deleted while it was
+		// behind. The partials after them are still there.
+		x.mu.Lock()
+		at := x.next
+		x.mu.Unlock()
+		x.log.Warn("exchange: reading the topic stopped, its next records deleted under the reader; reading on from the oldest kept", "topic", x.cfg.Topic, "offset", at)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	pc, err := consumer.ConsumePartition(x.cfg.Topic, 0, oldest)
-	if err != nil {
-		return fmt.Errorf("exchange %s: read partition 0 from offset %d: %w", x.cfg.Topic, oldest, err)
-	}
-	x.mu.Lock()
-	if oldest > x.next {
-		x.next = oldest
-		close(x.moved)
-		x.moved = make(chan struct{})
-	}
-	x.mu.Unlock()
+}
+
+// read takes the records of pc until ctx is done, and returns false, or
+// until pc stops, and returns true.
+func (x *Kafka) read(ctx context.Context, pc sarama.PartitionConsumer) bool {
 	defer pc.AsyncClose()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case m, ok := <-pc.Messages():
 			if !ok {
-				return fmt.Errorf("exchange %s: partition 0 stopped", x.cfg.Topic)
+				return true
 			}
 			x.take(m)
 		}

@@ -61,7 +61,7 @@ func values(ps []Partial) map[int32]string {
 func TestProcessesSeeEachOthersLatestPartials(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{})
 	require.NoError(t, err)
-	defer b.Close()
+	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	a, c := newExchange(t, b, "a"), newExchange(t, b, "c")
 	ctx := context.Background()
 	now := time.Unix(1700000000, 5)
@@ -93,7 +93,7 @@ func TestProcessesSeeEachOthersLatestPartials(t *testing.T) {
 func TestBadRecordsAreSkipped(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{})
 	require.NoError(t, err)
-	defer b.Close()
+	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	x := newExchange(t, b, "x")
 	synced(t, x) // the topic exists
 	require.NoError(t, b.Produce("digests",
@@ -108,7 +108,7 @@ func TestBadRecordsAreSkipped(t *testing.T) {
 func TestSyncGivesUpWithItsContext(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{})
 	require.NoError(t, err)
-	defer b.Close()
+	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	x, err := New(Config{Brokers: b.Addrs(), Topic: "digests"})
 	require.NoError(t, err)
 	defer x.Close()
@@ -146,7 +146,7 @@ func TestEncodeDecode(t *testing.T) {
 func TestTombstoneRemovesAPartial(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{})
 	require.NoError(t, err)
-	defer b.Close()
+	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	x := newExchange(t, b, "x")
 	require.NoError(t, x.Publish(context.Background(), []Partial{{Partition: 4, Value: []byte("stale")}, {Partition: 5, Value: []byte("v")}}))
 	assert.Equal(t, map[int32]string{4: "x:stale", 5: "x:v"}, values(synced(t, x)))
@@ -161,7 +161,7 @@ func TestTombstoneRemovesAPartial(t *testing.T) {
 func TestTheTopicMadeRollsItsSegments(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{})
 	require.NoError(t, err)
-	defer b.Close()
+	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	x := newExchange(t, b, "x")
 	synced(t, x) // the topic exists
 	admin, err := sarama.NewClusterAdmin(b.Addrs(), sarama.NewConfig())
@@ -175,4 +175,23 @@ func TestTheTopicMadeRollsItsSegments(t *testing.T) {
 		got[e.Name] = e.Value
 	}
 	assert.Equal(t, map[string]string{"segment.ms": "600000", "cleanup.policy": "compact"}, got)
+}
+
+// When the reader's offset falls out of the topic's range (its next
+// records deleted while it was behind), sarama's consumer stops the
+// partition: Run reads on from the oldest record kept, instead of failing
+// the process.
+func TestReadingGoesOnWhenItsOffsetFallsOutOfRange(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
+	x := newExchange(t, b, "x")
+	ctx := context.Background()
+	require.NoError(t, x.Publish(ctx, []Partial{{Partition: 0, Value: []byte("a")}}))
+	synced(t, x)
+	const offsetOutOfRange = 1
+	refused := b.RefuseFetch(1, offsetOutOfRange)
+	require.Eventually(t, func() bool { return refused() == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, x.Publish(ctx, []Partial{{Partition: 1, Value: []byte("b")}}))
+	assert.Equal(t, map[int32]string{0: "x:a", 1: "x:b"}, values(synced(t, x)))
 }
