@@ -3,6 +3,7 @@ package source_test
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +55,7 @@ func transactionalRunSurvivesAMemberJoining(t *testing.T, strategies []sarama.Ba
 	b := startBroker(t, map[string]int32{in: 2, "out": 1})
 	produce(t, b, in, 2, 0, n)
 
+	var gainedB atomic.Int64 // partitions b was given
 	run := func(id string, delay time.Duration) (func(), <-chan error) {
 		tx, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: id})
 		require.NoError(t, err)
@@ -65,7 +67,13 @@ func transactionalRunSurvivesAMemberJoining(t *testing.T, strategies []sarama.Ba
 		out, err := sink.NewKafka(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "out", Transaction: tx},
 			func(m source.Message) ([]byte, []byte, error) { return nil, m.Value, nil })
 		require.NoError(t, err)
-		p := stream.NewPipeline(stream.WithTransaction(slowCommit{tx, delay}), stream.Interval(20*time.Millisecond), stream.MaxRecords(5))
+		p := stream.NewPipeline(stream.WithTransaction(slowCommit{tx, delay}), stream.Interval(20*time.Millisecond), stream.MaxRecords(5),
+			stream.OnRebalance(func(_ context.Context, _, gained []int32) error {
+				if id == "b" {
+					gainedB.Add(int64(len(gained)))
+				}
+				return nil
+			}))
 		stream.To(stream.From(p, src), out)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
@@ -91,6 +99,7 @@ func transactionalRunSurvivesAMemberJoining(t *testing.T, strategies []sarama.Ba
 	time.Sleep(time.Second)
 	stopA()
 	stopB()
+	assert.Positive(t, gainedB.Load(), "b joined the group and was given a partition: the rebalance happened")
 	for _, d := range []<-chan error{doneA, doneB} {
 		select {
 		case err := <-d:
