@@ -80,6 +80,10 @@ RATIO <name>=<value>, for scripts.`, stderr)
 		return nil, usagef("-rounds %d: must be 1 or more", c.rounds)
 	case c.batchRecords < 1:
 		return nil, usagef("-batch-records %d: must be 1 or more", c.batchRecords)
+	case c.events%int64(c.batchRecords) != 0:
+		// Otherwise the Kafka pipelines' last batch waits for its interval
+		// (3 s), and their figures with it.
+		return nil, usagef("-events %d: must be a multiple of -batch-records %d, so that the last batch is cut on its count", c.events, c.batchRecords)
 	case c.stateUsers < 0 || c.stateUsers > math.MaxInt64/2-defaultStart:
 		return nil, usagef("-state-users %d: must be 0 (skip) or more", c.stateUsers)
 	}
