@@ -156,30 +156,26 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 	for round := 1; round <= c.rounds; round++ {
 		// The measures of a round run one after the other, so that the
 		// machine's noise falls on all of them alike.
-		cpu0, t0 := processCPU(), time.Now()
-		r, err := c.bare(ctx, b.Addrs(), nextGroup())
+		r, rcores, err := c.bare(ctx, b.Addrs(), nextGroup())
 		if err != nil {
 			return fmt.Errorf("bare consumer: %w", err)
 		}
-		bare, bareCores = append(bare, r), append(bareCores, cores(cpu0, t0))
+		bare, bareCores = append(bare, r), append(bareCores, rcores)
 		log.Info("bench", "round", round, "read", "kafka bare", "records/s", int64(r), "cores", round2(bareCores[len(bareCores)-1]))
-		cpu0, t0 = processCPU(), time.Now()
-		if r, err = c.sourceAlone(ctx, b.Addrs(), nextGroup(), quiet); err != nil {
+		if r, rcores, err = c.sourceAlone(ctx, b.Addrs(), nextGroup(), quiet); err != nil {
 			return fmt.Errorf("source alone: %w", err)
 		}
-		alone, aloneCores = append(alone, r), append(aloneCores, cores(cpu0, t0))
+		alone, aloneCores = append(alone, r), append(aloneCores, rcores)
 		log.Info("bench", "round", round, "read", "kafka source alone", "records/s", int64(r), "cores", round2(aloneCores[len(aloneCores)-1]))
 		sketches := []string{"tdigest", "exact"}
 		if round%2 == 0 { // neither always runs right after the bare consumer
 			slices.Reverse(sketches)
 		}
 		for _, sk := range sketches {
-			cpu0, t0 := processCPU(), time.Now()
 			f, err := c.pipeline(ctx, b.Addrs(), nextGroup(), sk, quiet)
 			if err != nil {
 				return fmt.Errorf("pipeline, %s: %w", sk, err)
 			}
-			f.cores = cores(cpu0, t0)
 			log.Info("bench", "round", round, "read", "kafka "+sk, "records/s", int64(f.rate), "cores", round2(f.cores))
 			if sk == "tdigest" {
 				tdig, tdigF = append(tdig, f.rate), append(tdigF, f)
@@ -203,7 +199,7 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 		}
 		sums = append(sums, r)
 		log.Info("bench", "round", round, "read", "file hand-written loop, totals only", "records/s", int64(r))
-		cpu0, t0 = processCPU(), time.Now()
+		cpu0, t0 := processCPU(), time.Now()
 		if r, err = c.file(ctx, csv, quiet, stderr); err != nil {
 			return fmt.Errorf("pipeline, -input: %w", err)
 		}
@@ -325,17 +321,39 @@ func (c *benchConfig) load(b *kafkatest.Broker) error {
 }
 
 // bare reads every event with a sarama consumer group that only counts,
-// and returns the records/s from the start to the last record counted.
-func (c *benchConfig) bare(ctx context.Context, brokers []string, group string) (float64, error) {
+// and returns the records/s and the cores used from the start to the last
+// record counted.
+func (c *benchConfig) bare(ctx context.Context, brokers []string, group string) (rate, cores float64, err error) {
 	cfg := sarama.NewConfig()
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
 	cfg.Consumer.Offsets.AutoCommit.Enable = false
-	took, err := kafkatest.CountGroup(ctx, brokers, benchTopic, group, cfg, c.events)
-	if err != nil {
-		return 0, err
+	clock := startRead()
+	if _, err := kafkatest.CountGroupFunc(ctx, brokers, benchTopic, group, cfg, c.events, clock.stop); err != nil {
+		return 0, 0, err
 	}
-	return float64(c.events) / took.Seconds(), nil
+	return float64(c.events) / clock.took.Seconds(), clock.cores(), nil
 }
+
+// readClock times a read, and the process's CPU time over it, from
+// startRead to its first stop: the moment its last record is counted.
+// Leaving the group after it (mostly a wait for the fetch in flight, up to
+// sarama's MaxWaitTime of 500 ms) is in neither.
+type readClock struct {
+	cpu0, cpu time.Duration
+	t0        time.Time
+	took      time.Duration
+}
+
+func startRead() *readClock { return &readClock{cpu0: processCPU(), t0: time.Now()} }
+
+func (r *readClock) stop() {
+	if r.took == 0 {
+		r.took, r.cpu = time.Since(r.t0), processCPU()-r.cpu0
+	}
+}
+
+// cores returns the cores the process used on average over the read.
+func (r *readClock) cores() float64 { return float64(r.cpu) / float64(r.took) }
 
 // pipeline reads every event with the popular-users pipeline, as run
 // builds it on Kafka (kafkaPipeline) with the sketch sk, and the
@@ -386,7 +404,7 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 			f.users = users()
 		}
 	}
-	if f.rate, err = c.readKafka(ctx, brokers, group, rc, log, wire, batch); err != nil {
+	if f.rate, f.cores, err = c.readKafka(ctx, brokers, group, rc, log, wire, batch); err != nil {
 		return f, err
 	}
 	f.steps = timer.steps
@@ -395,41 +413,39 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 
 // sourceAlone reads every event with the Kafka source of the pipeline
 // into a pipeline that only counts them, with run's batches: the most
-// the pipeline could read.
-func (c *benchConfig) sourceAlone(ctx context.Context, brokers []string, group string, log *slog.Logger) (float64, error) {
+// the pipeline could read. It returns what readKafka does.
+func (c *benchConfig) sourceAlone(ctx context.Context, brokers []string, group string, log *slog.Logger) (rate, cores float64, err error) {
 	rc, err := parseRun([]string{"-group", group, "-batch-records", strconv.Itoa(c.batchRecords)}, io.Discard)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	return c.readKafka(ctx, brokers, group, rc, log, nil, nil)
 }
 
 // readKafka reads every event of the bench's topic as group, with the
 // Kafka source and the options of run (rc), in a pipeline that wire, if
-// not nil, adds to, and returns the records/s from the start to the last
-// record counted. The batch that holds the last record cancels the run
+// not nil, adds to, and returns the records/s and the cores used from the
+// start to the last record counted. The batch that holds the last record cancels the run
 // from an output, so that the engine commits it (and flushes its outputs)
 // before its hook stops the clock; the committed offsets must then cover
 // exactly the records counted. batch, if not nil, sees every batch's
 // stats, the last one's with last set.
 func (c *benchConfig) readKafka(ctx context.Context, brokers []string, group string, rc *runConfig, log *slog.Logger,
-	wire func(*stream.Stream[source.Message]) error, batch func(s stream.BatchStats, last bool)) (float64, error) {
-	start := time.Now()
+	wire func(*stream.Stream[source.Message]) error, batch func(s stream.BatchStats, last bool)) (rate, cores float64, err error) {
+	clock := startRead()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	src, err := source.NewKafka(source.KafkaConfig{Brokers: brokers, Topic: benchTopic, Group: group, Logger: log})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var (
-		records, read int64
-		rate          float64
-	)
+	var records, read int64
 	done := hookFunc(func(s stream.BatchStats) {
 		records += int64(s.Info.Records)
 		last := records >= c.events && rate == 0
 		if last {
-			rate = float64(records) / time.Since(start).Seconds()
+			clock.stop()
+			rate = float64(records) / clock.took.Seconds()
 		}
 		if batch != nil {
 			batch(s, last)
@@ -445,16 +461,16 @@ func (c *benchConfig) readKafka(ctx context.Context, brokers []string, group str
 	})
 	if wire != nil {
 		if err := wire(raw); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	if err := p.Run(ctx); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if rate == 0 {
-		return 0, fmt.Errorf("stopped after %d of %d records", records, c.events)
+		return 0, 0, fmt.Errorf("stopped after %d of %d records", records, c.events)
 	}
-	return rate, c.checkCommitted(brokers, group, records)
+	return rate, clock.cores(), c.checkCommitted(brokers, group, records)
 }
 
 // checkCommitted checks that the offsets group committed cover exactly

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"regexp"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -49,6 +51,33 @@ func TestBench(t *testing.T) {
 	}
 	// The ratios end the output, for scripts that read its tail.
 	assert.Regexp(t, `(RATIO \S+=\S+\n){3}$`, out)
+}
+
+// The cores of a read are its CPU time over the time its records/s is
+// measured on: to the last record, not to the end of the group's leave
+// after it (a wait of up to sarama's MaxWaitTime for the fetch in flight).
+func TestBenchReadCores(t *testing.T) {
+	c, err := parseBench([]string{"-events", "20000", "-users", "2000", "-batch-records", "5000"}, &buffer{})
+	require.NoError(t, err)
+	log := slog.New(slog.DiscardHandler)
+	b, err := startBroker("127.0.0.1:0", false, "", map[string]int32{benchTopic: int32(c.partitions)}, log, &buffer{})
+	require.NoError(t, err)
+	defer b.Close()
+	require.NoError(t, c.load(b))
+
+	rate, cs, err := c.bare(context.Background(), b.Addrs(), "bare")
+	require.NoError(t, err)
+	assert.Positive(t, rate)
+	assert.Positive(t, cs)
+
+	cpu0, t0 := processCPU(), time.Now()
+	rate, cs, err = c.sourceAlone(context.Background(), b.Addrs(), "alone", log)
+	require.NoError(t, err)
+	whole := cores(cpu0, t0)
+	assert.Positive(t, rate)
+	// The source reads 20,000 records on about a core; the leave after
+	// them is a wait.
+	assert.Greater(t, cs, whole, "cores over the read against over the whole call")
 }
 
 func TestParseBench(t *testing.T) {
