@@ -255,7 +255,9 @@ func printPipeline(w io.Writer, name string, rate, bare, alone float64, rounds [
 		if len(f.waits) > 1 {
 			waits, procs = append(waits, f.waits[1:]...), append(procs, f.procs[1:]...)
 		}
-		publish = append(publish, f.publish...)
+		if len(f.publish) > 1 {
+			publish = append(publish, f.publish[1:]...)
+		}
 		cs = append(cs, f.cores)
 		users = max(users, f.users)
 	}
@@ -263,8 +265,11 @@ func printPipeline(w io.Writer, name string, rate, bare, alone float64, rounds [
 		if len(ds) == 0 {
 			return 0
 		}
-		slices.Sort(ds)
-		return ds[len(ds)/2].Round(time.Microsecond)
+		xs := make([]float64, len(ds))
+		for i, d := range ds {
+			xs[i] = float64(d)
+		}
+		return time.Duration(median(xs)).Round(time.Microsecond)
 	}
 	worst := time.Duration(0)
 	if len(steps) > 0 {

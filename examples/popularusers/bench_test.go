@@ -80,6 +80,27 @@ func TestBenchReadCores(t *testing.T) {
 	assert.Greater(t, cs, whole, "cores over the read against over the whole call")
 }
 
+// The per-batch figures are medians, of an even count too, and those
+// "after the first" leave out every round's first batch, publishing
+// included.
+func TestPrintPipeline(t *testing.T) {
+	ms := func(ns ...int) []time.Duration {
+		var ds []time.Duration
+		for _, n := range ns {
+			ds = append(ds, time.Duration(n)*time.Millisecond)
+		}
+		return ds
+	}
+	rounds := []benchFigures{
+		{steps: ms(1, 2), waits: ms(90, 4), procs: ms(90, 6), publish: ms(90, 2), cores: 1, users: 10},
+		{steps: ms(3, 4), waits: ms(90, 6), procs: ms(90, 8), publish: ms(90, 4), cores: 1, users: 10},
+	}
+	var out buffer
+	printPipeline(&out, "kafka pipeline, tdigest", 2, 1, 2, rounds)
+	assert.Contains(t, out.String(), "threshold step per batch: median 2.5ms, max 4ms over 4 batches, 10 users in state\n")
+	assert.Contains(t, out.String(), "per batch after the first: median wait for records 5ms, processing 7ms, of which publishing popular users 3ms\n")
+}
+
 func TestParseBench(t *testing.T) {
 	for _, tt := range []struct {
 		name string
