@@ -787,6 +787,11 @@ func (c *benchConfig) file(ctx context.Context, path string, log *slog.Logger, s
 	if err := rc.run(ctx, log, nil, io.Discard, stderr); err != nil {
 		return 0, err
 	}
+	// Cancelled, run stops early and returns nil: the file was not all
+	// read.
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("pipeline stopped before the end of %s: %w", path, err)
+	}
 	return float64(c.events) / time.Since(start).Seconds(), nil
 }
 

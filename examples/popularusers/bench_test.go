@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
@@ -99,6 +100,25 @@ func TestPrintPipeline(t *testing.T) {
 	printPipeline(&out, "kafka pipeline, tdigest", 2, 1, 2, rounds)
 	assert.Contains(t, out.String(), "threshold step per batch: median 2.5ms, max 4ms over 4 batches, 10 users in state\n")
 	assert.Contains(t, out.String(), "per batch after the first: median wait for records 5ms, processing 7ms, of which publishing popular users 3ms\n")
+}
+
+// The file figure counts every line of the file: a run that stopped
+// before its end, and returned nil as a cancelled run does, is no figure.
+func TestBenchFileCancelled(t *testing.T) {
+	c, err := parseBench([]string{"-events", "20000", "-users", "2000", "-batch-records", "5000"}, &buffer{})
+	require.NoError(t, err)
+	csv := filepath.Join(t.TempDir(), "events.csv")
+	gen := &generateConfig{out: csv, users: c.users, rows: c.events, start: defaultStart, seed: 1}
+	require.NoError(t, gen.run(context.Background(), slog.New(slog.DiscardHandler), nil, &buffer{}, &buffer{}))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rate, err := c.file(ctx, csv, slog.New(slog.DiscardHandler), &buffer{})
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Zero(t, rate)
+
+	rate, err = c.file(context.Background(), csv, slog.New(slog.DiscardHandler), &buffer{})
+	require.NoError(t, err)
+	assert.Positive(t, rate)
 }
 
 func TestParseBench(t *testing.T) {
