@@ -156,12 +156,17 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 	for round := 1; round <= c.rounds; round++ {
 		// The measures of a round run one after the other, so that the
 		// machine's noise falls on all of them alike.
+		// Each measure starts from a collected heap, as a testing.B
+		// does, so that the garbage of the one before does not fall on
+		// it.
+		runtime.GC()
 		r, rcores, err := c.bare(ctx, b.Addrs(), nextGroup())
 		if err != nil {
 			return fmt.Errorf("bare consumer: %w", err)
 		}
 		bare, bareCores = append(bare, r), append(bareCores, rcores)
 		log.Info("bench", "round", round, "read", "kafka bare", "records/s", int64(r), "cores", round2(bareCores[len(bareCores)-1]))
+		runtime.GC()
 		if r, rcores, err = c.sourceAlone(ctx, b.Addrs(), nextGroup(), quiet); err != nil {
 			return fmt.Errorf("source alone: %w", err)
 		}
@@ -172,6 +177,7 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 			slices.Reverse(sketches)
 		}
 		for _, sk := range sketches {
+			runtime.GC()
 			f, err := c.pipeline(ctx, b.Addrs(), nextGroup(), sk, quiet)
 			if err != nil {
 				return fmt.Errorf("pipeline, %s: %w", sk, err)
@@ -183,22 +189,26 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 				exact, exactF = append(exact, f.rate), append(exactF, f)
 			}
 		}
+		runtime.GC()
 		r, err = countLines(csv)
 		if err != nil {
 			return err
 		}
 		lines = append(lines, r)
 		log.Info("bench", "round", round, "read", "file linecount", "records/s", int64(r))
+		runtime.GC()
 		if r, err = handLoop(csv, c.batchRecords, digest.DefaultCompression, defaultLimit, false); err != nil {
 			return fmt.Errorf("hand-written loop: %w", err)
 		}
 		hand = append(hand, r)
 		log.Info("bench", "round", round, "read", "file hand-written loop", "records/s", int64(r))
+		runtime.GC()
 		if r, err = handLoop(csv, c.batchRecords, digest.DefaultCompression, defaultLimit, true); err != nil {
 			return fmt.Errorf("hand-written loop, totals only: %w", err)
 		}
 		sums = append(sums, r)
 		log.Info("bench", "round", round, "read", "file hand-written loop, totals only", "records/s", int64(r))
+		runtime.GC()
 		cpu0, t0 := processCPU(), time.Now()
 		if r, err = c.file(ctx, csv, quiet, stderr); err != nil {
 			return fmt.Errorf("pipeline, -input: %w", err)
