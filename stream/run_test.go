@@ -206,9 +206,17 @@ func TestSourceErrors(t *testing.T) {
 	})
 }
 
-type slowSink struct{ release chan struct{} }
+// slowSink writes once release is closed; entered, if not nil, is called
+// as a write starts.
+type slowSink struct {
+	release chan struct{}
+	entered func()
+}
 
 func (s slowSink) Write(ctx context.Context, _ *stream.Batch[int]) error {
+	if s.entered != nil {
+		s.entered()
+	}
 	select {
 	case <-s.release:
 		return nil
@@ -235,10 +243,15 @@ func TestDrainTimeoutZeroFinishesTheBatch(t *testing.T) {
 	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(10), stream.DrainTimeout(0))
 	src := source.NewSlice("n", ints(100), 1)
 	release := make(chan struct{})
-	stream.To(stream.From(p, src), slowSink{release: release})
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(20*time.Millisecond, cancel)
-	time.AfterFunc(100*time.Millisecond, func() { close(release) })
+	var once sync.Once
+	stream.To(stream.From(p, src), slowSink{release: release, entered: func() {
+		once.Do(func() {
+			// Cancelled while the first batch is being written.
+			cancel()
+			time.AfterFunc(100*time.Millisecond, func() { close(release) })
+		})
+	}})
 	require.NoError(t, p.Run(ctx))
 	assert.Equal(t, []stream.Offset{{Source: "n", Partition: 0, Next: 10}}, src.Committed())
 }
