@@ -449,9 +449,24 @@ func TestKafkaFetchFromThePreferredReplica(t *testing.T) {
 func TestKafkaFetchStartNewestReadCommittedKeepsAnOpenTransaction(t *testing.T) {
 	checkLeaks(t)
 	const topic = "open"
-	_, addrs := startCluster(t, 1, topic, 1)
+	c, addrs := startCluster(t, 1, topic, 1)
 	up := txnProducer(t, addrs, "upstream")
 	require.NoError(t, up.BeginTxn())
+	// fetchedAt0 is closed by the first fetch from offset 0: the source
+	// has resolved its start.
+	fetchedAt0 := make(chan struct{})
+	var fetched sync.Once
+	c.ControlKey(int16(kmsg.Fetch), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		for _, rt := range kreq.(*kmsg.FetchRequest).Topics {
+			for _, rp := range rt.Partitions {
+				if rp.FetchOffset == 0 {
+					fetched.Do(func() { close(fetchedAt0) })
+				}
+			}
+		}
+		return nil, nil, false
+	})
 	for i := range 3 {
 		_, _, err := up.SendMessage(&sarama.ProducerMessage{Topic: topic, Value: sarama.StringEncoder(strconv.Itoa(i))})
 		require.NoError(t, err)
@@ -466,7 +481,11 @@ func TestKafkaFetchStartNewestReadCommittedKeepsAnOpenTransaction(t *testing.T) 
 		c.Sarama.Consumer.IsolationLevel = sarama.ReadCommitted
 	}), got.add)
 	require.Eventually(t, func() bool { return strings.Contains(logged(), "kafka group session started") }, 20*time.Second, 10*time.Millisecond)
-	time.Sleep(500 * time.Millisecond) // the fetch loop has resolved its start
+	select {
+	case <-fetchedAt0:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no fetch from the last stable offset, 0")
+	}
 
 	require.NoError(t, up.CommitTxn())
 	produceEach(t, addrs, topic, 1, 3, 4, true) // one more record, after the transaction
