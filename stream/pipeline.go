@@ -110,7 +110,10 @@ func From[T any](p *Pipeline, src Source[T]) *Stream[T] {
 // When ctx is cancelled, the batch being collected is cut at once, processed,
 // output and committed, and Run returns nil; while the state is restored
 // from the Store at the start, the restore ends and Run returns nil, with
-// nothing committed. When the source ends (io.EOF),
+// nothing committed. So does the restore of the partitions an Assigner
+// source gained, the first batch's included: the batch is then dropped,
+// uncommitted, and what earlier batches read is committed (see
+// CommitInterval). When the source ends (io.EOF),
 // Run processes the last batch and returns nil. Otherwise it returns the
 // first error of the source, of a stage (a *StageError), of an output or of
 // the commit; the failed batch is not committed.
@@ -249,8 +252,13 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		}
 		if assigner != nil {
 			now := assigner.Assignment()
-			if err := p.rebalance(work, assigned, now, id); err != nil {
-				return err
+			if err := p.rebalance(ctx, work, assigned, now, id); err != nil {
+				if !errors.Is(err, errRestoreCancelled) {
+					return err
+				}
+				p.cfg.logger.Info("run cancelled while the state of gained partitions was restored")
+				dropLost(now)
+				return end()
 			}
 			dropLost(now)
 			assigned = now
@@ -476,9 +484,17 @@ func ctxError(ctx context.Context, err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Cause(ctx))
 }
 
+// errRestoreCancelled is returned by rebalance when Run's cancellation
+// ended the restore of the gained partitions' state.
+var errRestoreCancelled = errors.New("stream: run cancelled while the state was restored")
+
 // rebalance tells stateful operators and OnRebalance hooks about partitions
 // lost and gained since the previous batch, before the batch given.
-func (p *Pipeline) rebalance(ctx context.Context, before, now []int32, batch int64) error {
+//
+// Run's cancellation (ctx) ends the restore of the gained partitions, as it
+// ends the restore at the start: their state, partly restored, is dropped
+// and rebalance returns errRestoreCancelled. work bounds the rest.
+func (p *Pipeline) rebalance(ctx, work context.Context, before, now []int32, batch int64) error {
 	lost := minus(before, now)
 	gained := minus(now, before)
 	if len(lost) == 0 && len(gained) == 0 {
@@ -487,12 +503,21 @@ func (p *Pipeline) rebalance(ctx context.Context, before, now []int32, batch int
 	p.cfg.logger.Info("partitions changed", "lost", lost, "gained", gained)
 	p.dropState(lost)
 	if p.cfg.store != nil && len(gained) > 0 {
-		if err := p.restore(ctx, gained, batch); err != nil {
+		rctx, cancel := context.WithCancel(work)
+		stop := context.AfterFunc(ctx, cancel)
+		err := p.restore(rctx, gained, batch)
+		stop()
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil && work.Err() == nil && ctxError(ctx, err) {
+				p.dropState(gained)
+				return errRestoreCancelled
+			}
 			return err
 		}
 	}
 	for _, f := range p.cfg.onRebalance {
-		if err := f(ctx, lost, gained); err != nil {
+		if err := f(work, lost, gained); err != nil {
 			return fmt.Errorf("stream: rebalance (lost %v, gained %v): %w", lost, gained, err)
 		}
 	}
