@@ -72,6 +72,10 @@ type input interface {
 	// endedBelow returns an error when the source, which has ended, did
 	// not reach the offsets a restored state had counted up to.
 	endedBelow() error
+	// forget drops the restored offsets of partitions lost, and what was
+	// read of them: their state went, and comes back with its offsets
+	// when they are gained again.
+	forget(lost []int32)
 }
 
 // NewPipeline returns a Pipeline configured by opts.
@@ -525,7 +529,8 @@ func (p *Pipeline) rebalance(ctx, work context.Context, before, now []int32, bat
 }
 
 // dropState drops the state of partitions ids in every stateful operator,
-// and their batches in every window.
+// their batches in every window, and the offsets restored with their
+// state.
 func (p *Pipeline) dropState(ids []int32) {
 	for _, s := range p.stateful {
 		s.dropPartitions(ids)
@@ -533,6 +538,7 @@ func (p *Pipeline) dropState(ids []int32) {
 	for _, drop := range p.windows {
 		drop(ids)
 	}
+	p.input.forget(ids)
 }
 
 // prepareStore checks the stateful operators' names and, when all is
@@ -978,6 +984,18 @@ func (in *inputStream[T]) dropSkipped() {
 	// gone through one after the other, not in the order read.
 	for k, passed := range kept {
 		if passed {
+			delete(in.skip, k)
+			delete(in.seen, k)
+		}
+	}
+}
+
+func (in *inputStream[T]) forget(lost []int32) {
+	if in.wide {
+		return // the offsets are the source's, not the partitions'
+	}
+	for k := range in.skip {
+		if slices.Contains(lost, k.partition) {
 			delete(in.skip, k)
 			delete(in.seen, k)
 		}

@@ -112,3 +112,38 @@ func TestCancelWhileRestoringAGainedPartitionCommitsTheBatchesBefore(t *testing.
 	assert.Equal(t, map[int32]int64{0: 2}, committed, "what the batches before read, and nothing of partition 1")
 	assert.Equal(t, map[string]stream.Offset{"test/0": {Source: "test", Partition: 0, Next: 2}}, store.offsets)
 }
+
+// A partition lost and gained again is restored anew: what the run read of
+// it before, below the offsets its state was restored to, is not taken
+// for where the input ended. Here the partition comes back at the offset
+// its state had counted up to, and the input ends there.
+func TestInputEndingAfterAPartitionCameBackAtItsRestoredOffset(t *testing.T) {
+	store := newMemStore()
+	first := &scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+		{pair1(1, 0, 0), pair1(1, 0, 1), pair1(1, 0, 2)},
+	}}
+	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+	collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, first)), sum).Named("st"))
+	run(t, p)
+	require.Equal(t, stream.Offset{Source: "test", Partition: 0, Next: 3}, store.offsets["test/0"])
+
+	// The committed offset was older than the checkpoint's: the run
+	// reads partition 0 from 0, loses it, and gets it back from the
+	// offset its first batch committed, 3, where the input ends.
+	src := &assigning{
+		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+			{pair1(1, 0, 0)},
+			{},
+			{},
+			{}, // the input ends at the batch after the third
+		}},
+		plan: [][]int32{{0}, {}, {0}},
+	}
+	p = stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+	c := collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), sum).Named("st"))
+	require.NoError(t, p.Run(context.Background()))
+	got := c.all()
+	require.NotEmpty(t, got)
+	assert.Equal(t, map[int]int{1: 3}, stateMap(got[len(got)-1]))
+	assert.Equal(t, []stream.Offset{{Source: "test", Partition: 0, Next: 3}}, src.Commits()[0], "the first batch committed what the state had counted")
+}
