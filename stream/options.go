@@ -171,7 +171,8 @@ type BatchStats struct {
 	Scheduled time.Time
 	// Processing is the time from the cut to the end of the commit.
 	Processing time.Duration
-	// Partitions is the number of input partitions of the batch.
+	// Partitions is the number of source partitions the batch held records
+	// of (Inputs also lists the assigned partitions without any).
 	Partitions int
 	// Inputs are the source partitions the batch held records of, and, with
 	// an Assigner source, every assigned partition, sorted.
