@@ -53,6 +53,11 @@ type Runner interface {
 // Assignment between batches. When the set changes, stateful operators drop
 // the state of lost partitions and OnRebalance hooks run before the next
 // batch; every batch holds a (possibly empty) partition for each assigned ID.
+// A partition lost and given back between two calls, whose records the
+// source reads again from its last commit, must be left out of one
+// Assignment (as the Kafka source does), so that the engine sees it lost:
+// otherwise the state and pending offsets from before are kept, and the
+// records read again are counted twice.
 type Assigner interface {
 	// Assignment returns the partition IDs the source owns now, in any order.
 	Assignment() []int32
