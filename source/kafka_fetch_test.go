@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
 )
@@ -385,23 +386,6 @@ func TestKafkaFetchFromThePreferredReplica(t *testing.T) {
 			c.SetFollowers(topic, 0, []int32{follower})
 			produceEach(t, addrs, topic, 1, 0, n, false)
 
-			// answer answers a fetch with no records, each partition as
-			// fill sets it.
-			answer := func(req *kmsg.FetchRequest, fill func(*kmsg.FetchResponseTopicPartition)) kmsg.Response {
-				resp := req.ResponseKind().(*kmsg.FetchResponse)
-				for _, rt := range req.Topics {
-					st := kmsg.NewFetchResponseTopic()
-					st.Topic, st.TopicID = rt.Topic, rt.TopicID
-					for _, rp := range rt.Partitions {
-						sp := kmsg.NewFetchResponseTopicPartition()
-						sp.Partition = rp.Partition
-						fill(&sp)
-						st.Partitions = append(st.Partitions, sp)
-					}
-					resp.Topics = append(resp.Topics, st)
-				}
-				return resp
-			}
 			// kfake has no replica selector: its leader answers as one
 			// that has does, to a consumer of rack r1.
 			var redirected, failed atomic.Int64
@@ -409,13 +393,13 @@ func TestKafkaFetchFromThePreferredReplica(t *testing.T) {
 				c.KeepControl()
 				req := kreq.(*kmsg.FetchRequest)
 				if c.CurrentNode() == follower && tc.failsOnce && failed.Add(1) == 1 {
-					return answer(req, func(sp *kmsg.FetchResponseTopicPartition) { sp.ErrorCode = kerr.OffsetOutOfRange.Code }), nil, true
+					return kafkatest.FetchAnswer(req, func(sp *kmsg.FetchResponseTopicPartition) { sp.ErrorCode = kerr.OffsetOutOfRange.Code }), nil, true
 				}
 				if c.CurrentNode() != leader || req.Rack != "r1" || req.Version < 11 {
 					return nil, nil, false
 				}
 				redirected.Add(1)
-				return answer(req, func(sp *kmsg.FetchResponseTopicPartition) {
+				return kafkatest.FetchAnswer(req, func(sp *kmsg.FetchResponseTopicPartition) {
 					sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = n, n, 0
 					sp.PreferredReadReplica = follower
 				}), nil, true
@@ -581,24 +565,20 @@ func TestKafkaFetchFailsOnWhatARetryDoesNotCure(t *testing.T) {
 			c.ControlKey(int16(kmsg.Fetch), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
 				c.KeepControl()
 				req := kreq.(*kmsg.FetchRequest)
-				resp := req.ResponseKind().(*kmsg.FetchResponse)
+				at := map[int32]int64{}
 				for _, rt := range req.Topics {
-					st := kmsg.NewFetchResponseTopic()
-					st.Topic, st.TopicID = rt.Topic, rt.TopicID
 					for _, rp := range rt.Partitions {
-						sp := kmsg.NewFetchResponseTopicPartition()
-						sp.Partition = rp.Partition
-						if rp.Partition == 1 {
-							tc.fill(&sp)
-						} else {
-							sp.HighWatermark, sp.LastStableOffset = rp.FetchOffset, rp.FetchOffset
-						}
-						st.Partitions = append(st.Partitions, sp)
+						at[rp.Partition] = rp.FetchOffset
 					}
-					resp.Topics = append(resp.Topics, st)
 				}
 				fetches.Add(1)
-				return resp, nil, true
+				return kafkatest.FetchAnswer(req, func(sp *kmsg.FetchResponseTopicPartition) {
+					if sp.Partition == 1 {
+						tc.fill(sp)
+					} else { // nothing new
+						sp.HighWatermark, sp.LastStableOffset = at[sp.Partition], at[sp.Partition]
+					}
+				}), nil, true
 			})
 
 			src := sourceOn(t, addrs, topic, "g", slog.New(slog.DiscardHandler), func(cfg *source.KafkaConfig) {

@@ -145,16 +145,7 @@ func (b *Broker) Committed(group, topic string) map[int32]int64 {
 // the error code code for every partition they write to, storing nothing,
 // and returns a function that tells how many it refused so far.
 func (b *Broker) RefuseProduce(n int, code int16) func() int {
-	var mu sync.Mutex
-	refused := 0
-	b.cluster.ControlKey(kmsg.Produce.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if refused++; refused < n {
-			b.cluster.KeepControl()
-		} else {
-			b.cluster.DropControl() // KeepControl, once called, lasts
-		}
+	return b.refuse(kmsg.Produce.Int16(), n, func(r kmsg.Request) kmsg.Response {
 		req := r.(*kmsg.ProduceRequest)
 		resp := req.ResponseKind().(*kmsg.ProduceResponse)
 		for _, t := range req.Topics {
@@ -167,43 +158,54 @@ func (b *Broker) RefuseProduce(n int, code int16) func() int {
 			}
 			resp.Topics = append(resp.Topics, rt)
 		}
-		return resp, nil, true
+		return resp
 	})
-	return func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return refused
-	}
 }
 
 // RefuseFetch makes the broker answer the next n fetch requests with the
 // error code code for every partition they read, and returns a function
 // that tells how many it refused so far.
 func (b *Broker) RefuseFetch(n int, code int16) func() int {
+	return b.refuse(kmsg.Fetch.Int16(), n, func(r kmsg.Request) kmsg.Response {
+		return FetchAnswer(r.(*kmsg.FetchRequest), func(rp *kmsg.FetchResponseTopicPartition) {
+			rp.ErrorCode = code
+			rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = -1, -1, -1
+		})
+	})
+}
+
+// FetchAnswer returns an answer to req with no records, each partition
+// it asks for as fill sets it.
+func FetchAnswer(req *kmsg.FetchRequest, fill func(*kmsg.FetchResponseTopicPartition)) *kmsg.FetchResponse {
+	resp := req.ResponseKind().(*kmsg.FetchResponse)
+	for _, t := range req.Topics {
+		rt := kmsg.NewFetchResponseTopic()
+		rt.Topic, rt.TopicID = t.Topic, t.TopicID
+		for _, p := range t.Partitions {
+			rp := kmsg.NewFetchResponseTopicPartition()
+			rp.Partition = p.Partition
+			fill(&rp)
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return resp
+}
+
+// refuse answers the next n requests of key with what answer makes of
+// them, and returns a function that tells how many it answered so far.
+func (b *Broker) refuse(key int16, n int, answer func(kmsg.Request) kmsg.Response) func() int {
 	var mu sync.Mutex
 	refused := 0
-	b.cluster.ControlKey(kmsg.Fetch.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
+	b.cluster.ControlKey(key, func(r kmsg.Request) (kmsg.Response, error, bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		if refused++; refused < n {
 			b.cluster.KeepControl()
 		} else {
-			b.cluster.DropControl()
+			b.cluster.DropControl() // KeepControl, once called, lasts
 		}
-		req := r.(*kmsg.FetchRequest)
-		resp := req.ResponseKind().(*kmsg.FetchResponse)
-		for _, t := range req.Topics {
-			rt := kmsg.NewFetchResponseTopic()
-			rt.Topic, rt.TopicID = t.Topic, t.TopicID
-			for _, p := range t.Partitions {
-				rp := kmsg.NewFetchResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = p.Partition, code
-				rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = -1, -1, -1
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		return resp, nil, true
+		return answer(r), nil, true
 	})
 	return func() int {
 		mu.Lock()
