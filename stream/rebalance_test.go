@@ -34,14 +34,7 @@ func TestCancelWhileRestoringAssignedPartitionsEndsTheRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	<-store.restoring
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("Run still restoring 10s after its cancellation")
-	}
+	require.NoError(t, cancelled(t, cancel, done))
 	assert.Zero(t, batches.Load())
 	assert.Empty(t, src.Commits())
 }
@@ -91,13 +84,7 @@ func TestCancelWhileRestoringAGainedPartitionCommitsTheBatchesBefore(t *testing.
 	src.recs = append(src.recs, pair1(2, 1, 0))
 	src.mu.Unlock()
 	<-store.restoring
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run still restoring 10s after its cancellation")
-	}
+	require.NoError(t, cancelled(t, cancel, done))
 	for _, b := range c.all() {
 		assert.NotContains(t, stateMap(b), 2, "batch %d: the batch that gained partition 1 is not processed", b.Info.ID)
 	}

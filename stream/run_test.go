@@ -435,6 +435,20 @@ func TestCollectInterleavedPartitions(t *testing.T) {
 	assert.Equal(t, want, have)
 }
 
+// cancelled cancels a Run started with done for its result, and returns
+// what it returned; it fails the test if Run has not returned 10 s later.
+func cancelled(t *testing.T, cancel context.CancelFunc, done <-chan error) error {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still going 10s after its cancellation")
+		return nil
+	}
+}
+
 // slowStore restores until its context is done.
 type slowStore struct{ restoring chan struct{} }
 
@@ -471,12 +485,6 @@ func TestCancelWhileRestoringEndsTheRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	<-store.restoring
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run still restoring 10s after its cancellation")
-	}
+	require.NoError(t, cancelled(t, cancel, done))
 	assert.Zero(t, batches.Load())
 }
