@@ -59,8 +59,14 @@ func sumRecords(lines []batchLine) int {
 // it with SIGTERM.
 func runUntilAll(t *testing.T, users int, args ...string) {
 	t.Helper()
+	runUntilAllIn(t, "", users, args...)
+}
+
+// runUntilAllIn is runUntilAll in the working directory dir.
+func runUntilAllIn(t *testing.T, dir string, users int, args ...string) {
+	t.Helper()
 	const idle = 10 // an empty batch or two may be a slow fetch on a busy host
-	p := start(t, args...)
+	p := startIn(t, dir, args...)
 	waitFor(t, 2*time.Minute, "every event", func() bool {
 		lines := parseLines(t, strings.Join(p.stdout.lines(), "\n"))
 		if len(lines) < idle || lines[len(lines)-1].Users != users || sumRecords(lines) == 0 {
@@ -115,9 +121,10 @@ func TestChangelogCrashesKeepTotalsExact(t *testing.T) {
 }
 
 // The same events counted with -state dir and with -state changelog (two
-// groups) give the same totals, and the changelog alone restores them: with
-// the checkpoint directory deleted, a restarted changelog pipeline goes on
-// from its totals.
+// groups) give the same totals, and the changelog alone restores them: the
+// changelog pipeline, run in an empty working directory (where the default
+// -checkpoint would be), leaves it empty, and restarted goes on from its
+// totals.
 func TestChangelogRestoresTheCheckpointedState(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs processes")
@@ -136,7 +143,8 @@ func TestChangelogRestoresTheCheckpointedState(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "checkpoint")
 	runUntilAll(t, len(want), append(common, "-group", "bydir", "-state", "dir", "-checkpoint", dir)...)
 	const topic = "bylog-totals-changelog"
-	runUntilAll(t, len(want), append(common, "-group", "bylog", "-state", "changelog")...)
+	wd := t.TempDir()
+	runUntilAllIn(t, wd, len(want), append(common, "-group", "bylog", "-state", "changelog")...)
 
 	fromDir, readDir := checkpointed(t, dir)
 	fromLog, readLog := changelogged(t, addr, topic, nil)
@@ -145,14 +153,17 @@ func TestChangelogRestoresTheCheckpointedState(t *testing.T) {
 	assert.Equal(t, int64(events), readDir)
 	assert.Equal(t, readDir, readLog, "and the same input offsets")
 
-	// Nothing of -state changelog is on disk: more events, no directory.
-	require.NoError(t, os.RemoveAll(dir))
+	// Nothing of -state changelog is on disk: the restarted run has only
+	// the changelog to go on from.
+	files, err := os.ReadDir(wd)
+	require.NoError(t, err)
+	assert.Empty(t, files, "the changelog pipeline wrote nothing in its working directory")
 	const more = 2000
 	produce(seed+1, more)
 	for u, v := range expectedTotals(t, seed+1, first, users, more) {
 		want[u] += v
 	}
-	runUntilAll(t, len(want), append(common, "-group", "bylog", "-state", "changelog")...)
+	runUntilAllIn(t, wd, len(want), append(common, "-group", "bylog", "-state", "changelog")...)
 	got, read := changelogged(t, addr, topic, nil)
 	assert.Equal(t, int64(events+more), read, "the restarted run skipped the events its restored totals count")
 	assert.Equal(t, want, got, "and counted the new ones once")

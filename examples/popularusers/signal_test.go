@@ -24,7 +24,14 @@ type process struct {
 
 func start(t *testing.T, args ...string) *process {
 	t.Helper()
+	return startIn(t, "", args...)
+}
+
+// startIn is start with dir as the working directory ("": the test's).
+func startIn(t *testing.T, dir string, args ...string) *process {
+	t.Helper()
 	p := &process{cmd: exec.Command(os.Args[0], args...), stdout: &buffer{}, stderr: &buffer{}}
+	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), mainEnv+"=1")
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	r, w, err := os.Pipe()
