@@ -145,7 +145,6 @@ func TestExactlyOnceCrashes(t *testing.T) {
 		require.NoError(t, err)
 		rawCounted += n
 	}
-	assert.GreaterOrEqual(t, len(raw), len(cuts))
 	if midTxn > 0 {
 		assert.Greater(t, len(raw), len(cuts), "a kill inside a transaction left a batch in the topic that read_committed does not see")
 	}
