@@ -15,12 +15,22 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		// The first signal asks for a clean stop; a second one kills the
-		// process at once, with Go's default handling.
-		<-ctx.Done()
-		stop()
+		// The first signal asks for a clean stop; a second one ends the
+		// process at once. Not by giving the signal back to Go's default
+		// handling: a process started with SIGINT ignored (a shell
+		// script's background job) would then ignore it.
+		<-signals
+		cancel()
+		sig := <-signals
+		code := 128 + 2 // SIGINT's, as a shell reports it
+		if s, ok := sig.(syscall.Signal); ok {
+			code = 128 + int(s)
+		}
+		os.Exit(code)
 	}()
 	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

@@ -30,8 +30,25 @@ func start(t *testing.T, args ...string) *process {
 // startIn is start with dir as the working directory ("": the test's).
 func startIn(t *testing.T, dir string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(os.Args[0], args...), stdout: &buffer{}, stderr: &buffer{}}
-	p.cmd.Dir = dir
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Dir = dir
+	return startCmd(t, cmd, args)
+}
+
+// startIgnoringSIGINT starts the program as a shell script's background
+// job is started: with SIGINT ignored.
+func startIgnoringSIGINT(t *testing.T, args ...string) *process {
+	t.Helper()
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh to start the program with SIGINT ignored")
+	}
+	return startCmd(t, exec.Command(sh, append([]string{"-c", `trap '' INT; exec "$0" "$@"`, os.Args[0]}, args...)...), args)
+}
+
+func startCmd(t *testing.T, cmd *exec.Cmd, args []string) *process {
+	t.Helper()
+	p := &process{cmd: cmd, stdout: &buffer{}, stderr: &buffer{}}
 	p.cmd.Env = append(os.Environ(), mainEnv+"=1")
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	r, w, err := os.Pipe()
@@ -145,6 +162,27 @@ func TestSignalStopsTheEmbeddedBroker(t *testing.T) {
 	assert.True(t, strings.HasSuffix(p.stdout.String(), "]}\n"), "the last line is whole")
 	assert.Contains(t, p.stderr.String(), "msg=stopped")
 	assert.NotContains(t, p.stderr.String(), "level=ERROR")
+}
+
+// A second SIGINT ends the process at once, while the first waits for a
+// batch whose output cannot be delivered, even when the process started
+// with SIGINT ignored, as a shell script's background job does (where
+// Go's default handling, once the first signal is handled, ignores it).
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	b := start(t, "broker", "-listen", "127.0.0.1:0")
+	waitFor(t, 30*time.Second, "the broker's address", func() bool { return len(b.stdout.lines()) > 0 })
+	addr := b.stdout.lines()[0]
+	require.Equal(t, exitOK, runMain(t, t.Context(), "", "produce", "-brokers", addr, "-count", "100", "-rate", "0").code)
+	p := startIgnoringSIGINT(t, "-brokers", addr, "-checkpoint", t.TempDir(), "-interval", "300ms",
+		"-threshold-topic", "missing", "-output-retry", "1m")
+	waitFor(t, 30*time.Second, "the output retried", func() bool {
+		return strings.Contains(p.stderr.String(), "output failed; retrying")
+	})
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGINT))
+	time.Sleep(time.Second)
+	require.Nil(t, p.cmd.ProcessState, "the first signal waits for the batch")
+	assert.NotEqual(t, exitOK, p.stop(t, syscall.SIGINT, 10*time.Second))
+	assert.Equal(t, exitOK, b.stop(t, syscall.SIGINT, 30*time.Second))
 }
 
 // The broker command serves other processes until SIGINT, and keeps its
