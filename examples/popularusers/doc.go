@@ -73,7 +73,7 @@
 //
 // 0 when the input ended, or after SIGINT or SIGTERM: the batch in progress
 // is finished, published and committed first (a second signal stops the
-// program at once). 1 on a runtime failure, 2 on a bad command line, each
+// program at once, with 128 plus the signal's number). 1 on a runtime failure, 2 on a bad command line, each
 // with a message on standard error. generate writes its file whole or not
 // at all: interrupted, it leaves no file and exits 1.
 //
