@@ -70,6 +70,7 @@ func TestHelpExitsZero(t *testing.T) {
 		r := runMain(t, context.Background(), "", args...)
 		assert.Equal(t, exitOK, r.code, "%v", args)
 		assert.Contains(t, r.stderr, "Usage: popularusers", "%v", args)
+		assert.Contains(t, r.stderr, "(default info)", "%v: the default -log-level named as the usage names the levels", args)
 	}
 	r := runMain(t, context.Background(), "", "help")
 	assert.Equal(t, exitOK, r.code)

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"strings"
 )
 
 // logConfig is how a command logs: -log-level and -log-format, taken by
@@ -15,9 +16,23 @@ type logConfig struct {
 }
 
 func (l *logConfig) flags(fs *flag.FlagSet) {
-	fs.TextVar(&l.level, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	l.level = slog.LevelInfo
+	fs.Var(levelFlag{&l.level}, "log-level", "log `level`: debug, info, warn or error")
 	fs.StringVar(&l.format, "log-format", "text", "log `format`: text (key=value) or json (one object per line)")
 }
+
+// levelFlag is a slog.Level as a flag, named in lower case as the flag's
+// usage names the levels.
+type levelFlag struct{ l *slog.Level }
+
+func (f levelFlag) String() string {
+	if f.l == nil {
+		return ""
+	}
+	return strings.ToLower(f.l.String())
+}
+
+func (f levelFlag) Set(s string) error { return f.l.UnmarshalText([]byte(s)) }
 
 func (l *logConfig) check() error {
 	if l.format != "text" && l.format != "json" {
