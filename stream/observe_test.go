@@ -323,3 +323,43 @@ func (userDayCodec) Decode(b []byte) (userDay, error) {
 	_, err := fmt.Sscanf(string(b[i+1:]), "%d", &k.day)
 	return k, err
 }
+
+// decimalCodec stores an int in decimal, in a new slice: it ignores dst,
+// as a codec wrapping a marshaller that returns its own bytes does.
+type decimalCodec struct{}
+
+func (decimalCodec) Append(_ []byte, v int) ([]byte, error) { return []byte(fmt.Sprint(v)), nil }
+
+func (decimalCodec) Decode(b []byte) (int, error) {
+	var v int
+	_, err := fmt.Sscanf(string(b), "%d", &v)
+	return v, err
+}
+
+// A codec that returns the encoding in a slice of its own, not appended
+// to dst, stores the keys and states it encodes, not bytes of others.
+func TestCodecThatIgnoresDstStoresItsBytes(t *testing.T) {
+	store := newMemStore()
+	run := func(vals []stream.Pair[int, int]) map[int]int {
+		p := stream.NewPipeline(stream.Interval(0), stream.WithStore(store))
+		in := stream.From(p, source.NewSlice("s", vals, 1))
+		st := stream.UpdateStateByKey(in, func(_ int, vs []int, s int, _ bool) (int, bool) {
+			for _, v := range vs {
+				s += v
+			}
+			return s, true
+		}, stream.Codecs[int, int](decimalCodec{}, decimalCodec{})).Named("tally")
+		got := map[int]int{}
+		stream.ForEachBatch(st, func(_ context.Context, b *stream.Batch[stream.Pair[int, int]]) error {
+			for kv := range b.All() {
+				got[kv.Key] = kv.Value
+			}
+			return nil
+		})
+		require.NoError(t, p.Run(context.Background()))
+		return got
+	}
+	run([]stream.Pair[int, int]{stream.KV(12, 340), stream.KV(5, 6)})
+	got := run([]stream.Pair[int, int]{{}, {}, stream.KV(7, 1)})
+	assert.Equal(t, map[int]int{12: 340, 5: 6, 7: 1}, got)
+}

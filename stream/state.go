@@ -736,15 +736,22 @@ func (op *stateOp[K, V, S]) changes(dst []Entry, batch int64) ([]Entry, error) {
 		}
 		// Keys and values are encoded one after the other in one buffer,
 		// not one allocation each. A buffer that grows leaves the entries
-		// already made pointing into the old one, which stays valid.
+		// already made pointing into the old one, which stays valid. The
+		// codecs append to the free end of buf (buf[len(buf):]); bytes
+		// they return elsewhere (grown, or a slice of their own) are
+		// copied in.
 		var buf []byte
 		encode := func(b []byte, err error) ([]byte, error) {
 			start := len(buf)
-			buf = b
+			if len(b) > 0 && (cap(buf) == start || &buf[:start+1][start] != &b[0]) {
+				buf = append(buf, b...)
+			} else {
+				buf = buf[:start+len(b)]
+			}
 			return buf[start:len(buf):len(buf)], err
 		}
 		for _, k := range sp.gone {
-			kb, err := encode(op.keyCodec.Append(buf, k))
+			kb, err := encode(op.keyCodec.Append(buf[len(buf):], k))
 			if err != nil {
 				return dst, fmt.Errorf("encode key %v of %s: %w", k, name, err)
 			}
@@ -759,11 +766,11 @@ func (op *stateOp[K, V, S]) changes(dst []Entry, batch int64) ([]Entry, error) {
 			if buf == nil {
 				buf = make([]byte, 0, 64<<10)
 			}
-			kb, err := encode(op.keyCodec.Append(buf, kv.Key))
+			kb, err := encode(op.keyCodec.Append(buf[len(buf):], kv.Key))
 			if err != nil {
 				return dst, fmt.Errorf("encode key %v of %s: %w", kv.Key, name, err)
 			}
-			vb, err := encode(op.stateCodec.Append(buf, kv.Value))
+			vb, err := encode(op.stateCodec.Append(buf[len(buf):], kv.Value))
 			if err != nil {
 				return dst, fmt.Errorf("encode state of key %v of %s: %w", kv.Key, name, err)
 			}
