@@ -63,7 +63,11 @@ func CheckpointEvery(n int) Option { return optionFunc(func(c *config) { c.check
 
 // Codec turns values of T into bytes and back, for a Store.
 type Codec[T any] interface {
+	// Append appends the encoding of v to dst and returns the extended
+	// slice, as strconv.AppendInt does. (A codec that returns bytes of
+	// its own instead is copied from.)
 	Append(dst []byte, v T) ([]byte, error)
+	// Decode returns the value b encodes.
 	Decode(b []byte) (T, error)
 }
 
