@@ -285,11 +285,17 @@ func discard(dir string) error {
 	if err != nil {
 		return err
 	}
-	// The MANIFEST first: a Discard cut short leaves no MANIFEST naming
-	// files that are gone.
-	for _, n := range append([]string{manifestName}, names...) {
+	// The MANIFEST first, its removal made durable before the others: a
+	// Discard cut short, by a crash or a power loss, leaves no MANIFEST
+	// naming files that are gone.
+	for i, n := range append([]string{manifestName}, names...) {
 		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("checkpoint: %w", err)
+		}
+		if i == 0 {
+			if err := syncDir(dir); err != nil {
+				return fmt.Errorf("checkpoint: %w", err)
+			}
 		}
 	}
 	return nil
