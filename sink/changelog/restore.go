@@ -1,6 +1,7 @@
 package changelog
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -327,7 +328,9 @@ func (r *restorer) load(ctx context.Context, pr *partRestore) error {
 				if deleted {
 					value = nil
 				}
-				pr.repair[string(key)] = value
+				// A copy: value points into its fetch response, which
+				// would be kept whole until the repair.
+				pr.repair[string(key)] = bytes.Clone(value)
 			}
 		}
 		pr.entries++
