@@ -23,7 +23,9 @@
 // process restarted with the same ID registers it again (Init, or the
 // first Begin), which bumps the producer epoch, so that its predecessor,
 // if it still runs, is fenced off (its writes and commit fail), and
-// aborts the transaction the predecessor left open. A changelog Restore
+// aborts the transaction the predecessor left open. The predecessor's
+// Producer then fails with ErrFenced, and stays stopped: starting again
+// would fence off its successor in turn. A changelog Restore
 // registers the ID before it reads, for that open transaction would hold
 // read_committed reads back until it timed out (Config.Timeout). Two live
 // processes with one ID fence each other off in turn: give each its own.

@@ -66,6 +66,7 @@ type Producer struct {
 	producer sarama.AsyncProducer
 	open     bool  // a transaction is open
 	failed   error // the first failure in the open transaction
+	fenced   error // set once the brokers fenced the producer off, for good
 	closed   bool
 	onEnd    []func(committed bool)
 	// letGo are producers Abort stopped waiting for: they finish their
@@ -83,6 +84,13 @@ var (
 	ErrNoTransaction = errors.New("txn: no transaction open")
 	// ErrOpen: Begin while a transaction is open.
 	ErrOpen = errors.New("txn: a transaction is already open")
+	// ErrFenced: by Abort, Commit and Send, and then by every Begin and
+	// Init, once the brokers have fenced the producer off: a newer one
+	// registered the transactional ID (or the brokers timed the
+	// transaction out and bumped the producer's epoch). Starting a new
+	// producer would fence off the newer one in turn: a Producer fenced
+	// off stays stopped; a process that must go on creates a new one.
+	ErrFenced = errors.New("txn: fenced off by a newer producer with the same transactional id")
 )
 
 // New returns a Producer. It validates cfg and connects to nothing.
@@ -134,6 +142,9 @@ func (p *Producer) init(ctx context.Context) error {
 	if p.closed {
 		return fmt.Errorf("txn %s: %w", p.cfg.ID, ErrClosed)
 	}
+	if p.fenced != nil {
+		return p.fenced
+	}
 	if p.producer != nil {
 		return nil
 	}
@@ -161,6 +172,9 @@ func (p *Producer) Begin(ctx context.Context) error {
 	}
 	if err := p.producer.BeginTxn(); err != nil {
 		p.reset("begin failed")
+		if p.fence(err) {
+			return p.fenced
+		}
 		return fmt.Errorf("txn %s: begin: %w", p.cfg.ID, err)
 	}
 	p.open, p.failed = true, nil
@@ -218,6 +232,9 @@ func (p *Producer) send(ctx context.Context, msgs []*sarama.ProducerMessage, man
 	if len(errs) > 0 {
 		e := errs[0]
 		p.failed = fmt.Errorf("txn %s: %d of %d records not written; first to %s/%d: %w", p.cfg.ID, len(errs), len(msgs), e.Msg.Topic, e.Msg.Partition, e.Err)
+		if p.fence(e.Err) {
+			p.failed = p.fenced
+		}
 		return p.failed
 	}
 	return nil
@@ -308,7 +325,7 @@ func (p *Producer) Commit(ctx context.Context) error {
 		err = p.commitWithin(ctx)
 	}
 	if err != nil && p.producer != nil {
-		if aerr := p.abort(); aerr != nil {
+		if aerr := p.abort(); aerr != nil && aerr != err {
 			err = errors.Join(err, aerr)
 		}
 	}
@@ -323,10 +340,11 @@ func (p *Producer) Commit(ctx context.Context) error {
 }
 
 // Abort implements stream.Transaction: it aborts the open transaction, if
-// any. When the producer cannot abort (it was fenced off, or its state is
-// lost), Abort closes it: the brokers abort the transaction when it times
-// out or when the next producer with this ID starts, and the next Begin
-// starts a new producer.
+// any. When the producer cannot abort (its state is lost), Abort closes
+// it: the brokers abort the transaction when it times out or when the
+// next producer with this ID starts, and the next Begin starts a new
+// producer. When the brokers fenced it off, Abort closes it too, and
+// returns ErrFenced, as every Begin after does.
 //
 // The abort waits for the brokers' answers to what the transaction sent.
 // When ctx is done first (a broker that does not answer), Abort returns
@@ -351,12 +369,29 @@ func (p *Producer) Abort(ctx context.Context) error {
 	return err
 }
 
-// abort aborts the open transaction. p.mu is held.
+// abort aborts the open transaction. It fails only when the producer was
+// fenced off. p.mu is held.
 func (p *Producer) abort() error {
-	if !p.abortTxn(p.producer) {
+	if err := p.abortTxn(p.producer); err != nil {
 		p.reset("fatal transaction state")
+		if p.fence(err) {
+			return p.fenced
+		}
 	}
 	return nil
+}
+
+// fence reports whether err says that the brokers fenced the producer
+// off, and if so sets p.fenced. p.mu is held.
+func (p *Producer) fence(err error) bool {
+	if !errors.Is(err, sarama.ErrProducerFenced) {
+		return false
+	}
+	if p.fenced == nil {
+		p.log.Error("transactional producer fenced off: a newer producer has its transactional id")
+		p.fenced = fmt.Errorf("txn %s: %w (%w)", p.cfg.ID, ErrFenced, err)
+	}
+	return true
 }
 
 // abortWithin is abort, giving up waiting when ctx is done: see Abort.
@@ -365,19 +400,16 @@ func (p *Producer) abortWithin(ctx context.Context) error {
 	if ctx.Done() == nil {
 		return p.abort()
 	}
-	errNotAborted := errors.New("not aborted")
-	ended, err := p.endWithin(ctx, func(ap sarama.AsyncProducer) error {
-		if !p.abortTxn(ap) {
-			return errNotAborted
-		}
-		return nil
-	}, nil)
+	ended, err := p.endWithin(ctx, p.abortTxn, nil)
 	switch {
 	case !ended:
 		p.log.Warn("transaction abort given up waiting for; it goes on in the background, and the next producer's start aborts the transaction if it had not")
 		return fmt.Errorf("txn %s: abort: %w (it goes on in the background)", p.cfg.ID, context.Cause(ctx))
 	case err != nil:
 		p.reset("fatal transaction state")
+		if p.fence(err) {
+			return p.fenced
+		}
 	}
 	return nil
 }
@@ -396,6 +428,8 @@ func (p *Producer) commitWithin(ctx context.Context) error {
 	case !ended:
 		p.log.Warn("transaction commit given up waiting for; it goes on in the background")
 		return fmt.Errorf("txn %s: commit: %w (it goes on in the background: the transaction may yet be committed)", p.cfg.ID, context.Cause(ctx))
+	case p.fence(err):
+		return p.fenced
 	case err != nil:
 		return fmt.Errorf("txn %s: commit: %w", p.cfg.ID, err)
 	}
@@ -430,18 +464,21 @@ func (p *Producer) endWithin(ctx context.Context, end func(sarama.AsyncProducer)
 	return false, nil
 }
 
-// abortTxn aborts the transaction of ap, and reports whether it did: if
-// not, ap must be closed.
-func (p *Producer) abortTxn(ap sarama.AsyncProducer) bool {
+// errFatal is the abort of a producer in a fatal state.
+var errFatal = errors.New("fatal transaction state")
+
+// abortTxn aborts the transaction of ap, and returns why it did not: then
+// ap must be closed.
+func (p *Producer) abortTxn(ap sarama.AsyncProducer) error {
 	if ap.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
-		return false
+		return errFatal
 	}
 	if err := whileDraining(ap, ap.AbortTxn); err != nil {
 		p.log.Warn("transaction abort failed; restarting the producer", "err", err)
-		return false
+		return err
 	}
 	p.log.Warn("transaction aborted")
-	return true
+	return nil
 }
 
 // whileDraining runs f while it reads and drops the producer's

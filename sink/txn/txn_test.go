@@ -138,3 +138,33 @@ func TestAbortAfterACutShortSend(t *testing.T) {
 	require.NoError(t, p.Commit(bg))
 	assert.Equal(t, []string{"after"}, committed(t, b))
 }
+
+// A producer fenced off by a newer one with its transactional.id stays
+// stopped, and says so: starting again would fence off the newer one and
+// let the zombie commit.
+func TestFencedProducerStaysStopped(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
+	require.NoError(t, err)
+	defer b.Close()
+	ctx := context.Background()
+	old, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proc"})
+	require.NoError(t, err)
+	defer old.Close()
+	require.NoError(t, old.Begin(ctx))
+	require.NoError(t, old.Send(ctx, []*sarama.ProducerMessage{msg("left open")}))
+
+	next, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proc"})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, next.Close()) }()
+	require.NoError(t, next.Init(ctx))
+
+	require.Error(t, old.Send(ctx, []*sarama.ProducerMessage{msg("after the fence")}))
+	assert.ErrorIs(t, old.Abort(ctx), txn.ErrFenced, "the abort tells why the transaction failed")
+	assert.ErrorIs(t, old.Begin(ctx), txn.ErrFenced, "no new producer that would fence off the newer one")
+	assert.ErrorIs(t, old.Init(ctx), txn.ErrFenced)
+
+	require.NoError(t, next.Begin(ctx))
+	require.NoError(t, next.Send(ctx, []*sarama.ProducerMessage{msg("new")}))
+	require.NoError(t, next.Commit(ctx))
+	assert.Equal(t, []string{"new"}, committed(t, b))
+}
