@@ -46,7 +46,10 @@ type KafkaConfig struct {
 	// once, and with stream.CommitInterval a batch's messages are
 	// delivered while the pipeline goes on with the next batch. Messages
 	// not delivered (after the retries) fail the next Flush, and the next
-	// Write or Flush sends them again. Not with Transaction.
+	// Write or Flush sends them again, under a new producer ID: a message
+	// the brokers stored without the acknowledgement getting back (a
+	// timeout, a connection lost) is then written twice. Not with
+	// Transaction.
 	Async bool
 }
 
