@@ -183,6 +183,14 @@ func parseTable(data []byte) (map[string]int64, *tableError) {
 		var se *json.SyntaxError
 		switch {
 		case errors.As(err, &se):
+			// Inside a value, the decoder counts the offset from where it
+			// started reading values, leaving out the separators and white
+			// space it skipped: find the error again over the whole input,
+			// where the offset is just past the bad byte.
+			var whole *json.SyntaxError
+			if errors.As(json.Unmarshal(data, new(json.RawMessage)), &whole) {
+				return &tableError{off: whole.Offset - 1, msg: "invalid JSON: " + whole.Error()}
+			}
 			return &tableError{off: se.Offset, msg: "invalid JSON: " + se.Error()}
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 			return &tableError{off: int64(len(data)), msg: "unexpected end of JSON"}

@@ -195,6 +195,11 @@ func TestParseTable(t *testing.T) {
 		{"separators after", `{"a": 1} , : ,`, nil, `:1:10: data after the JSON object`},
 		{"invalid UTF-8", "{\"a\xff\": 1}", nil, `:1:4: not valid UTF-8`},
 		{"single quotes", `{'a': 1}`, nil, `:1:2: invalid JSON: invalid character '\''`},
+		// Errors inside a value are placed by the whole input, not by the
+		// bytes the decoder counted since its last value.
+		{"bad value on a later line", "{\n  \"a\": 1,\n  \"b\": x\n}\n", nil, `:3:8: invalid JSON: invalid character 'x' looking for beginning of value`},
+		{"bad fraction", `{"a": 1, "b": 1.}`, nil, `:1:17: invalid JSON: invalid character '}' after decimal point in numeric literal`},
+		{"bad escape in a name", "{\"a\": 1,\r\n\"\\x\": 2}", nil, `:2:3: invalid JSON: invalid character 'x' in string escape code`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
