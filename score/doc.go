@@ -55,12 +55,12 @@
 //
 //	{"profile.picture.like": 2, "profile.view": 1, "message.private": 3}
 //
-// and rejects an empty table, a score that is negative, over MaxScore or not
-// an integer, a duplicate activity, a name that a CSV row could not carry,
-// and anything that is not one JSON object, with an error that wraps
-// ErrInvalidTable and names the file, line and column. A Table is immutable
-// and safe for concurrent use; looking up an activity given as []byte does
-// not allocate.
+// (perhaps after a byte order mark) and rejects an empty table, a score
+// that is negative, over MaxScore or not an integer, a duplicate activity,
+// a name that a CSV row could not carry, and anything that is not one JSON
+// object, with an error that wraps ErrInvalidTable and names the file, line
+// and column. A Table is immutable and safe for concurrent use; looking up
+// an activity given as []byte does not allocate.
 //
 // # Decoding
 //

@@ -135,9 +135,10 @@ func checkName(name string) string {
 //
 // Besides what NewTable rejects, it rejects a duplicate activity, a score
 // that is not an integer (1.5, 1e3, "2", null), anything that is not one
-// JSON object, and bytes that are not UTF-8. Errors wrap ErrInvalidTable and
-// start with name (a file name, or anything that tells the reader where the
-// data came from) and the line and column of the problem.
+// JSON object, and bytes that are not UTF-8; a leading byte order mark is
+// skipped. Errors wrap ErrInvalidTable and start with name (a file name, or
+// anything that tells the reader where the data came from) and the line and
+// column of the problem.
 func ParseTable(name string, data []byte) (*Table, error) {
 	scores, err := parseTable(data)
 	if err != nil {
@@ -176,6 +177,12 @@ func parseTable(data []byte) (map[string]int64, *tableError) {
 			off += size
 		}
 		return nil, &tableError{off: int64(off), msg: "not valid UTF-8"}
+	}
+	if bytes.HasPrefix(data, bom) {
+		// Some editors start a UTF-8 file with one; RFC 8259 lets a parser
+		// skip it, and the event decoders do. Blanked, it keeps offsets
+		// those of the file.
+		data = append([]byte("   "), data[len(bom):]...)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()

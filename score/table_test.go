@@ -164,6 +164,9 @@ func TestParseTable(t *testing.T) {
 		{"one line per activity", "{\n\t\"a\": 1,\n\t\"b\": 0\n}\n", map[string]int64{"a": 1, "b": 0}, ""},
 		{"escaped name", `{"caf\u00e9": 4}`, map[string]int64{"café": 4}, ""},
 		{"largest score", `{"a": 1000000}`, map[string]int64{"a": score.MaxScore}, ""},
+		{"byte order mark", "\xef\xbb\xbf{\"a\": 1}\r\n", map[string]int64{"a": 1}, ""},
+		{"byte order mark alone", "\xef\xbb\xbf", nil, `: empty file, want a JSON object such as {"profile.view": 1}`},
+		{"byte order mark twice", "\xef\xbb\xbf\xef\xbb\xbf{}", nil, `:1:4: invalid JSON: invalid character 'ï' looking for beginning of value`},
 
 		{"empty file", ``, nil, `: empty file, want a JSON object such as {"profile.view": 1}`},
 		{"blank file", " \n", nil, `: empty file, want a JSON object such as {"profile.view": 1}`},
