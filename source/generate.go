@@ -29,7 +29,10 @@ type GeneratorConfig struct {
 	Start, Users int64
 	// Count is the number of events to yield before io.EOF; 0 is endless.
 	Count int64
-	// Rate is the number of events per second; 0 is as fast as possible.
+	// Rate is the number of events per second, on a schedule from the
+	// first Poll: events owed after a stall (a Poll late by a minute) are
+	// handed out at once, up to the buffer, so that the average holds.
+	// 0 is as fast as possible.
 	Rate float64
 	// Partitions spreads events by user ID (user mod Partitions), as a
 	// producer keyed by user would: a generator's stream is keyed by user.
