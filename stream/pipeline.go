@@ -120,13 +120,20 @@ func From[T any](p *Pipeline, src Source[T]) *Stream[T] {
 // CommitInterval). When the source ends (io.EOF),
 // Run processes the last batch and returns nil. Otherwise it returns the
 // first error of the source, of a stage (a *StageError), of an output or of
-// the commit; the failed batch is not committed.
+// the commit; the failed batch is not committed. A panic in a function
+// given to an operator or an output is such an error (a *PanicError, its
+// stack logged), not a crash.
 //
 // Run may be called once.
 func (p *Pipeline) Run(ctx context.Context) (err error) {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("stream: Run called twice")
 	}
+	defer func() {
+		if pe := (*PanicError)(nil); errors.As(err, &pe) {
+			p.cfg.logger.Error("a function given to the pipeline panicked", "err", err, "stack", string(pe.Stack))
+		}
+	}()
 	if p.err != nil {
 		return p.err
 	}

@@ -488,3 +488,48 @@ func TestCancelWhileRestoringEndsTheRun(t *testing.T) {
 	require.NoError(t, cancelled(t, cancel, done))
 	assert.Zero(t, batches.Load())
 }
+
+// A panic in a function given to an operator or an output fails the
+// batch: Run returns it as a *PanicError within a *StageError naming the
+// stage (and the partition), with nothing committed, whether the
+// partitions run on the run loop's goroutine or on workers (where it
+// would crash the process), and no goroutine is left.
+func TestPanicInAFunctionFailsTheBatch(t *testing.T) {
+	for _, par := range []int{1, 3} {
+		t.Run(fmt.Sprintf("parallelism %d", par), func(t *testing.T) {
+			for _, where := range []string{"map", "output"} {
+				defer goleak.VerifyNone(t)
+				p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(100), stream.Parallelism(par))
+				src := source.NewSlice("n", ints(100), 4)
+				m := stream.Map(stream.From(p, src), func(v int) int {
+					if where == "map" && v == 42 {
+						panic("bad value")
+					}
+					return v
+				}).Named("double")
+				stream.ForEachBatch(m, func(_ context.Context, b *stream.Batch[int]) error {
+					if where == "output" {
+						panic(fmt.Errorf("wrapped: %w", io.ErrUnexpectedEOF))
+					}
+					return nil
+				})
+				err := p.Run(context.Background())
+				var pe *stream.PanicError
+				require.ErrorAs(t, err, &pe, where)
+				assert.Contains(t, string(pe.Stack), "run_test.go", "%s: the stack of the panic", where)
+				var se *stream.StageError
+				require.ErrorAs(t, err, &se, where)
+				if where == "map" {
+					assert.Equal(t, "double", se.Stage)
+					assert.Equal(t, "panic: bad value", pe.Error())
+					var part *stream.PartitionError
+					require.ErrorAs(t, err, &part)
+					assert.Equal(t, int32((42-1)%4), part.Partition, "value 42, the 42nd, is in partition 41 mod 4")
+				} else {
+					assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "a panic with an error unwraps to it")
+				}
+				assert.Empty(t, src.Committed(), where)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -74,7 +75,7 @@ func (s *Stream[T]) batch(bc *batchCtx) (*Batch[T], error) {
 	if s.memoID == bc.info.ID {
 		return s.memo, s.memoErr
 	}
-	b, err := s.compute(bc)
+	b, err := recovered(func() (*Batch[T], error) { return s.compute(bc) })
 	if err != nil {
 		err = stageErr(s.name, bc.info.ID, err)
 		b = nil
@@ -126,6 +127,34 @@ func (e *RecordError) Error() string { return "record " + e.Origin.String() + ":
 
 func (e *RecordError) Unwrap() error { return e.Err }
 
+// PanicError is a panic in a function given to an operator or an output,
+// recovered: the batch fails, and Run returns it, within a *StageError
+// (and a *PartitionError when it came from one partition), instead of the
+// process crashing from a goroutine of the engine. The batch is not
+// committed; the state the function was changing is not checkpointed.
+type PanicError struct {
+	Value any    // what was passed to panic
+	Stack []byte // the stack of the goroutine that panicked
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
+
+// Unwrap returns the value panicked with when it is an error.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+// recovered returns what f returns, or a *PanicError if f panics.
+func recovered[T any](f func() (T, error)) (v T, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return f()
+}
+
 // batchCtx is what operators see of the batch being computed.
 type batchCtx struct {
 	ctx  context.Context
@@ -135,7 +164,13 @@ type batchCtx struct {
 
 // parallel runs f(i) for i in [0, n) on up to bc.par goroutines and returns
 // the first error. Once an error occurs, indexes not yet started are skipped.
-func (bc *batchCtx) parallel(n int, f func(i int) error) error {
+func (bc *batchCtx) parallel(n int, fn func(i int) error) error {
+	// A panic in a worker goroutine would crash the process: it is the
+	// partition's error instead.
+	f := func(i int) error {
+		_, err := recovered(func() (struct{}, error) { return struct{}{}, fn(i) })
+		return err
+	}
 	workers := min(bc.par, n)
 	if workers <= 1 {
 		for i := range n {
@@ -176,7 +211,7 @@ func (bc *batchCtx) parallel(n int, f func(i int) error) error {
 func eachPartition[T any](bc *batchCtx, in *Batch[T], f func(i int, p *Partition[T]) error) error {
 	return bc.parallel(len(in.Partitions), func(i int) error {
 		p := &in.Partitions[i]
-		if err := f(i, p); err != nil {
+		if _, err := recovered(func() (struct{}, error) { return struct{}{}, f(i, p) }); err != nil {
 			var pe *PartitionError
 			if errors.As(err, &pe) {
 				return err
