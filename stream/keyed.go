@@ -67,8 +67,12 @@ func PartitionByKey[K comparable, V any](s *Stream[Pair[K, V]], n int) *Stream[P
 			}
 			b = b[:parts]
 			// Room for a bucket's share at once: append alone would
-			// grow a large bucket a quarter at a time.
-			share := len(p.Values)/parts + len(p.Values)/(8*parts) + 16
+			// grow a large bucket a quarter at a time. No room ahead
+			// for buckets that get less than one value on average
+			// (many partitions, a small batch): kept from batch to
+			// batch, it would add up to parts times the slack.
+			even := len(p.Values) / parts
+			share := even + even/8 + min(16, even)
 			for j := range b {
 				if refs {
 					clear(b[j])
