@@ -24,7 +24,7 @@ func addOutput[T any](s *Stream[T], op string, f func(ctx context.Context, b *Ba
 		if b == nil || err != nil {
 			return err
 		}
-		if _, err := recovered(func() (struct{}, error) { return struct{}{}, f(bc.ctx, b) }); err != nil {
+		if err := recovered(func() error { return f(bc.ctx, b) }); err != nil {
 			return stageErr(o.name, bc.info.ID, err)
 		}
 		return nil

@@ -198,7 +198,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	// The restore at the start is not a batch: Run's cancellation ends it
 	// at once, with nothing to commit.
 	if err := p.prepareStore(ctx, assigner == nil); err != nil {
-		if ctx.Err() != nil && work.Err() == nil && ctxError(ctx, err) {
+		if endedBy(ctx, work, err) {
 			p.cfg.logger.Info("run cancelled while the state was restored")
 			return nil
 		}
@@ -479,7 +479,7 @@ func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n int
 		return n, false, true, nil
 	case err == nil:
 		return n, false, false, nil
-	case pollCtx.Err() != nil && work.Err() == nil && ctxError(pollCtx, err):
+	case endedBy(pollCtx, work, err):
 		// The deadline or Run's cancellation, not a failure.
 		return n, false, false, nil
 	case work.Err() != nil:
@@ -489,10 +489,12 @@ func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n int
 	}
 }
 
-// ctxError reports whether err is what Poll returns because ctx is done,
-// rather than a failure of the source that happened as ctx ended.
-func ctxError(ctx context.Context, err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Cause(ctx))
+// endedBy reports whether err is what a call returned because ctx ended
+// (Run's cancellation, a batch's deadline), while work goes on: not a
+// failure that happened as ctx ended.
+func endedBy(ctx, work context.Context, err error) bool {
+	return ctx.Err() != nil && work.Err() == nil &&
+		(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Cause(ctx)))
 }
 
 // errRestoreCancelled is returned by rebalance when Run's cancellation
@@ -520,7 +522,7 @@ func (p *Pipeline) rebalance(ctx, work context.Context, before, now []int32, bat
 		stop()
 		cancel()
 		if err != nil {
-			if ctx.Err() != nil && work.Err() == nil && ctxError(ctx, err) {
+			if endedBy(ctx, work, err) {
 				p.dropState(gained)
 				return errRestoreCancelled
 			}

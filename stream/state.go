@@ -687,18 +687,23 @@ func (op *stateOp[K, V, S]) hashed() bool { return op.hashParts != 0 }
 // sure that the default JSON codec, if it is used, gives back the keys and
 // states it stores.
 func (op *stateOp[K, V, S]) setDurable() error {
-	if _, ok := op.keyCodec.(JSONCodec[K]); ok {
-		if err := jsonLossy(reflect.TypeFor[K](), true, map[reflect.Type]bool{}); err != nil {
-			return fmt.Errorf("stream: %s: keys of %v cannot be stored as JSON (%v): give them a codec (Codecs)", op.name(), reflect.TypeFor[K](), err)
-		}
+	if err := jsonKeeps(op.keyCodec, true); err != nil {
+		return fmt.Errorf("stream: %s: keys of %v cannot be stored as JSON (%v): give them a codec (Codecs)", op.name(), reflect.TypeFor[K](), err)
 	}
-	if _, ok := op.stateCodec.(JSONCodec[S]); ok {
-		if err := jsonLossy(reflect.TypeFor[S](), false, map[reflect.Type]bool{}); err != nil {
-			return fmt.Errorf("stream: %s: states of %v cannot be stored as JSON (%v): give them a codec (Codecs)", op.name(), reflect.TypeFor[S](), err)
-		}
+	if err := jsonKeeps(op.stateCodec, false); err != nil {
+		return fmt.Errorf("stream: %s: states of %v cannot be stored as JSON (%v): give them a codec (Codecs)", op.name(), reflect.TypeFor[S](), err)
 	}
 	op.durable = true
 	return nil
+}
+
+// jsonKeeps returns why c, when it is the default JSON codec, would not
+// give back the values of T it encodes (see jsonLossy), or nil.
+func jsonKeeps[T any](c Codec[T], key bool) error {
+	if _, ok := c.(JSONCodec[T]); !ok {
+		return nil
+	}
+	return jsonLossy(reflect.TypeFor[T](), key, map[reflect.Type]bool{})
 }
 
 // size estimates the memory of the state: the slabs, the side slices and

@@ -75,7 +75,11 @@ func (s *Stream[T]) batch(bc *batchCtx) (*Batch[T], error) {
 	if s.memoID == bc.info.ID {
 		return s.memo, s.memoErr
 	}
-	b, err := recovered(func() (*Batch[T], error) { return s.compute(bc) })
+	var b *Batch[T]
+	err := recovered(func() (err error) {
+		b, err = s.compute(bc)
+		return err
+	})
 	if err != nil {
 		err = stageErr(s.name, bc.info.ID, err)
 		b = nil
@@ -146,7 +150,7 @@ func (e *PanicError) Unwrap() error {
 }
 
 // recovered returns what f returns, or a *PanicError if f panics.
-func recovered[T any](f func() (T, error)) (v T, err error) {
+func recovered(f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r, Stack: debug.Stack()}
@@ -167,10 +171,7 @@ type batchCtx struct {
 func (bc *batchCtx) parallel(n int, fn func(i int) error) error {
 	// A panic in a worker goroutine would crash the process: it is the
 	// partition's error instead.
-	f := func(i int) error {
-		_, err := recovered(func() (struct{}, error) { return struct{}{}, fn(i) })
-		return err
-	}
+	f := func(i int) error { return recovered(func() error { return fn(i) }) }
 	workers := min(bc.par, n)
 	if workers <= 1 {
 		for i := range n {
@@ -211,7 +212,7 @@ func (bc *batchCtx) parallel(n int, fn func(i int) error) error {
 func eachPartition[T any](bc *batchCtx, in *Batch[T], f func(i int, p *Partition[T]) error) error {
 	return bc.parallel(len(in.Partitions), func(i int) error {
 		p := &in.Partitions[i]
-		if _, err := recovered(func() (struct{}, error) { return struct{}{}, f(i, p) }); err != nil {
+		if err := recovered(func() error { return f(i, p) }); err != nil {
 			var pe *PartitionError
 			if errors.As(err, &pe) {
 				return err
