@@ -441,14 +441,18 @@ func (k *Kafka) Run(ctx context.Context) error {
 	k.healthy = time.Now()
 	k.mu.Unlock()
 	h := &kafkaHandler{k: k, stop: runCtx.Done()}
-	wait := kafkaBackoff{min: 100 * time.Millisecond, max: 5 * time.Second}
-	for {
-		err := group.Consume(runCtx, []string{k.cfg.Topic}, h)
+	// ended is what Run returns once runCtx is done: nil for ctx.
+	ended := func() error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		return context.Cause(runCtx)
+	}
+	wait := kafkaBackoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	for {
+		err := group.Consume(runCtx, []string{k.cfg.Topic}, h)
 		if runCtx.Err() != nil {
-			return context.Cause(runCtx)
+			return ended()
 		}
 		if err == nil {
 			// The session ended for a rebalance; the next Consume joins
@@ -472,10 +476,7 @@ func (k *Kafka) Run(ctx context.Context) error {
 		d := wait.next()
 		k.log.Warn("kafka group session failed; retrying", "err", err, "retry_in", d)
 		if !kafkaSleep(runCtx, d) {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return context.Cause(runCtx)
+			return ended()
 		}
 	}
 }
