@@ -94,6 +94,11 @@ type deadLetter struct {
 	Origin string `json:"dead_letter"` // topic/partition@offset, or file:line
 	Kind   string `json:"kind"`
 	Error  string `json:"error"`
+	// Key is a Kafka record's key as a string when it is UTF-8; otherwise
+	// KeyBase64 holds it. Both are nil for a record without a key, and for
+	// a line of a file.
+	Key       *string `json:"key,omitempty"`
+	KeyBase64 []byte  `json:"key_base64,omitempty"`
 	// Record is the record as a string when it is UTF-8; otherwise it is
 	// nil and RecordBase64 holds it, as a JSON string could not carry it
 	// unchanged.
@@ -111,13 +116,24 @@ func newDeadLetter(o stream.Origin, file bool, key, rec []byte, err error) deadL
 	if file {
 		d.Origin = fileOrigin(o)
 	}
-	if utf8.Valid(rec) {
-		s := string(rec)
-		d.Record = &s
-	} else {
-		d.RecordBase64 = rec
+	d.Key, d.KeyBase64 = textOrBytes(key)
+	if d.Record, d.RecordBase64 = textOrBytes(rec); rec == nil {
+		d.Record = new(string) // a record without a value is written as an empty one
 	}
 	return d
+}
+
+// textOrBytes returns b as a string when it is UTF-8, as bytes (written
+// in base64) otherwise, and neither when b is nil.
+func textOrBytes(b []byte) (*string, []byte) {
+	switch {
+	case b == nil:
+		return nil, nil
+	case utf8.Valid(b):
+		s := string(b)
+		return &s, nil
+	}
+	return nil, b
 }
 
 // kindName is the name of the score.Kind of err, or "other".
@@ -160,13 +176,25 @@ const (
 	// headerTruncated, on a dead letter whose value was cut to fit in a
 	// Kafka message, holds the length of the whole record.
 	headerTruncated = "dlq.truncated"
+	// headerKeyTruncated, on a dead letter whose key was cut too (when the
+	// value is all cut and the message is still too large), holds the
+	// length of the whole key.
+	headerKeyTruncated = "dlq.key.truncated"
 )
 
+// recordBatchHeader is the size of the header of the record batch that
+// carries a message: the broker's limit (max.message.bytes) is on the
+// batch.
+const recordBatchHeader = 61
+
 // maxDeadLetterBytes is the largest dead letter sent to Kafka, as sarama
-// counts a message's size: its producers' default MaxMessageBytes. A
-// record as large as the input topic takes does not fit once the headers
-// are added, and would be refused every time the batch is read again.
-var maxDeadLetterBytes = sarama.NewConfig().Producer.MaxMessageBytes
+// counts a message's size: its producers' default MaxMessageBytes, less
+// the header of the batch that carries it, so that the message fits both
+// the producer's limit and a broker's default max.message.bytes (the
+// same 1 MiB and 12 bytes). A record as large as the input topic takes
+// does not fit once the headers are added, and would be refused every
+// time the batch is read again.
+var maxDeadLetterBytes = sarama.NewConfig().Producer.MaxMessageBytes - recordBatchHeader
 
 // newDLQSink publishes dead letters to topic: each the bad record's key
 // and value unchanged, with why and where from in headers.
@@ -183,6 +211,12 @@ func newDLQSink(brokers []string, topic string, tx *txn.Producer, log *slog.Logg
 			// Its origin, in the headers, says where to find it whole.
 			m.Headers = append(m.Headers, sink.Header{Key: headerTruncated, Value: strconv.AppendInt(nil, int64(len(d.raw)), 10)})
 			m.Value = m.Value[:max(0, len(m.Value)-(messageSize(m)-maxDeadLetterBytes))]
+		}
+		if messageSize(m) > maxDeadLetterBytes {
+			// The key alone is too large: cut it too, or the message
+			// would be refused every time the batch is read again.
+			m.Headers = append(m.Headers, sink.Header{Key: headerKeyTruncated, Value: strconv.AppendInt(nil, int64(len(d.key)), 10)})
+			m.Key = m.Key[:max(0, len(m.Key)-(messageSize(m)-maxDeadLetterBytes))]
 		}
 		return m, nil
 	})

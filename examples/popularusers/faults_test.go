@@ -253,3 +253,36 @@ func TestHugeBadRecordIsDeadLettered(t *testing.T) {
 		"dlq.topic": "messages", "dlq.partition": "0", "dlq.offset": "0", "dlq.truncated": "1048400",
 	}, d.Headers)
 }
+
+// A bad record whose key alone is about as large as a message may be is
+// still dead-lettered: with the value gone, the key is cut to fit too,
+// and a header holds its whole length.
+func TestHugeKeyOfABadRecordIsDeadLettered(t *testing.T) {
+	b := startBrokerForTest(t, map[string]int32{"messages": 1, "popular_users": 1, "messages.dlq": 1})
+	key := strings.Repeat("k", 1_048_480)
+	require.NoError(t, b.Produce("messages",
+		kafkatest.Record{Key: []byte(key), Value: []byte("not json")},
+		kafkatest.Record{Key: []byte("2"), Value: []byte(`{"user_id":2,"activity":"profile.view"}`)},
+	))
+	stdout, _, stop := runInBackground(t, "-brokers", b.Addrs()[0], "-json", "-interval", "300ms", "-checkpoint=", "-output-retry", "2s")
+	waitFor(t, time.Minute, "the commit", func() bool { return b.Committed("popularusers", "messages")[0] == 2 })
+	res := stop()
+	require.Equal(t, exitOK, res.code)
+	bad := 0
+	for _, l := range parseLines(t, stdout.String()) {
+		bad += l.Bad
+	}
+	assert.Equal(t, 1, bad)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dead, err := b.Records(ctx, "messages.dlq")
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	d := dead[0]
+	assert.Empty(t, d.Value, "the value cut first")
+	assert.True(t, strings.HasPrefix(key, string(d.Key)), "a prefix of the key")
+	assert.Less(t, len(d.Key), len(key))
+	assert.Equal(t, "8", d.Headers["dlq.truncated"], "the value's whole length")
+	assert.Equal(t, strconv.Itoa(len(key)), d.Headers["dlq.key.truncated"], "the key's whole length")
+	assert.Equal(t, "0", d.Headers["dlq.offset"])
+}

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -324,4 +327,37 @@ func TestKafkaBadRecordsAreDeadLettered(t *testing.T) {
 		}},
 	}, dead, "the bad records, unchanged, with why and where from")
 	assert.NotContains(t, res.stderr, `"dead_letter"`, "with a topic, no dead letter goes to standard error")
+}
+
+// With Kafka input, a dead letter in the -dead-letter file keeps the
+// record's key beside its value: as a string when it is UTF-8, in
+// key_base64 otherwise; a record without a key has neither.
+func TestKafkaDeadLetterFileKeepsTheKey(t *testing.T) {
+	b := startBrokerForTest(t, map[string]int32{"messages": 1, "popular_users": 1})
+	require.NoError(t, b.Produce("messages",
+		kafkatest.Record{Key: []byte("7"), Value: []byte(`{"user_id":7,"activity":"profile.poke"}`)},
+		kafkatest.Record{Key: []byte("\xff\x00"), Value: []byte("x")},
+		kafkatest.Record{Value: []byte("y")},
+		kafkatest.Record{Key: []byte("8"), Value: []byte(`{"user_id":8,"activity":"profile.view"}`)},
+	))
+	dead := filepath.Join(t.TempDir(), "dead.jsonl")
+	_, _, stop := runInBackground(t, "-brokers", b.Addrs()[0], "-json", "-interval", "300ms", "-checkpoint=", "-dlq-topic=", "-dead-letter", dead)
+	waitFor(t, time.Minute, "the commit", func() bool { return b.Committed("popularusers", "messages")[0] == 4 })
+	require.Equal(t, exitOK, stop().code)
+
+	raw, err := os.ReadFile(dead)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	require.Len(t, lines, 3)
+	var got []map[string]any
+	for _, l := range lines {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), l)
+		got = append(got, map[string]any{"dead_letter": m["dead_letter"], "key": m["key"], "key_base64": m["key_base64"]})
+	}
+	assert.Equal(t, []map[string]any{
+		{"dead_letter": "messages/0@0", "key": "7", "key_base64": nil},
+		{"dead_letter": "messages/0@1", "key": nil, "key_base64": base64.StdEncoding.EncodeToString([]byte("\xff\x00"))},
+		{"dead_letter": "messages/0@2", "key": nil, "key_base64": nil},
+	}, got)
 }
