@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/IBM/sarama"
 
@@ -103,6 +104,11 @@ type Message struct {
 	Key     []byte
 	Value   []byte
 	Headers []Header
+	// Timestamp is the record's timestamp (kept to the millisecond, as
+	// Kafka keeps it), such as the event time of what it reports; zero
+	// stamps it when it is sent. A topic with
+	// message.timestamp.type=LogAppendTime takes the broker's time instead.
+	Timestamp time.Time
 }
 
 // Header is a Kafka record header.
@@ -214,7 +220,7 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 			if err != nil {
 				return fmt.Errorf("kafka sink %s: encode: %w", k.cfg.Topic, &stream.RecordError{Origin: p.Origin(j), Err: err})
 			}
-			m := sarama.ProducerMessage{Topic: k.cfg.Topic, Value: sarama.ByteEncoder(own(e.Value))}
+			m := sarama.ProducerMessage{Topic: k.cfg.Topic, Value: sarama.ByteEncoder(own(e.Value)), Timestamp: e.Timestamp}
 			if e.Key != nil {
 				m.Key = sarama.ByteEncoder(own(e.Key))
 			}
