@@ -1025,11 +1025,23 @@ func (k *Kafka) fedFrom(id int32, epoch uint64) (int64, bool) {
 }
 
 // refeed makes off where the claim of epoch of partition id queues from:
-// its position was reset there.
-func (k *Kafka) refeed(id int32, epoch uint64, off int64) {
+// its fetch position from fell out of the partition's range and was reset
+// to off. Reset forward (records deleted before they were read), the
+// records from off on that the queue already holds are the same ones, as
+// sarama's partition consumer may have fetched them before its pause:
+// they are not queued again. Reset back (the log cut short, or the topic
+// made again), the records from off are new to the queue, even before
+// what it holds.
+func (k *Kafka) refeed(id int32, epoch uint64, from, off int64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if p := k.parts[id]; p != nil && p.epoch == epoch {
+	p := k.parts[id]
+	if p == nil || p.epoch != epoch {
+		return
+	}
+	if off >= from {
+		p.fed = max(p.fed, off)
+	} else {
 		p.fed = off
 	}
 }

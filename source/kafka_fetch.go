@@ -65,10 +65,10 @@ type fetchPart struct {
 	epoch uint64 // of the claim
 	pos   int64  // the next offset to fetch, or a sentinel to resolve (sarama.OffsetOldest, OffsetNewest)
 	size  int32  // the most bytes to ask of it in one fetch
-	// reset: pos is a sentinel set after the position fell out of the
-	// partition's range; the records from where it resolves to are new
-	// to the queue, even before what it holds (a topic made again).
-	reset bool
+	// reset: pos is a sentinel set after the position resetFrom fell out
+	// of the partition's range (see Kafka.refeed).
+	reset     bool
+	resetFrom int64
 	// replica is the broker the leader prefers the partition be fetched
 	// from (KIP-392: a replica in the consumer's rack), or -1: the leader.
 	replica int32
@@ -334,7 +334,7 @@ func (l *fetchLoop) next() ([]fetchPart, *sarama.Broker) {
 			f.mu.Lock()
 			if l.parts[p.id] == p && p.pos < 0 {
 				if p.reset {
-					k.refeed(p.id, p.epoch, off)
+					k.refeed(p.id, p.epoch, p.resetFrom, off)
 				}
 				p.pos, p.reset = off, false
 				parts = append(parts, *p)
@@ -602,12 +602,12 @@ func (l *fetchLoop) redirect(p fetchPart, replica int32) bool {
 
 // setPos moves the position of the loop's partition p (a copy), if the
 // same claim still has it there: to pos, or to the sentinel pos after a
-// reset.
+// reset from p's position.
 func (l *fetchLoop) setPos(p *fetchPart, pos int64, size int32, reset bool) {
 	l.f.mu.Lock()
 	defer l.f.mu.Unlock()
 	if q := l.parts[p.id]; q != nil && q.epoch == p.epoch && q.pos == p.pos {
-		q.pos, q.size, q.reset = pos, size, reset
+		q.pos, q.size, q.reset, q.resetFrom = pos, size, reset, p.pos
 	}
 }
 

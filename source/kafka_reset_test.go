@@ -1,0 +1,104 @@
+package source
+
+import (
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicehq/sluice/internal/kafkatest"
+)
+
+// resetBroker starts a broker whose topic "t" has one partition of n
+// records, valued by their offsets, and a source k of it with its fetch
+// loops started, all stopped at the end of the test.
+func resetBroker(t *testing.T, n int) (*kafkatest.Broker, *Kafka, *kafkaFetch) {
+	t.Helper()
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"t": 1}})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	recs := make([]kafkatest.Record, n)
+	for i := range recs {
+		recs[i] = kafkatest.Record{Value: []byte(strconv.Itoa(i))}
+	}
+	require.NoError(t, b.Produce("t", recs...))
+
+	k, err := NewKafka(KafkaConfig{Brokers: b.Addrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second})
+	require.NoError(t, err)
+	k.sarama.Consumer.MaxWaitTime = 50 * time.Millisecond
+	k.sarama.Consumer.Retry.Backoff = 20 * time.Millisecond
+	client, err := sarama.NewClient(b.Addrs(), k.sarama)
+	require.NoError(t, err)
+	t.Cleanup(func() { client.Close() })
+	f := newKafkaFetch(k, client)
+	k.mu.Lock()
+	k.client, k.fetch = client, f
+	k.mu.Unlock()
+	t.Cleanup(f.stop)
+	return b, k, f
+}
+
+// deleteRecords deletes the records of partition 0 of topic "t" before
+// offset before, as retention does.
+func deleteRecords(t *testing.T, b *kafkatest.Broker, before int64) {
+	t.Helper()
+	admin, err := sarama.NewClusterAdmin(b.Addrs(), sarama.NewConfig())
+	require.NoError(t, err)
+	defer admin.Close()
+	require.NoError(t, admin.DeleteRecords("t", map[int32]int64{0: before}))
+}
+
+// pollUntil returns the offsets of the records Poll hands out until it
+// hands out last.
+func pollUntil(t *testing.T, k *Kafka, last int64) []int64 {
+	t.Helper()
+	var got []int64
+	require.Eventually(t, func() bool {
+		for _, o := range poll(k, 1000) {
+			got = append(got, o.Offset)
+		}
+		return slices.Contains(got, last)
+	}, 10*time.Second, time.Millisecond, "offset %d not handed out; got %v", last, got)
+	for range 3 { // nothing more is queued
+		for _, o := range poll(k, 1000) {
+			got = append(got, o.Offset)
+		}
+	}
+	return got
+}
+
+// span returns the offsets from..to-1.
+func span(from, to int64) []int64 {
+	var out []int64
+	for o := from; o < to; o++ {
+		out = append(out, o)
+	}
+	return out
+}
+
+// A claim starts at offset 10; sarama's partition consumer, paused as the
+// claim starts, fetched 10..79 before the pause, and hands them out while
+// the fetch loop's first fetch, from 10, is under way. Retention then
+// deletes the records before 60: the loop's fetch is out of range, and it
+// starts again from the oldest record left, 60. The records 60..79 the
+// queue already holds are not queued again: each record once, in order.
+func TestKafkaFetchResetKeepsWhatThePausedConsumerQueued(t *testing.T) {
+	const n, deleted = 100, 60
+	b, k, f := resetBroker(t, n)
+	held, release := b.Stall(int16(kmsg.Fetch))
+	defer release()
+
+	c := startTestClaim(k, 0, 10)
+	f.add(0, c.epoch, 10)
+	<-held // the loop's fetch from 10
+	require.True(t, c.push(70))
+	deleteRecords(t, b, deleted)
+	release()
+
+	assert.Equal(t, span(10, n), pollUntil(t, k, n-1))
+}
