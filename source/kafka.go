@@ -190,10 +190,11 @@ type TxnOffsets interface {
 // partition's leader moved finds the new leader; a position out of the
 // partition's range (records deleted by retention before they were read)
 // starts again from the oldest record, or the newest with StartNewest,
-// with a warning, whatever Consumer.Group.ResetInvalidOffsets says (which
-// applies to a claim's start; sarama's partition consumer would stop
-// reading the partition until the next rebalance). SaramaFetch goes back
-// to sarama's partition consumers.
+// with a warning that names the offsets skipped, whatever
+// Consumer.Group.ResetInvalidOffsets says (which applies to a claim's
+// start; sarama's partition consumer would stop reading the partition
+// until the next rebalance). SaramaFetch goes back to sarama's partition
+// consumers.
 type Kafka struct {
 	cfg    KafkaConfig
 	sarama *sarama.Config
@@ -1031,7 +1032,7 @@ func (k *Kafka) fedFrom(id int32, epoch uint64) (int64, bool) {
 // sarama's partition consumer may have fetched them before its pause:
 // they are not queued again. Reset back (the log cut short, or the topic
 // made again), the records from off are new to the queue, even before
-// what it holds.
+// what it holds. The records skipped forward are logged.
 func (k *Kafka) refeed(id int32, epoch uint64, from, off int64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -1039,11 +1040,15 @@ func (k *Kafka) refeed(id int32, epoch uint64, from, off int64) {
 	if p == nil || p.epoch != epoch {
 		return
 	}
-	if off >= from {
-		p.fed = max(p.fed, off)
-	} else {
+	if off < from {
 		p.fed = off
+		return
 	}
+	if first := max(p.fed, from); first < off {
+		k.log.Warn("kafka records skipped: the partition's position was out of range",
+			"partition", id, "first_skipped", first, "last_skipped", off-1)
+	}
+	p.fed = max(p.fed, off)
 }
 
 // noteHWM records the high watermark of partition id fetched by the claim

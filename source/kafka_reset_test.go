@@ -1,8 +1,11 @@
 package source
 
 import (
+	"bytes"
+	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,10 +17,28 @@ import (
 	"github.com/sluicehq/sluice/internal/kafkatest"
 )
 
+// logBuffer is what a source logged, for a test to read.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // resetBroker starts a broker whose topic "t" has one partition of n
-// records, valued by their offsets, and a source k of it with its fetch
-// loops started, all stopped at the end of the test.
-func resetBroker(t *testing.T, n int) (*kafkatest.Broker, *Kafka, *kafkaFetch) {
+// records, valued by their offsets, and a source k of it, logging to log,
+// with its fetch loops started, all stopped at the end of the test.
+func resetBroker(t *testing.T, n int, log *logBuffer) (*kafkatest.Broker, *Kafka, *kafkaFetch) {
 	t.Helper()
 	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"t": 1}})
 	require.NoError(t, err)
@@ -28,7 +49,8 @@ func resetBroker(t *testing.T, n int) (*kafkatest.Broker, *Kafka, *kafkaFetch) {
 	}
 	require.NoError(t, b.Produce("t", recs...))
 
-	k, err := NewKafka(KafkaConfig{Brokers: b.Addrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second})
+	k, err := NewKafka(KafkaConfig{Brokers: b.Addrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second,
+		Logger: slog.New(slog.NewTextHandler(log, nil))})
 	require.NoError(t, err)
 	k.sarama.Consumer.MaxWaitTime = 50 * time.Millisecond
 	k.sarama.Consumer.Retry.Backoff = 20 * time.Millisecond
@@ -89,7 +111,8 @@ func span(from, to int64) []int64 {
 // queue already holds are not queued again: each record once, in order.
 func TestKafkaFetchResetKeepsWhatThePausedConsumerQueued(t *testing.T) {
 	const n, deleted = 100, 60
-	b, k, f := resetBroker(t, n)
+	var log logBuffer
+	b, k, f := resetBroker(t, n, &log)
 	held, release := b.Stall(int16(kmsg.Fetch))
 	defer release()
 
@@ -101,4 +124,25 @@ func TestKafkaFetchResetKeepsWhatThePausedConsumerQueued(t *testing.T) {
 	release()
 
 	assert.Equal(t, span(10, n), pollUntil(t, k, n-1))
+	assert.Contains(t, log.String(), "kafka offset out of range")
+	assert.NotContains(t, log.String(), "skipped", "no record was")
+}
+
+// Records deleted before the loop read them are skipped, and the log
+// names the topic, the partition and the offsets skipped.
+func TestKafkaFetchResetLogsTheRecordsSkipped(t *testing.T) {
+	const n, deleted = 100, 60
+	var log logBuffer
+	b, k, f := resetBroker(t, n, &log)
+	held, release := b.Stall(int16(kmsg.Fetch))
+	defer release()
+
+	c := startTestClaim(k, 0, 10)
+	f.add(0, c.epoch, 10)
+	<-held // the loop's fetch from 10
+	deleteRecords(t, b, deleted)
+	release()
+
+	assert.Equal(t, span(deleted, n), pollUntil(t, k, n-1))
+	assert.Regexp(t, `msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=10 last_skipped=59\n`, log.String())
 }
