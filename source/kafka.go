@@ -177,10 +177,13 @@ type TxnOffsets interface {
 // at a time. sarama's partition consumer hands every message through
 // channels and goroutines of its own, which took most of its CPU; the
 // source pauses it as a claim starts, and the records it fetched before
-// the pause are not handed out twice. The fetches follow the Sarama
-// config: Consumer.Fetch (Min, Default, Max, MaxBytes), MaxWaitTime,
-// IsolationLevel, Retry.Backoff, and Consumer.Interceptors run on every
-// record; sarama's consumer metrics in its MetricRegistry
+// the pause are not handed out twice. A claim that starts at the oldest
+// or newest record (no committed offset, or one out of range) starts
+// there as the source's loop finds it, not as sarama's consumer found it
+// before: no record is skipped between the two. The fetches follow the
+// Sarama config: Consumer.Fetch (Min, Default, Max, MaxBytes),
+// MaxWaitTime, IsolationLevel, Retry.Backoff, and Consumer.Interceptors
+// run on every record; sarama's consumer metrics in its MetricRegistry
 // (consumer-batch-size, consumer-fetch-rate, consumer-fetch-response-size)
 // and its broker metrics are kept as sarama's consumer keeps them. They
 // go to the partition's leader, and with a RackID to the replica the
@@ -1051,6 +1054,22 @@ func (k *Kafka) refeed(id int32, epoch uint64, from, off int64) {
 	p.fed = max(p.fed, off)
 }
 
+// begin returns where the claim of epoch of partition id, which started
+// at a sentinel offset that its fetch loop resolved to off, queues from:
+// off, or after the records it queued already, if any.
+func (k *Kafka) begin(id int32, epoch uint64, off int64) int64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p := k.parts[id]
+	if p == nil || p.epoch != epoch {
+		return off
+	}
+	if p.fed < 0 {
+		p.fed = off
+	}
+	return p.fed
+}
+
 // noteHWM records the high watermark of partition id fetched by the claim
 // of epoch, when no record came with it.
 func (k *Kafka) noteHWM(id int32, epoch uint64, hwm int64) {
@@ -1172,6 +1191,16 @@ func (k *Kafka) push(c *kafkaChunk, done <-chan struct{}) bool {
 	// The same records may come twice at a claim's start: from sarama's
 	// partition consumer, before its pause, and from the fetch loop.
 	p := k.parts[c.partition]
+	if p.fed < 0 && k.fetch != nil {
+		// The claim starts at the oldest or newest record, which the
+		// fetch loop has not found yet. sarama's consumer may have found
+		// another (an older newest, or the high watermark where read
+		// committed starts at the last stable offset): the claim starts
+		// where the loop finds it, which then fetches these records
+		// again if they follow it, so that none is skipped between.
+		k.recycle(c)
+		return true
+	}
 	for c.off < len(c.msgs) && c.msgs[c.off].Offset < p.fed {
 		c.off++
 	}

@@ -23,7 +23,10 @@ import (
 // goroutine switch per message, most of the consumer's CPU): a claim
 // pauses its sarama partition consumer as it starts and registers the
 // partition here. Records the partition consumer fetched before the pause
-// are queued too; the queue skips what it already holds (Kafka.push).
+// are queued too; the queue skips what it already holds (Kafka.push). A
+// claim that starts at a sentinel (sarama.OffsetOldest, OffsetNewest)
+// starts where its loop resolves it (Kafka.begin): until then, the
+// partition consumer's records are dropped.
 //
 // sarama's consumer group still runs the group protocol: joining,
 // assignment, heartbeats, and the end of claims.
@@ -335,6 +338,8 @@ func (l *fetchLoop) next() ([]fetchPart, *sarama.Broker) {
 			if l.parts[p.id] == p && p.pos < 0 {
 				if p.reset {
 					k.refeed(p.id, p.epoch, p.resetFrom, off)
+				} else {
+					off = k.begin(p.id, p.epoch, off)
 				}
 				p.pos, p.reset = off, false
 				parts = append(parts, *p)

@@ -146,3 +146,32 @@ func TestKafkaFetchResetLogsTheRecordsSkipped(t *testing.T) {
 	assert.Equal(t, span(deleted, n), pollUntil(t, k, n-1))
 	assert.Regexp(t, `msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=10 last_skipped=59\n`, log.String())
 }
+
+// A claim that starts at the newest record (no committed offset, and
+// StartNewest) starts where its fetch loop finds it, 100. sarama's
+// partition consumer, paused as the claim starts, found another newest
+// record, 50, and fetched records from there before its pause: 50..59
+// before the loop found its start, 60..69 after. None of them is handed
+// out, so that no record is skipped between them and the loop's: the
+// records come from 100 on, each once, in order.
+func TestKafkaFetchStartsWhereTheLoopFindsIt(t *testing.T) {
+	var log logBuffer
+	b, k, f := resetBroker(t, 100, &log)
+	held, release := b.Stall(int16(kmsg.Fetch))
+	defer release()
+
+	c := startTestClaim(k, 0, sarama.OffsetNewest)
+	c.next = 50
+	require.True(t, c.push(10))
+	f.add(0, c.epoch, sarama.OffsetNewest)
+	<-held // the loop found its start, and fetches from it
+	require.True(t, c.push(10))
+	release()
+	recs := make([]kafkatest.Record, 10)
+	for i := range recs {
+		recs[i] = kafkatest.Record{Value: []byte(strconv.Itoa(100 + i))}
+	}
+	require.NoError(t, b.Produce("t", recs...))
+
+	assert.Equal(t, span(100, 110), pollUntil(t, k, 109))
+}
