@@ -46,7 +46,9 @@
 // "record messages/3@1042: ..." and TryMap can hand failed values, with
 // their origin, to a dead-letter output. Run returns the first error of
 // any stage, wrapped in a *StageError (the stage's name and batch), a
-// *PartitionError and a *RecordError as far as they apply; use errors.As.
+// *PartitionError, a *KeyError (the key whose state was being updated)
+// and a *RecordError as far as they apply; use errors.As. A panic in a
+// function given to an operator is such an error, a *PanicError.
 //
 // # Delivery
 //

@@ -103,7 +103,9 @@ func Observe[K comparable, S any](newObserver func(partition int32) StateObserve
 // moved by a hash of the keys, or Run fails at start. Observe keeps a
 // summary of each partition's state as it changes.
 //
-// update runs on several goroutines at once, one per partition.
+// update runs on several goroutines at once, one per partition. A panic
+// of update fails the batch with a *PanicError within a *KeyError naming
+// the key, a *PartitionError and a *StageError.
 //
 // A key must be equal to itself: a batch holding a key that is not (a
 // float NaN, or a struct or interface holding one), whose state no lookup
@@ -217,6 +219,11 @@ type statePart[K comparable, V, S any] struct {
 	dropped []K // new keys the update did not keep
 	values  []V
 	touched int32 // see readAhead
+
+	// key is the key being updated while updating is set: a panic of
+	// the update function names it.
+	key      K
+	updating bool
 }
 
 // newPart makes the state of partition id. It runs on the run loop's
@@ -276,48 +283,73 @@ func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
 	out := &Batch[Pair[K, S]]{Info: in.Info, Partitions: make([]Partition[Pair[K, S]], len(ids))}
 	err = bc.parallel(len(ids), func(i int) error {
 		sp := parts[i]
-		clear(sp.group)
-		if p := in.Partition(ids[i]); p != nil {
-			if op.irreflexive {
-				if err := checkKeys(p); err != nil {
-					return &PartitionError{Partition: ids[i], Err: err}
-				}
+		err := recovered(func() error { return op.updatePart(sp, in.Partition(ids[i]), bc.info.ID, expire) })
+		if err != nil {
+			if sp.updating { // the update function panicked
+				err = &KeyError{Key: sp.key, Err: err}
 			}
-			op.apply(sp, p.Values, bc.info.ID)
+			return &PartitionError{Partition: ids[i], Err: err}
 		}
-		if sp.ttl && expire > 0 {
-			for j := 0; j < len(sp.slab); {
-				if sp.seen[j] <= expire {
-					sp.remove(int32(j))
-					continue
-				}
-				j++
-			}
-		}
-		if op.cfg.updateAll {
-			for j := 0; j < len(sp.slab); {
-				kv := &sp.slab[j]
-				if _, updated := sp.group[kv.Key]; !updated {
-					nv, keep := op.update(kv.Key, nil, kv.Value, true)
-					if !keep {
-						sp.remove(int32(j))
-						continue
-					}
-					if sp.obs != nil {
-						sp.obs.Changed(kv.Key, kv.Value, true, nv, true)
-					}
-					kv.Value = nv
-					if sp.durable {
-						sp.ver[j] = bc.info.ID
-					}
-				}
-				j++
-			}
-		}
+		var zero K
+		sp.key = zero // for the garbage collector
 		out.Partitions[i] = Partition[Pair[K, S]]{ID: ids[i], Values: sp.slab}
 		return nil
 	})
 	return out, err
+}
+
+// updatePart updates the state of one partition with its values of the
+// batch (p nil: none), and expires the keys last updated at or below
+// expire.
+func (op *stateOp[K, V, S]) updatePart(sp *statePart[K, V, S], p *Partition[Pair[K, V]], batch, expire int64) error {
+	clear(sp.group)
+	if p != nil {
+		if op.irreflexive {
+			if err := checkKeys(p); err != nil {
+				return err
+			}
+		}
+		op.apply(sp, p.Values, batch)
+	}
+	if sp.ttl && expire > 0 {
+		for j := 0; j < len(sp.slab); {
+			if sp.seen[j] <= expire {
+				sp.remove(int32(j))
+				continue
+			}
+			j++
+		}
+	}
+	if op.cfg.updateAll {
+		for j := 0; j < len(sp.slab); {
+			kv := &sp.slab[j]
+			if _, updated := sp.group[kv.Key]; !updated {
+				nv, keep := op.call(sp, kv.Key, nil, kv.Value, true)
+				if !keep {
+					sp.remove(int32(j))
+					continue
+				}
+				if sp.obs != nil {
+					sp.obs.Changed(kv.Key, kv.Value, true, nv, true)
+				}
+				kv.Value = nv
+				if sp.durable {
+					sp.ver[j] = batch
+				}
+			}
+			j++
+		}
+	}
+	return nil
+}
+
+// call runs the update function for key k, noting the key: a panic of
+// the function names it.
+func (op *stateOp[K, V, S]) call(sp *statePart[K, V, S], k K, values []V, state S, exists bool) (S, bool) {
+	sp.key, sp.updating = k, true
+	nv, keep := op.update(k, values, state, exists)
+	sp.updating = false
+	return nv, keep
 }
 
 // checkKeys fails on the first key of p not equal to itself (a float NaN,
@@ -460,7 +492,7 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 		i := sp.pos[g]
 		if i < 0 {
 			var zero S
-			nv, keep := op.update(k, sp.values, zero, false)
+			nv, keep := op.call(sp, k, sp.values, zero, false)
 			if !keep {
 				dropped = append(dropped, k)
 				continue
@@ -471,7 +503,7 @@ func (op *stateOp[K, V, S]) apply(sp *statePart[K, V, S], vals []Pair[K, V], bat
 			continue
 		}
 		old := sp.slab[i].Value
-		nv, keep := op.update(k, sp.values, old, true)
+		nv, keep := op.call(sp, k, sp.values, old, true)
 		if !keep {
 			removed = append(removed, i)
 			continue
@@ -604,7 +636,7 @@ func (sp *statePart[K, V, S]) updateKey(op *stateOp[K, V, S], k K, values []V, b
 	if exists {
 		old = sp.slab[i].Value
 	}
-	nv, keep := op.update(k, values, old, exists)
+	nv, keep := op.call(sp, k, values, old, exists)
 	switch {
 	case !keep && exists:
 		sp.remove(i)

@@ -836,3 +836,92 @@ func TestInputEndingBelowTheRestoredOffsetsFails(t *testing.T) {
 	require.NoError(t, err, "another input goes on from the state")
 	assert.Equal(t, checkpointed[0]+1, got[0])
 }
+
+// A panic in the function that updates a key's state fails the batch as a
+// panic of any other operator's function does, naming the stage and the
+// partition, and also the key: whichever way the state is updated (values
+// grouped by key, one value per key, UpdateAll, a key with no values under
+// UpdateAll), and in ReduceByKeyAndWindow's inverse.
+func TestPanicInAStateUpdateNamesItsPartitionAndKey(t *testing.T) {
+	pr := func(k, v int, p int32, off int64) stream.Record[stream.Pair[int, int]] {
+		return rec(stream.KV(k, v), p, off)
+	}
+	chunks := func() [][]stream.Record[stream.Pair[int, int]] {
+		return [][]stream.Record[stream.Pair[int, int]]{
+			{pr(1, 1, 0, 0), pr(7, 60, 2, 0), pr(3, 1, 1, 0), pr(7, 40, 2, 1)},
+			{pr(1, 1, 0, 1), pr(7, 1, 2, 2)},
+			{pr(1, 1, 0, 2)},
+		}
+	}
+	// bad panics on key 7 when values holds a value of 40, or, with idle,
+	// when it has none.
+	bad := func(idle bool) func(int, []int, int, bool) (int, bool) {
+		return func(k int, values []int, state int, exists bool) (int, bool) {
+			if k == 7 && (idle && len(values) == 0 || !idle && slices.Contains(values, 40)) {
+				panic("bad key")
+			}
+			return sum(k, values, state, exists)
+		}
+	}
+	cases := []struct {
+		name  string
+		build func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]]
+		batch int64
+	}{
+		{"values grouped by key", func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.UpdateStateByKey(in, bad(false))
+		}, 1},
+		{"one value per key", func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.UpdateStateByKey(stream.ReduceByKey(in, func(a, b int) int {
+				return max(a, b)
+			}), func(k int, values []int, state int, exists bool) (int, bool) {
+				if k == 7 && slices.Contains(values, 60) {
+					panic("bad key")
+				}
+				return sum(k, values, state, exists)
+			})
+		}, 1},
+		{"UpdateAll", func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.UpdateStateByKey(in, bad(false), stream.UpdateAll())
+		}, 1},
+		{"UpdateAll of a key with no values", func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.UpdateStateByKey(in, bad(true), stream.UpdateAll())
+		}, 3},
+		{"ReduceByKeyAndWindow's inverse", func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.ReduceByKeyAndWindow(in, plus, func(a, b int) int {
+				if b == 100 { // key 7's sum in batch 1, leaving the window
+					panic("bad key")
+				}
+				return a - b
+			}, 2, 1)
+		}, 3},
+	}
+	for _, par := range []int{1, 3} {
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("%s parallelism %d", c.name, par), func(t *testing.T) {
+				src := &scripted[stream.Pair[int, int]]{chunks: chunks()}
+				p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.Parallelism(par))
+				collect(c.build(stream.Keyed(stream.From(p, src))).Named("totals"))
+				err := p.Run(context.Background())
+				var se *stream.StageError
+				require.ErrorAs(t, err, &se)
+				assert.Equal(t, "totals", se.Stage)
+				assert.Equal(t, c.batch, se.Batch)
+				var part *stream.PartitionError
+				if assert.ErrorAs(t, err, &part) {
+					assert.Equal(t, int32(2), part.Partition, "key 7 is in partition 2")
+				}
+				var ke *stream.KeyError
+				if assert.ErrorAs(t, err, &ke) {
+					assert.Equal(t, 7, ke.Key)
+				}
+				var pe *stream.PanicError
+				if assert.ErrorAs(t, err, &pe) {
+					assert.Equal(t, "bad key", pe.Value)
+					assert.Contains(t, string(pe.Stack), "state_test.go", "the stack of the panic")
+				}
+				assert.EqualError(t, err, fmt.Sprintf("stream: batch %d: totals: partition 2: key 7: panic: bad key", c.batch))
+			})
+		}
+	}
+}

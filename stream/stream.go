@@ -131,11 +131,25 @@ func (e *RecordError) Error() string { return "record " + e.Origin.String() + ":
 
 func (e *RecordError) Unwrap() error { return e.Err }
 
+// KeyError is an error about one key of a keyed operator: the update
+// function of UpdateStateByKey, or the function or inverse with which
+// ReduceByKeyAndWindow keeps its running results, panicked for it. Key
+// holds a value of the operator's key type.
+type KeyError struct {
+	Key any
+	Err error
+}
+
+func (e *KeyError) Error() string { return fmt.Sprintf("key %v: %v", e.Key, e.Err) }
+
+func (e *KeyError) Unwrap() error { return e.Err }
+
 // PanicError is a panic in a function given to an operator or an output,
 // recovered: the batch fails, and Run returns it, within a *StageError
-// (and a *PartitionError when it came from one partition), instead of the
-// process crashing from a goroutine of the engine. The batch is not
-// committed; the state the function was changing is not checkpointed.
+// (and a *PartitionError when it came from one partition, and a *KeyError
+// when it came from updating the state of one key), instead of the process
+// crashing from a goroutine of the engine. The batch is not committed; the
+// state the function was changing is not checkpointed.
 type PanicError struct {
 	Value any    // what was passed to panic
 	Stack []byte // the stack of the goroutine that panicked

@@ -147,29 +147,46 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse
 		// running results could never find to remove
 		irreflexive = typeMayBeIrreflexive(reflect.TypeFor[K]())
 	)
-	add := func(b *Batch[Pair[K, V]], sign int32) {
+	// update adds kv to the running results of a partition (sign 1), or
+	// removes it (-1).
+	update := func(m map[K]counted, kv Pair[K, V], sign int32) {
+		c, ok := m[kv.Key]
+		switch {
+		case sign > 0 && !ok:
+			c = counted{v: kv.Value, n: 1}
+		case sign > 0:
+			c = counted{v: f(c.v, kv.Value), n: c.n + 1}
+		case c.n <= 1:
+			delete(m, kv.Key)
+			return
+		default:
+			c = counted{v: inverse(c.v, kv.Value), n: c.n - 1}
+		}
+		m[kv.Key] = c
+	}
+	// add adds the values of b to the running results (sign 1), or
+	// removes them (-1). A panic of f or inverse names its partition and
+	// key.
+	add := func(b *Batch[Pair[K, V]], sign int32) error {
 		for _, p := range b.Partitions {
 			m := running[p.ID]
 			if m == nil {
 				m = map[K]counted{}
 				running[p.ID] = m
 			}
-			for _, kv := range p.Values {
-				c, ok := m[kv.Key]
-				switch {
-				case sign > 0 && !ok:
-					c = counted{v: kv.Value, n: 1}
-				case sign > 0:
-					c = counted{v: f(c.v, kv.Value), n: c.n + 1}
-				case c.n <= 1:
-					delete(m, kv.Key)
-					continue
-				default:
-					c = counted{v: inverse(c.v, kv.Value), n: c.n - 1}
+			var key K
+			err := recovered(func() error {
+				for _, kv := range p.Values {
+					key = kv.Key
+					update(m, kv, sign)
 				}
-				m[kv.Key] = c
+				return nil
+			})
+			if err != nil {
+				return &PartitionError{Partition: p.ID, Err: &KeyError{Key: key, Err: err}}
 			}
 		}
+		return nil
 	}
 	out := derive(perBatch, "reduceByKeyAndWindow", func(bc *batchCtx) (*Batch[Pair[K, V]], error) {
 		in, err := perBatch.batch(bc)
@@ -185,12 +202,16 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse
 		}
 		seen++
 		if len(ring) == length {
-			add(&ring[0], -1)
+			if err := add(&ring[0], -1); err != nil {
+				return nil, err
+			}
 			ring = slices.Delete(ring, 0, 1)
 		}
 		c := copyBatch(in)
 		ring = append(ring, c)
-		add(&c, +1)
+		if err := add(&c, +1); err != nil {
+			return nil, err
+		}
 		if seen%slide != 0 {
 			return nil, nil
 		}
