@@ -124,7 +124,10 @@ func From[T any](p *Pipeline, src Source[T]) *Stream[T] {
 // given to an operator or an output is such an error (a *PanicError, its
 // stack logged), not a crash.
 //
-// Run may be called once.
+// Run may be called once. A Run that fails before it starts, the graph or
+// the options being invalid, starts nothing (not even the source's Runner)
+// and leaves the pipeline as it was: Run may be called again, and fails
+// the same way unless the graph was completed since.
 func (p *Pipeline) Run(ctx context.Context) (err error) {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("stream: Run called twice")
@@ -134,24 +137,10 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			p.cfg.logger.Error("a function given to the pipeline panicked", "err", err, "stack", string(pe.Stack))
 		}
 	}()
-	if p.err != nil {
-		return p.err
-	}
-	if err := p.cfg.validate(); err != nil {
+	if err := p.validate(); err != nil {
+		p.running.Store(false) // nothing started: Run may be called again
 		return err
 	}
-	if p.input == nil {
-		return errNoInput
-	}
-	if len(p.outputs) == 0 {
-		return errors.New("stream: pipeline has no output: add ForEachBatch, ForEachPartition or To")
-	}
-	for _, check := range p.checks {
-		if err := check(); err != nil {
-			return err
-		}
-	}
-	p.nameOutputs()
 
 	// work outlives ctx, so that a cancelled run still finishes its batch.
 	work, stopWork := context.WithCancelCause(context.WithoutCancel(ctx))
@@ -182,22 +171,13 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 
 	committer, _ := p.input.source().(Committer)
 	assigner, _ := p.input.source().(Assigner)
-	if assigner != nil {
-		// A rebalance drops and restores state by source partition: the
-		// state must be in the source's partitions.
-		for _, s := range p.stateful {
-			if s.hashed() {
-				return fmt.Errorf("stream: %s: the source's partitions are assigned and move (%T is an Assigner), and the state moves with them, so it must live in the source's partitions: make its input Keyed (every value of a key in one source partition, as a Kafka topic keyed by it), not moved by a hash of the key (PartitionByKey, or an input that is not keyed)", s.name(), p.input.source())
-			}
-		}
-	}
 	lagger, _ := p.input.source().(Lagger)
 	var stats BatchStats // reused: hooks must not keep its slices
 	var sourceName string
 	var assigned []int32
 	// The restore at the start is not a batch: Run's cancellation ends it
 	// at once, with nothing to commit.
-	if err := p.prepareStore(ctx, assigner == nil); err != nil {
+	if err := p.restoreAll(ctx, assigner == nil); err != nil {
 		if endedBy(ctx, work, err) {
 			p.cfg.logger.Info("run cancelled while the state was restored")
 			return nil
@@ -328,6 +308,52 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			scheduled = time.Now() // a full batch restarts the grid
 		}
 	}
+}
+
+// validate checks the pipeline and its options before Run starts
+// anything, and names the outputs.
+func (p *Pipeline) validate() error {
+	if p.err != nil {
+		return p.err
+	}
+	if err := p.cfg.validate(); err != nil {
+		return err
+	}
+	if p.input == nil {
+		return errNoInput
+	}
+	if len(p.outputs) == 0 {
+		return errors.New("stream: pipeline has no output: add ForEachBatch, ForEachPartition or To")
+	}
+	for _, check := range p.checks {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	p.nameOutputs()
+	if _, ok := p.input.source().(Assigner); ok {
+		// A rebalance drops and restores state by source partition: the
+		// state must be in the source's partitions.
+		for _, s := range p.stateful {
+			if s.hashed() {
+				return fmt.Errorf("stream: %s: the source's partitions are assigned and move (%T is an Assigner), and the state moves with them, so it must live in the source's partitions: make its input Keyed (every value of a key in one source partition, as a Kafka topic keyed by it), not moved by a hash of the key (PartitionByKey, or an input that is not keyed)", s.name(), p.input.source())
+			}
+		}
+	}
+	if p.cfg.store == nil {
+		return nil
+	}
+	names := map[string]bool{}
+	for _, s := range p.stateful {
+		if names[s.name()] {
+			return fmt.Errorf("stream: two stateful operators are named %q: name them apart (Stream.Named) so that their state can be told apart", s.name())
+		}
+		names[s.name()] = true
+		if err := s.setDurable(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // finish runs the outputs of a batch, then, if durable says so once they
@@ -550,24 +576,11 @@ func (p *Pipeline) dropState(ids []int32) {
 	p.input.forget(ids)
 }
 
-// prepareStore checks the stateful operators' names and, when all is
-// true, restores the whole state before the first batch. With an Assigner
-// source, state is restored partition by partition as they are assigned.
-func (p *Pipeline) prepareStore(ctx context.Context, all bool) error {
-	if p.cfg.store == nil {
-		return nil
-	}
-	names := map[string]bool{}
-	for _, s := range p.stateful {
-		if names[s.name()] {
-			return fmt.Errorf("stream: two stateful operators are named %q: name them apart (Stream.Named) so that their state can be told apart", s.name())
-		}
-		names[s.name()] = true
-		if err := s.setDurable(); err != nil {
-			return err
-		}
-	}
-	if !all {
+// restoreAll restores the whole state before the first batch, when there
+// is a Store and all is true. With an Assigner source, state is restored
+// partition by partition as they are assigned.
+func (p *Pipeline) restoreAll(ctx context.Context, all bool) error {
+	if p.cfg.store == nil || !all {
 		return nil
 	}
 	return p.restore(ctx, nil, 1)

@@ -289,6 +289,90 @@ func TestRunMisuse(t *testing.T) {
 	})
 }
 
+// runCounting is an Assigner source with background work that counts
+// the times it was started.
+type runCounting struct {
+	assigning
+	runs atomic.Int32
+}
+
+func (r *runCounting) Run(ctx context.Context) error {
+	r.runs.Add(1)
+	<-ctx.Done()
+	return nil
+}
+
+// A Run that fails before it starts, the pipeline or its options being
+// invalid, starts nothing, not even the source's background work, and
+// leaves the pipeline as it was: a second Run fails the same way instead
+// of as a second Run, and a pipeline whose graph was completed since
+// runs. Once a Run has started, another is refused.
+func TestRunFailingValidationStartsNothingAndMayBeCalledAgain(t *testing.T) {
+	pipeline := func(opts ...stream.Option) (*stream.Pipeline, *runCounting, *stream.Stream[stream.Pair[int, int]]) {
+		src := &runCounting{assigning: assigning{
+			scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{{pair1(1, 0, 0)}}},
+			plan:     [][]int32{{0}},
+		}}
+		p := stream.NewPipeline(append([]stream.Option{stream.Interval(2 * time.Millisecond)}, opts...)...)
+		return p, src, stream.Keyed(stream.From(p, src))
+	}
+	for _, c := range []struct {
+		name  string
+		build func() (*stream.Pipeline, *runCounting)
+		err   string
+	}{
+		{"no output", func() (*stream.Pipeline, *runCounting) {
+			p, src, _ := pipeline()
+			return p, src
+		}, "no output"},
+		{"bad option", func() (*stream.Pipeline, *runCounting) {
+			p, src, in := pipeline(stream.Parallelism(0))
+			collect(in)
+			return p, src
+		}, "parallelism 0"},
+		{"a failure with no consumer", func() (*stream.Pipeline, *runCounting) {
+			p, src, in := pipeline()
+			ok, _ := stream.TryMap(in, func(kv stream.Pair[int, int]) (int, error) { return kv.Value, nil })
+			collect(ok)
+			return p, src
+		}, "no consumer"},
+		{"state in hashed partitions", func() (*stream.Pipeline, *runCounting) {
+			p, src, in := pipeline()
+			collect(stream.UpdateStateByKey(stream.PartitionByKey(in, 2), sum).Named("totals"))
+			return p, src
+		}, "the source's partitions are assigned"},
+		{"two stateful operators of one name", func() (*stream.Pipeline, *runCounting) {
+			p, src, in := pipeline(stream.WithStore(newMemStore()))
+			collect(stream.UpdateStateByKey(in, sum).Named("totals"))
+			collect(stream.UpdateStateByKey(in, sum).Named("totals"))
+			return p, src
+		}, "two stateful operators are named"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			p, src := c.build()
+			first := p.Run(context.Background())
+			require.ErrorContains(t, first, c.err)
+			assert.Zero(t, src.runs.Load(), "the source was started")
+			second := p.Run(context.Background())
+			require.Error(t, second)
+			assert.Equal(t, first.Error(), second.Error(), "the second Run fails as the first")
+			assert.Zero(t, src.runs.Load(), "the source was started")
+			assert.Empty(t, src.Commits())
+		})
+	}
+	t.Run("completed after a failed Run", func(t *testing.T) {
+		defer goleak.VerifyNone(t)
+		p, src, in := pipeline()
+		require.ErrorContains(t, p.Run(context.Background()), "no output")
+		c := collect(in)
+		require.NoError(t, p.Run(context.Background()))
+		assert.Equal(t, [][]stream.Pair[int, int]{{stream.KV(1, 1)}}, c.values())
+		assert.Equal(t, int32(1), src.runs.Load(), "the source is started once")
+		assert.ErrorContains(t, p.Run(context.Background()), "Run called twice")
+	})
+}
+
 type stats struct{ got []stream.BatchStats }
 
 func (s *stats) BatchDone(b stream.BatchStats) {
