@@ -26,6 +26,7 @@ func Keyed[K comparable, V any](s *Stream[Pair[K, V]]) *Stream[Pair[K, V]] {
 	if s.keyed {
 		out.hashParts = s.hashParts // placed already, maybe by a hash
 	}
+	out.moved = out.hashParts != 0
 	return out
 }
 
@@ -111,6 +112,7 @@ func PartitionByKey[K comparable, V any](s *Stream[Pair[K, V]], n int) *Stream[P
 	if n <= 0 {
 		out.hashParts = -1
 	}
+	out.moved = true
 	return out
 }
 
@@ -277,7 +279,7 @@ func Reduce[T any](s *Stream[T], f func(T, T) T) *Stream[T] {
 		partials []T
 		has      []bool
 	)
-	return derive(s, "reduce", func(bc *batchCtx) (*Batch[T], error) {
+	out := derive(s, "reduce", func(bc *batchCtx) (*Batch[T], error) {
 		in, err := s.batch(bc)
 		if in == nil || err != nil {
 			return nil, err
@@ -317,4 +319,6 @@ func Reduce[T any](s *Stream[T], f func(T, T) T) *Stream[T] {
 		}
 		return ob, nil
 	})
+	out.moved = true // one partition of all
+	return out
 }

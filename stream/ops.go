@@ -186,6 +186,7 @@ func TryMap[T, U any](s *Stream[T], f func(T) (U, error)) (ok *Stream[U], failed
 		}
 		return badB, nil
 	})
+	failed.moved = s.moved
 	failed.mustConsume()
 	return ok, failed
 }
@@ -216,17 +217,19 @@ func MapPartitions[T, U any](s *Stream[T], f func(p *Partition[T]) ([]U, error))
 // the run loop's goroutine. Returning nil skips the batch for every
 // operator downstream.
 func Transform[T, U any](s *Stream[T], f func(b *Batch[T]) (*Batch[U], error)) *Stream[U] {
-	return derive(s, "transform", func(bc *batchCtx) (*Batch[U], error) {
+	out := derive(s, "transform", func(bc *batchCtx) (*Batch[U], error) {
 		in, err := s.batch(bc)
 		if in == nil || err != nil {
 			return nil, err
 		}
-		out, err := f(in)
-		if out != nil {
-			out.Info = in.Info
+		ob, err := f(in)
+		if ob != nil {
+			ob.Info = in.Info
 		}
-		return out, err
+		return ob, err
 	})
+	out.moved = true // the partitions f makes
+	return out
 }
 
 // Broadcast runs f on every partition of s with the value that side holds

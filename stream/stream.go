@@ -26,6 +26,10 @@ type Stream[T any] struct {
 	// hashParts says keys are placed by PartitionByKey's hash over this
 	// many partitions (-1: the pipeline's Parallelism); 0 if not.
 	hashParts int
+	// moved says the partitions are not the source's: a partition may
+	// hold values of other source partitions than the one of its ID
+	// (PartitionByKey, Reduce, Transform).
+	moved bool
 
 	consumers int // operators and outputs reading this stream
 	compute   func(bc *batchCtx) (*Batch[T], error)
@@ -52,10 +56,13 @@ func newStream[T any](p *Pipeline, op string, compute func(bc *batchCtx) (*Batch
 	return &Stream[T]{p: p, name: op + "#" + strconv.Itoa(p.nodes), compute: compute}
 }
 
-// derive returns a stream computed from s.
+// derive returns a stream computed from s, in the partitions of s unless
+// the operator says otherwise.
 func derive[T, U any](s *Stream[T], op string, compute func(bc *batchCtx) (*Batch[U], error)) *Stream[U] {
 	s.consumers++
-	return newStream(s.p, op, compute)
+	out := newStream(s.p, op, compute)
+	out.moved = s.moved
+	return out
 }
 
 // mustConsume makes Run fail if nothing reads s: its values would be lost.

@@ -16,12 +16,19 @@ import (
 //	in   -- 1 -- 2 -- 3 -- 4 -- 5 -->
 //	out  ------- 12 ------ 234 ----->   Window(in, 3, 2)
 //
-// The window keeps a copy of the values of length batches. On a Keyed
-// stream of an Assigner source (Kafka), a partition the source loses
-// leaves the window with it, as the state of UpdateStateByKey does: its
-// new owner reads it again from its last commit. A window of a stream
-// that is not Keyed keeps what it holds of lost partitions until it
-// slides past it.
+// The window keeps a copy of the values of length batches. With an
+// Assigner source (Kafka), a partition the source loses leaves the window
+// with it, as the state of UpdateStateByKey does: its new owner reads it
+// again from its last commit, and gives the results of it from then on
+// (what was committed before is in no window once it is lost). This needs
+// the window's partitions to be the source's, every value in the
+// partition of its record: those of the source, of Keyed, and of what the
+// element-wise operators, MapPartitions, Broadcast, windows and the keyed
+// operators of a Keyed stream make of them. A window of partitions that
+// are not the source's (PartitionByKey, ReduceByKey or UpdateStateByKey
+// of a stream that is not Keyed, Reduce, Transform) cannot tell a lost
+// partition's values from the others, and keeps them until it slides
+// past them.
 func Window[T any](s *Stream[T], length, slide int) *Stream[T] {
 	if length < 1 || slide < 1 {
 		s.p.err = fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide)
@@ -82,7 +89,7 @@ func Window[T any](s *Stream[T], length, slide int) *Stream[T] {
 		}
 		return ob, nil
 	})
-	if s.keyed && s.hashParts == 0 { // in the source's partitions
+	if !s.moved { // in the source's partitions
 		s.p.windows = append(s.p.windows, func(lost []int32) { dropPartitions(ring, lost) })
 	}
 	out.keyed, out.hashParts = s.keyed, s.hashParts
@@ -119,7 +126,8 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 // has a value for it, and the keys of a partition come out in no particular
 // order (without inverse, in the order they first appear in the window, as
 // with ReduceByKey). As with Window, the values of a partition that an
-// Assigner source loses leave the window, on a Keyed stream. With inverse,
+// Assigner source loses leave the window, on a Keyed stream; the keys of a
+// stream that is not Keyed are moved by a hash, and stay. With inverse,
 // a key must be equal to itself: a batch holding a key that is not (a
 // float NaN), which the running results could never find to remove,
 // fails, as in UpdateStateByKey.
@@ -235,7 +243,7 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse
 		})
 		return ob, err
 	})
-	if perBatch.hashParts == 0 { // in the source's partitions
+	if !perBatch.moved { // in the source's partitions
 		s.p.windows = append(s.p.windows, func(lost []int32) {
 			dropPartitions(ring, lost)
 			for _, id := range lost {

@@ -1,6 +1,7 @@
 package stream_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -112,4 +113,109 @@ func TestWindowOfRecordsDropsLostPartition(t *testing.T) {
 	}
 	assert.Equal(t, []int32{0}, parts, "partition 1 lost: its records leave the window")
 	assert.Equal(t, 2, got[1].Len())
+}
+
+// keys maps a stream of pairs to their keys: a stream that is not Keyed.
+func keys(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+	return stream.Map(s, func(kv stream.Pair[int, int]) int { return kv.Key })
+}
+
+// graphsInSourcePartitions are streams that are not Keyed but whose
+// partitions are still the source's, each value in the partition of the
+// record it came from.
+var graphsInSourcePartitions = map[string]func(*stream.Stream[stream.Pair[int, int]]) *stream.Stream[int]{
+	"map": keys,
+	"filter": func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+		return stream.Filter(keys(s), func(int) bool { return true })
+	},
+	"flatMap": func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+		return stream.FlatMap(keys(s), func(dst []int, k int) []int { return append(dst, k) })
+	},
+	"mapPartitions": func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+		return stream.MapPartitions(keys(s), func(p *stream.Partition[int]) ([]int, error) { return p.Values, nil })
+	},
+	"window": func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+		return stream.Window(keys(s), 1, 1)
+	},
+}
+
+// A window of a stream that is not Keyed, but whose partitions are the
+// source's, drops a lost partition's values too: the process no longer
+// owns it, and must not go on giving results of it beside its new owner.
+func TestWindowNotKeyedDropsLostPartition(t *testing.T) {
+	for name, graph := range graphsInSourcePartitions {
+		t.Run(name, func(t *testing.T) {
+			src := &assigning{
+				scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+					{pair1(10, 0, 0), pair1(11, 1, 0)},
+					{pair1(10, 0, 1)}, // partition 1 lost before this batch
+				}},
+				plan: [][]int32{{0, 1}, {0}},
+			}
+			p := stream.NewPipeline(stream.Interval(2 * time.Millisecond))
+			c := collect(stream.Window(graph(stream.From(p, src)), 3, 1))
+			run(t, p)
+			got := c.values()
+			require.Len(t, got, 2)
+			assert.Equal(t, []int{10, 11}, sorted(got[0]))
+			assert.Equal(t, []int{10, 10}, sorted(got[1]), "partition 1 lost: its values leave the window")
+		})
+	}
+}
+
+// A window of a stream that is not Keyed counts the records of a
+// partition lost and assigned again once: the batches not committed
+// before it was lost (CommitInterval) are read again.
+func TestWindowNotKeyedOfRegainedPartitionCountsRecordsOnce(t *testing.T) {
+	src := &assigning{
+		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+			{pair1(1, 0, 0)},                 // committed: the first batch is
+			{pair1(1, 0, 1)},                 // held back by the interval
+			{},                               // partition 0 lost: offset 1 is not committed
+			{pair1(1, 0, 1), pair1(1, 0, 2)}, // assigned again: read from offset 1
+		}},
+		plan: [][]int32{{0}, {0}, {}, {0}},
+	}
+	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.CommitInterval(time.Hour))
+	c := collect(stream.Window(keys(stream.From(p, src)), 4, 1))
+	run(t, p)
+	got := c.values()
+	require.Len(t, got, 4)
+	for i, vs := range got {
+		assert.LessOrEqual(t, len(vs), 3, "batch %d: 3 records, at offsets 0 to 2", i+1)
+	}
+}
+
+// A window of partitions that are not the source's keeps its values when
+// the source loses a partition of the same ID: Reduce's one partition
+// holds the values of every source partition, and so may a Transform's.
+func TestWindowOfOtherPartitionsKeepsValuesOnRebalance(t *testing.T) {
+	for name, graph := range map[string]func(*stream.Stream[stream.Pair[int, int]]) *stream.Stream[int]{
+		"reduce": func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+			return stream.Reduce(keys(s), plus)
+		},
+		"transform": func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+			return stream.Transform(keys(s), func(b *stream.Batch[int]) (*stream.Batch[int], error) {
+				all := slices.Collect(b.All())
+				return &stream.Batch[int]{Partitions: []stream.Partition[int]{{ID: 0, Values: all}}}, nil
+			})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			src := &assigning{
+				scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+					{pair1(10, 0, 0), pair1(11, 1, 0)},
+					{pair1(12, 1, 1)}, // partition 0 lost before this batch
+				}},
+				plan: [][]int32{{0, 1}, {1}},
+			}
+			p := stream.NewPipeline(stream.Interval(2 * time.Millisecond))
+			c := collect(stream.Window(graph(stream.From(p, src)), 3, 1))
+			run(t, p)
+			got := c.values()
+			require.Len(t, got, 2)
+			total, _ := sum(0, got[1], 0, false)
+			assert.Equal(t, 10+11+12, total, "the window's partition 0 holds partition 1's values too")
+		})
+	}
 }
