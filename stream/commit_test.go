@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
 )
 
@@ -278,4 +279,96 @@ func TestStreamNamedAfterItsOutputs(t *testing.T) {
 	var se *stream.StageError
 	require.ErrorAs(t, err, &se)
 	assert.Equal(t, "forEachBatch(later)", se.Stage)
+}
+
+// endHook journals the batches and the final commit it is told of, and
+// cancels the run after batch cancelAt.
+type endHook struct {
+	j        *journal
+	cancelAt int64
+	cancel   context.CancelFunc
+	final    []stream.CommitStats
+}
+
+func (h *endHook) BatchDone(s stream.BatchStats) {
+	h.j.add("batch %d", s.Info.ID)
+	if s.Info.ID == h.cancelAt {
+		h.cancel()
+	}
+}
+
+func (h *endHook) FinalCommit(s stream.CommitStats) {
+	h.j.add("final commit after batch %d", s.Batch.ID)
+	s.Inputs, s.State = slices.Clone(s.Inputs), slices.Clone(s.State)
+	h.final = append(h.final, s)
+}
+
+// The commit with which Run ends, of what batches held back by
+// CommitInterval read, comes after the last batch's BatchDone: a
+// FinalCommitHook is told of it, whether the source ended or the run was
+// cancelled, and of no other. BatchDone is called as before.
+func TestFinalCommitHookSeesTheCommitThatEndsTheRun(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		n        int
+		interval time.Duration
+		cancelAt int64
+		want     []string
+	}{
+		{"source ended", 4, time.Hour, 0, []string{
+			"write [1 2]", "flush", "commit 3", "batch 1",
+			"write [3 4]", "batch 2",
+			"flush", "commit 5", "final commit after batch 2",
+		}},
+		{"cancelled after a batch", 10, time.Hour, 2, []string{
+			"write [1 2]", "flush", "commit 3", "batch 1",
+			"write [3 4]", "batch 2",
+			"flush", "commit 5", "final commit after batch 2",
+		}},
+		{"nothing held back", 4, 0, 0, []string{
+			"write [1 2]", "flush", "commit 3", "batch 1",
+			"write [3 4]", "flush", "commit 5", "batch 2",
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			j := &journal{}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			h := &endHook{j: j, cancelAt: c.cancelAt, cancel: cancel}
+			p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2), stream.CommitInterval(c.interval), stream.WithHook(h))
+			stream.To(stream.From(p, &counting{n: c.n, j: j}), &flushing{j: j})
+			require.NoError(t, p.Run(ctx))
+			assert.Equal(t, c.want, j.events)
+			if len(h.final) == 1 {
+				f := h.final[0]
+				assert.Equal(t, 2, f.Batch.Records, "the last batch's info")
+				assert.Greater(t, f.Commit, time.Duration(0))
+				assert.Greater(t, f.Flush, time.Duration(0))
+				assert.Zero(t, f.Checkpoint, "no store")
+				assert.Equal(t, []stream.PartitionStats{{Source: "test", Partition: 0, Lag: -1}}, f.Inputs)
+			}
+		})
+	}
+}
+
+// A FinalCommitHook sees the lag after the commit with which Run ends:
+// the last BatchDone saw it before, when the interval held its batch back.
+func TestFinalCommitHookSeesTheLagAfterIt(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h := &endHook{j: &journal{}, cancelAt: 2, cancel: cancel}
+	lags := map[int64][]int64{}
+	src := &lagging{Slice: source.NewSlice("n", ints(100), 2), total: [2]int64{50, 50}}
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(30), stream.CommitInterval(time.Hour), stream.WithHook(h),
+		stream.WithHook(hookFunc(func(s stream.BatchStats) {
+			for _, in := range s.Inputs {
+				lags[s.Info.ID] = append(lags[s.Info.ID], in.Lag)
+			}
+		})))
+	stream.ForEachBatch(stream.From(p, src), func(context.Context, *stream.Batch[int]) error { return nil })
+	require.NoError(t, p.Run(ctx))
+	assert.Equal(t, map[int64][]int64{1: {35, 35}, 2: {35, 35}}, lags, "15 of 50 committed in each partition, then 30 read but held back")
+	require.Len(t, h.final, 1)
+	assert.Equal(t, []stream.PartitionStats{{Source: "n", Partition: 0, Lag: 20}, {Source: "n", Partition: 1, Lag: 20}}, h.final[0].Inputs,
+		"30 of 50 committed as the run ends")
 }

@@ -148,8 +148,19 @@ type Hook interface {
 	// and, when the batch was made durable, its state checkpointed and its
 	// offsets committed (BatchStats.Checkpoint and Commit are 0 when
 	// CommitInterval left that to a later batch). The last commit as Run
-	// ends, of what such batches read, is not a batch: no hook sees it.
+	// ends, of what such batches read, is not a batch: BatchDone does not
+	// see it, a FinalCommitHook does.
 	BatchDone(s BatchStats)
+}
+
+// FinalCommitHook is implemented by Hooks that follow the commit with
+// which Run ends: that of what the batches CommitInterval held back read,
+// and of their state, made after the last batch's BatchDone, when the
+// source ends or Run is cancelled. FinalCommit is called once it is done,
+// on the run loop's goroutine; not when there was nothing held back, nor
+// when the commit failed (Run returns the error).
+type FinalCommitHook interface {
+	FinalCommit(s CommitStats)
 }
 
 // RestoreHook is implemented by Hooks that follow the restore of durable
@@ -192,6 +203,26 @@ type BatchStats struct {
 	Flush time.Duration
 	// State is the size of every UpdateStateByKey operator's state after
 	// the batch.
+	State []StateStats
+}
+
+// CommitStats describes the commit with which Run ends (see
+// FinalCommitHook). Its slices belong to the hook call: copy what must
+// outlive it.
+type CommitStats struct {
+	// Batch is the last batch, which the commit completes.
+	Batch Info
+	// Inputs are the source partitions the commit holds offsets of, and,
+	// with an Assigner source, every assigned partition, sorted, with
+	// their Lag after the commit; Records is 0.
+	Inputs []PartitionStats
+	// Checkpoint, Commit and Flush are as in BatchStats.
+	Checkpoint time.Duration
+	Commit     time.Duration
+	Flush      time.Duration
+	// State is the size of every UpdateStateByKey operator's state, once
+	// the partitions an Assigner source lost since the last batch were
+	// dropped.
 	State []StateStats
 }
 

@@ -203,19 +203,26 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	// nothing (their state may have changed: a TTL, UpdateAll); but for the
 	// partitions lost since the last batch, whose state is dropped first,
 	// so that its checkpoint does not write over their new owners'.
+	// FinalCommitHooks are told of that commit.
 	end := func() error {
 		if !heldBack || len(pending) == 0 && p.cfg.store == nil {
 			return nil
 		}
+		now := assigned
 		if assigner != nil {
-			now := assigner.Assignment()
+			now = assigner.Assignment()
 			if lost := minus(assigned, now); len(lost) > 0 {
 				p.cfg.logger.Info("partitions lost as the run ends", "lost", lost)
 				p.dropState(lost)
 				dropLost(now)
 			}
 		}
-		return p.commit(work, last, committer, pending, &stats)
+		stats.Checkpoint, stats.Commit, stats.Flush = 0, 0, 0
+		if err := p.commit(work, last, committer, pending, &stats); err != nil {
+			return err
+		}
+		p.finalCommitDone(last, pending, now, &stats, &sourceName, lagger)
+		return nil
 	}
 
 	start := time.Now()
@@ -354,6 +361,29 @@ func (p *Pipeline) validate() error {
 		}
 	}
 	return nil
+}
+
+// finalCommitDone tells the FinalCommitHooks of the commit with which Run
+// ends, of offsets, after the batch last, with the partitions assigned,
+// as stats timed it.
+func (p *Pipeline) finalCommitDone(last Info, offsets []Offset, assigned []int32, stats *BatchStats, sourceName *string, lagger Lagger) {
+	var hooks []FinalCommitHook
+	for _, h := range p.cfg.hooks {
+		if fh, ok := h.(FinalCommitHook); ok {
+			hooks = append(hooks, fh)
+		}
+	}
+	if len(hooks) == 0 {
+		return
+	}
+	cs := CommitStats{Batch: last, Checkpoint: stats.Checkpoint, Commit: stats.Commit, Flush: stats.Flush}
+	cs.Inputs = inputStats(stats.Inputs[:0], offsets, make([]int, len(offsets)), assigned, sourceName, lagger)
+	for _, s := range p.stateful {
+		cs.State = append(cs.State, s.size())
+	}
+	for _, h := range hooks {
+		h.FinalCommit(cs)
+	}
 }
 
 // finish runs the outputs of a batch, then, if durable says so once they

@@ -58,8 +58,9 @@ type monitor struct {
 }
 
 var (
-	_ stream.Hook        = (*monitor)(nil)
-	_ stream.RestoreHook = (*monitor)(nil)
+	_ stream.Hook            = (*monitor)(nil)
+	_ stream.RestoreHook     = (*monitor)(nil)
+	_ stream.FinalCommitHook = (*monitor)(nil)
 )
 
 // point is one batch on the live page's charts.
@@ -179,6 +180,10 @@ func (m *monitor) BatchDone(s stream.BatchStats) {
 	}
 	m.history = append(m.history[old:], p)
 }
+
+// FinalCommit implements stream.FinalCommitHook: the metrics of the
+// commit with which the run ends (-commit-interval).
+func (m *monitor) FinalCommit(s stream.CommitStats) { m.engine.FinalCommit(s) }
 
 // RestoreProgress implements stream.RestoreHook.
 func (m *monitor) RestoreProgress(s stream.RestoreStats) {

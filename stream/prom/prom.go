@@ -33,22 +33,27 @@
 //
 // The lag and state gauges hold the partitions and states of the last
 // batch only: a partition that moved to another process leaves them.
+// Metrics is also a stream.FinalCommitHook: the commit with which Run ends,
+// of the batches CommitInterval held back, is timed in the checkpoint,
+// commit and flush histograms, and sets the lag and state gauges as a
+// batch does, without counting as one.
 package prom
 
 import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/stream"
 )
 
-// Metrics is a stream.Hook and stream.RestoreHook that keeps what it is
-// told as Prometheus metrics, and a prometheus.Collector that exports them.
-// It is safe for concurrent use: the pipeline calls the hooks while
-// Prometheus collects. Give each pipeline a Metrics of its own (told apart
+// Metrics is a stream.Hook, stream.RestoreHook and stream.FinalCommitHook
+// that keeps what it is told as Prometheus metrics, and a
+// prometheus.Collector that exports them. It is safe for concurrent use:
+// the pipeline calls the hooks while Prometheus collects. Give each pipeline a Metrics of its own (told apart
 // by ConstLabels): a batch deletes the lag and state gauges its pipeline
 // did not set, as stale, and those of another pipeline would look so.
 type Metrics struct {
@@ -79,9 +84,10 @@ type Metrics struct {
 }
 
 var (
-	_ stream.Hook          = (*Metrics)(nil)
-	_ stream.RestoreHook   = (*Metrics)(nil)
-	_ prometheus.Collector = (*Metrics)(nil)
+	_ stream.Hook            = (*Metrics)(nil)
+	_ stream.RestoreHook     = (*Metrics)(nil)
+	_ stream.FinalCommitHook = (*Metrics)(nil)
+	_ prometheus.Collector   = (*Metrics)(nil)
 )
 
 // Option configures Metrics.
@@ -172,16 +178,31 @@ func (m *Metrics) BatchDone(s stream.BatchStats) {
 	for _, o := range s.Outputs {
 		m.output.WithLabelValues(o.Name).Observe(o.Duration.Seconds())
 	}
-	if s.Checkpoint > 0 {
-		m.checkpoint.Observe(s.Checkpoint.Seconds())
+	m.commitDone(s.Checkpoint, s.Commit, s.Flush, s.Inputs, s.State)
+}
+
+// FinalCommit implements stream.FinalCommitHook: the commit with which
+// Run ends is timed, and sets the lag and state gauges, but is not a
+// batch.
+func (m *Metrics) FinalCommit(s stream.CommitStats) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.commitDone(s.Checkpoint, s.Commit, s.Flush, s.Inputs, s.State)
+}
+
+// commitDone keeps the times of a commit (0: none), the records read of
+// inputs and their lag, and the size of the state after it. m.mu is held.
+func (m *Metrics) commitDone(checkpoint, commit, flush time.Duration, inputs []stream.PartitionStats, state []stream.StateStats) {
+	if checkpoint > 0 {
+		m.checkpoint.Observe(checkpoint.Seconds())
 	}
-	if s.Commit > 0 {
-		m.commit.Observe(s.Commit.Seconds())
+	if commit > 0 {
+		m.commit.Observe(commit.Seconds())
 	}
-	if s.Flush > 0 {
-		m.flush.Observe(s.Flush.Seconds())
+	if flush > 0 {
+		m.flush.Observe(flush.Seconds())
 	}
-	for _, in := range s.Inputs {
+	for _, in := range inputs {
 		p := strconv.Itoa(int(in.Partition))
 		m.records.WithLabelValues(in.Source, p).Add(float64(in.Records))
 		if in.Lag >= 0 {
@@ -190,7 +211,7 @@ func (m *Metrics) BatchDone(s stream.BatchStats) {
 		}
 	}
 	m.lagLabels.forgetUnset(m.lag)
-	for _, st := range s.State {
+	for _, st := range state {
 		m.stateKeys.WithLabelValues(st.Name).Set(float64(st.Keys))
 		m.stateBytes.WithLabelValues(st.Name).Set(float64(st.Bytes))
 		m.stateLabels.set(st.Name)

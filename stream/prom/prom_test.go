@@ -123,6 +123,45 @@ func TestMetricsOfARun(t *testing.T) {
 	assert.Equal(t, 4, n)
 }
 
+// cancelAfter cancels a run once its batch id is done.
+type cancelAfter struct {
+	id     int64
+	cancel context.CancelFunc
+}
+
+func (c cancelAfter) BatchDone(s stream.BatchStats) {
+	if s.Info.ID == c.id {
+		c.cancel()
+	}
+}
+
+// The commit with which a run ends, of the batches CommitInterval held
+// back, comes after the last batch: the lag gauges and the commit time
+// show it.
+func TestMetricsOfTheCommitThatEndsARun(t *testing.T) {
+	values := make([]int, 1000)
+	m := prom.New()
+	reg := prometheus.NewPedanticRegistry()
+	require.NoError(t, reg.Register(m))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := &lagging{Slice: source.NewSlice("nums", values, 4), perPartition: 250}
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(300), stream.CommitInterval(time.Hour),
+		stream.WithHook(m), stream.WithHook(cancelAfter{2, cancel}))
+	stream.ForEachBatch(stream.From(p, src), func(context.Context, *stream.Batch[int]) error { return nil })
+	require.NoError(t, p.Run(ctx))
+
+	fs := families(t, reg)
+	assert.Equal(t, 2.0, fs["sluice_batches_total"].GetMetric()[0].GetCounter().GetValue(), "the final commit is not a batch")
+	assert.Equal(t, uint64(2), fs["sluice_commit_seconds"].GetMetric()[0].GetHistogram().GetSampleCount(), "the first batch's commit and the final one")
+	assert.Equal(t, uint64(2), fs["sluice_batch_processing_seconds"].GetMetric()[0].GetHistogram().GetSampleCount())
+	lags := fs["sluice_consumer_lag"].GetMetric()
+	assert.Len(t, lags, 4)
+	for _, l := range lags {
+		assert.Equal(t, 100.0, l.GetGauge().GetValue(), "600 records, 150 a partition, committed as the run ended: partition %s", label(l, "partition"))
+	}
+}
+
 func TestGaugesForgetWhatTheLastBatchHadNot(t *testing.T) {
 	m := prom.New(prom.Namespace("x"))
 	reg := prometheus.NewPedanticRegistry()
