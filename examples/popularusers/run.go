@@ -135,7 +135,10 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 
 	if c.digestTopic != "" {
 		member := cmp.Or(c.instance, memberName())
-		x, err := exchange.New(exchange.Config{Brokers: brokers, Topic: c.digestTopic, Member: member, Logger: log})
+		// The partials say their sketch and input topic, so that after
+		// a change of either the others' partials of before are left
+		// out, not merged or failed on.
+		x, err := exchange.New(exchange.Config{Brokers: brokers, Topic: c.digestTopic, Member: member, Kind: c.sketch, Input: c.topic, Logger: log})
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -270,4 +271,35 @@ func filterOwner(owner map[int]int, i int) map[int]bool {
 		}
 	}
 	return out
+}
+
+// Two processes of one group with another -sketch each (as while a group
+// is restarted with the other one) on one digest topic: each leaves out
+// the other's partials, with a warning, and goes on with its own batches
+// instead of failing them.
+func TestScaleOutWithTwoSketchesLeavesOutTheOthersPartials(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes")
+	}
+	addr := startStandaloneBroker(t)
+	common := []string{"-brokers", addr, "-json", "-interval", "200ms", "-state", "changelog", "-group", "mixed", "-digest-topic", "mixed-digests"}
+	ps := []*process{start(t, append(common, "-sketch", "tdigest")...), start(t, append(common, "-sketch", "exact")...)}
+	waitShared(t, ps)
+	const warning = `msg="exchange partial of another kind or input left out until its owner publishes one of this exchange's"`
+	waitFor(t, time.Minute, "each process to leave out the other's partials", func() bool {
+		for _, p := range ps {
+			if !strings.Contains(p.stderr.String(), warning) {
+				return false
+			}
+		}
+		return true
+	})
+	seen := []int{len(ps[0].stdout.lines()), len(ps[1].stdout.lines())}
+	waitFor(t, time.Minute, "five batches more of each process", func() bool {
+		return len(ps[0].stdout.lines()) >= seen[0]+5 && len(ps[1].stdout.lines()) >= seen[1]+5
+	})
+	for i, p := range ps {
+		assert.Equal(t, exitOK, p.stop(t, syscall.SIGTERM, 30*time.Second), "process %d", i)
+		assert.NotContains(t, p.stderr.String(), "level=ERROR", "process %d", i)
+	}
 }

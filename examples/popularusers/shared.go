@@ -37,6 +37,10 @@ type shared[S sketch[S]] struct {
 type cachedPartial[S any] struct {
 	offset int64
 	sketch S
+	// of unknown kind, and not of this process's sketch: left out; from
+	// member, logged once while its partials of the partition are
+	left   bool
+	member string
 }
 
 // digestSink publishes the partials of a batch's partitions, but of those
@@ -92,14 +96,28 @@ func (sh *shared[S]) merge(own []partial[S], batch int64) (S, error) {
 			if err != nil {
 				return all, err
 			}
-			if err := d.UnmarshalBinary(p.Value); err != nil {
+			err = d.UnmarshalBinary(p.Value)
+			switch {
+			case err != nil && p.Kind == "":
+				// Written before partials said their kind: of the other
+				// sketch, most likely. The exchange leaves out those
+				// that say they are.
+				if !ok || !c.left || c.member != p.Member {
+					sh.log.Warn("digest exchange: a partial of unknown kind does not decode as this process's sketch: left out until its owner publishes again",
+						"partition", p.Partition, "origin", fmt.Sprintf("%s/0@%d", sh.x.Topic(), p.Offset), "member", p.Member, "batch", p.Batch, "err", err)
+				}
+				sh.cache[p.Partition] = cachedPartial[S]{offset: p.Offset, left: true, member: p.Member}
+				continue
+			case err != nil:
 				return all, fmt.Errorf("digest exchange: the partial of partition %d at %s/0@%d, published by %s at its batch %d, does not decode as this process's sketch (run every process of the group with the same -sketch): %w",
 					p.Partition, sh.x.Topic(), p.Offset, p.Member, p.Batch, err)
 			}
 			c = cachedPartial[S]{offset: p.Offset, sketch: d}
 			sh.cache[p.Partition] = c
 		}
-		parts[p.Partition] = c.sketch
+		if !c.left {
+			parts[p.Partition] = c.sketch
+		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(parts)) {
 		if err := all.Merge(parts[id]); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,13 +65,13 @@ func TestDigestSinkPublishesOwnedPartitionsOnly(t *testing.T) {
 	}
 }
 
-// A partial that does not decode as this process's sketch stops the
+// A partial of this process's sketch that does not decode stops the
 // threshold with an error that names where it is in the digest topic.
 func TestMergeNamesAPartialThatDoesNotDecode(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{})
 	require.NoError(t, err)
 	defer b.Close()
-	x, err := exchange.New(exchange.Config{Brokers: b.Addrs(), Topic: "digests", Member: "other"})
+	x, err := exchange.New(exchange.Config{Brokers: b.Addrs(), Topic: "digests", Member: "other", Kind: "exact"})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -92,4 +93,58 @@ func TestMergeNamesAPartialThatDoesNotDecode(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorContains(t, err, "partition 1")
 	assert.ErrorContains(t, err, "digests/0@1", "the partial's topic, partition and offset")
+}
+
+// A process of one -sketch merges neither the partials of the other
+// sketch nor, of the partials written before they said their kind, those
+// that do not decode as its own: it logs them once, and goes on with the
+// others until their owners publish again.
+func TestMergeLeavesOutThePartialsOfAnotherSketch(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	defer b.Close()
+	var logs strings.Builder
+	x, err := exchange.New(exchange.Config{Brokers: b.Addrs(), Topic: "digests", Member: "e", Kind: "exact", Input: "messages"})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- x.Run(ctx) }()
+	defer func() {
+		cancel()
+		assert.NoError(t, <-done)
+		assert.NoError(t, x.Close())
+	}()
+	other, err := exchange.New(exchange.Config{Brokers: b.Addrs(), Topic: "digests", Member: "t", Kind: "tdigest", Input: "messages"})
+	require.NoError(t, err)
+	defer other.Close()
+
+	exact := digest.NewCounts()
+	require.NoError(t, exact.AddInt(5))
+	ev, err := exact.MarshalBinary()
+	require.NoError(t, err)
+	td, err := digest.NewTDigest()
+	require.NoError(t, err)
+	require.NoError(t, td.Add(1000))
+	tv, err := td.MarshalBinary()
+	require.NoError(t, err)
+	require.NoError(t, x.Publish(ctx, []exchange.Partial{{Partition: 0, Value: ev, Batch: 3}}))
+	require.NoError(t, other.Publish(ctx, []exchange.Partial{{Partition: 1, Value: tv, Batch: 3}}))
+	// Written before partials said their kind (header version 1): one of
+	// each sketch.
+	v1 := func(value []byte) []byte { return append([]byte{1, 6, 0, 1, 'o'}, value...) }
+	require.NoError(t, b.Produce("digests", kafkatest.Record{Key: []byte("2"), Value: v1(tv)}, kafkatest.Record{Key: []byte("3"), Value: v1(ev)}))
+
+	newSketch := func() (*digest.Counts, error) { return digest.NewCounts(), nil }
+	sh := &shared[*digest.Counts]{x: x, newSketch: newSketch, log: slog.New(slog.NewTextHandler(&logs, nil)), cache: map[int32]cachedPartial[*digest.Counts]{}}
+	for batch := range int64(3) {
+		if batch == 2 { // its owner publishes it again, still of the first version
+			require.NoError(t, b.Produce("digests", kafkatest.Record{Key: []byte("2"), Value: v1(tv)}))
+		}
+		all, err := sh.merge(nil, 4+batch)
+		require.NoError(t, err)
+		assert.Equal(t, uint64(2), all.Count(), "partitions 0 and 3, exact")
+		assert.Equal(t, float64(5), all.Quantile(1))
+	}
+	assert.Equal(t, 1, strings.Count(logs.String(), "level=WARN"), "logged once:\n%s", logs.String())
+	assert.Contains(t, logs.String(), `msg="digest exchange: a partial of unknown kind does not decode as this process's sketch: left out until its owner publishes again" partition=2 origin=digests/0@2 member=o batch=3`)
 }

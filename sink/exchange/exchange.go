@@ -29,10 +29,31 @@
 // is missing, with segment.ms of 10 minutes: Kafka never compacts the
 // segment being written, which it rolls by default at 1 GiB or after 7
 // days, so that a process starting would otherwise read up to that much
-// of old partials. A topic made beforehand should be given the same. The record key is the input partition in decimal; the value
-// is a versioned header (batch, time, member) and the payload. A tombstone
+// of old partials. A topic made beforehand should be given the same. The
+// record key is the input partition in decimal; the value is a versioned
+// header (kind, input, batch, time, member) and the payload. A tombstone
 // (a null value) deletes its partition's value, for the processes running
 // as for those that start after compaction.
+//
+// # Kind and input
+//
+// A partial says what its value is (Config.Kind, such as the sketch it
+// encodes) and what its partition is of (Config.Input, such as the input
+// topic), so that a partial left on the topic by a run of another kind or
+// on another input is recognised: a pipeline whose sketch or input
+// changed while its exchange topic stayed must neither merge nor fail on
+// it. Such a partial is left out of Latest, counted (Mismatched) and
+// logged once per partition and publisher, and it supersedes the
+// partition's value before it, as after compaction: the partition has no
+// value until its owner publishes one of this exchange's kind and input.
+// A record that does not decode supersedes it in the same way.
+//
+// Values of the first header version (no kind nor input) still decode,
+// with Kind and Input empty: unknown, they are returned whatever Config
+// says, for the caller to tell by the value itself (the digest package's
+// encodings begin with their sketch's kind). A process of the first
+// version skips the values of the current one as records that do not
+// decode, and goes on with the partition's value before them.
 package exchange
 
 import (
@@ -62,6 +83,16 @@ type Config struct {
 	// Member names this process in what it publishes, for the logs of the
 	// others (Partial.Member).
 	Member string
+	// Kind names the kind of value this process publishes and reads, such
+	// as the sketch it encodes ("tdigest"). Publish gives it to partials
+	// without one; Latest leaves out partials of another kind. Empty: any
+	// kind is taken, and partials are published of the kind they have.
+	Kind string
+	// Input names what the partitions that key the partials are of, such
+	// as the input topic, so that the partials of a pipeline that read
+	// another input are told apart. Publish gives it to partials without
+	// one; Latest leaves out partials of another input. Empty: any.
+	Input string
 	// ReplicationFactor of a topic Run creates (0: the brokers' default).
 	ReplicationFactor int16
 	// Sarama is the client configuration (nil: idempotent producer,
@@ -79,6 +110,11 @@ var topicConfig = map[string]string{"segment.ms": "600000"}
 type Partial struct {
 	Partition int32
 	Value     []byte
+	// Kind and Input say what Value is and what Partition is of (see
+	// Config); empty when unknown, as in a partial of the first header
+	// version, written before they were.
+	Kind  string
+	Input string
 	// Batch and Time are those of the publisher's batch.
 	Batch  int64
 	Time   time.Time
@@ -108,13 +144,23 @@ type Kafka struct {
 	next     int64         // offset after the last record read
 	moved    chan struct{} // closed when next moves
 	bad      int64         // records that did not decode
+	// mismatched counts the partials of another kind or input; foreign
+	// holds, by partition, who published the last one, so that a
+	// partition's are logged once until one of this exchange's comes.
+	mismatched int64
+	foreign    map[int32]string
 }
 
 // ErrClosed is returned by Publish and Sync after Close.
 var ErrClosed = errors.New("exchange closed")
 
-// headerVersion is the version of a value's header.
-const headerVersion = 1
+// headerVersion is the version of a value's header that Publish writes.
+// Version 1 had no kind nor input; its values still decode, with both
+// unknown.
+const (
+	headerVersion   = 2
+	headerVersionV1 = 1
+)
 
 // New returns an exchange configured by cfg. It validates cfg and starts
 // nothing.
@@ -139,7 +185,7 @@ func New(cfg Config) (*Kafka, error) {
 	}
 	return &Kafka{
 		cfg: cfg, sarama: sc, log: log.With("exchange", cfg.Topic),
-		latest: map[int32]Partial{}, moved: make(chan struct{}),
+		latest: map[int32]Partial{}, moved: make(chan struct{}), foreign: map[int32]string{},
 		connecting: make(chan struct{}, 1),
 	}, nil
 }
@@ -222,9 +268,12 @@ func (x *Kafka) read(ctx context.Context, pc sarama.PartitionConsumer) bool {
 // take keeps the value m holds as its partition's: the last one
 // published, in the topic's order, whoever published it. A tombstone (a
 // null value) deletes the partition's value, as compaction later does for
-// the processes that start after it.
+// the processes that start after it; so does a value that does not
+// decode, or of another kind or input: the partition's value before it is
+// superseded all the same, and after compaction nobody would read it.
 func (x *Kafka) take(m *sarama.ConsumerMessage) {
 	p, err := decode(m.Key, m.Value)
+	origin := fmt.Sprintf("%s/%d@%d", m.Topic, m.Partition, m.Offset)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.next = m.Offset + 1
@@ -233,17 +282,40 @@ func (x *Kafka) take(m *sarama.ConsumerMessage) {
 	if m.Value == nil {
 		if part, kerr := partitionOf(m.Key); kerr == nil {
 			delete(x.latest, part)
-			x.log.Info("exchange partial deleted", "partition", part, "origin", fmt.Sprintf("%s/%d@%d", m.Topic, m.Partition, m.Offset))
+			delete(x.foreign, part)
+			x.log.Info("exchange partial deleted", "partition", part, "origin", origin)
 			return
 		}
 	}
 	if err != nil {
+		if part, kerr := partitionOf(m.Key); kerr == nil {
+			delete(x.latest, part)
+		}
 		x.bad++
-		x.log.Warn("exchange record skipped", "origin", fmt.Sprintf("%s/%d@%d", m.Topic, m.Partition, m.Offset), "err", err)
+		x.log.Warn("exchange record skipped", "origin", origin, "err", err)
 		return
 	}
+	if !x.ours(p) {
+		delete(x.latest, p.Partition)
+		x.mismatched++
+		who := p.Kind + "\x00" + p.Input + "\x00" + p.Member
+		if x.foreign[p.Partition] != who {
+			x.foreign[p.Partition] = who
+			x.log.Warn("exchange partial of another kind or input left out until its owner publishes one of this exchange's",
+				"partition", p.Partition, "origin", origin, "member", p.Member, "kind", p.Kind, "input", p.Input, "want_kind", x.cfg.Kind, "want_input", x.cfg.Input)
+		}
+		return
+	}
+	delete(x.foreign, p.Partition)
 	p.Offset = m.Offset
 	x.latest[p.Partition] = p
+}
+
+// ours reports whether p is of this exchange's kind and input, or of
+// unknown ones.
+func (x *Kafka) ours(p Partial) bool {
+	return (x.cfg.Kind == "" || p.Kind == "" || p.Kind == x.cfg.Kind) &&
+		(x.cfg.Input == "" || p.Input == "" || p.Input == x.cfg.Input)
 }
 
 // Publish writes the values of partials, and returns when the brokers
@@ -260,9 +332,9 @@ func (x *Kafka) Publish(ctx context.Context, partials []Partial) error {
 	}
 	msgs := make([]*sarama.ProducerMessage, len(partials))
 	for i, p := range partials {
-		if p.Member == "" {
-			p.Member = x.cfg.Member
-		}
+		p.Member = cmp.Or(p.Member, x.cfg.Member)
+		p.Kind = cmp.Or(p.Kind, x.cfg.Kind)
+		p.Input = cmp.Or(p.Input, x.cfg.Input)
 		msgs[i] = &sarama.ProducerMessage{
 			Topic:     x.cfg.Topic,
 			Partition: 0,
@@ -336,6 +408,14 @@ func (x *Kafka) Skipped() int64 {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return x.bad
+}
+
+// Mismatched returns how many partials read were of another kind or input
+// than Config's, and left out.
+func (x *Kafka) Mismatched() int64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.mismatched
 }
 
 // Close closes the producer and the client. Call it after Run has
@@ -508,15 +588,33 @@ func (x *Kafka) checkPolicy(c sarama.Client) {
 	}
 }
 
-// encode makes a record value: version, batch, time, member, payload.
+// encode makes a record value: version, kind, input, batch, time,
+// member, payload.
 func encode(p Partial) []byte {
-	b := make([]byte, 0, 32+len(p.Member)+len(p.Value))
+	b := make([]byte, 0, 40+len(p.Kind)+len(p.Input)+len(p.Member)+len(p.Value))
 	b = append(b, headerVersion)
+	b = appendString(b, p.Kind)
+	b = appendString(b, p.Input)
 	b = binary.AppendVarint(b, p.Batch)
 	b = binary.AppendVarint(b, p.Time.UnixNano())
-	b = binary.AppendUvarint(b, uint64(len(p.Member)))
-	b = append(b, p.Member...)
+	b = appendString(b, p.Member)
 	return append(b, p.Value...)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// readString reads a string appendString wrote at the start of b, and
+// returns it and the bytes after it.
+func readString(b []byte) (string, []byte, bool) {
+	l, n := binary.Uvarint(b)
+	if n <= 0 || l > uint64(len(b)-n) {
+		return "", nil, false
+	}
+	b = b[n:]
+	return string(b[:l]), b[l:], true
 }
 
 // partitionOf reads a record's key.
@@ -536,10 +634,19 @@ func decode(key, value []byte) (Partial, error) {
 		return p, err
 	}
 	p.Partition = part
-	if len(value) == 0 || value[0] != headerVersion {
-		return p, fmt.Errorf("partition %d: unknown value version (want %d)", part, headerVersion)
+	if len(value) == 0 || value[0] != headerVersion && value[0] != headerVersionV1 {
+		return p, fmt.Errorf("partition %d: unknown value version (want %d or %d)", part, headerVersionV1, headerVersion)
 	}
 	b := value[1:]
+	if value[0] == headerVersion {
+		var ok bool
+		if p.Kind, b, ok = readString(b); !ok {
+			return p, fmt.Errorf("partition %d: bad kind", part)
+		}
+		if p.Input, b, ok = readString(b); !ok {
+			return p, fmt.Errorf("partition %d: bad input", part)
+		}
+	}
 	batch, n := binary.Varint(b)
 	if n <= 0 {
 		return p, fmt.Errorf("partition %d: bad batch", part)
@@ -550,11 +657,10 @@ func decode(key, value []byte) (Partial, error) {
 		return p, fmt.Errorf("partition %d: bad time", part)
 	}
 	b = b[n:]
-	ml, n := binary.Uvarint(b)
-	if n <= 0 || ml > uint64(len(b)-n) {
+	member, b, ok := readString(b)
+	if !ok {
 		return p, fmt.Errorf("partition %d: bad member name", part)
 	}
-	b = b[n:]
-	p.Batch, p.Time, p.Member, p.Value = batch, time.Unix(0, nanos), string(b[:ml]), b[ml:]
+	p.Batch, p.Time, p.Member, p.Value = batch, time.Unix(0, nanos), member, b
 	return p, nil
 }

@@ -124,19 +124,28 @@ func TestSyncGivesUpWithItsContext(t *testing.T) {
 }
 
 func TestEncodeDecode(t *testing.T) {
-	p := Partial{Partition: 12, Value: []byte("payload"), Batch: -3, Time: time.Unix(5, 6), Member: "host-1"}
-	got, err := decode([]byte("12"), encode(p))
-	require.NoError(t, err)
-	assert.Equal(t, p.Partition, got.Partition)
-	assert.Equal(t, p.Value, got.Value)
-	assert.Equal(t, p.Batch, got.Batch)
-	assert.True(t, p.Time.Equal(got.Time))
-	assert.Equal(t, p.Member, got.Member)
-	for _, bad := range [][]byte{nil, {1}, {1, 2}, {1, 2, 2, 200}} {
+	p := Partial{Partition: 12, Value: []byte("payload"), Batch: -3, Time: time.Unix(5, 6), Member: "host-1", Kind: "exact", Input: "messages"}
+	for name, enc := range map[string]func(Partial) []byte{"current": encode, "version 1": encodeV1} {
+		got, err := decode([]byte("12"), enc(p))
+		require.NoError(t, err, name)
+		assert.Equal(t, p.Partition, got.Partition, name)
+		assert.Equal(t, p.Value, got.Value, name)
+		assert.Equal(t, p.Batch, got.Batch, name)
+		assert.True(t, p.Time.Equal(got.Time), name)
+		assert.Equal(t, p.Member, got.Member, name)
+		if name == "current" {
+			assert.Equal(t, p.Kind, got.Kind)
+			assert.Equal(t, p.Input, got.Input)
+		} else {
+			assert.Empty(t, got.Kind, "a version 1 value has no kind")
+			assert.Empty(t, got.Input)
+		}
+	}
+	for _, bad := range [][]byte{nil, {1}, {1, 2}, {1, 2, 2, 200}, {2}, {2, 5, 'e'}, {2, 0, 0, 2}, {3, 0, 0, 2, 2, 0}} {
 		_, err := decode([]byte("1"), bad)
 		assert.Error(t, err, "%v", bad)
 	}
-	_, err = decode([]byte("-1"), encode(p))
+	_, err := decode([]byte("-1"), encode(p))
 	assert.Error(t, err)
 }
 
