@@ -100,7 +100,7 @@ func TestMergeNamesAPartialThatDoesNotDecode(t *testing.T) {
 // that do not decode as its own: it logs them once, and goes on with the
 // others until their owners publish again.
 func TestMergeLeavesOutThePartialsOfAnotherSketch(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{})
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"messages": 4}})
 	require.NoError(t, err)
 	defer b.Close()
 	var logs strings.Builder

@@ -48,6 +48,16 @@
 // value until its owner publishes one of this exchange's kind and input.
 // A record that does not decode supersedes it in the same way.
 //
+// The input is a Kafka topic, so that the partitions that exist are
+// known: Sync reads how many the input has, and the values of the others
+// are dropped, for good (a partition added later starts with none, until
+// its owner publishes). The input's metadata says which partitions have
+// an owner in a group that reads it; a value is not dropped for being
+// old, as its owner may be dead and the group yet to give its partition
+// to another (the session timeout, then the restore of its state): any
+// age limit would either leave a live partition out of the merge in the
+// meantime or keep a gone one in for as long.
+//
 // Values of the first header version (no kind nor input) still decode,
 // with Kind and Input empty: unknown, they are returned whatever Config
 // says, for the caller to tell by the value itself (the digest package's
@@ -88,10 +98,11 @@ type Config struct {
 	// without one; Latest leaves out partials of another kind. Empty: any
 	// kind is taken, and partials are published of the kind they have.
 	Kind string
-	// Input names what the partitions that key the partials are of, such
-	// as the input topic, so that the partials of a pipeline that read
-	// another input are told apart. Publish gives it to partials without
-	// one; Latest leaves out partials of another input. Empty: any.
+	// Input is the Kafka topic, on the exchange's cluster, whose
+	// partitions the partials are of: the pipeline's input. Publish gives
+	// it to partials without one; Latest leaves out partials of another
+	// input, and those of partitions the topic does not have, as Sync
+	// last read them. Empty: any input, and every partition.
 	Input string
 	// ReplicationFactor of a topic Run creates (0: the brokers' default).
 	ReplicationFactor int16
@@ -149,6 +160,10 @@ type Kafka struct {
 	// partition's are logged once until one of this exchange's comes.
 	mismatched int64
 	foreign    map[int32]string
+	// inputParts is how many partitions Config.Input had when Sync last
+	// read it; -1: unknown. gone tells what was logged of reading it.
+	inputParts int32
+	gone       string
 }
 
 // ErrClosed is returned by Publish and Sync after Close.
@@ -185,7 +200,7 @@ func New(cfg Config) (*Kafka, error) {
 	}
 	return &Kafka{
 		cfg: cfg, sarama: sc, log: log.With("exchange", cfg.Topic),
-		latest: map[int32]Partial{}, moved: make(chan struct{}), foreign: map[int32]string{},
+		latest: map[int32]Partial{}, moved: make(chan struct{}), foreign: map[int32]string{}, inputParts: -1,
 		connecting: make(chan struct{}, 1),
 	}, nil
 }
@@ -360,7 +375,8 @@ func (x *Kafka) Publish(ctx context.Context, partials []Partial) error {
 
 // Sync waits until the values published before the call have been read
 // by Run, or ctx is done. It returns ctx's error then: Latest still
-// returns what was read.
+// returns what was read. With Config.Input, it then reads how many
+// partitions the input has, and drops the values of the others.
 func (x *Kafka) Sync(ctx context.Context) error {
 	client, err := x.getClient(ctx)
 	if err != nil {
@@ -375,6 +391,9 @@ func (x *Kafka) Sync(ctx context.Context) error {
 		next, moved := x.next, x.moved
 		x.mu.Unlock()
 		if next >= end {
+			if x.cfg.Input != "" {
+				x.readInput(client)
+			}
 			return nil
 		}
 		select {
@@ -385,13 +404,78 @@ func (x *Kafka) Sync(ctx context.Context) error {
 	}
 }
 
-// Latest returns the latest value read of every partition, by partition.
-// The values are shared: do not modify them.
+// readInput reads how many partitions Config.Input has, and drops the
+// values of the partitions it does not have: they stay out if the topic
+// is given partitions again, until their owners publish. A topic that
+// cannot be read keeps the count read before, with a warning.
+func (x *Kafka) readInput(client sarama.Client) {
+	n, err := x.inputPartitions(client)
+	if err == nil && n == 0 {
+		err = sarama.ErrUnknownTopicOrPartition
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if err != nil {
+		if msg := err.Error(); x.gone != msg {
+			x.gone = msg
+			x.log.Warn("exchange: the input's partitions cannot be read: the partials of those it had before are kept", "input", x.cfg.Input, "partitions", x.inputParts, "err", err)
+		}
+		return
+	}
+	x.gone = ""
+	x.inputParts = n
+	var left []int32
+	for part := range x.latest {
+		if part >= n {
+			left = append(left, part)
+			delete(x.latest, part)
+		}
+	}
+	if len(left) > 0 {
+		slices.Sort(left)
+		x.log.Warn("exchange partials of partitions the input does not have left out", "input", x.cfg.Input, "partitions", n, "left", fmt.Sprint(left))
+	}
+}
+
+// inputPartitions returns how many partitions Config.Input has, 0 when
+// it does not exist. It asks a broker directly: the client would retry a
+// topic it does not find for a second or so.
+func (x *Kafka) inputPartitions(client sarama.Client) (int32, error) {
+	b := client.LeastLoadedBroker()
+	if b == nil {
+		return 0, sarama.ErrClosedClient
+	}
+	req := sarama.NewMetadataRequest(x.sarama.Version, []string{x.cfg.Input})
+	req.AllowAutoTopicCreation = false
+	resp, err := b.GetMetadata(req)
+	if err != nil {
+		return 0, fmt.Errorf("metadata from broker %s: %w", b.Addr(), err)
+	}
+	for _, t := range resp.Topics {
+		switch {
+		case t.Name != x.cfg.Input:
+		case errors.Is(t.Err, sarama.ErrUnknownTopicOrPartition):
+			return 0, nil
+		case !errors.Is(t.Err, sarama.ErrNoError):
+			return 0, t.Err
+		default:
+			return int32(len(t.Partitions)), nil
+		}
+	}
+	return 0, nil
+}
+
+// Latest returns the latest value read of every partition, by partition;
+// with Config.Input, of the partitions the input has, as Sync last read
+// them. The values are shared: do not modify them.
 func (x *Kafka) Latest() []Partial {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	out := make([]Partial, 0, len(x.latest))
 	for _, p := range x.latest {
+		if x.inputParts >= 0 && p.Partition >= x.inputParts {
+			continue
+		}
 		out = append(out, p)
 	}
 	slices.SortFunc(out, func(a, b Partial) int { return cmp.Compare(a.Partition, b.Partition) })

@@ -31,7 +31,7 @@ func encodeV1(p Partial) []byte {
 // and replaced when its owner publishes one of this kind. It supersedes
 // the partition's partial before it, as it would after compaction.
 func TestPartialsOfAnotherKindAreLeftOut(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{})
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"messages": 4}})
 	require.NoError(t, err)
 	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	var logs strings.Builder
@@ -74,7 +74,7 @@ func TestPartialsOfAnotherKindAreLeftOut(t *testing.T) {
 // A partial of another input (a pipeline that read another topic, whose
 // partition numbers the keys share) is left out as one of another kind.
 func TestPartialsOfAnotherInputAreLeftOut(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{})
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"messages": 3, "events": 3}})
 	require.NoError(t, err)
 	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	before, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "before", Kind: "exact", Input: "messages"})
