@@ -12,8 +12,9 @@
 //
 // # Consistency
 //
-// Latest returns, for each partition, the value read last; Sync first waits
-// until everything published before the call has been read. A process that
+// Latest returns, for each partition, the value read last, leaving out
+// those of an earlier owner (see Owners); Sync first waits until
+// everything published before the call has been read. A process that
 // calls Sync before Latest in a batch sees, for every partition, a value at
 // least as recent as the last one published before that batch's Sync: the
 // partials of the others' batches that finished before it, never a value
@@ -31,9 +32,9 @@
 // days, so that a process starting would otherwise read up to that much
 // of old partials. A topic made beforehand should be given the same. The
 // record key is the input partition in decimal; the value is a versioned
-// header (kind, input, batch, time, member) and the payload. A tombstone
-// (a null value) deletes its partition's value, for the processes running
-// as for those that start after compaction.
+// header (kind, input, epoch, batch, time, member) and the payload. A
+// tombstone (a null value) deletes its partition's value, for the
+// processes running as for those that start after compaction.
 //
 // # Kind and input
 //
@@ -58,10 +59,32 @@
 // age limit would either leave a live partition out of the merge in the
 // meantime or keep a gone one in for as long.
 //
-// Values of the first header version (no kind nor input) still decode,
-// with Kind and Input empty: unknown, they are returned whatever Config
-// says, for the caller to tell by the value itself (the digest package's
-// encodings begin with their sketch's kind). A process of the first
+// # Owners
+//
+// A partition's owner can send a value as the partition is taken from it,
+// which lands after the first of its new owner: read in the topic's
+// order, it would stand for the partition until the new owner's next
+// one. So each value carries the epoch of its publisher's ownership of
+// the partition (Partial.Epoch), which Publish derives from what was
+// read, with Config.Member naming each process apart: a process whose
+// own value of the partition is the latest read goes on in its epoch; one
+// that takes the partition over from another member publishes in the next
+// epoch. A value of an epoch lower than the highest read of its partition
+// is left out, counted (Late) and logged. (So is the first value of a new
+// owner that had not read its predecessor's latest epoch; its next one,
+// published once it has, is not.) The epochs come from the topic
+// itself, not from the consumer group, whose generations start again
+// with a new group. A process that has read nothing of a partition yet
+// publishes epoch 0, unknown, which is never left out: its value, and a
+// late one after it, are taken in the topic's order, as are those of
+// processes that share a Member name. A process that starts after
+// compaction may find only a late value, which the owner's next one
+// replaces.
+//
+// Values of the first header version (no kind, input nor epoch) still
+// decode, with Kind, Input and Epoch empty: unknown, they are returned
+// whatever Config says, for the caller to tell by the value itself (the
+// digest package's encodings begin with their sketch's kind). A process of the first
 // version skips the values of the current one as records that do not
 // decode, and goes on with the partition's value before them.
 package exchange
@@ -73,6 +96,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -126,6 +150,9 @@ type Partial struct {
 	// version, written before they were.
 	Kind  string
 	Input string
+	// Epoch numbers the ownerships of Partition: Publish sets it (see
+	// Owners in the package doc). 0: unknown.
+	Epoch int64
 	// Batch and Time are those of the publisher's batch.
 	Batch  int64
 	Time   time.Time
@@ -160,6 +187,10 @@ type Kafka struct {
 	// partition's are logged once until one of this exchange's comes.
 	mismatched int64
 	foreign    map[int32]string
+	// epochs holds the highest epoch read of each partition; late counts
+	// the partials of an earlier one, left out.
+	epochs map[int32]int64
+	late   int64
 	// inputParts is how many partitions Config.Input had when Sync last
 	// read it; -1: unknown. gone tells what was logged of reading it.
 	inputParts int32
@@ -170,8 +201,8 @@ type Kafka struct {
 var ErrClosed = errors.New("exchange closed")
 
 // headerVersion is the version of a value's header that Publish writes.
-// Version 1 had no kind nor input; its values still decode, with both
-// unknown.
+// Version 1 had no kind, input nor epoch; its values still decode, with
+// these unknown.
 const (
 	headerVersion   = 2
 	headerVersionV1 = 1
@@ -200,7 +231,7 @@ func New(cfg Config) (*Kafka, error) {
 	}
 	return &Kafka{
 		cfg: cfg, sarama: sc, log: log.With("exchange", cfg.Topic),
-		latest: map[int32]Partial{}, moved: make(chan struct{}), foreign: map[int32]string{}, inputParts: -1,
+		latest: map[int32]Partial{}, moved: make(chan struct{}), foreign: map[int32]string{}, epochs: map[int32]int64{}, inputParts: -1,
 		connecting: make(chan struct{}, 1),
 	}, nil
 }
@@ -281,7 +312,8 @@ func (x *Kafka) read(ctx context.Context, pc sarama.PartitionConsumer) bool {
 }
 
 // take keeps the value m holds as its partition's: the last one
-// published, in the topic's order, whoever published it. A tombstone (a
+// published, in the topic's order, whoever published it, unless its
+// epoch is of an earlier owner than one read before. A tombstone (a
 // null value) deletes the partition's value, as compaction later does for
 // the processes that start after it; so does a value that does not
 // decode, or of another kind or input: the partition's value before it is
@@ -322,6 +354,15 @@ func (x *Kafka) take(m *sarama.ConsumerMessage) {
 		return
 	}
 	delete(x.foreign, p.Partition)
+	if high := x.epochs[p.Partition]; p.Epoch > 0 && p.Epoch < high {
+		// Sent by an owner the partition has had since: its
+		// successor's value, read before it, is more recent.
+		x.late++
+		x.log.Warn("exchange partial of an earlier owner of its partition left out",
+			"partition", p.Partition, "origin", origin, "member", p.Member, "epoch", p.Epoch, "latest_epoch", high)
+		return
+	}
+	x.epochs[p.Partition] = max(x.epochs[p.Partition], p.Epoch)
 	p.Offset = m.Offset
 	x.latest[p.Partition] = p
 }
@@ -350,6 +391,7 @@ func (x *Kafka) Publish(ctx context.Context, partials []Partial) error {
 		p.Member = cmp.Or(p.Member, x.cfg.Member)
 		p.Kind = cmp.Or(p.Kind, x.cfg.Kind)
 		p.Input = cmp.Or(p.Input, x.cfg.Input)
+		p.Epoch = x.epochOf(p)
 		msgs[i] = &sarama.ProducerMessage{
 			Topic:     x.cfg.Topic,
 			Partition: 0,
@@ -371,6 +413,22 @@ func (x *Kafka) Publish(ctx context.Context, partials []Partial) error {
 	case <-ctx.Done():
 		return fmt.Errorf("exchange %s: publish %d partials: %w", x.cfg.Topic, len(partials), context.Cause(ctx))
 	}
+}
+
+// epochOf returns the epoch in which p is published: that of the
+// partition's latest value if p's member published it, one more than the
+// highest read if another did, 0 if none was read.
+func (x *Kafka) epochOf(p Partial) int64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	cur, ok := x.latest[p.Partition]
+	switch {
+	case ok && cur.Member == p.Member && cur.Epoch > 0:
+		return cur.Epoch
+	case ok || x.epochs[p.Partition] > 0:
+		return x.epochs[p.Partition] + 1
+	}
+	return 0
 }
 
 // Sync waits until the values published before the call have been read
@@ -492,6 +550,14 @@ func (x *Kafka) Skipped() int64 {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return x.bad
+}
+
+// Late returns how many partials read were of an earlier epoch than
+// their partition's latest, and left out.
+func (x *Kafka) Late() int64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.late
 }
 
 // Mismatched returns how many partials read were of another kind or input
@@ -672,13 +738,14 @@ func (x *Kafka) checkPolicy(c sarama.Client) {
 	}
 }
 
-// encode makes a record value: version, kind, input, batch, time,
-// member, payload.
+// encode makes a record value: version, kind, input, epoch, batch,
+// time, member, payload.
 func encode(p Partial) []byte {
-	b := make([]byte, 0, 40+len(p.Kind)+len(p.Input)+len(p.Member)+len(p.Value))
+	b := make([]byte, 0, 50+len(p.Kind)+len(p.Input)+len(p.Member)+len(p.Value))
 	b = append(b, headerVersion)
 	b = appendString(b, p.Kind)
 	b = appendString(b, p.Input)
+	b = binary.AppendUvarint(b, uint64(p.Epoch))
 	b = binary.AppendVarint(b, p.Batch)
 	b = binary.AppendVarint(b, p.Time.UnixNano())
 	b = appendString(b, p.Member)
@@ -730,6 +797,11 @@ func decode(key, value []byte) (Partial, error) {
 		if p.Input, b, ok = readString(b); !ok {
 			return p, fmt.Errorf("partition %d: bad input", part)
 		}
+		epoch, n := binary.Uvarint(b)
+		if n <= 0 || epoch > math.MaxInt64 {
+			return p, fmt.Errorf("partition %d: bad epoch", part)
+		}
+		p.Epoch, b = int64(epoch), b[n:]
 	}
 	batch, n := binary.Varint(b)
 	if n <= 0 {

@@ -124,7 +124,7 @@ func TestSyncGivesUpWithItsContext(t *testing.T) {
 }
 
 func TestEncodeDecode(t *testing.T) {
-	p := Partial{Partition: 12, Value: []byte("payload"), Batch: -3, Time: time.Unix(5, 6), Member: "host-1", Kind: "exact", Input: "messages"}
+	p := Partial{Partition: 12, Value: []byte("payload"), Batch: -3, Time: time.Unix(5, 6), Member: "host-1", Kind: "exact", Input: "messages", Epoch: 9}
 	for name, enc := range map[string]func(Partial) []byte{"current": encode, "version 1": encodeV1} {
 		got, err := decode([]byte("12"), enc(p))
 		require.NoError(t, err, name)
@@ -136,12 +136,14 @@ func TestEncodeDecode(t *testing.T) {
 		if name == "current" {
 			assert.Equal(t, p.Kind, got.Kind)
 			assert.Equal(t, p.Input, got.Input)
+			assert.Equal(t, p.Epoch, got.Epoch)
 		} else {
 			assert.Empty(t, got.Kind, "a version 1 value has no kind")
 			assert.Empty(t, got.Input)
+			assert.Zero(t, got.Epoch)
 		}
 	}
-	for _, bad := range [][]byte{nil, {1}, {1, 2}, {1, 2, 2, 200}, {2}, {2, 5, 'e'}, {2, 0, 0, 2}, {3, 0, 0, 2, 2, 0}} {
+	for _, bad := range [][]byte{nil, {1}, {1, 2}, {1, 2, 2, 200}, {2}, {2, 5, 'e'}, {2, 0, 0, 2}, {2, 0, 0, 0x80}, {2, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 2, 2, 0}, {3, 0, 0, 2, 2, 2, 0}} {
 		_, err := decode([]byte("1"), bad)
 		assert.Error(t, err, "%v", bad)
 	}
