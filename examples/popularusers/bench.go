@@ -23,6 +23,8 @@ import (
 	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/score"
 	"github.com/sluicehq/sluice/sink"
+	"github.com/sluicehq/sluice/sink/changelog"
+	"github.com/sluicehq/sluice/sink/txn"
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
 )
@@ -100,6 +102,8 @@ type benchFigures struct {
 	waits     []time.Duration // of every batch, the wait for its records (Kafka)
 	procs     []time.Duration // of every batch, its processing (Kafka)
 	publish   []time.Duration // of every batch, publishing its popular users (Kafka)
+	ckpts     []time.Duration // of every batch, checkpointing the state (exactly once)
+	commits   []time.Duration // of every batch, committing the offsets and the transaction (exactly once)
 	steps     []time.Duration // the threshold step of every batch
 	batches   []time.Duration // the processing of every batch (state measure)
 	stateUser float64         // heap bytes per user in state
@@ -147,9 +151,9 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 		defer stop()
 	}
 	var (
-		bare, alone, tdig, exact, lines, hand, sums, file []float64
-		bareCores, aloneCores, fileCores                  []float64
-		tdigF, exactF                                     []benchFigures
+		bare, alone, tdig, exact, eos, lines, hand, sums, file []float64
+		bareCores, aloneCores, fileCores                       []float64
+		tdigF, exactF, eosF                                    []benchFigures
 		group                                             int
 	)
 	nextGroup := func() string { group++; return "bench-" + strconv.Itoa(group) }
@@ -172,21 +176,24 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 		}
 		alone, aloneCores = append(alone, r), append(aloneCores, rcores)
 		log.Info("bench", "round", round, "read", "kafka source alone", "records/s", int64(r), "cores", round2(aloneCores[len(aloneCores)-1]))
-		sketches := []string{"tdigest", "exact"}
-		if round%2 == 0 { // neither always runs right after the bare consumer
-			slices.Reverse(sketches)
+		pipelines := []string{"tdigest", "exact", pipelineEOS}
+		if round%2 == 0 { // none always runs right after the bare consumer
+			slices.Reverse(pipelines)
 		}
-		for _, sk := range sketches {
+		for _, pl := range pipelines {
 			runtime.GC()
-			f, err := c.pipeline(ctx, b.Addrs(), nextGroup(), sk, quiet)
+			f, err := c.pipeline(ctx, b.Addrs(), nextGroup(), pl, quiet)
 			if err != nil {
-				return fmt.Errorf("pipeline, %s: %w", sk, err)
+				return fmt.Errorf("pipeline, %s: %w", pl, err)
 			}
-			log.Info("bench", "round", round, "read", "kafka "+sk, "records/s", int64(f.rate), "cores", round2(f.cores))
-			if sk == "tdigest" {
+			log.Info("bench", "round", round, "read", "kafka "+pl, "records/s", int64(f.rate), "cores", round2(f.cores))
+			switch pl {
+			case "tdigest":
 				tdig, tdigF = append(tdig, f.rate), append(tdigF, f)
-			} else {
+			case "exact":
 				exact, exactF = append(exact, f.rate), append(exactF, f)
+			default:
+				eos, eosF = append(eos, f.rate), append(eosF, f)
 			}
 		}
 		runtime.GC()
@@ -222,6 +229,7 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 	fmt.Fprintf(stdout, "kafka source alone, no pipeline   %12.0f records/s  %.3f× bare  (%.2f cores)\n", ma, ma/mb, median(aloneCores))
 	printPipeline(stdout, "kafka pipeline, tdigest", mt, mb, ma, tdigF)
 	printPipeline(stdout, "kafka pipeline, exact  ", me, mb, ma, exactF)
+	printPipeline(stdout, "kafka pipeline, exactly-once", median(eos), mb, ma, eosF)
 	fmt.Fprintf(stdout, "file bare line count              %12.0f records/s\n", ml)
 	fmt.Fprintf(stdout, "file hand-written loop, 1 core    %12.0f records/s  %.3f× line count\n", mh, mh/ml)
 	fmt.Fprintf(stdout, "  the same, totals only           %12.0f records/s  %.3f× line count\n", median(sums), median(sums)/ml)
@@ -255,7 +263,7 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 }
 
 func printPipeline(w io.Writer, name string, rate, bare, alone float64, rounds []benchFigures) {
-	var steps, waits, procs, publish []time.Duration
+	var steps, waits, procs, publish, ckpts, commits []time.Duration
 	var cs []float64
 	users := uint64(0)
 	for _, f := range rounds {
@@ -267,6 +275,9 @@ func printPipeline(w io.Writer, name string, rate, bare, alone float64, rounds [
 		}
 		if len(f.publish) > 1 {
 			publish = append(publish, f.publish[1:]...)
+		}
+		if len(f.ckpts) > 1 {
+			ckpts, commits = append(ckpts, f.ckpts[1:]...), append(commits, f.commits[1:]...)
 		}
 		cs = append(cs, f.cores)
 		users = max(users, f.users)
@@ -285,12 +296,16 @@ func printPipeline(w io.Writer, name string, rate, bare, alone float64, rounds [
 	if len(steps) > 0 {
 		worst = slices.Max(steps)
 	}
-	fmt.Fprintf(w, "%s           %12.0f records/s  %.3f× bare  (%.2f cores); %.3f× the source alone\n", name, rate, rate/bare, median(cs), rate/alone)
+	fmt.Fprintf(w, "%-34s%12.0f records/s  %.3f× bare  (%.2f cores); %.3f× the source alone\n", name, rate, rate/bare, median(cs), rate/alone)
 	fmt.Fprintf(w, "  threshold step per batch: median %v, max %v over %d batches, %d users in state\n",
 		p50(steps), worst.Round(time.Microsecond), len(steps), users)
 	if len(waits) > 0 {
 		fmt.Fprintf(w, "  per batch after the first: median wait for records %v, processing %v, of which publishing popular users %v\n",
 			p50(waits), p50(procs), p50(publish))
+	}
+	if len(ckpts) > 0 {
+		fmt.Fprintf(w, "  in the transaction: median checkpoint of the totals %v, commit of the offsets and the transaction %v\n",
+			p50(ckpts), p50(commits))
 	}
 }
 
@@ -370,12 +385,23 @@ func (r *readClock) stop() {
 // cores returns the cores the process used on average over the read.
 func (r *readClock) cores() float64 { return float64(r.cpu) / float64(r.took) }
 
+// pipelineEOS names the pipeline read as run -exactly-once builds it.
+const pipelineEOS = "exactly-once"
+
 // pipeline reads every event with the popular-users pipeline, as run
-// builds it on Kafka (kafkaPipeline) with the sketch sk, and the
-// popular users published to the embedded broker.
-func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk string, log *slog.Logger) (benchFigures, error) {
+// builds it on Kafka (kafkaPipeline) with the sketch pl, and the
+// popular users published to the embedded broker; with pl pipelineEOS,
+// as run -exactly-once builds it: the default sketch, the totals in a
+// changelog topic, and each batch's popular users, totals and offsets in
+// one transaction, read back read_committed.
+func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, pl string, log *slog.Logger) (benchFigures, error) {
 	var f benchFigures
-	rc, err := parseRun([]string{"-sketch", sk, "-group", group, "-batch-records", strconv.Itoa(c.batchRecords)}, io.Discard)
+	args := []string{"-sketch", pl, "-group", group, "-batch-records", strconv.Itoa(c.batchRecords)}
+	if pl == pipelineEOS {
+		args = []string{"-exactly-once", "-brokers", strings.Join(brokers, ","), "-topic", benchTopic,
+			"-changelog-topic", group + "-totals", "-group", group, "-batch-records", strconv.Itoa(c.batchRecords)}
+	}
+	rc, err := parseRun(args, io.Discard)
 	if err != nil {
 		return f, err
 	}
@@ -384,6 +410,7 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 		users   func() uint64
 		popular *popularSink
 		dead    *sink.JSONLines[deadLetter]
+		eos     *eosParts
 	)
 	defer func() {
 		if popular != nil {
@@ -392,19 +419,27 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 		if dead != nil {
 			dead.Close()
 		}
+		if eos != nil {
+			eos.close()
+		}
 	}()
+	if rc.exactlyOnce {
+		if eos, err = openEOS(ctx, rc, brokers, log); err != nil {
+			return f, err
+		}
+	}
 	wire := func(raw *stream.Stream[source.Message]) error {
 		dec, err := score.NewDecoder(score.FormatJSON)
 		if err != nil {
 			return err
 		}
-		if popular, err = newPopularSink(brokers, rc.outTopic, nil, log); err != nil {
+		if popular, err = newPopularSink(brokers, rc.outTopic, eos.producer(), log); err != nil {
 			return err
 		}
 		dead = sink.NewJSONLines[deadLetter]("dead letters", io.Discard)
 		out := &outputs{report: newReporter(io.Discard, false, true, log), deadLetters: dead, popular: popular}
 		event := func(m source.Message) []byte { return m.Value }
-		users = timedWire(rc, sk, raw, event, dec, out, &timer)
+		users = timedWire(rc, rc.sketch, raw, event, dec, out, &timer)
 		return nil
 	}
 	batch := func(s stream.BatchStats, last bool) {
@@ -415,15 +450,54 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, sk 
 				f.publish = append(f.publish, o.Duration)
 			}
 		}
+		if eos != nil {
+			f.ckpts, f.commits = append(f.ckpts, s.Checkpoint), append(f.commits, s.Commit)
+		}
 		if last {
 			f.users = users()
 		}
 	}
-	if f.rate, f.cores, err = c.readKafka(ctx, brokers, group, rc, log, wire, batch); err != nil {
+	if f.rate, f.cores, err = c.readKafka(ctx, brokers, group, rc, log, eos, wire, batch); err != nil {
 		return f, err
 	}
 	f.steps = timer.steps
 	return f, nil
+}
+
+// eosParts are what run -exactly-once adds to the pipeline: the
+// transactional producer and the changelog store that writes through it.
+type eosParts struct {
+	tx    *txn.Producer
+	store *changelog.Kafka
+}
+
+func openEOS(ctx context.Context, rc *runConfig, brokers []string, log *slog.Logger) (*eosParts, error) {
+	tx, err := rc.newTransaction(brokers, log)
+	if err != nil {
+		return nil, err
+	}
+	store, err := rc.openChangelog(ctx, brokers, tx, log)
+	if err == nil && store == nil {
+		err = context.Cause(ctx)
+	}
+	if err != nil {
+		tx.Close()
+		return nil, err
+	}
+	return &eosParts{tx: tx, store: store}, nil
+}
+
+// producer returns the transactional producer, nil without one.
+func (e *eosParts) producer() *txn.Producer {
+	if e == nil {
+		return nil
+	}
+	return e.tx
+}
+
+func (e *eosParts) close() {
+	e.store.Close()
+	e.tx.Close()
 }
 
 // sourceAlone reads every event with the Kafka source of the pipeline
@@ -434,7 +508,7 @@ func (c *benchConfig) sourceAlone(ctx context.Context, brokers []string, group s
 	if err != nil {
 		return 0, 0, err
 	}
-	return c.readKafka(ctx, brokers, group, rc, log, nil, nil)
+	return c.readKafka(ctx, brokers, group, rc, log, nil, nil, nil)
 }
 
 // readKafka reads every event of the bench's topic as group, with the
@@ -444,13 +518,21 @@ func (c *benchConfig) sourceAlone(ctx context.Context, brokers []string, group s
 // from an output, so that the engine commits it (and flushes its outputs)
 // before its hook stops the clock; the committed offsets must then cover
 // exactly the records counted. batch, if not nil, sees every batch's
-// stats, the last one's with last set.
-func (c *benchConfig) readKafka(ctx context.Context, brokers []string, group string, rc *runConfig, log *slog.Logger,
+// stats, the last one's with last set. With eos, every batch is a
+// transaction, the offsets committed in it, and the state checkpointed in
+// it.
+func (c *benchConfig) readKafka(ctx context.Context, brokers []string, group string, rc *runConfig, log *slog.Logger, eos *eosParts,
 	wire func(*stream.Stream[source.Message]) error, batch func(s stream.BatchStats, last bool)) (rate, cores float64, err error) {
 	clock := startRead()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	src, err := source.NewKafka(source.KafkaConfig{Brokers: brokers, Topic: benchTopic, Group: group, Logger: log})
+	cfg := source.KafkaConfig{Brokers: brokers, Topic: benchTopic, Group: group, Logger: log}
+	opts := append(rc.options(log), stream.Interval(rc.interval))
+	if eos != nil {
+		cfg.Transaction = eos.tx
+		opts = append(opts, stream.WithStore(eos.store), stream.WithTransaction(eos.tx))
+	}
+	src, err := source.NewKafka(cfg)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -466,7 +548,7 @@ func (c *benchConfig) readKafka(ctx context.Context, brokers []string, group str
 			batch(s, last)
 		}
 	})
-	p := stream.NewPipeline(append(rc.options(log), stream.Interval(rc.interval), stream.WithHook(done))...)
+	p := stream.NewPipeline(append(opts, stream.WithHook(done))...)
 	raw := stream.From(p, src)
 	stream.ForEachBatch(raw, func(_ context.Context, b *stream.Batch[source.Message]) error {
 		if read += int64(b.Len()); read >= c.events {
