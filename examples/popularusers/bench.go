@@ -154,7 +154,7 @@ func (c *benchConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, st
 		bare, alone, tdig, exact, eos, lines, hand, sums, file []float64
 		bareCores, aloneCores, fileCores                       []float64
 		tdigF, exactF, eosF                                    []benchFigures
-		group                                             int
+		group                                                  int
 	)
 	nextGroup := func() string { group++; return "bench-" + strconv.Itoa(group) }
 	for round := 1; round <= c.rounds; round++ {
