@@ -108,6 +108,10 @@ func New(cfg Config) (*Producer, error) {
 		cfg.Timeout = DefaultTimeout
 	}
 	sc := kafkaconf.Producer(cfg.Sarama)
+	// A checkpoint's tens of thousands of records pass through sarama's
+	// goroutines one channel operation at a time: with the default 256,
+	// they park and wake each other every few records.
+	sc.ChannelBufferSize = max(sc.ChannelBufferSize, 1<<14)
 	sc.Producer.Idempotent = true
 	sc.Net.MaxOpenRequests = 1
 	sc.Producer.RequiredAcks = sarama.WaitForAll
