@@ -60,7 +60,7 @@ type KafkaConfig struct {
 // sent with sarama's client, and Write returns once every one of them is
 // acknowledged, or, with KafkaConfig.Async, once the requests are on their
 // way, Flush then waiting for the acknowledgements. With a Transaction, the
-// messages go through the transaction's sarama producer instead.
+// messages go out in the transaction, by its producer, the same way.
 //
 // The client is created by the first Write, so that NewKafka starts no
 // goroutine and does not need the brokers; Close stops it. Write, Flush and

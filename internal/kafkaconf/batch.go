@@ -3,6 +3,7 @@ package kafkaconf
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,6 +41,31 @@ type BatchProducer struct {
 	pid   int64
 	epoch int16
 	seq   map[int32]int32
+	txn   *Txn
+}
+
+// Txn is the transaction a BatchProducer writes in (SetTxn): its
+// producer's ID and epoch, registered under the transactional ID by the
+// transaction's owner, which also adds partitions to the transaction.
+type Txn struct {
+	ID    string
+	PID   int64
+	Epoch int16
+	// Add adds the partitions of the topic to the open transaction; it
+	// is called before any record is sent to them. An error fails the
+	// whole Send.
+	Add func(topic string, parts []int32) error
+}
+
+// SetTxn makes the producer write transactional record batches, under
+// t's producer ID and epoch, instead of getting a producer ID of its own.
+// The configuration must be idempotent. The sequence numbers start at 0:
+// a new producer epoch needs a new BatchProducer. After a Send that
+// failed, the partitions' sequences have gaps: the transaction must be
+// aborted, and the producer not used again.
+func (p *BatchProducer) SetTxn(t *Txn) {
+	p.txn = t
+	p.pid, p.epoch = t.PID, t.Epoch
 }
 
 // recordBatchOverhead is the size of a record batch's header.
@@ -85,6 +111,9 @@ func (p *BatchProducer) Send(msgs []*sarama.ProducerMessage) []*sarama.ProducerE
 	// The client already retries metadata it cannot get (Metadata.Retry),
 	// as it does for sarama's producer.
 	batches, err := p.prepare(msgs)
+	if err == nil && p.txn != nil {
+		err = p.txn.Add(p.topic, partitionsOf(batches))
+	}
 	if err != nil {
 		failed := make([]*sarama.ProducerError, len(msgs))
 		for i, m := range msgs {
@@ -124,13 +153,24 @@ func (p *BatchProducer) Send(msgs []*sarama.ProducerMessage) []*sarama.ProducerE
 			failed = append(failed, &sarama.ProducerError{Msg: m, Err: b.err})
 		}
 	}
-	if gap && p.cfg.Producer.Idempotent {
+	if gap && p.cfg.Producer.Idempotent && p.txn == nil {
 		// The partitions' sequences now have gaps the brokers would refuse:
 		// the next delivery starts a new producer.
 		p.pid = -1
 		clear(p.seq)
 	}
 	return failed
+}
+
+// partitionsOf returns the partitions the batches write to, once each.
+func partitionsOf(batches []*partBatch) []int32 {
+	var parts []int32
+	for _, b := range batches {
+		if b.batch != nil && !slices.Contains(parts, b.part) {
+			parts = append(parts, b.part)
+		}
+	}
+	return parts
 }
 
 func (p *BatchProducer) backoff(retries int) {
@@ -229,6 +269,7 @@ func (p *BatchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, e
 		if b == nil {
 			b = &partBatch{part: m.Partition, bytes: recordBatchOverhead, batch: &sarama.RecordBatch{
 				Version:          2,
+				IsTransactional:  p.txn != nil,
 				Codec:            p.cfg.Producer.Compression,
 				CompressionLevel: p.cfg.Producer.CompressionLevel,
 				ProducerID:       -1,
@@ -357,6 +398,9 @@ func (p *BatchProducer) sendTo(leader *sarama.Broker, batches []*partBatch) {
 			RequiredAcks: p.cfg.Producer.RequiredAcks,
 			Timeout:      int32(p.cfg.Producer.Timeout / time.Millisecond),
 			Version:      p.version,
+		}
+		if p.txn != nil {
+			req.TransactionalID = &p.txn.ID
 		}
 		var (
 			in    []*partBatch

@@ -1,10 +1,8 @@
 // Package kafkaconf holds what the Kafka sinks, the changelog store and the
 // transactional producer share: the producer settings, so that what
-// "delivered" means is decided in one place; BatchProducer, which the sink
-// and the changelog send their batches with; the loop that sends a batch
-// through sarama's producer and waits for its acknowledgements (SendAll,
-// for the transactional producer); and the request versions as sarama
-// picks them.
+// "delivered" means is decided in one place; BatchProducer, which the
+// sink, the changelog and the transactional producer send their batches
+// with; and the request versions as sarama picks them.
 package kafkaconf
 
 import (
@@ -21,9 +19,9 @@ import (
 // Producer returns a copy of base, or, with base nil, a configuration in
 // which a message is acknowledged by all in-sync replicas and the producer
 // is idempotent, so that sarama's retries neither duplicate nor reorder
-// messages. Either way it returns successes and errors, which SendAll
-// needs to know that a batch sent through sarama's producer is delivered,
-// and names the client "sluice" unless base named it.
+// messages. Either way it returns successes and errors, which a batch
+// sent through sarama's producer needs to be known delivered, and names
+// the client "sluice" unless base named it.
 func Producer(base *sarama.Config) *sarama.Config {
 	var c *sarama.Config
 	if base != nil {

@@ -32,11 +32,12 @@
 //
 // # Limits
 //
-// sarama's transactional producer is used from one goroutine at a time:
-// the Producer serializes its callers. A write that fails cannot be
-// retried within the transaction. sarama sends the group's offsets (with
-// the group's generation) as the transaction commits, not as they are
-// added: the source counts them committed, and lets a revoked partition
+// The Producer serializes its callers: one write, one commit at a time.
+// A write that fails cannot be retried within the transaction: the abort
+// that follows starts a new producer epoch, so that nothing of the
+// aborted transaction can land after it. The Producer sends the group's
+// offsets (with the group's generation) as the transaction commits, not
+// as they are added: the source counts them committed, and lets a revoked partition
 // go, once the transaction has committed (OnEnd), so that the group does
 // not move to its next generation before. That takes an eager rebalance,
 // the Kafka source's default with a transaction. In a cooperative one (a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -35,14 +36,17 @@ type Config struct {
 	Timeout time.Duration
 	// Logger receives aborts and producer restarts. Nil discards them.
 	Logger *slog.Logger
-	// Sarama is the producer configuration to start from: TLS, SASL, the
-	// Kafka version, retries. The producer copies it and sets what a
-	// transactional producer needs: Producer.Idempotent,
-	// Net.MaxOpenRequests 1, Producer.RequiredAcks WaitForAll,
-	// Producer.Transaction.ID and Timeout, and the return of successes
-	// and errors. Nil starts from sarama.NewConfig(). The Kafka version
-	// must be 0.11 or later; 2.5 or later (sarama's default is) fences
-	// offsets of a consumer group generation that has ended.
+	// Sarama is the client and producer configuration to start from: TLS,
+	// SASL, the Kafka version, the partitioner, compression,
+	// MaxMessageBytes, interceptors, Producer.Retry (for the records) and
+	// Producer.Transaction.Retry (for the requests to the coordinators).
+	// The producer copies it and sets what a transactional producer
+	// needs: Producer.Idempotent, Net.MaxOpenRequests 1,
+	// Producer.RequiredAcks WaitForAll, Producer.Transaction.ID and
+	// Timeout. Producer.Flush does not apply: a Send goes out at once.
+	// Nil starts from sarama.NewConfig(). The Kafka version must be 0.11
+	// or later; 2.5 or later (sarama's default is) fences offsets of a
+	// consumer group generation that has ended.
 	Sarama *sarama.Config
 }
 
@@ -54,23 +58,30 @@ type Config struct {
 // per batch, so that a batch's output, state and offsets are committed
 // together or not at all.
 //
-// New connects to nothing; Init, or the first Begin, creates the sarama
-// producer, which registers ID with the brokers. Close aborts an open
-// transaction and stops it. The methods are safe for concurrent use.
+// The records of a Send go out in one produce request per leader broker
+// (more only past the size limits), built with sarama's request types
+// and sent with sarama's client, as the Kafka sink's own producer sends
+// them; the transaction's requests to its coordinator (registering the
+// ID, adding partitions and offsets, ending it) are sarama's too.
+//
+// New connects to nothing; Init, or the first Begin, connects and
+// registers ID with the brokers. Close aborts an open transaction and
+// disconnects. The methods are safe for concurrent use.
 type Producer struct {
 	cfg    Config
 	sarama *sarama.Config
 	log    *slog.Logger
 
-	mu       sync.Mutex
-	producer sarama.AsyncProducer
-	open     bool  // a transaction is open
-	failed   error // the first failure in the open transaction
-	fenced   error // set once the brokers fenced the producer off, for good
-	closed   bool
-	onEnd    []func(committed bool)
-	// letGo are producers Abort stopped waiting for: they finish their
-	// abort and close in the background; Close waits for them.
+	mu     sync.Mutex
+	sess   *session // nil until Init or Begin, and after a failure
+	open   bool     // a transaction is open
+	failed error    // the first failure in the open transaction
+	fenced error    // set once the brokers fenced the producer off, for good
+	closed bool
+	onEnd  []func(committed bool)
+	// letGo are sessions Commit or Abort stopped waiting for: they finish
+	// their commit or abort and close in the background; Close waits for
+	// them.
 	letGo sync.WaitGroup
 }
 
@@ -108,10 +119,6 @@ func New(cfg Config) (*Producer, error) {
 		cfg.Timeout = DefaultTimeout
 	}
 	sc := kafkaconf.Producer(cfg.Sarama)
-	// A checkpoint's tens of thousands of records pass through sarama's
-	// goroutines one channel operation at a time: with the default 256,
-	// they park and wake each other every few records.
-	sc.ChannelBufferSize = max(sc.ChannelBufferSize, 1<<14)
 	sc.Producer.Idempotent = true
 	sc.Net.MaxOpenRequests = 1
 	sc.Producer.RequiredAcks = sarama.WaitForAll
@@ -120,6 +127,9 @@ func New(cfg Config) (*Producer, error) {
 	sc.Producer.Partitioner = withManual(sc.Producer.Partitioner)
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("txn %s: sarama config: %w", cfg.ID, err)
+	}
+	if err := kafkaconf.RecordBatches(sc.Version); err != nil {
+		return nil, fmt.Errorf("txn %s: %w", cfg.ID, err)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -131,11 +141,11 @@ func New(cfg Config) (*Producer, error) {
 // ID returns the transactional.id.
 func (p *Producer) ID() string { return p.cfg.ID }
 
-// Init creates the sarama producer if there is none, which registers ID
-// with the brokers: a producer that used ID before, such as the process
-// this one restarts, is fenced off, and the transaction it left open is
-// aborted. Call it before reading what such a producer wrote (a
-// changelog Restore does). It blocks until the brokers answer.
+// Init connects and registers ID with the brokers, unless it has
+// already: a producer that used ID before, such as the process this one
+// restarts, is fenced off, and the transaction it left open is aborted.
+// Call it before reading what such a producer wrote (a changelog Restore
+// does). It blocks until the brokers answer.
 func (p *Producer) Init(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -149,22 +159,26 @@ func (p *Producer) init(ctx context.Context) error {
 	if p.fenced != nil {
 		return p.fenced
 	}
-	if p.producer != nil {
+	if p.sess != nil {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("txn %s: init: %w", p.cfg.ID, context.Cause(ctx))
 	}
-	ap, err := sarama.NewAsyncProducer(p.cfg.Brokers, p.sarama)
+	s, err := newSession(p.cfg.Brokers, p.cfg.ID, p.cfg.Timeout, p.sarama)
 	if err != nil {
+		if p.fence(err) {
+			return p.fenced
+		}
 		return fmt.Errorf("txn %s: init producer on %v: %w", p.cfg.ID, p.cfg.Brokers, err)
 	}
-	p.producer = ap
+	p.sess = s
 	return nil
 }
 
-// Begin implements stream.Transaction: it opens a transaction, creating
-// the producer first if needed (see Init).
+// Begin implements stream.Transaction: it opens a transaction, connecting
+// first if needed (see Init). The brokers hear of the transaction with
+// its first write.
 func (p *Producer) Begin(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -173,13 +187,6 @@ func (p *Producer) Begin(ctx context.Context) error {
 	}
 	if err := p.init(ctx); err != nil {
 		return err
-	}
-	if err := p.producer.BeginTxn(); err != nil {
-		p.reset("begin failed")
-		if p.fence(err) {
-			return p.fenced
-		}
-		return fmt.Errorf("txn %s: begin: %w", p.cfg.ID, err)
 	}
 	p.open, p.failed = true, nil
 	return nil
@@ -200,8 +207,9 @@ func (p *Producer) OnEnd(f func(committed bool)) {
 // Send writes msgs in the open transaction and returns when the brokers
 // have acknowledged all of them: they are in the log, to be seen by
 // read_committed consumers once the transaction commits. It overwrites
-// each message's Metadata. A message not delivered, or ctx done first,
-// fails the transaction: Commit will fail, and it must be aborted.
+// each message's Metadata, and sets each one's Partition and Offset. A
+// message not delivered, or ctx done first, fails the transaction: Commit
+// will fail, and it must be aborted.
 func (p *Producer) Send(ctx context.Context, msgs []*sarama.ProducerMessage) error {
 	return p.send(ctx, msgs, false)
 }
@@ -222,20 +230,33 @@ func (p *Producer) send(ctx context.Context, msgs []*sarama.ProducerMessage, man
 	if len(msgs) == 0 {
 		return nil
 	}
-	// A Send that returned early (ctx) may leave acknowledgements behind:
-	// those are told apart by the token.
-	token := &send{manual: manual}
+	if err := ctx.Err(); err != nil {
+		p.failed = fmt.Errorf("txn %s: none of %d records sent: %w", p.cfg.ID, len(msgs), context.Cause(ctx))
+		return p.failed
+	}
+	token := &send{manual: manual} // read by the partitioner
 	for _, m := range msgs {
 		m.Metadata = token
 	}
-	settled, errs, err := kafkaconf.SendAll(ctx, p.producer, len(msgs), func(i int) *sarama.ProducerMessage { return msgs[i] }, any(token), nil)
-	if err != nil {
-		p.failed = fmt.Errorf("txn %s: %d of %d records acknowledged: %w", p.cfg.ID, settled-len(errs), len(msgs), err)
+	s := p.sess
+	done := make(chan struct{})
+	s.flight = done
+	var failed []*sarama.ProducerError
+	go func() {
+		defer close(done)
+		kafkaconf.Intercept(p.sarama, msgs)
+		failed = s.deliver(msgs)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		// The delivery goes on: Commit fails, and the abort waits for it.
+		p.failed = fmt.Errorf("txn %s: %d records: %w", p.cfg.ID, len(msgs), context.Cause(ctx))
 		return p.failed
 	}
-	if len(errs) > 0 {
-		e := errs[0]
-		p.failed = fmt.Errorf("txn %s: %d of %d records not written; first to %s/%d: %w", p.cfg.ID, len(errs), len(msgs), e.Msg.Topic, e.Msg.Partition, e.Err)
+	if len(failed) > 0 {
+		e := failed[0]
+		p.failed = fmt.Errorf("txn %s: %d of %d records not written; first to %s/%d: %w", p.cfg.ID, len(failed), len(msgs), e.Msg.Topic, e.Msg.Partition, e.Err)
 		if p.fence(e.Err) {
 			p.failed = p.fenced
 		}
@@ -272,9 +293,21 @@ func (p *partitioner) Partition(m *sarama.ProducerMessage, n int32) (int32, erro
 
 func (p *partitioner) RequiresConsistency() bool { return p.base.RequiresConsistency() }
 
+// MessageRequiresConsistency implements sarama.DynamicConsistencyPartitioner:
+// a message to its own Partition picks among all partitions.
+func (p *partitioner) MessageRequiresConsistency(m *sarama.ProducerMessage) bool {
+	if s, ok := m.Metadata.(*send); ok && s.manual {
+		return true
+	}
+	if d, ok := p.base.(sarama.DynamicConsistencyPartitioner); ok {
+		return d.MessageRequiresConsistency(m)
+	}
+	return p.base.RequiresConsistency()
+}
+
 // AddOffsets adds a consumer group's offsets to the open transaction: the
 // group's committed offsets become these when the transaction commits
-// (sarama sends them to the group then, in Commit).
+// (they are sent to the group then, in Commit).
 // group's generation and member let the brokers refuse offsets of a
 // member that has left the group (Kafka 2.5 and later). offsets maps each
 // topic to its partitions' next offsets.
@@ -288,10 +321,8 @@ func (p *Producer) AddOffsets(ctx context.Context, group *sarama.ConsumerGroupMe
 		p.failed = fmt.Errorf("txn %s: add offsets of group %s: %w", p.cfg.ID, group.GroupID, context.Cause(ctx))
 		return p.failed
 	}
-	if err := p.producer.AddOffsetsToTxnWithGroupMetadata(offsets, group); err != nil {
-		p.failed = fmt.Errorf("txn %s: add offsets of group %s (generation %d): %w", p.cfg.ID, group.GroupID, group.GenerationID, err)
-		return p.failed
-	}
+	g := *group
+	p.sess.offsets = append(p.sess.offsets, groupOffsets{group: &g, offsets: maps.Clone(offsets)})
 	return nil
 }
 
@@ -328,8 +359,8 @@ func (p *Producer) Commit(ctx context.Context) error {
 	if err == nil {
 		err = p.commitWithin(ctx)
 	}
-	if err != nil && p.producer != nil {
-		if aerr := p.abort(); aerr != nil && aerr != err {
+	if err != nil && p.sess != nil {
+		if aerr := p.abortWithin(ctx); aerr != nil && aerr != err {
 			err = errors.Join(err, aerr)
 		}
 	}
@@ -344,17 +375,17 @@ func (p *Producer) Commit(ctx context.Context) error {
 }
 
 // Abort implements stream.Transaction: it aborts the open transaction, if
-// any. When the producer cannot abort (its state is lost), Abort closes
-// it: the brokers abort the transaction when it times out or when the
-// next producer with this ID starts, and the next Begin starts a new
-// producer. When the brokers fenced it off, Abort closes it too, and
+// any, and starts a new producer epoch with the next Begin, so that
+// nothing of the aborted transaction can follow. When the abort fails,
+// the brokers abort the transaction when it times out or when the next
+// producer epoch starts. When the brokers fenced the producer off, Abort
 // returns ErrFenced, as every Begin after does.
 //
-// The abort waits for the brokers' answers to what the transaction sent.
-// When ctx is done first (a broker that does not answer), Abort returns
-// with ctx's error and lets the producer go: it finishes the abort and
-// closes in the background, Close waits for it, and the next Begin starts
-// a new producer, whose start aborts the transaction at the brokers if
+// The abort waits for what the transaction sent to be answered. When ctx
+// is done first (a broker that does not answer), Abort returns with ctx's
+// error and lets the producer go: it finishes the abort and disconnects
+// in the background, Close waits for it, and the next Begin starts a new
+// producer epoch, whose start aborts the transaction at the brokers if
 // the abort had not.
 func (p *Producer) Abort(ctx context.Context) error {
 	p.mu.Lock()
@@ -373,22 +404,41 @@ func (p *Producer) Abort(ctx context.Context) error {
 	return err
 }
 
-// abort aborts the open transaction. It fails only when the producer was
-// fenced off. p.mu is held.
-func (p *Producer) abort() error {
-	if err := p.abortTxn(p.producer); err != nil {
-		p.reset("fatal transaction state")
-		if p.fence(err) {
-			return p.fenced
-		}
+// abort aborts the open transaction of s, once its delivery in flight has
+// ended, and closes s. It fails only when the producer was fenced off.
+// p.mu is held.
+func (p *Producer) abort(s *session) error {
+	err := p.endAbort(s)
+	if p.sess == s {
+		p.sess = nil
+	}
+	if p.fence(err) || p.fenced != nil {
+		return p.fenced
 	}
 	return nil
+}
+
+// endAbort ends the transaction of s with an abort, and closes s.
+func (p *Producer) endAbort(s *session) error {
+	if s.flight != nil {
+		<-s.flight
+	}
+	err := s.end(false)
+	if err != nil {
+		p.log.Warn("transaction abort failed; the next producer epoch's start aborts it", "err", err)
+	} else {
+		p.log.Warn("transaction aborted")
+	}
+	if cerr := s.close(); cerr != nil {
+		p.log.Debug("close the transactional producer", "err", cerr)
+	}
+	return err
 }
 
 // fence reports whether err says that the brokers fenced the producer
 // off, and if so sets p.fenced. p.mu is held.
 func (p *Producer) fence(err error) bool {
-	if !errors.Is(err, sarama.ErrProducerFenced) {
+	if !errors.Is(err, sarama.ErrProducerFenced) && !errors.Is(err, sarama.ErrInvalidProducerEpoch) {
 		return false
 	}
 	if p.fenced == nil {
@@ -401,31 +451,37 @@ func (p *Producer) fence(err error) bool {
 // abortWithin is abort, giving up waiting when ctx is done: see Abort.
 // p.mu is held.
 func (p *Producer) abortWithin(ctx context.Context) error {
-	if ctx.Done() == nil {
-		return p.abort()
+	s := p.sess
+	if s == nil {
+		return p.fenced
 	}
-	ended, err := p.endWithin(ctx, p.abortTxn, nil)
-	switch {
-	case !ended:
+	if ctx.Done() == nil {
+		return p.abort(s)
+	}
+	ended, err := p.endWithin(ctx, p.endAbort, nil)
+	if !ended {
 		p.log.Warn("transaction abort given up waiting for; it goes on in the background, and the next producer's start aborts the transaction if it had not")
 		return fmt.Errorf("txn %s: abort: %w (it goes on in the background)", p.cfg.ID, context.Cause(ctx))
-	case err != nil:
-		p.reset("fatal transaction state")
-		if p.fence(err) {
-			return p.fenced
-		}
+	}
+	p.sess = nil
+	if p.fence(err) || p.fenced != nil {
+		return p.fenced
 	}
 	return nil
 }
 
 // commitWithin commits the open transaction, giving up waiting when ctx
-// is done: the producer is then let go, to finish the commit, or abort
+// is done: the session is then let go, to finish the commit, or abort
 // what it could not commit, and close in the background. p.mu is held.
 func (p *Producer) commitWithin(ctx context.Context) error {
-	ended, err := p.endWithin(ctx, sarama.AsyncProducer.CommitTxn, func(ap sarama.AsyncProducer, err error) {
+	ended, err := p.endWithin(ctx, (*session).commit, func(s *session, err error) {
 		if err != nil {
 			p.log.Warn("transaction commit given up waiting for failed", "err", err)
-			p.abortTxn(ap)
+			p.endAbort(s)
+			return
+		}
+		if cerr := s.close(); cerr != nil {
+			p.log.Debug("close the transactional producer let go", "err", cerr)
 		}
 	})
 	switch {
@@ -440,91 +496,32 @@ func (p *Producer) commitWithin(ctx context.Context) error {
 	return nil
 }
 
-// endWithin runs end, the producer's commit or abort, and waits for it
+// endWithin runs end, the session's commit or abort, and waits for it
 // until ctx is done; it reports whether it did, and end's error. When
-// ctx is done first, it lets the producer go: in the background, end
-// finishes, then after (if not nil) with its error, then the producer
-// closes; Close waits for it, and the next Begin starts a new producer.
-// p.mu is held.
-func (p *Producer) endWithin(ctx context.Context, end func(sarama.AsyncProducer) error, after func(sarama.AsyncProducer, error)) (bool, error) {
-	ap := p.producer
+// ctx is done first, it lets the session go: in the background, end
+// finishes, then after (if not nil) with its error; Close waits for it,
+// and the next Begin starts a new session. p.mu is held.
+func (p *Producer) endWithin(ctx context.Context, end func(*session) error, after func(*session, error)) (bool, error) {
+	s := p.sess
 	ended := make(chan error, 1)
-	go func() { ended <- end(ap) }()
+	go func() { ended <- end(s) }()
 	select {
 	case err := <-ended:
 		return true, err
 	case <-ctx.Done():
 	}
-	p.producer = nil
+	p.sess = nil
 	p.letGo.Go(func() {
 		err := <-ended
 		if after != nil {
-			after(ap, err)
-		}
-		if err := ap.Close(); err != nil {
-			p.log.Debug("close the transactional producer let go", "err", err)
+			after(s, err)
 		}
 	})
 	return false, nil
 }
 
-// errFatal is the abort of a producer in a fatal state.
-var errFatal = errors.New("fatal transaction state")
-
-// abortTxn aborts the transaction of ap, and returns why it did not: then
-// ap must be closed.
-func (p *Producer) abortTxn(ap sarama.AsyncProducer) error {
-	if ap.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
-		return errFatal
-	}
-	if err := whileDraining(ap, ap.AbortTxn); err != nil {
-		p.log.Warn("transaction abort failed; restarting the producer", "err", err)
-		return err
-	}
-	p.log.Warn("transaction aborted")
-	return nil
-}
-
-// whileDraining runs f while it reads and drops the producer's
-// acknowledgements. A Send cut short (its ctx done) left messages in
-// flight whose acknowledgements nobody reads any more, and sarama's
-// AbortTxn waits until every one is read: past its channels' buffers, it
-// would wait for good. They are of the transaction being aborted.
-func whileDraining(ap sarama.AsyncProducer, f func() error) error {
-	stop, done := make(chan struct{}), make(chan struct{})
-	ok, errs := ap.Successes(), ap.Errors()
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-ok:
-			case <-errs:
-			case <-stop:
-				return
-			}
-		}
-	}()
-	err := f()
-	close(stop)
-	<-done
-	return err
-}
-
-// reset closes the producer after a fatal error: the next use starts a
-// new one, with a new producer epoch. p.mu is held.
-func (p *Producer) reset(why string) {
-	if p.producer == nil {
-		return
-	}
-	p.log.Warn("transactional producer closed", "why", why, "status", p.producer.TxnStatus().String())
-	if err := p.producer.Close(); err != nil {
-		p.log.Debug("close the transactional producer", "err", err)
-	}
-	p.producer = nil
-}
-
-// Close aborts the open transaction, if any, and stops the producer, and
-// waits for those Abort let go to close. It is safe to call more than
+// Close aborts the open transaction, if any, disconnects, and waits for
+// those Commit and Abort let go to end. It is safe to call more than
 // once; the other methods fail after it.
 func (p *Producer) Close() error {
 	if err := p.Abort(context.Background()); err != nil {
@@ -537,11 +534,11 @@ func (p *Producer) Close() error {
 		return nil
 	}
 	p.closed = true
-	if p.producer == nil {
+	if p.sess == nil {
 		return nil
 	}
-	err := p.producer.Close()
-	p.producer = nil
+	err := p.sess.close()
+	p.sess = nil
 	if err != nil {
 		return fmt.Errorf("txn %s: close: %w", p.cfg.ID, err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,27 +105,31 @@ func TestSameIDFencesThePredecessor(t *testing.T) {
 	assert.False(t, errors.Is(err, txn.ErrNoTransaction), "%v", err)
 }
 
-// A Send cut short by its context leaves messages in flight, whose
-// acknowledgements nobody reads; sarama's AbortTxn waits for every one to
-// be read. The abort reads them, and returns; the next transaction
-// commits only its own messages.
+// A Send cut short by its context leaves its records on their way: the
+// abort waits for them to be answered before it ends the transaction, so
+// that none lands after it, outside of any transaction; the next
+// transaction commits only its own records.
 func TestAbortAfterACutShortSend(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
 	require.NoError(t, err)
 	defer b.Close()
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "cut"})
+	bg := context.Background()
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	// The Send is cut short as its records start on their way.
+	cut := &cutShort{cancel: cancel}
+	sc := sarama.NewConfig()
+	sc.Producer.Interceptors = []sarama.ProducerInterceptor{cut}
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "cut", Sarama: sc})
 	require.NoError(t, err)
 	defer p.Close()
-	bg := context.Background()
 	require.NoError(t, p.Init(bg))
 	require.NoError(t, p.Begin(bg))
 	msgs := make([]*sarama.ProducerMessage, 50_000)
 	for i := range msgs {
 		msgs[i] = msg(strconv.Itoa(i))
 	}
-	ctx, cancel := context.WithTimeout(bg, 20*time.Millisecond)
-	defer cancel()
-	require.Error(t, p.Send(ctx, msgs), "cut short")
+	require.ErrorIs(t, p.Send(ctx, msgs), context.Canceled, "cut short")
 
 	done := make(chan error, 1)
 	go func() { done <- p.Abort(bg) }()
@@ -133,10 +139,32 @@ func TestAbortAfterACutShortSend(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Abort after a Send cut short did not return")
 	}
+	cut.off.Store(true)
 	require.NoError(t, p.Begin(bg))
 	require.NoError(t, p.Send(bg, []*sarama.ProducerMessage{msg("after")}))
 	require.NoError(t, p.Commit(bg))
 	assert.Equal(t, []string{"after"}, committed(t, b))
+	all, err := b.Records(bg, "out")
+	require.NoError(t, err)
+	assert.Len(t, all, len(msgs)+1, "the records of the Send cut short were written, and aborted")
+}
+
+// cutShort cancels a Send's context as its first record starts on its
+// way, and holds the delivery back long enough for the Send to see it.
+type cutShort struct {
+	cancel context.CancelFunc
+	once   sync.Once
+	off    atomic.Bool
+}
+
+func (c *cutShort) OnSend(*sarama.ProducerMessage) {
+	if c.off.Load() {
+		return
+	}
+	c.once.Do(func() {
+		c.cancel()
+		time.Sleep(100 * time.Millisecond)
+	})
 }
 
 // A producer fenced off by a newer one with its transactional.id stays

@@ -1,0 +1,325 @@
+package txn
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/sluicehq/sluice/internal/kafkaconf"
+)
+
+// session is one producer epoch of the transactional ID: a client, the
+// producer ID and epoch the transaction coordinator gave, and what the
+// open transaction holds. Its records go out through BatchProducers, one
+// per topic, in one produce request per leader broker, instead of through
+// sarama's AsyncProducer, whose goroutines and channels cost several
+// times as much CPU per record. The transaction's requests to the
+// coordinators are sarama's request types.
+//
+// A session is used by one goroutine at a time: the Producer's callers
+// under its lock, or a delivery those callers wait for (flight).
+type session struct {
+	id     string
+	cfg    *sarama.Config
+	client sarama.Client
+	pid    int64
+	epoch  int16
+
+	producers map[string]*kafkaconf.BatchProducer
+	inTxn     map[string]map[int32]bool // partitions added to the open transaction
+	offsets   []groupOffsets            // added, sent as the transaction commits
+	added     bool                      // the coordinator knows of the open transaction
+	flight    chan struct{}             // closed when the last delivery has ended; nil before
+}
+
+type groupOffsets struct {
+	group   *sarama.ConsumerGroupMetadata
+	offsets map[string][]*sarama.PartitionOffsetMetadata
+}
+
+// newSession connects and registers the transactional ID, which fences
+// off the producers that had it and aborts what they left open.
+func newSession(brokers []string, id string, timeout time.Duration, cfg *sarama.Config) (*session, error) {
+	client, err := sarama.NewClient(brokers, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{id: id, cfg: cfg, client: client, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}}
+	req := &sarama.InitProducerIDRequest{TransactionalID: &id, TransactionTimeout: timeout, ProducerID: -1, ProducerEpoch: -1}
+	switch v := cfg.Version; {
+	case v.IsAtLeast(sarama.V2_7_0_0):
+		req.Version = 4
+	case v.IsAtLeast(sarama.V2_5_0_0):
+		req.Version = 3
+	case v.IsAtLeast(sarama.V2_4_0_0):
+		req.Version = 2
+	case v.IsAtLeast(sarama.V2_0_0_0):
+		req.Version = 1
+	}
+	err = s.toCoordinator("init producer id", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
+		resp, err := b.InitProducerID(req)
+		if err != nil {
+			return nil, err
+		}
+		s.pid, s.epoch = resp.ProducerID, resp.ProducerEpoch
+		return kerr(resp.Err), nil
+	})
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *session) close() error { return s.client.Close() }
+
+// producer returns the session's producer to topic.
+func (s *session) producer(topic string) (*kafkaconf.BatchProducer, error) {
+	if bp := s.producers[topic]; bp != nil {
+		return bp, nil
+	}
+	bp, err := kafkaconf.NewBatchProducer(s.client, topic)
+	if err != nil {
+		return nil, err
+	}
+	bp.SetTxn(&kafkaconf.Txn{ID: s.id, PID: s.pid, Epoch: s.epoch, Add: s.addPartitions})
+	s.producers[topic] = bp
+	return bp, nil
+}
+
+// deliver sends msgs, each to its topic, and returns those not delivered.
+func (s *session) deliver(msgs []*sarama.ProducerMessage) []*sarama.ProducerError {
+	var failed []*sarama.ProducerError
+	for len(msgs) > 0 {
+		// Most Sends are of one topic: take the run of the first's.
+		topic := msgs[0].Topic
+		n := 1
+		for n < len(msgs) && msgs[n].Topic == topic {
+			n++
+		}
+		bp, err := s.producer(topic)
+		if err != nil {
+			for _, m := range msgs[:n] {
+				failed = append(failed, &sarama.ProducerError{Msg: m, Err: err})
+			}
+		} else {
+			failed = append(failed, bp.Send(msgs[:n])...)
+		}
+		msgs = msgs[n:]
+	}
+	return failed
+}
+
+// addPartitions adds those of parts not in the open transaction yet.
+func (s *session) addPartitions(topic string, parts []int32) error {
+	in := s.inTxn[topic]
+	var todo []int32
+	for _, p := range parts {
+		if !in[p] {
+			todo = append(todo, p)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	req := &sarama.AddPartitionsToTxnRequest{Version: txnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch,
+		TopicPartitions: map[string][]int32{topic: todo}}
+	err := s.toCoordinator("add partitions", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
+		resp, err := b.AddPartitionsToTxn(req)
+		if err != nil {
+			return nil, err
+		}
+		for _, pe := range resp.Errors[topic] {
+			if pe.Err != sarama.ErrNoError {
+				return pe.Err, nil
+			}
+		}
+		return nil, nil
+	})
+	// Once asked, the coordinator may hold partitions of the transaction:
+	// it must be ended, even when the answer was lost.
+	s.added = true
+	if err != nil {
+		return err
+	}
+	if in == nil {
+		in = map[int32]bool{}
+		s.inTxn[topic] = in
+	}
+	for _, p := range todo {
+		in[p] = true
+	}
+	return nil
+}
+
+// commit sends the offsets added to the transaction, then commits it.
+func (s *session) commit() error {
+	for len(s.offsets) > 0 {
+		o := s.offsets[0]
+		if err := s.sendOffsets(o); err != nil {
+			return err
+		}
+		s.offsets = s.offsets[1:]
+	}
+	return s.end(true)
+}
+
+// end ends the open transaction at the coordinator, if it knows of one.
+func (s *session) end(commit bool) error {
+	if s.added {
+		req := &sarama.EndTxnRequest{Version: txnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch, TransactionResult: commit}
+		err := s.toCoordinator("end transaction", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
+			resp, err := b.EndTxn(req)
+			if err != nil {
+				return nil, err
+			}
+			return kerr(resp.Err), nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	s.added, s.offsets = false, nil
+	clear(s.inTxn)
+	return nil
+}
+
+// sendOffsets adds the group's offsets to the transaction
+// (AddOffsetsToTxn), then sends them to the group's coordinator
+// (TxnOffsetCommit), with the group's generation and member, which lets
+// the coordinator refuse the offsets of a generation that has ended.
+func (s *session) sendOffsets(o groupOffsets) error {
+	g := o.group
+	add := &sarama.AddOffsetsToTxnRequest{Version: txnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch, GroupID: g.GroupID}
+	s.added = true
+	err := s.toCoordinator("add offsets", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
+		resp, err := b.AddOffsetsToTxn(add)
+		if err != nil {
+			return nil, err
+		}
+		return kerr(resp.Err), nil
+	})
+	if err != nil {
+		return err
+	}
+	req := &sarama.TxnOffsetCommitRequest{TransactionalID: s.id, GroupID: g.GroupID, ProducerID: s.pid, ProducerEpoch: s.epoch, Topics: o.offsets}
+	switch v := s.cfg.Version; {
+	case v.IsAtLeast(sarama.V2_5_0_0):
+		req.Version = 3
+		req.GenerationID, req.MemberID, req.GroupInstanceID = g.GenerationID, g.MemberID, g.GroupInstanceID
+	case v.IsAtLeast(sarama.V2_1_0_0):
+		req.Version = 2
+	case v.IsAtLeast(sarama.V2_0_0_0):
+		req.Version = 1
+	}
+	groupCoordinator := coordinatorOf{
+		get:     func() (*sarama.Broker, error) { return s.client.Coordinator(g.GroupID) },
+		refresh: func() error { return s.client.RefreshCoordinator(g.GroupID) },
+	}
+	return s.toCoordinator("commit offsets of group "+g.GroupID, groupCoordinator, func(b *sarama.Broker) (error, error) {
+		resp, err := b.TxnOffsetCommit(req)
+		if err != nil {
+			return nil, err
+		}
+		for _, pes := range resp.Topics {
+			for _, pe := range pes {
+				if pe.Err != sarama.ErrNoError {
+					return pe.Err, nil
+				}
+			}
+		}
+		return nil, nil
+	})
+}
+
+// coordinatorOf finds a coordinator, and looks it up again.
+type coordinatorOf struct {
+	get     func() (*sarama.Broker, error)
+	refresh func() error
+}
+
+func (s *session) txnCoordinator() coordinatorOf {
+	return coordinatorOf{
+		get:     func() (*sarama.Broker, error) { return s.client.TransactionCoordinator(s.id) },
+		refresh: func() error { return s.client.RefreshTransactionCoordinator(s.id) },
+	}
+}
+
+// toCoordinator runs call on the coordinator c finds, and again, after a
+// backoff, while it fails with an error that a retry may pass
+// (Producer.Transaction.Retry): a connection lost, a coordinator that
+// moved or is loading, the transaction before still completing. call
+// returns the Kafka error of the response, then the request's error.
+func (s *session) toCoordinator(what string, c coordinatorOf, call func(*sarama.Broker) (error, error)) error {
+	r := s.cfg.Producer.Transaction.Retry
+	var last error
+	for attempt := 0; attempt <= r.Max; attempt++ {
+		if attempt > 0 {
+			d := r.Backoff
+			if r.BackoffFunc != nil {
+				d = r.BackoffFunc(attempt, r.Max)
+			}
+			if errors.Is(last, sarama.ErrConcurrentTransactions) {
+				// The transaction before is being completed: a matter of
+				// the coordinator writing its markers.
+				d = min(d, concurrentBackoff)
+			}
+			time.Sleep(d)
+		}
+		b, err := c.get()
+		if err != nil {
+			last = err
+			_ = c.refresh()
+			continue
+		}
+		kerr, err := call(b)
+		switch {
+		case err != nil:
+			// The connection is in doubt: the next attempt opens another.
+			_ = b.Close()
+			_ = c.refresh()
+			last = err
+			continue
+		case kerr == nil:
+			return nil
+		}
+		last = kerr
+		switch {
+		case errors.Is(kerr, sarama.ErrNotCoordinatorForConsumer), errors.Is(kerr, sarama.ErrConsumerCoordinatorNotAvailable):
+			_ = c.refresh()
+		case errors.Is(kerr, sarama.ErrOffsetsLoadInProgress), errors.Is(kerr, sarama.ErrConcurrentTransactions),
+			errors.Is(kerr, sarama.ErrRequestTimedOut), errors.Is(kerr, sarama.ErrUnknownTopicOrPartition):
+		default:
+			return fmt.Errorf("%s: %w", what, kerr)
+		}
+	}
+	return fmt.Errorf("%s: %d attempts: %w", what, r.Max+1, last)
+}
+
+// concurrentBackoff is the longest wait before a request refused because
+// the transaction before is still completing is sent again.
+const concurrentBackoff = 20 * time.Millisecond
+
+// kerr returns nil for ErrNoError, else e.
+func kerr(e sarama.KError) error {
+	if e == sarama.ErrNoError {
+		return nil
+	}
+	return e
+}
+
+// txnVersion is the version of AddPartitionsToTxn, AddOffsetsToTxn and
+// EndTxn that sarama's transactional producer sends to Kafka v.
+func txnVersion(v sarama.KafkaVersion) int16 {
+	switch {
+	case v.IsAtLeast(sarama.V2_8_0_0):
+		return 3
+	case v.IsAtLeast(sarama.V2_7_0_0):
+		return 2
+	case v.IsAtLeast(sarama.V2_0_0_0):
+		return 1
+	}
+	return 0
+}
