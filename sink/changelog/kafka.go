@@ -398,21 +398,36 @@ func (k *Kafka) Checkpoint(ctx context.Context, c *stream.Changes) error {
 	}
 
 	// A key written twice keeps its last write, so that the order of the
-	// records within a partition does not matter.
+	// records within a partition does not matter. A checkpoint holds up
+	// to a record per key in state: their bytes share one buffer, and
+	// their messages one array, instead of three allocations a record.
+	size := 0
+	for i := range c.Entries {
+		e := &c.Entries[i]
+		size += 2 + binary.MaxVarintLen64 + len(e.Op) + len(e.Key) + 1 + len(e.Value)
+	}
+	buf := make([]byte, 0, size)
+	slab := make([]sarama.ProducerMessage, 0, len(c.Entries))
 	msgs := make([]*sarama.ProducerMessage, 0, len(c.Entries))
 	seen := make(map[string]struct{}, len(c.Entries))
 	var id []byte
 	for i := len(c.Entries) - 1; i >= 0; i-- {
 		e := &c.Entries[i]
-		key := appendEntryKey(nil, e.Op, e.Key)
+		start := len(buf)
+		buf = appendEntryKey(buf, e.Op, e.Key)
+		key := buf[start:len(buf):len(buf)]
 		id = append(binary.LittleEndian.AppendUint32(id[:0], uint32(e.Partition)), key...)
 		if _, dup := seen[string(id)]; dup {
+			buf = buf[:start]
 			continue
 		}
 		seen[string(id)] = struct{}{}
-		m := &sarama.ProducerMessage{Topic: k.cfg.Topic, Partition: e.Partition, Key: sarama.ByteEncoder(key)}
+		slab = append(slab, sarama.ProducerMessage{Topic: k.cfg.Topic, Partition: e.Partition, Key: sarama.ByteEncoder(key)})
+		m := &slab[len(slab)-1]
 		if !e.Deleted {
-			m.Value = sarama.ByteEncoder(appendEntryValue(nil, e.Value))
+			start = len(buf)
+			buf = appendEntryValue(buf, e.Value)
+			m.Value = sarama.ByteEncoder(buf[start:len(buf):len(buf)])
 		}
 		msgs = append(msgs, m)
 	}
