@@ -764,6 +764,22 @@ func (op *stateOp[K, V, S]) changes(dst []Entry, batch int64) ([]Entry, error) {
 	op.mu.Lock()
 	defer op.mu.Unlock()
 	name := op.name()
+	// Room for every entry at once: a checkpoint may hold one per key in
+	// state, and entries hold pointers, which a growing slice copies under
+	// the garbage collector's write barriers.
+	n := len(op.moved)
+	for _, sp := range op.parts {
+		if sp == nil {
+			continue
+		}
+		n += len(sp.gone)
+		for _, v := range sp.ver[:len(sp.slab)] {
+			if v > op.checkpoint {
+				n++
+			}
+		}
+	}
+	dst = slices.Grow(dst, n)
 	dst = append(dst, op.moved...)
 	op.moved = op.moved[:0]
 	for _, id := range op.ids {
