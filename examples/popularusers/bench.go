@@ -50,7 +50,8 @@ func parseBench(args []string, stderr io.Writer) (*benchConfig, error) {
 loads -events events into an embedded Kafka broker, then reads them with a
 bare sarama consumer group that only counts, with the pipeline's Kafka
 source alone into a pipeline that only counts, with the pipeline (tdigest),
-and with the pipeline and -sketch exact; then writes generate's CSV to a
+with the pipeline and -sketch exact, and with the pipeline as -exactly-once
+builds it (each batch one Kafka transaction); then writes generate's CSV to a
 temporary file and reads it with a bare line counter, with a hand-written
 loop in one goroutine (computing what the pipeline computes, then keeping
 the totals alone) and with the pipeline (-input); then measures the state
