@@ -73,15 +73,15 @@ type Producer struct {
 	log    *slog.Logger
 
 	mu     sync.Mutex
-	sess   *session // nil until Init or Begin, and after a failure
-	open   bool     // a transaction is open
-	failed error    // the first failure in the open transaction
-	fenced error    // set once the brokers fenced the producer off, for good
+	reg    *registration // nil until Init or Begin, and after a failure
+	open   bool          // a transaction is open
+	failed error         // the first failure in the open transaction
+	fenced error         // set once the brokers fenced the producer off, for good
 	closed bool
 	onEnd  []func(committed bool)
-	// letGo are sessions Commit or Abort stopped waiting for: they finish
-	// their commit or abort and close in the background; Close waits for
-	// them.
+	// letGo are registrations Commit or Abort stopped waiting for: they
+	// finish their commit or abort and close in the background; Close
+	// waits for them.
 	letGo sync.WaitGroup
 }
 
@@ -159,20 +159,20 @@ func (p *Producer) init(ctx context.Context) error {
 	if p.fenced != nil {
 		return p.fenced
 	}
-	if p.sess != nil {
+	if p.reg != nil {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("txn %s: init: %w", p.cfg.ID, context.Cause(ctx))
 	}
-	s, err := newSession(p.cfg.Brokers, p.cfg.ID, p.cfg.Timeout, p.sarama)
+	s, err := register(p.cfg.Brokers, p.cfg.ID, p.cfg.Timeout, p.sarama)
 	if err != nil {
 		if p.fence(err) {
 			return p.fenced
 		}
 		return fmt.Errorf("txn %s: init producer on %v: %w", p.cfg.ID, p.cfg.Brokers, err)
 	}
-	p.sess = s
+	p.reg = s
 	return nil
 }
 
@@ -238,7 +238,7 @@ func (p *Producer) send(ctx context.Context, msgs []*sarama.ProducerMessage, man
 	for _, m := range msgs {
 		m.Metadata = token
 	}
-	s := p.sess
+	s := p.reg
 	done := make(chan struct{})
 	s.flight = done
 	var failed []*sarama.ProducerError
@@ -322,7 +322,7 @@ func (p *Producer) AddOffsets(ctx context.Context, group *sarama.ConsumerGroupMe
 		return p.failed
 	}
 	g := *group
-	p.sess.offsets = append(p.sess.offsets, groupOffsets{group: &g, offsets: maps.Clone(offsets)})
+	p.reg.offsets = append(p.reg.offsets, groupOffsets{group: &g, offsets: maps.Clone(offsets)})
 	return nil
 }
 
@@ -359,7 +359,7 @@ func (p *Producer) Commit(ctx context.Context) error {
 	if err == nil {
 		err = p.commitWithin(ctx)
 	}
-	if err != nil && p.sess != nil {
+	if err != nil && p.reg != nil {
 		if aerr := p.abortWithin(ctx); aerr != nil && aerr != err {
 			err = errors.Join(err, aerr)
 		}
@@ -407,10 +407,10 @@ func (p *Producer) Abort(ctx context.Context) error {
 // abort aborts the open transaction of s, once its delivery in flight has
 // ended, and closes s. It fails only when the producer was fenced off.
 // p.mu is held.
-func (p *Producer) abort(s *session) error {
+func (p *Producer) abort(s *registration) error {
 	err := p.endAbort(s)
-	if p.sess == s {
-		p.sess = nil
+	if p.reg == s {
+		p.reg = nil
 	}
 	if p.fence(err) || p.fenced != nil {
 		return p.fenced
@@ -419,7 +419,7 @@ func (p *Producer) abort(s *session) error {
 }
 
 // endAbort ends the transaction of s with an abort, and closes s.
-func (p *Producer) endAbort(s *session) error {
+func (p *Producer) endAbort(s *registration) error {
 	if s.flight != nil {
 		<-s.flight
 	}
@@ -451,7 +451,7 @@ func (p *Producer) fence(err error) bool {
 // abortWithin is abort, giving up waiting when ctx is done: see Abort.
 // p.mu is held.
 func (p *Producer) abortWithin(ctx context.Context) error {
-	s := p.sess
+	s := p.reg
 	if s == nil {
 		return p.fenced
 	}
@@ -463,7 +463,7 @@ func (p *Producer) abortWithin(ctx context.Context) error {
 		p.log.Warn("transaction abort given up waiting for; it goes on in the background, and the next producer's start aborts the transaction if it had not")
 		return fmt.Errorf("txn %s: abort: %w (it goes on in the background)", p.cfg.ID, context.Cause(ctx))
 	}
-	p.sess = nil
+	p.reg = nil
 	if p.fence(err) || p.fenced != nil {
 		return p.fenced
 	}
@@ -471,10 +471,10 @@ func (p *Producer) abortWithin(ctx context.Context) error {
 }
 
 // commitWithin commits the open transaction, giving up waiting when ctx
-// is done: the session is then let go, to finish the commit, or abort
+// is done: the registration is then let go, to finish the commit, or abort
 // what it could not commit, and close in the background. p.mu is held.
 func (p *Producer) commitWithin(ctx context.Context) error {
-	ended, err := p.endWithin(ctx, (*session).commit, func(s *session, err error) {
+	ended, err := p.endWithin(ctx, (*registration).commit, func(s *registration, err error) {
 		if err != nil {
 			p.log.Warn("transaction commit given up waiting for failed", "err", err)
 			p.endAbort(s)
@@ -496,13 +496,13 @@ func (p *Producer) commitWithin(ctx context.Context) error {
 	return nil
 }
 
-// endWithin runs end, the session's commit or abort, and waits for it
+// endWithin runs end, the registration's commit or abort, and waits for it
 // until ctx is done; it reports whether it did, and end's error. When
-// ctx is done first, it lets the session go: in the background, end
+// ctx is done first, it lets the registration go: in the background, end
 // finishes, then after (if not nil) with its error; Close waits for it,
-// and the next Begin starts a new session. p.mu is held.
-func (p *Producer) endWithin(ctx context.Context, end func(*session) error, after func(*session, error)) (bool, error) {
-	s := p.sess
+// and the next Begin starts a new registration. p.mu is held.
+func (p *Producer) endWithin(ctx context.Context, end func(*registration) error, after func(*registration, error)) (bool, error) {
+	s := p.reg
 	ended := make(chan error, 1)
 	go func() { ended <- end(s) }()
 	select {
@@ -510,7 +510,7 @@ func (p *Producer) endWithin(ctx context.Context, end func(*session) error, afte
 		return true, err
 	case <-ctx.Done():
 	}
-	p.sess = nil
+	p.reg = nil
 	p.letGo.Go(func() {
 		err := <-ended
 		if after != nil {
@@ -534,11 +534,11 @@ func (p *Producer) Close() error {
 		return nil
 	}
 	p.closed = true
-	if p.sess == nil {
+	if p.reg == nil {
 		return nil
 	}
-	err := p.sess.close()
-	p.sess = nil
+	err := p.reg.close()
+	p.reg = nil
 	if err != nil {
 		return fmt.Errorf("txn %s: close: %w", p.cfg.ID, err)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/sluicehq/sluice/internal/kafkaconf"
 )
 
-// session is one producer epoch of the transactional ID: a client, the
+// registration is one producer epoch of the transactional ID: a client, the
 // producer ID and epoch the transaction coordinator gave, and what the
 // open transaction holds. Its records go out through BatchProducers, one
 // per topic, in one produce request per leader broker, instead of through
@@ -18,9 +18,9 @@ import (
 // times as much CPU per record. The transaction's requests to the
 // coordinators are sarama's request types.
 //
-// A session is used by one goroutine at a time: the Producer's callers
+// A registration is used by one goroutine at a time: the Producer's callers
 // under its lock, or a delivery those callers wait for (flight).
-type session struct {
+type registration struct {
 	id     string
 	cfg    *sarama.Config
 	client sarama.Client
@@ -39,14 +39,14 @@ type groupOffsets struct {
 	offsets map[string][]*sarama.PartitionOffsetMetadata
 }
 
-// newSession connects and registers the transactional ID, which fences
+// register connects and registers the transactional ID, which fences
 // off the producers that had it and aborts what they left open.
-func newSession(brokers []string, id string, timeout time.Duration, cfg *sarama.Config) (*session, error) {
+func register(brokers []string, id string, timeout time.Duration, cfg *sarama.Config) (*registration, error) {
 	client, err := sarama.NewClient(brokers, cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &session{id: id, cfg: cfg, client: client, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}}
+	s := &registration{id: id, cfg: cfg, client: client, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}}
 	req := &sarama.InitProducerIDRequest{TransactionalID: &id, TransactionTimeout: timeout, ProducerID: -1, ProducerEpoch: -1}
 	switch v := cfg.Version; {
 	case v.IsAtLeast(sarama.V2_7_0_0):
@@ -73,10 +73,10 @@ func newSession(brokers []string, id string, timeout time.Duration, cfg *sarama.
 	return s, nil
 }
 
-func (s *session) close() error { return s.client.Close() }
+func (s *registration) close() error { return s.client.Close() }
 
-// producer returns the session's producer to topic.
-func (s *session) producer(topic string) (*kafkaconf.BatchProducer, error) {
+// producer returns the registration's producer to topic.
+func (s *registration) producer(topic string) (*kafkaconf.BatchProducer, error) {
 	if bp := s.producers[topic]; bp != nil {
 		return bp, nil
 	}
@@ -90,7 +90,7 @@ func (s *session) producer(topic string) (*kafkaconf.BatchProducer, error) {
 }
 
 // deliver sends msgs, each to its topic, and returns those not delivered.
-func (s *session) deliver(msgs []*sarama.ProducerMessage) []*sarama.ProducerError {
+func (s *registration) deliver(msgs []*sarama.ProducerMessage) []*sarama.ProducerError {
 	var failed []*sarama.ProducerError
 	for len(msgs) > 0 {
 		// Most Sends are of one topic: take the run of the first's.
@@ -113,7 +113,7 @@ func (s *session) deliver(msgs []*sarama.ProducerMessage) []*sarama.ProducerErro
 }
 
 // addPartitions adds those of parts not in the open transaction yet.
-func (s *session) addPartitions(topic string, parts []int32) error {
+func (s *registration) addPartitions(topic string, parts []int32) error {
 	in := s.inTxn[topic]
 	var todo []int32
 	for _, p := range parts {
@@ -131,12 +131,19 @@ func (s *session) addPartitions(topic string, parts []int32) error {
 		if err != nil {
 			return nil, err
 		}
+		// One partition refused, the others are not attempted: the
+		// refusal is the error to act on.
+		var first error
 		for _, pe := range resp.Errors[topic] {
-			if pe.Err != sarama.ErrNoError {
+			switch {
+			case pe.Err == sarama.ErrNoError:
+			case pe.Err != sarama.ErrOperationNotAttempted:
 				return pe.Err, nil
+			case first == nil:
+				first = pe.Err
 			}
 		}
-		return nil, nil
+		return first, nil
 	})
 	// Once asked, the coordinator may hold partitions of the transaction:
 	// it must be ended, even when the answer was lost.
@@ -155,7 +162,7 @@ func (s *session) addPartitions(topic string, parts []int32) error {
 }
 
 // commit sends the offsets added to the transaction, then commits it.
-func (s *session) commit() error {
+func (s *registration) commit() error {
 	for len(s.offsets) > 0 {
 		o := s.offsets[0]
 		if err := s.sendOffsets(o); err != nil {
@@ -167,7 +174,7 @@ func (s *session) commit() error {
 }
 
 // end ends the open transaction at the coordinator, if it knows of one.
-func (s *session) end(commit bool) error {
+func (s *registration) end(commit bool) error {
 	if s.added {
 		req := &sarama.EndTxnRequest{Version: txnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch, TransactionResult: commit}
 		err := s.toCoordinator("end transaction", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
@@ -190,7 +197,7 @@ func (s *session) end(commit bool) error {
 // (AddOffsetsToTxn), then sends them to the group's coordinator
 // (TxnOffsetCommit), with the group's generation and member, which lets
 // the coordinator refuse the offsets of a generation that has ended.
-func (s *session) sendOffsets(o groupOffsets) error {
+func (s *registration) sendOffsets(o groupOffsets) error {
 	g := o.group
 	add := &sarama.AddOffsetsToTxnRequest{Version: txnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch, GroupID: g.GroupID}
 	s.added = true
@@ -240,7 +247,7 @@ type coordinatorOf struct {
 	refresh func() error
 }
 
-func (s *session) txnCoordinator() coordinatorOf {
+func (s *registration) txnCoordinator() coordinatorOf {
 	return coordinatorOf{
 		get:     func() (*sarama.Broker, error) { return s.client.TransactionCoordinator(s.id) },
 		refresh: func() error { return s.client.RefreshTransactionCoordinator(s.id) },
@@ -252,7 +259,7 @@ func (s *session) txnCoordinator() coordinatorOf {
 // (Producer.Transaction.Retry): a connection lost, a coordinator that
 // moved or is loading, the transaction before still completing. call
 // returns the Kafka error of the response, then the request's error.
-func (s *session) toCoordinator(what string, c coordinatorOf, call func(*sarama.Broker) (error, error)) error {
+func (s *registration) toCoordinator(what string, c coordinatorOf, call func(*sarama.Broker) (error, error)) error {
 	r := s.cfg.Producer.Transaction.Retry
 	var last error
 	for attempt := 0; attempt <= r.Max; attempt++ {
