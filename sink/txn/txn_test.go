@@ -196,3 +196,34 @@ func TestFencedProducerStaysStopped(t *testing.T) {
 	require.NoError(t, next.Commit(ctx))
 	assert.Equal(t, []string{"new"}, committed(t, b))
 }
+
+// One Send may write to several topics, in runs of one topic after
+// another: each record lands in its topic, all committed together.
+func TestSendToSeveralTopics(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1, "other": 2}})
+	require.NoError(t, err)
+	defer b.Close()
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "topics"})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, p.Close()) }()
+	ctx := context.Background()
+	other := func(v string, part int32) *sarama.ProducerMessage {
+		return &sarama.ProducerMessage{Topic: "other", Partition: part, Value: sarama.StringEncoder(v)}
+	}
+	require.NoError(t, p.Begin(ctx))
+	require.NoError(t, p.SendToPartitions(ctx, []*sarama.ProducerMessage{
+		{Topic: "out", Value: sarama.StringEncoder("a")}, other("x", 1), other("y", 0), {Topic: "out", Value: sarama.StringEncoder("b")},
+	}))
+	require.NoError(t, p.Commit(ctx))
+
+	assert.Equal(t, []string{"a", "b"}, committed(t, b))
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	recs, err := b.CommittedRecords(cctx, "other")
+	require.NoError(t, err)
+	got := map[string]int32{}
+	for _, r := range recs {
+		got[string(r.Value)] = r.Partition
+	}
+	assert.Equal(t, map[string]int32{"x": 1, "y": 0}, got, "each record in its partition")
+}
