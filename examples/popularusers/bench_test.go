@@ -150,7 +150,7 @@ func TestParseBench(t *testing.T) {
 			if tt.ok {
 				require.NoError(t, err)
 				require.NotNil(t, c)
-				if tt.name == "defaults" { // the issue's: 2,000,000 events over 100,000 users, 4 partitions
+				if tt.name == "defaults" { // the defaults: 2,000,000 events over 100,000 users, 4 partitions
 					assert.Equal(t, [3]int64{2_000_000, 100_000, 4}, [3]int64{c.events, c.users, int64(c.partitions)})
 					assert.Greater(t, c.rounds, 1, "a median of several rounds")
 				}
