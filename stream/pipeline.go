@@ -27,9 +27,12 @@ type Pipeline struct {
 	stateful []stateful
 	// windows drop what they hold of partitions an Assigner source lost.
 	windows []func(lost []int32)
-	checks  []func() error // run before the first batch
-	running atomic.Bool
-	err     error // a construction error, returned by Run
+	// movedWindows are the windows of partitions that are not the
+	// source's, which an Assigner source makes Run refuse.
+	movedWindows []movedWindow
+	checks       []func() error // run before the first batch
+	running      atomic.Bool
+	err          error // a construction error, returned by Run
 }
 
 // stateful is an operator with state: told when partitions are lost, and
@@ -47,6 +50,23 @@ type stateful interface {
 	// hashed reports that the state's partitions are those of a hash of
 	// the keys (PartitionByKey), not the source's.
 	hashed() bool
+}
+
+// movedWindow is a window of partitions that are not the source's.
+type movedWindow struct {
+	op   string        // the operator: "Window", "ReduceByKeyAndWindow"
+	name func() string // of its output, named by Named
+}
+
+// addWindow registers a window made by op: drop drops what it holds of
+// partitions lost, unless its partitions are not the source's (moved),
+// when it cannot, and Run refuses it under an Assigner source.
+func (p *Pipeline) addWindow(op string, moved bool, name func() string, drop func(lost []int32)) {
+	if moved {
+		p.movedWindows = append(p.movedWindows, movedWindow{op: op, name: name})
+		return
+	}
+	p.windows = append(p.windows, drop)
 }
 
 // output is a registered output operation.
@@ -345,6 +365,12 @@ func (p *Pipeline) validate() error {
 			if s.hashed() {
 				return fmt.Errorf("stream: %s: the source's partitions are assigned and move (%T is an Assigner), and the state moves with them, so it must live in the source's partitions: make its input Keyed (every value of a key in one source partition, as a Kafka topic keyed by it), not moved by a hash of the key (PartitionByKey, or an input that is not keyed)", s.name(), p.input.source())
 			}
+		}
+		// A window drops a lost partition's values by its ID, which a
+		// window of other partitions cannot.
+		if len(p.movedWindows) > 0 {
+			w := p.movedWindows[0]
+			return fmt.Errorf("stream: %s: %s of partitions that are not the source's (moved by a hash of the keys, as by PartitionByKey and by ReduceByKey of a stream that is not Keyed, or mixed, as by Reduce and Transform), while the source's partitions are assigned and move (%T is an Assigner): the window could not drop the values of a partition lost, and would count twice what is read again when it comes back; window the values while they are in the source's partitions, then move them: ReduceByKey(Window(s, length, slide), f) instead of a window of ReduceByKey(s, f), or ReduceByKeyAndWindow of a Keyed stream", w.name(), w.op, p.input.source())
 		}
 	}
 	if p.cfg.store == nil {

@@ -26,10 +26,20 @@ import (
 // element-wise operators, MapPartitions, Broadcast, windows and the keyed
 // operators of a Keyed stream make of them. A window of partitions that
 // are not the source's (PartitionByKey, ReduceByKey or UpdateStateByKey
-// of a stream that is not Keyed, Reduce, Transform) cannot tell a lost
-// partition's values from the others, and keeps them until it slides
-// past them.
+// of a stream that is not Keyed, Reduce, Transform) could not tell a lost
+// partition's values from the others, and would count twice what is read
+// again when it comes back: under an Assigner source, Run fails at start.
+// Window the values before they move instead: ReduceByKey(Window(s,
+// length, slide), f) rather than a window of ReduceByKey(s, f).
 func Window[T any](s *Stream[T], length, slide int) *Stream[T] {
+	out, drop := window(s, length, slide)
+	s.p.addWindow("Window", s.moved, func() string { return out.name }, drop)
+	return out
+}
+
+// window is Window, with a function that drops what the window holds of
+// partitions lost, for the caller to register (see Pipeline.addWindow).
+func window[T any](s *Stream[T], length, slide int) (*Stream[T], func(lost []int32)) {
 	if length < 1 || slide < 1 {
 		s.p.err = fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide)
 	}
@@ -89,11 +99,8 @@ func Window[T any](s *Stream[T], length, slide int) *Stream[T] {
 		}
 		return ob, nil
 	})
-	if !s.moved { // in the source's partitions
-		s.p.windows = append(s.p.windows, func(lost []int32) { dropPartitions(ring, lost) })
-	}
 	out.keyed, out.hashParts = s.keyed, s.hashParts
-	return out
+	return out, func(lost []int32) { dropPartitions(ring, lost) }
 }
 
 // dropPartitions removes the partitions of IDs lost from the batches of
@@ -126,8 +133,11 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 // has a value for it, and the keys of a partition come out in no particular
 // order (without inverse, in the order they first appear in the window, as
 // with ReduceByKey). As with Window, the values of a partition that an
-// Assigner source loses leave the window, on a Keyed stream; the keys of a
-// stream that is not Keyed are moved by a hash, and stay. With inverse,
+// Assigner source loses leave the window, on a Keyed stream. The keys of a
+// stream that is not Keyed are moved by a hash before the window, which
+// could then not drop them: under an Assigner source, Run fails at start;
+// window the values before they move instead, with ReduceByKey(Window(s,
+// length, slide), f). With inverse,
 // a key must be equal to itself: a batch holding a key that is not (a
 // float NaN), which the running results could never find to remove,
 // fails, as in UpdateStateByKey.
@@ -137,7 +147,10 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse func(V, V) V, length, slide int) *Stream[Pair[K, V]] {
 	perBatch := ReduceByKey(s, f)
 	if inverse == nil {
-		return ReduceByKey(Window(perBatch, length, slide), f)
+		w, drop := window(perBatch, length, slide)
+		out := ReduceByKey(w, f)
+		s.p.addWindow("ReduceByKeyAndWindow", perBatch.moved, func() string { return out.name }, drop)
+		return out
 	}
 	if length < 1 || slide < 1 {
 		s.p.err = fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide)
@@ -243,14 +256,12 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse
 		})
 		return ob, err
 	})
-	if !perBatch.moved { // in the source's partitions
-		s.p.windows = append(s.p.windows, func(lost []int32) {
-			dropPartitions(ring, lost)
-			for _, id := range lost {
-				delete(running, id)
-			}
-		})
-	}
+	s.p.addWindow("ReduceByKeyAndWindow", perBatch.moved, func() string { return out.name }, func(lost []int32) {
+		dropPartitions(ring, lost)
+		for _, id := range lost {
+			delete(running, id)
+		}
+	})
 	out.keyed = true
 	out.unique = true
 	out.hashParts = perBatch.hashParts

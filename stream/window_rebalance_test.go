@@ -1,12 +1,14 @@
 package stream_test
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice/stream"
 )
@@ -70,25 +72,6 @@ func TestWindowOfRegainedPartitionCountsRecordsOnce(t *testing.T) {
 			}
 		})
 	}
-}
-
-// A window of keys placed by hash holds no source partition of its own:
-// a lost source partition drops none of its values.
-func TestHashedWindowKeepsValuesOnRebalance(t *testing.T) {
-	var chunk []stream.Record[stream.Pair[int, int]]
-	for k := range 20 {
-		chunk = append(chunk, pair1(k, 0, int64(k)))
-	}
-	src := &assigning{
-		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{chunk, {pair1(100, 0, 20)}}},
-		plan:     [][]int32{{0, 1, 2, 3}, {0}},
-	}
-	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.Parallelism(4))
-	c := collect(stream.ReduceByKeyAndWindow(stream.From(p, src), plus, windowInverses["inverse"], 2, 1))
-	run(t, p)
-	got := c.all()
-	require.Len(t, got, 2)
-	assert.Len(t, stateMap(got[1]), 21, "the keys of partition 0 stay in the window")
 }
 
 // Window drops the batches' records of a lost partition too.
@@ -186,36 +169,82 @@ func TestWindowNotKeyedOfRegainedPartitionCountsRecordsOnce(t *testing.T) {
 	}
 }
 
-// A window of partitions that are not the source's keeps its values when
-// the source loses a partition of the same ID: Reduce's one partition
-// holds the values of every source partition, and so may a Transform's.
-func TestWindowOfOtherPartitionsKeepsValuesOnRebalance(t *testing.T) {
-	for name, graph := range map[string]func(*stream.Stream[stream.Pair[int, int]]) *stream.Stream[int]{
-		"reduce": func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
-			return stream.Reduce(keys(s), plus)
-		},
-		"transform": func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
-			return stream.Transform(keys(s), func(b *stream.Batch[int]) (*stream.Batch[int], error) {
-				all := slices.Collect(b.All())
-				return &stream.Batch[int]{Partitions: []stream.Partition[int]{{ID: 0, Values: all}}}, nil
-			})
-		},
-	} {
+// movedGraphs are windows of streams whose partitions are not the
+// source's: made by a hash of the keys, or mixing the source's partitions.
+var movedGraphs = map[string]struct {
+	op    string
+	build func(*stream.Stream[stream.Pair[int, int]]) *stream.Stream[int]
+}{
+	"reduceByKeyAndWindow of a stream not keyed": {"ReduceByKeyAndWindow", func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+		return keys(stream.ReduceByKeyAndWindow(s, plus, nil, 3, 1).Named("windowed"))
+	}},
+	"reduceByKeyAndWindow with inverse of a stream not keyed": {"ReduceByKeyAndWindow", func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+		return keys(stream.ReduceByKeyAndWindow(s, plus, windowInverses["inverse"], 3, 1).Named("windowed"))
+	}},
+	"reduceByKeyAndWindow of partitionByKey": {"ReduceByKeyAndWindow", func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+		return keys(stream.ReduceByKeyAndWindow(stream.PartitionByKey(stream.Keyed(s), 2), plus, windowInverses["inverse"], 3, 1).Named("windowed"))
+	}},
+	"window of partitionByKey": {"Window", func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+		return keys(stream.Window(stream.PartitionByKey(s, 2), 3, 1).Named("windowed"))
+	}},
+	"window of reduce": {"Window", func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+		return stream.Window(stream.Reduce(keys(s), plus), 3, 1).Named("windowed")
+	}},
+	"window of transform": {"Window", func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+		return stream.Window(stream.Transform(keys(s), func(b *stream.Batch[int]) (*stream.Batch[int], error) {
+			all := slices.Collect(b.All())
+			return &stream.Batch[int]{Partitions: []stream.Partition[int]{{ID: 0, Values: all}}}, nil
+		}), 3, 1).Named("windowed")
+	}},
+}
+
+// A window of partitions that are not the source's cannot tell a lost
+// source partition's values from the others: it would go on giving
+// results of them beside their new owner, and count twice what it reads
+// again when the partition comes back. Under an Assigner source Run
+// refuses it at start, naming the operator and what to do, as it
+// refuses state in hashed partitions; without one, it runs.
+func TestAssignerNeedsWindowsInTheSourcePartitions(t *testing.T) {
+	chunks := func() [][]stream.Record[stream.Pair[int, int]] {
+		return [][]stream.Record[stream.Pair[int, int]]{{pair1(10, 0, 0), pair1(11, 1, 0)}, {pair1(12, 1, 1)}}
+	}
+	for name, g := range movedGraphs {
 		t.Run(name, func(t *testing.T) {
-			src := &assigning{
-				scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
-					{pair1(10, 0, 0), pair1(11, 1, 0)},
-					{pair1(12, 1, 1)}, // partition 0 lost before this batch
-				}},
-				plan: [][]int32{{0, 1}, {1}},
-			}
-			p := stream.NewPipeline(stream.Interval(2 * time.Millisecond))
-			c := collect(stream.Window(graph(stream.From(p, src)), 3, 1))
+			defer goleak.VerifyNone(t)
+			src := &assigning{scripted: scripted[stream.Pair[int, int]]{chunks: chunks()}, plan: [][]int32{{0, 1}, {1}}}
+			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.Parallelism(2))
+			collect(g.build(stream.From(p, src)))
+			err := p.Run(context.Background())
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "stream: windowed: "+g.op+" of partitions that are not the source's")
+			assert.Contains(t, err.Error(), "is an Assigner")
+			assert.Contains(t, err.Error(), "ReduceByKey(Window(s, length, slide), f)", "what to do")
+			assert.Empty(t, src.Commits(), "nothing read")
+
+			plain := &scripted[stream.Pair[int, int]]{chunks: chunks()}
+			p = stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.Parallelism(2))
+			c := collect(g.build(stream.From(p, plain)))
 			run(t, p)
-			got := c.values()
-			require.Len(t, got, 2)
-			total, _ := sum(0, got[1], 0, false)
-			assert.Equal(t, 10+11+12, total, "the window's partition 0 holds partition 1's values too")
+			assert.Len(t, c.all(), 2, "without an Assigner the window runs")
 		})
 	}
+}
+
+// What the refusal proposes, the window before the values move, drops a
+// lost partition's values.
+func TestWindowBeforeReduceByKeyDropsLostPartition(t *testing.T) {
+	src := &assigning{
+		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+			{pair1(10, 0, 0), pair1(11, 1, 0)},
+			{pair1(10, 0, 1)}, // partition 1 lost before this batch
+		}},
+		plan: [][]int32{{0, 1}, {0}},
+	}
+	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.Parallelism(2))
+	c := collect(stream.ReduceByKey(stream.Window(stream.From(p, src), 3, 1), plus))
+	run(t, p)
+	got := c.all()
+	require.Len(t, got, 2)
+	assert.Equal(t, map[int]int{10: 1, 11: 1}, stateMap(got[0]))
+	assert.Equal(t, map[int]int{10: 2}, stateMap(got[1]), "partition 1 lost: its key leaves the window")
 }
