@@ -48,7 +48,9 @@
 // any stage, wrapped in a *StageError (the stage's name and batch), a
 // *PartitionError, a *KeyError (the key whose state was being updated)
 // and a *RecordError as far as they apply; use errors.As. A panic in a
-// function given to an operator is such an error, a *PanicError.
+// function given to an operator is such an error, a *PanicError, and so
+// is one in a hook, an OnRebalance function, or a state's codec or
+// observer, named in the error.
 //
 // # Delivery
 //

@@ -132,14 +132,15 @@ func Logger(l *slog.Logger) Option {
 // OnRebalance adds a function that runs between batches when an Assigner
 // source has lost or gained partitions, after stateful operators have
 // dropped the state of lost partitions and before the next batch is
-// processed. An error stops the run.
+// processed. An error stops the run, and so does a panic (a *PanicError).
 func OnRebalance(f func(ctx context.Context, lost, gained []int32) error) Option {
 	return optionFunc(func(c *config) { c.onRebalance = append(c.onRebalance, f) })
 }
 
 // Hook observes a pipeline's batches, for metrics and logs. Hooks are
 // called from the run loop's goroutine, in the order they were added, and
-// must not block: a slow hook delays the next batch.
+// must not block: a slow hook delays the next batch. A hook that panics
+// stops the run with a *PanicError.
 //
 // A Hook may also implement RestoreHook, to follow the restore of durable
 // state. Package stream/prom exports what hooks see as Prometheus metrics.

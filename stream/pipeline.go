@@ -39,7 +39,9 @@ type Pipeline struct {
 // checkpointed to and restored from the pipeline's Store.
 type stateful interface {
 	name() string
-	dropPartitions(ids []int32)
+	// dropPartitions drops the state of partitions ids; an error is a
+	// panic of a StateObserver told of it.
+	dropPartitions(ids []int32) error
 	setDurable() error
 	size() StateStats
 	changes(dst []Entry, batch int64) ([]Entry, error)
@@ -142,7 +144,10 @@ func From[T any](p *Pipeline, src Source[T]) *Stream[T] {
 // first error of the source, of a stage (a *StageError), of an output or of
 // the commit; the failed batch is not committed. A panic in a function
 // given to an operator or an output is such an error (a *PanicError, its
-// stack logged), not a crash.
+// stack logged), not a crash; so is one in a function given to the
+// pipeline that Run calls between stages: a Hook, OnRebalance, a state's
+// Codec or StateObserver as the state is checkpointed, restored or dropped
+// in a rebalance. Nothing is committed after the panic.
 //
 // Run may be called once. A Run that fails before it starts, the graph or
 // the options being invalid, starts nothing (not even the source's Runner)
@@ -233,7 +238,9 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			now = assigner.Assignment()
 			if lost := minus(assigned, now); len(lost) > 0 {
 				p.cfg.logger.Info("partitions lost as the run ends", "lost", lost)
-				p.dropState(lost)
+				if err := p.dropState(lost); err != nil {
+					return fmt.Errorf("stream: partitions lost as the run ends (%v): %w", lost, err)
+				}
 				dropLost(now)
 			}
 		}
@@ -241,8 +248,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		if err := p.commit(work, last, committer, pending, &stats); err != nil {
 			return err
 		}
-		p.finalCommitDone(last, pending, now, &stats, &sourceName, lagger)
-		return nil
+		return p.finalCommitDone(last, pending, now, &stats, &sourceName, lagger)
 	}
 
 	start := time.Now()
@@ -324,7 +330,9 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 				stats.State = append(stats.State, s.size())
 			}
 			for _, h := range p.cfg.hooks {
-				h.BatchDone(stats)
+				if err := recovered(func() error { h.BatchDone(stats); return nil }); err != nil {
+					return fmt.Errorf("stream: batch %d: hook %T: %w", id, h, err)
+				}
 			}
 		}
 		p.cfg.logger.Debug("batch done", "batch", id, "records", n, "processing", stats.Processing)
@@ -391,8 +399,8 @@ func (p *Pipeline) validate() error {
 
 // finalCommitDone tells the FinalCommitHooks of the commit with which Run
 // ends, of offsets, after the batch last, with the partitions assigned,
-// as stats timed it.
-func (p *Pipeline) finalCommitDone(last Info, offsets []Offset, assigned []int32, stats *BatchStats, sourceName *string, lagger Lagger) {
+// as stats timed it. It returns a hook's panic.
+func (p *Pipeline) finalCommitDone(last Info, offsets []Offset, assigned []int32, stats *BatchStats, sourceName *string, lagger Lagger) error {
 	var hooks []FinalCommitHook
 	for _, h := range p.cfg.hooks {
 		if fh, ok := h.(FinalCommitHook); ok {
@@ -400,7 +408,7 @@ func (p *Pipeline) finalCommitDone(last Info, offsets []Offset, assigned []int32
 		}
 	}
 	if len(hooks) == 0 {
-		return
+		return nil
 	}
 	cs := CommitStats{Batch: last, Checkpoint: stats.Checkpoint, Commit: stats.Commit, Flush: stats.Flush}
 	cs.Inputs = inputStats(stats.Inputs[:0], offsets, make([]int, len(offsets)), assigned, sourceName, lagger)
@@ -408,8 +416,11 @@ func (p *Pipeline) finalCommitDone(last Info, offsets []Offset, assigned []int32
 		cs.State = append(cs.State, s.size())
 	}
 	for _, h := range hooks {
-		h.FinalCommit(cs)
+		if err := recovered(func() error { h.FinalCommit(cs); return nil }); err != nil {
+			return fmt.Errorf("stream: final commit after batch %d: hook %T: %w", last.ID, h, err)
+		}
 	}
+	return nil
 }
 
 // finish runs the outputs of a batch, then, if durable says so once they
@@ -596,7 +607,9 @@ func (p *Pipeline) rebalance(ctx, work context.Context, before, now []int32, bat
 		return nil
 	}
 	p.cfg.logger.Info("partitions changed", "lost", lost, "gained", gained)
-	p.dropState(lost)
+	if err := p.dropState(lost); err != nil {
+		return fmt.Errorf("stream: rebalance (lost %v, gained %v): %w", lost, gained, err)
+	}
 	if p.cfg.store != nil && len(gained) > 0 {
 		rctx, cancel := context.WithCancel(work)
 		stop := context.AfterFunc(ctx, cancel)
@@ -605,14 +618,16 @@ func (p *Pipeline) rebalance(ctx, work context.Context, before, now []int32, bat
 		cancel()
 		if err != nil {
 			if endedBy(ctx, work, err) {
-				p.dropState(gained)
+				if err := p.dropState(gained); err != nil {
+					return fmt.Errorf("stream: rebalance (lost %v, gained %v): %w", lost, gained, err)
+				}
 				return errRestoreCancelled
 			}
 			return err
 		}
 	}
 	for _, f := range p.cfg.onRebalance {
-		if err := f(work, lost, gained); err != nil {
+		if err := named("OnRebalance", recovered(func() error { return f(work, lost, gained) })); err != nil {
 			return fmt.Errorf("stream: rebalance (lost %v, gained %v): %w", lost, gained, err)
 		}
 	}
@@ -621,15 +636,18 @@ func (p *Pipeline) rebalance(ctx, work context.Context, before, now []int32, bat
 
 // dropState drops the state of partitions ids in every stateful operator,
 // their batches in every window, and the offsets restored with their
-// state.
-func (p *Pipeline) dropState(ids []int32) {
+// state. It returns a StateObserver's panic.
+func (p *Pipeline) dropState(ids []int32) error {
 	for _, s := range p.stateful {
-		s.dropPartitions(ids)
+		if err := s.dropPartitions(ids); err != nil {
+			return err
+		}
 	}
 	for _, drop := range p.windows {
 		drop(ids)
 	}
 	p.input.forget(ids)
+	return nil
 }
 
 // restoreAll restores the whole state before the first batch, when there
@@ -656,15 +674,27 @@ func (p *Pipeline) restore(ctx context.Context, partitions []int32, batch int64)
 		if op == nil {
 			return fmt.Errorf("the store holds state of an operator named %q, which this pipeline has not: name the operator as before, or discard the state", e.Op)
 		}
-		prog.add()
-		return op.restore(e, p.cfg.parallelism, batch)
+		if err := prog.add(); err != nil {
+			return err
+		}
+		// The codecs and observers are the user's, and a Store may call
+		// this from a goroutine of its own.
+		err := recovered(func() error { return op.restore(e, p.cfg.parallelism, batch) })
+		if _, ok := err.(*PanicError); ok {
+			return fmt.Errorf("%s: partition %d: %w", e.Op, e.Partition, err)
+		}
+		return err
 	})
-	prog.done(err)
+	if herr := prog.done(err); herr != nil {
+		err = errors.Join(err, herr)
+	}
 	if err != nil {
 		return fmt.Errorf("stream: restore state: %w", err)
 	}
 	for _, s := range p.stateful {
-		s.restored()
+		if err := recovered(func() error { s.restored(); return nil }); err != nil {
+			return fmt.Errorf("stream: restore state: %s: %w", s.name(), err)
+		}
 	}
 	p.input.skipBelow(offsets)
 	p.cfg.logger.Info("state restored", "partitions", partitions, "entries", prog.stats.Entries, "offsets", len(offsets), "took", prog.stats.Elapsed)
@@ -682,34 +712,41 @@ type restoreProgress struct {
 	start, last time.Time
 }
 
-func (r *restoreProgress) add() {
+// add counts an entry restored. It returns a hook's panic.
+func (r *restoreProgress) add() error {
 	r.stats.Entries++
 	if r.stats.Entries%4096 != 0 {
-		return // time.Now per entry would cost more than the entry
+		return nil // time.Now per entry would cost more than the entry
 	}
 	now := time.Now()
 	if now.Sub(r.last) < restoreProgressEvery {
-		return
+		return nil
 	}
 	r.last = now
 	r.stats.Elapsed = now.Sub(r.start)
 	rate := float64(r.stats.Entries) / r.stats.Elapsed.Seconds()
 	r.p.cfg.logger.Info("restoring state", "partitions", r.stats.Partitions, "entries", r.stats.Entries,
 		"entries/s", int64(rate), "elapsed", r.stats.Elapsed.Round(time.Millisecond))
-	r.tell()
+	return r.tell()
 }
 
-func (r *restoreProgress) done(err error) {
+// done ends the restore, which err ended. It returns a hook's panic.
+func (r *restoreProgress) done(err error) error {
 	r.stats.Elapsed, r.stats.Done, r.stats.Err = time.Since(r.start), true, err
-	r.tell()
+	return r.tell()
 }
 
-func (r *restoreProgress) tell() {
+// tell tells the RestoreHooks of the progress, and returns a hook's
+// panic.
+func (r *restoreProgress) tell() error {
 	for _, h := range r.p.cfg.hooks {
 		if rh, ok := h.(RestoreHook); ok {
-			rh.RestoreProgress(r.stats)
+			if err := recovered(func() error { rh.RestoreProgress(r.stats); return nil }); err != nil {
+				return fmt.Errorf("hook %T: %w", h, err)
+			}
 		}
 	}
+	return nil
 }
 
 // inputStats appends to dst the stats of every source partition of a
@@ -744,8 +781,12 @@ func inputStats(dst []PartitionStats, offsets []Offset, records []int, assigned 
 func (p *Pipeline) checkpoint(ctx context.Context, info Info, offsets []Offset) error {
 	c := &Changes{Batch: info, Offsets: offsets}
 	for _, s := range p.stateful {
-		var err error
-		if c.Entries, err = s.changes(c.Entries, info.ID); err != nil {
+		// The codecs are the user's.
+		err := recovered(func() (err error) {
+			c.Entries, err = s.changes(c.Entries, info.ID)
+			return err
+		})
+		if err := named(s.name(), err); err != nil {
 			return fmt.Errorf("stream: batch %d: checkpoint: %w", info.ID, err)
 		}
 	}

@@ -76,6 +76,8 @@ type StateObserver[K comparable, S any] interface {
 // observer is called by one goroutine at a time: the partition's during
 // a batch, the run loop's on a restore or rebalance. It needs no lock for
 // its own state, but the observers of different partitions run at once.
+// A panic of newObserver or of an observer fails the run with a
+// *PanicError, as one of update does.
 // Operators downstream of UpdateStateByKey may read an observer's summary
 // in the same batch: the updates of a batch are done before they run.
 //
@@ -241,18 +243,27 @@ func (op *stateOp[K, V, S]) newPart(id int32) *statePart[K, V, S] {
 	return sp
 }
 
-func (op *stateOp[K, V, S]) dropPartitions(ids []int32) {
+func (op *stateOp[K, V, S]) dropPartitions(ids []int32) error {
 	op.mu.Lock()
 	defer op.mu.Unlock()
 	for _, id := range ids {
-		if sp := op.parts[id]; sp != nil && sp.obs != nil {
+		sp := op.parts[id]
+		delete(op.parts, id)
+		if sp == nil || sp.obs == nil {
+			continue
+		}
+		err := recovered(func() error {
 			var zero S
 			for _, kv := range sp.slab {
 				sp.obs.Changed(kv.Key, kv.Value, true, zero, false)
 			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("%s: partition %d: %w", op.name(), id, err)
 		}
-		delete(op.parts, id)
 	}
+	return nil
 }
 
 func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
@@ -260,24 +271,10 @@ func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
 	if in == nil || err != nil {
 		return nil, err
 	}
-	op.mu.Lock()
-	for i := range in.Partitions {
-		id := in.Partitions[i].ID
-		if op.parts[id] == nil {
-			op.parts[id] = op.newPart(id)
-		}
+	ids, parts, err := op.partsOf(in)
+	if err != nil {
+		return nil, err
 	}
-	ids := op.ids[:0]
-	for id := range op.parts {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	op.ids = ids
-	parts := make([]*statePart[K, V, S], len(ids))
-	for i, id := range ids {
-		parts[i] = op.parts[id]
-	}
-	op.mu.Unlock()
 
 	expire := op.expiry(bc.info)
 	out := &Batch[Pair[K, S]]{Info: in.Info, Partitions: make([]Partition[Pair[K, S]], len(ids))}
@@ -296,6 +293,34 @@ func (op *stateOp[K, V, S]) compute(bc *batchCtx) (*Batch[Pair[K, S]], error) {
 		return nil
 	})
 	return out, err
+}
+
+// partsOf returns the IDs and the states of the partitions of the state
+// and of in, making those of in that are new.
+func (op *stateOp[K, V, S]) partsOf(in *Batch[Pair[K, V]]) ([]int32, []*statePart[K, V, S], error) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	for i := range in.Partitions {
+		id := in.Partitions[i].ID
+		if op.parts[id] == nil {
+			// newObserver is the user's: its panic fails the batch.
+			err := recovered(func() error { op.parts[id] = op.newPart(id); return nil })
+			if err != nil {
+				return nil, nil, &PartitionError{Partition: id, Err: err}
+			}
+		}
+	}
+	ids := op.ids[:0]
+	for id := range op.parts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	op.ids = ids
+	parts := make([]*statePart[K, V, S], len(ids))
+	for i, id := range ids {
+		parts[i] = op.parts[id]
+	}
+	return ids, parts, nil
 }
 
 // updatePart updates the state of one partition with its values of the

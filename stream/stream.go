@@ -157,6 +157,12 @@ func (e *KeyError) Unwrap() error { return e.Err }
 // when it came from updating the state of one key), instead of the process
 // crashing from a goroutine of the engine. The batch is not committed; the
 // state the function was changing is not checkpointed.
+//
+// A panic in a function Run calls between stages is one too, within an
+// error that names what panicked: a Hook ("hook *pkg.T"), OnRebalance, or
+// a Codec or StateObserver of the operator named, as its state is
+// checkpointed, restored or dropped in a rebalance. Run commits nothing
+// after it.
 type PanicError struct {
 	Value any    // what was passed to panic
 	Stack []byte // the stack of the goroutine that panicked
@@ -178,6 +184,15 @@ func recovered(f func() error) (err error) {
 		}
 	}()
 	return f()
+}
+
+// named prefixes err with what panicked when err is a panic recovered
+// (see recovered), and returns other errors as they are.
+func named(what string, err error) error {
+	if pe, ok := err.(*PanicError); ok {
+		return fmt.Errorf("%s: %w", what, pe)
+	}
+	return err
 }
 
 // batchCtx is what operators see of the batch being computed.
