@@ -46,11 +46,11 @@
 // "record messages/3@1042: ..." and TryMap can hand failed values, with
 // their origin, to a dead-letter output. Run returns the first error of
 // any stage, wrapped in a *StageError (the stage's name and batch), a
-// *PartitionError, a *KeyError (the key whose state was being updated)
-// and a *RecordError as far as they apply; use errors.As. A panic in a
-// function given to an operator is such an error, a *PanicError, and so
-// is one in a hook, an OnRebalance function, or a state's codec or
-// observer, named in the error.
+// *PartitionError, a *KeyError (the key whose values were being combined,
+// or whose state was being updated) and a *RecordError as far as they
+// apply; use errors.As. A panic in a function given to an operator is
+// such an error, a *PanicError, and so is one in a hook, an OnRebalance
+// function, or a state's codec or observer, named in the error.
 //
 // # Delivery
 //

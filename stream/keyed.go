@@ -213,7 +213,9 @@ func fnv1a(s string) uint64 {
 // must be associative and commutative, into one Pair per key. Unless s is
 // keyed, values are first combined within each partition, then moved with
 // PartitionByKey and combined again. Keys come out in the order they first
-// appear in a partition.
+// appear in a partition. f runs on several goroutines at once, one per
+// partition; a panic of f fails the batch with a *PanicError within a
+// *KeyError naming the key, a *PartitionError and a *StageError.
 //
 //	in  -- (a,1) (b,2) (a,3) -->
 //	out -- (a,4) (b,2) ------>   ReduceByKey(in, add)
@@ -247,16 +249,29 @@ func reduceInPartitions[K comparable, V any](s *Stream[Pair[K, V]], f func(V, V)
 			// Work on a local slice: partitions share cache lines, and a
 			// slice header written per value would bounce between cores.
 			vals := o.Values
-			for _, kv := range p.Values {
-				if j, ok := idx[kv.Key]; ok {
-					vals[j].Value = f(vals[j].Value, kv.Value)
-					continue
+			// at is the value being combined, so that a panic names its
+			// key: of f, or of the hash of a key that has none (an
+			// interface holding a slice). Its store costs nothing that
+			// counts beside the lookup's call, around which every
+			// register is saved anyway.
+			at := -1
+			err := recovered(func() error {
+				for j, kv := range p.Values {
+					at = j
+					if k, ok := idx[kv.Key]; ok {
+						vals[k].Value = f(vals[k].Value, kv.Value)
+						continue
+					}
+					idx[kv.Key] = int32(len(vals))
+					vals = append(vals, kv)
 				}
-				idx[kv.Key] = int32(len(vals))
-				vals = append(vals, kv)
-			}
+				return nil
+			})
 			o.Values = vals
-			return nil
+			if err != nil && at >= 0 {
+				return &KeyError{Key: p.Values[at].Key, Err: err}
+			}
+			return err
 		})
 		return ob, err
 	})

@@ -843,7 +843,8 @@ func TestInputEndingBelowTheRestoredOffsetsFails(t *testing.T) {
 // panic of any other operator's function does, naming the stage and the
 // partition, and also the key: whichever way the state is updated (values
 // grouped by key, one value per key, UpdateAll, a key with no values under
-// UpdateAll), and in ReduceByKeyAndWindow's inverse.
+// UpdateAll), in ReduceByKey's function, and in ReduceByKeyAndWindow's
+// function and inverse.
 func TestPanicInAStateUpdateNamesItsPartitionAndKey(t *testing.T) {
 	pr := func(k, v int, p int32, off int64) stream.Record[stream.Pair[int, int]] {
 		return rec(stream.KV(k, v), p, off)
@@ -889,6 +890,22 @@ func TestPanicInAStateUpdateNamesItsPartitionAndKey(t *testing.T) {
 		{"UpdateAll of a key with no values", func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
 			return stream.UpdateStateByKey(in, bad(true), stream.UpdateAll())
 		}, 3},
+		{"ReduceByKey", func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.ReduceByKey(in, func(a, b int) int {
+				if a+b == 100 { // key 7's in batch 1
+					panic("bad key")
+				}
+				return a + b
+			})
+		}, 1},
+		{"ReduceByKeyAndWindow without inverse", func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.ReduceByKeyAndWindow(in, func(a, b int) int {
+				if a+b == 101 { // key 7's in the window of batches 1 and 2
+					panic("bad key")
+				}
+				return a + b
+			}, nil, 2, 1)
+		}, 2},
 		{"ReduceByKeyAndWindow's inverse", func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
 			return stream.ReduceByKeyAndWindow(in, plus, func(a, b int) int {
 				if b == 100 { // key 7's sum in batch 1, leaving the window
@@ -926,4 +943,50 @@ func TestPanicInAStateUpdateNamesItsPartitionAndKey(t *testing.T) {
 			})
 		}
 	}
+}
+
+// A panic in ReduceByKey's function names the key also when the values
+// are moved by a hash of it, in the combining before the move and after.
+func TestPanicInReduceByKeyOfAStreamNotKeyedNamesTheKey(t *testing.T) {
+	for _, where := range []string{"before the move", "after the move"} {
+		t.Run(where, func(t *testing.T) {
+			src := &scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{{
+				rec(stream.KV(1, 1), 0, 0), rec(stream.KV(7, 60), 0, 1), rec(stream.KV(7, 40), 1, 0), rec(stream.KV(7, 2), 1, 1),
+			}}}
+			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.Parallelism(3))
+			collect(stream.ReduceByKey(stream.From(p, src), func(a, b int) int {
+				if where == "before the move" && a+b == 42 || where == "after the move" && a+b == 102 {
+					panic("bad key")
+				}
+				return a + b
+			}))
+			err := p.Run(context.Background())
+			var ke *stream.KeyError
+			if assert.ErrorAs(t, err, &ke) {
+				assert.Equal(t, 7, ke.Key)
+			}
+			var pe *stream.PanicError
+			require.ErrorAs(t, err, &pe)
+			assert.Equal(t, "bad key", pe.Value)
+		})
+	}
+}
+
+// A key of ReduceByKey that cannot be hashed (an interface holding a
+// slice) panics in the lookup, not in f: the error names that key, not
+// the one f was last given.
+func TestPanicOfAnUnhashableKeyInReduceByKeyNamesIt(t *testing.T) {
+	src := &scripted[stream.Pair[any, int]]{chunks: [][]stream.Record[stream.Pair[any, int]]{{
+		rec(stream.KV[any](1, 1), 0, 0), rec(stream.KV[any](1, 1), 0, 1), rec(stream.KV[any]([]int{7}, 1), 0, 2),
+	}}}
+	p := stream.NewPipeline(stream.Interval(2 * time.Millisecond))
+	collect(stream.ReduceByKey(stream.Keyed(stream.From(p, src)), func(a, b int) int { return a + b }))
+	err := p.Run(context.Background())
+	var ke *stream.KeyError
+	if assert.ErrorAs(t, err, &ke) {
+		assert.Equal(t, []int{7}, ke.Key)
+	}
+	var pe *stream.PanicError
+	require.ErrorAs(t, err, &pe)
+	assert.ErrorContains(t, err, "unhashable")
 }

@@ -139,9 +139,9 @@ func (e *RecordError) Error() string { return "record " + e.Origin.String() + ":
 func (e *RecordError) Unwrap() error { return e.Err }
 
 // KeyError is an error about one key of a keyed operator: the update
-// function of UpdateStateByKey, or the function or inverse with which
-// ReduceByKeyAndWindow keeps its running results, panicked for it. Key
-// holds a value of the operator's key type.
+// function of UpdateStateByKey, the function of ReduceByKey, or the
+// function or inverse of ReduceByKeyAndWindow panicked for it. Key holds
+// a value of the operator's key type.
 type KeyError struct {
 	Key any
 	Err error

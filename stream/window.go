@@ -140,7 +140,9 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 // length, slide), f). With inverse,
 // a key must be equal to itself: a batch holding a key that is not (a
 // float NaN), which the running results could never find to remove,
-// fails, as in UpdateStateByKey.
+// fails, as in UpdateStateByKey. A panic of f or inverse fails the batch
+// with a *PanicError within a *KeyError naming the key, a
+// *PartitionError and a *StageError.
 //
 //	in  -- (a,1) -- (a,2) -- (b,1) -->
 //	out -- (a,1) -- (a,3) -- (a,2) (b,1) -->   length 2, slide 1, sum
