@@ -71,6 +71,15 @@ func (p *Pipeline) addWindow(op string, moved bool, name func() string, drop fun
 	p.windows = append(p.windows, drop)
 }
 
+// assigned reports that the source is an Assigner: its partitions move.
+func (p *Pipeline) assigned() bool {
+	if p.input == nil {
+		return false
+	}
+	_, ok := p.input.source().(Assigner)
+	return ok
+}
+
 // output is a registered output operation.
 type output struct {
 	name       string        // set as Run starts (see nameOutputs)
@@ -378,7 +387,7 @@ func (p *Pipeline) validate() error {
 		// window of other partitions cannot.
 		if len(p.movedWindows) > 0 {
 			w := p.movedWindows[0]
-			return fmt.Errorf("stream: %s: %s of partitions that are not the source's (moved by a hash of the keys, as by PartitionByKey and by ReduceByKey of a stream that is not Keyed, or mixed, as by Reduce and Transform), while the source's partitions are assigned and move (%T is an Assigner): the window could not drop the values of a partition lost, and would count twice what is read again when it comes back; window the values while they are in the source's partitions, then move them: ReduceByKey(Window(s, length, slide), f) instead of a window of ReduceByKey(s, f), or ReduceByKeyAndWindow of a Keyed stream", w.name(), w.op, p.input.source())
+			return fmt.Errorf("stream: %s: %s of partitions that are not the source's (moved by a hash of the keys, as by PartitionByKey and by ReduceByKey of a stream that is not Keyed, or mixed, as by Reduce and Transform), while the source's partitions are assigned and move (%T is an Assigner): the window could not drop the values of a partition lost, and would count twice what is read again when it comes back; window the values while they are in the source's partitions, then move them: ReduceByKeyAndWindow of the stream before it is moved (Keyed, or not Keyed but in the source's partitions), or ReduceByKey(Window(s, length, slide), f) instead of a window of ReduceByKey(s, f)", w.name(), w.op, p.input.source())
 		}
 	}
 	if p.cfg.store == nil {

@@ -30,7 +30,8 @@ import (
 // partition's values from the others, and would count twice what is read
 // again when it comes back: under an Assigner source, Run fails at start.
 // Window the values before they move instead: ReduceByKey(Window(s,
-// length, slide), f) rather than a window of ReduceByKey(s, f).
+// length, slide), f), or ReduceByKeyAndWindow(s, ...), rather than a
+// window of ReduceByKey(s, f).
 func Window[T any](s *Stream[T], length, slide int) *Stream[T] {
 	out, drop := window(s, length, slide)
 	s.p.addWindow("Window", s.moved, func() string { return out.name }, drop)
@@ -132,13 +133,19 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 // moved, not the whole window. A key is dropped once no batch in the window
 // has a value for it, and the keys of a partition come out in no particular
 // order (without inverse, in the order they first appear in the window, as
-// with ReduceByKey). As with Window, the values of a partition that an
-// Assigner source loses leave the window, on a Keyed stream. The keys of a
-// stream that is not Keyed are moved by a hash before the window, which
-// could then not drop them: under an Assigner source, Run fails at start;
-// window the values before they move instead, with ReduceByKey(Window(s,
-// length, slide), f). With inverse,
-// a key must be equal to itself: a batch holding a key that is not (a
+// with ReduceByKey).
+//
+// As with Window, the values of a partition that an Assigner source loses
+// leave the window. The keys of a stream that is not Keyed are moved by a
+// hash of them, as by ReduceByKey: under an Assigner source, the window
+// then holds the results of each source partition, before the move, and
+// the keys are combined across partitions as the window slides, which
+// costs a move of the window's keys every slide. A stream already moved
+// by a hash (PartitionByKey, or made by Reduce or Transform) cannot be
+// windowed by source partition: under an Assigner source, Run fails at
+// start.
+//
+// With inverse, a key must be equal to itself: a batch holding a key that is not (a
 // float NaN), which the running results could never find to remove,
 // fails, as in UpdateStateByKey. A panic of f or inverse fails the batch
 // with a *PanicError within a *KeyError naming the key, a
@@ -147,15 +154,27 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 //	in  -- (a,1) -- (a,2) -- (b,1) -->
 //	out -- (a,1) -- (a,3) -- (a,2) (b,1) -->   length 2, slide 1, sum
 func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse func(V, V) V, length, slide int) *Stream[Pair[K, V]] {
-	perBatch := ReduceByKey(s, f)
+	if !s.keyed && !s.moved && s.p.assigned() {
+		// A window of the keys moved would hold no source partition, and
+		// could not drop a lost one's values.
+		w := reduceByKeyAndWindow(reduceInPartitions(s, f), f, inverse, length, slide)
+		return reduceInPartitions(PartitionByKey(w, 0), f)
+	}
+	return reduceByKeyAndWindow(ReduceByKey(s, f), f, inverse, length, slide)
+}
+
+// reduceByKeyAndWindow is ReduceByKeyAndWindow of the per-batch results
+// perBatch, a key once in each of its partitions, combined within each
+// partition.
+func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, inverse func(V, V) V, length, slide int) *Stream[Pair[K, V]] {
 	if inverse == nil {
 		w, drop := window(perBatch, length, slide)
-		out := ReduceByKey(w, f)
-		s.p.addWindow("ReduceByKeyAndWindow", perBatch.moved, func() string { return out.name }, drop)
+		out := reduceInPartitions(w, f)
+		perBatch.p.addWindow("ReduceByKeyAndWindow", perBatch.moved, func() string { return out.name }, drop)
 		return out
 	}
 	if length < 1 || slide < 1 {
-		s.p.err = fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide)
+		perBatch.p.err = fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide)
 	}
 	type counted struct {
 		v V
@@ -258,13 +277,13 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse
 		})
 		return ob, err
 	})
-	s.p.addWindow("ReduceByKeyAndWindow", perBatch.moved, func() string { return out.name }, func(lost []int32) {
+	perBatch.p.addWindow("ReduceByKeyAndWindow", perBatch.moved, func() string { return out.name }, func(lost []int32) {
 		dropPartitions(ring, lost)
 		for _, id := range lost {
 			delete(running, id)
 		}
 	})
-	out.keyed = true
+	out.keyed = perBatch.keyed
 	out.unique = true
 	out.hashParts = perBatch.hashParts
 	return out

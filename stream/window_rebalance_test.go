@@ -175,12 +175,6 @@ var movedGraphs = map[string]struct {
 	op    string
 	build func(*stream.Stream[stream.Pair[int, int]]) *stream.Stream[int]
 }{
-	"reduceByKeyAndWindow of a stream not keyed": {"ReduceByKeyAndWindow", func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
-		return keys(stream.ReduceByKeyAndWindow(s, plus, nil, 3, 1).Named("windowed"))
-	}},
-	"reduceByKeyAndWindow with inverse of a stream not keyed": {"ReduceByKeyAndWindow", func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
-		return keys(stream.ReduceByKeyAndWindow(s, plus, windowInverses["inverse"], 3, 1).Named("windowed"))
-	}},
 	"reduceByKeyAndWindow of partitionByKey": {"ReduceByKeyAndWindow", func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
 		return keys(stream.ReduceByKeyAndWindow(stream.PartitionByKey(stream.Keyed(s), 2), plus, windowInverses["inverse"], 3, 1).Named("windowed"))
 	}},
@@ -247,4 +241,55 @@ func TestWindowBeforeReduceByKeyDropsLostPartition(t *testing.T) {
 	require.Len(t, got, 2)
 	assert.Equal(t, map[int]int{10: 1, 11: 1}, stateMap(got[0]))
 	assert.Equal(t, map[int]int{10: 2}, stateMap(got[1]), "partition 1 lost: its key leaves the window")
+}
+
+// ReduceByKeyAndWindow of a stream that is not Keyed, under an Assigner
+// source, keeps the window in the source's partitions, and combines the
+// keys across them as it slides: a lost partition's values leave the
+// window, also those of keys other partitions hold too, and a partition
+// lost and assigned again counts its records once.
+func TestReduceByKeyAndWindowNotKeyedUnderAnAssigner(t *testing.T) {
+	for name, inv := range windowInverses {
+		t.Run(name+" drops a lost partition", func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			src := &assigning{
+				scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+					{pair1(10, 0, 0), pair1(10, 1, 0), pair1(11, 1, 1)},
+					{pair1(10, 0, 1)}, // partition 1 lost before this batch
+					{pair1(11, 0, 2)},
+				}},
+				plan: [][]int32{{0, 1}, {0}},
+			}
+			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.Parallelism(2))
+			c := collect(stream.ReduceByKeyAndWindow(stream.From(p, src), plus, inv, 3, 1))
+			run(t, p)
+			got := c.all()
+			require.Len(t, got, 3)
+			assert.Equal(t, map[int]int{10: 2, 11: 1}, stateMap(got[0]))
+			assert.Equal(t, map[int]int{10: 2}, stateMap(got[1]), "partition 1 lost: its values leave the window")
+			assert.Equal(t, map[int]int{10: 2, 11: 1}, stateMap(got[2]))
+			for _, b := range got {
+				assert.Equal(t, len(stateMap(b)), b.Len(), "batch %d: a key once", b.Info.ID)
+			}
+		})
+		t.Run(name+" counts a regained partition once", func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			src := &assigning{
+				scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+					{pair1(1, 0, 0), pair1(1, 1, 0)}, // committed: the first batch is
+					{pair1(1, 0, 1)},                 // held back by the interval
+					{pair1(1, 1, 1)},                 // partition 0 lost: offset 1 is not committed
+					{pair1(1, 0, 1), pair1(1, 0, 2)}, // assigned again: read from offset 1
+				}},
+				plan: [][]int32{{0, 1}, {0, 1}, {1}, {0, 1}},
+			}
+			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.CommitInterval(time.Hour), stream.Parallelism(2))
+			c := collect(stream.ReduceByKeyAndWindow(stream.From(p, src), plus, inv, 4, 1))
+			run(t, p)
+			got := c.all()
+			require.Len(t, got, 4)
+			assert.Equal(t, map[int]int{1: 2}, stateMap(got[2]), "partition 0 lost: its records leave the window")
+			assert.Equal(t, map[int]int{1: 4}, stateMap(got[3]), "partition 0's offsets 1 and 2 (0, committed before it was lost, is in no window), partition 1's 0 and 1")
+		})
+	}
 }
