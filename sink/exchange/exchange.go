@@ -67,19 +67,25 @@
 // one. So each value carries the epoch of its publisher's ownership of
 // the partition (Partial.Epoch), which Publish derives from what was
 // read, with Config.Member naming each process apart: a process whose
-// own value of the partition is the latest read goes on in its epoch; one
-// that takes the partition over from another member publishes in the next
-// epoch. A value of an epoch lower than the highest read of its partition
-// is left out, counted (Late) and logged. (So is the first value of a new
-// owner that had not read its predecessor's latest epoch; its next one,
-// published once it has, is not.) The epochs come from the topic
-// itself, not from the consumer group, whose generations start again
-// with a new group. A process that has read nothing of a partition yet
-// publishes epoch 0, unknown, which is never left out: its value, and a
-// late one after it, are taken in the topic's order, as are those of
-// processes that share a Member name. A process that starts after
-// compaction may find only a late value, which the owner's next one
-// replaces.
+// own value of the partition, published since it started, is the latest
+// read goes on in its epoch; one that takes the partition over, from
+// another member or from a run before under its own name, publishes in a
+// new epoch: the offset after the last record it read. Offsets only grow
+// and compaction keeps them, so a new epoch is above that of every value
+// read before it, by any process, even those compaction has since
+// removed: a process that starts then may find of a partition only a
+// late value, or one of epoch 0, or of another kind, and the others still
+// know the epochs before. A value of an epoch lower than the highest read
+// of its partition is left out, counted (Late) and logged. (So is the
+// first value of a new owner that had not read its predecessor's latest
+// epoch; its next one, published once it has, is not.) The epochs come
+// from the topic itself, not from the consumer group, whose generations
+// start again with a new group. A process that has read nothing of a
+// partition yet publishes epoch 0, unknown, which is never left out: its
+// value, and a late one after it, are taken in the topic's order, as are
+// those of processes that share a Member name at the same time. A
+// process that starts after compaction may find only a late value, which
+// the owner's next one replaces.
 //
 // Values of the first header version (no kind, input nor epoch) still
 // decode, with Kind, Input and Epoch empty: unknown, they are returned
@@ -191,6 +197,9 @@ type Kafka struct {
 	// the partials of an earlier one, left out.
 	epochs map[int32]int64
 	late   int64
+	// mine holds the epoch in which this process last published each
+	// partition: it goes on in it while its value is the latest read.
+	mine map[int32]int64
 	// inputParts is how many partitions Config.Input had when Sync last
 	// read it; -1: unknown. gone tells what was logged of reading it.
 	inputParts int32
@@ -231,7 +240,7 @@ func New(cfg Config) (*Kafka, error) {
 	}
 	return &Kafka{
 		cfg: cfg, sarama: sc, log: log.With("exchange", cfg.Topic),
-		latest: map[int32]Partial{}, moved: make(chan struct{}), foreign: map[int32]string{}, epochs: map[int32]int64{}, inputParts: -1,
+		latest: map[int32]Partial{}, moved: make(chan struct{}), foreign: map[int32]string{}, epochs: map[int32]int64{}, mine: map[int32]int64{}, inputParts: -1,
 		connecting: make(chan struct{}, 1),
 	}, nil
 }
@@ -416,19 +425,24 @@ func (x *Kafka) Publish(ctx context.Context, partials []Partial) error {
 }
 
 // epochOf returns the epoch in which p is published: that of the
-// partition's latest value if p's member published it, one more than the
-// highest read if another did, 0 if none was read.
+// partition's latest value if this process published it in that epoch,
+// 0 if nothing of the partition was read, and otherwise a new one, the
+// offset after the last record read, which is above the epoch of every
+// value of the topic up to it: its publisher had read less of the topic.
 func (x *Kafka) epochOf(p Partial) int64 {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	cur, ok := x.latest[p.Partition]
+	mine, published := x.mine[p.Partition]
+	var epoch int64
 	switch {
-	case ok && cur.Member == p.Member && cur.Epoch > 0:
-		return cur.Epoch
+	case ok && published && cur.Member == p.Member && cur.Epoch > 0 && cur.Epoch == mine:
+		epoch = cur.Epoch
 	case ok || x.epochs[p.Partition] > 0:
-		return x.epochs[p.Partition] + 1
+		epoch = x.next
 	}
-	return 0
+	x.mine[p.Partition] = epoch
+	return epoch
 }
 
 // Sync waits until the values published before the call have been read
