@@ -3,6 +3,7 @@ package exchange
 import (
 	"context"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 
@@ -156,4 +157,37 @@ func TestAnOwnerStartedAfterCompactionIsNotLeftOut(t *testing.T) {
 		assert.Equal(t, map[int32]string{0: "later:" + v}, values(synced(t, reader)))
 	}
 	assert.Zero(t, reader.Late())
+}
+
+// No publisher reads past its own record, so a partial's epoch is at most
+// its offset: one above (a writer of its own, a bit flipped) is taken as
+// unknown, with a warning, instead of raising its partition's epoch out
+// of the reach of every owner, whose partials would all be left out as
+// late, or make the next owner's overflow.
+func TestAnEpochAboveItsOffsetIsUnknown(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
+	var logs strings.Builder
+	reader, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "r", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	running(t, reader)
+	owner := newExchange(t, b, "o")
+	ctx := context.Background()
+	require.NoError(t, owner.Publish(ctx, []Partial{{Partition: 0, Value: []byte("v")}, {Partition: 1, Value: []byte("v")}}))
+	require.NoError(t, b.Produce("digests",
+		kafkatest.Record{Key: []byte("0"), Value: encode(Partial{Partition: 0, Value: []byte("odd"), Member: "x", Epoch: 1 << 40})},
+		kafkatest.Record{Key: []byte("1"), Value: encode(Partial{Partition: 1, Value: []byte("odd"), Member: "x", Epoch: math.MaxInt64})}))
+	got := synced(t, reader)
+	assert.Equal(t, map[int32]string{0: "x:odd", 1: "x:odd"}, values(got))
+	assert.Equal(t, map[int32]int64{0: 0, 1: 0}, epochs(got))
+	assert.Contains(t, logs.String(), `level=WARN msg="exchange partial of an epoch above its offset taken as of an unknown epoch" exchange=digests partition=0 origin=digests/0@2 member=x epoch=1099511627776`)
+	synced(t, owner)
+	for _, v := range []string{"one", "two"} {
+		require.NoError(t, owner.Publish(ctx, []Partial{{Partition: 0, Value: []byte(v)}, {Partition: 1, Value: []byte(v)}}))
+		synced(t, owner)
+		assert.Equal(t, map[int32]string{0: "o:" + v, 1: "o:" + v}, values(synced(t, reader)))
+	}
+	assert.Zero(t, reader.Late())
+	assert.Zero(t, reader.Skipped())
 }

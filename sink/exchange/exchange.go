@@ -85,7 +85,9 @@
 // value, and a late one after it, are taken in the topic's order, as are
 // those of processes that share a Member name at the same time. A
 // process that starts after compaction may find only a late value, which
-// the owner's next one replaces.
+// the owner's next one replaces. A value of an epoch above its offset,
+// which Publish never writes (its publisher reads up to the offset
+// before its own record at most), is taken as of epoch 0, with a warning.
 //
 // Values of the first header version (no kind, input nor epoch) still
 // decode, with Kind, Input and Epoch empty: unknown, they are returned
@@ -363,6 +365,14 @@ func (x *Kafka) take(m *sarama.ConsumerMessage) {
 		return
 	}
 	delete(x.foreign, p.Partition)
+	if p.Epoch > m.Offset {
+		// Its publisher had read less of the topic than up to its own
+		// record: the epoch is not one Publish wrote, and would stand
+		// above every owner's to come.
+		x.log.Warn("exchange partial of an epoch above its offset taken as of an unknown epoch",
+			"partition", p.Partition, "origin", origin, "member", p.Member, "epoch", p.Epoch)
+		p.Epoch = 0
+	}
 	if high := x.epochs[p.Partition]; p.Epoch > 0 && p.Epoch < high {
 		// Sent by an owner the partition has had since: its
 		// successor's value, read before it, is more recent.
