@@ -206,6 +206,11 @@ type Kafka struct {
 	// read it; -1: unknown. gone tells what was logged of reading it.
 	inputParts int32
 	gone       string
+	// asking is the request for the input's partitions under way, which
+	// a Sync that gives up leaves to end on its own; asked counts it, for
+	// Close.
+	asking *inputAnswer
+	asked  sync.WaitGroup
 }
 
 // ErrClosed is returned by Publish and Sync after Close.
@@ -458,7 +463,9 @@ func (x *Kafka) epochOf(p Partial) int64 {
 // Sync waits until the values published before the call have been read
 // by Run, or ctx is done. It returns ctx's error then: Latest still
 // returns what was read. With Config.Input, it then reads how many
-// partitions the input has, and drops the values of the others.
+// partitions the input has, and drops the values of the others; ctx
+// bounds that too, and Latest then leaves out those of the partitions
+// the input did not have when read before.
 func (x *Kafka) Sync(ctx context.Context) error {
 	client, err := x.getClient(ctx)
 	if err != nil {
@@ -474,7 +481,7 @@ func (x *Kafka) Sync(ctx context.Context) error {
 		x.mu.Unlock()
 		if next >= end {
 			if x.cfg.Input != "" {
-				x.readInput(client)
+				return x.readInput(ctx, client)
 			}
 			return nil
 		}
@@ -486,12 +493,48 @@ func (x *Kafka) Sync(ctx context.Context) error {
 	}
 }
 
+// inputAnswer is what a request for the input's partitions answered,
+// once done is closed.
+type inputAnswer struct {
+	done chan struct{}
+	n    int32
+	err  error
+}
+
 // readInput reads how many partitions Config.Input has, and drops the
 // values of the partitions it does not have: they stay out if the topic
 // is given partitions again, until their owners publish. A topic that
-// cannot be read keeps the count read before, with a warning.
-func (x *Kafka) readInput(client sarama.Client) {
-	n, err := x.inputPartitions(client)
+// cannot be read keeps the count read before, with a warning. It returns
+// ctx's error once ctx is done, leaving the request (a broker may not
+// answer before the client's read timeout) to a later call, which waits
+// for it instead of asking again.
+func (x *Kafka) readInput(ctx context.Context, client sarama.Client) error {
+	x.mu.Lock()
+	if x.closed {
+		x.mu.Unlock()
+		return fmt.Errorf("exchange %s: %w", x.cfg.Topic, ErrClosed)
+	}
+	a := x.asking
+	if a == nil {
+		a = &inputAnswer{done: make(chan struct{})}
+		x.asking = a
+		x.asked.Add(1)
+		go func() {
+			defer x.asked.Done()
+			a.n, a.err = x.inputPartitions(client)
+			x.mu.Lock()
+			x.asking = nil
+			x.mu.Unlock()
+			close(a.done)
+		}()
+	}
+	x.mu.Unlock()
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		return fmt.Errorf("exchange %s: read the partitions of input %s: %w", x.cfg.Topic, x.cfg.Input, context.Cause(ctx))
+	}
+	n, err := a.n, a.err
 	if err == nil && n == 0 {
 		err = sarama.ErrUnknownTopicOrPartition
 	}
@@ -502,7 +545,7 @@ func (x *Kafka) readInput(client sarama.Client) {
 			x.gone = msg
 			x.log.Warn("exchange: the input's partitions cannot be read: the partials of those it had before are kept", "input", x.cfg.Input, "partitions", x.inputParts, "err", err)
 		}
-		return
+		return nil
 	}
 	x.gone = ""
 	x.inputParts = n
@@ -517,6 +560,7 @@ func (x *Kafka) readInput(client sarama.Client) {
 		slices.Sort(left)
 		x.log.Warn("exchange partials of partitions the input does not have left out", "input", x.cfg.Input, "partitions", n, "left", fmt.Sprint(left))
 	}
+	return nil
 }
 
 // inputPartitions returns how many partitions Config.Input has, 0 when
@@ -610,8 +654,11 @@ func (x *Kafka) Close() error {
 	x.connecting <- struct{}{}
 	defer func() { <-x.connecting }()
 	x.mu.Lock()
-	defer x.mu.Unlock()
-	return kafkaconf.CloseAll("exchange "+x.cfg.Topic, x.producer, x.client)
+	err := kafkaconf.CloseAll("exchange "+x.cfg.Topic, x.producer, x.client)
+	x.mu.Unlock()
+	// A request for the input's partitions fails with the client.
+	x.asked.Wait()
+	return err
 }
 
 // connect returns the client, connected and with the topic made, or

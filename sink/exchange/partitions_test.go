@@ -5,10 +5,12 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicehq/sluice/internal/kafkatest"
 )
@@ -61,4 +63,38 @@ func TestAMissingInputLeavesOutNothing(t *testing.T) {
 	assert.Len(t, synced(t, x), 2)
 	assert.Len(t, synced(t, x), 2)
 	assert.Equal(t, 1, strings.Count(logs.String(), `level=WARN msg="exchange: the input's partitions cannot be read: the partials of those it had before are kept" exchange=digests input=absent partitions=-1`), logs.String())
+}
+
+// Sync reads the input's partitions within its context: a broker that
+// does not answer (until the client's read timeout, 30s by default) does
+// not hold the batch that waits for it, which goes on with the count read
+// before.
+func TestSyncGivesUpOnTheInputsPartitionsWithItsContext(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"messages": 1}})
+	require.NoError(t, err)
+	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
+	x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "x", Input: "messages"})
+	require.NoError(t, err)
+	running(t, x)
+	require.NoError(t, x.Publish(context.Background(), []Partial{{Partition: 0, Value: []byte("v")}, {Partition: 1, Value: []byte("v")}}))
+	assert.Equal(t, map[int32]string{0: "x:v"}, values(synced(t, x)))
+
+	held, release := b.Stall(kmsg.Metadata.Int16())
+	defer release()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	synced := make(chan error, 1)
+	go func() { synced <- x.Sync(ctx) }()
+	<-held
+	cancel()
+	select {
+	case err := <-synced:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Error("Sync still waits for the input's partitions 10s after its context ended")
+		release()
+		<-synced
+	}
+	assert.Equal(t, map[int32]string{0: "x:v"}, values(x.Latest()))
+	release()
 }
