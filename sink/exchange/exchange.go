@@ -49,15 +49,27 @@
 // value until its owner publishes one of this exchange's kind and input.
 // A record that does not decode supersedes it in the same way.
 //
+// This does not let two groups, on two inputs or one, share a topic at
+// the same time: the key is the partition alone, so that the partial of
+// one supersedes the other's of the same partition, and compaction keeps
+// one of them. Each group's processes would find the partition without a
+// value, or merge the other's, whenever the other published last. Give
+// each group a topic of its own.
+//
 // The input is a Kafka topic, so that the partitions that exist are
 // known: Sync reads how many the input has, and the values of the others
 // are dropped, for good (a partition added later starts with none, until
-// its owner publishes). The input's metadata says which partitions have
-// an owner in a group that reads it; a value is not dropped for being
-// old, as its owner may be dead and the group yet to give its partition
-// to another (the session timeout, then the restore of its state): any
-// age limit would either leave a live partition out of the merge in the
-// meantime or keep a gone one in for as long.
+// its owner publishes). For good for the processes that read the count
+// while the input had fewer: the values stay on the topic, and a process
+// that starts once partitions are added again takes them, until the new
+// partitions' owners publish (the group gives them out when its members
+// next read the input's metadata, by default within 10 minutes). The
+// input's metadata says which partitions have an owner in a group that
+// reads it; a value is not dropped for being old, as its owner may be
+// dead and the group yet to give its partition to another (the session
+// timeout, then the restore of its state): any age limit would either
+// leave a live partition out of the merge in the meantime or keep a gone
+// one in for as long.
 //
 // # Owners
 //
