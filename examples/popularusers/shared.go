@@ -96,21 +96,23 @@ func (sh *shared[S]) merge(own []partial[S], batch int64) (S, error) {
 			if err != nil {
 				return all, err
 			}
-			err = d.UnmarshalBinary(p.Value)
-			switch {
-			case err != nil && p.Kind == "":
-				// Written before partials said their kind: of the other
-				// sketch, most likely. The exchange leaves out those
-				// that say they are.
+			if err := d.UnmarshalBinary(p.Value); err != nil {
+				// Bad input, as a record that does not decode: left out,
+				// logged once for a run of them by one publisher, and the
+				// threshold goes on with the others. A partial written
+				// before partials said their kind is most likely of the
+				// other sketch (the exchange leaves out those that say
+				// they are); one of this kind that does not decode is
+				// corrupt, or of an encoding this build does not know.
 				if !ok || !c.left || c.member != p.Member {
-					sh.log.Warn("digest exchange: a partial of unknown kind does not decode as this process's sketch: left out until its owner publishes again",
-						"partition", p.Partition, "origin", fmt.Sprintf("%s/0@%d", sh.x.Topic(), p.Offset), "member", p.Member, "batch", p.Batch, "err", err)
+					msg := "digest exchange: a partial of this process's sketch does not decode: left out until its owner publishes again"
+					if p.Kind == "" {
+						msg = "digest exchange: a partial of unknown kind does not decode as this process's sketch: left out until its owner publishes again"
+					}
+					sh.log.Warn(msg, "partition", p.Partition, "origin", fmt.Sprintf("%s/0@%d", sh.x.Topic(), p.Offset), "member", p.Member, "batch", p.Batch, "err", err)
 				}
 				sh.cache[p.Partition] = cachedPartial[S]{offset: p.Offset, left: true, member: p.Member}
 				continue
-			case err != nil:
-				return all, fmt.Errorf("digest exchange: the partial of partition %d at %s/0@%d, published by %s at its batch %d, does not decode as this process's sketch (run every process of the group with the same -sketch): %w",
-					p.Partition, sh.x.Topic(), p.Offset, p.Member, p.Batch, err)
 			}
 			c = cachedPartial[S]{offset: p.Offset, sketch: d}
 			sh.cache[p.Partition] = c

@@ -65,9 +65,10 @@ func TestDigestSinkPublishesOwnedPartitionsOnly(t *testing.T) {
 	}
 }
 
-// A partial of this process's sketch that does not decode stops the
-// threshold with an error that names where it is in the digest topic.
-func TestMergeNamesAPartialThatDoesNotDecode(t *testing.T) {
+// A partial of this process's sketch that does not decode is bad input:
+// left out of the threshold, logged once with where it is in the digest
+// topic, until its owner publishes one that does.
+func TestMergeLeavesOutAPartialThatDoesNotDecode(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{})
 	require.NoError(t, err)
 	defer b.Close()
@@ -88,11 +89,22 @@ func TestMergeNamesAPartialThatDoesNotDecode(t *testing.T) {
 	require.NoError(t, x.Publish(ctx, []exchange.Partial{{Partition: 0, Value: v, Batch: 3}, {Partition: 1, Value: []byte("not a sketch"), Batch: 3}}))
 
 	newSketch := func() (*digest.Counts, error) { return digest.NewCounts(), nil }
-	sh := &shared[*digest.Counts]{x: x, newSketch: newSketch, log: slog.New(slog.DiscardHandler), cache: map[int32]cachedPartial[*digest.Counts]{}}
-	_, err = sh.merge(nil, 4)
-	require.Error(t, err)
-	assert.ErrorContains(t, err, "partition 1")
-	assert.ErrorContains(t, err, "digests/0@1", "the partial's topic, partition and offset")
+	var logs strings.Builder
+	sh := &shared[*digest.Counts]{x: x, newSketch: newSketch, log: slog.New(slog.NewTextHandler(&logs, nil)), cache: map[int32]cachedPartial[*digest.Counts]{}}
+	for range 2 {
+		all, err := sh.merge(nil, 4)
+		require.NoError(t, err, "a partial that does not decode is bad input: the threshold goes on with the others")
+		assert.Equal(t, uint64(1), all.Count(), "partition 0's partial alone")
+	}
+	assert.Equal(t, 1, strings.Count(logs.String(), "does not decode"), "logged once: %s", logs.String())
+	assert.Contains(t, logs.String(), "partition=1")
+	assert.Contains(t, logs.String(), "origin=digests/0@1", "the partial's topic, partition and offset")
+
+	// Its owner's next partial, which decodes, is merged.
+	require.NoError(t, x.Publish(ctx, []exchange.Partial{{Partition: 1, Value: v, Batch: 4}}))
+	all, err := sh.merge(nil, 5)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(2), all.Count())
 }
 
 // A process of one -sketch merges neither the partials of the other
