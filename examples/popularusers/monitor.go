@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluicehq/sluice/score"
+	"github.com/sluicehq/sluice/sink/exchange"
 	"github.com/sluicehq/sluice/stream"
 	"github.com/sluicehq/sluice/stream/prom"
 )
@@ -52,6 +53,7 @@ type monitor struct {
 	status  status
 	prevCut time.Time
 
+	reg    *prometheus.Registry
 	srv    *http.Server
 	addr   string
 	served chan struct{}
@@ -112,6 +114,7 @@ func startMonitor(addr string, limit float64, log *slog.Logger) (*monitor, error
 		m.bad.WithLabelValues(kindLabel(k)) // present at 0 from the start
 	}
 	reg := prometheus.NewRegistry()
+	m.reg = reg
 	for _, c := range []prometheus.Collector{
 		m.engine, m.bad, m.threshold, m.users, m.popular,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -146,6 +149,27 @@ func startMonitor(addr string, limit float64, log *slog.Logger) (*monitor, error
 }
 
 // close stops the server, waiting a little for scrapes in progress.
+// watchExchange adds to the metrics the digest exchange's counts of the
+// partials it read and left out, by reason.
+func (m *monitor) watchExchange(x *exchange.Kafka) error {
+	for _, r := range []struct {
+		reason string
+		count  func() int64
+	}{
+		{"undecodable", x.Skipped},
+		{"late", x.Late},
+		{"other_kind_or_input", x.Mismatched},
+	} {
+		c := prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "popularusers", Name: "exchange_partials_left_out_total",
+			Help:        "Partials read from the digest topic and left out of the threshold, by reason: a record that does not decode, a partial of an earlier owner sent late, or one of another -sketch or -topic.",
+			ConstLabels: prometheus.Labels{"reason": r.reason}}, func() float64 { return float64(r.count()) })
+		if err := m.reg.Register(c); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return nil
+}
+
 func (m *monitor) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/sluicehq/sluice/sink/exchange"
 )
 
 // monitorURL waits for the run to log where it serves its metrics and
@@ -230,4 +232,35 @@ func TestLogFlags(t *testing.T) {
 	res = runMain(t, t.Context(), "", "-log-format", "xml")
 	assert.Equal(t, exitUsage, res.code)
 	assert.Contains(t, res.stderr, `-log-format "xml": must be text or json`)
+}
+
+// With -digest-topic, the metrics count the partials read and left out
+// of the threshold, by reason: here one of the other sketch, left on the
+// topic by an earlier run.
+func TestMetricsCountTheExchangePartialsLeftOut(t *testing.T) {
+	b := startBrokerForTest(t, map[string]int32{"messages": 2, "popular_users": 1, "messages.dlq": 1})
+	x, err := exchange.New(exchange.Config{Brokers: b.Addrs(), Topic: "digests", Member: "before", Kind: "tdigest", Input: "messages"})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- x.Run(ctx) }()
+	require.NoError(t, x.Publish(ctx, []exchange.Partial{{Partition: 1, Value: []byte("a t-digest"), Batch: 9}}))
+	cancel()
+	require.NoError(t, <-done)
+	require.NoError(t, x.Close())
+
+	require.NoError(t, b.Produce("messages", events(200, 1000, 20, 2)...))
+	_, stderr, stop := runInBackground(t, "-brokers", b.Addrs()[0], "-json", "-interval", "200ms", "-sketch", "exact",
+		"-state", "changelog", "-digest-topic", "digests", "-metrics-addr", "127.0.0.1:0")
+	url := monitorURL(t, stderr)
+	const name = "popularusers_exchange_partials_left_out_total"
+	var fs map[string]*dto.MetricFamily
+	waitFor(t, time.Minute, "the partial left out in the metrics", func() bool {
+		fs = scrape(t, url+"metrics")
+		return sumOf(fs, name, "reason", "other_kind_or_input") == 1
+	})
+	assert.Len(t, fs[name].GetMetric(), 3, "every reason, from the start")
+	assert.Zero(t, sumOf(fs, name, "reason", "late"))
+	assert.Zero(t, sumOf(fs, name, "reason", "undecodable"))
+	assert.Equal(t, exitOK, stop().code)
 }

@@ -155,6 +155,11 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 			x.Close()
 		}()
 		out.exchange = x
+		if out.report.mon != nil {
+			if err := out.report.mon.watchExchange(x); err != nil {
+				return err
+			}
+		}
 		log.Info("sharing the threshold through the digest topic", "topic", c.digestTopic, "member", member)
 	}
 
