@@ -18,7 +18,12 @@ import (
 //
 // Keyed is an assertion, not a check: if it is false, ReduceByKey and
 // UpdateStateByKey see a key in several partitions and keep one result per
-// partition.
+// partition. Of a stream made by Transform, it also says that f kept
+// the source's partitions. It cannot say so of partitions made by a
+// hash of the keys or by Reduce (PartitionByKey, ReduceByKey of a stream
+// that is not Keyed): a Keyed stream of them, mapped since, is still in
+// them, and its windows and state are refused under an Assigner source
+// as theirs are.
 func Keyed[K comparable, V any](s *Stream[Pair[K, V]]) *Stream[Pair[K, V]] {
 	out := derive(s, "keyed", s.batch)
 	out.keyed = true
@@ -26,7 +31,10 @@ func Keyed[K comparable, V any](s *Stream[Pair[K, V]]) *Stream[Pair[K, V]] {
 	if s.keyed {
 		out.hashParts = s.hashParts // placed already, maybe by a hash
 	}
-	out.moved = out.hashParts != 0
+	// Partitions made by a hash of the keys or by Reduce stay so,
+	// whatever was done to the values since; those a Transform made
+	// may be the source's, as Keyed then says.
+	out.moved = out.hashParts != 0 || s.moved && !s.madeByTransform
 	return out
 }
 
@@ -112,7 +120,7 @@ func PartitionByKey[K comparable, V any](s *Stream[Pair[K, V]], n int) *Stream[P
 	if n <= 0 {
 		out.hashParts = -1
 	}
-	out.moved = true
+	out.moved, out.madeByTransform = true, false
 	return out
 }
 
@@ -334,6 +342,6 @@ func Reduce[T any](s *Stream[T], f func(T, T) T) *Stream[T] {
 		}
 		return ob, nil
 	})
-	out.moved = true // one partition of all
+	out.moved, out.madeByTransform = true, false // one partition of all
 	return out
 }

@@ -50,7 +50,7 @@ type stateful interface {
 	// restored ends a restore, once the Store has given every entry.
 	restored()
 	// hashed reports that the state's partitions are those of a hash of
-	// the keys (PartitionByKey), not the source's.
+	// the keys (PartitionByKey) or of Reduce, not the source's.
 	hashed() bool
 }
 
@@ -380,7 +380,7 @@ func (p *Pipeline) validate() error {
 		// state must be in the source's partitions.
 		for _, s := range p.stateful {
 			if s.hashed() {
-				return fmt.Errorf("stream: %s: the source's partitions are assigned and move (%T is an Assigner), and the state moves with them, so it must live in the source's partitions: make its input Keyed (every value of a key in one source partition, as a Kafka topic keyed by it), not moved by a hash of the key (PartitionByKey, or an input that is not keyed)", s.name(), p.input.source())
+				return fmt.Errorf("stream: %s: the source's partitions are assigned and move (%T is an Assigner), and the state moves with them, so it must live in the source's partitions: make its input Keyed (every value of a key in one source partition, as a Kafka topic keyed by it), not moved by a hash of the key (PartitionByKey, or an input that is not keyed) or by Reduce, even if declared Keyed since", s.name(), p.input.source())
 			}
 		}
 		// A window drops a lost partition's values by its ID, which a

@@ -102,7 +102,8 @@ func Observe[K comparable, S any](newObserver func(partition int32) StateObserve
 // source loses a partition, the partition's state is dropped, with the
 // offsets of the partition that batches not committed yet had read; so an
 // Assigner source needs the state in its own partitions: s Keyed, not
-// moved by a hash of the keys, or Run fails at start. Observe keeps a
+// moved by a hash of the keys or by Reduce, even if declared Keyed since
+// (see Keyed), or Run fails at start. Observe keeps a
 // summary of each partition's state as it changes.
 //
 // update runs on several goroutines at once, one per partition. A panic
@@ -738,7 +739,7 @@ func (sp *statePart[K, V, S]) remove(i int32) {
 
 func (op *stateOp[K, V, S]) name() string { return op.out.name }
 
-func (op *stateOp[K, V, S]) hashed() bool { return op.hashParts != 0 }
+func (op *stateOp[K, V, S]) hashed() bool { return op.hashParts != 0 || op.in.moved }
 
 // setDurable makes the state track its changes for a Store, once it is
 // sure that the default JSON codec, if it is used, gives back the keys and

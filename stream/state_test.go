@@ -444,6 +444,12 @@ func TestAssignerNeedsStateInTheSourcePartitions(t *testing.T) {
 		"reduceByKey": func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
 			return stream.ReduceByKey(in, func(a, b int) int { return a + b })
 		},
+		"keyed map of reduceByKey": func(in *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			// Keyed again after a Map: the keys are together, but in
+			// the partitions of their hash.
+			same := func(kv stream.Pair[int, int]) stream.Pair[int, int] { return kv }
+			return stream.Keyed(stream.Map(stream.ReduceByKey(in, func(a, b int) int { return a + b }), same))
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			src := &assigning{scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{{pair1(1, 0, 0)}}}, plan: [][]int32{{0, 1}}}

@@ -30,6 +30,10 @@ type Stream[T any] struct {
 	// hold values of other source partitions than the one of its ID
 	// (PartitionByKey, Reduce, Transform).
 	moved bool
+	// madeByTransform says the partitions were last made by Transform's
+	// function, which may have kept the source's: Keyed may then say
+	// they are (see Keyed).
+	madeByTransform bool
 
 	consumers int // operators and outputs reading this stream
 	compute   func(bc *batchCtx) (*Batch[T], error)
@@ -61,7 +65,7 @@ func newStream[T any](p *Pipeline, op string, compute func(bc *batchCtx) (*Batch
 func derive[T, U any](s *Stream[T], op string, compute func(bc *batchCtx) (*Batch[U], error)) *Stream[U] {
 	s.consumers++
 	out := newStream(s.p, op, compute)
-	out.moved = s.moved
+	out.moved, out.madeByTransform = s.moved, s.madeByTransform
 	return out
 }
 

@@ -26,9 +26,10 @@ import (
 // element-wise operators, MapPartitions, Broadcast, windows and the keyed
 // operators of a Keyed stream make of them. A window of partitions that
 // are not the source's (PartitionByKey, ReduceByKey or UpdateStateByKey
-// of a stream that is not Keyed, Reduce, Transform) could not tell a lost
-// partition's values from the others, and would count twice what is read
-// again when it comes back: under an Assigner source, Run fails at start.
+// of a stream that is not Keyed, Reduce, Transform unless declared Keyed
+// since: see Keyed) could not tell a lost partition's values from the
+// others, and would count twice what is read again when it comes back:
+// under an Assigner source, Run fails at start.
 // Window the values before they move instead: ReduceByKey(Window(s,
 // length, slide), f), or ReduceByKeyAndWindow(s, ...), rather than a
 // window of ReduceByKey(s, f).

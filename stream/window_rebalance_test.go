@@ -120,6 +120,13 @@ var graphsInSourcePartitions = map[string]func(*stream.Stream[stream.Pair[int, i
 	"window": func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
 		return stream.Window(keys(s), 1, 1)
 	},
+	"transform declared keyed": func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+		// Keyed says that the Transform kept the source's partitions.
+		same := func(b *stream.Batch[stream.Pair[int, int]]) (*stream.Batch[stream.Pair[int, int]], error) {
+			return b, nil
+		}
+		return keys(stream.Keyed(stream.Transform(s, same)))
+	},
 }
 
 // A window of a stream that is not Keyed, but whose partitions are the
@@ -180,6 +187,16 @@ var movedGraphs = map[string]struct {
 	}},
 	"window of partitionByKey": {"Window", func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
 		return keys(stream.Window(stream.PartitionByKey(s, 2), 3, 1).Named("windowed"))
+	}},
+	"window of keyed map of partitionByKey": {"Window", func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+		// Keyed asserts the keys are together, not that the partitions
+		// are the source's again: they are still PartitionByKey's.
+		same := stream.Map(stream.PartitionByKey(s, 2), func(kv stream.Pair[int, int]) stream.Pair[int, int] { return kv })
+		return keys(stream.Window(stream.Keyed(same), 3, 1).Named("windowed"))
+	}},
+	"reduceByKeyAndWindow of keyed map of reduceByKey": {"ReduceByKeyAndWindow", func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
+		same := stream.Map(stream.ReduceByKey(s, plus), func(kv stream.Pair[int, int]) stream.Pair[int, int] { return kv })
+		return keys(stream.ReduceByKeyAndWindow(stream.Keyed(same), plus, nil, 3, 1).Named("windowed"))
 	}},
 	"window of reduce": {"Window", func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[int] {
 		return stream.Window(stream.Reduce(keys(s), plus), 3, 1).Named("windowed")
