@@ -372,3 +372,30 @@ func TestFinalCommitHookSeesTheLagAfterIt(t *testing.T) {
 	assert.Equal(t, []stream.PartitionStats{{Source: "n", Partition: 0, Lag: 20}, {Source: "n", Partition: 1, Lag: 20}}, h.final[0].Inputs,
 		"30 of 50 committed as the run ends")
 }
+
+// The commit with which Run ends leaves out the partitions an Assigner
+// source lost since the last batch, with their state: the
+// FinalCommitHook is told of the offsets committed, the partitions
+// assigned and the state left.
+func TestFinalCommitHookLeavesOutPartitionsLostAsTheRunEnds(t *testing.T) {
+	src := &assigning{
+		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+			{pair1(1, 0, 0), pair1(2, 1, 0)}, // committed: the first batch is
+			{pair1(1, 0, 1), pair1(2, 1, 1)}, // held back by the interval
+			{},                               // the source ends, partition 1 lost
+		}},
+		plan: [][]int32{{0, 1}, {0, 1}, {0}},
+	}
+	h := &endHook{j: &journal{}}
+	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.CommitInterval(time.Hour), stream.WithHook(h))
+	collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), sum).Named("totals"))
+	run(t, p)
+	commits := src.Commits()
+	require.Len(t, commits, 2)
+	assert.Equal(t, []stream.Offset{{Source: "test", Partition: 0, Next: 2}}, commits[1], "partition 1's held-back offset goes with it")
+	require.Len(t, h.final, 1)
+	f := h.final[0]
+	assert.Equal(t, int64(2), f.Batch.ID)
+	assert.Equal(t, []stream.PartitionStats{{Source: "test", Partition: 0, Lag: -1}}, f.Inputs)
+	assert.Equal(t, []stream.StateStats{{Name: "totals", Keys: 1, Bytes: f.State[0].Bytes}}, f.State, "partition 1's key dropped")
+}
