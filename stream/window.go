@@ -134,7 +134,9 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 // moved, not the whole window. A key is dropped once no batch in the window
 // has a value for it, and the keys of a partition come out in no particular
 // order (without inverse, in the order they first appear in the window, as
-// with ReduceByKey).
+// with ReduceByKey; but for a stream that is not Keyed under an Assigner
+// source, whose window is kept by source partition: in no particular order
+// either).
 //
 // As with Window, the values of a partition that an Assigner source loses
 // leave the window. The keys of a stream that is not Keyed are moved by a
