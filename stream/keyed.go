@@ -14,7 +14,9 @@ import (
 // IDs stay the source's, so keyed state lives with the partition that owns
 // the key. A stream an operator has already placed by key (PartitionByKey,
 // ReduceByKey, UpdateStateByKey) stays placed as it is, by a hash of the
-// key if so.
+// key if so, also when operators that keep the partitions (Map, FlatMap,
+// MapPartitions) made it since: its keys are restored from a Store by
+// the hash, into the partitions their values go to.
 //
 // Keyed is an assertion, not a check: if it is false, ReduceByKey and
 // UpdateStateByKey see a key in several partitions and keep one result per
@@ -27,7 +29,9 @@ import (
 func Keyed[K comparable, V any](s *Stream[Pair[K, V]]) *Stream[Pair[K, V]] {
 	out := derive(s, "keyed", s.batch)
 	out.keyed = true
-	out.hashParts = 0 // the source's partitions
+	// The source's partitions, unless a hash placed the values, maybe
+	// before operators that do not keep its keyed flag (Map).
+	out.hashParts = s.placed
 	if s.keyed {
 		out.hashParts = s.hashParts // placed already, maybe by a hash
 	}
@@ -120,7 +124,7 @@ func PartitionByKey[K comparable, V any](s *Stream[Pair[K, V]], n int) *Stream[P
 	if n <= 0 {
 		out.hashParts = -1
 	}
-	out.moved, out.madeByTransform = true, false
+	out.moved, out.madeByTransform, out.placed = true, false, out.hashParts
 	return out
 }
 
@@ -342,6 +346,6 @@ func Reduce[T any](s *Stream[T], f func(T, T) T) *Stream[T] {
 		}
 		return ob, nil
 	})
-	out.moved, out.madeByTransform = true, false // one partition of all
+	out.moved, out.madeByTransform, out.placed = true, false, 0 // one partition of all
 	return out
 }

@@ -711,6 +711,17 @@ func TestTTLKeepsStateRestoredAfterBatchesTheStateSkipped(t *testing.T) {
 // leaves it placed by hash: a restart under another parallelism does not
 // put one key in two partitions of the state.
 func TestKeyedOfAHashedStreamRestoresByHash(t *testing.T) {
+	for name, keyed := range map[string]func(*stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]]{
+		"keyed": stream.Keyed[int, int],
+		"keyed again after a map": func(s *stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]] {
+			return stream.Keyed(stream.Map(s, func(kv stream.Pair[int, int]) stream.Pair[int, int] { return kv }))
+		},
+	} {
+		t.Run(name, func(t *testing.T) { keyedOfAHashedStreamRestoresByHash(t, keyed) })
+	}
+}
+
+func keyedOfAHashedStreamRestoresByHash(t *testing.T, keyed func(*stream.Stream[stream.Pair[int, int]]) *stream.Stream[stream.Pair[int, int]]) {
 	store := newMemStore()
 	want := map[int]int{}
 	for seg, par := range []int{2, 3} {
@@ -721,7 +732,7 @@ func TestKeyedOfAHashedStreamRestoresByHash(t *testing.T) {
 		}
 		p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(len(vals)), stream.Parallelism(par), stream.WithStore(store))
 		in := stream.From(p, source.NewSlice(fmt.Sprintf("seg%d", seg), vals, 2))
-		reduced := stream.Keyed(stream.ReduceByKey(in, func(a, b int) int { return a + b }))
+		reduced := keyed(stream.ReduceByKey(in, func(a, b int) int { return a + b }))
 		c := collect(stream.UpdateStateByKey(reduced, sum).Named("st"))
 		run(t, p)
 		got := c.all()

@@ -30,6 +30,11 @@ type Stream[T any] struct {
 	// hold values of other source partitions than the one of its ID
 	// (PartitionByKey, Reduce, Transform).
 	moved bool
+	// placed is hashParts of the partitions PartitionByKey last made,
+	// kept by the operators that keep partitions, keyed or not (a Map
+	// may change the keys, but not where the values are): Keyed places
+	// by it. 0 if they are not a hash's.
+	placed int
 	// madeByTransform says the partitions were last made by Transform's
 	// function, which may have kept the source's: Keyed may then say
 	// they are (see Keyed).
@@ -65,7 +70,7 @@ func newStream[T any](p *Pipeline, op string, compute func(bc *batchCtx) (*Batch
 func derive[T, U any](s *Stream[T], op string, compute func(bc *batchCtx) (*Batch[U], error)) *Stream[U] {
 	s.consumers++
 	out := newStream(s.p, op, compute)
-	out.moved, out.madeByTransform = s.moved, s.madeByTransform
+	out.moved, out.madeByTransform, out.placed = s.moved, s.madeByTransform, s.placed
 	return out
 }
 
