@@ -39,9 +39,21 @@ type groupOffsets struct {
 	offsets map[string][]*sarama.PartitionOffsetMetadata
 }
 
+// producerEpoch is a producer ID and epoch the coordinator gave.
+type producerEpoch struct {
+	pid   int64
+	epoch int16
+}
+
 // register connects and registers the transactional ID, which fences
 // off the producers that had it and aborts what they left open.
-func register(brokers []string, id string, timeout time.Duration, cfg *sarama.Config) (*registration, error) {
+//
+// With resume, the ID and epoch of this producer's registration before,
+// whose transaction was aborted, and Kafka 2.5 or later, it asks for that
+// epoch to be bumped (KIP-360): the coordinator refuses, PRODUCER_FENCED,
+// when a newer producer registered the ID since, which the new epoch
+// would fence off in turn, letting this one write and commit as a zombie.
+func register(brokers []string, id string, timeout time.Duration, cfg *sarama.Config, resume *producerEpoch) (*registration, error) {
 	client, err := sarama.NewClient(brokers, cfg)
 	if err != nil {
 		return nil, err
@@ -57,6 +69,9 @@ func register(brokers []string, id string, timeout time.Duration, cfg *sarama.Co
 		req.Version = 2
 	case v.IsAtLeast(sarama.V2_0_0_0):
 		req.Version = 1
+	}
+	if resume != nil && req.Version >= 3 {
+		req.ProducerID, req.ProducerEpoch = resume.pid, resume.epoch
 	}
 	err = s.toCoordinator("init producer id", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 		resp, err := b.InitProducerID(req)

@@ -79,6 +79,10 @@ type Producer struct {
 	fenced error         // set once the brokers fenced the producer off, for good
 	closed bool
 	onEnd  []func(committed bool)
+	// resume is the producer ID and epoch of the registration an abort
+	// ended and closed, for the next one to bump (see register); nil
+	// when that abort may not have ended the transaction.
+	resume *producerEpoch
 	// letGo are registrations Commit or Abort stopped waiting for: they
 	// finish their commit or abort and close in the background; Close
 	// waits for them.
@@ -165,7 +169,9 @@ func (p *Producer) init(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("txn %s: init: %w", p.cfg.ID, context.Cause(ctx))
 	}
-	s, err := register(p.cfg.Brokers, p.cfg.ID, p.cfg.Timeout, p.sarama)
+	resume := p.resume
+	p.resume = nil
+	s, err := register(p.cfg.Brokers, p.cfg.ID, p.cfg.Timeout, p.sarama, resume)
 	if err != nil {
 		if p.fence(err) {
 			return p.fenced
@@ -360,7 +366,7 @@ func (p *Producer) Commit(ctx context.Context) error {
 		err = p.commitWithin(ctx)
 	}
 	if err != nil && p.reg != nil {
-		if aerr := p.abortWithin(ctx); aerr != nil && aerr != err {
+		if aerr := p.abortWithin(ctx, false); aerr != nil && aerr != err {
 			err = errors.Join(err, aerr)
 		}
 	}
@@ -375,8 +381,12 @@ func (p *Producer) Commit(ctx context.Context) error {
 }
 
 // Abort implements stream.Transaction: it aborts the open transaction, if
-// any, and starts a new producer epoch with the next Begin, so that
-// nothing of the aborted transaction can follow. When the abort fails,
+// any. When a write of the transaction failed, the next Begin starts a new
+// producer epoch, so that nothing of the aborted transaction can follow
+// and the partitions' sequence numbers start again; otherwise the next
+// transaction goes on in the producer's epoch, as Kafka's own producer
+// does, and a newer producer that fenced this one off is found out by its
+// next write. When the abort fails,
 // the brokers abort the transaction when it times out or when the next
 // producer epoch starts. When the brokers fenced the producer off, Abort
 // returns ErrFenced, as every Begin after does.
@@ -393,7 +403,7 @@ func (p *Producer) Abort(ctx context.Context) error {
 		p.mu.Unlock()
 		return nil
 	}
-	err := p.abortWithin(ctx)
+	err := p.abortWithin(ctx, p.failed == nil)
 	p.open, p.failed = false, nil
 	hooks := p.onEnd
 	p.onEnd = nil
@@ -405,21 +415,36 @@ func (p *Producer) Abort(ctx context.Context) error {
 }
 
 // abort aborts the open transaction of s, once its delivery in flight has
-// ended, and closes s. It fails only when the producer was fenced off.
-// p.mu is held.
-func (p *Producer) abort(s *registration) error {
-	err := p.endAbort(s)
-	if p.reg == s {
-		p.reg = nil
-	}
+// ended. With keep (none of the transaction's writes failed), s goes on
+// into the next transaction; else s is closed. It fails only when the
+// producer was fenced off. p.mu is held.
+func (p *Producer) abort(s *registration, keep bool) error {
+	kept, err := p.endAbort(s, keep)
+	p.ended(s, kept, err)
 	if p.fence(err) || p.fenced != nil {
 		return p.fenced
 	}
 	return nil
 }
 
-// endAbort ends the transaction of s with an abort, and closes s.
-func (p *Producer) endAbort(s *registration) error {
+// ended records how the abort of s ended: kept, s stays the registration;
+// closed after an abort that ended the transaction, the next registration
+// bumps the epoch of s. p.mu is held.
+func (p *Producer) ended(s *registration, kept bool, err error) {
+	if kept {
+		return
+	}
+	if p.reg == s {
+		p.reg = nil
+	}
+	if err == nil {
+		p.resume = &producerEpoch{pid: s.pid, epoch: s.epoch}
+	}
+}
+
+// endAbort ends the transaction of s with an abort, and closes s unless
+// keep and the abort succeeded; it reports whether s was kept.
+func (p *Producer) endAbort(s *registration, keep bool) (bool, error) {
 	if s.flight != nil {
 		<-s.flight
 	}
@@ -429,10 +454,13 @@ func (p *Producer) endAbort(s *registration) error {
 	} else {
 		p.log.Warn("transaction aborted")
 	}
+	if keep && err == nil {
+		return true, nil
+	}
 	if cerr := s.close(); cerr != nil {
 		p.log.Debug("close the transactional producer", "err", cerr)
 	}
-	return err
+	return false, err
 }
 
 // fence reports whether err says that the brokers fenced the producer
@@ -450,20 +478,31 @@ func (p *Producer) fence(err error) bool {
 
 // abortWithin is abort, giving up waiting when ctx is done: see Abort.
 // p.mu is held.
-func (p *Producer) abortWithin(ctx context.Context) error {
+func (p *Producer) abortWithin(ctx context.Context, keep bool) error {
 	s := p.reg
 	if s == nil {
 		return p.fenced
 	}
 	if ctx.Done() == nil {
-		return p.abort(s)
+		return p.abort(s, keep)
 	}
-	ended, err := p.endWithin(ctx, p.endAbort, nil)
+	var kept bool
+	ended, err := p.endWithin(ctx, func(s *registration) (err error) {
+		kept, err = p.endAbort(s, keep)
+		return err
+	}, func(s *registration, _ error) {
+		if kept {
+			// Let go, it is of no further use.
+			if cerr := s.close(); cerr != nil {
+				p.log.Debug("close the transactional producer let go", "err", cerr)
+			}
+		}
+	})
 	if !ended {
 		p.log.Warn("transaction abort given up waiting for; it goes on in the background, and the next producer's start aborts the transaction if it had not")
 		return fmt.Errorf("txn %s: abort: %w (it goes on in the background)", p.cfg.ID, context.Cause(ctx))
 	}
-	p.reg = nil
+	p.ended(s, kept, err)
 	if p.fence(err) || p.fenced != nil {
 		return p.fenced
 	}
@@ -477,7 +516,7 @@ func (p *Producer) commitWithin(ctx context.Context) error {
 	ended, err := p.endWithin(ctx, (*registration).commit, func(s *registration, err error) {
 		if err != nil {
 			p.log.Warn("transaction commit given up waiting for failed", "err", err)
-			p.endAbort(s)
+			_, _ = p.endAbort(s, false)
 			return
 		}
 		if cerr := s.close(); cerr != nil {

@@ -227,3 +227,40 @@ func TestSendToSeveralTopics(t *testing.T) {
 	}
 	assert.Equal(t, map[string]int32{"x": 1, "y": 0}, got, "each record in its partition")
 }
+
+// A producer fenced off between its transactions, whose next transaction
+// is aborted before it wrote anything, learns of the fence with its next
+// write: it does not start a new producer epoch that would fence off the
+// newer producer in turn, and commit as a zombie.
+func TestFencedProducerAbortingDoesNotFenceItsSuccessor(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
+	require.NoError(t, err)
+	defer b.Close()
+	ctx := context.Background()
+	old, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proc"})
+	require.NoError(t, err)
+	defer old.Close()
+	require.NoError(t, old.Begin(ctx))
+	require.NoError(t, old.Send(ctx, []*sarama.ProducerMessage{msg("old")}))
+	require.NoError(t, old.Commit(ctx))
+
+	next, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proc"})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, next.Close()) }()
+	require.NoError(t, next.Init(ctx))
+
+	// The old producer's batch fails before it writes anything.
+	require.NoError(t, old.Begin(ctx))
+	require.NoError(t, old.Abort(ctx))
+	if err := old.Begin(ctx); err == nil {
+		assert.ErrorIs(t, old.Send(ctx, []*sarama.ProducerMessage{msg("zombie")}), txn.ErrFenced)
+		assert.Error(t, old.Commit(ctx), "the zombie cannot commit")
+	} else {
+		assert.ErrorIs(t, err, txn.ErrFenced)
+	}
+
+	require.NoError(t, next.Begin(ctx), "the newer producer is not fenced off")
+	require.NoError(t, next.Send(ctx, []*sarama.ProducerMessage{msg("new")}))
+	require.NoError(t, next.Commit(ctx))
+	assert.Equal(t, []string{"old", "new"}, committed(t, b))
+}
