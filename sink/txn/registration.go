@@ -3,6 +3,7 @@ package txn
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -32,6 +33,9 @@ type registration struct {
 	offsets   []groupOffsets            // added, sent as the transaction commits
 	added     bool                      // the coordinator knows of the open transaction
 	flight    chan struct{}             // closed when the last delivery has ended; nil before
+
+	halt     chan struct{} // closed by stop
+	stopOnce sync.Once
 }
 
 type groupOffsets struct {
@@ -58,7 +62,7 @@ func register(brokers []string, id string, timeout time.Duration, cfg *sarama.Co
 	if err != nil {
 		return nil, err
 	}
-	s := &registration{id: id, cfg: cfg, client: client, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}}
+	s := &registration{id: id, cfg: cfg, client: client, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}, halt: make(chan struct{})}
 	req := &sarama.InitProducerIDRequest{TransactionalID: &id, TransactionTimeout: timeout, ProducerID: -1, ProducerEpoch: -1}
 	switch v := cfg.Version; {
 	case v.IsAtLeast(sarama.V2_7_0_0):
@@ -89,6 +93,15 @@ func register(brokers []string, id string, timeout time.Duration, cfg *sarama.Co
 }
 
 func (s *registration) close() error { return s.client.Close() }
+
+// stop makes the requests of s to the coordinators fail, without
+// retries, once the one in progress, if any, has been answered or has
+// timed out (Net.ReadTimeout): it gives up a commit or abort let go. It
+// is safe to call more than once.
+func (s *registration) stop() { s.stopOnce.Do(func() { close(s.halt) }) }
+
+// errStopped fails the requests of a registration stopped.
+var errStopped = errors.New("given up")
 
 // producer returns the registration's producer to topic.
 func (s *registration) producer(topic string) (*kafkaconf.BatchProducer, error) {
@@ -288,7 +301,17 @@ func (s *registration) toCoordinator(what string, c coordinatorOf, call func(*sa
 				// the coordinator writing its markers.
 				d = min(d, concurrentBackoff)
 			}
-			time.Sleep(d)
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-s.halt:
+				t.Stop()
+			}
+		}
+		select {
+		case <-s.halt:
+			return fmt.Errorf("%s: %w (%w)", what, errStopped, last)
+		default:
 		}
 		b, err := c.get()
 		if err != nil {

@@ -85,8 +85,9 @@ type Producer struct {
 	resume *producerEpoch
 	// letGo are registrations Commit or Abort stopped waiting for: they
 	// finish their commit or abort and close in the background; Close
-	// waits for them.
-	letGo sync.WaitGroup
+	// stops them (adrift) and waits for them.
+	letGo  sync.WaitGroup
+	adrift []*registration
 }
 
 var _ stream.Transaction = (*Producer)(nil)
@@ -550,23 +551,56 @@ func (p *Producer) endWithin(ctx context.Context, end func(*registration) error,
 	case <-ctx.Done():
 	}
 	p.reg = nil
+	p.adrift = append(p.adrift, s)
 	p.letGo.Go(func() {
 		err := <-ended
 		if after != nil {
 			after(s, err)
 		}
+		p.mu.Lock()
+		p.adrift = slices.DeleteFunc(p.adrift, func(a *registration) bool { return a == s })
+		p.mu.Unlock()
 	})
 	return false, nil
 }
 
+// CloseTimeout is how long Close waits for the abort of an open
+// transaction, and for the commits and aborts that Commit and Abort let go
+// to end, before it gives them up: the brokers abort a transaction left
+// open when it times out (Config.Timeout), or when the transactional ID
+// is registered again.
+const CloseTimeout = 5 * time.Second
+
 // Close aborts the open transaction, if any, disconnects, and waits for
-// those Commit and Abort let go to end. It is safe to call more than
-// once; the other methods fail after it.
+// those Commit and Abort let go to end, for up to CloseTimeout in all,
+// giving up what is left then: a request to a coordinator in progress
+// still holds Close until it is answered or times out (the Sarama
+// config's Net.ReadTimeout). It is safe to call more than once; the other
+// methods fail after it.
 func (p *Producer) Close() error {
-	if err := p.Abort(context.Background()); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
+	defer cancel()
+	if err := p.Abort(ctx); err != nil {
 		p.log.Warn("abort on close", "err", err)
 	}
-	p.letGo.Wait()
+	ended := make(chan struct{})
+	go func() {
+		p.letGo.Wait()
+		close(ended)
+	}()
+	select {
+	case <-ended:
+	case <-ctx.Done():
+		p.mu.Lock()
+		adrift := p.adrift
+		p.adrift = nil
+		p.mu.Unlock()
+		p.log.Warn("transactions left to end in the background given up on close", "count", len(adrift))
+		for _, s := range adrift {
+			s.stop()
+		}
+		<-ended
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {

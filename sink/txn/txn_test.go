@@ -264,3 +264,33 @@ func TestFencedProducerAbortingDoesNotFenceItsSuccessor(t *testing.T) {
 	require.NoError(t, next.Commit(ctx))
 	assert.Equal(t, []string{"old", "new"}, committed(t, b))
 }
+
+// closeWithin closes p and fails the test unless Close returns within a
+// generous bound: well under what the abort's retries would take.
+func closeWithin(t *testing.T, p *txn.Producer) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- p.Close() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close with a transaction open and no broker to abort it did not return")
+	}
+}
+
+// Close with a transaction open and the broker gone gives up the abort,
+// which the brokers do themselves when the transaction times out or the
+// ID is registered again, instead of retrying it for over a minute.
+func TestCloseWithTheBrokerGone(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
+	require.NoError(t, err)
+	defer b.Close()
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "gone"})
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, p.Begin(ctx))
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("a")}))
+	b.Close()
+	closeWithin(t, p)
+	assert.ErrorIs(t, p.Begin(ctx), txn.ErrClosed)
+}
