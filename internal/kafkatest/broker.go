@@ -162,6 +162,28 @@ func (b *Broker) RefuseProduce(n int, code int16) func() int {
 	})
 }
 
+// RefuseAddPartitions makes the broker answer the next n
+// AddPartitionsToTxn requests (of versions 0 to 3, sarama's) with the
+// error code code for every partition they add, adding none, and returns
+// a function that tells how many it refused so far.
+func (b *Broker) RefuseAddPartitions(n int, code int16) func() int {
+	return b.refuse(kmsg.AddPartitionsToTxn.Int16(), n, func(r kmsg.Request) kmsg.Response {
+		req := r.(*kmsg.AddPartitionsToTxnRequest)
+		resp := req.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
+		for _, t := range req.Topics {
+			rt := kmsg.NewAddPartitionsToTxnResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp
+	})
+}
+
 // RefuseFetch makes the broker answer the next n fetch requests with the
 // error code code for every partition they read, and returns a function
 // that tells how many it refused so far.

@@ -22,11 +22,12 @@ import (
 // A registration is used by one goroutine at a time: the Producer's callers
 // under its lock, or a delivery those callers wait for (flight).
 type registration struct {
-	id     string
-	cfg    *sarama.Config
-	client sarama.Client
-	pid    int64
-	epoch  int16
+	id      string
+	cfg     *sarama.Config
+	timeout time.Duration // the transaction timeout
+	client  sarama.Client
+	pid     int64
+	epoch   int16
 
 	producers map[string]*kafkaconf.BatchProducer
 	inTxn     map[string]map[int32]bool // partitions added to the open transaction
@@ -62,7 +63,7 @@ func register(brokers []string, id string, timeout time.Duration, cfg *sarama.Co
 	if err != nil {
 		return nil, err
 	}
-	s := &registration{id: id, cfg: cfg, client: client, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}, halt: make(chan struct{})}
+	s := &registration{id: id, cfg: cfg, timeout: timeout, client: client, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}, halt: make(chan struct{})}
 	req := &sarama.InitProducerIDRequest{TransactionalID: &id, TransactionTimeout: timeout, ProducerID: -1, ProducerEpoch: -1}
 	switch v := cfg.Version; {
 	case v.IsAtLeast(sarama.V2_7_0_0):
@@ -287,16 +288,36 @@ func (s *registration) txnCoordinator() coordinatorOf {
 // (Producer.Transaction.Retry): a connection lost, a coordinator that
 // moved or is loading, the transaction before still completing. call
 // returns the Kafka error of the response, then the request's error.
+//
+// The transaction before still completing (CONCURRENT_TRANSACTIONS) is
+// not counted among Retry.Max's attempts: as Kafka's own producer does,
+// it is asked again every 20ms until it has completed, which takes as
+// long as its markers take to be written, for up to the transaction
+// timeout, past which the coordinator would have aborted it anyway.
 func (s *registration) toCoordinator(what string, c coordinatorOf, call func(*sarama.Broker) (error, error)) error {
 	r := s.cfg.Producer.Transaction.Retry
-	var last error
-	for attempt := 0; attempt <= r.Max; attempt++ {
-		if attempt > 0 {
+	var (
+		last             error
+		retries, tries   int
+		concurrentBefore time.Time // the deadline of CONCURRENT_TRANSACTIONS' retries
+	)
+	for ; ; tries++ {
+		if tries > 0 {
+			concurrent := errors.Is(last, sarama.ErrConcurrentTransactions)
+			if concurrent && concurrentBefore.IsZero() {
+				concurrentBefore = time.Now().Add(s.timeout)
+			}
+			if !concurrent {
+				retries++
+			}
+			if retries > r.Max || concurrent && time.Now().After(concurrentBefore) {
+				break
+			}
 			d := r.Backoff
 			if r.BackoffFunc != nil {
-				d = r.BackoffFunc(attempt, r.Max)
+				d = r.BackoffFunc(max(retries, 1), r.Max)
 			}
-			if errors.Is(last, sarama.ErrConcurrentTransactions) {
+			if concurrent {
 				// The transaction before is being completed: a matter of
 				// the coordinator writing its markers.
 				d = min(d, concurrentBackoff)
@@ -340,7 +361,7 @@ func (s *registration) toCoordinator(what string, c coordinatorOf, call func(*sa
 			return fmt.Errorf("%s: %w", what, kerr)
 		}
 	}
-	return fmt.Errorf("%s: %d attempts: %w", what, r.Max+1, last)
+	return fmt.Errorf("%s: %d attempts: %w", what, tries, last)
 }
 
 // concurrentBackoff is the longest wait before a request refused because

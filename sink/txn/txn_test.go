@@ -294,3 +294,29 @@ func TestCloseWithTheBrokerGone(t *testing.T) {
 	closeWithin(t, p)
 	assert.ErrorIs(t, p.Begin(ctx), txn.ErrClosed)
 }
+
+// A coordinator still completing the transaction before (CONCURRENT_TRANSACTIONS,
+// as it writes its markers) is asked again until it is done, for longer
+// than Producer.Transaction.Retry's count of attempts at other errors:
+// it is not a failure of the transaction.
+func TestAddPartitionsWhileTheTransactionBeforeCompletes(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
+	require.NoError(t, err)
+	defer b.Close()
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "concurrent"})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, p.Close()) }()
+	ctx := context.Background()
+	require.NoError(t, p.Begin(ctx))
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("a")}))
+	require.NoError(t, p.Commit(ctx))
+
+	// More than the 51 attempts of sarama's default retries.
+	const concurrentTransactions, n = 51, 60
+	refused := b.RefuseAddPartitions(n, concurrentTransactions)
+	require.NoError(t, p.Begin(ctx))
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("b")}))
+	require.NoError(t, p.Commit(ctx))
+	assert.Equal(t, n, refused())
+	assert.Equal(t, []string{"a", "b"}, committed(t, b))
+}
