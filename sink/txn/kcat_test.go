@@ -1,0 +1,83 @@
+package txn_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/sluicehq/sluice/sink/txn"
+)
+
+// kcat returns the path of kcat, an independent Kafka client (on
+// librdkafka). Without it the test is skipped, or fails under CI=true,
+// where the interop tests must run.
+func kcat(t *testing.T) string {
+	t.Helper()
+	path, err := exec.LookPath("kcat")
+	if err != nil {
+		const msg = "kcat not found; install it to run the interop tests (Debian, Ubuntu: apt-get install kcat; macOS: brew install kcat)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return path
+}
+
+// A read_committed kcat sees the records of the committed transactions
+// only, each with its key, value, headers and timestamp, whatever the
+// compression, and none of the aborted one's.
+func TestKcatReadsCommittedTransactions(t *testing.T) {
+	kc := kcat(t)
+	for _, codec := range []sarama.CompressionCodec{sarama.CompressionNone, sarama.CompressionGZIP, sarama.CompressionZSTD} {
+		t.Run(codec.String(), func(t *testing.T) {
+			b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 2}})
+			require.NoError(t, err)
+			defer b.Close()
+			sc := sarama.NewConfig()
+			sc.Producer.Compression = codec
+			p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "kcat-" + codec.String(), Sarama: sc})
+			require.NoError(t, err)
+			defer func() { assert.NoError(t, p.Close()) }()
+			ctx := context.Background()
+			at := time.UnixMilli(1_700_000_000_123)
+			rec := func(key, value string, part int32) *sarama.ProducerMessage {
+				return &sarama.ProducerMessage{Topic: "out", Partition: part, Key: sarama.StringEncoder(key), Value: sarama.StringEncoder(value),
+					Timestamp: at, Headers: []sarama.RecordHeader{{Key: []byte("h"), Value: []byte(value)}}}
+			}
+			require.NoError(t, p.Begin(ctx))
+			require.NoError(t, p.SendToPartitions(ctx, []*sarama.ProducerMessage{rec("k1", "a", 0), rec("k2", "b", 1)}))
+			require.NoError(t, p.Commit(ctx))
+			require.NoError(t, p.Begin(ctx))
+			require.NoError(t, p.SendToPartitions(ctx, []*sarama.ProducerMessage{rec("k3", "aborted", 0), rec("k4", "aborted", 1)}))
+			require.NoError(t, p.Abort(ctx))
+			require.NoError(t, p.Begin(ctx))
+			require.NoError(t, p.SendToPartitions(ctx, []*sarama.ProducerMessage{rec("k5", "c", 0)}))
+			require.NoError(t, p.Commit(ctx))
+
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(rctx, kc, "-C", "-b", b.Addrs()[0], "-t", "out", "-e", "-q",
+				"-X", "isolation.level=read_committed", "-f", "%p %k %s %T %h\n")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			require.NoError(t, err, "kcat: %s", stderr.String())
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			assert.ElementsMatch(t, []string{
+				"0 k1 a 1700000000123 h=a",
+				"0 k5 c 1700000000123 h=c",
+				"1 k2 b 1700000000123 h=b",
+			}, lines)
+		})
+	}
+}
