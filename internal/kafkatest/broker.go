@@ -184,6 +184,17 @@ func (b *Broker) RefuseAddPartitions(n int, code int16) func() int {
 	})
 }
 
+// RefuseInitProducerID makes the broker answer the next n InitProducerId
+// requests with the error code code, and returns a function that tells
+// how many it refused so far.
+func (b *Broker) RefuseInitProducerID(n int, code int16) func() int {
+	return b.refuse(kmsg.InitProducerID.Int16(), n, func(r kmsg.Request) kmsg.Response {
+		resp := r.(*kmsg.InitProducerIDRequest).ResponseKind().(*kmsg.InitProducerIDResponse)
+		resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = code, -1, -1
+		return resp
+	})
+}
+
 // RefuseFetch makes the broker answer the next n fetch requests with the
 // error code code for every partition they read, and returns a function
 // that tells how many it refused so far.

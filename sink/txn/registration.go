@@ -1,6 +1,7 @@
 package txn
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -58,7 +59,9 @@ type producerEpoch struct {
 // epoch to be bumped (KIP-360): the coordinator refuses, PRODUCER_FENCED,
 // when a newer producer registered the ID since, which the new epoch
 // would fence off in turn, letting this one write and commit as a zombie.
-func register(brokers []string, id string, timeout time.Duration, cfg *sarama.Config, resume *producerEpoch) (*registration, error) {
+//
+// It returns when ctx is done, with ctx's cause, between two attempts.
+func register(ctx context.Context, brokers []string, id string, timeout time.Duration, cfg *sarama.Config, resume *producerEpoch) (*registration, error) {
 	client, err := sarama.NewClient(brokers, cfg)
 	if err != nil {
 		return nil, err
@@ -78,6 +81,7 @@ func register(brokers []string, id string, timeout time.Duration, cfg *sarama.Co
 	if resume != nil && req.Version >= 3 {
 		req.ProducerID, req.ProducerEpoch = resume.pid, resume.epoch
 	}
+	watch := context.AfterFunc(ctx, s.stop)
 	err = s.toCoordinator("init producer id", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 		resp, err := b.InitProducerID(req)
 		if err != nil {
@@ -86,6 +90,10 @@ func register(brokers []string, id string, timeout time.Duration, cfg *sarama.Co
 		s.pid, s.epoch = resp.ProducerID, resp.ProducerEpoch
 		return kerr(resp.Err), nil
 	})
+	if !watch() {
+		// Stopped: what it answered is of no use.
+		err = context.Cause(ctx)
+	}
 	if err != nil {
 		client.Close()
 		return nil, err

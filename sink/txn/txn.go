@@ -150,7 +150,8 @@ func (p *Producer) ID() string { return p.cfg.ID }
 // already: a producer that used ID before, such as the process this one
 // restarts, is fenced off, and the transaction it left open is aborted.
 // Call it before reading what such a producer wrote (a changelog Restore
-// does). It blocks until the brokers answer.
+// does). It blocks until the brokers answer, or until ctx is done (a
+// request in progress still holds it until it is answered or times out).
 func (p *Producer) Init(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -170,16 +171,19 @@ func (p *Producer) init(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("txn %s: init: %w", p.cfg.ID, context.Cause(ctx))
 	}
-	resume := p.resume
-	p.resume = nil
-	s, err := register(p.cfg.Brokers, p.cfg.ID, p.cfg.Timeout, p.sarama, resume)
+	s, err := register(ctx, p.cfg.Brokers, p.cfg.ID, p.cfg.Timeout, p.sarama, p.resume)
 	if err != nil {
 		if p.fence(err) {
 			return p.fenced
 		}
+		if errors.Is(err, sarama.ErrInvalidProducerIDMapping) {
+			// The coordinator no longer knows the producer ID (it
+			// expired): the next attempt registers the ID afresh.
+			p.resume = nil
+		}
 		return fmt.Errorf("txn %s: init producer on %v: %w", p.cfg.ID, p.cfg.Brokers, err)
 	}
-	p.reg = s
+	p.reg, p.resume = s, nil
 	return nil
 }
 

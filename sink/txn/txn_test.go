@@ -320,3 +320,30 @@ func TestAddPartitionsWhileTheTransactionBeforeCompletes(t *testing.T) {
 	assert.Equal(t, n, refused())
 	assert.Equal(t, []string{"a", "b"}, committed(t, b))
 }
+
+// Init, waiting for the coordinator to abort what the producer before left
+// open, returns when its ctx is done, with ctx's error: a process told to
+// stop as it starts is not held for the transaction timeout.
+func TestInitReturnsWhenItsContextIsDone(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
+	require.NoError(t, err)
+	defer b.Close()
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "init"})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, p.Close()) }()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	const concurrentTransactions = 51
+	refused := b.RefuseInitProducerID(1_000_000, concurrentTransactions)
+	done := make(chan error, 1)
+	go func() { done <- p.Init(ctx) }()
+	require.Eventually(t, func() bool { return refused() > 0 }, 10*time.Second, time.Millisecond)
+	stop := errors.New("told to stop")
+	cancel(stop)
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, stop)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Init did not return when its context was done")
+	}
+}
