@@ -35,7 +35,18 @@
 // The Producer serializes its callers: one write, one commit at a time.
 // A write that fails cannot be retried within the transaction: the abort
 // that follows starts a new producer epoch, so that nothing of the
-// aborted transaction can land after it. The Producer sends the group's
+// aborted transaction can land after it. With Kafka 2.5 or later the new
+// epoch is asked for as a bump of the producer's own (KIP-360), which the
+// coordinator refuses to a producer fenced off; an abort of a transaction
+// whose writes all succeeded keeps the epoch, as Kafka's producer does.
+// When the abort itself fails, or is given up (a ctx done, Close), or with
+// Kafka before 2.5, the next Begin registers the ID afresh, as a restarted
+// process does: a producer that did not hear it was fenced off would fence
+// off the newer one in turn. A process whose transaction failed should
+// stop, as a pipeline's run does, rather than Begin again. The
+// brokers fencing the producer off for a transaction that outlived
+// Config.Timeout (INVALID_PRODUCER_EPOCH) stops it for good too: a
+// batch must fit in the transaction timeout. The Producer sends the group's
 // offsets (with the group's generation) as the transaction commits, not
 // as they are added: the source counts them committed, and lets a revoked partition
 // go, once the transaction has committed (OnEnd), so that the group does
