@@ -195,6 +195,17 @@ func (b *Broker) RefuseInitProducerID(n int, code int16) func() int {
 	})
 }
 
+// Watch calls f with every request of the given key (kmsg.InitProducerID.Int16(),
+// ...) the broker receives from now on, before the broker handles it as
+// usual. f must not keep the request.
+func (b *Broker) Watch(key int16, f func(kmsg.Request)) {
+	b.cluster.ControlKey(key, func(r kmsg.Request) (kmsg.Response, error, bool) {
+		b.cluster.KeepControl()
+		f(r)
+		return nil, nil, false
+	})
+}
+
 // RefuseFetch makes the broker answer the next n fetch requests with the
 // error code code for every partition they read, and returns a function
 // that tells how many it refused so far.

@@ -12,6 +12,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice/internal/kafkatest"
@@ -346,4 +347,53 @@ func TestInitReturnsWhenItsContextIsDone(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Init did not return when its context was done")
 	}
+}
+
+// After a write that failed, the abort is followed by a new producer
+// epoch asked for as a bump of the producer's own (KIP-360), which the
+// coordinator refuses to a producer that a newer one fenced off, instead
+// of the ID registered afresh, which would fence off the newer one; the
+// new epoch's sequence numbers start again.
+func TestFailedWriteBumpsTheProducersOwnEpoch(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
+	require.NoError(t, err)
+	defer b.Close()
+	type init struct {
+		pid   int64
+		epoch int16
+	}
+	var (
+		mu    sync.Mutex
+		inits []init
+	)
+	b.Watch(kmsg.InitProducerID.Int16(), func(r kmsg.Request) {
+		req := r.(*kmsg.InitProducerIDRequest)
+		mu.Lock()
+		defer mu.Unlock()
+		inits = append(inits, init{req.ProducerID, req.ProducerEpoch})
+	})
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "bump"})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, p.Close()) }()
+	ctx := context.Background()
+	require.NoError(t, p.Begin(ctx))
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("a")}))
+	require.NoError(t, p.Commit(ctx))
+
+	const outOfOrderSequence = 45
+	b.RefuseProduce(1, outOfOrderSequence)
+	require.NoError(t, p.Begin(ctx))
+	require.Error(t, p.Send(ctx, []*sarama.ProducerMessage{msg("refused")}))
+	require.NoError(t, p.Abort(ctx))
+	require.NoError(t, p.Begin(ctx))
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("b")}))
+	require.NoError(t, p.Commit(ctx))
+	assert.Equal(t, []string{"a", "b"}, committed(t, b))
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, inits, 2)
+	assert.Equal(t, init{-1, -1}, inits[0], "the first registration")
+	assert.GreaterOrEqual(t, inits[1].pid, int64(0), "the bump names the producer ID")
+	assert.GreaterOrEqual(t, inits[1].epoch, int16(0), "and its epoch")
 }
