@@ -39,14 +39,15 @@
 // epoch is asked for as a bump of the producer's own (KIP-360), which the
 // coordinator refuses to a producer fenced off; an abort of a transaction
 // whose writes all succeeded keeps the epoch, as Kafka's producer does.
-// When the abort itself fails, or is given up (a ctx done, Close), or with
-// Kafka before 2.5, the next Begin registers the ID afresh, as a restarted
-// process does: a producer that did not hear it was fenced off would fence
-// off the newer one in turn. A process whose transaction failed should
-// stop, as a pipeline's run does, rather than Begin again. The
-// brokers fencing the producer off for a transaction that outlived
-// Config.Timeout (INVALID_PRODUCER_EPOCH) stops it for good too: a
-// batch must fit in the transaction timeout. The Producer sends the group's
+// When the abort itself fails (but for finding no transaction open), or
+// is given up (a ctx done, Close), or with Kafka before 2.5, the next
+// Begin registers the ID afresh, as a restarted process does: a producer
+// that did not hear it was fenced off would fence off the newer one in
+// turn. A process whose transaction failed should stop, as a pipeline's
+// run does, rather than Begin again. The brokers fencing the producer off
+// for a transaction that outlived Config.Timeout (INVALID_PRODUCER_EPOCH)
+// stops it for good too: a batch must fit in the transaction timeout.
+// The Producer sends the group's
 // offsets (with the group's generation) as the transaction commits, not
 // as they are added: the source counts them committed, and lets a revoked partition
 // go, once the transaction has committed (OnEnd), so that the group does

@@ -433,7 +433,9 @@ func (p *Producer) abort(s *registration, keep bool) error {
 }
 
 // ended records how the abort of s ended: kept, s stays the registration;
-// closed after an abort that ended the transaction, the next registration
+// closed after an abort that ended the transaction, or found none open
+// (INVALID_TXN_STATE: the coordinator's last transaction has ended, as
+// when the partitions of this one were refused), the next registration
 // bumps the epoch of s. p.mu is held.
 func (p *Producer) ended(s *registration, kept bool, err error) {
 	if kept {
@@ -442,7 +444,7 @@ func (p *Producer) ended(s *registration, kept bool, err error) {
 	if p.reg == s {
 		p.reg = nil
 	}
-	if err == nil {
+	if err == nil || errors.Is(err, sarama.ErrInvalidTxnState) {
 		p.resume = &producerEpoch{pid: s.pid, epoch: s.epoch}
 	}
 }

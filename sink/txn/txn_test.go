@@ -3,6 +3,7 @@ package txn_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -349,6 +350,31 @@ func TestInitReturnsWhenItsContextIsDone(t *testing.T) {
 	}
 }
 
+// watchInits records the producer ID and epoch of every InitProducerId
+// request b receives from now on.
+func watchInits(b *kafkatest.Broker) func() []producerEpoch {
+	var (
+		mu    sync.Mutex
+		inits []producerEpoch
+	)
+	b.Watch(kmsg.InitProducerID.Int16(), func(r kmsg.Request) {
+		req := r.(*kmsg.InitProducerIDRequest)
+		mu.Lock()
+		defer mu.Unlock()
+		inits = append(inits, producerEpoch{req.ProducerID, req.ProducerEpoch})
+	})
+	return func() []producerEpoch {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(inits)
+	}
+}
+
+type producerEpoch struct {
+	pid   int64
+	epoch int16
+}
+
 // After a write that failed, the abort is followed by a new producer
 // epoch asked for as a bump of the producer's own (KIP-360), which the
 // coordinator refuses to a producer that a newer one fenced off, instead
@@ -358,20 +384,7 @@ func TestFailedWriteBumpsTheProducersOwnEpoch(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
 	require.NoError(t, err)
 	defer b.Close()
-	type init struct {
-		pid   int64
-		epoch int16
-	}
-	var (
-		mu    sync.Mutex
-		inits []init
-	)
-	b.Watch(kmsg.InitProducerID.Int16(), func(r kmsg.Request) {
-		req := r.(*kmsg.InitProducerIDRequest)
-		mu.Lock()
-		defer mu.Unlock()
-		inits = append(inits, init{req.ProducerID, req.ProducerEpoch})
-	})
+	watched := watchInits(b)
 	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "bump"})
 	require.NoError(t, err)
 	defer func() { assert.NoError(t, p.Close()) }()
@@ -390,10 +403,42 @@ func TestFailedWriteBumpsTheProducersOwnEpoch(t *testing.T) {
 	require.NoError(t, p.Commit(ctx))
 	assert.Equal(t, []string{"a", "b"}, committed(t, b))
 
-	mu.Lock()
-	defer mu.Unlock()
+	inits := watched()
 	require.Len(t, inits, 2)
-	assert.Equal(t, init{-1, -1}, inits[0], "the first registration")
+	assert.Equal(t, producerEpoch{-1, -1}, inits[0], "the first registration")
+	assert.GreaterOrEqual(t, inits[1].pid, int64(0), "the bump names the producer ID")
+	assert.GreaterOrEqual(t, inits[1].epoch, int16(0), "and its epoch")
+}
+
+// A transaction whose partitions the coordinator refused has nothing open
+// there: its abort is refused (INVALID_TXN_STATE, the transaction before
+// having committed), and the new producer epoch is still asked for as a
+// bump of the producer's own.
+func TestRefusedPartitionsBumpTheProducersOwnEpoch(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
+	require.NoError(t, err)
+	defer b.Close()
+	watched := watchInits(b)
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "refused"})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, p.Close()) }()
+	ctx := context.Background()
+	require.NoError(t, p.Begin(ctx))
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("a")}))
+	require.NoError(t, p.Commit(ctx))
+
+	const transactionalIDAuthorizationFailed = 53
+	b.RefuseAddPartitions(1, transactionalIDAuthorizationFailed)
+	require.NoError(t, p.Begin(ctx))
+	require.Error(t, p.Send(ctx, []*sarama.ProducerMessage{msg("refused")}))
+	require.NoError(t, p.Abort(ctx))
+	require.NoError(t, p.Begin(ctx))
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("b")}))
+	require.NoError(t, p.Commit(ctx))
+	assert.Equal(t, []string{"a", "b"}, committed(t, b))
+
+	inits := watched()
+	require.Len(t, inits, 2)
 	assert.GreaterOrEqual(t, inits[1].pid, int64(0), "the bump names the producer ID")
 	assert.GreaterOrEqual(t, inits[1].epoch, int16(0), "and its epoch")
 }
