@@ -148,7 +148,6 @@ func startMonitor(addr string, limit float64, log *slog.Logger) (*monitor, error
 	return m, nil
 }
 
-// close stops the server, waiting a little for scrapes in progress.
 // watchExchange adds to the metrics the digest exchange's counts of the
 // partials it read and left out, by reason.
 func (m *monitor) watchExchange(x *exchange.Kafka) error {
@@ -170,6 +169,7 @@ func (m *monitor) watchExchange(x *exchange.Kafka) error {
 	return nil
 }
 
+// close stops the server, waiting a little for scrapes in progress.
 func (m *monitor) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
