@@ -131,7 +131,8 @@ func NewKafka[T any](cfg KafkaConfig, encode func(v T) (key, value []byte, err e
 }
 
 // NewKafkaMessages is NewKafka with an encoder that may also set headers on
-// each message, such as the error and origin of a dead letter. encode is
+// each message, such as the error and origin of a dead letter, and its
+// timestamp, such as the event time of what it reports. encode is
 // called from one goroutine at a time; the sink copies the bytes of the
 // slices it returns, so that encode may reuse them at its next call, even
 // while the messages are in flight (Async, a Write whose ctx is done) or
