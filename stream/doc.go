@@ -16,7 +16,9 @@
 // Operators are generic top-level functions, typed end to end:
 //
 //   - stateless: Map, Filter, FlatMap, MapErr, TryMap, MapPartitions, Transform;
-//   - aggregating: Reduce, ReduceByKey, PartitionByKey, Keyed;
+//   - aggregating: Reduce, ReduceByKey, PartitionByKey, Keyed, and
+//     Broadcast, which hands a value of the whole batch (Reduce's) to
+//     every partition;
 //   - stateful: UpdateStateByKey, with TTLBatches, TTL, UpdateAll and Observe;
 //   - windows: Window and ReduceByKeyAndWindow, counted in batches;
 //   - outputs: ForEachBatch, ForEachPartition and To (a Sink).
@@ -76,9 +78,8 @@
 // back below them. A source that ends (io.EOF) below the restored offsets
 // of a partition it read from is not the input checkpointed (a file
 // replaced by a shorter one): Run fails as it ends, before committing.
-// Name stateful
-// operators (Stream.Named): the name, not the position in the graph, keys
-// their state, so the program around them may change. Package
+// Name stateful operators (Stream.Named): the name, not the position in
+// the graph, keys their state, so the program around them may change. Package
 // stream/checkpoint keeps state in a local directory, and package
 // sink/changelog in a compacted Kafka topic, from which a partition's
 // state can be rebuilt on whichever process the partition moves to.
@@ -96,9 +97,10 @@
 // size of every state), if it implements RestoreHook, how a restore of
 // durable state progresses, and, if it implements FinalCommitHook, the
 // commit with which Run ends of what the batches CommitInterval held back
-// read, which comes after the last batch. The engine itself logs through the Logger
-// option (log/slog): rebalances and restores at Info, with a progress
-// line every second of a long restore, and a line per batch at Debug.
+// read, which comes after the last batch. The engine itself logs through
+// the Logger option (log/slog): rebalances and restores at Info, with a
+// progress line every second of a long restore, and a line per batch at
+// Debug.
 // Package stream/prom exports what hooks see as Prometheus metrics; the
 // engine imports no metrics library.
 //
@@ -107,7 +109,9 @@
 // A Source has one method, Poll. Optional interfaces add what some sources
 // need: Committer (progress), Runner (background work, such as a consumer
 // group session), Assigner (partitions that come and go in a rebalance;
-// the state of lost partitions is dropped, and OnRebalance hooks run) and
+// the state and the windowed batches of lost partitions are dropped, which
+// needs them in the source's partitions, not moved by a hash of the keys:
+// Run fails at start otherwise; and OnRebalance hooks run) and
 // Lagger (how far behind the pipeline is, for metrics). A Sink has one
 // method, Write, called once per batch. Packages source and sink hold
 // adapters for memory, files, a random event generator and Kafka.

@@ -51,8 +51,9 @@ type Runner interface {
 // Assigner is implemented by sources whose partitions change while they run,
 // such as a Kafka consumer group during a rebalance. The engine calls
 // Assignment between batches. When the set changes, stateful operators drop
-// the state of lost partitions and OnRebalance hooks run before the next
-// batch; every batch holds a (possibly empty) partition for each assigned ID.
+// the state of lost partitions, windows their batches (see Window), and
+// OnRebalance hooks run before the next batch; every batch holds a
+// (possibly empty) partition for each assigned ID.
 // A partition lost and given back between two calls, whose records the
 // source reads again from its last commit, must be left out of one
 // Assignment (as the Kafka source does), so that the engine sees it lost:
