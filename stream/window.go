@@ -144,13 +144,15 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 // then holds the results of each source partition, before the move, and
 // the keys are combined across partitions as the window slides, which
 // costs a move of the window's keys every slide. A stream already moved
-// by a hash (PartitionByKey, or made by Reduce or Transform) cannot be
-// windowed by source partition: under an Assigner source, Run fails at
-// start.
+// by a hash (PartitionByKey), or made by Reduce, or by Transform unless
+// declared Keyed since, cannot be windowed by source partition: under an
+// Assigner source, Run fails at start.
 //
 // With inverse, a key must be equal to itself: a batch holding a key that is not (a
 // float NaN), which the running results could never find to remove,
-// fails, as in UpdateStateByKey. A panic of f or inverse fails the batch
+// fails, as in UpdateStateByKey.
+//
+// A panic of f, with or without inverse, or of inverse fails the batch
 // with a *PanicError within a *KeyError naming the key, a
 // *PartitionError and a *StageError.
 //
