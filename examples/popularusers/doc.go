@@ -55,7 +55,8 @@
 //
 // Records that do not decode are left out, counted by kind, logged with
 // their origin (the first 5 of a batch), and written as dead letters: to
-// the -dead-letter file, one JSON object per line,
+// the -dead-letter file, one JSON object per line (with a Kafka record's
+// key, if it has one),
 //
 //	{"dead_letter":"/data/data.csv:17","kind":"unknown activity","error":"...","record":"..."}
 //
@@ -67,7 +68,8 @@
 //
 // Brokers that cannot be reached are retried with backoff, each attempt
 // logged, for -connect-timeout; a batch whose Kafka output fails is
-// retried, uncommitted, for -output-retry. Past either, the run fails.
+// retried, uncommitted, for -output-retry (with -exactly-once it is not:
+// its transaction is aborted). Past either, the run fails.
 //
 // # Exit status
 //
@@ -91,5 +93,13 @@
 // With -state changelog, the totals and offsets go instead to the compacted
 // Kafka topic -changelog-topic (default <group>-totals-changelog), one
 // partition per input partition, so that whichever process is assigned a
-// partition restores its totals, on any machine.
+// partition restores its totals, on any machine. With -exactly-once, each
+// batch's outputs, changed totals and input offsets are one Kafka
+// transaction, under the transactional.id -instance.
+//
+// With -digest-topic, the processes of one -group share one threshold:
+// each publishes the partial sketch of every partition it owns to that
+// compacted topic, and merges the latest partial of every partition.
+// Partials of another -sketch or -topic, of an earlier owner sent late,
+// or that do not decode are left out of the threshold, with a warning.
 package main
