@@ -39,7 +39,10 @@ type Config struct {
 	// Sarama is the client and producer configuration to start from: TLS,
 	// SASL, the Kafka version, the partitioner, compression,
 	// MaxMessageBytes, interceptors, Producer.Retry (for the records) and
-	// Producer.Transaction.Retry (for the requests to the coordinators).
+	// Producer.Transaction.Retry (for the requests to the coordinators;
+	// a coordinator still completing the transaction before is asked
+	// again every 20ms for up to Timeout instead, as Kafka's producer
+	// does).
 	// The producer copies it and sets what a transactional producer
 	// needs: Producer.Idempotent, Net.MaxOpenRequests 1,
 	// Producer.RequiredAcks WaitForAll, Producer.Transaction.ID and
