@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -149,18 +150,19 @@ func startMonitor(addr string, limit float64, log *slog.Logger) (*monitor, error
 }
 
 // watchExchange adds to the metrics the digest exchange's counts of the
-// partials it read and left out, by reason.
-func (m *monitor) watchExchange(x *exchange.Kafka) error {
+// partials it read and left out, by reason; undecodable counts those that
+// did not decode as this process's sketch.
+func (m *monitor) watchExchange(x *exchange.Kafka, undecodable *atomic.Int64) error {
 	for _, r := range []struct {
 		reason string
 		count  func() int64
 	}{
-		{"undecodable", x.Skipped},
+		{"undecodable", func() int64 { return x.Skipped() + undecodable.Load() }},
 		{"late", x.Late},
 		{"other_kind_or_input", x.Mismatched},
 	} {
 		c := prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "popularusers", Name: "exchange_partials_left_out_total",
-			Help:        "Partials read from the digest topic and left out of the threshold, by reason: a record that does not decode, a partial of an earlier owner sent late, or one of another -sketch or -topic.",
+			Help:        "Partials read from the digest topic and left out of the threshold, by reason: a record that does not decode as a partial or as this process's sketch, a partial of an earlier owner sent late, or one of another -sketch or -topic.",
 			ConstLabels: prometheus.Labels{"reason": r.reason}}, func() float64 { return float64(r.count()) })
 		if err := m.reg.Register(c); err != nil {
 			return fmt.Errorf("metrics: %w", err)

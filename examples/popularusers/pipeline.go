@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/digest"
@@ -136,6 +137,7 @@ type outputs struct {
 	exchange    *exchange.Kafka    // -digest-topic: the partials of the group's other processes
 	owns        func(int32) bool   // with exchange: whether the source still owns a partition; nil: all
 	sketchBegun func()             // if set, told as each partition's sketch step begins (bench)
+	undecodable atomic.Int64       // with exchange: the partials left out for not decoding as this process's sketch
 }
 
 // popularUsers builds the original's pipeline on raw, the stream of input
@@ -191,7 +193,7 @@ func popularUsers[T any, S sketch[S]](raw *stream.Stream[T], event func(T) []byt
 	// With -digest-topic, the processes of the group share the partials.
 	var sh *shared[S]
 	if out.exchange != nil {
-		sh = &shared[S]{x: out.exchange, newSketch: newSketch, log: out.report.log, owns: out.owns, cache: map[int32]cachedPartial[S]{}}
+		sh = &shared[S]{x: out.exchange, newSketch: newSketch, log: out.report.log, owns: out.owns, cache: map[int32]cachedPartial[S]{}, undecodable: &out.undecodable}
 	}
 
 	// mapPartitions: a sketch of the totals of each partition, built in

@@ -156,7 +156,7 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 		}()
 		out.exchange = x
 		if out.report.mon != nil {
-			if err := out.report.mon.watchExchange(x); err != nil {
+			if err := out.report.mon.watchExchange(x, &out.undecodable); err != nil {
 				return err
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/sink/exchange"
@@ -32,6 +33,9 @@ type shared[S sketch[S]] struct {
 	// decoded partials of other processes, by partition, kept while
 	// unchanged: a partial is decoded once, not every batch
 	cache map[int32]cachedPartial[S]
+	// undecodable counts the partials left out for not decoding as this
+	// process's sketch; nil: not counted
+	undecodable *atomic.Int64
 }
 
 type cachedPartial[S any] struct {
@@ -112,6 +116,9 @@ func (sh *shared[S]) merge(own []partial[S], batch int64) (S, error) {
 					sh.log.Warn(msg, "partition", p.Partition, "origin", fmt.Sprintf("%s/0@%d", sh.x.Topic(), p.Offset), "member", p.Member, "batch", p.Batch, "err", err)
 				}
 				sh.cache[p.Partition] = cachedPartial[S]{offset: p.Offset, left: true, member: p.Member}
+				if sh.undecodable != nil {
+					sh.undecodable.Add(1)
+				}
 				continue
 			}
 			c = cachedPartial[S]{offset: p.Offset, sketch: d}

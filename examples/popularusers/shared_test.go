@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,13 +91,15 @@ func TestMergeLeavesOutAPartialThatDoesNotDecode(t *testing.T) {
 
 	newSketch := func() (*digest.Counts, error) { return digest.NewCounts(), nil }
 	var logs strings.Builder
-	sh := &shared[*digest.Counts]{x: x, newSketch: newSketch, log: slog.New(slog.NewTextHandler(&logs, nil)), cache: map[int32]cachedPartial[*digest.Counts]{}}
+	var undecodable atomic.Int64
+	sh := &shared[*digest.Counts]{x: x, newSketch: newSketch, log: slog.New(slog.NewTextHandler(&logs, nil)), cache: map[int32]cachedPartial[*digest.Counts]{}, undecodable: &undecodable}
 	for range 2 {
 		all, err := sh.merge(nil, 4)
 		require.NoError(t, err, "a partial that does not decode is bad input: the threshold goes on with the others")
 		assert.Equal(t, uint64(1), all.Count(), "partition 0's partial alone")
 	}
 	assert.Equal(t, 1, strings.Count(logs.String(), "does not decode"), "logged once: %s", logs.String())
+	assert.Equal(t, int64(1), undecodable.Load(), "counted once, for the metrics")
 	assert.Contains(t, logs.String(), "partition=1")
 	assert.Contains(t, logs.String(), "origin=digests/0@1", "the partial's topic, partition and offset")
 
