@@ -52,7 +52,8 @@
 // or whose state was being updated) and a *RecordError as far as they
 // apply; use errors.As. A panic in a function given to an operator is
 // such an error, a *PanicError, and so is one in a hook, an OnRebalance
-// function, or a state's codec or observer, named in the error.
+// function, a state's codec or observer, or a method of the source, a
+// sink, the Store or the Transaction, named in the error.
 //
 // # Delivery
 //

@@ -2,6 +2,8 @@ package stream_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -192,6 +194,216 @@ func TestPanicOutsideAStageFailsTheRun(t *testing.T) {
 			assert.Len(t, sc.Commits(), c.commits, "commits")
 			if store != nil {
 				assert.Equal(t, c.commits, store.n, "checkpoints")
+			}
+		})
+	}
+}
+
+// panicSource is an assigning source that panics in the methods its
+// fields name, on their first call.
+type panicSource struct {
+	*assigning
+	poll, assignment, lag, commit bool
+}
+
+func (s *panicSource) Poll(ctx context.Context, buf []stream.Record[stream.Pair[int, int]]) (int, error) {
+	if s.poll {
+		panic("bad source")
+	}
+	return s.assigning.Poll(ctx, buf)
+}
+
+func (s *panicSource) Assignment() []int32 {
+	if s.assignment {
+		panic("bad source")
+	}
+	return s.assigning.Assignment()
+}
+
+func (s *panicSource) Lag(int32) (int64, bool) {
+	if s.lag {
+		panic("bad source")
+	}
+	return 0, false
+}
+
+func (s *panicSource) Commit(ctx context.Context, offsets []stream.Offset) error {
+	if s.commit {
+		panic("bad source")
+	}
+	return s.assigning.Commit(ctx, offsets)
+}
+
+// runnerSource is a panicSource that is a Runner, whose Run panics at
+// once, or once its context is done (late).
+type runnerSource struct {
+	*panicSource
+	late bool
+}
+
+func (s *runnerSource) Run(ctx context.Context) error {
+	if s.late {
+		<-ctx.Done()
+	}
+	panic("bad runner")
+}
+
+// panicStore is a memStore that panics in Restore or Checkpoint.
+type panicStore struct {
+	*memStore
+	restore, checkpoint bool
+}
+
+func (s *panicStore) Restore(ctx context.Context, partitions []int32, put func(stream.Entry) error) ([]stream.Offset, error) {
+	if s.restore {
+		panic("bad store")
+	}
+	return s.memStore.Restore(ctx, partitions, put)
+}
+
+func (s *panicStore) Checkpoint(ctx context.Context, c *stream.Changes) error {
+	if s.checkpoint {
+		panic("bad store")
+	}
+	return s.memStore.Checkpoint(ctx, c)
+}
+
+// panicSink panics in Write or Flush, or fails its Write.
+type panicSink struct {
+	write, flush bool
+	fail         error
+}
+
+func (s *panicSink) Write(context.Context, *stream.Batch[stream.Pair[int, int]]) error {
+	if s.write {
+		panic("bad sink")
+	}
+	return s.fail
+}
+
+func (s *panicSink) Flush(context.Context) error {
+	if s.flush {
+		panic("bad sink")
+	}
+	return nil
+}
+
+// panicTxn panics in the methods its fields name, and counts the calls
+// of Abort.
+type panicTxn struct {
+	begin, commit, abort bool
+	aborts               int
+}
+
+func (t *panicTxn) Begin(context.Context) error {
+	if t.begin {
+		panic("bad transaction")
+	}
+	return nil
+}
+
+func (t *panicTxn) Commit(context.Context) error {
+	if t.commit {
+		panic("bad transaction")
+	}
+	return nil
+}
+
+func (t *panicTxn) Abort(context.Context) error {
+	t.aborts++
+	if t.abort {
+		panic("bad transaction")
+	}
+	return nil
+}
+
+// nopHook makes Run gather BatchStats, and so ask a Lagger.
+type nopHook struct{}
+
+func (nopHook) BatchDone(stream.BatchStats) {}
+
+// A panic in a method of an interface the user implements and the engine
+// calls on Run's goroutine (the source's Poll, Assignment, Lag, Commit and
+// Run, the Store's, a Flusher's, a Transaction's) fails the run as a panic
+// of an operator's function does: Run returns it as a *PanicError naming
+// what panicked, commits nothing after it and leaves no goroutine, instead
+// of the panic crashing the process.
+func TestPanicInAnInterfaceFailsTheRun(t *testing.T) {
+	chunks := func() [][]stream.Record[stream.Pair[int, int]] {
+		return [][]stream.Record[stream.Pair[int, int]]{
+			{pair1(1, 0, 0), pair1(2, 1, 0)},
+			{pair1(1, 0, 1), pair1(2, 1, 1)},
+		}
+	}
+	cases := []struct {
+		name    string
+		src     func(s *panicSource) stream.Source[stream.Pair[int, int]]
+		store   *panicStore
+		sink    *panicSink
+		txn     *panicTxn
+		want    string // in the error
+		commits int    // before the panic
+		aborts  int
+	}{
+		{name: "Poll", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] { s.poll = true; return s },
+			want: "stream: poll source: source *stream_test.panicSource: Poll: panic: bad source"},
+		{name: "Assignment", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] { s.assignment = true; return s },
+			want: "stream: source *stream_test.panicSource: Assignment: panic: bad source"},
+		{name: "Lag", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] { s.lag = true; return s },
+			want: "stream: batch 1: source *stream_test.panicSource: Lag: panic: bad source", commits: 1},
+		{name: "Commit", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] { s.commit = true; return s },
+			want: "stream: batch 1: commit: source *stream_test.panicSource: Commit: panic: bad source"},
+		{name: "Run", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] { return &runnerSource{panicSource: s} },
+			want: "stream: source *stream_test.runnerSource: Run: panic: bad runner"},
+		{name: "Run as the run ends", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] {
+			return &runnerSource{panicSource: s, late: true}
+		}, want: "stream: source *stream_test.runnerSource: Run: panic: bad runner", commits: 2},
+		{name: "Store.Restore", store: &panicStore{restore: true},
+			want: "stream: restore state: store *stream_test.panicStore: Restore: panic: bad store"},
+		{name: "Store.Checkpoint", store: &panicStore{checkpoint: true},
+			want: "stream: batch 1: checkpoint: store *stream_test.panicStore: Checkpoint: panic: bad store"},
+		{name: "Sink.Write", sink: &panicSink{write: true},
+			want: "stream: batch 1: to(totals): panic: bad sink"},
+		{name: "Flusher.Flush", sink: &panicSink{flush: true},
+			want: "stream: to(totals): batch 1: flush: sink *stream_test.panicSink: Flush: panic: bad sink"},
+		{name: "Transaction.Begin", txn: &panicTxn{begin: true}, store: &panicStore{},
+			want: "stream: batch 1: begin transaction: transaction *stream_test.panicTxn: Begin: panic: bad transaction", aborts: 1},
+		{name: "Transaction.Commit", txn: &panicTxn{commit: true}, store: &panicStore{},
+			want: "stream: batch 1: commit transaction: transaction *stream_test.panicTxn: Commit: panic: bad transaction", commits: 1, aborts: 1},
+		{name: "Transaction.Abort", txn: &panicTxn{abort: true}, store: &panicStore{}, sink: &panicSink{fail: errors.New("write failed")},
+			want: "stream: batch 1: abort transaction: transaction *stream_test.panicTxn: Abort: panic: bad transaction", aborts: 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			ps := &panicSource{assigning: &assigning{scripted: scripted[stream.Pair[int, int]]{chunks: chunks()}, plan: [][]int32{{0, 1}}}}
+			var src stream.Source[stream.Pair[int, int]] = ps
+			if c.src != nil {
+				src = c.src(ps)
+			}
+			opts := []stream.Option{stream.Interval(2 * time.Millisecond), stream.WithHook(nopHook{})}
+			if c.store != nil {
+				c.store.memStore = newMemStore()
+				opts = append(opts, stream.WithStore(c.store))
+			}
+			if c.txn != nil {
+				opts = append(opts, stream.WithTransaction(c.txn))
+			}
+			p := stream.NewPipeline(opts...)
+			totals := stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), sum).Named("totals")
+			if c.sink != nil {
+				stream.To(totals, c.sink)
+			}
+			collect(totals)
+			err := p.Run(context.Background())
+			var pe *stream.PanicError
+			require.ErrorAs(t, err, &pe)
+			assert.ErrorContains(t, err, c.want)
+			assert.Equal(t, 1, strings.Count(err.Error(), "panic:"), "the panic once in %q", err)
+			assert.Contains(t, string(pe.Stack), "panic_test.go", "the stack of the panic")
+			assert.Len(t, ps.Commits(), c.commits, "commits")
+			if c.txn != nil {
+				assert.Equal(t, c.aborts, c.txn.aborts, "aborts")
 			}
 		})
 	}

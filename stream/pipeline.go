@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -156,7 +157,11 @@ func From[T any](p *Pipeline, src Source[T]) *Stream[T] {
 // stack logged), not a crash; so is one in a function given to the
 // pipeline that Run calls between stages: a Hook, OnRebalance, a state's
 // Codec or StateObserver as the state is checkpointed, restored or dropped
-// in a rebalance. Nothing is committed after the panic.
+// in a rebalance; and so is one in a method of the source (Poll,
+// Assignment, Lag, Commit, and a Runner's Run, on its own goroutine), of
+// a Sink or Flusher, of the Store or of the Transaction (which is then
+// aborted when the panic was in Begin or Commit). Nothing is committed
+// after the panic.
 //
 // Run may be called once. A Run that fails before it starts, the graph or
 // the options being invalid, starts nothing (not even the source's Runner)
@@ -180,13 +185,30 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	work, stopWork := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer stopWork(nil)
 
+	// runnerPanic is a panic of the source's Runner, which Run returns
+	// even when it came as the run ended.
+	var runnerPanic error
+	defer func() {
+		switch {
+		case runnerPanic == nil || errors.Is(err, runnerPanic):
+		case err == nil:
+			err = runnerPanic
+		default:
+			err = errors.Join(err, runnerPanic)
+		}
+	}()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer wg.Wait() // before runnerPanic is read
 	if r, ok := p.input.source().(Runner); ok {
 		runCtx, stopRunner := context.WithCancel(work)
 		defer stopRunner() // runs before wg.Wait
 		wg.Go(func() {
-			if err := r.Run(runCtx); err != nil && runCtx.Err() == nil {
+			err := panicIn("source", r, "Run", recovered(func() error { return r.Run(runCtx) }))
+			switch {
+			case isPanic(err):
+				runnerPanic = fmt.Errorf("stream: %w", err)
+				stopWork(runnerPanic)
+			case err != nil && runCtx.Err() == nil:
 				stopWork(fmt.Errorf("stream: source: %w", err))
 			}
 		})
@@ -244,7 +266,10 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		}
 		now := assigned
 		if assigner != nil {
-			now = assigner.Assignment()
+			var err error
+			if now, err = assignment(assigner); err != nil {
+				return err
+			}
 			if lost := minus(assigned, now); len(lost) > 0 {
 				p.cfg.logger.Info("partitions lost as the run ends", "lost", lost)
 				if err := p.dropState(lost); err != nil {
@@ -284,7 +309,10 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			return end() // no empty batch after the last one
 		}
 		if assigner != nil {
-			now := assigner.Assignment()
+			now, err := assignment(assigner)
+			if err != nil {
+				return err
+			}
 			if err := p.rebalance(ctx, work, assigned, now, id); err != nil {
 				if !errors.Is(err, errRestoreCancelled) {
 					return err
@@ -333,7 +361,10 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			if p.cfg.interval <= 0 {
 				stats.Scheduled = cutAt
 			}
-			stats.Inputs = inputStats(stats.Inputs[:0], offsets, records, assigned, &sourceName, lagger)
+			stats.Inputs, err = inputStats(stats.Inputs[:0], offsets, records, assigned, &sourceName, lagger)
+			if err != nil {
+				return fmt.Errorf("stream: batch %d: %w", id, err)
+			}
 			stats.State = stats.State[:0]
 			for _, s := range p.stateful {
 				stats.State = append(stats.State, s.size())
@@ -420,7 +451,11 @@ func (p *Pipeline) finalCommitDone(last Info, offsets []Offset, assigned []int32
 		return nil
 	}
 	cs := CommitStats{Batch: last, Checkpoint: stats.Checkpoint, Commit: stats.Commit, Flush: stats.Flush}
-	cs.Inputs = inputStats(stats.Inputs[:0], offsets, make([]int, len(offsets)), assigned, sourceName, lagger)
+	var err error
+	cs.Inputs, err = inputStats(stats.Inputs[:0], offsets, make([]int, len(offsets)), assigned, sourceName, lagger)
+	if err != nil {
+		return fmt.Errorf("stream: final commit after batch %d: %w", last.ID, err)
+	}
 	for _, s := range p.stateful {
 		cs.State = append(cs.State, s.size())
 	}
@@ -442,32 +477,43 @@ func (p *Pipeline) finish(work context.Context, info Info, committer Committer, 
 	if tx == nil {
 		return p.finishBatch(work, info, committer, pending, durable, stats)
 	}
-	if err := tx.Begin(work); err != nil {
-		return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: batch %d: begin transaction: %w", info.ID, err))
-	}
-	committed, err := p.finishBatch(work, info, committer, pending, durable, stats)
 	// The end of the transaction, commit or abort, must go out even when
 	// work is over (the drain timeout), but Run does not wait for it past
 	// endGrace after that.
 	ectx, cancel := endContext(work)
 	defer cancel()
+	abort := func(err error) error {
+		aerr := panicIn("transaction", tx, "Abort", recovered(func() error { return tx.Abort(ectx) }))
+		if aerr != nil {
+			err = errors.Join(err, fmt.Errorf("stream: batch %d: abort transaction: %w", info.ID, aerr))
+		}
+		return err
+	}
+	if err := panicIn("transaction", tx, "Begin", recovered(func() error { return tx.Begin(work) })); err != nil {
+		err = orCause(work, fmt.Errorf("stream: batch %d: begin transaction: %w", info.ID, err))
+		if isPanic(err) { // what Begin left open, if anything, is aborted
+			err = abort(err)
+		}
+		return false, err
+	}
+	committed, err := p.finishBatch(work, info, committer, pending, durable, stats)
 	if err == nil {
 		began := time.Now()
-		err = tx.Commit(ectx)
+		err = panicIn("transaction", tx, "Commit", recovered(func() error { return tx.Commit(ectx) }))
 		stats.Commit += time.Since(began)
 		if err != nil {
 			err = fmt.Errorf("stream: batch %d: commit transaction: %w", info.ID, err)
 			if work.Err() != nil { // the drain timeout, and how the commit ended
 				err = errors.Join(context.Cause(work), err)
 			}
+			if isPanic(err) { // what Commit left open, if anything, is aborted
+				err = abort(err)
+			}
 			return false, err
 		}
 		return committed, nil
 	}
-	if aerr := tx.Abort(ectx); aerr != nil {
-		err = errors.Join(err, fmt.Errorf("stream: batch %d: abort transaction: %w", info.ID, aerr))
-	}
-	return false, err
+	return false, abort(err)
 }
 
 // endGrace is how long a transaction's commit or abort is waited for once
@@ -504,7 +550,7 @@ func (p *Pipeline) finishBatch(work context.Context, info Info, committer Commit
 	for _, o := range p.outputs {
 		began := time.Now()
 		if err := o.run(bc); err != nil {
-			return false, cmp.Or(context.Cause(work), fmt.Errorf("stream: %w", err))
+			return false, orCause(work, fmt.Errorf("stream: %w", err))
 		}
 		stats.Outputs = append(stats.Outputs, OutputStats{Name: o.name, Duration: time.Since(began)})
 	}
@@ -523,8 +569,9 @@ func (p *Pipeline) commit(work context.Context, info Info, committer Committer, 
 	if len(p.flushers) > 0 {
 		began := time.Now()
 		for _, f := range p.flushers {
-			if err := f.f.Flush(work); err != nil {
-				return cmp.Or(context.Cause(work), fmt.Errorf("stream: %s: batch %d: flush: %w", f.out.name, info.ID, err))
+			err := panicIn("sink", f.f, "Flush", recovered(func() error { return f.f.Flush(work) }))
+			if err != nil {
+				return orCause(work, fmt.Errorf("stream: %s: batch %d: flush: %w", f.out.name, info.ID, err))
 			}
 		}
 		stats.Flush = time.Since(began)
@@ -534,15 +581,15 @@ func (p *Pipeline) commit(work context.Context, info Info, committer Committer, 
 		err := p.checkpoint(work, info, pending)
 		stats.Checkpoint = time.Since(began)
 		if err != nil {
-			return cmp.Or(context.Cause(work), err)
+			return orCause(work, err)
 		}
 	}
 	if committer != nil {
 		began := time.Now()
-		err := committer.Commit(work, pending)
+		err := panicIn("source", committer, "Commit", recovered(func() error { return committer.Commit(work, pending) }))
 		stats.Commit = time.Since(began)
 		if err != nil {
-			return cmp.Or(context.Cause(work), fmt.Errorf("stream: batch %d: commit: %w", info.ID, err))
+			return orCause(work, fmt.Errorf("stream: batch %d: commit: %w", info.ID, err))
 		}
 	}
 	return nil
@@ -575,6 +622,8 @@ func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n int
 
 	n, err = p.input.collect(pollCtx, p.cfg.maxRecords)
 	switch {
+	case isPanic(err): // whatever it panicked with
+		return n, false, false, fmt.Errorf("stream: poll source: %w", err)
 	case errors.Is(err, io.EOF):
 		return n, true, false, nil
 	case errors.Is(err, ErrCut):
@@ -595,7 +644,7 @@ func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n int
 // (Run's cancellation, a batch's deadline), while work goes on: not a
 // failure that happened as ctx ended.
 func endedBy(ctx, work context.Context, err error) bool {
-	return ctx.Err() != nil && work.Err() == nil &&
+	return ctx.Err() != nil && work.Err() == nil && !isPanic(err) &&
 		(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Cause(ctx)))
 }
 
@@ -678,7 +727,7 @@ func (p *Pipeline) restore(ctx context.Context, partitions []int32, batch int64)
 	}
 	prog := restoreProgress{p: p, stats: RestoreStats{Partitions: partitions}, start: time.Now()}
 	prog.last = prog.start
-	offsets, err := p.cfg.store.Restore(ctx, partitions, func(e Entry) error {
+	put := func(e Entry) error {
 		op := ops[e.Op]
 		if op == nil {
 			return fmt.Errorf("the store holds state of an operator named %q, which this pipeline has not: name the operator as before, or discard the state", e.Op)
@@ -693,7 +742,13 @@ func (p *Pipeline) restore(ctx context.Context, partitions []int32, batch int64)
 			return fmt.Errorf("%s: partition %d: %w", e.Op, e.Partition, err)
 		}
 		return err
+	}
+	var offsets []Offset
+	err := recovered(func() (err error) {
+		offsets, err = p.cfg.store.Restore(ctx, partitions, put)
+		return err
 	})
+	err = panicIn("store", p.cfg.store, "Restore", err)
 	if herr := prog.done(err); herr != nil {
 		err = errors.Join(err, herr)
 	}
@@ -762,7 +817,7 @@ func (r *restoreProgress) tell() error {
 // batch: those it read records of, then assigned ones it read none of.
 // An Assigner source reads one source, whose name *name keeps from batch
 // to batch for the partitions with no records.
-func inputStats(dst []PartitionStats, offsets []Offset, records []int, assigned []int32, name *string, lagger Lagger) []PartitionStats {
+func inputStats(dst []PartitionStats, offsets []Offset, records []int, assigned []int32, name *string, lagger Lagger) ([]PartitionStats, error) {
 	for i, o := range offsets {
 		dst = append(dst, PartitionStats{Source: o.Source, Partition: o.Partition, Records: records[i], Lag: -1})
 		*name = o.Source
@@ -773,16 +828,32 @@ func inputStats(dst []PartitionStats, offsets []Offset, records []int, assigned 
 		}
 	}
 	if lagger != nil {
-		for i := range dst {
-			if n, ok := lagger.Lag(dst[i].Partition); ok {
-				dst[i].Lag = n
+		err := recovered(func() error {
+			for i := range dst {
+				if n, ok := lagger.Lag(dst[i].Partition); ok {
+					dst[i].Lag = n
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			return dst, panicIn("source", lagger, "Lag", err)
 		}
 	}
 	slices.SortFunc(dst, func(a, b PartitionStats) int {
 		return cmp.Or(cmp.Compare(a.Source, b.Source), cmp.Compare(a.Partition, b.Partition))
 	})
-	return dst
+	return dst, nil
+}
+
+// assignment returns the partitions a owns now, or its panic.
+func assignment(a Assigner) ([]int32, error) {
+	var ids []int32
+	err := recovered(func() error { ids = a.Assignment(); return nil })
+	if err != nil {
+		return nil, fmt.Errorf("stream: %w", panicIn("source", a, "Assignment", err))
+	}
+	return ids, nil
 }
 
 // checkpoint saves what the stateful operators changed since the last
@@ -799,7 +870,8 @@ func (p *Pipeline) checkpoint(ctx context.Context, info Info, offsets []Offset) 
 			return fmt.Errorf("stream: batch %d: checkpoint: %w", info.ID, err)
 		}
 	}
-	if err := p.cfg.store.Checkpoint(ctx, c); err != nil {
+	err := recovered(func() error { return p.cfg.store.Checkpoint(ctx, c) })
+	if err := panicIn("store", p.cfg.store, "Checkpoint", err); err != nil {
 		return fmt.Errorf("stream: batch %d: checkpoint: %w", info.ID, err)
 	}
 	return nil
@@ -935,7 +1007,7 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 		if ctx.Err() != nil {
 			donePolls++
 		}
-		k, err := in.src.Poll(ctx, buf)
+		k, err := in.poll(ctx, buf)
 		if k < 0 || k > len(buf) {
 			return n, fmt.Errorf("source returned %d records for a buffer of %d", k, len(buf))
 		}
@@ -972,6 +1044,16 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// poll polls the source into buf, and returns its panic as an error.
+func (in *inputStream[T]) poll(ctx context.Context, buf []Record[T]) (k int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			k, err = 0, fmt.Errorf("source %T: Poll: %w", in.src, &PanicError{Value: r, Stack: debug.Stack()})
+		}
+	}()
+	return in.src.Poll(ctx, buf)
 }
 
 // partition returns the buffers of partition id, made if new. Those of

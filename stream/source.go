@@ -16,7 +16,9 @@ var ErrCut = errors.New("stream: cut the batch now")
 // adapter must implement; the optional interfaces below add commits,
 // background work and partition ownership.
 //
-// The engine calls Poll from one goroutine at a time.
+// The engine calls Poll from one goroutine at a time. A panic in a method
+// of a Source, or of the optional interfaces below, fails Run with a
+// *PanicError naming the method, instead of crashing the process.
 type Source[T any] interface {
 	// Poll fills buf with up to len(buf) records and returns how many it
 	// filled. It blocks until at least one record is available, ctx is done
@@ -43,7 +45,9 @@ type Committer interface {
 // Runner is implemented by sources that need background work, such as a
 // consumer group session. The engine calls Run once, in its own goroutine,
 // before the first Poll; it cancels ctx when the pipeline stops and waits for
-// Run to return. An error from Run stops the pipeline.
+// Run to return. An error from Run stops the pipeline, and so does a
+// panic, recovered on Run's goroutine: the pipeline's Run returns it (a
+// *PanicError), even when it came as the pipeline stopped.
 type Runner interface {
 	Run(ctx context.Context) error
 }
@@ -90,7 +94,8 @@ type SourceWideOffsets interface {
 // Write returns when the batch's values are delivered (acknowledged by a
 // broker, flushed to a file) or with an error, which stops the run before
 // the batch is committed. The engine calls Write from one goroutine at a
-// time. The batch is valid only until Write returns.
+// time. The batch is valid only until Write returns. A panic in Write, or
+// in Flush (Flusher), fails Run with a *PanicError.
 type Sink[T any] interface {
 	Write(ctx context.Context, b *Batch[T]) error
 }

@@ -16,6 +16,8 @@ import (
 // committed to the source.
 //
 // A Store is used by one pipeline at a time, from the run loop's goroutine.
+// A panic in its methods fails Run with a *PanicError naming the method,
+// with nothing committed after it.
 type Store interface {
 	// Restore calls put for every entry of the state of the given
 	// partitions (nil: all it holds), and returns the input offsets that

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -170,8 +171,13 @@ func (e *KeyError) Unwrap() error { return e.Err }
 // A panic in a function Run calls between stages is one too, within an
 // error that names what panicked: a Hook ("hook *pkg.T"), OnRebalance, or
 // a Codec or StateObserver of the operator named, as its state is
-// checkpointed, restored or dropped in a rebalance. Run commits nothing
-// after it.
+// checkpointed, restored or dropped in a rebalance; or a method of the
+// source ("source *pkg.T: Poll", and so for Assignment, Lag, Commit and a
+// Runner's Run), of a Flusher ("sink *pkg.T: Flush"), of the Store
+// ("store *pkg.T: Checkpoint", Restore) or of the Transaction
+// ("transaction *pkg.T: Begin", Commit, Abort). A Sink's Write is an
+// output: its panic is within a *StageError. Run commits nothing after
+// it.
 type PanicError struct {
 	Value any    // what was passed to panic
 	Stack []byte // the stack of the goroutine that panicked
@@ -202,6 +208,35 @@ func named(what string, err error) error {
 		return fmt.Errorf("%s: %w", what, pe)
 	}
 	return err
+}
+
+// panicIn names the method of v, an implementation of an interface of
+// the kind given ("source"), that panicked when err is a panic recovered
+// (see recovered), and returns other errors as they are.
+func panicIn(kind string, v any, method string, err error) error {
+	if pe, ok := err.(*PanicError); ok {
+		return fmt.Errorf("%s %T: %s: %w", kind, v, method, pe)
+	}
+	return err
+}
+
+// isPanic reports whether err holds a panic recovered.
+func isPanic(err error) bool {
+	if err == nil {
+		return false
+	}
+	_, ok := errors.AsType[*PanicError](err)
+	return ok
+}
+
+// orCause returns the cause of work's end, when it has ended, in place of
+// err, which the end may have caused; but a panic, which it did not
+// cause, is returned as it is.
+func orCause(work context.Context, err error) error {
+	if isPanic(err) {
+		return err
+	}
+	return cmp.Or(context.Cause(work), err)
 }
 
 // batchCtx is what operators see of the batch being computed.

@@ -16,7 +16,9 @@ import "context"
 // and a failure anywhere after Begin calls Abort and stops the run: the
 // state in memory holds the batch, which the transaction no longer does,
 // so the run must restart from the Store. The methods are called from the
-// run loop's goroutine, one batch at a time.
+// run loop's goroutine, one batch at a time. A panic in one of them fails
+// Run with a *PanicError naming the method; after a panic in Begin or
+// Commit, which may leave the transaction open, Abort is called.
 //
 // When Run's DrainTimeout has passed, the ctx of Commit and Abort is done
 // a second later: they may then return with ctx's error, leaving the
