@@ -166,7 +166,8 @@ type FinalCommitHook interface {
 
 // RestoreHook is implemented by Hooks that follow the restore of durable
 // state (see WithStore): RestoreProgress is called about once a second
-// while a restore runs, and once when it ends, with Done set.
+// while a restore runs, and once when it ends, with Done set; but not at
+// the end of a restore its own panic ended (the panic fails Run, once).
 type RestoreHook interface {
 	RestoreProgress(s RestoreStats)
 }

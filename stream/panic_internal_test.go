@@ -2,7 +2,9 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -41,4 +43,38 @@ func TestPanicInNewObserverUnlocksTheState(t *testing.T) {
 	if assert.True(t, op.mu.TryLock(), "the state is left locked") {
 		op.mu.Unlock()
 	}
+}
+
+// restoreCounter is a RestoreHook that counts its calls, and panics if
+// told to.
+type restoreCounter struct {
+	panics bool
+	calls  int
+}
+
+func (*restoreCounter) BatchDone(BatchStats) {}
+
+func (h *restoreCounter) RestoreProgress(RestoreStats) {
+	h.calls++
+	if h.panics {
+		panic("bad hook")
+	}
+}
+
+// A RestoreHook that panics as it is told of a restore's progress is not
+// told of its end, which the panic made: the panic is in the error once.
+// The other hooks are told.
+func TestRestoreHookThatPanickedIsNotToldOfTheEnd(t *testing.T) {
+	bad, other := &restoreCounter{panics: true}, &restoreCounter{}
+	p := NewPipeline(WithHook(bad), WithHook(other))
+	// The progress is told every 4096 entries, once restoreProgressEvery
+	// has passed since the last time, here long before.
+	prog := restoreProgress{p: p, stats: RestoreStats{Entries: 4095}}
+	err := prog.add()
+	var pe *PanicError
+	require.ErrorAs(t, err, &pe)
+	herr := prog.done(err)
+	assert.Equal(t, 1, bad.calls, "calls of the hook that panicked")
+	assert.Equal(t, 1, other.calls, "calls of the other hook: the end, not the progress")
+	assert.Equal(t, 1, strings.Count(errors.Join(err, herr).Error(), "panic: bad hook"))
 }

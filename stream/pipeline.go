@@ -774,6 +774,9 @@ type restoreProgress struct {
 	p           *Pipeline
 	stats       RestoreStats
 	start, last time.Time
+	// panicked is 1 + the index in the hooks of one that panicked, which
+	// is not told of the end its panic made; 0 if none.
+	panicked int
 }
 
 // add counts an entry restored. It returns a hook's panic.
@@ -803,9 +806,10 @@ func (r *restoreProgress) done(err error) error {
 // tell tells the RestoreHooks of the progress, and returns a hook's
 // panic.
 func (r *restoreProgress) tell() error {
-	for _, h := range r.p.cfg.hooks {
-		if rh, ok := h.(RestoreHook); ok {
+	for i, h := range r.p.cfg.hooks {
+		if rh, ok := h.(RestoreHook); ok && i+1 != r.panicked {
 			if err := recovered(func() error { rh.RestoreProgress(r.stats); return nil }); err != nil {
+				r.panicked = i + 1
 				return fmt.Errorf("hook %T: %w", h, err)
 			}
 		}
