@@ -126,7 +126,7 @@ func TestPanicOutsideAStageFailsTheRun(t *testing.T) {
 		}, "stream: batch 2: hook *stream_test.panicHook: panic: bad hook", 2},
 		{"FinalCommit", func(*testing.T) setup {
 			return setup{opts: []stream.Option{stream.CommitInterval(time.Hour), stream.WithHook(&panicHook{finalCommit: true})}}
-		}, "hook *stream_test.panicHook: panic: bad hook", 2},
+		}, "stream: final commit after batch 3 done, then hook *stream_test.panicHook: panic: bad hook", 2},
 		{"RestoreProgress", func(*testing.T) setup {
 			return setup{opts: []stream.Option{stream.WithHook(&panicHook{restore: true})}, durable: true}
 		}, "hook *stream_test.panicHook: panic: bad hook", 0},

@@ -439,7 +439,8 @@ func (p *Pipeline) validate() error {
 
 // finalCommitDone tells the FinalCommitHooks of the commit with which Run
 // ends, of offsets, after the batch last, with the partitions assigned,
-// as stats timed it. It returns a hook's panic.
+// as stats timed it. It returns a hook's panic, or the source's (Lag),
+// saying that the commit was done.
 func (p *Pipeline) finalCommitDone(last Info, offsets []Offset, assigned []int32, stats *BatchStats, sourceName *string, lagger Lagger) error {
 	var hooks []FinalCommitHook
 	for _, h := range p.cfg.hooks {
@@ -454,14 +455,14 @@ func (p *Pipeline) finalCommitDone(last Info, offsets []Offset, assigned []int32
 	var err error
 	cs.Inputs, err = inputStats(stats.Inputs[:0], offsets, make([]int, len(offsets)), assigned, sourceName, lagger)
 	if err != nil {
-		return fmt.Errorf("stream: final commit after batch %d: %w", last.ID, err)
+		return fmt.Errorf("stream: final commit after batch %d done, then %w", last.ID, err)
 	}
 	for _, s := range p.stateful {
 		cs.State = append(cs.State, s.size())
 	}
 	for _, h := range hooks {
 		if err := recovered(func() error { h.FinalCommit(cs); return nil }); err != nil {
-			return fmt.Errorf("stream: final commit after batch %d: hook %T: %w", last.ID, h, err)
+			return fmt.Errorf("stream: final commit after batch %d done, then hook %T: %w", last.ID, h, err)
 		}
 	}
 	return nil
