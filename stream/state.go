@@ -247,6 +247,8 @@ func (op *stateOp[K, V, S]) newPart(id int32) *statePart[K, V, S] {
 func (op *stateOp[K, V, S]) dropPartitions(ids []int32) error {
 	op.mu.Lock()
 	defer op.mu.Unlock()
+	// Out of op.ids too, which a restore before the next batch adds to.
+	op.ids = slices.DeleteFunc(op.ids, func(id int32) bool { return slices.Contains(ids, id) })
 	for _, id := range ids {
 		sp := op.parts[id]
 		delete(op.parts, id)
