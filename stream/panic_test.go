@@ -235,23 +235,29 @@ func (s *panicSource) Commit(ctx context.Context, offsets []stream.Offset) error
 }
 
 // runnerSource is a panicSource that is a Runner, whose Run panics at
-// once, or once its context is done (late).
+// once, once its context is done (late), or once trigger is closed.
 type runnerSource struct {
 	*panicSource
-	late bool
+	late    bool
+	trigger chan struct{}
 }
 
 func (s *runnerSource) Run(ctx context.Context) error {
-	if s.late {
+	switch {
+	case s.late:
 		<-ctx.Done()
+	case s.trigger != nil:
+		<-s.trigger
 	}
 	panic("bad runner")
 }
 
-// panicStore is a memStore that panics in Restore or Checkpoint.
+// panicStore is a memStore that panics in Restore or Checkpoint, and
+// counts its checkpoints.
 type panicStore struct {
 	*memStore
 	restore, checkpoint bool
+	checkpoints         int
 }
 
 func (s *panicStore) Restore(ctx context.Context, partitions []int32, put func(stream.Entry) error) ([]stream.Offset, error) {
@@ -265,6 +271,7 @@ func (s *panicStore) Checkpoint(ctx context.Context, c *stream.Changes) error {
 	if s.checkpoint {
 		panic("bad store")
 	}
+	s.checkpoints++
 	return s.memStore.Checkpoint(ctx, c)
 }
 
@@ -341,8 +348,9 @@ func TestPanicInAnInterfaceFailsTheRun(t *testing.T) {
 		store   *panicStore
 		sink    *panicSink
 		txn     *panicTxn
-		want    string // in the error
-		commits int    // before the panic
+		output  func(ctx context.Context, src stream.Source[stream.Pair[int, int]]) // run in the first batch
+		want    string                                                              // in the error
+		commits int                                                                 // before the panic
 		aborts  int
 	}{
 		{name: "Poll", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] { s.poll = true; return s },
@@ -358,6 +366,14 @@ func TestPanicInAnInterfaceFailsTheRun(t *testing.T) {
 		{name: "Run as the run ends", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] {
 			return &runnerSource{panicSource: s, late: true}
 		}, want: "stream: source *stream_test.runnerSource: Run: panic: bad runner", commits: 2},
+		{name: "Run as a batch is output", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] {
+			return &runnerSource{panicSource: s, trigger: make(chan struct{})}
+		}, output: func(ctx context.Context, src stream.Source[stream.Pair[int, int]]) {
+			// The output, which does not fail, returns once the
+			// panic has stopped the batch's work.
+			close(src.(*runnerSource).trigger)
+			<-ctx.Done()
+		}, store: &panicStore{}, want: "stream: source *stream_test.runnerSource: Run: panic: bad runner"},
 		{name: "Store.Restore", store: &panicStore{restore: true},
 			want: "stream: restore state: store *stream_test.panicStore: Restore: panic: bad store"},
 		{name: "Store.Checkpoint", store: &panicStore{checkpoint: true},
@@ -395,6 +411,14 @@ func TestPanicInAnInterfaceFailsTheRun(t *testing.T) {
 				stream.To(totals, c.sink)
 			}
 			collect(totals)
+			if c.output != nil {
+				stream.ForEachBatch(totals, func(ctx context.Context, b *stream.Batch[stream.Pair[int, int]]) error {
+					if b.Info.ID == 1 {
+						c.output(ctx, src)
+					}
+					return nil
+				})
+			}
 			err := p.Run(context.Background())
 			var pe *stream.PanicError
 			require.ErrorAs(t, err, &pe)
@@ -404,6 +428,9 @@ func TestPanicInAnInterfaceFailsTheRun(t *testing.T) {
 			assert.Len(t, ps.Commits(), c.commits, "commits")
 			if c.txn != nil {
 				assert.Equal(t, c.aborts, c.txn.aborts, "aborts")
+			}
+			if c.store != nil {
+				assert.Equal(t, c.commits, c.store.checkpoints, "checkpoints")
 			}
 		})
 	}

@@ -567,6 +567,9 @@ func (p *Pipeline) finishBatch(work context.Context, info Info, committer Commit
 // commit flushes the Flusher sinks, checkpoints the state and commits the
 // pending offsets to the source, as of the batch info.
 func (p *Pipeline) commit(work context.Context, info Info, committer Committer, pending []Offset, stats *BatchStats) error {
+	if err := context.Cause(work); isPanic(err) {
+		return err // of the source's Runner, which may have panicked as the batch ran
+	}
 	if len(p.flushers) > 0 {
 		began := time.Now()
 		for _, f := range p.flushers {

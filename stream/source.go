@@ -47,7 +47,8 @@ type Committer interface {
 // before the first Poll; it cancels ctx when the pipeline stops and waits for
 // Run to return. An error from Run stops the pipeline, and so does a
 // panic, recovered on Run's goroutine: the pipeline's Run returns it (a
-// *PanicError), even when it came as the pipeline stopped.
+// *PanicError), even when it came as the pipeline stopped, and commits
+// nothing after it, not even the batch it came during.
 type Runner interface {
 	Run(ctx context.Context) error
 }
