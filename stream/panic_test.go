@@ -3,6 +3,7 @@ package stream_test
 import (
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -200,15 +201,16 @@ func TestPanicOutsideAStageFailsTheRun(t *testing.T) {
 }
 
 // panicSource is an assigning source that panics in the methods its
-// fields name, on their first call.
+// fields name, on their first call; Poll with the value of poll.
 type panicSource struct {
 	*assigning
-	poll, assignment, lag, commit bool
+	poll                    any
+	assignment, lag, commit bool
 }
 
 func (s *panicSource) Poll(ctx context.Context, buf []stream.Record[stream.Pair[int, int]]) (int, error) {
-	if s.poll {
-		panic("bad source")
+	if s.poll != nil {
+		panic(s.poll)
 	}
 	return s.assigning.Poll(ctx, buf)
 }
@@ -353,8 +355,12 @@ func TestPanicInAnInterfaceFailsTheRun(t *testing.T) {
 		commits int                                                                 // before the panic
 		aborts  int
 	}{
-		{name: "Poll", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] { s.poll = true; return s },
+		{name: "Poll", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] { s.poll = "bad source"; return s },
 			want: "stream: poll source: source *stream_test.panicSource: Poll: panic: bad source"},
+		{name: "Poll with io.EOF", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] { s.poll = io.EOF; return s },
+			want: "stream: poll source: source *stream_test.panicSource: Poll: panic: EOF"},
+		{name: "Poll with ErrCut", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] { s.poll = stream.ErrCut; return s },
+			want: "stream: poll source: source *stream_test.panicSource: Poll: panic: stream: cut the batch now"},
 		{name: "Assignment", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] { s.assignment = true; return s },
 			want: "stream: source *stream_test.panicSource: Assignment: panic: bad source"},
 		{name: "Lag", src: func(s *panicSource) stream.Source[stream.Pair[int, int]] { s.lag = true; return s },
