@@ -164,7 +164,8 @@ func (e *KeyError) Unwrap() error { return e.Err }
 // PanicError is a panic in a function given to an operator or an output,
 // recovered: the batch fails, and Run returns it, within a *StageError
 // (and a *PartitionError when it came from one partition, and a *KeyError
-// when it came from updating the state of one key), instead of the process
+// when it came from a keyed operator's function for one key: see
+// KeyError), instead of the process
 // crashing from a goroutine of the engine. The batch is not committed; the
 // state the function was changing is not checkpointed.
 //
