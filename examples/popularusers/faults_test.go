@@ -219,32 +219,39 @@ func TestUnreachableBrokersBeforeTheChangelog(t *testing.T) {
 	}
 }
 
-// A record as large as the input topic takes does not fit in a dead letter
-// once its headers are added: it is still dead-lettered, its value cut to
-// fit and its full size in a header, and the run goes on; its origin names
-// where to find it whole.
-func TestHugeBadRecordIsDeadLettered(t *testing.T) {
+// deadLetterOf runs the program on bad, a record that does not decode,
+// then a good one, and returns bad's dead letter once the run committed
+// both and went on.
+func deadLetterOf(t *testing.T, bad kafkatest.Record) kafkatest.Record {
+	t.Helper()
 	b := startBrokerForTest(t, map[string]int32{"messages": 1, "popular_users": 1, "messages.dlq": 1})
-	huge := strings.Repeat("a", 1_048_400) // about the largest a producer sends by default
-	require.NoError(t, b.Produce("messages",
-		kafkatest.Record{Key: []byte("1"), Value: []byte(huge)},
+	require.NoError(t, b.Produce("messages", bad,
 		kafkatest.Record{Key: []byte("2"), Value: []byte(`{"user_id":2,"activity":"profile.view"}`)},
 	))
 	stdout, _, stop := runInBackground(t, "-brokers", b.Addrs()[0], "-json", "-interval", "300ms", "-checkpoint=", "-output-retry", "2s")
 	waitFor(t, time.Minute, "the commit", func() bool { return b.Committed("popularusers", "messages")[0] == 2 })
 	res := stop()
 	require.Equal(t, exitOK, res.code)
-	bad := 0
+	n := 0
 	for _, l := range parseLines(t, stdout.String()) {
-		bad += l.Bad
+		n += l.Bad
 	}
-	assert.Equal(t, 1, bad)
+	assert.Equal(t, 1, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	dead, err := b.Records(ctx, "messages.dlq")
 	require.NoError(t, err)
 	require.Len(t, dead, 1)
-	d := dead[0]
+	return dead[0]
+}
+
+// A record as large as the input topic takes does not fit in a dead letter
+// once its headers are added: it is still dead-lettered, its value cut to
+// fit and its full size in a header, and the run goes on; its origin names
+// where to find it whole.
+func TestHugeBadRecordIsDeadLettered(t *testing.T) {
+	huge := strings.Repeat("a", 1_048_400) // about the largest a producer sends by default
+	d := deadLetterOf(t, kafkatest.Record{Key: []byte("1"), Value: []byte(huge)})
 	assert.Equal(t, "1", string(d.Key))
 	assert.True(t, strings.HasPrefix(huge, string(d.Value)), "a prefix of the record")
 	assert.Less(t, len(d.Value), len(huge))
@@ -258,27 +265,8 @@ func TestHugeBadRecordIsDeadLettered(t *testing.T) {
 // still dead-lettered: with the value gone, the key is cut to fit too,
 // and a header holds its whole length.
 func TestHugeKeyOfABadRecordIsDeadLettered(t *testing.T) {
-	b := startBrokerForTest(t, map[string]int32{"messages": 1, "popular_users": 1, "messages.dlq": 1})
 	key := strings.Repeat("k", 1_048_480)
-	require.NoError(t, b.Produce("messages",
-		kafkatest.Record{Key: []byte(key), Value: []byte("not json")},
-		kafkatest.Record{Key: []byte("2"), Value: []byte(`{"user_id":2,"activity":"profile.view"}`)},
-	))
-	stdout, _, stop := runInBackground(t, "-brokers", b.Addrs()[0], "-json", "-interval", "300ms", "-checkpoint=", "-output-retry", "2s")
-	waitFor(t, time.Minute, "the commit", func() bool { return b.Committed("popularusers", "messages")[0] == 2 })
-	res := stop()
-	require.Equal(t, exitOK, res.code)
-	bad := 0
-	for _, l := range parseLines(t, stdout.String()) {
-		bad += l.Bad
-	}
-	assert.Equal(t, 1, bad)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	dead, err := b.Records(ctx, "messages.dlq")
-	require.NoError(t, err)
-	require.Len(t, dead, 1)
-	d := dead[0]
+	d := deadLetterOf(t, kafkatest.Record{Key: []byte(key), Value: []byte("not json")})
 	assert.Empty(t, d.Value, "the value cut first")
 	assert.True(t, strings.HasPrefix(key, string(d.Key)), "a prefix of the key")
 	assert.Less(t, len(d.Key), len(key))

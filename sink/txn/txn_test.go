@@ -375,70 +375,50 @@ type producerEpoch struct {
 	epoch int16
 }
 
-// After a write that failed, the abort is followed by a new producer
-// epoch asked for as a bump of the producer's own (KIP-360), which the
-// coordinator refuses to a producer that a newer one fenced off, instead
-// of the ID registered afresh, which would fence off the newer one; the
-// new epoch's sequence numbers start again.
-func TestFailedWriteBumpsTheProducersOwnEpoch(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
-	require.NoError(t, err)
-	defer b.Close()
-	watched := watchInits(b)
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "bump"})
-	require.NoError(t, err)
-	defer func() { assert.NoError(t, p.Close()) }()
-	ctx := context.Background()
-	require.NoError(t, p.Begin(ctx))
-	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("a")}))
-	require.NoError(t, p.Commit(ctx))
+// After a transaction that failed, the abort is followed by a new
+// producer epoch asked for as a bump of the producer's own (KIP-360),
+// which the coordinator refuses to a producer that a newer one fenced off,
+// instead of the ID registered afresh, which would fence off the newer
+// one; the new epoch's sequence numbers start again. So after a write
+// refused (OUT_OF_ORDER_SEQUENCE), and after the transaction's partitions
+// refused, where nothing is open at the coordinator and its abort is
+// refused (INVALID_TXN_STATE, the transaction before having committed).
+func TestAFailedTransactionBumpsTheProducersOwnEpoch(t *testing.T) {
+	const outOfOrderSequence, transactionalIDAuthorizationFailed = 45, 53
+	for _, tc := range []struct {
+		name   string
+		refuse func(b *kafkatest.Broker)
+	}{
+		{"write refused", func(b *kafkatest.Broker) { b.RefuseProduce(1, outOfOrderSequence) }},
+		{"partitions refused", func(b *kafkatest.Broker) { b.RefuseAddPartitions(1, transactionalIDAuthorizationFailed) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
+			require.NoError(t, err)
+			defer b.Close()
+			watched := watchInits(b)
+			p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "bump"})
+			require.NoError(t, err)
+			defer func() { assert.NoError(t, p.Close()) }()
+			ctx := context.Background()
+			require.NoError(t, p.Begin(ctx))
+			require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("a")}))
+			require.NoError(t, p.Commit(ctx))
 
-	const outOfOrderSequence = 45
-	b.RefuseProduce(1, outOfOrderSequence)
-	require.NoError(t, p.Begin(ctx))
-	require.Error(t, p.Send(ctx, []*sarama.ProducerMessage{msg("refused")}))
-	require.NoError(t, p.Abort(ctx))
-	require.NoError(t, p.Begin(ctx))
-	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("b")}))
-	require.NoError(t, p.Commit(ctx))
-	assert.Equal(t, []string{"a", "b"}, committed(t, b))
+			tc.refuse(b)
+			require.NoError(t, p.Begin(ctx))
+			require.Error(t, p.Send(ctx, []*sarama.ProducerMessage{msg("refused")}))
+			require.NoError(t, p.Abort(ctx))
+			require.NoError(t, p.Begin(ctx))
+			require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("b")}))
+			require.NoError(t, p.Commit(ctx))
+			assert.Equal(t, []string{"a", "b"}, committed(t, b))
 
-	inits := watched()
-	require.Len(t, inits, 2)
-	assert.Equal(t, producerEpoch{-1, -1}, inits[0], "the first registration")
-	assert.GreaterOrEqual(t, inits[1].pid, int64(0), "the bump names the producer ID")
-	assert.GreaterOrEqual(t, inits[1].epoch, int16(0), "and its epoch")
-}
-
-// A transaction whose partitions the coordinator refused has nothing open
-// there: its abort is refused (INVALID_TXN_STATE, the transaction before
-// having committed), and the new producer epoch is still asked for as a
-// bump of the producer's own.
-func TestRefusedPartitionsBumpTheProducersOwnEpoch(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
-	require.NoError(t, err)
-	defer b.Close()
-	watched := watchInits(b)
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "refused"})
-	require.NoError(t, err)
-	defer func() { assert.NoError(t, p.Close()) }()
-	ctx := context.Background()
-	require.NoError(t, p.Begin(ctx))
-	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("a")}))
-	require.NoError(t, p.Commit(ctx))
-
-	const transactionalIDAuthorizationFailed = 53
-	b.RefuseAddPartitions(1, transactionalIDAuthorizationFailed)
-	require.NoError(t, p.Begin(ctx))
-	require.Error(t, p.Send(ctx, []*sarama.ProducerMessage{msg("refused")}))
-	require.NoError(t, p.Abort(ctx))
-	require.NoError(t, p.Begin(ctx))
-	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("b")}))
-	require.NoError(t, p.Commit(ctx))
-	assert.Equal(t, []string{"a", "b"}, committed(t, b))
-
-	inits := watched()
-	require.Len(t, inits, 2)
-	assert.GreaterOrEqual(t, inits[1].pid, int64(0), "the bump names the producer ID")
-	assert.GreaterOrEqual(t, inits[1].epoch, int16(0), "and its epoch")
+			inits := watched()
+			require.Len(t, inits, 2)
+			assert.Equal(t, producerEpoch{-1, -1}, inits[0], "the first registration")
+			assert.GreaterOrEqual(t, inits[1].pid, int64(0), "the bump names the producer ID")
+			assert.GreaterOrEqual(t, inits[1].epoch, int16(0), "and its epoch")
+		})
+	}
 }
