@@ -16,6 +16,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/sluicehq/sluice/internal/kafkaconf"
 	"github.com/sluicehq/sluice/score"
 	"github.com/sluicehq/sluice/sink"
 	"github.com/sluicehq/sluice/sink/txn"
@@ -182,19 +183,14 @@ const (
 	headerKeyTruncated = "dlq.key.truncated"
 )
 
-// recordBatchHeader is the size of the header of the record batch that
-// carries a message: the broker's limit (max.message.bytes) is on the
-// batch.
-const recordBatchHeader = 61
-
 // maxDeadLetterBytes is the largest dead letter sent to Kafka, as sarama
 // counts a message's size: its producers' default MaxMessageBytes, less
-// the header of the batch that carries it, so that the message fits both
-// the producer's limit and a broker's default max.message.bytes (the
-// same 1 MiB and 12 bytes). A record as large as the input topic takes
-// does not fit once the headers are added, and would be refused every
-// time the batch is read again.
-var maxDeadLetterBytes = sarama.NewConfig().Producer.MaxMessageBytes - recordBatchHeader
+// the header of the batch that carries it (the broker's limit is on the
+// batch), so that the message fits both the producer's limit and a
+// broker's default max.message.bytes (the same 1 MiB and 12 bytes). A
+// record as large as the input topic takes does not fit once the headers
+// are added, and would be refused every time the batch is read again.
+var maxDeadLetterBytes = sarama.NewConfig().Producer.MaxMessageBytes - kafkaconf.RecordBatchOverhead
 
 // newDLQSink publishes dead letters to topic: each the bad record's key
 // and value unchanged, with why and where from in headers.

@@ -68,8 +68,9 @@ func (p *BatchProducer) SetTxn(t *Txn) {
 	p.pid, p.epoch = t.PID, t.Epoch
 }
 
-// recordBatchOverhead is the size of a record batch's header.
-const recordBatchOverhead = 61
+// RecordBatchOverhead is the size of a record batch's header: a message
+// alone in a batch takes this much more of a broker's max.message.bytes.
+const RecordBatchOverhead = 61
 
 // NewBatchProducer returns a producer to topic on client, configured by
 // the client's configuration, which must be for Kafka 0.11 or later. The
@@ -267,7 +268,7 @@ func (p *BatchProducer) prepare(msgs []*sarama.ProducerMessage) ([]*partBatch, e
 			b = nil
 		}
 		if b == nil {
-			b = &partBatch{part: m.Partition, bytes: recordBatchOverhead, batch: &sarama.RecordBatch{
+			b = &partBatch{part: m.Partition, bytes: RecordBatchOverhead, batch: &sarama.RecordBatch{
 				Version:          2,
 				IsTransactional:  p.txn != nil,
 				Codec:            p.cfg.Producer.Compression,
