@@ -55,15 +55,7 @@ func TestWindowDropsLostPartition(t *testing.T) {
 func TestWindowOfRegainedPartitionCountsRecordsOnce(t *testing.T) {
 	for name, inv := range windowInverses {
 		t.Run(name, func(t *testing.T) {
-			src := &assigning{
-				scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
-					{pair1(1, 0, 0)},                 // committed: the first batch is
-					{pair1(1, 0, 1)},                 // held back by the interval
-					{},                               // partition 0 lost: offset 1 is not committed
-					{pair1(1, 0, 1), pair1(1, 0, 2)}, // assigned again: read from offset 1
-				}},
-				plan: [][]int32{{0}, {0}, {}, {0}},
-			}
+			src := regainedPartition()
 			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.CommitInterval(time.Hour))
 			c := collect(stream.ReduceByKeyAndWindow(stream.Keyed(stream.From(p, src)), plus, inv, 4, 1))
 			run(t, p)
@@ -78,13 +70,7 @@ func TestWindowOfRegainedPartitionCountsRecordsOnce(t *testing.T) {
 
 // Window drops the batches' records of a lost partition too.
 func TestWindowOfRecordsDropsLostPartition(t *testing.T) {
-	src := &assigning{
-		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
-			{pair1(10, 0, 0), pair1(11, 1, 0)},
-			{pair1(10, 0, 1)}, // partition 1 lost before this batch
-		}},
-		plan: [][]int32{{0, 1}, {0}},
-	}
+	src := losingPartition1()
 	p := stream.NewPipeline(stream.Interval(2 * time.Millisecond))
 	c := collect(stream.Window(stream.Keyed(stream.From(p, src)), 3, 1))
 	run(t, p)
@@ -137,13 +123,7 @@ var graphsInSourcePartitions = map[string]func(*stream.Stream[stream.Pair[int, i
 func TestWindowNotKeyedDropsLostPartition(t *testing.T) {
 	for name, graph := range graphsInSourcePartitions {
 		t.Run(name, func(t *testing.T) {
-			src := &assigning{
-				scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
-					{pair1(10, 0, 0), pair1(11, 1, 0)},
-					{pair1(10, 0, 1)}, // partition 1 lost before this batch
-				}},
-				plan: [][]int32{{0, 1}, {0}},
-			}
+			src := losingPartition1()
 			p := stream.NewPipeline(stream.Interval(2 * time.Millisecond))
 			c := collect(stream.Window(graph(stream.From(p, src)), 3, 1))
 			run(t, p)
@@ -159,15 +139,7 @@ func TestWindowNotKeyedDropsLostPartition(t *testing.T) {
 // partition lost and assigned again once: the batches not committed
 // before it was lost (CommitInterval) are read again.
 func TestWindowNotKeyedOfRegainedPartitionCountsRecordsOnce(t *testing.T) {
-	src := &assigning{
-		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
-			{pair1(1, 0, 0)},                 // committed: the first batch is
-			{pair1(1, 0, 1)},                 // held back by the interval
-			{},                               // partition 0 lost: offset 1 is not committed
-			{pair1(1, 0, 1), pair1(1, 0, 2)}, // assigned again: read from offset 1
-		}},
-		plan: [][]int32{{0}, {0}, {}, {0}},
-	}
+	src := regainedPartition()
 	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.CommitInterval(time.Hour))
 	c := collect(stream.Window(keys(stream.From(p, src)), 4, 1))
 	run(t, p)
@@ -246,13 +218,7 @@ func TestAssignerNeedsWindowsInTheSourcePartitions(t *testing.T) {
 // What the refusal proposes, the window before the values move, drops a
 // lost partition's values.
 func TestWindowBeforeReduceByKeyDropsLostPartition(t *testing.T) {
-	src := &assigning{
-		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
-			{pair1(10, 0, 0), pair1(11, 1, 0)},
-			{pair1(10, 0, 1)}, // partition 1 lost before this batch
-		}},
-		plan: [][]int32{{0, 1}, {0}},
-	}
+	src := losingPartition1()
 	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.Parallelism(2))
 	c := collect(stream.ReduceByKey(stream.Window(stream.From(p, src), 3, 1), plus))
 	run(t, p)
@@ -406,5 +372,33 @@ func TestReduceByKeyAndWindowNotKeyedMatchesAModelUnderRebalances(t *testing.T) 
 				}
 			})
 		}
+	}
+}
+
+// regainedPartition is a source of key 1 in partition 0, which it loses
+// before the third batch and is assigned again before the fourth, read
+// again from its committed offset: with CommitInterval, the second
+// batch's offset 1 was not committed.
+func regainedPartition() *assigning {
+	return &assigning{
+		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+			{pair1(1, 0, 0)},                 // committed: the first batch is
+			{pair1(1, 0, 1)},                 // held back by the interval
+			{},                               // partition 0 lost: offset 1 is not committed
+			{pair1(1, 0, 1), pair1(1, 0, 2)}, // assigned again: read from offset 1
+		}},
+		plan: [][]int32{{0}, {0}, {}, {0}},
+	}
+}
+
+// losingPartition1 is a source of keys 10 (partition 0) and 11
+// (partition 1), which loses partition 1 before the second batch.
+func losingPartition1() *assigning {
+	return &assigning{
+		scripted: scripted[stream.Pair[int, int]]{chunks: [][]stream.Record[stream.Pair[int, int]]{
+			{pair1(10, 0, 0), pair1(11, 1, 0)},
+			{pair1(10, 0, 1)}, // partition 1 lost before this batch
+		}},
+		plan: [][]int32{{0, 1}, {0}},
 	}
 }
