@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -1056,12 +1055,11 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 
 // poll polls the source into buf, and returns its panic as an error.
 func (in *inputStream[T]) poll(ctx context.Context, buf []Record[T]) (k int, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			k, err = 0, fmt.Errorf("source %T: Poll: %w", in.src, &PanicError{Value: r, Stack: debug.Stack()})
-		}
-	}()
-	return in.src.Poll(ctx, buf)
+	err = recovered(func() (err error) {
+		k, err = in.src.Poll(ctx, buf)
+		return err
+	})
+	return k, panicIn("source", in.src, "Poll", err)
 }
 
 // partition returns the buffers of partition id, made if new. Those of
