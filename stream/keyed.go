@@ -38,7 +38,12 @@ func Keyed[K comparable, V any](s *Stream[Pair[K, V]]) *Stream[Pair[K, V]] {
 	// Partitions made by a hash of the keys or by Reduce stay so,
 	// whatever was done to the values since; those a Transform made
 	// may be the source's, as Keyed then says.
-	out.moved = out.hashParts != 0 || s.moved && !s.madeByTransform
+	switch {
+	case out.hashParts != 0 && s.moved == inSourceParts:
+		out.moved = movedForGood
+	case out.hashParts == 0 && s.moved == movedByTransform:
+		out.moved = inSourceParts
+	}
 	return out
 }
 
@@ -124,7 +129,7 @@ func PartitionByKey[K comparable, V any](s *Stream[Pair[K, V]], n int) *Stream[P
 	if n <= 0 {
 		out.hashParts = -1
 	}
-	out.moved, out.madeByTransform, out.placed = true, false, out.hashParts
+	out.moved, out.placed = movedForGood, out.hashParts
 	return out
 }
 
@@ -346,6 +351,6 @@ func Reduce[T any](s *Stream[T], f func(T, T) T) *Stream[T] {
 		}
 		return ob, nil
 	})
-	out.moved, out.madeByTransform, out.placed = true, false, 0 // one partition of all
+	out.moved, out.placed = movedForGood, 0 // one partition of all
 	return out
 }

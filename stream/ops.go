@@ -186,7 +186,7 @@ func TryMap[T, U any](s *Stream[T], f func(T) (U, error)) (ok *Stream[U], failed
 		}
 		return badB, nil
 	})
-	failed.moved, failed.madeByTransform, failed.placed = s.moved, s.madeByTransform, s.placed
+	failed.moved, failed.placed = s.moved, s.placed
 	failed.mustConsume()
 	return ok, failed
 }
@@ -228,7 +228,7 @@ func Transform[T, U any](s *Stream[T], f func(b *Batch[T]) (*Batch[U], error)) *
 		}
 		return ob, err
 	})
-	out.moved, out.madeByTransform, out.placed = true, true, 0 // the partitions f makes
+	out.moved, out.placed = movedByTransform, 0 // the partitions f makes
 	return out
 }
 

@@ -741,7 +741,7 @@ func (sp *statePart[K, V, S]) remove(i int32) {
 
 func (op *stateOp[K, V, S]) name() string { return op.out.name }
 
-func (op *stateOp[K, V, S]) hashed() bool { return op.hashParts != 0 || op.in.moved }
+func (op *stateOp[K, V, S]) hashed() bool { return op.hashParts != 0 || op.in.moved != inSourceParts }
 
 // setDurable makes the state track its changes for a Store, once it is
 // sure that the default JSON codec, if it is used, gives back the keys and

@@ -27,19 +27,15 @@ type Stream[T any] struct {
 	// hashParts says keys are placed by PartitionByKey's hash over this
 	// many partitions (-1: the pipeline's Parallelism); 0 if not.
 	hashParts int
-	// moved says the partitions are not the source's: a partition may
-	// hold values of other source partitions than the one of its ID
-	// (PartitionByKey, Reduce, Transform).
-	moved bool
+	// moved says whether the partitions are the source's, and if not,
+	// what moved them: a moved partition may hold values of other source
+	// partitions than the one of its ID.
+	moved mover
 	// placed is hashParts of the partitions PartitionByKey last made,
 	// kept by the operators that keep partitions, keyed or not (a Map
 	// may change the keys, but not where the values are): Keyed places
 	// by it. 0 if they are not a hash's.
 	placed int
-	// madeByTransform says the partitions were last made by Transform's
-	// function, which may have kept the source's: Keyed may then say
-	// they are (see Keyed).
-	madeByTransform bool
 
 	consumers int // operators and outputs reading this stream
 	compute   func(bc *batchCtx) (*Batch[T], error)
@@ -66,12 +62,25 @@ func newStream[T any](p *Pipeline, op string, compute func(bc *batchCtx) (*Batch
 	return &Stream[T]{p: p, name: op + "#" + strconv.Itoa(p.nodes), compute: compute}
 }
 
+// mover is what made the partitions of a stream, when they are not the
+// source's.
+type mover uint8
+
+const (
+	inSourceParts mover = iota // the source's partitions
+	// movedForGood: by a hash of the keys (PartitionByKey) or by Reduce.
+	movedForGood
+	// movedByTransform: by Transform's function, which may have kept the
+	// source's partitions: Keyed may then say they are (see Keyed).
+	movedByTransform
+)
+
 // derive returns a stream computed from s, in the partitions of s unless
 // the operator says otherwise.
 func derive[T, U any](s *Stream[T], op string, compute func(bc *batchCtx) (*Batch[U], error)) *Stream[U] {
 	s.consumers++
 	out := newStream(s.p, op, compute)
-	out.moved, out.madeByTransform, out.placed = s.moved, s.madeByTransform, s.placed
+	out.moved, out.placed = s.moved, s.placed
 	return out
 }
 

@@ -35,7 +35,7 @@ import (
 // window of ReduceByKey(s, f).
 func Window[T any](s *Stream[T], length, slide int) *Stream[T] {
 	out, drop := window(s, length, slide)
-	s.p.addWindow("Window", s.moved, func() string { return out.name }, drop)
+	s.p.addWindow("Window", s.moved != inSourceParts, func() string { return out.name }, drop)
 	return out
 }
 
@@ -159,7 +159,7 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 //	in  -- (a,1) -- (a,2) -- (b,1) -->
 //	out -- (a,1) -- (a,3) -- (a,2) (b,1) -->   length 2, slide 1, sum
 func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse func(V, V) V, length, slide int) *Stream[Pair[K, V]] {
-	if !s.keyed && !s.moved && s.p.assigned() {
+	if !s.keyed && s.moved == inSourceParts && s.p.assigned() {
 		// A window of the keys moved would hold no source partition, and
 		// could not drop a lost one's values.
 		w := reduceByKeyAndWindow(reduceInPartitions(s, f), f, inverse, length, slide)
@@ -175,7 +175,7 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 	if inverse == nil {
 		w, drop := window(perBatch, length, slide)
 		out := reduceInPartitions(w, f)
-		perBatch.p.addWindow("ReduceByKeyAndWindow", perBatch.moved, func() string { return out.name }, drop)
+		perBatch.p.addWindow("ReduceByKeyAndWindow", perBatch.moved != inSourceParts, func() string { return out.name }, drop)
 		return out
 	}
 	if length < 1 || slide < 1 {
@@ -282,7 +282,7 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 		})
 		return ob, err
 	})
-	perBatch.p.addWindow("ReduceByKeyAndWindow", perBatch.moved, func() string { return out.name }, func(lost []int32) {
+	perBatch.p.addWindow("ReduceByKeyAndWindow", perBatch.moved != inSourceParts, func() string { return out.name }, func(lost []int32) {
 		dropPartitions(ring, lost)
 		for _, id := range lost {
 			delete(running, id)
