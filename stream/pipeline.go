@@ -405,7 +405,7 @@ func (p *Pipeline) validate() error {
 		}
 	}
 	p.nameOutputs()
-	if _, ok := p.input.source().(Assigner); ok {
+	if p.assigned() {
 		// A rebalance drops and restores state by source partition: the
 		// state must be in the source's partitions.
 		for _, s := range p.stateful {
