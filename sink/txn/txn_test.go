@@ -29,6 +29,38 @@ func msg(value string) *sarama.ProducerMessage {
 	return &sarama.ProducerMessage{Topic: "out", Value: sarama.StringEncoder(value)}
 }
 
+// startBroker starts a broker with topics, closed when the test ends.
+func startBroker(t *testing.T, topics map[string]int32) *kafkatest.Broker {
+	t.Helper()
+	b, err := kafkatest.Start(kafkatest.Config{Topics: topics})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	return b
+}
+
+// newProducer returns a Producer of the transactional id to b, whose
+// Close must succeed when the test ends.
+func newProducer(t *testing.T, b *kafkatest.Broker, id string) *txn.Producer {
+	t.Helper()
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: id})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, p.Close()) })
+	return p
+}
+
+// commitValues writes a transaction of one record per value, and commits it.
+func commitValues(t *testing.T, p *txn.Producer, values ...string) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, p.Begin(ctx))
+	msgs := make([]*sarama.ProducerMessage, len(values))
+	for i, v := range values {
+		msgs[i] = msg(v)
+	}
+	require.NoError(t, p.Send(ctx, msgs))
+	require.NoError(t, p.Commit(ctx))
+}
+
 // committed returns the values of out that a read_committed consumer sees.
 func committed(t *testing.T, b *kafkatest.Broker) []string {
 	t.Helper()
@@ -44,12 +76,8 @@ func committed(t *testing.T, b *kafkatest.Broker) []string {
 }
 
 func TestCommittedAndAbortedTransactions(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
-	require.NoError(t, err)
-	defer b.Close()
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "test-1"})
-	require.NoError(t, err)
-	defer func() { assert.NoError(t, p.Close()) }()
+	b := startBroker(t, map[string]int32{"out": 1})
+	p := newProducer(t, b, "test-1")
 	ctx := context.Background()
 
 	assert.ErrorIs(t, p.Send(ctx, []*sarama.ProducerMessage{msg("early")}), txn.ErrNoTransaction)
@@ -65,9 +93,7 @@ func TestCommittedAndAbortedTransactions(t *testing.T) {
 	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("aborted")}))
 	require.NoError(t, p.Abort(ctx))
 
-	require.NoError(t, p.Begin(ctx))
-	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("c")}))
-	require.NoError(t, p.Commit(ctx))
+	commitValues(t, p, "c")
 
 	assert.Equal(t, []string{"a", "b", "c"}, committed(t, b), "read_committed sees the committed transactions only")
 	assert.Equal(t, []bool{true, false}, ends, "OnEnd tells how each transaction ended")
@@ -83,23 +109,17 @@ func TestCommittedAndAbortedTransactions(t *testing.T) {
 // A producer that starts with the same transactional.id fences off the
 // one it replaces and aborts what that one left open.
 func TestSameIDFencesThePredecessor(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
-	require.NoError(t, err)
-	defer b.Close()
+	b := startBroker(t, map[string]int32{"out": 1})
 	ctx := context.Background()
 	old, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proc"})
 	require.NoError(t, err)
-	defer old.Close()
+	t.Cleanup(func() { old.Close() })
 	require.NoError(t, old.Begin(ctx))
 	require.NoError(t, old.Send(ctx, []*sarama.ProducerMessage{msg("left open")}))
 
-	next, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proc"})
-	require.NoError(t, err)
-	defer func() { assert.NoError(t, next.Close()) }()
+	next := newProducer(t, b, "proc")
 	require.NoError(t, next.Init(ctx))
-	require.NoError(t, next.Begin(ctx))
-	require.NoError(t, next.Send(ctx, []*sarama.ProducerMessage{msg("new")}))
-	require.NoError(t, next.Commit(ctx))
+	commitValues(t, next, "new")
 
 	err = old.Commit(ctx)
 	require.Error(t, err, "the fenced producer cannot commit")
@@ -112,9 +132,7 @@ func TestSameIDFencesThePredecessor(t *testing.T) {
 // that none lands after it, outside of any transaction; the next
 // transaction commits only its own records.
 func TestAbortAfterACutShortSend(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
-	require.NoError(t, err)
-	defer b.Close()
+	b := startBroker(t, map[string]int32{"out": 1})
 	bg := context.Background()
 	ctx, cancel := context.WithCancel(bg)
 	defer cancel()
@@ -173,19 +191,15 @@ func (c *cutShort) OnSend(*sarama.ProducerMessage) {
 // stopped, and says so: starting again would fence off the newer one and
 // let the zombie commit.
 func TestFencedProducerStaysStopped(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
-	require.NoError(t, err)
-	defer b.Close()
+	b := startBroker(t, map[string]int32{"out": 1})
 	ctx := context.Background()
 	old, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proc"})
 	require.NoError(t, err)
-	defer old.Close()
+	t.Cleanup(func() { old.Close() })
 	require.NoError(t, old.Begin(ctx))
 	require.NoError(t, old.Send(ctx, []*sarama.ProducerMessage{msg("left open")}))
 
-	next, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proc"})
-	require.NoError(t, err)
-	defer func() { assert.NoError(t, next.Close()) }()
+	next := newProducer(t, b, "proc")
 	require.NoError(t, next.Init(ctx))
 
 	require.Error(t, old.Send(ctx, []*sarama.ProducerMessage{msg("after the fence")}))
@@ -193,21 +207,15 @@ func TestFencedProducerStaysStopped(t *testing.T) {
 	assert.ErrorIs(t, old.Begin(ctx), txn.ErrFenced, "no new producer that would fence off the newer one")
 	assert.ErrorIs(t, old.Init(ctx), txn.ErrFenced)
 
-	require.NoError(t, next.Begin(ctx))
-	require.NoError(t, next.Send(ctx, []*sarama.ProducerMessage{msg("new")}))
-	require.NoError(t, next.Commit(ctx))
+	commitValues(t, next, "new")
 	assert.Equal(t, []string{"new"}, committed(t, b))
 }
 
 // One Send may write to several topics, in runs of one topic after
 // another: each record lands in its topic, all committed together.
 func TestSendToSeveralTopics(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1, "other": 2}})
-	require.NoError(t, err)
-	defer b.Close()
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "topics"})
-	require.NoError(t, err)
-	defer func() { assert.NoError(t, p.Close()) }()
+	b := startBroker(t, map[string]int32{"out": 1, "other": 2})
+	p := newProducer(t, b, "topics")
 	ctx := context.Background()
 	other := func(v string, part int32) *sarama.ProducerMessage {
 		return &sarama.ProducerMessage{Topic: "other", Partition: part, Value: sarama.StringEncoder(v)}
@@ -235,20 +243,14 @@ func TestSendToSeveralTopics(t *testing.T) {
 // write: it does not start a new producer epoch that would fence off the
 // newer producer in turn, and commit as a zombie.
 func TestFencedProducerAbortingDoesNotFenceItsSuccessor(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
-	require.NoError(t, err)
-	defer b.Close()
+	b := startBroker(t, map[string]int32{"out": 1})
 	ctx := context.Background()
 	old, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proc"})
 	require.NoError(t, err)
-	defer old.Close()
-	require.NoError(t, old.Begin(ctx))
-	require.NoError(t, old.Send(ctx, []*sarama.ProducerMessage{msg("old")}))
-	require.NoError(t, old.Commit(ctx))
+	t.Cleanup(func() { old.Close() })
+	commitValues(t, old, "old")
 
-	next, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proc"})
-	require.NoError(t, err)
-	defer func() { assert.NoError(t, next.Close()) }()
+	next := newProducer(t, b, "proc")
 	require.NoError(t, next.Init(ctx))
 
 	// The old producer's batch fails before it writes anything.
@@ -284,9 +286,7 @@ func closeWithin(t *testing.T, p *txn.Producer) {
 // which the brokers do themselves when the transaction times out or the
 // ID is registered again, instead of retrying it for over a minute.
 func TestCloseWithTheBrokerGone(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
-	require.NoError(t, err)
-	defer b.Close()
+	b := startBroker(t, map[string]int32{"out": 1})
 	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "gone"})
 	require.NoError(t, err)
 	ctx := context.Background()
@@ -302,23 +302,14 @@ func TestCloseWithTheBrokerGone(t *testing.T) {
 // than Producer.Transaction.Retry's count of attempts at other errors:
 // it is not a failure of the transaction.
 func TestAddPartitionsWhileTheTransactionBeforeCompletes(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
-	require.NoError(t, err)
-	defer b.Close()
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "concurrent"})
-	require.NoError(t, err)
-	defer func() { assert.NoError(t, p.Close()) }()
-	ctx := context.Background()
-	require.NoError(t, p.Begin(ctx))
-	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("a")}))
-	require.NoError(t, p.Commit(ctx))
+	b := startBroker(t, map[string]int32{"out": 1})
+	p := newProducer(t, b, "concurrent")
+	commitValues(t, p, "a")
 
 	// More than the 51 attempts of sarama's default retries.
 	const concurrentTransactions, n = 51, 60
 	refused := b.RefuseAddPartitions(n, concurrentTransactions)
-	require.NoError(t, p.Begin(ctx))
-	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("b")}))
-	require.NoError(t, p.Commit(ctx))
+	commitValues(t, p, "b")
 	assert.Equal(t, n, refused())
 	assert.Equal(t, []string{"a", "b"}, committed(t, b))
 }
@@ -327,12 +318,8 @@ func TestAddPartitionsWhileTheTransactionBeforeCompletes(t *testing.T) {
 // open, returns when its ctx is done, with ctx's error: a process told to
 // stop as it starts is not held for the transaction timeout.
 func TestInitReturnsWhenItsContextIsDone(t *testing.T) {
-	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
-	require.NoError(t, err)
-	defer b.Close()
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "init"})
-	require.NoError(t, err)
-	defer func() { assert.NoError(t, p.Close()) }()
+	b := startBroker(t, map[string]int32{"out": 1})
+	p := newProducer(t, b, "init")
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	const concurrentTransactions = 51
@@ -393,25 +380,17 @@ func TestAFailedTransactionBumpsTheProducersOwnEpoch(t *testing.T) {
 		{"partitions refused", func(b *kafkatest.Broker) { b.RefuseAddPartitions(1, transactionalIDAuthorizationFailed) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}})
-			require.NoError(t, err)
-			defer b.Close()
+			b := startBroker(t, map[string]int32{"out": 1})
 			watched := watchInits(b)
-			p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "bump"})
-			require.NoError(t, err)
-			defer func() { assert.NoError(t, p.Close()) }()
+			p := newProducer(t, b, "bump")
 			ctx := context.Background()
-			require.NoError(t, p.Begin(ctx))
-			require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("a")}))
-			require.NoError(t, p.Commit(ctx))
+			commitValues(t, p, "a")
 
 			tc.refuse(b)
 			require.NoError(t, p.Begin(ctx))
 			require.Error(t, p.Send(ctx, []*sarama.ProducerMessage{msg("refused")}))
 			require.NoError(t, p.Abort(ctx))
-			require.NoError(t, p.Begin(ctx))
-			require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("b")}))
-			require.NoError(t, p.Commit(ctx))
+			commitValues(t, p, "b")
 			assert.Equal(t, []string{"a", "b"}, committed(t, b))
 
 			inits := watched()
