@@ -60,3 +60,45 @@ var fetchSteps = []versionStep{
 // FetchVersion returns the highest fetch request version that Kafka v
 // reads, as sarama's consumer picks it.
 func FetchVersion(v sarama.KafkaVersion) int16 { return requestVersion(v, fetchSteps, 5) }
+
+// initProducerIDSteps are the InitProducerId request versions of
+// sarama's transactional producer.
+var initProducerIDSteps = []versionStep{
+	{sarama.V2_7_0_0, 4},
+	{sarama.V2_5_0_0, 3},
+	{sarama.V2_4_0_0, 2},
+	{sarama.V2_0_0_0, 1},
+}
+
+// InitProducerIDVersion returns the InitProducerId request version
+// sarama's transactional producer sends to Kafka v.
+func InitProducerIDVersion(v sarama.KafkaVersion) int16 {
+	return requestVersion(v, initProducerIDSteps, 0)
+}
+
+// txnSteps are the AddPartitionsToTxn, AddOffsetsToTxn and EndTxn request
+// versions of sarama's transactional producer.
+var txnSteps = []versionStep{
+	{sarama.V2_8_0_0, 3},
+	{sarama.V2_7_0_0, 2},
+	{sarama.V2_0_0_0, 1},
+}
+
+// TxnVersion returns the version of AddPartitionsToTxn, AddOffsetsToTxn
+// and EndTxn that sarama's transactional producer sends to Kafka v.
+func TxnVersion(v sarama.KafkaVersion) int16 { return requestVersion(v, txnSteps, 0) }
+
+// txnOffsetCommitSteps are the TxnOffsetCommit request versions of
+// sarama's transactional producer.
+var txnOffsetCommitSteps = []versionStep{
+	{sarama.V2_5_0_0, 3},
+	{sarama.V2_1_0_0, 2},
+	{sarama.V2_0_0_0, 1},
+}
+
+// TxnOffsetCommitVersion returns the TxnOffsetCommit request version
+// sarama's transactional producer sends to Kafka v; from 3 on, it carries
+// the group's generation and member.
+func TxnOffsetCommitVersion(v sarama.KafkaVersion) int16 {
+	return requestVersion(v, txnOffsetCommitSteps, 0)
+}

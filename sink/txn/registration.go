@@ -67,17 +67,7 @@ func register(ctx context.Context, brokers []string, id string, timeout time.Dur
 		return nil, err
 	}
 	s := &registration{id: id, cfg: cfg, timeout: timeout, client: client, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}, halt: make(chan struct{})}
-	req := &sarama.InitProducerIDRequest{TransactionalID: &id, TransactionTimeout: timeout, ProducerID: -1, ProducerEpoch: -1}
-	switch v := cfg.Version; {
-	case v.IsAtLeast(sarama.V2_7_0_0):
-		req.Version = 4
-	case v.IsAtLeast(sarama.V2_5_0_0):
-		req.Version = 3
-	case v.IsAtLeast(sarama.V2_4_0_0):
-		req.Version = 2
-	case v.IsAtLeast(sarama.V2_0_0_0):
-		req.Version = 1
-	}
+	req := &sarama.InitProducerIDRequest{Version: kafkaconf.InitProducerIDVersion(cfg.Version), TransactionalID: &id, TransactionTimeout: timeout, ProducerID: -1, ProducerEpoch: -1}
 	if resume != nil && req.Version >= 3 {
 		req.ProducerID, req.ProducerEpoch = resume.pid, resume.epoch
 	}
@@ -161,7 +151,7 @@ func (s *registration) addPartitions(topic string, parts []int32) error {
 	if len(todo) == 0 {
 		return nil
 	}
-	req := &sarama.AddPartitionsToTxnRequest{Version: txnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch,
+	req := &sarama.AddPartitionsToTxnRequest{Version: kafkaconf.TxnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch,
 		TopicPartitions: map[string][]int32{topic: todo}}
 	err := s.toCoordinator("add partitions", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 		resp, err := b.AddPartitionsToTxn(req)
@@ -213,7 +203,7 @@ func (s *registration) commit() error {
 // end ends the open transaction at the coordinator, if it knows of one.
 func (s *registration) end(commit bool) error {
 	if s.added {
-		req := &sarama.EndTxnRequest{Version: txnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch, TransactionResult: commit}
+		req := &sarama.EndTxnRequest{Version: kafkaconf.TxnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch, TransactionResult: commit}
 		err := s.toCoordinator("end transaction", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 			resp, err := b.EndTxn(req)
 			if err != nil {
@@ -236,7 +226,7 @@ func (s *registration) end(commit bool) error {
 // the coordinator refuse the offsets of a generation that has ended.
 func (s *registration) sendOffsets(o groupOffsets) error {
 	g := o.group
-	add := &sarama.AddOffsetsToTxnRequest{Version: txnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch, GroupID: g.GroupID}
+	add := &sarama.AddOffsetsToTxnRequest{Version: kafkaconf.TxnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch, GroupID: g.GroupID}
 	s.added = true
 	err := s.toCoordinator("add offsets", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 		resp, err := b.AddOffsetsToTxn(add)
@@ -248,15 +238,9 @@ func (s *registration) sendOffsets(o groupOffsets) error {
 	if err != nil {
 		return err
 	}
-	req := &sarama.TxnOffsetCommitRequest{TransactionalID: s.id, GroupID: g.GroupID, ProducerID: s.pid, ProducerEpoch: s.epoch, Topics: o.offsets}
-	switch v := s.cfg.Version; {
-	case v.IsAtLeast(sarama.V2_5_0_0):
-		req.Version = 3
+	req := &sarama.TxnOffsetCommitRequest{Version: kafkaconf.TxnOffsetCommitVersion(s.cfg.Version), TransactionalID: s.id, GroupID: g.GroupID, ProducerID: s.pid, ProducerEpoch: s.epoch, Topics: o.offsets}
+	if req.Version >= 3 {
 		req.GenerationID, req.MemberID, req.GroupInstanceID = g.GenerationID, g.MemberID, g.GroupInstanceID
-	case v.IsAtLeast(sarama.V2_1_0_0):
-		req.Version = 2
-	case v.IsAtLeast(sarama.V2_0_0_0):
-		req.Version = 1
 	}
 	groupCoordinator := coordinatorOf{
 		get:     func() (*sarama.Broker, error) { return s.client.Coordinator(g.GroupID) },
@@ -382,18 +366,4 @@ func kerr(e sarama.KError) error {
 		return nil
 	}
 	return e
-}
-
-// txnVersion is the version of AddPartitionsToTxn, AddOffsetsToTxn and
-// EndTxn that sarama's transactional producer sends to Kafka v.
-func txnVersion(v sarama.KafkaVersion) int16 {
-	switch {
-	case v.IsAtLeast(sarama.V2_8_0_0):
-		return 3
-	case v.IsAtLeast(sarama.V2_7_0_0):
-		return 2
-	case v.IsAtLeast(sarama.V2_0_0_0):
-		return 1
-	}
-	return 0
 }
