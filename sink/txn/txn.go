@@ -422,27 +422,16 @@ func (p *Producer) Abort(ctx context.Context) error {
 	return err
 }
 
-// abort aborts the open transaction of s, once its delivery in flight has
-// ended. With keep (none of the transaction's writes failed), s goes on
-// into the next transaction; else s is closed. It fails only when the
-// producer was fenced off. p.mu is held.
-func (p *Producer) abort(s *registration, keep bool) error {
-	kept, err := p.endAbort(s, keep)
-	p.ended(s, kept, err)
-	if p.fence(err) || p.fenced != nil {
-		return p.fenced
-	}
-	return nil
-}
-
 // ended records how the abort of s ended: kept, s stays the registration;
 // closed after an abort that ended the transaction, or found none open
 // (INVALID_TXN_STATE: the coordinator's last transaction has ended, as
 // when the partitions of this one were refused), the next registration
-// bumps the epoch of s. p.mu is held.
-func (p *Producer) ended(s *registration, kept bool, err error) {
+// bumps the epoch of s. It returns what the abort returns: an error only
+// when the producer was fenced off. p.mu is held.
+func (p *Producer) ended(s *registration, kept bool, err error) error {
+	p.fence(err)
 	if kept {
-		return
+		return p.fenced
 	}
 	if p.reg == s {
 		p.reg = nil
@@ -450,6 +439,7 @@ func (p *Producer) ended(s *registration, kept bool, err error) {
 	if err == nil || errors.Is(err, sarama.ErrInvalidTxnState) {
 		p.resume = &producerEpoch{pid: s.pid, epoch: s.epoch}
 	}
+	return p.fenced
 }
 
 // endAbort ends the transaction of s with an abort, and closes s unless
@@ -486,15 +476,19 @@ func (p *Producer) fence(err error) bool {
 	return true
 }
 
-// abortWithin is abort, giving up waiting when ctx is done: see Abort.
-// p.mu is held.
+// abortWithin aborts the open transaction, once its delivery in flight
+// has ended, giving up waiting when ctx is done: see Abort. With keep
+// (none of the transaction's writes failed), the registration goes on
+// into the next transaction; else it is closed. It fails only when the
+// producer was fenced off, or ctx is done first. p.mu is held.
 func (p *Producer) abortWithin(ctx context.Context, keep bool) error {
 	s := p.reg
 	if s == nil {
 		return p.fenced
 	}
 	if ctx.Done() == nil {
-		return p.abort(s, keep)
+		kept, err := p.endAbort(s, keep)
+		return p.ended(s, kept, err)
 	}
 	var kept bool
 	ended, err := p.endWithin(ctx, func(s *registration) (err error) {
@@ -512,11 +506,7 @@ func (p *Producer) abortWithin(ctx context.Context, keep bool) error {
 		p.log.Warn("transaction abort given up waiting for; it goes on in the background, and the next producer's start aborts the transaction if it had not")
 		return fmt.Errorf("txn %s: abort: %w (it goes on in the background)", p.cfg.ID, context.Cause(ctx))
 	}
-	p.ended(s, kept, err)
-	if p.fence(err) || p.fenced != nil {
-		return p.fenced
-	}
-	return nil
+	return p.ended(s, kept, err)
 }
 
 // commitWithin commits the open transaction, giving up waiting when ctx
