@@ -1,11 +1,8 @@
 package source_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,44 +12,16 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluicehq/sluice/internal/kafkatest/kcat"
 	"github.com/sluicehq/sluice/sink"
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
 )
 
-// kcat returns the path of kcat, an independent Kafka client (on
-// librdkafka). Without it the test is skipped, or fails under CI=true,
-// where the interop tests must run.
-func kcat(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("kcat")
-	if err != nil {
-		const msg = "kcat not found; install it to run the interop tests (Debian, Ubuntu: apt-get install kcat; macOS: brew install kcat)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return path
-}
-
-func runKcat(t *testing.T, path string, stdin string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	require.NoError(t, err, "kcat %s: %s", strings.Join(args, " "), stderr.String())
-	return string(out)
-}
-
 // TestKafkaKcatInterop has kcat produce the input, with keys and headers
 // and its own partitioner, and read the output back.
 func TestKafkaKcatInterop(t *testing.T) {
-	kc := kcat(t)
+	kc := kcat.Path(t)
 	checkLeaks(t)
 	b := startBroker(t, map[string]int32{"messages": 3, "popular_users": 2})
 	addr := b.Addrs()[0]
@@ -62,7 +31,7 @@ func TestKafkaKcatInterop(t *testing.T) {
 	for i := range n {
 		fmt.Fprintf(&in, "%d:%d\n", 1000+i, i)
 	}
-	runKcat(t, kc, in.String(), "-P", "-b", addr, "-t", "messages", "-K", ":", "-H", "producer=kcat")
+	kcat.Run(t, kc, in.String(), "-P", "-b", addr, "-t", "messages", "-K", ":", "-H", "producer=kcat")
 
 	src := newSource(t, b, "messages", "interop")
 	out, err := sink.NewKafka(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "popular_users"},
@@ -92,7 +61,7 @@ func TestKafkaKcatInterop(t *testing.T) {
 	cancel()
 	require.NoError(t, stopped(t, done))
 
-	got := strings.Split(strings.TrimSpace(runKcat(t, kc, "",
+	got := strings.Split(strings.TrimSpace(kcat.Run(t, kc, "",
 		"-C", "-b", addr, "-t", "popular_users", "-o", "beginning", "-e", "-q", "-f", "%k %s\n")), "\n")
 	want := make([]string, n)
 	for i := range n {
@@ -105,7 +74,7 @@ func TestKafkaKcatInterop(t *testing.T) {
 // with every compression codec, in record batches split at a small
 // MaxMessageBytes, with headers, over several partitions.
 func TestKafkaSinkBatchesReadByKcat(t *testing.T) {
-	kc := kcat(t)
+	kc := kcat.Path(t)
 	checkLeaks(t)
 	codecs := []sarama.CompressionCodec{sarama.CompressionNone, sarama.CompressionGZIP, sarama.CompressionSnappy, sarama.CompressionLZ4, sarama.CompressionZSTD}
 	topics := make(map[string]int32)
@@ -138,7 +107,7 @@ func TestKafkaSinkBatchesReadByKcat(t *testing.T) {
 			require.NoError(t, out.Write(context.Background(), &stream.Batch[int]{Partitions: []stream.Partition[int]{{Values: vals}}}))
 			after := time.Now().Add(time.Second).UnixMilli()
 
-			lines := strings.Split(strings.TrimSpace(runKcat(t, kc, "",
+			lines := strings.Split(strings.TrimSpace(kcat.Run(t, kc, "",
 				"-C", "-b", b.Addrs()[0], "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %k %s %h %T\n")), "\n")
 			require.Len(t, lines, n)
 			last := make(map[string]int) // by key: each key's values in order

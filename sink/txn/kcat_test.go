@@ -1,10 +1,7 @@
 package txn_test
 
 import (
-	"bytes"
 	"context"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -14,30 +11,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/sluicehq/sluice/internal/kafkatest/kcat"
 	"github.com/sluicehq/sluice/sink/txn"
 )
-
-// kcat returns the path of kcat, an independent Kafka client (on
-// librdkafka). Without it the test is skipped, or fails under CI=true,
-// where the interop tests must run.
-func kcat(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("kcat")
-	if err != nil {
-		const msg = "kcat not found; install it to run the interop tests (Debian, Ubuntu: apt-get install kcat; macOS: brew install kcat)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return path
-}
 
 // A read_committed kcat sees the records of the committed transactions
 // only, each with its key, value, headers and timestamp, whatever the
 // compression, and none of the aborted one's.
 func TestKcatReadsCommittedTransactions(t *testing.T) {
-	kc := kcat(t)
+	kc := kcat.Path(t)
 	for _, codec := range []sarama.CompressionCodec{sarama.CompressionNone, sarama.CompressionGZIP, sarama.CompressionZSTD} {
 		t.Run(codec.String(), func(t *testing.T) {
 			b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 2}})
@@ -64,15 +46,9 @@ func TestKcatReadsCommittedTransactions(t *testing.T) {
 			require.NoError(t, p.SendToPartitions(ctx, []*sarama.ProducerMessage{rec("k5", "c", 0)}))
 			require.NoError(t, p.Commit(ctx))
 
-			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(rctx, kc, "-C", "-b", b.Addrs()[0], "-t", "out", "-e", "-q",
+			out := kcat.Run(t, kc, "", "-C", "-b", b.Addrs()[0], "-t", "out", "-e", "-q",
 				"-X", "isolation.level=read_committed", "-f", "%p %k %s %T %h\n")
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			out, err := cmd.Output()
-			require.NoError(t, err, "kcat: %s", stderr.String())
-			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			lines := strings.Split(strings.TrimSpace(out), "\n")
 			assert.ElementsMatch(t, []string{
 				"0 k1 a 1700000000123 h=a",
 				"0 k5 c 1700000000123 h=c",
