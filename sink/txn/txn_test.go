@@ -160,9 +160,7 @@ func TestAbortAfterACutShortSend(t *testing.T) {
 		t.Fatal("Abort after a Send cut short did not return")
 	}
 	cut.off.Store(true)
-	require.NoError(t, p.Begin(bg))
-	require.NoError(t, p.Send(bg, []*sarama.ProducerMessage{msg("after")}))
-	require.NoError(t, p.Commit(bg))
+	commitValues(t, p, "after")
 	assert.Equal(t, []string{"after"}, committed(t, b))
 	all, err := b.Records(bg, "out")
 	require.NoError(t, err)
