@@ -279,9 +279,8 @@ func (p *Producer) send(ctx context.Context, msgs []*sarama.ProducerMessage, man
 	return nil
 }
 
-// send identifies the messages of one Send, and says how they are
-// partitioned. It is not zero-sized, so that every one has an address of
-// its own.
+// send is the Metadata of the messages of one Send: it says how they are
+// partitioned.
 type send struct{ manual bool }
 
 // withManual returns a partitioner constructor that sends the messages of
