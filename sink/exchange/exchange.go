@@ -348,7 +348,6 @@ func (x *Kafka) read(ctx context.Context, pc sarama.PartitionConsumer) bool {
 // superseded all the same, and after compaction nobody would read it.
 func (x *Kafka) take(m *sarama.ConsumerMessage) {
 	p, err := decode(m.Key, m.Value)
-	origin := fmt.Sprintf("%s/%d@%d", m.Topic, m.Partition, m.Offset)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.next = m.Offset + 1
@@ -358,7 +357,7 @@ func (x *Kafka) take(m *sarama.ConsumerMessage) {
 		if part, kerr := partitionOf(m.Key); kerr == nil {
 			delete(x.latest, part)
 			delete(x.foreign, part)
-			x.log.Info("exchange partial deleted", "partition", part, "origin", origin)
+			x.log.Info("exchange partial deleted", "partition", part, "origin", origin(m))
 			return
 		}
 	}
@@ -367,7 +366,7 @@ func (x *Kafka) take(m *sarama.ConsumerMessage) {
 			delete(x.latest, part)
 		}
 		x.bad++
-		x.log.Warn("exchange record skipped", "origin", origin, "err", err)
+		x.log.Warn("exchange record skipped", "origin", origin(m), "err", err)
 		return
 	}
 	if !x.ours(p) {
@@ -377,7 +376,7 @@ func (x *Kafka) take(m *sarama.ConsumerMessage) {
 		if x.foreign[p.Partition] != who {
 			x.foreign[p.Partition] = who
 			x.log.Warn("exchange partial of another kind or input left out until its owner publishes one of this exchange's",
-				"partition", p.Partition, "origin", origin, "member", p.Member, "kind", p.Kind, "input", p.Input, "want_kind", x.cfg.Kind, "want_input", x.cfg.Input)
+				"partition", p.Partition, "origin", origin(m), "member", p.Member, "kind", p.Kind, "input", p.Input, "want_kind", x.cfg.Kind, "want_input", x.cfg.Input)
 		}
 		return
 	}
@@ -387,7 +386,7 @@ func (x *Kafka) take(m *sarama.ConsumerMessage) {
 		// record: the epoch is not one Publish wrote, and would stand
 		// above every owner's to come.
 		x.log.Warn("exchange partial of an epoch above its offset taken as of an unknown epoch",
-			"partition", p.Partition, "origin", origin, "member", p.Member, "epoch", p.Epoch)
+			"partition", p.Partition, "origin", origin(m), "member", p.Member, "epoch", p.Epoch)
 		p.Epoch = 0
 	}
 	if high := x.epochs[p.Partition]; p.Epoch > 0 && p.Epoch < high {
@@ -395,12 +394,18 @@ func (x *Kafka) take(m *sarama.ConsumerMessage) {
 		// successor's value, read before it, is more recent.
 		x.late++
 		x.log.Warn("exchange partial of an earlier owner of its partition left out",
-			"partition", p.Partition, "origin", origin, "member", p.Member, "epoch", p.Epoch, "latest_epoch", high)
+			"partition", p.Partition, "origin", origin(m), "member", p.Member, "epoch", p.Epoch, "latest_epoch", high)
 		return
 	}
 	x.epochs[p.Partition] = max(x.epochs[p.Partition], p.Epoch)
 	p.Offset = m.Offset
 	x.latest[p.Partition] = p
+}
+
+// origin names where m was read, for the logs: formatted only when one
+// is written, as take runs for every record.
+func origin(m *sarama.ConsumerMessage) string {
+	return fmt.Sprintf("%s/%d@%d", m.Topic, m.Partition, m.Offset)
 }
 
 // ours reports whether p is of this exchange's kind and input, or of
