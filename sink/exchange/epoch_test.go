@@ -63,22 +63,29 @@ func TestALatePartialOfTheOldOwnerIsLeftOut(t *testing.T) {
 	reader, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "r", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	require.NoError(t, err)
 	running(t, reader)
-	old, taker := newExchange(t, b, "old"), newExchange(t, b, "new")
+	landLate(t, b, newExchange(t, b, "old"), newExchange(t, b, "new"))
+	assert.Equal(t, map[int32]string{0: "new:new"}, values(synced(t, reader)))
+	assert.Equal(t, int64(1), reader.Late())
+	assert.Contains(t, logs.String(), `level=WARN msg="exchange partial of an earlier owner of its partition left out" exchange=digests partition=0 origin=digests/0@3 member=old epoch=1 latest_epoch=2`)
+	assert.Equal(t, map[int32]string{0: "new:new"}, values(synced(t, newExchange(t, b, "later"))))
+}
+
+// landLate has old publish partition 0 twice, then taker take it over,
+// and lands after taker's partial the one old encoded as it still owned
+// the partition: the value "late", of old's epoch, which "new" follows.
+func landLate(t *testing.T, b *kafkatest.Broker, old, taker *Kafka) {
+	t.Helper()
 	ctx := context.Background()
 	for range 2 {
 		require.NoError(t, old.Publish(ctx, []Partial{{Partition: 0, Value: []byte("old")}}))
 		synced(t, old)
 	}
 	// What the old owner encodes as it still owns the partition...
-	late := encode(Partial{Partition: 0, Value: []byte("late"), Member: "old", Epoch: synced(t, old)[0].Epoch})
+	late := encode(Partial{Partition: 0, Value: []byte("late"), Member: old.cfg.Member, Epoch: synced(t, old)[0].Epoch})
 	synced(t, taker)
 	require.NoError(t, taker.Publish(ctx, []Partial{{Partition: 0, Value: []byte("new")}}))
 	// ... lands after the new owner's partial.
 	require.NoError(t, b.Produce("digests", kafkatest.Record{Key: []byte("0"), Value: late}))
-	assert.Equal(t, map[int32]string{0: "new:new"}, values(synced(t, reader)))
-	assert.Equal(t, int64(1), reader.Late())
-	assert.Contains(t, logs.String(), `level=WARN msg="exchange partial of an earlier owner of its partition left out" exchange=digests partition=0 origin=digests/0@3 member=old epoch=1 latest_epoch=2`)
-	assert.Equal(t, map[int32]string{0: "new:new"}, values(synced(t, newExchange(t, b, "later"))))
 }
 
 // compact deletes the records of the exchange topic below offset from,
@@ -104,16 +111,8 @@ func TestAnOwnerRestartedUnderItsNameAfterCompactionIsNotLeftOut(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	reader := newExchange(t, b, "r")
-	old, taker := newExchange(t, b, "a"), newExchange(t, b, "b")
+	landLate(t, b, newExchange(t, b, "a"), newExchange(t, b, "b"))
 	ctx := context.Background()
-	for range 2 {
-		require.NoError(t, old.Publish(ctx, []Partial{{Partition: 0, Value: []byte("old")}}))
-		synced(t, old)
-	}
-	late := encode(Partial{Partition: 0, Value: []byte("late"), Member: "a", Epoch: synced(t, old)[0].Epoch})
-	synced(t, taker)
-	require.NoError(t, taker.Publish(ctx, []Partial{{Partition: 0, Value: []byte("new")}}))
-	require.NoError(t, b.Produce("digests", kafkatest.Record{Key: []byte("0"), Value: late}))
 	assert.Equal(t, map[int32]string{0: "b:new"}, values(synced(t, reader)))
 	compact(t, b, 3) // the late partial is the last of partition 0
 
