@@ -2,7 +2,6 @@ package exchange
 
 import (
 	"context"
-	"log/slog"
 	"math"
 	"strings"
 	"testing"
@@ -60,9 +59,7 @@ func TestALatePartialOfTheOldOwnerIsLeftOut(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	var logs strings.Builder
-	reader, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "r", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	require.NoError(t, err)
-	running(t, reader)
+	reader := started(t, b, Config{Member: "r", Logger: textLogger(&logs)})
 	landLate(t, b, newExchange(t, b, "old"), newExchange(t, b, "new"))
 	assert.Equal(t, map[int32]string{0: "new:new"}, values(synced(t, reader)))
 	assert.Equal(t, int64(1), reader.Late())
@@ -168,9 +165,7 @@ func TestAnEpochAboveItsOffsetIsUnknown(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	var logs strings.Builder
-	reader, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "r", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	require.NoError(t, err)
-	running(t, reader)
+	reader := started(t, b, Config{Member: "r", Logger: textLogger(&logs)})
 	owner := newExchange(t, b, "o")
 	ctx := context.Background()
 	require.NoError(t, owner.Publish(ctx, []Partial{{Partition: 0, Value: []byte("v")}, {Partition: 1, Value: []byte("v")}}))

@@ -3,6 +3,8 @@ package exchange
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -35,11 +37,22 @@ func running(t *testing.T, x *Kafka) {
 
 func newExchange(t *testing.T, b *kafkatest.Broker, member string) *Kafka {
 	t.Helper()
-	x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: member})
+	return started(t, b, Config{Member: member})
+}
+
+// started returns an exchange of cfg on b's topic "digests", running
+// until the end of the test.
+func started(t *testing.T, b *kafkatest.Broker, cfg Config) *Kafka {
+	t.Helper()
+	cfg.Brokers, cfg.Topic = b.Addrs(), "digests"
+	x, err := New(cfg)
 	require.NoError(t, err)
 	running(t, x)
 	return x
 }
+
+// textLogger returns a logger that writes text to w.
+func textLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
 
 func synced(t *testing.T, x *Kafka) []Partial {
 	t.Helper()

@@ -3,7 +3,6 @@ package exchange
 import (
 	"context"
 	"encoding/binary"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -35,12 +34,8 @@ func TestPartialsOfAnotherKindAreLeftOut(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	var logs strings.Builder
-	exact, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "e", Kind: "exact", Input: "messages", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	require.NoError(t, err)
-	running(t, exact)
-	td, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "t", Kind: "tdigest", Input: "messages"})
-	require.NoError(t, err)
-	running(t, td)
+	exact := started(t, b, Config{Member: "e", Kind: "exact", Input: "messages", Logger: textLogger(&logs)})
+	td := started(t, b, Config{Member: "t", Kind: "tdigest", Input: "messages"})
 	ctx := context.Background()
 
 	require.NoError(t, exact.Publish(ctx, []Partial{{Partition: 0, Value: []byte("e0")}, {Partition: 1, Value: []byte("e1")}}))
@@ -77,17 +72,13 @@ func TestPartialsOfAnotherInputAreLeftOut(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"messages": 3, "events": 3}})
 	require.NoError(t, err)
 	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
-	before, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "before", Kind: "exact", Input: "messages"})
-	require.NoError(t, err)
-	running(t, before)
+	before := started(t, b, Config{Member: "before", Kind: "exact", Input: "messages"})
 	ctx := context.Background()
 	require.NoError(t, before.Publish(ctx, []Partial{{Partition: 0, Value: []byte("m0")}, {Partition: 1, Value: []byte("m1")}}))
 	require.NoError(t, b.Produce("digests", kafkatest.Record{Key: []byte("2"), Value: encodeV1(Partial{Value: []byte("old"), Member: "o"})}))
 	synced(t, before)
 
-	after, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "after", Kind: "exact", Input: "events"})
-	require.NoError(t, err)
-	running(t, after)
+	after := started(t, b, Config{Member: "after", Kind: "exact", Input: "events"})
 	assert.Equal(t, map[int32]string{2: "o:old"}, values(synced(t, after)), "the partials of messages are left out, the one of unknown input is not")
 	assert.Equal(t, int64(2), after.Mismatched())
 	require.NoError(t, after.Publish(ctx, []Partial{{Partition: 1, Value: []byte("e1")}}))

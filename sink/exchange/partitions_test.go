@@ -2,7 +2,6 @@ package exchange
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -23,9 +22,7 @@ func TestPartialsOfPartitionsTheInputDoesNotHaveAreLeftOut(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	var logs strings.Builder
-	x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "x", Input: "messages", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	require.NoError(t, err)
-	running(t, x)
+	x := started(t, b, Config{Member: "x", Input: "messages", Logger: textLogger(&logs)})
 	ctx := context.Background()
 	var ps []Partial
 	for p := range int32(5) {
@@ -56,9 +53,7 @@ func TestAMissingInputLeavesOutNothing(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
 	var logs strings.Builder
-	x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "x", Input: "absent", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	require.NoError(t, err)
-	running(t, x)
+	x := started(t, b, Config{Member: "x", Input: "absent", Logger: textLogger(&logs)})
 	require.NoError(t, x.Publish(context.Background(), []Partial{{Partition: 0, Value: []byte("v")}, {Partition: 7, Value: []byte("v")}}))
 	assert.Len(t, synced(t, x), 2)
 	assert.Len(t, synced(t, x), 2)
@@ -73,9 +68,7 @@ func TestSyncGivesUpOnTheInputsPartitionsWithItsContext(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"messages": 1}})
 	require.NoError(t, err)
 	t.Cleanup(b.Close) // after the exchanges' cleanups, registered later
-	x, err := New(Config{Brokers: b.Addrs(), Topic: "digests", Member: "x", Input: "messages"})
-	require.NoError(t, err)
-	running(t, x)
+	x := started(t, b, Config{Member: "x", Input: "messages"})
 	require.NoError(t, x.Publish(context.Background(), []Partial{{Partition: 0, Value: []byte("v")}, {Partition: 1, Value: []byte("v")}}))
 	assert.Equal(t, map[int32]string{0: "x:v"}, values(synced(t, x)))
 
