@@ -17,19 +17,20 @@ import (
 	"github.com/sluicehq/sluice/internal/kafkatest"
 )
 
-// logBuffer is what a source logged, for a test to read.
-type logBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent use: what a source
+// logged, for a test to read, in this package's tests as in source_test's.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *logBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *logBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -38,7 +39,7 @@ func (b *logBuffer) String() string {
 // resetBroker starts a broker whose topic "t" has one partition of n
 // records, valued by their offsets, and a source k of it, logging to log,
 // with its fetch loops started, all stopped at the end of the test.
-func resetBroker(t *testing.T, n int, log *logBuffer) (*kafkatest.Broker, *Kafka, *kafkaFetch) {
+func resetBroker(t *testing.T, n int, log *SyncBuffer) (*kafkatest.Broker, *Kafka, *kafkaFetch) {
 	t.Helper()
 	b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"t": 1}})
 	require.NoError(t, err)
@@ -111,7 +112,7 @@ func span(from, to int64) []int64 {
 // queue already holds are not queued again: each record once, in order.
 func TestKafkaFetchResetKeepsWhatThePausedConsumerQueued(t *testing.T) {
 	const n, deleted = 100, 60
-	var log logBuffer
+	var log SyncBuffer
 	b, k, f := resetBroker(t, n, &log)
 	held, release := b.Stall(int16(kmsg.Fetch))
 	defer release()
@@ -132,7 +133,7 @@ func TestKafkaFetchResetKeepsWhatThePausedConsumerQueued(t *testing.T) {
 // names the topic, the partition and the offsets skipped.
 func TestKafkaFetchResetLogsTheRecordsSkipped(t *testing.T) {
 	const n, deleted = 100, 60
-	var log logBuffer
+	var log SyncBuffer
 	b, k, f := resetBroker(t, n, &log)
 	held, release := b.Stall(int16(kmsg.Fetch))
 	defer release()
@@ -155,7 +156,7 @@ func TestKafkaFetchResetLogsTheRecordsSkipped(t *testing.T) {
 // out, so that no record is skipped between them and the loop's: the
 // records come from 100 on, each once, in order.
 func TestKafkaFetchStartsWhereTheLoopFindsIt(t *testing.T) {
-	var log logBuffer
+	var log SyncBuffer
 	b, k, f := resetBroker(t, 100, &log)
 	held, release := b.Stall(int16(kmsg.Fetch))
 	defer release()

@@ -444,7 +444,7 @@ func TestKafkaSurvivesBrokerRestart(t *testing.T) {
 	defer func() { b.Close() }()
 	produce(t, b, "in", 2, 0, 100)
 
-	var logs syncBuffer
+	var logs source.SyncBuffer
 	src, err := source.NewKafka(source.KafkaConfig{
 		Brokers: []string{addr}, Topic: "in", Group: "restart", ConnectTimeout: 20 * time.Second,
 		Sarama: fastSarama(), Logger: slog.New(slog.NewTextHandler(&logs, nil)),
@@ -472,24 +472,6 @@ func TestKafkaSurvivesBrokerRestart(t *testing.T) {
 	assert.Equal(t, 200, c.total(), "nothing processed twice: the first records were committed before the broker went away")
 	assert.Empty(t, c.wrong)
 	assert.Contains(t, logs.String(), "retrying", "the outage is reported")
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestKafkaConnectTimeout(t *testing.T) {
