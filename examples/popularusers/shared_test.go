@@ -33,16 +33,8 @@ func TestDigestSinkPublishesOwnedPartitionsOnly(t *testing.T) {
 		{"ownership untold", nil, []int32{0, 1, 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			x, err := exchange.New(exchange.Config{Brokers: b.Addrs(), Topic: "digests-" + tc.name, Member: "a"})
-			require.NoError(t, err)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- x.Run(ctx) }()
-			defer func() {
-				cancel()
-				assert.NoError(t, <-done)
-				assert.NoError(t, x.Close())
-			}()
+			x, stop := runExchange(t, exchange.Config{Brokers: b.Addrs(), Topic: "digests-" + tc.name, Member: "a"})
+			defer stop()
 			newSketch := func() (*digest.Counts, error) { return digest.NewCounts(), nil }
 			sh := &shared[*digest.Counts]{x: x, newSketch: newSketch, log: slog.New(slog.DiscardHandler), owns: tc.owns, cache: map[int32]cachedPartial[*digest.Counts]{}}
 			var vals []partial[*digest.Counts]
@@ -66,6 +58,22 @@ func TestDigestSinkPublishesOwnedPartitionsOnly(t *testing.T) {
 	}
 }
 
+// runExchange returns an exchange of cfg, running, and the function that
+// stops and closes it.
+func runExchange(t *testing.T, cfg exchange.Config) (*exchange.Kafka, func()) {
+	t.Helper()
+	x, err := exchange.New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- x.Run(ctx) }()
+	return x, func() {
+		cancel()
+		assert.NoError(t, <-done)
+		assert.NoError(t, x.Close())
+	}
+}
+
 // A partial of this process's sketch that does not decode is bad input:
 // left out of the threshold, logged once with where it is in the digest
 // topic, until its owner publishes one that does.
@@ -73,16 +81,9 @@ func TestMergeLeavesOutAPartialThatDoesNotDecode(t *testing.T) {
 	b, err := kafkatest.Start(kafkatest.Config{})
 	require.NoError(t, err)
 	defer b.Close()
-	x, err := exchange.New(exchange.Config{Brokers: b.Addrs(), Topic: "digests", Member: "other", Kind: "exact"})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- x.Run(ctx) }()
-	defer func() {
-		cancel()
-		assert.NoError(t, <-done)
-		assert.NoError(t, x.Close())
-	}()
+	x, stop := runExchange(t, exchange.Config{Brokers: b.Addrs(), Topic: "digests", Member: "other", Kind: "exact"})
+	defer stop()
+	ctx := context.Background()
 	good := digest.NewCounts()
 	require.NoError(t, good.AddInt(1))
 	v, err := good.MarshalBinary()
@@ -119,16 +120,9 @@ func TestMergeLeavesOutThePartialsOfAnotherSketch(t *testing.T) {
 	require.NoError(t, err)
 	defer b.Close()
 	var logs strings.Builder
-	x, err := exchange.New(exchange.Config{Brokers: b.Addrs(), Topic: "digests", Member: "e", Kind: "exact", Input: "messages"})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- x.Run(ctx) }()
-	defer func() {
-		cancel()
-		assert.NoError(t, <-done)
-		assert.NoError(t, x.Close())
-	}()
+	x, stop := runExchange(t, exchange.Config{Brokers: b.Addrs(), Topic: "digests", Member: "e", Kind: "exact", Input: "messages"})
+	defer stop()
+	ctx := context.Background()
 	other, err := exchange.New(exchange.Config{Brokers: b.Addrs(), Topic: "digests", Member: "t", Kind: "tdigest", Input: "messages"})
 	require.NoError(t, err)
 	defer other.Close()
