@@ -198,6 +198,23 @@ type TxnOffsets interface {
 // start; sarama's partition consumer would stop reading the partition
 // until the next rebalance). SaramaFetch goes back to sarama's partition
 // consumers.
+//
+// # Records deleted before they were read
+//
+// A group's committed offset falls below a partition's oldest record when
+// retention deletes records that nobody read: a pipeline stopped for
+// longer than the topic's retention. A claim that starts there starts at
+// the oldest record instead, or the newest with StartNewest (sarama's
+// Consumer.Group.ResetInvalidOffsets, on by default), and the source logs
+// the records it skips with the same warning as a fetch out of range:
+// "kafka records skipped: the partition's position was out of range", with
+// the topic, group, partition, first_skipped (the committed offset) and
+// last_skipped, once. To tell this from a group with no committed offset,
+// which starts there skipping nothing, a claim that starts at the oldest or
+// newest record fetches the group's committed offset from its coordinator.
+// With SaramaFetch, the warning comes with the claim's first record, and
+// last_skipped is the offset before it: records a read committed claim
+// does not hand out (aborted transactions) count among those skipped.
 type Kafka struct {
 	cfg    KafkaConfig
 	sarama *sarama.Config
@@ -286,6 +303,16 @@ type kafkaPartition struct {
 	// the current claim does not continue; it must drop them (at the next
 	// Assignment) before it gets any record of the claim.
 	mustDrop bool
+	// lostFrom is the group's committed offset when the current claim
+	// started at a sentinel because it was out of the partition's range
+	// (sarama's ResetInvalidOffsets): the records from there to where the
+	// claim starts reading are skipped, and logged once it knows where
+	// that is. Otherwise, and once logged, -1.
+	lostFrom int64
+	// loggedTo: the records before it were logged as skipped at a claim's
+	// start, so that a claim that starts again from the same commit does
+	// not log them twice.
+	loggedTo int64
 }
 
 // kafkaChunk is a run of consecutive records of one partition, read by a claim.
@@ -926,14 +953,23 @@ const kafkaMaxChunk = 1024
 func (h *kafkaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	k := h.k
 	id := claim.Partition()
-	epoch, group, fetch := k.startClaim(id, claim.InitialOffset())
+	initial := claim.InitialOffset()
+	committed := initial
+	if initial < 0 {
+		// sarama starts a claim at a sentinel when the group has no
+		// committed offset, and also, without a word, when the one it has
+		// is out of the partition's range: the records from it up to
+		// where the claim starts are skipped. Only the group knows which.
+		committed = k.committedOffset(sess, id)
+	}
+	epoch, group, fetch := k.startClaim(id, initial, committed)
 	defer h.endClaim(sess, id, epoch)
 	if fetch != nil {
 		// sarama's partition consumer stops fetching; what it fetched
 		// before still comes below. A partition paused stays paused in
 		// its later claims, which then fetch nothing at all.
 		group.Pause(map[string][]int32{claim.Topic(): {id}})
-		fetch.add(id, epoch, claim.InitialOffset())
+		fetch.add(id, epoch, initial)
 		defer fetch.remove(id, epoch)
 	}
 	msgs := claim.Messages()
@@ -991,7 +1027,10 @@ func kafkaRecord(r *stream.Record[Message], m *sarama.ConsumerMessage) {
 
 // startClaim records that a claim of partition id starts at offset
 // initial, and returns the claim's epoch, and the group and the fetch.
-func (k *Kafka) startClaim(id int32, initial int64) (uint64, sarama.ConsumerGroup, *kafkaFetch) {
+// committed is the group's committed offset: initial, unless the claim
+// starts at a sentinel, when it is the offset fetched from the group, or
+// -1 for none or when it could not be fetched.
+func (k *Kafka) startClaim(id int32, initial, committed int64) (uint64, sarama.ConsumerGroup, *kafkaFetch) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	p := k.parts[id]
@@ -1004,7 +1043,7 @@ func (k *Kafka) startClaim(id int32, initial int64) (uint64, sarama.ConsumerGrou
 		// where the group's commit does: a commit failed, or another
 		// member went further. The pipeline must drop them first.
 		k.log.Info("kafka partition restarts elsewhere than the pipeline holds; dropping its records and state",
-			"partition", id, "pipeline_next", p.next, "committed", initial)
+			"partition", id, "pipeline_next", p.next, "committed", committed)
 		p.mustDrop = true
 	}
 	k.epochs++
@@ -1013,7 +1052,70 @@ func (k *Kafka) startClaim(id int32, initial int64) (uint64, sarama.ConsumerGrou
 	p.next = initial
 	p.fed = initial
 	p.committed = initial
+	p.lostFrom = -1
+	if initial < 0 && committed >= 0 {
+		p.lostFrom = committed
+	}
 	return p.epoch, k.group, k.fetch
+}
+
+// committedOffset returns the group's committed offset of partition id,
+// -1 for none, as the claim of sess that starts at a sentinel fetches it.
+// When it cannot be fetched, it logs why and returns -1.
+func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, id int32) int64 {
+	k.mu.Lock()
+	client := k.client
+	k.mu.Unlock()
+	wait := kafkaBackoff{min: 20 * time.Millisecond, max: 500 * time.Millisecond}
+	var err error
+	for attempt := 1; attempt <= 5; attempt++ {
+		if attempt > 1 && !kafkaSleep(sess.Context(), wait.next()) {
+			break
+		}
+		var off int64
+		if off, err = k.fetchCommitted(client, id); err == nil {
+			return off
+		}
+	}
+	if sess.Context().Err() == nil {
+		k.log.Warn("kafka committed offset not fetched: records skipped before the claim's start, if any, go unlogged",
+			"partition", id, "err", err)
+	}
+	return -1
+}
+
+// fetchCommitted asks the group coordinator for the group's committed
+// offset of partition id, -1 for none. Read committed, the offset of a
+// transaction not yet committed counts only once it is, as for sarama.
+func (k *Kafka) fetchCommitted(client sarama.Client, id int32) (int64, error) {
+	coordinator, err := k.coordinatorConn(client)
+	if err != nil {
+		return 0, err
+	}
+	req := sarama.NewOffsetFetchRequest(k.sarama.Version, k.cfg.Group, map[string][]int32{k.cfg.Topic: {id}})
+	req.RequireStable = k.sarama.Consumer.IsolationLevel == sarama.ReadCommitted && req.Version >= 7
+	resp, err := coordinator.FetchOffset(req)
+	if err != nil {
+		k.dropCoordinator(coordinator)
+		_ = client.RefreshCoordinator(k.cfg.Group)
+		return 0, err
+	}
+	kerr := sarama.ErrIncompleteResponse
+	b := resp.GetBlock(k.cfg.Topic, id)
+	switch {
+	case b != nil:
+		kerr = b.Err
+	case !errors.Is(resp.Err, sarama.ErrNoError):
+		kerr = resp.Err
+	}
+	switch {
+	case errors.Is(kerr, sarama.ErrNoError):
+		return b.Offset, nil
+	case errors.Is(kerr, sarama.ErrNotCoordinatorForConsumer), errors.Is(kerr, sarama.ErrConsumerCoordinatorNotAvailable):
+		k.dropCoordinator(coordinator)
+		_ = client.RefreshCoordinator(k.cfg.Group)
+	}
+	return 0, fmt.Errorf("fetch offset of %s/%d for group %s: %w", k.cfg.Topic, id, k.cfg.Group, kerr)
 }
 
 // fedFrom returns the offset after the records of partition id the claim
@@ -1066,8 +1168,25 @@ func (k *Kafka) begin(id int32, epoch uint64, off int64) int64 {
 	}
 	if p.fed < 0 {
 		p.fed = off
+		k.logLost(id, p, off)
 	}
 	return p.fed
+}
+
+// logLost logs the records of partition p (id) that its claim skipped as
+// it started, from the group's committed offset out of range up to start,
+// where the claim reads from, unless they were logged already. k.mu is
+// held.
+func (k *Kafka) logLost(id int32, p *kafkaPartition, start int64) {
+	if p.lostFrom < 0 {
+		return
+	}
+	if first := max(p.lostFrom, p.loggedTo); first < start {
+		k.log.Warn("kafka records skipped: the partition's position was out of range",
+			"partition", id, "first_skipped", first, "last_skipped", start-1)
+		p.loggedTo = start
+	}
+	p.lostFrom = -1
 }
 
 // noteHWM records the high watermark of partition id fetched by the claim
@@ -1208,6 +1327,9 @@ func (k *Kafka) push(c *kafkaChunk, done <-chan struct{}) bool {
 		k.recycle(c)
 		return true
 	}
+	// sarama's partition consumer (SaramaFetch) resolved the claim's
+	// sentinel start without saying where: its first record tells.
+	k.logLost(c.partition, p, c.msgs[c.off].Offset)
 	p.fed = c.msgs[len(c.msgs)-1].Offset + 1
 	if len(k.queue) == cap(k.queue) && k.head > 0 {
 		n := copy(k.queue, k.queue[k.head:])

@@ -50,7 +50,7 @@ func startTestClaim(k *Kafka, id int32, start int64) *claim {
 	ctx, end := context.WithCancel(context.Background())
 	stop := make(chan struct{})
 	close(stop) // no waiting for commits unless a test asks for it
-	epoch, _, _ := k.startClaim(id, start)
+	epoch, _, _ := k.startClaim(id, start, start)
 	return &claim{k: k, id: id, epoch: epoch, next: start, h: &kafkaHandler{k: k, stop: stop}, sess: session{ctx: ctx}, end: end}
 }
 

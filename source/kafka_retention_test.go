@@ -1,0 +1,167 @@
+package source_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/sluicehq/sluice/source"
+	"github.com/sluicehq/sluice/stream"
+)
+
+// deleteBefore deletes the records of partition 0 of topic before offset
+// before, as retention does.
+func deleteBefore(t *testing.T, b *kafkatest.Broker, topic string, before int64) {
+	t.Helper()
+	admin, err := sarama.NewClusterAdmin(b.Addrs(), sarama.NewConfig())
+	require.NoError(t, err)
+	defer admin.Close()
+	require.NoError(t, admin.DeleteRecords(topic, map[int32]int64{0: before}))
+}
+
+// skippedLine matches the warning that names the records of partition 0
+// of topic "in" that group skipped, first to last.
+func skippedLine(group string, first, last int64) *regexp.Regexp {
+	return regexp.MustCompile(fmt.Sprintf(`level=WARN msg="kafka records skipped[^"]*" topic=in group=%s partition=0 first_skipped=%d last_skipped=%d\n`,
+		group, first, last))
+}
+
+// offsetsRead keeps the offsets of the records a pipeline's batches hold,
+// in the order they came.
+type offsetsRead struct {
+	mu  sync.Mutex
+	got []int64
+}
+
+func (o *offsetsRead) add(_ context.Context, b *stream.Batch[source.Message]) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, p := range b.Partitions {
+		for i := range p.Values {
+			o.got = append(o.got, p.Origin(i).Offset)
+		}
+	}
+	return nil
+}
+
+func (o *offsetsRead) all() []int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]int64(nil), o.got...)
+}
+
+// span returns the offsets from..to-1.
+func span(from, to int64) []int64 {
+	var out []int64
+	for o := from; o < to; o++ {
+		out = append(out, o)
+	}
+	return out
+}
+
+// A pipeline stopped for longer than its topic's retention: when it starts
+// again, its group's committed offset is below the partition's oldest
+// record. The claim starts from the oldest record left (or the newest,
+// with StartNewest), and the records between the commit and there, which
+// it never reads, are logged as skipped, once, with their offsets.
+func TestKafkaCommitBelowTheLogStart(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		newest      bool
+		saramaFetch bool
+	}{
+		{"own-fetch", false, false},
+		{"sarama-fetch", false, true},
+		{"own-fetch/newest", true, false},
+		{"sarama-fetch/newest", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			b := startBroker(t, map[string]int32{"in": 1})
+			const n, deleted = 100, 80
+			produce(t, b, "in", 1, 0, n)
+			edit := func(cfg *source.KafkaConfig) { cfg.SaramaFetch = tc.saramaFetch }
+
+			// The first run reads part of the partition, commits it and stops.
+			var first offsetsRead
+			src := newSource(t, b, "in", "weekend", edit)
+			p := stream.NewPipeline(stream.Interval(20*time.Millisecond), stream.MaxRecords(10))
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			stream.ForEachBatch(stream.From(p, src), func(ctx2 context.Context, batch *stream.Batch[source.Message]) error {
+				err := first.add(ctx2, batch)
+				if len(first.all()) >= 30 {
+					cancel() // the engine commits this batch, then stops
+				}
+				return err
+			})
+			require.NoError(t, p.Run(ctx))
+			committed := b.Committed("weekend", "in")[0]
+			require.Equal(t, span(0, committed), first.all(), "the first run committed what it read")
+			require.Less(t, committed, int64(deleted))
+
+			deleteBefore(t, b, "in", deleted)
+
+			var logs source.SyncBuffer
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("log:\n%s", logs.String())
+				}
+			})
+			var second offsetsRead
+			src = newSource(t, b, "in", "weekend", edit, func(cfg *source.KafkaConfig) {
+				cfg.StartNewest = tc.newest
+				cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			})
+			stop := runSource(t, src, second.add)
+			start, end := int64(deleted), int64(n)
+			if tc.newest {
+				// The claim starts at the end: once it has found it (its
+				// fetch loop at once, sarama's consumer at its first
+				// record), new records come from there.
+				require.Eventually(t, func() bool {
+					return src.Owns(0) && (tc.saramaFetch || strings.Contains(logs.String(), "records skipped"))
+				}, 10*time.Second, 10*time.Millisecond)
+				start, end = n, n+10
+				produce(t, b, "in", 1, n, n+10)
+			}
+			waitCommitted(t, b, "weekend", "in")
+			stop()
+
+			assert.Equal(t, span(start, end), second.all(), "each record once, in order, from the claim's start")
+			assert.Len(t, skippedLine("weekend", committed, start-1).FindAllString(logs.String(), -1), 1,
+				"the records skipped logged once")
+			assert.Equal(t, 1, strings.Count(logs.String(), "records skipped"))
+		})
+	}
+}
+
+// A group that never committed starts at the oldest record without a
+// word of records skipped.
+func TestKafkaNoCommitSkipsNothing(t *testing.T) {
+	checkLeaks(t)
+	b := startBroker(t, map[string]int32{"in": 1})
+	produce(t, b, "in", 1, 0, 100)
+	deleteBefore(t, b, "in", 40)
+
+	var logs source.SyncBuffer
+	var read offsetsRead
+	stop := runSource(t, newSource(t, b, "in", "new", func(cfg *source.KafkaConfig) {
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	}), read.add)
+	waitCommitted(t, b, "new", "in")
+	stop()
+
+	assert.Equal(t, span(40, 100), read.all())
+	assert.NotContains(t, logs.String(), "skipped")
+}
