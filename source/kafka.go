@@ -159,9 +159,10 @@ type TxnOffsets interface {
 // commit the ones it has, and then reports the partition lost, so that
 // its new owner starts exactly where this member stopped. When a partition
 // comes back to a member that still holds its state, and nobody committed
-// past this member in between, the pipeline keeps the state; otherwise the
-// partition is reported lost before any of its new records are handed
-// out. A rebalance is acted upon between batches: when a revoked partition
+// past this member in between, the pipeline keeps the state, even when the
+// claim starts past the commit because retention deleted the records after
+// it (see Records deleted before they were read); otherwise the partition
+// is reported lost before any of its new records are handed out. A rebalance is acted upon between batches: when a revoked partition
 // has records in the batch being collected, Poll returns stream.ErrCut so
 // that the batch is cut and committed at once. The pipeline should still
 // cut batches on an interval (stream.Interval greater than 0), so that an
@@ -288,7 +289,9 @@ type kafkaPartition struct {
 	// (it was in the last Assignment or records were handed out since).
 	inPipeline bool
 	// next is the offset after the last record handed out, or where the
-	// claim started when none was.
+	// claim started when none was (or the group's commit, when the
+	// pipeline keeps the partition across a claim that starts at a
+	// sentinel past it: see keptTo).
 	next int64
 	// fed is the offset after the last record queued by the current
 	// claim, or where it started: records before it that come again (from
@@ -303,6 +306,12 @@ type kafkaPartition struct {
 	// the current claim does not continue; it must drop them (at the next
 	// Assignment) before it gets any record of the claim.
 	mustDrop bool
+	// keptTo: the current claim started at a sentinel past the group's
+	// commit, keptTo, out of the partition's range, and the pipeline kept
+	// its records and state, which end there. If the claim's first record
+	// comes before it (the log cut short, or the topic made again), they
+	// must be dropped first. Otherwise, and once the first record came, -1.
+	keptTo int64
 	// lostFrom is the group's committed offset when the current claim
 	// started at a sentinel because it was out of the partition's range
 	// (sarama's ResetInvalidOffsets): the records from there to where the
@@ -1038,7 +1047,19 @@ func (k *Kafka) startClaim(id int32, initial, committed int64) (uint64, sarama.C
 		p = &kafkaPartition{}
 		k.parts[id] = p
 	}
-	if p.inPipeline && p.next != initial {
+	// reset: the group's commit is out of the partition's range, and the
+	// claim starts at a sentinel instead.
+	reset := initial < 0 && committed >= 0
+	kept := false
+	switch {
+	case !p.inPipeline || p.next == initial:
+	case reset && p.next == committed:
+		// The pipeline's records and state end where the group's commit
+		// does, and nobody went further: the records after it that the
+		// claim skips are gone for every member. They stay, unless the
+		// claim's first record comes before the commit (see push).
+		kept = true
+	default:
 		// The pipeline's records or state of the partition do not end
 		// where the group's commit does: a commit failed, or another
 		// member went further. The pipeline must drop them first.
@@ -1052,8 +1073,12 @@ func (k *Kafka) startClaim(id int32, initial, committed int64) (uint64, sarama.C
 	p.next = initial
 	p.fed = initial
 	p.committed = initial
+	p.keptTo = -1
+	if kept {
+		p.next, p.committed, p.keptTo = committed, committed, committed
+	}
 	p.lostFrom = -1
-	if initial < 0 && committed >= 0 {
+	if reset {
 		p.lostFrom = committed
 	}
 	return p.epoch, k.group, k.fetch
@@ -1329,7 +1354,16 @@ func (k *Kafka) push(c *kafkaChunk, done <-chan struct{}) bool {
 	}
 	// sarama's partition consumer (SaramaFetch) resolved the claim's
 	// sentinel start without saying where: its first record tells.
-	k.logLost(c.partition, p, c.msgs[c.off].Offset)
+	first := c.msgs[c.off].Offset
+	k.logLost(c.partition, p, first)
+	if p.keptTo >= 0 {
+		if first < p.keptTo && p.inPipeline && !p.mustDrop {
+			k.log.Info("kafka partition restarts before the pipeline's commit; dropping its records and state",
+				"partition", c.partition, "pipeline_next", p.keptTo, "first", first)
+			p.mustDrop = true
+		}
+		p.keptTo = -1
+	}
 	p.fed = c.msgs[len(c.msgs)-1].Offset + 1
 	if len(k.queue) == cap(k.queue) && k.head > 0 {
 		n := copy(k.queue, k.queue[k.head:])

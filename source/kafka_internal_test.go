@@ -47,10 +47,17 @@ type claim struct {
 }
 
 func startTestClaim(k *Kafka, id int32, start int64) *claim {
+	return startTestClaimCommitted(k, id, start, start)
+}
+
+// startTestClaimCommitted plays a claim of partition id that starts at
+// offset start, a sentinel, where the group's committed offset is
+// committed.
+func startTestClaimCommitted(k *Kafka, id int32, start, committed int64) *claim {
 	ctx, end := context.WithCancel(context.Background())
 	stop := make(chan struct{})
 	close(stop) // no waiting for commits unless a test asks for it
-	epoch, _, _ := k.startClaim(id, start, start)
+	epoch, _, _ := k.startClaim(id, start, committed)
 	return &claim{k: k, id: id, epoch: epoch, next: start, h: &kafkaHandler{k: k, stop: stop}, sess: session{ctx: ctx}, end: end}
 }
 
@@ -144,8 +151,11 @@ func TestKafkaSessionRestart(t *testing.T) {
 		// assignmentBetween: the engine calls Assignment between the end
 		// of the session and the next claim.
 		assignmentBetween bool
-		// restart is where the next claim starts: the group's commit.
-		restart int64
+		// restart is where the next claim starts: the group's commit, or
+		// the oldest record (sarama.OffsetOldest) when that commit,
+		// reset, is out of the partition's range; reset is where the
+		// claim reads from then.
+		restart, reset int64
 		// wantBetween is the assignment between the sessions; wantAfter the
 		// ones after the next claim started.
 		wantBetween []int32
@@ -164,6 +174,18 @@ func TestKafkaSessionRestart(t *testing.T) {
 	}, {
 		name: "another member went further: dropped before the claim's records", committed: 3, restart: 7,
 		wantAfter: [][]int32{nil, {0}}, wantFirst: origins(0, 7, 9),
+	}, {
+		name: "committed, then deleted past the commit: the pipeline keeps the partition", committed: 3, assignmentBetween: true,
+		restart: sarama.OffsetOldest, reset: 7,
+		wantBetween: []int32{0}, wantAfter: [][]int32{{0}}, wantFirst: origins(0, 7, 9),
+	}, {
+		name: "committed, then the log cut short before the commit: dropped before the claim's records", committed: 3,
+		restart: sarama.OffsetOldest, reset: 0,
+		wantAfter: [][]int32{nil, {0}}, wantFirst: origins(0, 0, 2),
+	}, {
+		name: "uncommitted, then deleted past the commit: dropped before the claim's records", committed: 0,
+		restart: sarama.OffsetOldest, reset: 7,
+		wantAfter: [][]int32{nil, {0}}, wantFirst: origins(0, 7, 9),
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			k := newTestKafka(t, 100)
@@ -177,7 +199,12 @@ func TestKafkaSessionRestart(t *testing.T) {
 				assert.Equal(t, tc.wantBetween, k.Assignment())
 			}
 
-			c = startTestClaim(k, 0, tc.restart)
+			if tc.restart >= 0 {
+				c = startTestClaim(k, 0, tc.restart)
+			} else {
+				c = startTestClaimCommitted(k, 0, tc.restart, tc.committed)
+				c.next = tc.reset
+			}
 			require.True(t, c.push(2))
 			for i, want := range tc.wantAfter {
 				if i == len(tc.wantAfter)-1 {

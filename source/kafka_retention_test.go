@@ -13,6 +13,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/source"
@@ -164,4 +165,87 @@ func TestKafkaNoCommitSkipsNothing(t *testing.T) {
 
 	assert.Equal(t, span(40, 100), read.all())
 	assert.NotContains(t, logs.String(), "skipped")
+}
+
+// lostPartitions records the partitions a pipeline was told it lost.
+type lostPartitions struct {
+	mu   sync.Mutex
+	lost []int32
+}
+
+func (l *lostPartitions) rebalance(_ context.Context, lost, _ []int32) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lost = append(l.lost, lost...)
+	return nil
+}
+
+func (l *lostPartitions) get() []int32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]int32(nil), l.lost...)
+}
+
+// A member holds a partition and has committed all it read, at 50. During
+// a rebalance that gives the partition back to it, retention deletes the
+// records before 80, which nobody read: its claim restarts at the oldest
+// record left, 80. The pipeline's records and state of the partition end
+// at the group's commit, which nobody went past: they are kept (the
+// pipeline is not told the partition was lost), and the records 50..79,
+// gone for every member, are logged as skipped.
+func TestKafkaHeldPartitionKeptPastRecordsDeleted(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		saramaFetch bool
+	}{{"own-fetch", false}, {"sarama-fetch", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			b := startBroker(t, map[string]int32{"in": 1})
+			produce(t, b, "in", 1, 0, 50)
+			// Sticky, eager: the second member's join restarts the first
+			// member's claim, and gives it the partition back.
+			edit := func(cfg *source.KafkaConfig) {
+				cfg.SaramaFetch = tc.saramaFetch
+				cfg.Sarama.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+			}
+
+			var logs source.SyncBuffer
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("log:\n%s", logs.String())
+				}
+			})
+			var read offsetsRead
+			var lost lostPartitions
+			first := newSource(t, b, "in", "held", edit, func(cfg *source.KafkaConfig) {
+				cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			})
+			stop := runSource(t, first, read.add, stream.OnRebalance(lost.rebalance))
+			waitCommitted(t, b, "held", "in")
+
+			// The next offset fetch is the first member's, as its claim
+			// starts again: held until the records are gone.
+			held, release := b.Stall(kmsg.OffsetFetch.Int16())
+			defer release()
+			stopSecond := runSource(t, newSource(t, b, "in", "held", edit), func(context.Context, *stream.Batch[source.Message]) error { return nil })
+			select {
+			case <-held:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no offset fetch: the group did not rebalance")
+			}
+			produce(t, b, "in", 1, 50, 100)
+			deleteBefore(t, b, "in", 80)
+			release()
+
+			waitCommitted(t, b, "held", "in")
+			require.True(t, first.Owns(0), "the first member got the partition back")
+			stopSecond()
+			stop()
+
+			assert.Equal(t, append(span(0, 50), span(80, 100)...), read.all(), "each record once, in order")
+			assert.Empty(t, lost.get(), "the pipeline kept the partition")
+			assert.Len(t, skippedLine("held", 50, 79).FindAllString(logs.String(), -1), 1, "the records skipped logged once")
+			assert.NotContains(t, logs.String(), "dropping")
+		})
+	}
 }
