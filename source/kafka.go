@@ -53,7 +53,9 @@ type KafkaConfig struct {
 	Group string
 	// StartNewest makes a group that has no committed offset for a
 	// partition start at its end. By default it starts at the beginning:
-	// a new pipeline reads what is already there. Read committed (with a
+	// a new pipeline reads what is already there. A group whose committed
+	// offset retention left behind starts there too, skipping the records
+	// in between with a warning (see Kafka). Read committed (with a
 	// Transaction, or Consumer.IsolationLevel), the end is the last stable
 	// offset, as for a Kafka consumer: a transaction open at the start is
 	// read once committed. (With SaramaFetch, sarama's consumer starts at
@@ -162,9 +164,10 @@ type TxnOffsets interface {
 // past this member in between, the pipeline keeps the state, even when the
 // claim starts past the commit because retention deleted the records after
 // it (see Records deleted before they were read); otherwise the partition
-// is reported lost before any of its new records are handed out. A rebalance is acted upon between batches: when a revoked partition
-// has records in the batch being collected, Poll returns stream.ErrCut so
-// that the batch is cut and committed at once. The pipeline should still
+// is reported lost before any of its new records are handed out. A
+// rebalance is acted upon between batches: when a revoked partition has
+// records in the batch being collected, Poll returns stream.ErrCut so that
+// the batch is cut and committed at once. The pipeline should still
 // cut batches on an interval (stream.Interval greater than 0), so that an
 // idle pipeline notices rebalances too.
 //
