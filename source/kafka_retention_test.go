@@ -80,18 +80,27 @@ func TestKafkaCommitBelowTheLogStart(t *testing.T) {
 		name        string
 		newest      bool
 		saramaFetch bool
+		// readCommitted: the committed offset is fetched as a read
+		// committed consumer fetches it (stable, KIP-447).
+		readCommitted bool
 	}{
-		{"own-fetch", false, false},
-		{"sarama-fetch", false, true},
-		{"own-fetch/newest", true, false},
-		{"sarama-fetch/newest", true, true},
+		{"own-fetch", false, false, false},
+		{"sarama-fetch", false, true, false},
+		{"own-fetch/newest", true, false, false},
+		{"sarama-fetch/newest", true, true, false},
+		{"own-fetch/read-committed", false, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkLeaks(t)
 			b := startBroker(t, map[string]int32{"in": 1})
 			const n, deleted = 100, 80
 			produce(t, b, "in", 1, 0, n)
-			edit := func(cfg *source.KafkaConfig) { cfg.SaramaFetch = tc.saramaFetch }
+			edit := func(cfg *source.KafkaConfig) {
+				cfg.SaramaFetch = tc.saramaFetch
+				if tc.readCommitted {
+					cfg.Sarama.Consumer.IsolationLevel = sarama.ReadCommitted
+				}
+			}
 
 			// The first run reads part of the partition, commits it and stops.
 			var first offsetsRead
