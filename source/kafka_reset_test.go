@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -175,4 +176,28 @@ func TestKafkaFetchStartsWhereTheLoopFindsIt(t *testing.T) {
 	require.NoError(t, b.Produce("t", recs...))
 
 	assert.Equal(t, span(100, 110), pollUntil(t, k, 109))
+}
+
+// A claim that starts again from the same commit out of range, before
+// anything was committed past it (a rebalance soon after the first
+// start), does not log the records skipped twice: only those the log
+// start moved past since.
+func TestKafkaRecordsSkippedAtAClaimStartAreLoggedOnce(t *testing.T) {
+	var log SyncBuffer
+	k, err := NewKafka(KafkaConfig{Brokers: []string{"b:9092"}, Topic: "t", Group: "g", RevokeTimeout: time.Second,
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	require.NoError(t, err)
+
+	c := startTestClaimCommitted(k, 0, sarama.OffsetOldest, 50)
+	assert.Equal(t, int64(80), k.begin(0, c.epoch, 80))
+	c.stopSession()
+	c = startTestClaimCommitted(k, 0, sarama.OffsetOldest, 50)
+	assert.Equal(t, int64(80), k.begin(0, c.epoch, 80))
+	c.stopSession()
+	c = startTestClaimCommitted(k, 0, sarama.OffsetOldest, 50)
+	assert.Equal(t, int64(90), k.begin(0, c.epoch, 90))
+
+	assert.Regexp(t, `msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=50 last_skipped=79\n`+
+		`.*msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=80 last_skipped=89\n$`, log.String())
+	assert.Equal(t, 2, strings.Count(log.String(), "records skipped"))
 }
