@@ -321,10 +321,10 @@ type kafkaPartition struct {
 	// claim starts reading are skipped, and logged once it knows where
 	// that is. Otherwise, and once logged, -1.
 	lostFrom int64
-	// loggedTo: the records before it were logged as skipped at a claim's
-	// start, so that a claim that starts again from the same commit does
-	// not log them twice.
-	loggedTo int64
+	// loggedFrom..loggedTo-1 were the last records logged as skipped at a
+	// claim's start, so that a claim that starts again from the same
+	// commit does not log them twice.
+	loggedFrom, loggedTo int64
 }
 
 // kafkaChunk is a run of consecutive records of one partition, read by a claim.
@@ -1209,10 +1209,14 @@ func (k *Kafka) logLost(id int32, p *kafkaPartition, start int64) {
 	if p.lostFrom < 0 {
 		return
 	}
-	if first := max(p.lostFrom, p.loggedTo); first < start {
+	first := p.lostFrom
+	if first == p.loggedFrom {
+		first = max(first, p.loggedTo)
+	}
+	if first < start {
 		k.log.Warn("kafka records skipped: the partition's position was out of range",
 			"partition", id, "first_skipped", first, "last_skipped", start-1)
-		p.loggedTo = start
+		p.loggedFrom, p.loggedTo = p.lostFrom, start
 	}
 	p.lostFrom = -1
 }

@@ -181,7 +181,8 @@ func TestKafkaFetchStartsWhereTheLoopFindsIt(t *testing.T) {
 // A claim that starts again from the same commit out of range, before
 // anything was committed past it (a rebalance soon after the first
 // start), does not log the records skipped twice: only those the log
-// start moved past since.
+// start moved past since. A claim that starts from another commit out of
+// range logs its own.
 func TestKafkaRecordsSkippedAtAClaimStartAreLoggedOnce(t *testing.T) {
 	var log SyncBuffer
 	k, err := NewKafka(KafkaConfig{Brokers: []string{"b:9092"}, Topic: "t", Group: "g", RevokeTimeout: time.Second,
@@ -196,8 +197,14 @@ func TestKafkaRecordsSkippedAtAClaimStartAreLoggedOnce(t *testing.T) {
 	c.stopSession()
 	c = startTestClaimCommitted(k, 0, sarama.OffsetOldest, 50)
 	assert.Equal(t, int64(90), k.begin(0, c.epoch, 90))
+	c.stopSession()
+	// The topic made again: a commit out of range from before is a gap
+	// of its own.
+	c = startTestClaimCommitted(k, 0, sarama.OffsetOldest, 10)
+	assert.Equal(t, int64(60), k.begin(0, c.epoch, 60))
 
 	assert.Regexp(t, `msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=50 last_skipped=79\n`+
-		`.*msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=80 last_skipped=89\n$`, log.String())
-	assert.Equal(t, 2, strings.Count(log.String(), "records skipped"))
+		`.*msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=80 last_skipped=89\n`+
+		`.*msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=10 last_skipped=59\n$`, log.String())
+	assert.Equal(t, 3, strings.Count(log.String(), "records skipped"))
 }
