@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,16 +28,16 @@ const DefaultMaxLine = 1 << 20
 // rest of it skipped, so that a decoder's length check rejects it as a
 // record of its own instead of the reader failing.
 //
-// A regular file opened by OpenFile is read ahead: a goroutine reads and
-// splits the lines while the pipeline processes the ones before, up to
-// two buffers of lines ahead of Poll. It ends at the end of the file, and
-// Close stops it; so does the garbage collector when a File is dropped
-// without Close (Close it still: that frees the file at once).
+// Poll reads the input in blocks of 256 KiB straight into the memory its
+// lines then point into, on the polling goroutine: a regular file read in
+// order is read ahead by the kernel already, and handing lines over from
+// a goroutine of its own cost more CPU than the reads it took off the
+// pipeline's path (BENCHMARKS.md).
 //
 // File ends with io.EOF after the last line. Close closes the file.
 type File struct {
 	name    string
-	lines   *blockLines // the reader, split into lines; the read-ahead goroutine's once started
+	lines   *blockLines // the reader, split into lines
 	closer  *os.File    // opened by OpenFile
 	dl      *os.File    // read deadlines work on it
 	parts   int
@@ -50,40 +51,9 @@ type File struct {
 	// counted only once Poll hands it out.
 	peekedRead int64
 	closed     sync.Once
+	isClosed   atomic.Bool // Close was called: Polls fail from then on
 	err        error
-
-	// Reading ahead (a regular file opened by OpenFile): the goroutine
-	// takes over lines.
-	ahead bool
-	ra    *readAhead // once started
-	cur   aheadChunk // the lines being handed out
-	pos   int        // of the next line of cur
 }
-
-// readAhead is what a File shares with its read-ahead goroutine. The
-// goroutine holds this and the reader, never the File, so that a File
-// dropped without Close can be collected, and its cleanup stop the
-// goroutine.
-type readAhead struct {
-	chunks  chan aheadChunk // lines read ahead
-	free    chan aheadChunk // their buffers, handed back for the next ones
-	stop    chan struct{}   // closed by halt
-	halted  sync.Once
-	stopped chan struct{} // closed by the goroutine as it ends, for Close
-}
-
-// halt tells the goroutine to stop, once, without waiting for it.
-func (a *readAhead) halt() { a.halted.Do(func() { close(a.stop) }) }
-
-// aheadChunk is a buffer of lines read ahead.
-type aheadChunk struct {
-	recs []stream.Record[[]byte]
-	ends []int64 // bytes read up to the end of each line
-	err  error   // after the last line: io.EOF, or what failed the read
-}
-
-// aheadLines is the size of a buffer of lines read ahead.
-const aheadLines = 4096
 
 var (
 	_ stream.Source[[]byte]    = (*File)(nil)
@@ -130,9 +100,7 @@ func OpenFile(path string, opts ...FileOption) (*File, error) {
 	}
 	src.closer = f
 	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-		// Its reads never wait for a writer, so the goroutine that
-		// reads ahead always comes back to see Close.
-		src.size, src.ahead = fi.Size(), true
+		src.size = fi.Size()
 	}
 	return src, nil
 }
@@ -250,114 +218,7 @@ func (f *File) Poll(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 		}
 		return 1, nil
 	}
-	return f.next(ctx, buf)
-}
-
-// next reads lines into buf, ahead or not.
-func (f *File) next(ctx context.Context, buf []stream.Record[[]byte]) (int, error) {
-	if !f.ahead {
-		return f.poll(ctx, buf)
-	}
-	if f.err != nil {
-		return 0, f.err
-	}
-	if f.ra == nil {
-		f.startAhead()
-	}
-	ra := f.ra
-	select {
-	case <-ra.stop:
-		f.err = f.closedErr()
-		return 0, f.err
-	default:
-	}
-	n := 0
-	for n < len(buf) {
-		if f.pos == len(f.cur.recs) {
-			if f.cur.recs != nil {
-				select {
-				case ra.free <- f.cur:
-				default:
-				}
-			}
-			select {
-			case f.cur = <-ra.chunks:
-				f.pos = 0
-			case <-ra.stopped:
-				// Its last lines, if not taken yet, are sent before it
-				// ends; with none, Close stopped it.
-				select {
-				case f.cur = <-ra.chunks:
-					f.pos = 0
-				default:
-					f.err = f.closedErr()
-					return n, f.err
-				}
-			case <-ctx.Done():
-				f.cur, f.pos = aheadChunk{}, 0 // the next Poll waits for a buffer again
-				if n > 0 {
-					return n, nil
-				}
-				return 0, ctx.Err()
-			}
-		}
-		k := copy(buf[n:], f.cur.recs[f.pos:])
-		if k > 0 { // none when the input ends where a buffer did
-			f.pos += k
-			n += k
-			f.read, f.line = f.cur.ends[f.pos-1], buf[n-1].Origin.Offset
-		}
-		if f.pos == len(f.cur.recs) && f.cur.err != nil {
-			f.err = f.cur.err
-			return n, f.err
-		}
-	}
-	return n, nil
-}
-
-// closedErr is the error of a Poll after Close stopped the reading ahead.
-func (f *File) closedErr() error {
-	return fmt.Errorf("source: read %s after line %d: %w", f.name, f.line, os.ErrClosed)
-}
-
-// startAhead starts the goroutine that reads ahead, which takes over the
-// reader.
-func (f *File) startAhead() {
-	r := f.lines
-	f.lines = nil
-	ra := &readAhead{
-		chunks: make(chan aheadChunk, 1), free: make(chan aheadChunk, 2),
-		stop: make(chan struct{}), stopped: make(chan struct{}),
-	}
-	f.ra = ra
-	runtime.AddCleanup(f, (*readAhead).halt, ra)
-	go func() {
-		defer close(ra.stopped)
-		for {
-			select {
-			case <-ra.stop: // Close: not a block more
-				return
-			default:
-			}
-			var c aheadChunk
-			select {
-			case c = <-ra.free:
-				c.recs, c.ends = c.recs[:cap(c.recs)], c.ends[:cap(c.ends)]
-			default:
-				c = aheadChunk{recs: make([]stream.Record[[]byte], aheadLines), ends: make([]int64, aheadLines)}
-			}
-			n, err := r.split(c.recs, c.ends)
-			c.recs, c.ends, c.err = c.recs[:n], c.ends[:n], err
-			select {
-			case ra.chunks <- c:
-			case <-ra.stop:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	return f.poll(ctx, buf)
 }
 
 // Peek returns the next line without consuming it: the next Poll yields it
@@ -370,7 +231,7 @@ func (f *File) Peek(ctx context.Context) ([]byte, error) {
 	if f.peeked == nil {
 		var one [1]stream.Record[[]byte]
 		line, read := f.line, f.read
-		n, err := f.next(ctx, one[:])
+		n, err := f.poll(ctx, one[:])
 		if n == 0 {
 			return nil, err
 		}
@@ -382,6 +243,10 @@ func (f *File) Peek(ctx context.Context) ([]byte, error) {
 
 func (f *File) poll(ctx context.Context, buf []stream.Record[[]byte]) (int, error) {
 	if f.err != nil {
+		return 0, f.err
+	}
+	if f.isClosed.Load() {
+		f.err = fmt.Errorf("source: read %s after line %d: %w", f.name, f.line, os.ErrClosed)
 		return 0, f.err
 	}
 	if f.dl != nil {
@@ -406,7 +271,7 @@ func (f *File) poll(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 	// Reads that do not wait but bring no line ending (a line that goes
 	// on and on, /dev/zero) look at ctx between them.
 	f.lines.done = ctx.Done()
-	n, err := f.lines.split(buf, nil)
+	n, err := f.lines.split(buf)
 	f.lines.done = nil
 	f.line, f.read = f.lines.line, f.lines.read
 	switch {
@@ -436,25 +301,22 @@ func (f *File) poll(ctx context.Context, buf []stream.Record[[]byte]) (int, erro
 // by a run with some number of partitions resumes the file with another.
 func (f *File) SourceWideOffsets() bool { return true }
 
-// Lines returns the number of lines Poll has yielded so far (not those
-// read ahead). Like Progress, call it from the goroutine that polls (a
+// Lines returns the number of lines Poll has yielded so far. Like Progress, call it from the goroutine that polls (a
 // pipeline's hooks run there).
 func (f *File) Lines() int64 { return f.line }
 
 // Progress returns how many bytes of the input were read so far, up to
-// the end of the last line Poll yielded (not those read ahead), and the
+// the end of the last line Poll yielded, and the
 // size of the file when OpenFile opened a regular file (-1 otherwise):
 // enough for a progress line with an ETA.
 func (f *File) Progress() (read, size int64) { return f.read, f.size }
 
-// Close closes the file opened by OpenFile. It is safe to call twice.
+// Close closes the file opened by OpenFile; a Poll after it fails with an
+// error wrapping os.ErrClosed. It is safe to call twice.
 func (f *File) Close() error {
 	var err error
 	f.closed.Do(func() {
-		if f.ra != nil {
-			f.ra.halt()
-			<-f.ra.stopped
-		}
+		f.isClosed.Store(true)
 		if f.closer != nil {
 			err = f.closer.Close()
 		}

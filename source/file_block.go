@@ -9,7 +9,7 @@ import (
 	"github.com/sluicehq/sluice/stream"
 )
 
-// blockSize is the size of the blocks a file read ahead is read in.
+// blockSize is the size of the blocks a file is read in.
 const blockSize = 256 << 10
 
 // blockLines splits File's input into lines: it reads the input in blocks
@@ -36,11 +36,10 @@ type blockLines struct {
 // errSplitStopped is split's error when done was closed.
 var errSplitStopped = errors.New("source: split stopped")
 
-// split fills recs with the next lines, and ends, unless nil, with the
-// bytes read up to the end of each. It returns io.EOF with the last line,
-// and a read's error (a deadline's too) wrapped, after the lines before
-// it; after a deadline, the next split goes on where it stopped.
-func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, error) {
+// split fills recs with the next lines. It returns io.EOF with the last
+// line, and a read's error (a deadline's too) wrapped, after the lines
+// before it; after a deadline, the next split goes on where it stopped.
+func (b *blockLines) split(recs []stream.Record[[]byte]) (int, error) {
 	n := 0
 	for n < len(recs) {
 		rest := b.block[b.start:]
@@ -51,7 +50,7 @@ func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, err
 			if cut {
 				line, b.cut = b.cut, nil
 			}
-			b.emit(recs, ends, n, line, cut)
+			b.emit(recs, n, line, cut)
 			n++
 			continue
 		}
@@ -64,7 +63,7 @@ func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, err
 			} else if len(rest) == 0 {
 				return n, io.EOF
 			}
-			b.emit(recs, ends, n, rest, cut)
+			b.emit(recs, n, rest, cut)
 			return n + 1, io.EOF
 		}
 		// No end of line in what is read: a line that goes on. Past
@@ -92,11 +91,11 @@ func (b *blockLines) split(recs []stream.Record[[]byte], ends []int64) (int, err
 }
 
 // emit makes recs[n] the record of a line without its line ending, or of
-// the cut of an over-long one (cut), and ends[n] the bytes read up to its
-// end. A '\r' that ends a line is removed, so that a line of maxLine bytes
-// and "\r\n" is yielded whole; a cut keeps its maxLine+1 bytes whatever
-// the last one is, so that it is always seen as over-long.
-func (b *blockLines) emit(recs []stream.Record[[]byte], ends []int64, n int, line []byte, cut bool) {
+// the cut of an over-long one (cut). A '\r' that ends a line is removed,
+// so that a line of maxLine bytes and "\r\n" is yielded whole; a cut
+// keeps its maxLine+1 bytes whatever the last one is, so that it is
+// always seen as over-long.
+func (b *blockLines) emit(recs []stream.Record[[]byte], n int, line []byte, cut bool) {
 	b.line++
 	part := b.part
 	if b.part++; int(b.part) == b.parts {
@@ -111,9 +110,6 @@ func (b *blockLines) emit(recs []stream.Record[[]byte], ends []int64, n int, lin
 	recs[n] = stream.Record[[]byte]{Value: line, Origin: stream.Origin{
 		Source: b.name, Partition: part, Offset: b.line,
 	}}
-	if ends != nil {
-		ends[n] = b.read
-	}
 }
 
 // fill reads more of the file, into a new block when the current one is

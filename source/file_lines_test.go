@@ -9,9 +9,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -22,9 +22,9 @@ import (
 	"github.com/sluicehq/sluice/stream"
 )
 
-// aheadInput is a file of many lines, with CRLF endings, empty lines,
+// mixedLines is a file of many lines, with CRLF endings, empty lines,
 // lines over maxLine and no newline at the end.
-func aheadInput(lines, maxLine int) []byte {
+func mixedLines(lines, maxLine int) []byte {
 	rng := rand.New(rand.NewPCG(7, 8))
 	var b bytes.Buffer
 	for i := range lines {
@@ -44,23 +44,24 @@ func aheadInput(lines, maxLine int) []byte {
 	return b.Bytes()
 }
 
-// A regular file is read ahead, by another goroutine: what Poll yields,
-// and Progress and Lines after every Poll, are what reading the same bytes
-// in the polling goroutine gives, whatever the buffer sizes.
-func TestFileReadAheadMatchesReading(t *testing.T) {
+// What Poll yields, and Progress and Lines after every Poll, are what a
+// plain split of the input on '\n' gives, whatever the buffer sizes and
+// however the reads of the input fall: a file opened by OpenFile, and a
+// reader that returns half of what is asked.
+func TestFileLinesMatchASplit(t *testing.T) {
 	const maxLine = 100
 	for _, in := range []struct {
 		name  string
 		data  []byte
 		lines int
 	}{
-		{"mixed", aheadInput(30_000, maxLine), 30_001},
+		{"mixed", mixedLines(30_000, maxLine), 30_001},
 		{"empty", nil, 0},
-		{"one buffer read ahead, exactly", bytes.Repeat([]byte("1,a\n"), 4096), 4096},
-		{"two, exactly", bytes.Repeat([]byte("1,a\n"), 2*4096), 2 * 4096},
+		{"one block, exactly", bytes.Repeat([]byte("1,a\n"), 256<<10/4), 256 << 10 / 4},
+		{"two, exactly", bytes.Repeat([]byte("1,a\n"), 2*256<<10/4), 2 * 256 << 10 / 4},
 	} {
 		t.Run(in.name, func(t *testing.T) {
-			testReadAhead(t, in.data, in.lines, maxLine)
+			testLines(t, in.data, in.lines, maxLine)
 		})
 	}
 	t.Run("lines longer than a block, and than the maximum", func(t *testing.T) {
@@ -80,57 +81,92 @@ func TestFileReadAheadMatchesReading(t *testing.T) {
 		b.Write(bytes.Repeat([]byte("m"), max))
 		b.WriteString("\r\n")
 		b.Write(bytes.Repeat([]byte("z"), max+7)) // over the maximum, at the end
-		testReadAhead(t, b.Bytes(), 2*len(sizes)+2, max)
+		testLines(t, b.Bytes(), 2*len(sizes)+2, max)
 	})
 }
 
-func testReadAhead(t *testing.T, data []byte, lines, maxLine int) {
+// testLines checks a File's lines of data against splitLines, over both
+// readers and several buffer sizes.
+func testLines(t *testing.T, data []byte, lines, maxLine int) {
 	path := filepath.Join(t.TempDir(), "events.csv")
 	require.NoError(t, os.WriteFile(path, data, 0o644))
+	want, ends := splitLines(data, maxLine)
+	require.Len(t, want, lines)
 	for _, bufLen := range []int{1, 7, 4096, 10_000} {
-		t.Run(fmt.Sprint(bufLen), func(t *testing.T) {
-			ahead, err := source.OpenFile(path, source.MaxLine(maxLine), source.Partitions(3))
-			require.NoError(t, err)
-			defer ahead.Close()
-			inPlace, err := source.NewFile(path, bytes.NewReader(data), source.MaxLine(maxLine), source.Partitions(3))
-			require.NoError(t, err)
+		for _, reader := range []string{"OpenFile", "half reads"} {
+			t.Run(fmt.Sprint(reader, " ", bufLen), func(t *testing.T) {
+				var f *source.File
+				var err error
+				if reader == "OpenFile" {
+					f, err = source.OpenFile(path, source.MaxLine(maxLine), source.Partitions(3))
+				} else {
+					f, err = source.NewFile(path, iotest.HalfReader(bytes.NewReader(data)), source.MaxLine(maxLine), source.Partitions(3))
+				}
+				require.NoError(t, err)
+				defer f.Close()
 
-			a, b := make([]stream.Record[[]byte], bufLen), make([]stream.Record[[]byte], bufLen)
-			total := 0
-			for polls := 0; ; polls++ {
-				require.Less(t, polls, 100_000, "no EOF")
-				na, errA := ahead.Poll(context.Background(), a)
-				nb, errB := inPlace.Poll(context.Background(), b)
-				require.Equal(t, nb, na, "poll %d", polls)
-				require.Equal(t, errB, errA, "poll %d", polls)
-				for i := range na {
-					require.Equal(t, string(b[i].Value), string(a[i].Value), "line %d", total+i+1)
-					require.Equal(t, b[i].Origin, a[i].Origin, "line %d", total+i+1)
+				buf := make([]stream.Record[[]byte], bufLen)
+				total := 0
+				for polls := 0; ; polls++ {
+					require.Less(t, polls, 2*len(data)+2, "no EOF")
+					n, err := f.Poll(context.Background(), buf)
+					for i, r := range buf[:n] {
+						line := total + i
+						require.Less(t, line, len(want), "more lines than the input has")
+						require.Equal(t, want[line], string(r.Value), "line %d", line+1)
+						require.Equal(t, stream.Origin{Source: path, Partition: int32(line % 3), Offset: int64(line + 1)}, r.Origin, "line %d", line+1)
+					}
+					total += n
+					read, size := f.Progress()
+					if total > 0 {
+						require.Equal(t, ends[total-1], read, "after line %d", total)
+					}
+					require.Equal(t, int64(total), f.Lines())
+					if reader == "OpenFile" {
+						require.Equal(t, int64(len(data)), size)
+					}
+					if err == io.EOF {
+						break
+					}
+					require.NoError(t, err)
 				}
-				total += na
-				readA, sizeA := ahead.Progress()
-				readB, _ := inPlace.Progress()
-				require.Equal(t, readB, readA, "after line %d", total)
-				require.Equal(t, int64(len(data)), sizeA)
-				require.Equal(t, inPlace.Lines(), ahead.Lines())
-				if errA == io.EOF {
-					break
-				}
-			}
-			assert.Equal(t, lines, total)
-			n, err := ahead.Poll(context.Background(), a)
-			assert.Zero(t, n)
-			assert.Equal(t, io.EOF, err, "after the end, still the end")
-		})
+				assert.Equal(t, lines, total)
+				n, err := f.Poll(context.Background(), buf)
+				assert.Zero(t, n)
+				assert.Equal(t, io.EOF, err, "after the end, still the end")
+			})
+		}
 	}
 }
 
-// Close stops the goroutine that reads ahead, however far it got, and a
-// Poll after it fails at once.
-func TestFileCloseStopsReadingAhead(t *testing.T) {
+// splitLines is what a File must yield of data: its lines split on '\n',
+// less a '\r' at their end, a line over maxLine bytes cut to its first
+// maxLine+1; and the bytes up to the end of each.
+func splitLines(data []byte, maxLine int) (lines []string, ends []int64) {
+	end := int64(0)
+	for i, line := range bytes.Split(data, []byte("\n")) {
+		last := i == bytes.Count(data, []byte("\n"))
+		if last && len(line) == 0 {
+			break
+		}
+		end += int64(len(line))
+		if !last {
+			end++
+		}
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) > maxLine {
+			line = line[:maxLine+1]
+		}
+		lines, ends = append(lines, string(line)), append(ends, end)
+	}
+	return lines, ends
+}
+
+// A Poll after Close fails at once.
+func TestFilePollAfterCloseFails(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	path := filepath.Join(t.TempDir(), "events.csv")
-	require.NoError(t, os.WriteFile(path, aheadInput(100_000, 100), 0o644))
+	require.NoError(t, os.WriteFile(path, mixedLines(100_000, 100), 0o644))
 	f, err := source.OpenFile(path)
 	require.NoError(t, err)
 	buf := make([]stream.Record[[]byte], 10)
@@ -141,29 +177,6 @@ func TestFileCloseStopsReadingAhead(t *testing.T) {
 	n, err = f.Poll(context.Background(), buf)
 	assert.Zero(t, n)
 	assert.True(t, errors.Is(err, os.ErrClosed), "%v", err)
-}
-
-// A File dropped without Close, its goroutine waiting to hand over the
-// lines it read ahead, is collected, and the goroutine stopped.
-func TestFileDroppedStopsReadingAhead(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "events.csv")
-	require.NoError(t, os.WriteFile(path, aheadInput(100_000, 100), 0o644))
-	before := goleak.IgnoreCurrent()
-	func() {
-		f, err := source.OpenFile(path)
-		require.NoError(t, err)
-		n, err := f.Poll(context.Background(), make([]stream.Record[[]byte], 10))
-		require.NoError(t, err)
-		require.Equal(t, 10, n)
-	}()
-	var err error
-	for range 5 { // a collection may miss the File, if a register still held it
-		runtime.GC() // collects the File; its cleanup runs after
-		if err = goleak.Find(before); err == nil {
-			return
-		}
-	}
-	t.Fatalf("a dropped File still reads ahead: %v", err)
 }
 
 // openRows opens a file of n CSV rows with OpenFile, closed at the end of
@@ -182,16 +195,14 @@ func openRows(t *testing.T, n int) *source.File {
 	return f
 }
 
-// A Poll whose context ends as it waits for the next buffer read ahead,
-// having used up the one before, leaves the File as it was: the next Poll
-// goes on from there. (The engine polls with buffers of the read-ahead's
-// size, so its Polls end on a buffer's end, and with an interval each has
-// a deadline.)
-func TestFileReadAheadCancelledAtTheEndOfABuffer(t *testing.T) {
+// A Poll whose context has ended leaves the File as it was, or yields
+// lines: the next Poll goes on from there, and no line is lost. (With an
+// interval, each of the engine's Polls has a deadline.)
+func TestFileCancelledPollsLoseNoLine(t *testing.T) {
 	const total = 200_000
 	f := openRows(t, total)
 
-	buf := make([]stream.Record[[]byte], 4096) // a buffer read ahead
+	buf := make([]stream.Record[[]byte], 4096)
 	var got []stream.Record[[]byte]
 	n, err := f.Poll(context.Background(), buf)
 	require.NoError(t, err)
@@ -237,10 +248,10 @@ func TestPipelineWithAnIntervalReadsAFileWhole(t *testing.T) {
 	assert.Equal(t, total, got)
 }
 
-// A Poll whose context ends while it waits for lines returns those it has.
-func TestFileReadAheadCancelled(t *testing.T) {
+// A Poll whose context has ended returns the lines it has, if any.
+func TestFileCancelledPoll(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "events.csv")
-	require.NoError(t, os.WriteFile(path, aheadInput(1000, 100), 0o644))
+	require.NoError(t, os.WriteFile(path, mixedLines(1000, 100), 0o644))
 	f, err := source.OpenFile(path)
 	require.NoError(t, err)
 	defer f.Close()
@@ -254,12 +265,12 @@ func TestFileReadAheadCancelled(t *testing.T) {
 	assert.Equal(t, 1001, n+len(recs), "no line lost to the cancelled Poll")
 }
 
-// A Close from another goroutine ends a Poll waiting for lines read ahead,
-// whether it comes before the Poll, while it waits, or after the end.
+// A Close from another goroutine ends a Poll reading a file, whether it
+// comes before the Poll, while it reads, or after the end.
 func TestFileCloseWhilePolling(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	path := filepath.Join(t.TempDir(), "events.csv")
-	require.NoError(t, os.WriteFile(path, aheadInput(50_000, 100), 0o644))
+	require.NoError(t, os.WriteFile(path, mixedLines(50_000, 100), 0o644))
 	for i := range 40 {
 		f, err := source.OpenFile(path)
 		require.NoError(t, err)
