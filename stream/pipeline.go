@@ -25,8 +25,10 @@ type Pipeline struct {
 	outputs  []*output
 	flushers []flusher // the outputs' sinks that are Flushers
 	stateful []stateful
-	// windows drop what they hold of partitions an Assigner source lost.
-	windows []func(lost []int32)
+	// windows hold batches: they drop what they hold of partitions an
+	// Assigner source lost, and keep it in the Store as stateful
+	// operators do, but are not counted in BatchStats.State.
+	windows []stateful
 	// movedWindows are the windows of partitions that are not the
 	// source's, which an Assigner source makes Run refuse.
 	movedWindows []movedWindow
@@ -48,7 +50,7 @@ type stateful interface {
 	// restore puts an entry into the state, restored by the given batch.
 	restore(e Entry, parallelism int, batch int64) error
 	// restored ends a restore, once the Store has given every entry.
-	restored()
+	restored() error
 	// hashed reports that the state's partitions are those of a hash of
 	// the keys (PartitionByKey) or of Reduce, not the source's.
 	hashed() bool
@@ -60,15 +62,20 @@ type movedWindow struct {
 	name func() string // of its output, named by Named
 }
 
-// addWindow registers a window made by op: drop drops what it holds of
-// partitions lost, unless its partitions are not the source's (moved),
-// when it cannot, and Run refuses it under an Assigner source.
-func (p *Pipeline) addWindow(op string, moved bool, name func() string, drop func(lost []int32)) {
+// addWindow registers a window made by op. Its partitions may not be the
+// source's (moved): it could not drop a lost partition's values, and Run
+// refuses it under an Assigner source.
+func (p *Pipeline) addWindow(op string, moved bool, w stateful) {
 	if moved {
-		p.movedWindows = append(p.movedWindows, movedWindow{op: op, name: name})
-		return
+		p.movedWindows = append(p.movedWindows, movedWindow{op: op, name: w.name})
 	}
-	p.windows = append(p.windows, drop)
+	p.windows = append(p.windows, w)
+}
+
+// stores returns the operators that keep state in the Store: the stateful
+// ones and the windows.
+func (p *Pipeline) stores() []stateful {
+	return append(slices.Clip(p.stateful), p.windows...)
 }
 
 // assigned reports that the source is an Assigner: its partitions move.
@@ -424,7 +431,7 @@ func (p *Pipeline) validate() error {
 		return nil
 	}
 	names := map[string]bool{}
-	for _, s := range p.stateful {
+	for _, s := range p.stores() {
 		if names[s.name()] {
 			return fmt.Errorf("stream: two stateful operators are named %q: name them apart (Stream.Named) so that their state can be told apart", s.name())
 		}
@@ -704,8 +711,10 @@ func (p *Pipeline) dropState(ids []int32) error {
 			return err
 		}
 	}
-	for _, drop := range p.windows {
-		drop(ids)
+	for _, w := range p.windows {
+		if err := w.dropPartitions(ids); err != nil {
+			return err
+		}
 	}
 	p.input.forget(ids)
 	return nil
@@ -725,7 +734,7 @@ func (p *Pipeline) restoreAll(ctx context.Context, all bool) error {
 // store, before the batch given.
 func (p *Pipeline) restore(ctx context.Context, partitions []int32, batch int64) error {
 	ops := map[string]stateful{}
-	for _, s := range p.stateful {
+	for _, s := range p.stores() {
 		ops[s.name()] = s
 	}
 	prog := restoreProgress{p: p, stats: RestoreStats{Partitions: partitions}, start: time.Now()}
@@ -758,8 +767,8 @@ func (p *Pipeline) restore(ctx context.Context, partitions []int32, batch int64)
 	if err != nil {
 		return fmt.Errorf("stream: restore state: %w", err)
 	}
-	for _, s := range p.stateful {
-		if err := recovered(func() error { s.restored(); return nil }); err != nil {
+	for _, s := range p.stores() {
+		if err := recovered(s.restored); err != nil {
 			return fmt.Errorf("stream: restore state: %s: %w", s.name(), err)
 		}
 	}
@@ -867,7 +876,7 @@ func assignment(a Assigner) ([]int32, error) {
 // checkpoint, with the offsets read since then.
 func (p *Pipeline) checkpoint(ctx context.Context, info Info, offsets []Offset) error {
 	c := &Changes{Batch: info, Offsets: offsets}
-	for _, s := range p.stateful {
+	for _, s := range p.stores() {
 		// The codecs are the user's.
 		err := recovered(func() (err error) {
 			c.Entries, err = s.changes(c.Entries, info.ID)

@@ -943,7 +943,7 @@ func (op *stateOp[K, V, S]) set(sp *statePart[K, V, S], k K, v S) int32 {
 // changelog) gives a moved key's old values and its delete too, in
 // whatever order it reads the partitions. The next checkpoint writes the
 // moved keys under their partitions, and deletes them where they were.
-func (op *stateOp[K, V, S]) restored() {
+func (op *stateOp[K, V, S]) restored() error {
 	op.mu.Lock()
 	defer op.mu.Unlock()
 	for _, k := range op.elsewhere.order {
@@ -966,6 +966,7 @@ func (op *stateOp[K, V, S]) restored() {
 		}
 	}
 	op.elsewhere = stored[K, S]{}
+	return nil
 }
 
 // stored are the last entries of keys, by the partition they were saved

@@ -16,11 +16,26 @@ import (
 //	in   -- 1 -- 2 -- 3 -- 4 -- 5 -->
 //	out  ------- 12 ------ 234 ----->   Window(in, 3, 2)
 //
-// The window keeps a copy of the values of length batches. With an
-// Assigner source (Kafka), a partition the source loses leaves the window
-// with it, as the state of UpdateStateByKey does: its new owner reads it
-// again from its last commit, and gives the results of it from then on
-// (what was committed before is in no window once it is lost). This needs
+// The window keeps a copy of the values of the last length-1 batches, for
+// the slides to come. With the pipeline's Store (WithStore), it keeps them
+// there too, as UpdateStateByKey keeps its state, under its name
+// (Stream.Named), which no other window or stateful operator may share
+// and which must stay the same across versions of the program. A batch's
+// partitions are encoded once, as they enter, by the codec of WindowCodec
+// (by default that of CodecFor), written by the next checkpoint, and
+// deleted by the first checkpoint after they leave. A restart restores
+// the window as of the checkpoint whose offsets it goes on from (with
+// CheckpointEvery, CommitInterval and WithTransaction too), and the slide
+// goes on in step: the windows are those of a run that did not stop.
+// Restored values have no Origins.
+//
+// With an Assigner source (Kafka), a partition the source loses leaves the
+// window with it, as the state of UpdateStateByKey does, and its new
+// owner reads it again from its last commit. With a Store, the new owner
+// restores the partition's batches as of that commit's checkpoint, each
+// as many batches back as it was then: its window of the partition is the
+// one the old owner would have had. Without a Store, what was committed
+// before is in no window once it is lost. This needs
 // the window's partitions to be the source's, every value in the
 // partition of its record: those of the source, of Keyed, and of what the
 // element-wise operators, MapPartitions, Broadcast, windows and the keyed
@@ -33,21 +48,33 @@ import (
 // Window the values before they move instead: ReduceByKey(Window(s,
 // length, slide), f), or ReduceByKeyAndWindow(s, ...), rather than a
 // window of ReduceByKey(s, f).
-func Window[T any](s *Stream[T], length, slide int) *Stream[T] {
-	out, drop := window(s, length, slide)
-	s.p.addWindow("Window", s.moved != inSourceParts, func() string { return out.name }, drop)
+func Window[T any](s *Stream[T], length, slide int, opts ...WindowOption) *Stream[T] {
+	var cfg windowConfig
+	for _, o := range opts {
+		o.applyWindow(&cfg)
+	}
+	codec := CodecFor[T]()
+	if cfg.codec != nil {
+		c, ok := cfg.codec.(Codec[T])
+		if !ok {
+			s.p.err = fmt.Errorf("stream: Window: a codec of %T does not fit values %T", cfg.codec, *new(T))
+		}
+		codec = c
+	}
+	out, w := window(s, length, slide, codec)
+	w.nameOf = func() string { return out.name }
+	s.p.addWindow("Window", s.moved != inSourceParts, w)
 	return out
 }
 
-// window is Window, with a function that drops what the window holds of
-// partitions lost, for the caller to register (see Pipeline.addWindow).
-func window[T any](s *Stream[T], length, slide int) (*Stream[T], func(lost []int32)) {
+// window is Window, with the ring holding its batches, for the caller to
+// name and register (see Pipeline.addWindow).
+func window[T any](s *Stream[T], length, slide int, codec Codec[T]) (*Stream[T], *windowRing[T]) {
 	if length < 1 || slide < 1 {
 		s.p.err = fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide)
 	}
+	w := newWindowRing(s, length, codec)
 	var (
-		ring  []Batch[T] // the last length batches, copied
-		seen  int
 		bufs  buffers[T]
 		index = map[int32]int{}
 	)
@@ -56,18 +83,16 @@ func window[T any](s *Stream[T], length, slide int) (*Stream[T], func(lost []int
 		if in == nil || err != nil {
 			return nil, err
 		}
-		seen++
-		if len(ring) == length {
-			ring = slices.Delete(ring, 0, 1)
+		if err := w.enter(bc, in); err != nil {
+			return nil, err
 		}
-		ring = append(ring, copyBatch(in))
-		if seen%slide != 0 {
-			return nil, nil
+		if w.seen%int64(slide) != 0 {
+			return nil, w.trim(nil)
 		}
 		clear(index)
 		var ids []int32
-		for _, b := range ring {
-			for _, p := range b.Partitions {
+		for _, sl := range w.slots {
+			for _, p := range sl.batch.Partitions {
 				if _, ok := index[p.ID]; !ok {
 					index[p.ID] = 0
 					ids = append(ids, p.ID)
@@ -85,8 +110,8 @@ func window[T any](s *Stream[T], length, slide int) (*Stream[T], func(lost []int
 			ob.Partitions[i].ID = ids[i]
 			origins[i], complete[i] = bufs.ownOrigins(i), true
 		}
-		for _, b := range ring {
-			for _, p := range b.Partitions {
+		for _, sl := range w.slots {
+			for _, p := range sl.batch.Partitions {
 				i := index[p.ID]
 				ob.Partitions[i].Values = append(ob.Partitions[i].Values, p.Values...)
 				origins[i] = append(origins[i], p.Origins...)
@@ -99,21 +124,10 @@ func window[T any](s *Stream[T], length, slide int) (*Stream[T], func(lost []int
 				ob.Partitions[i].Origins = nil // some values have no origin
 			}
 		}
-		return ob, nil
+		return ob, w.trim(nil)
 	})
 	out.keyed, out.hashParts = s.keyed, s.hashParts
-	return out, func(lost []int32) { dropPartitions(ring, lost) }
-}
-
-// dropPartitions removes the partitions of IDs lost from the batches of
-// ring: a partition an Assigner source lost leaves the window with its
-// state, as its new owner reads it again from its last commit.
-func dropPartitions[T any](ring []Batch[T], lost []int32) {
-	for i := range ring {
-		ring[i].Partitions = slices.DeleteFunc(ring[i].Partitions, func(p Partition[T]) bool {
-			return slices.Contains(lost, p.ID)
-		})
-	}
+	return out, w
 }
 
 func copyBatch[T any](b *Batch[T]) Batch[T] {
@@ -139,7 +153,10 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 // either).
 //
 // As with Window, the values of a partition that an Assigner source loses
-// leave the window. The keys of a stream that is not Keyed are moved by a
+// leave the window. Unlike Window's, the window is held in memory only,
+// even with a Store: a restart, and the new owner of a partition, start
+// it empty, and for the next length-1 batches the results miss what was
+// committed before. The keys of a stream that is not Keyed are moved by a
 // hash of them, as by ReduceByKey: under an Assigner source, the window
 // then holds the results of each source partition, before the move, and
 // the keys are combined across partitions as the window slides, which
@@ -162,21 +179,28 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse
 	if !s.keyed && s.moved == inSourceParts && s.p.assigned() {
 		// A window of the keys moved would hold no source partition, and
 		// could not drop a lost one's values.
-		w := reduceByKeyAndWindow(reduceInPartitions(s, f), f, inverse, length, slide)
-		return reduceInPartitions(PartitionByKey(w, 0), f)
+		w, ring := reduceByKeyAndWindow(reduceInPartitions(s, f), f, inverse, length, slide)
+		out := reduceInPartitions(PartitionByKey(w, 0), f)
+		ring.nameOf = func() string { return out.name }
+		return out
 	}
-	return reduceByKeyAndWindow(ReduceByKey(s, f), f, inverse, length, slide)
+	out, _ := reduceByKeyAndWindow(ReduceByKey(s, f), f, inverse, length, slide)
+	return out
 }
 
 // reduceByKeyAndWindow is ReduceByKeyAndWindow of the per-batch results
 // perBatch, a key once in each of its partitions, combined within each
-// partition.
-func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, inverse func(V, V) V, length, slide int) *Stream[Pair[K, V]] {
+// partition. It registers the ring of per-batch results it keeps in
+// memory, named after its output unless the caller names it otherwise.
+func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, inverse func(V, V) V, length, slide int) (*Stream[Pair[K, V]], *windowRing[Pair[K, V]]) {
+	moved := perBatch.moved != inSourceParts
 	if inverse == nil {
-		w, drop := window(perBatch, length, slide)
+		w, ring := window(perBatch, length, slide, nil)
+		ring.memory = true
 		out := reduceInPartitions(w, f)
-		perBatch.p.addWindow("ReduceByKeyAndWindow", perBatch.moved != inSourceParts, func() string { return out.name }, drop)
-		return out
+		ring.nameOf = func() string { return out.name }
+		perBatch.p.addWindow("ReduceByKeyAndWindow", moved, ring)
+		return out, ring
 	}
 	if length < 1 || slide < 1 {
 		perBatch.p.err = fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide)
@@ -186,14 +210,14 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 		n int32 // batches in the window with a value for the key
 	}
 	var (
-		ring    []Batch[Pair[K, V]]
-		seen    int
+		ring    = newWindowRing[Pair[K, V]](perBatch, length, nil)
 		running = map[int32]map[K]counted{}
 		bufs    buffers[Pair[K, V]]
 		// irreflexive: a key may be unequal to itself (a NaN), which the
 		// running results could never find to remove
 		irreflexive = typeMayBeIrreflexive(reflect.TypeFor[K]())
 	)
+	ring.memory = true
 	// update adds kv to the running results of a partition (sign 1), or
 	// removes it (-1).
 	update := func(m map[K]counted, kv Pair[K, V], sign int32) {
@@ -211,28 +235,33 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 		}
 		m[kv.Key] = c
 	}
-	// add adds the values of b to the running results (sign 1), or
+	// add adds the values of p to the running results (sign 1), or
 	// removes them (-1). A panic of f or inverse names its partition and
 	// key.
-	add := func(b *Batch[Pair[K, V]], sign int32) error {
-		for _, p := range b.Partitions {
-			m := running[p.ID]
-			if m == nil {
-				m = map[K]counted{}
-				running[p.ID] = m
-			}
-			var key K
-			err := recovered(func() error {
-				for _, kv := range p.Values {
-					key = kv.Key
-					update(m, kv, sign)
-				}
-				return nil
-			})
-			if err != nil {
-				return &PartitionError{Partition: p.ID, Err: &KeyError{Key: key, Err: err}}
-			}
+	add := func(p *Partition[Pair[K, V]], sign int32) error {
+		m := running[p.ID]
+		if m == nil {
+			m = map[K]counted{}
+			running[p.ID] = m
 		}
+		var key K
+		err := recovered(func() error {
+			for _, kv := range p.Values {
+				key = kv.Key
+				update(m, kv, sign)
+			}
+			return nil
+		})
+		if err != nil {
+			return &PartitionError{Partition: p.ID, Err: &KeyError{Key: key, Err: err}}
+		}
+		return nil
+	}
+	// The batch that left the ring last leaves the running results as
+	// the next one enters, in the batch whose window no longer holds it.
+	var leaving *Batch[Pair[K, V]]
+	leave := func(b *Batch[Pair[K, V]]) error {
+		leaving = &Batch[Pair[K, V]]{Partitions: b.Partitions}
 		return nil
 	}
 	out := derive(perBatch, "reduceByKeyAndWindow", func(bc *batchCtx) (*Batch[Pair[K, V]], error) {
@@ -247,20 +276,25 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 				}
 			}
 		}
-		seen++
-		if len(ring) == length {
-			if err := add(&ring[0], -1); err != nil {
-				return nil, err
+		if leaving != nil {
+			for i := range leaving.Partitions {
+				if err := add(&leaving.Partitions[i], -1); err != nil {
+					return nil, err
+				}
 			}
-			ring = slices.Delete(ring, 0, 1)
+			leaving = nil
 		}
-		c := copyBatch(in)
-		ring = append(ring, c)
-		if err := add(&c, +1); err != nil {
+		if err := ring.enter(bc, in); err != nil {
 			return nil, err
 		}
-		if seen%slide != 0 {
-			return nil, nil
+		c := &ring.slots[len(ring.slots)-1].batch
+		for i := range c.Partitions {
+			if err := add(&c.Partitions[i], +1); err != nil {
+				return nil, err
+			}
+		}
+		if ring.seen%int64(slide) != 0 {
+			return nil, ring.trim(leave)
 		}
 		ids := make([]int32, 0, len(running))
 		for id, m := range running {
@@ -280,16 +314,25 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 			o.Values = vals
 			return nil
 		})
-		return ob, err
+		if err != nil {
+			return nil, err
+		}
+		return ob, ring.trim(leave)
 	})
-	perBatch.p.addWindow("ReduceByKeyAndWindow", perBatch.moved != inSourceParts, func() string { return out.name }, func(lost []int32) {
-		dropPartitions(ring, lost)
+	// The running results of the batches restored are made anew.
+	ring.onRestore = func(p *Partition[Pair[K, V]]) error { return add(p, +1) }
+	ring.onDrop = func(lost []int32) {
+		if leaving != nil {
+			leaving.Partitions = slices.DeleteFunc(leaving.Partitions, func(p Partition[Pair[K, V]]) bool { return slices.Contains(lost, p.ID) })
+		}
 		for _, id := range lost {
 			delete(running, id)
 		}
-	})
+	}
+	ring.nameOf = func() string { return out.name }
+	perBatch.p.addWindow("ReduceByKeyAndWindow", moved, ring)
 	out.keyed = perBatch.keyed
 	out.unique = true
 	out.hashParts = perBatch.hashParts
-	return out
+	return out, ring
 }

@@ -1,0 +1,448 @@
+package stream
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"unsafe"
+)
+
+// WindowOption configures Window.
+type WindowOption interface{ applyWindow(*windowConfig) }
+
+type windowConfig struct {
+	codec any // Codec[T] of Window, set by WindowCodec
+}
+
+type windowOptionFunc func(*windowConfig)
+
+func (f windowOptionFunc) applyWindow(c *windowConfig) { f(c) }
+
+// WindowCodec sets how Window encodes its values for the pipeline's
+// Store. Without it, integer, float64 and string types use a compact
+// binary form and other types JSON (see CodecFor). With a Store, Run fails
+// at start when JSON would not give back the values it stores: a struct
+// with an unexported field or a field tagged json:"-", or an interface
+// (types with an UnmarshalJSON method are trusted). Give such types a
+// codec.
+func WindowCodec[T any](c Codec[T]) WindowOption {
+	return windowOptionFunc(func(w *windowConfig) { w.codec = c })
+}
+
+// windowRing holds the batches a window needs for its next slides: the
+// last length-1 that entered, their partitions' values copied (the next
+// batch to enter makes length). With a Store, it keeps them there too, as
+// entries of the window's operator name: a batch's partition is encoded
+// once, as it enters, written by the next checkpoint, and deleted by the
+// checkpoint after it leaves; and each partition's position, the count
+// of batches that entered, so that a restore puts every batch back where
+// it was, and the slide goes on in step after a restart.
+type windowRing[T any] struct {
+	p         *Pipeline
+	nameOf    func() string // of the operator's output, which keys its entries
+	length    int
+	hashParts int // of the windowed stream (see Stream.hashParts)
+	codec     Codec[T]
+	// lossy returns why the default JSON codec would not give back the
+	// values, or nil.
+	lossy func() error
+	// memory keeps the ring out of the Store (ReduceByKeyAndWindow).
+	memory  bool
+	durable bool
+
+	slots []windowSlot[T] // oldest first, of consecutive seqs up to seen
+	seen  int64           // batches that entered: the slide's phase
+	// shift is what the keys of a partition's batches in the Store add to
+	// their seq in the ring, for every partition the ring holds with a
+	// Store: 0, but for a partition restored from a count other than this
+	// ring's (a rebalance, from another process). Keys then go on from
+	// where they were, and a restored batch keeps its key.
+	shift map[int32]int64
+	gone  []Entry // deletes of batches that left, for the next checkpoint
+	// restoring are the entries of a restore in progress, by partition.
+	restoring map[int32]*windowRestore[T]
+	// onRestore is told of each partition a restore puts in the ring,
+	// oldest first, or nil.
+	onRestore func(p *Partition[T]) error
+	// onDrop is told of the partitions dropped, or nil.
+	onDrop func(lost []int32)
+}
+
+// windowSlot is one batch in a window.
+type windowSlot[T any] struct {
+	seq   int64
+	batch Batch[T]
+	// enc are, by partition of batch, the values encoded for the Store
+	// and not yet written by a checkpoint; nil once written, or restored.
+	enc [][]byte
+}
+
+// windowRestore is what a restore gave of one partition of a window.
+type windowRestore[T any] struct {
+	pos         int64 // the ring's seen as of the checkpoint, plus the shift
+	parallelism int   // the pipeline's, as of the checkpoint
+	hasPos      bool
+	batches     map[int64][]T // by key
+}
+
+// Keys of a window's entries: the partition's position, or a batch.
+const (
+	windowPosKey   = 0
+	windowBatchKey = 1
+)
+
+func windowBatch(k int64) []byte { return binary.AppendVarint([]byte{windowBatchKey}, k) }
+
+func newWindowRing[T any](s *Stream[T], length int, codec Codec[T]) *windowRing[T] {
+	w := &windowRing[T]{p: s.p, length: length, hashParts: s.hashParts, codec: codec}
+	w.lossy = func() error { return jsonLossyValues(codec) }
+	return w
+}
+
+// enter adds a batch to the ring, encoding its partitions for the Store.
+func (w *windowRing[T]) enter(bc *batchCtx, in *Batch[T]) error {
+	w.seen++
+	sl := windowSlot[T]{seq: w.seen, batch: copyBatch(in)}
+	if w.durable {
+		sl.enc = make([][]byte, len(in.Partitions))
+		err := bc.parallel(len(in.Partitions), func(i int) error {
+			p := &in.Partitions[i]
+			b, err := encodeValues(w.codec, p.Values)
+			if err != nil {
+				return &PartitionError{Partition: p.ID, Err: fmt.Errorf("encode the window's values: %w", err)}
+			}
+			sl.enc[i] = b
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, p := range in.Partitions {
+			if _, ok := w.shift[p.ID]; !ok {
+				w.shift[p.ID] = 0
+			}
+		}
+	}
+	w.slots = append(w.slots, sl)
+	return nil
+}
+
+// trim removes the oldest batch once the ring holds length, which no later
+// window holds, telling leave of it first (nil: no one).
+func (w *windowRing[T]) trim(leave func(b *Batch[T]) error) error {
+	if len(w.slots) < w.length {
+		return nil
+	}
+	old := &w.slots[0]
+	if leave != nil {
+		if err := leave(&old.batch); err != nil {
+			return err
+		}
+	}
+	if w.durable {
+		for i, p := range old.batch.Partitions {
+			if old.enc[i] == nil { // written: deleted by the next checkpoint
+				w.gone = append(w.gone, Entry{Op: w.name(), Partition: p.ID, Key: windowBatch(old.seq + w.shift[p.ID]), Deleted: true})
+			}
+		}
+	}
+	w.slots[0] = windowSlot[T]{}
+	w.slots = slices.Delete(w.slots, 0, 1)
+	return nil
+}
+
+// slot returns the slot of seq, which is at most seen, adding empty ones
+// before the oldest as needed.
+func (w *windowRing[T]) slot(seq int64) *windowSlot[T] {
+	first := w.seen + 1 - int64(len(w.slots))
+	if seq < first {
+		pre := make([]windowSlot[T], first-seq)
+		for i := range pre {
+			pre[i].seq = seq + int64(i)
+		}
+		w.slots = append(pre, w.slots...)
+		first = seq
+	}
+	return &w.slots[seq-first]
+}
+
+func (w *windowRing[T]) name() string { return w.nameOf() }
+
+// dropPartitions drops the batches' partitions of ids: an Assigner source
+// lost them, and their new owner restores them from the Store.
+func (w *windowRing[T]) dropPartitions(ids []int32) error {
+	for i := range w.slots {
+		sl := &w.slots[i]
+		n := 0
+		for j, p := range sl.batch.Partitions {
+			if slices.Contains(ids, p.ID) {
+				continue
+			}
+			sl.batch.Partitions[n] = p
+			if sl.enc != nil {
+				sl.enc[n] = sl.enc[j]
+			}
+			n++
+		}
+		clear(sl.batch.Partitions[n:])
+		sl.batch.Partitions = sl.batch.Partitions[:n]
+		if sl.enc != nil {
+			clear(sl.enc[n:])
+			sl.enc = sl.enc[:n]
+		}
+	}
+	// What the Store holds of them is their new owner's now.
+	w.gone = slices.DeleteFunc(w.gone, func(e Entry) bool { return slices.Contains(ids, e.Partition) })
+	for _, id := range ids {
+		delete(w.shift, id)
+		delete(w.restoring, id)
+	}
+	if w.onDrop != nil {
+		w.onDrop(ids)
+	}
+	return nil
+}
+
+// setDurable makes the ring keep its batches in the Store, once it is
+// sure that the default JSON codec, if it is used, gives back the values.
+func (w *windowRing[T]) setDurable() error {
+	if w.memory {
+		return nil
+	}
+	if err := w.lossy(); err != nil {
+		return fmt.Errorf("stream: %s: %w", w.name(), err)
+	}
+	w.durable = true
+	w.shift = map[int32]int64{}
+	return nil
+}
+
+// size is not reported: BatchStats.State is UpdateStateByKey's.
+func (w *windowRing[T]) size() StateStats {
+	st := StateStats{Name: w.name()}
+	for _, sl := range w.slots {
+		n := sl.batch.Len()
+		st.Keys += n
+		st.Bytes += int64(n) * int64(unsafe.Sizeof(*new(T)))
+	}
+	return st
+}
+
+// hashed is false: a window of partitions that are not the source's is
+// refused under an Assigner source by its own check (movedWindows).
+func (w *windowRing[T]) hashed() bool { return false }
+
+// changes appends the deletes of the batches that left since the last
+// checkpoint, the batches that entered, and the position of every
+// partition.
+func (w *windowRing[T]) changes(dst []Entry, _ int64) ([]Entry, error) {
+	if !w.durable {
+		return dst, nil
+	}
+	name := w.name()
+	dst = append(dst, w.gone...)
+	clear(w.gone)
+	w.gone = w.gone[:0]
+	for i := range w.slots {
+		sl := &w.slots[i]
+		for j, p := range sl.batch.Partitions {
+			if j < len(sl.enc) && sl.enc[j] != nil {
+				dst = append(dst, Entry{Op: name, Partition: p.ID, Key: windowBatch(sl.seq + w.shift[p.ID]), Value: sl.enc[j]})
+				sl.enc[j] = nil
+			}
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(w.shift)) {
+		v := binary.AppendVarint(nil, w.seen+w.shift[id])
+		v = binary.AppendUvarint(v, uint64(w.p.cfg.parallelism))
+		dst = append(dst, Entry{Op: name, Partition: id, Key: []byte{windowPosKey}, Value: v})
+	}
+	return dst, nil
+}
+
+// restore takes one entry of a restore, put in the ring once the Store has
+// given them all (restored): a changelog gives a batch's write and,
+// later, its delete.
+func (w *windowRing[T]) restore(e Entry, _ int, _ int64) error {
+	if w.restoring == nil {
+		w.restoring = map[int32]*windowRestore[T]{}
+	}
+	r := w.restoring[e.Partition]
+	if r == nil {
+		r = &windowRestore[T]{batches: map[int64][]T{}}
+		w.restoring[e.Partition] = r
+	}
+	bad := func(what string) error {
+		return fmt.Errorf("window %s partition %d: bad %s in the store", e.Op, e.Partition, what)
+	}
+	switch {
+	case len(e.Key) == 1 && e.Key[0] == windowPosKey:
+		if e.Deleted {
+			r.hasPos = false
+			return nil
+		}
+		pos, n := binary.Varint(e.Value)
+		if n <= 0 {
+			return bad("position")
+		}
+		par, m := binary.Uvarint(e.Value[n:])
+		if m <= 0 || n+m != len(e.Value) || par > 1<<31 {
+			return bad("position")
+		}
+		r.pos, r.parallelism, r.hasPos = pos, int(par), true
+	case len(e.Key) > 1 && e.Key[0] == windowBatchKey:
+		k, n := binary.Varint(e.Key[1:])
+		if n <= 0 || n != len(e.Key)-1 {
+			return bad("batch key")
+		}
+		if e.Deleted {
+			delete(r.batches, k)
+			return nil
+		}
+		vals, err := decodeValues(w.codec, e.Value)
+		if err != nil {
+			return fmt.Errorf("decode the values of window %s partition %d: %w", e.Op, e.Partition, err)
+		}
+		r.batches[k] = vals
+	default:
+		return bad("key")
+	}
+	return nil
+}
+
+// restored puts the batches restored in the ring, each partition's where
+// it was as of the checkpoint: its last batch the last to have entered
+// the ring. A ring that no batch has entered yet (a restart) takes the
+// position of the checkpoint, so that the slide goes on in step.
+func (w *windowRing[T]) restored() error {
+	if len(w.restoring) == 0 {
+		return nil
+	}
+	defer func() { w.restoring = nil }()
+	ids := slices.Sorted(maps.Keys(w.restoring))
+	if w.seen == 0 && len(w.slots) == 0 {
+		for _, id := range ids {
+			if r := w.restoring[id]; r.hasPos {
+				w.seen = max(w.seen, r.pos)
+			}
+		}
+	}
+	name := w.name()
+	for _, id := range ids {
+		r := w.restoring[id]
+		if !r.hasPos {
+			if len(r.batches) > 0 {
+				return fmt.Errorf("window %s partition %d: %d batches in the store but no position: the store is corrupt", name, id, len(r.batches))
+			}
+			continue
+		}
+		shift := r.pos - w.seen
+		w.shift[id] = shift
+		for _, k := range slices.Sorted(maps.Keys(r.batches)) {
+			seq := k - shift
+			if seq <= w.seen-int64(w.length)+1 || seq > w.seen {
+				// Out of the window (its length shrank since).
+				w.gone = append(w.gone, Entry{Op: name, Partition: id, Key: windowBatch(k), Deleted: true})
+				continue
+			}
+			if w.hashParts < 0 && r.parallelism != w.p.cfg.parallelism {
+				return fmt.Errorf("window %s holds values placed by a hash of their keys over %d partitions (the parallelism), which cannot be restored under a parallelism of %d: run with Parallelism(%d) until the window has passed, or discard the checkpoint", name, r.parallelism, w.p.cfg.parallelism, r.parallelism)
+			}
+			sl := w.slot(seq)
+			sl.batch.Partitions = append(sl.batch.Partitions, Partition[T]{ID: id, Values: r.batches[k]})
+			sl.enc = append(sl.enc, nil)
+			if w.onRestore != nil {
+				if err := w.onRestore(&sl.batch.Partitions[len(sl.batch.Partitions)-1]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// encodeValues encodes vals as their count, the length of each encoding,
+// then the encodings.
+func encodeValues[T any](c Codec[T], vals []T) ([]byte, error) {
+	var (
+		data []byte
+		ends = make([]int, len(vals))
+	)
+	for i, v := range vals {
+		var err error
+		if data, err = appendEncoded(data, c, v); err != nil {
+			return nil, err
+		}
+		ends[i] = len(data)
+	}
+	out := make([]byte, 0, binary.MaxVarintLen64*(len(vals)+1)+len(data))
+	out = binary.AppendUvarint(out, uint64(len(vals)))
+	prev := 0
+	for _, e := range ends {
+		out = binary.AppendUvarint(out, uint64(e-prev))
+		prev = e
+	}
+	return append(out, data...), nil
+}
+
+// appendEncoded appends the encoding of v by c to dst. The codec appends
+// to the free end of dst; bytes it returns elsewhere (grown, or a slice
+// of its own) are copied in.
+func appendEncoded[T any](dst []byte, c Codec[T], v T) ([]byte, error) {
+	start := len(dst)
+	if cap(dst) == start {
+		dst = slices.Grow(dst, max(64, start))
+	}
+	b, err := c.Append(dst[start:], v)
+	if err != nil {
+		return dst, err
+	}
+	if len(b) > 0 && &dst[:start+1][start] != &b[0] {
+		return append(dst, b...), nil
+	}
+	return dst[:start+len(b)], nil
+}
+
+// decodeValues decodes what encodeValues encoded.
+func decodeValues[T any](c Codec[T], b []byte) ([]T, error) {
+	errBad := errors.New("bad encoding of a batch's values")
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)) {
+		return nil, errBad
+	}
+	b = b[k:]
+	lens := make([]int, n)
+	total := 0
+	for i := range lens {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || l > uint64(len(b)) {
+			return nil, errBad
+		}
+		lens[i], total = int(l), total+int(l)
+		b = b[k:]
+	}
+	if total != len(b) {
+		return nil, errBad
+	}
+	vals := make([]T, n)
+	for i, l := range lens {
+		v, err := c.Decode(b[:l:l])
+		if err != nil {
+			return nil, err
+		}
+		vals[i], b = v, b[l:]
+	}
+	return vals, nil
+}
+
+// jsonLossyValues is the check of a window's values by the default JSON
+// codec, worded for Window.
+func jsonLossyValues[T any](c Codec[T]) error {
+	if err := jsonKeeps(c, false); err != nil {
+		return fmt.Errorf("values of %v cannot be stored as JSON (%v): give them a codec (WindowCodec)", reflect.TypeFor[T](), err)
+	}
+	return nil
+}

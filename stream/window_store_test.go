@@ -1,0 +1,281 @@
+package stream_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/stream"
+	"github.com/sluicehq/sluice/stream/checkpoint"
+)
+
+type intPair = stream.Pair[int, int]
+
+var errWindowCrash = errors.New("crash")
+
+// windowKinds are the windowed graphs the restart tests run, each with
+// how a window of it is written down for comparison.
+var windowKinds = map[string]func(in *stream.Stream[intPair], length, slide int) (*stream.Stream[intPair], func(*stream.Batch[intPair]) string){
+	"window": func(in *stream.Stream[intPair], length, slide int) (*stream.Stream[intPair], func(*stream.Batch[intPair]) string) {
+		return stream.Window(in, length, slide), windowByPartition
+	},
+}
+
+// windowByPartition writes down a window of pairs as the sorted values of
+// each partition.
+func windowByPartition(b *stream.Batch[intPair]) string {
+	var sb strings.Builder
+	for _, part := range b.Partitions {
+		var vs []int
+		for _, kv := range part.Values {
+			vs = append(vs, kv.Value)
+		}
+		slices.Sort(vs)
+		fmt.Fprintf(&sb, "%d:%v ", part.ID, vs)
+	}
+	return sb.String()
+}
+
+// windowChunks makes n chunks of records, one a batch, some empty but the
+// last (a run ends at an empty one), over 3 partitions (the key's
+// remainder), with values all different.
+func windowChunks(n int, seed uint64) [][]stream.Record[intPair] {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	offs := map[int32]int64{}
+	var chunks [][]stream.Record[intPair]
+	v := 0
+	for i := range n {
+		var ch []stream.Record[intPair]
+		if rng.IntN(4) != 0 || i == n-1 {
+			for range 1 + rng.IntN(6) {
+				k := rng.IntN(9)
+				p := int32(k % 3)
+				v++
+				ch = append(ch, rec(stream.KV(k, v), p, offs[p]))
+				offs[p]++
+			}
+		}
+		chunks = append(chunks, ch)
+	}
+	return chunks
+}
+
+// runWindowed runs a windowed graph over chunks[from:], one chunk a batch,
+// with store (nil: none) checkpointed every batches, and crashes (an
+// output fails) at its batch crash (0: never). It returns the windows
+// emitted, by the position of their batch in the whole input.
+func runWindowed(t *testing.T, kind string, store stream.Store, chunks [][]stream.Record[intPair], from, crash, length, slide, every int) (map[int]string, error) {
+	t.Helper()
+	src := &scripted[intPair]{chunks: slices.Clone(chunks[from:])}
+	opts := []stream.Option{stream.Interval(2 * time.Millisecond)}
+	if store != nil {
+		opts = append(opts, stream.WithStore(store), stream.CheckpointEvery(every))
+	}
+	p := stream.NewPipeline(opts...)
+	in := stream.From(p, src)
+	stream.ForEachBatch(in, func(_ context.Context, b *stream.Batch[intPair]) error {
+		if b.Info.ID == int64(crash) {
+			return errWindowCrash
+		}
+		return nil
+	})
+	out, show := windowKinds[kind](in, length, slide)
+	got := map[int]string{}
+	stream.ForEachBatch(out.Named("w"), func(_ context.Context, b *stream.Batch[intPair]) error {
+		got[from+int(b.Info.ID)] = show(b)
+		return nil
+	})
+	return got, p.Run(context.Background())
+}
+
+// A windowed pipeline that crashes and restarts from its checkpoint, once
+// or twice, emits the windows an uninterrupted run does, at the same
+// batches: the windows are restored with the offsets of the same
+// checkpoint, also when it is taken every 3 batches, and the slide goes on
+// in step.
+func TestWindowRestartsMatchAnUninterruptedRun(t *testing.T) {
+	const batches = 14
+	for kind := range windowKinds {
+		for _, length := range []int{1, 2, 4} {
+			for _, slide := range []int{1, 3} {
+				for _, every := range []int{1, 3} {
+					for _, crashes := range [][]int{{4, 3}, {6, 5}} {
+						t.Run(fmt.Sprintf("%s/len%d/slide%d/every%d/crash%v", kind, length, slide, every, crashes), func(t *testing.T) {
+							chunks := windowChunks(batches, uint64(length*10+slide))
+							want, err := runWindowed(t, kind, nil, chunks, 0, 0, length, slide, every)
+							require.NoError(t, err)
+							require.Len(t, want, batches/slide)
+
+							dir := t.TempDir()
+							check := func(got map[int]string) {
+								for at, w := range got {
+									assert.Contains(t, want, at, "a window emitted at batch %d, off the slide", at)
+									assert.Equal(t, want[at], w, "window at batch %d", at)
+								}
+							}
+							from := 0
+							for _, crash := range crashes {
+								store, err := checkpoint.Open(dir)
+								require.NoError(t, err)
+								got, err := runWindowed(t, kind, store, chunks, from, crash, length, slide, every)
+								require.NoError(t, store.Close())
+								require.ErrorIs(t, err, errWindowCrash)
+								check(got)
+								from += (crash - 1) / every * every // the last checkpoint
+							}
+							store, err := checkpoint.Open(dir)
+							require.NoError(t, err)
+							defer store.Close()
+							got, err := runWindowed(t, kind, store, chunks, from, 0, length, slide, every)
+							require.NoError(t, err)
+							check(got)
+							for at := range want {
+								if at > from {
+									assert.Contains(t, got, at, "the window at batch %d, after the last restart, is emitted", at)
+								}
+							}
+						})
+					}
+				}
+			}
+		}
+	}
+}
+
+// The new owner of a partition, gained in a rebalance many batches into
+// its run, restores the partition's window as its old owner checkpointed
+// it: the batches before the gain that are still in the window hold the
+// partition's values of the old owner's last batches.
+func TestWindowOfAGainedPartitionIsRestored(t *testing.T) {
+	// The windows of the second owner: partition 0's values, then 1's.
+	want := [][2][]int{
+		{{1}, nil},
+		{{1, 2}, nil},
+		{{1, 2, 3}, nil},
+		{{2, 3, 4}, {102, 103, 104}}, // 102 and 103 restored
+		{{3, 4, 5}, {103, 104, 105}},
+		{{4, 5, 6}, {104, 105}},
+	}
+	for kind, graph := range windowKinds {
+		t.Run(kind, func(t *testing.T) {
+			store := newMemStore()
+			// The first owner of partition 1 sees 101, 102 and 103, and
+			// stops.
+			first := &assigning{
+				scripted: scripted[intPair]{chunks: [][]stream.Record[intPair]{
+					{pair1v(1, 101, 1, 0)}, {pair1v(1, 102, 1, 1)}, {pair1v(1, 103, 1, 2)},
+				}},
+				plan: [][]int32{{1}},
+			}
+			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+			out, _ := graph(stream.From(p, first), 3, 1)
+			collect(out.Named("w"))
+			run(t, p)
+
+			// The second owns partition 0, and gains 1 before its fourth
+			// batch.
+			second := &assigning{
+				scripted: scripted[intPair]{chunks: [][]stream.Record[intPair]{
+					{pair1v(0, 1, 0, 0)}, {pair1v(0, 2, 0, 1)}, {pair1v(0, 3, 0, 2)},
+					{pair1v(0, 4, 0, 3), pair1v(1, 104, 1, 3)},
+					{pair1v(0, 5, 0, 4), pair1v(1, 105, 1, 4)},
+					{pair1v(0, 6, 0, 5)},
+				}},
+				plan: [][]int32{{0}, {0}, {0}, {0, 1}},
+			}
+			p = stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+			out, show := graph(stream.From(p, second), 3, 1)
+			c := collect(out.Named("w"))
+			run(t, p)
+			got := c.all()
+			require.Len(t, got, len(want))
+			for i, w := range want {
+				b := &stream.Batch[intPair]{}
+				for id, vs := range w {
+					if id == 1 && i < 3 {
+						continue // not assigned yet
+					}
+					part := stream.Partition[intPair]{ID: int32(id)}
+					sum := 0
+					for _, v := range vs {
+						part.Values = append(part.Values, stream.KV(id, v))
+						sum += v
+					}
+					if kind != "window" { // one sum of the key id
+						part.Values = []intPair{stream.KV(id, sum)}
+					}
+					b.Partitions = append(b.Partitions, part)
+				}
+				assert.Equal(t, show(b), show(got[i]), "batch %d", i+1)
+			}
+		})
+	}
+}
+
+// pair1v is a record of the pair (k, v), from partition p at off.
+func pair1v(k, v int, p int32, off int64) stream.Record[intPair] {
+	return rec(stream.KV(k, v), p, off)
+}
+
+// hidden is a value encoding/json cannot give back: its field is
+// unexported.
+type hidden struct{ n int }
+
+type hiddenCodec struct{}
+
+func (hiddenCodec) Append(dst []byte, v hidden) ([]byte, error) {
+	return binary.AppendVarint(dst, int64(v.n)), nil
+}
+
+func (hiddenCodec) Decode(b []byte) (hidden, error) {
+	n, k := binary.Varint(b)
+	if k != len(b) {
+		return hidden{}, errors.New("bad varint")
+	}
+	return hidden{int(n)}, nil
+}
+
+// A window with a Store keeps its values with their codec: JSON by
+// default, which Run refuses at start for values it would not give back,
+// and the one given by WindowCodec otherwise.
+func TestWindowValuesNeedACodecJSONKeeps(t *testing.T) {
+	chunk := func(n int, off int64) []stream.Record[hidden] {
+		return []stream.Record[hidden]{rec(hidden{n}, 0, off)}
+	}
+	store := newMemStore()
+	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+	collect(stream.Window(stream.From(p, &scripted[hidden]{chunks: [][]stream.Record[hidden]{chunk(1, 0)}}), 3, 1).Named("w"))
+	err := p.Run(context.Background())
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "give them a codec (WindowCodec)")
+
+	for _, chunks := range [][][]stream.Record[hidden]{{chunk(1, 0), chunk(2, 1)}, {chunk(3, 2)}} {
+		p = stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+		c := collect(stream.Window(stream.From(p, &scripted[hidden]{chunks: chunks}), 3, 1, stream.WindowCodec[hidden](hiddenCodec{})).Named("w"))
+		run(t, p)
+		if len(chunks) == 1 {
+			got := c.all()
+			require.Len(t, got, 1)
+			assert.Equal(t, []hidden{{1}, {2}, {3}}, slices.Collect(got[0].All()), "the first run's values restored by the codec")
+		}
+	}
+}
+
+// A window keys its entries in the Store by its name, which no other
+// stateful operator may share.
+func TestDurableWindowNeedsANameOfItsOwn(t *testing.T) {
+	p := stream.NewPipeline(stream.WithStore(newMemStore()))
+	in := stream.Keyed(stream.From(p, &scripted[intPair]{}))
+	collect(stream.UpdateStateByKey(in, sum).Named("n"))
+	collect(stream.Window(in, 2, 1).Named("n"))
+	assert.ErrorContains(t, p.Run(context.Background()), `two stateful operators are named "n"`)
+}
