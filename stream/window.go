@@ -1,6 +1,8 @@
 package stream
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -57,9 +59,12 @@ func Window[T any](s *Stream[T], length, slide int, opts ...WindowOption) *Strea
 	if cfg.codec != nil {
 		c, ok := cfg.codec.(Codec[T])
 		if !ok {
-			s.p.err = fmt.Errorf("stream: Window: a codec of %T does not fit values %T", cfg.codec, *new(T))
+			s.p.err = fmt.Errorf("stream: Window: a codec of %T does not fit values %T (ReduceByKeyAndWindow takes WindowCodecs)", cfg.codec, *new(T))
 		}
 		codec = c
+	}
+	if cfg.keyCodec != nil {
+		s.p.err = errors.New("stream: Window: WindowCodecs is for the keys and values of ReduceByKeyAndWindow: give Window a WindowCodec")
 	}
 	out, w := window(s, length, slide, codec)
 	w.nameOf = func() string { return out.name }
@@ -152,11 +157,13 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 // source, whose window is kept by source partition: in no particular order
 // either).
 //
-// As with Window, the values of a partition that an Assigner source loses
-// leave the window. Unlike Window's, the window is held in memory only,
-// even with a Store: a restart, and the new owner of a partition, start
-// it empty, and for the next length-1 batches the results miss what was
-// committed before. The keys of a stream that is not Keyed are moved by a
+// As with Window, the window is kept in the pipeline's Store and restored
+// after a restart and in a rebalance, and the values of a partition that
+// an Assigner source loses leave it. What it keeps are the per-batch
+// results, their keys and values encoded by the codecs of WindowCodecs
+// (by default those of CodecFor, as for UpdateStateByKey, and Run fails
+// at start when JSON would not give them back); with inverse, the
+// running results are made anew from them as they are restored. The keys of a stream that is not Keyed are moved by a
 // hash of them, as by ReduceByKey: under an Assigner source, the window
 // then holds the results of each source partition, before the move, and
 // the keys are combined across partitions as the window slides, which
@@ -175,28 +182,45 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 //
 //	in  -- (a,1) -- (a,2) -- (b,1) -->
 //	out -- (a,1) -- (a,3) -- (a,2) (b,1) -->   length 2, slide 1, sum
-func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse func(V, V) V, length, slide int) *Stream[Pair[K, V]] {
+func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse func(V, V) V, length, slide int, opts ...WindowOption) *Stream[Pair[K, V]] {
+	var cfg windowConfig
+	for _, o := range opts {
+		o.applyWindow(&cfg)
+	}
+	kc, vc := CodecFor[K](), CodecFor[V]()
+	if cfg.keyCodec != nil || cfg.valueCodec != nil {
+		k, ok1 := cfg.keyCodec.(Codec[K])
+		v, ok2 := cfg.valueCodec.(Codec[V])
+		if !ok1 || !ok2 {
+			s.p.err = fmt.Errorf("stream: ReduceByKeyAndWindow: codecs of %T and %T do not fit keys %T and values %T", cfg.keyCodec, cfg.valueCodec, *new(K), *new(V))
+		}
+		kc, vc = k, v
+	}
+	if cfg.codec != nil {
+		s.p.err = errors.New("stream: ReduceByKeyAndWindow: WindowCodec is for the values of Window: give ReduceByKeyAndWindow WindowCodecs")
+	}
 	if !s.keyed && s.moved == inSourceParts && s.p.assigned() {
 		// A window of the keys moved would hold no source partition, and
 		// could not drop a lost one's values.
-		w, ring := reduceByKeyAndWindow(reduceInPartitions(s, f), f, inverse, length, slide)
+		w, ring := reduceByKeyAndWindow(reduceInPartitions(s, f), f, inverse, length, slide, kc, vc)
 		out := reduceInPartitions(PartitionByKey(w, 0), f)
 		ring.nameOf = func() string { return out.name }
 		return out
 	}
-	out, _ := reduceByKeyAndWindow(ReduceByKey(s, f), f, inverse, length, slide)
+	out, _ := reduceByKeyAndWindow(ReduceByKey(s, f), f, inverse, length, slide, kc, vc)
 	return out
 }
 
 // reduceByKeyAndWindow is ReduceByKeyAndWindow of the per-batch results
 // perBatch, a key once in each of its partitions, combined within each
-// partition. It registers the ring of per-batch results it keeps in
-// memory, named after its output unless the caller names it otherwise.
-func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, inverse func(V, V) V, length, slide int) (*Stream[Pair[K, V]], *windowRing[Pair[K, V]]) {
+// partition. It registers the ring of per-batch results it keeps, named
+// after its output unless the caller names it otherwise.
+func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, inverse func(V, V) V, length, slide int, kc Codec[K], vc Codec[V]) (*Stream[Pair[K, V]], *windowRing[Pair[K, V]]) {
+	codec := pairCodec[K, V]{k: kc, v: vc}
 	moved := perBatch.moved != inSourceParts
 	if inverse == nil {
-		w, ring := window(perBatch, length, slide, nil)
-		ring.memory = true
+		w, ring := window(perBatch, length, slide, Codec[Pair[K, V]](codec))
+		ring.lossy = codec.lossy
 		out := reduceInPartitions(w, f)
 		ring.nameOf = func() string { return out.name }
 		perBatch.p.addWindow("ReduceByKeyAndWindow", moved, ring)
@@ -210,14 +234,14 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 		n int32 // batches in the window with a value for the key
 	}
 	var (
-		ring    = newWindowRing[Pair[K, V]](perBatch, length, nil)
+		ring    = newWindowRing(perBatch, length, Codec[Pair[K, V]](codec))
 		running = map[int32]map[K]counted{}
 		bufs    buffers[Pair[K, V]]
 		// irreflexive: a key may be unequal to itself (a NaN), which the
 		// running results could never find to remove
 		irreflexive = typeMayBeIrreflexive(reflect.TypeFor[K]())
 	)
-	ring.memory = true
+	ring.lossy = codec.lossy
 	// update adds kv to the running results of a partition (sign 1), or
 	// removes it (-1).
 	update := func(m map[K]counted, kv Pair[K, V], sign int32) {
@@ -335,4 +359,52 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 	out.unique = true
 	out.hashParts = perBatch.hashParts
 	return out, ring
+}
+
+// pairCodec encodes a pair as the length of its key's encoding, the key,
+// then the value.
+type pairCodec[K comparable, V any] struct {
+	k Codec[K]
+	v Codec[V]
+}
+
+func (c pairCodec[K, V]) Append(dst []byte, kv Pair[K, V]) ([]byte, error) {
+	start := len(dst)
+	dst, err := appendEncoded(dst, c.k, kv.Key)
+	if err != nil {
+		return dst, err
+	}
+	// The key's length goes before it: the key moves up to make room.
+	var lb [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(lb[:], uint64(len(dst)-start))
+	dst = append(dst, lb[:n]...)
+	copy(dst[start+n:], dst[start:len(dst)-n])
+	copy(dst[start:], lb[:n])
+	return appendEncoded(dst, c.v, kv.Value)
+}
+
+func (c pairCodec[K, V]) Decode(b []byte) (Pair[K, V], error) {
+	var kv Pair[K, V]
+	l, n := binary.Uvarint(b)
+	if n <= 0 || l > uint64(len(b)-n) {
+		return kv, errors.New("stream: codec: bad pair")
+	}
+	k, err := c.k.Decode(b[n : n+int(l) : n+int(l)])
+	if err != nil {
+		return kv, err
+	}
+	v, err := c.v.Decode(b[n+int(l):])
+	return Pair[K, V]{Key: k, Value: v}, err
+}
+
+// lossy says why the default JSON codecs, if used, would not give back
+// the keys or values.
+func (c pairCodec[K, V]) lossy() error {
+	if err := jsonKeeps(c.k, true); err != nil {
+		return fmt.Errorf("keys of %v cannot be stored as JSON (%v): give them a codec (WindowCodecs)", reflect.TypeFor[K](), err)
+	}
+	if err := jsonKeeps(c.v, false); err != nil {
+		return fmt.Errorf("values of %v cannot be stored as JSON (%v): give them a codec (WindowCodecs)", reflect.TypeFor[V](), err)
+	}
+	return nil
 }

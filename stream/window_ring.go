@@ -10,11 +10,13 @@ import (
 	"unsafe"
 )
 
-// WindowOption configures Window.
+// WindowOption configures Window and ReduceByKeyAndWindow.
 type WindowOption interface{ applyWindow(*windowConfig) }
 
 type windowConfig struct {
-	codec any // Codec[T] of Window, set by WindowCodec
+	codec      any // Codec[T] of Window, set by WindowCodec
+	keyCodec   any // Codec[K] of ReduceByKeyAndWindow, set by WindowCodecs
+	valueCodec any // Codec[V]
 }
 
 type windowOptionFunc func(*windowConfig)
@@ -30,6 +32,13 @@ func (f windowOptionFunc) applyWindow(c *windowConfig) { f(c) }
 // codec.
 func WindowCodec[T any](c Codec[T]) WindowOption {
 	return windowOptionFunc(func(w *windowConfig) { w.codec = c })
+}
+
+// WindowCodecs sets how ReduceByKeyAndWindow encodes the keys and values
+// of the per-batch results it keeps in the pipeline's Store. The defaults,
+// and what Run refuses, are those of Codecs for UpdateStateByKey.
+func WindowCodecs[K, V any](key Codec[K], value Codec[V]) WindowOption {
+	return windowOptionFunc(func(w *windowConfig) { w.keyCodec, w.valueCodec = key, value })
 }
 
 // windowRing holds the batches a window needs for its next slides: the
@@ -49,7 +58,8 @@ type windowRing[T any] struct {
 	// lossy returns why the default JSON codec would not give back the
 	// values, or nil.
 	lossy func() error
-	// memory keeps the ring out of the Store (ReduceByKeyAndWindow).
+	// memory keeps the ring out of the Store (ReduceByKeyAndWindow with
+	// an inverse).
 	memory  bool
 	durable bool
 

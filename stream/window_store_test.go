@@ -28,7 +28,19 @@ var windowKinds = map[string]func(in *stream.Stream[intPair], length, slide int)
 	"window": func(in *stream.Stream[intPair], length, slide int) (*stream.Stream[intPair], func(*stream.Batch[intPair]) string) {
 		return stream.Window(in, length, slide), windowByPartition
 	},
+	"recompute": func(in *stream.Stream[intPair], length, slide int) (*stream.Stream[intPair], func(*stream.Batch[intPair]) string) {
+		return stream.ReduceByKeyAndWindow(in, plus, nil, length, slide), windowSums
+	},
+	"inverse": func(in *stream.Stream[intPair], length, slide int) (*stream.Stream[intPair], func(*stream.Batch[intPair]) string) {
+		return stream.ReduceByKeyAndWindow(in, plus, windowInverses["inverse"], length, slide), windowSums
+	},
+	"inverse, keyed": func(in *stream.Stream[intPair], length, slide int) (*stream.Stream[intPair], func(*stream.Batch[intPair]) string) {
+		return stream.ReduceByKeyAndWindow(stream.Keyed(in), plus, windowInverses["inverse"], length, slide), windowSums
+	},
 }
+
+// windowSums writes down a window of sums by key.
+func windowSums(b *stream.Batch[intPair]) string { return fmt.Sprint(stateMap(b)) }
 
 // windowByPartition writes down a window of pairs as the sorted values of
 // each partition.
@@ -278,4 +290,44 @@ func TestDurableWindowNeedsANameOfItsOwn(t *testing.T) {
 	collect(stream.UpdateStateByKey(in, sum).Named("n"))
 	collect(stream.Window(in, 2, 1).Named("n"))
 	assert.ErrorContains(t, p.Run(context.Background()), `two stateful operators are named "n"`)
+}
+
+// ReduceByKeyAndWindow keeps its per-batch results with the codecs of
+// their keys and values: by default those of CodecFor, refused at start
+// when JSON would not give them back, and those of WindowCodecs
+// otherwise.
+func TestReduceByKeyAndWindowNeedsCodecsJSONKeeps(t *testing.T) {
+	type kv = stream.Pair[hidden, int]
+	chunk := func(n int, off int64) []stream.Record[kv] {
+		return []stream.Record[kv]{rec(stream.KV(hidden{n % 2}, n), 0, off)}
+	}
+	for name, inv := range windowInverses {
+		t.Run(name, func(t *testing.T) {
+			store := newMemStore()
+			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+			in := stream.From(p, &scripted[kv]{chunks: [][]stream.Record[kv]{chunk(1, 0)}})
+			collect(stream.ReduceByKeyAndWindow(in, plus, inv, 3, 1).Named("w"))
+			err := p.Run(context.Background())
+			require.Error(t, err)
+			assert.ErrorContains(t, err, "keys of stream_test.hidden cannot be stored as JSON")
+			assert.ErrorContains(t, err, "give them a codec (WindowCodecs)")
+
+			codecs := stream.WindowCodecs[hidden, int](hiddenCodec{}, stream.CodecFor[int]())
+			for _, chunks := range [][][]stream.Record[kv]{{chunk(1, 0), chunk(2, 1)}, {chunk(3, 2)}} {
+				p = stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+				in := stream.Keyed(stream.From(p, &scripted[kv]{chunks: chunks}))
+				c := collect(stream.ReduceByKeyAndWindow(in, plus, inv, 3, 1, codecs).Named("w"))
+				run(t, p)
+				if len(chunks) == 1 {
+					got := c.all()
+					require.Len(t, got, 1)
+					m := map[hidden]int{}
+					for kv := range got[0].All() {
+						m[kv.Key] = kv.Value
+					}
+					assert.Equal(t, map[hidden]int{{1}: 1 + 3, {0}: 2}, m, "the first run's results restored by the codecs")
+				}
+			}
+		})
+	}
 }
