@@ -29,7 +29,11 @@ import (
 // the window as of the checkpoint whose offsets it goes on from (with
 // CheckpointEvery, CommitInterval and WithTransaction too), and the slide
 // goes on in step: the windows are those of a run that did not stop.
-// Restored values have no Origins.
+// Restored values have no Origins. A window of pairs placed by a hash of
+// their keys over the Parallelism (PartitionByKey(s, 0), ReduceByKey)
+// restored under another parallelism puts them where their keys now
+// hash; one of values that no longer hold the keys they were placed by
+// (a Map of such pairs) cannot, and Run fails as it restores it.
 //
 // With an Assigner source (Kafka), a partition the source loses leaves the
 // window with it, as the state of UpdateStateByKey does, and its new

@@ -1,12 +1,15 @@
 package stream
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 	"unsafe"
 )
 
@@ -54,7 +57,11 @@ type windowRing[T any] struct {
 	nameOf    func() string // of the operator's output, which keys its entries
 	length    int
 	hashParts int // of the windowed stream (see Stream.hashParts)
-	codec     Codec[T]
+	placed    int // of the windowed stream (see Stream.placed)
+	// bucket returns the partition of n that PartitionByKey gives v, for
+	// values that are Pairs; nil for others.
+	bucket func(v T, n int) int
+	codec  Codec[T]
 	// lossy returns why the default JSON codec would not give back the
 	// values, or nil.
 	lossy func() error
@@ -74,6 +81,10 @@ type windowRing[T any] struct {
 	gone  []Entry // deletes of batches that left, for the next checkpoint
 	// restoring are the entries of a restore in progress, by partition.
 	restoring map[int32]*windowRestore[T]
+	// rewrites says the next checkpoint writes keys it also deletes (a
+	// restore moved the batches of every partition), and must write them
+	// only.
+	rewrites bool
 	// onRestore is told of each partition a restore puts in the ring,
 	// oldest first, or nil.
 	onRestore func(p *Partition[T]) error
@@ -107,9 +118,23 @@ const (
 func windowBatch(k int64) []byte { return binary.AppendVarint([]byte{windowBatchKey}, k) }
 
 func newWindowRing[T any](s *Stream[T], length int, codec Codec[T]) *windowRing[T] {
-	w := &windowRing[T]{p: s.p, length: length, hashParts: s.hashParts, codec: codec}
+	w := &windowRing[T]{p: s.p, length: length, hashParts: s.hashParts, placed: s.placed, codec: codec}
 	w.lossy = func() error { return jsonLossyValues(codec) }
+	if _, ok := any(*new(T)).(keyHasher); ok && isPair(reflect.TypeFor[T]()) {
+		w.bucket = func(v T, n int) int { return bucketOf(any(v).(keyHasher).keyHash(), n) }
+	}
 	return w
+}
+
+// keyHasher is a Pair, hashed by its key as by PartitionByKey.
+type keyHasher interface{ keyHash() uint64 }
+
+func (kv Pair[K, V]) keyHash() uint64 { return hasher[K]()(kv.Key) }
+
+// isPair reports whether t is a Pair, not a type that embeds one.
+func isPair(t reflect.Type) bool {
+	pair := reflect.TypeFor[Pair[int, int]]()
+	return t.PkgPath() == pair.PkgPath() && strings.HasPrefix(t.Name(), "Pair[")
 }
 
 // enter adds a batch to the ring, encoding its partitions for the Store.
@@ -253,9 +278,11 @@ func (w *windowRing[T]) changes(dst []Entry, _ int64) ([]Entry, error) {
 		return dst, nil
 	}
 	name := w.name()
+	start := len(dst)
 	dst = append(dst, w.gone...)
 	clear(w.gone)
 	w.gone = w.gone[:0]
+	deletes := len(dst) - start
 	for i := range w.slots {
 		sl := &w.slots[i]
 		for j, p := range sl.batch.Partitions {
@@ -270,7 +297,21 @@ func (w *windowRing[T]) changes(dst []Entry, _ int64) ([]Entry, error) {
 		v = binary.AppendUvarint(v, uint64(w.p.cfg.parallelism))
 		dst = append(dst, Entry{Op: name, Partition: id, Key: []byte{windowPosKey}, Value: v})
 	}
+	if w.rewrites {
+		w.rewrites = false
+		written := map[string]bool{}
+		for _, e := range dst[start+deletes:] {
+			written[entryID(e)] = true
+		}
+		kept := slices.DeleteFunc(slices.Clone(dst[start:start+deletes]), func(e Entry) bool { return written[entryID(e)] })
+		dst = append(append(dst[:start], kept...), slices.Clone(dst[start+deletes:])...)
+	}
 	return dst, nil
+}
+
+// entryID is the partition and key of e.
+func entryID(e Entry) string {
+	return strconv.FormatInt(int64(e.Partition), 10) + "/" + string(e.Key)
 }
 
 // restore takes one entry of a restore, put in the ring once the Store has
@@ -340,6 +381,13 @@ func (w *windowRing[T]) restored() error {
 			}
 		}
 	}
+	if w.placed < 0 {
+		for _, r := range w.restoring {
+			if r.hasPos && r.parallelism != w.p.cfg.parallelism {
+				return w.replace(ids)
+			}
+		}
+	}
 	name := w.name()
 	for _, id := range ids {
 		r := w.restoring[id]
@@ -358,9 +406,6 @@ func (w *windowRing[T]) restored() error {
 				w.gone = append(w.gone, Entry{Op: name, Partition: id, Key: windowBatch(k), Deleted: true})
 				continue
 			}
-			if w.hashParts < 0 && r.parallelism != w.p.cfg.parallelism {
-				return fmt.Errorf("window %s holds values placed by a hash of their keys over %d partitions (the parallelism), which cannot be restored under a parallelism of %d: run with Parallelism(%d) until the window has passed, or discard the checkpoint", name, r.parallelism, w.p.cfg.parallelism, r.parallelism)
-			}
 			sl := w.slot(seq)
 			sl.batch.Partitions = append(sl.batch.Partitions, Partition[T]{ID: id, Values: r.batches[k]})
 			sl.enc = append(sl.enc, nil)
@@ -371,6 +416,65 @@ func (w *windowRing[T]) restored() error {
 			}
 		}
 	}
+	return nil
+}
+
+// replace puts the batches restored, placed by a hash over another
+// parallelism than the pipeline's, in the partitions the pipeline's gives
+// their keys: the next checkpoint writes them there, and deletes them where
+// they were, with the positions of the partitions they were in.
+func (w *windowRing[T]) replace(ids []int32) error {
+	name := w.name()
+	par := w.p.cfg.parallelism
+	type at struct {
+		seq int64
+		id  int32
+	}
+	moved := map[at][]T{}
+	for _, id := range ids {
+		r := w.restoring[id]
+		if !r.hasPos {
+			if len(r.batches) > 0 {
+				return fmt.Errorf("window %s partition %d: %d batches in the store but no position: the store is corrupt", name, id, len(r.batches))
+			}
+			continue
+		}
+		shift := r.pos - w.seen
+		w.gone = append(w.gone, Entry{Op: name, Partition: id, Key: []byte{windowPosKey}, Deleted: true})
+		for _, k := range slices.Sorted(maps.Keys(r.batches)) {
+			w.gone = append(w.gone, Entry{Op: name, Partition: id, Key: windowBatch(k), Deleted: true})
+			seq := k - shift
+			if seq <= w.seen-int64(w.length)+1 || seq > w.seen {
+				continue
+			}
+			if w.hashParts >= 0 || w.bucket == nil {
+				// The values are placed by keys they no longer hold.
+				return fmt.Errorf("window %s holds values placed by a hash over %d partitions (the parallelism), which cannot be placed again under a parallelism of %d: run with Parallelism(%d) until the window has passed, or window the values while they are pairs placed by their keys", name, r.parallelism, par, r.parallelism)
+			}
+			for _, v := range r.batches[k] {
+				a := at{seq, int32(w.bucket(v, par))}
+				moved[a] = append(moved[a], v)
+			}
+		}
+	}
+	ats := slices.SortedFunc(maps.Keys(moved), func(a, b at) int { return cmp.Or(cmp.Compare(a.seq, b.seq), cmp.Compare(a.id, b.id)) })
+	for _, a := range ats {
+		vals := moved[a]
+		enc, err := encodeValues(w.codec, vals)
+		if err != nil {
+			return fmt.Errorf("encode the values of window %s partition %d: %w", name, a.id, err)
+		}
+		sl := w.slot(a.seq)
+		sl.batch.Partitions = append(sl.batch.Partitions, Partition[T]{ID: a.id, Values: vals})
+		sl.enc = append(sl.enc, enc)
+		w.shift[a.id] = 0
+		if w.onRestore != nil {
+			if err := w.onRestore(&sl.batch.Partitions[len(sl.batch.Partitions)-1]); err != nil {
+				return err
+			}
+		}
+	}
+	w.rewrites = true
 	return nil
 }
 

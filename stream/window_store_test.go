@@ -58,16 +58,16 @@ func windowByPartition(b *stream.Batch[intPair]) string {
 }
 
 // windowChunks makes n chunks of records, one a batch, some empty but the
-// last (a run ends at an empty one), over 3 partitions (the key's
-// remainder), with values all different.
-func windowChunks(n int, seed uint64) [][]stream.Record[intPair] {
+// last (a run ends at an empty one) unless dense, over 3 partitions (the
+// key's remainder), with values all different.
+func windowChunks(n int, seed uint64, dense bool) [][]stream.Record[intPair] {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	offs := map[int32]int64{}
 	var chunks [][]stream.Record[intPair]
 	v := 0
 	for i := range n {
 		var ch []stream.Record[intPair]
-		if rng.IntN(4) != 0 || i == n-1 {
+		if rng.IntN(4) != 0 || i == n-1 || dense {
 			for range 1 + rng.IntN(6) {
 				k := rng.IntN(9)
 				p := int32(k % 3)
@@ -122,7 +122,7 @@ func TestWindowRestartsMatchAnUninterruptedRun(t *testing.T) {
 				for _, every := range []int{1, 3} {
 					for _, crashes := range [][]int{{4, 3}, {6, 5}} {
 						t.Run(fmt.Sprintf("%s/len%d/slide%d/every%d/crash%v", kind, length, slide, every, crashes), func(t *testing.T) {
-							chunks := windowChunks(batches, uint64(length*10+slide))
+							chunks := windowChunks(batches, uint64(length*10+slide), false)
 							want, err := runWindowed(t, kind, nil, chunks, 0, 0, length, slide, every)
 							require.NoError(t, err)
 							require.Len(t, want, batches/slide)
@@ -328,6 +328,100 @@ func TestReduceByKeyAndWindowNeedsCodecsJSONKeeps(t *testing.T) {
 					assert.Equal(t, map[hidden]int{{1}: 1 + 3, {0}: 2}, m, "the first run's results restored by the codecs")
 				}
 			}
+		})
+	}
+}
+
+// A window of pairs placed by a hash of their keys over the parallelism,
+// restored under another parallelism, holds them where the keys now hash
+// to: its windows are those of an uninterrupted run, with each key in one
+// partition, and the Store holds them in the new partitions only.
+func TestWindowRestoredUnderAnotherParallelismIsPlacedAgain(t *testing.T) {
+	for kind, graph := range map[string]func(in *stream.Stream[intPair]) *stream.Stream[intPair]{
+		"window": func(in *stream.Stream[intPair]) *stream.Stream[intPair] {
+			return stream.Window(stream.PartitionByKey(in, 0), 3, 1)
+		},
+		"recompute": func(in *stream.Stream[intPair]) *stream.Stream[intPair] {
+			return stream.ReduceByKeyAndWindow(in, plus, nil, 3, 1)
+		},
+		"inverse": func(in *stream.Stream[intPair]) *stream.Stream[intPair] {
+			return stream.ReduceByKeyAndWindow(in, plus, windowInverses["inverse"], 3, 1)
+		},
+	} {
+		t.Run(kind, func(t *testing.T) {
+			chunks := windowChunks(12, 5, true)
+			// show writes down a window whatever its partitions: its sorted
+			// values, or its sums by key; and notes a key in two of them.
+			show := func(b *stream.Batch[intPair]) string {
+				owner := map[int]int32{}
+				var vals []int
+				for _, part := range b.Partitions {
+					for _, kv := range part.Values {
+						if o, ok := owner[kv.Key]; ok && o != part.ID {
+							t.Errorf("batch %d: key %d in partitions %d and %d", b.Info.ID, kv.Key, o, part.ID)
+						}
+						owner[kv.Key] = part.ID
+						vals = append(vals, kv.Value)
+					}
+				}
+				if kind != "window" {
+					return fmt.Sprint(stateMap(b))
+				}
+				slices.Sort(vals)
+				return fmt.Sprint(vals)
+			}
+			runs := func(store stream.Store, segments [][3]int) map[int]string {
+				got := map[int]string{}
+				for _, seg := range segments {
+					from, to, par := seg[0], seg[1], seg[2]
+					opts := []stream.Option{stream.Interval(2 * time.Millisecond), stream.Parallelism(par)}
+					if store != nil {
+						opts = append(opts, stream.WithStore(store))
+					}
+					p := stream.NewPipeline(opts...)
+					out := graph(stream.From(p, &scripted[intPair]{chunks: slices.Clone(chunks[from:to])}))
+					stream.ForEachBatch(out.Named("w"), func(_ context.Context, b *stream.Batch[intPair]) error {
+						got[from+int(b.Info.ID)] = show(b)
+						return nil
+					})
+					run(t, p)
+				}
+				return got
+			}
+			want := runs(nil, [][3]int{{0, 12, 4}})
+			store := newMemStore()
+			got := runs(store, [][3]int{{0, 4, 4}, {4, 8, 2}, {8, 12, 3}})
+			assert.Equal(t, want, got)
+			for _, e := range store.entries {
+				assert.Less(t, e.Partition, int32(3), "an entry of partition %d, of a parallelism before", e.Partition)
+			}
+		})
+	}
+}
+
+// A window of values placed by a hash of keys they no longer hold cannot
+// be placed again under another parallelism: Run says so as it restores
+// it, unless the window had nothing left to restore.
+func TestWindowOfValuesPlacedByGoneKeysNeedsTheSameParallelism(t *testing.T) {
+	for _, tc := range []struct {
+		length int
+		fails  bool
+	}{{1, false}, {3, true}} {
+		t.Run(fmt.Sprint("length", tc.length), func(t *testing.T) {
+			store := newMemStore()
+			var err error
+			for i, par := range []int{4, 2} {
+				p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.Parallelism(par), stream.WithStore(store))
+				in := stream.From(p, &scripted[intPair]{chunks: [][]stream.Record[intPair]{{pair1v(i, i, 0, int64(i))}}})
+				vals := stream.Map(stream.PartitionByKey(in, 0), func(kv intPair) int { return kv.Value })
+				collect(stream.Window(vals, tc.length, 1).Named("w"))
+				err = p.Run(context.Background())
+			}
+			if !tc.fails {
+				assert.NoError(t, err)
+				return
+			}
+			assert.ErrorContains(t, err, "window w holds values placed by a hash over 4 partitions (the parallelism), which cannot be placed again under a parallelism of 2")
 		})
 	}
 }
