@@ -69,18 +69,23 @@
 //
 // # Durable state
 //
-// With WithStore, the state of every UpdateStateByKey survives a restart:
-// after a batch's outputs, what changed in the state is checkpointed to the
-// Store together with the input offsets it reflects, and only then is the
-// batch committed to the source. On start (or when an Assigner source
-// gains partitions) the state is restored, and input records below the
-// restored offsets are dropped as already counted, so that a crash between
-// the checkpoint and the commit does not count them twice; no commit goes
-// back below them. A source that ends (io.EOF) below the restored offsets
-// of a partition it read from is not the input checkpointed (a file
-// replaced by a shorter one): Run fails as it ends, before committing.
-// Name stateful operators (Stream.Named): the name, not the position in
-// the graph, keys their state, so the program around them may change. Package
+// With WithStore, the state of every UpdateStateByKey, and what every
+// window (Window, ReduceByKeyAndWindow) holds, survives a restart: after a
+// batch's outputs, what changed in the state and the windows is
+// checkpointed to the Store together with the input offsets it reflects,
+// and only then is the batch committed to the source. On start (or when
+// an Assigner source gains partitions) the state is restored, and input
+// records below the restored offsets are dropped as already counted, so
+// that a crash between the checkpoint and the commit does not count them
+// twice; no commit goes back below them. A source that ends (io.EOF)
+// below the restored offsets of a partition it read from is not the input
+// checkpointed (a file replaced by a shorter one): Run fails as it ends,
+// before committing. A window restored goes on sliding in step, so that
+// the windows after a restart are those of a run that did not stop; one
+// restored with a partition gained holds the partition's batches as they
+// were as of the checkpoint. Name stateful operators and windows
+// (Stream.Named): the name, not the position in the graph, keys their
+// state, so the program around them may change. Package
 // stream/checkpoint keeps state in a local directory, and package
 // sink/changelog in a compacted Kafka topic, from which a partition's
 // state can be rebuilt on whichever process the partition moves to.
@@ -110,7 +115,8 @@
 // A Source has one method, Poll. Optional interfaces add what some sources
 // need: Committer (progress), Runner (background work, such as a consumer
 // group session), Assigner (partitions that come and go in a rebalance;
-// the state and the windowed batches of lost partitions are dropped, which
+// the state and the windowed batches of lost partitions are dropped, and
+// those of partitions gained restored from the Store, which
 // needs them in the source's partitions, not moved by a hash of the keys:
 // Run fails at start otherwise; and OnRebalance hooks run) and
 // Lagger (how far behind the pipeline is, for metrics). A Sink has one

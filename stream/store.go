@@ -52,10 +52,11 @@ type Entry struct {
 	Deleted   bool
 }
 
-// WithStore makes the state of every UpdateStateByKey of the pipeline
-// durable in s. Name those operators (Stream.Named): the name keys their
-// state in the store, so it must stay the same across versions of the
-// program. Changing the code around a named operator keeps its state.
+// WithStore makes the state of every UpdateStateByKey of the pipeline,
+// and what every window (Window, ReduceByKeyAndWindow) holds, durable in
+// s. Name those operators (Stream.Named): the name keys their state in the
+// store, so it must stay the same across versions of the program.
+// Changing the code around a named operator keeps its state.
 func WithStore(s Store) Option { return optionFunc(func(c *config) { c.store = s }) }
 
 // CheckpointEvery checkpoints the state every n batches (default 1), and
