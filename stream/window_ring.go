@@ -292,6 +292,14 @@ func (w *windowRing[T]) changes(dst []Entry, _ int64) ([]Entry, error) {
 			}
 		}
 	}
+	if len(w.shift) == 0 && !w.p.assigned() {
+		// No partition has entered yet (the batches were empty): the
+		// position is kept under partition 0 all the same, so that the
+		// slide goes on in step after a restart. (The partitions of an
+		// Assigner source enter the window, empty or not; partition 0 may
+		// be another process's.)
+		w.shift[0] = 0
+	}
 	for _, id := range slices.Sorted(maps.Keys(w.shift)) {
 		v := binary.AppendVarint(nil, w.seen+w.shift[id])
 		v = binary.AppendUvarint(v, uint64(w.p.cfg.parallelism))

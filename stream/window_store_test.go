@@ -82,14 +82,18 @@ func windowChunks(n int, seed uint64, dense bool) [][]stream.Record[intPair] {
 }
 
 // runWindowed runs a windowed graph over chunks[from:], one chunk a batch,
-// with store (nil: none) checkpointed every batches, and crashes (an
-// output fails) at its batch crash (0: never). It returns the windows
-// emitted, by the position of their batch in the whole input.
-func runWindowed(t *testing.T, kind string, store stream.Store, chunks [][]stream.Record[intPair], from, crash, length, slide, every int) (map[int]string, error) {
+// with store (nil: none) checkpointed every batches (0: one batch an hour,
+// by CommitInterval), and crashes (an output fails) at its batch crash (0:
+// never). It returns the windows emitted, by the position of their batch
+// in the whole input.
+func runWindowed(t *testing.T, kind string, store stream.Store, chunks [][]stream.Record[intPair], from, crash, length, slide, every int, opts ...stream.Option) (map[int]string, error) {
 	t.Helper()
 	src := &scripted[intPair]{chunks: slices.Clone(chunks[from:])}
-	opts := []stream.Option{stream.Interval(2 * time.Millisecond)}
-	if store != nil {
+	opts = append(opts, stream.Interval(2*time.Millisecond))
+	switch {
+	case store != nil && every == 0:
+		opts = append(opts, stream.WithStore(store), stream.CommitInterval(time.Hour))
+	case store != nil:
 		opts = append(opts, stream.WithStore(store), stream.CheckpointEvery(every))
 	}
 	p := stream.NewPipeline(opts...)
@@ -112,14 +116,14 @@ func runWindowed(t *testing.T, kind string, store stream.Store, chunks [][]strea
 // A windowed pipeline that crashes and restarts from its checkpoint, once
 // or twice, emits the windows an uninterrupted run does, at the same
 // batches: the windows are restored with the offsets of the same
-// checkpoint, also when it is taken every 3 batches, and the slide goes on
-// in step.
+// checkpoint, also when it is taken every 3 batches or by CommitInterval
+// (here the first batch only), and the slide goes on in step.
 func TestWindowRestartsMatchAnUninterruptedRun(t *testing.T) {
 	const batches = 14
 	for kind := range windowKinds {
 		for _, length := range []int{1, 2, 4} {
 			for _, slide := range []int{1, 3} {
-				for _, every := range []int{1, 3} {
+				for _, every := range []int{1, 3, 0} {
 					for _, crashes := range [][]int{{4, 3}, {6, 5}} {
 						t.Run(fmt.Sprintf("%s/len%d/slide%d/every%d/crash%v", kind, length, slide, every, crashes), func(t *testing.T) {
 							chunks := windowChunks(batches, uint64(length*10+slide), false)
@@ -142,7 +146,7 @@ func TestWindowRestartsMatchAnUninterruptedRun(t *testing.T) {
 								require.NoError(t, store.Close())
 								require.ErrorIs(t, err, errWindowCrash)
 								check(got)
-								from += (crash - 1) / every * every // the last checkpoint
+								from += lastCheckpoint(crash, every)
 							}
 							store, err := checkpoint.Open(dir)
 							require.NoError(t, err)
@@ -160,6 +164,80 @@ func TestWindowRestartsMatchAnUninterruptedRun(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// lastCheckpoint is the last batch checkpointed before a crash at batch
+// crash, every batches (0: the first batch only, by CommitInterval).
+func lastCheckpoint(crash, every int) int {
+	if every == 0 {
+		return min(1, crash-1)
+	}
+	return (crash - 1) / every * every
+}
+
+// txnStore is a Store in memory whose checkpoints are part of its
+// transaction: written by its Commit, which fails at its failAt-th call,
+// writing nothing.
+type txnStore struct {
+	*memStore
+	pending         []*stream.Changes
+	commits, failAt int
+}
+
+func (s *txnStore) Checkpoint(_ context.Context, c *stream.Changes) error {
+	s.pending = append(s.pending, c)
+	return nil
+}
+
+func (s *txnStore) Begin(context.Context) error { s.pending = nil; return nil }
+
+func (s *txnStore) Commit(ctx context.Context) error {
+	s.commits++
+	pending := s.pending
+	s.pending = nil
+	if s.commits == s.failAt {
+		return errWindowCrash
+	}
+	for _, c := range pending {
+		if err := s.memStore.Checkpoint(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *txnStore) Abort(context.Context) error { s.pending = nil; return nil }
+
+// With a transaction, a window's entries are part of the batch's: a batch
+// whose transaction fails to commit, after its checkpoint, leaves none of
+// them, and the restart restores the windows of the batch before.
+func TestWindowRestartsMatchAnUninterruptedRunWithTransactions(t *testing.T) {
+	const batches = 14
+	for kind := range windowKinds {
+		t.Run(kind, func(t *testing.T) {
+			const length, slide = 4, 3
+			chunks := windowChunks(batches, 11, false)
+			want, err := runWindowed(t, kind, nil, chunks, 0, 0, length, slide, 1)
+			require.NoError(t, err)
+			mem := newMemStore()
+			from := 0
+			for _, failAt := range []int{5, 4, 0} {
+				store := &txnStore{memStore: mem, failAt: failAt}
+				got, err := runWindowed(t, kind, store, chunks, from, 0, length, slide, 1, stream.WithTransaction(store))
+				if failAt == 0 {
+					require.NoError(t, err)
+				} else {
+					require.ErrorIs(t, err, errWindowCrash)
+				}
+				for at, w := range got {
+					if failAt == 0 || at < from+failAt { // not the batch whose commit failed
+						assert.Equal(t, want[at], w, "window at batch %d", at)
+					}
+				}
+				from += failAt - 1
+			}
+		})
 	}
 }
 
