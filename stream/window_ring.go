@@ -64,10 +64,7 @@ type windowRing[T any] struct {
 	codec  Codec[T]
 	// lossy returns why the default JSON codec would not give back the
 	// values, or nil.
-	lossy func() error
-	// memory keeps the ring out of the Store (ReduceByKeyAndWindow with
-	// an inverse).
-	memory  bool
+	lossy   func() error
 	durable bool
 
 	slots []windowSlot[T] // oldest first, of consecutive seqs up to seen
@@ -244,9 +241,6 @@ func (w *windowRing[T]) dropPartitions(ids []int32) error {
 // setDurable makes the ring keep its batches in the Store, once it is
 // sure that the default JSON codec, if it is used, gives back the values.
 func (w *windowRing[T]) setDurable() error {
-	if w.memory {
-		return nil
-	}
 	if err := w.lossy(); err != nil {
 		return fmt.Errorf("stream: %s: %w", w.name(), err)
 	}
