@@ -244,7 +244,10 @@ func TestWindowRestartsMatchAnUninterruptedRunWithTransactions(t *testing.T) {
 // The new owner of a partition, gained in a rebalance many batches into
 // its run, restores the partition's window as its old owner checkpointed
 // it: the batches before the gain that are still in the window hold the
-// partition's values of the old owner's last batches.
+// partition's values of the old owner's last batches checkpointed, and
+// the records of later batches, read again from the checkpoint's offsets,
+// count once. The old owner either stops, checkpointing its last batch,
+// or crashes after a batch that CheckpointEvery(3) had not checkpointed.
 func TestWindowOfAGainedPartitionIsRestored(t *testing.T) {
 	// The windows of the second owner: partition 0's values, then 1's.
 	want := [][2][]int{
@@ -256,58 +259,76 @@ func TestWindowOfAGainedPartitionIsRestored(t *testing.T) {
 		{{4, 5, 6}, {104, 105}},
 	}
 	for kind, graph := range windowKinds {
-		t.Run(kind, func(t *testing.T) {
-			store := newMemStore()
-			// The first owner of partition 1 sees 101, 102 and 103, and
-			// stops.
-			first := &assigning{
-				scripted: scripted[intPair]{chunks: [][]stream.Record[intPair]{
-					{pair1v(1, 101, 1, 0)}, {pair1v(1, 102, 1, 1)}, {pair1v(1, 103, 1, 2)},
-				}},
-				plan: [][]int32{{1}},
-			}
-			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
-			out, _ := graph(stream.From(p, first), 3, 1)
-			collect(out.Named("w"))
-			run(t, p)
-
-			// The second owns partition 0, and gains 1 before its fourth
-			// batch.
-			second := &assigning{
-				scripted: scripted[intPair]{chunks: [][]stream.Record[intPair]{
-					{pair1v(0, 1, 0, 0)}, {pair1v(0, 2, 0, 1)}, {pair1v(0, 3, 0, 2)},
-					{pair1v(0, 4, 0, 3), pair1v(1, 104, 1, 3)},
-					{pair1v(0, 5, 0, 4), pair1v(1, 105, 1, 4)},
-					{pair1v(0, 6, 0, 5)},
-				}},
-				plan: [][]int32{{0}, {0}, {0}, {0, 1}},
-			}
-			p = stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
-			out, show := graph(stream.From(p, second), 3, 1)
-			c := collect(out.Named("w"))
-			run(t, p)
-			got := c.all()
-			require.Len(t, got, len(want))
-			for i, w := range want {
-				b := &stream.Batch[intPair]{}
-				for id, vs := range w {
-					if id == 1 && i < 3 {
-						continue // not assigned yet
-					}
-					part := stream.Partition[intPair]{ID: int32(id)}
-					sum := 0
-					for _, v := range vs {
-						part.Values = append(part.Values, stream.KV(id, v))
-						sum += v
-					}
-					if kind != "window" { // one sum of the key id
-						part.Values = []intPair{stream.KV(id, sum)}
-					}
-					b.Partitions = append(b.Partitions, part)
+		for _, crashes := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/crashes%v", kind, crashes), func(t *testing.T) {
+				store := newMemStore()
+				// The first owner of partition 1 sees 101, 102 and 103,
+				// checkpointed, and 104 if it crashes.
+				first := &assigning{
+					scripted: scripted[intPair]{chunks: [][]stream.Record[intPair]{
+						{pair1v(1, 101, 1, 0)}, {pair1v(1, 102, 1, 1)}, {pair1v(1, 103, 1, 2)},
+					}},
+					plan: [][]int32{{1}},
 				}
-				assert.Equal(t, show(b), show(got[i]), "batch %d", i+1)
-			}
-		})
+				opts := []stream.Option{stream.Interval(2 * time.Millisecond), stream.WithStore(store)}
+				if crashes {
+					first.chunks = append(first.chunks, []stream.Record[intPair]{pair1v(1, 104, 1, 3)})
+					opts = append(opts, stream.CheckpointEvery(3))
+				}
+				p := stream.NewPipeline(opts...)
+				in := stream.From(p, first)
+				out, _ := graph(in, 3, 1)
+				collect(out.Named("w"))
+				stream.ForEachBatch(in, func(_ context.Context, b *stream.Batch[intPair]) error {
+					if b.Info.ID == 4 { // after the window took it in
+						return errWindowCrash
+					}
+					return nil
+				})
+				if err := p.Run(context.Background()); crashes {
+					require.ErrorIs(t, err, errWindowCrash)
+				} else {
+					require.NoError(t, err)
+				}
+
+				// The second owns partition 0, and gains 1 before its fourth
+				// batch.
+				second := &assigning{
+					scripted: scripted[intPair]{chunks: [][]stream.Record[intPair]{
+						{pair1v(0, 1, 0, 0)}, {pair1v(0, 2, 0, 1)}, {pair1v(0, 3, 0, 2)},
+						{pair1v(0, 4, 0, 3), pair1v(1, 104, 1, 3)},
+						{pair1v(0, 5, 0, 4), pair1v(1, 105, 1, 4)},
+						{pair1v(0, 6, 0, 5)},
+					}},
+					plan: [][]int32{{0}, {0}, {0}, {0, 1}},
+				}
+				p = stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+				out, show := graph(stream.From(p, second), 3, 1)
+				c := collect(out.Named("w"))
+				run(t, p)
+				got := c.all()
+				require.Len(t, got, len(want))
+				for i, w := range want {
+					b := &stream.Batch[intPair]{}
+					for id, vs := range w {
+						if id == 1 && i < 3 {
+							continue // not assigned yet
+						}
+						part := stream.Partition[intPair]{ID: int32(id)}
+						sum := 0
+						for _, v := range vs {
+							part.Values = append(part.Values, stream.KV(id, v))
+							sum += v
+						}
+						if kind != "window" { // one sum of the key id
+							part.Values = []intPair{stream.KV(id, sum)}
+						}
+						b.Partitions = append(b.Partitions, part)
+					}
+					assert.Equal(t, show(b), show(got[i]), "batch %d", i+1)
+				}
+			})
+		}
 	}
 }
 
