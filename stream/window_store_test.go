@@ -84,11 +84,15 @@ func windowChunks(n int, seed uint64, dense bool) [][]stream.Record[intPair] {
 // runWindowed runs a windowed graph over chunks[from:], one chunk a batch,
 // with store (nil: none) checkpointed every batches (0: one batch an hour,
 // by CommitInterval), and crashes (an output fails) at its batch crash (0:
-// never). It returns the windows emitted, by the position of their batch
-// in the whole input.
-func runWindowed(t *testing.T, kind string, store stream.Store, chunks [][]stream.Record[intPair], from, crash, length, slide, every int, opts ...stream.Option) (map[int]string, error) {
+// never); assigned, as a source that owns its 3 partitions (an Assigner).
+// It returns the windows emitted, by the position of their batch in the
+// whole input.
+func runWindowed(t *testing.T, kind string, store stream.Store, chunks [][]stream.Record[intPair], from, crash, length, slide, every int, assigned bool, opts ...stream.Option) (map[int]string, error) {
 	t.Helper()
-	src := &scripted[intPair]{chunks: slices.Clone(chunks[from:])}
+	var src stream.Source[intPair] = &scripted[intPair]{chunks: slices.Clone(chunks[from:])}
+	if assigned {
+		src = &assigning{scripted: scripted[intPair]{chunks: slices.Clone(chunks[from:])}, plan: [][]int32{{0, 1, 2}}}
+	}
 	opts = append(opts, stream.Interval(2*time.Millisecond))
 	switch {
 	case store != nil && every == 0:
@@ -117,7 +121,9 @@ func runWindowed(t *testing.T, kind string, store stream.Store, chunks [][]strea
 // or twice, emits the windows an uninterrupted run does, at the same
 // batches: the windows are restored with the offsets of the same
 // checkpoint, also when it is taken every 3 batches or by CommitInterval
-// (here the first batch only), and the slide goes on in step.
+// (here the first batch only), and the slide goes on in step, also when
+// the source is an Assigner, whose partitions are restored as they are
+// assigned.
 func TestWindowRestartsMatchAnUninterruptedRun(t *testing.T) {
 	const batches = 14
 	for kind := range windowKinds {
@@ -125,41 +131,46 @@ func TestWindowRestartsMatchAnUninterruptedRun(t *testing.T) {
 			for _, slide := range []int{1, 3} {
 				for _, every := range []int{1, 3, 0} {
 					for _, crashes := range [][]int{{4, 3}, {6, 5}} {
-						t.Run(fmt.Sprintf("%s/len%d/slide%d/every%d/crash%v", kind, length, slide, every, crashes), func(t *testing.T) {
-							chunks := windowChunks(batches, uint64(length*10+slide), false)
-							want, err := runWindowed(t, kind, nil, chunks, 0, 0, length, slide, every)
-							require.NoError(t, err)
-							require.Len(t, want, batches/slide)
-
-							dir := t.TempDir()
-							check := func(got map[int]string) {
-								for at, w := range got {
-									assert.Contains(t, want, at, "a window emitted at batch %d, off the slide", at)
-									assert.Equal(t, want[at], w, "window at batch %d", at)
-								}
+						for _, assigned := range []bool{false, true} {
+							if assigned && slide == 1 {
+								continue // the slide's phase is what an Assigner could lose
 							}
-							from := 0
-							for _, crash := range crashes {
+							t.Run(fmt.Sprintf("%s/len%d/slide%d/every%d/crash%v/assigned%v", kind, length, slide, every, crashes, assigned), func(t *testing.T) {
+								chunks := windowChunks(batches, uint64(length*10+slide), false)
+								want, err := runWindowed(t, kind, nil, chunks, 0, 0, length, slide, every, assigned)
+								require.NoError(t, err)
+								require.Len(t, want, batches/slide)
+
+								dir := t.TempDir()
+								check := func(got map[int]string) {
+									for at, w := range got {
+										assert.Contains(t, want, at, "a window emitted at batch %d, off the slide", at)
+										assert.Equal(t, want[at], w, "window at batch %d", at)
+									}
+								}
+								from := 0
+								for _, crash := range crashes {
+									store, err := checkpoint.Open(dir)
+									require.NoError(t, err)
+									got, err := runWindowed(t, kind, store, chunks, from, crash, length, slide, every, assigned)
+									require.NoError(t, store.Close())
+									require.ErrorIs(t, err, errWindowCrash)
+									check(got)
+									from += lastCheckpoint(crash, every)
+								}
 								store, err := checkpoint.Open(dir)
 								require.NoError(t, err)
-								got, err := runWindowed(t, kind, store, chunks, from, crash, length, slide, every)
-								require.NoError(t, store.Close())
-								require.ErrorIs(t, err, errWindowCrash)
+								defer store.Close()
+								got, err := runWindowed(t, kind, store, chunks, from, 0, length, slide, every, assigned)
+								require.NoError(t, err)
 								check(got)
-								from += lastCheckpoint(crash, every)
-							}
-							store, err := checkpoint.Open(dir)
-							require.NoError(t, err)
-							defer store.Close()
-							got, err := runWindowed(t, kind, store, chunks, from, 0, length, slide, every)
-							require.NoError(t, err)
-							check(got)
-							for at := range want {
-								if at > from {
-									assert.Contains(t, got, at, "the window at batch %d, after the last restart, is emitted", at)
+								for at := range want {
+									if at > from {
+										assert.Contains(t, got, at, "the window at batch %d, after the last restart, is emitted", at)
+									}
 								}
-							}
-						})
+							})
+						}
 					}
 				}
 			}
@@ -218,13 +229,13 @@ func TestWindowRestartsMatchAnUninterruptedRunWithTransactions(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			const length, slide = 4, 3
 			chunks := windowChunks(batches, 11, false)
-			want, err := runWindowed(t, kind, nil, chunks, 0, 0, length, slide, 1)
+			want, err := runWindowed(t, kind, nil, chunks, 0, 0, length, slide, 1, false)
 			require.NoError(t, err)
 			mem := newMemStore()
 			from := 0
 			for _, failAt := range []int{5, 4, 0} {
 				store := &txnStore{memStore: mem, failAt: failAt}
-				got, err := runWindowed(t, kind, store, chunks, from, 0, length, slide, 1, stream.WithTransaction(store))
+				got, err := runWindowed(t, kind, store, chunks, from, 0, length, slide, 1, false, stream.WithTransaction(store))
 				if failAt == 0 {
 					require.NoError(t, err)
 				} else {
