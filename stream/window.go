@@ -36,24 +36,23 @@ import (
 // (a Map of such pairs) cannot, and Run fails as it restores it.
 //
 // With an Assigner source (Kafka), a partition the source loses leaves the
-// window with it, as the state of UpdateStateByKey does, and its new
-// owner reads it again from its last commit. With a Store, the new owner
-// restores the partition's batches as of that commit's checkpoint, each
-// as many batches back as it was then: its window of the partition is the
-// one the old owner would have had. Without a Store, what was committed
-// before is in no window once it is lost. This needs
-// the window's partitions to be the source's, every value in the
-// partition of its record: those of the source, of Keyed, and of what the
-// element-wise operators, MapPartitions, Broadcast, windows and the keyed
-// operators of a Keyed stream make of them. A window of partitions that
-// are not the source's (PartitionByKey, ReduceByKey or UpdateStateByKey
-// of a stream that is not Keyed, Reduce, Transform unless declared Keyed
-// since: see Keyed) could not tell a lost partition's values from the
-// others, and would count twice what is read again when it comes back:
-// under an Assigner source, Run fails at start.
-// Window the values before they move instead: ReduceByKey(Window(s,
-// length, slide), f), or ReduceByKeyAndWindow(s, ...), rather than a
-// window of ReduceByKey(s, f).
+// window with it, as the state of UpdateStateByKey does, and its new owner
+// reads it again from its last commit. With a Store, the new owner
+// restores the partition's batches as of that commit's checkpoint, each as
+// many batches back as it was then: its window of the partition is the one
+// the old owner would have had. Without a Store, what was committed before
+// is in no window once it is lost. This needs the window's partitions to
+// be the source's, every value in the partition of its record: those of
+// the source, of Keyed, and of what the element-wise operators,
+// MapPartitions, Broadcast, windows and the keyed operators of a Keyed
+// stream make of them. A window of partitions that are not the source's
+// (PartitionByKey, ReduceByKey or UpdateStateByKey of a stream that is not
+// Keyed, Reduce, Transform unless declared Keyed since: see Keyed) could
+// not tell a lost partition's values from the others, and would count
+// twice what is read again when it comes back: under an Assigner source,
+// Run fails at start. Window the values before they move instead:
+// ReduceByKey(Window(s, length, slide), f), or ReduceByKeyAndWindow(s,
+// ...), rather than a window of ReduceByKey(s, f).
 func Window[T any](s *Stream[T], length, slide int, opts ...WindowOption) *Stream[T] {
 	var cfg windowConfig
 	for _, o := range opts {
