@@ -535,3 +535,31 @@ func TestWindowOfValuesPlacedByGoneKeysNeedsTheSameParallelism(t *testing.T) {
 		})
 	}
 }
+
+// A codec option that does not fit the window's values is an error of
+// Run, before it starts.
+func TestWindowCodecsMustFit(t *testing.T) {
+	for _, tc := range []struct {
+		build func(in *stream.Stream[intPair])
+		want  string
+	}{
+		{func(in *stream.Stream[intPair]) {
+			collect(stream.Window(in, 2, 1, stream.WindowCodec[int](stream.CodecFor[int]())))
+		}, "Window: a codec of stream.intCodec does not fit values stream.Pair[int,int]"},
+		{func(in *stream.Stream[intPair]) {
+			collect(stream.Window(in, 2, 1, stream.WindowCodecs(stream.CodecFor[int](), stream.CodecFor[int]())))
+		}, "Window: WindowCodecs is for the keys and values of ReduceByKeyAndWindow"},
+		{func(in *stream.Stream[intPair]) {
+			collect(stream.ReduceByKeyAndWindow(in, plus, nil, 2, 1, stream.WindowCodecs(stream.CodecFor[string](), stream.CodecFor[int]())))
+		}, "ReduceByKeyAndWindow: codecs of stream.stringCodec and stream.intCodec do not fit keys int and values int"},
+		{func(in *stream.Stream[intPair]) {
+			collect(stream.ReduceByKeyAndWindow(in, plus, nil, 2, 1, stream.WindowCodec[intPair](stream.JSONCodec[intPair]{})))
+		}, "ReduceByKeyAndWindow: WindowCodec is for the values of Window"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			p := stream.NewPipeline()
+			tc.build(stream.From(p, &scripted[intPair]{}))
+			assert.ErrorContains(t, p.Run(context.Background()), tc.want)
+		})
+	}
+}
