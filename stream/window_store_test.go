@@ -563,3 +563,21 @@ func TestWindowCodecsMustFit(t *testing.T) {
 		})
 	}
 }
+
+// A partition lost and assigned again to the same process comes back into
+// its window from the Store, as of the checkpoint whose offsets it is read
+// again from: the batches CommitInterval held back, dropped with the
+// partition, are read again, and every record is in the window once.
+func TestWindowOfRegainedPartitionIsRestoredOnce(t *testing.T) {
+	for name, inv := range windowInverses {
+		t.Run(name, func(t *testing.T) {
+			src := regainedPartition()
+			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.CommitInterval(time.Hour), stream.WithStore(newMemStore()))
+			c := collect(stream.ReduceByKeyAndWindow(stream.Keyed(stream.From(p, src)), plus, inv, 4, 1).Named("w"))
+			run(t, p)
+			got := c.all()
+			require.Len(t, got, 4)
+			assert.Equal(t, map[int]int{1: 3}, stateMap(got[3]), "key 1's records at offsets 0 (restored), 1 and 2 (read again)")
+		})
+	}
+}
