@@ -142,8 +142,12 @@ func (w *windowRing[T]) enter(bc *batchCtx, in *Batch[T]) error {
 		sl.enc = make([][]byte, len(in.Partitions))
 		err := bc.parallel(len(in.Partitions), func(i int) error {
 			p := &in.Partitions[i]
-			b, err := encodeValues(w.codec, p.Values)
-			if err != nil {
+			var b []byte
+			err := recovered(func() (err error) {
+				b, err = encodeValues(w.codec, p.Values)
+				return err
+			})
+			if err != nil { // of the codec, the user's, a panic included
 				return &PartitionError{Partition: p.ID, Err: fmt.Errorf("encode the window's values: %w", err)}
 			}
 			sl.enc[i] = b

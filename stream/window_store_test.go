@@ -581,3 +581,29 @@ func TestWindowOfRegainedPartitionIsRestoredOnce(t *testing.T) {
 		})
 	}
 }
+
+// panickyCodec panics on the value 3.
+type panickyCodec struct{ hiddenCodec }
+
+func (c panickyCodec) Append(dst []byte, v hidden) ([]byte, error) {
+	if v.n == 3 {
+		panic("bad value")
+	}
+	return c.hiddenCodec.Append(dst, v)
+}
+
+// A panic of a window's codec as a batch enters fails the batch with a
+// *PanicError naming the partition and the stage.
+func TestPanicInAWindowCodecNamesItsPartition(t *testing.T) {
+	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(newMemStore()))
+	src := &scripted[hidden]{chunks: [][]stream.Record[hidden]{{rec(hidden{1}, 0, 0)}, {rec(hidden{3}, 2, 0)}}}
+	collect(stream.Window(stream.From(p, src), 2, 1, stream.WindowCodec[hidden](panickyCodec{})).Named("w"))
+	err := p.Run(context.Background())
+	var pe *stream.PanicError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, "bad value", pe.Value)
+	var part *stream.PartitionError
+	require.ErrorAs(t, err, &part)
+	assert.Equal(t, int32(2), part.Partition)
+	assert.ErrorContains(t, err, "batch 2: w: partition 2: encode the window's values: panic: bad value")
+}
