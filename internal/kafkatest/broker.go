@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 )
 
 // Config configures a Broker. The zero Config starts an empty broker on
@@ -31,6 +32,9 @@ type Config struct {
 	MinSessionTimeout time.Duration
 	// Logger receives the broker's warnings and errors. Nil discards them.
 	Logger *slog.Logger
+	// MaxVersions caps the request versions the broker advertises and
+	// serves, as an older Kafka does; nil serves all that kfake knows.
+	MaxVersions *kversion.Versions
 }
 
 // Broker is a running in-process Kafka broker. Its methods are safe for
@@ -62,6 +66,9 @@ func Start(cfg Config) (*Broker, error) {
 	}
 	if cfg.Logger != nil {
 		opts = append(opts, kfake.WithLogger(logger{cfg.Logger}))
+	}
+	if cfg.MaxVersions != nil {
+		opts = append(opts, kfake.MaxVersions(cfg.MaxVersions))
 	}
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
@@ -191,6 +198,39 @@ func (b *Broker) RefuseInitProducerID(n int, code int16) func() int {
 	return b.refuse(kmsg.InitProducerID.Int16(), n, func(r kmsg.Request) kmsg.Response {
 		resp := r.(*kmsg.InitProducerIDRequest).ResponseKind().(*kmsg.InitProducerIDResponse)
 		resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = code, -1, -1
+		return resp
+	})
+}
+
+// RefuseEndTxn makes the broker answer the next n EndTxn requests with
+// the error code code, ending nothing, and returns a function that tells
+// how many it refused so far.
+func (b *Broker) RefuseEndTxn(n int, code int16) func() int {
+	return b.refuse(kmsg.EndTxn.Int16(), n, func(r kmsg.Request) kmsg.Response {
+		resp := r.(*kmsg.EndTxnRequest).ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = code
+		return resp
+	})
+}
+
+// RefuseTxnOffsetCommit makes the broker answer the next n
+// TxnOffsetCommit requests with the error code code for every partition
+// they commit, storing nothing, and returns a function that tells how
+// many it refused so far.
+func (b *Broker) RefuseTxnOffsetCommit(n int, code int16) func() int {
+	return b.refuse(kmsg.TxnOffsetCommit.Int16(), n, func(r kmsg.Request) kmsg.Response {
+		req := r.(*kmsg.TxnOffsetCommitRequest)
+		resp := req.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
+		for _, t := range req.Topics {
+			rt := kmsg.NewTxnOffsetCommitResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
 		return resp
 	})
 }
