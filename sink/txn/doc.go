@@ -44,10 +44,8 @@
 // Begin registers the ID afresh, as a restarted process does: a producer
 // that did not hear it was fenced off would fence off the newer one in
 // turn. A process whose transaction failed should stop, as a pipeline's
-// run does, rather than Begin again. The brokers fencing the producer off
-// for a transaction that outlived Config.Timeout (INVALID_PRODUCER_EPOCH)
-// stops it for good too: a batch must fit in the transaction timeout.
-// The Producer sends the group's
+// run does, rather than Begin again. A transaction that outlives
+// Config.Timeout fails (see below). The Producer sends the group's
 // offsets (with the group's generation) as the transaction commits, not
 // as they are added: the source counts them committed, and lets a revoked partition
 // go, once the transaction has committed (OnEnd), so that the group does
@@ -59,4 +57,25 @@
 // that fails otherwise. Then the run stops, nothing of the batch is
 // committed, and the partitions' next owners resume at the last committed
 // offsets (exactly once holds; a restarted process goes on).
+//
+// # Transactions timed out
+//
+// The brokers abort a transaction that outlives Config.Timeout, and move
+// the producer's epoch on, as a newer producer's registration does; a
+// partition leader then refuses the producer's writes for their epoch
+// (INVALID_PRODUCER_EPOCH), without knowing which of the two moved it on,
+// and so do coordinators before Kafka 2.7, which answer a producer fenced
+// off that way too. The Producer takes PRODUCER_FENCED, wherever it comes
+// from, as a fence. INVALID_PRODUCER_EPOCH fails the transaction, which is
+// aborted as after any failed write, and the next Begin asks for a bump
+// of the producer's own epoch (KIP-360), which the coordinator grants to
+// a producer whose transaction it timed out and refuses to one fenced off
+// (KIP-588): refused, the Producer is fenced off (ErrFenced). Without
+// that bump (Kafka before 2.5, in the Sarama config's Version or at the
+// coordinator), nothing tells the two apart, and INVALID_PRODUCER_EPOCH
+// stops the Producer for good, rather than registering the ID afresh,
+// which would fence off the newer producer, if there is one. The
+// coordinator has the last word: one that answers the abort of a
+// transaction it timed out PRODUCER_FENCED, or refuses the bump, stops the
+// Producer, so a batch should still fit in the transaction timeout.
 package txn

@@ -35,6 +35,12 @@ type registration struct {
 	offsets   []groupOffsets            // added, sent as the transaction commits
 	added     bool                      // the coordinator knows of the open transaction
 	flight    chan struct{}             // closed when the last delivery has ended; nil before
+	// stale is set once a broker refused a request of s for its epoch
+	// (INVALID_PRODUCER_EPOCH): the coordinator moved the epoch on, as
+	// it does when it times the transaction out, and when a newer
+	// producer registers the ID; only the coordinator can tell which,
+	// by granting or refusing a bump of the epoch of s (see register).
+	stale bool
 
 	halt     chan struct{} // closed by stop
 	stopOnce sync.Once
@@ -49,7 +55,17 @@ type groupOffsets struct {
 type producerEpoch struct {
 	pid   int64
 	epoch int16
+	// stale: the brokers refused the epoch (registration.stale), and
+	// the next registration must be a bump of it, never the ID
+	// registered afresh.
+	stale bool
 }
+
+// errNoBump fails the registration that must bump a stale epoch
+// when the coordinator cannot bump one (InitProducerId before version 3,
+// Kafka 2.5): registering the ID afresh instead would fence off the
+// newer producer, if it was one that moved the epoch on.
+var errNoBump = errors.New("the coordinator cannot bump the producer's epoch (KIP-360, Kafka 2.5), to tell a transaction timed out from a producer fenced off")
 
 // register connects and registers the transactional ID, which fences
 // off the producers that had it and aborts what they left open.
@@ -59,6 +75,10 @@ type producerEpoch struct {
 // epoch to be bumped (KIP-360): the coordinator refuses, PRODUCER_FENCED,
 // when a newer producer registered the ID since, which the new epoch
 // would fence off in turn, letting this one write and commit as a zombie.
+// A stale resume must be bumped: without Kafka 2.5 or later, in the
+// configuration and at the coordinator (sarama would send an older
+// version of the request, without the producer ID and epoch, silently),
+// register fails with errNoBump.
 //
 // It returns when ctx is done, with ctx's cause, between two attempts.
 func register(ctx context.Context, brokers []string, id string, timeout time.Duration, cfg *sarama.Config, resume *producerEpoch) (*registration, error) {
@@ -71,8 +91,22 @@ func register(ctx context.Context, brokers []string, id string, timeout time.Dur
 	if resume != nil && req.Version >= 3 {
 		req.ProducerID, req.ProducerEpoch = resume.pid, resume.epoch
 	}
+	mustBump := resume != nil && resume.stale
+	if mustBump && req.Version < 3 {
+		client.Close()
+		return nil, errNoBump
+	}
 	watch := context.AfterFunc(ctx, s.stop)
 	err = s.toCoordinator("init producer id", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
+		if mustBump {
+			can, err := bumps(b)
+			if err != nil {
+				return nil, err
+			}
+			if !can {
+				return errNoBump, nil
+			}
+		}
 		resp, err := b.InitProducerID(req)
 		if err != nil {
 			return nil, err
@@ -92,6 +126,27 @@ func register(ctx context.Context, brokers []string, id string, timeout time.Dur
 }
 
 func (s *registration) close() error { return s.client.Close() }
+
+// bumps reports whether broker b takes InitProducerId version 3 or later,
+// which carries the producer ID and epoch to bump.
+func bumps(b *sarama.Broker) (bool, error) {
+	resp, err := b.ApiVersions(&sarama.ApiVersionsRequest{})
+	if err != nil {
+		return false, err
+	}
+	if resp.ErrorCode != 0 {
+		return false, sarama.KError(resp.ErrorCode)
+	}
+	for _, k := range resp.ApiKeys {
+		if k.ApiKey == initProducerIDKey {
+			return k.MaxVersion >= 3, nil
+		}
+	}
+	return false, nil
+}
+
+// initProducerIDKey is the API key of InitProducerId.
+const initProducerIDKey = 22
 
 // stop makes the requests of s to the coordinators fail, without
 // retries, once the one in progress, if any, has been answered or has
@@ -135,6 +190,11 @@ func (s *registration) deliver(msgs []*sarama.ProducerMessage) []*sarama.Produce
 			failed = append(failed, bp.Send(msgs[:n])...)
 		}
 		msgs = msgs[n:]
+	}
+	for _, e := range failed {
+		if errors.Is(e.Err, sarama.ErrInvalidProducerEpoch) {
+			s.stale = true
+		}
 	}
 	return failed
 }
@@ -344,6 +404,9 @@ func (s *registration) toCoordinator(what string, c coordinatorOf, call func(*sa
 			return nil
 		}
 		last = kerr
+		if errors.Is(kerr, sarama.ErrInvalidProducerEpoch) {
+			s.stale = true
+		}
 		switch {
 		case errors.Is(kerr, sarama.ErrNotCoordinatorForConsumer), errors.Is(kerr, sarama.ErrConsumerCoordinatorNotAvailable):
 			_ = c.refresh()

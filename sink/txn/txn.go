@@ -105,10 +105,11 @@ var (
 	ErrOpen = errors.New("txn: a transaction is already open")
 	// ErrFenced: by Abort, Commit and Send, and then by every Begin and
 	// Init, once the brokers have fenced the producer off: a newer one
-	// registered the transactional ID (or the brokers timed the
-	// transaction out and bumped the producer's epoch). Starting a new
-	// producer would fence off the newer one in turn: a Producer fenced
-	// off stays stopped; a process that must go on creates a new one.
+	// registered the transactional ID (PRODUCER_FENCED, or, after
+	// INVALID_PRODUCER_EPOCH, the bump of the producer's epoch refused
+	// or impossible: see the package doc). Starting a new producer would
+	// fence off the newer one in turn: a Producer fenced off stays
+	// stopped; a process that must go on creates a new one.
 	ErrFenced = errors.New("txn: fenced off by a newer producer with the same transactional id")
 )
 
@@ -176,8 +177,10 @@ func (p *Producer) init(ctx context.Context) error {
 	}
 	s, err := register(ctx, p.cfg.Brokers, p.cfg.ID, p.cfg.Timeout, p.sarama, p.resume)
 	if err != nil {
-		if p.fence(err) {
-			return p.fenced
+		// INVALID_PRODUCER_EPOCH from the coordinator is its refusal to
+		// register the ID (before Kafka 2.7, PRODUCER_FENCED).
+		if p.fence(err) || errors.Is(err, sarama.ErrInvalidProducerEpoch) || errors.Is(err, errNoBump) {
+			return p.fenceOff(err)
 		}
 		if errors.Is(err, sarama.ErrInvalidProducerIDMapping) {
 			// The coordinator no longer knows the producer ID (it
@@ -271,8 +274,11 @@ func (p *Producer) send(ctx context.Context, msgs []*sarama.ProducerMessage, man
 	if len(failed) > 0 {
 		e := failed[0]
 		p.failed = fmt.Errorf("txn %s: %d of %d records not written; first to %s/%d: %w", p.cfg.ID, len(failed), len(msgs), e.Msg.Topic, e.Msg.Partition, e.Err)
-		if p.fence(e.Err) {
-			p.failed = p.fenced
+		for _, e := range failed {
+			if p.fence(e.Err) {
+				p.failed = p.fenced
+				break
+			}
 		}
 		return p.failed
 	}
@@ -425,8 +431,11 @@ func (p *Producer) Abort(ctx context.Context) error {
 // closed after an abort that ended the transaction, or found none open
 // (INVALID_TXN_STATE: the coordinator's last transaction has ended, as
 // when the partitions of this one were refused), the next registration
-// bumps the epoch of s. It returns what the abort returns: an error only
-// when the producer was fenced off. p.mu is held.
+// bumps the epoch of s. So it does, whatever the abort's outcome, when
+// the brokers refused the epoch of s (INVALID_PRODUCER_EPOCH): then only
+// the coordinator can tell whether s was fenced off, by refusing the
+// bump. It returns what the abort returns: an error only when the
+// producer was fenced off. p.mu is held.
 func (p *Producer) ended(s *registration, kept bool, err error) error {
 	p.fence(err)
 	if kept {
@@ -435,8 +444,8 @@ func (p *Producer) ended(s *registration, kept bool, err error) error {
 	if p.reg == s {
 		p.reg = nil
 	}
-	if err == nil || errors.Is(err, sarama.ErrInvalidTxnState) {
-		p.resume = &producerEpoch{pid: s.pid, epoch: s.epoch}
+	if err == nil || errors.Is(err, sarama.ErrInvalidTxnState) || s.stale {
+		p.resume = &producerEpoch{pid: s.pid, epoch: s.epoch, stale: s.stale}
 	}
 	return p.fenced
 }
@@ -463,16 +472,25 @@ func (p *Producer) endAbort(s *registration, keep bool) (bool, error) {
 }
 
 // fence reports whether err says that the brokers fenced the producer
-// off, and if so sets p.fenced. p.mu is held.
+// off (PRODUCER_FENCED), and if so sets p.fenced. INVALID_PRODUCER_EPOCH
+// is not a fence but for a registration (see init): the brokers answer it
+// to a transaction they timed out too (KIP-588). p.mu is held.
 func (p *Producer) fence(err error) bool {
-	if !errors.Is(err, sarama.ErrProducerFenced) && !errors.Is(err, sarama.ErrInvalidProducerEpoch) {
+	if !errors.Is(err, sarama.ErrProducerFenced) {
 		return false
 	}
+	p.fenceOff(err)
+	return true
+}
+
+// fenceOff sets p.fenced, for err, unless it is set, and returns it. p.mu
+// is held.
+func (p *Producer) fenceOff(err error) error {
 	if p.fenced == nil {
-		p.log.Error("transactional producer fenced off: a newer producer has its transactional id")
+		p.log.Error("transactional producer fenced off: a newer producer has its transactional id", "err", err)
 		p.fenced = fmt.Errorf("txn %s: %w (%w)", p.cfg.ID, ErrFenced, err)
 	}
-	return true
+	return p.fenced
 }
 
 // abortWithin aborts the open transaction, once its delivery in flight

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice/internal/kafkatest"
@@ -396,6 +397,121 @@ func TestAFailedTransactionBumpsTheProducersOwnEpoch(t *testing.T) {
 			assert.Equal(t, producerEpoch{-1, -1}, inits[0], "the first registration")
 			assert.GreaterOrEqual(t, inits[1].pid, int64(0), "the bump names the producer ID")
 			assert.GreaterOrEqual(t, inits[1].epoch, int16(0), "and its epoch")
+		})
+	}
+}
+
+// Kafka's error codes the tests answer with.
+const (
+	invalidProducerEpoch = 47
+	producerFenced       = 90
+)
+
+// A transaction the brokers timed out, whose requests they then refuse
+// for the producer's epoch having moved on (INVALID_PRODUCER_EPOCH, a
+// Produce's answer, or a coordinator's before Kafka 2.7), fails with
+// that error, and is aborted; the next transaction starts by bumping
+// the producer's own epoch (KIP-360), which the coordinator grants to a
+// producer whose transaction timed out and refuses to one fenced off
+// (KIP-588), and commits. Nothing of the failed transaction is
+// committed, its offsets neither.
+func TestATimedOutTransactionIsFollowedByABumpedEpoch(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		refuse func(b *kafkatest.Broker) func() int
+	}{
+		{"produce", func(b *kafkatest.Broker) func() int { return b.RefuseProduce(1, invalidProducerEpoch) }},
+		{"add partitions", func(b *kafkatest.Broker) func() int { return b.RefuseAddPartitions(1, invalidProducerEpoch) }},
+		{"end transaction", func(b *kafkatest.Broker) func() int { return b.RefuseEndTxn(1, invalidProducerEpoch) }},
+		{"commit offsets", func(b *kafkatest.Broker) func() int { return b.RefuseTxnOffsetCommit(1, invalidProducerEpoch) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBroker(t, map[string]int32{"out": 2, "in": 1})
+			watched := watchInits(b)
+			p := newProducer(t, b, "timeout")
+			ctx := context.Background()
+			commitValues(t, p, "a")
+
+			require.NoError(t, p.Begin(ctx))
+			require.NoError(t, p.SendToPartitions(ctx, []*sarama.ProducerMessage{{Topic: "out", Partition: 0, Value: sarama.StringEncoder("timed out")}}))
+			group := &sarama.ConsumerGroupMetadata{GroupID: "g", GenerationID: -1}
+			require.NoError(t, p.AddOffsets(ctx, group, map[string][]*sarama.PartitionOffsetMetadata{"in": {{Partition: 0, Offset: 10}}}))
+			refused := tc.refuse(b)
+			err := p.SendToPartitions(ctx, []*sarama.ProducerMessage{{Topic: "out", Partition: 1, Value: sarama.StringEncoder("refused")}})
+			if err == nil {
+				err = p.Commit(ctx)
+			} else {
+				assert.NoError(t, p.Abort(ctx))
+			}
+			assert.ErrorIs(t, err, sarama.ErrInvalidProducerEpoch, "the transaction fails with the broker's answer")
+			assert.NotErrorIs(t, err, txn.ErrFenced)
+			assert.Equal(t, 1, refused())
+
+			commitValues(t, p, "b")
+			assert.ElementsMatch(t, []string{"a", "b"}, committed(t, b), "nothing of the failed transaction is committed")
+			assert.Empty(t, b.Committed("g", "in"), "nor its offsets")
+			inits := watched()
+			require.Len(t, inits, 2)
+			assert.Equal(t, producerEpoch{-1, -1}, inits[0], "the first registration")
+			assert.GreaterOrEqual(t, inits[1].pid, int64(0), "the bump names the producer ID")
+			assert.GreaterOrEqual(t, inits[1].epoch, int16(0), "and its epoch")
+		})
+	}
+}
+
+// A producer fenced off stays stopped: so when the brokers answer
+// PRODUCER_FENCED, to any request, and when, after INVALID_PRODUCER_EPOCH,
+// the coordinator refuses to bump the producer's epoch (PRODUCER_FENCED,
+// or INVALID_PRODUCER_EPOCH before Kafka 2.7), or cannot (InitProducerId
+// before version 3, Kafka 2.5): registering the ID afresh instead would
+// fence off the newer producer that fenced this one off.
+func TestAFencedOffProducerNeverRegistersAfresh(t *testing.T) {
+	oldInitProducerID := kversion.Stable()
+	oldInitProducerID.SetMaxKeyVersion(kmsg.InitProducerID.Int16(), 2)
+	for _, tc := range []struct {
+		name     string
+		versions *kversion.Versions
+		refuse   func(b *kafkatest.Broker)
+		bumps    int // bumps asked for
+	}{
+		{"fenced", nil, func(b *kafkatest.Broker) { b.RefuseProduce(1, producerFenced) }, 0},
+		{"fenced at the commit", nil, func(b *kafkatest.Broker) { b.RefuseEndTxn(1, producerFenced) }, 0},
+		{"bump refused", nil, func(b *kafkatest.Broker) {
+			b.RefuseProduce(1, invalidProducerEpoch)
+			b.RefuseInitProducerID(1, producerFenced)
+		}, 1},
+		{"bump refused before Kafka 2.7", nil, func(b *kafkatest.Broker) {
+			b.RefuseAddPartitions(1, invalidProducerEpoch)
+			b.RefuseInitProducerID(1, invalidProducerEpoch)
+		}, 1},
+		{"no bump before Kafka 2.5", oldInitProducerID, func(b *kafkatest.Broker) { b.RefuseProduce(1, invalidProducerEpoch) }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}, MaxVersions: tc.versions})
+			require.NoError(t, err)
+			t.Cleanup(b.Close)
+			watched := watchInits(b)
+			p := newProducer(t, b, "fenced")
+			ctx := context.Background()
+			commitValues(t, p, "a")
+
+			tc.refuse(b)
+			require.NoError(t, p.Begin(ctx))
+			if err := p.Send(ctx, []*sarama.ProducerMessage{msg("b")}); err == nil {
+				assert.Error(t, p.Commit(ctx))
+			} else {
+				_ = p.Abort(ctx)
+			}
+			assert.ErrorIs(t, p.Begin(ctx), txn.ErrFenced)
+			assert.ErrorIs(t, p.Init(ctx), txn.ErrFenced)
+			assert.ErrorIs(t, p.Begin(ctx), txn.ErrFenced, "and stays so")
+
+			inits := watched()
+			require.Len(t, inits, 1+tc.bumps)
+			for _, e := range inits[1:] {
+				assert.NotEqual(t, producerEpoch{-1, -1}, e, "no registration afresh")
+			}
+			assert.Equal(t, []string{"a"}, committed(t, b))
 		})
 	}
 }
