@@ -41,7 +41,8 @@
 // whose writes all succeeded keeps the epoch, as Kafka's producer does.
 // When the abort itself fails (but for finding no transaction open), or
 // is given up (a ctx done, Close), or with Kafka before 2.5, the next
-// Begin registers the ID afresh, as a restarted process does: a producer
+// Begin registers the ID afresh (but after INVALID_PRODUCER_EPOCH: see
+// below), as a restarted process does: a producer
 // that did not hear it was fenced off would fence off the newer one in
 // turn. A process whose transaction failed should stop, as a pipeline's
 // run does, rather than Begin again. A transaction that outlives

@@ -521,6 +521,11 @@ func (p *Producer) abortWithin(ctx context.Context, keep bool) error {
 	})
 	if !ended {
 		p.log.Warn("transaction abort given up waiting for; it goes on in the background, and the next producer's start aborts the transaction if it had not")
+		if errors.Is(p.failed, sarama.ErrInvalidProducerEpoch) {
+			// The next registration must be a bump all the same (see
+			// ended).
+			p.resume = &producerEpoch{pid: s.pid, epoch: s.epoch, stale: true}
+		}
 		return fmt.Errorf("txn %s: abort: %w (it goes on in the background)", p.cfg.ID, context.Cause(ctx))
 	}
 	return p.ended(s, kept, err)

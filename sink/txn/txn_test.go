@@ -515,3 +515,33 @@ func TestAFencedOffProducerNeverRegistersAfresh(t *testing.T) {
 		})
 	}
 }
+
+// An abort after INVALID_PRODUCER_EPOCH that is given up waiting for (its
+// ctx done) is followed by a bump of the producer's epoch as well, never
+// by the ID registered afresh, which would fence off the newer producer if
+// a newer producer is what moved the epoch on.
+func TestAnAbortGivenUpAfterATimeoutIsFollowedByABump(t *testing.T) {
+	b := startBroker(t, map[string]int32{"out": 1})
+	watched := watchInits(b)
+	p := newProducer(t, b, "given-up")
+	ctx := context.Background()
+	commitValues(t, p, "a")
+
+	b.RefuseProduce(1, invalidProducerEpoch)
+	require.NoError(t, p.Begin(ctx))
+	require.ErrorIs(t, p.Send(ctx, []*sarama.ProducerMessage{msg("refused")}), sarama.ErrInvalidProducerEpoch)
+	held, release := b.Stall(kmsg.EndTxn.Int16())
+	actx, cancel := context.WithCancel(ctx)
+	go func() {
+		<-held
+		cancel()
+	}()
+	assert.ErrorIs(t, p.Abort(actx), context.Canceled, "the abort is given up")
+	release()
+
+	commitValues(t, p, "b")
+	assert.Equal(t, []string{"a", "b"}, committed(t, b))
+	inits := watched()
+	require.Len(t, inits, 2)
+	assert.NotEqual(t, producerEpoch{-1, -1}, inits[1], "a bump, not the ID registered afresh")
+}
