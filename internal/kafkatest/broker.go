@@ -2,12 +2,15 @@ package kafkatest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
@@ -233,6 +236,65 @@ func (b *Broker) RefuseTxnOffsetCommit(n int, code int16) func() int {
 		}
 		return resp
 	})
+}
+
+// LoseCommitAnswers makes the broker commit the transaction that the
+// next EndTxn request committing one asks for, but lose the answer: it
+// closes the connection instead, as a broker or a network failing right
+// after the commit would. So it does to the EndTxn requests committing
+// after it (the producer's retries), n in all, committing nothing more. It
+// returns a function that tells how many answers it lost so far.
+func (b *Broker) LoseCommitAnswers(n int) func() int {
+	var (
+		mu         sync.Mutex
+		lost       int
+		forwarding atomic.Bool // the first request, sent again on a connection of our own
+	)
+	b.cluster.ControlKey(kmsg.EndTxn.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		req := r.(*kmsg.EndTxnRequest)
+		mu.Lock()
+		defer mu.Unlock()
+		if forwarding.Load() || !req.Commit {
+			b.cluster.KeepControl()
+			return nil, nil, false
+		}
+		if lost++; lost < n {
+			b.cluster.KeepControl()
+		} else {
+			b.cluster.DropControl()
+		}
+		if lost == 1 {
+			// The broker handles one request at a time: the first is
+			// handled as it is sent again, on another connection, while
+			// this one sleeps.
+			forwarding.Store(true)
+			mu.Unlock()
+			b.cluster.SleepControl(func() { b.endTxn(req) })
+			mu.Lock()
+			forwarding.Store(false)
+		}
+		return nil, errAnswerLost, true
+	})
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return lost
+	}
+}
+
+var errAnswerLost = errors.New("kafkatest: answer lost")
+
+// endTxn sends req to the broker on a connection of its own, and waits for
+// the answer, whatever it is.
+func (b *Broker) endTxn(req *kmsg.EndTxnRequest) {
+	cfg := config()
+	cfg.Version = sarama.V2_8_0_0
+	br := sarama.NewBroker(b.addrs[0])
+	if err := br.Open(cfg); err != nil {
+		return
+	}
+	defer br.Close()
+	_, _ = br.EndTxn(&sarama.EndTxnRequest{Version: 3, TransactionalID: req.TransactionalID, ProducerID: req.ProducerID, ProducerEpoch: req.ProducerEpoch, TransactionResult: req.Commit})
 }
 
 // Watch calls f with every request of the given key (kmsg.InitProducerID.Int16(),
