@@ -41,6 +41,9 @@ type registration struct {
 	// producer registers the ID; only the coordinator can tell which,
 	// by granting or refusing a bump of the epoch of s (see register).
 	stale bool
+	// committing: the commit of the open transaction was asked for
+	// (EndTxn), and its answers were lost, or it was refused.
+	committing bool
 
 	halt     chan struct{} // closed by stop
 	stopOnce sync.Once
@@ -154,6 +157,10 @@ const initProducerIDKey = 22
 // is safe to call more than once.
 func (s *registration) stop() { s.stopOnce.Do(func() { close(s.halt) }) }
 
+// errCommitted fails the abort of a transaction whose commit went through
+// (see registration.end).
+var errCommitted = errors.New("the transaction was committed")
+
 // errStopped fails the requests of a registration stopped.
 var errStopped = errors.New("given up")
 
@@ -261,9 +268,19 @@ func (s *registration) commit() error {
 }
 
 // end ends the open transaction at the coordinator, if it knows of one.
+//
+// An abort after a commit whose answers were lost, or that was refused,
+// fails with errCommitted when the coordinator refuses it for having no
+// transaction open (INVALID_TXN_STATE): with the epoch of s, that means
+// the transaction's commit went through, for the commit is asked for only
+// once the transaction is open at the coordinator (its partitions and
+// offsets added), and then only a commit or an abort of s ends it there
+// (a timeout or a newer producer would have moved the epoch on, and the
+// abort would be refused for that).
 func (s *registration) end(commit bool) error {
 	if s.added {
 		req := &sarama.EndTxnRequest{Version: kafkaconf.TxnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch, TransactionResult: commit}
+		s.committing = s.committing || commit
 		err := s.toCoordinator("end transaction", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 			resp, err := b.EndTxn(req)
 			if err != nil {
@@ -272,10 +289,13 @@ func (s *registration) end(commit bool) error {
 			return kerr(resp.Err), nil
 		})
 		if err != nil {
+			if !commit && s.committing && errors.Is(err, sarama.ErrInvalidTxnState) {
+				return fmt.Errorf("%w (%w)", errCommitted, err)
+			}
 			return err
 		}
 	}
-	s.added, s.offsets = false, nil
+	s.added, s.offsets, s.committing = false, nil, false
 	clear(s.inTxn)
 	return nil
 }

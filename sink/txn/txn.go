@@ -86,6 +86,9 @@ type Producer struct {
 	// ended and closed, for the next one to bump (see register); nil
 	// when that abort may not have ended the transaction.
 	resume *producerEpoch
+	// committed is set by an abort that found the transaction committed
+	// (errCommitted), for Commit.
+	committed bool
 	// letGo are registrations Commit or Abort stopped waiting for: they
 	// finish their commit or abort and close in the background; Close
 	// stops them (adrift) and waits for them.
@@ -362,7 +365,9 @@ func (p *Producer) usable() error {
 // Commit implements stream.Transaction: it commits the open transaction,
 // and returns once the brokers have. When a write of the transaction
 // failed, or the commit does, Commit aborts the transaction and returns
-// the error: nothing of it is committed.
+// the error: nothing of it is committed. (A commit whose answers were
+// lost may have gone through all the same: the abort then finds the
+// transaction committed, and Commit returns nil.)
 //
 // When ctx is done before the brokers answer, Commit returns with ctx's
 // error and lets the producer go, as Abort does: the commit goes on in
@@ -382,6 +387,12 @@ func (p *Producer) Commit(ctx context.Context) error {
 		if aerr := p.abortWithin(ctx, false); aerr != nil && aerr != err {
 			err = errors.Join(err, aerr)
 		}
+		if p.committed {
+			// The commit's answers were lost, and it went through.
+			p.log.Warn("transaction commit found committed by the abort that followed", "err", err)
+			err = nil
+		}
+		p.committed = false
 	}
 	p.open, p.failed = false, nil
 	hooks := p.onEnd
@@ -447,6 +458,7 @@ func (p *Producer) ended(s *registration, kept bool, err error) error {
 	if err == nil || errors.Is(err, sarama.ErrInvalidTxnState) || s.stale {
 		p.resume = &producerEpoch{pid: s.pid, epoch: s.epoch, stale: s.stale}
 	}
+	p.committed = errors.Is(err, errCommitted)
 	return p.fenced
 }
 
@@ -457,7 +469,9 @@ func (p *Producer) endAbort(s *registration, keep bool) (bool, error) {
 		<-s.flight
 	}
 	err := s.end(false)
-	if err != nil {
+	if errors.Is(err, errCommitted) {
+		p.log.Warn("transaction abort found the transaction committed", "err", err)
+	} else if err != nil {
 		p.log.Warn("transaction abort failed; the next producer epoch's start aborts it", "err", err)
 	} else {
 		p.log.Warn("transaction aborted")

@@ -545,3 +545,33 @@ func TestAnAbortGivenUpAfterATimeoutIsFollowedByABump(t *testing.T) {
 	require.Len(t, inits, 2)
 	assert.NotEqual(t, producerEpoch{-1, -1}, inits[1], "a bump, not the ID registered afresh")
 }
+
+// A commit whose answers are lost after the coordinator committed the
+// transaction (the connection lost, for the retries too) is found
+// committed by the abort that follows, which the coordinator refuses for
+// having no transaction open (INVALID_TXN_STATE, its last one committed):
+// Commit returns nil, and OnEnd says committed, instead of failing a
+// transaction whose records and offsets are committed, which a caller
+// told that nothing of it was would write again.
+func TestACommitWhoseAnswersAreLostIsFoundCommitted(t *testing.T) {
+	b := startBroker(t, map[string]int32{"out": 1})
+	sc := sarama.NewConfig()
+	sc.Producer.Transaction.Retry.Max = 2
+	sc.Producer.Transaction.Retry.Backoff = 10 * time.Millisecond
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "lost", Sarama: sc})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, p.Close()) })
+	ctx := context.Background()
+
+	require.NoError(t, p.Begin(ctx))
+	var ends []bool
+	p.OnEnd(func(ok bool) { ends = append(ends, ok) })
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("a")}))
+	lost := b.LoseCommitAnswers(3)
+	assert.NoError(t, p.Commit(ctx), "the transaction is committed")
+	assert.Equal(t, 3, lost(), "every attempt's answer lost")
+	assert.Equal(t, []bool{true}, ends)
+
+	commitValues(t, p, "b")
+	assert.Equal(t, []string{"a", "b"}, committed(t, b))
+}
