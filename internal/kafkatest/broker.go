@@ -380,6 +380,23 @@ func (b *Broker) Stall(key int16) (held <-chan struct{}, release func()) {
 	return h, func() { once.Do(func() { close(wake) }) }
 }
 
+// Ignore makes the broker take every request of the given key from now
+// on and never answer it, as a broker that hangs does, for the client's
+// retries too, until release is called; the requests after release are
+// answered.
+func (b *Broker) Ignore(key int16) (release func()) {
+	var released atomic.Bool
+	b.cluster.ControlKey(key, func(kmsg.Request) (kmsg.Response, error, bool) {
+		if released.Load() {
+			b.cluster.DropControl()
+			return nil, nil, false
+		}
+		b.cluster.KeepControl()
+		return nil, nil, true // neither an answer nor an error: none is sent
+	})
+	return func() { released.Store(true) }
+}
+
 // Close stops the broker and closes its connections. With a DataDir, it
 // first saves the broker's state. Close is safe to call more than once.
 func (b *Broker) Close() {
