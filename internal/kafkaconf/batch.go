@@ -55,6 +55,9 @@ type Txn struct {
 	// is called before any record is sent to them. An error fails the
 	// whole Send.
 	Add func(topic string, parts []int32) error
+	// Halt, once closed, gives up what Send has not delivered yet: it
+	// makes no further attempt. Nil never gives up.
+	Halt <-chan struct{}
 }
 
 // SetTxn makes the producer write transactional record batches, under
@@ -133,10 +136,9 @@ func (p *BatchProducer) Send(msgs []*sarama.ProducerMessage) []*sarama.ProducerE
 			break
 		}
 		if retries > 0 {
-			if retries > p.cfg.Producer.Retry.Max {
+			if retries > p.cfg.Producer.Retry.Max || !p.backoff(retries) {
 				break
 			}
-			p.backoff(retries)
 			_ = p.client.RefreshMetadata(p.topic) // the next lookup asks again if this fails
 		}
 		p.attempt(todo)
@@ -174,13 +176,31 @@ func partitionsOf(batches []*partBatch) []int32 {
 	return parts
 }
 
-func (p *BatchProducer) backoff(retries int) {
+// backoff waits before the next attempt, and reports whether to make it:
+// not once the transaction's Halt is closed.
+func (p *BatchProducer) backoff(retries int) bool {
 	r := p.cfg.Producer.Retry
 	d := r.Backoff
 	if r.BackoffFunc != nil {
 		d = r.BackoffFunc(retries, r.Max)
 	}
-	time.Sleep(d)
+	var halt <-chan struct{}
+	if p.txn != nil {
+		halt = p.txn.Halt
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-halt:
+		return false
+	}
+	select {
+	case <-halt:
+		return false
+	default:
+		return true
+	}
 }
 
 // prepare partitions msgs and builds their record batches, numbered with

@@ -153,8 +153,9 @@ const initProducerIDKey = 22
 
 // stop makes the requests of s to the coordinators fail, without
 // retries, once the one in progress, if any, has been answered or has
-// timed out (Net.ReadTimeout): it gives up a commit or abort let go. It
-// is safe to call more than once.
+// timed out (Net.ReadTimeout), and so the deliveries of s, which an abort
+// waits for: it gives up a commit or abort let go. It is safe to call
+// more than once.
 func (s *registration) stop() { s.stopOnce.Do(func() { close(s.halt) }) }
 
 // errCommitted fails the abort of a transaction whose commit went through
@@ -173,7 +174,7 @@ func (s *registration) producer(topic string) (*kafkaconf.BatchProducer, error) 
 	if err != nil {
 		return nil, err
 	}
-	bp.SetTxn(&kafkaconf.Txn{ID: s.id, PID: s.pid, Epoch: s.epoch, Add: s.addPartitions})
+	bp.SetTxn(&kafkaconf.Txn{ID: s.id, PID: s.pid, Epoch: s.epoch, Add: s.addPartitions, Halt: s.halt})
 	s.producers[topic] = bp
 	return bp, nil
 }

@@ -608,9 +608,10 @@ const CloseTimeout = 5 * time.Second
 
 // Close aborts the open transaction, if any, disconnects, and waits for
 // those Commit and Abort let go to end, for up to CloseTimeout in all,
-// giving up what is left then: a request to a coordinator in progress
-// still holds Close until it is answered or times out (the Sarama
-// config's Net.ReadTimeout). It is safe to call more than once; the other
+// giving up what is left then, the retries of a delivery in flight too: a
+// request in progress, to a coordinator or a produce request, still holds
+// Close until it is answered or times out (the Sarama config's
+// Net.ReadTimeout). It is safe to call more than once; the other
 // methods fail after it.
 func (p *Producer) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)

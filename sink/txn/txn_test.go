@@ -575,3 +575,29 @@ func TestACommitWhoseAnswersAreLostIsFoundCommitted(t *testing.T) {
 	commitValues(t, p, "b")
 	assert.Equal(t, []string{"a", "b"}, committed(t, b))
 }
+
+// Close gives up, at CloseTimeout, the delivery of a Send to a broker
+// that takes its produce requests and never answers, as it does the
+// abort waiting for it, instead of waiting for every retry of the
+// delivery to time out (Producer.Retry, Net.ReadTimeout each).
+func TestCloseGivesUpADeliveryToABrokerThatDoesNotAnswer(t *testing.T) {
+	b := startBroker(t, map[string]int32{"out": 1})
+	sc := sarama.NewConfig()
+	sc.Net.ReadTimeout = 500 * time.Millisecond
+	sc.Producer.Retry.Max = 100 // 50s of attempts
+	sc.Producer.Retry.Backoff = 10 * time.Millisecond
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "stalled", Sarama: sc})
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, p.Begin(ctx))
+
+	release := b.Ignore(kmsg.Produce.Int16())
+	defer release()
+	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, p.Send(sctx, []*sarama.ProducerMessage{msg("a")}), context.DeadlineExceeded)
+
+	start := time.Now()
+	closeWithin(t, p)
+	assert.Less(t, time.Since(start), txn.CloseTimeout+5*time.Second, "Close took its time out, and a request's")
+}
