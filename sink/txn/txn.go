@@ -180,8 +180,8 @@ func (p *Producer) init(ctx context.Context) error {
 	}
 	s, err := register(ctx, p.cfg.Brokers, p.cfg.ID, p.cfg.Timeout, p.sarama, p.resume)
 	if err != nil {
-		// INVALID_PRODUCER_EPOCH from the coordinator is its refusal to
-		// register the ID (before Kafka 2.7, PRODUCER_FENCED).
+		// INVALID_PRODUCER_EPOCH to InitProducerId is a refusal, as
+		// PRODUCER_FENCED is (Kafka before 2.7 answers it instead).
 		if p.fence(err) || errors.Is(err, sarama.ErrInvalidProducerEpoch) || errors.Is(err, errNoBump) {
 			return p.fenceOff(err)
 		}
