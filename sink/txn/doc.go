@@ -42,11 +42,11 @@
 // When the abort itself fails (but for finding no transaction open), or
 // is given up (a ctx done, Close), or with Kafka before 2.5, the next
 // Begin registers the ID afresh (but after INVALID_PRODUCER_EPOCH: see
-// below), as a restarted process does: a producer
-// that did not hear it was fenced off would fence off the newer one in
-// turn. A process whose transaction failed should stop, as a pipeline's
-// run does, rather than Begin again. A transaction that outlives
-// Config.Timeout fails (see below). The Producer sends the group's
+// below), as a restarted process does: a producer that did not hear it
+// was fenced off would fence off the newer one in turn. A process whose
+// transaction failed should stop, as a pipeline's run does, rather than
+// Begin again. A transaction that outlives Config.Timeout fails (see
+// below). The Producer sends the group's
 // offsets (with the group's generation) as the transaction commits, not
 // as they are added: the source counts them committed, and lets a revoked partition
 // go, once the transaction has committed (OnEnd), so that the group does
