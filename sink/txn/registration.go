@@ -36,10 +36,14 @@ type registration struct {
 	added     bool                      // the coordinator knows of the open transaction
 	flight    chan struct{}             // closed when the last delivery has ended; nil before
 	// stale is set once a broker refused a request of s for its epoch
-	// (INVALID_PRODUCER_EPOCH): the coordinator moved the epoch on, as
-	// it does when it times the transaction out, and when a newer
-	// producer registers the ID; only the coordinator can tell which,
-	// by granting or refusing a bump of the epoch of s (see register).
+	// (INVALID_PRODUCER_EPOCH), or a partition leader a write to a
+	// partition added to the transaction for the transaction being over
+	// (INVALID_TXN_STATE): the coordinator ended the transaction and
+	// moved the epoch on, as it does when it times the transaction out,
+	// and when a newer producer registers the ID; only the coordinator
+	// can tell which, by granting or refusing a bump of the epoch of s
+	// (see register). It answers an EndTxn of s PRODUCER_FENCED either
+	// way: the abort of a stale registration sends none.
 	stale bool
 	// committing: the commit of the open transaction was asked for
 	// (EndTxn), and its answers were lost, or it was refused.
@@ -162,6 +166,9 @@ func (s *registration) stop() { s.stopOnce.Do(func() { close(s.halt) }) }
 // (see registration.end).
 var errCommitted = errors.New("the transaction was committed")
 
+// errStale wraps the failure of a Send that made its registration stale.
+var errStale = errors.New("the coordinator ended the transaction and moved the producer's epoch on")
+
 // errStopped fails the requests of a registration stopped.
 var errStopped = errors.New("given up")
 
@@ -200,11 +207,20 @@ func (s *registration) deliver(msgs []*sarama.ProducerMessage) []*sarama.Produce
 		msgs = msgs[n:]
 	}
 	for _, e := range failed {
-		if errors.Is(e.Err, sarama.ErrInvalidProducerEpoch) {
+		if endedBehind(e.Err) {
 			s.stale = true
 		}
 	}
 	return failed
+}
+
+// endedBehind reports whether a record's failure says that the
+// coordinator ended the transaction behind the producer's back (see
+// registration.stale). A partition leader's INVALID_TXN_STATE is its
+// answer as such, unwrapped; the coordinator's, to AddPartitionsToTxn,
+// is wrapped, and says nothing of the epoch.
+func endedBehind(err error) bool {
+	return errors.Is(err, sarama.ErrInvalidProducerEpoch) || err == sarama.ErrInvalidTxnState
 }
 
 // addPartitions adds those of parts not in the open transaction yet.

@@ -280,8 +280,11 @@ func (p *Producer) send(ctx context.Context, msgs []*sarama.ProducerMessage, man
 		for _, e := range failed {
 			if p.fence(e.Err) {
 				p.failed = p.fenced
-				break
+				return p.failed
 			}
+		}
+		if s.stale {
+			p.failed = fmt.Errorf("%w (%w)", p.failed, errStale)
 		}
 		return p.failed
 	}
@@ -415,6 +418,14 @@ func (p *Producer) Commit(ctx context.Context) error {
 // producer epoch starts. When the brokers fenced the producer off, Abort
 // returns ErrFenced, as every Begin after does.
 //
+// After the brokers refused a write for the transaction being over at
+// the coordinator (it timed the transaction out, or a newer producer
+// registered the ID: see the package doc), the abort sends no EndTxn,
+// which the coordinator would refuse either way, but asks at once for a
+// bump of the producer's epoch, which tells the two apart: refused,
+// Abort returns ErrFenced; given up (ctx done), Abort returns nil, for
+// the transaction is over, and the next Begin asks again.
+//
 // The abort waits for what the transaction sent to be answered. When ctx
 // is done first (a broker that does not answer), Abort returns with ctx's
 // error and lets the producer go: it finishes the abort and disconnects
@@ -463,20 +474,29 @@ func (p *Producer) ended(s *registration, kept bool, err error) error {
 }
 
 // endAbort ends the transaction of s with an abort, and closes s unless
-// keep and the abort succeeded; it reports whether s was kept.
+// keep and the abort succeeded; it reports whether s was kept. A stale s
+// sends no EndTxn (see registration.stale): its transaction is over at
+// the coordinator, and the bump of its epoch that follows (see
+// abortWithin) tells whether s was fenced off.
 func (p *Producer) endAbort(s *registration, keep bool) (bool, error) {
 	if s.flight != nil {
 		<-s.flight
 	}
-	err := s.end(false)
-	if errors.Is(err, errCommitted) {
+	var err error
+	if !s.stale {
+		err = s.end(false)
+	}
+	switch {
+	case s.stale:
+		p.log.Warn("transaction ended by the coordinator, which moved the producer's epoch on")
+	case errors.Is(err, errCommitted):
 		p.log.Warn("transaction abort found the transaction committed", "err", err)
-	} else if err != nil {
+	case err != nil:
 		p.log.Warn("transaction abort failed; the next producer epoch's start aborts it", "err", err)
-	} else {
+	default:
 		p.log.Warn("transaction aborted")
 	}
-	if keep && err == nil {
+	if keep && err == nil && !s.stale {
 		return true, nil
 	}
 	if cerr := s.close(); cerr != nil {
@@ -511,12 +531,31 @@ func (p *Producer) fenceOff(err error) error {
 // has ended, giving up waiting when ctx is done: see Abort. With keep
 // (none of the transaction's writes failed), the registration goes on
 // into the next transaction; else it is closed. It fails only when the
-// producer was fenced off, or ctx is done first. p.mu is held.
+// producer was fenced off, or ctx is done first.
+//
+// After a stale registration, whose EndTxn the coordinator would refuse,
+// it asks for the bump of the producer's epoch at once, as Kafka's
+// producer does (KIP-360): the coordinator refuses it to a producer
+// fenced off, and so Abort returns ErrFenced, as it does when an EndTxn
+// is refused. Granted, it aborts what the coordinator may still hold of
+// the transaction, and the new registration goes on into the next
+// transaction. Failed otherwise, the next Begin asks again. p.mu is held.
 func (p *Producer) abortWithin(ctx context.Context, keep bool) error {
 	s := p.reg
 	if s == nil {
 		return p.fenced
 	}
+	if err := p.abortOf(ctx, s, keep); err != nil || !s.stale {
+		return err
+	}
+	if err := p.init(ctx); err != nil && p.fenced == nil {
+		p.log.Warn("bump of the producer's epoch failed; the next Begin asks again", "err", err)
+	}
+	return p.fenced
+}
+
+// abortOf aborts the transaction of s: see abortWithin. p.mu is held.
+func (p *Producer) abortOf(ctx context.Context, s *registration, keep bool) error {
 	if ctx.Done() == nil {
 		kept, err := p.endAbort(s, keep)
 		return p.ended(s, kept, err)
@@ -535,7 +574,7 @@ func (p *Producer) abortWithin(ctx context.Context, keep bool) error {
 	})
 	if !ended {
 		p.log.Warn("transaction abort given up waiting for; it goes on in the background, and the next producer's start aborts the transaction if it had not")
-		if errors.Is(p.failed, sarama.ErrInvalidProducerEpoch) {
+		if errors.Is(p.failed, errStale) {
 			// The next registration must be a bump all the same (see
 			// ended).
 			p.resume = &producerEpoch{pid: s.pid, epoch: s.epoch, stale: true}

@@ -200,6 +200,10 @@ func TestFencedProducerStaysStopped(t *testing.T) {
 
 	next := newProducer(t, b, "proc")
 	require.NoError(t, next.Init(ctx))
+	// The old producer's write is refused, and it asks for a bump of
+	// its epoch, which Kafka refuses to a producer that a registration
+	// fenced off; kfake grants a bump of any epoch before its own.
+	b.RefuseInitProducerID(1, producerFenced)
 
 	require.Error(t, old.Send(ctx, []*sarama.ProducerMessage{msg("after the fence")}))
 	assert.ErrorIs(t, old.Abort(ctx), txn.ErrFenced, "the abort tells why the transaction failed")
@@ -516,11 +520,12 @@ func TestAFencedOffProducerNeverRegistersAfresh(t *testing.T) {
 	}
 }
 
-// An abort after INVALID_PRODUCER_EPOCH that is given up waiting for (its
-// ctx done) is followed by a bump of the producer's epoch as well, never
-// by the ID registered afresh, which would fence off the newer producer if
-// a newer producer is what moved the epoch on.
-func TestAnAbortGivenUpAfterATimeoutIsFollowedByABump(t *testing.T) {
+// An abort after INVALID_PRODUCER_EPOCH whose bump of the producer's
+// epoch is given up (its ctx done) is followed by a bump at the next
+// Begin as well, never by the ID registered afresh, which would fence off
+// the newer producer if a newer producer is what moved the epoch on. The
+// abort returns nil: the transaction is over at the coordinator.
+func TestAnAbortWhoseBumpIsGivenUpIsFollowedByABump(t *testing.T) {
 	b := startBroker(t, map[string]int32{"out": 1})
 	watched := watchInits(b)
 	p := newProducer(t, b, "given-up")
@@ -530,20 +535,22 @@ func TestAnAbortGivenUpAfterATimeoutIsFollowedByABump(t *testing.T) {
 	b.RefuseProduce(1, invalidProducerEpoch)
 	require.NoError(t, p.Begin(ctx))
 	require.ErrorIs(t, p.Send(ctx, []*sarama.ProducerMessage{msg("refused")}), sarama.ErrInvalidProducerEpoch)
-	held, release := b.Stall(kmsg.EndTxn.Int16())
+	held, release := b.Stall(kmsg.InitProducerID.Int16())
 	actx, cancel := context.WithCancel(ctx)
 	go func() {
 		<-held
 		cancel()
+		release()
 	}()
-	assert.ErrorIs(t, p.Abort(actx), context.Canceled, "the abort is given up")
-	release()
+	assert.NoError(t, p.Abort(actx))
 
 	commitValues(t, p, "b")
 	assert.Equal(t, []string{"a", "b"}, committed(t, b))
 	inits := watched()
-	require.Len(t, inits, 2)
-	assert.NotEqual(t, producerEpoch{-1, -1}, inits[1], "a bump, not the ID registered afresh")
+	require.Len(t, inits, 3, "the registration, the bump given up, the bump")
+	for _, e := range inits[1:] {
+		assert.NotEqual(t, producerEpoch{-1, -1}, e, "a bump, not the ID registered afresh")
+	}
 }
 
 // A commit whose answers are lost after the coordinator committed the
@@ -600,4 +607,77 @@ func TestCloseGivesUpADeliveryToABrokerThatDoesNotAnswer(t *testing.T) {
 	start := time.Now()
 	closeWithin(t, p)
 	assert.Less(t, time.Since(start), txn.CloseTimeout+5*time.Second, "Close took its time out, and a request's")
+}
+
+// A transaction that outlives Config.Timeout is aborted by the broker
+// itself, which moves the producer's epoch on: the next write fails
+// (INVALID_PRODUCER_EPOCH), Abort ends the transaction with a bump of
+// the producer's own epoch instead of an EndTxn of the old one, which the
+// coordinator would refuse (PRODUCER_FENCED), and the next transaction
+// commits. A read_committed reader sees it, and nothing of the one timed
+// out.
+func TestATransactionTimedOutByTheBrokerIsFollowedByTheNext(t *testing.T) {
+	b := startBroker(t, map[string]int32{"out": 1})
+	watched := watchInits(b)
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "timed-out", Timeout: 500 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, p.Close()) })
+	ctx := context.Background()
+
+	require.NoError(t, p.Begin(ctx))
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("timed out")}))
+	// The broker's abort writes its marker after the record.
+	require.Eventually(t, func() bool { return b.HighWatermarks("out")[0] == 2 }, 20*time.Second, 10*time.Millisecond, "the broker times the transaction out")
+
+	err = p.Send(ctx, []*sarama.ProducerMessage{msg("late")})
+	if err == nil {
+		err = p.Commit(ctx)
+	} else {
+		assert.NoError(t, p.Abort(ctx))
+	}
+	// A partition leader answers INVALID_PRODUCER_EPOCH, or (kfake)
+	// INVALID_TXN_STATE for the transaction being over.
+	assert.True(t, errors.Is(err, sarama.ErrInvalidProducerEpoch) || errors.Is(err, sarama.ErrInvalidTxnState), "the transaction fails with the broker's answer: %v", err)
+	assert.NotErrorIs(t, err, txn.ErrFenced)
+
+	commitValues(t, p, "next")
+	assert.Equal(t, []string{"next"}, committed(t, b), "the next transaction is committed, nothing of the one timed out")
+	inits := watched()
+	require.Len(t, inits, 2)
+	assert.Equal(t, producerEpoch{-1, -1}, inits[0], "the first registration")
+	assert.NotEqual(t, producerEpoch{-1, -1}, inits[1], "a bump, not the ID registered afresh")
+}
+
+// A producer fenced off by a newer one's registration, whose write is
+// then refused for the transaction being over (as after a timeout), asks
+// for a bump of its epoch instead of an EndTxn, and the coordinator
+// refuses it (PRODUCER_FENCED; Kafka does, kfake grants it, so the test
+// answers as Kafka): the producer is fenced off, never registers the ID
+// afresh, and commits nothing; the newer producer commits.
+func TestAProducerFencedOffByARegistrationHasItsBumpRefused(t *testing.T) {
+	b := startBroker(t, map[string]int32{"out": 1})
+	ctx := context.Background()
+	old := newProducer(t, b, "proc")
+	commitValues(t, old, "old")
+	require.NoError(t, old.Begin(ctx))
+	require.NoError(t, old.Send(ctx, []*sarama.ProducerMessage{msg("zombie")}))
+
+	next := newProducer(t, b, "proc")
+	require.NoError(t, next.Init(ctx))
+	watched := watchInits(b)
+	refused := b.RefuseInitProducerID(1, producerFenced)
+
+	err := old.Send(ctx, []*sarama.ProducerMessage{msg("zombie after the fence")})
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, txn.ErrFenced, "the write alone does not tell a fence from a timeout")
+	assert.ErrorIs(t, old.Abort(ctx), txn.ErrFenced, "the bump does")
+	assert.Equal(t, 1, refused())
+	assert.ErrorIs(t, old.Begin(ctx), txn.ErrFenced)
+	assert.ErrorIs(t, old.Init(ctx), txn.ErrFenced)
+
+	commitValues(t, next, "new")
+	assert.Equal(t, []string{"old", "new"}, committed(t, b))
+	inits := watched()
+	require.Len(t, inits, 1, "the bump, and nothing after")
+	assert.NotEqual(t, producerEpoch{-1, -1}, inits[0], "a bump, not the ID registered afresh")
 }
