@@ -186,6 +186,12 @@ func (p *Producer) init(ctx context.Context) error {
 			return p.fenceOff(err)
 		}
 		if errors.Is(err, sarama.ErrInvalidProducerIDMapping) {
+			if p.resume != nil && p.resume.stale {
+				// Nothing tells a timeout from a fence then:
+				// registering afresh could fence off a newer
+				// producer.
+				return p.fenceOff(err)
+			}
 			// The coordinator no longer knows the producer ID (it
 			// expired): the next attempt registers the ID afresh.
 			p.resume = nil

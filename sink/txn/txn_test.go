@@ -407,8 +407,9 @@ func TestAFailedTransactionBumpsTheProducersOwnEpoch(t *testing.T) {
 
 // Kafka's error codes the tests answer with.
 const (
-	invalidProducerEpoch = 47
-	producerFenced       = 90
+	invalidProducerEpoch     = 47
+	invalidProducerIDMapping = 49
+	producerFenced           = 90
 )
 
 // A transaction the brokers timed out, whose requests they then refuse
@@ -467,7 +468,8 @@ func TestATimedOutTransactionIsFollowedByABumpedEpoch(t *testing.T) {
 // PRODUCER_FENCED, to any request, and when, after INVALID_PRODUCER_EPOCH,
 // the coordinator refuses to bump the producer's epoch (PRODUCER_FENCED,
 // or INVALID_PRODUCER_EPOCH before Kafka 2.7), or cannot (InitProducerId
-// before version 3, Kafka 2.5): registering the ID afresh instead would
+// before version 3, Kafka 2.5, or a producer ID it does not know,
+// INVALID_PRODUCER_ID_MAPPING): registering the ID afresh instead would
 // fence off the newer producer that fenced this one off.
 func TestAFencedOffProducerNeverRegistersAfresh(t *testing.T) {
 	oldInitProducerID := kversion.Stable()
@@ -489,6 +491,10 @@ func TestAFencedOffProducerNeverRegistersAfresh(t *testing.T) {
 			b.RefuseInitProducerID(1, invalidProducerEpoch)
 		}, 1},
 		{"no bump before Kafka 2.5", oldInitProducerID, func(b *kafkatest.Broker) { b.RefuseProduce(1, invalidProducerEpoch) }, 0},
+		{"bump of a producer ID the coordinator does not know", nil, func(b *kafkatest.Broker) {
+			b.RefuseProduce(1, invalidProducerEpoch)
+			b.RefuseInitProducerID(1, invalidProducerIDMapping)
+		}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}, MaxVersions: tc.versions})
