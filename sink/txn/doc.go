@@ -41,11 +41,11 @@
 // whose writes all succeeded keeps the epoch, as Kafka's producer does.
 // When the abort itself fails (but for finding no transaction open), or
 // is given up (a ctx done, Close), or with Kafka before 2.5, the next
-// Begin registers the ID afresh (but after INVALID_PRODUCER_EPOCH: see
-// below), as a restarted process does: a producer that did not hear it
-// was fenced off would fence off the newer one in turn. A process whose
-// transaction failed should stop, as a pipeline's run does, rather than
-// Begin again. A transaction that outlives Config.Timeout fails (see
+// Begin registers the ID afresh (but after a write refused for a stale
+// epoch: see below), as a restarted process does: a producer that did
+// not hear it was fenced off would fence off the newer one in turn. A
+// process whose transaction failed should stop, as a pipeline's run
+// does, rather than Begin again. A transaction that outlives Config.Timeout fails (see
 // below). The Producer sends the group's
 // offsets (with the group's generation) as the transaction commits, not
 // as they are added: the source counts them committed, and lets a revoked partition
@@ -62,21 +62,34 @@
 // # Transactions timed out
 //
 // The brokers abort a transaction that outlives Config.Timeout, and move
-// the producer's epoch on, as a newer producer's registration does; a
-// partition leader then refuses the producer's writes for their epoch
-// (INVALID_PRODUCER_EPOCH), without knowing which of the two moved it on,
-// and so do coordinators before Kafka 2.7, which answer a producer fenced
-// off that way too. The Producer takes PRODUCER_FENCED, wherever it comes
-// from, as a fence. INVALID_PRODUCER_EPOCH fails the transaction, which is
-// aborted as after any failed write, and the next Begin asks for a bump
-// of the producer's own epoch (KIP-360), which the coordinator grants to
-// a producer whose transaction it timed out and refuses to one fenced off
-// (KIP-588): refused, the Producer is fenced off (ErrFenced). Without
-// that bump (Kafka before 2.5, in the Sarama config's Version or at the
-// coordinator), nothing tells the two apart, and INVALID_PRODUCER_EPOCH
-// stops the Producer for good, rather than registering the ID afresh,
-// which would fence off the newer producer, if there is one. The
-// coordinator has the last word: one that answers the abort of a
-// transaction it timed out PRODUCER_FENCED, or refuses the bump, stops the
-// Producer, so a batch should still fit in the transaction timeout.
+// the producer's epoch on, as a newer producer's registration does. A
+// partition leader then refuses the producer's next write for its epoch
+// (INVALID_PRODUCER_EPOCH), or for the transaction being over
+// (INVALID_TXN_STATE, as franz-go's kfake does), without knowing which of
+// the two moved the epoch on; coordinators before Kafka 2.7 answer a
+// producer fenced off INVALID_PRODUCER_EPOCH too. The Producer takes
+// PRODUCER_FENCED, wherever it comes from, as a fence. A write refused so
+// fails the transaction, and its abort, as Kafka's producer does
+// (KIP-360), sends no EndTxn, which the coordinator would answer
+// PRODUCER_FENCED either way, but asks for a bump of the producer's own
+// epoch, which aborts what is left of the transaction: granted, the next
+// transaction goes on in the new epoch; refused, the Producer is fenced
+// off, and Abort returns ErrFenced. After such a write the ID is never
+// registered afresh, which would fence off the newer producer, if there
+// is one: without the bump (Kafka before 2.5, in the Sarama config's
+// Version or at the coordinator, or a producer ID the coordinator does
+// not know), nothing tells the two apart, and the Producer stops for
+// good.
+//
+// The coordinator has the last word. KIP-588 has it grant the bump to a
+// producer whose transaction it timed out and refuse it to one fenced
+// off; kfake grants it, to a producer fenced off too, and there the
+// Producer goes on after a timeout. Kafka's coordinator (2.7 to 4.x, by
+// its source) forgets the epoch before when it times a transaction out,
+// as when a newer producer registers, and refuses the bump
+// (PRODUCER_FENCED): against Kafka, a transaction timed out still stops
+// the Producer, at its abort. So does a timeout found by a request to the
+// coordinator rather than by a write (adding partitions or offsets, the
+// commit), which the coordinator answers PRODUCER_FENCED. A batch must
+// still fit in the transaction timeout.
 package txn
