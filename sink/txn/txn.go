@@ -108,9 +108,10 @@ var (
 	ErrOpen = errors.New("txn: a transaction is already open")
 	// ErrFenced: by Abort, Commit and Send, and then by every Begin and
 	// Init, once the brokers have fenced the producer off: a newer one
-	// registered the transactional ID (PRODUCER_FENCED, or, after
-	// INVALID_PRODUCER_EPOCH, the bump of the producer's epoch refused
-	// or impossible: see the package doc). Starting a new producer would
+	// registered the transactional ID (PRODUCER_FENCED, or, after a
+	// write refused for a stale epoch, the bump of the producer's epoch
+	// refused or impossible: see the package doc; Kafka refuses it after
+	// a transaction timed out too). Starting a new producer would
 	// fence off the newer one in turn: a Producer fenced off stays
 	// stopped; a process that must go on creates a new one.
 	ErrFenced = errors.New("txn: fenced off by a newer producer with the same transactional id")
@@ -459,10 +460,9 @@ func (p *Producer) Abort(ctx context.Context) error {
 // closed after an abort that ended the transaction, or found none open
 // (INVALID_TXN_STATE: the coordinator's last transaction has ended, as
 // when the partitions of this one were refused), the next registration
-// bumps the epoch of s. So it does, whatever the abort's outcome, when
-// the brokers refused the epoch of s (INVALID_PRODUCER_EPOCH): then only
-// the coordinator can tell whether s was fenced off, by refusing the
-// bump. It returns what the abort returns: an error only when the
+// bumps the epoch of s. So it does after a stale s (see
+// registration.stale), whose abort sent no EndTxn: then only the
+// coordinator can tell whether s was fenced off, by refusing the bump. It returns what the abort returns: an error only when the
 // producer was fenced off. p.mu is held.
 func (p *Producer) ended(s *registration, kept bool, err error) error {
 	p.fence(err)
