@@ -625,7 +625,7 @@ func TestCloseGivesUpADeliveryToABrokerThatDoesNotAnswer(t *testing.T) {
 func TestATransactionTimedOutByTheBrokerIsFollowedByTheNext(t *testing.T) {
 	b := startBroker(t, map[string]int32{"out": 1})
 	watched := watchInits(b)
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "timed-out", Timeout: 500 * time.Millisecond})
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "timed-out", Timeout: time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, p.Close()) })
 	ctx := context.Background()
