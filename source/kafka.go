@@ -1114,7 +1114,8 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, id int32) int6
 
 // fetchCommitted asks the group coordinator for the group's committed
 // offset of partition id, -1 for none. Read committed, the offset of a
-// transaction not yet committed counts only once it is, as for sarama.
+// transaction not yet committed counts only once it is, as for sarama
+// (brokers from 2.5 on).
 func (k *Kafka) fetchCommitted(client sarama.Client, id int32) (int64, error) {
 	coordinator, err := k.coordinatorConn(client)
 	if err != nil {
@@ -1123,6 +1124,13 @@ func (k *Kafka) fetchCommitted(client sarama.Client, id int32) (int64, error) {
 	req := sarama.NewOffsetFetchRequest(k.sarama.Version, k.cfg.Group, map[string][]int32{k.cfg.Topic: {id}})
 	req.RequireStable = k.sarama.Consumer.IsolationLevel == sarama.ReadCommitted && req.Version >= 7
 	resp, err := coordinator.FetchOffset(req)
+	if err != nil && req.RequireStable && errors.As(err, new(sarama.PacketEncodingError)) {
+		// A broker before 2.5 cannot be asked for stable offsets: the
+		// request, brought down to its version, does not encode. Ask as
+		// it can be asked, as sarama's consumer and the Java one do.
+		req.RequireStable = false
+		resp, err = coordinator.FetchOffset(req)
+	}
 	if err != nil {
 		k.dropCoordinator(coordinator)
 		_ = client.RefreshCoordinator(k.cfg.Group)

@@ -13,7 +13,9 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/source"
@@ -257,4 +259,54 @@ func TestKafkaHeldPartitionKeptPastRecordsDeleted(t *testing.T) {
 			assert.NotContains(t, logs.String(), "dropping")
 		})
 	}
+}
+
+// A read committed source asks for the group's committed offset as a
+// stable one (KIP-447), which a broker before 2.5 cannot be asked: sarama's
+// configured version (2.8 by default) is above the broker's, and the
+// request, once its version is brought down to the broker's, does not
+// encode. The source then asks for it as such a broker can, as sarama's
+// consumer and the Java one do, and still logs the records skipped past a
+// commit out of range.
+func TestKafkaCommitBelowTheLogStartOnABrokerBeforeStableOffsets(t *testing.T) {
+	checkLeaks(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in"), kfake.GroupMinSessionTimeout(100*time.Millisecond),
+		kfake.MaxVersions(kversion.V2_4_0()))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	addrs := c.ListenAddrs()
+	produceEach(t, addrs, "in", 1, 0, 100, false)
+
+	client, err := sarama.NewClient(addrs, sarama.NewConfig())
+	require.NoError(t, err)
+	defer client.Close()
+	coordinator, err := client.Coordinator("old")
+	require.NoError(t, err)
+	commit := sarama.NewOffsetCommitRequest(sarama.NewConfig(), "old")
+	commit.ConsumerGroupGeneration = -1 // a group with no members
+	commit.AddBlock("in", 0, 50, 0, "")
+	resp, err := coordinator.CommitOffset(commit)
+	require.NoError(t, err)
+	require.ErrorIs(t, resp.Errors["in"][0], sarama.ErrNoError)
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	require.NoError(t, err)
+	require.NoError(t, admin.DeleteRecords("in", map[int32]int64{0: 80}))
+
+	var logs source.SyncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	})
+	src := sourceOn(t, addrs, "in", "old", slog.New(slog.NewTextHandler(&logs, nil)), func(cfg *source.KafkaConfig) {
+		cfg.Sarama.Consumer.IsolationLevel = sarama.ReadCommitted
+	})
+	var read offsetsRead
+	stop := runSource(t, src, read.add)
+	require.Eventually(t, func() bool { return len(read.all()) >= 20 }, 10*time.Second, 10*time.Millisecond)
+	stop()
+
+	assert.Equal(t, span(80, 100), read.all())
+	assert.Len(t, skippedLine("old", 50, 79).FindAllString(logs.String(), -1), 1, "the records skipped logged once")
+	assert.NotContains(t, logs.String(), "committed offset not fetched")
 }
