@@ -1055,13 +1055,17 @@ func (k *Kafka) startClaim(id int32, initial, committed int64) (uint64, sarama.C
 	reset := initial < 0 && committed >= 0
 	kept := false
 	switch {
-	case !p.inPipeline || p.next == initial:
+	case !p.inPipeline:
 	case reset && p.next == committed:
 		// The pipeline's records and state end where the group's commit
 		// does, and nobody went further: the records after it that the
 		// claim skips are gone for every member. They stay, unless the
 		// claim's first record comes before the commit (see push).
 		kept = true
+	case !reset && p.next == initial:
+		// Not when reset: the pipeline got nothing since a start at the
+		// same sentinel, with no commit, and the commit out of range is
+		// another member's, whose records and state it lacks.
 	default:
 		// The pipeline's records or state of the partition do not end
 		// where the group's commit does: a commit failed, or another

@@ -218,6 +218,27 @@ func TestKafkaSessionRestart(t *testing.T) {
 	}
 }
 
+// A claim that started at the oldest record, the group having no commit,
+// handed out nothing, but the pipeline holds the partition (its state as
+// restored when it came). Another member then held it and committed 7,
+// which retention left behind before it came back: the next claim starts
+// at the oldest record again, and the pipeline's state misses what that
+// member read, as it would had the claim started at 7.
+func TestKafkaRestartPastAnotherMembersCommitOutOfRange(t *testing.T) {
+	k := newTestKafka(t, 100)
+	c := startTestClaimCommitted(k, 0, sarama.OffsetOldest, -1)
+	require.Equal(t, []int32{0}, k.Assignment())
+	c.stopSession()
+
+	c = startTestClaimCommitted(k, 0, sarama.OffsetOldest, 7)
+	c.next = 9
+	require.True(t, c.push(2))
+	assert.Empty(t, poll(k, 10), "no record of the claim before the drop")
+	assert.Empty(t, k.Assignment())
+	assert.Equal(t, origins(0, 9, 11), poll(k, 10))
+	assert.Equal(t, []int32{0}, k.Assignment())
+}
+
 func TestKafkaRevokeWaitsForCommit(t *testing.T) {
 	k := newTestKafka(t, 100)
 	c := startTestClaim(k, 0, 0)
