@@ -252,6 +252,9 @@ type Kafka struct {
 	// the claims pause (see kafkaFetch).
 	group sarama.ConsumerGroup
 	fetch *kafkaFetch
+	// offsetFetches are the committed offset fetches of claims that
+	// start (see committedOffset), which Run waits for as it ends.
+	offsetFetches sync.WaitGroup
 	// healthy is when the source last had a group session (when one
 	// started or ended): Run fails after ConnectTimeout without one.
 	healthy time.Time
@@ -467,6 +470,7 @@ func (k *Kafka) Run(ctx context.Context) error {
 			fetch.stop()
 		}
 		wg.Wait()
+		k.offsetFetches.Wait()
 		k.mu.Lock()
 		k.client = nil
 		if k.coordinator != nil {
@@ -1104,9 +1108,28 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, id int32) int6
 		if attempt > 1 && !kafkaSleep(sess.Context(), wait.next()) {
 			break
 		}
-		var off int64
-		if off, err = k.fetchCommitted(client, id); err == nil {
-			return off
+		// sarama's request cannot be cancelled: a coordinator that does
+		// not answer holds it up to Net.ReadTimeout. The claim stops
+		// waiting when its context ends, so that the rebalance that ended
+		// it does not wait for this member (and go on without it past the
+		// rebalance timeout); Run waits for the request as it ends.
+		type fetched struct {
+			off int64
+			err error
+		}
+		answer := make(chan fetched, 1)
+		k.offsetFetches.Go(func() {
+			off, err := k.fetchCommitted(client, id)
+			answer <- fetched{off, err}
+		})
+		select {
+		case a := <-answer:
+			if a.err == nil {
+				return a.off
+			}
+			err = a.err
+		case <-sess.Context().Done():
+			return -1
 		}
 	}
 	if sess.Context().Err() == nil {

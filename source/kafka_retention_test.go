@@ -310,3 +310,80 @@ func TestKafkaCommitBelowTheLogStartOnABrokerBeforeStableOffsets(t *testing.T) {
 	assert.Len(t, skippedLine("old", 50, 79).FindAllString(logs.String(), -1), 1, "the records skipped logged once")
 	assert.NotContains(t, logs.String(), "committed offset not fetched")
 }
+
+// A claim that starts past a commit out of range asks the coordinator for
+// the group's committed offset. A coordinator that holds the request
+// (busy, or a broker half down) holds it up to sarama's Net.ReadTimeout,
+// 30s by default, and sarama's request cannot be cancelled: the claim
+// must not wait for it once a rebalance ends its generation, or the
+// rebalance waits for this member, up to the rebalance timeout, and then
+// goes on without it.
+func TestKafkaClaimStartDoesNotHoldUpARebalance(t *testing.T) {
+	checkLeaks(t)
+	c, addrs := startCluster(t, 1, "in", 1)
+	produceEach(t, addrs, "in", 1, 0, 100, false)
+	client, err := sarama.NewClient(addrs, sarama.NewConfig())
+	require.NoError(t, err)
+	defer client.Close()
+	coordinator, err := client.Coordinator("busy")
+	require.NoError(t, err)
+	commit := sarama.NewOffsetCommitRequest(sarama.NewConfig(), "busy")
+	commit.ConsumerGroupGeneration = -1 // a group with no members
+	commit.AddBlock("in", 0, 50, 0, "")
+	resp, err := coordinator.CommitOffset(commit)
+	require.NoError(t, err)
+	require.ErrorIs(t, resp.Errors["in"][0], sarama.ErrNoError)
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	require.NoError(t, err)
+	require.NoError(t, admin.DeleteRecords("in", map[int32]int64{0: 80}))
+
+	// The first offset fetch is sarama's, as the member joins; the
+	// second, the claim's, is held.
+	held, wake := make(chan struct{}), make(chan struct{})
+	var release sync.Once
+	defer release.Do(func() { close(wake) })
+	var mu sync.Mutex
+	fetches := 0
+	c.ControlKey(kmsg.OffsetFetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		fetches++
+		n := fetches
+		mu.Unlock()
+		switch n {
+		case 1:
+			c.KeepControl()
+		case 2:
+			close(held)
+			c.SleepControl(func() { <-wake })
+		}
+		return nil, nil, false
+	})
+
+	var logs source.SyncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	})
+	// Sticky, eager: the second member's join ends the first member's
+	// generation, and with it the claim that waits.
+	eager := func(cfg *source.KafkaConfig) {
+		cfg.Sarama.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+	}
+	first := sourceOn(t, addrs, "in", "busy", slog.New(slog.NewTextHandler(&logs, nil)), eager)
+	stop := runSource(t, first, func(context.Context, *stream.Batch[source.Message]) error { return nil })
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the claim did not fetch the group's committed offset")
+	}
+	stopSecond := runSource(t, sourceOn(t, addrs, "in", "busy", testLog(t), eager),
+		func(context.Context, *stream.Batch[source.Message]) error { return nil })
+	assert.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), `ended" topic=in group=busy generation=1`)
+	}, 5*time.Second, 10*time.Millisecond, "the first member left its generation at once")
+
+	release.Do(func() { close(wake) })
+	stopSecond()
+	stop()
+}
