@@ -977,6 +977,12 @@ func (h *kafkaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 		// is out of the partition's range: the records from it up to
 		// where the claim starts are skipped. Only the group knows which.
 		committed = k.committedOffset(sess, id)
+		if sess.Context().Err() != nil {
+			// A rebalance or Run's end came first: the claim hands out
+			// nothing, and must not drop what the pipeline holds for want
+			// of the commit. The next generation's claim finds it.
+			return nil
+		}
 	}
 	epoch, group, fetch := k.startClaim(id, initial, committed)
 	defer h.endClaim(sess, id, epoch)

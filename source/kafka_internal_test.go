@@ -239,6 +239,45 @@ func TestKafkaRestartPastAnotherMembersCommitOutOfRange(t *testing.T) {
 	assert.Equal(t, []int32{0}, k.Assignment())
 }
 
+// testClaim stands for a sarama claim of partition 0 of topic "t".
+type testClaim struct {
+	sarama.ConsumerGroupClaim
+	initial int64
+	msgs    chan *sarama.ConsumerMessage
+}
+
+func (c testClaim) Topic() string                            { return "t" }
+func (c testClaim) Partition() int32                         { return 0 }
+func (c testClaim) InitialOffset() int64                     { return c.initial }
+func (c testClaim) HighWaterMarkOffset() int64               { return 0 }
+func (c testClaim) Messages() <-chan *sarama.ConsumerMessage { return c.msgs }
+
+// A claim at a sentinel cut short by a rebalance while it asks the group
+// for its committed offset does not learn it, and never hands out a
+// record: it does not start. The partition the pipeline holds, committed
+// up to where it ends, stays with it for the next generation's claim,
+// which finds the commit.
+func TestKafkaClaimCutShortByARebalanceKeepsThePartition(t *testing.T) {
+	k := newTestKafka(t, 100)
+	c := startTestClaim(k, 0, 0)
+	require.True(t, c.push(3))
+	require.Len(t, poll(k, 10), 3)
+	require.Equal(t, []int32{0}, k.Assignment())
+	k.committed([]stream.Offset{{Source: "t", Partition: 0, Next: 3}})
+	c.stopSession()
+
+	ended, end := context.WithCancel(context.Background())
+	end()
+	h := &kafkaHandler{k: k, stop: make(chan struct{})}
+	require.NoError(t, h.ConsumeClaim(session{ctx: ended}, testClaim{initial: sarama.OffsetOldest, msgs: make(chan *sarama.ConsumerMessage)}))
+	assert.Equal(t, []int32{0}, k.Assignment(), "the pipeline keeps the partition")
+
+	c = startTestClaim(k, 0, 3)
+	require.True(t, c.push(2))
+	assert.Equal(t, origins(0, 3, 5), poll(k, 10))
+	assert.Equal(t, []int32{0}, k.Assignment())
+}
+
 func TestKafkaRevokeWaitsForCommit(t *testing.T) {
 	k := newTestKafka(t, 100)
 	c := startTestClaim(k, 0, 0)
