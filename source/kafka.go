@@ -1410,6 +1410,12 @@ func (k *Kafka) push(c *kafkaChunk, done <-chan struct{}) bool {
 				"partition", c.partition, "pipeline_next", p.keptTo, "first", first)
 			p.mustDrop = true
 		}
+		if first < p.keptTo {
+			// The commits of the records from first on come below the
+			// group's, which is not theirs: a revoke waits for them, as
+			// for a claim that starts where the pipeline holds nothing.
+			p.committed = -1
+		}
 		p.keptTo = -1
 	}
 	p.fed = c.msgs[len(c.msgs)-1].Offset + 1

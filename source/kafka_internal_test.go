@@ -302,6 +302,45 @@ func TestKafkaRevokeWaitsForCommit(t *testing.T) {
 	assert.Empty(t, k.Assignment(), "then the partition is lost")
 }
 
+// The pipeline kept a partition, committed at 3, across a claim that
+// started at the oldest record past that commit, out of range; the
+// claim's first record is 0 (the topic was made again), so the pipeline
+// drops the partition and reads from there. Revoked after it read 0 and
+// 1, the claim waits for them to be committed, as any claim does: the
+// group's commit of 3, from before, is not theirs.
+func TestKafkaRevokeAfterARestartBeforeTheCommitWaitsForCommit(t *testing.T) {
+	k := newTestKafka(t, 100)
+	c := startTestClaim(k, 0, 0)
+	require.True(t, c.push(3))
+	require.Len(t, poll(k, 10), 3)
+	require.Equal(t, []int32{0}, k.Assignment())
+	k.committed([]stream.Offset{{Source: "t", Partition: 0, Next: 3}})
+	c.stopSession()
+
+	c = startTestClaimCommitted(k, 0, sarama.OffsetOldest, 3)
+	c.h.stop = make(chan struct{}) // Run goes on: the claim waits for commits
+	c.next = 0
+	require.True(t, c.push(2))
+	require.Empty(t, poll(k, 10))
+	require.Empty(t, k.Assignment(), "dropped before the claim's records")
+	require.Equal(t, origins(0, 0, 2), poll(k, 10))
+	require.Equal(t, []int32{0}, k.Assignment())
+
+	revoked := make(chan struct{})
+	go func() {
+		c.h.endClaim(c.sess, c.id, c.epoch) // a cooperative revoke: the generation goes on
+		close(revoked)
+	}()
+	select {
+	case <-revoked:
+		t.Fatal("the claim let go before its records were committed")
+	case <-time.After(50 * time.Millisecond):
+	}
+	k.committed([]stream.Offset{{Source: "t", Partition: 0, Next: 2}})
+	<-revoked
+	assert.Empty(t, k.Assignment(), "then the partition is lost")
+}
+
 // testLoop is a fetch loop of k that fetches nothing: a test hands its
 // take the blocks of responses.
 func testLoop(k *Kafka, c *claim, from int64) *fetchLoop {
