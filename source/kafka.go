@@ -325,7 +325,8 @@ type kafkaPartition struct {
 	// that is. Otherwise, and once logged, -1.
 	lostFrom int64
 	// loggedFrom..loggedTo-1 were the last records logged as skipped at a
-	// claim's start, so that a claim that starts again from the same
+	// claim's start (and by its fetch, out of range again before it
+	// queued a record), so that a claim that starts again from the same
 	// commit does not log them twice.
 	loggedFrom, loggedTo int64
 }
@@ -1221,6 +1222,12 @@ func (k *Kafka) refeed(id int32, epoch uint64, from, off int64) {
 	if first := max(p.fed, from); first < off {
 		k.log.Warn("kafka records skipped: the partition's position was out of range",
 			"partition", id, "first_skipped", first, "last_skipped", off-1)
+		if first == p.loggedTo {
+			// Nothing queued since the gap logged at the claim's start:
+			// a claim that starts again from the same commit does not
+			// log this one again either.
+			p.loggedTo = off
+		}
 	}
 	p.fed = max(p.fed, off)
 }

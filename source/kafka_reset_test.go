@@ -208,3 +208,27 @@ func TestKafkaRecordsSkippedAtAClaimStartAreLoggedOnce(t *testing.T) {
 		`.*msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=10 last_skipped=59\n$`, log.String())
 	assert.Equal(t, 3, strings.Count(log.String(), "records skipped"))
 }
+
+// A claim that started past a commit out of range, and whose fetch then
+// fell out of range again before it queued a record (retention went on
+// under a pipeline that got nothing), logged both gaps. A claim that
+// starts again from the same commit, nothing committed since, logs only
+// the records the log start moved past since the second.
+func TestKafkaRecordsSkippedAfterAClaimStartAreNotLoggedAgain(t *testing.T) {
+	var log SyncBuffer
+	k, err := NewKafka(KafkaConfig{Brokers: []string{"b:9092"}, Topic: "t", Group: "g", RevokeTimeout: time.Second,
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	require.NoError(t, err)
+
+	c := startTestClaimCommitted(k, 0, sarama.OffsetOldest, 50)
+	assert.Equal(t, int64(80), k.begin(0, c.epoch, 80))
+	k.refeed(0, c.epoch, 80, 90)
+	c.stopSession()
+	c = startTestClaimCommitted(k, 0, sarama.OffsetOldest, 50)
+	assert.Equal(t, int64(95), k.begin(0, c.epoch, 95))
+
+	assert.Regexp(t, `msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=50 last_skipped=79\n`+
+		`.*msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=80 last_skipped=89\n`+
+		`.*msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=90 last_skipped=94\n$`, log.String())
+	assert.Equal(t, 3, strings.Count(log.String(), "records skipped"))
+}
