@@ -30,10 +30,12 @@ import (
 // CheckpointEvery, CommitInterval and WithTransaction too), and the slide
 // goes on in step: the windows are those of a run that did not stop.
 // Restored values have no Origins. A window of pairs placed by a hash of
-// their keys over the Parallelism (PartitionByKey(s, 0), ReduceByKey)
-// restored under another parallelism puts them where their keys now
-// hash; one of values that no longer hold the keys they were placed by
-// (a Map of such pairs) cannot, and Run fails as it restores it.
+// their keys (PartitionByKey, ReduceByKey) puts them back where their
+// keys now hash: under another Parallelism or count of partitions, or in
+// a new process for keys whose hash is seeded per process (see
+// PartitionByKey). One of values that no longer hold the keys they were
+// placed by over the Parallelism (a Map of such pairs) cannot, and Run
+// fails as it restores it under another parallelism.
 //
 // With an Assigner source (Kafka), a partition the source loses leaves the
 // window with it, as the state of UpdateStateByKey does, and its new owner

@@ -117,16 +117,23 @@ func windowBatch(k int64) []byte { return binary.AppendVarint([]byte{windowBatch
 func newWindowRing[T any](s *Stream[T], length int, codec Codec[T]) *windowRing[T] {
 	w := &windowRing[T]{p: s.p, length: length, hashParts: s.hashParts, placed: s.placed, codec: codec}
 	w.lossy = func() error { return jsonLossyValues(codec) }
-	if _, ok := any(*new(T)).(keyHasher); ok && isPair(reflect.TypeFor[T]()) {
-		w.bucket = func(v T, n int) int { return bucketOf(any(v).(keyHasher).keyHash(), n) }
+	if b, ok := any(*new(T)).(bucketer); ok && isPair(reflect.TypeFor[T]()) {
+		w.bucket = b.bucketFunc().(func(T, int) int)
 	}
 	return w
 }
 
-// keyHasher is a Pair, hashed by its key as by PartitionByKey.
-type keyHasher interface{ keyHash() uint64 }
+// bucketer is a Pair, placed by a hash of its key as by PartitionByKey.
+type bucketer interface {
+	// bucketFunc returns a func(Pair[K, V], n int) int that returns the
+	// partition of n of a pair: one hasher for all, and no pair boxed.
+	bucketFunc() any
+}
 
-func (kv Pair[K, V]) keyHash() uint64 { return hasher[K]()(kv.Key) }
+func (Pair[K, V]) bucketFunc() any {
+	hash := hasher[K]()
+	return func(kv Pair[K, V], n int) int { return bucketOf(hash(kv.Key), n) }
+}
 
 // isPair reports whether t is a Pair, not a type that embeds one.
 func isPair(t reflect.Type) bool {
@@ -387,12 +394,8 @@ func (w *windowRing[T]) restored() error {
 			}
 		}
 	}
-	if w.placed < 0 {
-		for _, r := range w.restoring {
-			if r.hasPos && r.parallelism != w.p.cfg.parallelism {
-				return w.replace(ids)
-			}
-		}
+	if w.placed != 0 && w.misplaced() {
+		return w.replace(ids)
 	}
 	name := w.name()
 	for _, id := range ids {
@@ -425,13 +428,51 @@ func (w *windowRing[T]) restored() error {
 	return nil
 }
 
-// replace puts the batches restored, placed by a hash over another
-// parallelism than the pipeline's, in the partitions the pipeline's gives
-// their keys: the next checkpoint writes them there, and deletes them where
-// they were, with the positions of the partitions they were in.
+// misplaced reports whether the batches restored are not where the
+// pipeline places their values now: pairs placed by a hash of their keys
+// that hash elsewhere (a new process seeds the hash of keys that have no
+// fixed one; the count of partitions changed), or values placed by a hash
+// over the parallelism, which changed.
+func (w *windowRing[T]) misplaced() bool {
+	n := w.keyParts()
+	for id, r := range w.restoring {
+		if w.placed < 0 && r.hasPos && r.parallelism != w.p.cfg.parallelism {
+			return true
+		}
+		if n == 0 {
+			continue
+		}
+		for _, vals := range r.batches {
+			for _, v := range vals {
+				if w.bucket(v, n) != int(id) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// keyParts returns the count of partitions the window's values are
+// placed over by a hash of their keys, or 0 if they are not pairs placed
+// by the keys they hold.
+func (w *windowRing[T]) keyParts() int {
+	switch {
+	case w.hashParts == 0 || w.bucket == nil:
+		return 0
+	case w.hashParts < 0:
+		return w.p.cfg.parallelism
+	}
+	return w.hashParts
+}
+
+// replace puts the batches restored, placed elsewhere (see misplaced), in
+// the partitions the keys of their values hash to now: the next
+// checkpoint writes them there, and deletes them where they were, with
+// the positions of the partitions they were in.
 func (w *windowRing[T]) replace(ids []int32) error {
 	name := w.name()
-	par := w.p.cfg.parallelism
+	par, n := w.p.cfg.parallelism, w.keyParts()
 	type at struct {
 		seq int64
 		id  int32
@@ -453,12 +494,12 @@ func (w *windowRing[T]) replace(ids []int32) error {
 			if seq <= w.seen-int64(w.length)+1 || seq > w.seen {
 				continue
 			}
-			if w.hashParts >= 0 || w.bucket == nil {
+			if n == 0 {
 				// The values are placed by keys they no longer hold.
 				return fmt.Errorf("window %s holds values placed by a hash over %d partitions (the parallelism), which cannot be placed again under a parallelism of %d: run with Parallelism(%d) until the window has passed, or window the values while they are pairs placed by their keys", name, r.parallelism, par, r.parallelism)
 			}
 			for _, v := range r.batches[k] {
-				a := at{seq, int32(w.bucket(v, par))}
+				a := at{seq, int32(w.bucket(v, n))}
 				moved[a] = append(moved[a], v)
 			}
 		}

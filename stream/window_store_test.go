@@ -1,6 +1,7 @@
 package stream_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -606,4 +607,97 @@ func TestPanicInAWindowCodecNamesItsPartition(t *testing.T) {
 	require.ErrorAs(t, err, &part)
 	assert.Equal(t, int32(2), part.Partition)
 	assert.ErrorContains(t, err, "batch 2: w: partition 2: encode the window's values: panic: bad value")
+}
+
+// spot is a key with no fixed hash: it is placed by a hash seeded once
+// per process.
+type spot struct{ X, Y int }
+
+// A window of pairs placed by a hash of their keys, restored where their
+// keys no longer hash to (a new process seeds the hash of keys that have
+// none fixed; a new version of the program places them over another
+// count of partitions), holds them where the keys now hash: its windows
+// are those of an uninterrupted run, each key in one partition, never in
+// one restored and another read since.
+func TestWindowRestoredWhereItsKeysNoLongerHashIsPlacedAgain(t *testing.T) {
+	type spotPair = stream.Pair[spot, int]
+	type graph = func(in *stream.Stream[spotPair], parts int) *stream.Stream[spotPair]
+	type placing struct {
+		parts  [2]int // PartitionByKey's count, in the first run and after
+		reseed bool   // the second run is another process's
+		graph  graph
+	}
+	window := func(in *stream.Stream[spotPair], parts int) *stream.Stream[spotPair] {
+		return stream.ReduceByKey(stream.Window(stream.PartitionByKey(in, parts), 3, 1), plus)
+	}
+	cases := map[string]placing{
+		"window/new process":   {[2]int{0, 0}, true, window},
+		"window/another count": {[2]int{4, 2}, false, window},
+	}
+	for name, inv := range windowInverses {
+		cases["reduce/new process/"+name] = placing{[2]int{0, 0}, true, func(in *stream.Stream[spotPair], _ int) *stream.Stream[spotPair] {
+			return stream.ReduceByKeyAndWindow(in, plus, inv, 3, 1)
+		}}
+		cases["reduce/another count/"+name] = placing{[2]int{4, 2}, false, func(in *stream.Stream[spotPair], parts int) *stream.Stream[spotPair] {
+			return stream.ReduceByKeyAndWindow(stream.PartitionByKey(in, parts), plus, inv, 3, 1)
+		}}
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			var chunks [][]stream.Record[spotPair]
+			for i := range 8 {
+				var ch []stream.Record[spotPair]
+				for j := range 6 {
+					ch = append(ch, rec(stream.KV(spot{j, j % 2}, i*10+j), int32(j%2), int64(i*3+j/2)))
+				}
+				chunks = append(chunks, ch)
+			}
+			// show writes down a window as its results by key, sorted,
+			// and notes a key in two partitions.
+			show := func(b *stream.Batch[spotPair]) string {
+				owner := map[spot]int32{}
+				var kvs []string
+				for _, part := range b.Partitions {
+					for _, kv := range part.Values {
+						if o, ok := owner[kv.Key]; ok {
+							t.Errorf("batch %d: key %v in partitions %d and %d", b.Info.ID, kv.Key, o, part.ID)
+						}
+						owner[kv.Key] = part.ID
+						kvs = append(kvs, fmt.Sprintf("%v=%d", kv.Key, kv.Value))
+					}
+				}
+				slices.Sort(kvs)
+				return fmt.Sprint(kvs)
+			}
+			runs := func(store stream.Store, segments [][2]int) map[int]string {
+				got := map[int]string{}
+				for i, seg := range segments {
+					from, to := seg[0], seg[1]
+					if i > 0 && tc.reseed {
+						defer stream.NewProcessSeed()()
+					}
+					opts := []stream.Option{stream.Interval(2 * time.Millisecond), stream.Parallelism(4)}
+					if store != nil {
+						opts = append(opts, stream.WithStore(store))
+					}
+					p := stream.NewPipeline(opts...)
+					out := tc.graph(stream.From(p, &scripted[spotPair]{chunks: slices.Clone(chunks[from:to])}), tc.parts[min(i, 1)])
+					stream.ForEachBatch(out.Named("w"), func(_ context.Context, b *stream.Batch[spotPair]) error {
+						got[from+int(b.Info.ID)] = show(b)
+						return nil
+					})
+					run(t, p)
+				}
+				return got
+			}
+			want := runs(nil, [][2]int{{0, 8}})
+			store := newMemStore()
+			got := runs(store, [][2]int{{0, 4}, {4, 8}})
+			assert.Equal(t, want, got)
+			parts := cmp.Or(tc.parts[1], 4)
+			for _, e := range store.entries {
+				assert.Less(t, e.Partition, int32(parts), "an entry of partition %d, where keys hashed before", e.Partition)
+			}
+		})
+	}
 }
