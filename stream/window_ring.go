@@ -379,19 +379,28 @@ func (w *windowRing[T]) restore(e Entry, _ int, _ int64) error {
 
 // restored puts the batches restored in the ring, each partition's where
 // it was as of the checkpoint: its last batch the last to have entered
-// the ring. A ring that no batch has entered yet (a restart) takes the
-// position of the checkpoint, so that the slide goes on in step.
+// the ring. A ring that holds no partition yet takes the position of the
+// checkpoint, so that the slide goes on in step: that of a restart, also
+// when an Assigner source owned no partition for its first batches (a
+// consumer group's member before it joins), which were in no run that did
+// not stop.
 func (w *windowRing[T]) restored() error {
 	if len(w.restoring) == 0 {
 		return nil
 	}
 	defer func() { w.restoring = nil }()
 	ids := slices.Sorted(maps.Keys(w.restoring))
-	if w.seen == 0 && len(w.slots) == 0 {
+	if len(w.shift) == 0 { // every partition that enters has a shift
+		adopt := false
+		var seen int64
 		for _, id := range ids {
-			if r := w.restoring[id]; r.hasPos {
-				w.seen = max(w.seen, r.pos)
+			if r := w.restoring[id]; r.hasPos && (!adopt || r.pos > seen) {
+				adopt, seen = true, r.pos
 			}
+		}
+		if adopt {
+			clear(w.slots) // of no partition
+			w.slots, w.seen = w.slots[:0], seen
 		}
 	}
 	if w.placed != 0 && w.misplaced() {

@@ -701,3 +701,45 @@ func TestWindowRestoredWhereItsKeysNoLongerHashIsPlacedAgain(t *testing.T) {
 		})
 	}
 }
+
+// A restart under an Assigner source that owns no partition for its first
+// batches (a consumer group's member before it joins) goes on sliding in
+// step once its partitions are assigned and restored: the batches of no
+// partition before them are in no run that did not stop, and the windows
+// come out at the batches of an uninterrupted run's.
+func TestWindowRestoredAfterBatchesOfNoPartitionSlidesInStep(t *testing.T) {
+	const batches, length, slide, idle = 10, 3, 3, 2
+	for kind, graph := range windowKinds {
+		t.Run(kind, func(t *testing.T) {
+			chunks := windowChunks(batches, 9, true)
+			want, err := runWindowed(t, kind, nil, chunks, 0, 0, length, slide, 1, true)
+			require.NoError(t, err)
+			store := newMemStore()
+			_, err = runWindowed(t, kind, store, chunks[:4], 0, 0, length, slide, 1, true)
+			require.NoError(t, err)
+
+			src := &assigning{
+				scripted: scripted[intPair]{chunks: append(make([][]stream.Record[intPair], idle), chunks[4:]...)},
+				plan:     [][]int32{{}, {}, {0, 1, 2}},
+			}
+			p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+			out, show := graph(stream.From(p, src), length, slide)
+			got := map[int]string{}
+			stream.ForEachBatch(out.Named("w"), func(_ context.Context, b *stream.Batch[intPair]) error {
+				if at := 4 + int(b.Info.ID) - idle; at > 4 {
+					got[at] = show(b)
+				}
+				return nil
+			})
+			run(t, p)
+			for at, w := range want {
+				if at > 4 {
+					assert.Equal(t, w, got[at], "window at batch %d", at)
+				}
+			}
+			for at := range got {
+				assert.Contains(t, want, at, "a window emitted at batch %d, off the slide", at)
+			}
+		})
+	}
+}
