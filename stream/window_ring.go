@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/bits"
 	"reflect"
 	"slices"
 	"strconv"
@@ -548,15 +549,25 @@ func encodeValues[T any](c Codec[T], vals []T) ([]byte, error) {
 		}
 		ends[i] = len(data)
 	}
-	out := make([]byte, 0, binary.MaxVarintLen64*(len(vals)+1)+len(data))
+	// Sized exactly: the encoding is kept until the checkpoint that
+	// writes it, beside the values.
+	size, prev := uvarintLen(uint64(len(vals)))+len(data), 0
+	for _, e := range ends {
+		size += uvarintLen(uint64(e - prev))
+		prev = e
+	}
+	out := make([]byte, 0, size)
 	out = binary.AppendUvarint(out, uint64(len(vals)))
-	prev := 0
+	prev = 0
 	for _, e := range ends {
 		out = binary.AppendUvarint(out, uint64(e-prev))
 		prev = e
 	}
 	return append(out, data...), nil
 }
+
+// uvarintLen is the length of x's encoding by binary.AppendUvarint.
+func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
 
 // appendEncoded appends the encoding of v by c to dst. The codec appends
 // to the free end of dst; bytes it returns elsewhere (grown, or a slice

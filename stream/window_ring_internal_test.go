@@ -3,6 +3,7 @@ package stream
 import (
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -49,4 +50,24 @@ func FuzzWindowRestore(f *testing.F) {
 			require.NoError(t, err)
 		}
 	})
+}
+
+// A batch's values encoded for the Store are kept until the checkpoint
+// that writes them, beside the values: the encoding holds no room beyond
+// its bytes (a small value's length takes one byte, not the ten a varint
+// may take), and decodes back to the values.
+func TestWindowEncodingHoldsNoSpareRoom(t *testing.T) {
+	ints := CodecFor[int64]()
+	for _, n := range []int{0, 1, 1000} {
+		vals := make([]int64, n)
+		for i := range vals {
+			vals[i] = int64(i%200) << (i % 50)
+		}
+		b, err := encodeValues(ints, vals)
+		require.NoError(t, err)
+		assert.Equal(t, len(b), cap(b), "%d values", n)
+		back, err := decodeValues(ints, b)
+		require.NoError(t, err)
+		assert.Equal(t, vals, back)
+	}
 }
