@@ -33,14 +33,17 @@ func (f windowOptionFunc) applyWindow(c *windowConfig) { f(c) }
 // at start when JSON would not give back the values it stores: a struct
 // with an unexported field or a field tagged json:"-", or an interface
 // (types with an UnmarshalJSON method are trusted). Give such types a
-// codec.
+// codec. The window encodes the partitions of a batch in parallel: the
+// codec is called from several goroutines at once, and must be safe for
+// that.
 func WindowCodec[T any](c Codec[T]) WindowOption {
 	return windowOptionFunc(func(w *windowConfig) { w.codec = c })
 }
 
 // WindowCodecs sets how ReduceByKeyAndWindow encodes the keys and values
 // of the per-batch results it keeps in the pipeline's Store. The defaults,
-// and what Run refuses, are those of Codecs for UpdateStateByKey.
+// and what Run refuses, are those of Codecs for UpdateStateByKey. As for
+// WindowCodec, the codecs are called from several goroutines at once.
 func WindowCodecs[K, V any](key Codec[K], value Codec[V]) WindowOption {
 	return windowOptionFunc(func(w *windowConfig) { w.keyCodec, w.valueCodec = key, value })
 }
