@@ -972,13 +972,15 @@ func (h *kafkaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 	id := claim.Partition()
 	initial := claim.InitialOffset()
 	committed := initial
+	msgs := claim.Messages()
+	var early []*sarama.ConsumerMessage
 	if initial < 0 {
 		// sarama starts a claim at a sentinel when the group has no
 		// committed offset, and also, without a word, when the one it has
 		// is out of the partition's range: the records from it up to
 		// where the claim starts are skipped. Only the group knows which.
-		committed = k.committedOffset(sess, id)
-		if sess.Context().Err() != nil {
+		var ok bool
+		if committed, early, ok = k.committedOffset(sess, msgs, id); !ok {
 			// A rebalance or Run's end came first: the claim hands out
 			// nothing, and must not drop what the pipeline holds for want
 			// of the commit. The next generation's claim finds it.
@@ -995,11 +997,20 @@ func (h *kafkaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 		fetch.add(id, epoch, initial)
 		defer fetch.remove(id, epoch)
 	}
-	msgs := claim.Messages()
 	done := sess.Context().Done()
 	for {
 		c := kafkaChunks.Get().(*kafkaChunk)
 		c.partition, c.epoch, c.off = id, epoch, 0
+		if len(early) > 0 {
+			// What came while the claim fetched the group's commit.
+			c.msgs = append(c.msgs, early...)
+			early = nil
+			c.hwm = claim.HighWaterMarkOffset()
+			if !k.push(c, done) {
+				return nil
+			}
+			continue
+		}
 		select {
 		case m, ok := <-msgs:
 			if !ok {
@@ -1103,47 +1114,83 @@ func (k *Kafka) startClaim(id int32, initial, committed int64) (uint64, sarama.C
 }
 
 // committedOffset returns the group's committed offset of partition id,
-// -1 for none, as the claim of sess that starts at a sentinel fetches it.
-// When it cannot be fetched, it logs why and returns -1.
-func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, id int32) int64 {
+// -1 for none, as the claim of sess that starts at a sentinel fetches it,
+// and whether the claim goes on: not when the claim's context (sess's)
+// ended, or its messages, msgs, closed (a cooperative rebalance revoked
+// it) first. The messages that came meanwhile are returned, to be queued
+// first, but for a fetch loop's claim, which starts where its loop finds
+// the start and would drop them. When the offset cannot be fetched, it
+// logs why and returns -1.
+func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *sarama.ConsumerMessage, id int32) (int64, []*sarama.ConsumerMessage, bool) {
 	k.mu.Lock()
-	client := k.client
+	client, keep := k.client, k.fetch == nil
 	k.mu.Unlock()
+	// A cooperative rebalance tells a claim it is revoked only by closing
+	// its messages, and waits for it up to the rebalance timeout, the
+	// partition with no owner meanwhile, before it ends every claim of
+	// the member: the claim watches them as it waits. Those kept are
+	// bounded by the Buffer, as the queue is; past it, they wait in
+	// sarama's consumer.
+	var early []*sarama.ConsumerMessage
+	in := msgs
+	await := func(answered <-chan struct{}, slept <-chan time.Time) bool {
+		for {
+			select {
+			case <-answered:
+				return true
+			case <-slept:
+				return true
+			case <-sess.Context().Done():
+				return false
+			case m, ok := <-in:
+				if !ok {
+					return false
+				}
+				if keep {
+					early = append(early, m)
+					if len(early) >= k.cfg.Buffer {
+						in = nil
+					}
+				}
+			}
+		}
+	}
 	wait := kafkaBackoff{min: 20 * time.Millisecond, max: 500 * time.Millisecond}
 	var err error
 	for attempt := 1; attempt <= 5; attempt++ {
-		if attempt > 1 && !kafkaSleep(sess.Context(), wait.next()) {
-			break
+		if attempt > 1 {
+			t := time.NewTimer(wait.next())
+			slept := await(nil, t.C)
+			t.Stop()
+			if !slept {
+				return -1, nil, false
+			}
 		}
 		// sarama's request cannot be cancelled: a coordinator that does
 		// not answer holds it up to Net.ReadTimeout. The claim stops
 		// waiting when its context ends, so that the rebalance that ended
 		// it does not wait for this member (and go on without it past the
 		// rebalance timeout); Run waits for the request as it ends.
-		type fetched struct {
+		var a struct {
 			off int64
 			err error
 		}
-		answer := make(chan fetched, 1)
+		answered := make(chan struct{})
 		k.offsetFetches.Go(func() {
-			off, err := k.fetchCommitted(client, id)
-			answer <- fetched{off, err}
+			a.off, a.err = k.fetchCommitted(client, id)
+			close(answered)
 		})
-		select {
-		case a := <-answer:
-			if a.err == nil {
-				return a.off
-			}
-			err = a.err
-		case <-sess.Context().Done():
-			return -1
+		if !await(answered, nil) {
+			return -1, nil, false
 		}
+		if a.err == nil {
+			return a.off, early, true
+		}
+		err = a.err
 	}
-	if sess.Context().Err() == nil {
-		k.log.Warn("kafka committed offset not fetched: records skipped before the claim's start, if any, go unlogged",
-			"partition", id, "err", err)
-	}
-	return -1
+	k.log.Warn("kafka committed offset not fetched: records skipped before the claim's start, if any, go unlogged",
+		"partition", id, "err", err)
+	return -1, early, true
 }
 
 // fetchCommitted asks the group coordinator for the group's committed

@@ -387,3 +387,82 @@ func TestKafkaClaimStartDoesNotHoldUpARebalance(t *testing.T) {
 	stopSecond()
 	stop()
 }
+
+// commitOutOfRange commits offset at for each partition of topic "in" for
+// group, with no member in it, and deletes the records before past, as
+// retention does, so that the commit is out of range.
+func commitOutOfRange(t *testing.T, addrs []string, group string, partitions int32, at, past int64) {
+	t.Helper()
+	client, err := sarama.NewClient(addrs, sarama.NewConfig())
+	require.NoError(t, err)
+	defer client.Close()
+	coordinator, err := client.Coordinator(group)
+	require.NoError(t, err)
+	commit := sarama.NewOffsetCommitRequest(sarama.NewConfig(), group)
+	commit.ConsumerGroupGeneration = -1 // a group with no members
+	deleted := map[int32]int64{}
+	for p := range partitions {
+		commit.AddBlock("in", p, at, 0, "")
+		deleted[p] = past
+	}
+	resp, err := coordinator.CommitOffset(commit)
+	require.NoError(t, err)
+	for p := range partitions {
+		require.ErrorIs(t, resp.Errors["in"][p], sarama.ErrNoError)
+	}
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	require.NoError(t, err)
+	require.NoError(t, admin.DeleteRecords("in", deleted))
+}
+
+// With a cooperative strategy (the default), a rebalance does not end
+// the member's claims: it revokes one by closing its messages. A claim
+// that waits for the group's committed offset, which the coordinator
+// holds, and is revoked, must let the partition go at once, or the
+// rebalance waits for it up to the rebalance timeout, the partition with
+// no owner meanwhile, and then ends every claim of the member.
+func TestKafkaCooperativeRevokeDuringAClaimStart(t *testing.T) {
+	checkLeaks(t)
+	c, addrs := startCluster(t, 1, "in", 2)
+	produceEach(t, addrs, "in", 2, 0, 200, false)
+	commitOutOfRange(t, addrs, "coop", 2, 50, 80)
+
+	// sarama fetches the offsets of both partitions as the member joins;
+	// the claims' fetches come next, on one connection: the first held
+	// holds the other behind it.
+	held, wake := make(chan struct{}), make(chan struct{})
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(wake) }) })
+	var mu sync.Mutex
+	fetches := 0
+	c.ControlKey(kmsg.OffsetFetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		fetches++
+		n := fetches
+		mu.Unlock()
+		switch {
+		case n < 3:
+			c.KeepControl()
+		case n == 3:
+			close(held)
+			c.SleepControl(func() { <-wake })
+		}
+		return nil, nil, false
+	})
+
+	first := sourceOn(t, addrs, "in", "coop", testLog(t))
+	stop := runSource(t, first, func(context.Context, *stream.Batch[source.Message]) error { return nil })
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the claims did not fetch the group's committed offsets")
+	}
+	second := sourceOn(t, addrs, "in", "coop", testLog(t))
+	stopSecond := runSource(t, second, func(context.Context, *stream.Batch[source.Message]) error { return nil })
+	assert.Eventually(t, func() bool { return second.Owns(0) || second.Owns(1) },
+		5*time.Second, 10*time.Millisecond, "the partition revoked went to the second member at once")
+
+	release.Do(func() { close(wake) })
+	stopSecond()
+	stop()
+}
