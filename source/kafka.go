@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -246,7 +247,10 @@ type Kafka struct {
 	// Consumer.MaxWaitTime. The Java client keeps a separate connection to
 	// the coordinator for the same reason.
 	coordinator *sarama.Broker
-	session     sarama.ConsumerGroupSession
+	// coordinatorDial dialed coordinator's connection, which Run's end
+	// closes under an offset fetch in flight (see kafkaDialer).
+	coordinatorDial *kafkaDialer
+	session         sarama.ConsumerGroupSession
 	// group runs the group protocol; fetch, when not nil, fetches the
 	// claimed partitions in place of sarama's partition consumers, which
 	// the claims pause (see kafkaFetch).
@@ -471,13 +475,19 @@ func (k *Kafka) Run(ctx context.Context) error {
 			fetch.stop()
 		}
 		wg.Wait()
-		k.offsetFetches.Wait()
+		// An offset fetch the coordinator holds ends as its connection
+		// closes, not with Close, which waits for it.
 		k.mu.Lock()
 		k.client = nil
-		if k.coordinator != nil {
-			_ = k.coordinator.Close()
-			k.coordinator = nil
+		coordinator, dial := k.coordinator, k.coordinatorDial
+		k.coordinator, k.coordinatorDial = nil, nil
+		k.mu.Unlock()
+		if coordinator != nil {
+			dial.close()
+			_ = coordinator.Close()
 		}
+		k.offsetFetches.Wait()
+		k.mu.Lock()
 		for _, p := range k.parts {
 			p.owner = kafkaNotOwned
 		}
@@ -823,12 +833,60 @@ func (k *Kafka) coordinatorConn(client sarama.Client) (*sarama.Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find coordinator: %w", err)
 	}
+	dial := newKafkaDialer(k.sarama)
+	cfg := *k.sarama
+	cfg.Net.Proxy.Enable, cfg.Net.Proxy.Dialer = true, dial
 	b := sarama.NewBroker(shared.Addr())
-	if err := b.Open(k.sarama); err != nil {
+	if err := b.Open(&cfg); err != nil {
 		return nil, fmt.Errorf("connect to coordinator %s: %w", shared.Addr(), err)
 	}
-	k.coordinator = b
+	k.coordinator, k.coordinatorDial = b, dial
 	return b, nil
+}
+
+// kafkaDialer dials as sarama does with a config, and keeps what it
+// dialed, for close. sarama holds a broker's lock across a request, which
+// cannot be cancelled: the broker's Close waits for the answer, up to
+// Net.ReadTimeout, and only closing the connection under it ends it.
+type kafkaDialer struct {
+	dialer interface {
+		Dial(network, addr string) (net.Conn, error)
+	}
+	mu     sync.Mutex
+	conn   net.Conn
+	closed bool
+}
+
+func newKafkaDialer(sc *sarama.Config) *kafkaDialer {
+	if sc.Net.Proxy.Enable {
+		return &kafkaDialer{dialer: sc.Net.Proxy.Dialer}
+	}
+	return &kafkaDialer{dialer: &net.Dialer{Timeout: sc.Net.DialTimeout, KeepAlive: sc.Net.KeepAlive, LocalAddr: sc.Net.LocalAddr}}
+}
+
+func (d *kafkaDialer) Dial(network, addr string) (net.Conn, error) {
+	c, err := d.dialer.Dial(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
+	d.conn = c
+	return c, nil
+}
+
+// close closes the connection dialed, and any dialed after.
+func (d *kafkaDialer) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	if d.conn != nil {
+		_ = d.conn.Close()
+	}
 }
 
 // dropCoordinator closes the connection b to the coordinator after a

@@ -466,3 +466,55 @@ func TestKafkaCooperativeRevokeDuringAClaimStart(t *testing.T) {
 	stopSecond()
 	stop()
 }
+
+// A run stopped while its claim waits for the group's committed offset,
+// which the coordinator holds, returns at once: sarama's request, which
+// cannot be cancelled, would hold it up to Net.ReadTimeout.
+func TestKafkaStopDuringAClaimStart(t *testing.T) {
+	checkLeaks(t)
+	c, addrs := startCluster(t, 1, "in", 1)
+	produceEach(t, addrs, "in", 1, 0, 100, false)
+	commitOutOfRange(t, addrs, "stop", 1, 50, 80)
+
+	// The first offset fetch is sarama's, as the member joins; the
+	// second, the claim's, is held.
+	held, wake := make(chan struct{}), make(chan struct{})
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(wake) }) })
+	var mu sync.Mutex
+	fetches := 0
+	c.ControlKey(kmsg.OffsetFetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		fetches++
+		n := fetches
+		mu.Unlock()
+		switch n {
+		case 1:
+			c.KeepControl()
+		case 2:
+			close(held)
+			c.SleepControl(func() { <-wake })
+		}
+		return nil, nil, false
+	})
+
+	src := sourceOn(t, addrs, "in", "stop", testLog(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx) }()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the claim did not fetch the group's committed offset")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		assert.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Error("Run did not return within 5s of its context being cancelled")
+		release.Do(func() { close(wake) })
+		<-done
+	}
+}
