@@ -246,11 +246,12 @@ type Kafka struct {
 	// fetches, a commit waits behind a fetch the broker holds for up to
 	// Consumer.MaxWaitTime. The Java client keeps a separate connection to
 	// the coordinator for the same reason.
-	coordinator *sarama.Broker
-	// coordinatorDial dialed coordinator's connection, which Run's end
-	// closes under an offset fetch in flight (see kafkaDialer).
-	coordinatorDial *kafkaDialer
-	session         sarama.ConsumerGroupSession
+	coordinator kafkaCoordinator
+	// offsetCoordinator is another, for the offset fetches of claims
+	// that start (see committedOffset): a commit would wait behind one
+	// the coordinator holds, up to Net.ReadTimeout.
+	offsetCoordinator kafkaCoordinator
+	session           sarama.ConsumerGroupSession
 	// group runs the group protocol; fetch, when not nil, fetches the
 	// claimed partitions in place of sarama's partition consumers, which
 	// the claims pause (see kafkaFetch).
@@ -479,12 +480,14 @@ func (k *Kafka) Run(ctx context.Context) error {
 		// closes, not with Close, which waits for it.
 		k.mu.Lock()
 		k.client = nil
-		coordinator, dial := k.coordinator, k.coordinatorDial
-		k.coordinator, k.coordinatorDial = nil, nil
+		coordinators := []kafkaCoordinator{k.coordinator, k.offsetCoordinator}
+		k.coordinator, k.offsetCoordinator = kafkaCoordinator{}, kafkaCoordinator{}
 		k.mu.Unlock()
-		if coordinator != nil {
-			dial.close()
-			_ = coordinator.Close()
+		for _, c := range coordinators {
+			if c.b != nil {
+				c.dial.close()
+				_ = c.b.Close()
+			}
 		}
 		k.offsetFetches.Wait()
 		k.mu.Lock()
@@ -761,7 +764,7 @@ func (k *Kafka) commit(ctx context.Context, client sarama.Client, sess sarama.Co
 		for _, o := range offsets {
 			req.AddBlock(k.cfg.Topic, o.Partition, o.Next, 0, "")
 		}
-		coordinator, err := k.coordinatorConn(client)
+		coordinator, err := k.coordinatorConn(client, &k.coordinator)
 		if err != nil {
 			lastErr = err
 			continue
@@ -769,7 +772,7 @@ func (k *Kafka) commit(ctx context.Context, client sarama.Client, sess sarama.Co
 		resp, err := coordinator.CommitOffset(req)
 		if err != nil {
 			lastErr = err
-			k.dropCoordinator(coordinator)
+			k.dropCoordinator(&k.coordinator, coordinator)
 			_ = client.RefreshCoordinator(k.cfg.Group)
 			continue
 		}
@@ -783,7 +786,7 @@ func (k *Kafka) commit(ctx context.Context, client sarama.Client, sess sarama.Co
 			case errors.Is(kerr, sarama.ErrNotCoordinatorForConsumer), errors.Is(kerr, sarama.ErrConsumerCoordinatorNotAvailable),
 				errors.Is(kerr, sarama.ErrOffsetsLoadInProgress), errors.Is(kerr, sarama.ErrRequestTimedOut),
 				errors.Is(kerr, sarama.ErrIncompleteResponse):
-				k.dropCoordinator(coordinator)
+				k.dropCoordinator(&k.coordinator, coordinator)
 				_ = client.RefreshCoordinator(k.cfg.Group)
 				lastErr = kerr
 				retry = append(retry, o)
@@ -818,13 +821,22 @@ func (k *Kafka) commit(ctx context.Context, client sarama.Client, sess sarama.Co
 	return done, nil
 }
 
-// coordinatorConn returns the source's connection to the group
+// kafkaCoordinator is a connection of the source's own to the group
+// coordinator.
+type kafkaCoordinator struct {
+	b *sarama.Broker
+	// dial dialed b's connection, which Run's end closes under an offset
+	// fetch in flight (see kafkaDialer).
+	dial *kafkaDialer
+}
+
+// coordinatorConn returns the source's connection c to the group
 // coordinator, opening it if needed.
-func (k *Kafka) coordinatorConn(client sarama.Client) (*sarama.Broker, error) {
+func (k *Kafka) coordinatorConn(client sarama.Client, c *kafkaCoordinator) (*sarama.Broker, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.coordinator != nil {
-		return k.coordinator, nil
+	if c.b != nil {
+		return c.b, nil
 	}
 	if k.client == nil {
 		return nil, errors.New("source stopped")
@@ -840,7 +852,7 @@ func (k *Kafka) coordinatorConn(client sarama.Client) (*sarama.Broker, error) {
 	if err := b.Open(&cfg); err != nil {
 		return nil, fmt.Errorf("connect to coordinator %s: %w", shared.Addr(), err)
 	}
-	k.coordinator, k.coordinatorDial = b, dial
+	*c = kafkaCoordinator{b: b, dial: dial}
 	return b, nil
 }
 
@@ -889,14 +901,20 @@ func (d *kafkaDialer) close() {
 	}
 }
 
-// dropCoordinator closes the connection b to the coordinator after a
-// failure, so that the next commit looks the coordinator up again.
-func (k *Kafka) dropCoordinator(b *sarama.Broker) {
+// dropCoordinator closes the connection c, b, to the coordinator after a
+// failure, so that the next request looks the coordinator up again.
+func (k *Kafka) dropCoordinator(c *kafkaCoordinator, b *sarama.Broker) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.coordinator == b {
+	drop := *c
+	if drop.b == b {
+		*c = kafkaCoordinator{}
+	}
+	k.mu.Unlock()
+	if drop.b == b {
+		// Not with k.mu held: Close waits for a request in flight on b,
+		// another claim's offset fetch, which the connection's close ends.
+		drop.dial.close()
 		_ = b.Close()
-		k.coordinator = nil
 	}
 }
 
@@ -1256,7 +1274,7 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *s
 // transaction not yet committed counts only once it is, as for sarama
 // (brokers from 2.5 on).
 func (k *Kafka) fetchCommitted(client sarama.Client, id int32) (int64, error) {
-	coordinator, err := k.coordinatorConn(client)
+	coordinator, err := k.coordinatorConn(client, &k.offsetCoordinator)
 	if err != nil {
 		return 0, err
 	}
@@ -1271,7 +1289,7 @@ func (k *Kafka) fetchCommitted(client sarama.Client, id int32) (int64, error) {
 		resp, err = coordinator.FetchOffset(req)
 	}
 	if err != nil {
-		k.dropCoordinator(coordinator)
+		k.dropCoordinator(&k.offsetCoordinator, coordinator)
 		_ = client.RefreshCoordinator(k.cfg.Group)
 		return 0, err
 	}
@@ -1287,7 +1305,7 @@ func (k *Kafka) fetchCommitted(client sarama.Client, id int32) (int64, error) {
 	case errors.Is(kerr, sarama.ErrNoError):
 		return b.Offset, nil
 	case errors.Is(kerr, sarama.ErrNotCoordinatorForConsumer), errors.Is(kerr, sarama.ErrConsumerCoordinatorNotAvailable):
-		k.dropCoordinator(coordinator)
+		k.dropCoordinator(&k.offsetCoordinator, coordinator)
 		_ = client.RefreshCoordinator(k.cfg.Group)
 	}
 	return 0, fmt.Errorf("fetch offset of %s/%d for group %s: %w", k.cfg.Topic, id, k.cfg.Group, kerr)

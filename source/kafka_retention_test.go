@@ -518,3 +518,74 @@ func TestKafkaStopDuringAClaimStart(t *testing.T) {
 		<-done
 	}
 }
+
+// A claim that waits for the group's committed offset, which the
+// coordinator holds, holds up no commit of the other partitions: they go
+// on a connection of their own, as they did before claims fetched the
+// group's offset.
+func TestKafkaClaimStartDoesNotHoldUpCommits(t *testing.T) {
+	checkLeaks(t)
+	c, addrs := startCluster(t, 1, "in", 2)
+	produceEach(t, addrs, "in", 2, 0, 200, false)
+	// Partition 1's commit is out of range, partition 0's not.
+	commitOutOfRange(t, addrs, "shared", 2, 50, 80)
+	client, err := sarama.NewClient(addrs, sarama.NewConfig())
+	require.NoError(t, err)
+	defer client.Close()
+	coordinator, err := client.Coordinator("shared")
+	require.NoError(t, err)
+	commit := sarama.NewOffsetCommitRequest(sarama.NewConfig(), "shared")
+	commit.ConsumerGroupGeneration = -1 // a group with no members
+	commit.AddBlock("in", 0, 90, 0, "")
+	resp, err := coordinator.CommitOffset(commit)
+	require.NoError(t, err)
+	require.ErrorIs(t, resp.Errors["in"][0], sarama.ErrNoError)
+
+	// sarama fetches the offsets of both partitions as the member joins;
+	// the third, partition 1's claim's, is held.
+	held, wake := make(chan struct{}), make(chan struct{})
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(wake) }) })
+	var mu sync.Mutex
+	fetches := 0
+	c.ControlKey(kmsg.OffsetFetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		fetches++
+		n := fetches
+		mu.Unlock()
+		switch {
+		case n < 3:
+			c.KeepControl()
+		case n == 3:
+			close(held)
+			c.SleepControl(func() { <-wake })
+		}
+		return nil, nil, false
+	})
+
+	src := sourceOn(t, addrs, "in", "shared", testLog(t))
+	stop := runSource(t, src, func(context.Context, *stream.Batch[source.Message]) error { return nil })
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the claim did not fetch the group's committed offset")
+	}
+	produceEach(t, addrs, "in", 2, 200, 220, false)
+	assert.Eventually(t, func() bool {
+		var committed int64
+		offsets, err := client.GetOffset("in", 0, sarama.OffsetNewest)
+		require.NoError(t, err)
+		fetch := sarama.NewOffsetFetchRequest(sarama.V2_8_0_0, "shared", map[string][]int32{"in": {0}})
+		resp, err := coordinator.FetchOffset(fetch)
+		if err != nil {
+			return false
+		}
+		if b := resp.GetBlock("in", 0); b != nil {
+			committed = b.Offset
+		}
+		return committed == offsets
+	}, 5*time.Second, 20*time.Millisecond, "partition 0 committed")
+
+	release.Do(func() { close(wake) })
+	stop()
+}
