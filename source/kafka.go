@@ -1246,7 +1246,8 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *s
 		// not answer holds it up to Net.ReadTimeout. The claim stops
 		// waiting when its context ends, so that the rebalance that ended
 		// it does not wait for this member (and go on without it past the
-		// rebalance timeout); Run waits for the request as it ends.
+		// rebalance timeout), and closes the connection under the
+		// request; Run waits for the request as it ends.
 		var a struct {
 			off int64
 			err error
@@ -1257,6 +1258,15 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *s
 			close(answered)
 		})
 		if !await(answered, nil) {
+			// sarama holds the connection's lock across the request,
+			// which would hold up the next claims' fetches behind it: the
+			// connection is closed under it.
+			k.mu.Lock()
+			b := k.offsetCoordinator.b
+			k.mu.Unlock()
+			if b != nil {
+				k.dropCoordinator(&k.offsetCoordinator, b)
+			}
 			return -1, nil, false
 		}
 		if a.err == nil {

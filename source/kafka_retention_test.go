@@ -589,3 +589,67 @@ func TestKafkaClaimStartDoesNotHoldUpCommits(t *testing.T) {
 	release.Do(func() { close(wake) })
 	stop()
 }
+
+// A claim that stops waiting for the group's committed offset, which the
+// coordinator holds, as a rebalance ends its generation, does not leave
+// the request in the way of the next claims' fetches: the next
+// generation's claim of the partition fetches the commit, and starts, at
+// once.
+func TestKafkaClaimStartAfterAFetchGivenUp(t *testing.T) {
+	checkLeaks(t)
+	c, addrs := startCluster(t, 1, "in", 1)
+	produceEach(t, addrs, "in", 1, 0, 100, false)
+	commitOutOfRange(t, addrs, "again", 1, 50, 80)
+
+	// The first offset fetch is sarama's, as the member joins; the
+	// second, the claim's, is held.
+	held, wake := make(chan struct{}), make(chan struct{})
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(wake) }) })
+	var mu sync.Mutex
+	fetches := 0
+	c.ControlKey(kmsg.OffsetFetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		fetches++
+		n := fetches
+		mu.Unlock()
+		switch n {
+		case 1:
+			c.KeepControl()
+		case 2:
+			close(held)
+			c.SleepControl(func() { <-wake })
+		}
+		return nil, nil, false
+	})
+
+	// Sticky, eager: the second member's join ends the first member's
+	// generation, and gives the partition back to it.
+	eager := func(cfg *source.KafkaConfig) {
+		cfg.Sarama.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+	}
+	var logs source.SyncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	})
+	first := sourceOn(t, addrs, "in", "again", slog.New(slog.NewTextHandler(&logs, nil)), eager)
+	var read offsetsRead
+	stop := runSource(t, first, read.add)
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the claim did not fetch the group's committed offset")
+	}
+	stopSecond := runSource(t, sourceOn(t, addrs, "in", "again", testLog(t), eager),
+		func(context.Context, *stream.Batch[source.Message]) error { return nil })
+	assert.Eventually(t, func() bool { return len(read.all()) == 20 }, 5*time.Second, 10*time.Millisecond,
+		"the next claim read the partition")
+
+	release.Do(func() { close(wake) })
+	stopSecond()
+	stop()
+	assert.Equal(t, span(80, 100), read.all())
+	assert.Len(t, skippedLine("again", 50, 79).FindAllString(logs.String(), -1), 1, "the records skipped logged once")
+}
