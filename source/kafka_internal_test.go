@@ -601,3 +601,51 @@ func TestKafkaOwns(t *testing.T) {
 	c = startTestClaim(k, 1, 2)
 	assert.True(t, k.Owns(1), "claimed again")
 }
+
+// The messages sarama's partition consumer (SaramaFetch) hands a claim
+// at a sentinel while it waits for the group's committed offset are
+// handed out first once it starts, none lost; a claim whose messages
+// close meanwhile (a cooperative rebalance revoked it) does not start.
+func TestKafkaClaimStartKeepsTheMessagesThatCameMeanwhile(t *testing.T) {
+	k := newTestKafka(t, 100) // no client: each fetch of the commit fails, after a while
+	stop := make(chan struct{})
+	close(stop) // no waiting for commits
+	h := &kafkaHandler{k: k, stop: stop}
+	ctx, end := context.WithCancel(context.Background())
+	defer end()
+	msgs := make(chan *sarama.ConsumerMessage)
+	claimed := make(chan error, 1)
+	go func() {
+		claimed <- h.ConsumeClaim(session{ctx: ctx}, testClaim{initial: sarama.OffsetOldest, msgs: msgs})
+	}()
+	for off := int64(80); off < 85; off++ {
+		msgs <- &sarama.ConsumerMessage{Topic: "t", Partition: 0, Offset: off}
+	}
+	require.Eventually(t, func() bool { return k.Owns(0) }, 10*time.Second, time.Millisecond)
+	msgs <- &sarama.ConsumerMessage{Topic: "t", Partition: 0, Offset: 85}
+	var got []stream.Origin
+	require.Eventually(t, func() bool {
+		got = append(got, poll(k, 10)...)
+		return len(got) >= 6
+	}, 10*time.Second, time.Millisecond)
+	assert.Equal(t, origins(0, 80, 86), got)
+	close(msgs)
+	require.NoError(t, <-claimed)
+
+	// Revoked while it waits.
+	k.Assignment()
+	msgs = make(chan *sarama.ConsumerMessage)
+	go func() {
+		claimed <- h.ConsumeClaim(session{ctx: ctx}, testClaim{initial: sarama.OffsetOldest, msgs: msgs})
+	}()
+	msgs <- &sarama.ConsumerMessage{Topic: "t", Partition: 0, Offset: 86}
+	close(msgs)
+	select {
+	case err := <-claimed:
+		require.NoError(t, err)
+	case <-time.After(100 * time.Millisecond):
+		t.Fatal("the claim revoked went on waiting")
+	}
+	assert.False(t, k.Owns(0), "the claim did not start")
+	assert.Empty(t, poll(k, 10))
+}
