@@ -1199,8 +1199,13 @@ func (k *Kafka) startClaim(id int32, initial, committed int64) (uint64, sarama.C
 // logs why and returns -1.
 func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *sarama.ConsumerMessage, id int32) (int64, []*sarama.ConsumerMessage, bool) {
 	k.mu.Lock()
-	client, keep := k.client, k.fetch == nil
+	client, keep, group := k.client, k.fetch == nil, k.group
 	k.mu.Unlock()
+	if !keep {
+		// The claim pauses sarama's partition consumer as it starts:
+		// pause it now, so that it does not fetch what is dropped.
+		group.Pause(map[string][]int32{k.cfg.Topic: {id}})
+	}
 	// A cooperative rebalance tells a claim it is revoked only by closing
 	// its messages, and waits for it up to the rebalance timeout, the
 	// partition with no owner meanwhile, before it ends every claim of
