@@ -25,11 +25,12 @@ import (
 // and which must stay the same across versions of the program. A batch's
 // partitions are encoded once, as they enter, by the codec of WindowCodec
 // (by default that of CodecFor), written by the next checkpoint, and
-// deleted by the first checkpoint after they leave. A restart restores
-// the window as of the checkpoint whose offsets it goes on from (with
-// CheckpointEvery, CommitInterval and WithTransaction too), and the slide
-// goes on in step: the windows are those of a run that did not stop.
-// Restored values have no Origins. A window of pairs placed by a hash of
+// deleted by the first checkpoint after they leave; an empty one is not
+// stored (an idle partition costs its position alone, written by every
+// checkpoint). A restart restores the window as of the checkpoint whose
+// offsets it goes on from (with CheckpointEvery, CommitInterval and
+// WithTransaction too), and the slide goes on in step: the windows are
+// those of a run that did not stop. Restored values have no Origins. A window of pairs placed by a hash of
 // their keys (PartitionByKey, ReduceByKey) puts them back where their
 // keys now hash: under another Parallelism or count of partitions, or in
 // a new process for keys whose hash is seeded per process (see

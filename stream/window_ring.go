@@ -55,7 +55,9 @@ func WindowCodecs[K, V any](key Codec[K], value Codec[V]) WindowOption {
 // once, as it enters, written by the next checkpoint, and deleted by the
 // checkpoint after it leaves; and each partition's position, the count
 // of batches that entered, so that a restore puts every batch back where
-// it was, and the slide goes on in step after a restart.
+// it was, and the slide goes on in step after a restart. An empty
+// partition is not kept (an Assigner source's every partition enters
+// every batch, idle or not): a batch missing from the Store is empty.
 type windowRing[T any] struct {
 	p         *Pipeline
 	nameOf    func() string // of the operator's output, which keys its entries
@@ -98,7 +100,8 @@ type windowSlot[T any] struct {
 	seq   int64
 	batch Batch[T]
 	// enc are, by partition of batch, the values encoded for the Store
-	// and not yet written by a checkpoint; nil once written, or restored.
+	// and not yet written by a checkpoint; nil once written, or restored,
+	// and for an empty partition, which is not stored.
 	enc [][]byte
 }
 
@@ -153,6 +156,9 @@ func (w *windowRing[T]) enter(bc *batchCtx, in *Batch[T]) error {
 		sl.enc = make([][]byte, len(in.Partitions))
 		err := bc.parallel(len(in.Partitions), func(i int) error {
 			p := &in.Partitions[i]
+			if len(p.Values) == 0 {
+				return nil // not stored
+			}
 			var b []byte
 			err := recovered(func() (err error) {
 				b, err = encodeValues(w.codec, p.Values)
@@ -191,7 +197,7 @@ func (w *windowRing[T]) trim(leave func(b *Batch[T]) error) error {
 	}
 	if w.durable {
 		for i, p := range old.batch.Partitions {
-			if old.enc[i] == nil { // written: deleted by the next checkpoint
+			if old.enc[i] == nil && len(p.Values) > 0 { // written: deleted by the next checkpoint
 				w.gone = append(w.gone, Entry{Op: w.name(), Partition: p.ID, Key: windowBatch(old.seq + w.shift[p.ID]), Deleted: true})
 			}
 		}
@@ -423,8 +429,10 @@ func (w *windowRing[T]) restored() error {
 		w.shift[id] = shift
 		for _, k := range slices.Sorted(maps.Keys(r.batches)) {
 			seq := k - shift
-			if seq <= w.seen-int64(w.length)+1 || seq > w.seen {
-				// Out of the window (its length shrank since).
+			if seq <= w.seen-int64(w.length)+1 || seq > w.seen || len(r.batches[k]) == 0 {
+				// Out of the window (its length shrank since), or empty:
+				// stored by an earlier version, it would not be deleted
+				// as it leaves.
 				w.gone = append(w.gone, Entry{Op: name, Partition: id, Key: windowBatch(k), Deleted: true})
 				continue
 			}

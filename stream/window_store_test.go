@@ -743,3 +743,91 @@ func TestWindowRestoredAfterBatchesOfNoPartitionSlidesInStep(t *testing.T) {
 		})
 	}
 }
+
+// recordingStore is a Store in memory that keeps the entries of every
+// checkpoint.
+type recordingStore struct {
+	*memStore
+	checkpoints [][]stream.Entry
+}
+
+func (s *recordingStore) Checkpoint(ctx context.Context, c *stream.Changes) error {
+	s.checkpoints = append(s.checkpoints, slices.Clone(c.Entries))
+	return s.memStore.Checkpoint(ctx, c)
+}
+
+// A window keeps no empty batch in the Store: under an Assigner source,
+// whose every partition enters the window each batch, an idle pipeline
+// checkpoints the windows' positions alone, not a write and a delete of
+// an empty batch for every partition. A batch missing from the Store is
+// restored as empty: the windows after a restart are those of an
+// uninterrupted run.
+func TestWindowStoresNoEmptyBatch(t *testing.T) {
+	for kind := range windowKinds {
+		t.Run(kind, func(t *testing.T) {
+			const length, slide = 3, 1
+			var chunks [][]stream.Record[intPair]
+			chunks = append(chunks, []stream.Record[intPair]{pair1v(0, 1, 0, 0), pair1v(1, 2, 1, 0)})
+			chunks = append(chunks, make([][]stream.Record[intPair], 5)...)
+			chunks = append(chunks, []stream.Record[intPair]{pair1v(0, 3, 0, 1)}, nil, []stream.Record[intPair]{pair1v(2, 4, 2, 0)})
+			want, err := runWindowed(t, kind, nil, chunks, 0, 0, length, slide, 1, true)
+			require.NoError(t, err)
+
+			store := &recordingStore{memStore: newMemStore()}
+			got, err := runWindowed(t, kind, store, chunks, 0, 8, length, slide, 1, true)
+			require.ErrorIs(t, err, errWindowCrash)
+			for i, entries := range store.checkpoints {
+				var batches []string
+				for _, e := range entries {
+					if len(e.Key) > 0 && e.Key[0] != 0 { // not a position
+						batches = append(batches, fmt.Sprintf("%d/%x deleted %v", e.Partition, e.Key, e.Deleted))
+					}
+				}
+				switch i + 1 {
+				case 1, 3: // the batch of partitions 0 and 1 written, then deleted
+					assert.Len(t, batches, 2, "checkpoint %d: %v", i+1, batches)
+				case 7: // partition 0's written
+					assert.Len(t, batches, 1, "checkpoint %d: %v", i+1, batches)
+				default:
+					assert.Empty(t, batches, "checkpoint %d: an empty batch written or deleted", i+1)
+				}
+			}
+			for _, e := range store.entries {
+				if len(e.Key) > 0 && e.Key[0] != 0 {
+					assert.Equal(t, int32(0), e.Partition, "the batch of partition 0 read at batch 7 alone is stored")
+				}
+			}
+			got2, err := runWindowed(t, kind, store, chunks, 7, 0, length, slide, 1, true)
+			require.NoError(t, err)
+			for at, w := range got2 {
+				got[at] = w
+			}
+			assert.Equal(t, want, got)
+		})
+	}
+}
+
+// An empty batch in the Store, as earlier versions kept them, is restored
+// as empty, and deleted by the next checkpoint: it would not be deleted
+// as it leaves the window.
+func TestWindowDeletesAnEmptyBatchStoredBefore(t *testing.T) {
+	store := newMemStore()
+	put := func(key, value []byte) {
+		store.entries[fmt.Sprintf("w/0/%x", key)] = stream.Entry{Op: "w", Key: key, Value: value}
+	}
+	batch := func(k int64) []byte { return binary.AppendVarint([]byte{1}, k) }
+	pos := binary.AppendUvarint(binary.AppendVarint(nil, 2), 1)
+	put([]byte{0}, pos)                  // two batches entered, under Parallelism(1)
+	put(batch(1), []byte{1, 1, 10 << 1}) // the value 10
+	put(batch(2), []byte{0})             // empty
+	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.Parallelism(1), stream.WithStore(store))
+	src := &scripted[int]{chunks: [][]stream.Record[int]{{rec(20, 0, 0)}}}
+	c := collect(stream.Window(stream.From(p, src), 4, 1).Named("w"))
+	run(t, p)
+	got := c.values()
+	require.Len(t, got, 1)
+	assert.Equal(t, []int{10, 20}, got[0])
+	assert.NotContains(t, store.entries, fmt.Sprintf("w/0/%x", batch(2)), "the empty batch deleted")
+	assert.Contains(t, store.entries, fmt.Sprintf("w/0/%x", batch(1)))
+	assert.Contains(t, store.entries, fmt.Sprintf("w/0/%x", batch(3)))
+}
