@@ -21,22 +21,24 @@ import (
 // The window keeps a copy of the values of the last length-1 batches, for
 // the slides to come. With the pipeline's Store (WithStore), it keeps them
 // there too, as UpdateStateByKey keeps its state, under its name
-// (Stream.Named), which no other window or stateful operator may share
-// and which must stay the same across versions of the program. A batch's
+// (Stream.Named), which no other window or stateful operator may share and
+// which must stay the same across versions of the program. A batch's
 // partitions are encoded once, as they enter, by the codec of WindowCodec
 // (by default that of CodecFor), written by the next checkpoint, and
 // deleted by the first checkpoint after they leave; an empty one is not
-// stored (an idle partition costs its position alone, written by every
-// checkpoint). A restart restores the window as of the checkpoint whose
-// offsets it goes on from (with CheckpointEvery, CommitInterval and
-// WithTransaction too), and the slide goes on in step: the windows are
-// those of a run that did not stop. Restored values have no Origins. A window of pairs placed by a hash of
-// their keys (PartitionByKey, ReduceByKey) puts them back where their
-// keys now hash: under another Parallelism or count of partitions, or in
-// a new process for keys whose hash is seeded per process (see
-// PartitionByKey). One of values that no longer hold the keys they were
-// placed by over the Parallelism (a Map of such pairs) cannot, and Run
-// fails as it restores it under another parallelism.
+// stored. An idle partition costs its position alone, written by every
+// checkpoint; once the window holds no batch of it, only under an Assigner
+// source, whose partitions enter the window idle or not. A restart restores
+// the window as of the checkpoint whose offsets it goes on from (with
+// CheckpointEvery, CommitInterval and WithTransaction too), and the slide
+// goes on in step: the windows are those of a run that did not stop.
+// Restored values have no Origins. A window of pairs placed by a hash of
+// their keys (PartitionByKey, ReduceByKey) puts them back where their keys
+// now hash: under another Parallelism or count of partitions, or in a new
+// process for keys whose hash is seeded per process (see PartitionByKey).
+// One of values that no longer hold the keys they were placed by over the
+// Parallelism (a Map of such pairs) cannot, and Run fails as it restores it
+// under another parallelism.
 //
 // With an Assigner source (Kafka), a partition the source loses leaves the
 // window with it, as the state of UpdateStateByKey does, and its new owner

@@ -293,6 +293,9 @@ func (w *windowRing[T]) changes(dst []Entry, _ int64) ([]Entry, error) {
 		return dst, nil
 	}
 	name := w.name()
+	if !w.p.assigned() {
+		w.forgetIdle()
+	}
 	start := len(dst)
 	dst = append(dst, w.gone...)
 	clear(w.gone)
@@ -330,6 +333,34 @@ func (w *windowRing[T]) changes(dst []Entry, _ int64) ([]Entry, error) {
 		dst = append(append(dst[:start], kept...), slices.Clone(dst[start+deletes:])...)
 	}
 	return dst, nil
+}
+
+// forgetIdle drops the positions of the partitions that no batch in the
+// ring holds, which the source no longer reads (it is not an Assigner,
+// whose partitions enter empty or not): every checkpoint would write them
+// for ever. Their batches are deleted already, and a partition that
+// enters again takes a shift of 0, as a new one. When the ring holds no
+// partition, one position stays, for the slide's phase. A partition whose
+// shift is not 0 (restored from another count of batches) is kept: keys
+// of its own might be taken again.
+func (w *windowRing[T]) forgetIdle() {
+	held := map[int32]bool{}
+	for _, sl := range w.slots {
+		for _, p := range sl.batch.Partitions {
+			held[p.ID] = true
+		}
+	}
+	keep := len(held) == 0
+	for _, id := range slices.Sorted(maps.Keys(w.shift)) {
+		switch {
+		case held[id] || w.shift[id] != 0:
+		case keep:
+			keep = false
+		default:
+			delete(w.shift, id)
+			w.gone = append(w.gone, Entry{Op: w.name(), Partition: id, Key: []byte{windowPosKey}, Deleted: true})
+		}
+	}
 }
 
 // entryID is the partition and key of e.

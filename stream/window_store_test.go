@@ -831,3 +831,56 @@ func TestWindowDeletesAnEmptyBatchStoredBefore(t *testing.T) {
 	assert.Contains(t, store.entries, fmt.Sprintf("w/0/%x", batch(1)))
 	assert.Contains(t, store.entries, fmt.Sprintf("w/0/%x", batch(3)))
 }
+
+// A window keeps the position of a source's partition only while it
+// holds a batch of it, and of one partition when it holds none, for the
+// slide's phase: the partitions a source no longer reads are not written
+// by every checkpoint for ever. The windows after a restart are those of
+// an uninterrupted run. (ReduceByKeyAndWindow of a stream that is not
+// Keyed holds every partition of the hash of its keys, empty or not.)
+func TestWindowForgetsThePositionOfAPartitionItNoLongerHolds(t *testing.T) {
+	for _, kind := range []string{"window", "inverse, keyed"} {
+		t.Run(kind, func(t *testing.T) {
+			const length, slide = 2, 2
+			chunks := [][]stream.Record[intPair]{
+				{pair1v(0, 1, 0, 0), pair1v(1, 2, 1, 0), pair1v(2, 3, 2, 0)},
+				{pair1v(0, 4, 0, 1)},
+				{pair1v(0, 5, 0, 2)},
+				nil, nil, nil,
+				{pair1v(1, 6, 1, 1)},
+				{pair1v(1, 7, 1, 2)},
+			}
+			want, err := runWindowed(t, kind, nil, chunks, 0, 0, length, slide, 1, false)
+			require.NoError(t, err)
+
+			store := &recordingStore{memStore: newMemStore()}
+			got, err := runWindowed(t, kind, store, chunks, 0, 8, length, slide, 1, false)
+			require.ErrorIs(t, err, errWindowCrash)
+			var positions [][]int32
+			for _, entries := range store.checkpoints {
+				var ids []int32
+				for _, e := range entries {
+					if len(e.Key) == 1 && e.Key[0] == 0 && !e.Deleted {
+						ids = append(ids, e.Partition)
+					}
+				}
+				positions = append(positions, ids)
+			}
+			assert.Equal(t, [][]int32{{0, 1, 2}, {0}, {0}, {0}, {0}, {0}, {1}}, positions, "the positions each checkpoint writes")
+			var stored []int32
+			for _, e := range store.entries {
+				if len(e.Key) == 1 && e.Key[0] == 0 {
+					stored = append(stored, e.Partition)
+				}
+			}
+			assert.Equal(t, []int32{1}, stored, "the positions in the Store")
+
+			again, err := runWindowed(t, kind, store, chunks, 7, 0, length, slide, 1, false)
+			require.NoError(t, err)
+			for at, w := range again {
+				got[at] = w
+			}
+			assert.Equal(t, want, got)
+		})
+	}
+}
