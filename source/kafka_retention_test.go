@@ -277,20 +277,7 @@ func TestKafkaCommitBelowTheLogStartOnABrokerBeforeStableOffsets(t *testing.T) {
 	addrs := c.ListenAddrs()
 	produceEach(t, addrs, "in", 1, 0, 100, false)
 
-	client, err := sarama.NewClient(addrs, sarama.NewConfig())
-	require.NoError(t, err)
-	defer client.Close()
-	coordinator, err := client.Coordinator("old")
-	require.NoError(t, err)
-	commit := sarama.NewOffsetCommitRequest(sarama.NewConfig(), "old")
-	commit.ConsumerGroupGeneration = -1 // a group with no members
-	commit.AddBlock("in", 0, 50, 0, "")
-	resp, err := coordinator.CommitOffset(commit)
-	require.NoError(t, err)
-	require.ErrorIs(t, resp.Errors["in"][0], sarama.ErrNoError)
-	admin, err := sarama.NewClusterAdminFromClient(client)
-	require.NoError(t, err)
-	require.NoError(t, admin.DeleteRecords("in", map[int32]int64{0: 80}))
+	commitOutOfRange(t, addrs, "old", 1, 50, 80)
 
 	var logs source.SyncBuffer
 	t.Cleanup(func() {
@@ -322,42 +309,11 @@ func TestKafkaClaimStartDoesNotHoldUpARebalance(t *testing.T) {
 	checkLeaks(t)
 	c, addrs := startCluster(t, 1, "in", 1)
 	produceEach(t, addrs, "in", 1, 0, 100, false)
-	client, err := sarama.NewClient(addrs, sarama.NewConfig())
-	require.NoError(t, err)
-	defer client.Close()
-	coordinator, err := client.Coordinator("busy")
-	require.NoError(t, err)
-	commit := sarama.NewOffsetCommitRequest(sarama.NewConfig(), "busy")
-	commit.ConsumerGroupGeneration = -1 // a group with no members
-	commit.AddBlock("in", 0, 50, 0, "")
-	resp, err := coordinator.CommitOffset(commit)
-	require.NoError(t, err)
-	require.ErrorIs(t, resp.Errors["in"][0], sarama.ErrNoError)
-	admin, err := sarama.NewClusterAdminFromClient(client)
-	require.NoError(t, err)
-	require.NoError(t, admin.DeleteRecords("in", map[int32]int64{0: 80}))
+	commitOutOfRange(t, addrs, "busy", 1, 50, 80)
 
 	// The first offset fetch is sarama's, as the member joins; the
 	// second, the claim's, is held.
-	held, wake := make(chan struct{}), make(chan struct{})
-	var release sync.Once
-	defer release.Do(func() { close(wake) })
-	var mu sync.Mutex
-	fetches := 0
-	c.ControlKey(kmsg.OffsetFetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
-		mu.Lock()
-		fetches++
-		n := fetches
-		mu.Unlock()
-		switch n {
-		case 1:
-			c.KeepControl()
-		case 2:
-			close(held)
-			c.SleepControl(func() { <-wake })
-		}
-		return nil, nil, false
-	})
+	held, release := holdOffsetFetch(t, c, 1)
 
 	var logs source.SyncBuffer
 	t.Cleanup(func() {
@@ -383,7 +339,7 @@ func TestKafkaClaimStartDoesNotHoldUpARebalance(t *testing.T) {
 		return strings.Contains(logs.String(), `ended" topic=in group=busy generation=1`)
 	}, 5*time.Second, 10*time.Millisecond, "the first member left its generation at once")
 
-	release.Do(func() { close(wake) })
+	release()
 	stopSecond()
 	stop()
 }
@@ -430,25 +386,7 @@ func TestKafkaCooperativeRevokeDuringAClaimStart(t *testing.T) {
 	// sarama fetches the offsets of both partitions as the member joins;
 	// the claims' fetches come next, on one connection: the first held
 	// holds the other behind it.
-	held, wake := make(chan struct{}), make(chan struct{})
-	var release sync.Once
-	t.Cleanup(func() { release.Do(func() { close(wake) }) })
-	var mu sync.Mutex
-	fetches := 0
-	c.ControlKey(kmsg.OffsetFetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
-		mu.Lock()
-		fetches++
-		n := fetches
-		mu.Unlock()
-		switch {
-		case n < 3:
-			c.KeepControl()
-		case n == 3:
-			close(held)
-			c.SleepControl(func() { <-wake })
-		}
-		return nil, nil, false
-	})
+	held, release := holdOffsetFetch(t, c, 2)
 
 	first := sourceOn(t, addrs, "in", "coop", testLog(t))
 	stop := runSource(t, first, func(context.Context, *stream.Batch[source.Message]) error { return nil })
@@ -462,7 +400,7 @@ func TestKafkaCooperativeRevokeDuringAClaimStart(t *testing.T) {
 	assert.Eventually(t, func() bool { return second.Owns(0) || second.Owns(1) },
 		5*time.Second, 10*time.Millisecond, "the partition revoked went to the second member at once")
 
-	release.Do(func() { close(wake) })
+	release()
 	stopSecond()
 	stop()
 }
@@ -478,25 +416,7 @@ func TestKafkaStopDuringAClaimStart(t *testing.T) {
 
 	// The first offset fetch is sarama's, as the member joins; the
 	// second, the claim's, is held.
-	held, wake := make(chan struct{}), make(chan struct{})
-	var release sync.Once
-	t.Cleanup(func() { release.Do(func() { close(wake) }) })
-	var mu sync.Mutex
-	fetches := 0
-	c.ControlKey(kmsg.OffsetFetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
-		mu.Lock()
-		fetches++
-		n := fetches
-		mu.Unlock()
-		switch n {
-		case 1:
-			c.KeepControl()
-		case 2:
-			close(held)
-			c.SleepControl(func() { <-wake })
-		}
-		return nil, nil, false
-	})
+	held, release := holdOffsetFetch(t, c, 1)
 
 	src := sourceOn(t, addrs, "in", "stop", testLog(t))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -514,7 +434,7 @@ func TestKafkaStopDuringAClaimStart(t *testing.T) {
 		assert.NoError(t, err)
 	case <-time.After(5 * time.Second):
 		t.Error("Run did not return within 5s of its context being cancelled")
-		release.Do(func() { close(wake) })
+		release()
 		<-done
 	}
 }
@@ -543,25 +463,7 @@ func TestKafkaClaimStartDoesNotHoldUpCommits(t *testing.T) {
 
 	// sarama fetches the offsets of both partitions as the member joins;
 	// the third, partition 1's claim's, is held.
-	held, wake := make(chan struct{}), make(chan struct{})
-	var release sync.Once
-	t.Cleanup(func() { release.Do(func() { close(wake) }) })
-	var mu sync.Mutex
-	fetches := 0
-	c.ControlKey(kmsg.OffsetFetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
-		mu.Lock()
-		fetches++
-		n := fetches
-		mu.Unlock()
-		switch {
-		case n < 3:
-			c.KeepControl()
-		case n == 3:
-			close(held)
-			c.SleepControl(func() { <-wake })
-		}
-		return nil, nil, false
-	})
+	held, release := holdOffsetFetch(t, c, 2)
 
 	src := sourceOn(t, addrs, "in", "shared", testLog(t))
 	stop := runSource(t, src, func(context.Context, *stream.Batch[source.Message]) error { return nil })
@@ -586,7 +488,7 @@ func TestKafkaClaimStartDoesNotHoldUpCommits(t *testing.T) {
 		return committed == offsets
 	}, 5*time.Second, 20*time.Millisecond, "partition 0 committed")
 
-	release.Do(func() { close(wake) })
+	release()
 	stop()
 }
 
@@ -603,25 +505,7 @@ func TestKafkaClaimStartAfterAFetchGivenUp(t *testing.T) {
 
 	// The first offset fetch is sarama's, as the member joins; the
 	// second, the claim's, is held.
-	held, wake := make(chan struct{}), make(chan struct{})
-	var release sync.Once
-	t.Cleanup(func() { release.Do(func() { close(wake) }) })
-	var mu sync.Mutex
-	fetches := 0
-	c.ControlKey(kmsg.OffsetFetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
-		mu.Lock()
-		fetches++
-		n := fetches
-		mu.Unlock()
-		switch n {
-		case 1:
-			c.KeepControl()
-		case 2:
-			close(held)
-			c.SleepControl(func() { <-wake })
-		}
-		return nil, nil, false
-	})
+	held, release := holdOffsetFetch(t, c, 1)
 
 	// Sticky, eager: the second member's join ends the first member's
 	// generation, and gives the partition back to it.
@@ -647,9 +531,37 @@ func TestKafkaClaimStartAfterAFetchGivenUp(t *testing.T) {
 	assert.Eventually(t, func() bool { return len(read.all()) == 20 }, 5*time.Second, 10*time.Millisecond,
 		"the next claim read the partition")
 
-	release.Do(func() { close(wake) })
+	release()
 	stopSecond()
 	stop()
 	assert.Equal(t, span(80, 100), read.all())
 	assert.Len(t, skippedLine("again", 50, 79).FindAllString(logs.String(), -1), 1, "the records skipped logged once")
+}
+
+// holdOffsetFetch lets the first pass OffsetFetch requests to c through,
+// and holds the next one until release, which the end of the test calls
+// too; held is closed once that request has come.
+func holdOffsetFetch(t *testing.T, c *kfake.Cluster, pass int) (held <-chan struct{}, release func()) {
+	t.Helper()
+	came, wake := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(wake) }) }
+	t.Cleanup(release)
+	var mu sync.Mutex
+	fetches := 0
+	c.ControlKey(kmsg.OffsetFetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		fetches++
+		n := fetches
+		mu.Unlock()
+		switch {
+		case n <= pass:
+			c.KeepControl()
+		case n == pass+1:
+			close(came)
+			c.SleepControl(func() { <-wake })
+		}
+		return nil, nil, false
+	})
+	return came, release
 }
