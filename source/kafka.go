@@ -476,19 +476,7 @@ func (k *Kafka) Run(ctx context.Context) error {
 			fetch.stop()
 		}
 		wg.Wait()
-		// An offset fetch the coordinator holds ends as its connection
-		// closes, not with Close, which waits for it.
-		k.mu.Lock()
-		k.client = nil
-		coordinators := []kafkaCoordinator{k.coordinator, k.offsetCoordinator}
-		k.coordinator, k.offsetCoordinator = kafkaCoordinator{}, kafkaCoordinator{}
-		k.mu.Unlock()
-		for _, c := range coordinators {
-			if c.b != nil {
-				c.dial.close()
-				_ = c.b.Close()
-			}
-		}
+		k.closeCoordinators()
 		k.offsetFetches.Wait()
 		k.mu.Lock()
 		for _, p := range k.parts {
@@ -854,6 +842,23 @@ func (k *Kafka) coordinatorConn(client sarama.Client, c *kafkaCoordinator) (*sar
 	}
 	*c = kafkaCoordinator{b: b, dial: dial}
 	return b, nil
+}
+
+// closeCoordinators forgets the client and closes the source's connections
+// to the coordinator: an offset fetch the coordinator holds ends as its
+// connection closes, not with Close, which waits for it.
+func (k *Kafka) closeCoordinators() {
+	k.mu.Lock()
+	k.client = nil
+	coordinators := []kafkaCoordinator{k.coordinator, k.offsetCoordinator}
+	k.coordinator, k.offsetCoordinator = kafkaCoordinator{}, kafkaCoordinator{}
+	k.mu.Unlock()
+	for _, c := range coordinators {
+		if c.b != nil {
+			c.dial.close()
+			_ = c.b.Close()
+		}
+	}
 }
 
 // kafkaDialer dials as sarama does with a config, and keeps what it
