@@ -246,11 +246,11 @@ type Kafka struct {
 	// fetches, a commit waits behind a fetch the broker holds for up to
 	// Consumer.MaxWaitTime. The Java client keeps a separate connection to
 	// the coordinator for the same reason.
-	coordinator kafkaCoordinator
+	coordinator kafkaCoordinatorSlot
 	// offsetCoordinator is another, for the offset fetches of claims
 	// that start (see committedOffset): a commit would wait behind one
 	// the coordinator holds, up to Net.ReadTimeout.
-	offsetCoordinator kafkaCoordinator
+	offsetCoordinator kafkaCoordinatorSlot
 	session           sarama.ConsumerGroupSession
 	// group runs the group protocol; fetch, when not nil, fetches the
 	// claimed partitions in place of sarama's partition consumers, which
@@ -818,16 +818,30 @@ type kafkaCoordinator struct {
 	dial *kafkaDialer
 }
 
-// coordinatorConn returns the source's connection c to the group
+// kafkaCoordinatorSlot holds the source's connection to the coordinator
+// for one purpose.
+type kafkaCoordinatorSlot struct {
+	// open is held while the connection is made: one lookup of the
+	// coordinator at a time, without Kafka.mu, which Poll and the claims
+	// wait for. The lookup (FindCoordinator, with sarama's retries) goes
+	// to the brokers when the client has no coordinator cached, for as
+	// long as they take to answer in a failover.
+	open sync.Mutex
+	// conn is the connection, under Kafka.mu.
+	conn kafkaCoordinator
+}
+
+// coordinatorConn returns the source's connection of s to the group
 // coordinator, opening it if needed.
-func (k *Kafka) coordinatorConn(client sarama.Client, c *kafkaCoordinator) (*sarama.Broker, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if c.b != nil {
-		return c.b, nil
+func (k *Kafka) coordinatorConn(client sarama.Client, s *kafkaCoordinatorSlot) (*sarama.Broker, error) {
+	if b, err := k.coordinatorOpened(s); b != nil || err != nil {
+		return b, err
 	}
-	if k.client == nil {
-		return nil, errors.New("source stopped")
+	s.open.Lock()
+	defer s.open.Unlock()
+	// Another request may have made it meanwhile.
+	if b, err := k.coordinatorOpened(s); b != nil || err != nil {
+		return b, err
 	}
 	shared, err := client.Coordinator(k.cfg.Group)
 	if err != nil {
@@ -840,18 +854,47 @@ func (k *Kafka) coordinatorConn(client sarama.Client, c *kafkaCoordinator) (*sar
 	if err := b.Open(&cfg); err != nil {
 		return nil, fmt.Errorf("connect to coordinator %s: %w", shared.Addr(), err)
 	}
-	*c = kafkaCoordinator{b: b, dial: dial}
+	k.mu.Lock()
+	stopped := k.client == nil
+	if !stopped {
+		s.conn = kafkaCoordinator{b: b, dial: dial}
+	}
+	k.mu.Unlock()
+	if stopped {
+		// Run's end closed the connections already: nobody would close
+		// this one.
+		dial.close()
+		_ = b.Close()
+		return nil, errSourceStopped
+	}
 	return b, nil
+}
+
+var errSourceStopped = errors.New("source stopped")
+
+// coordinatorOpened returns the connection of s, nil if there is none yet,
+// or errSourceStopped once Run's end closed the connections.
+func (k *Kafka) coordinatorOpened(s *kafkaCoordinatorSlot) (*sarama.Broker, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if s.conn.b != nil {
+		return s.conn.b, nil
+	}
+	if k.client == nil {
+		return nil, errSourceStopped
+	}
+	return nil, nil
 }
 
 // closeCoordinators forgets the client and closes the source's connections
 // to the coordinator: an offset fetch the coordinator holds ends as its
-// connection closes, not with Close, which waits for it.
+// connection closes, not with Close, which waits for it. A connection
+// opened after this is closed by whoever opened it (see coordinatorConn).
 func (k *Kafka) closeCoordinators() {
 	k.mu.Lock()
 	k.client = nil
-	coordinators := []kafkaCoordinator{k.coordinator, k.offsetCoordinator}
-	k.coordinator, k.offsetCoordinator = kafkaCoordinator{}, kafkaCoordinator{}
+	coordinators := []kafkaCoordinator{k.coordinator.conn, k.offsetCoordinator.conn}
+	k.coordinator.conn, k.offsetCoordinator.conn = kafkaCoordinator{}, kafkaCoordinator{}
 	k.mu.Unlock()
 	for _, c := range coordinators {
 		if c.b != nil {
@@ -906,13 +949,14 @@ func (d *kafkaDialer) close() {
 	}
 }
 
-// dropCoordinator closes the connection c, b, to the coordinator after a
-// failure, so that the next request looks the coordinator up again.
-func (k *Kafka) dropCoordinator(c *kafkaCoordinator, b *sarama.Broker) {
+// dropCoordinator closes the connection of s, b, to the coordinator after
+// a failure, so that the next request looks the coordinator up again. It
+// does not wait for a connection being made (s.open).
+func (k *Kafka) dropCoordinator(s *kafkaCoordinatorSlot, b *sarama.Broker) {
 	k.mu.Lock()
-	drop := *c
+	drop := s.conn
 	if drop.b == b {
-		*c = kafkaCoordinator{}
+		s.conn = kafkaCoordinator{}
 	}
 	k.mu.Unlock()
 	if drop.b == b {
@@ -1272,7 +1316,7 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *s
 			// which would hold up the next claims' fetches behind it: the
 			// connection is closed under it.
 			k.mu.Lock()
-			b := k.offsetCoordinator.b
+			b := k.offsetCoordinator.conn.b
 			k.mu.Unlock()
 			if b != nil {
 				k.dropCoordinator(&k.offsetCoordinator, b)
