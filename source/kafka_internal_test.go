@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice/stream"
 )
@@ -648,4 +650,124 @@ func TestKafkaClaimStartKeepsTheMessagesThatCameMeanwhile(t *testing.T) {
 	}
 	assert.False(t, k.Owns(0), "the claim did not start")
 	assert.Empty(t, poll(k, 10))
+}
+
+// simpleSession commits as a client outside any group generation does,
+// which a group with no members takes.
+type simpleSession struct {
+	session
+}
+
+func (simpleSession) GenerationID() int32 { return -1 }
+func (simpleSession) MemberID() string    { return "" }
+
+// The source looks the group coordinator up (FindCoordinator, with
+// sarama's retries and timeouts) without its lock: while a commit's or a
+// claim's offset fetch waits for the answer, the claims still queue
+// records and Poll still hands them out. Once the lookup is answered,
+// both go through on connections of their own.
+func TestKafkaCoordinatorLookupDoesNotHoldUpRecords(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
+	commit := func(k *Kafka, client sarama.Client, next int64) error {
+		done, err := k.commit(context.Background(), client, simpleSession{session{ctx: context.Background()}},
+			[]stream.Offset{{Source: "t", Partition: 0, Next: next}})
+		if err == nil && len(done) != 1 {
+			return fmt.Errorf("%d offsets committed, want 1", len(done))
+		}
+		return err
+	}
+	for _, tc := range []struct {
+		name string
+		// held is what waits for the coordinator: a commit, or a claim's
+		// offset fetch.
+		held func(k *Kafka, client sarama.Client) error
+	}{
+		{"commit", func(k *Kafka, client sarama.Client) error { return commit(k, client, 2) }},
+		{"offset fetch", func(k *Kafka, client sarama.Client) error {
+			off, err := k.fetchCommitted(client, 0)
+			if err == nil && off != 1 {
+				return fmt.Errorf("committed offset %d, want 1", off)
+			}
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+			require.NoError(t, err)
+			defer c.Close()
+			newSource := func() (*Kafka, sarama.Client) {
+				k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second})
+				require.NoError(t, err)
+				client, err := sarama.NewClient(c.ListenAddrs(), k.sarama)
+				require.NoError(t, err)
+				k.mu.Lock()
+				k.client = client
+				k.mu.Unlock()
+				return k, client
+			}
+			// The group has a commit: the broker knows it.
+			k, client := newSource()
+			require.NoError(t, commit(k, client, 1))
+			k.closeCoordinators()
+			require.NoError(t, client.Close())
+
+			// A new client knows no coordinator yet, as one whose
+			// coordinator went away with its broker: the next request
+			// to the coordinator looks it up.
+			k, client = newSource()
+			defer client.Close()
+			defer k.closeCoordinators()
+
+			// The first FindCoordinator is held until release, as by
+			// brokers that do not answer.
+			came, wake := make(chan struct{}), make(chan struct{})
+			var holding, waking sync.Once
+			release := func() { waking.Do(func() { close(wake) }) }
+			defer release()
+			c.ControlKey(kmsg.FindCoordinator.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+				holding.Do(func() { // the control runs again as the request wakes
+					close(came)
+					c.SleepControl(func() { <-wake })
+				})
+				return nil, nil, false
+			})
+
+			cl := startTestClaim(k, 0, 0)
+			defer cl.end()
+			held := make(chan error, 1)
+			go func() { held <- tc.held(k, client) }()
+			select {
+			case <-came:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no FindCoordinator")
+			}
+
+			var wg sync.WaitGroup
+			got := make(chan []stream.Origin, 1)
+			wg.Go(func() {
+				cl.push(3)
+				got <- poll(k, 10)
+			})
+			select {
+			case o := <-got:
+				assert.Equal(t, origins(0, 0, 3), o)
+			case <-time.After(2 * time.Second):
+				t.Error("records held up while the coordinator is looked up")
+			}
+			release()
+			wg.Wait()
+			select {
+			case err := <-held:
+				require.NoError(t, err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("no answer once the coordinator was found")
+			}
+
+			require.NoError(t, commit(k, client, 3))
+			off, err := k.fetchCommitted(client, 0)
+			require.NoError(t, err)
+			assert.Equal(t, int64(3), off)
+		})
+	}
 }
