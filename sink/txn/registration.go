@@ -46,7 +46,9 @@ type registration struct {
 	// way: the abort of a stale registration sends none.
 	stale bool
 	// committing: the commit of the open transaction was asked for
-	// (EndTxn), and its answers were lost, or it was refused.
+	// (EndTxn), and its answers were lost, or it was refused but for
+	// having no transaction open (INVALID_TXN_STATE), which says it was
+	// not committed.
 	committing bool
 
 	halt     chan struct{} // closed by stop
@@ -286,7 +288,8 @@ func (s *registration) commit() error {
 
 // end ends the open transaction at the coordinator, if it knows of one.
 //
-// An abort after a commit whose answers were lost, or that was refused,
+// An abort after a commit whose answers were lost, or that was refused
+// but for INVALID_TXN_STATE (a commit refused so was not committed),
 // fails with errCommitted when the coordinator refuses it for having no
 // transaction open (INVALID_TXN_STATE): with the epoch of s, that means
 // the transaction's commit went through, for the commit is asked for only
@@ -306,8 +309,14 @@ func (s *registration) end(commit bool) error {
 			return kerr(resp.Err), nil
 		})
 		if err != nil {
-			if !commit && s.committing && errors.Is(err, sarama.ErrInvalidTxnState) {
-				return fmt.Errorf("%w (%w)", errCommitted, err)
+			if errors.Is(err, sarama.ErrInvalidTxnState) {
+				if !commit && s.committing {
+					return fmt.Errorf("%w (%w)", errCommitted, err)
+				}
+				// A commit refused so was not committed: the
+				// coordinator answers a commit of a transaction
+				// it committed, asked again, with success.
+				s.committing = false
 			}
 			return err
 		}

@@ -687,3 +687,26 @@ func TestAProducerFencedOffByARegistrationHasItsBumpRefused(t *testing.T) {
 	require.Len(t, inits, 1, "the bump, and nothing after")
 	assert.NotEqual(t, producerEpoch{-1, -1}, inits[0], "a bump, not the ID registered afresh")
 }
+
+// A commit the coordinator refuses for having no transaction open
+// (INVALID_TXN_STATE) was not committed: a commit of a transaction it
+// committed is answered with success, even when asked again. The abort
+// that follows, refused alike, does not make it committed: Commit fails,
+// OnEnd says not committed, and nothing of it is.
+func TestACommitRefusedForNoTransactionOpenIsNotCommitted(t *testing.T) {
+	const invalidTxnState = 48
+	b := startBroker(t, map[string]int32{"out": 1})
+	p := newProducer(t, b, "refused")
+	ctx := context.Background()
+
+	require.NoError(t, p.Begin(ctx))
+	var ends []bool
+	p.OnEnd(func(ok bool) { ends = append(ends, ok) })
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("a")}))
+	refused := b.RefuseEndTxn(2, invalidTxnState)
+	err := p.Commit(ctx)
+	assert.ErrorIs(t, err, sarama.ErrInvalidTxnState, "the commit fails with the coordinator's answer")
+	assert.Equal(t, 2, refused(), "the commit and the abort refused")
+	assert.Equal(t, []bool{false}, ends)
+	assert.Empty(t, committed(t, b), "nothing of it is committed")
+}
