@@ -620,7 +620,8 @@ func (p *Producer) commitWithin(ctx context.Context) error {
 // until ctx is done; it reports whether it did, and end's error. When
 // ctx is done first, it lets the registration go: in the background, end
 // finishes, then after (if not nil) with its error; Close waits for it,
-// and the next Begin starts a new registration. p.mu is held.
+// and the next Begin starts a new registration, a bump of the epoch of
+// the one let go if the brokers refused that epoch before. p.mu is held.
 func (p *Producer) endWithin(ctx context.Context, end func(*registration) error, after func(*registration, error)) (bool, error) {
 	s := p.reg
 	ended := make(chan error, 1)
@@ -634,6 +635,14 @@ func (p *Producer) endWithin(ctx context.Context, end func(*registration) error,
 	p.adrift = append(p.adrift, s)
 	p.letGo.Go(func() {
 		err := <-ended
+		p.mu.Lock()
+		if s.stale && p.reg == nil && p.resume == nil {
+			// The brokers refused the epoch of s after it was let
+			// go: the next registration must be a bump all the same
+			// (see ended), unless one started meanwhile.
+			p.resume = &producerEpoch{pid: s.pid, epoch: s.epoch, stale: true}
+		}
+		p.mu.Unlock()
 		if after != nil {
 			after(s, err)
 		}

@@ -3,6 +3,7 @@ package txn_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"strconv"
 	"sync"
@@ -709,4 +710,70 @@ func TestACommitRefusedForNoTransactionOpenIsNotCommitted(t *testing.T) {
 	assert.Equal(t, 2, refused(), "the commit and the abort refused")
 	assert.Equal(t, []bool{false}, ends)
 	assert.Empty(t, committed(t, b), "nothing of it is committed")
+}
+
+// waitLog is a slog.Handler that closes a channel once a record of a
+// given message is logged.
+type waitLog struct {
+	msg  string
+	once *sync.Once
+	seen chan struct{}
+}
+
+func newWaitLog(msg string) waitLog {
+	return waitLog{msg: msg, once: new(sync.Once), seen: make(chan struct{})}
+}
+
+func (w waitLog) Enabled(context.Context, slog.Level) bool { return true }
+
+func (w waitLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == w.msg {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return nil
+}
+
+func (w waitLog) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w waitLog) WithGroup(string) slog.Handler      { return w }
+
+// A commit given up waiting for (its ctx done) goes on in the
+// background, where the coordinator may refuse it for the producer's
+// epoch having moved on (INVALID_PRODUCER_EPOCH): a timeout, or a newer
+// producer's registration. The next Begin then asks for a bump of that
+// epoch, which the coordinator refuses to a producer fenced off, and
+// does not register the ID afresh, which would fence off the newer
+// producer.
+func TestACommitGivenUpAndRefusedForItsEpochIsFollowedByABump(t *testing.T) {
+	b := startBroker(t, map[string]int32{"out": 1})
+	watched := watchInits(b)
+	ended := newWaitLog("transaction ended by the coordinator, which moved the producer's epoch on")
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "commit-given-up", Logger: slog.New(ended)})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, p.Close()) })
+	ctx := context.Background()
+	commitValues(t, p, "a")
+
+	require.NoError(t, p.Begin(ctx))
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("refused")}))
+	held, release := b.Stall(kmsg.EndTxn.Int16())
+	refused := b.RefuseEndTxn(1, invalidProducerEpoch)
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		<-held
+		cancel()
+	}()
+	assert.ErrorIs(t, p.Commit(cctx), context.Canceled, "given up waiting for")
+	release()
+	select {
+	case <-ended.seen:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the commit let go did not end")
+	}
+	assert.Equal(t, 1, refused(), "the commit goes on, and is refused")
+
+	commitValues(t, p, "b")
+	assert.Equal(t, []string{"a", "b"}, committed(t, b))
+	inits := watched()
+	require.Len(t, inits, 2, "the registration, the bump")
+	assert.NotEqual(t, producerEpoch{-1, -1}, inits[1], "a bump, not the ID registered afresh")
 }
