@@ -94,6 +94,8 @@ type Producer struct {
 	// stops them (adrift) and waits for them.
 	letGo  sync.WaitGroup
 	adrift []*registration
+	// registered counts the registrations, for learnt.
+	registered int
 }
 
 var _ stream.Transaction = (*Producer)(nil)
@@ -200,6 +202,7 @@ func (p *Producer) init(ctx context.Context) error {
 		return fmt.Errorf("txn %s: init producer on %v: %w", p.cfg.ID, p.cfg.Brokers, err)
 	}
 	p.reg, p.resume = s, nil
+	p.registered++
 	return nil
 }
 
@@ -382,7 +385,8 @@ func (p *Producer) usable() error {
 // When ctx is done before the brokers answer, Commit returns with ctx's
 // error and lets the producer go, as Abort does: the commit goes on in
 // the background (and, if it fails, an abort), so that the transaction
-// may yet be committed, all of it, or aborted, all of it.
+// may yet be committed, all of it, or aborted, all of it. A fence the
+// brokers answer there fences the Producer off, as if Commit had waited.
 func (p *Producer) Commit(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.open {
@@ -438,7 +442,8 @@ func (p *Producer) Commit(ctx context.Context) error {
 // error and lets the producer go: it finishes the abort and disconnects
 // in the background, Close waits for it, and the next Begin starts a new
 // producer epoch, whose start aborts the transaction at the brokers if
-// the abort had not.
+// the abort had not (or fails with ErrFenced, when the brokers answered
+// the abort with a fence meanwhile).
 func (p *Producer) Abort(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.open {
@@ -570,13 +575,14 @@ func (p *Producer) abortOf(ctx context.Context, s *registration, keep bool) erro
 	ended, err := p.endWithin(ctx, func(s *registration) (err error) {
 		kept, err = p.endAbort(s, keep)
 		return err
-	}, func(s *registration, _ error) {
+	}, func(s *registration, err error) error {
 		if kept {
 			// Let go, it is of no further use.
 			if cerr := s.close(); cerr != nil {
 				p.log.Debug("close the transactional producer let go", "err", cerr)
 			}
 		}
+		return err
 	})
 	if !ended {
 		p.log.Warn("transaction abort given up waiting for; it goes on in the background, and the next producer's start aborts the transaction if it had not")
@@ -594,15 +600,16 @@ func (p *Producer) abortOf(ctx context.Context, s *registration, keep bool) erro
 // is done: the registration is then let go, to finish the commit, or abort
 // what it could not commit, and close in the background. p.mu is held.
 func (p *Producer) commitWithin(ctx context.Context) error {
-	ended, err := p.endWithin(ctx, (*registration).commit, func(s *registration, err error) {
+	ended, err := p.endWithin(ctx, (*registration).commit, func(s *registration, err error) error {
 		if err != nil {
 			p.log.Warn("transaction commit given up waiting for failed", "err", err)
-			_, _ = p.endAbort(s, false)
-			return
+			_, err = p.endAbort(s, false)
+			return err
 		}
 		if cerr := s.close(); cerr != nil {
 			p.log.Debug("close the transactional producer let go", "err", cerr)
 		}
+		return nil
 	})
 	switch {
 	case !ended:
@@ -619,10 +626,11 @@ func (p *Producer) commitWithin(ctx context.Context) error {
 // endWithin runs end, the registration's commit or abort, and waits for it
 // until ctx is done; it reports whether it did, and end's error. When
 // ctx is done first, it lets the registration go: in the background, end
-// finishes, then after (if not nil) with its error; Close waits for it,
-// and the next Begin starts a new registration, a bump of the epoch of
-// the one let go if the brokers refused that epoch before. p.mu is held.
-func (p *Producer) endWithin(ctx context.Context, end func(*registration) error, after func(*registration, error)) (bool, error) {
+// finishes, then after (if not nil) with its error, returning what
+// became of the abort it may send; Close waits for it, and the next
+// Begin starts a new registration, unless the brokers fenced the one let
+// go off before (see learnt). p.mu is held.
+func (p *Producer) endWithin(ctx context.Context, end func(*registration) error, after func(*registration, error) error) (bool, error) {
 	s := p.reg
 	ended := make(chan error, 1)
 	go func() { ended <- end(s) }()
@@ -633,24 +641,38 @@ func (p *Producer) endWithin(ctx context.Context, end func(*registration) error,
 	}
 	p.reg = nil
 	p.adrift = append(p.adrift, s)
+	registered := p.registered
 	p.letGo.Go(func() {
 		err := <-ended
 		p.mu.Lock()
-		if s.stale && p.reg == nil && p.resume == nil {
-			// The brokers refused the epoch of s after it was let
-			// go: the next registration must be a bump all the same
-			// (see ended), unless one started meanwhile.
-			p.resume = &producerEpoch{pid: s.pid, epoch: s.epoch, stale: true}
-		}
+		p.learnt(s, registered, err)
 		p.mu.Unlock()
 		if after != nil {
-			after(s, err)
+			err = after(s, err)
 		}
 		p.mu.Lock()
+		p.learnt(s, registered, err)
 		p.adrift = slices.DeleteFunc(p.adrift, func(a *registration) bool { return a == s })
 		p.mu.Unlock()
 	})
 	return false, nil
+}
+
+// learnt passes on what the brokers answered s, let go, in the
+// background, as if Commit or Abort had waited: a fence (PRODUCER_FENCED)
+// fences the Producer off, and a refusal of its epoch (see
+// registration.stale) makes the next registration a bump of it, never
+// the ID registered afresh, which would fence off a newer producer. It
+// does nothing once a registration has started since the one of s
+// (registered then), whose epoch may be what the brokers refused. p.mu
+// is held.
+func (p *Producer) learnt(s *registration, registered int, err error) {
+	if p.registered != registered {
+		return
+	}
+	if !p.fence(err) && s.stale && p.resume == nil {
+		p.resume = &producerEpoch{pid: s.pid, epoch: s.epoch, stale: true}
+	}
 }
 
 // CloseTimeout is how long Close waits for the abort of an open

@@ -777,3 +777,39 @@ func TestACommitGivenUpAndRefusedForItsEpochIsFollowedByABump(t *testing.T) {
 	require.Len(t, inits, 2, "the registration, the bump")
 	assert.NotEqual(t, producerEpoch{-1, -1}, inits[1], "a bump, not the ID registered afresh")
 }
+
+// A commit given up waiting for (its ctx done) goes on in the
+// background, where the coordinator may refuse it for a newer producer
+// having registered the ID (PRODUCER_FENCED): the Producer is fenced off
+// then, as if it had waited, and the next Begin fails with ErrFenced
+// instead of registering the ID afresh, which would fence off the newer
+// producer in turn.
+func TestACommitGivenUpAndFencedOffFencesTheProducerOff(t *testing.T) {
+	b := startBroker(t, map[string]int32{"out": 1})
+	watched := watchInits(b)
+	aborted := newWaitLog("transaction aborted")
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "commit-fenced", Logger: slog.New(aborted)})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	ctx := context.Background()
+	require.NoError(t, p.Begin(ctx))
+	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("fenced")}))
+	held, release := b.Stall(kmsg.EndTxn.Int16())
+	refused := b.RefuseEndTxn(1, producerFenced)
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		<-held
+		cancel()
+	}()
+	assert.ErrorIs(t, p.Commit(cctx), context.Canceled, "given up waiting for")
+	release()
+	select {
+	case <-aborted.seen: // kfake, unlike Kafka, takes the abort that follows
+	case <-time.After(10 * time.Second):
+		t.Fatal("the commit let go did not end")
+	}
+	assert.Equal(t, 1, refused(), "the commit goes on, and is refused")
+
+	assert.ErrorIs(t, p.Begin(ctx), txn.ErrFenced)
+	assert.Len(t, watched(), 1, "no registration after the fence")
+}
