@@ -736,6 +736,28 @@ func (w waitLog) Handle(_ context.Context, r slog.Record) error {
 func (w waitLog) WithAttrs([]slog.Attr) slog.Handler { return w }
 func (w waitLog) WithGroup(string) slog.Handler      { return w }
 
+// giveUpCommit commits p's open transaction with a ctx done once b holds
+// the EndTxn, which b then refuses with the error code code, and waits
+// for ended, closed as the commit let go ends in the background.
+func giveUpCommit(t *testing.T, b *kafkatest.Broker, p *txn.Producer, code int16, ended <-chan struct{}) {
+	t.Helper()
+	held, release := b.Stall(kmsg.EndTxn.Int16())
+	refused := b.RefuseEndTxn(1, code)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-held
+		cancel()
+	}()
+	assert.ErrorIs(t, p.Commit(ctx), context.Canceled, "given up waiting for")
+	release()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the commit let go did not end")
+	}
+	assert.Equal(t, 1, refused(), "the commit goes on, and is refused")
+}
+
 // A commit given up waiting for (its ctx done) goes on in the
 // background, where the coordinator may refuse it for the producer's
 // epoch having moved on (INVALID_PRODUCER_EPOCH): a timeout, or a newer
@@ -755,21 +777,7 @@ func TestACommitGivenUpAndRefusedForItsEpochIsFollowedByABump(t *testing.T) {
 
 	require.NoError(t, p.Begin(ctx))
 	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("refused")}))
-	held, release := b.Stall(kmsg.EndTxn.Int16())
-	refused := b.RefuseEndTxn(1, invalidProducerEpoch)
-	cctx, cancel := context.WithCancel(ctx)
-	go func() {
-		<-held
-		cancel()
-	}()
-	assert.ErrorIs(t, p.Commit(cctx), context.Canceled, "given up waiting for")
-	release()
-	select {
-	case <-ended.seen:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the commit let go did not end")
-	}
-	assert.Equal(t, 1, refused(), "the commit goes on, and is refused")
+	giveUpCommit(t, b, p, invalidProducerEpoch, ended.seen)
 
 	commitValues(t, p, "b")
 	assert.Equal(t, []string{"a", "b"}, committed(t, b))
@@ -794,21 +802,8 @@ func TestACommitGivenUpAndFencedOffFencesTheProducerOff(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, p.Begin(ctx))
 	require.NoError(t, p.Send(ctx, []*sarama.ProducerMessage{msg("fenced")}))
-	held, release := b.Stall(kmsg.EndTxn.Int16())
-	refused := b.RefuseEndTxn(1, producerFenced)
-	cctx, cancel := context.WithCancel(ctx)
-	go func() {
-		<-held
-		cancel()
-	}()
-	assert.ErrorIs(t, p.Commit(cctx), context.Canceled, "given up waiting for")
-	release()
-	select {
-	case <-aborted.seen: // kfake, unlike Kafka, takes the abort that follows
-	case <-time.After(10 * time.Second):
-		t.Fatal("the commit let go did not end")
-	}
-	assert.Equal(t, 1, refused(), "the commit goes on, and is refused")
+	// kfake, unlike Kafka, takes the abort that follows.
+	giveUpCommit(t, b, p, producerFenced, aborted.seen)
 
 	assert.ErrorIs(t, p.Begin(ctx), txn.ErrFenced)
 	assert.Len(t, watched(), 1, "no registration after the fence")
