@@ -44,7 +44,14 @@ func startBroker(t *testing.T, topics map[string]int32) *kafkatest.Broker {
 // Close must succeed when the test ends.
 func newProducer(t *testing.T, b *kafkatest.Broker, id string) *txn.Producer {
 	t.Helper()
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: id})
+	return newProducerOf(t, b, txn.Config{ID: id})
+}
+
+// newProducerOf is newProducer of cfg, whose Brokers are b's.
+func newProducerOf(t *testing.T, b *kafkatest.Broker, cfg txn.Config) *txn.Producer {
+	t.Helper()
+	cfg.Brokers = b.Addrs()
+	p, err := txn.New(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, p.Close()) })
 	return p
@@ -572,9 +579,7 @@ func TestACommitWhoseAnswersAreLostIsFoundCommitted(t *testing.T) {
 	sc := sarama.NewConfig()
 	sc.Producer.Transaction.Retry.Max = 2
 	sc.Producer.Transaction.Retry.Backoff = 10 * time.Millisecond
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "lost", Sarama: sc})
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, p.Close()) })
+	p := newProducerOf(t, b, txn.Config{ID: "lost", Sarama: sc})
 	ctx := context.Background()
 
 	require.NoError(t, p.Begin(ctx))
@@ -626,9 +631,7 @@ func TestCloseGivesUpADeliveryToABrokerThatDoesNotAnswer(t *testing.T) {
 func TestATransactionTimedOutByTheBrokerIsFollowedByTheNext(t *testing.T) {
 	b := startBroker(t, map[string]int32{"out": 1})
 	watched := watchInits(b)
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "timed-out", Timeout: time.Second})
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, p.Close()) })
+	p := newProducerOf(t, b, txn.Config{ID: "timed-out", Timeout: time.Second})
 	ctx := context.Background()
 
 	require.NoError(t, p.Begin(ctx))
@@ -636,7 +639,7 @@ func TestATransactionTimedOutByTheBrokerIsFollowedByTheNext(t *testing.T) {
 	// The broker's abort writes its marker after the record.
 	require.Eventually(t, func() bool { return b.HighWatermarks("out")[0] == 2 }, 20*time.Second, 10*time.Millisecond, "the broker times the transaction out")
 
-	err = p.Send(ctx, []*sarama.ProducerMessage{msg("late")})
+	err := p.Send(ctx, []*sarama.ProducerMessage{msg("late")})
 	if err == nil {
 		err = p.Commit(ctx)
 	} else {
@@ -769,9 +772,7 @@ func TestACommitGivenUpAndRefusedForItsEpochIsFollowedByABump(t *testing.T) {
 	b := startBroker(t, map[string]int32{"out": 1})
 	watched := watchInits(b)
 	ended := newWaitLog("transaction ended by the coordinator, which moved the producer's epoch on")
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "commit-given-up", Logger: slog.New(ended)})
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, p.Close()) })
+	p := newProducerOf(t, b, txn.Config{ID: "commit-given-up", Logger: slog.New(ended)})
 	ctx := context.Background()
 	commitValues(t, p, "a")
 
