@@ -373,6 +373,16 @@ type producerEpoch struct {
 	epoch int16
 }
 
+// assertRegisteredThenBumped asserts that inits, of watchInits, are the
+// ID registered, then a bump of the producer's own epoch.
+func assertRegisteredThenBumped(t *testing.T, inits []producerEpoch) {
+	t.Helper()
+	require.Len(t, inits, 2)
+	assert.Equal(t, producerEpoch{-1, -1}, inits[0], "the first registration")
+	assert.GreaterOrEqual(t, inits[1].pid, int64(0), "the bump names the producer ID")
+	assert.GreaterOrEqual(t, inits[1].epoch, int16(0), "and its epoch")
+}
+
 // After a transaction that failed, the abort is followed by a new
 // producer epoch asked for as a bump of the producer's own (KIP-360),
 // which the coordinator refuses to a producer that a newer one fenced off,
@@ -404,11 +414,7 @@ func TestAFailedTransactionBumpsTheProducersOwnEpoch(t *testing.T) {
 			commitValues(t, p, "b")
 			assert.Equal(t, []string{"a", "b"}, committed(t, b))
 
-			inits := watched()
-			require.Len(t, inits, 2)
-			assert.Equal(t, producerEpoch{-1, -1}, inits[0], "the first registration")
-			assert.GreaterOrEqual(t, inits[1].pid, int64(0), "the bump names the producer ID")
-			assert.GreaterOrEqual(t, inits[1].epoch, int16(0), "and its epoch")
+			assertRegisteredThenBumped(t, watched())
 		})
 	}
 }
@@ -463,11 +469,7 @@ func TestATimedOutTransactionIsFollowedByABumpedEpoch(t *testing.T) {
 			commitValues(t, p, "b")
 			assert.ElementsMatch(t, []string{"a", "b"}, committed(t, b), "nothing of the failed transaction is committed")
 			assert.Empty(t, b.Committed("g", "in"), "nor its offsets")
-			inits := watched()
-			require.Len(t, inits, 2)
-			assert.Equal(t, producerEpoch{-1, -1}, inits[0], "the first registration")
-			assert.GreaterOrEqual(t, inits[1].pid, int64(0), "the bump names the producer ID")
-			assert.GreaterOrEqual(t, inits[1].epoch, int16(0), "and its epoch")
+			assertRegisteredThenBumped(t, watched())
 		})
 	}
 }
