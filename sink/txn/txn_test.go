@@ -34,7 +34,13 @@ func msg(value string) *sarama.ProducerMessage {
 // startBroker starts a broker with topics, closed when the test ends.
 func startBroker(t *testing.T, topics map[string]int32) *kafkatest.Broker {
 	t.Helper()
-	b, err := kafkatest.Start(kafkatest.Config{Topics: topics})
+	return startBrokerOf(t, kafkatest.Config{Topics: topics})
+}
+
+// startBrokerOf is startBroker of cfg.
+func startBrokerOf(t *testing.T, cfg kafkatest.Config) *kafkatest.Broker {
+	t.Helper()
+	b, err := kafkatest.Start(cfg)
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
 	return b
@@ -507,9 +513,7 @@ func TestAFencedOffProducerNeverRegistersAfresh(t *testing.T) {
 		}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 1}, MaxVersions: tc.versions})
-			require.NoError(t, err)
-			t.Cleanup(b.Close)
+			b := startBrokerOf(t, kafkatest.Config{Topics: map[string]int32{"out": 1}, MaxVersions: tc.versions})
 			watched := watchInits(b)
 			p := newProducer(t, b, "fenced")
 			ctx := context.Background()
