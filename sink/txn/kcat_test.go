@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/internal/kafkatest/kcat"
 	"github.com/sluicehq/sluice/sink/txn"
 )
@@ -22,14 +21,10 @@ func TestKcatReadsCommittedTransactions(t *testing.T) {
 	kc := kcat.Path(t)
 	for _, codec := range []sarama.CompressionCodec{sarama.CompressionNone, sarama.CompressionGZIP, sarama.CompressionZSTD} {
 		t.Run(codec.String(), func(t *testing.T) {
-			b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"out": 2}})
-			require.NoError(t, err)
-			defer b.Close()
+			b := startBroker(t, map[string]int32{"out": 2})
 			sc := sarama.NewConfig()
 			sc.Producer.Compression = codec
-			p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "kcat-" + codec.String(), Sarama: sc})
-			require.NoError(t, err)
-			defer func() { assert.NoError(t, p.Close()) }()
+			p := newProducerOf(t, b, txn.Config{ID: "kcat-" + codec.String(), Sarama: sc})
 			ctx := context.Background()
 			at := time.UnixMilli(1_700_000_000_123)
 			rec := func(key, value string, part int32) *sarama.ProducerMessage {
