@@ -248,13 +248,13 @@ func (b *Broker) LoseCommitAnswers(n int) func() int {
 	var (
 		mu         sync.Mutex
 		lost       int
-		forwarding atomic.Bool // the first request, sent again on a connection of our own
+		forwarding bool // the first request, sent again on a connection of our own
 	)
 	b.cluster.ControlKey(kmsg.EndTxn.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
 		req := r.(*kmsg.EndTxnRequest)
 		mu.Lock()
 		defer mu.Unlock()
-		if forwarding.Load() || !req.Commit {
+		if forwarding || !req.Commit {
 			b.cluster.KeepControl()
 			return nil, nil, false
 		}
@@ -267,11 +267,11 @@ func (b *Broker) LoseCommitAnswers(n int) func() int {
 			// The broker handles one request at a time: the first is
 			// handled as it is sent again, on another connection, while
 			// this one sleeps.
-			forwarding.Store(true)
+			forwarding = true
 			mu.Unlock()
 			b.cluster.SleepControl(func() { b.endTxn(req) })
 			mu.Lock()
-			forwarding.Store(false)
+			forwarding = false
 		}
 		return nil, errAnswerLost, true
 	})
