@@ -467,8 +467,9 @@ func (p *Producer) Abort(ctx context.Context) error {
 // when the partitions of this one were refused), the next registration
 // bumps the epoch of s. So it does after a stale s (see
 // registration.stale), whose abort sent no EndTxn: then only the
-// coordinator can tell whether s was fenced off, by refusing the bump. It returns what the abort returns: an error only when the
-// producer was fenced off. p.mu is held.
+// coordinator can tell whether s was fenced off, by refusing the bump.
+// It returns what the abort returns: an error only when the producer was
+// fenced off. p.mu is held.
 func (p *Producer) ended(s *registration, kept bool, err error) error {
 	p.fence(err)
 	if kept {
