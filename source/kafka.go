@@ -1407,8 +1407,7 @@ func (k *Kafka) refeed(id int32, epoch uint64, from, off int64) {
 		return
 	}
 	if first := max(p.fed, from); first < off {
-		k.log.Warn("kafka records skipped: the partition's position was out of range",
-			"partition", id, "first_skipped", first, "last_skipped", off-1)
+		k.logSkipped(id, first, off-1)
 		if first == p.loggedTo {
 			// Nothing queued since the gap logged at the claim's start:
 			// a claim that starts again from the same commit does not
@@ -1449,11 +1448,18 @@ func (k *Kafka) logLost(id int32, p *kafkaPartition, start int64) {
 		first = max(first, p.loggedTo)
 	}
 	if first < start {
-		k.log.Warn("kafka records skipped: the partition's position was out of range",
-			"partition", id, "first_skipped", first, "last_skipped", start-1)
+		k.logSkipped(id, first, start-1)
 		p.loggedFrom, p.loggedTo = p.lostFrom, start
 	}
 	p.lostFrom = -1
+}
+
+// logSkipped warns that the records first..last of partition id were
+// skipped, out of range: the one warning of a fetch reset forward and of a
+// claim's start past the group's commit, which the docs name.
+func (k *Kafka) logSkipped(id int32, first, last int64) {
+	k.log.Warn("kafka records skipped: the partition's position was out of range",
+		"partition", id, "first_skipped", first, "last_skipped", last)
 }
 
 // noteHWM records the high watermark of partition id fetched by the claim
