@@ -280,6 +280,24 @@ func TestKafkaClaimCutShortByARebalanceKeepsThePartition(t *testing.T) {
 	assert.Equal(t, []int32{0}, k.Assignment())
 }
 
+// revokeWaits ends claim c as a cooperative revoke does, the generation
+// going on, and fails t if the claim lets go within 50ms, before its
+// records are committed. revoked is closed once it lets go.
+func revokeWaits(t *testing.T, c *claim) (revoked <-chan struct{}) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		c.h.endClaim(c.sess, c.id, c.epoch)
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("the claim let go before its records were committed")
+	case <-time.After(50 * time.Millisecond):
+	}
+	return done
+}
+
 func TestKafkaRevokeWaitsForCommit(t *testing.T) {
 	k := newTestKafka(t, 100)
 	c := startTestClaim(k, 0, 0)
@@ -288,16 +306,7 @@ func TestKafkaRevokeWaitsForCommit(t *testing.T) {
 	require.Len(t, poll(k, 10), 3)
 	require.Equal(t, []int32{0}, k.Assignment())
 
-	revoked := make(chan struct{})
-	go func() {
-		c.h.endClaim(c.sess, c.id, c.epoch) // a cooperative revoke: the session goes on
-		close(revoked)
-	}()
-	select {
-	case <-revoked:
-		t.Fatal("the claim let go before its records were committed")
-	case <-time.After(50 * time.Millisecond):
-	}
+	revoked := revokeWaits(t, c)
 	assert.Equal(t, []int32{0}, k.Assignment(), "the pipeline keeps the partition while it commits")
 	k.committed([]stream.Offset{{Source: "t", Partition: 0, Next: 3}})
 	<-revoked
@@ -328,16 +337,7 @@ func TestKafkaRevokeAfterARestartBeforeTheCommitWaitsForCommit(t *testing.T) {
 	require.Equal(t, origins(0, 0, 2), poll(k, 10))
 	require.Equal(t, []int32{0}, k.Assignment())
 
-	revoked := make(chan struct{})
-	go func() {
-		c.h.endClaim(c.sess, c.id, c.epoch) // a cooperative revoke: the generation goes on
-		close(revoked)
-	}()
-	select {
-	case <-revoked:
-		t.Fatal("the claim let go before its records were committed")
-	case <-time.After(50 * time.Millisecond):
-	}
+	revoked := revokeWaits(t, c)
 	k.committed([]stream.Offset{{Source: "t", Partition: 0, Next: 2}})
 	<-revoked
 	assert.Empty(t, k.Assignment(), "then the partition is lost")
