@@ -2,6 +2,7 @@ package source
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -105,6 +106,12 @@ func span(from, to int64) []int64 {
 	return out
 }
 
+// skipped matches the warning that names the records of partition 0 of
+// topic "t" that group "g" skipped, first to last.
+func skipped(first, last int64) string {
+	return fmt.Sprintf(`msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=%d last_skipped=%d\n`, first, last)
+}
+
 // A claim starts at offset 10; sarama's partition consumer, paused as the
 // claim starts, fetched 10..79 before the pause, and hands them out while
 // the fetch loop's first fetch, from 10, is under way. Retention then
@@ -146,7 +153,7 @@ func TestKafkaFetchResetLogsTheRecordsSkipped(t *testing.T) {
 	release()
 
 	assert.Equal(t, span(deleted, n), pollUntil(t, k, n-1))
-	assert.Regexp(t, `msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=10 last_skipped=59\n`, log.String())
+	assert.Regexp(t, skipped(10, 59), log.String())
 }
 
 // A claim that starts at the newest record (no committed offset, and
@@ -203,9 +210,7 @@ func TestKafkaRecordsSkippedAtAClaimStartAreLoggedOnce(t *testing.T) {
 	c = startTestClaimCommitted(k, 0, sarama.OffsetOldest, 10)
 	assert.Equal(t, int64(60), k.begin(0, c.epoch, 60))
 
-	assert.Regexp(t, `msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=50 last_skipped=79\n`+
-		`.*msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=80 last_skipped=89\n`+
-		`.*msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=10 last_skipped=59\n$`, log.String())
+	assert.Regexp(t, skipped(50, 79)+`.*`+skipped(80, 89)+`.*`+skipped(10, 59)+`$`, log.String())
 	assert.Equal(t, 3, strings.Count(log.String(), "records skipped"))
 }
 
@@ -227,8 +232,6 @@ func TestKafkaRecordsSkippedAfterAClaimStartAreNotLoggedAgain(t *testing.T) {
 	c = startTestClaimCommitted(k, 0, sarama.OffsetOldest, 50)
 	assert.Equal(t, int64(95), k.begin(0, c.epoch, 95))
 
-	assert.Regexp(t, `msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=50 last_skipped=79\n`+
-		`.*msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=80 last_skipped=89\n`+
-		`.*msg="kafka records skipped[^"]*" topic=t group=g partition=0 first_skipped=90 last_skipped=94\n$`, log.String())
+	assert.Regexp(t, skipped(50, 79)+`.*`+skipped(80, 89)+`.*`+skipped(90, 94)+`$`, log.String())
 	assert.Equal(t, 3, strings.Count(log.String(), "records skipped"))
 }
