@@ -32,6 +32,19 @@ func deleteBefore(t *testing.T, b *kafkatest.Broker, topic string, before int64)
 	require.NoError(t, admin.DeleteRecords(topic, map[int32]int64{0: before}))
 }
 
+// keptLog returns a logger whose output logs keeps for the test to read,
+// and the test prints if it fails.
+func keptLog(t *testing.T) (*slog.Logger, *source.SyncBuffer) {
+	t.Helper()
+	logs := new(source.SyncBuffer)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(logs, nil)), logs
+}
+
 // skippedLine matches the warning that names the records of partition 0
 // of topic "in" that group skipped, first to last.
 func skippedLine(group string, first, last int64) *regexp.Regexp {
@@ -124,16 +137,11 @@ func TestKafkaCommitBelowTheLogStart(t *testing.T) {
 
 			deleteBefore(t, b, "in", deleted)
 
-			var logs source.SyncBuffer
-			t.Cleanup(func() {
-				if t.Failed() {
-					t.Logf("log:\n%s", logs.String())
-				}
-			})
+			log, logs := keptLog(t)
 			var second offsetsRead
 			src = newSource(t, b, "in", "weekend", edit, func(cfg *source.KafkaConfig) {
 				cfg.StartNewest = tc.newest
-				cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+				cfg.Logger = log
 			})
 			stop := runSource(t, src, second.add)
 			start, end := int64(deleted), int64(n)
@@ -166,10 +174,10 @@ func TestKafkaNoCommitSkipsNothing(t *testing.T) {
 	produce(t, b, "in", 1, 0, 100)
 	deleteBefore(t, b, "in", 40)
 
-	var logs source.SyncBuffer
+	log, logs := keptLog(t)
 	var read offsetsRead
 	stop := runSource(t, newSource(t, b, "in", "new", func(cfg *source.KafkaConfig) {
-		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		cfg.Logger = log
 	}), read.add)
 	waitCommitted(t, b, "new", "in")
 	stop()
@@ -220,16 +228,11 @@ func TestKafkaHeldPartitionKeptPastRecordsDeleted(t *testing.T) {
 				cfg.Sarama.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
 			}
 
-			var logs source.SyncBuffer
-			t.Cleanup(func() {
-				if t.Failed() {
-					t.Logf("log:\n%s", logs.String())
-				}
-			})
+			log, logs := keptLog(t)
 			var read offsetsRead
 			var lost lostPartitions
 			first := newSource(t, b, "in", "held", edit, func(cfg *source.KafkaConfig) {
-				cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+				cfg.Logger = log
 			})
 			stop := runSource(t, first, read.add, stream.OnRebalance(lost.rebalance))
 			waitCommitted(t, b, "held", "in")
@@ -279,13 +282,8 @@ func TestKafkaCommitBelowTheLogStartOnABrokerBeforeStableOffsets(t *testing.T) {
 
 	commitOutOfRange(t, addrs, "old", 1, 50, 80)
 
-	var logs source.SyncBuffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log:\n%s", logs.String())
-		}
-	})
-	src := sourceOn(t, addrs, "in", "old", slog.New(slog.NewTextHandler(&logs, nil)), func(cfg *source.KafkaConfig) {
+	log, logs := keptLog(t)
+	src := sourceOn(t, addrs, "in", "old", log, func(cfg *source.KafkaConfig) {
 		cfg.Sarama.Consumer.IsolationLevel = sarama.ReadCommitted
 	})
 	var read offsetsRead
@@ -315,18 +313,13 @@ func TestKafkaClaimStartDoesNotHoldUpARebalance(t *testing.T) {
 	// second, the claim's, is held.
 	held, release := holdOffsetFetch(t, c, 1)
 
-	var logs source.SyncBuffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log:\n%s", logs.String())
-		}
-	})
+	log, logs := keptLog(t)
 	// Sticky, eager: the second member's join ends the first member's
 	// generation, and with it the claim that waits.
 	eager := func(cfg *source.KafkaConfig) {
 		cfg.Sarama.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
 	}
-	first := sourceOn(t, addrs, "in", "busy", slog.New(slog.NewTextHandler(&logs, nil)), eager)
+	first := sourceOn(t, addrs, "in", "busy", log, eager)
 	stop := runSource(t, first, func(context.Context, *stream.Batch[source.Message]) error { return nil })
 	select {
 	case <-held:
@@ -512,13 +505,8 @@ func TestKafkaClaimStartAfterAFetchGivenUp(t *testing.T) {
 	eager := func(cfg *source.KafkaConfig) {
 		cfg.Sarama.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
 	}
-	var logs source.SyncBuffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log:\n%s", logs.String())
-		}
-	})
-	first := sourceOn(t, addrs, "in", "again", slog.New(slog.NewTextHandler(&logs, nil)), eager)
+	log, logs := keptLog(t)
+	first := sourceOn(t, addrs, "in", "again", log, eager)
 	var read offsetsRead
 	stop := runSource(t, first, read.add)
 	select {
