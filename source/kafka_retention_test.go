@@ -186,6 +186,13 @@ func TestKafkaNoCommitSkipsNothing(t *testing.T) {
 	assert.NotContains(t, logs.String(), "skipped")
 }
 
+// eager makes a source's group rebalance with sarama's sticky strategy,
+// an eager one: a member's join ends the claims of every member, which
+// then get back the partitions they had where they can.
+func eager(cfg *source.KafkaConfig) {
+	cfg.Sarama.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+}
+
 // lostPartitions records the partitions a pipeline was told it lost.
 type lostPartitions struct {
 	mu   sync.Mutex
@@ -225,7 +232,7 @@ func TestKafkaHeldPartitionKeptPastRecordsDeleted(t *testing.T) {
 			// member's claim, and gives it the partition back.
 			edit := func(cfg *source.KafkaConfig) {
 				cfg.SaramaFetch = tc.saramaFetch
-				cfg.Sarama.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+				eager(cfg)
 			}
 
 			log, logs := keptLog(t)
@@ -316,9 +323,6 @@ func TestKafkaClaimStartDoesNotHoldUpARebalance(t *testing.T) {
 	log, logs := keptLog(t)
 	// Sticky, eager: the second member's join ends the first member's
 	// generation, and with it the claim that waits.
-	eager := func(cfg *source.KafkaConfig) {
-		cfg.Sarama.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
-	}
 	first := sourceOn(t, addrs, "in", "busy", log, eager)
 	stop := runSource(t, first, func(context.Context, *stream.Batch[source.Message]) error { return nil })
 	select {
@@ -502,9 +506,6 @@ func TestKafkaClaimStartAfterAFetchGivenUp(t *testing.T) {
 
 	// Sticky, eager: the second member's join ends the first member's
 	// generation, and gives the partition back to it.
-	eager := func(cfg *source.KafkaConfig) {
-		cfg.Sarama.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
-	}
 	log, logs := keptLog(t)
 	first := sourceOn(t, addrs, "in", "again", log, eager)
 	var read offsetsRead
