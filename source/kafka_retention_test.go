@@ -349,23 +349,32 @@ func commitOutOfRange(t *testing.T, addrs []string, group string, partitions int
 	client, err := sarama.NewClient(addrs, sarama.NewConfig())
 	require.NoError(t, err)
 	defer client.Close()
+	committed, deleted := map[int32]int64{}, map[int32]int64{}
+	for p := range partitions {
+		committed[p], deleted[p] = at, past
+	}
+	commitOffsets(t, client, group, committed)
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	require.NoError(t, err)
+	require.NoError(t, admin.DeleteRecords("in", deleted))
+}
+
+// commitOffsets commits offsets, by partition of topic "in", for group,
+// with no member in it, through client.
+func commitOffsets(t *testing.T, client sarama.Client, group string, offsets map[int32]int64) {
+	t.Helper()
 	coordinator, err := client.Coordinator(group)
 	require.NoError(t, err)
 	commit := sarama.NewOffsetCommitRequest(sarama.NewConfig(), group)
 	commit.ConsumerGroupGeneration = -1 // a group with no members
-	deleted := map[int32]int64{}
-	for p := range partitions {
+	for p, at := range offsets {
 		commit.AddBlock("in", p, at, 0, "")
-		deleted[p] = past
 	}
 	resp, err := coordinator.CommitOffset(commit)
 	require.NoError(t, err)
-	for p := range partitions {
+	for p := range offsets {
 		require.ErrorIs(t, resp.Errors["in"][p], sarama.ErrNoError)
 	}
-	admin, err := sarama.NewClusterAdminFromClient(client)
-	require.NoError(t, err)
-	require.NoError(t, admin.DeleteRecords("in", deleted))
 }
 
 // With a cooperative strategy (the default), a rebalance does not end
@@ -449,14 +458,9 @@ func TestKafkaClaimStartDoesNotHoldUpCommits(t *testing.T) {
 	client, err := sarama.NewClient(addrs, sarama.NewConfig())
 	require.NoError(t, err)
 	defer client.Close()
+	commitOffsets(t, client, "shared", map[int32]int64{0: 90})
 	coordinator, err := client.Coordinator("shared")
 	require.NoError(t, err)
-	commit := sarama.NewOffsetCommitRequest(sarama.NewConfig(), "shared")
-	commit.ConsumerGroupGeneration = -1 // a group with no members
-	commit.AddBlock("in", 0, 90, 0, "")
-	resp, err := coordinator.CommitOffset(commit)
-	require.NoError(t, err)
-	require.ErrorIs(t, resp.Errors["in"][0], sarama.ErrNoError)
 
 	// sarama fetches the offsets of both partitions as the member joins;
 	// the third, partition 1's claim's, is held.
