@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
+	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/stream"
 )
 
@@ -693,13 +694,13 @@ func TestKafkaCoordinatorLookupDoesNotHoldUpRecords(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+			b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"t": 1}})
 			require.NoError(t, err)
-			defer c.Close()
+			defer b.Close()
 			newSource := func() (*Kafka, sarama.Client) {
-				k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second})
+				k, err := NewKafka(KafkaConfig{Brokers: b.Addrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second})
 				require.NoError(t, err)
-				client, err := sarama.NewClient(c.ListenAddrs(), k.sarama)
+				client, err := sarama.NewClient(b.Addrs(), k.sarama)
 				require.NoError(t, err)
 				k.mu.Lock()
 				k.client = client
@@ -721,17 +722,8 @@ func TestKafkaCoordinatorLookupDoesNotHoldUpRecords(t *testing.T) {
 
 			// The first FindCoordinator is held until release, as by
 			// brokers that do not answer.
-			came, wake := make(chan struct{}), make(chan struct{})
-			var holding, waking sync.Once
-			release := func() { waking.Do(func() { close(wake) }) }
+			came, release := b.Stall(kmsg.FindCoordinator.Int16())
 			defer release()
-			c.ControlKey(kmsg.FindCoordinator.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
-				holding.Do(func() { // the control runs again as the request wakes
-					close(came)
-					c.SleepControl(func() { <-wake })
-				})
-				return nil, nil, false
-			})
 
 			cl := startTestClaim(k, 0, 0)
 			defer cl.end()
