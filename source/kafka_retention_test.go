@@ -249,11 +249,7 @@ func TestKafkaHeldPartitionKeptPastRecordsDeleted(t *testing.T) {
 			held, release := b.Stall(kmsg.OffsetFetch.Int16())
 			defer release()
 			stopSecond := runSource(t, newSource(t, b, "in", "held", edit), func(context.Context, *stream.Batch[source.Message]) error { return nil })
-			select {
-			case <-held:
-			case <-time.After(10 * time.Second):
-				t.Fatal("no offset fetch: the group did not rebalance")
-			}
+			waitHeld(t, held, "no offset fetch: the group did not rebalance")
 			produce(t, b, "in", 1, 50, 100)
 			deleteBefore(t, b, "in", 80)
 			release()
@@ -325,11 +321,7 @@ func TestKafkaClaimStartDoesNotHoldUpARebalance(t *testing.T) {
 	// generation, and with it the claim that waits.
 	first := sourceOn(t, addrs, "in", "busy", log, eager)
 	stop := runSource(t, first, func(context.Context, *stream.Batch[source.Message]) error { return nil })
-	select {
-	case <-held:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the claim did not fetch the group's committed offset")
-	}
+	waitHeld(t, held, "the claim did not fetch the group's committed offset")
 	stopSecond := runSource(t, sourceOn(t, addrs, "in", "busy", testLog(t), eager),
 		func(context.Context, *stream.Batch[source.Message]) error { return nil })
 	assert.Eventually(t, func() bool {
@@ -396,11 +388,7 @@ func TestKafkaCooperativeRevokeDuringAClaimStart(t *testing.T) {
 
 	first := sourceOn(t, addrs, "in", "coop", testLog(t))
 	stop := runSource(t, first, func(context.Context, *stream.Batch[source.Message]) error { return nil })
-	select {
-	case <-held:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the claims did not fetch the group's committed offsets")
-	}
+	waitHeld(t, held, "the claims did not fetch the group's committed offsets")
 	second := sourceOn(t, addrs, "in", "coop", testLog(t))
 	stopSecond := runSource(t, second, func(context.Context, *stream.Batch[source.Message]) error { return nil })
 	assert.Eventually(t, func() bool { return second.Owns(0) || second.Owns(1) },
@@ -429,11 +417,7 @@ func TestKafkaStopDuringAClaimStart(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx) }()
-	select {
-	case <-held:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the claim did not fetch the group's committed offset")
-	}
+	waitHeld(t, held, "the claim did not fetch the group's committed offset")
 	cancel()
 	select {
 	case err := <-done:
@@ -468,11 +452,7 @@ func TestKafkaClaimStartDoesNotHoldUpCommits(t *testing.T) {
 
 	src := sourceOn(t, addrs, "in", "shared", testLog(t))
 	stop := runSource(t, src, func(context.Context, *stream.Batch[source.Message]) error { return nil })
-	select {
-	case <-held:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the claim did not fetch the group's committed offset")
-	}
+	waitHeld(t, held, "the claim did not fetch the group's committed offset")
 	produceEach(t, addrs, "in", 2, 200, 220, false)
 	assert.Eventually(t, func() bool {
 		var committed int64
@@ -514,11 +494,7 @@ func TestKafkaClaimStartAfterAFetchGivenUp(t *testing.T) {
 	first := sourceOn(t, addrs, "in", "again", log, eager)
 	var read offsetsRead
 	stop := runSource(t, first, read.add)
-	select {
-	case <-held:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the claim did not fetch the group's committed offset")
-	}
+	waitHeld(t, held, "the claim did not fetch the group's committed offset")
 	stopSecond := runSource(t, sourceOn(t, addrs, "in", "again", testLog(t), eager),
 		func(context.Context, *stream.Batch[source.Message]) error { return nil })
 	assert.Eventually(t, func() bool { return len(read.all()) == 20 }, 5*time.Second, 10*time.Millisecond,
@@ -529,6 +505,17 @@ func TestKafkaClaimStartAfterAFetchGivenUp(t *testing.T) {
 	stop()
 	assert.Equal(t, span(80, 100), read.all())
 	assert.Len(t, skippedLine("again", 50, 79).FindAllString(logs.String(), -1), 1, "the records skipped logged once")
+}
+
+// waitHeld waits for a request held, and fails t, saying why, if none
+// comes within 10s.
+func waitHeld(t *testing.T, held <-chan struct{}, why string) {
+	t.Helper()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal(why)
+	}
 }
 
 // holdOffsetFetch lets the first pass OffsetFetch requests to c through,
