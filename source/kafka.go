@@ -1604,20 +1604,18 @@ func (k *Kafka) push(c *kafkaChunk, done <-chan struct{}) bool {
 	// sentinel start without saying where: its first record tells.
 	first := c.msgs[c.off].Offset
 	k.logLost(c.partition, p, first)
-	if p.keptTo >= 0 {
-		if first < p.keptTo && p.inPipeline && !p.mustDrop {
+	if p.keptTo >= 0 && first < p.keptTo {
+		if p.inPipeline && !p.mustDrop {
 			k.log.Info("kafka partition restarts before the pipeline's commit; dropping its records and state",
 				"partition", c.partition, "pipeline_next", p.keptTo, "first", first)
 			p.mustDrop = true
 		}
-		if first < p.keptTo {
-			// The commits of the records from first on come below the
-			// group's, which is not theirs: a revoke waits for them, as
-			// for a claim that starts where the pipeline holds nothing.
-			p.committed = -1
-		}
-		p.keptTo = -1
+		// The commits of the records from first on come below the
+		// group's, which is not theirs: a revoke waits for them, as for
+		// a claim that starts where the pipeline holds nothing.
+		p.committed = -1
 	}
+	p.keptTo = -1
 	p.fed = c.msgs[len(c.msgs)-1].Offset + 1
 	if len(k.queue) == cap(k.queue) && k.head > 0 {
 		n := copy(k.queue, k.queue[k.head:])
