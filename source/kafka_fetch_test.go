@@ -1,7 +1,6 @@
 package source_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"log/slog"
@@ -84,18 +83,8 @@ func runSource(t *testing.T, src *source.Kafka, each func(context.Context, *stre
 
 // captureLog returns a logger and a function that returns what it logged.
 func captureLog() (*slog.Logger, func() string) {
-	var mu sync.Mutex
-	var buf bytes.Buffer
-	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return buf.Write(p)
-	}), nil))
-	return log, func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		return buf.String()
-	}
+	buf := new(source.SyncBuffer)
+	return slog.New(slog.NewTextHandler(buf, nil)), buf.String
 }
 
 func sourceOn(t *testing.T, addrs []string, topic, group string, log *slog.Logger, edit ...func(*source.KafkaConfig)) *source.Kafka {

@@ -1,7 +1,6 @@
 package source_test
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -65,25 +64,14 @@ func fastSarama() *sarama.Config {
 
 // testLog returns a logger whose output the test prints if it fails.
 func testLog(t testing.TB) *slog.Logger {
-	var mu sync.Mutex
-	var buf bytes.Buffer
+	buf := new(source.SyncBuffer)
 	t.Cleanup(func() {
 		if t.Failed() {
-			mu.Lock()
-			defer mu.Unlock()
 			t.Logf("log:\n%s", buf.String())
 		}
 	})
-	return slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return buf.Write(p)
-	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func newSource(t testing.TB, b *kafkatest.Broker, topic, group string, edit ...func(*source.KafkaConfig)) *source.Kafka {
 	t.Helper()
