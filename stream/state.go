@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"cmp"
 	"fmt"
 	"reflect"
 	"slices"
@@ -747,23 +748,25 @@ func (op *stateOp[K, V, S]) hashed() bool { return op.hashParts != 0 || op.in.mo
 // sure that the default JSON codec, if it is used, gives back the keys and
 // states it stores.
 func (op *stateOp[K, V, S]) setDurable() error {
-	if err := jsonKeeps(op.keyCodec, true); err != nil {
-		return fmt.Errorf("stream: %s: keys of %v cannot be stored as JSON (%v): give them a codec (Codecs)", op.name(), reflect.TypeFor[K](), err)
-	}
-	if err := jsonKeeps(op.stateCodec, false); err != nil {
-		return fmt.Errorf("stream: %s: states of %v cannot be stored as JSON (%v): give them a codec (Codecs)", op.name(), reflect.TypeFor[S](), err)
+	if err := cmp.Or(jsonKeeps(op.keyCodec, true, "keys", "Codecs"), jsonKeeps(op.stateCodec, false, "states", "Codecs")); err != nil {
+		return fmt.Errorf("stream: %s: %w", op.name(), err)
 	}
 	op.durable = true
 	return nil
 }
 
 // jsonKeeps returns why c, when it is the default JSON codec, would not
-// give back the values of T it encodes (see jsonLossy), or nil.
-func jsonKeeps[T any](c Codec[T], key bool) error {
+// give back the values of T it encodes (see jsonLossy), or nil. what
+// names the values, option the option that gives them a codec.
+func jsonKeeps[T any](c Codec[T], key bool, what, option string) error {
 	if _, ok := c.(JSONCodec[T]); !ok {
 		return nil
 	}
-	return jsonLossy(reflect.TypeFor[T](), key, map[reflect.Type]bool{})
+	t := reflect.TypeFor[T]()
+	if err := jsonLossy(t, key, map[reflect.Type]bool{}); err != nil {
+		return fmt.Errorf("%s of %v cannot be stored as JSON (%v): give them a codec (%s)", what, t, err, option)
+	}
+	return nil
 }
 
 // size estimates the memory of the state: the slabs, the side slices and

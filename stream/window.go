@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -408,11 +409,5 @@ func (c pairCodec[K, V]) Decode(b []byte) (Pair[K, V], error) {
 // lossy says why the default JSON codecs, if used, would not give back
 // the keys or values.
 func (c pairCodec[K, V]) lossy() error {
-	if err := jsonKeeps(c.k, true); err != nil {
-		return fmt.Errorf("keys of %v cannot be stored as JSON (%v): give them a codec (WindowCodecs)", reflect.TypeFor[K](), err)
-	}
-	if err := jsonKeeps(c.v, false); err != nil {
-		return fmt.Errorf("values of %v cannot be stored as JSON (%v): give them a codec (WindowCodecs)", reflect.TypeFor[V](), err)
-	}
-	return nil
+	return cmp.Or(jsonKeeps(c.k, true, "keys", "WindowCodecs"), jsonKeeps(c.v, false, "values", "WindowCodecs"))
 }

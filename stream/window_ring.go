@@ -123,7 +123,7 @@ func windowBatch(k int64) []byte { return binary.AppendVarint([]byte{windowBatch
 
 func newWindowRing[T any](s *Stream[T], length int, codec Codec[T]) *windowRing[T] {
 	w := &windowRing[T]{p: s.p, length: length, hashParts: s.hashParts, placed: s.placed, codec: codec}
-	w.lossy = func() error { return jsonLossyValues(codec) }
+	w.lossy = func() error { return jsonKeeps(codec, false, "values", "WindowCodec") }
 	if b, ok := any(*new(T)).(bucketer); ok && isPair(reflect.TypeFor[T]()) {
 		w.bucket = b.bucketFunc().(func(T, int) int)
 	}
@@ -659,13 +659,4 @@ func decodeValues[T any](c Codec[T], b []byte) ([]T, error) {
 		vals[i], b = v, b[l:]
 	}
 	return vals, nil
-}
-
-// jsonLossyValues is the check of a window's values by the default JSON
-// codec, worded for Window.
-func jsonLossyValues[T any](c Codec[T]) error {
-	if err := jsonKeeps(c, false); err != nil {
-		return fmt.Errorf("values of %v cannot be stored as JSON (%v): give them a codec (WindowCodec)", reflect.TypeFor[T](), err)
-	}
-	return nil
 }
