@@ -229,7 +229,6 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 	moved := perBatch.moved != inSourceParts
 	if inverse == nil {
 		w, ring := window(perBatch, length, slide, Codec[Pair[K, V]](codec))
-		ring.lossy = codec.lossy
 		out := reduceInPartitions(w, f)
 		ring.nameOf = func() string { return out.name }
 		perBatch.p.addWindow("ReduceByKeyAndWindow", moved, ring)
@@ -250,7 +249,6 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 		// running results could never find to remove
 		irreflexive = typeMayBeIrreflexive(reflect.TypeFor[K]())
 	)
-	ring.lossy = codec.lossy
 	// update adds kv to the running results of a partition (sign 1), or
 	// removes it (-1).
 	update := func(m map[K]counted, kv Pair[K, V], sign int32) {

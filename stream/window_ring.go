@@ -66,11 +66,8 @@ type windowRing[T any] struct {
 	placed    int // of the windowed stream (see Stream.placed)
 	// bucket returns the partition of n that PartitionByKey gives v, for
 	// values that are Pairs; nil for others.
-	bucket func(v T, n int) int
-	codec  Codec[T]
-	// lossy returns why the default JSON codec would not give back the
-	// values, or nil.
-	lossy   func() error
+	bucket  func(v T, n int) int
+	codec   Codec[T]
 	durable bool
 
 	slots []windowSlot[T] // oldest first, of consecutive seqs up to seen
@@ -123,7 +120,6 @@ func windowBatch(k int64) []byte { return binary.AppendVarint([]byte{windowBatch
 
 func newWindowRing[T any](s *Stream[T], length int, codec Codec[T]) *windowRing[T] {
 	w := &windowRing[T]{p: s.p, length: length, hashParts: s.hashParts, placed: s.placed, codec: codec}
-	w.lossy = func() error { return jsonKeeps(codec, false, "values", "WindowCodec") }
 	if b, ok := any(*new(T)).(bucketer); ok && isPair(reflect.TypeFor[T]()) {
 		w.bucket = b.bucketFunc().(func(T, int) int)
 	}
@@ -260,9 +256,14 @@ func (w *windowRing[T]) dropPartitions(ids []int32) error {
 }
 
 // setDurable makes the ring keep its batches in the Store, once it is
-// sure that the default JSON codec, if it is used, gives back the values.
+// sure that the default JSON codec, if it is used, gives back the values
+// (of ReduceByKeyAndWindow's pairs: their keys and values).
 func (w *windowRing[T]) setDurable() error {
-	if err := w.lossy(); err != nil {
+	err := jsonKeeps(w.codec, false, "values", "WindowCodec")
+	if pc, ok := w.codec.(interface{ lossy() error }); ok {
+		err = pc.lossy()
+	}
+	if err != nil {
 		return fmt.Errorf("stream: %s: %w", w.name(), err)
 	}
 	w.durable = true
