@@ -101,7 +101,8 @@ func window[T any](s *Stream[T], length, slide int, codec Codec[T]) (*Stream[T],
 			return nil, err
 		}
 		if w.seen%int64(slide) != 0 {
-			return nil, w.trim(nil)
+			w.trim()
+			return nil, nil
 		}
 		clear(index)
 		var ids []int32
@@ -138,7 +139,8 @@ func window[T any](s *Stream[T], length, slide int, codec Codec[T]) (*Stream[T],
 				ob.Partitions[i].Origins = nil // some values have no origin
 			}
 		}
-		return ob, w.trim(nil)
+		w.trim()
+		return ob, nil
 	})
 	out.keyed, out.hashParts = s.keyed, s.hashParts
 	return out, w
@@ -290,11 +292,7 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 	}
 	// The batch that left the ring last leaves the running results as
 	// the next one enters, in the batch whose window no longer holds it.
-	var leaving *Batch[Pair[K, V]]
-	leave := func(b *Batch[Pair[K, V]]) error {
-		leaving = &Batch[Pair[K, V]]{Partitions: b.Partitions}
-		return nil
-	}
+	var leaving []Partition[Pair[K, V]]
 	out := derive(perBatch, "reduceByKeyAndWindow", func(bc *batchCtx) (*Batch[Pair[K, V]], error) {
 		in, err := perBatch.batch(bc)
 		if in == nil || err != nil {
@@ -307,14 +305,12 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 				}
 			}
 		}
-		if leaving != nil {
-			for i := range leaving.Partitions {
-				if err := add(&leaving.Partitions[i], -1); err != nil {
-					return nil, err
-				}
+		for i := range leaving {
+			if err := add(&leaving[i], -1); err != nil {
+				return nil, err
 			}
-			leaving = nil
 		}
+		leaving = nil
 		if err := ring.enter(bc, in); err != nil {
 			return nil, err
 		}
@@ -325,7 +321,8 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 			}
 		}
 		if ring.seen%int64(slide) != 0 {
-			return nil, ring.trim(leave)
+			leaving = ring.trim()
+			return nil, nil
 		}
 		ids := make([]int32, 0, len(running))
 		for id, m := range running {
@@ -348,14 +345,13 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 		if err != nil {
 			return nil, err
 		}
-		return ob, ring.trim(leave)
+		leaving = ring.trim()
+		return ob, nil
 	})
 	// The running results of the batches restored are made anew.
 	ring.onRestore = func(p *Partition[Pair[K, V]]) error { return add(p, +1) }
 	ring.onDrop = func(lost []int32) {
-		if leaving != nil {
-			leaving.Partitions = slices.DeleteFunc(leaving.Partitions, func(p Partition[Pair[K, V]]) bool { return slices.Contains(lost, p.ID) })
-		}
+		leaving = slices.DeleteFunc(leaving, func(p Partition[Pair[K, V]]) bool { return slices.Contains(lost, p.ID) })
 		for _, id := range lost {
 			delete(running, id)
 		}

@@ -180,17 +180,13 @@ func (w *windowRing[T]) enter(bc *batchCtx, in *Batch[T]) error {
 }
 
 // trim removes the oldest batch once the ring holds length, which no later
-// window holds, telling leave of it first (nil: no one).
-func (w *windowRing[T]) trim(leave func(b *Batch[T]) error) error {
+// window holds, and returns its partitions (nil if none left).
+func (w *windowRing[T]) trim() []Partition[T] {
 	if len(w.slots) < w.length {
 		return nil
 	}
 	old := &w.slots[0]
-	if leave != nil {
-		if err := leave(&old.batch); err != nil {
-			return err
-		}
-	}
+	left := old.batch.Partitions
 	if w.durable {
 		for i, p := range old.batch.Partitions {
 			if old.enc[i] == nil && len(p.Values) > 0 { // written: deleted by the next checkpoint
@@ -200,7 +196,7 @@ func (w *windowRing[T]) trim(leave func(b *Batch[T]) error) error {
 	}
 	w.slots[0] = windowSlot[T]{}
 	w.slots = slices.Delete(w.slots, 0, 1)
-	return nil
+	return left
 }
 
 // slot returns the slot of seq, which is at most seen, adding empty ones
