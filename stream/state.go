@@ -125,19 +125,15 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], update func
 	if !s.keyed {
 		s = PartitionByKey(s, 0)
 	}
+	kc, sc, ok := codecsOf[K, S](cfg.keyCodec, cfg.stateCodec)
+	if !ok {
+		s.p.err = fmt.Errorf("stream: UpdateStateByKey: codecs of %T and %T do not fit keys %T and states %T", cfg.keyCodec, cfg.stateCodec, *new(K), *new(S))
+	}
 	op := &stateOp[K, V, S]{
 		cfg: cfg, in: s, update: update, parts: make(map[int32]*statePart[K, V, S]),
-		keyCodec: CodecFor[K](), stateCodec: CodecFor[S](), hashParts: s.hashParts, hash: hasher[K](),
+		keyCodec: kc, stateCodec: sc, hashParts: s.hashParts, hash: hasher[K](),
 		scratchRefs: holdsPointers[K]() || holdsPointers[V](),
 		irreflexive: typeMayBeIrreflexive(reflect.TypeFor[K]()),
-	}
-	if cfg.keyCodec != nil || cfg.stateCodec != nil {
-		kc, ok1 := cfg.keyCodec.(Codec[K])
-		sc, ok2 := cfg.stateCodec.(Codec[S])
-		if !ok1 || !ok2 {
-			s.p.err = fmt.Errorf("stream: UpdateStateByKey: codecs of %T and %T do not fit keys %T and states %T", cfg.keyCodec, cfg.stateCodec, *new(K), *new(S))
-		}
-		op.keyCodec, op.stateCodec = kc, sc
 	}
 	if cfg.observe != nil {
 		f, ok := cfg.observe.(func(int32) StateObserver[K, S])

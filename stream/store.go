@@ -85,6 +85,18 @@ func Codecs[K, S any](key Codec[K], state Codec[S]) StateOption {
 	return stateOptionFunc(func(c *stateConfig) { c.keyCodec, c.stateCodec = key, state })
 }
 
+// codecsOf returns the codecs of keys and values an option set (Codecs,
+// WindowCodecs), or those of CodecFor when it set none; ok is false when
+// they do not fit K and V.
+func codecsOf[K, V any](key, value any) (kc Codec[K], vc Codec[V], ok bool) {
+	if key == nil && value == nil {
+		return CodecFor[K](), CodecFor[V](), true
+	}
+	kc, ok1 := key.(Codec[K])
+	vc, ok2 := value.(Codec[V])
+	return kc, vc, ok1 && ok2
+}
+
 // CodecFor returns the codec UpdateStateByKey uses for T by default.
 func CodecFor[T any]() Codec[T] {
 	var zero T

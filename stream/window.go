@@ -198,14 +198,9 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse
 	for _, o := range opts {
 		o.applyWindow(&cfg)
 	}
-	kc, vc := CodecFor[K](), CodecFor[V]()
-	if cfg.keyCodec != nil || cfg.valueCodec != nil {
-		k, ok1 := cfg.keyCodec.(Codec[K])
-		v, ok2 := cfg.valueCodec.(Codec[V])
-		if !ok1 || !ok2 {
-			s.p.err = fmt.Errorf("stream: ReduceByKeyAndWindow: codecs of %T and %T do not fit keys %T and values %T", cfg.keyCodec, cfg.valueCodec, *new(K), *new(V))
-		}
-		kc, vc = k, v
+	kc, vc, ok := codecsOf[K, V](cfg.keyCodec, cfg.valueCodec)
+	if !ok {
+		s.p.err = fmt.Errorf("stream: ReduceByKeyAndWindow: codecs of %T and %T do not fit keys %T and values %T", cfg.keyCodec, cfg.valueCodec, *new(K), *new(V))
 	}
 	if cfg.codec != nil {
 		s.p.err = errors.New("stream: ReduceByKeyAndWindow: WindowCodec is for the values of Window: give ReduceByKeyAndWindow WindowCodecs")
