@@ -706,13 +706,8 @@ func (p *Pipeline) rebalance(ctx, work context.Context, before, now []int32, bat
 // their batches in every window, and the offsets restored with their
 // state. It returns a StateObserver's panic.
 func (p *Pipeline) dropState(ids []int32) error {
-	for _, s := range p.stateful {
+	for _, s := range p.stores() {
 		if err := s.dropPartitions(ids); err != nil {
-			return err
-		}
-	}
-	for _, w := range p.windows {
-		if err := w.dropPartitions(ids); err != nil {
 			return err
 		}
 	}
