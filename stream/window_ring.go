@@ -428,6 +428,11 @@ func (w *windowRing[T]) restored() error {
 	}
 	defer func() { w.restoring = nil }()
 	ids := slices.Sorted(maps.Keys(w.restoring))
+	for _, id := range ids {
+		if r := w.restoring[id]; !r.hasPos && len(r.batches) > 0 {
+			return fmt.Errorf("window %s partition %d: %d batches in the store but no position: the store is corrupt", w.name(), id, len(r.batches))
+		}
+	}
 	if len(w.shift) == 0 { // every partition that enters has a shift
 		adopt := false
 		var seen int64
@@ -447,10 +452,7 @@ func (w *windowRing[T]) restored() error {
 	name := w.name()
 	for _, id := range ids {
 		r := w.restoring[id]
-		if !r.hasPos {
-			if len(r.batches) > 0 {
-				return fmt.Errorf("window %s partition %d: %d batches in the store but no position: the store is corrupt", name, id, len(r.batches))
-			}
+		if !r.hasPos { // nothing stored (checked by restored)
 			continue
 		}
 		shift := r.pos - w.seen
@@ -529,10 +531,7 @@ func (w *windowRing[T]) replace(ids []int32) error {
 	moved := map[at][]T{}
 	for _, id := range ids {
 		r := w.restoring[id]
-		if !r.hasPos {
-			if len(r.batches) > 0 {
-				return fmt.Errorf("window %s partition %d: %d batches in the store but no position: the store is corrupt", name, id, len(r.batches))
-			}
+		if !r.hasPos { // nothing stored (checked by restored)
 			continue
 		}
 		shift := r.pos - w.seen
