@@ -96,6 +96,13 @@ type Producer struct {
 	adrift []*registration
 	// registered counts the registrations, for learnt.
 	registered int
+
+	// closing is closed as Close starts, which stops a registration in
+	// progress (see init); closeBy is then when Close gives up what is
+	// left.
+	closing   chan struct{}
+	closeOnce sync.Once
+	closeBy   time.Time
 }
 
 var _ stream.Transaction = (*Producer)(nil)
@@ -150,7 +157,7 @@ func New(cfg Config) (*Producer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Producer{cfg: cfg, sarama: sc, log: log.With("transactional_id", cfg.ID)}, nil
+	return &Producer{cfg: cfg, sarama: sc, log: log.With("transactional_id", cfg.ID), closing: make(chan struct{})}, nil
 }
 
 // ID returns the transactional.id.
@@ -160,8 +167,9 @@ func (p *Producer) ID() string { return p.cfg.ID }
 // already: a producer that used ID before, such as the process this one
 // restarts, is fenced off, and the transaction it left open is aborted.
 // Call it before reading what such a producer wrote (a changelog Restore
-// does). It blocks until the brokers answer, or until ctx is done (a
-// request in progress still holds it until it is answered or times out).
+// does). It blocks until the brokers answer, or until ctx is done or
+// Close starts, which it then fails with ErrClosed (a request in progress
+// still holds it until it is answered or times out).
 func (p *Producer) Init(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -169,7 +177,7 @@ func (p *Producer) Init(ctx context.Context) error {
 }
 
 func (p *Producer) init(ctx context.Context) error {
-	if p.closed {
+	if p.closed || p.isClosing() {
 		return fmt.Errorf("txn %s: %w", p.cfg.ID, ErrClosed)
 	}
 	if p.fenced != nil {
@@ -181,8 +189,13 @@ func (p *Producer) init(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("txn %s: init: %w", p.cfg.ID, context.Cause(ctx))
 	}
-	s, err := register(ctx, p.cfg.Brokers, p.cfg.ID, p.cfg.Timeout, p.sarama, p.resume)
+	rctx, stop := p.untilClosing(ctx)
+	s, err := register(rctx, p.cfg.Brokers, p.cfg.ID, p.cfg.Timeout, p.sarama, p.resume)
+	stop()
 	if err != nil {
+		if errors.Is(err, ErrClosed) {
+			return fmt.Errorf("txn %s: init producer: %w", p.cfg.ID, err)
+		}
 		// INVALID_PRODUCER_EPOCH to InitProducerId is a refusal, as
 		// PRODUCER_FENCED is (Kafka before 2.7 answers it instead).
 		if p.fence(err) || errors.Is(err, sarama.ErrInvalidProducerEpoch) || errors.Is(err, errNoBump) {
@@ -207,8 +220,9 @@ func (p *Producer) init(ctx context.Context) error {
 }
 
 // Begin implements stream.Transaction: it opens a transaction, connecting
-// first if needed (see Init). The brokers hear of the transaction with
-// its first write.
+// first if needed (see Init: Close stops that too). The brokers hear of
+// the transaction with its first write. Once Close has started, it fails
+// with ErrClosed.
 func (p *Producer) Begin(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -359,6 +373,30 @@ func (p *Producer) AddOffsets(ctx context.Context, group *sarama.ConsumerGroupMe
 	g := *group
 	p.reg.offsets = append(p.reg.offsets, groupOffsets{group: &g, offsets: maps.Clone(offsets)})
 	return nil
+}
+
+// isClosing reports whether Close has started.
+func (p *Producer) isClosing() bool {
+	select {
+	case <-p.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// untilClosing returns a ctx done with ctx, or with ErrClosed as its
+// cause once Close starts, and the function that releases it.
+func (p *Producer) untilClosing(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-p.closing:
+			cancel(ErrClosed)
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(nil) }
 }
 
 // usable fails unless a transaction is open and has not failed. p.mu is
@@ -551,13 +589,16 @@ func (p *Producer) fenceOff(err error) error {
 // fenced off, and so Abort returns ErrFenced, as it does when an EndTxn
 // is refused. Granted, it aborts what the coordinator may still hold of
 // the transaction, and the new registration goes on into the next
-// transaction. Failed otherwise, the next Begin asks again. p.mu is held.
+// transaction. Failed otherwise, the next Begin asks again; once Close
+// has started, none does, and it does not ask. p.mu is held.
 func (p *Producer) abortWithin(ctx context.Context, keep bool) error {
 	s := p.reg
 	if s == nil {
 		return p.fenced
 	}
-	if err := p.abortOf(ctx, s, keep); err != nil || !s.stale {
+	if err := p.abortOf(ctx, s, keep); err != nil || !s.stale || p.isClosing() {
+		// Closing, no Begin follows: the coordinator ended the
+		// transaction of a stale s already.
 		return err
 	}
 	if err := p.init(ctx); err != nil && p.fenced == nil {
@@ -688,10 +729,16 @@ const CloseTimeout = 5 * time.Second
 // giving up what is left then, the retries of a delivery in flight too: a
 // request in progress, to a coordinator or a produce request, still holds
 // Close until it is answered or times out (the Sarama config's
-// Net.ReadTimeout). It is safe to call more than once; the other
-// methods fail after it.
+// Net.ReadTimeout). A registration in progress (Init, or Begin) is
+// stopped first, and fails with ErrClosed, as every Init and Begin after
+// does. It is safe to call more than once; the other methods fail after
+// it.
 func (p *Producer) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
+	p.closeOnce.Do(func() {
+		p.closeBy = time.Now().Add(CloseTimeout)
+		close(p.closing)
+	})
+	ctx, cancel := context.WithDeadline(context.Background(), p.closeBy)
 	defer cancel()
 	if err := p.Abort(ctx); err != nil {
 		p.log.Warn("abort on close", "err", err)

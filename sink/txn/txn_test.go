@@ -815,3 +815,61 @@ func TestACommitGivenUpAndFencedOffFencesTheProducerOff(t *testing.T) {
 	assert.ErrorIs(t, p.Begin(ctx), txn.ErrFenced)
 	assert.Len(t, watched(), 1, "no registration after the fence")
 }
+
+// Close stops a registration in progress (Init, or a Begin registering)
+// that a coordinator keeps waiting, busy or hung, instead of waiting for
+// it, for as long as the caller's ctx lasts: Close returns within a
+// request's time, and the Init or Begin fails with ErrClosed.
+func TestCloseStopsARegistrationInProgress(t *testing.T) {
+	const concurrentTransactions = 51
+	for _, tc := range []struct {
+		name  string
+		hang  func(b *kafkatest.Broker) (asked func() bool)
+		start func(p *txn.Producer, ctx context.Context) error
+	}{
+		{"init, coordinator busy", func(b *kafkatest.Broker) func() bool {
+			// Asked again every 20ms for the transaction timeout.
+			refused := b.RefuseInitProducerID(1_000_000, concurrentTransactions)
+			return func() bool { return refused() > 0 }
+		}, (*txn.Producer).Init},
+		{"begin, coordinator hung", func(b *kafkatest.Broker) func() bool {
+			var asked atomic.Bool
+			b.Watch(kmsg.InitProducerID.Int16(), func(kmsg.Request) { asked.Store(true) })
+			t.Cleanup(b.Ignore(kmsg.InitProducerID.Int16()))
+			return asked.Load
+		}, (*txn.Producer).Begin},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBroker(t, map[string]int32{"out": 1})
+			sc := sarama.NewConfig()
+			// Each attempt waits for a second: 1,000 of them, longer
+			// than the test may take.
+			sc.Net.ReadTimeout = time.Second
+			sc.Producer.Transaction.Retry.Max = 1_000
+			sc.Producer.Transaction.Retry.Backoff = 10 * time.Millisecond
+			p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "hung", Timeout: 10 * time.Minute, Sarama: sc})
+			require.NoError(t, err)
+			asked := tc.hang(b)
+
+			started := make(chan error, 1)
+			go func() { started <- tc.start(p, context.Background()) }()
+			require.Eventually(t, asked, 10*time.Second, time.Millisecond, "the registration is under way")
+			closed := make(chan error, 1)
+			go func() { closed <- p.Close() }()
+			select {
+			case err := <-closed:
+				assert.NoError(t, err)
+			case <-time.After(20 * time.Second):
+				t.Fatal("Close did not stop the registration in progress")
+			}
+			select {
+			case err := <-started:
+				assert.ErrorIs(t, err, txn.ErrClosed)
+			case <-time.After(20 * time.Second):
+				t.Fatal("the registration in progress did not end")
+			}
+			assert.ErrorIs(t, p.Begin(context.Background()), txn.ErrClosed)
+			assert.NoError(t, p.Close(), "again")
+		})
+	}
+}
