@@ -429,6 +429,9 @@ func (s *registration) toCoordinator(what string, c coordinatorOf, call func(*sa
 		}
 		select {
 		case <-s.halt:
+			if last == nil {
+				return fmt.Errorf("%s: %w", what, errStopped)
+			}
 			return fmt.Errorf("%s: %w (%w)", what, errStopped, last)
 		default:
 		}

@@ -91,7 +91,9 @@ type Producer struct {
 	committed bool
 	// letGo are registrations Commit or Abort stopped waiting for: they
 	// finish their commit or abort and close in the background; Close
-	// stops them (adrift) and waits for them.
+	// stops them (adrift) and waits for them. None is let go once Close
+	// has started (see endWithin), so that letGo.Go never races Close's
+	// letGo.Wait.
 	letGo  sync.WaitGroup
 	adrift []*registration
 	// registered counts the registrations, for learnt.
@@ -425,6 +427,13 @@ func (p *Producer) usable() error {
 // the background (and, if it fails, an abort), so that the transaction
 // may yet be committed, all of it, or aborted, all of it. A fence the
 // brokers answer there fences the Producer off, as if Commit had waited.
+//
+// Once Close has started, nothing is let go: Commit waits for the commit
+// until ctx is done or Close gives up (CloseTimeout), then stops its
+// retries, and returns once the request in progress, if any, is answered
+// or times out. It returns the commit's outcome then, or, when the commit
+// was given up so, an error wrapping ErrClosed: the transaction may have
+// been committed all the same.
 func (p *Producer) Commit(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.open {
@@ -481,7 +490,11 @@ func (p *Producer) Commit(ctx context.Context) error {
 // in the background, Close waits for it, and the next Begin starts a new
 // producer epoch, whose start aborts the transaction at the brokers if
 // the abort had not (or fails with ErrFenced, when the brokers answered
-// the abort with a fence meanwhile).
+// the abort with a fence meanwhile). Once Close has started, nothing is
+// let go: Abort waits for the abort until ctx is done or Close gives up
+// (CloseTimeout), then stops its retries, and returns once the request in
+// progress, if any, is answered or times out, with an error wrapping
+// ErrClosed when the abort was given up so.
 func (p *Producer) Abort(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.open {
@@ -609,10 +622,6 @@ func (p *Producer) abortWithin(ctx context.Context, keep bool) error {
 
 // abortOf aborts the transaction of s: see abortWithin. p.mu is held.
 func (p *Producer) abortOf(ctx context.Context, s *registration, keep bool) error {
-	if ctx.Done() == nil {
-		kept, err := p.endAbort(s, keep)
-		return p.ended(s, kept, err)
-	}
 	var kept bool
 	ended, err := p.endWithin(ctx, func(s *registration) (err error) {
 		kept, err = p.endAbort(s, keep)
@@ -635,7 +644,10 @@ func (p *Producer) abortOf(ctx context.Context, s *registration, keep bool) erro
 		}
 		return fmt.Errorf("txn %s: abort: %w (it goes on in the background)", p.cfg.ID, context.Cause(ctx))
 	}
-	return p.ended(s, kept, err)
+	if ferr := p.ended(s, kept, err); ferr != nil || !errors.Is(err, ErrClosed) {
+		return ferr
+	}
+	return fmt.Errorf("txn %s: abort: %w", p.cfg.ID, err)
 }
 
 // commitWithin commits the open transaction, giving up waiting when ctx
@@ -659,6 +671,8 @@ func (p *Producer) commitWithin(ctx context.Context) error {
 		return fmt.Errorf("txn %s: commit: %w (it goes on in the background: the transaction may yet be committed)", p.cfg.ID, context.Cause(ctx))
 	case p.fence(err):
 		return p.fenced
+	case errors.Is(err, ErrClosed):
+		return fmt.Errorf("txn %s: commit: %w (the transaction may have been committed all the same)", p.cfg.ID, err)
 	case err != nil:
 		return fmt.Errorf("txn %s: commit: %w", p.cfg.ID, err)
 	}
@@ -671,7 +685,12 @@ func (p *Producer) commitWithin(ctx context.Context) error {
 // finishes, then after (if not nil) with its error, returning what
 // became of the abort it may send; Close waits for it, and the next
 // Begin starts a new registration, unless the brokers fenced the one let
-// go off before (see learnt). p.mu is held.
+// go off before (see learnt).
+//
+// Once Close has started, it lets nothing go, for Close may be waiting
+// for those let go before (letGo.Wait), and may have set out to close:
+// see endClosing. p.mu is held, which Close takes after it has started,
+// before it waits.
 func (p *Producer) endWithin(ctx context.Context, end func(*registration) error, after func(*registration, error) error) (bool, error) {
 	s := p.reg
 	ended := make(chan error, 1)
@@ -680,6 +699,10 @@ func (p *Producer) endWithin(ctx context.Context, end func(*registration) error,
 	case err := <-ended:
 		return true, err
 	case <-ctx.Done():
+	case <-p.closing:
+	}
+	if p.isClosing() {
+		return true, p.endClosing(ctx, s, ended)
 	}
 	p.reg = nil
 	p.adrift = append(p.adrift, s)
@@ -698,6 +721,28 @@ func (p *Producer) endWithin(ctx context.Context, end func(*registration) error,
 		p.mu.Unlock()
 	})
 	return false, nil
+}
+
+// endClosing waits for ended, the end of s, until ctx is done or Close
+// gives up (closeBy), then stops s, and waits for the request in
+// progress, if any: it returns the end's error, wrapping ErrClosed when
+// the end was given up so (not when that request's answer ended it).
+// p.mu is held.
+func (p *Producer) endClosing(ctx context.Context, s *registration, ended <-chan error) error {
+	t := time.NewTimer(time.Until(p.closeBy))
+	defer t.Stop()
+	select {
+	case err := <-ended:
+		return err
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	s.stop()
+	err := <-ended
+	if errors.Is(err, errStopped) {
+		return fmt.Errorf("%w (as the producer closes: %w)", err, ErrClosed)
+	}
+	return err
 }
 
 // learnt passes on what the brokers answered s, let go, in the
@@ -731,8 +776,10 @@ const CloseTimeout = 5 * time.Second
 // Close until it is answered or times out (the Sarama config's
 // Net.ReadTimeout). A registration in progress (Init, or Begin) is
 // stopped first, and fails with ErrClosed, as every Init and Begin after
-// does. It is safe to call more than once; the other methods fail after
-// it.
+// does; a Commit or Abort in progress is not let go once Close has
+// started, but given up with the rest at CloseTimeout (see Commit and
+// Abort). It is safe to call more than once; the other methods fail
+// after it.
 func (p *Producer) Close() error {
 	p.closeOnce.Do(func() {
 		p.closeBy = time.Now().Add(CloseTimeout)
@@ -743,6 +790,8 @@ func (p *Producer) Close() error {
 	if err := p.Abort(ctx); err != nil {
 		p.log.Warn("abort on close", "err", err)
 	}
+	// Nothing is let go once Close has started (see endWithin): the
+	// abort, which took p.mu, follows every letGo.Go.
 	ended := make(chan struct{})
 	go func() {
 		p.letGo.Wait()

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -870,6 +872,86 @@ func TestCloseStopsARegistrationInProgress(t *testing.T) {
 			}
 			assert.ErrorIs(t, p.Begin(context.Background()), txn.ErrClosed)
 			assert.NoError(t, p.Close(), "again")
+		})
+	}
+}
+
+// waitBlockedInClose waits until a goroutine in Close waits for a lock.
+func waitBlockedInClose(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "txn.(*Producer).Close(") && strings.Contains(g, "(*Mutex).Lock") {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, time.Millisecond, "Close waits for the lock")
+}
+
+// A Commit or Abort whose ctx is done once Close has started is not let
+// go to end in the background, where Close might no longer wait for it:
+// it returns once its end has, its outcome known. A Begin after Close has
+// started fails with ErrClosed, registering nothing: no transaction
+// starts whose commit or abort Close would not wait for.
+func TestACommitOrAbortIsNotLetGoOnceCloseHasStarted(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		end       func(p *txn.Producer, ctx context.Context) error
+		committed []string
+	}{
+		{"commit", (*txn.Producer).Commit, []string{"a"}},
+		{"abort", (*txn.Producer).Abort, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBroker(t, map[string]int32{"out": 1})
+			p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "closing-" + tc.name})
+			require.NoError(t, err)
+			bg := context.Background()
+			require.NoError(t, p.Begin(bg))
+			var ends []bool
+			p.OnEnd(func(ok bool) { ends = append(ends, ok) })
+			require.NoError(t, p.Send(bg, []*sarama.ProducerMessage{msg("a")}))
+			inits := watchInits(b)
+
+			held, release := b.Stall(kmsg.EndTxn.Int16())
+			defer release()
+			ctx, cancel := context.WithCancel(bg)
+			defer cancel()
+			ended := make(chan error, 1)
+			go func() { ended <- tc.end(p, ctx) }()
+			<-held
+			closed := make(chan error, 1)
+			go func() { closed <- p.Close() }()
+			waitBlockedInClose(t)
+
+			cancel()
+			select {
+			case err := <-ended:
+				t.Fatalf("the %s returned before its end: %v", tc.name, err)
+			case <-time.After(500 * time.Millisecond):
+			}
+			began := make(chan error, 1)
+			go func() { began <- p.Begin(bg) }()
+			release()
+			select {
+			case err := <-ended:
+				assert.NoError(t, err, "the end answered")
+			case <-time.After(20 * time.Second):
+				t.Fatalf("the %s did not return", tc.name)
+			}
+			select {
+			case err := <-closed:
+				assert.NoError(t, err)
+			case <-time.After(20 * time.Second):
+				t.Fatal("Close did not return")
+			}
+			assert.ErrorIs(t, <-began, txn.ErrClosed)
+			assert.Empty(t, inits(), "nothing registered after Close started")
+			assert.Equal(t, []bool{tc.committed != nil}, ends)
+			assert.Equal(t, tc.committed, committed(t, b))
 		})
 	}
 }
