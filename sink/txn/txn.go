@@ -169,9 +169,9 @@ func (p *Producer) ID() string { return p.cfg.ID }
 // already: a producer that used ID before, such as the process this one
 // restarts, is fenced off, and the transaction it left open is aborted.
 // Call it before reading what such a producer wrote (a changelog Restore
-// does). It blocks until the brokers answer, or until ctx is done or
-// Close starts, which it then fails with ErrClosed (a request in progress
-// still holds it until it is answered or times out).
+// does). It blocks until the brokers answer, or until ctx is done, or
+// Close starts: it fails with ErrClosed then (a request in progress still
+// holds it until it is answered or times out).
 func (p *Producer) Init(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
