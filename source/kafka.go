@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/rcrowley/go-metrics"
 
 	"github.com/sluicehq/sluice/stream"
 )
@@ -823,12 +824,15 @@ type kafkaCoordinator struct {
 type kafkaCoordinatorSlot struct {
 	// open is held while the connection is made: one lookup of the
 	// coordinator at a time, without Kafka.mu, which Poll and the claims
-	// wait for. The lookup (FindCoordinator, with sarama's retries) goes
-	// to the brokers when the client has no coordinator cached, for as
+	// wait for. The lookup (FindCoordinator) goes to the brokers for as
 	// long as they take to answer in a failover.
 	open sync.Mutex
 	// conn is the connection, under Kafka.mu.
 	conn kafkaCoordinator
+	// opening dials the connections of the lookup and the connection
+	// being made, while open is held, under Kafka.mu: Run's end closes
+	// them under the requests (see closeCoordinators).
+	opening *kafkaDialer
 }
 
 // coordinatorConn returns the source's connection of s to the group
@@ -843,31 +847,109 @@ func (k *Kafka) coordinatorConn(client sarama.Client, s *kafkaCoordinatorSlot) (
 	if b, err := k.coordinatorOpened(s); b != nil || err != nil {
 		return b, err
 	}
-	shared, err := client.Coordinator(k.cfg.Group)
-	if err != nil {
-		return nil, fmt.Errorf("find coordinator: %w", err)
-	}
 	dial := newKafkaDialer(k.sarama)
-	cfg := *k.sarama
-	cfg.Net.Proxy.Enable, cfg.Net.Proxy.Dialer = true, dial
-	b := sarama.NewBroker(shared.Addr())
-	if err := b.Open(&cfg); err != nil {
-		return nil, fmt.Errorf("connect to coordinator %s: %w", shared.Addr(), err)
-	}
 	k.mu.Lock()
 	stopped := k.client == nil
 	if !stopped {
-		s.conn = kafkaCoordinator{b: b, dial: dial}
+		s.opening = dial
 	}
 	k.mu.Unlock()
 	if stopped {
+		return nil, errSourceStopped
+	}
+	b, err := k.openCoordinator(client, dial)
+	k.mu.Lock()
+	s.opening = nil
+	stopped = k.client == nil
+	closed := dial.isClosed()
+	if err == nil && !stopped && !closed {
+		s.conn = kafkaCoordinator{b: b, dial: dial}
+	}
+	k.mu.Unlock()
+	switch {
+	case err != nil:
+		return nil, err
+	case stopped:
 		// Run's end closed the connections already: nobody would close
 		// this one.
 		dial.close()
 		_ = b.Close()
 		return nil, errSourceStopped
+	case closed:
+		// Closed under the lookup, which may not
+		// have failed for it.
+		_ = b.Close()
+		return nil, fmt.Errorf("connect to coordinator %s: %w", b.Addr(), net.ErrClosed)
 	}
 	return b, nil
+}
+
+// openCoordinator looks the group coordinator up and opens a connection
+// to it, with connections dialed by dial. The lookup goes on connections
+// of its own, not on the client's, which sarama would hold, its lock
+// taken, across a request that cannot be cancelled, with its retries: the
+// client's requests to the same broker, the group's heartbeats among
+// them, would wait behind it, and nothing would end it early.
+func (k *Kafka) openCoordinator(client sarama.Client, dial *kafkaDialer) (*sarama.Broker, error) {
+	cfg := *k.sarama
+	cfg.Net.Proxy.Enable, cfg.Net.Proxy.Dialer = true, dial
+	req := &sarama.FindCoordinatorRequest{CoordinatorKey: k.cfg.Group, CoordinatorType: sarama.CoordinatorGroup}
+	switch v := k.sarama.Version; { // as sarama's client asks
+	case v.IsAtLeast(sarama.V2_4_0_0):
+		req.Version = 3
+	case v.IsAtLeast(sarama.V2_0_0_0):
+		req.Version = 2
+	case v.IsAtLeast(sarama.V0_11_0_0):
+		req.Version = 1
+	}
+	// The brokers the client knows, then the seeds.
+	var addrs []string
+	for _, b := range client.Brokers() {
+		addrs = append(addrs, b.Addr())
+	}
+	for _, a := range k.cfg.Brokers {
+		if !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	// Closing a broker unregisters the metrics it shares with every
+	// other (consumer-fetch-rate, request-rate, ...) from its registry,
+	// under the connections that go on: the lookup's, closed at once,
+	// keeps its metrics in a registry of its own.
+	lookup := cfg
+	lookup.MetricRegistry = metrics.NewRegistry()
+	var errs []error
+	for _, addr := range addrs {
+		if dial.isClosed() {
+			break
+		}
+		b := sarama.NewBroker(addr)
+		if err := b.Open(&lookup); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		resp, err := b.FindCoordinator(req)
+		_ = b.Close()
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		case !errors.Is(resp.Err, sarama.ErrNoError):
+			// The broker answered: the coordinator is not there yet (a
+			// failover), or the group not authorized. The request is
+			// tried again later.
+			return nil, fmt.Errorf("find coordinator: %w", resp.Err)
+		}
+		c := sarama.NewBroker(resp.Coordinator.Addr())
+		if err := c.Open(&cfg); err != nil {
+			return nil, fmt.Errorf("connect to coordinator %s: %w", c.Addr(), err)
+		}
+		return c, nil
+	}
+	if len(errs) == 0 {
+		errs = append(errs, net.ErrClosed)
+	}
+	return nil, fmt.Errorf("find coordinator: %w", errors.Join(errs...))
 }
 
 var errSourceStopped = errors.New("source stopped")
@@ -887,15 +969,22 @@ func (k *Kafka) coordinatorOpened(s *kafkaCoordinatorSlot) (*sarama.Broker, erro
 }
 
 // closeCoordinators forgets the client and closes the source's connections
-// to the coordinator: an offset fetch the coordinator holds ends as its
-// connection closes, not with Close, which waits for it. A connection
-// opened after this is closed by whoever opened it (see coordinatorConn).
+// to the coordinator, and those of a lookup of it: an offset fetch the
+// coordinator holds, or a lookup the brokers hold, ends as its connection
+// closes, not with Close, which waits for it. A connection opened after
+// this is closed by whoever opened it (see coordinatorConn).
 func (k *Kafka) closeCoordinators() {
 	k.mu.Lock()
 	k.client = nil
 	coordinators := []kafkaCoordinator{k.coordinator.conn, k.offsetCoordinator.conn}
 	k.coordinator.conn, k.offsetCoordinator.conn = kafkaCoordinator{}, kafkaCoordinator{}
+	opening := []*kafkaDialer{k.coordinator.opening, k.offsetCoordinator.opening}
 	k.mu.Unlock()
+	for _, d := range opening {
+		if d != nil {
+			d.close()
+		}
+	}
 	for _, c := range coordinators {
 		if c.b != nil {
 			c.dial.close()
@@ -907,13 +996,16 @@ func (k *Kafka) closeCoordinators() {
 // kafkaDialer dials as sarama does with a config, and keeps what it
 // dialed, for close. sarama holds a broker's lock across a request, which
 // cannot be cancelled: the broker's Close waits for the answer, up to
-// Net.ReadTimeout, and only closing the connection under it ends it.
+// Net.ReadTimeout, and only closing the connection under it ends it. The
+// connections of one dialer are dialed one after the other: each is
+// closed before the next is dialed.
 type kafkaDialer struct {
 	dialer interface {
 		Dial(network, addr string) (net.Conn, error)
 	}
 	mu     sync.Mutex
 	conn   net.Conn
+	cancel context.CancelFunc // of the dial in progress, if the dialer takes a context
 	closed bool
 }
 
@@ -925,12 +1017,34 @@ func newKafkaDialer(sc *sarama.Config) *kafkaDialer {
 }
 
 func (d *kafkaDialer) Dial(network, addr string) (net.Conn, error) {
-	c, err := d.dialer.Dial(network, addr)
+	var (
+		c   net.Conn
+		err error
+	)
+	if cd, ok := d.dialer.(interface {
+		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	}); ok {
+		// close ends a dial that hangs (an address that drops what it
+		// is sent) too.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		d.mu.Lock()
+		closed := d.closed
+		d.cancel = cancel
+		d.mu.Unlock()
+		if closed {
+			return nil, net.ErrClosed
+		}
+		c, err = cd.DialContext(ctx, network, addr)
+	} else {
+		c, err = d.dialer.Dial(network, addr)
+	}
 	if err != nil {
 		return nil, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.cancel = nil
 	if d.closed {
 		_ = c.Close()
 		return nil, net.ErrClosed
@@ -944,9 +1058,19 @@ func (d *kafkaDialer) close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.closed = true
+	if d.cancel != nil {
+		d.cancel()
+	}
 	if d.conn != nil {
 		_ = d.conn.Close()
 	}
+}
+
+// isClosed reports whether close was called.
+func (d *kafkaDialer) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
 }
 
 // dropCoordinator closes the connection of s, b, to the coordinator after
@@ -1297,11 +1421,13 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *s
 			}
 		}
 		// sarama's request cannot be cancelled: a coordinator that does
-		// not answer holds it up to Net.ReadTimeout. The claim stops
-		// waiting when its context ends, so that the rebalance that ended
-		// it does not wait for this member (and go on without it past the
-		// rebalance timeout), and closes the connection under the
-		// request; Run waits for the request as it ends.
+		// not answer holds it up to Net.ReadTimeout, and brokers that do
+		// not answer the lookup of the coordinator before it, as long.
+		// The claim stops waiting when its context ends, so that the
+		// rebalance that ended it does not wait for this member (and go
+		// on without it past the rebalance timeout), and closes the
+		// connection under the request; Run waits for the request as it
+		// ends, after closing the connections under it too.
 		var a struct {
 			off int64
 			err error
@@ -1354,7 +1480,6 @@ func (k *Kafka) fetchCommitted(client sarama.Client, id int32) (int64, error) {
 	}
 	if err != nil {
 		k.dropCoordinator(&k.offsetCoordinator, coordinator)
-		_ = client.RefreshCoordinator(k.cfg.Group)
 		return 0, err
 	}
 	kerr := sarama.ErrIncompleteResponse
@@ -1369,8 +1494,8 @@ func (k *Kafka) fetchCommitted(client sarama.Client, id int32) (int64, error) {
 	case errors.Is(kerr, sarama.ErrNoError):
 		return b.Offset, nil
 	case errors.Is(kerr, sarama.ErrNotCoordinatorForConsumer), errors.Is(kerr, sarama.ErrConsumerCoordinatorNotAvailable):
+		// The next fetch looks the coordinator up again.
 		k.dropCoordinator(&k.offsetCoordinator, coordinator)
-		_ = client.RefreshCoordinator(k.cfg.Group)
 	}
 	return 0, fmt.Errorf("fetch offset of %s/%d for group %s: %w", k.cfg.Topic, id, k.cfg.Group, kerr)
 }

@@ -2,6 +2,7 @@ package source_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -372,60 +373,70 @@ func commitOffsets(t *testing.T, client sarama.Client, group string, offsets map
 // With a cooperative strategy (the default), a rebalance does not end
 // the member's claims: it revokes one by closing its messages. A claim
 // that waits for the group's committed offset, which the coordinator
-// holds, and is revoked, must let the partition go at once, or the
-// rebalance waits for it up to the rebalance timeout, the partition with
-// no owner meanwhile, and then ends every claim of the member.
+// holds, or for the coordinator's lookup, which the brokers hold, and is
+// revoked, must let the partition go at once, or the rebalance waits for
+// it up to the rebalance timeout, the partition with no owner meanwhile,
+// and then ends every claim of the member.
 func TestKafkaCooperativeRevokeDuringAClaimStart(t *testing.T) {
-	checkLeaks(t)
-	c, addrs := startCluster(t, 1, "in", 2)
-	produceEach(t, addrs, "in", 2, 0, 200, false)
-	commitOutOfRange(t, addrs, "coop", 2, 50, 80)
+	for _, hold := range claimStartHolds {
+		t.Run(hold.name, func(t *testing.T) {
+			checkLeaks(t)
+			c, addrs := startCluster(t, 1, "in", 2)
+			produceEach(t, addrs, "in", 2, 0, 200, false)
+			commitOutOfRange(t, addrs, "coop", 2, 50, 80)
 
-	// sarama fetches the offsets of both partitions as the member joins;
-	// the claims' fetches come next, on one connection: the first held
-	// holds the other behind it.
-	held, release := holdOffsetFetch(t, c, 2)
+			// sarama fetches the offsets of both partitions as the member
+			// joins; the claims' fetches come next, on one connection:
+			// the first held holds the other behind it.
+			held, release := hold.hold(t, c, 2)
 
-	first := sourceOn(t, addrs, "in", "coop", testLog(t))
-	stop := runSource(t, first, func(context.Context, *stream.Batch[source.Message]) error { return nil })
-	waitHeld(t, held, "the claims did not fetch the group's committed offsets")
-	second := sourceOn(t, addrs, "in", "coop", testLog(t))
-	stopSecond := runSource(t, second, func(context.Context, *stream.Batch[source.Message]) error { return nil })
-	assert.Eventually(t, func() bool { return second.Owns(0) || second.Owns(1) },
-		5*time.Second, 10*time.Millisecond, "the partition revoked went to the second member at once")
+			first := sourceOn(t, addrs, "in", "coop", testLog(t))
+			stop := runSource(t, first, func(context.Context, *stream.Batch[source.Message]) error { return nil })
+			waitHeld(t, held, hold.why)
+			second := sourceOn(t, addrs, "in", "coop", testLog(t))
+			stopSecond := runSource(t, second, func(context.Context, *stream.Batch[source.Message]) error { return nil })
+			assert.Eventually(t, func() bool { return second.Owns(0) || second.Owns(1) },
+				5*time.Second, 10*time.Millisecond, "the partition revoked went to the second member at once")
 
-	release()
-	stopSecond()
-	stop()
+			release()
+			stopSecond()
+			stop()
+		})
+	}
 }
 
 // A run stopped while its claim waits for the group's committed offset,
-// which the coordinator holds, returns at once: sarama's request, which
-// cannot be cancelled, would hold it up to Net.ReadTimeout.
+// which the coordinator holds, or for the coordinator's lookup, which the
+// brokers hold, returns at once: sarama's requests, which cannot be
+// cancelled, would hold it up to Net.ReadTimeout, and its lookup retries.
 func TestKafkaStopDuringAClaimStart(t *testing.T) {
-	checkLeaks(t)
-	c, addrs := startCluster(t, 1, "in", 1)
-	produceEach(t, addrs, "in", 1, 0, 100, false)
-	commitOutOfRange(t, addrs, "stop", 1, 50, 80)
+	for _, hold := range claimStartHolds {
+		t.Run(hold.name, func(t *testing.T) {
+			checkLeaks(t)
+			c, addrs := startCluster(t, 1, "in", 1)
+			produceEach(t, addrs, "in", 1, 0, 100, false)
+			commitOutOfRange(t, addrs, "stop", 1, 50, 80)
 
-	// The first offset fetch is sarama's, as the member joins; the
-	// second, the claim's, is held.
-	held, release := holdOffsetFetch(t, c, 1)
+			// The first offset fetch is sarama's, as the member joins;
+			// the claim's is held, or the lookup after it.
+			held, release := hold.hold(t, c, 1)
 
-	src := sourceOn(t, addrs, "in", "stop", testLog(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx) }()
-	waitHeld(t, held, "the claim did not fetch the group's committed offset")
-	cancel()
-	select {
-	case err := <-done:
-		assert.NoError(t, err)
-	case <-time.After(5 * time.Second):
-		t.Error("Run did not return within 5s of its context being cancelled")
-		release()
-		<-done
+			src := sourceOn(t, addrs, "in", "stop", testLog(t))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- src.Run(ctx) }()
+			waitHeld(t, held, hold.why)
+			cancel()
+			select {
+			case err := <-done:
+				assert.NoError(t, err)
+			case <-time.After(5 * time.Second):
+				t.Error("Run did not return within 5s of its context being cancelled")
+				release()
+				<-done
+			}
+		})
 	}
 }
 
@@ -507,6 +518,20 @@ func TestKafkaClaimStartAfterAFetchGivenUp(t *testing.T) {
 	assert.Len(t, skippedLine("again", 50, 79).FindAllString(logs.String(), -1), 1, "the records skipped logged once")
 }
 
+// claimStartHolds are the ways a claim that starts at a sentinel is held
+// as it fetches the group's committed offset: by a coordinator that holds
+// the fetch, or by brokers that hold the lookup of the coordinator after
+// the fetch failed.
+var claimStartHolds = []struct {
+	name string
+	// hold holds the claim's fetch after pass others, as holdOffsetFetch.
+	hold func(t *testing.T, c *kfake.Cluster, pass int) (held <-chan struct{}, release func())
+	why  string // the claim was not held
+}{
+	{"offset fetch", holdOffsetFetch, "the claim did not fetch the group's committed offset"},
+	{"coordinator lookup", holdCoordinatorLookup, "the claim did not look the coordinator up"},
+}
+
 // waitHeld waits for a request held, and fails t, saying why, if none
 // comes within 10s.
 func waitHeld(t *testing.T, held <-chan struct{}, why string) {
@@ -544,4 +569,45 @@ func holdOffsetFetch(t *testing.T, c *kfake.Cluster, pass int) (held <-chan stru
 		return nil, nil, false
 	})
 	return came, release
+}
+
+// holdCoordinatorLookup lets the first pass OffsetFetch requests to c
+// through and fails the next one, closing its connection, as a
+// coordinator that goes away does: the claim that sent it looks the
+// coordinator up again. The broker takes the first FindCoordinator after
+// that and never answers it, as brokers that hang do; held is closed once
+// it has come. The requests after it are answered. release does nothing:
+// it is there to be called as holdOffsetFetch's is.
+func holdCoordinatorLookup(t *testing.T, c *kfake.Cluster, pass int) (held <-chan struct{}, release func()) {
+	t.Helper()
+	came := make(chan struct{})
+	var (
+		mu      sync.Mutex
+		fetches int
+		failed  bool
+	)
+	c.ControlKey(kmsg.OffsetFetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fetches++; fetches <= pass {
+			c.KeepControl()
+			return nil, nil, false
+		}
+		failed = true
+		c.DropControl() // KeepControl, once called, lasts
+		return nil, errors.New("coordinator gone"), true
+	})
+	c.ControlKey(kmsg.FindCoordinator.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !failed {
+			c.KeepControl()
+			return nil, nil, false
+		}
+		// Neither an answer nor an error: none is sent.
+		close(came)
+		c.DropControl()
+		return nil, nil, true
+	})
+	return came, func() {}
 }
