@@ -876,8 +876,8 @@ func (k *Kafka) coordinatorConn(client sarama.Client, s *kafkaCoordinatorSlot) (
 		_ = b.Close()
 		return nil, errSourceStopped
 	case closed:
-		// Closed under the lookup, which may not
-		// have failed for it.
+		// Closed under the lookup by a claim that gave up (see
+		// committedOffset): the lookup may not have failed for it.
 		_ = b.Close()
 		return nil, fmt.Errorf("connect to coordinator %s: %w", b.Addr(), net.ErrClosed)
 	}
@@ -1439,11 +1439,15 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *s
 		})
 		if !await(answered, nil) {
 			// sarama holds the connection's lock across the request,
-			// which would hold up the next claims' fetches behind it: the
-			// connection is closed under it.
+			// which would hold up the next claims' fetches behind it, as
+			// a lookup of the coordinator would (with the slot's lock):
+			// the connection is closed under it.
 			k.mu.Lock()
-			b := k.offsetCoordinator.conn.b
+			b, opening := k.offsetCoordinator.conn.b, k.offsetCoordinator.opening
 			k.mu.Unlock()
+			if opening != nil {
+				opening.close()
+			}
 			if b != nil {
 				k.dropCoordinator(&k.offsetCoordinator, b)
 			}

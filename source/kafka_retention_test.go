@@ -485,37 +485,41 @@ func TestKafkaClaimStartDoesNotHoldUpCommits(t *testing.T) {
 }
 
 // A claim that stops waiting for the group's committed offset, which the
-// coordinator holds, as a rebalance ends its generation, does not leave
-// the request in the way of the next claims' fetches: the next
-// generation's claim of the partition fetches the commit, and starts, at
-// once.
+// coordinator holds, or for the coordinator's lookup, which the brokers
+// hold, as a rebalance ends its generation, does not leave the request in
+// the way of the next claims' fetches: the next generation's claim of the
+// partition fetches the commit, and starts, at once.
 func TestKafkaClaimStartAfterAFetchGivenUp(t *testing.T) {
-	checkLeaks(t)
-	c, addrs := startCluster(t, 1, "in", 1)
-	produceEach(t, addrs, "in", 1, 0, 100, false)
-	commitOutOfRange(t, addrs, "again", 1, 50, 80)
+	for _, hold := range claimStartHolds {
+		t.Run(hold.name, func(t *testing.T) {
+			checkLeaks(t)
+			c, addrs := startCluster(t, 1, "in", 1)
+			produceEach(t, addrs, "in", 1, 0, 100, false)
+			commitOutOfRange(t, addrs, "again", 1, 50, 80)
 
-	// The first offset fetch is sarama's, as the member joins; the
-	// second, the claim's, is held.
-	held, release := holdOffsetFetch(t, c, 1)
+			// The first offset fetch is sarama's, as the member joins;
+			// the claim's is held, or the lookup after it.
+			held, release := hold.hold(t, c, 1)
 
-	// Sticky, eager: the second member's join ends the first member's
-	// generation, and gives the partition back to it.
-	log, logs := keptLog(t)
-	first := sourceOn(t, addrs, "in", "again", log, eager)
-	var read offsetsRead
-	stop := runSource(t, first, read.add)
-	waitHeld(t, held, "the claim did not fetch the group's committed offset")
-	stopSecond := runSource(t, sourceOn(t, addrs, "in", "again", testLog(t), eager),
-		func(context.Context, *stream.Batch[source.Message]) error { return nil })
-	assert.Eventually(t, func() bool { return len(read.all()) == 20 }, 5*time.Second, 10*time.Millisecond,
-		"the next claim read the partition")
+			// Sticky, eager: the second member's join ends the first
+			// member's generation, and gives the partition back to it.
+			log, logs := keptLog(t)
+			first := sourceOn(t, addrs, "in", "again", log, eager)
+			var read offsetsRead
+			stop := runSource(t, first, read.add)
+			waitHeld(t, held, hold.why)
+			stopSecond := runSource(t, sourceOn(t, addrs, "in", "again", testLog(t), eager),
+				func(context.Context, *stream.Batch[source.Message]) error { return nil })
+			assert.Eventually(t, func() bool { return len(read.all()) == 20 }, 5*time.Second, 10*time.Millisecond,
+				"the next claim read the partition")
 
-	release()
-	stopSecond()
-	stop()
-	assert.Equal(t, span(80, 100), read.all())
-	assert.Len(t, skippedLine("again", 50, 79).FindAllString(logs.String(), -1), 1, "the records skipped logged once")
+			release()
+			stopSecond()
+			stop()
+			assert.Equal(t, span(80, 100), read.all())
+			assert.Len(t, skippedLine("again", 50, 79).FindAllString(logs.String(), -1), 1, "the records skipped logged once")
+		})
+	}
 }
 
 // claimStartHolds are the ways a claim that starts at a sentinel is held
