@@ -762,7 +762,6 @@ func (k *Kafka) commit(ctx context.Context, client sarama.Client, sess sarama.Co
 		if err != nil {
 			lastErr = err
 			k.dropCoordinator(&k.coordinator, coordinator)
-			_ = client.RefreshCoordinator(k.cfg.Group)
 			continue
 		}
 		var retry []stream.Offset
@@ -775,8 +774,8 @@ func (k *Kafka) commit(ctx context.Context, client sarama.Client, sess sarama.Co
 			case errors.Is(kerr, sarama.ErrNotCoordinatorForConsumer), errors.Is(kerr, sarama.ErrConsumerCoordinatorNotAvailable),
 				errors.Is(kerr, sarama.ErrOffsetsLoadInProgress), errors.Is(kerr, sarama.ErrRequestTimedOut),
 				errors.Is(kerr, sarama.ErrIncompleteResponse):
+				// The next attempt looks the coordinator up again.
 				k.dropCoordinator(&k.coordinator, coordinator)
-				_ = client.RefreshCoordinator(k.cfg.Group)
 				lastErr = kerr
 				retry = append(retry, o)
 			case errors.Is(kerr, sarama.ErrNoError):
