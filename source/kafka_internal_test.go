@@ -662,11 +662,11 @@ type simpleSession struct {
 func (simpleSession) GenerationID() int32 { return -1 }
 func (simpleSession) MemberID() string    { return "" }
 
-// The source looks the group coordinator up (FindCoordinator, with
-// sarama's retries and timeouts) without its lock: while a commit's or a
-// claim's offset fetch waits for the answer, the claims still queue
-// records and Poll still hands them out. Once the lookup is answered,
-// both go through on connections of their own.
+// The source looks the group coordinator up (FindCoordinator, on a
+// connection of its own) without its lock: while a commit's or a claim's
+// offset fetch waits for the answer, the claims still queue records and
+// Poll still hands them out. Once the lookup is answered, both go through
+// on connections of their own.
 func TestKafkaCoordinatorLookupDoesNotHoldUpRecords(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
 		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
