@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"fmt"
+	"net"
 	"strconv"
 	"sync"
 	"testing"
@@ -762,4 +763,40 @@ func TestKafkaCoordinatorLookupDoesNotHoldUpRecords(t *testing.T) {
 			assert.Equal(t, int64(3), off)
 		})
 	}
+}
+
+// hangingDialer dials nowhere: a dial ends only when its context does, as
+// one to an address that drops what it is sent ends at its timeout.
+type hangingDialer struct{ dialing chan struct{} }
+
+func (d hangingDialer) Dial(network, addr string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, addr)
+}
+
+func (d hangingDialer) DialContext(ctx context.Context, _, _ string) (net.Conn, error) {
+	close(d.dialing)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// Closing a kafkaDialer ends a dial in progress, which a lookup of the
+// coordinator waits for with the broker's lock held, and fails those
+// after.
+func TestKafkaDialerCloseEndsADial(t *testing.T) {
+	d := &kafkaDialer{dialer: hangingDialer{dialing: make(chan struct{})}}
+	dialed := make(chan error, 1)
+	go func() {
+		_, err := d.Dial("tcp", "127.0.0.1:9")
+		dialed <- err
+	}()
+	<-d.dialer.(hangingDialer).dialing
+	d.close()
+	select {
+	case err := <-dialed:
+		assert.Error(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the dial went on after close")
+	}
+	_, err := d.Dial("tcp", "127.0.0.1:9")
+	assert.ErrorIs(t, err, net.ErrClosed)
 }
