@@ -111,7 +111,7 @@ var _ stream.Transaction = (*Producer)(nil)
 
 // Errors returned, wrapped, by the Producer's methods.
 var (
-	// ErrClosed: the Producer was closed.
+	// ErrClosed: the Producer was closed, or Close has started.
 	ErrClosed = errors.New("txn: closed")
 	// ErrNoTransaction: Send or AddOffsets outside a transaction.
 	ErrNoTransaction = errors.New("txn: no transaction open")
@@ -255,7 +255,8 @@ func (p *Producer) OnEnd(f func(committed bool)) {
 // read_committed consumers once the transaction commits. It overwrites
 // each message's Metadata, and sets each one's Partition and Offset. A
 // message not delivered, or ctx done first, fails the transaction: Commit
-// will fail, and it must be aborted.
+// will fail, and it must be aborted. Once Close has started, Send fails
+// with ErrClosed, and so fails the open transaction, which Close aborts.
 func (p *Producer) Send(ctx context.Context, msgs []*sarama.ProducerMessage) error {
 	return p.send(ctx, msgs, false)
 }
@@ -361,7 +362,8 @@ func (p *partitioner) MessageRequiresConsistency(m *sarama.ProducerMessage) bool
 // (they are sent to the group then, in Commit).
 // group's generation and member let the brokers refuse offsets of a
 // member that has left the group (Kafka 2.5 and later). offsets maps each
-// topic to its partitions' next offsets.
+// topic to its partitions' next offsets. Once Close has started, it fails
+// with ErrClosed, as Send does.
 func (p *Producer) AddOffsets(ctx context.Context, group *sarama.ConsumerGroupMetadata, offsets map[string][]*sarama.PartitionOffsetMetadata) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -401,12 +403,18 @@ func (p *Producer) untilClosing(ctx context.Context) (context.Context, func()) {
 	return ctx, func() { cancel(nil) }
 }
 
-// usable fails unless a transaction is open and has not failed. p.mu is
-// held.
+// usable fails unless a transaction is open and has not failed, and
+// Close has not started: a write refused for that fails the open
+// transaction, which Close aborts, so that a Commit that takes p.mu
+// before Close's abort commits nothing of it. p.mu is held.
 func (p *Producer) usable() error {
 	switch {
-	case p.closed:
-		return fmt.Errorf("txn %s: %w", p.cfg.ID, ErrClosed)
+	case p.isClosing(): // and so once closed
+		err := fmt.Errorf("txn %s: %w", p.cfg.ID, ErrClosed)
+		if p.open && p.failed == nil {
+			p.failed = err
+		}
+		return err
 	case !p.open:
 		return fmt.Errorf("txn %s: %w", p.cfg.ID, ErrNoTransaction)
 	case p.failed != nil:

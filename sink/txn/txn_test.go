@@ -879,16 +879,23 @@ func TestCloseStopsARegistrationInProgress(t *testing.T) {
 // waitBlockedInClose waits until a goroutine in Close waits for a lock.
 func waitBlockedInClose(t *testing.T) {
 	t.Helper()
+	waitInClose(t, "sync.Mutex.Lock", "Close waits for the lock")
+}
+
+// waitInClose waits until a goroutine in Close is blocked in state, as
+// a goroutine dump names it ("select", "sync.Mutex.Lock").
+func waitInClose(t *testing.T, state, what string) {
+	t.Helper()
 	require.Eventually(t, func() bool {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "txn.(*Producer).Close(") && strings.Contains(g, "(*Mutex).Lock") {
+			if strings.Contains(g, "txn.(*Producer).Close(") && strings.Contains(g, " ["+state) {
 				return true
 			}
 		}
 		return false
-	}, 10*time.Second, time.Millisecond, "Close waits for the lock")
+	}, 10*time.Second, time.Millisecond, what)
 }
 
 // A Commit or Abort whose ctx is done once Close has started is not let
@@ -954,4 +961,45 @@ func TestACommitOrAbortIsNotLetGoOnceCloseHasStarted(t *testing.T) {
 			assert.Equal(t, tc.committed, committed(t, b))
 		})
 	}
+}
+
+// Send, SendToPartitions and AddOffsets once Close has started fail with
+// ErrClosed, as Begin does, not with ErrNoTransaction: so while Close
+// waits for a commit let go, and after it.
+func TestWritesOnceCloseHasStartedFailWithErrClosed(t *testing.T) {
+	b := startBroker(t, map[string]int32{"out": 1})
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "after-close"})
+	require.NoError(t, err)
+	bg := context.Background()
+	require.NoError(t, p.Begin(bg))
+	require.NoError(t, p.Send(bg, []*sarama.ProducerMessage{msg("a")}))
+	held, release := b.Stall(kmsg.EndTxn.Int16())
+	defer release()
+	ctx, cancel := context.WithCancel(bg)
+	go func() {
+		<-held
+		cancel()
+	}()
+	require.ErrorIs(t, p.Commit(ctx), context.Canceled, "the commit let go")
+
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	waitInClose(t, "select", "Close waits for the commit let go")
+	writes := func() {
+		t.Helper()
+		assert.ErrorIs(t, p.Send(bg, []*sarama.ProducerMessage{msg("b")}), txn.ErrClosed)
+		assert.ErrorIs(t, p.SendToPartitions(bg, []*sarama.ProducerMessage{msg("b")}), txn.ErrClosed)
+		group := &sarama.ConsumerGroupMetadata{GroupID: "g", GenerationID: -1}
+		assert.ErrorIs(t, p.AddOffsets(bg, group, map[string][]*sarama.PartitionOffsetMetadata{"out": {{Partition: 0, Offset: 1}}}), txn.ErrClosed)
+	}
+	writes()
+	release()
+	select {
+	case err := <-closed:
+		assert.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	writes()
+	assert.Equal(t, []string{"a"}, committed(t, b), "the commit let go went through")
 }
