@@ -53,6 +53,10 @@ type registration struct {
 
 	halt     chan struct{} // closed by stop
 	stopOnce sync.Once
+	// sends is closed by stopSends, and by stop: it gives up the
+	// deliveries (their records and the partitions they add).
+	sends     chan struct{}
+	sendsOnce sync.Once
 }
 
 type groupOffsets struct {
@@ -95,7 +99,7 @@ func register(ctx context.Context, brokers []string, id string, timeout time.Dur
 	if err != nil {
 		return nil, err
 	}
-	s := &registration{id: id, cfg: cfg, timeout: timeout, client: client, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}, halt: make(chan struct{})}
+	s := &registration{id: id, cfg: cfg, timeout: timeout, client: client, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}, halt: make(chan struct{}), sends: make(chan struct{})}
 	req := &sarama.InitProducerIDRequest{Version: kafkaconf.InitProducerIDVersion(cfg.Version), TransactionalID: &id, TransactionTimeout: timeout, ProducerID: -1, ProducerEpoch: -1}
 	if resume != nil && req.Version >= 3 {
 		req.ProducerID, req.ProducerEpoch = resume.pid, resume.epoch
@@ -106,7 +110,7 @@ func register(ctx context.Context, brokers []string, id string, timeout time.Dur
 		return nil, errNoBump
 	}
 	watch := context.AfterFunc(ctx, s.stop)
-	err = s.toCoordinator("init producer id", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
+	err = s.toCoordinator("init producer id", s.halt, s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 		if mustBump {
 			can, err := bumps(b)
 			if err != nil {
@@ -162,7 +166,16 @@ const initProducerIDKey = 22
 // timed out (Net.ReadTimeout), and so the deliveries of s, which an abort
 // waits for: it gives up a commit or abort let go. It is safe to call
 // more than once.
-func (s *registration) stop() { s.stopOnce.Do(func() { close(s.halt) }) }
+func (s *registration) stop() {
+	s.stopOnce.Do(func() { close(s.halt) })
+	s.stopSends()
+}
+
+// stopSends makes the deliveries of s, and only them, give up as stop
+// does, once the request in progress, if any, has been answered or has
+// timed out: the commit or abort of s goes on. It is safe to call more
+// than once.
+func (s *registration) stopSends() { s.sendsOnce.Do(func() { close(s.sends) }) }
 
 // errCommitted fails the abort of a transaction whose commit went through
 // (see registration.end).
@@ -183,7 +196,7 @@ func (s *registration) producer(topic string) (*kafkaconf.BatchProducer, error) 
 	if err != nil {
 		return nil, err
 	}
-	bp.SetTxn(&kafkaconf.Txn{ID: s.id, PID: s.pid, Epoch: s.epoch, Add: s.addPartitions, Halt: s.halt})
+	bp.SetTxn(&kafkaconf.Txn{ID: s.id, PID: s.pid, Epoch: s.epoch, Add: s.addPartitions, Halt: s.sends})
 	s.producers[topic] = bp
 	return bp, nil
 }
@@ -239,7 +252,7 @@ func (s *registration) addPartitions(topic string, parts []int32) error {
 	}
 	req := &sarama.AddPartitionsToTxnRequest{Version: kafkaconf.TxnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch,
 		TopicPartitions: map[string][]int32{topic: todo}}
-	err := s.toCoordinator("add partitions", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
+	err := s.toCoordinator("add partitions", s.sends, s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 		resp, err := b.AddPartitionsToTxn(req)
 		if err != nil {
 			return nil, err
@@ -301,7 +314,7 @@ func (s *registration) end(commit bool) error {
 	if s.added {
 		req := &sarama.EndTxnRequest{Version: kafkaconf.TxnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch, TransactionResult: commit}
 		s.committing = s.committing || commit
-		err := s.toCoordinator("end transaction", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
+		err := s.toCoordinator("end transaction", s.halt, s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 			resp, err := b.EndTxn(req)
 			if err != nil {
 				return nil, err
@@ -334,7 +347,7 @@ func (s *registration) sendOffsets(o groupOffsets) error {
 	g := o.group
 	add := &sarama.AddOffsetsToTxnRequest{Version: kafkaconf.TxnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch, GroupID: g.GroupID}
 	s.added = true
-	err := s.toCoordinator("add offsets", s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
+	err := s.toCoordinator("add offsets", s.halt, s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 		resp, err := b.AddOffsetsToTxn(add)
 		if err != nil {
 			return nil, err
@@ -352,7 +365,7 @@ func (s *registration) sendOffsets(o groupOffsets) error {
 		get:     func() (*sarama.Broker, error) { return s.client.Coordinator(g.GroupID) },
 		refresh: func() error { return s.client.RefreshCoordinator(g.GroupID) },
 	}
-	return s.toCoordinator("commit offsets of group "+g.GroupID, groupCoordinator, func(b *sarama.Broker) (error, error) {
+	return s.toCoordinator("commit offsets of group "+g.GroupID, s.halt, groupCoordinator, func(b *sarama.Broker) (error, error) {
 		resp, err := b.TxnOffsetCommit(req)
 		if err != nil {
 			return nil, err
@@ -386,13 +399,15 @@ func (s *registration) txnCoordinator() coordinatorOf {
 // (Producer.Transaction.Retry): a connection lost, a coordinator that
 // moved or is loading, the transaction before still completing. call
 // returns the Kafka error of the response, then the request's error.
+// Once halt is closed (stop, or stopSends for the requests of a
+// delivery), it makes no further attempt.
 //
 // The transaction before still completing (CONCURRENT_TRANSACTIONS) is
 // not counted among Retry.Max's attempts: as Kafka's own producer does,
 // it is asked again every 20ms until it has completed, which takes as
 // long as its markers take to be written, for up to the transaction
 // timeout, past which the coordinator would have aborted it anyway.
-func (s *registration) toCoordinator(what string, c coordinatorOf, call func(*sarama.Broker) (error, error)) error {
+func (s *registration) toCoordinator(what string, halt <-chan struct{}, c coordinatorOf, call func(*sarama.Broker) (error, error)) error {
 	r := s.cfg.Producer.Transaction.Retry
 	var (
 		last             error
@@ -423,12 +438,12 @@ func (s *registration) toCoordinator(what string, c coordinatorOf, call func(*sa
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
-			case <-s.halt:
+			case <-halt:
 				t.Stop()
 			}
 		}
 		select {
-		case <-s.halt:
+		case <-halt:
 			if last == nil {
 				return fmt.Errorf("%s: %w", what, errStopped)
 			}

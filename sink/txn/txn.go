@@ -256,7 +256,10 @@ func (p *Producer) OnEnd(f func(committed bool)) {
 // each message's Metadata, and sets each one's Partition and Offset. A
 // message not delivered, or ctx done first, fails the transaction: Commit
 // will fail, and it must be aborted. Once Close has started, Send fails
-// with ErrClosed, and so fails the open transaction, which Close aborts.
+// with ErrClosed, and so fails the open transaction, which Close aborts;
+// so does a Send in progress, at once: its delivery makes no further
+// attempt, and Close's abort waits for the request in progress, if any,
+// to be answered or to time out (Net.ReadTimeout).
 func (p *Producer) Send(ctx context.Context, msgs []*sarama.ProducerMessage) error {
 	return p.send(ctx, msgs, false)
 }
@@ -299,6 +302,13 @@ func (p *Producer) send(ctx context.Context, msgs []*sarama.ProducerMessage, man
 	case <-ctx.Done():
 		// The delivery goes on: Commit fails, and the abort waits for it.
 		p.failed = fmt.Errorf("txn %s: %d records: %w", p.cfg.ID, len(msgs), context.Cause(ctx))
+		return p.failed
+	case <-p.closing:
+		// Close waits for p.mu to abort the transaction: the delivery
+		// gives up its retries, and the abort waits for the request in
+		// progress, if any.
+		s.stopSends()
+		p.failed = fmt.Errorf("txn %s: %d records: %w", p.cfg.ID, len(msgs), ErrClosed)
 		return p.failed
 	}
 	if len(failed) > 0 {
@@ -782,12 +792,12 @@ const CloseTimeout = 5 * time.Second
 // giving up what is left then, the retries of a delivery in flight too: a
 // request in progress, to a coordinator or a produce request, still holds
 // Close until it is answered or times out (the Sarama config's
-// Net.ReadTimeout). A registration in progress (Init, or Begin) is
-// stopped first, and fails with ErrClosed, as every Init and Begin after
-// does; a Commit or Abort in progress is not let go once Close has
-// started, but given up with the rest at CloseTimeout (see Commit and
-// Abort). It is safe to call more than once; the other methods fail
-// after it.
+// Net.ReadTimeout). A registration in progress (Init, or Begin) and a
+// Send in progress (see Send) are stopped first, and fail with
+// ErrClosed, as every Init, Begin, Send and AddOffsets after does; a
+// Commit or Abort in progress is not let go once Close has started, but
+// given up with the rest at CloseTimeout (see Commit and Abort). It is
+// safe to call more than once; the other methods fail after it.
 func (p *Producer) Close() error {
 	p.closeOnce.Do(func() {
 		p.closeBy = time.Now().Add(CloseTimeout)

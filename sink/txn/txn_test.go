@@ -1003,3 +1003,50 @@ func TestWritesOnceCloseHasStartedFailWithErrClosed(t *testing.T) {
 	writes()
 	assert.Equal(t, []string{"a"}, committed(t, b), "the commit let go went through")
 }
+
+// Close stops a Send in progress whose produce requests a hung broker
+// takes and never answers, instead of waiting for every retry of its
+// delivery (Producer.Retry, Net.ReadTimeout each) as long as the Send's
+// ctx lasts: the Send fails with ErrClosed, and Close returns, the
+// transaction aborted, within a request's time.
+func TestCloseStopsASendInProgress(t *testing.T) {
+	b := startBroker(t, map[string]int32{"out": 1})
+	sc := sarama.NewConfig()
+	// 100 attempts of 2s each, longer than the test may take.
+	sc.Net.ReadTimeout = 2 * time.Second
+	sc.Producer.Retry.Max = 100
+	sc.Producer.Retry.Backoff = 10 * time.Millisecond
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "send-hung", Sarama: sc})
+	require.NoError(t, err)
+	bg := context.Background()
+	require.NoError(t, p.Begin(bg))
+	var ends []bool
+	p.OnEnd(func(ok bool) { ends = append(ends, ok) })
+
+	var asked atomic.Bool
+	b.Watch(kmsg.Produce.Int16(), func(kmsg.Request) { asked.Store(true) })
+	release := b.Ignore(kmsg.Produce.Int16())
+	defer release()
+	sent := make(chan error, 1)
+	go func() { sent <- p.Send(bg, []*sarama.ProducerMessage{msg("a")}) }()
+	require.Eventually(t, asked.Load, 10*time.Second, time.Millisecond, "the Send is under way")
+
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	select {
+	case err := <-sent:
+		assert.ErrorIs(t, err, txn.ErrClosed)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close did not stop the Send in progress")
+	}
+	select {
+	case err := <-closed:
+		assert.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	release()
+	assert.Equal(t, []bool{false}, ends, "the transaction was aborted")
+	assert.Empty(t, committed(t, b))
+	assert.ErrorIs(t, p.Send(bg, []*sarama.ProducerMessage{msg("b")}), txn.ErrClosed)
+}
