@@ -164,8 +164,8 @@ const initProducerIDKey = 22
 // stop makes the requests of s to the coordinators fail, without
 // retries, once the one in progress, if any, has been answered or has
 // timed out (Net.ReadTimeout), and so the deliveries of s, which an abort
-// waits for: it gives up a commit or abort let go. It is safe to call
-// more than once.
+// waits for: it gives up a commit or abort let go, or one that Close
+// gives up (see Producer.endClosing). It is safe to call more than once.
 func (s *registration) stop() {
 	s.stopOnce.Do(func() { close(s.halt) })
 	s.stopSends()

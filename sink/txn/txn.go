@@ -612,7 +612,9 @@ func (p *Producer) fenceOff(err error) error {
 // has ended, giving up waiting when ctx is done: see Abort. With keep
 // (none of the transaction's writes failed), the registration goes on
 // into the next transaction; else it is closed. It fails only when the
-// producer was fenced off, or ctx is done first.
+// producer was fenced off, or the abort is given up: ctx done first, or,
+// once Close has started, ctx done or Close giving up, which fail with
+// ErrClosed (see endWithin).
 //
 // After a stale registration, whose EndTxn the coordinator would refuse,
 // it asks for the bump of the producer's epoch at once, as Kafka's
@@ -781,10 +783,10 @@ func (p *Producer) learnt(s *registration, registered int, err error) {
 }
 
 // CloseTimeout is how long Close waits for the abort of an open
-// transaction, and for the commits and aborts that Commit and Abort let go
-// to end, before it gives them up: the brokers abort a transaction left
-// open when it times out (Config.Timeout), or when the transactional ID
-// is registered again.
+// transaction, and for the commits and aborts that Commit and Abort let
+// go, or have in progress, to end, before it gives them up: the brokers
+// abort a transaction left open when it times out (Config.Timeout), or
+// when the transactional ID is registered again.
 const CloseTimeout = 5 * time.Second
 
 // Close aborts the open transaction, if any, disconnects, and waits for
