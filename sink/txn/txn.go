@@ -228,7 +228,10 @@ func (p *Producer) init(ctx context.Context) error {
 func (p *Producer) Begin(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.open {
+	switch {
+	case p.isClosing(): // a transaction open is Close's to abort
+		return fmt.Errorf("txn %s: %w", p.cfg.ID, ErrClosed)
+	case p.open:
 		return fmt.Errorf("txn %s: begin: %w", p.cfg.ID, ErrOpen)
 	}
 	if err := p.init(ctx); err != nil {

@@ -879,18 +879,25 @@ func TestCloseStopsARegistrationInProgress(t *testing.T) {
 // waitBlockedInClose waits until a goroutine in Close waits for a lock.
 func waitBlockedInClose(t *testing.T) {
 	t.Helper()
-	waitInClose(t, "sync.Mutex.Lock", "Close waits for the lock")
+	waitIn(t, "Close", "sync.Mutex.Lock", "Close waits for the lock")
 }
 
 // waitInClose waits until a goroutine in Close is blocked in state, as
 // a goroutine dump names it ("select", "sync.Mutex.Lock").
 func waitInClose(t *testing.T, state, what string) {
 	t.Helper()
+	waitIn(t, "Close", state, what)
+}
+
+// waitIn waits until a goroutine in the Producer's method is blocked in
+// state, as a goroutine dump names it ("select", "sync.Mutex.Lock").
+func waitIn(t *testing.T, method, state, what string) {
+	t.Helper()
 	require.Eventually(t, func() bool {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "txn.(*Producer).Close(") && strings.Contains(g, " ["+state) {
+			if strings.Contains(g, "txn.(*Producer)."+method+"(") && strings.Contains(g, " ["+state) {
 				return true
 			}
 		}
@@ -1049,4 +1056,49 @@ func TestCloseStopsASendInProgress(t *testing.T) {
 	assert.Equal(t, []bool{false}, ends, "the transaction was aborted")
 	assert.Empty(t, committed(t, b))
 	assert.ErrorIs(t, p.Send(bg, []*sarama.ProducerMessage{msg("b")}), txn.ErrClosed)
+}
+
+// A Begin once Close has started fails with ErrClosed, as Begin's doc
+// says, not with ErrOpen, though the transaction Close is about to abort
+// is still open: so a Begin that waited for a Send in progress, which
+// Close stops.
+func TestABeginOnceCloseHasStartedFailsWithErrClosed(t *testing.T) {
+	b := startBroker(t, map[string]int32{"out": 1})
+	sc := sarama.NewConfig()
+	sc.Net.ReadTimeout = 2 * time.Second
+	sc.Producer.Retry.Max = 100
+	sc.Producer.Retry.Backoff = 10 * time.Millisecond
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "begin-closing", Sarama: sc})
+	require.NoError(t, err)
+	bg := context.Background()
+	require.NoError(t, p.Begin(bg))
+	var asked atomic.Bool
+	b.Watch(kmsg.Produce.Int16(), func(kmsg.Request) { asked.Store(true) })
+	release := b.Ignore(kmsg.Produce.Int16())
+	defer release()
+	sent := make(chan error, 1)
+	go func() { sent <- p.Send(bg, []*sarama.ProducerMessage{msg("a")}) }()
+	require.Eventually(t, asked.Load, 10*time.Second, time.Millisecond, "the Send is under way")
+	began := make(chan error, 1)
+	go func() { began <- p.Begin(bg) }()
+	waitIn(t, "Begin", "sync.Mutex.Lock", "Begin waits for the Send")
+
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	for _, c := range []struct {
+		name string
+		ch   chan error
+		want error
+	}{{"Send", sent, txn.ErrClosed}, {"Begin", began, txn.ErrClosed}, {"Close", closed, nil}} {
+		select {
+		case err := <-c.ch:
+			if c.want == nil {
+				assert.NoError(t, err, c.name)
+			} else {
+				assert.ErrorIs(t, err, c.want, c.name)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s did not return", c.name)
+		}
+	}
 }
