@@ -901,6 +901,50 @@ func (k *Kafka) openCoordinator(client sarama.Client, dial *kafkaDialer) (*saram
 	case v.IsAtLeast(sarama.V0_11_0_0):
 		req.Version = 1
 	}
+	// Closing a broker unregisters the metrics it shares with every
+	// other (consumer-fetch-rate, request-rate, ...) from its registry,
+	// under the connections that go on: the lookup's, closed at once,
+	// keeps its metrics in a registry of its own.
+	lookup := cfg
+	lookup.MetricRegistry = metrics.NewRegistry()
+	// The lookup is tried again as sarama's client tries it again
+	// (Metadata.Retry), while the coordinator is not there yet (a
+	// failover) or no broker answers: a claim's fetch of the group's
+	// committed offset would give up before the failover is over.
+	// Closing dial ends the wait.
+	retry := k.sarama.Metadata.Retry
+	for attempt := 0; ; attempt++ {
+		addr, again, err := k.findCoordinator(client, req, &lookup, dial)
+		if err != nil {
+			if !again || attempt >= retry.Max {
+				return nil, fmt.Errorf("find coordinator: %w", err)
+			}
+			d := retry.Backoff
+			if retry.BackoffFunc != nil {
+				d = retry.BackoffFunc(attempt, retry.Max)
+			}
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-dial.done():
+				t.Stop()
+				return nil, fmt.Errorf("find coordinator: %w", err)
+			}
+			continue
+		}
+		c := sarama.NewBroker(addr)
+		if err := c.Open(&cfg); err != nil {
+			return nil, fmt.Errorf("connect to coordinator %s: %w", c.Addr(), err)
+		}
+		return c, nil
+	}
+}
+
+// findCoordinator asks the brokers, one after the other until one
+// answers, for the address of the group coordinator, with req, on
+// connections of cfg dialed by dial. It reports whether an error is one
+// sarama's client tries again.
+func (k *Kafka) findCoordinator(client sarama.Client, req *sarama.FindCoordinatorRequest, cfg *sarama.Config, dial *kafkaDialer) (string, bool, error) {
 	// The brokers the client knows, then the seeds.
 	var addrs []string
 	for _, b := range client.Brokers() {
@@ -911,19 +955,13 @@ func (k *Kafka) openCoordinator(client sarama.Client, dial *kafkaDialer) (*saram
 			addrs = append(addrs, a)
 		}
 	}
-	// Closing a broker unregisters the metrics it shares with every
-	// other (consumer-fetch-rate, request-rate, ...) from its registry,
-	// under the connections that go on: the lookup's, closed at once,
-	// keeps its metrics in a registry of its own.
-	lookup := cfg
-	lookup.MetricRegistry = metrics.NewRegistry()
 	var errs []error
 	for _, addr := range addrs {
 		if dial.isClosed() {
 			break
 		}
 		b := sarama.NewBroker(addr)
-		if err := b.Open(&lookup); err != nil {
+		if err := b.Open(cfg); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 			continue
 		}
@@ -935,20 +973,18 @@ func (k *Kafka) openCoordinator(client sarama.Client, dial *kafkaDialer) (*saram
 			continue
 		case !errors.Is(resp.Err, sarama.ErrNoError):
 			// The broker answered: the coordinator is not there yet (a
-			// failover), or the group not authorized. The request is
-			// tried again later.
-			return nil, fmt.Errorf("find coordinator: %w", resp.Err)
+			// failover), or the group not authorized. The callers try
+			// again later too.
+			return "", errors.Is(resp.Err, sarama.ErrConsumerCoordinatorNotAvailable) ||
+				errors.Is(resp.Err, sarama.ErrGroupAuthorizationFailed), resp.Err
 		}
-		c := sarama.NewBroker(resp.Coordinator.Addr())
-		if err := c.Open(&cfg); err != nil {
-			return nil, fmt.Errorf("connect to coordinator %s: %w", c.Addr(), err)
-		}
-		return c, nil
+		return resp.Coordinator.Addr(), false, nil
 	}
-	if len(errs) == 0 {
-		errs = append(errs, net.ErrClosed)
+	if dial.isClosed() {
+		// Closed under the lookup: not tried again.
+		return "", false, errors.Join(append(errs, net.ErrClosed)...)
 	}
-	return nil, fmt.Errorf("find coordinator: %w", errors.Join(errs...))
+	return "", true, errors.Join(errs...)
 }
 
 var errSourceStopped = errors.New("source stopped")
@@ -1002,10 +1038,11 @@ type kafkaDialer struct {
 	dialer interface {
 		Dial(network, addr string) (net.Conn, error)
 	}
-	mu     sync.Mutex
-	conn   net.Conn
-	cancel context.CancelFunc // of the dial in progress, if the dialer takes a context
-	closed bool
+	mu      sync.Mutex
+	conn    net.Conn
+	cancel  context.CancelFunc // of the dial in progress, if the dialer takes a context
+	closed  bool
+	closing chan struct{} // closed by close, once made by done
 }
 
 func newKafkaDialer(sc *sarama.Config) *kafkaDialer {
@@ -1056,6 +1093,9 @@ func (d *kafkaDialer) Dial(network, addr string) (net.Conn, error) {
 func (d *kafkaDialer) close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.closed && d.closing != nil {
+		close(d.closing)
+	}
 	d.closed = true
 	if d.cancel != nil {
 		d.cancel()
@@ -1063,6 +1103,19 @@ func (d *kafkaDialer) close() {
 	if d.conn != nil {
 		_ = d.conn.Close()
 	}
+}
+
+// done returns a channel closed by close.
+func (d *kafkaDialer) done() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closing == nil {
+		d.closing = make(chan struct{})
+		if d.closed {
+			close(d.closing)
+		}
+	}
+	return d.closing
 }
 
 // isClosed reports whether close was called.

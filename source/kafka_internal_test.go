@@ -6,12 +6,14 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
@@ -799,4 +801,111 @@ func TestKafkaDialerCloseEndsADial(t *testing.T) {
 	}
 	_, err := d.Dial("tcp", "127.0.0.1:9")
 	assert.ErrorIs(t, err, net.ErrClosed)
+}
+
+// A claim that starts at a sentinel during a failover of the group
+// coordinator, while the brokers answer its lookup with
+// COORDINATOR_NOT_AVAILABLE, waits for the new coordinator and fetches the
+// group's committed offset: the lookup retries as sarama's client does
+// (Metadata.Retry), and the claim does not give up after its few fetches,
+// without the commit it would keep the pipeline's state by.
+func TestKafkaClaimStartDuringACoordinatorFailover(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	require.NoError(t, err)
+	defer c.Close()
+	newSource := func() (*Kafka, sarama.Client) {
+		sc := sarama.NewConfig()
+		sc.Metadata.Retry.Backoff = 10 * time.Millisecond
+		k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second, Sarama: sc})
+		require.NoError(t, err)
+		client, err := sarama.NewClient(c.ListenAddrs(), k.sarama)
+		require.NoError(t, err)
+		k.mu.Lock()
+		k.client = client
+		k.mu.Unlock()
+		return k, client
+	}
+	k, client := newSource()
+	done, err := k.commit(context.Background(), client, simpleSession{session{ctx: context.Background()}},
+		[]stream.Offset{{Source: "t", Partition: 0, Next: 5}})
+	require.NoError(t, err)
+	require.Len(t, done, 1)
+	k.closeCoordinators()
+	require.NoError(t, client.Close())
+
+	k, client = newSource()
+	defer client.Close()
+	defer k.closeCoordinators()
+	// More lookups refused than the claim makes fetches (5), fewer than
+	// sarama's retries of each cover.
+	var refused atomic.Int32
+	c.ControlKey(kmsg.FindCoordinator.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if refused.Add(1) > 8 {
+			return nil, nil, false
+		}
+		c.KeepControl()
+		r := req.(*kmsg.FindCoordinatorRequest)
+		resp := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
+		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
+		for _, key := range r.CoordinatorKeys {
+			resp.Coordinators = append(resp.Coordinators,
+				kmsg.FindCoordinatorResponseCoordinator{Key: key, ErrorCode: kerr.CoordinatorNotAvailable.Code})
+		}
+		return resp, nil, true
+	})
+	off, _, ok := k.committedOffset(session{ctx: context.Background()}, nil, 0)
+	k.offsetFetches.Wait()
+	assert.True(t, ok)
+	assert.Equal(t, int64(5), off, "the group's committed offset")
+	assert.Greater(t, refused.Load(), int32(8), "the lookups refused")
+}
+
+// Closing the dialer of a lookup that waits to try the brokers again
+// ends it at once, as Run's end and a claim that gives up its fetch do.
+func TestKafkaCoordinatorLookupRetryEndsWithItsDialer(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	require.NoError(t, err)
+	defer c.Close()
+	sc := sarama.NewConfig()
+	sc.Metadata.Retry.Backoff = time.Minute
+	k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second, Sarama: sc})
+	require.NoError(t, err)
+	client, err := sarama.NewClient(c.ListenAddrs(), k.sarama)
+	require.NoError(t, err)
+	defer client.Close()
+	refused := make(chan struct{})
+	c.ControlKey(kmsg.FindCoordinator.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r := req.(*kmsg.FindCoordinatorRequest)
+		resp := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
+		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
+		close(refused)
+		return resp, nil, true
+	})
+	dial := newKafkaDialer(k.sarama)
+	looked := make(chan error, 1)
+	go func() {
+		b, err := k.openCoordinator(client, dial)
+		if b != nil {
+			_ = b.Close()
+		}
+		looked <- err
+	}()
+	select {
+	case <-refused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no FindCoordinator")
+	}
+	// The answer comes, and the lookup waits a minute to ask again.
+	time.Sleep(time.Second)
+	dial.close()
+	select {
+	case err := <-looked:
+		assert.Error(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the lookup waited on after its dialer closed")
+	}
 }
