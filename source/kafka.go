@@ -1089,7 +1089,8 @@ func (d *kafkaDialer) Dial(network, addr string) (net.Conn, error) {
 	return c, nil
 }
 
-// close closes the connection dialed, and any dialed after.
+// close closes the connection dialed, ends a dial in progress (with a
+// dialer that takes a context) and fails those after.
 func (d *kafkaDialer) close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
