@@ -27,6 +27,7 @@ type registration struct {
 	cfg     *sarama.Config
 	timeout time.Duration // the transaction timeout
 	client  sarama.Client
+	dial    *dialer // of the client's connections, closed by stop
 	pid     int64
 	epoch   int16
 
@@ -51,9 +52,9 @@ type registration struct {
 	// not committed.
 	committing bool
 
-	halt     chan struct{} // closed by stop
+	halt     chan struct{} // closed by stopRetries, and by stop
 	stopOnce sync.Once
-	// sends is closed by stopSends, and by stop: it gives up the
+	// sends is closed by stopSends, and by stopRetries: it gives up the
 	// deliveries (their records and the partitions they add).
 	sends     chan struct{}
 	sendsOnce sync.Once
@@ -95,18 +96,23 @@ var errNoBump = errors.New("the coordinator cannot bump the producer's epoch (KI
 //
 // It returns when ctx is done, with ctx's cause, between two attempts.
 func register(ctx context.Context, brokers []string, id string, timeout time.Duration, cfg *sarama.Config, resume *producerEpoch) (*registration, error) {
+	dial := newDialer(cfg)
+	own := *cfg
+	own.Net.Proxy.Enable, own.Net.Proxy.Dialer = true, dial
+	cfg = &own
 	client, err := sarama.NewClient(brokers, cfg)
 	if err != nil {
+		dial.close()
 		return nil, err
 	}
-	s := &registration{id: id, cfg: cfg, timeout: timeout, client: client, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}, halt: make(chan struct{}), sends: make(chan struct{})}
+	s := &registration{id: id, cfg: cfg, timeout: timeout, client: client, dial: dial, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}, halt: make(chan struct{}), sends: make(chan struct{})}
 	req := &sarama.InitProducerIDRequest{Version: kafkaconf.InitProducerIDVersion(cfg.Version), TransactionalID: &id, TransactionTimeout: timeout, ProducerID: -1, ProducerEpoch: -1}
 	if resume != nil && req.Version >= 3 {
 		req.ProducerID, req.ProducerEpoch = resume.pid, resume.epoch
 	}
 	mustBump := resume != nil && resume.stale
 	if mustBump && req.Version < 3 {
-		client.Close()
+		s.close()
 		return nil, errNoBump
 	}
 	watch := context.AfterFunc(ctx, s.stop)
@@ -132,13 +138,19 @@ func register(ctx context.Context, brokers []string, id string, timeout time.Dur
 		err = context.Cause(ctx)
 	}
 	if err != nil {
-		client.Close()
+		s.close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *registration) close() error { return s.client.Close() }
+// close closes the connections of s, then its client: its requests in
+// progress end, and so does a metadata fetch of the client's own, which
+// its Close waits for.
+func (s *registration) close() error {
+	s.dial.close()
+	return s.client.Close()
+}
 
 // bumps reports whether broker b takes InitProducerId version 3 or later,
 // which carries the producer ID and epoch to bump.
@@ -161,20 +173,32 @@ func bumps(b *sarama.Broker) (bool, error) {
 // initProducerIDKey is the API key of InitProducerId.
 const initProducerIDKey = 22
 
-// stop makes the requests of s to the coordinators fail, without
-// retries, once the one in progress, if any, has been answered or has
-// timed out (Net.ReadTimeout), and so the deliveries of s, which an abort
-// waits for: it gives up a commit or abort let go, or one that Close
-// gives up (see Producer.endClosing). It is safe to call more than once.
+// stop makes the requests of s fail, without retries, as stopRetries
+// does, and closes the connections of s, which ends the request in
+// progress, if any, and the lookup of a coordinator under it, at once,
+// instead of when it is answered or times out (Net.ReadTimeout). It gives
+// up a registration, or a commit or abort that Close gives up (see
+// Producer.endClosing); s is of no use after it but to be closed. It is
+// safe to call more than once.
 func (s *registration) stop() {
+	s.stopRetries()
+	s.dial.close()
+}
+
+// stopRetries makes the requests of s to the coordinators fail, without
+// retries, once the one in progress, if any, has been answered or has
+// timed out, and so the deliveries of s, which an abort waits for. It is
+// safe to call more than once.
+func (s *registration) stopRetries() {
 	s.stopOnce.Do(func() { close(s.halt) })
 	s.stopSends()
 }
 
-// stopSends makes the deliveries of s, and only them, give up as stop
-// does, once the request in progress, if any, has been answered or has
-// timed out: the commit or abort of s goes on. It is safe to call more
-// than once.
+// stopSends makes the deliveries of s, and only them, give up their
+// retries, once the request in progress, if any, has been answered or
+// has timed out (Net.ReadTimeout): the commit or abort of s goes on,
+// and waits for that answer, so that no record of the transaction lands
+// after its end. It is safe to call more than once.
 func (s *registration) stopSends() { s.sendsOnce.Do(func() { close(s.sends) }) }
 
 // errCommitted fails the abort of a transaction whose commit went through
@@ -442,18 +466,21 @@ func (s *registration) toCoordinator(what string, halt <-chan struct{}, c coordi
 				t.Stop()
 			}
 		}
-		select {
-		case <-halt:
+		if halted(halt) {
 			if last == nil {
 				return fmt.Errorf("%s: %w", what, errStopped)
 			}
 			return fmt.Errorf("%s: %w (%w)", what, errStopped, last)
-		default:
 		}
 		b, err := c.get()
 		if err != nil {
 			last = err
-			_ = c.refresh()
+			// Once halted, a lookup is of no use: it would fail, the
+			// connections closed (stop), after sarama's retries, which
+			// wait out Metadata.Retry's backoffs all the same.
+			if !halted(halt) {
+				_ = c.refresh()
+			}
 			continue
 		}
 		kerr, err := call(b)
@@ -461,7 +488,9 @@ func (s *registration) toCoordinator(what string, halt <-chan struct{}, c coordi
 		case err != nil:
 			// The connection is in doubt: the next attempt opens another.
 			_ = b.Close()
-			_ = c.refresh()
+			if !halted(halt) {
+				_ = c.refresh()
+			}
 			last = err
 			continue
 		case kerr == nil:
@@ -481,6 +510,16 @@ func (s *registration) toCoordinator(what string, halt <-chan struct{}, c coordi
 		}
 	}
 	return fmt.Errorf("%s: %d attempts: %w", what, tries, last)
+}
+
+// halted reports whether halt is closed.
+func halted(halt <-chan struct{}) bool {
+	select {
+	case <-halt:
+		return true
+	default:
+		return false
+	}
 }
 
 // concurrentBackoff is the longest wait before a request refused because

@@ -170,8 +170,10 @@ func (p *Producer) ID() string { return p.cfg.ID }
 // restarts, is fenced off, and the transaction it left open is aborted.
 // Call it before reading what such a producer wrote (a changelog Restore
 // does). It blocks until the brokers answer, or until ctx is done, or
-// Close starts: it fails with ErrClosed then (a request in progress still
-// holds it until it is answered or times out).
+// Close starts: it fails with ErrClosed then, the request in progress, if
+// any, ended at once, its connection closed (but for the client's first
+// fetch of the brokers' metadata, as it connects, which ends when it is
+// answered or times out).
 func (p *Producer) Init(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -262,7 +264,8 @@ func (p *Producer) OnEnd(f func(committed bool)) {
 // with ErrClosed, and so fails the open transaction, which Close aborts;
 // so does a Send in progress, at once: its delivery makes no further
 // attempt, and Close's abort waits for the request in progress, if any,
-// to be answered or to time out (Net.ReadTimeout).
+// to be answered, until Close gives up (CloseTimeout) and closes its
+// connection.
 func (p *Producer) Send(ctx context.Context, msgs []*sarama.ProducerMessage) error {
 	return p.send(ctx, msgs, false)
 }
@@ -450,11 +453,11 @@ func (p *Producer) usable() error {
 // brokers answer there fences the Producer off, as if Commit had waited.
 //
 // Once Close has started, nothing is let go: Commit waits for the commit
-// until ctx is done or Close gives up (CloseTimeout), then stops its
-// retries, and returns once the request in progress, if any, is answered
-// or times out. It returns the commit's outcome then, or, when the commit
-// was given up so, an error wrapping ErrClosed: the transaction may have
-// been committed all the same.
+// until ctx is done, then stops its retries, and waits for the request in
+// progress, if any, to be answered, until Close gives up (CloseTimeout),
+// closing the connection under it. It returns the commit's outcome then,
+// or, when the commit was given up so, an error wrapping ErrClosed: the
+// transaction may have been committed all the same.
 func (p *Producer) Commit(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.open {
@@ -512,10 +515,10 @@ func (p *Producer) Commit(ctx context.Context) error {
 // producer epoch, whose start aborts the transaction at the brokers if
 // the abort had not (or fails with ErrFenced, when the brokers answered
 // the abort with a fence meanwhile). Once Close has started, nothing is
-// let go: Abort waits for the abort until ctx is done or Close gives up
-// (CloseTimeout), then stops its retries, and returns once the request in
-// progress, if any, is answered or times out, with an error wrapping
-// ErrClosed when the abort was given up so.
+// let go: Abort waits for the abort until ctx is done, then stops its
+// retries, and waits for the request in progress, if any, to be answered,
+// until Close gives up (CloseTimeout), closing the connection under it;
+// it returns an error wrapping ErrClosed when the abort was given up so.
 func (p *Producer) Abort(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.open {
@@ -746,22 +749,31 @@ func (p *Producer) endWithin(ctx context.Context, end func(*registration) error,
 	return false, nil
 }
 
-// endClosing waits for ended, the end of s, until ctx is done or Close
-// gives up (closeBy), then stops s, and waits for the request in
+// endClosing waits for ended, the end of s, until Close gives up
+// (closeBy), then stops s, closing its connections under the request in
 // progress, if any: it returns the end's error, wrapping ErrClosed when
-// the end was given up so (not when that request's answer ended it).
-// p.mu is held.
+// the end was given up so (not when an answer ended it). ctx done first
+// stops the retries of s, and the request in progress, if any, is waited
+// for until then: its answer tells the end's outcome. p.mu is held.
 func (p *Producer) endClosing(ctx context.Context, s *registration, ended <-chan error) error {
 	t := time.NewTimer(time.Until(p.closeBy))
 	defer t.Stop()
+	var err error
 	select {
-	case err := <-ended:
+	case err = <-ended:
 		return err
 	case <-ctx.Done():
+		s.stopRetries()
+		select {
+		case err = <-ended:
+		case <-t.C:
+			s.stop()
+			err = <-ended
+		}
 	case <-t.C:
+		s.stop()
+		err = <-ended
 	}
-	s.stop()
-	err := <-ended
 	if errors.Is(err, errStopped) {
 		return fmt.Errorf("%w (as the producer closes: %w)", err, ErrClosed)
 	}
@@ -794,15 +806,16 @@ const CloseTimeout = 5 * time.Second
 
 // Close aborts the open transaction, if any, disconnects, and waits for
 // those Commit and Abort let go to end, for up to CloseTimeout in all,
-// giving up what is left then, the retries of a delivery in flight too: a
-// request in progress, to a coordinator or a produce request, still holds
-// Close until it is answered or times out (the Sarama config's
-// Net.ReadTimeout). A registration in progress (Init, or Begin) and a
-// Send in progress (see Send) are stopped first, and fail with
-// ErrClosed, as every Init, Begin, Send and AddOffsets after does; a
-// Commit or Abort in progress is not let go once Close has started, but
-// given up with the rest at CloseTimeout (see Commit and Abort). It is
-// safe to call more than once; the other methods fail after it.
+// giving up what is left then: the retries of a delivery in flight too,
+// and the requests in progress, to a coordinator or produce requests,
+// whose connections it closes rather than wait for their answers until
+// they time out (the Sarama config's Net.ReadTimeout). A registration in
+// progress (Init, or Begin) and a Send in progress (see Send) are stopped
+// first, and fail with ErrClosed, as every Init, Begin, Send and
+// AddOffsets after does; a Commit or Abort in progress is not let go once
+// Close has started, but given up with the rest at CloseTimeout (see
+// Commit and Abort). It is safe to call more than once; the other
+// methods fail after it.
 func (p *Producer) Close() error {
 	p.closeOnce.Do(func() {
 		p.closeBy = time.Now().Add(CloseTimeout)

@@ -1102,3 +1102,96 @@ func TestABeginOnceCloseHasStartedFailsWithErrClosed(t *testing.T) {
 		}
 	}
 }
+
+// A registration stopped, by its ctx or by Close, ends the request it has
+// in progress, to a coordinator that takes it and never answers, or the
+// lookup of that coordinator, at once, instead of waiting for its answer
+// until Net.ReadTimeout, each of sarama's retries of the lookup too.
+func TestAStoppedRegistrationEndsItsRequestInProgress(t *testing.T) {
+	for _, hung := range []struct {
+		name string
+		key  int16
+	}{
+		{"init producer id", kmsg.InitProducerID.Int16()},
+		{"coordinator lookup", kmsg.FindCoordinator.Int16()},
+	} {
+		for _, stop := range []string{"ctx", "close"} {
+			t.Run(hung.name+", "+stop, func(t *testing.T) {
+				b := startBroker(t, map[string]int32{"out": 1})
+				sc := sarama.NewConfig()
+				sc.Net.ReadTimeout = 2 * time.Minute // longer than the test may take
+				p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "hung-" + stop, Sarama: sc})
+				require.NoError(t, err)
+				var asked atomic.Bool
+				b.Watch(hung.key, func(kmsg.Request) { asked.Store(true) })
+				t.Cleanup(b.Ignore(hung.key))
+
+				ctx, cancel := context.WithCancelCause(context.Background())
+				defer cancel(nil)
+				started := make(chan error, 1)
+				go func() { started <- p.Begin(ctx) }()
+				require.Eventually(t, asked.Load, 10*time.Second, time.Millisecond, "the request is under way")
+				closed := make(chan error, 1)
+				want := errors.New("told to stop")
+				if stop == "ctx" {
+					cancel(want)
+				} else {
+					want = txn.ErrClosed
+					go func() { closed <- p.Close() }()
+				}
+				select {
+				case err := <-started:
+					assert.ErrorIs(t, err, want)
+				case <-time.After(15 * time.Second):
+					t.Fatal("the registration did not end")
+				}
+				if stop == "ctx" {
+					go func() { closed <- p.Close() }()
+				}
+				select {
+				case err := <-closed:
+					assert.NoError(t, err)
+				case <-time.After(15 * time.Second):
+					t.Fatal("Close did not return")
+				}
+			})
+		}
+	}
+}
+
+// Close ends the request in progress of a commit it gives up at
+// CloseTimeout, to a coordinator that takes it and never answers, instead
+// of waiting for its answer until Net.ReadTimeout.
+func TestCloseEndsTheRequestOfACommitItGivesUp(t *testing.T) {
+	b := startBroker(t, map[string]int32{"out": 1})
+	sc := sarama.NewConfig()
+	sc.Net.ReadTimeout = 2 * time.Minute // longer than the test may take
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "end-hung", Sarama: sc})
+	require.NoError(t, err)
+	bg := context.Background()
+	require.NoError(t, p.Begin(bg))
+	require.NoError(t, p.Send(bg, []*sarama.ProducerMessage{msg("a")}))
+	var asked atomic.Bool
+	b.Watch(kmsg.EndTxn.Int16(), func(kmsg.Request) { asked.Store(true) })
+	t.Cleanup(b.Ignore(kmsg.EndTxn.Int16()))
+
+	committed := make(chan error, 1)
+	go func() { committed <- p.Commit(bg) }()
+	require.Eventually(t, asked.Load, 10*time.Second, time.Millisecond, "the commit is under way")
+	start := time.Now()
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	bound := txn.CloseTimeout + 15*time.Second
+	select {
+	case err := <-committed:
+		assert.ErrorIs(t, err, txn.ErrClosed)
+	case <-time.After(bound):
+		t.Fatal("Close did not end the commit")
+	}
+	select {
+	case err := <-closed:
+		assert.NoError(t, err)
+	case <-time.After(bound - time.Since(start)):
+		t.Fatal("Close did not return")
+	}
+}
