@@ -94,28 +94,33 @@ var errNoBump = errors.New("the coordinator cannot bump the producer's epoch (KI
 // version of the request, without the producer ID and epoch, silently),
 // register fails with errNoBump.
 //
-// It returns when ctx is done, with ctx's cause, between two attempts.
+// It returns when ctx is done, with ctx's cause, at once: stop closes its
+// connections under the request in progress.
 func register(ctx context.Context, brokers []string, id string, timeout time.Duration, cfg *sarama.Config, resume *producerEpoch) (*registration, error) {
-	dial := newDialer(cfg)
-	own := *cfg
-	own.Net.Proxy.Enable, own.Net.Proxy.Dialer = true, dial
-	cfg = &own
-	client, err := sarama.NewClient(brokers, cfg)
-	if err != nil {
-		dial.close()
-		return nil, err
-	}
-	s := &registration{id: id, cfg: cfg, timeout: timeout, client: client, dial: dial, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}, halt: make(chan struct{}), sends: make(chan struct{})}
 	req := &sarama.InitProducerIDRequest{Version: kafkaconf.InitProducerIDVersion(cfg.Version), TransactionalID: &id, TransactionTimeout: timeout, ProducerID: -1, ProducerEpoch: -1}
 	if resume != nil && req.Version >= 3 {
 		req.ProducerID, req.ProducerEpoch = resume.pid, resume.epoch
 	}
 	mustBump := resume != nil && resume.stale
 	if mustBump && req.Version < 3 {
-		s.close()
 		return nil, errNoBump
 	}
+	dial := newDialer(cfg)
+	own := *cfg
+	own.Net.Proxy.Enable, own.Net.Proxy.Dialer = true, dial
+	s := &registration{id: id, cfg: &own, timeout: timeout, dial: dial, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}, halt: make(chan struct{}), sends: make(chan struct{})}
+	// Watched from the start: the client's first fetch of the brokers'
+	// metadata, which nothing cancels, ends as stop closes its connection.
 	watch := context.AfterFunc(ctx, s.stop)
+	client, err := sarama.NewClient(brokers, s.cfg)
+	if err != nil {
+		if !watch() {
+			err = context.Cause(ctx)
+		}
+		s.close()
+		return nil, err
+	}
+	s.client = client
 	err = s.toCoordinator("init producer id", s.halt, s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 		if mustBump {
 			can, err := bumps(b)
@@ -149,6 +154,9 @@ func register(ctx context.Context, brokers []string, id string, timeout time.Dur
 // its Close waits for.
 func (s *registration) close() error {
 	s.dial.close()
+	if s.client == nil {
+		return nil
+	}
 	return s.client.Close()
 }
 

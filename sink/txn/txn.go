@@ -170,10 +170,9 @@ func (p *Producer) ID() string { return p.cfg.ID }
 // restarts, is fenced off, and the transaction it left open is aborted.
 // Call it before reading what such a producer wrote (a changelog Restore
 // does). It blocks until the brokers answer, or until ctx is done, or
-// Close starts: it fails with ErrClosed then, the request in progress, if
-// any, ended at once, its connection closed (but for the client's first
-// fetch of the brokers' metadata, as it connects, which ends when it is
-// answered or times out).
+// Close starts: it fails with ErrClosed then, at once, the request in
+// progress, if any, ended, its connection closed (the first fetch of the
+// brokers' metadata too, as it connects).
 func (p *Producer) Init(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"runtime"
 	"slices"
 	"strconv"
@@ -1193,5 +1194,79 @@ func TestCloseEndsTheRequestOfACommitItGivesUp(t *testing.T) {
 		assert.NoError(t, err)
 	case <-time.After(bound - time.Since(start)):
 		t.Fatal("Close did not return")
+	}
+}
+
+// silentBroker listens, accepts every connection and never answers on
+// it, as a broker that hangs does; it closes them as the test ends.
+func silentBroker(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() {
+		_ = l.Close()
+		wg.Wait()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return l.Addr().String()
+}
+
+// A registration stopped, by its ctx or by Close, as its client connects
+// to a broker that takes its requests and never answers them, ends at
+// once, instead of when the client's first metadata fetch has timed out,
+// each of its retries (Net.ReadTimeout, Metadata.Retry): minutes with
+// sarama's defaults.
+func TestAStoppedRegistrationEndsItsClientsFirstMetadataFetch(t *testing.T) {
+	for _, stop := range []string{"ctx", "close"} {
+		t.Run(stop, func(t *testing.T) {
+			p, err := txn.New(txn.Config{Brokers: []string{silentBroker(t)}, ID: "silent-" + stop})
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			inited := make(chan error, 1)
+			go func() { inited <- p.Init(ctx) }()
+			time.Sleep(200 * time.Millisecond) // connecting
+			closed := make(chan error, 1)
+			want := errors.New("told to stop")
+			if stop == "ctx" {
+				cancel(want)
+			} else {
+				want = txn.ErrClosed
+				go func() { closed <- p.Close() }()
+			}
+			select {
+			case err := <-inited:
+				assert.ErrorIs(t, err, want)
+			case <-time.After(15 * time.Second):
+				t.Fatal("the registration did not end")
+			}
+			if stop == "ctx" {
+				go func() { closed <- p.Close() }()
+			}
+			select {
+			case err := <-closed:
+				assert.NoError(t, err)
+			case <-time.After(15 * time.Second):
+				t.Fatal("Close did not return")
+			}
+		})
 	}
 }
