@@ -108,6 +108,19 @@ func register(ctx context.Context, brokers []string, id string, timeout time.Dur
 	dial := newDialer(cfg)
 	own := *cfg
 	own.Net.Proxy.Enable, own.Net.Proxy.Dialer = true, dial
+	// sarama's client retries a metadata fetch, and a coordinator's
+	// lookup, after backoffs that nothing ends: once stopped, the
+	// connections closed, its retries fail at once, and go without.
+	backoff, base := cfg.Metadata.Retry.BackoffFunc, cfg.Metadata.Retry.Backoff
+	own.Metadata.Retry.BackoffFunc = func(retries, maxRetries int) time.Duration {
+		switch {
+		case dial.isClosed():
+			return 0
+		case backoff != nil:
+			return backoff(retries, maxRetries)
+		}
+		return base
+	}
 	s := &registration{id: id, cfg: &own, timeout: timeout, dial: dial, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}, halt: make(chan struct{}), sends: make(chan struct{})}
 	// Watched from the start: the client's first fetch of the brokers'
 	// metadata, which nothing cancels, ends as stop closes its connection.
@@ -483,9 +496,7 @@ func (s *registration) toCoordinator(what string, halt <-chan struct{}, c coordi
 		b, err := c.get()
 		if err != nil {
 			last = err
-			// Once halted, a lookup is of no use: it would fail, the
-			// connections closed (stop), after sarama's retries, which
-			// wait out Metadata.Retry's backoffs all the same.
+			// Once halted, a lookup is of no use.
 			if !halted(halt) {
 				_ = c.refresh()
 			}

@@ -1270,3 +1270,72 @@ func TestAStoppedRegistrationEndsItsClientsFirstMetadataFetch(t *testing.T) {
 		})
 	}
 }
+
+// A registration stopped, by its ctx or by Close, gives up sarama's own
+// retries of the coordinator's lookup, and of the client's first metadata
+// fetch, at once, instead of waiting out their backoffs
+// (Metadata.Retry), which nothing else ends.
+func TestAStoppedRegistrationGivesUpSaramasRetries(t *testing.T) {
+	for _, hung := range []struct {
+		name    string
+		brokers func(t *testing.T) []string
+		hang    func(t *testing.T, b *kafkatest.Broker) (asked func() bool)
+	}{
+		{"coordinator lookup", func(t *testing.T) []string { return nil }, func(t *testing.T, b *kafkatest.Broker) func() bool {
+			var asked atomic.Bool
+			b.Watch(kmsg.FindCoordinator.Int16(), func(kmsg.Request) { asked.Store(true) })
+			t.Cleanup(b.Ignore(kmsg.FindCoordinator.Int16()))
+			return asked.Load
+		}},
+		{"first metadata fetch", func(t *testing.T) []string { return []string{silentBroker(t)} }, nil},
+	} {
+		for _, stop := range []string{"ctx", "close"} {
+			t.Run(hung.name+", "+stop, func(t *testing.T) {
+				sc := sarama.NewConfig()
+				sc.Net.ReadTimeout = 2 * time.Minute
+				// 1,000 attempts 50ms apart: longer than the test may take.
+				sc.Metadata.Retry.Max = 1_000
+				sc.Metadata.Retry.Backoff = 50 * time.Millisecond
+				brokers := hung.brokers(t)
+				asked := func() bool { return true }
+				if brokers == nil {
+					b := startBroker(t, map[string]int32{"out": 1})
+					brokers = b.Addrs()
+					asked = hung.hang(t, b)
+				}
+				p, err := txn.New(txn.Config{Brokers: brokers, ID: "retries-" + stop, Sarama: sc})
+				require.NoError(t, err)
+
+				ctx, cancel := context.WithCancelCause(context.Background())
+				defer cancel(nil)
+				inited := make(chan error, 1)
+				go func() { inited <- p.Init(ctx) }()
+				require.Eventually(t, asked, 10*time.Second, time.Millisecond, "the request is under way")
+				time.Sleep(200 * time.Millisecond)
+				closed := make(chan error, 1)
+				want := errors.New("told to stop")
+				if stop == "ctx" {
+					cancel(want)
+				} else {
+					want = txn.ErrClosed
+					go func() { closed <- p.Close() }()
+				}
+				select {
+				case err := <-inited:
+					assert.ErrorIs(t, err, want)
+				case <-time.After(15 * time.Second):
+					t.Fatal("the registration did not end")
+				}
+				if stop == "ctx" {
+					go func() { closed <- p.Close() }()
+				}
+				select {
+				case err := <-closed:
+					assert.NoError(t, err)
+				case <-time.After(15 * time.Second):
+					t.Fatal("Close did not return")
+				}
+			})
+		}
+	}
+}
