@@ -1339,3 +1339,55 @@ func TestAStoppedRegistrationGivesUpSaramasRetries(t *testing.T) {
 		}
 	}
 }
+
+// countingDialer is a proxy dialer (Net.Proxy.Dialer) without DialContext,
+// which counts its dials.
+type countingDialer struct{ dials atomic.Int32 }
+
+func (d *countingDialer) Dial(network, addr string) (net.Conn, error) {
+	d.dials.Add(1)
+	return net.Dial(network, addr)
+}
+
+// A producer dials through the proxy dialer of its Sarama config, and a
+// registration stopped closes the connections it dialed all the same,
+// ending the request in progress.
+func TestTheProxyDialerOfTheConfigIsKept(t *testing.T) {
+	b := startBroker(t, map[string]int32{"out": 1})
+	sc := sarama.NewConfig()
+	sc.Net.ReadTimeout = 2 * time.Minute // longer than the test may take
+	var d countingDialer
+	sc.Net.Proxy.Enable, sc.Net.Proxy.Dialer = true, &d
+	p := newProducerOf(t, b, txn.Config{ID: "proxied", Sarama: sc})
+	commitValues(t, p, "a")
+	assert.Equal(t, []string{"a"}, committed(t, b))
+	assert.Positive(t, d.dials.Load(), "dialed through the config's dialer")
+
+	// A new registration, hung.
+	var asked atomic.Bool
+	b.Watch(kmsg.InitProducerID.Int16(), func(kmsg.Request) { asked.Store(true) })
+	t.Cleanup(b.Ignore(kmsg.InitProducerID.Int16()))
+	q, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proxied", Sarama: sc})
+	require.NoError(t, err)
+	inited := make(chan error, 1)
+	go func() { inited <- q.Init(context.Background()) }()
+	require.Eventually(t, asked.Load, 10*time.Second, time.Millisecond, "the registration is under way")
+	closed := make(chan error, 1)
+	go func() { closed <- q.Close() }()
+	for _, c := range []struct {
+		name string
+		ch   chan error
+		want error
+	}{{"Init", inited, txn.ErrClosed}, {"Close", closed, nil}} {
+		select {
+		case err := <-c.ch:
+			if c.want == nil {
+				assert.NoError(t, err, c.name)
+			} else {
+				assert.ErrorIs(t, err, c.want, c.name)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%s did not return", c.name)
+		}
+	}
+}
