@@ -452,11 +452,12 @@ func (p *Producer) usable() error {
 // brokers answer there fences the Producer off, as if Commit had waited.
 //
 // Once Close has started, nothing is let go: Commit waits for the commit
-// until ctx is done, then stops its retries, and waits for the request in
-// progress, if any, to be answered, until Close gives up (CloseTimeout),
-// closing the connection under it. It returns the commit's outcome then,
-// or, when the commit was given up so, an error wrapping ErrClosed: the
-// transaction may have been committed all the same.
+// until Close gives up (CloseTimeout), which closes the connection under
+// the request in progress, if any; ctx done before stops the commit's
+// retries, and Commit waits for the request in progress to be answered,
+// until then. It returns the commit's outcome, or, when the commit was
+// given up so, an error wrapping ErrClosed: the transaction may have been
+// committed all the same.
 func (p *Producer) Commit(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.open {
@@ -514,10 +515,8 @@ func (p *Producer) Commit(ctx context.Context) error {
 // producer epoch, whose start aborts the transaction at the brokers if
 // the abort had not (or fails with ErrFenced, when the brokers answered
 // the abort with a fence meanwhile). Once Close has started, nothing is
-// let go: Abort waits for the abort until ctx is done, then stops its
-// retries, and waits for the request in progress, if any, to be answered,
-// until Close gives up (CloseTimeout), closing the connection under it;
-// it returns an error wrapping ErrClosed when the abort was given up so.
+// let go: Abort waits for the abort as Commit does for the commit, and
+// returns an error wrapping ErrClosed when the abort was given up.
 func (p *Producer) Abort(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.open {
