@@ -51,6 +51,9 @@ type Config struct {
 	// or later; 2.5 or later (sarama's default is) fences offsets of a
 	// consumer group generation that has ended.
 	Sarama *sarama.Config
+	// CloseTimeout is how long Close waits for what it ends before it
+	// gives it up (see Close). Default CloseTimeout.
+	CloseTimeout time.Duration
 }
 
 // Producer is a Kafka producer whose writes go in transactions, one at a
@@ -137,8 +140,13 @@ func New(cfg Config) (*Producer, error) {
 		return nil, errors.New("txn: no transactional id")
 	case cfg.Timeout < 0:
 		return nil, fmt.Errorf("txn %s: timeout %v", cfg.ID, cfg.Timeout)
+	case cfg.CloseTimeout < 0:
+		return nil, fmt.Errorf("txn %s: close timeout %v", cfg.ID, cfg.CloseTimeout)
 	}
 	cfg.Brokers = slices.Clone(cfg.Brokers)
+	if cfg.CloseTimeout == 0 {
+		cfg.CloseTimeout = CloseTimeout
+	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
@@ -263,7 +271,7 @@ func (p *Producer) OnEnd(f func(committed bool)) {
 // with ErrClosed, and so fails the open transaction, which Close aborts;
 // so does a Send in progress, at once: its delivery makes no further
 // attempt, and Close's abort waits for the request in progress, if any,
-// to be answered, until Close gives up (CloseTimeout) and closes its
+// to be answered, until Close gives up (Config.CloseTimeout) and closes its
 // connection.
 func (p *Producer) Send(ctx context.Context, msgs []*sarama.ProducerMessage) error {
 	return p.send(ctx, msgs, false)
@@ -452,7 +460,7 @@ func (p *Producer) usable() error {
 // brokers answer there fences the Producer off, as if Commit had waited.
 //
 // Once Close has started, nothing is let go: Commit waits for the commit
-// until Close gives up (CloseTimeout), which closes the connection under
+// until Close gives up (Config.CloseTimeout), which closes the connection under
 // the request in progress, if any; ctx done before stops the commit's
 // retries, and Commit waits for the request in progress to be answered,
 // until then. It returns the commit's outcome, or, when the commit was
@@ -795,15 +803,16 @@ func (p *Producer) learnt(s *registration, registered int, err error) {
 	}
 }
 
-// CloseTimeout is how long Close waits for the abort of an open
-// transaction, and for the commits and aborts that Commit and Abort let
+// CloseTimeout is the default of Config.CloseTimeout: how long Close
+// waits for the abort of an open transaction, and for the commits and aborts that Commit and Abort let
 // go, or have in progress, to end, before it gives them up: the brokers
 // abort a transaction left open when it times out (Config.Timeout), or
 // when the transactional ID is registered again.
 const CloseTimeout = 5 * time.Second
 
 // Close aborts the open transaction, if any, disconnects, and waits for
-// those Commit and Abort let go to end, for up to CloseTimeout in all,
+// those Commit and Abort let go to end, for up to Config.CloseTimeout in
+// all,
 // giving up what is left then: the retries of a delivery in flight too,
 // and the requests in progress, to a coordinator or produce requests,
 // whose connections it closes rather than wait for their answers until
@@ -811,12 +820,12 @@ const CloseTimeout = 5 * time.Second
 // progress (Init, or Begin) and a Send in progress (see Send) are stopped
 // first, and fail with ErrClosed, as every Init, Begin, Send and
 // AddOffsets after does; a Commit or Abort in progress is not let go once
-// Close has started, but given up with the rest at CloseTimeout (see
+// Close has started, but given up with the rest at Config.CloseTimeout (see
 // Commit and Abort). It is safe to call more than once; the other
 // methods fail after it.
 func (p *Producer) Close() error {
 	p.closeOnce.Do(func() {
-		p.closeBy = time.Now().Add(CloseTimeout)
+		p.closeBy = time.Now().Add(p.cfg.CloseTimeout)
 		close(p.closing)
 	})
 	ctx, cancel := context.WithDeadline(context.Background(), p.closeBy)

@@ -630,6 +630,32 @@ func TestCloseGivesUpADeliveryToABrokerThatDoesNotAnswer(t *testing.T) {
 	assert.Less(t, time.Since(start), txn.CloseTimeout+5*time.Second, "Close took its time out, and a request's")
 }
 
+// Config.CloseTimeout bounds Close as CloseTimeout does by default.
+func TestCloseTimeoutIsConfigured(t *testing.T) {
+	_, err := txn.New(txn.Config{Brokers: []string{"localhost:9092"}, ID: "x", CloseTimeout: -time.Second})
+	require.ErrorContains(t, err, "close timeout -1s")
+
+	b := startBroker(t, map[string]int32{"out": 1})
+	sc := sarama.NewConfig()
+	sc.Net.ReadTimeout = 500 * time.Millisecond
+	sc.Producer.Retry.Max = 100 // 50s of attempts
+	sc.Producer.Retry.Backoff = 10 * time.Millisecond
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "stalled", Sarama: sc, CloseTimeout: 500 * time.Millisecond})
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, p.Begin(ctx))
+
+	release := b.Ignore(kmsg.Produce.Int16())
+	defer release()
+	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, p.Send(sctx, []*sarama.ProducerMessage{msg("a")}), context.DeadlineExceeded)
+
+	start := time.Now()
+	closeWithin(t, p)
+	assert.Less(t, time.Since(start), txn.CloseTimeout, "Close gave up at its own time out, not the default's")
+}
+
 // A transaction that outlives Config.Timeout is aborted by the broker
 // itself, which moves the producer's epoch on: the next write fails
 // (INVALID_PRODUCER_EPOCH), Abort ends the transaction with a bump of
@@ -922,7 +948,8 @@ func TestACommitOrAbortIsNotLetGoOnceCloseHasStarted(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := startBroker(t, map[string]int32{"out": 1})
-			p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "closing-" + tc.name})
+			// Close gives nothing up before the test releases the end.
+			p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "closing-" + tc.name, CloseTimeout: time.Minute})
 			require.NoError(t, err)
 			bg := context.Background()
 			require.NoError(t, p.Begin(bg))
