@@ -224,7 +224,10 @@ type TxnOffsets interface {
 type Kafka struct {
 	cfg    KafkaConfig
 	sarama *sarama.Config
-	log    *slog.Logger
+	// conns is sarama's config for the source's own connections to the
+	// brokers (see kafkaMetrics).
+	conns *sarama.Config
+	log   *slog.Logger
 
 	running atomic.Bool
 
@@ -376,8 +379,26 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("topic", cfg.Topic, "group", cfg.Group)
-	return &Kafka{cfg: cfg, sarama: sc, log: log, parts: make(map[int32]*kafkaPartition)}, nil
+	conns := *sc
+	if conns.MetricRegistry != nil {
+		conns.MetricRegistry = kafkaMetrics{conns.MetricRegistry}
+	}
+	return &Kafka{cfg: cfg, sarama: sc, conns: &conns, log: log, parts: make(map[int32]*kafkaPartition)}, nil
 }
+
+// kafkaMetrics is the Sarama config's metric registry as the source's own
+// connections to the brokers register in it: their metrics count with the
+// client's, but closing one unregisters none. sarama's Broker.Close
+// unregisters, and stops, every metric the broker registered, those it
+// shares with every other broker of the registry (request-rate,
+// consumer-fetch-rate, ...) among them, under the client's connections,
+// which would go on counting in meters no longer registered. The source's
+// connections register the same few names again as they reconnect, so
+// they add nothing to the registry; the client's Close unregisters them.
+type kafkaMetrics struct{ metrics.Registry }
+
+func (kafkaMetrics) Unregister(string) {}
+func (kafkaMetrics) UnregisterAll()    {}
 
 // consumerConfig returns the sarama configuration of a source.
 func consumerConfig(cfg *KafkaConfig) (*sarama.Config, error) {
@@ -890,7 +911,7 @@ func (k *Kafka) coordinatorConn(client sarama.Client, s *kafkaCoordinatorSlot) (
 // client's requests to the same broker, the group's heartbeats among
 // them, would wait behind it, and nothing would end it early.
 func (k *Kafka) openCoordinator(client sarama.Client, dial *kafkaDialer) (*sarama.Broker, error) {
-	cfg := *k.sarama
+	cfg := *k.conns
 	cfg.Net.Proxy.Enable, cfg.Net.Proxy.Dialer = true, dial
 	req := &sarama.FindCoordinatorRequest{CoordinatorKey: k.cfg.Group, CoordinatorType: sarama.CoordinatorGroup}
 	switch v := k.sarama.Version; { // as sarama's client asks
@@ -901,10 +922,8 @@ func (k *Kafka) openCoordinator(client sarama.Client, dial *kafkaDialer) (*saram
 	case v.IsAtLeast(sarama.V0_11_0_0):
 		req.Version = 1
 	}
-	// Closing a broker unregisters the metrics it shares with every
-	// other (consumer-fetch-rate, request-rate, ...) from its registry,
-	// under the connections that go on: the lookup's, closed at once,
-	// keeps its metrics in a registry of its own.
+	// The lookup's connections, closed at once, keep their metrics in a
+	// registry of their own.
 	lookup := cfg
 	lookup.MetricRegistry = metrics.NewRegistry()
 	// The lookup is tried again as sarama's client tries it again

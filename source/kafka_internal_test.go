@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/rcrowley/go-metrics"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -908,4 +909,71 @@ func TestKafkaCoordinatorLookupRetryEndsWithItsDialer(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the lookup waited on after its dialer closed")
 	}
+}
+
+// The source's own connections to the coordinator register in the Sarama
+// config's metric registry, beside the client's: closing one after a
+// failure, or at Run's end, leaves the metrics they share with the
+// client's connections (request-rate, ...) registered, and the client's
+// requests go on counting in them.
+func TestKafkaCoordinatorCloseKeepsSharedMetrics(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	require.NoError(t, err)
+	defer c.Close()
+	k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second})
+	require.NoError(t, err)
+	client, err := sarama.NewClient(c.ListenAddrs(), k.sarama)
+	require.NoError(t, err)
+	defer client.Close()
+	k.mu.Lock()
+	k.client = client
+	k.mu.Unlock()
+	registry := k.sarama.MetricRegistry
+	// counted checks that the client's requests count in the request-rate
+	// registered.
+	counted := func(when string) {
+		t.Helper()
+		m, ok := registry.Get("request-rate").(metrics.Meter)
+		require.True(t, ok, "request-rate registered %s", when)
+		before := m.Count()
+		require.NoError(t, client.RefreshMetadata("t"))
+		assert.Greater(t, m.Count(), before, "the client's requests count in request-rate %s", when)
+	}
+	commit := func(next int64) {
+		t.Helper()
+		done, err := k.commit(context.Background(), client, simpleSession{session{ctx: context.Background()}},
+			[]stream.Offset{{Source: "t", Partition: 0, Next: next}})
+		require.NoError(t, err)
+		require.Len(t, done, 1)
+	}
+	commit(1)
+	counted("after a commit")
+
+	// The next commit is refused once: the source drops its connection
+	// to the coordinator, and makes another.
+	var refused atomic.Int32
+	c.ControlKey(kmsg.OffsetCommit.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		refused.Add(1)
+		r := req.(*kmsg.OffsetCommitRequest)
+		resp := r.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, rt := range r.Topics {
+			st := kmsg.NewOffsetCommitResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewOffsetCommitResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.NotCoordinator.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	commit(2)
+	require.Equal(t, int32(1), refused.Load(), "commits refused")
+	counted("after a coordinator connection dropped")
+	_, err = k.fetchCommitted(client, 0)
+	require.NoError(t, err)
+
+	k.closeCoordinators()
+	counted("after Run's end closed the coordinator connections")
 }
