@@ -393,8 +393,10 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 // shares with every other broker of the registry (request-rate,
 // consumer-fetch-rate, ...) among them, under the client's connections,
 // which would go on counting in meters no longer registered. The source's
-// connections register the same few names again as they reconnect, so
-// they add nothing to the registry; the client's Close unregisters them.
+// connections (to the coordinator, the fetch loops') register the same
+// few names again as they reconnect, adding nothing to the registry; the
+// client's Close unregisters those the client shares, and the rest (the
+// rate of commit requests) stay, one meter each.
 type kafkaMetrics struct{ metrics.Registry }
 
 func (kafkaMetrics) Unregister(string) {}

@@ -354,7 +354,7 @@ func (l *fetchLoop) next() ([]fetchPart, *sarama.Broker) {
 		}
 		if conn == nil && len(parts) > 0 {
 			c := sarama.NewBroker(l.addr)
-			if err := c.Open(k.sarama); err != nil {
+			if err := c.Open(k.conns); err != nil {
 				k.log.Warn("kafka fetch connection failed; retrying", "broker", l.addr, "err", err)
 				if !f.sleep(k.sarama.Consumer.Retry.Backoff) {
 					return nil, nil

@@ -977,3 +977,54 @@ func TestKafkaCoordinatorCloseKeepsSharedMetrics(t *testing.T) {
 	k.closeCoordinators()
 	counted("after Run's end closed the coordinator connections")
 }
+
+// So do the fetch loops' connections: a loop that closes its connection
+// after a failure leaves the metrics it shares with the client's
+// registered, and counted in.
+func TestKafkaFetchConnectionCloseKeepsSharedMetrics(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	require.NoError(t, err)
+	defer c.Close()
+	k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second})
+	require.NoError(t, err)
+	k.sarama.Consumer.MaxWaitTime = 100 * time.Millisecond
+	client, err := sarama.NewClient(c.ListenAddrs(), k.sarama)
+	require.NoError(t, err)
+	defer client.Close()
+	f := newKafkaFetch(k, client)
+	k.mu.Lock()
+	k.client, k.fetch = client, f
+	k.mu.Unlock()
+	defer f.stop()
+
+	pcfg := sarama.NewConfig()
+	pcfg.Producer.Return.Successes = true
+	prod, err := sarama.NewSyncProducer(c.ListenAddrs(), pcfg)
+	require.NoError(t, err)
+	defer prod.Close()
+	_, _, err = prod.SendMessage(&sarama.ProducerMessage{Topic: "t", Value: sarama.StringEncoder("v")})
+	require.NoError(t, err)
+	cl := startTestClaim(k, 0, 0)
+	f.add(0, cl.epoch, 0)
+	require.Eventually(t, func() bool { return len(poll(k, 100)) > 0 }, 10*time.Second, 10*time.Millisecond)
+
+	// The loop closes its connection, as after a failed fetch.
+	f.mu.Lock()
+	var l *fetchLoop
+	for _, fl := range f.loops {
+		l = fl
+	}
+	f.mu.Unlock()
+	require.NotNil(t, l)
+	f.mu.Lock()
+	conn := l.conn
+	f.mu.Unlock()
+	require.NotNil(t, conn)
+	l.reroute(conn, nil)
+
+	m, ok := k.sarama.MetricRegistry.Get("request-rate").(metrics.Meter)
+	require.True(t, ok, "request-rate registered")
+	before := m.Count()
+	require.NoError(t, client.RefreshMetadata("t"))
+	assert.Greater(t, m.Count(), before, "the client's requests count in request-rate")
+}
