@@ -1483,9 +1483,16 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *s
 			}
 		}
 	}
+	// A coordinator that moved, or that still loads the group's offsets
+	// after a failover, answers once the failover is over: the fetch is
+	// tried again for as long as a commit is (the rebalance timeout), or
+	// until the claim's session ends. Without the commit, the pipeline
+	// would drop what it holds of the partition. Other failures are tried
+	// again a few times only.
 	wait := kafkaBackoff{min: 20 * time.Millisecond, max: 500 * time.Millisecond}
+	deadline := time.Now().Add(k.sarama.Consumer.Group.Rebalance.Timeout)
 	var err error
-	for attempt := 1; attempt <= 5; attempt++ {
+	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			t := time.NewTimer(wait.next())
 			slept := await(nil, t.C)
@@ -1531,10 +1538,32 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *s
 			return a.off, early, true
 		}
 		err = a.err
+		if errors.Is(err, errSourceStopped) || time.Now().After(deadline) ||
+			attempt >= 5 && !kafkaCoordinatorRetriable(err) {
+			break
+		}
 	}
 	k.log.Warn("kafka committed offset not fetched: records skipped before the claim's start, if any, go unlogged",
 		"partition", id, "err", err)
 	return -1, early, true
+}
+
+// kafkaCoordinatorRetriable reports whether err, a request to the group
+// coordinator that failed, may go through once a failover of the
+// coordinator is over: the coordinator moved, is not there yet, or still
+// loads the group's offsets, the connection failed, or a transaction's
+// offsets are not stable yet.
+func kafkaCoordinatorRetriable(err error) bool {
+	var kerr sarama.KError
+	if !errors.As(err, &kerr) {
+		return !errors.Is(err, errSourceStopped)
+	}
+	switch kerr {
+	case sarama.ErrNotCoordinatorForConsumer, sarama.ErrConsumerCoordinatorNotAvailable, sarama.ErrOffsetsLoadInProgress,
+		sarama.ErrRequestTimedOut, sarama.ErrNetworkException, sarama.ErrIncompleteResponse, sarama.ErrUnstableOffsetCommit:
+		return true
+	}
+	return false
 }
 
 // fetchCommitted asks the group coordinator for the group's committed

@@ -14,6 +14,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
@@ -614,4 +615,132 @@ func holdCoordinatorLookup(t *testing.T, c *kfake.Cluster, pass int) (held <-cha
 		return nil, nil, true
 	})
 	return came, func() {}
+}
+
+// A claim that starts past a commit out of range while the group's
+// coordinator is still loading the group's offsets (after a failover),
+// and answers the fetch of the committed offset with
+// COORDINATOR_LOAD_IN_PROGRESS for longer than a few quick tries, waits
+// for it: it gets the commit, and the pipeline keeps the partition's
+// records and state, as it does when the coordinator is ready.
+func TestKafkaClaimStartWaitsForTheCoordinatorToLoad(t *testing.T) {
+	checkLeaks(t)
+	c, addrs := startCluster(t, 1, "in", 1)
+	produceEach(t, addrs, "in", 1, 0, 50, false)
+
+	log, logs := keptLog(t)
+	var read offsetsRead
+	var lost lostPartitions
+	first := sourceOn(t, addrs, "in", "loading", log, eager)
+	stop := runSource(t, first, read.add, stream.OnRebalance(lost.rebalance))
+	waitCommittedAt(t, addrs, "loading", 50)
+
+	// The next offset fetch, sarama's as the first member's session
+	// starts again, is held until the records are gone; the claim's after
+	// it are answered as by a coordinator that loads the group's offsets.
+	const refusals = 12
+	held, release, refused := loadingOffsets(t, c, refusals)
+	stopSecond := runSource(t, sourceOn(t, addrs, "in", "loading", testLog(t), eager),
+		func(context.Context, *stream.Batch[source.Message]) error { return nil })
+	waitHeld(t, held, "no offset fetch: the group did not rebalance")
+	produceEach(t, addrs, "in", 1, 50, 100, false)
+	admin, err := sarama.NewClusterAdmin(addrs, sarama.NewConfig())
+	require.NoError(t, err)
+	require.NoError(t, admin.DeleteRecords("in", map[int32]int64{0: 80}))
+	require.NoError(t, admin.Close())
+	release()
+
+	require.Eventually(t, func() bool { return len(read.all()) >= 70 }, 30*time.Second, 10*time.Millisecond,
+		"the claim read the partition")
+	require.True(t, first.Owns(0), "the first member got the partition back")
+	stopSecond()
+	stop()
+
+	assert.Equal(t, refusals, refused(), "offset fetches refused")
+	assert.Equal(t, append(span(0, 50), span(80, 100)...), read.all(), "each record once, in order")
+	assert.Empty(t, lost.get(), "the pipeline kept the partition")
+	assert.Len(t, skippedLine("loading", 50, 79).FindAllString(logs.String(), -1), 1, "the records skipped logged once")
+	assert.NotContains(t, logs.String(), "dropping")
+	assert.NotContains(t, logs.String(), "committed offset not fetched")
+}
+
+// waitCommittedAt waits for group's committed offset of partition 0 of
+// topic "in" to be at.
+func waitCommittedAt(t *testing.T, addrs []string, group string, at int64) {
+	t.Helper()
+	admin, err := sarama.NewClusterAdmin(addrs, sarama.NewConfig())
+	require.NoError(t, err)
+	defer admin.Close()
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		resp, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{"in": {0}})
+		if !assert.NoError(c, err) {
+			return
+		}
+		b := resp.GetBlock("in", 0)
+		if assert.NotNil(c, b) {
+			assert.Equal(c, at, b.Offset)
+		}
+	}, 20*time.Second, 20*time.Millisecond)
+}
+
+// loadingOffsets holds the next OffsetFetch request to c until release,
+// which the end of the test calls too (held is closed once it has come),
+// and answers the n after it with COORDINATOR_LOAD_IN_PROGRESS, as a
+// coordinator that loads the group's offsets does. refused tells how many
+// it answered so.
+func loadingOffsets(t *testing.T, c *kfake.Cluster, n int) (held <-chan struct{}, release func(), refused func() int) {
+	t.Helper()
+	came, wake := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(wake) }) }
+	t.Cleanup(release)
+	var (
+		mu      sync.Mutex
+		fetches int
+		refuse  int
+	)
+	c.ControlKey(kmsg.OffsetFetch.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		fetches++
+		nth := fetches
+		mu.Unlock()
+		c.KeepControl()
+		switch {
+		case nth == 1:
+			close(came)
+			c.SleepControl(func() { <-wake })
+			return nil, nil, false
+		case nth > n+1:
+			c.DropControl()
+			return nil, nil, false
+		}
+		mu.Lock()
+		refuse++
+		mu.Unlock()
+		code := kerr.CoordinatorLoadInProgress.Code
+		req := r.(*kmsg.OffsetFetchRequest)
+		resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
+		resp.ErrorCode = code
+		for _, g := range req.Groups {
+			rg := kmsg.NewOffsetFetchResponseGroup()
+			rg.Group, rg.ErrorCode = g.Group, code
+			resp.Groups = append(resp.Groups, rg)
+		}
+		for _, rt := range req.Topics {
+			st := kmsg.NewOffsetFetchResponseTopic()
+			st.Topic = rt.Topic
+			for _, p := range rt.Partitions {
+				sp := kmsg.NewOffsetFetchResponseTopicPartition()
+				sp.Partition, sp.Offset, sp.ErrorCode = p, -1, code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	return came, release, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return refuse
+	}
 }
