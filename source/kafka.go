@@ -267,6 +267,9 @@ type Kafka struct {
 	// healthy is when the source last had a group session (when one
 	// started or ended): Run fails after ConnectTimeout without one.
 	healthy time.Time
+	// ended is the error Run returned, once it ended (nil when its
+	// context ended it): a commit in flight then fails with it.
+	ended error
 }
 
 var (
@@ -459,7 +462,7 @@ func consumerConfig(cfg *KafkaConfig) (*sarama.Config, error) {
 // authorized, a record batch corrupt on the broker or whose CRC does not
 // match (with its own fetch loops, not SaramaFetch). Every goroutine it
 // started has ended when it returns. Run may be called once.
-func (k *Kafka) Run(ctx context.Context) error {
+func (k *Kafka) Run(ctx context.Context) (runErr error) {
 	if !k.running.CompareAndSwap(false, true) {
 		return fmt.Errorf("kafka source %s: Run called twice", k.cfg.Topic)
 	}
@@ -500,6 +503,9 @@ func (k *Kafka) Run(ctx context.Context) error {
 			fetch.stop()
 		}
 		wg.Wait()
+		k.mu.Lock()
+		k.ended = runErr
+		k.mu.Unlock()
 		k.closeCoordinators()
 		k.offsetFetches.Wait()
 		k.mu.Lock()
@@ -674,7 +680,9 @@ func (k *Kafka) recycle(c *kafkaChunk) {
 // Commit implements stream.Committer: it commits the offsets to the group
 // and returns when the broker has stored them. Offsets of partitions this
 // member no longer owns are not committed (their new owner reads those
-// records again); that is logged, not an error.
+// records again); that is logged, not an error. A commit that Run's end
+// finds waiting for the coordinator fails at once, with the error Run
+// returned, if any.
 func (k *Kafka) Commit(ctx context.Context, offsets []stream.Offset) error {
 	k.mu.Lock()
 	sess, client := k.session, k.client
@@ -777,6 +785,11 @@ func (k *Kafka) commit(ctx context.Context, client sarama.Client, sess sarama.Co
 			req.AddBlock(k.cfg.Topic, o.Partition, o.Next, 0, "")
 		}
 		coordinator, err := k.coordinatorConn(client, &k.coordinator)
+		if errors.Is(err, errSourceStopped) {
+			// Run ended: no coordinator will be asked again.
+			lastErr = err
+			break
+		}
 		if err != nil {
 			lastErr = err
 			continue
@@ -870,33 +883,39 @@ func (k *Kafka) coordinatorConn(client sarama.Client, s *kafkaCoordinatorSlot) (
 		return b, err
 	}
 	dial := newKafkaDialer(k.sarama)
+	var stopped error
 	k.mu.Lock()
-	stopped := k.client == nil
-	if !stopped {
+	if k.client == nil {
+		stopped = k.stopped()
+	} else {
 		s.opening = dial
 	}
 	k.mu.Unlock()
-	if stopped {
-		return nil, errSourceStopped
+	if stopped != nil {
+		return nil, stopped
 	}
 	b, err := k.openCoordinator(client, dial)
 	k.mu.Lock()
 	s.opening = nil
-	stopped = k.client == nil
+	if k.client == nil {
+		stopped = k.stopped()
+	}
 	closed := dial.isClosed()
-	if err == nil && !stopped && !closed {
+	if err == nil && stopped == nil && !closed {
 		s.conn = kafkaCoordinator{b: b, dial: dial}
 	}
 	k.mu.Unlock()
 	switch {
+	case stopped != nil:
+		// Run's end closed the connections already, and the lookup's
+		// under it, if it failed for that: nobody would close this one.
+		dial.close()
+		if err == nil {
+			_ = b.Close()
+		}
+		return nil, stopped
 	case err != nil:
 		return nil, err
-	case stopped:
-		// Run's end closed the connections already: nobody would close
-		// this one.
-		dial.close()
-		_ = b.Close()
-		return nil, errSourceStopped
 	case closed:
 		// Closed under the lookup by a claim that gave up (see
 		// committedOffset): the lookup may not have failed for it.
@@ -1008,7 +1027,18 @@ func (k *Kafka) findCoordinator(client sarama.Client, req *sarama.FindCoordinato
 	return "", true, errors.Join(errs...)
 }
 
+// errSourceStopped is what requests to the coordinator fail with once
+// Run's end closed the source's connections (see Kafka.stopped).
 var errSourceStopped = errors.New("source stopped")
+
+// stopped returns errSourceStopped, with what Run ended with, if not nil.
+// k.mu is held.
+func (k *Kafka) stopped() error {
+	if k.ended != nil {
+		return fmt.Errorf("%w: %w", errSourceStopped, k.ended)
+	}
+	return fmt.Errorf("%w: its Run ended", errSourceStopped)
+}
 
 // coordinatorOpened returns the connection of s, nil if there is none yet,
 // or errSourceStopped once Run's end closed the connections.
@@ -1019,7 +1049,7 @@ func (k *Kafka) coordinatorOpened(s *kafkaCoordinatorSlot) (*sarama.Broker, erro
 		return s.conn.b, nil
 	}
 	if k.client == nil {
-		return nil, errSourceStopped
+		return nil, k.stopped()
 	}
 	return nil, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice/internal/kafkatest"
@@ -655,4 +656,44 @@ func TestKafkaLag(t *testing.T) {
 	assert.GreaterOrEqual(t, h.checked, 8, "500 records in batches of 60 give the lag of both partitions several times")
 	n, ok := src.Lag(0)
 	assert.False(t, ok, "a stopped member owns no partition, and knows no lag: %d", n)
+}
+
+// A commit in flight as Run ends, its connection to the coordinator
+// closed under it, fails at once, saying the source stopped: it does not
+// try again until the rebalance timeout, for a coordinator that the
+// source no longer asks.
+func TestKafkaCommitInFlightAsRunEnds(t *testing.T) {
+	checkLeaks(t)
+	b := startBroker(t, map[string]int32{"in": 1})
+	src := newSource(t, b, "in", "ends", func(cfg *source.KafkaConfig) {
+		cfg.Sarama.Consumer.Group.Rebalance.Timeout = time.Minute
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- src.Run(ctx) }()
+	require.Eventually(t, func() bool { return src.Owns(0) }, 20*time.Second, 10*time.Millisecond)
+
+	held, release := b.Stall(kmsg.OffsetCommit.Int16())
+	defer release()
+	committed := make(chan error, 1)
+	go func() {
+		committed <- src.Commit(context.Background(), []stream.Offset{{Source: "in", Partition: 0, Next: 1}})
+	}()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no OffsetCommit")
+	}
+	cancel()
+	require.NoError(t, stopped(t, ran))
+	select {
+	case err := <-committed:
+		assert.ErrorContains(t, err, "commit in/0@1")
+		assert.ErrorContains(t, err, "source stopped")
+	case <-time.After(10 * time.Second):
+		t.Error("the commit went on after Run ended")
+		release()
+		<-committed
+	}
 }
