@@ -949,11 +949,17 @@ func TestKafkaCoordinatorCloseKeepsSharedMetrics(t *testing.T) {
 	commit(1)
 	counted("after a commit")
 
-	// The next commit is refused once: the source drops its connection
-	// to the coordinator, and makes another.
+	// The next commit is refused a few times: each time, the source
+	// drops its connection to the coordinator, and makes another, which
+	// registers nothing new.
+	registered := len(registry.GetAll())
 	var refused atomic.Int32
 	c.ControlKey(kmsg.OffsetCommit.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		refused.Add(1)
+		if refused.Add(1) < 5 {
+			c.KeepControl()
+		} else {
+			c.DropControl() // KeepControl, once called, lasts
+		}
 		r := req.(*kmsg.OffsetCommitRequest)
 		resp := r.ResponseKind().(*kmsg.OffsetCommitResponse)
 		for _, rt := range r.Topics {
@@ -969,8 +975,9 @@ func TestKafkaCoordinatorCloseKeepsSharedMetrics(t *testing.T) {
 		return resp, nil, true
 	})
 	commit(2)
-	require.Equal(t, int32(1), refused.Load(), "commits refused")
+	require.Equal(t, int32(5), refused.Load(), "commits refused")
 	counted("after a coordinator connection dropped")
+	assert.Equal(t, registered, len(registry.GetAll()), "metrics registered")
 	_, err = k.fetchCommitted(client, 0)
 	require.NoError(t, err)
 
