@@ -808,8 +808,8 @@ func TestKafkaDialerCloseEndsADial(t *testing.T) {
 // coordinator, while the brokers answer its lookup with
 // COORDINATOR_NOT_AVAILABLE, waits for the new coordinator and fetches the
 // group's committed offset: the lookup retries as sarama's client does
-// (Metadata.Retry), and the claim does not give up after its few fetches,
-// without the commit it would keep the pipeline's state by.
+// (Metadata.Retry), and the claim tries again while the coordinator is
+// not available: without the commit, it would drop the pipeline's state.
 func TestKafkaClaimStartDuringACoordinatorFailover(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
 		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
@@ -839,7 +839,7 @@ func TestKafkaClaimStartDuringACoordinatorFailover(t *testing.T) {
 	k, client = newSource()
 	defer client.Close()
 	defer k.closeCoordinators()
-	// More lookups refused than the claim makes fetches (5), fewer than
+	// More lookups refused than the claim's quick tries (5), fewer than
 	// sarama's retries of each cover.
 	var refused atomic.Int32
 	c.ControlKey(kmsg.FindCoordinator.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
