@@ -217,8 +217,11 @@ type TxnOffsets interface {
 // the topic, group, partition, first_skipped (the committed offset) and
 // last_skipped, once. To tell this from a group with no committed offset,
 // which starts there skipping nothing, a claim that starts at the oldest or
-// newest record fetches the group's committed offset from its coordinator.
-// With SaramaFetch, the warning comes with the claim's first record, and
+// newest record fetches the group's committed offset from its coordinator,
+// waiting through a failover of the coordinator for up to the rebalance
+// timeout (Consumer.Group.Rebalance.Timeout) before it hands out any
+// record: a claim that starts without it drops the records and state the
+// pipeline kept of the partition. With SaramaFetch, the warning comes with the claim's first record, and
 // last_skipped is the offset before it: records a read committed claim
 // does not hand out (aborted transactions) count among those skipped.
 type Kafka struct {
