@@ -221,9 +221,10 @@ type TxnOffsets interface {
 // waiting through a failover of the coordinator for up to the rebalance
 // timeout (Consumer.Group.Rebalance.Timeout) before it hands out any
 // record: a claim that starts without it drops the records and state the
-// pipeline kept of the partition. With SaramaFetch, the warning comes with the claim's first record, and
-// last_skipped is the offset before it: records a read committed claim
-// does not hand out (aborted transactions) count among those skipped.
+// pipeline kept of the partition. With SaramaFetch, the warning comes with
+// the claim's first record, and last_skipped is the offset before it:
+// records a read committed claim does not hand out (aborted transactions)
+// count among those skipped.
 type Kafka struct {
 	cfg    KafkaConfig
 	sarama *sarama.Config
