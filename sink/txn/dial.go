@@ -67,6 +67,12 @@ func (d *dialer) Dial(network, addr string) (net.Conn, error) {
 	}
 	dc := &dialedConn{Conn: c, d: d}
 	d.conns[dc] = struct{}{}
+	if pc, ok := c.(net.PacketConn); ok {
+		// Go's resolver, which sarama dials with (see
+		// Net.ResolveCanonicalBootstrapServers), frames its queries as
+		// datagrams only on a net.PacketConn.
+		return &dialedPacketConn{dialedConn: dc, pc: pc}, nil
+	}
 	return dc, nil
 }
 
@@ -104,4 +110,16 @@ func (c *dialedConn) Close() error {
 	delete(c.d.conns, c)
 	c.d.mu.Unlock()
 	return c.Conn.Close()
+}
+
+// dialedPacketConn is a dialedConn of a datagram connection.
+type dialedPacketConn struct {
+	*dialedConn
+	pc net.PacketConn
+}
+
+func (c *dialedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) { return c.pc.ReadFrom(p) }
+
+func (c *dialedPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	return c.pc.WriteTo(p, addr)
 }

@@ -70,3 +70,64 @@ func TestDialerCloseClosesItsConnections(t *testing.T) {
 	_, err = conns[1].Read(make([]byte, 1))
 	assert.ErrorIs(t, err, net.ErrClosed, "the connection open is closed")
 }
+
+// dnsServer answers every A query over UDP with 127.0.0.1, and every other
+// query with no address, until the test ends. It returns its address.
+func dnsServer(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		_ = pc.Close()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := buf[:n]
+			// The question: a name, its labels up to the empty one, then
+			// its type and class.
+			end := 12
+			for end < n && q[end] != 0 {
+				end += int(q[end]) + 1
+			}
+			end += 5
+			if n < 12 || end > n {
+				continue // not a query: a dialer's connection that framed it as a stream's would
+			}
+			resp := append([]byte{q[0], q[1], 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0}, q[12:end]...)
+			if q[end-4] == 0 && q[end-3] == 1 { // type A
+				resp[7] = 1
+				resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1)
+			}
+			_, _ = pc.WriteTo(resp, from)
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+// sarama resolves the bootstrap brokers' names
+// (Net.ResolveCanonicalBootstrapServers) with a resolver that dials
+// through its config's dialer, the registration's, as Go's own resolver
+// (Linux's default) does: the datagram connection it dials for a query
+// must be one still (a net.PacketConn), for the resolver to frame its
+// queries as datagrams, not as a stream's.
+func TestADialersConnectionResolvesNames(t *testing.T) {
+	dns := dnsServer(t)
+	d := newDialer(sarama.NewConfig())
+	defer d.close()
+	r := &net.Resolver{PreferGo: true, Dial: func(_ context.Context, network, _ string) (net.Conn, error) {
+		return d.Dial(network, dns)
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addrs, err := r.LookupHost(ctx, "broker.sluice.test")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"127.0.0.1"}, addrs)
+}
