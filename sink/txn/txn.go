@@ -270,8 +270,8 @@ func (p *Producer) OnEnd(f func(committed bool)) {
 // will fail, and it must be aborted. Once Close has started, Send fails
 // with ErrClosed, and so fails the open transaction, which Close aborts;
 // so does a Send in progress, at once: its delivery makes no further
-// attempt, and Close's abort waits for the request in progress, if any,
-// to be answered, until Close gives up (Config.CloseTimeout) and closes its
+// attempt, and Close's abort waits for the request in progress, if any, to
+// be answered, until Close gives up (Config.CloseTimeout) and closes its
 // connection.
 func (p *Producer) Send(ctx context.Context, msgs []*sarama.ProducerMessage) error {
 	return p.send(ctx, msgs, false)
@@ -460,12 +460,12 @@ func (p *Producer) usable() error {
 // brokers answer there fences the Producer off, as if Commit had waited.
 //
 // Once Close has started, nothing is let go: Commit waits for the commit
-// until Close gives up (Config.CloseTimeout), which closes the connection under
-// the request in progress, if any; ctx done before stops the commit's
-// retries, and Commit waits for the request in progress to be answered,
-// until then. It returns the commit's outcome, or, when the commit was
-// given up so, an error wrapping ErrClosed: the transaction may have been
-// committed all the same.
+// until Close gives up (Config.CloseTimeout), which closes the connection
+// under the request in progress, if any; ctx done before stops the
+// commit's retries, and Commit waits for the request in progress to be
+// answered, until then. It returns the commit's outcome, or, when the
+// commit was given up so, an error wrapping ErrClosed: the transaction may
+// have been committed all the same.
 func (p *Producer) Commit(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.open {
@@ -803,25 +803,24 @@ func (p *Producer) learnt(s *registration, registered int, err error) {
 	}
 }
 
-// CloseTimeout is the default of Config.CloseTimeout: how long Close
-// waits for the abort of an open transaction, and for the commits and aborts that Commit and Abort let
-// go, or have in progress, to end, before it gives them up: the brokers
-// abort a transaction left open when it times out (Config.Timeout), or
-// when the transactional ID is registered again.
+// CloseTimeout is the default of Config.CloseTimeout: how long Close waits
+// for the abort of an open transaction, and for the commits and aborts
+// that Commit and Abort let go, or have in progress, to end, before it
+// gives them up: the brokers abort a transaction left open when it times
+// out (Config.Timeout), or when the transactional ID is registered again.
 const CloseTimeout = 5 * time.Second
 
 // Close aborts the open transaction, if any, disconnects, and waits for
 // those Commit and Abort let go to end, for up to Config.CloseTimeout in
-// all,
-// giving up what is left then: the retries of a delivery in flight too,
-// and the requests in progress, to a coordinator or produce requests,
+// all, giving up what is left then: the retries of a delivery in flight
+// too, and the requests in progress, to a coordinator or produce requests,
 // whose connections it closes rather than wait for their answers until
 // they time out (the Sarama config's Net.ReadTimeout). A registration in
 // progress (Init, or Begin) and a Send in progress (see Send) are stopped
 // first, and fail with ErrClosed, as every Init, Begin, Send and
 // AddOffsets after does; a Commit or Abort in progress is not let go once
-// Close has started, but given up with the rest at Config.CloseTimeout (see
-// Commit and Abort). It is safe to call more than once; the other
+// Close has started, but given up with the rest at Config.CloseTimeout
+// (see Commit and Abort). It is safe to call more than once; the other
 // methods fail after it.
 func (p *Producer) Close() error {
 	p.closeOnce.Do(func() {
