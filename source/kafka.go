@@ -231,7 +231,9 @@ type Kafka struct {
 	// conns is sarama's config for the source's own connections to the
 	// brokers (see kafkaMetrics).
 	conns *sarama.Config
-	log   *slog.Logger
+	// metrics is conns' metric registry, nil when sarama's config has none.
+	metrics *kafkaMetrics
+	log     *slog.Logger
 
 	running atomic.Bool
 
@@ -386,11 +388,14 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("topic", cfg.Topic, "group", cfg.Group)
+	k := &Kafka{cfg: cfg, sarama: sc, log: log, parts: make(map[int32]*kafkaPartition)}
 	conns := *sc
 	if conns.MetricRegistry != nil {
-		conns.MetricRegistry = kafkaMetrics{conns.MetricRegistry}
+		k.metrics = &kafkaMetrics{Registry: conns.MetricRegistry, names: make(map[string]struct{})}
+		conns.MetricRegistry = k.metrics
 	}
-	return &Kafka{cfg: cfg, sarama: sc, conns: &conns, log: log, parts: make(map[int32]*kafkaPartition)}, nil
+	k.conns = &conns
+	return k, nil
 }
 
 // kafkaMetrics is the Sarama config's metric registry as the source's own
@@ -401,13 +406,58 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 // consumer-fetch-rate, ...) among them, under the client's connections,
 // which would go on counting in meters no longer registered. The source's
 // connections (to the coordinator, the fetch loops') register the same
-// few names again as they reconnect, adding nothing to the registry; the
-// client's Close unregisters those the client shares, and the rest (the
-// rate of commit requests) stay, one meter each.
-type kafkaMetrics struct{ metrics.Registry }
+// few names again as they reconnect, adding nothing to the registry. Run's
+// end unregisters them (see close), as the client's Close does its
+// connections' metrics: a meter registered goes on being ticked until it
+// is, and a process that runs many sources would keep them all.
+type kafkaMetrics struct {
+	metrics.Registry
+	mu     sync.Mutex
+	names  map[string]struct{} // registered through r, until close
+	closed bool
+}
 
-func (kafkaMetrics) Unregister(string) {}
-func (kafkaMetrics) UnregisterAll()    {}
+func (r *kafkaMetrics) GetOrRegister(name string, m any) any {
+	r.mu.Lock()
+	r.names[name] = struct{}{}
+	r.mu.Unlock()
+	return r.Registry.GetOrRegister(name, m)
+}
+
+func (r *kafkaMetrics) Register(name string, m any) error {
+	r.mu.Lock()
+	r.names[name] = struct{}{}
+	r.mu.Unlock()
+	return r.Registry.Register(name, m)
+}
+
+// Unregister unregisters name only once close was called: a connection
+// closed after Run's end (see coordinatorConn) unregisters what it
+// registered, as sarama's connections do.
+func (r *kafkaMetrics) Unregister(name string) {
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		r.Registry.Unregister(name)
+	}
+}
+
+// UnregisterAll does nothing: sarama's connections unregister their
+// metrics one by one, and the registry holds the client's too.
+func (*kafkaMetrics) UnregisterAll() {}
+
+// close unregisters the metrics registered through r, once the source's
+// connections are closed.
+func (r *kafkaMetrics) close() {
+	r.mu.Lock()
+	names := r.names
+	r.names, r.closed = make(map[string]struct{}), true
+	r.mu.Unlock()
+	for name := range names {
+		r.Registry.Unregister(name)
+	}
+}
 
 // consumerConfig returns the sarama configuration of a source.
 func consumerConfig(cfg *KafkaConfig) (*sarama.Config, error) {
@@ -512,6 +562,9 @@ func (k *Kafka) Run(ctx context.Context) (runErr error) {
 		k.mu.Unlock()
 		k.closeCoordinators()
 		k.offsetFetches.Wait()
+		if k.metrics != nil {
+			k.metrics.close()
+		}
 		k.mu.Lock()
 		for _, p := range k.parts {
 			p.owner = kafkaNotOwned

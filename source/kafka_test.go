@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/rcrowley/go-metrics"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -695,5 +696,50 @@ func TestKafkaCommitInFlightAsRunEnds(t *testing.T) {
 		t.Error("the commit went on after Run ended")
 		release()
 		<-committed
+	}
+}
+
+// A run leaves no meter of its own registered in the Sarama config's
+// metric registry: a meter registered stays ticked by go-metrics until it
+// is unregistered, and a process that runs source after source, each with
+// a registry of its own (sarama.NewConfig's), would keep them all.
+func TestKafkaRunLeavesNoMeters(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*source.KafkaConfig)
+	}{
+		{"own-fetch", func(*source.KafkaConfig) {}},
+		{"sarama-fetch", saramaFetch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			b := startBroker(t, map[string]int32{"in": 2})
+			produce(t, b, "in", 2, 0, 100)
+			registry := metrics.NewRegistry()
+			src := newSource(t, b, "in", "meters", tc.edit, func(cfg *source.KafkaConfig) {
+				cfg.Sarama.MetricRegistry = registry
+			})
+			p := stream.NewPipeline(stream.Interval(20 * time.Millisecond))
+			stream.ForEachBatch(stream.From(p, src), func(context.Context, *stream.Batch[source.Message]) error { return nil })
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+			waitCommitted(t, b, "meters", "in")
+			cancel()
+			require.NoError(t, stopped(t, done))
+
+			// sarama's client closes its connections after its Close
+			// returns.
+			assert.EventuallyWithT(t, func(c *assert.CollectT) {
+				var left []string
+				registry.Each(func(name string, m any) {
+					if _, ok := m.(metrics.Meter); ok {
+						left = append(left, name)
+					}
+				})
+				assert.Empty(c, left, "meters left registered")
+			}, 10*time.Second, 20*time.Millisecond)
+		})
 	}
 }
