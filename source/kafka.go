@@ -1544,10 +1544,19 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *s
 	// its messages, and waits for it up to the rebalance timeout, the
 	// partition with no owner meanwhile, before it ends every claim of
 	// the member: the claim watches them as it waits. Those kept are
-	// bounded by the Buffer, as the queue is; past it, they wait in
-	// sarama's consumer.
+	// bounded by the Buffer, as the queue is: past it, sarama's partition
+	// consumer is paused, and the claim takes only what it fetched
+	// already, watching for the close behind it, until the claim knows
+	// whether it goes on.
 	var early []*sarama.ConsumerMessage
-	in := msgs
+	paused := false
+	if keep {
+		defer func() {
+			if paused {
+				group.Resume(map[string][]int32{k.cfg.Topic: {id}})
+			}
+		}()
+	}
 	await := func(answered <-chan struct{}, slept <-chan time.Time) bool {
 		for {
 			select {
@@ -1557,14 +1566,15 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *s
 				return true
 			case <-sess.Context().Done():
 				return false
-			case m, ok := <-in:
+			case m, ok := <-msgs:
 				if !ok {
 					return false
 				}
 				if keep {
 					early = append(early, m)
-					if len(early) >= k.cfg.Buffer {
-						in = nil
+					if len(early) >= k.cfg.Buffer && !paused {
+						group.Pause(map[string][]int32{k.cfg.Topic: {id}})
+						paused = true
 					}
 				}
 			}

@@ -1035,3 +1035,85 @@ func TestKafkaFetchConnectionCloseKeepsSharedMetrics(t *testing.T) {
 	require.NoError(t, client.RefreshMetadata("t"))
 	assert.Greater(t, m.Count(), before, "the client's requests count in request-rate")
 }
+
+// A claim with SaramaFetch that waits through a coordinator failover for
+// the group's committed offset, and whose messages filled the Buffer
+// meanwhile, still sees its messages close (a cooperative rebalance
+// revoked it) and lets the partition go at once: the rebalance would
+// wait for it, the partition with no owner, up to the rebalance timeout.
+func TestKafkaClaimRevokedWhileItsEarlyMessagesFillTheBuffer(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	require.NoError(t, err)
+	defer c.Close()
+	k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: "t", Group: "g", Buffer: 3, RevokeTimeout: time.Second})
+	require.NoError(t, err)
+	client, err := sarama.NewClient(c.ListenAddrs(), k.sarama)
+	require.NoError(t, err)
+	defer client.Close()
+	group, err := sarama.NewConsumerGroupFromClient("g", client)
+	require.NoError(t, err)
+	defer group.Close()
+	k.mu.Lock()
+	k.client, k.group = client, group
+	k.mu.Unlock()
+	defer k.closeCoordinators()
+	// The coordinator loads the group's offsets for as long as the test.
+	c.ControlKey(kmsg.OffsetFetch.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		code := kerr.CoordinatorLoadInProgress.Code
+		req := r.(*kmsg.OffsetFetchRequest)
+		resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
+		resp.ErrorCode = code
+		for _, g := range req.Groups {
+			rg := kmsg.NewOffsetFetchResponseGroup()
+			rg.Group, rg.ErrorCode = g.Group, code
+			resp.Groups = append(resp.Groups, rg)
+		}
+		for _, rt := range req.Topics {
+			st := kmsg.NewOffsetFetchResponseTopic()
+			st.Topic = rt.Topic
+			for _, p := range rt.Partitions {
+				sp := kmsg.NewOffsetFetchResponseTopicPartition()
+				sp.Partition, sp.Offset, sp.ErrorCode = p, -1, code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+
+	msgs := make(chan *sarama.ConsumerMessage)
+	type result struct {
+		off int64
+		ok  bool
+	}
+	fetched := make(chan result, 1)
+	go func() {
+		off, _, ok := k.committedOffset(session{ctx: context.Background()}, msgs, 0)
+		fetched <- result{off, ok}
+	}()
+	for off := int64(0); off < 3; off++ {
+		select {
+		case msgs <- &sarama.ConsumerMessage{Topic: "t", Partition: 0, Offset: off}:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("message %d not taken", off)
+		}
+	}
+	// What sarama's partition consumer fetched before the claim paused it
+	// still comes.
+	select {
+	case msgs <- &sarama.ConsumerMessage{Topic: "t", Partition: 0, Offset: 3}:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the claim stopped taking messages: a revoke would go unseen")
+	}
+	close(msgs)
+	select {
+	case r := <-fetched:
+		assert.False(t, r.ok, "the claim revoked goes on")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the claim revoked went on waiting for the coordinator")
+	}
+	k.offsetFetches.Wait()
+}
