@@ -400,16 +400,16 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 
 // kafkaMetrics is the Sarama config's metric registry as the source's own
 // connections to the brokers register in it: their metrics count with the
-// client's, but closing one unregisters none. sarama's Broker.Close
-// unregisters, and stops, every metric the broker registered, those it
-// shares with every other broker of the registry (request-rate,
-// consumer-fetch-rate, ...) among them, under the client's connections,
-// which would go on counting in meters no longer registered. The source's
-// connections (to the coordinator, the fetch loops') register the same
-// few names again as they reconnect, adding nothing to the registry. Run's
-// end unregisters them (see close), as the client's Close does its
-// connections' metrics: a meter registered goes on being ticked until it
-// is, and a process that runs many sources would keep them all.
+// client's, but closing one during Run unregisters none. sarama's
+// Broker.Close unregisters, and stops, every metric the broker
+// registered, those it shares with every other broker of the registry
+// (request-rate, consumer-fetch-rate, ...) among them, under the client's
+// connections, which would go on counting in meters no longer registered.
+// The source's connections (to the coordinator, the fetch loops') register
+// the same few names again as they reconnect, adding nothing to the
+// registry. Run's end unregisters them (see close), as the client's Close
+// does its connections' metrics: a meter registered goes on being ticked
+// until it is, and a process that runs many sources would keep them all.
 type kafkaMetrics struct {
 	metrics.Registry
 	mu     sync.Mutex
