@@ -614,7 +614,7 @@ func TestKafkaOwns(t *testing.T) {
 // handed out first once it starts, none lost; a claim whose messages
 // close meanwhile (a cooperative rebalance revoked it) does not start.
 func TestKafkaClaimStartKeepsTheMessagesThatCameMeanwhile(t *testing.T) {
-	k := newTestKafka(t, 100) // no client: each fetch of the commit fails, after a while
+	k := newTestKafka(t, 100) // no client: each fetch of the commit fails at once, as after Run's end
 	stop := make(chan struct{})
 	close(stop) // no waiting for commits
 	h := &kafkaHandler{k: k, stop: stop}
