@@ -744,3 +744,32 @@ func loadingOffsets(t *testing.T, c *kfake.Cluster, n int) (held <-chan struct{}
 		return refuse
 	}
 }
+
+// With SaramaFetch, a claim whose messages fill the Buffer while it waits
+// for a coordinator that loads the group's offsets pauses sarama's
+// partition consumer, and resumes it as it starts: every record comes
+// once, in order.
+func TestKafkaClaimStartPausedByItsEarlyMessagesResumes(t *testing.T) {
+	checkLeaks(t)
+	c, addrs := startCluster(t, 1, "in", 1)
+	produceEach(t, addrs, "in", 1, 0, 200, false)
+
+	// The first offset fetch is sarama's, as the member joins; the
+	// claim's after it are refused a while.
+	const refusals = 8
+	_, release, refused := loadingOffsets(t, c, refusals)
+	release()
+	var read offsetsRead
+	stop := runSource(t, sourceOn(t, addrs, "in", "paused", testLog(t), saramaFetch, func(cfg *source.KafkaConfig) {
+		cfg.Buffer = 10
+	}), read.add)
+	require.Eventually(t, func() bool { return len(read.all()) >= 200 }, 30*time.Second, 10*time.Millisecond,
+		"the claim read the partition")
+	produceEach(t, addrs, "in", 1, 200, 220, false)
+	require.Eventually(t, func() bool { return len(read.all()) >= 220 }, 30*time.Second, 10*time.Millisecond,
+		"the claim reads on")
+	stop()
+
+	assert.Equal(t, refusals, refused(), "offset fetches refused")
+	assert.Equal(t, span(0, 220), read.all(), "each record once, in order")
+}
