@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -25,6 +26,18 @@ func main() {
 		// script's background job) would then ignore it.
 		<-signals
 		cancel()
+		// timeout(1) and a kill of the process group send the signal to
+		// the process and to its group: it arrives twice, a moment
+		// apart, and the copy is not a second request.
+		repeat := time.After(signalRepeat)
+	drain:
+		for {
+			select {
+			case <-signals:
+			case <-repeat:
+				break drain
+			}
+		}
 		sig := <-signals
 		code := 128 + 2 // SIGINT's, as a shell reports it
 		if s, ok := sig.(syscall.Signal); ok {
@@ -34,6 +47,10 @@ func main() {
 	}()
 	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
+
+// signalRepeat is how long after a first SIGINT or SIGTERM another is
+// taken for a copy of it rather than a request to exit at once.
+const signalRepeat = 250 * time.Millisecond
 
 // Exit codes.
 const (
