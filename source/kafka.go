@@ -623,23 +623,49 @@ func (k *Kafka) connect(ctx context.Context) (sarama.Client, error) {
 	start := time.Now()
 	wait := kafkaBackoff{min: 100 * time.Millisecond, max: 5 * time.Second}
 	for attempt := 1; ; attempt++ {
-		client, err := sarama.NewClient(k.cfg.Brokers, k.sarama)
+		client, err := k.newClient(k.cfg.ConnectTimeout - time.Since(start))
 		if err == nil {
 			return client, nil
 		}
 		if ctx.Err() != nil {
 			return nil, nil
 		}
-		d := wait.next()
-		if time.Since(start)+d > k.cfg.ConnectTimeout {
+		left := k.cfg.ConnectTimeout - time.Since(start)
+		if left <= 0 {
 			return nil, fmt.Errorf("kafka source %s: brokers %v unreachable for %v (%d attempts): %w",
 				k.cfg.Topic, k.cfg.Brokers, time.Since(start).Round(time.Millisecond), attempt, err)
 		}
+		// The last attempt comes as ConnectTimeout ends, bounded by what
+		// is left of it.
+		d := min(wait.next(), left)
 		k.log.Warn("kafka brokers unreachable; retrying", "brokers", k.cfg.Brokers, "err", err, "retry_in", d)
 		if !kafkaSleep(ctx, d) {
 			return nil, nil
 		}
 	}
+}
+
+// newClient makes the sarama client, first reaching the brokers with a
+// client whose reads and metadata retries end within left: sarama's own
+// wait Net.ReadTimeout (30s) each, and a client makes several, so that
+// brokers that take connections and never answer (a hung broker, another
+// service on the port) would hold a connect for minutes past
+// ConnectTimeout, logging nothing.
+func (k *Kafka) newClient(left time.Duration) (sarama.Client, error) {
+	left = max(left, time.Millisecond)
+	probe := *k.sarama
+	probe.Net.DialTimeout = min(probe.Net.DialTimeout, left)
+	probe.Net.ReadTimeout = min(probe.Net.ReadTimeout, left)
+	probe.Net.WriteTimeout = min(probe.Net.WriteTimeout, left)
+	if probe.Metadata.Timeout == 0 || probe.Metadata.Timeout > left {
+		probe.Metadata.Timeout = left
+	}
+	client, err := sarama.NewClient(k.cfg.Brokers, &probe)
+	if err != nil {
+		return nil, err
+	}
+	client.Close()
+	return sarama.NewClient(k.cfg.Brokers, k.sarama)
 }
 
 // Poll implements stream.Source: it hands out the records read ahead,

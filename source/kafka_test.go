@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -484,6 +485,55 @@ func TestKafkaConnectTimeout(t *testing.T) {
 	assert.ErrorContains(t, err, "unreachable")
 	assert.ErrorContains(t, err, addr)
 	assert.ErrorIs(t, err, sarama.ErrOutOfBrokers)
+}
+
+// Brokers that take connections and never answer (a hung broker, another
+// service on the port) fail the run within ConnectTimeout too, not after
+// sarama's reads and retries have each waited its Net.ReadTimeout (30s).
+func TestKafkaConnectTimeoutSilentBrokers(t *testing.T) {
+	checkLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+
+	src, err := source.NewKafka(source.KafkaConfig{
+		Brokers: []string{ln.Addr().String()}, Topic: "in", Group: "g", ConnectTimeout: time.Second,
+	})
+	require.NoError(t, err)
+	p := stream.NewPipeline()
+	stream.ForEachBatch(stream.From(p, src), func(context.Context, *stream.Batch[source.Message]) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = p.Run(ctx)
+	require.Error(t, err, "Run fails before its context ends")
+	assert.Less(t, time.Since(start), 10*time.Second)
+	assert.ErrorContains(t, err, "unreachable")
+	assert.ErrorContains(t, err, ln.Addr().String())
 }
 
 func TestKafkaMissingTopicFails(t *testing.T) {

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +31,58 @@ func TestUnreachableBrokersGiveUpAfterConnectTimeout(t *testing.T) {
 	assert.GreaterOrEqual(t, strings.Count(r.stderr, `msg="kafka brokers unreachable; retrying"`), 2, "every attempt is logged")
 	assert.Contains(t, r.stderr, "retry_in=", "with its backoff")
 	assert.Regexp(t, `popularusers run: .*brokers \[`+addr+`\] unreachable for [0-9.]+s \([0-9]+ attempts\)`, r.stderr)
+}
+
+// Brokers that take connections and never answer (a hung broker, another
+// service on the port) fail the run within -connect-timeout too, with and
+// without -state changelog (which reads the input's partitions first).
+func TestSilentBrokersGiveUpAfterConnectTimeout(t *testing.T) {
+	addr := silentListener(t)
+	for _, mode := range [][]string{{"-checkpoint="}, {"-state", "changelog"}} {
+		t.Run(strings.Join(mode, " "), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			start := time.Now()
+			r := runMain(t, ctx, "", append([]string{"-brokers", addr, "-connect-timeout", "2s", "-json"}, mode...)...)
+			assert.Equal(t, exitFailure, r.code)
+			assert.Less(t, time.Since(start), 15*time.Second, "it gives up after -connect-timeout")
+			assert.Regexp(t, `popularusers run: .*brokers \[`+addr+`\] unreachable for [0-9.]+s`, r.stderr)
+		})
+	}
+}
+
+// silentListener returns the address of a listener that takes connections
+// and never answers.
+func silentListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
 }
 
 // An output topic that refuses writes (here: it does not exist) past

@@ -304,7 +304,12 @@ func (c *runConfig) openChangelog(ctx context.Context, brokers []string, tx *txn
 func topicPartitions(ctx context.Context, brokers []string, topic string, timeout time.Duration, log *slog.Logger) (int32, error) {
 	cfg := sarama.NewConfig()
 	cfg.Metadata.AllowAutoTopicCreation = false // the input topic is the producers' to create
+	// Brokers that take connections and never answer must not hold an
+	// attempt for sarama's 30s reads, and its retries, past timeout.
 	cfg.Net.DialTimeout = min(cfg.Net.DialTimeout, timeout)
+	cfg.Net.ReadTimeout = min(cfg.Net.ReadTimeout, timeout)
+	cfg.Net.WriteTimeout = min(cfg.Net.WriteTimeout, timeout)
+	cfg.Metadata.Timeout = timeout
 	start := time.Now()
 	backoff := firstRetry
 	for attempt := 1; ; attempt++ {
