@@ -70,7 +70,10 @@ func parseRun(args []string, stderr io.Writer) (*runConfig, error) {
 	fs := newFlagSet("run", `Reads activity events, keeps a running score per user, and every batch
 reports the users whose score is above the -limit quantile of all scores.
 With no -brokers and no -input, it starts an embedded Kafka broker and a
-producer of random events, and shows results on its own.`, stderr)
+producer of random events, and shows results on its own.
+
+The other commands, produce, generate, broker and bench, take flags of
+their own: "popularusers help" lists them.`, stderr)
 	brokers := fs.String("brokers", "", "Kafka bootstrap `addresses`, host:port,...; empty: start an embedded broker on -listen")
 	fs.StringVar(&c.listen, "listen", defaultListen, "`address` of the embedded broker (host:0 picks a free port)")
 	fs.Float64Var(&c.rate, "rate", defaultRate, "events per second of the embedded broker's built-in producer; 0: none")

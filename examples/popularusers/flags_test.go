@@ -72,7 +72,10 @@ func TestHelpExitsZero(t *testing.T) {
 		assert.Contains(t, r.stderr, "Usage: popularusers", "%v", args)
 		assert.Contains(t, r.stderr, "(default info)", "%v: the default -log-level named as the usage names the levels", args)
 	}
-	r := runMain(t, context.Background(), "", "help")
+	r := runMain(t, context.Background(), "", "-h")
+	assert.Contains(t, r.stderr, `produce, generate, broker and bench`, "the default command's usage names the others")
+	assert.Contains(t, r.stderr, `"popularusers help"`)
+	r = runMain(t, context.Background(), "", "help")
 	assert.Equal(t, exitOK, r.code)
 	assert.Contains(t, r.stdout, "popularusers generate")
 }
