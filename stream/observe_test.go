@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -362,4 +363,34 @@ func TestCodecThatIgnoresDstStoresItsBytes(t *testing.T) {
 	run([]stream.Pair[int, int]{stream.KV(12, 340), stream.KV(5, 6)})
 	got := run([]stream.Pair[int, int]{{}, {}, stream.KV(7, 1)})
 	assert.Equal(t, map[int]int{12: 340, 5: 6, 7: 1}, got)
+}
+
+// twiceStore gives every entry twice, as a changelog does a key that two
+// checkpoints not yet compacted wrote.
+type twiceStore struct{ *memStore }
+
+func (s twiceStore) Restore(ctx context.Context, partitions []int32, put func(stream.Entry) error) ([]stream.Offset, error) {
+	return s.memStore.Restore(ctx, partitions, func(e stream.Entry) error {
+		if err := put(e); err != nil {
+			return err
+		}
+		return put(e)
+	})
+}
+
+// The log of a restore says how many keys the state holds, not only how
+// many entries the Store gave.
+func TestRestoreLogsTheKeysRestored(t *testing.T) {
+	store := twiceStore{newMemStore()}
+	var logs bytes.Buffer
+	for i := range 2 {
+		logs.Reset()
+		p := stream.NewPipeline(stream.Interval(0), stream.Parallelism(2), stream.WithStore(store),
+			stream.Logger(slog.New(slog.NewTextHandler(&logs, nil))))
+		in := stream.From(p, source.NewSlice(fmt.Sprintf("run%d", i), []stream.Pair[int, int]{{1, 1}, {2, 1}, {3, 1}, {1, 1}}, 2))
+		stream.ForEachBatch(stream.UpdateStateByKey(in, dropNegative).Named("totals"),
+			func(context.Context, *stream.Batch[stream.Pair[int, int]]) error { return nil })
+		run(t, p)
+	}
+	assert.Contains(t, logs.String(), `msg="state restored" partitions=[] entries=6 keys=3 `)
 }
