@@ -748,11 +748,21 @@ func loadingOffsets(t *testing.T, c *kfake.Cluster, n int) (held <-chan struct{}
 // With SaramaFetch, a claim whose messages fill the Buffer while it waits
 // for a coordinator that loads the group's offsets pauses sarama's
 // partition consumer, and resumes it as it starts: every record comes
-// once, in order.
+// once, in order. Each fetch brings one record, so that the pause stops
+// the partition's fetches partway and the resume goes on from there.
 func TestKafkaClaimStartPausedByItsEarlyMessagesResumes(t *testing.T) {
 	checkLeaks(t)
 	c, addrs := startCluster(t, 1, "in", 1)
-	produceEach(t, addrs, "in", 1, 0, 200, false)
+	produceEach(t, addrs, "in", 1, 0, 200, true)
+	var mu sync.Mutex
+	fetches := 0
+	c.ControlKey(kmsg.Fetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		mu.Lock()
+		fetches++
+		mu.Unlock()
+		return nil, nil, false
+	})
 
 	// The first offset fetch is sarama's, as the member joins; the
 	// claim's after it are refused a while.
@@ -762,6 +772,9 @@ func TestKafkaClaimStartPausedByItsEarlyMessagesResumes(t *testing.T) {
 	var read offsetsRead
 	stop := runSource(t, sourceOn(t, addrs, "in", "paused", testLog(t), saramaFetch, func(cfg *source.KafkaConfig) {
 		cfg.Buffer = 10
+		// One record batch per fetch, and few held in sarama's channels.
+		cfg.Sarama.Consumer.Fetch.Default = 1
+		cfg.Sarama.ChannelBufferSize = 1
 	}), read.add)
 	require.Eventually(t, func() bool { return len(read.all()) >= 200 }, 30*time.Second, 10*time.Millisecond,
 		"the claim read the partition")
@@ -771,5 +784,8 @@ func TestKafkaClaimStartPausedByItsEarlyMessagesResumes(t *testing.T) {
 	stop()
 
 	assert.Equal(t, refusals, refused(), "offset fetches refused")
+	mu.Lock()
+	assert.GreaterOrEqual(t, fetches, 200, "a record per fetch")
+	mu.Unlock()
 	assert.Equal(t, span(0, 220), read.all(), "each record once, in order")
 }
