@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -52,7 +53,18 @@ type KafkaConfig struct {
 	// timeout, a connection lost) is then written twice. Not with
 	// Transaction.
 	Async bool
+	// ConnectTimeout bounds how long a Write may wait to reach the
+	// brokers when it makes the sink's client (the first Write, or the
+	// next after one that could not): the Write then fails. Brokers that
+	// take connections and never answer (a hung broker, another service
+	// on the port) would otherwise hold it for minutes, through sarama's
+	// reads and retries. Unused with Transaction, whose producer connects
+	// by itself. Default DefaultKafkaConnectTimeout.
+	ConnectTimeout time.Duration
 }
+
+// DefaultKafkaConnectTimeout is the default of KafkaConfig.ConnectTimeout.
+const DefaultKafkaConnectTimeout = 30 * time.Second
 
 // Kafka is a sink that writes each value of a stream as one Kafka message.
 // The messages of a batch go out in one produce request per leader broker
@@ -63,7 +75,8 @@ type KafkaConfig struct {
 // messages go out in the transaction, by its producer, the same way.
 //
 // The client is created by the first Write, so that NewKafka starts no
-// goroutine and does not need the brokers; Close stops it. Write, Flush and
+// goroutine and does not need the brokers, within KafkaConfig.ConnectTimeout
+// or until the Write's ctx is done; Close stops it. Write, Flush and
 // Close are safe for concurrent use, and are serialized.
 type Kafka[T any] struct {
 	cfg    KafkaConfig
@@ -151,8 +164,13 @@ func newKafka[T any](cfg KafkaConfig, encode func(v T) (Message, error)) (*Kafka
 		return nil, fmt.Errorf("kafka sink %s: no encoder", cfg.Topic)
 	case cfg.Async && cfg.Transaction != nil:
 		return nil, fmt.Errorf("kafka sink %s: Async with a Transaction: a transaction's writes are delivered when it commits", cfg.Topic)
+	case cfg.ConnectTimeout < 0:
+		return nil, fmt.Errorf("kafka sink %s: negative connect timeout %v", cfg.Topic, cfg.ConnectTimeout)
 	}
 	cfg.Brokers = slices.Clone(cfg.Brokers)
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultKafkaConnectTimeout
+	}
 	sc := kafkaconf.Producer(cfg.Sarama)
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka sink %s: sarama config: %w", cfg.Topic, err)
@@ -262,9 +280,9 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 		return fmt.Errorf("kafka sink %s: %w", k.cfg.Topic, err) // nothing sent
 	}
 	if k.producer == nil {
-		c, err := sarama.NewClient(k.cfg.Brokers, k.sarama)
+		c, err := k.newClient(ctx)
 		if err != nil {
-			return fmt.Errorf("kafka sink %s: connect to %v: %w", k.cfg.Topic, k.cfg.Brokers, err)
+			return err
 		}
 		p, err := kafkaconf.NewBatchProducer(c, k.cfg.Topic)
 		if err != nil {
@@ -288,6 +306,83 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 			k.cfg.Topic, len(failed), total, e.Msg.Partition, e.Err)
 	}
 	return nil
+}
+
+// newClient makes the sarama client, first reaching the brokers with a
+// client whose dials, reads and metadata retries end within
+// ConnectTimeout, and whose connections close when ctx is done: sarama's
+// own wait Net.ReadTimeout (30s) each, and a client makes several, none
+// of which a context ends.
+func (k *Kafka[T]) newClient(ctx context.Context) (sarama.Client, error) {
+	start := time.Now()
+	probeCtx, cancel := context.WithTimeout(ctx, k.cfg.ConnectTimeout)
+	defer cancel()
+	probe, left := *k.sarama, k.cfg.ConnectTimeout
+	probe.Net.DialTimeout = min(probe.Net.DialTimeout, left)
+	probe.Net.ReadTimeout = min(probe.Net.ReadTimeout, left)
+	probe.Net.WriteTimeout = min(probe.Net.WriteTimeout, left)
+	if probe.Metadata.Timeout == 0 || probe.Metadata.Timeout > left {
+		probe.Metadata.Timeout = left
+	}
+	d := &ctxDialer{ctx: probeCtx, next: probe.Net.Proxy.Dialer}
+	if !probe.Net.Proxy.Enable {
+		d.next = &net.Dialer{Timeout: probe.Net.DialTimeout, KeepAlive: probe.Net.KeepAlive, LocalAddr: probe.Net.LocalAddr}
+	}
+	probe.Net.Proxy.Enable, probe.Net.Proxy.Dialer = true, d
+	backoff := probe.Metadata.Retry.BackoffFunc
+	probe.Metadata.Retry.BackoffFunc = func(retries, maxRetries int) time.Duration {
+		switch {
+		case probeCtx.Err() != nil:
+			return 0 // the retries fail at once
+		case backoff != nil:
+			return backoff(retries, maxRetries)
+		}
+		return probe.Metadata.Retry.Backoff
+	}
+	client, err := sarama.NewClient(k.cfg.Brokers, &probe)
+	if err == nil {
+		client.Close()
+		if err = context.Cause(ctx); err == nil {
+			client, err = sarama.NewClient(k.cfg.Brokers, k.sarama)
+			if err == nil {
+				return client, nil
+			}
+		}
+	}
+	if cerr := context.Cause(ctx); cerr != nil {
+		return nil, fmt.Errorf("kafka sink %s: connect to %v: %w", k.cfg.Topic, k.cfg.Brokers, cerr)
+	}
+	return nil, fmt.Errorf("kafka sink %s: brokers %v unreachable for %v: %w",
+		k.cfg.Topic, k.cfg.Brokers, time.Since(start).Round(time.Millisecond), err)
+}
+
+// ctxDialer dials with next, and closes the connections it made once ctx
+// is done, which ends sarama's reads on them at once.
+type ctxDialer struct {
+	ctx  context.Context
+	next interface {
+		Dial(network, addr string) (net.Conn, error)
+	}
+}
+
+func (d *ctxDialer) Dial(network, addr string) (net.Conn, error) {
+	if err := d.ctx.Err(); err != nil {
+		return nil, err
+	}
+	var (
+		c   net.Conn
+		err error
+	)
+	if nd, ok := d.next.(*net.Dialer); ok {
+		c, err = nd.DialContext(d.ctx, network, addr)
+	} else {
+		c, err = d.next.Dial(network, addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(d.ctx, func() { c.Close() })
+	return c, nil
 }
 
 // deliver starts the delivery of msgs, which point into own (nil for

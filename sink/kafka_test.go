@@ -219,6 +219,7 @@ func TestNewKafkaSinkValidates(t *testing.T) {
 		{"no encoder", sink.KafkaConfig{Brokers: []string{"b:9092"}, Topic: "t"}, nil, "no encoder"},
 		{"bad sarama config", sink.KafkaConfig{Brokers: []string{"b:9092"}, Topic: "t", Sarama: bad}, enc, "sarama config"},
 		{"kafka before 0.11", sink.KafkaConfig{Brokers: []string{"b:9092"}, Topic: "t", Sarama: old}, enc, "need Kafka 0.11 or later"},
+		{"negative connect timeout", sink.KafkaConfig{Brokers: []string{"b:9092"}, Topic: "t", ConnectTimeout: -time.Second}, enc, "negative connect timeout -1s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := sink.NewKafka(tc.cfg, tc.enc)

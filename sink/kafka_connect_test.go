@@ -1,0 +1,107 @@
+package sink_test
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/sink"
+)
+
+// silentBrokers returns the address of a listener that takes connections
+// and never answers, as a hung broker or another service on the port, and
+// a func that closes them, which the test's cleanup calls too.
+func silentBrokers(t *testing.T) (string, func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	})
+	hangUp := sync.OnceFunc(func() {
+		ln.Close()
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	t.Cleanup(hangUp)
+	return ln.Addr().String(), hangUp
+}
+
+// writeWithin returns how long k's first Write took and its error,
+// failing t when it takes longer than limit, after ending the Write with
+// hangUp.
+func writeWithin(t *testing.T, ctx context.Context, k *sink.Kafka[int], limit time.Duration, hangUp func()) (time.Duration, error) {
+	t.Helper()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- k.Write(ctx, batch([]int{1})) }()
+	select {
+	case err := <-done:
+		return time.Since(start), err
+	case <-time.After(limit):
+		hangUp()
+		<-done
+		t.Fatalf("Write still blocked after %v", limit)
+		return 0, nil
+	}
+}
+
+// Brokers that take connections and never answer fail the first Write
+// within ConnectTimeout, not after sarama's reads and retries have each
+// waited its Net.ReadTimeout (30s), for minutes.
+func TestKafkaSinkConnectTimeoutSilentBrokers(t *testing.T) {
+	checkLeaks(t)
+	addr, hangUp := silentBrokers(t)
+	k, err := sink.NewKafka(sink.KafkaConfig{Brokers: []string{addr}, Topic: "out", ConnectTimeout: 2 * time.Second}, pairEncoder)
+	require.NoError(t, err)
+	defer k.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	took, err := writeWithin(t, ctx, k, 30*time.Second, hangUp)
+	require.Error(t, err)
+	assert.NoError(t, ctx.Err(), "Write failed by itself")
+	assert.Less(t, took, 15*time.Second, "within about ConnectTimeout")
+	assert.ErrorContains(t, err, "kafka sink out: brokers ["+addr+"] unreachable")
+	assert.NoError(t, k.Close())
+}
+
+// A Write whose ctx ends while the brokers do not answer returns soon
+// after, with the ctx's error, well before ConnectTimeout.
+func TestKafkaSinkConnectCancelled(t *testing.T) {
+	checkLeaks(t)
+	addr, hangUp := silentBrokers(t)
+	k, err := sink.NewKafka(sink.KafkaConfig{Brokers: []string{addr}, Topic: "out"}, pairEncoder) // the default ConnectTimeout
+	require.NoError(t, err)
+	defer k.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	took, err := writeWithin(t, ctx, k, 20*time.Second, hangUp)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Less(t, took, 10*time.Second, "well before the default ConnectTimeout")
+	assert.ErrorContains(t, err, "kafka sink out: connect to ["+addr+"]")
+	assert.NoError(t, k.Close())
+}
