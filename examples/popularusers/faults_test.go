@@ -51,6 +51,19 @@ func TestSilentBrokersGiveUpAfterConnectTimeout(t *testing.T) {
 	}
 }
 
+// Brokers that take connections and never answer fail produce within
+// -connect-timeout too, not after sarama's reads and retries.
+func TestSilentBrokersProduceGivesUpAfterConnectTimeout(t *testing.T) {
+	addr := silentListener(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	r := runMain(t, ctx, "", "produce", "-brokers", addr, "-connect-timeout", "2s", "-count", "10")
+	assert.Equal(t, exitFailure, r.code)
+	assert.Less(t, time.Since(start), 15*time.Second, "it gives up after -connect-timeout")
+	assert.Regexp(t, `popularusers produce: .*kafka sink messages: brokers \[`+addr+`\] unreachable for [0-9.]+s`, r.stderr)
+}
+
 // silentListener returns the address of a listener that takes connections
 // and never answers.
 func silentListener(t *testing.T) string {

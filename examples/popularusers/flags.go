@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/digest"
+	"github.com/sluicehq/sluice/sink"
 )
 
 // Defaults shared by the commands.
@@ -208,6 +209,8 @@ type produceConfig struct {
 	start   int64
 	users   int64
 	seed    uint64
+	// connectTimeout bounds the wait for the brokers to answer.
+	connectTimeout time.Duration
 }
 
 func parseProduce(args []string, stderr io.Writer) (*produceConfig, error) {
@@ -221,6 +224,7 @@ topic, keyed by user id, as the original producer does.`, stderr)
 	fs.Int64Var(&c.start, "start", defaultStart, "first user id")
 	fs.Int64Var(&c.users, "users", defaultUsers, "user ids are uniform over start..start+users, both included")
 	fs.Uint64Var(&c.seed, "seed", 0, "random seed; 0: a new one every run")
+	fs.DurationVar(&c.connectTimeout, "connect-timeout", sink.DefaultKafkaConnectTimeout, "give up after this `long` without reaching the Kafka brokers")
 	if err := parseFlags(fs, args, &c.logConfig); err != nil {
 		return nil, err
 	}
@@ -237,6 +241,8 @@ topic, keyed by user id, as the original producer does.`, stderr)
 		return nil, usagef("-rate %v: must be 0 (as fast as possible) or a positive number of events per second", c.rate)
 	case c.count < 0:
 		return nil, usagef("-count %d: must be 0 (until stopped) or more", c.count)
+	case c.connectTimeout <= 0:
+		return nil, usagef("-connect-timeout %v: must be positive, such as 30s", c.connectTimeout)
 	}
 	if err := checkUsers(c.start, c.users); err != nil {
 		return nil, err

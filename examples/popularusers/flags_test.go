@@ -40,6 +40,7 @@ func TestBadCommandLinesExitWithUsage(t *testing.T) {
 		{"produce negative count", []string{"produce", "-count", "-1"}, "-count -1"},
 		{"produce no brokers", []string{"produce", "-brokers", ""}, "-brokers: need at least one"},
 		{"produce user 0", []string{"produce", "-start", "0"}, "-start 0: user ids start at 1"},
+		{"produce connect timeout 0", []string{"produce", "-connect-timeout", "0s"}, "-connect-timeout 0s: must be positive"},
 		{"generate negative rows", []string{"generate", "-rows", "-5"}, "-rows -5"},
 		{"generate no output", []string{"generate", "-o", ""}, "-o: need a file name"},
 		{"unknown state", []string{"-state", "disk"}, `-state "disk": must be dir or changelog`},

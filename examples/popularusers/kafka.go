@@ -51,13 +51,14 @@ func startBroker(listen string, fallback bool, dataDir string, topics map[string
 
 // newProducer returns a pipeline that writes the events of gen to topic,
 // keyed by user id so that all events of a user land in one partition,
-// and the sink to close once the pipeline has returned.
-func newProducer(gen source.GeneratorConfig, brokers []string, topic string, log *slog.Logger) (*stream.Pipeline, *sink.Kafka[score.Event], error) {
+// and the sink to close once the pipeline has returned. The first write
+// fails when the brokers do not answer within connectTimeout.
+func newProducer(gen source.GeneratorConfig, brokers []string, topic string, connectTimeout time.Duration, log *slog.Logger) (*stream.Pipeline, *sink.Kafka[score.Event], error) {
 	g, err := source.NewGenerator(gen)
 	if err != nil {
 		return nil, nil, err
 	}
-	out, err := sink.NewKafka(sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log}, encodeEvent)
+	out, err := sink.NewKafka(sink.KafkaConfig{Brokers: brokers, Topic: topic, ConnectTimeout: connectTimeout, Logger: log}, encodeEvent)
 	if err != nil {
 		return nil, nil, err
 	}
