@@ -434,7 +434,7 @@ func (c *benchConfig) pipeline(ctx context.Context, brokers []string, group, pl 
 		if err != nil {
 			return err
 		}
-		if popular, err = newPopularSink(brokers, rc.outTopic, eos.producer(), log); err != nil {
+		if popular, err = newPopularSink(brokers, rc.outTopic, rc.faults.connectTimeout, eos.producer(), log); err != nil {
 			return err
 		}
 		dead = sink.NewJSONLines[deadLetter]("dead letters", io.Discard)

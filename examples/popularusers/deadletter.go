@@ -194,8 +194,8 @@ var maxDeadLetterBytes = sarama.NewConfig().Producer.MaxMessageBytes - kafkaconf
 
 // newDLQSink publishes dead letters to topic: each the bad record's key
 // and value unchanged, with why and where from in headers.
-func newDLQSink(brokers []string, topic string, tx *txn.Producer, log *slog.Logger) (*sink.Kafka[deadLetter], error) {
-	return sink.NewKafkaMessages(sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log, Transaction: tx, Async: tx == nil}, func(d deadLetter) (sink.Message, error) {
+func newDLQSink(brokers []string, topic string, connectTimeout time.Duration, tx *txn.Producer, log *slog.Logger) (*sink.Kafka[deadLetter], error) {
+	return sink.NewKafkaMessages(sink.KafkaConfig{Brokers: brokers, Topic: topic, ConnectTimeout: connectTimeout, Logger: log, Transaction: tx, Async: tx == nil}, func(d deadLetter) (sink.Message, error) {
 		m := sink.Message{Key: d.key, Value: d.raw, Headers: []sink.Header{
 			{Key: headerError, Value: []byte(d.Error)},
 			{Key: headerKind, Value: []byte(d.Kind)},
@@ -295,7 +295,7 @@ func (c *runConfig) deadLetterSinks(brokers []string, tx *txn.Producer, stderr i
 		sinks, where, closers = append(sinks, s), "file "+f, append(closers, s.Close)
 	}
 	if t := c.faults.dlqTopic; t != "" && len(brokers) > 0 {
-		s, err := newDLQSink(brokers, t, tx, log)
+		s, err := newDLQSink(brokers, t, c.faults.connectTimeout, tx, log)
 		if err != nil {
 			for _, cl := range closers {
 				cl()

@@ -106,9 +106,9 @@ func batchHeaderOf(t time.Time) sink.Header {
 
 var _ stream.Sink[total] = (*popularSink)(nil)
 
-func newPopularSink(brokers []string, topic string, tx *txn.Producer, log *slog.Logger) (*popularSink, error) {
+func newPopularSink(brokers []string, topic string, connectTimeout time.Duration, tx *txn.Producer, log *slog.Logger) (*popularSink, error) {
 	s := &popularSink{}
-	cfg := sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log, Transaction: tx, Async: tx == nil}
+	cfg := sink.KafkaConfig{Brokers: brokers, Topic: topic, ConnectTimeout: connectTimeout, Logger: log, Transaction: tx, Async: tx == nil}
 	k, err := sink.NewKafkaMessages(cfg, func(t total) (sink.Message, error) {
 		return sink.Message{Key: s.key, Value: appendPair(nil, t), Headers: s.headers}, nil
 	})
@@ -145,8 +145,8 @@ func appendPair(b []byte, t total) []byte {
 // {"batch":N,"quantile":Q,"threshold":T,"users":U}, with the key and batch
 // header of the batch's popular users, and a header with the number of
 // input records the batch counted.
-func newThresholdSink(brokers []string, topic string, tx *txn.Producer, log *slog.Logger) (*sink.Kafka[cut], error) {
-	cfg := sink.KafkaConfig{Brokers: brokers, Topic: topic, Logger: log, Transaction: tx, Async: tx == nil}
+func newThresholdSink(brokers []string, topic string, connectTimeout time.Duration, tx *txn.Producer, log *slog.Logger) (*sink.Kafka[cut], error) {
+	cfg := sink.KafkaConfig{Brokers: brokers, Topic: topic, ConnectTimeout: connectTimeout, Logger: log, Transaction: tx, Async: tx == nil}
 	return sink.NewKafkaMessages(cfg, func(c cut) (sink.Message, error) {
 		return sink.Message{Key: batchKey(c.Time), Value: appendThreshold(nil, c), Headers: []sink.Header{
 			batchHeaderOf(c.Time), {Key: recordsHeader, Value: strconv.AppendInt(nil, int64(c.Records), 10)},

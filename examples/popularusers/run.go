@@ -98,14 +98,14 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 	out.retry = retryConfig{c.faults.outputRetry, log}
 	closers = append(closers, closeDead...)
 	if len(brokers) > 0 {
-		popular, err := newPopularSink(brokers, c.outTopic, tx, log)
+		popular, err := newPopularSink(brokers, c.outTopic, c.faults.connectTimeout, tx, log)
 		if err != nil {
 			return err
 		}
 		out.popular = popular
 		closers = append(closers, popular.Close)
 		if c.thresholdTopic != "" {
-			thresholds, err := newThresholdSink(brokers, c.thresholdTopic, tx, log)
+			thresholds, err := newThresholdSink(brokers, c.thresholdTopic, c.faults.connectTimeout, tx, log)
 			if err != nil {
 				return err
 			}
