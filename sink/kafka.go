@@ -340,20 +340,21 @@ func (k *Kafka[T]) newClient(ctx context.Context) (sarama.Client, error) {
 		return probe.Metadata.Retry.Backoff
 	}
 	client, err := sarama.NewClient(k.cfg.Brokers, &probe)
-	if err == nil {
-		client.Close()
-		if err = context.Cause(ctx); err == nil {
-			client, err = sarama.NewClient(k.cfg.Brokers, k.sarama)
-			if err == nil {
-				return client, nil
-			}
-		}
-	}
 	if cerr := context.Cause(ctx); cerr != nil {
+		if client != nil {
+			client.Close()
+		}
 		return nil, fmt.Errorf("kafka sink %s: connect to %v: %w", k.cfg.Topic, k.cfg.Brokers, cerr)
 	}
-	return nil, fmt.Errorf("kafka sink %s: brokers %v unreachable for %v: %w",
-		k.cfg.Topic, k.cfg.Brokers, time.Since(start).Round(time.Millisecond), err)
+	if err != nil {
+		return nil, fmt.Errorf("kafka sink %s: brokers %v unreachable for %v: %w",
+			k.cfg.Topic, k.cfg.Brokers, time.Since(start).Round(time.Millisecond), err)
+	}
+	client.Close()
+	if client, err = sarama.NewClient(k.cfg.Brokers, k.sarama); err != nil {
+		return nil, fmt.Errorf("kafka sink %s: connect to %v: %w", k.cfg.Topic, k.cfg.Brokers, err)
+	}
+	return client, nil
 }
 
 // ctxDialer dials with next, and closes the connections it made once ctx
