@@ -2,52 +2,15 @@ package sink_test
 
 import (
 	"context"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/sink"
 )
-
-// silentBrokers returns the address of a listener that takes connections
-// and never answers, as a hung broker or another service on the port, and
-// a func that closes them, which the test's cleanup calls too.
-func silentBrokers(t *testing.T) (string, func()) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-		wg    sync.WaitGroup
-	)
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	})
-	hangUp := sync.OnceFunc(func() {
-		ln.Close()
-		wg.Wait()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	t.Cleanup(hangUp)
-	return ln.Addr().String(), hangUp
-}
 
 // writeWithin returns how long k's first Write took and its error,
 // failing t when it takes longer than limit, after ending the Write with
@@ -73,7 +36,7 @@ func writeWithin(t *testing.T, ctx context.Context, k *sink.Kafka[int], limit ti
 // waited its Net.ReadTimeout (30s), for minutes.
 func TestKafkaSinkConnectTimeoutSilentBrokers(t *testing.T) {
 	checkLeaks(t)
-	addr, hangUp := silentBrokers(t)
+	addr, hangUp := kafkatest.SilentBrokers(t)
 	k, err := sink.NewKafka(sink.KafkaConfig{Brokers: []string{addr}, Topic: "out", ConnectTimeout: 2 * time.Second}, pairEncoder)
 	require.NoError(t, err)
 	defer k.Close()
@@ -92,7 +55,7 @@ func TestKafkaSinkConnectTimeoutSilentBrokers(t *testing.T) {
 // after, with the ctx's error, well before ConnectTimeout.
 func TestKafkaSinkConnectCancelled(t *testing.T) {
 	checkLeaks(t)
-	addr, hangUp := silentBrokers(t)
+	addr, hangUp := kafkatest.SilentBrokers(t)
 	k, err := sink.NewKafka(sink.KafkaConfig{Brokers: []string{addr}, Topic: "out"}, pairEncoder) // the default ConnectTimeout
 	require.NoError(t, err)
 	defer k.Close()

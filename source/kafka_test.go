@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
-	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -492,36 +491,10 @@ func TestKafkaConnectTimeout(t *testing.T) {
 // sarama's reads and retries have each waited its Net.ReadTimeout (30s).
 func TestKafkaConnectTimeoutSilentBrokers(t *testing.T) {
 	checkLeaks(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-		wg    sync.WaitGroup
-	)
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
+	addr, _ := kafkatest.SilentBrokers(t)
 
 	src, err := source.NewKafka(source.KafkaConfig{
-		Brokers: []string{ln.Addr().String()}, Topic: "in", Group: "g", ConnectTimeout: time.Second,
+		Brokers: []string{addr}, Topic: "in", Group: "g", ConnectTimeout: time.Second,
 	})
 	require.NoError(t, err)
 	p := stream.NewPipeline()
@@ -533,7 +506,7 @@ func TestKafkaConnectTimeoutSilentBrokers(t *testing.T) {
 	require.Error(t, err, "Run fails before its context ends")
 	assert.Less(t, time.Since(start), 10*time.Second)
 	assert.ErrorContains(t, err, "unreachable")
-	assert.ErrorContains(t, err, ln.Addr().String())
+	assert.ErrorContains(t, err, addr)
 }
 
 func TestKafkaMissingTopicFails(t *testing.T) {

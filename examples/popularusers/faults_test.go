@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,7 +35,7 @@ func TestUnreachableBrokersGiveUpAfterConnectTimeout(t *testing.T) {
 // service on the port) fail the run within -connect-timeout too, with and
 // without -state changelog (which reads the input's partitions first).
 func TestSilentBrokersGiveUpAfterConnectTimeout(t *testing.T) {
-	addr := silentListener(t)
+	addr, _ := kafkatest.SilentBrokers(t)
 	for _, mode := range [][]string{{"-checkpoint="}, {"-state", "changelog"}} {
 		t.Run(strings.Join(mode, " "), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -54,7 +52,7 @@ func TestSilentBrokersGiveUpAfterConnectTimeout(t *testing.T) {
 // Brokers that take connections and never answer fail produce within
 // -connect-timeout too, not after sarama's reads and retries.
 func TestSilentBrokersProduceGivesUpAfterConnectTimeout(t *testing.T) {
-	addr := silentListener(t)
+	addr, _ := kafkatest.SilentBrokers(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -62,40 +60,6 @@ func TestSilentBrokersProduceGivesUpAfterConnectTimeout(t *testing.T) {
 	assert.Equal(t, exitFailure, r.code)
 	assert.Less(t, time.Since(start), 15*time.Second, "it gives up after -connect-timeout")
 	assert.Regexp(t, `popularusers produce: .*kafka sink messages: brokers \[`+addr+`\] unreachable for [0-9.]+s`, r.stderr)
-}
-
-// silentListener returns the address of a listener that takes connections
-// and never answers.
-func silentListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-		wg    sync.WaitGroup
-	)
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
 }
 
 // An output topic that refuses writes (here: it does not exist) past

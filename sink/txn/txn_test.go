@@ -1224,38 +1224,6 @@ func TestCloseEndsTheRequestOfACommitItGivesUp(t *testing.T) {
 	}
 }
 
-// silentBroker listens, accepts every connection and never answers on
-// it, as a broker that hangs does; it closes them as the test ends.
-func silentBroker(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-		wg    sync.WaitGroup
-	)
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	})
-	t.Cleanup(func() {
-		_ = l.Close()
-		wg.Wait()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	})
-	return l.Addr().String()
-}
-
 // A registration stopped, by its ctx or by Close, as its client connects
 // to a broker that takes its requests and never answers them, ends at
 // once, instead of when the client's first metadata fetch has timed out,
@@ -1264,7 +1232,8 @@ func silentBroker(t *testing.T) string {
 func TestAStoppedRegistrationEndsItsClientsFirstMetadataFetch(t *testing.T) {
 	for _, stop := range []string{"ctx", "close"} {
 		t.Run(stop, func(t *testing.T) {
-			p, err := txn.New(txn.Config{Brokers: []string{silentBroker(t)}, ID: "silent-" + stop})
+			addr, _ := kafkatest.SilentBrokers(t)
+			p, err := txn.New(txn.Config{Brokers: []string{addr}, ID: "silent-" + stop})
 			require.NoError(t, err)
 			ctx, cancel := context.WithCancelCause(context.Background())
 			defer cancel(nil)
@@ -1314,7 +1283,10 @@ func TestAStoppedRegistrationGivesUpSaramasRetries(t *testing.T) {
 			t.Cleanup(b.Ignore(kmsg.FindCoordinator.Int16()))
 			return asked.Load
 		}},
-		{"first metadata fetch", func(t *testing.T) []string { return []string{silentBroker(t)} }, nil},
+		{"first metadata fetch", func(t *testing.T) []string {
+			addr, _ := kafkatest.SilentBrokers(t)
+			return []string{addr}
+		}, nil},
 	} {
 		for _, stop := range []string{"ctx", "close"} {
 			t.Run(hung.name+", "+stop, func(t *testing.T) {
