@@ -317,13 +317,7 @@ func (k *Kafka[T]) newClient(ctx context.Context) (sarama.Client, error) {
 	start := time.Now()
 	probeCtx, cancel := context.WithTimeout(ctx, k.cfg.ConnectTimeout)
 	defer cancel()
-	probe, left := *k.sarama, k.cfg.ConnectTimeout
-	probe.Net.DialTimeout = min(probe.Net.DialTimeout, left)
-	probe.Net.ReadTimeout = min(probe.Net.ReadTimeout, left)
-	probe.Net.WriteTimeout = min(probe.Net.WriteTimeout, left)
-	if probe.Metadata.Timeout == 0 || probe.Metadata.Timeout > left {
-		probe.Metadata.Timeout = left
-	}
+	probe := kafkaconf.Probe(k.sarama, k.cfg.ConnectTimeout)
 	d := &ctxDialer{ctx: probeCtx, next: probe.Net.Proxy.Dialer}
 	if !probe.Net.Proxy.Enable {
 		d.next = &net.Dialer{Timeout: probe.Net.DialTimeout, KeepAlive: probe.Net.KeepAlive, LocalAddr: probe.Net.LocalAddr}

@@ -14,6 +14,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/rcrowley/go-metrics"
 
+	"github.com/sluicehq/sluice/internal/kafkaconf"
 	"github.com/sluicehq/sluice/stream"
 )
 
@@ -653,13 +654,7 @@ func (k *Kafka) connect(ctx context.Context) (sarama.Client, error) {
 // ConnectTimeout, logging nothing.
 func (k *Kafka) newClient(left time.Duration) (sarama.Client, error) {
 	left = max(left, time.Millisecond)
-	probe := *k.sarama
-	probe.Net.DialTimeout = min(probe.Net.DialTimeout, left)
-	probe.Net.ReadTimeout = min(probe.Net.ReadTimeout, left)
-	probe.Net.WriteTimeout = min(probe.Net.WriteTimeout, left)
-	if probe.Metadata.Timeout == 0 || probe.Metadata.Timeout > left {
-		probe.Metadata.Timeout = left
-	}
+	probe := kafkaconf.Probe(k.sarama, left)
 	client, err := sarama.NewClient(k.cfg.Brokers, &probe)
 	if err != nil {
 		return nil, err

@@ -2,7 +2,9 @@
 // transactional producer share: the producer settings, so that what
 // "delivered" means is decided in one place; BatchProducer, which the
 // sink, the changelog and the transactional producer send their batches
-// with; and the request versions as sarama picks them.
+// with; the request versions as sarama picks them; and Probe, the
+// settings of a first contact with the brokers, for the source and the
+// sink.
 package kafkaconf
 
 import (
@@ -121,4 +123,20 @@ func Await(ctx context.Context, ready func() error) error {
 			return context.Cause(ctx)
 		}
 	}
+}
+
+// Probe returns a copy of sc whose dials, reads, writes and metadata
+// fetches each end within left, for a first contact with the brokers:
+// sarama's own wait Net.ReadTimeout (30s) each, and a client makes
+// several, so that brokers that take connections and never answer would
+// hold it for minutes.
+func Probe(sc *sarama.Config, left time.Duration) sarama.Config {
+	probe := *sc
+	probe.Net.DialTimeout = min(probe.Net.DialTimeout, left)
+	probe.Net.ReadTimeout = min(probe.Net.ReadTimeout, left)
+	probe.Net.WriteTimeout = min(probe.Net.WriteTimeout, left)
+	if probe.Metadata.Timeout == 0 || probe.Metadata.Timeout > left {
+		probe.Metadata.Timeout = left
+	}
+	return probe
 }
