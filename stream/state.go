@@ -815,27 +815,19 @@ func (op *stateOp[K, V, S]) changes(dst []Entry, batch int64) ([]Entry, error) {
 			continue
 		}
 		// Keys and values are encoded one after the other in one buffer,
-		// not one allocation each. A buffer that grows leaves the entries
-		// already made pointing into the old one, which stays valid. The
-		// codecs append to the free end of buf (buf[len(buf):]); bytes
-		// they return elsewhere (grown, or a slice of their own) are
-		// copied in.
-		var buf []byte
-		encode := func(b []byte, err error) ([]byte, error) {
-			start := len(buf)
-			if len(b) > 0 && (cap(buf) == start || &buf[:start+1][start] != &b[0]) {
-				buf = append(buf, b...)
-			} else {
-				buf = buf[:start+len(b)]
-			}
-			return buf[start:len(buf):len(buf)], err
-		}
+		// not one allocation each (see appendEncoded). A buffer that grows
+		// leaves the entries already made pointing into the old one, which
+		// stays valid.
+		var (
+			buf []byte
+			err error
+		)
 		for _, k := range sp.gone {
-			kb, err := encode(op.keyCodec.Append(buf[len(buf):], k))
-			if err != nil {
+			start := len(buf)
+			if buf, err = appendEncoded(buf, op.keyCodec, k); err != nil {
 				return dst, fmt.Errorf("encode key %v of %s: %w", k, name, err)
 			}
-			dst = append(dst, Entry{Op: name, Partition: id, Key: kb, Deleted: true})
+			dst = append(dst, Entry{Op: name, Partition: id, Key: buf[start:len(buf):len(buf)], Deleted: true})
 		}
 		clear(sp.gone)
 		sp.gone = sp.gone[:0]
@@ -846,15 +838,15 @@ func (op *stateOp[K, V, S]) changes(dst []Entry, batch int64) ([]Entry, error) {
 			if buf == nil {
 				buf = make([]byte, 0, 64<<10)
 			}
-			kb, err := encode(op.keyCodec.Append(buf[len(buf):], kv.Key))
-			if err != nil {
+			start := len(buf)
+			if buf, err = appendEncoded(buf, op.keyCodec, kv.Key); err != nil {
 				return dst, fmt.Errorf("encode key %v of %s: %w", kv.Key, name, err)
 			}
-			vb, err := encode(op.stateCodec.Append(buf[len(buf):], kv.Value))
-			if err != nil {
+			mid := len(buf)
+			if buf, err = appendEncoded(buf, op.stateCodec, kv.Value); err != nil {
 				return dst, fmt.Errorf("encode state of key %v of %s: %w", kv.Key, name, err)
 			}
-			dst = append(dst, Entry{Op: name, Partition: id, Key: kb, Value: vb})
+			dst = append(dst, Entry{Op: name, Partition: id, Key: buf[start:mid:mid], Value: buf[mid:len(buf):len(buf)]})
 		}
 	}
 	op.checkpoint = batch
