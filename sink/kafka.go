@@ -318,10 +318,7 @@ func (k *Kafka[T]) newClient(ctx context.Context) (sarama.Client, error) {
 	probeCtx, cancel := context.WithTimeout(ctx, k.cfg.ConnectTimeout)
 	defer cancel()
 	probe := kafkaconf.Probe(k.sarama, k.cfg.ConnectTimeout)
-	d := &ctxDialer{ctx: probeCtx, next: probe.Net.Proxy.Dialer}
-	if !probe.Net.Proxy.Enable {
-		d.next = &net.Dialer{Timeout: probe.Net.DialTimeout, KeepAlive: probe.Net.KeepAlive, LocalAddr: probe.Net.LocalAddr}
-	}
+	d := &ctxDialer{ctx: probeCtx, next: kafkaconf.Dialer(&probe)}
 	probe.Net.Proxy.Enable, probe.Net.Proxy.Dialer = true, d
 	backoff := probe.Metadata.Retry.BackoffFunc
 	probe.Metadata.Retry.BackoffFunc = func(retries, maxRetries int) time.Duration {

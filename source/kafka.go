@@ -1175,10 +1175,7 @@ type kafkaDialer struct {
 }
 
 func newKafkaDialer(sc *sarama.Config) *kafkaDialer {
-	if sc.Net.Proxy.Enable {
-		return &kafkaDialer{dialer: sc.Net.Proxy.Dialer}
-	}
-	return &kafkaDialer{dialer: &net.Dialer{Timeout: sc.Net.DialTimeout, KeepAlive: sc.Net.KeepAlive, LocalAddr: sc.Net.LocalAddr}}
+	return &kafkaDialer{dialer: kafkaconf.Dialer(sc)}
 }
 
 func (d *kafkaDialer) Dial(network, addr string) (net.Conn, error) {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -139,4 +140,15 @@ func Probe(sc *sarama.Config, left time.Duration) sarama.Config {
 		probe.Metadata.Timeout = left
 	}
 	return probe
+}
+
+// Dialer returns what sarama dials the brokers with under sc: its proxy
+// dialer, if one is set, or a net.Dialer of sc's settings.
+func Dialer(sc *sarama.Config) interface {
+	Dial(network, addr string) (net.Conn, error)
+} {
+	if sc.Net.Proxy.Enable {
+		return sc.Net.Proxy.Dialer
+	}
+	return &net.Dialer{Timeout: sc.Net.DialTimeout, KeepAlive: sc.Net.KeepAlive, LocalAddr: sc.Net.LocalAddr}
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/IBM/sarama"
+
+	"github.com/sluicehq/sluice/internal/kafkaconf"
 )
 
 // dialer dials the connections of a registration's client, as sarama
@@ -28,12 +30,7 @@ type dialer struct {
 }
 
 func newDialer(sc *sarama.Config) *dialer {
-	d := &dialer{conns: map[*dialedConn]struct{}{}}
-	if sc.Net.Proxy.Enable {
-		d.dialer = sc.Net.Proxy.Dialer
-	} else {
-		d.dialer = &net.Dialer{Timeout: sc.Net.DialTimeout, KeepAlive: sc.Net.KeepAlive, LocalAddr: sc.Net.LocalAddr}
-	}
+	d := &dialer{conns: map[*dialedConn]struct{}{}, dialer: kafkaconf.Dialer(sc)}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	return d
 }
