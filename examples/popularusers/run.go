@@ -20,6 +20,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/sluicehq/sluice/digest"
+	"github.com/sluicehq/sluice/internal/kafkaconf"
 	"github.com/sluicehq/sluice/score"
 	"github.com/sluicehq/sluice/sink/changelog"
 	"github.com/sluicehq/sluice/sink/exchange"
@@ -302,18 +303,14 @@ func (c *runConfig) openChangelog(ctx context.Context, brokers []string, tx *txn
 // growing backoff, each attempt logged, for up to timeout while the
 // brokers cannot be reached, as the Kafka input does.
 func topicPartitions(ctx context.Context, brokers []string, topic string, timeout time.Duration, log *slog.Logger) (int32, error) {
-	cfg := sarama.NewConfig()
-	cfg.Metadata.AllowAutoTopicCreation = false // the input topic is the producers' to create
 	// Brokers that take connections and never answer must not hold an
 	// attempt for sarama's 30s reads, and its retries, past timeout.
-	cfg.Net.DialTimeout = min(cfg.Net.DialTimeout, timeout)
-	cfg.Net.ReadTimeout = min(cfg.Net.ReadTimeout, timeout)
-	cfg.Net.WriteTimeout = min(cfg.Net.WriteTimeout, timeout)
-	cfg.Metadata.Timeout = timeout
+	cfg := kafkaconf.Probe(sarama.NewConfig(), timeout)
+	cfg.Metadata.AllowAutoTopicCreation = false // the input topic is the producers' to create
 	start := time.Now()
 	backoff := firstRetry
 	for attempt := 1; ; attempt++ {
-		n, err := fetchPartitions(brokers, topic, cfg)
+		n, err := fetchPartitions(brokers, topic, &cfg)
 		switch {
 		case err == nil:
 			return n, nil
