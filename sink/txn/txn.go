@@ -83,7 +83,6 @@ type Producer struct {
 	open   bool          // a transaction is open
 	failed error         // the first failure in the open transaction
 	fenced error         // set once the brokers fenced the producer off, for good
-	closed bool
 	onEnd  []func(committed bool)
 	// resume is the producer ID and epoch of the registration an abort
 	// ended and closed, for the next one to bump (see register); nil
@@ -188,7 +187,7 @@ func (p *Producer) Init(ctx context.Context) error {
 }
 
 func (p *Producer) init(ctx context.Context) error {
-	if p.closed || p.isClosing() {
+	if p.isClosing() {
 		return fmt.Errorf("txn %s: %w", p.cfg.ID, ErrClosed)
 	}
 	if p.fenced != nil {
@@ -854,10 +853,8 @@ func (p *Producer) Close() error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
-		return nil
-	}
-	p.closed = true
+	// Once Close has started, no registration is made: after the first
+	// Close, p.reg stays nil.
 	if p.reg == nil {
 		return nil
 	}
