@@ -88,9 +88,6 @@ type Producer struct {
 	// ended and closed, for the next one to bump (see register); nil
 	// when that abort may not have ended the transaction.
 	resume *producerEpoch
-	// committed is set by an abort that found the transaction committed
-	// (errCommitted), for Commit.
-	committed bool
 	// letGo are registrations Commit or Abort stopped waiting for: they
 	// finish their commit or abort and close in the background; Close
 	// stops them (adrift) and waits for them. None is let go once Close
@@ -476,15 +473,15 @@ func (p *Producer) Commit(ctx context.Context) error {
 		err = p.commitWithin(ctx)
 	}
 	if err != nil && p.reg != nil {
-		if aerr := p.abortWithin(ctx, false); aerr != nil && aerr != err {
+		committed, aerr := p.abortWithin(ctx, false)
+		if aerr != nil && aerr != err {
 			err = errors.Join(err, aerr)
 		}
-		if p.committed {
+		if committed {
 			// The commit's answers were lost, and it went through.
 			p.log.Warn("transaction commit found committed by the abort that followed", "err", err)
 			err = nil
 		}
-		p.committed = false
 	}
 	p.open, p.failed = false, nil
 	hooks := p.onEnd
@@ -530,7 +527,7 @@ func (p *Producer) Abort(ctx context.Context) error {
 		p.mu.Unlock()
 		return nil
 	}
-	err := p.abortWithin(ctx, p.failed == nil)
+	_, err := p.abortWithin(ctx, p.failed == nil)
 	p.open, p.failed = false, nil
 	hooks := p.onEnd
 	p.onEnd = nil
@@ -561,7 +558,6 @@ func (p *Producer) ended(s *registration, kept bool, err error) error {
 	if err == nil || errors.Is(err, sarama.ErrInvalidTxnState) || s.stale {
 		p.resume = &producerEpoch{pid: s.pid, epoch: s.epoch, stale: s.stale}
 	}
-	p.committed = errors.Is(err, errCommitted)
 	return p.fenced
 }
 
@@ -622,8 +618,9 @@ func (p *Producer) fenceOff(err error) error {
 // abortWithin aborts the open transaction, once its delivery in flight
 // has ended, giving up waiting when ctx is done: see Abort. With keep
 // (none of the transaction's writes failed), the registration goes on
-// into the next transaction; else it is closed. It fails only when the
-// producer was fenced off, or the abort is given up: ctx done first, or,
+// into the next transaction; else it is closed. It reports whether the
+// abort found the transaction committed (its commit's answers lost). It
+// fails only when the producer was fenced off, or the abort is given up: ctx done first, or,
 // once Close has started, ctx done or Close giving up, which fail with
 // ErrClosed (see endWithin).
 //
@@ -635,24 +632,26 @@ func (p *Producer) fenceOff(err error) error {
 // the transaction, and the new registration goes on into the next
 // transaction. Failed otherwise, the next Begin asks again; once Close
 // has started, none does, and it does not ask. p.mu is held.
-func (p *Producer) abortWithin(ctx context.Context, keep bool) error {
+func (p *Producer) abortWithin(ctx context.Context, keep bool) (bool, error) {
 	s := p.reg
 	if s == nil {
-		return p.fenced
+		return false, p.fenced
 	}
-	if err := p.abortOf(ctx, s, keep); err != nil || !s.stale || p.isClosing() {
+	if committed, err := p.abortOf(ctx, s, keep); err != nil || !s.stale || p.isClosing() {
 		// Closing, no Begin follows: the coordinator ended the
 		// transaction of a stale s already.
-		return err
+		return committed, err
 	}
 	if err := p.init(ctx); err != nil && p.fenced == nil {
 		p.log.Warn("bump of the producer's epoch failed; the next Begin asks again", "err", err)
 	}
-	return p.fenced
+	return false, p.fenced
 }
 
-// abortOf aborts the transaction of s: see abortWithin. p.mu is held.
-func (p *Producer) abortOf(ctx context.Context, s *registration, keep bool) error {
+// abortOf aborts the transaction of s: see abortWithin. It reports too
+// whether the abort found the transaction committed (errCommitted). p.mu
+// is held.
+func (p *Producer) abortOf(ctx context.Context, s *registration, keep bool) (bool, error) {
 	var kept bool
 	ended, err := p.endWithin(ctx, func(s *registration) (err error) {
 		kept, err = p.endAbort(s, keep)
@@ -673,12 +672,13 @@ func (p *Producer) abortOf(ctx context.Context, s *registration, keep bool) erro
 			// ended).
 			p.resume = &producerEpoch{pid: s.pid, epoch: s.epoch, stale: true}
 		}
-		return fmt.Errorf("txn %s: abort: %w (it goes on in the background)", p.cfg.ID, context.Cause(ctx))
+		return false, fmt.Errorf("txn %s: abort: %w (it goes on in the background)", p.cfg.ID, context.Cause(ctx))
 	}
+	committed := errors.Is(err, errCommitted)
 	if ferr := p.ended(s, kept, err); ferr != nil || !errors.Is(err, ErrClosed) {
-		return ferr
+		return committed, ferr
 	}
-	return fmt.Errorf("txn %s: abort: %w", p.cfg.ID, err)
+	return committed, fmt.Errorf("txn %s: abort: %w", p.cfg.ID, err)
 }
 
 // commitWithin commits the open transaction, giving up waiting when ctx
