@@ -1154,34 +1154,9 @@ func TestAStoppedRegistrationEndsItsRequestInProgress(t *testing.T) {
 				b.Watch(hung.key, func(kmsg.Request) { asked.Store(true) })
 				t.Cleanup(b.Ignore(hung.key))
 
-				ctx, cancel := context.WithCancelCause(context.Background())
-				defer cancel(nil)
-				started := make(chan error, 1)
-				go func() { started <- p.Begin(ctx) }()
-				require.Eventually(t, asked.Load, 10*time.Second, time.Millisecond, "the request is under way")
-				closed := make(chan error, 1)
-				want := errors.New("told to stop")
-				if stop == "ctx" {
-					cancel(want)
-				} else {
-					want = txn.ErrClosed
-					go func() { closed <- p.Close() }()
-				}
-				select {
-				case err := <-started:
-					assert.ErrorIs(t, err, want)
-				case <-time.After(15 * time.Second):
-					t.Fatal("the registration did not end")
-				}
-				if stop == "ctx" {
-					go func() { closed <- p.Close() }()
-				}
-				select {
-				case err := <-closed:
-					assert.NoError(t, err)
-				case <-time.After(15 * time.Second):
-					t.Fatal("Close did not return")
-				}
+				stopRegistration(t, p, stop, p.Begin, func() {
+					require.Eventually(t, asked.Load, 10*time.Second, time.Millisecond, "the request is under way")
+				})
 			})
 		}
 	}
@@ -1235,34 +1210,9 @@ func TestAStoppedRegistrationEndsItsClientsFirstMetadataFetch(t *testing.T) {
 			addr, _ := kafkatest.SilentBrokers(t)
 			p, err := txn.New(txn.Config{Brokers: []string{addr}, ID: "silent-" + stop})
 			require.NoError(t, err)
-			ctx, cancel := context.WithCancelCause(context.Background())
-			defer cancel(nil)
-			inited := make(chan error, 1)
-			go func() { inited <- p.Init(ctx) }()
-			time.Sleep(200 * time.Millisecond) // connecting
-			closed := make(chan error, 1)
-			want := errors.New("told to stop")
-			if stop == "ctx" {
-				cancel(want)
-			} else {
-				want = txn.ErrClosed
-				go func() { closed <- p.Close() }()
-			}
-			select {
-			case err := <-inited:
-				assert.ErrorIs(t, err, want)
-			case <-time.After(15 * time.Second):
-				t.Fatal("the registration did not end")
-			}
-			if stop == "ctx" {
-				go func() { closed <- p.Close() }()
-			}
-			select {
-			case err := <-closed:
-				assert.NoError(t, err)
-			case <-time.After(15 * time.Second):
-				t.Fatal("Close did not return")
-			}
+			stopRegistration(t, p, stop, p.Init, func() {
+				time.Sleep(200 * time.Millisecond) // connecting
+			})
 		})
 	}
 }
@@ -1305,37 +1255,48 @@ func TestAStoppedRegistrationGivesUpSaramasRetries(t *testing.T) {
 				p, err := txn.New(txn.Config{Brokers: brokers, ID: "retries-" + stop, Sarama: sc})
 				require.NoError(t, err)
 
-				ctx, cancel := context.WithCancelCause(context.Background())
-				defer cancel(nil)
-				inited := make(chan error, 1)
-				go func() { inited <- p.Init(ctx) }()
-				require.Eventually(t, asked, 10*time.Second, time.Millisecond, "the request is under way")
-				time.Sleep(200 * time.Millisecond)
-				closed := make(chan error, 1)
-				want := errors.New("told to stop")
-				if stop == "ctx" {
-					cancel(want)
-				} else {
-					want = txn.ErrClosed
-					go func() { closed <- p.Close() }()
-				}
-				select {
-				case err := <-inited:
-					assert.ErrorIs(t, err, want)
-				case <-time.After(15 * time.Second):
-					t.Fatal("the registration did not end")
-				}
-				if stop == "ctx" {
-					go func() { closed <- p.Close() }()
-				}
-				select {
-				case err := <-closed:
-					assert.NoError(t, err)
-				case <-time.After(15 * time.Second):
-					t.Fatal("Close did not return")
-				}
+				stopRegistration(t, p, stop, p.Init, func() {
+					require.Eventually(t, asked, 10*time.Second, time.Millisecond, "the request is under way")
+					time.Sleep(200 * time.Millisecond)
+				})
 			})
 		}
+	}
+}
+
+// stopRegistration runs register (p's Init or Begin) with a ctx, waits
+// for underway, then stops the registration by its ctx or by Close (stop:
+// "ctx" or "close"), and checks that it ends at once, failing with the
+// ctx's cause or ErrClosed, and that Close returns.
+func stopRegistration(t *testing.T, p *txn.Producer, stop string, register func(context.Context) error, underway func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	registered := make(chan error, 1)
+	go func() { registered <- register(ctx) }()
+	underway()
+	closed := make(chan error, 1)
+	want := errors.New("told to stop")
+	if stop == "ctx" {
+		cancel(want)
+	} else {
+		want = txn.ErrClosed
+		go func() { closed <- p.Close() }()
+	}
+	select {
+	case err := <-registered:
+		assert.ErrorIs(t, err, want)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the registration did not end")
+	}
+	if stop == "ctx" {
+		go func() { closed <- p.Close() }()
+	}
+	select {
+	case err := <-closed:
+		assert.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("Close did not return")
 	}
 }
 
