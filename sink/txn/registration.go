@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -52,12 +51,11 @@ type registration struct {
 	// not committed.
 	committing bool
 
-	halt     chan struct{} // closed by stopRetries, and by stop
-	stopOnce sync.Once
-	// sends is closed by stopSends, and by stopRetries: it gives up the
-	// deliveries (their records and the partitions they add).
-	sends     chan struct{}
-	sendsOnce sync.Once
+	// halt is done once stopRetries, or stop, is called; sends is done
+	// with it, or once stopSends is: it gives up the deliveries (their
+	// records and the partitions they add).
+	halt, sends             context.Context
+	haltCancel, sendsCancel context.CancelFunc
 }
 
 type groupOffsets struct {
@@ -121,7 +119,9 @@ func register(ctx context.Context, brokers []string, id string, timeout time.Dur
 		}
 		return base
 	}
-	s := &registration{id: id, cfg: &own, timeout: timeout, dial: dial, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}, halt: make(chan struct{}), sends: make(chan struct{})}
+	s := &registration{id: id, cfg: &own, timeout: timeout, dial: dial, producers: map[string]*kafkaconf.BatchProducer{}, inTxn: map[string]map[int32]bool{}}
+	s.halt, s.haltCancel = context.WithCancel(context.Background())
+	s.sends, s.sendsCancel = context.WithCancel(s.halt)
 	// Watched from the start: the client's first fetch of the brokers'
 	// metadata, which nothing cancels, ends as stop closes its connection.
 	watch := context.AfterFunc(ctx, s.stop)
@@ -134,7 +134,7 @@ func register(ctx context.Context, brokers []string, id string, timeout time.Dur
 		return nil, err
 	}
 	s.client = client
-	err = s.toCoordinator("init producer id", s.halt, s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
+	err = s.toCoordinator("init producer id", s.halt.Done(), s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 		if mustBump {
 			can, err := bumps(b)
 			if err != nil {
@@ -211,8 +211,7 @@ func (s *registration) stop() {
 // timed out, and so the deliveries of s, which an abort waits for. It is
 // safe to call more than once.
 func (s *registration) stopRetries() {
-	s.stopOnce.Do(func() { close(s.halt) })
-	s.stopSends()
+	s.haltCancel() // and so sends
 }
 
 // stopSends makes the deliveries of s, and only them, give up their
@@ -220,7 +219,7 @@ func (s *registration) stopRetries() {
 // has timed out (Net.ReadTimeout): the commit or abort of s goes on,
 // and waits for that answer, so that no record of the transaction lands
 // after its end. It is safe to call more than once.
-func (s *registration) stopSends() { s.sendsOnce.Do(func() { close(s.sends) }) }
+func (s *registration) stopSends() { s.sendsCancel() }
 
 // errCommitted fails the abort of a transaction whose commit went through
 // (see registration.end).
@@ -241,7 +240,7 @@ func (s *registration) producer(topic string) (*kafkaconf.BatchProducer, error) 
 	if err != nil {
 		return nil, err
 	}
-	bp.SetTxn(&kafkaconf.Txn{ID: s.id, PID: s.pid, Epoch: s.epoch, Add: s.addPartitions, Halt: s.sends})
+	bp.SetTxn(&kafkaconf.Txn{ID: s.id, PID: s.pid, Epoch: s.epoch, Add: s.addPartitions, Halt: s.sends.Done()})
 	s.producers[topic] = bp
 	return bp, nil
 }
@@ -297,7 +296,7 @@ func (s *registration) addPartitions(topic string, parts []int32) error {
 	}
 	req := &sarama.AddPartitionsToTxnRequest{Version: kafkaconf.TxnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch,
 		TopicPartitions: map[string][]int32{topic: todo}}
-	err := s.toCoordinator("add partitions", s.sends, s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
+	err := s.toCoordinator("add partitions", s.sends.Done(), s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 		resp, err := b.AddPartitionsToTxn(req)
 		if err != nil {
 			return nil, err
@@ -359,7 +358,7 @@ func (s *registration) end(commit bool) error {
 	if s.added {
 		req := &sarama.EndTxnRequest{Version: kafkaconf.TxnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch, TransactionResult: commit}
 		s.committing = s.committing || commit
-		err := s.toCoordinator("end transaction", s.halt, s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
+		err := s.toCoordinator("end transaction", s.halt.Done(), s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 			resp, err := b.EndTxn(req)
 			if err != nil {
 				return nil, err
@@ -392,7 +391,7 @@ func (s *registration) sendOffsets(o groupOffsets) error {
 	g := o.group
 	add := &sarama.AddOffsetsToTxnRequest{Version: kafkaconf.TxnVersion(s.cfg.Version), TransactionalID: s.id, ProducerID: s.pid, ProducerEpoch: s.epoch, GroupID: g.GroupID}
 	s.added = true
-	err := s.toCoordinator("add offsets", s.halt, s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
+	err := s.toCoordinator("add offsets", s.halt.Done(), s.txnCoordinator(), func(b *sarama.Broker) (error, error) {
 		resp, err := b.AddOffsetsToTxn(add)
 		if err != nil {
 			return nil, err
@@ -410,7 +409,7 @@ func (s *registration) sendOffsets(o groupOffsets) error {
 		get:     func() (*sarama.Broker, error) { return s.client.Coordinator(g.GroupID) },
 		refresh: func() error { return s.client.RefreshCoordinator(g.GroupID) },
 	}
-	return s.toCoordinator("commit offsets of group "+g.GroupID, s.halt, groupCoordinator, func(b *sarama.Broker) (error, error) {
+	return s.toCoordinator("commit offsets of group "+g.GroupID, s.halt.Done(), groupCoordinator, func(b *sarama.Broker) (error, error) {
 		resp, err := b.TxnOffsetCommit(req)
 		if err != nil {
 			return nil, err
