@@ -862,10 +862,9 @@ func TestCloseStopsARegistrationInProgress(t *testing.T) {
 			return func() bool { return refused() > 0 }
 		}, (*txn.Producer).Init},
 		{"begin, coordinator hung", func(b *kafkatest.Broker) func() bool {
-			var asked atomic.Bool
-			b.Watch(kmsg.InitProducerID.Int16(), func(kmsg.Request) { asked.Store(true) })
-			t.Cleanup(b.Ignore(kmsg.InitProducerID.Int16()))
-			return asked.Load
+			asked, release := hangRequests(b, kmsg.InitProducerID.Int16())
+			t.Cleanup(release)
+			return asked
 		}, (*txn.Producer).Begin},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1058,13 +1057,11 @@ func TestCloseStopsASendInProgress(t *testing.T) {
 	var ends []bool
 	p.OnEnd(func(ok bool) { ends = append(ends, ok) })
 
-	var asked atomic.Bool
-	b.Watch(kmsg.Produce.Int16(), func(kmsg.Request) { asked.Store(true) })
-	release := b.Ignore(kmsg.Produce.Int16())
+	asked, release := hangRequests(b, kmsg.Produce.Int16())
 	defer release()
 	sent := make(chan error, 1)
 	go func() { sent <- p.Send(bg, []*sarama.ProducerMessage{msg("a")}) }()
-	require.Eventually(t, asked.Load, 10*time.Second, time.Millisecond, "the Send is under way")
+	require.Eventually(t, asked, 10*time.Second, time.Millisecond, "the Send is under way")
 
 	closed := make(chan error, 1)
 	go func() { closed <- p.Close() }()
@@ -1100,13 +1097,11 @@ func TestABeginOnceCloseHasStartedFailsWithErrClosed(t *testing.T) {
 	require.NoError(t, err)
 	bg := context.Background()
 	require.NoError(t, p.Begin(bg))
-	var asked atomic.Bool
-	b.Watch(kmsg.Produce.Int16(), func(kmsg.Request) { asked.Store(true) })
-	release := b.Ignore(kmsg.Produce.Int16())
+	asked, release := hangRequests(b, kmsg.Produce.Int16())
 	defer release()
 	sent := make(chan error, 1)
 	go func() { sent <- p.Send(bg, []*sarama.ProducerMessage{msg("a")}) }()
-	require.Eventually(t, asked.Load, 10*time.Second, time.Millisecond, "the Send is under way")
+	require.Eventually(t, asked, 10*time.Second, time.Millisecond, "the Send is under way")
 	began := make(chan error, 1)
 	go func() { began <- p.Begin(bg) }()
 	waitIn(t, "Begin", "sync.Mutex.Lock", "Begin waits for the Send")
@@ -1150,12 +1145,11 @@ func TestAStoppedRegistrationEndsItsRequestInProgress(t *testing.T) {
 				sc.Net.ReadTimeout = 2 * time.Minute // longer than the test may take
 				p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "hung-" + stop, Sarama: sc})
 				require.NoError(t, err)
-				var asked atomic.Bool
-				b.Watch(hung.key, func(kmsg.Request) { asked.Store(true) })
-				t.Cleanup(b.Ignore(hung.key))
+				asked, release := hangRequests(b, hung.key)
+				t.Cleanup(release)
 
 				stopRegistration(t, p, stop, p.Begin, func() {
-					require.Eventually(t, asked.Load, 10*time.Second, time.Millisecond, "the request is under way")
+					require.Eventually(t, asked, 10*time.Second, time.Millisecond, "the request is under way")
 				})
 			})
 		}
@@ -1174,13 +1168,12 @@ func TestCloseEndsTheRequestOfACommitItGivesUp(t *testing.T) {
 	bg := context.Background()
 	require.NoError(t, p.Begin(bg))
 	require.NoError(t, p.Send(bg, []*sarama.ProducerMessage{msg("a")}))
-	var asked atomic.Bool
-	b.Watch(kmsg.EndTxn.Int16(), func(kmsg.Request) { asked.Store(true) })
-	t.Cleanup(b.Ignore(kmsg.EndTxn.Int16()))
+	asked, release := hangRequests(b, kmsg.EndTxn.Int16())
+	t.Cleanup(release)
 
 	committed := make(chan error, 1)
 	go func() { committed <- p.Commit(bg) }()
-	require.Eventually(t, asked.Load, 10*time.Second, time.Millisecond, "the commit is under way")
+	require.Eventually(t, asked, 10*time.Second, time.Millisecond, "the commit is under way")
 	start := time.Now()
 	closed := make(chan error, 1)
 	go func() { closed <- p.Close() }()
@@ -1228,10 +1221,9 @@ func TestAStoppedRegistrationGivesUpSaramasRetries(t *testing.T) {
 		hang    func(t *testing.T, b *kafkatest.Broker) (asked func() bool)
 	}{
 		{"coordinator lookup", func(t *testing.T) []string { return nil }, func(t *testing.T, b *kafkatest.Broker) func() bool {
-			var asked atomic.Bool
-			b.Watch(kmsg.FindCoordinator.Int16(), func(kmsg.Request) { asked.Store(true) })
-			t.Cleanup(b.Ignore(kmsg.FindCoordinator.Int16()))
-			return asked.Load
+			asked, release := hangRequests(b, kmsg.FindCoordinator.Int16())
+			t.Cleanup(release)
+			return asked
 		}},
 		{"first metadata fetch", func(t *testing.T) []string {
 			addr, _ := kafkatest.SilentBrokers(t)
@@ -1262,6 +1254,14 @@ func TestAStoppedRegistrationGivesUpSaramasRetries(t *testing.T) {
 			})
 		}
 	}
+}
+
+// hangRequests makes b take the requests of key and answer none, until
+// release, and returns whether one was taken so far.
+func hangRequests(b *kafkatest.Broker, key int16) (asked func() bool, release func()) {
+	var taken atomic.Bool
+	b.Watch(key, func(kmsg.Request) { taken.Store(true) })
+	return taken.Load, b.Ignore(key)
 }
 
 // stopRegistration runs register (p's Init or Begin) with a ctx, waits
@@ -1324,14 +1324,13 @@ func TestTheProxyDialerOfTheConfigIsKept(t *testing.T) {
 	assert.Positive(t, d.dials.Load(), "dialed through the config's dialer")
 
 	// A new registration, hung.
-	var asked atomic.Bool
-	b.Watch(kmsg.InitProducerID.Int16(), func(kmsg.Request) { asked.Store(true) })
-	t.Cleanup(b.Ignore(kmsg.InitProducerID.Int16()))
+	asked, release := hangRequests(b, kmsg.InitProducerID.Int16())
+	t.Cleanup(release)
 	q, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "proxied", Sarama: sc})
 	require.NoError(t, err)
 	inited := make(chan error, 1)
 	go func() { inited <- q.Init(context.Background()) }()
-	require.Eventually(t, asked.Load, 10*time.Second, time.Millisecond, "the registration is under way")
+	require.Eventually(t, asked, 10*time.Second, time.Millisecond, "the registration is under way")
 	closed := make(chan error, 1)
 	go func() { closed <- q.Close() }()
 	for _, c := range []struct {
