@@ -24,9 +24,8 @@ type dialer struct {
 	ctx    context.Context // of the dials, cancelled by close
 	cancel context.CancelFunc
 
-	mu     sync.Mutex
-	conns  map[*dialedConn]struct{}
-	closed bool
+	mu    sync.Mutex
+	conns map[*dialedConn]struct{} // nil once closed
 }
 
 func newDialer(sc *sarama.Config) *dialer {
@@ -58,7 +57,7 @@ func (d *dialer) Dial(network, addr string) (net.Conn, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed {
+	if d.conns == nil {
 		_ = c.Close()
 		return nil, net.ErrClosed
 	}
@@ -78,7 +77,6 @@ func (d *dialer) Dial(network, addr string) (net.Conn, error) {
 // than once.
 func (d *dialer) close() {
 	d.mu.Lock()
-	d.closed = true
 	conns := d.conns
 	d.conns = nil
 	d.mu.Unlock()
@@ -91,7 +89,7 @@ func (d *dialer) close() {
 func (d *dialer) isClosed() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.closed
+	return d.conns == nil
 }
 
 // dialedConn is a connection of a dialer, which forgets it as it closes:
