@@ -1062,26 +1062,7 @@ func TestKafkaClaimRevokedWhileItsEarlyMessagesFillTheBuffer(t *testing.T) {
 	// The coordinator loads the group's offsets for as long as the test.
 	c.ControlKey(kmsg.OffsetFetch.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
-		code := kerr.CoordinatorLoadInProgress.Code
-		req := r.(*kmsg.OffsetFetchRequest)
-		resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
-		resp.ErrorCode = code
-		for _, g := range req.Groups {
-			rg := kmsg.NewOffsetFetchResponseGroup()
-			rg.Group, rg.ErrorCode = g.Group, code
-			resp.Groups = append(resp.Groups, rg)
-		}
-		for _, rt := range req.Topics {
-			st := kmsg.NewOffsetFetchResponseTopic()
-			st.Topic = rt.Topic
-			for _, p := range rt.Partitions {
-				sp := kmsg.NewOffsetFetchResponseTopicPartition()
-				sp.Partition, sp.Offset, sp.ErrorCode = p, -1, code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
+		return kafkatest.OffsetFetchError(r.(*kmsg.OffsetFetchRequest), kerr.CoordinatorLoadInProgress.Code), nil, true
 	})
 
 	msgs := make(chan *sarama.ConsumerMessage)

@@ -717,26 +717,7 @@ func loadingOffsets(t *testing.T, c *kfake.Cluster, n int) (held <-chan struct{}
 		mu.Lock()
 		refuse++
 		mu.Unlock()
-		code := kerr.CoordinatorLoadInProgress.Code
-		req := r.(*kmsg.OffsetFetchRequest)
-		resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
-		resp.ErrorCode = code
-		for _, g := range req.Groups {
-			rg := kmsg.NewOffsetFetchResponseGroup()
-			rg.Group, rg.ErrorCode = g.Group, code
-			resp.Groups = append(resp.Groups, rg)
-		}
-		for _, rt := range req.Topics {
-			st := kmsg.NewOffsetFetchResponseTopic()
-			st.Topic = rt.Topic
-			for _, p := range rt.Partitions {
-				sp := kmsg.NewOffsetFetchResponseTopicPartition()
-				sp.Partition, sp.Offset, sp.ErrorCode = p, -1, code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
+		return kafkatest.OffsetFetchError(r.(*kmsg.OffsetFetchRequest), kerr.CoordinatorLoadInProgress.Code), nil, true
 	})
 	return came, release, func() int {
 		mu.Lock()

@@ -338,6 +338,29 @@ func FetchAnswer(req *kmsg.FetchRequest, fill func(*kmsg.FetchResponseTopicParti
 	return resp
 }
 
+// OffsetFetchError returns an answer to req that fails the group and
+// every partition it asks for with the error code code.
+func OffsetFetchError(req *kmsg.OffsetFetchRequest, code int16) *kmsg.OffsetFetchResponse {
+	resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
+	resp.ErrorCode = code
+	for _, g := range req.Groups {
+		rg := kmsg.NewOffsetFetchResponseGroup()
+		rg.Group, rg.ErrorCode = g.Group, code
+		resp.Groups = append(resp.Groups, rg)
+	}
+	for _, rt := range req.Topics {
+		st := kmsg.NewOffsetFetchResponseTopic()
+		st.Topic = rt.Topic
+		for _, p := range rt.Partitions {
+			sp := kmsg.NewOffsetFetchResponseTopicPartition()
+			sp.Partition, sp.Offset, sp.ErrorCode = p, -1, code
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
+}
+
 // refuse answers the next n requests of key with what answer makes of
 // them, and returns a function that tells how many it answered so far.
 func (b *Broker) refuse(key int16, n int, answer func(kmsg.Request) kmsg.Response) func() int {
