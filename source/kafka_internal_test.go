@@ -53,6 +53,25 @@ type claim struct {
 	end   context.CancelFunc
 }
 
+// startTestFetch returns a source of topic, group "g", on brokers, with
+// its client and fetch loops, as Run would set them, stopped and closed as
+// the test ends.
+func startTestFetch(t *testing.T, brokers []string, topic string) (*Kafka, sarama.Client, *kafkaFetch) {
+	t.Helper()
+	k, err := NewKafka(KafkaConfig{Brokers: brokers, Topic: topic, Group: "g", RevokeTimeout: time.Second})
+	require.NoError(t, err)
+	k.sarama.Consumer.MaxWaitTime = 100 * time.Millisecond
+	client, err := sarama.NewClient(brokers, k.sarama)
+	require.NoError(t, err)
+	t.Cleanup(func() { client.Close() })
+	f := newKafkaFetch(k, client)
+	k.mu.Lock()
+	k.client, k.fetch = client, f
+	k.mu.Unlock()
+	t.Cleanup(f.stop)
+	return k, client, f
+}
+
 func startTestClaim(k *Kafka, id int32, start int64) *claim {
 	return startTestClaimCommitted(k, id, start, start)
 }
@@ -472,7 +491,7 @@ func TestKafkaFetchRouteAfterTheClaimEnded(t *testing.T) {
 	const topic = "orphan"
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
 	require.NoError(t, err)
-	defer c.Close()
+	t.Cleanup(c.Close) // after the fetch (startTestFetch)
 	// A fetch the broker parks (MaxWaitTime) comes back through the
 	// control when it wakes: the requests are counted once each.
 	var (
@@ -492,17 +511,7 @@ func TestKafkaFetchRouteAfterTheClaimEnded(t *testing.T) {
 		return nil, nil, false // counted, then served as usual
 	})
 
-	k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: topic, Group: "g", RevokeTimeout: time.Second})
-	require.NoError(t, err)
-	k.sarama.Consumer.MaxWaitTime = 100 * time.Millisecond
-	client, err := sarama.NewClient(c.ListenAddrs(), k.sarama)
-	require.NoError(t, err)
-	defer client.Close()
-	f := newKafkaFetch(k, client)
-	k.mu.Lock()
-	k.client, k.fetch = client, f
-	k.mu.Unlock()
-	defer f.stop()
+	k, _, f := startTestFetch(t, c.ListenAddrs(), topic)
 
 	pcfg := sarama.NewConfig()
 	pcfg.Producer.Return.Successes = true
@@ -991,18 +1000,8 @@ func TestKafkaCoordinatorCloseKeepsSharedMetrics(t *testing.T) {
 func TestKafkaFetchConnectionCloseKeepsSharedMetrics(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
 	require.NoError(t, err)
-	defer c.Close()
-	k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second})
-	require.NoError(t, err)
-	k.sarama.Consumer.MaxWaitTime = 100 * time.Millisecond
-	client, err := sarama.NewClient(c.ListenAddrs(), k.sarama)
-	require.NoError(t, err)
-	defer client.Close()
-	f := newKafkaFetch(k, client)
-	k.mu.Lock()
-	k.client, k.fetch = client, f
-	k.mu.Unlock()
-	defer f.stop()
+	t.Cleanup(c.Close) // after the fetch (startTestFetch)
+	k, client, f := startTestFetch(t, c.ListenAddrs(), "t")
 
 	pcfg := sarama.NewConfig()
 	pcfg.Producer.Return.Successes = true
