@@ -381,15 +381,10 @@ func commitOffsets(t *testing.T, client sarama.Client, group string, offsets map
 func TestKafkaCooperativeRevokeDuringAClaimStart(t *testing.T) {
 	for _, hold := range claimStartHolds {
 		t.Run(hold.name, func(t *testing.T) {
-			checkLeaks(t)
-			c, addrs := startCluster(t, 1, "in", 2)
-			produceEach(t, addrs, "in", 2, 0, 200, false)
-			commitOutOfRange(t, addrs, "coop", 2, 50, 80)
-
 			// sarama fetches the offsets of both partitions as the member
 			// joins; the claims' fetches come next, on one connection:
 			// the first held holds the other behind it.
-			held, release := hold.hold(t, c, 2)
+			addrs, held, release := startHeldClaim(t, hold.hold, "coop", 2)
 
 			first := sourceOn(t, addrs, "in", "coop", testLog(t))
 			stop := runSource(t, first, func(context.Context, *stream.Batch[source.Message]) error { return nil })
@@ -413,14 +408,9 @@ func TestKafkaCooperativeRevokeDuringAClaimStart(t *testing.T) {
 func TestKafkaStopDuringAClaimStart(t *testing.T) {
 	for _, hold := range claimStartHolds {
 		t.Run(hold.name, func(t *testing.T) {
-			checkLeaks(t)
-			c, addrs := startCluster(t, 1, "in", 1)
-			produceEach(t, addrs, "in", 1, 0, 100, false)
-			commitOutOfRange(t, addrs, "stop", 1, 50, 80)
-
 			// The first offset fetch is sarama's, as the member joins;
 			// the claim's is held, or the lookup after it.
-			held, release := hold.hold(t, c, 1)
+			addrs, held, release := startHeldClaim(t, hold.hold, "stop", 1)
 
 			src := sourceOn(t, addrs, "in", "stop", testLog(t))
 			ctx, cancel := context.WithCancel(context.Background())
@@ -493,14 +483,9 @@ func TestKafkaClaimStartDoesNotHoldUpCommits(t *testing.T) {
 func TestKafkaClaimStartAfterAFetchGivenUp(t *testing.T) {
 	for _, hold := range claimStartHolds {
 		t.Run(hold.name, func(t *testing.T) {
-			checkLeaks(t)
-			c, addrs := startCluster(t, 1, "in", 1)
-			produceEach(t, addrs, "in", 1, 0, 100, false)
-			commitOutOfRange(t, addrs, "again", 1, 50, 80)
-
 			// The first offset fetch is sarama's, as the member joins;
 			// the claim's is held, or the lookup after it.
-			held, release := hold.hold(t, c, 1)
+			addrs, held, release := startHeldClaim(t, hold.hold, "again", 1)
 
 			// Sticky, eager: the second member's join ends the first
 			// member's generation, and gives the partition back to it.
@@ -535,6 +520,21 @@ var claimStartHolds = []struct {
 }{
 	{"offset fetch", holdOffsetFetch, "the claim did not fetch the group's committed offset"},
 	{"coordinator lookup", holdCoordinatorLookup, "the claim did not look the coordinator up"},
+}
+
+// startHeldClaim starts a cluster with a topic "in" of partitions
+// partitions, of 100 records each, which group has committed out of range
+// (50, the records before 80 gone), with hold holding the claims'
+// fetches after the partitions' first (sarama's, as the member joins). It
+// checks for leaks, and returns the cluster's addresses.
+func startHeldClaim(t *testing.T, hold func(*testing.T, *kfake.Cluster, int) (<-chan struct{}, func()), group string, partitions int32) (addrs []string, held <-chan struct{}, release func()) {
+	t.Helper()
+	checkLeaks(t)
+	c, addrs := startCluster(t, 1, "in", partitions)
+	produceEach(t, addrs, "in", partitions, 0, 100*int(partitions), false)
+	commitOutOfRange(t, addrs, group, partitions, 50, 80)
+	held, release = hold(t, c, int(partitions))
+	return addrs, held, release
 }
 
 // waitHeld waits for a request held, and fails t, saying why, if none
