@@ -1012,15 +1012,8 @@ func (k *Kafka) coordinatorConn(client sarama.Client, s *kafkaCoordinatorSlot) (
 func (k *Kafka) openCoordinator(client sarama.Client, dial *kafkaDialer) (*sarama.Broker, error) {
 	cfg := *k.conns
 	cfg.Net.Proxy.Enable, cfg.Net.Proxy.Dialer = true, dial
-	req := &sarama.FindCoordinatorRequest{CoordinatorKey: k.cfg.Group, CoordinatorType: sarama.CoordinatorGroup}
-	switch v := k.sarama.Version; { // as sarama's client asks
-	case v.IsAtLeast(sarama.V2_4_0_0):
-		req.Version = 3
-	case v.IsAtLeast(sarama.V2_0_0_0):
-		req.Version = 2
-	case v.IsAtLeast(sarama.V0_11_0_0):
-		req.Version = 1
-	}
+	req := &sarama.FindCoordinatorRequest{Version: kafkaconf.FindCoordinatorVersion(k.sarama.Version),
+		CoordinatorKey: k.cfg.Group, CoordinatorType: sarama.CoordinatorGroup}
 	// The lookup's connections, closed at once, keep their metrics in a
 	// registry of their own.
 	lookup := cfg

@@ -102,3 +102,17 @@ var txnOffsetCommitSteps = []versionStep{
 func TxnOffsetCommitVersion(v sarama.KafkaVersion) int16 {
 	return requestVersion(v, txnOffsetCommitSteps, 0)
 }
+
+// findCoordinatorSteps are the FindCoordinator request versions of
+// sarama's client.
+var findCoordinatorSteps = []versionStep{
+	{sarama.V2_4_0_0, 3},
+	{sarama.V2_0_0_0, 2},
+	{sarama.V0_11_0_0, 1},
+}
+
+// FindCoordinatorVersion returns the FindCoordinator request version
+// sarama's client sends to Kafka v.
+func FindCoordinatorVersion(v sarama.KafkaVersion) int16 {
+	return requestVersion(v, findCoordinatorSteps, 0)
+}

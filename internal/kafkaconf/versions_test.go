@@ -26,3 +26,12 @@ func TestTxnRequestVersions(t *testing.T) {
 		assert.Equal(t, tc.offset, TxnOffsetCommitVersion(tc.kafka), "TxnOffsetCommit, Kafka %s", tc.kafka)
 	}
 }
+
+// The FindCoordinator request versions are sarama's client's, at each step.
+func TestFindCoordinatorVersions(t *testing.T) {
+	for v, want := range map[sarama.KafkaVersion]int16{
+		sarama.V0_10_2_0: 0, sarama.V0_11_0_0: 1, sarama.V2_0_0_0: 2, sarama.V2_3_0_0: 2, sarama.V2_4_0_0: 3, sarama.V3_0_0_0: 3,
+	} {
+		assert.Equal(t, want, FindCoordinatorVersion(v), "Kafka %s", v)
+	}
+}
