@@ -620,9 +620,9 @@ func (p *Producer) fenceOff(err error) error {
 // (none of the transaction's writes failed), the registration goes on
 // into the next transaction; else it is closed. It reports whether the
 // abort found the transaction committed (its commit's answers lost). It
-// fails only when the producer was fenced off, or the abort is given up: ctx done first, or,
-// once Close has started, ctx done or Close giving up, which fail with
-// ErrClosed (see endWithin).
+// fails only when the producer was fenced off, or the abort is given up:
+// ctx done first, or, once Close has started, ctx done or Close giving
+// up, which fail with ErrClosed (see endWithin).
 //
 // After a stale registration, whose EndTxn the coordinator would refuse,
 // it asks for the bump of the producer's epoch at once, as Kafka's
@@ -637,7 +637,8 @@ func (p *Producer) abortWithin(ctx context.Context, keep bool) (bool, error) {
 	if s == nil {
 		return false, p.fenced
 	}
-	if committed, err := p.abortOf(ctx, s, keep); err != nil || !s.stale || p.isClosing() {
+	committed, err := p.abortOf(ctx, s, keep)
+	if err != nil || !s.stale || p.isClosing() {
 		// Closing, no Begin follows: the coordinator ended the
 		// transaction of a stale s already.
 		return committed, err
@@ -645,7 +646,7 @@ func (p *Producer) abortWithin(ctx context.Context, keep bool) (bool, error) {
 	if err := p.init(ctx); err != nil && p.fenced == nil {
 		p.log.Warn("bump of the producer's epoch failed; the next Begin asks again", "err", err)
 	}
-	return false, p.fenced
+	return committed, p.fenced
 }
 
 // abortOf aborts the transaction of s: see abortWithin. It reports too
