@@ -237,6 +237,8 @@ type Kafka struct {
 	log     *slog.Logger
 
 	running atomic.Bool
+	// reached is set once Run has reached the brokers (see Reached).
+	reached atomic.Bool
 
 	mu     sync.Mutex
 	parts  map[int32]*kafkaPartition
@@ -529,6 +531,7 @@ func (k *Kafka) Run(ctx context.Context) (runErr error) {
 		return err
 	}
 	defer client.Close()
+	k.reached.Store(true)
 	group, err := sarama.NewConsumerGroupFromClient(k.cfg.Group, client)
 	if err != nil {
 		return fmt.Errorf("kafka source %s: group %s: %w", k.cfg.Topic, k.cfg.Group, err)
@@ -1276,6 +1279,13 @@ func (k *Kafka) Lag(partition int32) (int64, bool) {
 	}
 	return max(0, p.hwm-p.committed), true
 }
+
+// Reached reports whether Run has reached the brokers since it started,
+// and stays true once it has. Until then, the batches a pipeline cuts are
+// empty because the source could not read, not because the topic is
+// idle: a caller that reports batches can say so instead (Run fails after
+// ConnectTimeout). It may be called from any goroutine.
+func (k *Kafka) Reached() bool { return k.reached.Load() }
 
 // Owns reports whether a claim of this source holds partition id now: the
 // claim hands out its records, or is ending and waits for the pipeline to

@@ -507,6 +507,7 @@ func TestKafkaConnectTimeoutSilentBrokers(t *testing.T) {
 	assert.Less(t, time.Since(start), 10*time.Second)
 	assert.ErrorContains(t, err, "unreachable")
 	assert.ErrorContains(t, err, addr)
+	assert.False(t, src.Reached())
 }
 
 func TestKafkaMissingTopicFails(t *testing.T) {
@@ -524,6 +525,7 @@ func TestKafkaMissingTopicFails(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorContains(t, err, "no session with group g")
 	assert.ErrorIs(t, err, sarama.ErrUnknownTopicOrPartition)
+	assert.True(t, src.Reached(), "the brokers answered")
 }
 
 func TestKafkaStaticMembership(t *testing.T) {

@@ -15,15 +15,19 @@ import (
 
 // Brokers that cannot be reached at start: the source retries with
 // backoff, logs each attempt, and gives up after -connect-timeout with
-// exit 1 and a message that says so.
+// exit 1 and a message that says so. The batches cut meanwhile are not
+// reported, as lines of 0 records would read as an idle topic: a warning
+// says why.
 func TestUnreachableBrokersGiveUpAfterConnectTimeout(t *testing.T) {
 	addr, err := kafkatest.FreeAddr() // nothing listens there
 	require.NoError(t, err)
 
 	start := time.Now()
-	r := runMain(t, context.Background(), "", "-brokers", addr, "-connect-timeout", "2s", "-checkpoint=", "-json")
+	r := runMain(t, context.Background(), "", "-brokers", addr, "-connect-timeout", "2s", "-interval", "200ms", "-checkpoint=", "-json")
 	took := time.Since(start)
 	assert.Equal(t, exitFailure, r.code)
+	assert.Empty(t, r.stdout, "no batch before the brokers answer")
+	assertHeldBack(t, r.stderr, addr)
 	assert.GreaterOrEqual(t, took, 2*time.Second, "it tries for -connect-timeout")
 	assert.Less(t, took, 20*time.Second, "and then gives up")
 	assert.GreaterOrEqual(t, strings.Count(r.stderr, `msg="kafka brokers unreachable; retrying"`), 2, "every attempt is logged")
@@ -33,7 +37,8 @@ func TestUnreachableBrokersGiveUpAfterConnectTimeout(t *testing.T) {
 
 // Brokers that take connections and never answer (a hung broker, another
 // service on the port) fail the run within -connect-timeout too, with and
-// without -state changelog (which reads the input's partitions first).
+// without -state changelog (which reads the input's partitions first),
+// and no batch is reported meanwhile.
 func TestSilentBrokersGiveUpAfterConnectTimeout(t *testing.T) {
 	addr, _ := kafkatest.SilentBrokers(t)
 	for _, mode := range [][]string{{"-checkpoint="}, {"-state", "changelog"}} {
@@ -41,12 +46,24 @@ func TestSilentBrokersGiveUpAfterConnectTimeout(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			start := time.Now()
-			r := runMain(t, ctx, "", append([]string{"-brokers", addr, "-connect-timeout", "2s", "-json"}, mode...)...)
+			r := runMain(t, ctx, "", append([]string{"-brokers", addr, "-connect-timeout", "2s", "-interval", "200ms", "-json"}, mode...)...)
 			assert.Equal(t, exitFailure, r.code)
 			assert.Less(t, time.Since(start), 15*time.Second, "it gives up after -connect-timeout")
 			assert.Regexp(t, `popularusers run: .*brokers \[`+addr+`\] unreachable for [0-9.]+s`, r.stderr)
+			assert.Empty(t, r.stdout, "no batch before the brokers answer")
+			if mode[0] == "-checkpoint=" { // the changelog's fails before the pipeline starts
+				assertHeldBack(t, r.stderr, addr)
+			}
 		})
 	}
+}
+
+// assertHeldBack checks that the log says, once, why no batch is
+// reported.
+func assertHeldBack(t *testing.T, stderr, addr string) {
+	t.Helper()
+	assert.Equal(t, 1, strings.Count(stderr, `msg="the Kafka brokers have not answered yet: no batch is reported until they do`), "once")
+	assert.Contains(t, stderr, `brokers=[`+addr+`] connect_timeout=2s`)
 }
 
 // Brokers that take connections and never answer fail produce within

@@ -30,6 +30,9 @@ type reporter struct {
 	// deadLetters says where the dead letters go, for the logs.
 	deadLetters string
 	mon         *monitor // -metrics-addr; nil: none
+	// kafka, with a Kafka input, holds the batches back until the source
+	// has reached the brokers; nil: none.
+	kafka *kafkaWait
 
 	// noted by earlier outputs of the batch
 	badBatch int64
@@ -120,6 +123,10 @@ func (r *reporter) setCut(c cut) { r.cut = c }
 // report prints the batch of popular users b.
 func (r *reporter) report(_ context.Context, b *stream.Batch[total]) error {
 	info := b.Info
+	if r.kafka != nil && r.kafka.holds(r.log) {
+		r.prev = info.Time
+		return nil
+	}
 	bad := 0
 	if r.badBatch == info.ID {
 		bad = r.bad.n
@@ -157,6 +164,30 @@ func (r *reporter) report(_ context.Context, b *stream.Batch[total]) error {
 		return fmt.Errorf("write report: %w", err)
 	}
 	return nil
+}
+
+// kafkaWait holds back the batches a Kafka input cuts before its source
+// has reached the brokers: they are empty because nothing could be read,
+// and a line of 0 records would read as an idle topic.
+type kafkaWait struct {
+	reached func() bool
+	brokers []string
+	timeout time.Duration
+	warned  bool
+}
+
+// holds reports whether the source has yet to reach the brokers, and
+// says so, once, in the log.
+func (w *kafkaWait) holds(log *slog.Logger) bool {
+	if w.reached() {
+		return false
+	}
+	if !w.warned {
+		w.warned = true
+		log.Warn("the Kafka brokers have not answered yet: no batch is reported until they do, and the run fails if they have not within -connect-timeout",
+			"brokers", fmt.Sprint(w.brokers), "connect_timeout", w.timeout)
+	}
+	return true
 }
 
 // checkKeyed warns, once, when a user has popular totals in two

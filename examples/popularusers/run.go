@@ -401,6 +401,7 @@ func (c *runConfig) kafkaPipeline(brokers []string, out *outputs, opts []stream.
 		return nil, err
 	}
 	out.owns = src.Owns
+	out.report.kafka = &kafkaWait{reached: src.Reached, brokers: brokers, timeout: c.faults.connectTimeout}
 	dec, err := score.NewDecoder(score.FormatJSON)
 	if err != nil {
 		return nil, err
