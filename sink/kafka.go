@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -83,6 +84,8 @@ type Kafka[T any] struct {
 	sarama *sarama.Config
 	encode func(T) (Message, error)
 	log    *slog.Logger
+	// reached is set once the brokers have answered (see Reached).
+	reached atomic.Bool
 
 	mu       sync.Mutex
 	client   sarama.Client
@@ -308,6 +311,14 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 	return nil
 }
 
+// Reached reports whether the brokers have answered a Write of the sink
+// since it was made, and stays true once they have. Until then, no
+// message has been sent: a caller that stops may end a Write that waits
+// for them (its ctx) without losing any. With a Transaction, whose
+// producer connects by itself, it stays false. It may be called from any
+// goroutine.
+func (k *Kafka[T]) Reached() bool { return k.reached.Load() }
+
 // newClient makes the sarama client, first reaching the brokers with a
 // client whose dials, reads and metadata retries end within
 // ConnectTimeout, and whose connections close when ctx is done: sarama's
@@ -341,6 +352,7 @@ func (k *Kafka[T]) newClient(ctx context.Context) (sarama.Client, error) {
 		return nil, fmt.Errorf("kafka sink %s: brokers %v unreachable for %v: %w",
 			k.cfg.Topic, k.cfg.Brokers, time.Since(start).Round(time.Millisecond), err)
 	}
+	k.reached.Store(true)
 	client.Close()
 	if client, err = sarama.NewClient(k.cfg.Brokers, k.sarama); err != nil {
 		return nil, fmt.Errorf("kafka sink %s: connect to %v: %w", k.cfg.Topic, k.cfg.Brokers, err)

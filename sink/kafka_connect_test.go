@@ -48,6 +48,7 @@ func TestKafkaSinkConnectTimeoutSilentBrokers(t *testing.T) {
 	assert.NoError(t, ctx.Err(), "Write failed by itself")
 	assert.Less(t, took, 15*time.Second, "within about ConnectTimeout")
 	assert.ErrorContains(t, err, "kafka sink out: brokers ["+addr+"] unreachable")
+	assert.False(t, k.Reached())
 	assert.NoError(t, k.Close())
 }
 

@@ -80,7 +80,9 @@ func TestKafkaSinkWrites(t *testing.T) {
 	defer func() { assert.NoError(t, k.Close()) }()
 
 	ctx := context.Background()
+	assert.False(t, k.Reached(), "before the first Write")
 	require.NoError(t, k.Write(ctx, batch([]int{1, 2, 3}, nil, []int{4})))
+	assert.True(t, k.Reached())
 	require.NoError(t, k.Write(ctx, batch()), "an empty batch")
 	require.NoError(t, k.Write(ctx, batch([]int{5})))
 	assert.Equal(t, map[string]string{

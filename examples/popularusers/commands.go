@@ -23,7 +23,7 @@ func (c *produceConfig) run(ctx context.Context, log *slog.Logger, _ io.Reader, 
 		seed = newSeed()
 	}
 	gen := source.GeneratorConfig{Name: "producer", Seed: seed, Start: c.start, Users: c.users, Count: c.count, Rate: c.rate}
-	p, out, err := newProducer(gen, c.brokers, c.topic, c.connectTimeout, log)
+	p, out, err := newProducer(ctx, gen, c.brokers, c.topic, c.connectTimeout, log)
 	if err != nil {
 		return err
 	}

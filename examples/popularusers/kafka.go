@@ -52,8 +52,9 @@ func startBroker(listen string, fallback bool, dataDir string, topics map[string
 // newProducer returns a pipeline that writes the events of gen to topic,
 // keyed by user id so that all events of a user land in one partition,
 // and the sink to close once the pipeline has returned. The first write
-// fails when the brokers do not answer within connectTimeout.
-func newProducer(gen source.GeneratorConfig, brokers []string, topic string, connectTimeout time.Duration, log *slog.Logger) (*stream.Pipeline, *sink.Kafka[score.Event], error) {
+// fails when the brokers do not answer within connectTimeout, or once
+// stop is done: the pipeline is to run with stop as its context.
+func newProducer(stop context.Context, gen source.GeneratorConfig, brokers []string, topic string, connectTimeout time.Duration, log *slog.Logger) (*stream.Pipeline, *sink.Kafka[score.Event], error) {
 	g, err := source.NewGenerator(gen)
 	if err != nil {
 		return nil, nil, err
@@ -64,8 +65,33 @@ func newProducer(gen source.GeneratorConfig, brokers []string, topic string, con
 	}
 	// Short batches: events reach Kafka within 100 ms of being made.
 	p := stream.NewPipeline(stream.Interval(100*time.Millisecond), stream.MaxRecords(10_000), stream.Logger(log))
-	stream.To(stream.From(p, g), out)
+	stream.To(stream.From(p, g), &unreachedStop{Kafka: out, stop: stop})
 	return p, out, nil
+}
+
+// unreachedStop ends a Write that waits for brokers that have not
+// answered yet once stop is done. The pipeline finishes its batch in
+// progress after a stop, for up to its drain timeout (30s): against
+// brokers that never answer, a signal would otherwise wait all of it, to
+// deliver nothing. Once they have answered, the batch is delivered as
+// usual.
+type unreachedStop struct {
+	*sink.Kafka[score.Event]
+	stop context.Context
+}
+
+func (u *unreachedStop) Write(ctx context.Context, b *stream.Batch[score.Event]) error {
+	if u.Reached() {
+		return u.Kafka.Write(ctx, b)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer context.AfterFunc(u.stop, func() {
+		if !u.Reached() {
+			cancel(errors.New("stopped before the brokers answered"))
+		}
+	})()
+	return u.Kafka.Write(ctx, b)
 }
 
 // encodeEvent returns an event's Kafka key, the user id in decimal, and its

@@ -435,7 +435,7 @@ func (c *runConfig) startEmbedded(ctx context.Context, cancel context.CancelCaus
 		return addr, b.Close, nil
 	}
 	gen := source.GeneratorConfig{Name: "producer", Seed: newSeed(), Start: defaultStart, Users: defaultUsers, Rate: c.rate}
-	p, out, err := newProducer(gen, []string{addr}, c.topic, c.faults.connectTimeout, log)
+	p, out, err := newProducer(ctx, gen, []string{addr}, c.topic, c.faults.connectTimeout, log)
 	if err != nil {
 		b.Close()
 		return "", nil, err

@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/internal/kafkatest"
 )
 
 // process is the program running in a process of its own: this test
@@ -221,4 +223,18 @@ func TestBrokerCommand(t *testing.T) {
 	res := stop()
 	assert.Equal(t, exitOK, res.code)
 	assert.Contains(t, res.stderr, `partitions="[0 1 2]"`, "-partitions sets the partitions of messages")
+}
+
+// produce stopped with SIGTERM while the brokers take connections and
+// never answer: the batch it cannot deliver ends at once, not after the
+// pipeline's drain timeout (30s), and the exit says nothing was sent.
+func TestSignalStopsProduceBeforeTheBrokersAnswer(t *testing.T) {
+	addr, _ := kafkatest.SilentBrokers(t)
+	p := start(t, "produce", "-brokers", addr, "-connect-timeout", "1m", "-count", "10")
+	waitFor(t, 30*time.Second, "the producer started", func() bool {
+		return strings.Contains(p.stderr.String(), `msg="producing events"`)
+	})
+	time.Sleep(300 * time.Millisecond) // its first batch waits for the brokers
+	assert.Equal(t, exitFailure, p.stop(t, syscall.SIGTERM, 5*time.Second))
+	assert.Contains(t, p.stderr.String(), "popularusers produce: stream: batch 1: to(source#1): kafka sink messages: connect to ["+addr+"]: stopped before the brokers answered")
 }
