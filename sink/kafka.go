@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -319,33 +318,14 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 // goroutine.
 func (k *Kafka[T]) Reached() bool { return k.reached.Load() }
 
-// newClient makes the sarama client, first reaching the brokers with a
-// client whose dials, reads and metadata retries end within
-// ConnectTimeout, and whose connections close when ctx is done: sarama's
-// own wait Net.ReadTimeout (30s) each, and a client makes several, none
-// of which a context ends.
+// newClient makes the sarama client, first reaching the brokers within
+// ConnectTimeout, or until ctx is done (kafkaconf.Reach): sarama's own
+// wait is Net.ReadTimeout (30s) for each of several reads, none of which
+// a context ends.
 func (k *Kafka[T]) newClient(ctx context.Context) (sarama.Client, error) {
 	start := time.Now()
-	probeCtx, cancel := context.WithTimeout(ctx, k.cfg.ConnectTimeout)
-	defer cancel()
-	probe := kafkaconf.Probe(k.sarama, k.cfg.ConnectTimeout)
-	d := &ctxDialer{ctx: probeCtx, next: kafkaconf.Dialer(&probe)}
-	probe.Net.Proxy.Enable, probe.Net.Proxy.Dialer = true, d
-	backoff := probe.Metadata.Retry.BackoffFunc
-	probe.Metadata.Retry.BackoffFunc = func(retries, maxRetries int) time.Duration {
-		switch {
-		case probeCtx.Err() != nil:
-			return 0 // the retries fail at once
-		case backoff != nil:
-			return backoff(retries, maxRetries)
-		}
-		return probe.Metadata.Retry.Backoff
-	}
-	client, err := sarama.NewClient(k.cfg.Brokers, &probe)
+	err := kafkaconf.Reach(ctx, k.cfg.Brokers, k.sarama, k.cfg.ConnectTimeout)
 	if cerr := context.Cause(ctx); cerr != nil {
-		if client != nil {
-			client.Close()
-		}
 		return nil, fmt.Errorf("kafka sink %s: connect to %v: %w", k.cfg.Topic, k.cfg.Brokers, cerr)
 	}
 	if err != nil {
@@ -353,40 +333,11 @@ func (k *Kafka[T]) newClient(ctx context.Context) (sarama.Client, error) {
 			k.cfg.Topic, k.cfg.Brokers, time.Since(start).Round(time.Millisecond), err)
 	}
 	k.reached.Store(true)
-	client.Close()
-	if client, err = sarama.NewClient(k.cfg.Brokers, k.sarama); err != nil {
+	client, err := sarama.NewClient(k.cfg.Brokers, k.sarama)
+	if err != nil {
 		return nil, fmt.Errorf("kafka sink %s: connect to %v: %w", k.cfg.Topic, k.cfg.Brokers, err)
 	}
 	return client, nil
-}
-
-// ctxDialer dials with next, and closes the connections it made once ctx
-// is done, which ends sarama's reads on them at once.
-type ctxDialer struct {
-	ctx  context.Context
-	next interface {
-		Dial(network, addr string) (net.Conn, error)
-	}
-}
-
-func (d *ctxDialer) Dial(network, addr string) (net.Conn, error) {
-	if err := d.ctx.Err(); err != nil {
-		return nil, err
-	}
-	var (
-		c   net.Conn
-		err error
-	)
-	if nd, ok := d.next.(*net.Dialer); ok {
-		c, err = nd.DialContext(d.ctx, network, addr)
-	} else {
-		c, err = d.next.Dial(network, addr)
-	}
-	if err != nil {
-		return nil, err
-	}
-	context.AfterFunc(d.ctx, func() { c.Close() })
-	return c, nil
 }
 
 // deliver starts the delivery of msgs, which point into own (nil for

@@ -2,9 +2,8 @@
 // transactional producer share: the producer settings, so that what
 // "delivered" means is decided in one place; BatchProducer, which the
 // sink, the changelog and the transactional producer send their batches
-// with; the request versions as sarama picks them; and Probe, the
-// settings of a first contact with the brokers, for the source and the
-// sink.
+// with; the request versions as sarama picks them; and Probe and Reach,
+// a first contact with the brokers bounded in time and by a context.
 package kafkaconf
 
 import (
