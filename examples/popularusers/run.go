@@ -139,7 +139,7 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 		// The partials say their sketch and input topic, so that after
 		// a change of either the others' partials of before are left
 		// out, not merged or failed on.
-		x, err := exchange.New(exchange.Config{Brokers: brokers, Topic: c.digestTopic, Member: member, Kind: c.sketch, Input: c.topic, Logger: log})
+		x, err := exchange.New(exchange.Config{Brokers: brokers, Topic: c.digestTopic, Member: member, Kind: c.sketch, Input: c.topic, ConnectTimeout: c.faults.connectTimeout, Logger: log})
 		if err != nil {
 			return err
 		}

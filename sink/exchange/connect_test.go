@@ -2,6 +2,7 @@ package exchange
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"strconv"
@@ -222,4 +223,49 @@ func TestSyncOnATopicWithItsRecordsDeleted(t *testing.T) {
 	defer cancel()
 	require.NoError(t, late.Sync(ctx))
 	assert.Empty(t, late.Latest())
+}
+
+// Brokers that take connections and never answer: Run fails within
+// ConnectTimeout, and a Run ended by its context leaves nothing for Close
+// to wait for, not sarama's reads of 30s each and their retries, for
+// minutes.
+func TestSilentBrokers(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		ctxAt   time.Duration // 0: never
+	}{
+		{"connect timeout", time.Second, 0},
+		{"ctx", 0, 200 * time.Millisecond}, // the default ConnectTimeout
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, hangUp := kafkatest.SilentBrokers(t)
+			x, err := New(Config{Brokers: []string{addr}, Topic: "digests", ConnectTimeout: tc.timeout})
+			require.NoError(t, err)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if tc.ctxAt > 0 {
+				ctx, cancel = context.WithTimeout(ctx, tc.ctxAt)
+				defer cancel()
+			}
+			start := time.Now()
+			done := make(chan error, 1)
+			go func() {
+				err := x.Run(ctx)
+				done <- errors.Join(err, x.Close())
+			}()
+			select {
+			case err := <-done:
+				if tc.ctxAt > 0 {
+					assert.NoError(t, err)
+				} else {
+					assert.ErrorContains(t, err, "exchange digests: brokers ["+addr+"] unreachable")
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("Run and Close still blocked after %v", time.Since(start))
+				hangUp() // the reads fail, and sarama gives up
+				<-done
+			}
+		})
+	}
 }

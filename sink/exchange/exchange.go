@@ -148,6 +148,13 @@ type Config struct {
 	// input, and those of partitions the topic does not have, as Sync
 	// last read them. Empty: any input, and every partition.
 	Input string
+	// ConnectTimeout bounds how long Run, Publish and Sync may wait to
+	// reach the brokers when they make the exchange's client (the first
+	// call, or the next after one that could not): the call then fails.
+	// Brokers that take connections and never answer (a hung broker,
+	// another service on the port) would otherwise hold it for minutes,
+	// through sarama's reads and retries. Default DefaultConnectTimeout.
+	ConnectTimeout time.Duration
 	// ReplicationFactor of a topic Run creates (0: the brokers' default).
 	ReplicationFactor int16
 	// Sarama is the client configuration (nil: idempotent producer,
@@ -156,6 +163,9 @@ type Config struct {
 	// Logger receives what the exchange does and skips. Nil discards.
 	Logger *slog.Logger
 }
+
+// DefaultConnectTimeout is the default of Config.ConnectTimeout.
+const DefaultConnectTimeout = 30 * time.Second
 
 // topicConfig is what a topic Run creates has besides compaction: its
 // segments roll every 10 minutes, so that compaction keeps up.
@@ -244,6 +254,11 @@ func New(cfg Config) (*Kafka, error) {
 		return nil, errors.New("exchange: no brokers")
 	case cfg.Topic == "":
 		return nil, errors.New("exchange: no topic")
+	case cfg.ConnectTimeout < 0:
+		return nil, fmt.Errorf("exchange %s: negative connect timeout %v", cfg.Topic, cfg.ConnectTimeout)
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	cfg.Brokers = slices.Clone(cfg.Brokers)
 	sc := kafkaconf.Producer(cfg.Sarama)
@@ -267,9 +282,11 @@ func New(cfg Config) (*Kafka, error) {
 // Run reads the exchange topic from its oldest record, keeping the latest value of
 // every partition, until ctx is done; it creates the topic if it is
 // missing. It blocks, and returns nil when ctx is done, or the error that
-// stopped it from reading. A connection to the brokers still being made
-// when ctx is done (sarama's cannot be interrupted) goes on without Run,
-// until it succeeds or sarama gives up; Close waits for it.
+// stopped it from reading, such as brokers not reached within
+// ConnectTimeout. Once the brokers have answered, the client and the
+// topic still being made when ctx is done (sarama's requests cannot be
+// interrupted) go on without Run, until they succeed or sarama gives up;
+// Close waits for them.
 func (x *Kafka) Run(ctx context.Context) error {
 	client, err := x.connect(ctx)
 	if err != nil {
@@ -679,8 +696,9 @@ func (x *Kafka) Close() error {
 }
 
 // connect returns the client, connected and with the topic made, or
-// ctx's error once ctx is done: sarama's client cannot be interrupted, so
-// the client is then made without waiting for it.
+// ctx's error once ctx is done: the first contact ends with ctx, but
+// sarama's requests after it cannot be interrupted, so the client is then
+// made without waiting for it.
 func (x *Kafka) connect(ctx context.Context) (sarama.Client, error) {
 	type result struct {
 		c   sarama.Client
@@ -688,7 +706,7 @@ func (x *Kafka) connect(ctx context.Context) (sarama.Client, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		c, err := x.getClient(context.WithoutCancel(ctx))
+		c, err := x.getClient(ctx)
 		done <- result{c, err}
 	}()
 	select {
@@ -726,7 +744,16 @@ func (x *Kafka) getClient(ctx context.Context) (sarama.Client, error) {
 	if c != nil {
 		return c, nil
 	}
-	c, err := sarama.NewClient(x.cfg.Brokers, x.sarama)
+	start := time.Now()
+	err := kafkaconf.Reach(ctx, x.cfg.Brokers, x.sarama, x.cfg.ConnectTimeout)
+	switch {
+	case context.Cause(ctx) != nil:
+		return nil, fmt.Errorf("exchange %s: connect to %v: %w", x.cfg.Topic, x.cfg.Brokers, context.Cause(ctx))
+	case err != nil:
+		return nil, fmt.Errorf("exchange %s: brokers %v unreachable for %v: %w",
+			x.cfg.Topic, x.cfg.Brokers, time.Since(start).Round(time.Millisecond), err)
+	}
+	c, err = sarama.NewClient(x.cfg.Brokers, x.sarama)
 	if err != nil {
 		return nil, fmt.Errorf("exchange %s: connect to %v: %w", x.cfg.Topic, x.cfg.Brokers, err)
 	}
