@@ -286,11 +286,12 @@ func (c *runConfig) openChangelog(ctx context.Context, brokers []string, tx *txn
 		return nil, err
 	}
 	store, err := changelog.NewKafka(changelog.Config{
-		Brokers:     brokers,
-		Topic:       c.changelogTopic,
-		Partitions:  n,
-		Logger:      log,
-		Transaction: tx,
+		Brokers:        brokers,
+		Topic:          c.changelogTopic,
+		Partitions:     n,
+		ConnectTimeout: c.faults.connectTimeout,
+		Logger:         log,
+		Transaction:    tx,
 	})
 	if err != nil {
 		return nil, err

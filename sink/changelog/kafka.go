@@ -40,6 +40,14 @@ type Config struct {
 	// min.compaction.lag.ms (see the package doc). cleanup.policy is
 	// always compact.
 	TopicConfig map[string]string
+	// ConnectTimeout bounds how long Restore and Checkpoint may wait to
+	// reach the brokers when they make the store's client (the first
+	// call, or the next after one that could not): the call then fails,
+	// as it does once its ctx is done. Brokers that take connections and
+	// never answer (a hung broker, another service on the port) would
+	// otherwise hold it for minutes, through sarama's reads and retries.
+	// Default DefaultConnectTimeout.
+	ConnectTimeout time.Duration
 	// RestoreTimeout is how long Restore retries a partition that it
 	// cannot read further (a broker down, a leader moving) before it fails
 	// (default 1 minute). The whole Restore is bounded by its context.
@@ -105,6 +113,9 @@ var ErrClosed = errors.New("changelog: closed")
 // checkpoint that a marker would make look finished.
 var ErrNotRestored = errors.New("changelog: partition not restored by this store")
 
+// DefaultConnectTimeout is the default of Config.ConnectTimeout.
+const DefaultConnectTimeout = 30 * time.Second
+
 // NewKafka returns a store on cfg.Topic. It validates cfg and connects to
 // nothing.
 func NewKafka(cfg Config) (*Kafka, error) {
@@ -119,6 +130,8 @@ func NewKafka(cfg Config) (*Kafka, error) {
 		return nil, fmt.Errorf("changelog %s: replication factor %d", cfg.Topic, cfg.ReplicationFactor)
 	case cfg.RestoreTimeout < 0:
 		return nil, fmt.Errorf("changelog %s: restore timeout %v", cfg.Topic, cfg.RestoreTimeout)
+	case cfg.ConnectTimeout < 0:
+		return nil, fmt.Errorf("changelog %s: connect timeout %v", cfg.Topic, cfg.ConnectTimeout)
 	}
 	if p, ok := cfg.TopicConfig["cleanup.policy"]; ok && p != "compact" {
 		return nil, fmt.Errorf("changelog %s: TopicConfig sets cleanup.policy %q; a changelog must be compacted", cfg.Topic, p)
@@ -127,6 +140,9 @@ func NewKafka(cfg Config) (*Kafka, error) {
 	cfg.TopicConfig = maps.Clone(cfg.TopicConfig)
 	if cfg.RestoreTimeout == 0 {
 		cfg.RestoreTimeout = time.Minute
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	sc := kafkaconf.Producer(cfg.Sarama)
 	if cfg.Sarama == nil {
@@ -175,13 +191,23 @@ func (k *Kafka) Close() error {
 	return err
 }
 
-// connect creates the client.
-func (k *Kafka) connect() error {
+// connect creates the client, first reaching the brokers within
+// ConnectTimeout, or until ctx is done (kafkaconf.Reach).
+func (k *Kafka) connect(ctx context.Context) error {
 	if k.closed {
 		return fmt.Errorf("changelog %s: %w", k.cfg.Topic, ErrClosed)
 	}
 	if k.client != nil {
 		return nil
+	}
+	start := time.Now()
+	err := kafkaconf.Reach(ctx, k.cfg.Brokers, k.sarama, k.cfg.ConnectTimeout)
+	switch {
+	case context.Cause(ctx) != nil:
+		return fmt.Errorf("changelog %s: connect to %v: %w", k.cfg.Topic, k.cfg.Brokers, context.Cause(ctx))
+	case err != nil:
+		return fmt.Errorf("changelog %s: brokers %v unreachable for %v: %w",
+			k.cfg.Topic, k.cfg.Brokers, time.Since(start).Round(time.Millisecond), err)
 	}
 	c, err := sarama.NewClient(k.cfg.Brokers, k.sarama)
 	if err != nil {
@@ -387,7 +413,7 @@ func (k *Kafka) Checkpoint(ctx context.Context, c *stream.Changes) error {
 			return fmt.Errorf("changelog: checkpoint of batch %d to %s/%d: %w: restore it first", c.Batch.ID, k.cfg.Topic, p, ErrNotRestored)
 		}
 	}
-	if err := k.connect(); err != nil {
+	if err := k.connect(ctx); err != nil {
 		return err
 	}
 	if err := k.ensureTopic(ctx, parts[len(parts)-1]+1); err != nil {

@@ -604,6 +604,7 @@ func TestNewKafkaValidates(t *testing.T) {
 		{changelog.Config{Topic: "t"}, "no brokers"},
 		{changelog.Config{Brokers: []string{"x:1"}}, "no topic"},
 		{changelog.Config{Brokers: []string{"x:1"}, Topic: "t", Partitions: -1}, "partitions"},
+		{changelog.Config{Brokers: []string{"x:1"}, Topic: "t", ConnectTimeout: -time.Second}, "connect timeout -1s"},
 		{changelog.Config{Brokers: []string{"x:1"}, Topic: "t", TopicConfig: map[string]string{"cleanup.policy": "delete"}}, "must be compacted"},
 		{changelog.Config{Brokers: []string{"x:1"}, Topic: "t", Sarama: func() *sarama.Config {
 			c := sarama.NewConfig()
@@ -616,4 +617,46 @@ func TestNewKafkaValidates(t *testing.T) {
 	}
 	_, err := changelog.NewKafka(changelog.Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t"})
 	assert.NoError(t, err, "NewKafka does not connect")
+}
+
+// Brokers that take connections and never answer fail Restore within
+// ConnectTimeout, or as soon as its ctx ends, not after sarama's reads of
+// 30s each and their retries, for minutes.
+func TestRestoreSilentBrokers(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		ctxAt   time.Duration
+	}{
+		{"connect timeout", time.Second, time.Minute},
+		{"ctx", 0, 200 * time.Millisecond}, // the default ConnectTimeout
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, hangUp := kafkatest.SilentBrokers(t)
+			k, err := changelog.NewKafka(changelog.Config{Brokers: []string{addr}, Topic: "totals", ConnectTimeout: tc.timeout})
+			require.NoError(t, err)
+			defer func() { assert.NoError(t, k.Close()) }()
+			ctx, cancel := context.WithTimeout(context.Background(), tc.ctxAt)
+			defer cancel()
+			start := time.Now()
+			done := make(chan error, 1)
+			go func() {
+				_, err := k.Restore(ctx, nil, state{}.put)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if tc.timeout > 0 {
+					assert.ErrorContains(t, err, "changelog totals: brokers ["+addr+"] unreachable")
+				} else {
+					assert.ErrorIs(t, err, context.DeadlineExceeded)
+					assert.ErrorContains(t, err, "changelog totals: connect to ["+addr+"]")
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("Restore still blocked after %v", time.Since(start))
+				hangUp() // the reads fail, and sarama gives up
+				<-done
+			}
+		})
+	}
 }

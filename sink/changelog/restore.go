@@ -42,7 +42,7 @@ var progressEvery = 5 * time.Second
 func (k *Kafka) Restore(ctx context.Context, partitions []int32, put func(e stream.Entry) error) ([]stream.Offset, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if err := k.connect(); err != nil {
+	if err := k.connect(ctx); err != nil {
 		return nil, err
 	}
 	if tx := k.cfg.Transaction; tx != nil {
