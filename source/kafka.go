@@ -627,7 +627,7 @@ func (k *Kafka) connect(ctx context.Context) (sarama.Client, error) {
 	start := time.Now()
 	wait := kafkaBackoff{min: 100 * time.Millisecond, max: 5 * time.Second}
 	for attempt := 1; ; attempt++ {
-		client, err := k.newClient(k.cfg.ConnectTimeout - time.Since(start))
+		client, err := k.newClient(ctx, k.cfg.ConnectTimeout-time.Since(start))
 		if err == nil {
 			return client, nil
 		}
@@ -649,20 +649,16 @@ func (k *Kafka) connect(ctx context.Context) (sarama.Client, error) {
 	}
 }
 
-// newClient makes the sarama client, first reaching the brokers with a
-// client whose reads and metadata retries end within left: sarama's own
-// wait Net.ReadTimeout (30s) each, and a client makes several, so that
-// brokers that take connections and never answer (a hung broker, another
-// service on the port) would hold a connect for minutes past
-// ConnectTimeout, logging nothing.
-func (k *Kafka) newClient(left time.Duration) (sarama.Client, error) {
-	left = max(left, time.Millisecond)
-	probe := kafkaconf.Probe(k.sarama, left)
-	client, err := sarama.NewClient(k.cfg.Brokers, &probe)
-	if err != nil {
+// newClient makes the sarama client, first reaching the brokers within
+// left, or until ctx is done (kafkaconf.Reach): sarama's own wait is
+// Net.ReadTimeout (30s) for each of several reads, none of which a
+// context ends, so that brokers that take connections and never answer
+// (a hung broker, another service on the port) would hold a connect for
+// minutes past ConnectTimeout, or past a stop, logging nothing.
+func (k *Kafka) newClient(ctx context.Context, left time.Duration) (sarama.Client, error) {
+	if err := kafkaconf.Reach(ctx, k.cfg.Brokers, k.sarama, max(left, time.Millisecond)); err != nil {
 		return nil, err
 	}
-	client.Close()
 	return sarama.NewClient(k.cfg.Brokers, k.sarama)
 }
 

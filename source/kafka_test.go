@@ -510,6 +510,31 @@ func TestKafkaConnectTimeoutSilentBrokers(t *testing.T) {
 	assert.False(t, src.Reached())
 }
 
+// A Run whose ctx ends while the brokers take connections and never
+// answer returns soon after, well before ConnectTimeout.
+func TestKafkaConnectCancelledSilentBrokers(t *testing.T) {
+	checkLeaks(t)
+	addr, hangUp := kafkatest.SilentBrokers(t)
+	src, err := source.NewKafka(source.KafkaConfig{Brokers: []string{addr}, Topic: "in", Group: "g"}) // the default ConnectTimeout
+	require.NoError(t, err)
+	p := stream.NewPipeline()
+	stream.ForEachBatch(stream.From(p, src), func(context.Context, *stream.Batch[source.Message]) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	select {
+	case err := <-done:
+		assert.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Errorf("Run still blocked %v after its ctx ended", time.Since(start))
+		hangUp() // the reads fail, and sarama gives up
+		<-done
+	}
+	assert.False(t, src.Reached())
+}
+
 func TestKafkaMissingTopicFails(t *testing.T) {
 	checkLeaks(t)
 	b := startBroker(t, nil)
