@@ -267,6 +267,30 @@ func TestUnreachableBrokersBeforeTheChangelog(t *testing.T) {
 	}
 }
 
+// A signal while the input topic's partitions are read, before the
+// changelog, from brokers that take connections and never answer, stops
+// the program at once, not after sarama's reads of up to -connect-timeout
+// each.
+func TestSilentBrokersBeforeTheChangelogStopped(t *testing.T) {
+	addr, hangUp := kafkatest.SilentBrokers(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	done := make(chan result, 1)
+	go func() {
+		done <- runMain(t, ctx, "", "-brokers", addr, "-state", "changelog", "-connect-timeout", "1m", "-json")
+	}()
+	select {
+	case r := <-done:
+		assert.Equal(t, exitOK, r.code, "a signal before the first batch is a clean stop")
+		assert.NotContains(t, r.stderr, "popularusers run:")
+	case <-time.After(10 * time.Second):
+		t.Errorf("still running %v after the signal", time.Since(start))
+		hangUp() // the reads fail, and sarama gives up
+		<-done
+	}
+}
+
 // deadLetterOf runs the program on bad, a record that does not decode,
 // then a good one, and returns bad's dead letter once the run committed
 // both and went on.

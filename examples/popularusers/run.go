@@ -311,7 +311,7 @@ func topicPartitions(ctx context.Context, brokers []string, topic string, timeou
 	start := time.Now()
 	backoff := firstRetry
 	for attempt := 1; ; attempt++ {
-		n, err := fetchPartitions(brokers, topic, &cfg)
+		n, err := fetchPartitions(ctx, brokers, topic, &cfg, timeout-time.Since(start))
 		switch {
 		case err == nil:
 			return n, nil
@@ -335,7 +335,12 @@ func topicPartitions(ctx context.Context, brokers []string, topic string, timeou
 	}
 }
 
-func fetchPartitions(brokers []string, topic string, cfg *sarama.Config) (int32, error) {
+// fetchPartitions asks for topic's partitions, first reaching the
+// brokers within left, or until ctx is done (kafkaconf.Reach).
+func fetchPartitions(ctx context.Context, brokers []string, topic string, cfg *sarama.Config, left time.Duration) (int32, error) {
+	if err := kafkaconf.Reach(ctx, brokers, cfg, max(left, time.Millisecond)); err != nil {
+		return 0, err
+	}
 	client, err := sarama.NewClient(brokers, cfg)
 	if err != nil {
 		return 0, err
