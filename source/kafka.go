@@ -927,8 +927,8 @@ func (k *Kafka) commit(ctx context.Context, client sarama.Client, sess sarama.Co
 type kafkaCoordinator struct {
 	b *sarama.Broker
 	// dial dialed b's connection, which Run's end closes under an offset
-	// fetch in flight (see kafkaDialer).
-	dial *kafkaDialer
+	// fetch in flight (see kafkaconf.CutDialer).
+	dial *kafkaconf.CutDialer
 }
 
 // kafkaCoordinatorSlot holds the source's connection to the coordinator
@@ -944,7 +944,7 @@ type kafkaCoordinatorSlot struct {
 	// opening dials the connections of the lookup and the connection
 	// being made, while open is held, under Kafka.mu: Run's end closes
 	// them under the requests (see closeCoordinators).
-	opening *kafkaDialer
+	opening *kafkaconf.CutDialer
 }
 
 // coordinatorConn returns the source's connection of s to the group
@@ -959,7 +959,7 @@ func (k *Kafka) coordinatorConn(client sarama.Client, s *kafkaCoordinatorSlot) (
 	if b, err := k.coordinatorOpened(s); b != nil || err != nil {
 		return b, err
 	}
-	dial := newKafkaDialer(k.sarama)
+	dial := kafkaconf.NewCutDialer(k.sarama)
 	var stopped error
 	k.mu.Lock()
 	if k.client == nil {
@@ -977,7 +977,7 @@ func (k *Kafka) coordinatorConn(client sarama.Client, s *kafkaCoordinatorSlot) (
 	if k.client == nil {
 		stopped = k.stopped()
 	}
-	closed := dial.isClosed()
+	closed := dial.Closed()
 	if err == nil && stopped == nil && !closed {
 		s.conn = kafkaCoordinator{b: b, dial: dial}
 	}
@@ -986,7 +986,7 @@ func (k *Kafka) coordinatorConn(client sarama.Client, s *kafkaCoordinatorSlot) (
 	case stopped != nil:
 		// Run's end closed the connections already, and the lookup's
 		// under it, if it failed for that: nobody would close this one.
-		dial.close()
+		dial.Close()
 		if err == nil {
 			_ = b.Close()
 		}
@@ -1008,7 +1008,7 @@ func (k *Kafka) coordinatorConn(client sarama.Client, s *kafkaCoordinatorSlot) (
 // taken, across a request that cannot be cancelled, with its retries: the
 // client's requests to the same broker, the group's heartbeats among
 // them, would wait behind it, and nothing would end it early.
-func (k *Kafka) openCoordinator(client sarama.Client, dial *kafkaDialer) (*sarama.Broker, error) {
+func (k *Kafka) openCoordinator(client sarama.Client, dial *kafkaconf.CutDialer) (*sarama.Broker, error) {
 	cfg := *k.conns
 	cfg.Net.Proxy.Enable, cfg.Net.Proxy.Dialer = true, dial
 	req := &sarama.FindCoordinatorRequest{Version: kafkaconf.FindCoordinatorVersion(k.sarama.Version),
@@ -1036,7 +1036,7 @@ func (k *Kafka) openCoordinator(client sarama.Client, dial *kafkaDialer) (*saram
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
-			case <-dial.done():
+			case <-dial.Done():
 				t.Stop()
 				return nil, fmt.Errorf("find coordinator: %w", err)
 			}
@@ -1054,7 +1054,7 @@ func (k *Kafka) openCoordinator(client sarama.Client, dial *kafkaDialer) (*saram
 // answers, for the address of the group coordinator, with req, on
 // connections of cfg dialed by dial. It reports whether an error is one
 // sarama's client tries again.
-func (k *Kafka) findCoordinator(client sarama.Client, req *sarama.FindCoordinatorRequest, cfg *sarama.Config, dial *kafkaDialer) (string, bool, error) {
+func (k *Kafka) findCoordinator(client sarama.Client, req *sarama.FindCoordinatorRequest, cfg *sarama.Config, dial *kafkaconf.CutDialer) (string, bool, error) {
 	// The brokers the client knows, then the seeds.
 	var addrs []string
 	for _, b := range client.Brokers() {
@@ -1067,7 +1067,7 @@ func (k *Kafka) findCoordinator(client sarama.Client, req *sarama.FindCoordinato
 	}
 	var errs []error
 	for _, addr := range addrs {
-		if dial.isClosed() {
+		if dial.Closed() {
 			break
 		}
 		b := sarama.NewBroker(addr)
@@ -1090,7 +1090,7 @@ func (k *Kafka) findCoordinator(client sarama.Client, req *sarama.FindCoordinato
 		}
 		return resp.Coordinator.Addr(), false, nil
 	}
-	if dial.isClosed() {
+	if dial.Closed() {
 		// Closed under the lookup: not tried again.
 		return "", false, errors.Join(append(errs, net.ErrClosed)...)
 	}
@@ -1134,114 +1134,19 @@ func (k *Kafka) closeCoordinators() {
 	k.client = nil
 	coordinators := []kafkaCoordinator{k.coordinator.conn, k.offsetCoordinator.conn}
 	k.coordinator.conn, k.offsetCoordinator.conn = kafkaCoordinator{}, kafkaCoordinator{}
-	opening := []*kafkaDialer{k.coordinator.opening, k.offsetCoordinator.opening}
+	opening := []*kafkaconf.CutDialer{k.coordinator.opening, k.offsetCoordinator.opening}
 	k.mu.Unlock()
 	for _, d := range opening {
 		if d != nil {
-			d.close()
+			d.Close()
 		}
 	}
 	for _, c := range coordinators {
 		if c.b != nil {
-			c.dial.close()
+			c.dial.Close()
 			_ = c.b.Close()
 		}
 	}
-}
-
-// kafkaDialer dials as sarama does with a config, and keeps what it
-// dialed, for close. sarama holds a broker's lock across a request, which
-// cannot be cancelled: the broker's Close waits for the answer, up to
-// Net.ReadTimeout, and only closing the connection under it ends it. The
-// connections of one dialer are dialed one after the other: each is
-// closed before the next is dialed.
-type kafkaDialer struct {
-	dialer interface {
-		Dial(network, addr string) (net.Conn, error)
-	}
-	mu      sync.Mutex
-	conn    net.Conn
-	cancel  context.CancelFunc // of the dial in progress, if the dialer takes a context
-	closed  bool
-	closing chan struct{} // closed by close, once made by done
-}
-
-func newKafkaDialer(sc *sarama.Config) *kafkaDialer {
-	return &kafkaDialer{dialer: kafkaconf.Dialer(sc)}
-}
-
-func (d *kafkaDialer) Dial(network, addr string) (net.Conn, error) {
-	var (
-		c   net.Conn
-		err error
-	)
-	if cd, ok := d.dialer.(interface {
-		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
-	}); ok {
-		// close ends a dial that hangs (an address that drops what it
-		// is sent) too.
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		d.mu.Lock()
-		closed := d.closed
-		d.cancel = cancel
-		d.mu.Unlock()
-		if closed {
-			return nil, net.ErrClosed
-		}
-		c, err = cd.DialContext(ctx, network, addr)
-	} else {
-		c, err = d.dialer.Dial(network, addr)
-	}
-	if err != nil {
-		return nil, err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.cancel = nil
-	if d.closed {
-		_ = c.Close()
-		return nil, net.ErrClosed
-	}
-	d.conn = c
-	return c, nil
-}
-
-// close closes the connection dialed, ends a dial in progress (with a
-// dialer that takes a context) and fails those after.
-func (d *kafkaDialer) close() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.closed && d.closing != nil {
-		close(d.closing)
-	}
-	d.closed = true
-	if d.cancel != nil {
-		d.cancel()
-	}
-	if d.conn != nil {
-		_ = d.conn.Close()
-	}
-}
-
-// done returns a channel closed by close.
-func (d *kafkaDialer) done() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closing == nil {
-		d.closing = make(chan struct{})
-		if d.closed {
-			close(d.closing)
-		}
-	}
-	return d.closing
-}
-
-// isClosed reports whether close was called.
-func (d *kafkaDialer) isClosed() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.closed
 }
 
 // dropCoordinator closes the connection of s, b, to the coordinator after
@@ -1257,7 +1162,7 @@ func (k *Kafka) dropCoordinator(s *kafkaCoordinatorSlot, b *sarama.Broker) {
 	if drop.b == b {
 		// Not with k.mu held: Close waits for a request in flight on b,
 		// another claim's offset fetch, which the connection's close ends.
-		drop.dial.close()
+		drop.dial.Close()
 		_ = b.Close()
 	}
 }
@@ -1641,7 +1546,7 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *s
 			b, opening := k.offsetCoordinator.conn.b, k.offsetCoordinator.opening
 			k.mu.Unlock()
 			if opening != nil {
-				opening.close()
+				opening.Close()
 			}
 			if b != nil {
 				k.dropCoordinator(&k.offsetCoordinator, b)

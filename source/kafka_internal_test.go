@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
+	"github.com/sluicehq/sluice/internal/kafkaconf"
 	"github.com/sluicehq/sluice/internal/kafkatest"
 	"github.com/sluicehq/sluice/stream"
 )
@@ -791,26 +792,41 @@ func (d hangingDialer) DialContext(ctx context.Context, _, _ string) (net.Conn, 
 	return nil, ctx.Err()
 }
 
-// Closing a kafkaDialer ends a dial in progress, which a lookup of the
-// coordinator waits for with the broker's lock held, and fails those
-// after.
-func TestKafkaDialerCloseEndsADial(t *testing.T) {
-	d := &kafkaDialer{dialer: hangingDialer{dialing: make(chan struct{})}}
-	dialed := make(chan error, 1)
+// Closing the dialer of a lookup of the coordinator ends a dial in
+// progress through the config's proxy dialer, which the lookup waits for
+// with the broker's lock held, as Run's end and a claim that gives up its
+// fetch do.
+func TestKafkaCoordinatorLookupDialEndsWithItsDialer(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	require.NoError(t, err)
+	defer c.Close()
+	client, err := sarama.NewClient(c.ListenAddrs(), sarama.NewConfig())
+	require.NoError(t, err)
+	defer client.Close()
+	hang := hangingDialer{dialing: make(chan struct{})}
+	sc := sarama.NewConfig()
+	sc.Net.Proxy.Enable, sc.Net.Proxy.Dialer = true, hang
+	k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second, Sarama: sc})
+	require.NoError(t, err)
+	dial := kafkaconf.NewCutDialer(k.sarama)
+	looked := make(chan error, 1)
 	go func() {
-		_, err := d.Dial("tcp", "127.0.0.1:9")
-		dialed <- err
+		b, err := k.openCoordinator(client, dial)
+		if b != nil {
+			_ = b.Close()
+		}
+		looked <- err
 	}()
-	<-d.dialer.(hangingDialer).dialing
-	d.close()
+	<-hang.dialing
+	dial.Close()
 	select {
-	case err := <-dialed:
-		assert.Error(t, err)
+	case err := <-looked:
+		assert.ErrorIs(t, err, net.ErrClosed)
 	case <-time.After(5 * time.Second):
-		t.Fatal("the dial went on after close")
+		t.Fatal("the lookup's dial went on after its dialer closed")
 	}
-	_, err := d.Dial("tcp", "127.0.0.1:9")
-	assert.ErrorIs(t, err, net.ErrClosed)
 }
 
 // A claim that starts at a sentinel during a failover of the group
@@ -895,7 +911,7 @@ func TestKafkaCoordinatorLookupRetryEndsWithItsDialer(t *testing.T) {
 		close(refused)
 		return resp, nil, true
 	})
-	dial := newKafkaDialer(k.sarama)
+	dial := kafkaconf.NewCutDialer(k.sarama)
 	looked := make(chan error, 1)
 	go func() {
 		b, err := k.openCoordinator(client, dial)
@@ -911,7 +927,7 @@ func TestKafkaCoordinatorLookupRetryEndsWithItsDialer(t *testing.T) {
 	}
 	// The answer comes, and the lookup waits a minute to ask again.
 	time.Sleep(time.Second)
-	dial.close()
+	dial.Close()
 	select {
 	case err := <-looked:
 		assert.Error(t, err)

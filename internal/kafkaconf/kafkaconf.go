@@ -2,8 +2,10 @@
 // transactional producer share: the producer settings, so that what
 // "delivered" means is decided in one place; BatchProducer, which the
 // sink, the changelog and the transactional producer send their batches
-// with; the request versions as sarama picks them; and Probe and Reach,
-// a first contact with the brokers bounded in time and by a context.
+// with; the request versions as sarama picks them; Probe and Reach, a
+// first contact with the brokers bounded in time and by a context; and
+// CutDialer, which dials as sarama does and closes what it dialed under
+// the requests that nothing else ends.
 package kafkaconf
 
 import (

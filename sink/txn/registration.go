@@ -26,7 +26,7 @@ type registration struct {
 	cfg     *sarama.Config
 	timeout time.Duration // the transaction timeout
 	client  sarama.Client
-	dial    *dialer // of the client's connections, closed by stop
+	dial    *kafkaconf.CutDialer // of the client's connections, closed by stop
 	pid     int64
 	epoch   int16
 
@@ -103,7 +103,7 @@ func register(ctx context.Context, brokers []string, id string, timeout time.Dur
 	if mustBump && req.Version < 3 {
 		return nil, errNoBump
 	}
-	dial := newDialer(cfg)
+	dial := kafkaconf.NewCutDialer(cfg)
 	own := *cfg
 	own.Net.Proxy.Enable, own.Net.Proxy.Dialer = true, dial
 	// sarama's client retries a metadata fetch, and a coordinator's
@@ -112,7 +112,7 @@ func register(ctx context.Context, brokers []string, id string, timeout time.Dur
 	backoff, base := cfg.Metadata.Retry.BackoffFunc, cfg.Metadata.Retry.Backoff
 	own.Metadata.Retry.BackoffFunc = func(retries, maxRetries int) time.Duration {
 		switch {
-		case dial.isClosed():
+		case dial.Closed():
 			return 0
 		case backoff != nil:
 			return backoff(retries, maxRetries)
@@ -166,7 +166,7 @@ func register(ctx context.Context, brokers []string, id string, timeout time.Dur
 // progress end, and so does a metadata fetch of the client's own, which
 // its Close waits for.
 func (s *registration) close() error {
-	s.dial.close()
+	s.dial.Close()
 	if s.client == nil {
 		return nil
 	}
@@ -203,7 +203,7 @@ const initProducerIDKey = 22
 // safe to call more than once.
 func (s *registration) stop() {
 	s.stopRetries()
-	s.dial.close()
+	s.dial.Close()
 }
 
 // stopRetries makes the requests of s to the coordinators fail, without

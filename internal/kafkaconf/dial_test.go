@@ -1,4 +1,4 @@
-package txn
+package kafkaconf
 
 import (
 	"context"
@@ -25,38 +25,45 @@ func (d hangingDialer) DialContext(ctx context.Context, _, _ string) (net.Conn, 
 	return nil, ctx.Err()
 }
 
-// Closing a dialer ends a dial in progress through the config's proxy
+// Closing a CutDialer ends a dial in progress through the config's proxy
 // dialer, which a broker's Open holds its lock across, and fails those
-// after.
-func TestDialerCloseEndsADial(t *testing.T) {
+// after; Closed and Done tell it.
+func TestCutDialerCloseEndsADial(t *testing.T) {
 	sc := sarama.NewConfig()
 	hang := hangingDialer{dialing: make(chan struct{})}
 	sc.Net.Proxy.Enable, sc.Net.Proxy.Dialer = true, hang
-	d := newDialer(sc)
+	d := NewCutDialer(sc)
 	dialed := make(chan error, 1)
 	go func() {
 		_, err := d.Dial("tcp", "127.0.0.1:9")
 		dialed <- err
 	}()
 	<-hang.dialing
-	d.close()
+	assert.False(t, d.Closed())
+	d.Close()
+	assert.True(t, d.Closed())
+	select {
+	case <-d.Done():
+	default:
+		t.Error("Done is not closed once the dialer is")
+	}
 	select {
 	case err := <-dialed:
 		assert.Error(t, err)
 	case <-time.After(5 * time.Second):
-		t.Fatal("the dial went on after close")
+		t.Fatal("the dial went on after Close")
 	}
 	_, err := d.Dial("tcp", "127.0.0.1:9")
 	assert.ErrorIs(t, err, net.ErrClosed)
 }
 
-// Closing a dialer closes the connections it dialed that are open, and
+// Closing a CutDialer closes the connections it dialed that are open, and
 // forgets those closed before.
-func TestDialerCloseClosesItsConnections(t *testing.T) {
+func TestCutDialerCloseClosesItsConnections(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer l.Close()
-	d := newDialer(sarama.NewConfig())
+	d := NewCutDialer(sarama.NewConfig())
 	var conns []net.Conn
 	for range 2 {
 		c, err := d.Dial("tcp", l.Addr().String())
@@ -65,7 +72,7 @@ func TestDialerCloseClosesItsConnections(t *testing.T) {
 	}
 	require.NoError(t, conns[0].Close())
 	assert.Len(t, d.conns, 1, "the connection closed is forgotten")
-	d.close()
+	d.Close()
 	_ = conns[1].SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err = conns[1].Read(make([]byte, 1))
 	assert.ErrorIs(t, err, net.ErrClosed, "the connection open is closed")
@@ -114,14 +121,14 @@ func dnsServer(t *testing.T) string {
 
 // sarama resolves the bootstrap brokers' names
 // (Net.ResolveCanonicalBootstrapServers) with a resolver that dials
-// through its config's dialer, the registration's, as Go's own resolver
+// through its config's dialer, a CutDialer, as Go's own resolver
 // (Linux's default) does: the datagram connection it dials for a query
 // must be one still (a net.PacketConn), for the resolver to frame its
 // queries as datagrams, not as a stream's.
-func TestADialersConnectionResolvesNames(t *testing.T) {
+func TestACutDialersConnectionResolvesNames(t *testing.T) {
 	dns := dnsServer(t)
-	d := newDialer(sarama.NewConfig())
-	defer d.close()
+	d := NewCutDialer(sarama.NewConfig())
+	defer d.Close()
 	r := &net.Resolver{PreferGo: true, Dial: func(_ context.Context, network, _ string) (net.Conn, error) {
 		return d.Dial(network, dns)
 	}}
