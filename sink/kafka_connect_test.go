@@ -2,9 +2,13 @@ package sink_test
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -68,4 +72,69 @@ func TestKafkaSinkConnectCancelled(t *testing.T) {
 	assert.Less(t, took, 10*time.Second, "well before the default ConnectTimeout")
 	assert.ErrorContains(t, err, "kafka sink out: connect to ["+addr+"]")
 	assert.NoError(t, k.Close())
+}
+
+// hangingDialer dials nowhere: a dial ends only when its context does, as
+// one to an address that drops what it is sent ends at its timeout, or
+// when hangUp is called.
+type hangingDialer struct {
+	hungUp chan struct{}
+	hangUp func()
+}
+
+func newHangingDialer() *hangingDialer {
+	d := &hangingDialer{hungUp: make(chan struct{})}
+	d.hangUp = sync.OnceFunc(func() { close(d.hungUp) })
+	return d
+}
+
+func (d *hangingDialer) Dial(network, addr string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, addr)
+}
+
+func (d *hangingDialer) DialContext(ctx context.Context, _, addr string) (net.Conn, error) {
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-d.hungUp:
+		return nil, fmt.Errorf("dial %s: hung up", addr)
+	}
+}
+
+// A proxy dialer of the user's (Net.Proxy.Dialer) that dials with a
+// context, and whose dial hangs, as one to an address that drops what it
+// is sent does, until its own timeout: the first Write fails within
+// ConnectTimeout, or soon after its ctx ends, its dial cancelled.
+func TestKafkaSinkConnectProxyDialerHangs(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration // the Write's ctx's
+		connect time.Duration // ConnectTimeout
+		err     string        // of the brokers' addresses
+	}{
+		{"connect timeout", time.Minute, time.Second, "kafka sink out: brokers %v unreachable"},
+		{"ctx done", 500 * time.Millisecond, 0, "kafka sink out: connect to %v"}, // the default ConnectTimeout
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			b := startBroker(t, map[string]int32{"out": 1})
+			hang := newHangingDialer()
+			sc := sarama.NewConfig()
+			sc.Net.Proxy.Enable, sc.Net.Proxy.Dialer = true, hang
+			k, err := sink.NewKafka(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "out", ConnectTimeout: tc.connect, Sarama: sc}, pairEncoder)
+			require.NoError(t, err)
+			defer k.Close()
+
+			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+			defer cancel()
+			took, err := writeWithin(t, ctx, k, 20*time.Second, hang.hangUp)
+			require.Error(t, err)
+			assert.Less(t, took, 10*time.Second, "within about ConnectTimeout, or soon after ctx ends")
+			assert.ErrorContains(t, err, fmt.Sprintf(tc.err, b.Addrs()))
+			if ctx.Err() != nil {
+				assert.ErrorIs(t, err, context.DeadlineExceeded)
+			}
+			assert.NoError(t, k.Close())
+		})
+	}
 }
