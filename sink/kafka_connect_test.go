@@ -3,8 +3,6 @@ package sink_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -74,33 +72,6 @@ func TestKafkaSinkConnectCancelled(t *testing.T) {
 	assert.NoError(t, k.Close())
 }
 
-// hangingDialer dials nowhere: a dial ends only when its context does, as
-// one to an address that drops what it is sent ends at its timeout, or
-// when hangUp is called.
-type hangingDialer struct {
-	hungUp chan struct{}
-	hangUp func()
-}
-
-func newHangingDialer() *hangingDialer {
-	d := &hangingDialer{hungUp: make(chan struct{})}
-	d.hangUp = sync.OnceFunc(func() { close(d.hungUp) })
-	return d
-}
-
-func (d *hangingDialer) Dial(network, addr string) (net.Conn, error) {
-	return d.DialContext(context.Background(), network, addr)
-}
-
-func (d *hangingDialer) DialContext(ctx context.Context, _, addr string) (net.Conn, error) {
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-d.hungUp:
-		return nil, fmt.Errorf("dial %s: hung up", addr)
-	}
-}
-
 // A proxy dialer of the user's (Net.Proxy.Dialer) that dials with a
 // context, and whose dial hangs, as one to an address that drops what it
 // is sent does, until its own timeout: the first Write fails within
@@ -118,7 +89,7 @@ func TestKafkaSinkConnectProxyDialerHangs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			checkLeaks(t)
 			b := startBroker(t, map[string]int32{"out": 1})
-			hang := newHangingDialer()
+			hang := kafkatest.NewHangingDialer(t)
 			sc := sarama.NewConfig()
 			sc.Net.Proxy.Enable, sc.Net.Proxy.Dialer = true, hang
 			k, err := sink.NewKafka(sink.KafkaConfig{Brokers: b.Addrs(), Topic: "out", ConnectTimeout: tc.connect, Sarama: sc}, pairEncoder)
@@ -127,7 +98,7 @@ func TestKafkaSinkConnectProxyDialerHangs(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
 			defer cancel()
-			took, err := writeWithin(t, ctx, k, 20*time.Second, hang.hangUp)
+			took, err := writeWithin(t, ctx, k, 20*time.Second, hang.HangUp)
 			require.Error(t, err)
 			assert.Less(t, took, 10*time.Second, "within about ConnectTimeout, or soon after ctx ends")
 			assert.ErrorContains(t, err, fmt.Sprintf(tc.err, b.Addrs()))

@@ -778,20 +778,6 @@ func TestKafkaCoordinatorLookupDoesNotHoldUpRecords(t *testing.T) {
 	}
 }
 
-// hangingDialer dials nowhere: a dial ends only when its context does, as
-// one to an address that drops what it is sent ends at its timeout.
-type hangingDialer struct{ dialing chan struct{} }
-
-func (d hangingDialer) Dial(network, addr string) (net.Conn, error) {
-	return d.DialContext(context.Background(), network, addr)
-}
-
-func (d hangingDialer) DialContext(ctx context.Context, _, _ string) (net.Conn, error) {
-	close(d.dialing)
-	<-ctx.Done()
-	return nil, ctx.Err()
-}
-
 // Closing the dialer of a lookup of the coordinator ends a dial in
 // progress through the config's proxy dialer, which the lookup waits for
 // with the broker's lock held, as Run's end and a claim that gives up its
@@ -805,7 +791,7 @@ func TestKafkaCoordinatorLookupDialEndsWithItsDialer(t *testing.T) {
 	client, err := sarama.NewClient(c.ListenAddrs(), sarama.NewConfig())
 	require.NoError(t, err)
 	defer client.Close()
-	hang := hangingDialer{dialing: make(chan struct{})}
+	hang := kafkatest.NewHangingDialer(t)
 	sc := sarama.NewConfig()
 	sc.Net.Proxy.Enable, sc.Net.Proxy.Dialer = true, hang
 	k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second, Sarama: sc})
@@ -819,7 +805,7 @@ func TestKafkaCoordinatorLookupDialEndsWithItsDialer(t *testing.T) {
 		}
 		looked <- err
 	}()
-	<-hang.dialing
+	<-hang.Dialing()
 	dial.Close()
 	select {
 	case err := <-looked:

@@ -9,28 +9,16 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluicehq/sluice/internal/kafkatest"
 )
-
-// hangingDialer dials nowhere: a dial ends only when its context does, as
-// one to an address that drops what it is sent ends at its timeout.
-type hangingDialer struct{ dialing chan struct{} }
-
-func (d hangingDialer) Dial(network, addr string) (net.Conn, error) {
-	return d.DialContext(context.Background(), network, addr)
-}
-
-func (d hangingDialer) DialContext(ctx context.Context, _, _ string) (net.Conn, error) {
-	close(d.dialing)
-	<-ctx.Done()
-	return nil, ctx.Err()
-}
 
 // Closing a CutDialer ends a dial in progress through the config's proxy
 // dialer, which a broker's Open holds its lock across, and fails those
 // after; Closed and Done tell it.
 func TestCutDialerCloseEndsADial(t *testing.T) {
 	sc := sarama.NewConfig()
-	hang := hangingDialer{dialing: make(chan struct{})}
+	hang := kafkatest.NewHangingDialer(t)
 	sc.Net.Proxy.Enable, sc.Net.Proxy.Dialer = true, hang
 	d := NewCutDialer(sc)
 	dialed := make(chan error, 1)
@@ -38,7 +26,7 @@ func TestCutDialerCloseEndsADial(t *testing.T) {
 		_, err := d.Dial("tcp", "127.0.0.1:9")
 		dialed <- err
 	}()
-	<-hang.dialing
+	<-hang.Dialing()
 	assert.False(t, d.Closed())
 	d.Close()
 	assert.True(t, d.Closed())

@@ -11,6 +11,9 @@
 // that tests check what a Kafka client sees; Committed, HighWatermarks and
 // WaitStable read the broker's own state.
 //
+// SilentBrokers stands for brokers that take connections and never
+// answer, and HangingDialer for a proxy dialer whose dials never connect.
+//
 // # Groups
 //
 // Like Kafka, the broker refuses group session timeouts under 6s unless
