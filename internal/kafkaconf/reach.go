@@ -10,7 +10,8 @@ import (
 // Reach makes a first contact with brokers under sc: a client whose dials,
 // reads, writes and metadata retries end within timeout (see Probe), and
 // whose dials and connections are cut off once ctx is done (CutDialer),
-// which a context alone would not end: sarama waits Net.ReadTimeout (30s) for each of several reads.
+// which a context alone would not end: sarama waits Net.ReadTimeout (30s)
+// for each of several reads.
 // It closes the client at once and returns nil when the brokers answered;
 // otherwise sarama's error, or, when ctx ended it, ctx's cause. It blocks.
 func Reach(ctx context.Context, brokers []string, sc *sarama.Config, timeout time.Duration) error {
