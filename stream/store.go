@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -76,7 +77,8 @@ type Codec[T any] interface {
 
 // Codecs sets how UpdateStateByKey encodes its keys and states for the
 // pipeline's Store. Without it, integer, float64 and string types use a
-// compact binary form and other types JSON. With a Store, Run fails at
+// compact binary form and other types JSON (JSONCodec, which keeps the
+// NaNs and infinities JSON has no number for). With a Store, Run fails at
 // start when JSON would not give back the keys or states it stores: a
 // struct with an unexported field or a field tagged json:"-", an
 // interface, or a key holding a pointer (types with an UnmarshalJSON
@@ -188,18 +190,32 @@ func decodeVarint(b []byte) (int64, error) {
 	return v, nil
 }
 
-// JSONCodec encodes values with encoding/json.
+// JSONCodec encodes values with encoding/json. A value holding floats
+// that JSON has no number for (NaN, +Inf, -Inf), which json.Marshal
+// refuses, is encoded as '!' and the JSON object {"value": V, "floats":
+// {"2": "NaN"}}: V is the value with those floats set to 0, and each of
+// them is named by its place among the floats of the value, counted in
+// the order json.Marshal writes them. Decode gives them back. Floats
+// within a type that encodes itself (a MarshalJSON or MarshalText
+// method) or within an interface are left to encoding/json, which
+// refuses them.
 type JSONCodec[T any] struct{}
 
 // Append implements Codec.
 func (JSONCodec[T]) Append(dst []byte, v T) ([]byte, error) {
 	b, err := json.Marshal(v)
+	if uv := (*json.UnsupportedValueError)(nil); errors.As(err, &uv) && isNonFinite(uv.Str) {
+		return appendNonFinite(dst, v)
+	}
 	return append(dst, b...), err
 }
 
 // Decode implements Codec.
 func (JSONCodec[T]) Decode(b []byte) (T, error) {
 	var v T
+	if len(b) > 0 && b[0] == nonFiniteMark {
+		return v, decodeNonFinite(b, &v)
+	}
 	err := json.Unmarshal(b, &v)
 	return v, err
 }
