@@ -100,13 +100,13 @@
 // WithHook adds a Hook, told after every batch what it did (BatchStats:
 // records and lag per input partition, processing time and scheduling
 // delay, the time of each output, of the checkpoint and of the commit, the
-// size of every state), if it implements RestoreHook, how a restore of
-// durable state progresses, and, if it implements FinalCommitHook, the
-// commit with which Run ends of what the batches CommitInterval held back
-// read, which comes after the last batch. The engine itself logs through
-// the Logger option (log/slog): rebalances and restores at Info, with a
-// progress line every second of a long restore, and a line per batch at
-// Debug.
+// size of every state and window), if it implements RestoreHook, how a
+// restore of durable state progresses, and, if it implements
+// FinalCommitHook, the commit with which Run ends of what the batches
+// CommitInterval held back read, which comes after the last batch. The
+// engine itself logs through the Logger option (log/slog): rebalances and
+// restores at Info, with a progress line every second of a long restore,
+// and a line per batch at Debug.
 // Package stream/prom exports what hooks see as Prometheus metrics; the
 // engine imports no metrics library.
 //

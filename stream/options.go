@@ -203,8 +203,9 @@ type BatchStats struct {
 	// to them before the batch was committed; 0 when there are none or the
 	// batch was not committed.
 	Flush time.Duration
-	// State is the size of every UpdateStateByKey operator's state after
-	// the batch.
+	// State is the size of every stateful operator's state after the
+	// batch: of each UpdateStateByKey, then of each window (see
+	// StateStats).
 	State []StateStats
 }
 
@@ -222,9 +223,9 @@ type CommitStats struct {
 	Checkpoint time.Duration
 	Commit     time.Duration
 	Flush      time.Duration
-	// State is the size of every UpdateStateByKey operator's state, once
-	// the partitions an Assigner source lost since the last batch were
-	// dropped.
+	// State is the size of every stateful operator's state, as in
+	// BatchStats, once the partitions an Assigner source lost since the
+	// last batch were dropped.
 	State []StateStats
 }
 
@@ -260,12 +261,19 @@ type OutputStats struct {
 	Duration time.Duration
 }
 
-// StateStats is the size of one UpdateStateByKey operator's state.
+// StateStats is the size of one stateful operator's state: the keys of
+// an UpdateStateByKey, or the values of the batches a window (Window,
+// ReduceByKeyAndWindow) keeps for its next windows.
 type StateStats struct {
 	Name string // the operator's stage name
+	// Keys is how many keys an UpdateStateByKey holds, or how many values
+	// a window holds: for ReduceByKeyAndWindow, a result by key of each
+	// batch.
 	Keys int
-	// Bytes estimates the memory the state holds: its keys, states and
-	// index, not what they point to (the bytes of a string key, say).
+	// Bytes estimates the memory the state holds: an UpdateStateByKey's
+	// keys, states and index, a window's values; not what they point to
+	// (the bytes of a string key, say), nor the running results by key of
+	// a ReduceByKeyAndWindow with an inverse.
 	Bytes int64
 }
 

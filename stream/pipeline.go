@@ -26,8 +26,8 @@ type Pipeline struct {
 	flushers []flusher // the outputs' sinks that are Flushers
 	stateful []stateful
 	// windows hold batches: they drop what they hold of partitions an
-	// Assigner source lost, and keep it in the Store as stateful
-	// operators do, but are not counted in BatchStats.State.
+	// Assigner source lost, keep it in the Store and count in
+	// BatchStats.State as stateful operators do.
 	windows []stateful
 	// movedWindows are the windows of partitions that are not the
 	// source's, which an Assigner source makes Run refuse.
@@ -372,7 +372,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 				return fmt.Errorf("stream: batch %d: %w", id, err)
 			}
 			stats.State = stats.State[:0]
-			for _, s := range p.stateful {
+			for _, s := range p.stores() {
 				stats.State = append(stats.State, s.size())
 			}
 			for _, h := range p.cfg.hooks {
@@ -463,7 +463,7 @@ func (p *Pipeline) finalCommitDone(last Info, offsets []Offset, assigned []int32
 	if err != nil {
 		return fmt.Errorf("stream: final commit after batch %d done, then %w", last.ID, err)
 	}
-	for _, s := range p.stateful {
+	for _, s := range p.stores() {
 		cs.State = append(cs.State, s.size())
 	}
 	for _, h := range hooks {

@@ -267,7 +267,7 @@ func (w *windowRing[T]) setDurable() error {
 	return nil
 }
 
-// size is not reported: BatchStats.State is UpdateStateByKey's.
+// size counts the values of the batches the ring holds.
 func (w *windowRing[T]) size() StateStats {
 	st := StateStats{Name: w.name()}
 	for _, sl := range w.slots {

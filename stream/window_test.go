@@ -1,8 +1,11 @@
 package stream_test
 
 import (
+	"context"
 	"math/rand/v2"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -99,4 +102,55 @@ func TestReduceByKeyAndWindowDropsKeysThatLeave(t *testing.T) {
 	assert.Equal(t, map[int]int{1: 1, 2: 1}, stateMap(got[1]))
 	assert.Equal(t, map[int]int{2: 2}, stateMap(got[2]), "key 1 left the window: gone, not 0")
 	assert.Equal(t, map[int]int{2: 2}, stateMap(got[3]))
+}
+
+// statsHook keeps the states of every batch and of the commit that ends
+// the run, and cancels the run after batch cancelAt.
+type statsHook struct {
+	cancelAt int64
+	cancel   context.CancelFunc
+	batches  [][]stream.StateStats
+	final    []stream.StateStats
+}
+
+func (h *statsHook) BatchDone(s stream.BatchStats) {
+	h.batches = append(h.batches, slices.Clone(s.State))
+	if s.Info.ID == h.cancelAt {
+		h.cancel()
+	}
+}
+
+func (h *statsHook) FinalCommit(s stream.CommitStats) { h.final = slices.Clone(s.State) }
+
+// BatchStats.State and CommitStats.State count the values that windows
+// hold, beside the keys of UpdateStateByKey: the values of the batches a
+// window keeps for its next windows, or ReduceByKeyAndWindow's result by
+// key of each.
+func TestStateStatsCountWindows(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h := &statsHook{cancelAt: 5, cancel: cancel}
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(4), stream.CommitInterval(time.Hour), stream.WithHook(h))
+	in := stream.From(p, source.NewSlice("n", ints(100), 1))
+	collect(stream.Window(in, 3, 1).Named("window"))
+	pairs := stream.Map(in, func(v int) stream.Pair[int, int] { return stream.KV(v%2, v) })
+	collect(stream.ReduceByKeyAndWindow(pairs, plus, nil, 3, 1).Named("recomputed"))
+	collect(stream.ReduceByKeyAndWindow(pairs, plus, func(a, b int) int { return a - b }, 3, 1).Named("inverse"))
+	collect(stream.UpdateStateByKey(stream.Keyed(pairs), sum).Named("totals"))
+	require.NoError(t, p.Run(ctx))
+
+	keys := func(st []stream.StateStats) map[string]int {
+		m := map[string]int{}
+		for _, s := range st {
+			assert.Positive(t, s.Bytes, s.Name)
+			m[s.Name] = s.Keys
+		}
+		return m
+	}
+	require.Len(t, h.batches, 5)
+	for i, st := range h.batches {
+		held := min(i+1, 2) // batches the windows keep for the next ones
+		assert.Equal(t, map[string]int{"window": 4 * held, "recomputed": 2 * held, "inverse": 2 * held, "totals": 2}, keys(st), "batch %d", i+1)
+	}
+	assert.Equal(t, map[string]int{"window": 8, "recomputed": 4, "inverse": 4, "totals": 2}, keys(h.final))
 }

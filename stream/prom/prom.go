@@ -25,8 +25,8 @@
 //	sluice_commit_seconds                         histogram of the source's commit time
 //	sluice_flush_seconds                          histogram of the Flusher sinks' time before a commit
 //	sluice_consumer_lag{source,partition}         records left to read, for sources that tell (stream.Lagger)
-//	sluice_state_keys{state}                      keys in each UpdateStateByKey state
-//	sluice_state_bytes{state}                     estimated memory of each state
+//	sluice_state_keys{state}                      keys in each UpdateStateByKey state, values in each window
+//	sluice_state_bytes{state}                     estimated memory of each state and window
 //	sluice_restore_in_progress                    1 while durable state is being restored
 //	sluice_restore_entries_total                  state entries restored
 //	sluice_restore_seconds                        histogram of restore durations
@@ -158,8 +158,8 @@ func New(opts ...Option) *Metrics {
 	m.commit = histogram("commit_seconds", "Time the source took to commit a batch.", c.buckets)
 	m.flush = histogram("flush_seconds", "Time the sinks that store asynchronously took to store what was written before a commit.", c.buckets)
 	m.lag = gaugeVec("consumer_lag", "Records of the partition left to read after the last commit.", "source", "partition")
-	m.stateKeys = gaugeVec("state_keys", "Keys in the state of an UpdateStateByKey.", "state")
-	m.stateBytes = gaugeVec("state_bytes", "Estimated memory of the state of an UpdateStateByKey.", "state")
+	m.stateKeys = gaugeVec("state_keys", "Keys in the state of an UpdateStateByKey, or values held by a window.", "state")
+	m.stateBytes = gaugeVec("state_bytes", "Estimated memory of the state of an UpdateStateByKey or of a window.", "state")
 	m.restoring = gauge("restore_in_progress", "1 while durable state is being restored.")
 	m.restoreEntries = counter("restore_entries_total", "State entries restored from the store.")
 	m.restoreDuration = histogram("restore_seconds", "Time restores of durable state took.", prometheus.ExponentialBuckets(0.01, 2, 16))
