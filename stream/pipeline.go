@@ -29,6 +29,9 @@ type Pipeline struct {
 	// Assigner source lost, keep it in the Store and count in
 	// BatchStats.State as stateful operators do.
 	windows []stateful
+	// held are the stateful operators, then the windows: those that keep
+	// state in the Store (see stores).
+	held []stateful
 	// movedWindows are the windows of partitions that are not the
 	// source's, which an Assigner source makes Run refuse.
 	movedWindows []movedWindow
@@ -73,10 +76,9 @@ func (p *Pipeline) addWindow(op string, moved bool, w stateful) {
 }
 
 // stores returns the operators that keep state in the Store: the stateful
-// ones and the windows.
-func (p *Pipeline) stores() []stateful {
-	return append(slices.Clip(p.stateful), p.windows...)
-}
+// ones, then the windows. They are listed as Run starts (validate): the
+// graph is built by then, and a run lists them at every batch.
+func (p *Pipeline) stores() []stateful { return p.held }
 
 // assigned reports that the source is an Assigner: its partitions move.
 func (p *Pipeline) assigned() bool {
@@ -412,6 +414,7 @@ func (p *Pipeline) validate() error {
 		}
 	}
 	p.nameOutputs()
+	p.held = slices.Concat(p.stateful, p.windows)
 	if p.assigned() {
 		// A rebalance drops and restores state by source partition: the
 		// state must be in the source's partitions.

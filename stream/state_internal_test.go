@@ -38,3 +38,23 @@ func TestStateRestoredAfterADropListsItsPartitionOnce(t *testing.T) {
 	op.restored()
 	assert.Equal(t, []int32{1, 2}, op.ids, "after the restore")
 }
+
+// The operators that keep state in the Store, the stateful ones then the
+// windows, are listed once as Run starts, not again at every checkpoint,
+// restore and batch.
+func TestStoresAreListedAsRunStarts(t *testing.T) {
+	p := NewPipeline()
+	in := Keyed(From(p, &onePair{}))
+	nop := func(context.Context, *Batch[Pair[int, int]]) error { return nil }
+	ForEachBatch(Window(in, 2, 1).Named("window"), nop)
+	ForEachBatch(UpdateStateByKey(in, func(_ int, vs []int, s int, _ bool) (int, bool) {
+		return s + len(vs), true
+	}).Named("totals"), nop)
+	require.NoError(t, p.validate())
+	var names []string
+	for _, s := range p.stores() {
+		names = append(names, s.name())
+	}
+	assert.Equal(t, []string{"totals", "window"}, names)
+	assert.Zero(t, testing.AllocsPerRun(100, func() { _ = p.stores() }))
+}
