@@ -69,8 +69,9 @@
 //
 // The repair closes the gap only once it is written: Kafka never compacts
 // the active segment of a partition, where the last records are, but if
-// the segment rolls in the middle of an unfinished checkpoint and the log
-// cleaner runs before the next restore, an older value can be lost. Set
+// the segment rolls (every 10 minutes on a topic the store creates, see
+// Topic) in the middle of an unfinished checkpoint and the log cleaner
+// runs before the next restore, an older value can be lost. Set
 // min.compaction.lag.ms (Config.TopicConfig) to how long a partition may
 // wait for its next owner to make that impossible. A process that has
 // lost its partitions but still writes (a "zombie") is not fenced off;
@@ -107,4 +108,12 @@
 // Config.Partitions partitions and cleanup.policy=compact, and fails,
 // naming the topic and partition, if an existing topic has too few or is
 // not compacted.
+//
+// # Topic
+//
+// A topic the store creates has segment.ms of 10 minutes, unless
+// Config.TopicConfig sets it. Kafka never compacts the segment being
+// written, which it rolls by default at 1 GiB or after 7 days: a restore
+// would otherwise read up to that much of values since replaced. A topic
+// made beforehand should be given the same.
 package changelog

@@ -38,7 +38,7 @@ type Config struct {
 	ReplicationFactor int16
 	// TopicConfig adds configs to a topic the store creates, such as
 	// min.compaction.lag.ms (see the package doc). cleanup.policy is
-	// always compact.
+	// always compact; segment.ms is 10 minutes unless set here.
 	TopicConfig map[string]string
 	// ConnectTimeout bounds how long Restore and Checkpoint may wait to
 	// reach the brokers when they make the store's client (the first
@@ -305,6 +305,11 @@ func (k *Kafka) ensureTopic(ctx context.Context, need int32) error {
 	return nil
 }
 
+// topicConfig is what a topic the store creates has besides compaction,
+// unless Config.TopicConfig says otherwise: its segments roll every 10
+// minutes, so that compaction keeps up (see Topic in the package doc).
+var topicConfig = map[string]string{"segment.ms": "600000"}
+
 // createTopic creates the topic, compacted, with Config.Partitions
 // partitions, and waits until the brokers' metadata has it. It reports
 // whether it created it (false: another process did first), and the
@@ -317,7 +322,9 @@ func (k *Kafka) createTopic(ctx context.Context) (bool, int32, error) {
 	if err != nil {
 		return false, 0, err
 	}
-	created, err := kafkaconf.CreateCompacted(admin, k.cfg.Topic, k.cfg.Partitions, k.cfg.ReplicationFactor, k.cfg.TopicConfig)
+	configs := maps.Clone(topicConfig)
+	maps.Copy(configs, k.cfg.TopicConfig)
+	created, err := kafkaconf.CreateCompacted(admin, k.cfg.Topic, k.cfg.Partitions, k.cfg.ReplicationFactor, configs)
 	if err != nil {
 		return false, 0, fmt.Errorf("changelog: create topic %s: %w", k.cfg.Topic, err)
 	}

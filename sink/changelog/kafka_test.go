@@ -503,6 +503,34 @@ func TestTopic(t *testing.T) {
 		require.Error(t, err)
 		assert.ErrorContains(t, err, "topic made has 3 partitions; partition 3 is needed")
 	})
+	// Kafka never compacts the segment being written, which rolls by
+	// default at 1 GiB or after 7 days: a restore would read that much of
+	// old values. A topic the store creates rolls every 10 minutes, but
+	// for a segment.ms of TopicConfig, which wins.
+	for _, c := range []struct {
+		topic  string
+		config map[string]string
+		want   string
+	}{
+		{"rolled", nil, "600000"},
+		{"rolled-mine", map[string]string{"segment.ms": "60000"}, "60000"},
+	} {
+		t.Run("rolls its segments: "+c.topic, func(t *testing.T) {
+			k, err := changelog.NewKafka(changelog.Config{Brokers: b.Addrs(), Topic: c.topic, Partitions: 1, TopicConfig: c.config})
+			require.NoError(t, err)
+			defer k.Close()
+			restore(t, k, nil)
+			require.NoError(t, k.Checkpoint(ctx, entryIn(0)))
+			res, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: c.topic, ConfigNames: []string{"segment.ms", "cleanup.policy"}}}, sarama.DescribeConfigsOptions{})
+			require.NoError(t, err)
+			require.Len(t, res, 1)
+			got := map[string]string{}
+			for _, e := range res[0].Configs {
+				got[e.Name] = e.Value
+			}
+			assert.Equal(t, map[string]string{"segment.ms": c.want, "cleanup.policy": "compact"}, got)
+		})
+	}
 	t.Run("missing without partitions", func(t *testing.T) {
 		k, err := changelog.NewKafka(changelog.Config{Brokers: b.Addrs(), Topic: "absent"})
 		require.NoError(t, err)
