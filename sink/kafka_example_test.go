@@ -6,16 +6,19 @@ import (
 	"log"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kfake"
+
 	"github.com/sluicehq/sluice/sink"
 	"github.com/sluicehq/sluice/stream"
 )
 
 // A sink that publishes popular users as the original pipeline did: key
 // popular_<unix seconds>, value the JSON pair [user_id, score]. The
-// example runs its own broker in the process.
+// example runs an embedded broker (kfake) in the process; give Brokers
+// the addresses of yours instead.
 func ExampleNewKafka() {
-	broker, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"popular_users": 1}})
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "popular_users"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -23,7 +26,7 @@ func ExampleNewKafka() {
 
 	type user struct{ ID, Score int64 }
 	now := time.Unix(1700000000, 0)
-	out, err := sink.NewKafka(sink.KafkaConfig{Brokers: broker.Addrs(), Topic: "popular_users"},
+	out, err := sink.NewKafka(sink.KafkaConfig{Brokers: broker.ListenAddrs(), Topic: "popular_users"},
 		func(u user) (key, value []byte, err error) {
 			return fmt.Appendf(nil, "popular_%d", now.Unix()), fmt.Appendf(nil, "[%d, %d]", u.ID, u.Score), nil
 		})
@@ -39,12 +42,20 @@ func ExampleNewKafka() {
 		log.Fatal(err)
 	}
 
-	recs, err := broker.Records(context.Background(), "popular_users")
+	// Read the topic back.
+	consumer, err := sarama.NewConsumer(broker.ListenAddrs(), sarama.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}
-	for _, r := range recs {
-		fmt.Printf("%s %s\n", r.Key, r.Value)
+	defer consumer.Close()
+	pc, err := consumer.ConsumePartition("popular_users", 0, sarama.OffsetOldest)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pc.Close()
+	for range len(batch.Partitions[0].Values) {
+		m := <-pc.Messages()
+		fmt.Printf("%s %s\n", m.Key, m.Value)
 	}
 	// Output:
 	// popular_1700000000 [1042, 17]

@@ -7,30 +7,45 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kfake"
+
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
 )
 
 // A pipeline that reads a topic as a member of a consumer group. Kafka
-// partition p is partition p of every batch. The example runs its own
-// broker in the process; give Brokers the addresses of yours instead.
+// partition p is partition p of every batch. The example runs an embedded
+// broker (kfake) in the process; give Brokers the addresses of yours
+// instead.
 func ExampleNewKafka() {
-	broker, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"messages": 2}})
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "messages"))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer broker.Close()
-	var recs []kafkatest.Record
-	for i := range 6 {
-		recs = append(recs, kafkatest.Record{Partition: int32(i % 2), Value: []byte(strconv.Itoa(i))})
+
+	// Six records, alternately to partitions 0 and 1.
+	cfg := sarama.NewConfig()
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	cfg.Producer.Return.Successes = true
+	producer, err := sarama.NewSyncProducer(broker.ListenAddrs(), cfg)
+	if err != nil {
+		log.Fatal(err)
 	}
-	if err := broker.Produce("messages", recs...); err != nil {
+	const records = 6
+	for i := range records {
+		msg := &sarama.ProducerMessage{Topic: "messages", Partition: int32(i % 2), Value: sarama.StringEncoder(strconv.Itoa(i))}
+		if _, _, err := producer.SendMessage(msg); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := producer.Close(); err != nil {
 		log.Fatal(err)
 	}
 
 	src, err := source.NewKafka(source.KafkaConfig{
-		Brokers: broker.Addrs(),
+		Brokers: broker.ListenAddrs(),
 		Topic:   "messages",
 		Group:   "example",
 	})
@@ -47,7 +62,7 @@ func ExampleNewKafka() {
 				fmt.Printf("partition %d: %s at %s\n", part.ID, m.Value, part.Origin(i))
 			}
 		}
-		if seen += b.Len(); seen == len(recs) {
+		if seen += b.Len(); seen == records {
 			stop() // the engine commits this batch, then Run returns
 		}
 		return nil

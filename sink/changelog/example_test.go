@@ -5,22 +5,23 @@ import (
 	"fmt"
 	"log"
 
-	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/twmb/franz-go/pkg/kfake"
+
 	"github.com/sluicehq/sluice/sink/changelog"
 	"github.com/sluicehq/sluice/stream"
 )
 
 // A process checkpoints the state of its partitions; another, given
 // partition 0 in a rebalance, restores it. In a pipeline the engine makes
-// these calls (stream.WithStore); the example runs its own broker in the
-// process.
+// these calls (stream.WithStore); the example runs an embedded broker
+// (kfake) in the process.
 func ExampleNewKafka() {
-	broker, err := kafkatest.Start(kafkatest.Config{})
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer broker.Close()
-	cfg := changelog.Config{Brokers: broker.Addrs(), Topic: "popular-state-changelog", Partitions: 2}
+	cfg := changelog.Config{Brokers: broker.ListenAddrs(), Topic: "popular-state-changelog", Partitions: 2}
 	ctx := context.Background()
 
 	first, err := changelog.NewKafka(cfg)

@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"log"
 
-	"github.com/sluicehq/sluice/internal/kafkatest"
+	"github.com/twmb/franz-go/pkg/kfake"
+
 	"github.com/sluicehq/sluice/sink/exchange"
 )
 
@@ -13,9 +14,9 @@ import (
 // "messages", share their partials through the exchange topic "digests"
 // and both find every partition's. Kind and Input let each leave out
 // what a run of another kind, or on another input, left on the topic.
-// The example runs its own broker in the process.
+// The example runs an embedded broker (kfake) in the process.
 func Example() {
-	broker, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"messages": 2}})
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "messages"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -26,7 +27,7 @@ func Example() {
 	var xs []*exchange.Kafka
 	for _, member := range []string{"host-a", "host-b"} {
 		x, err := exchange.New(exchange.Config{
-			Brokers: broker.Addrs(), Topic: "digests", Member: member,
+			Brokers: broker.ListenAddrs(), Topic: "digests", Member: member,
 			Kind: "counts", Input: "messages",
 		})
 		if err != nil {
