@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sluicehq/sluice/digest"
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
 )
@@ -149,4 +150,80 @@ func ExampleObserve() {
 	// 1 keys by total: map[1:2]
 	// 2 keys by total: map[1:2 2:1]
 	// 3 keys by total: map[1:1 2:1]
+}
+
+// The popular users: a running total per user; every batch, a t-digest of
+// the totals of each partition, built in parallel, the digests merged,
+// and the 0.95 quantile of all the totals handed to every partition,
+// which keeps its users strictly above it: in batch 2, user 1020's 20
+// points are the threshold, not above it. examples/popularusers runs the
+// same steps on Kafka.
+func Example_popularUsers() {
+	type total = stream.Pair[int64, int64] // user ID and points
+	// Batch 1: users 1001 to 1020 score 1 to 20 points. Batch 2: user 1003
+	// scores 30 more.
+	var scores []total
+	for user := int64(1001); user <= 1020; user++ {
+		scores = append(scores, stream.KV(user, user-1000))
+	}
+	scores = append(scores, stream.KV(int64(1003), int64(30)))
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(20))
+	in := stream.From(p, source.NewSlice("scores", scores, 2))
+	totals := stream.UpdateStateByKey(in, func(_ int64, points []int64, sum int64, _ bool) (int64, bool) {
+		for _, v := range points {
+			sum += v
+		}
+		return sum, true
+	})
+
+	sketches := stream.MapPartitions(totals, func(p *stream.Partition[total]) ([]*digest.TDigest, error) {
+		d, err := digest.NewTDigest()
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range p.Values {
+			if err := d.Add(float64(t.Value)); err != nil {
+				return nil, err
+			}
+		}
+		return []*digest.TDigest{d}, nil
+	})
+	merged := stream.Reduce(sketches, func(a, b *digest.TDigest) *digest.TDigest {
+		// a is this batch's own digest: merging into it is safe.
+		if err := a.Merge(b); err != nil { // past digest.MaxCount values
+			panic(err) // Run returns it as a *stream.PanicError
+		}
+		return a
+	})
+	threshold := stream.Map(merged, func(d *digest.TDigest) float64 { return d.Quantile(0.95) })
+	popular := stream.Broadcast(totals, threshold, func(p *stream.Partition[total], t float64, ok bool) ([]total, error) {
+		var keep []total
+		for _, u := range p.Values {
+			if ok && float64(u.Value) > t {
+				keep = append(keep, u)
+			}
+		}
+		return keep, nil
+	})
+
+	stream.ForEachBatch(threshold, func(_ context.Context, b *stream.Batch[float64]) error {
+		for t := range b.All() {
+			fmt.Printf("batch %d: threshold %g\n", b.Info.ID, t)
+		}
+		return nil
+	})
+	stream.ForEachBatch(popular, func(_ context.Context, b *stream.Batch[total]) error {
+		for u := range b.All() {
+			fmt.Printf("  popular: user %d, %d points\n", u.Key, u.Value)
+		}
+		return nil
+	})
+	if err := p.Run(context.Background()); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// batch 1: threshold 19
+	//   popular: user 1020, 20 points
+	// batch 2: threshold 20
+	//   popular: user 1003, 33 points
 }
