@@ -7,11 +7,27 @@
 // # Building a pipeline
 //
 //	p := stream.NewPipeline(stream.Interval(3*time.Second))
-//	events := stream.From(p, src)                      // *Stream[[]byte]
-//	pairs := stream.Map(events, toUserScore)           // *Stream[Pair[int64, int64]]
-//	totals := stream.UpdateStateByKey(pairs, add)      // running total per user
-//	stream.ForEachBatch(totals, publish)               // side effects go here
+//	events := stream.From(p, src)                          // *Stream[[]byte]
+//	pairs := stream.Keyed(stream.Map(events, toUserScore)) // *Stream[Pair[int64, int64]]
+//	totals := stream.UpdateStateByKey(pairs, updateTotal)  // running total per user
+//	stream.ForEachBatch(totals, publish)                   // side effects go here
 //	err := p.Run(ctx)
+//
+// where updateTotal adds a user's scores of the batch to the user's total:
+//
+//	func updateTotal(user int64, scores []int64, total int64, _ bool) (int64, bool) {
+//		for _, s := range scores {
+//			total += s
+//		}
+//		return total, true // false would drop the user
+//	}
+//
+// Keyed says that src already holds all the events of a user in one
+// partition, as a Kafka topic keyed by user ID does. On a source whose
+// partitions move between processes, such as source.Kafka, state must
+// stay in them, so UpdateStateByKey needs it: Run fails at start
+// otherwise. On other sources it may be left out, and UpdateStateByKey
+// moves the values by a hash of the key first.
 //
 // Operators are generic top-level functions, typed end to end:
 //
