@@ -22,10 +22,12 @@ type GeneratorConfig struct {
 	// Seed makes the sequence repeatable: the same seed and settings give
 	// the same events.
 	Seed uint64
-	// Start and Users: user IDs are uniform over [Start, Start+Users], both
-	// ends included, as the original producer's randint(1000, 10000).
-	// Defaults, when both are zero: 1000 and 9000 (with Users zero alone,
-	// every event is of user Start).
+	// Start is the first user ID (default 1000). Users is how far the IDs
+	// go past it, not how many there are: user IDs are uniform over
+	// Start..Start+Users, both ends included, Users+1 IDs, as the
+	// original producer's randint(1000, 10000). Users zero is the one ID
+	// Start, unless Start is zero too: with neither set, Users is 9000,
+	// the original's 1000..10000. So Users: 100 alone is 1000..1100.
 	Start, Users int64
 	// Count is the number of events to yield before io.EOF; 0 is endless.
 	Count int64
@@ -60,7 +62,10 @@ func NewGenerator(cfg GeneratorConfig) (*Generator, error) {
 		cfg.Name = "generator"
 	}
 	if cfg.Start == 0 && cfg.Users == 0 {
-		cfg.Start, cfg.Users = 1000, 9000
+		cfg.Users = 9000
+	}
+	if cfg.Start == 0 {
+		cfg.Start = 1000
 	}
 	if cfg.Partitions == 0 {
 		cfg.Partitions = 1
@@ -70,7 +75,7 @@ func NewGenerator(cfg GeneratorConfig) (*Generator, error) {
 	}
 	switch {
 	case cfg.Start < 1:
-		return nil, fmt.Errorf("source: generator: first user %d: user IDs are positive", cfg.Start)
+		return nil, fmt.Errorf("source: generator: first user %d: user IDs are positive (0 is the default, 1000)", cfg.Start)
 	case cfg.Users < 0 || cfg.Start > (1<<63-1)-cfg.Users:
 		return nil, fmt.Errorf("source: generator: %d users from %d: out of range", cfg.Users, cfg.Start)
 	case cfg.Count < 0:

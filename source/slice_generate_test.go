@@ -76,6 +76,36 @@ func TestGeneratorIsRepeatableAndInRange(t *testing.T) {
 	assert.NotEqual(t, ra, poll(t, c, 20000), "another seed, other events")
 }
 
+// Start and Users default each on its own, and the IDs are Start to
+// Start+Users, both included.
+func TestGeneratorUserRange(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cfg    source.GeneratorConfig
+		lo, hi int64
+	}{
+		{"defaults", source.GeneratorConfig{}, 1000, 10000},
+		{"the original's range", source.GeneratorConfig{Start: 1000, Users: 9000}, 1000, 10000},
+		{"users alone", source.GeneratorConfig{Users: 100}, 1000, 1100},
+		{"start alone", source.GeneratorConfig{Start: 5}, 5, 5},
+		{"both", source.GeneratorConfig{Start: 1, Users: 9}, 1, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Seed = 1
+			g, err := source.NewGenerator(tc.cfg)
+			require.NoError(t, err)
+			seen := map[int64]bool{}
+			for range 200_000 {
+				seen[g.Next().UserID] = true
+			}
+			assert.Len(t, seen, int(tc.hi-tc.lo+1), "every ID of the range")
+			for id := range seen {
+				require.True(t, id >= tc.lo && id <= tc.hi, "user %d outside %d..%d", id, tc.lo, tc.hi)
+			}
+		})
+	}
+}
+
 func TestGeneratorCountEnds(t *testing.T) {
 	g, err := source.NewGenerator(source.GeneratorConfig{Seed: 1, Count: 25})
 	require.NoError(t, err)
