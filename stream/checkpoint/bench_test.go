@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/sluicehq/sluice/stream"
 	"github.com/sluicehq/sluice/stream/checkpoint"
@@ -52,4 +53,46 @@ func BenchmarkRestore(b *testing.B) {
 		d.Close()
 	}
 	b.ReportMetric(float64(keys)*float64(b.N)/b.Elapsed().Seconds(), "keys/s")
+}
+
+// BenchmarkCheckpointSmall writes 5000 checkpoints of a state of 10 keys
+// (deltas of about 190 bytes) to a new directory, as a pipeline with a
+// small state checkpointing every second writes them in an hour and a
+// half. A checkpoint should cost the same at the end as at the start:
+// first and last are the milliseconds of the first and the last 1000.
+func BenchmarkCheckpointSmall(b *testing.B) {
+	const checkpoints, keys, span = 5000, 10, 1000
+	b.ReportAllocs()
+	var first, last time.Duration
+	for b.Loop() {
+		d, err := checkpoint.Open(b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		for id := int64(1); id <= checkpoints; id++ {
+			switch id {
+			case span + 1:
+				first = time.Since(start)
+			case checkpoints - span + 1:
+				start = time.Now()
+			}
+			c := &stream.Changes{Batch: stream.Info{ID: id}, Offsets: []stream.Offset{{Source: "messages", Partition: 0, Next: id * 100}}}
+			for k := range int64(keys) {
+				c.Entries = append(c.Entries, stream.Entry{Op: "totals", Partition: int32(k % 4),
+					Key: binary.AppendVarint(nil, 1000+k), Value: binary.AppendVarint(nil, id*k)})
+			}
+			if err := d.Checkpoint(context.Background(), c); err != nil {
+				b.Fatal(err)
+			}
+		}
+		last = time.Since(start)
+		if err := d.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*checkpoints), "ns/checkpoint")
+	b.ReportMetric(float64(first.Milliseconds()), "first-ms")
+	b.ReportMetric(float64(last.Milliseconds()), "last-ms")
+	b.ReportMetric(float64(last)/float64(first), "last/first")
 }
