@@ -10,10 +10,15 @@
 // file, syncs it, renames it into place and syncs the directory; then it
 // does the same for a new MANIFEST. The rename of MANIFEST is the commit
 // point: a crash at any moment leaves the previous checkpoint or the new
-// one, never a mix. When the deltas grow to three times the snapshot,
-// they are merged into a new snapshot, so that restoring reads about four
-// times the state at most, and a state whose keys all change every batch
-// is rewritten whole only every third checkpoint or so.
+// one, never a mix.
+//
+// A checkpoint merges the chain into a new snapshot when, once its delta
+// is committed, the deltas' bytes pass three times the snapshot's (or 3
+// MiB, while the snapshot is under 1 MiB), or the chain passes 256 files.
+// So restoring reads about four times the state at most, in 256 files at
+// most; a state whose keys all change every batch is rewritten whole only
+// every third checkpoint or so, and a state whose deltas are small,
+// whatever its size, every 256th.
 //
 // # Format
 //
@@ -72,12 +77,23 @@ const (
 	kindSnapshot = 'S'
 	kindDelta    = 'D'
 	kindManifest = 'M'
-	// compactRatio is how many times the snapshot's size the deltas may
-	// grow to before they are merged into a new snapshot: restoring reads
-	// at most about compactRatio+1 times the state, and a state whose keys
-	// all change every batch is rewritten whole every compactRatio
-	// checkpoints or so.
+	// compactRatio is how many times the snapshot's size (or
+	// compactFloor, if more) the deltas may grow to before they are
+	// merged into a new snapshot: restoring reads at most about
+	// compactRatio+1 times the state, and a state whose keys all change
+	// every batch is rewritten whole every compactRatio checkpoints or so.
 	compactRatio = 3
+	compactFloor = 1 << 20
+	// maxChain is how many files (the snapshot and the deltas) the chain
+	// may hold: one more, and they are merged, however small the deltas.
+	// Every file costs a restore an open and a read, and every checkpoint
+	// rewrites the MANIFEST, which names them all in about 24 bytes each:
+	// at 256, a restore opens 256 files at most, and the MANIFEST stays
+	// about 6 KiB, two pages. Without it, deltas of 200 bytes would pile
+	// up to over 15,000 files before compactRatio merged them. The merge
+	// this bound adds rewrites the state at most every 256th checkpoint,
+	// against every third that compactRatio allows.
+	maxChain = 256
 	// maxFile bounds what is read of one file, so that a hostile length
 	// cannot make a read allocate without bound.
 	maxFile = 1 << 34
@@ -427,7 +443,7 @@ func entryKey(e stream.Entry) string {
 
 // Checkpoint implements stream.Store: it writes c as a delta and commits
 // it in the MANIFEST, then compacts the chain when its deltas outgrow its
-// snapshot.
+// snapshot or it passes maxChain files.
 func (d *Dir) Checkpoint(ctx context.Context, c *stream.Changes) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -447,7 +463,7 @@ func (d *Dir) Checkpoint(ctx context.Context, c *stream.Changes) error {
 		return err
 	}
 	d.deltaSize += size
-	if d.deltaSize > compactRatio*max(d.snapBytes, 1<<20) {
+	if d.deltaSize > compactRatio*max(d.snapBytes, compactFloor) || len(d.chain) > maxChain {
 		// The checkpoint is committed: a compaction that fails leaves
 		// the chain as it was, to be compacted by a later checkpoint.
 		if err := d.compact(ctx, c.Batch.ID); err != nil {

@@ -3,8 +3,10 @@ package checkpoint_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -600,4 +602,203 @@ func TestOpenMakesTheDirectory(t *testing.T) {
 	got, _, err := restored(t, dir)
 	require.NoError(t, err)
 	assert.Equal(t, want, got)
+}
+
+// smallCheckpoints writes to d the checkpoints from to to, each of 10
+// keys of a few bytes (one of them deleted every other time), with its
+// offsets at its number, and keeps the keys' last values in want.
+func smallCheckpoints(t *testing.T, d *checkpoint.Dir, from, to int, want map[string]string) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		c := &stream.Changes{Batch: stream.Info{ID: int64(i)}, Offsets: []stream.Offset{{Source: "s", Next: int64(i)}}}
+		for k := range 10 {
+			key, v := "k"+strconv.Itoa(k), strconv.Itoa(i*k)
+			if k == 9 && i%2 == 1 {
+				c.Entries = append(c.Entries, stream.Entry{Op: "op", Key: []byte(key), Deleted: true})
+				delete(want, key)
+				continue
+			}
+			c.Entries = append(c.Entries, stream.Entry{Op: "op", Key: []byte(key), Value: []byte(v)})
+			want[key] = v
+		}
+		require.NoError(t, d.Checkpoint(context.Background(), c))
+	}
+}
+
+// checkpointFiles returns the names of dir's checkpoint files.
+func checkpointFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.ckpt"))
+	require.NoError(t, err)
+	for i, f := range files {
+		files[i] = filepath.Base(f)
+	}
+	return files
+}
+
+// Deltas far smaller than the snapshot's bytes are merged all the same
+// once the chain holds MaxChain files: the directory never holds more.
+func TestSmallDeltasAreMergedByCount(t *testing.T) {
+	dir := t.TempDir()
+	d, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+	defer d.Close()
+	want := map[string]string{}
+	const n = 2*checkpoint.MaxChain + 50
+	most := 0
+	for i := 1; i <= n; i++ {
+		smallCheckpoints(t, d, i, i, want)
+		most = max(most, len(checkpointFiles(t, dir)))
+	}
+	assert.Equal(t, checkpoint.MaxChain, most, "the chain reaches MaxChain files, and no more")
+	// The merges came at checkpoints MaxChain+1 and 2*MaxChain+1.
+	assert.Equal(t, 50, len(checkpointFiles(t, dir)), "a snapshot and the 49 deltas after it")
+	require.NoError(t, d.Close())
+
+	got, offsets, err := restored(t, dir)
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+	assert.Equal(t, []stream.Offset{{Source: "s", Next: n}}, offsets)
+}
+
+// copyDir copies the files of dir into a new directory and returns it.
+func copyDir(t *testing.T, dir string) string {
+	t.Helper()
+	to := t.TempDir()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(to, e.Name()), data, 0o644))
+	}
+	return to
+}
+
+// A merge by count cut short at any point, by a crash or a power loss,
+// leaves the checkpoint that started it: the directory opens with it,
+// Open removes what the merge left behind, and the next checkpoint
+// merges the chain again.
+func TestMergeByCountCutShort(t *testing.T) {
+	const n = checkpoint.MaxChain + 1 // the checkpoint that makes the chain too long
+	before := t.TempDir()
+	want := map[string]string{}
+	d, err := checkpoint.Open(before)
+	require.NoError(t, err)
+	smallCheckpoints(t, d, 1, n-1, want)
+	require.NoError(t, d.Close())
+
+	// The merge that the checkpoint starts writes the next file: the
+	// snapshot. Done in full, it leaves that snapshot alone.
+	snap := fmt.Sprintf("snap-%012d.ckpt", n+1)
+	merged := copyDir(t, before)
+	d, err = checkpoint.Open(merged)
+	require.NoError(t, err)
+	smallCheckpoints(t, d, n, n, want)
+	require.NoError(t, d.Close())
+	require.Equal(t, 1, len(checkpointFiles(t, merged)), "the chain is merged")
+	require.FileExists(t, filepath.Join(merged, snap))
+
+	// Cut short before the snapshot is written: the checkpoint's delta is
+	// committed, the chain is whole.
+	committed := copyDir(t, before)
+	d, err = checkpoint.Open(committed)
+	require.NoError(t, err)
+	require.NoError(t, os.Mkdir(filepath.Join(committed, snap+".tmp"), 0o755)) // the snapshot cannot be written
+	smallCheckpoints(t, d, n, n, map[string]string{})
+	require.NoError(t, d.Close())
+	require.NoError(t, os.Remove(filepath.Join(committed, snap+".tmp")))
+	deltas := checkpointFiles(t, committed)
+	require.Len(t, deltas, n, "the merge failed")
+
+	snapData, err := os.ReadFile(filepath.Join(merged, snap))
+	require.NoError(t, err)
+	manifest, err := os.ReadFile(filepath.Join(merged, "MANIFEST"))
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name   string
+		from   string
+		stray  map[string][]byte // files the merge left behind
+		merged bool              // whether the MANIFEST names the snapshot
+	}{
+		{name: "as the snapshot was written", from: committed, stray: map[string][]byte{snap + ".tmp": snapData[:len(snapData)/2]}},
+		{name: "before the snapshot's MANIFEST was written", from: committed, stray: map[string][]byte{snap: snapData}},
+		{name: "as the snapshot's MANIFEST was written", from: committed, stray: map[string][]byte{snap: snapData, "MANIFEST.tmp": manifest[:len(manifest)/2]}},
+		{name: "before the deltas were removed", from: merged, merged: true, stray: func() map[string][]byte {
+			m := map[string][]byte{}
+			for _, f := range deltas {
+				data, err := os.ReadFile(filepath.Join(committed, f))
+				require.NoError(t, err)
+				m[f] = data
+			}
+			return m
+		}()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := copyDir(t, tc.from)
+			for name, data := range tc.stray {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, name), data, 0o644))
+			}
+			got, offsets, err := restored(t, dir)
+			require.NoError(t, err)
+			assert.Equal(t, want, got)
+			assert.Equal(t, []stream.Offset{{Source: "s", Next: n}}, offsets)
+			for name := range tc.stray {
+				assert.NoFileExists(t, filepath.Join(dir, name), "removed at Open")
+			}
+
+			// The next checkpoint merges the chain, if the MANIFEST did not.
+			d, err := checkpoint.Open(dir)
+			require.NoError(t, err)
+			defer d.Close()
+			next := maps.Clone(want)
+			smallCheckpoints(t, d, n+1, n+1, next)
+			files := checkpointFiles(t, dir)
+			if tc.merged {
+				assert.Equal(t, []string{fmt.Sprintf("delta-%012d.ckpt", n+2), snap}, files)
+			} else {
+				assert.Equal(t, []string{fmt.Sprintf("snap-%012d.ckpt", n+2)}, files)
+			}
+			require.NoError(t, d.Close())
+			got, offsets, err = restored(t, dir)
+			require.NoError(t, err)
+			assert.Equal(t, next, got)
+			assert.Equal(t, []stream.Offset{{Source: "s", Next: n + 1}}, offsets)
+		})
+	}
+}
+
+// A chain longer than MaxChain, as directories written before the bound
+// hold and as compactions that keep failing leave, restores whole, and
+// the next checkpoint merges it.
+func TestChainPastTheBoundIsMergedByTheNextCheckpoint(t *testing.T) {
+	const n = checkpoint.MaxChain + 50
+	dir := t.TempDir()
+	d, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+	defer d.Close()
+	// No snapshot can be written: every merge from the bound on fails.
+	for seq := checkpoint.MaxChain + 1; seq <= 2*n; seq++ {
+		require.NoError(t, os.Mkdir(filepath.Join(dir, fmt.Sprintf("snap-%012d.ckpt.tmp", seq)), 0o755))
+	}
+	want := map[string]string{}
+	smallCheckpoints(t, d, 1, n, want)
+	require.NoError(t, d.Close())
+	require.Equal(t, n, len(checkpointFiles(t, dir)), "every merge failed")
+
+	got, offsets, err := restored(t, dir) // Open removes the snapshots' blocked places
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+	assert.Equal(t, []stream.Offset{{Source: "s", Next: n}}, offsets)
+
+	d, err = checkpoint.Open(dir)
+	require.NoError(t, err)
+	smallCheckpoints(t, d, n+1, n+1, want)
+	require.NoError(t, d.Close())
+	files := checkpointFiles(t, dir)
+	assert.Equal(t, 1, len(files), "merged into a snapshot")
+	got, offsets, err = restored(t, dir)
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+	assert.Equal(t, []stream.Offset{{Source: "s", Next: n + 1}}, offsets)
 }

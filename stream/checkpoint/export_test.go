@@ -9,3 +9,6 @@ func SetLoadProgressEvery(d time.Duration) (restore func()) {
 	loadProgressEvery = d
 	return func() { loadProgressEvery = old }
 }
+
+// MaxChain is how many files the chain holds at most.
+const MaxChain = maxChain
