@@ -72,9 +72,12 @@ func Filter[T any](s *Stream[T], keep func(T) bool) *Stream[T] {
 	return out
 }
 
-// FlatMap replaces every value by the values f appends to dst, each with
-// the origin of the value it came from. f must return dst with its values
-// appended (as append does), and must not retain dst.
+// FlatMap replaces every value by the values f returns for it, each with
+// the origin of the value it came from. f gets an empty dst with room for
+// values (the operator's buffer) and returns it with its values appended,
+// as append does, or returns a slice of its own, whose values are copied:
+// append(dst, ...), append(dst[:0], ...) and strings.Fields(v) all work.
+// f must not retain dst.
 //
 //	in  -- "a b" ------ "c" -->
 //	out -- "a" "b" ---- "c" -->   FlatMap(in, words)
@@ -82,10 +85,22 @@ func FlatMap[T, U any](s *Stream[T], f func(dst []U, v T) []U) *Stream[U] {
 	return elementwise(s, "flatMap", func(o *Partition[U], p *Partition[T], origins []Origin) ([]Origin, error) {
 		vals := o.Values
 		for j, v := range p.Values {
+			// An empty dst: f cannot drop or overwrite the values
+			// before, and what it returns is all its own.
 			before := len(vals)
-			vals = f(vals, v)
+			dst := vals[before:]
+			got := f(dst, v)
+			n := len(got)
+			if n == 0 {
+				continue
+			}
+			if n <= cap(dst) && &got[0] == &dst[:1][0] {
+				vals = vals[:before+n] // appended in place
+			} else {
+				vals = append(vals, got...)
+			}
 			if j < len(p.Origins) {
-				for range len(vals) - before {
+				for range n {
 					origins = append(origins, p.Origins[j])
 				}
 			}

@@ -425,3 +425,34 @@ func TestPartitionByKeyIntoManyPartitionsHoldsLittle(t *testing.T) {
 	// take about 14 MB.
 	assert.Less(t, grown, int64(40<<20), "heap grown by %d MB", grown>>20)
 }
+
+// FlatMap takes the values f returns, each with the origin of the value it
+// came from, whether f appends them to dst, appends them to dst[:0], or
+// returns a slice of its own.
+func TestFlatMapTakesWhatFReturns(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		f    func(dst []string, v string) []string
+	}{
+		{"appended to dst", func(dst []string, v string) []string { return append(dst, strings.Fields(v)...) }},
+		{"appended to dst[:0]", func(dst []string, v string) []string { return append(dst[:0], strings.Fields(v)...) }},
+		{"a slice of its own", func(_ []string, v string) []string { return strings.Fields(v) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lines := []string{"a b", "c", "d e f", "", "g", "h i", "j"}
+			p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(5))
+			c := collect(stream.FlatMap(stream.From(p, source.NewSlice("lines", lines, 1)), tc.f))
+			run(t, p)
+			var got []string
+			for _, b := range c.all() {
+				for _, part := range b.Partitions {
+					require.Len(t, part.Origins, len(part.Values))
+					for k, w := range part.Values {
+						got = append(got, w+"@"+strconv.FormatInt(part.Origins[k].Offset, 10))
+					}
+				}
+			}
+			assert.Equal(t, []string{"a@0", "b@0", "c@1", "d@2", "e@2", "f@2", "g@4", "h@5", "i@5", "j@6"}, got)
+		})
+	}
+}
