@@ -254,13 +254,19 @@ func Transform[T, U any](s *Stream[T], f func(b *Batch[T]) (*Batch[U], error)) *
 // makes; ok is false when it holds none, or has no batch this time (a
 // window between its slides). f runs on several goroutines at
 // once, one per partition; the values it returns are not copied, and the
-// origins are dropped.
+// origins are dropped. side must be of the pipeline of s, or Run fails at
+// start.
 //
 //	s     -- 1 5 | 9 2 -->
 //	side  -- 4 ------->
 //	out   -- 5 | 9 ---->   Broadcast(s, side, above)
 func Broadcast[T, B, U any](s *Stream[T], side *Stream[B], f func(p *Partition[T], b B, ok bool) ([]U, error)) *Stream[U] {
-	side.consumers++
+	if side.p != s.p {
+		// Its batches are cut by another run: this one would find none.
+		s.p.invalid(fmt.Errorf("stream: Broadcast: side stream %s belongs to another pipeline than %s", side.name, s.name))
+	} else {
+		side.consumers++
+	}
 	return derive(s, "broadcast", func(bc *batchCtx) (*Batch[U], error) {
 		sb, err := side.batch(bc)
 		if err != nil {

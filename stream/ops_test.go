@@ -456,3 +456,25 @@ func TestFlatMapTakesWhatFReturns(t *testing.T) {
 		})
 	}
 }
+
+// A side stream of another pipeline, which the run of s does not compute,
+// makes Run fail at start, naming Broadcast, and leaves the other
+// pipeline as it was.
+func TestBroadcastRejectsASideOfAnotherPipeline(t *testing.T) {
+	other := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(10))
+	total := stream.Reduce(stream.From(other, source.NewSlice("m", ints(10), 2)), func(a, b int) int { return a + b })
+	totals := collect(total)
+
+	p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(10))
+	in := stream.From(p, source.NewSlice("n", ints(10), 2))
+	collect(stream.Broadcast(in, total, func(part *stream.Partition[int], _ int, _ bool) ([]int, error) {
+		return part.Values, nil
+	}))
+	err := p.Run(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "Broadcast")
+	assert.Contains(t, err.Error(), "another pipeline")
+
+	run(t, other)
+	assert.Equal(t, [][]int{{55}}, totals.values())
+}

@@ -386,6 +386,14 @@ func typeHoldsPointers(t reflect.Type) bool {
 // errNoInput is returned by Run when no source was attached.
 var errNoInput = errors.New("stream: pipeline has no source: call From first")
 
+// invalid records err, found as the graph is built, for Run to return at
+// start; the first such error is kept.
+func (p *Pipeline) invalid(err error) {
+	if p.err == nil {
+		p.err = err
+	}
+}
+
 func pipelineErr(format string, args ...any) error { return fmt.Errorf("stream: "+format, args...) }
 
 func itoa[I int | int32 | int64](i I) string { return strconv.FormatInt(int64(i), 10) }
