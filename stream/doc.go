@@ -40,7 +40,9 @@
 //   - outputs: ForEachBatch, ForEachPartition and To (a Sink).
 //
 // Nothing runs until Run. A stream may feed several operators; each of its
-// batches is computed once.
+// batches is computed once. A graph built wrong (a nil function, sink or
+// source, a window of no batches, Broadcast of a side stream of another
+// pipeline) makes Run fail at start, naming the operator.
 //
 // # Batches and partitions
 //

@@ -237,6 +237,7 @@ func fnv1a(s string) uint64 {
 //	in  -- (a,1) (b,2) (a,3) -->
 //	out -- (a,4) (b,2) ------>   ReduceByKey(in, add)
 func ReduceByKey[K comparable, V any](s *Stream[Pair[K, V]], f func(V, V) V) *Stream[Pair[K, V]] {
+	s.p.need(f == nil, "ReduceByKey", "f")
 	if s.keyed {
 		return reduceInPartitions(s, f)
 	}
@@ -306,6 +307,7 @@ func reduceInPartitions[K comparable, V any](s *Stream[Pair[K, V]], f func(V, V)
 //	in  -- 1 2 | 3 4 -->
 //	out -- 10 -------->   Reduce(in, add)
 func Reduce[T any](s *Stream[T], f func(T, T) T) *Stream[T] {
+	s.p.need(f == nil, "Reduce", "f")
 	var (
 		bufs     buffers[T]
 		partials []T

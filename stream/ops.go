@@ -11,6 +11,7 @@ import (
 //	in  -- 1 -- 2 -- 3 -->
 //	out -- 2 -- 4 -- 6 -->   Map(in, double)
 func Map[T, U any](s *Stream[T], f func(T) U) *Stream[U] {
+	s.p.need(f == nil, "Map", "f")
 	return elementwise(s, "map", func(o *Partition[U], p *Partition[T], _ []Origin) ([]Origin, error) {
 		vals := slices.Grow(o.Values, len(p.Values))[:len(p.Values)]
 		for j, v := range p.Values {
@@ -55,6 +56,7 @@ func elementwise[T, U any](s *Stream[T], op string, fill func(o *Partition[U], p
 //	in  -- 1 -- 2 -- 3 -- 4 -->
 //	out ------- 2 ------- 4 -->   Filter(in, even)
 func Filter[T any](s *Stream[T], keep func(T) bool) *Stream[T] {
+	s.p.need(keep == nil, "Filter", "keep")
 	out := elementwise(s, "filter", func(o *Partition[T], p *Partition[T], origins []Origin) ([]Origin, error) {
 		vals := o.Values
 		for j, v := range p.Values {
@@ -82,6 +84,7 @@ func Filter[T any](s *Stream[T], keep func(T) bool) *Stream[T] {
 //	in  -- "a b" ------ "c" -->
 //	out -- "a" "b" ---- "c" -->   FlatMap(in, words)
 func FlatMap[T, U any](s *Stream[T], f func(dst []U, v T) []U) *Stream[U] {
+	s.p.need(f == nil, "FlatMap", "f")
 	return elementwise(s, "flatMap", func(o *Partition[U], p *Partition[T], origins []Origin) ([]Origin, error) {
 		vals := o.Values
 		for j, v := range p.Values {
@@ -114,6 +117,7 @@ func FlatMap[T, U any](s *Stream[T], f func(dst []U, v T) []U) *Stream[U] {
 // *RecordError naming the value's origin. Use TryMap to set bad values
 // aside instead.
 func MapErr[T, U any](s *Stream[T], f func(T) (U, error)) *Stream[U] {
+	s.p.need(f == nil, "MapErr", "f")
 	return elementwise(s, "mapErr", func(o *Partition[U], p *Partition[T], _ []Origin) ([]Origin, error) {
 		vals := slices.Grow(o.Values, len(p.Values))[:len(p.Values)]
 		o.Values, o.Origins = vals, p.Origins
@@ -148,6 +152,7 @@ type Failure[T any] struct {
 //	ok     -- 1 ------- 3 -->
 //	failed ------- x ------->   TryMap(in, parse)
 func TryMap[T, U any](s *Stream[T], f func(T) (U, error)) (ok *Stream[U], failed *Stream[Failure[T]]) {
+	s.p.need(f == nil, "TryMap", "f")
 	var (
 		good buffers[U]
 		bad  buffers[Failure[T]]
@@ -211,6 +216,7 @@ func TryMap[T, U any](s *Stream[T], f func(T) (U, error)) (ok *Stream[U], failed
 // per partition. f runs on several goroutines at once, one per partition;
 // the values it returns are not copied, and the origins are dropped.
 func MapPartitions[T, U any](s *Stream[T], f func(p *Partition[T]) ([]U, error)) *Stream[U] {
+	s.p.need(f == nil, "MapPartitions", "f")
 	return derive(s, "mapPartitions", func(bc *batchCtx) (*Batch[U], error) {
 		in, err := s.batch(bc)
 		if in == nil || err != nil {
@@ -232,6 +238,7 @@ func MapPartitions[T, U any](s *Stream[T], f func(p *Partition[T]) ([]U, error))
 // the run loop's goroutine. Returning nil skips the batch for every
 // operator downstream.
 func Transform[T, U any](s *Stream[T], f func(b *Batch[T]) (*Batch[U], error)) *Stream[U] {
+	s.p.need(f == nil, "Transform", "f")
 	out := derive(s, "transform", func(bc *batchCtx) (*Batch[U], error) {
 		in, err := s.batch(bc)
 		if in == nil || err != nil {
@@ -261,12 +268,16 @@ func Transform[T, U any](s *Stream[T], f func(b *Batch[T]) (*Batch[U], error)) *
 //	side  -- 4 ------->
 //	out   -- 5 | 9 ---->   Broadcast(s, side, above)
 func Broadcast[T, B, U any](s *Stream[T], side *Stream[B], f func(p *Partition[T], b B, ok bool) ([]U, error)) *Stream[U] {
-	if side.p != s.p {
+	switch {
+	case side == nil:
+		s.p.need(true, "Broadcast", "side")
+	case side.p != s.p:
 		// Its batches are cut by another run: this one would find none.
 		s.p.invalid(fmt.Errorf("stream: Broadcast: side stream %s belongs to another pipeline than %s", side.name, s.name))
-	} else {
+	default:
 		side.consumers++
 	}
+	s.p.need(f == nil, "Broadcast", "f")
 	return derive(s, "broadcast", func(bc *batchCtx) (*Batch[U], error) {
 		sb, err := side.batch(bc)
 		if err != nil {

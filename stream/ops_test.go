@@ -478,3 +478,63 @@ func TestBroadcastRejectsASideOfAnotherPipeline(t *testing.T) {
 	run(t, other)
 	assert.Equal(t, [][]int{{55}}, totals.values())
 }
+
+// A nil function, sink or source given to an operator makes Run fail at
+// start, naming the operator and the argument, instead of a nil-pointer
+// panic as the graph is built or as the first batch runs.
+func TestNilArgumentsFailRunAtStart(t *testing.T) {
+	type kv = stream.Pair[int, int]
+	in := func(p *stream.Pipeline) *stream.Stream[int] { return stream.From(p, source.NewSlice("n", ints(4), 2)) }
+	pairs := func(p *stream.Pipeline) *stream.Stream[kv] {
+		return stream.Keyed(stream.Map(in(p), func(v int) kv { return stream.KV(v, 1) }))
+	}
+	add := func(a, b int) int { return a + b }
+	for _, tc := range []struct {
+		want  string
+		build func(p *stream.Pipeline)
+	}{
+		{"From: src is nil", func(p *stream.Pipeline) { collect(stream.From[int](p, nil)) }},
+		{"Map: f is nil", func(p *stream.Pipeline) { collect(stream.Map[int, int](in(p), nil)) }},
+		{"Filter: keep is nil", func(p *stream.Pipeline) { collect(stream.Filter(in(p), nil)) }},
+		{"FlatMap: f is nil", func(p *stream.Pipeline) { collect(stream.FlatMap[int, int](in(p), nil)) }},
+		{"MapErr: f is nil", func(p *stream.Pipeline) { collect(stream.MapErr[int, int](in(p), nil)) }},
+		{"TryMap: f is nil", func(p *stream.Pipeline) {
+			ok, failed := stream.TryMap[int, int](in(p), nil)
+			collect(ok)
+			collect(failed)
+		}},
+		{"MapPartitions: f is nil", func(p *stream.Pipeline) { collect(stream.MapPartitions[int, int](in(p), nil)) }},
+		{"Transform: f is nil", func(p *stream.Pipeline) { collect(stream.Transform[int, int](in(p), nil)) }},
+		{"Broadcast: side is nil", func(p *stream.Pipeline) {
+			collect(stream.Broadcast(in(p), (*stream.Stream[int])(nil), func(part *stream.Partition[int], _ int, _ bool) ([]int, error) {
+				return part.Values, nil
+			}))
+		}},
+		{"Broadcast: f is nil", func(p *stream.Pipeline) {
+			s := in(p)
+			collect(stream.Broadcast[int, int, int](s, stream.Reduce(s, add), nil))
+		}},
+		{"Reduce: f is nil", func(p *stream.Pipeline) { collect(stream.Reduce(in(p), nil)) }},
+		{"ReduceByKey: f is nil", func(p *stream.Pipeline) { collect(stream.ReduceByKey(pairs(p), nil)) }},
+		{"UpdateStateByKey: update is nil", func(p *stream.Pipeline) {
+			collect(stream.UpdateStateByKey[int, int, int](pairs(p), nil))
+		}},
+		{"ReduceByKeyAndWindow: f is nil", func(p *stream.Pipeline) {
+			collect(stream.ReduceByKeyAndWindow(pairs(p), nil, nil, 2, 1))
+		}},
+		{"ReduceByKeyAndWindow: f is nil", func(p *stream.Pipeline) {
+			collect(stream.ReduceByKeyAndWindow(pairs(p), nil, func(a, b int) int { return a - b }, 2, 1))
+		}},
+		{"ForEachBatch: f is nil", func(p *stream.Pipeline) { stream.ForEachBatch(in(p), nil) }},
+		{"ForEachPartition: f is nil", func(p *stream.Pipeline) { stream.ForEachPartition(in(p), nil) }},
+		{"To: sink is nil", func(p *stream.Pipeline) { stream.To(in(p), nil) }},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2))
+			require.NotPanics(t, func() { tc.build(p) })
+			err := p.Run(context.Background())
+			require.Error(t, err)
+			assert.Equal(t, "stream: "+tc.want, err.Error())
+		})
+	}
+}

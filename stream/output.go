@@ -11,6 +11,7 @@ import "context"
 // or the drain timeout after cancellation), not when Run's context is
 // cancelled: the batch in progress is finished first.
 func ForEachBatch[T any](s *Stream[T], f func(ctx context.Context, b *Batch[T]) error) {
+	s.p.need(f == nil, "ForEachBatch", "f")
 	addOutput(s, "forEachBatch", f)
 }
 
@@ -37,6 +38,7 @@ func addOutput[T any](s *Stream[T], op string, f func(ctx context.Context, b *Ba
 // parallel, as Spark's foreachPartition: each partition writes its own
 // share of the output. f must be safe for concurrent use.
 func ForEachPartition[T any](s *Stream[T], f func(ctx context.Context, info Info, p *Partition[T]) error) {
+	s.p.need(f == nil, "ForEachPartition", "f")
 	var bc batchCtx
 	addOutput(s, "forEachPartition", func(ctx context.Context, b *Batch[T]) error {
 		bc = batchCtx{ctx: ctx, info: b.Info, par: s.p.cfg.parallelism}
@@ -50,6 +52,10 @@ func ForEachPartition[T any](s *Stream[T], f func(ctx context.Context, info Info
 // Write returns without error, and, when sink is a Flusher, after its
 // Flush did.
 func To[T any](s *Stream[T], sink Sink[T]) {
+	if sink == nil {
+		s.p.need(true, "To", "sink")
+		return
+	}
 	o := addOutput(s, "to", sink.Write)
 	if f, ok := sink.(Flusher); ok {
 		s.p.flushers = append(s.p.flushers, flusher{out: o, f: f})

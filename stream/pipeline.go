@@ -133,6 +133,7 @@ func NewPipeline(opts ...Option) *Pipeline {
 // The batch's partitions are the source's: a record goes to the partition
 // named by its Origin.Partition.
 func From[T any](p *Pipeline, src Source[T]) *Stream[T] {
+	p.need(src == nil, "From", "src")
 	in := &inputStream[T]{src: src}
 	if w, ok := src.(SourceWideOffsets); ok {
 		in.wide = w.SourceWideOffsets()

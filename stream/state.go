@@ -118,6 +118,7 @@ func Observe[K comparable, S any](newObserver func(partition int32) StateObserve
 //	in    -- (a,1) ------- (a,2) (b,5) -- ...... -->
 //	state -- (a,1) ------- (a,3) (b,5) -- (a,3) (b,5) -->   sum
 func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], update func(key K, values []V, state S, exists bool) (S, bool), opts ...StateOption) *Stream[Pair[K, S]] {
+	s.p.need(update == nil, "UpdateStateByKey", "update")
 	var cfg stateConfig
 	for _, o := range opts {
 		o.applyState(&cfg)

@@ -394,6 +394,14 @@ func (p *Pipeline) invalid(err error) {
 	}
 }
 
+// need records that arg, given to op, is nil, when it is, for Run to
+// return at start: a nil function would panic at the first batch.
+func (p *Pipeline) need(isNil bool, op, arg string) {
+	if isNil {
+		p.invalid(fmt.Errorf("stream: %s: %s is nil", op, arg))
+	}
+}
+
 func pipelineErr(format string, args ...any) error { return fmt.Errorf("stream: "+format, args...) }
 
 func itoa[I int | int32 | int64](i I) string { return strconv.FormatInt(int64(i), 10) }

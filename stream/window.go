@@ -194,6 +194,7 @@ func copyBatch[T any](b *Batch[T]) Batch[T] {
 //	in  -- (a,1) -- (a,2) -- (b,1) -->
 //	out -- (a,1) -- (a,3) -- (a,2) (b,1) -->   length 2, slide 1, sum
 func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse func(V, V) V, length, slide int, opts ...WindowOption) *Stream[Pair[K, V]] {
+	s.p.need(f == nil, "ReduceByKeyAndWindow", "f") // inverse may be nil
 	var cfg windowConfig
 	for _, o := range opts {
 		o.applyWindow(&cfg)
