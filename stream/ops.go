@@ -12,9 +12,12 @@ import (
 //	out -- 2 -- 4 -- 6 -->   Map(in, double)
 func Map[T, U any](s *Stream[T], f func(T) U) *Stream[U] {
 	s.p.need(f == nil, "Map", "f")
-	return elementwise(s, "map", func(o *Partition[U], p *Partition[T], _ []Origin) ([]Origin, error) {
+	return elementwise(s, "map", func(o *Partition[U], p *Partition[T], _ []Origin) (_ []Origin, err error) {
+		at := -1
+		defer recordPanic(p, &at, &err)
 		vals := slices.Grow(o.Values, len(p.Values))[:len(p.Values)]
 		for j, v := range p.Values {
+			at = j
 			vals[j] = f(v)
 		}
 		o.Values, o.Origins = vals, p.Origins
@@ -29,6 +32,11 @@ func Map[T, U any](s *Stream[T], f func(T) U) *Stream[U] {
 // values keep their positions. It works on local slices: partitions share
 // cache lines, and a slice header written per value would bounce between
 // cores.
+//
+// fill defers recordPanic, with the index of the value it gives the
+// user's function in a local of its own, so that a panic names the
+// value's record: a store per value, beside a call that costs more. A
+// local, not one given by elementwise, which would be on the heap.
 func elementwise[T, U any](s *Stream[T], op string, fill func(o *Partition[U], p *Partition[T], own []Origin) ([]Origin, error)) *Stream[U] {
 	var bufs buffers[U]
 	return derive(s, op, func(bc *batchCtx) (*Batch[U], error) {
@@ -57,9 +65,12 @@ func elementwise[T, U any](s *Stream[T], op string, fill func(o *Partition[U], p
 //	out ------- 2 ------- 4 -->   Filter(in, even)
 func Filter[T any](s *Stream[T], keep func(T) bool) *Stream[T] {
 	s.p.need(keep == nil, "Filter", "keep")
-	out := elementwise(s, "filter", func(o *Partition[T], p *Partition[T], origins []Origin) ([]Origin, error) {
+	out := elementwise(s, "filter", func(o *Partition[T], p *Partition[T], origins []Origin) (_ []Origin, err error) {
+		at := -1
+		defer recordPanic(p, &at, &err)
 		vals := o.Values
 		for j, v := range p.Values {
+			at = j
 			if keep(v) {
 				vals = append(vals, v)
 				if j < len(p.Origins) {
@@ -85,9 +96,12 @@ func Filter[T any](s *Stream[T], keep func(T) bool) *Stream[T] {
 //	out -- "a" "b" ---- "c" -->   FlatMap(in, words)
 func FlatMap[T, U any](s *Stream[T], f func(dst []U, v T) []U) *Stream[U] {
 	s.p.need(f == nil, "FlatMap", "f")
-	return elementwise(s, "flatMap", func(o *Partition[U], p *Partition[T], origins []Origin) ([]Origin, error) {
+	return elementwise(s, "flatMap", func(o *Partition[U], p *Partition[T], origins []Origin) (_ []Origin, err error) {
+		at := -1
+		defer recordPanic(p, &at, &err)
 		vals := o.Values
 		for j, v := range p.Values {
+			at = j
 			// An empty dst: f cannot drop or overwrite the values
 			// before, and what it returns is all its own.
 			before := len(vals)
@@ -118,10 +132,13 @@ func FlatMap[T, U any](s *Stream[T], f func(dst []U, v T) []U) *Stream[U] {
 // aside instead.
 func MapErr[T, U any](s *Stream[T], f func(T) (U, error)) *Stream[U] {
 	s.p.need(f == nil, "MapErr", "f")
-	return elementwise(s, "mapErr", func(o *Partition[U], p *Partition[T], _ []Origin) ([]Origin, error) {
+	return elementwise(s, "mapErr", func(o *Partition[U], p *Partition[T], _ []Origin) (_ []Origin, err error) {
+		at := -1
+		defer recordPanic(p, &at, &err)
 		vals := slices.Grow(o.Values, len(p.Values))[:len(p.Values)]
 		o.Values, o.Origins = vals, p.Origins
 		for j, v := range p.Values {
+			at = j
 			u, err := f(v)
 			if err != nil {
 				return nil, &RecordError{Origin: p.Origin(j), Err: err}
@@ -166,9 +183,11 @@ func TryMap[T, U any](s *Stream[T], f func(T) (U, error)) (ok *Stream[U], failed
 		}
 		out := good.next(in.Info, len(in.Partitions))
 		badB = bad.next(in.Info, len(in.Partitions))
-		err = eachPartition(bc, in, func(i int, p *Partition[T]) error {
+		err = eachPartition(bc, in, func(i int, p *Partition[T]) (err error) {
 			o, b := &out.Partitions[i], &badB.Partitions[i]
 			o.ID, b.ID = p.ID, p.ID
+			at := -1 // see elementwise
+			defer recordPanic(p, &at, &err)
 			// Until a value fails, the good values keep their positions
 			// and share their input's origins; from the first failure on,
 			// they get origins of their own.
@@ -176,6 +195,7 @@ func TryMap[T, U any](s *Stream[T], f func(T) (U, error)) (ok *Stream[U], failed
 			var origins []Origin
 			own := false
 			for j, v := range p.Values {
+				at = j
 				u, err := f(v)
 				if err != nil {
 					if !own {

@@ -538,3 +538,50 @@ func TestNilArgumentsFailRunAtStart(t *testing.T) {
 		})
 	}
 }
+
+// A panic of the function of an element-wise operator names the record
+// it was given, as MapErr's errors do.
+func TestElementwisePanicNamesTheRecord(t *testing.T) {
+	boom := func(v int) int {
+		if v == 7 {
+			panic("boom " + strconv.Itoa(v))
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		op    string
+		build func(in *stream.Stream[int]) *stream.Stream[int]
+	}{
+		{"map", func(in *stream.Stream[int]) *stream.Stream[int] { return stream.Map(in, boom) }},
+		{"filter", func(in *stream.Stream[int]) *stream.Stream[int] {
+			return stream.Filter(in, func(v int) bool { return boom(v)%2 == 0 })
+		}},
+		{"flatMap", func(in *stream.Stream[int]) *stream.Stream[int] {
+			return stream.FlatMap(in, func(dst []int, v int) []int { return append(dst, boom(v)) })
+		}},
+		{"mapErr", func(in *stream.Stream[int]) *stream.Stream[int] {
+			return stream.MapErr(in, func(v int) (int, error) { return boom(v), nil })
+		}},
+		{"tryMap", func(in *stream.Stream[int]) *stream.Stream[int] {
+			ok, failed := stream.TryMap(in, func(v int) (int, error) { return boom(v), nil })
+			collect(failed)
+			return ok
+		}},
+	} {
+		for _, par := range []int{1, 2} {
+			t.Run(fmt.Sprintf("%s on %d", tc.op, par), func(t *testing.T) {
+				p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(10), stream.Parallelism(par))
+				collect(tc.build(stream.From(p, source.NewSlice("nums", ints(10), 2))).Named("op"))
+				err := p.Run(context.Background())
+				require.Error(t, err)
+				assert.Equal(t, "stream: batch 1: op: partition 0: record nums/0@3: panic: boom 7", err.Error())
+				var re *stream.RecordError
+				require.ErrorAs(t, err, &re)
+				assert.Equal(t, stream.Origin{Source: "nums", Partition: 0, Offset: 3}, re.Origin)
+				var pe *stream.PanicError
+				require.ErrorAs(t, err, &pe)
+				assert.Contains(t, string(pe.Stack), "ops_test.go", "the stack of the panic")
+			})
+		}
+	}
+}

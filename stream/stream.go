@@ -172,9 +172,11 @@ func (e *KeyError) Unwrap() error { return e.Err }
 
 // PanicError is a panic in a function given to an operator or an output,
 // recovered: the batch fails, and Run returns it, within a *StageError
-// (and a *PartitionError when it came from one partition, and a *KeyError
-// when it came from a keyed operator's function for one key: see
-// KeyError), instead of the process
+// (and a *PartitionError when it came from one partition, a *RecordError
+// naming the record's origin when it came from the function of an
+// element-wise operator (Map, Filter, FlatMap, MapErr, TryMap) for one
+// value, and a *KeyError when it came from a keyed operator's function
+// for one key: see KeyError), instead of the process
 // crashing from a goroutine of the engine. The batch is not committed; the
 // state the function was changing is not checkpointed.
 //
@@ -209,6 +211,19 @@ func recovered(f func() error) (err error) {
 		}
 	}()
 	return f()
+}
+
+// recordPanic, deferred, makes a panic of the function given value at of
+// p (-1: none yet) the error it returns, naming the value's record.
+func recordPanic[T any](p *Partition[T], at *int, err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	*err = &PanicError{Value: r, Stack: debug.Stack()}
+	if *at >= 0 {
+		*err = &RecordError{Origin: p.Origin(*at), Err: *err}
+	}
 }
 
 // named prefixes err with what panicked when err is a panic recovered
