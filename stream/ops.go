@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 )
@@ -155,6 +156,22 @@ type Failure[T any] struct {
 	Value  T
 	Origin Origin
 	Err    error
+}
+
+// MarshalJSON encodes f as the object of its fields, as for any struct,
+// but for Err, which is its message (null when nil): an error's fields,
+// when it has any, do not say what went wrong, and a dead letter must.
+func (f Failure[T]) MarshalJSON() ([]byte, error) {
+	var msg *string
+	if f.Err != nil {
+		m := f.Err.Error()
+		msg = &m
+	}
+	return json.Marshal(struct {
+		Value  T
+		Origin Origin
+		Err    *string
+	}{f.Value, f.Origin, msg})
 }
 
 // TryMap applies f to every value. Values for which f succeeds go to ok;

@@ -2,6 +2,7 @@ package stream_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -584,4 +585,23 @@ func TestElementwisePanicNamesTheRecord(t *testing.T) {
 			})
 		}
 	}
+}
+
+// A Failure written as JSON, to a dead-letter file, has its error's
+// message, not the error's fields (none, for most errors).
+func TestFailureMarshalsItsErrorAsItsMessage(t *testing.T) {
+	var buf strings.Builder
+	p := stream.NewPipeline()
+	_, failed := stream.TryMap(stream.From(p, source.NewSlice("in", [][]byte{[]byte("1"), []byte("x")}, 1)), func(b []byte) (int, error) {
+		return strconv.Atoi(string(b))
+	})
+	dead := sink.NewJSONLines[stream.Failure[[]byte]]("dead", &buf)
+	stream.To(failed, dead)
+	run(t, p)
+	require.NoError(t, dead.Close())
+	assert.Equal(t, `{"Value":"eA==","Origin":{"Source":"in","Partition":0,"Offset":1},"Err":"strconv.Atoi: parsing \"x\": invalid syntax"}`+"\n", buf.String())
+
+	b, err := json.Marshal(stream.Failure[int]{Value: 1})
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"Value":1,"Origin":{"Source":"","Partition":0,"Offset":0},"Err":null}`, string(b), "no error")
 }
