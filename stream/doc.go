@@ -95,7 +95,12 @@
 // an Assigner source gains partitions) the state is restored, and input
 // records below the restored offsets are dropped as already counted, so
 // that a crash between the checkpoint and the commit does not count them
-// twice; no commit goes back below them. A source that ends (io.EOF)
+// twice; no commit goes back below them. They are dropped as they are
+// read: they count neither toward MaxRecords nor in a batch, an interval
+// that read only those starts again, and a rerun of an input the state
+// has counted to its end runs no batch, leaving the state, its TTLs and
+// the windows as they were; their offsets are committed with the next
+// batch, or as Run ends. A source that ends (io.EOF)
 // below the restored offsets of a partition it read from is not the input
 // checkpointed (a file replaced by a shorter one): Run fails as it ends,
 // before committing. A window restored goes on sliding in step, so that

@@ -100,9 +100,14 @@ type output struct {
 // input is the type-erased input stream of a pipeline.
 type input interface {
 	source() any
-	// collect polls the source into the next batch until it holds max
-	// records (0: no limit), ctx is done or Poll fails.
-	collect(ctx context.Context, max int) (n int, err error)
+	// begin starts the next batch, which collect adds to until it is cut.
+	begin()
+	// collect polls the source into the batch begun until it holds max
+	// records (0: no limit), ctx is done or Poll fails. It drops the
+	// records a restored state had counted as they come: they are counted
+	// in skipped, not in n nor toward max, but their offsets are
+	// committed with the batch.
+	collect(ctx context.Context, max int) (n, skipped int, err error)
 	// cut ends the batch being collected and returns its offsets to commit,
 	// with the number of records of each.
 	cut(info Info, assigned []int32, filter bool) (offsets []Offset, records []int)
@@ -304,18 +309,40 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			scheduled = nextTick(scheduled, p.cfg.interval, time.Now())
 		}
 		batchStart := time.Now()
-		n, eof, forced, err := p.collect(ctx, work, scheduled)
+		p.input.begin()
+		n, skipped, eof, forced, err := p.collect(ctx, work, scheduled)
+		for err == nil && n == 0 && skipped > 0 && !eof && !forced && ctx.Err() == nil && p.cfg.interval > 0 {
+			// Records a restored state had counted are the past of the
+			// input, not time of this run: an interval that read only
+			// those is no batch, and starts again.
+			batchStart = time.Now()
+			scheduled = nextTick(batchStart, p.cfg.interval, batchStart)
+			var k int
+			n, k, eof, forced, err = p.collect(ctx, work, scheduled)
+			skipped += k
+		}
 		if err != nil {
 			return err
 		}
 		cutAt := time.Now()
-		if n == 0 && (eof && id > 1 || ctx.Err() != nil) {
+		// No empty batch after the last one, nor of records a restored
+		// state had counted alone: a rerun of a finished input changes
+		// nothing.
+		if n == 0 && (eof && (id > 1 || skipped > 0) || ctx.Err() != nil) {
 			if eof {
 				if err := p.input.endedBelow(); err != nil {
 					return err
 				}
 			}
-			return end() // no empty batch after the last one
+			if skipped > 0 {
+				offsets, _ := p.input.cut(last, assigned, assigner != nil)
+				if heldBack {
+					pending = mergeOffsets(pending, offsets)
+				} else if err := p.commitSkipped(work, committer, offsets); err != nil {
+					return err
+				}
+			}
+			return end()
 		}
 		if assigner != nil {
 			now, err := assignment(assigner)
@@ -620,10 +647,53 @@ func nextTick(prev time.Time, interval time.Duration, now time.Time) time.Time {
 	return next
 }
 
+// commitSkipped commits to the source the offsets of records a restored
+// state had counted, read since the last batch, as Run ends with no batch
+// to commit them with: the Store holds them already, but a source that
+// records its progress (a consumer group) would read them again.
+func (p *Pipeline) commitSkipped(work context.Context, committer Committer, offsets []Offset) error {
+	if committer == nil || len(offsets) == 0 {
+		return nil
+	}
+	commit := func(ctx context.Context) error {
+		err := panicIn("source", committer, "Commit", recovered(func() error { return committer.Commit(ctx, offsets) }))
+		if err != nil {
+			return orCause(work, fmt.Errorf("stream: commit of records already counted: %w", err))
+		}
+		return nil
+	}
+	tx := p.cfg.txn
+	if tx == nil {
+		return commit(work)
+	}
+	ectx, cancel := endContext(work)
+	defer cancel()
+	if err := panicIn("transaction", tx, "Begin", recovered(func() error { return tx.Begin(work) })); err != nil {
+		err = orCause(work, fmt.Errorf("stream: commit of records already counted: begin transaction: %w", err))
+		if isPanic(err) {
+			err = errors.Join(err, panicIn("transaction", tx, "Abort", recovered(func() error { return tx.Abort(ectx) })))
+		}
+		return err
+	}
+	err := commit(work)
+	if err == nil {
+		err = panicIn("transaction", tx, "Commit", recovered(func() error { return tx.Commit(ectx) }))
+		if err == nil {
+			return nil
+		}
+		err = fmt.Errorf("stream: commit of records already counted: commit transaction: %w", err)
+		if !isPanic(err) {
+			return err // Commit aborts what it cannot commit
+		}
+	}
+	return errors.Join(err, panicIn("transaction", tx, "Abort", recovered(func() error { return tx.Abort(ectx) })))
+}
+
 // collect polls records until the batch holds MaxRecords, the deadline
 // passes, ctx is cancelled, the source ends (eof) or the source cuts the
-// batch (forced).
-func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n int, eof, forced bool, err error) {
+// batch (forced). The records a restored state had counted are dropped,
+// and counted in skipped.
+func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n, skipped int, eof, forced bool, err error) {
 	pollCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if p.cfg.interval > 0 {
@@ -634,23 +704,23 @@ func (p *Pipeline) collect(ctx, work context.Context, deadline time.Time) (n int
 	stop := context.AfterFunc(work, cancel)
 	defer stop()
 
-	n, err = p.input.collect(pollCtx, p.cfg.maxRecords)
+	n, skipped, err = p.input.collect(pollCtx, p.cfg.maxRecords)
 	switch {
 	case isPanic(err): // whatever it panicked with
-		return n, false, false, fmt.Errorf("stream: poll source: %w", err)
+		return n, skipped, false, false, fmt.Errorf("stream: poll source: %w", err)
 	case errors.Is(err, io.EOF):
-		return n, true, false, nil
+		return n, skipped, true, false, nil
 	case errors.Is(err, ErrCut):
-		return n, false, true, nil
+		return n, skipped, false, true, nil
 	case err == nil:
-		return n, false, false, nil
+		return n, skipped, false, false, nil
 	case endedBy(pollCtx, work, err):
 		// The deadline or Run's cancellation, not a failure.
-		return n, false, false, nil
+		return n, skipped, false, false, nil
 	case work.Err() != nil:
-		return n, false, false, context.Cause(work)
+		return n, skipped, false, false, context.Cause(work)
 	default:
-		return n, false, false, fmt.Errorf("stream: poll source: %w", err)
+		return n, skipped, false, false, fmt.Errorf("stream: poll source: %w", err)
 	}
 }
 
@@ -930,10 +1000,17 @@ func minus(a, b []int32) []int32 {
 
 // inputStream collects a source's records into a batch.
 type inputStream[T any] struct {
-	src      Source[T]
-	skip     map[sourcePartition]int64 // restored offsets not yet passed
-	seen     map[sourcePartition]int64 // the highest offset read of each key of skip
-	wide     bool                      // offsets count across the source's partitions (SourceWideOffsets)
+	src  Source[T]
+	skip map[sourcePartition]int64 // restored offsets not yet passed
+	seen map[sourcePartition]int64 // the highest offset read of each key of skip
+	wide bool                      // offsets count across the source's partitions (SourceWideOffsets)
+	// passed holds, with source-wide offsets, the keys of skip of which
+	// the batch being collected kept records: true if it read none below.
+	passed map[sourcePartition]bool
+	// late reports offsets to skip below restored since the batch was
+	// collected (the partitions an Assigner source gained): its records
+	// are gone through again at the cut.
+	late     bool
 	buf      []Record[T]
 	parts    map[int32]*inPart[T] // buffers of every partition seen, by ID
 	byID     []*inPart[T]         // the same, for IDs below maxDenseID
@@ -959,8 +1036,9 @@ type inPart[T any] struct {
 	last int      // the index in offs of the last record's source partition
 }
 
-// count counts a record of origin o.
-func (p *inPart[T]) count(o *Origin) {
+// count counts a record of origin o, of the batch's records unless a
+// restored state had counted it (skipped).
+func (p *inPart[T]) count(o *Origin, skipped bool) {
 	k := p.last
 	if k >= len(p.offs) || p.offs[k].Partition != o.Partition || p.offs[k].Source != o.Source {
 		k = offsetIndex(p.offs, o.Source, o.Partition)
@@ -972,7 +1050,9 @@ func (p *inPart[T]) count(o *Origin) {
 		p.last = k
 	}
 	p.offs[k].Next = max(p.offs[k].Next, o.Offset+1)
-	p.recs[k]++
+	if !skipped {
+		p.recs[k]++
+	}
 }
 
 // grow doubles the room of p's buffers. append alone grows a large slice
@@ -997,7 +1077,7 @@ func (p *inPart[T]) reset() {
 
 func (in *inputStream[T]) source() any { return in.src }
 
-func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
+func (in *inputStream[T]) begin() {
 	if in.buf == nil {
 		in.buf = make([]Record[T], 4096)
 		in.parts = make(map[int32]*inPart[T])
@@ -1011,6 +1091,10 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 		p.reset()
 	}
 	in.prevLens = prev
+	in.late = false
+}
+
+func (in *inputStream[T]) collect(ctx context.Context, max int) (n, skipped int, err error) {
 	defer func() {
 		for _, pl := range in.prevLens {
 			if p := in.parts[pl.id]; len(p.Values) < pl.n {
@@ -1018,7 +1102,6 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 			}
 		}
 	}()
-	n := 0
 	donePolls := 0 // Polls made with ctx done
 	for max <= 0 || n < max {
 		buf := in.buf
@@ -1030,7 +1113,7 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 		}
 		k, err := in.poll(ctx, buf)
 		if k < 0 || k > len(buf) {
-			return n, fmt.Errorf("source returned %d records for a buffer of %d", k, len(buf))
+			return n, skipped, fmt.Errorf("source returned %d records for a buffer of %d", k, len(buf))
 		}
 		var p *inPart[T]
 		for i := range buf[:k] {
@@ -1042,18 +1125,23 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 					p = in.partition(id)
 				}
 			}
+			if len(in.skip) > 0 && in.skips(&r.Origin) {
+				p.count(&r.Origin, true)
+				skipped++
+				continue
+			}
 			if len(p.Values) == cap(p.Values) {
 				p.grow()
 			}
 			p.Values = append(p.Values, r.Value)
 			p.Origins = append(p.Origins, r.Origin)
-			p.count(&r.Origin)
+			p.count(&r.Origin, false)
+			n++
 		}
 		// buf is not cleared: the next Poll overwrites it, and what it
 		// holds meanwhile is at most one buffer of this batch's records.
-		n += k
 		if err != nil {
-			return n, err
+			return n, skipped, err
 		}
 		// A source with records ready returns them even once ctx is
 		// done: past the deadline or a cancellation, the batch takes
@@ -1061,10 +1149,10 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (int, error) {
 		// whose deadline passed before its first Poll (a slow batch
 		// before it) still takes more than one Poll's records.
 		if donePolls >= 2 {
-			return n, ctx.Err()
+			return n, skipped, ctx.Err()
 		}
 	}
-	return n, nil
+	return n, skipped, nil
 }
 
 // poll polls the source into buf, and returns its panic as an error.
@@ -1104,7 +1192,7 @@ const maxDenseID = 1024
 func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) ([]Offset, []int) {
 	cut := in.cutParts[:0]
 	for id, p := range in.parts {
-		if filter && !slices.Contains(assigned, id) || !filter && len(p.Values) == 0 {
+		if filter && !slices.Contains(assigned, id) || !filter && len(p.offs) == 0 {
 			continue
 		}
 		cut = append(cut, p)
@@ -1119,6 +1207,12 @@ func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) ([]Offse
 		}
 	}
 	slices.SortFunc(cut, func(a, b *inPart[T]) int { return cmp.Compare(a.ID, b.ID) })
+	if in.late {
+		for _, p := range cut {
+			in.dropSkipped(p)
+		}
+		in.late = false
+	}
 	parts := in.batch.Partitions[:0]
 	for _, p := range cut {
 		parts = append(parts, p.Partition)
@@ -1137,8 +1231,17 @@ func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) ([]Offse
 				offsets[i].Next = max(o.Next, next)
 			}
 		}
-		in.dropSkipped()
 	}
+	// A source-wide offset is passed for good once a batch holds none of
+	// the source's records below it: the partitions of one batch are
+	// gone through one after the other, not in the order read.
+	for k, passed := range in.passed {
+		if passed {
+			delete(in.skip, k)
+			delete(in.seen, k)
+		}
+	}
+	clear(in.passed)
 	return offsets, records
 }
 
@@ -1155,6 +1258,7 @@ func (in *inputStream[T]) skipBelow(offsets []Offset) {
 		k := in.skipKey(o.Source, o.Partition)
 		in.skip[k] = max(in.skip[k], o.Next)
 	}
+	in.late = len(offsets) > 0
 }
 
 // wholeSource stands for every partition of a source with source-wide
@@ -1170,54 +1274,57 @@ func (in *inputStream[T]) skipKey(source string, partition int32) sourcePartitio
 	return sourcePartition{source, partition}
 }
 
-// dropSkipped removes from the batch the records a restored state has
-// already counted. Their offsets are still committed.
-func (in *inputStream[T]) dropSkipped() {
-	var kept map[sourcePartition]bool // with source-wide offsets: sources of which the batch kept records
-	for i := range in.batch.Partitions {
-		p := &in.batch.Partitions[i]
-		n := 0
-		for j, o := range p.Origins {
-			k := in.skipKey(o.Source, o.Partition)
-			next, ok := in.skip[k]
-			if ok {
-				if s, had := in.seen[k]; !had || o.Offset > s {
-					in.seen[k] = o.Offset
-				}
-			}
-			switch {
-			case ok && in.wide:
-				if kept == nil {
-					kept = map[sourcePartition]bool{}
-				}
-				if o.Offset < next {
-					kept[k] = false // one below: not passed yet
-					continue
-				}
-				if _, seen := kept[k]; !seen {
-					kept[k] = true
-				}
-			case ok && o.Offset < next:
-				continue
-			case ok:
-				delete(in.skip, k) // offsets only grow: passed for good
-				delete(in.seen, k)
-			}
-			p.Values[n], p.Origins[n] = p.Values[j], o
-			n++
-		}
-		clear(p.Values[n:])
-		p.Values, p.Origins = p.Values[:n], p.Origins[:n]
+// skips reports that the record of origin o is below the offsets a
+// restored state had counted up to, and notes what it tells of them.
+func (in *inputStream[T]) skips(o *Origin) bool {
+	k := in.skipKey(o.Source, o.Partition)
+	next, ok := in.skip[k]
+	if !ok {
+		return false
 	}
-	// A source-wide offset is passed for good once a batch holds none of
-	// the source's records below it: the partitions of one batch are
-	// gone through one after the other, not in the order read.
-	for k, passed := range kept {
-		if passed {
-			delete(in.skip, k)
-			delete(in.seen, k)
-		}
+	if s, had := in.seen[k]; !had || o.Offset > s {
+		in.seen[k] = o.Offset
 	}
+	switch {
+	case o.Offset < next:
+		if in.wide {
+			in.pass(k, false) // one below: not passed yet
+		}
+		return true
+	case in.wide:
+		if _, seen := in.passed[k]; !seen {
+			in.pass(k, true)
+		}
+	default:
+		delete(in.skip, k) // offsets only grow: passed for good
+		delete(in.seen, k)
+	}
+	return false
+}
+
+func (in *inputStream[T]) pass(k sourcePartition, passed bool) {
+	if in.passed == nil {
+		in.passed = map[sourcePartition]bool{}
+	}
+	in.passed[k] = passed
+}
+
+// dropSkipped removes from p the records a restored state has already
+// counted, collected before it was restored. Their offsets are still
+// committed.
+func (in *inputStream[T]) dropSkipped(p *inPart[T]) {
+	n := 0
+	for j := range p.Origins {
+		o := &p.Origins[j]
+		if in.skips(o) {
+			p.recs[offsetIndex(p.offs, o.Source, o.Partition)]--
+			continue
+		}
+		p.Values[n], p.Origins[n] = p.Values[j], *o
+		n++
+	}
+	clear(p.Values[n:])
+	p.Values, p.Origins = p.Values[:n], p.Origins[:n]
 }
 
 func (in *inputStream[T]) forget(lost []int32) {

@@ -84,7 +84,10 @@ type Info struct {
 	Start time.Time
 	// Records is the number of records the source delivered for the batch,
 	// including those the batch does not hold: of a partition lost before
-	// the cut (an Assigner source), or already counted by a restored state.
+	// the cut (an Assigner source), or already counted by the state of the
+	// partitions the batch gained, restored after they were read. Records
+	// a state restored before they were read are not counted (see
+	// WithStore).
 	Records int
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -296,7 +297,9 @@ func TestInputTDigestWithinItsBound(t *testing.T) {
 }
 
 // A rerun of a file with -checkpoint resumes it, however its path is
-// written: its offsets are kept under its absolute path.
+// written: its offsets are kept under its absolute path. A rerun of the
+// file as it was prints no batch; one of the file grown counts the new
+// lines alone.
 func TestInputRerunByAnotherPathResumes(t *testing.T) {
 	dir := t.TempDir()
 	var rows strings.Builder
@@ -307,14 +310,28 @@ func TestInputRerunByAnotherPathResumes(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, []byte(rows.String()), 0o644))
 	ckpt := filepath.Join(dir, "checkpoint")
 	t.Chdir(dir)
-	for _, p := range []string{path, "events.csv", "./events.csv", filepath.Join(dir, ".", "events.csv")} {
+	for i, p := range []string{path, "events.csv", "./events.csv", filepath.Join(dir, ".", "events.csv")} {
+		if i > 0 {
+			r := runMain(t, context.Background(), "", "-input", p, "-json", "-sketch", "exact", "-checkpoint", ckpt)
+			require.Equal(t, exitOK, r.code, r.stderr)
+			assert.Empty(t, parseLines(t, r.stdout), "-input %s: a batch of lines counted before", p)
+
+			var more strings.Builder
+			for u := range 200 {
+				fmt.Fprintf(&more, "%d,profile.view\n", 1000+u) // every user: one view more
+			}
+			f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+			require.NoError(t, err)
+			_, err = f.WriteString(more.String())
+			require.NoError(t, errors.Join(err, f.Close()))
+		}
 		r := runMain(t, context.Background(), "", "-input", p, "-json", "-sketch", "exact", "-checkpoint", ckpt)
 		require.Equal(t, exitOK, r.code, r.stderr)
 		lines := parseLines(t, r.stdout)
 		require.NotEmpty(t, lines)
 		last := lines[len(lines)-1]
 		require.NotNil(t, last.Threshold)
-		assert.Equal(t, 20.0, *last.Threshold, "-input %s: every user's total counts each line once", p)
+		assert.Equal(t, float64(20+i), *last.Threshold, "-input %s: every user's total counts each line once", p)
 	}
 }
 
