@@ -240,9 +240,12 @@ func (s BatchStats) SchedulingDelay() time.Duration {
 type PartitionStats struct {
 	Source    string
 	Partition int32
-	// Records is how many records of the partition the batch read,
-	// including those a restored state had already counted.
+	// Records is how many records of the partition the batch holds.
 	Records int
+	// Skipped is how many records of the partition were read and dropped
+	// as a restored state had already counted them (see WithStore), since
+	// the batch before: an interval that read only those is no batch.
+	Skipped int
 	// Lag is how many records of the partition were left to read after the
 	// batch's commit, as the source last knew it (see Lagger); -1 when the
 	// source does not tell.

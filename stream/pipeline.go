@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"slices"
 	"sync"
@@ -109,14 +110,18 @@ type input interface {
 	// committed with the batch.
 	collect(ctx context.Context, max int) (n, skipped int, err error)
 	// cut ends the batch being collected and returns its offsets to commit,
-	// with the number of records of each.
-	cut(info Info, assigned []int32, filter bool) (offsets []Offset, records []int)
+	// with the records of each.
+	cut(info Info, assigned []int32, filter bool) (offsets []Offset, counts []recordCount)
 	// skipBelow drops records below these offsets from now on: a restored
 	// state has counted them.
 	skipBelow(offsets []Offset)
 	// endedBelow returns an error when the source, which has ended, did
 	// not reach the offsets a restored state had counted up to.
 	endedBelow() error
+	// logSkipped logs, once per source partition, how many records were
+	// dropped as a restored state had counted them: of those read past
+	// the restored offsets, or, with all, of every one.
+	logSkipped(all bool)
 	// forget drops the restored offsets of partitions lost, and what was
 	// read of them: their state went, and comes back with its offsets
 	// when they are gained again.
@@ -139,7 +144,7 @@ func NewPipeline(opts ...Option) *Pipeline {
 // named by its Origin.Partition.
 func From[T any](p *Pipeline, src Source[T]) *Stream[T] {
 	p.need(src == nil, "From", "src")
-	in := &inputStream[T]{src: src}
+	in := &inputStream[T]{src: src, logger: p.cfg.logger}
 	if w, ok := src.(SourceWideOffsets); ok {
 		in.wide = w.SourceWideOffsets()
 	}
@@ -254,6 +259,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		}
 		return err
 	}
+	defer p.input.logSkipped(true)
 	var pending []Offset     // read since the last checkpoint
 	var lastCommit time.Time // zero: the first batch commits
 	var last Info            // of the last batch
@@ -362,7 +368,8 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		}
 		info := Info{ID: id, Time: cutAt, Start: batchStart, Records: n}
 		last = info
-		offsets, records := p.input.cut(info, assigned, assigner != nil)
+		offsets, counts := p.input.cut(info, assigned, assigner != nil)
+		p.input.logSkipped(false)
 		if eof {
 			// Before anything of this run is committed: its offsets,
 			// below the restored ones, would go back in the checkpoint.
@@ -397,7 +404,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			if p.cfg.interval <= 0 {
 				stats.Scheduled = cutAt
 			}
-			stats.Inputs, err = inputStats(stats.Inputs[:0], offsets, records, assigned, &sourceName, lagger)
+			stats.Inputs, err = inputStats(stats.Inputs[:0], offsets, counts, assigned, &sourceName, lagger)
 			if err != nil {
 				return fmt.Errorf("stream: batch %d: %w", id, err)
 			}
@@ -490,7 +497,7 @@ func (p *Pipeline) finalCommitDone(last Info, offsets []Offset, assigned []int32
 	}
 	cs := CommitStats{Batch: last, Checkpoint: stats.Checkpoint, Commit: stats.Commit, Flush: stats.Flush}
 	var err error
-	cs.Inputs, err = inputStats(stats.Inputs[:0], offsets, make([]int, len(offsets)), assigned, sourceName, lagger)
+	cs.Inputs, err = inputStats(stats.Inputs[:0], offsets, make([]recordCount, len(offsets)), assigned, sourceName, lagger)
 	if err != nil {
 		return fmt.Errorf("stream: final commit after batch %d done, then %w", last.ID, err)
 	}
@@ -908,9 +915,9 @@ func (r *restoreProgress) tell() error {
 // batch: those it read records of, then assigned ones it read none of.
 // An Assigner source reads one source, whose name *name keeps from batch
 // to batch for the partitions with no records.
-func inputStats(dst []PartitionStats, offsets []Offset, records []int, assigned []int32, name *string, lagger Lagger) ([]PartitionStats, error) {
+func inputStats(dst []PartitionStats, offsets []Offset, counts []recordCount, assigned []int32, name *string, lagger Lagger) ([]PartitionStats, error) {
 	for i, o := range offsets {
-		dst = append(dst, PartitionStats{Source: o.Source, Partition: o.Partition, Records: records[i], Lag: -1})
+		dst = append(dst, PartitionStats{Source: o.Source, Partition: o.Partition, Records: counts[i].records, Skipped: counts[i].skipped, Lag: -1})
 		*name = o.Source
 	}
 	for _, id := range assigned {
@@ -1000,17 +1007,20 @@ func minus(a, b []int32) []int32 {
 
 // inputStream collects a source's records into a batch.
 type inputStream[T any] struct {
-	src  Source[T]
-	skip map[sourcePartition]int64 // restored offsets not yet passed
-	seen map[sourcePartition]int64 // the highest offset read of each key of skip
-	wide bool                      // offsets count across the source's partitions (SourceWideOffsets)
+	src    Source[T]
+	logger *slog.Logger
+	skip   map[sourcePartition]int64 // restored offsets not yet passed
+	seen   map[sourcePartition]int64 // the highest offset read of each key of skip
+	wide   bool                      // offsets count across the source's partitions (SourceWideOffsets)
 	// passed holds, with source-wide offsets, the keys of skip of which
 	// the batch being collected kept records: true if it read none below.
 	passed map[sourcePartition]bool
 	// late reports offsets to skip below restored since the batch was
 	// collected (the partitions an Assigner source gained): its records
 	// are gone through again at the cut.
-	late     bool
+	late bool
+	// skipped counts the records dropped of every key of skip.
+	skipped  map[sourcePartition]*skipCount
 	buf      []Record[T]
 	parts    map[int32]*inPart[T] // buffers of every partition seen, by ID
 	byID     []*inPart[T]         // the same, for IDs below maxDenseID
@@ -1031,9 +1041,15 @@ type partLen struct {
 // batch is cut.
 type inPart[T any] struct {
 	Partition[T]
-	offs []Offset // the next offset of every source partition of its records, in the order first seen
-	recs []int    // the records of each
-	last int      // the index in offs of the last record's source partition
+	offs []Offset      // the next offset of every source partition of its records, in the order first seen
+	recs []recordCount // the records of each
+	last int           // the index in offs of the last record's source partition
+}
+
+// recordCount counts the records of a source partition read for a batch.
+type recordCount struct {
+	records int // held by the batch
+	skipped int // dropped as a restored state had counted them
 }
 
 // count counts a record of origin o, of the batch's records unless a
@@ -1045,13 +1061,15 @@ func (p *inPart[T]) count(o *Origin, skipped bool) {
 		if k < 0 {
 			k = len(p.offs)
 			p.offs = append(p.offs, Offset{Source: o.Source, Partition: o.Partition})
-			p.recs = append(p.recs, 0)
+			p.recs = append(p.recs, recordCount{})
 		}
 		p.last = k
 	}
 	p.offs[k].Next = max(p.offs[k].Next, o.Offset+1)
-	if !skipped {
-		p.recs[k]++
+	if skipped {
+		p.recs[k].skipped++
+	} else {
+		p.recs[k].records++
 	}
 }
 
@@ -1189,7 +1207,7 @@ const maxDenseID = 1024
 // cut makes the batch of the records collected. With filter set, the batch
 // holds exactly the assigned partitions: records of partitions lost since
 // they were polled are dropped uncommitted, for their new owner to read.
-func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) ([]Offset, []int) {
+func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) ([]Offset, []recordCount) {
 	cut := in.cutParts[:0]
 	for id, p := range in.parts {
 		if filter && !slices.Contains(assigned, id) || !filter && len(p.offs) == 0 {
@@ -1218,7 +1236,7 @@ func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) ([]Offse
 		parts = append(parts, p.Partition)
 	}
 	in.batch = Batch[T]{Info: info, Partitions: parts}
-	offsets, records := batchOffsets(cut)
+	offsets, counts := batchOffsets(cut)
 	clear(cut)
 	in.cutParts = cut[:0]
 	if len(in.skip) > 0 {
@@ -1242,7 +1260,7 @@ func (in *inputStream[T]) cut(info Info, assigned []int32, filter bool) ([]Offse
 		}
 	}
 	clear(in.passed)
-	return offsets, records
+	return offsets, counts
 }
 
 type sourcePartition struct {
@@ -1290,6 +1308,21 @@ func (in *inputStream[T]) skips(o *Origin) bool {
 		if in.wide {
 			in.pass(k, false) // one below: not passed yet
 		}
+		c := in.skipped[k]
+		if c == nil {
+			if in.skipped == nil {
+				in.skipped = map[sourcePartition]*skipCount{}
+			}
+			c = &skipCount{}
+			in.skipped[k] = c
+		}
+		c.records++
+		c.below = next
+		if c.records == next+1 {
+			// More records below next than offsets: they repeat.
+			in.logger.Warn("more records skipped as a restored state had counted them than there are offsets below those restored: the source's offsets are not stable across runs",
+				c.attrs(k)...)
+		}
 		return true
 	case in.wide:
 		if _, seen := in.passed[k]; !seen {
@@ -1300,6 +1333,32 @@ func (in *inputStream[T]) skips(o *Origin) bool {
 		delete(in.seen, k)
 	}
 	return false
+}
+
+// skipCount counts the records of a source partition dropped as a restored
+// state had counted them.
+type skipCount struct {
+	records int64
+	below   int64 // the restored offset
+	logged  bool  // how many: once the source has read past below, or as the run ends
+}
+
+func (c *skipCount) attrs(k sourcePartition) []any {
+	attrs := []any{"source", k.source}
+	if k.partition != wholeSource {
+		attrs = append(attrs, "partition", k.partition)
+	}
+	return append(attrs, "records", c.records, "below", c.below)
+}
+
+func (in *inputStream[T]) logSkipped(all bool) {
+	for k, c := range in.skipped {
+		if _, skipping := in.skip[k]; c.logged || skipping && !all {
+			continue
+		}
+		c.logged = true
+		in.logger.Info("records skipped as a restored state had counted them", c.attrs(k)...)
+	}
 }
 
 func (in *inputStream[T]) pass(k sourcePartition, passed bool) {
@@ -1317,7 +1376,9 @@ func (in *inputStream[T]) dropSkipped(p *inPart[T]) {
 	for j := range p.Origins {
 		o := &p.Origins[j]
 		if in.skips(o) {
-			p.recs[offsetIndex(p.offs, o.Source, o.Partition)]--
+			c := &p.recs[offsetIndex(p.offs, o.Source, o.Partition)]
+			c.records--
+			c.skipped++
 			continue
 		}
 		p.Values[n], p.Origins[n] = p.Values[j], *o
@@ -1335,6 +1396,14 @@ func (in *inputStream[T]) forget(lost []int32) {
 		if slices.Contains(lost, k.partition) {
 			delete(in.skip, k)
 			delete(in.seen, k)
+		}
+	}
+	for k, c := range in.skipped {
+		if slices.Contains(lost, k.partition) {
+			if !c.logged {
+				in.logger.Info("records skipped as a restored state had counted them", c.attrs(k)...)
+			}
+			delete(in.skipped, k)
 		}
 	}
 }
@@ -1359,23 +1428,24 @@ func (in *inputStream[T]) endedBelow() error {
 
 // batchOffsets returns the next offset of every source partition of the
 // records of parts, in the order first seen, partition by partition, and
-// how many records of each parts holds.
-func batchOffsets[T any](parts []*inPart[T]) ([]Offset, []int) {
+// how many records of each parts holds and dropped.
+func batchOffsets[T any](parts []*inPart[T]) ([]Offset, []recordCount) {
 	var (
 		offsets []Offset
-		records []int
+		counts  []recordCount
 	)
 	for _, p := range parts {
 		for k, o := range p.offs {
 			i := offsetIndex(offsets, o.Source, o.Partition)
 			if i < 0 {
 				offsets = append(offsets, o)
-				records = append(records, p.recs[k])
+				counts = append(counts, p.recs[k])
 				continue
 			}
 			offsets[i].Next = max(offsets[i].Next, o.Next)
-			records[i] += p.recs[k]
+			counts[i].records += p.recs[k].records
+			counts[i].skipped += p.recs[k].skipped
 		}
 	}
-	return offsets, records
+	return offsets, counts
 }

@@ -1,9 +1,12 @@
 package stream_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"maps"
 	"strconv"
 	"strings"
@@ -174,4 +177,63 @@ func TestRecordsAlreadyCountedAreCommittedWithoutABatch(t *testing.T) {
 	src, got = again([]stream.Record[intPair]{pair1(1, 0, 0), pair1(2, 0, 1)}, []stream.Record[intPair]{pair1(3, 0, 2)})
 	assert.Empty(t, got, "no batch of records already counted")
 	assert.Equal(t, [][]stream.Offset{{{Source: "test", Partition: 0, Next: 3}}}, src.Commits(), "their offsets committed as Run ends")
+}
+
+// zeroOffsets is a source of values whose offsets are all zero, as a
+// channel's would be, that ends after them.
+type zeroOffsets struct{ values []intPair }
+
+func (s *zeroOffsets) Poll(_ context.Context, buf []stream.Record[intPair]) (int, error) {
+	if len(s.values) == 0 {
+		return 0, io.EOF
+	}
+	buf[0] = stream.Record[intPair]{Value: s.values[0], Origin: stream.Origin{Source: "chan"}}
+	s.values = s.values[1:]
+	return 1, nil
+}
+
+// The records a restored state skips are told: how many of each source
+// partition, in BatchStats and, once, in the log; a source whose offsets
+// are not stable across runs, all of whose records a restored run drops,
+// is warned of.
+func TestRecordsSkippedAsAlreadyCountedAreTold(t *testing.T) {
+	t.Run("stats and log", func(t *testing.T) {
+		store := newMemStore()
+		first := &scripted[intPair]{chunks: [][]stream.Record[intPair]{{pair1(1, 0, 0), pair1(2, 0, 1)}}}
+		p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+		collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, first)), sum).Named("st"))
+		run(t, p)
+
+		var logs bytes.Buffer
+		var stats []stream.PartitionStats
+		src := &scripted[intPair]{chunks: [][]stream.Record[intPair]{{pair1(1, 0, 0), pair1(2, 0, 1), pair1(3, 0, 2)}}}
+		p = stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store),
+			stream.Logger(slog.New(slog.NewTextHandler(&logs, nil))),
+			stream.WithHook(hookFunc(func(s stream.BatchStats) { stats = append(stats, s.Inputs...) })))
+		collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), sum).Named("st"))
+		run(t, p)
+		assert.Equal(t, []stream.PartitionStats{{Source: "test", Partition: 0, Records: 1, Skipped: 2, Lag: -1}}, stats)
+		assert.Equal(t, 1, strings.Count(logs.String(), `level=INFO msg="records skipped as a restored state had counted them" source=test partition=0 records=2 below=2`), logs.String())
+	})
+	t.Run("offsets not stable", func(t *testing.T) {
+		store := newMemStore()
+		var logs bytes.Buffer
+		var last map[int]int
+		for range 2 {
+			last = nil
+			logs.Reset()
+			p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(2), stream.WithStore(store),
+				stream.Logger(slog.New(slog.NewTextHandler(&logs, nil))))
+			src := &zeroOffsets{values: []intPair{stream.KV(1, 1), stream.KV(2, 1), stream.KV(1, 1)}}
+			st := stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), sum).Named("st")
+			stream.ForEachBatch(st, func(_ context.Context, b *stream.Batch[intPair]) error {
+				last = stateMap(b)
+				return nil
+			})
+			run(t, p)
+		}
+		assert.Nil(t, last, "every record dropped")
+		assert.Equal(t, 1, strings.Count(logs.String(), `level=WARN msg="more records skipped as a restored state had counted them than there are offsets below those restored`), logs.String())
+		assert.Contains(t, logs.String(), `level=INFO msg="records skipped as a restored state had counted them" source=chan partition=0 records=3 below=1`)
+	})
 }

@@ -27,10 +27,12 @@ type Source[T any] interface {
 	// with n > 0) after its last record, and ErrCut to have the batch cut
 	// now. Any other error stops the run.
 	//
-	// Records of one partition must come in offset order. The values
-	// handed out are the engine's from then on: a Window, a state or an
-	// output may keep them past the batch, so a source must not change
-	// what they point to later (a read buffer it reuses).
+	// Records of one partition must come in offset order, and their
+	// offsets must name the same records from one run to the next for a
+	// Store to skip what its restored state counted (see WithStore). The
+	// values handed out are the engine's from then on: a Window, a state
+	// or an output may keep them past the batch, so a source must not
+	// change what they point to later (a read buffer it reuses).
 	Poll(ctx context.Context, buf []Record[T]) (n int, err error)
 }
 

@@ -58,6 +58,14 @@ type Entry struct {
 // s. Name those operators (Stream.Named): the name keys their state in the
 // store, so it must stay the same across versions of the program.
 // Changing the code around a named operator keeps its state.
+//
+// A restored state skips the records below the offsets checkpointed with
+// it, as already counted: the source's offsets (Record.Origin) must name
+// the same records from one run to the next, as a Kafka partition's or a
+// file's line numbers do. A source whose offsets start again from zero at
+// every run, or are all zero (a channel), would have the records of a
+// restored run dropped: Run logs how many records it skipped, once per
+// source partition, and BatchStats.Inputs count them (Skipped).
 func WithStore(s Store) Option { return optionFunc(func(c *config) { c.store = s }) }
 
 // CheckpointEvery checkpoints the state every n batches (default 1), and
