@@ -1020,12 +1020,16 @@ type inputStream[T any] struct {
 	// are gone through again at the cut.
 	late bool
 	// skipped counts the records dropped of every key of skip.
-	skipped  map[sourcePartition]*skipCount
-	buf      []Record[T]
-	parts    map[int32]*inPart[T] // buffers of every partition seen, by ID
-	byID     []*inPart[T]         // the same, for IDs below maxDenseID
-	batch    Batch[T]
-	cutParts []*inPart[T] // the partitions of the batch cut, reused
+	skipped map[sourcePartition]*skipCount
+	// emptyPolls counts the Polls in a row that returned nothing, not
+	// even an error; warned reports that it was logged.
+	emptyPolls int
+	warned     bool
+	buf        []Record[T]
+	parts      map[int32]*inPart[T] // buffers of every partition seen, by ID
+	byID       []*inPart[T]         // the same, for IDs below maxDenseID
+	batch      Batch[T]
+	cutParts   []*inPart[T] // the partitions of the batch cut, reused
 	// prevLens are the lengths of the partitions' values in the batch
 	// before, reused.
 	prevLens []partLen
@@ -1161,6 +1165,11 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (n, skipped int,
 		if err != nil {
 			return n, skipped, err
 		}
+		if k > 0 {
+			in.emptyPolls = 0
+		} else if ctx.Err() == nil {
+			in.backOff(ctx)
+		}
 		// A source with records ready returns them even once ctx is
 		// done: past the deadline or a cancellation, the batch takes
 		// what at most two Polls made then return, and is cut: a batch
@@ -1171,6 +1180,40 @@ func (in *inputStream[T]) collect(ctx context.Context, max int) (n, skipped int,
 		}
 	}
 	return n, skipped, nil
+}
+
+// Poll blocks until it has a record: one that returns nothing at once
+// would have the engine spin. After freePolls such Polls in a row, the
+// engine waits before the next, from minPollWait to maxPollWait.
+const (
+	freePolls   = 3
+	minPollWait = 50 * time.Microsecond
+	maxPollWait = 5 * time.Millisecond
+)
+
+// backOff counts a Poll that returned nothing, nor an error, before ctx
+// was done, and past freePolls in a row waits, until ctx is done at most.
+func (in *inputStream[T]) backOff(ctx context.Context) {
+	in.emptyPolls++
+	past := in.emptyPolls - freePolls
+	if past <= 0 {
+		return
+	}
+	if !in.warned {
+		in.warned = true
+		in.logger.Warn("source's Poll returned no record and no error at once, instead of blocking until it has one: the engine waits between Polls",
+			"source", fmt.Sprintf("%T", in.src))
+	}
+	wait := maxPollWait
+	if past < 8 {
+		wait = min(maxPollWait, minPollWait<<past)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // poll polls the source into buf, and returns its panic as an error.

@@ -1,11 +1,14 @@
 package stream_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -616,4 +619,32 @@ func TestPanicInAFunctionFailsTheBatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// emptyPolls is a source whose Poll returns at once with no record and no
+// error, instead of blocking until it has one. It counts its Polls.
+type emptyPolls struct{ polls atomic.Int64 }
+
+func (s *emptyPolls) Poll(context.Context, []stream.Record[int]) (int, error) {
+	s.polls.Add(1)
+	return 0, nil
+}
+
+// A source that breaks Poll's contract by returning nothing at once does
+// not make Run spin: after a few such Polls the engine waits between them,
+// a little longer each time, and warns once, naming the source.
+func TestPollReturningNothingAtOnceIsBackedOff(t *testing.T) {
+	src := &emptyPolls{}
+	var logs bytes.Buffer
+	p := stream.NewPipeline(stream.Interval(20*time.Millisecond), stream.MaxRecords(0),
+		stream.Logger(slog.New(slog.NewTextHandler(&logs, nil))))
+	stream.ForEachBatch(stream.From(p, src), func(context.Context, *stream.Batch[int]) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	require.NoError(t, p.Run(ctx))
+	// 200ms of waits of up to a few ms each, from the first batch on: a
+	// spinning loop polls hundreds of thousands of times.
+	assert.Less(t, src.polls.Load(), int64(2000))
+	assert.Equal(t, 1, strings.Count(logs.String(), `level=WARN msg="source's Poll returned no record and no error at once`), logs.String())
+	assert.Contains(t, logs.String(), `source=*stream_test.emptyPolls`)
 }

@@ -25,7 +25,10 @@ type Source[T any] interface {
 	// or the source has ended. When ctx is done it returns what it has, with
 	// ctx.Err() if that is nothing. A bounded source returns io.EOF (possibly
 	// with n > 0) after its last record, and ErrCut to have the batch cut
-	// now. Any other error stops the run.
+	// now. Any other error stops the run. A Poll that returns nothing, not
+	// even an error, before ctx is done would have the engine spin: after a
+	// few in a row, the engine waits a few milliseconds at most between
+	// them, and logs a warning once.
 	//
 	// Records of one partition must come in offset order, and their
 	// offsets must name the same records from one run to the next for a
