@@ -237,3 +237,30 @@ func TestRecordsSkippedAsAlreadyCountedAreTold(t *testing.T) {
 		assert.Contains(t, logs.String(), `level=INFO msg="records skipped as a restored state had counted them" source=chan partition=0 records=3 below=1`)
 	})
 }
+
+// journalRestored is a journalStore that restores offsets.
+type journalRestored struct {
+	journalStore
+	offsets []stream.Offset
+}
+
+func (s journalRestored) Restore(ctx context.Context, ps []int32, put func(stream.Entry) error) ([]stream.Offset, error) {
+	_, err := s.journalStore.Restore(ctx, ps, put)
+	return s.offsets, err
+}
+
+// With a transaction, the offsets of records already counted that Run
+// commits as it ends, with no batch, are committed in one of their own.
+func TestRecordsAlreadyCountedAreCommittedInATransaction(t *testing.T) {
+	j := &journal{}
+	store := journalRestored{journalStore{j}, []stream.Offset{{Source: "test", Partition: 0, Next: 2}}}
+	src := journalSource{&scripted[int]{chunks: [][]stream.Record[int]{{rec(1, 0, 0), rec(2, 0, 1)}}}, j}
+	p := stream.NewPipeline(stream.Interval(10*time.Millisecond), stream.WithStore(store), stream.WithTransaction(&journalTxn{j: j}))
+	totals := stream.UpdateStateByKey(stream.Map(stream.From[int](p, src), func(v int) stream.Pair[int, int] { return stream.KV(v%2, v) }), sum).Named("sum")
+	stream.ForEachBatch(totals, func(_ context.Context, b *stream.Batch[stream.Pair[int, int]]) error {
+		j.add("write %d", b.Info.ID)
+		return nil
+	})
+	run(t, p)
+	assert.Equal(t, []string{"restore", "begin", "commit offsets [{test 0 2}]", "commit txn"}, j.events)
+}
