@@ -36,7 +36,9 @@ func appendNonFinite[T any](dst []byte, v T) ([]byte, error) {
 	c := reflect.New(reflect.TypeFor[T]()).Elem()
 	c.Set(reflect.ValueOf(&v).Elem())
 	floats := map[int]string{}
+	n := 0 // floats of v
 	err := eachFloat(c, func(i int, f reflect.Value) error {
+		n = i + 1
 		if x := f.Float(); math.IsNaN(x) || math.IsInf(x, 0) {
 			floats[i] = strconv.FormatFloat(x, 'g', -1, 64)
 			f.SetFloat(0)
@@ -54,7 +56,24 @@ func appendNonFinite[T any](dst []byte, v T) ([]byte, error) {
 	if err != nil {
 		return dst, err
 	}
-	return append(append(dst, nonFiniteMark), b...), nil
+	// JSON may leave out what holds floats: an embedded pointer whose
+	// fields are all omitted is decoded nil. The floats after it would be
+	// counted from another place, and given back in other fields; such a
+	// value is refused instead.
+	b = append([]byte{nonFiniteMark}, b...)
+	var got T
+	if err := decodeNonFinite(b, &got); err != nil {
+		return dst, fmt.Errorf("stream: codec: the NaNs and infinities of %T would not be given back: %w", v, err)
+	}
+	m := 0
+	err = eachFloat(reflect.ValueOf(&got).Elem(), func(i int, _ reflect.Value) error { m = i + 1; return nil })
+	if err == nil && m != n {
+		return dst, fmt.Errorf("stream: codec: the NaNs and infinities of %T would not be given back: its JSON gives back %d of its %d floats (an embedded pointer whose fields are all omitted is dropped)", v, m, n)
+	}
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, b...), nil
 }
 
 // decodeNonFinite decodes into v what appendNonFinite encoded.

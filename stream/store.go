@@ -206,7 +206,10 @@ func decodeVarint(b []byte) (int64, error) {
 // the order json.Marshal writes them. Decode gives them back. Floats
 // within a type that encodes itself (a MarshalJSON or MarshalText
 // method) or within an interface are left to encoding/json, which
-// refuses them.
+// refuses them; so is a value whose JSON leaves out floats that hold, or
+// come before, a NaN or an infinity (an embedded pointer whose fields are
+// all omitted is decoded nil), rather than given back with them in other
+// fields.
 type JSONCodec[T any] struct{}
 
 // Append implements Codec.
