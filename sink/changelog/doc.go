@@ -71,9 +71,10 @@
 // the active segment of a partition, where the last records are, but if
 // the segment rolls (every 10 minutes on a topic the store creates, see
 // Topic) in the middle of an unfinished checkpoint and the log cleaner
-// runs before the next restore, an older value can be lost. Set
-// min.compaction.lag.ms (Config.TopicConfig) to how long a partition may
-// wait for its next owner to make that impossible. A process that has
+// compacts it before the next restore, an older value can be lost.
+// min.compaction.lag.ms rules that out for as long as it lasts: an hour on
+// a topic the store creates; set it (Config.TopicConfig) to how long a
+// partition may wait for its next owner. A process that has
 // lost its partitions but still writes (a "zombie") is not fenced off;
 // the consumer group protocol keeps that window short.
 //
@@ -111,9 +112,12 @@
 //
 // # Topic
 //
-// A topic the store creates has segment.ms of 10 minutes, unless
-// Config.TopicConfig sets it. Kafka never compacts the segment being
-// written, which it rolls by default at 1 GiB or after 7 days: a restore
-// would otherwise read up to that much of values since replaced. A topic
-// made beforehand should be given the same.
+// A topic the store creates has segment.ms of 10 minutes and
+// min.compaction.lag.ms of an hour, unless Config.TopicConfig sets them.
+// Kafka never compacts the segment being written, which it rolls by
+// default at 1 GiB or after 7 days: a restore would otherwise read up to
+// that much of values since replaced. The lag keeps the last hour's
+// records, so that an unfinished checkpoint is repaired before the cleaner
+// can drop the values it replaced (see Repair); a restore reads about an
+// hour of changes more. A topic made beforehand should be given the same.
 package changelog

@@ -38,7 +38,8 @@ type Config struct {
 	ReplicationFactor int16
 	// TopicConfig adds configs to a topic the store creates, such as
 	// min.compaction.lag.ms (see the package doc). cleanup.policy is
-	// always compact; segment.ms is 10 minutes unless set here.
+	// always compact; segment.ms is 10 minutes and min.compaction.lag.ms
+	// an hour unless set here.
 	TopicConfig map[string]string
 	// ConnectTimeout bounds how long Restore and Checkpoint may wait to
 	// reach the brokers when they make the store's client (the first
@@ -307,8 +308,11 @@ func (k *Kafka) ensureTopic(ctx context.Context, need int32) error {
 
 // topicConfig is what a topic the store creates has besides compaction,
 // unless Config.TopicConfig says otherwise: its segments roll every 10
-// minutes, so that compaction keeps up (see Topic in the package doc).
-var topicConfig = map[string]string{"segment.ms": "600000"}
+// minutes, so that compaction keeps up, and no record is compacted before
+// it is an hour old, so that a restore within the hour repairs an
+// unfinished checkpoint before the cleaner can drop what it replaced (see
+// Topic and Repair in the package doc).
+var topicConfig = map[string]string{"segment.ms": "600000", "min.compaction.lag.ms": "3600000"}
 
 // createTopic creates the topic, compacted, with Config.Partitions
 // partitions, and waits until the brokers' metadata has it. It reports

@@ -505,15 +505,18 @@ func TestTopic(t *testing.T) {
 	})
 	// Kafka never compacts the segment being written, which rolls by
 	// default at 1 GiB or after 7 days: a restore would read that much of
-	// old values. A topic the store creates rolls every 10 minutes, but
-	// for a segment.ms of TopicConfig, which wins.
+	// old values. A topic the store creates rolls every 10 minutes and
+	// compacts nothing younger than an hour (see Repair in the package
+	// doc), but for settings of TopicConfig, which win.
 	for _, c := range []struct {
-		topic  string
-		config map[string]string
-		want   string
+		topic   string
+		config  map[string]string
+		want    string
+		wantLag string
 	}{
-		{"rolled", nil, "600000"},
-		{"rolled-mine", map[string]string{"segment.ms": "60000"}, "60000"},
+		{"rolled", nil, "600000", "3600000"},
+		{"rolled-mine", map[string]string{"segment.ms": "60000"}, "60000", "3600000"},
+		{"lag-mine", map[string]string{"min.compaction.lag.ms": "0"}, "600000", "0"},
 	} {
 		t.Run("rolls its segments: "+c.topic, func(t *testing.T) {
 			k, err := changelog.NewKafka(changelog.Config{Brokers: b.Addrs(), Topic: c.topic, Partitions: 1, TopicConfig: c.config})
@@ -521,14 +524,14 @@ func TestTopic(t *testing.T) {
 			defer k.Close()
 			restore(t, k, nil)
 			require.NoError(t, k.Checkpoint(ctx, entryIn(0)))
-			res, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: c.topic, ConfigNames: []string{"segment.ms", "cleanup.policy"}}}, sarama.DescribeConfigsOptions{})
+			res, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: c.topic, ConfigNames: []string{"segment.ms", "min.compaction.lag.ms", "cleanup.policy"}}}, sarama.DescribeConfigsOptions{})
 			require.NoError(t, err)
 			require.Len(t, res, 1)
 			got := map[string]string{}
 			for _, e := range res[0].Configs {
 				got[e.Name] = e.Value
 			}
-			assert.Equal(t, map[string]string{"segment.ms": c.want, "cleanup.policy": "compact"}, got)
+			assert.Equal(t, map[string]string{"segment.ms": c.want, "min.compaction.lag.ms": c.wantLag, "cleanup.policy": "compact"}, got)
 		})
 	}
 	t.Run("missing without partitions", func(t *testing.T) {
