@@ -16,6 +16,7 @@
 //
 //	sluice_batches_total                          batches processed (committed then or, with CommitInterval, by a later batch)
 //	sluice_records_total{source,partition}        records read, by source partition
+//	sluice_records_skipped_total{source,partition} records read and dropped, as a restored state had counted them
 //	sluice_batch_records                          histogram of records per batch
 //	sluice_batch_processing_seconds               histogram of cut-to-commit time
 //	sluice_batch_scheduling_delay_seconds         histogram of how late batches were cut
@@ -59,6 +60,7 @@ import (
 type Metrics struct {
 	batches         prometheus.Counter
 	records         *prometheus.CounterVec
+	skipped         *prometheus.CounterVec
 	batchRecords    prometheus.Histogram
 	processing      prometheus.Histogram
 	delay           prometheus.Histogram
@@ -147,6 +149,9 @@ func New(opts ...Option) *Metrics {
 	m.records = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: c.namespace, Name: "records_total",
 		Help: "Records read, by source partition.", ConstLabels: c.labels}, []string{"source", "partition"})
 	m.all = append(m.all, m.records)
+	m.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: c.namespace, Name: "records_skipped_total",
+		Help: "Records read and dropped, as a restored state had counted them, by source partition.", ConstLabels: c.labels}, []string{"source", "partition"})
+	m.all = append(m.all, m.skipped)
 	m.batchRecords = histogram("batch_records", "Records per batch.", prometheus.ExponentialBuckets(1, 4, 12))
 	m.processing = histogram("batch_processing_seconds", "Time from a batch's cut to the end of its commit.", c.buckets)
 	m.delay = histogram("batch_scheduling_delay_seconds", "How late batches were cut after their scheduled time.", c.buckets)
@@ -205,6 +210,9 @@ func (m *Metrics) commitDone(checkpoint, commit, flush time.Duration, inputs []s
 	for _, in := range inputs {
 		p := strconv.Itoa(int(in.Partition))
 		m.records.WithLabelValues(in.Source, p).Add(float64(in.Records))
+		if in.Skipped > 0 {
+			m.skipped.WithLabelValues(in.Source, p).Add(float64(in.Skipped))
+		}
 		if in.Lag >= 0 {
 			m.lag.WithLabelValues(in.Source, p).Set(float64(in.Lag))
 			m.lagLabels.set(in.Source, p)

@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/sink"
 	"github.com/sluicehq/sluice/source"
 	"github.com/sluicehq/sluice/stream"
+	"github.com/sluicehq/sluice/stream/checkpoint"
 	"github.com/sluicehq/sluice/stream/prom"
 )
 
@@ -121,6 +122,45 @@ func TestMetricsOfARun(t *testing.T) {
 	n, err := testutil.GatherAndCount(reg, "sluice_records_total")
 	require.NoError(t, err)
 	assert.Equal(t, 4, n)
+}
+
+// A run restored from a checkpoint reads again the records after the
+// source's last commit, and drops those the state had counted: they are
+// in records_skipped_total, not in records_total.
+func TestMetricsOfSkippedRecords(t *testing.T) {
+	dir := t.TempDir()
+	values := make([]int, 1200)
+	for i := range values {
+		values[i] = i
+	}
+	run := func(n int) map[string]*dto.MetricFamily {
+		t.Helper()
+		store, err := checkpoint.Open(dir)
+		require.NoError(t, err)
+		defer store.Close()
+		m := prom.New()
+		reg := prometheus.NewPedanticRegistry()
+		require.NoError(t, reg.Register(m))
+		p := stream.NewPipeline(stream.Interval(0), stream.MaxRecords(300), stream.WithStore(store), stream.WithHook(m))
+		pairs := stream.Map(stream.From(p, source.NewSlice("nums", values[:n], 2)), func(v int) stream.Pair[int, int] { return stream.KV(v%100, 1) })
+		stream.To(stream.UpdateStateByKey(pairs, sum).Named("totals"), sink.NewMemory[stream.Pair[int, int]]())
+		require.NoError(t, p.Run(context.Background()))
+		return families(t, reg)
+	}
+	counts := func(f *dto.MetricFamily) map[string]float64 {
+		got := map[string]float64{}
+		for _, r := range f.GetMetric() {
+			got[label(r, "source")+"/"+label(r, "partition")] = r.GetCounter().GetValue()
+		}
+		return got
+	}
+	fs := run(1000)
+	assert.Nil(t, fs["sluice_records_skipped_total"], "nothing restored")
+	// A slice source's commits are not kept: the second run reads it
+	// from its start, and the state skips the first 1000 records.
+	fs = run(1200)
+	assert.Equal(t, map[string]float64{"nums/0": 500, "nums/1": 500}, counts(fs["sluice_records_skipped_total"]))
+	assert.Equal(t, map[string]float64{"nums/0": 100, "nums/1": 100}, counts(fs["sluice_records_total"]))
 }
 
 // cancelAfter cancels a run once its batch id is done.
