@@ -32,7 +32,7 @@ func Example() {
 # HELP sluice_batches_total Batches processed: their outputs ran (with CommitInterval, a later batch may commit them).
 # TYPE sluice_batches_total counter
 sluice_batches_total 3
-# HELP sluice_records_total Records read, by source partition.
+# HELP sluice_records_total Records read into batches, by source partition (records_skipped_total counts those a restored state had counted).
 # TYPE sluice_records_total counter
 sluice_records_total{partition="0",source="clicks"} 5
 sluice_records_total{partition="1",source="clicks"} 5

@@ -15,7 +15,7 @@
 // With the default namespace "sluice":
 //
 //	sluice_batches_total                          batches processed (committed then or, with CommitInterval, by a later batch)
-//	sluice_records_total{source,partition}        records read, by source partition
+//	sluice_records_total{source,partition}        records read into batches, by source partition
 //	sluice_records_skipped_total{source,partition} records read and dropped, as a restored state had counted them
 //	sluice_batch_records                          histogram of records per batch
 //	sluice_batch_processing_seconds               histogram of cut-to-commit time
@@ -147,7 +147,7 @@ func New(opts ...Option) *Metrics {
 	}
 	m.batches = counter("batches_total", "Batches processed: their outputs ran (with CommitInterval, a later batch may commit them).")
 	m.records = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: c.namespace, Name: "records_total",
-		Help: "Records read, by source partition.", ConstLabels: c.labels}, []string{"source", "partition"})
+		Help: "Records read into batches, by source partition (records_skipped_total counts those a restored state had counted).", ConstLabels: c.labels}, []string{"source", "partition"})
 	m.all = append(m.all, m.records)
 	m.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: c.namespace, Name: "records_skipped_total",
 		Help: "Records read and dropped, as a restored state had counted them, by source partition.", ConstLabels: c.labels}, []string{"source", "partition"})
