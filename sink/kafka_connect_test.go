@@ -109,3 +109,26 @@ func TestKafkaSinkConnectProxyDialerHangs(t *testing.T) {
 		})
 	}
 }
+
+// With Metadata.Full off in the Sarama config, sarama's client asks the
+// brokers nothing as it is made: the first Write still fails within
+// ConnectTimeout against brokers that never answer, and Reached stays
+// false, instead of sending the messages to them.
+func TestKafkaSinkConnectTimeoutWithoutFullMetadata(t *testing.T) {
+	checkLeaks(t)
+	addr, hangUp := kafkatest.SilentBrokers(t)
+	sc := sarama.NewConfig()
+	sc.Metadata.Full = false
+	k, err := sink.NewKafka(sink.KafkaConfig{Brokers: []string{addr}, Topic: "out", ConnectTimeout: 2 * time.Second, Sarama: sc}, pairEncoder)
+	require.NoError(t, err)
+	defer k.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	took, err := writeWithin(t, ctx, k, 20*time.Second, hangUp)
+	require.Error(t, err)
+	assert.Less(t, took, 15*time.Second, "within about ConnectTimeout")
+	assert.ErrorContains(t, err, "kafka sink out: brokers ["+addr+"] unreachable")
+	assert.False(t, k.Reached())
+	assert.NoError(t, k.Close())
+}

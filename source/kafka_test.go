@@ -793,3 +793,28 @@ func TestKafkaRunLeavesNoMeters(t *testing.T) {
 		})
 	}
 }
+
+// With Metadata.Full off in the Sarama config, sarama's client asks the
+// brokers nothing as it is made: Run still fails within ConnectTimeout
+// against brokers that never answer, without having reached them.
+func TestKafkaConnectTimeoutWithoutFullMetadata(t *testing.T) {
+	checkLeaks(t)
+	addr, _ := kafkatest.SilentBrokers(t)
+	sc := sarama.NewConfig()
+	sc.Metadata.Full = false
+
+	src, err := source.NewKafka(source.KafkaConfig{
+		Brokers: []string{addr}, Topic: "in", Group: "g", ConnectTimeout: time.Second, Sarama: sc,
+	})
+	require.NoError(t, err)
+	p := stream.NewPipeline()
+	stream.ForEachBatch(stream.From(p, src), func(context.Context, *stream.Batch[source.Message]) error { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = p.Run(ctx)
+	require.Error(t, err, "Run fails before its context ends")
+	assert.Less(t, time.Since(start), 10*time.Second)
+	assert.ErrorContains(t, err, "unreachable")
+	assert.False(t, src.Reached())
+}

@@ -51,3 +51,22 @@ func TestReach(t *testing.T) {
 		})
 	}
 }
+
+// With Metadata.Full off, sarama's NewClient asks the brokers nothing:
+// Reach still makes its first contact, and fails against brokers that
+// take connections and never answer instead of returning nil.
+func TestReachWithoutFullMetadata(t *testing.T) {
+	b, err := kafkatest.Start(kafkatest.Config{})
+	require.NoError(t, err)
+	defer b.Close()
+	silent, _ := kafkatest.SilentBrokers(t)
+	sc := sarama.NewConfig()
+	sc.Metadata.Full = false
+
+	assert.NoError(t, kafkaconf.Reach(context.Background(), b.Addrs(), sc, time.Minute), "answered")
+	start := time.Now()
+	err = kafkaconf.Reach(context.Background(), []string{silent}, sc, time.Second)
+	assert.ErrorIs(t, err, sarama.ErrOutOfBrokers, "silent")
+	assert.Less(t, time.Since(start), 5*time.Second, "not after sarama's reads")
+	assert.False(t, sc.Metadata.Full, "sc is left as it was")
+}
