@@ -18,6 +18,9 @@ func Reach(ctx context.Context, brokers []string, sc *sarama.Config, timeout tim
 	probeCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	probe := Probe(sc, timeout)
+	// The contact is the client's fetch of the brokers' metadata, which
+	// sarama's NewClient makes only with Metadata.Full.
+	probe.Metadata.Full = true
 	d := NewCutDialer(&probe)
 	defer d.Close()
 	defer context.AfterFunc(probeCtx, d.Close)()
