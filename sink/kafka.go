@@ -58,8 +58,11 @@ type KafkaConfig struct {
 	// next after one that could not): the Write then fails. Brokers that
 	// take connections and never answer (a hung broker, another service
 	// on the port) would otherwise hold it for minutes, through sarama's
-	// reads and retries. Unused with Transaction, whose producer connects
-	// by itself. Default DefaultKafkaConnectTimeout.
+	// reads and retries. A proxy dialer of the Sarama config
+	// (Net.Proxy.Dialer) without a DialContext method cannot be cut off:
+	// a dial of it that hangs holds the Write, even past its ctx, until
+	// the dialer gives up. Unused with Transaction, whose producer
+	// connects by itself. Default DefaultKafkaConnectTimeout.
 	ConnectTimeout time.Duration
 }
 

@@ -74,8 +74,10 @@ type KafkaConfig struct {
 	InstanceID string
 	// ConnectTimeout bounds how long Run may go without a working group
 	// session: at start, while it cannot reach the brokers, and later,
-	// while it fails to rejoin the group. Run then fails. Default
-	// DefaultKafkaConnectTimeout.
+	// while it fails to rejoin the group. Run then fails. A proxy dialer
+	// of the Sarama config (Net.Proxy.Dialer) without a DialContext method
+	// cannot be cut off: a dial of it that hangs holds Run, even past its
+	// ctx, until the dialer gives up. Default DefaultKafkaConnectTimeout.
 	ConnectTimeout time.Duration
 	// RevokeTimeout bounds how long a partition that is taken away waits
 	// for the pipeline to commit the records it already has, so that its

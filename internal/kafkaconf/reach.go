@@ -11,7 +11,9 @@ import (
 // reads, writes and metadata retries end within timeout (see Probe), and
 // whose dials and connections are cut off once ctx is done (CutDialer),
 // which a context alone would not end: sarama waits Net.ReadTimeout (30s)
-// for each of several reads.
+// for each of several reads. A proxy dialer of sc (Net.Proxy.Dialer)
+// without a DialContext method is the exception: its dial in progress
+// is cut off by neither ctx nor timeout, and Reach waits for it to end.
 // It closes the client at once and returns nil when the brokers answered;
 // otherwise sarama's error, or, when ctx ended it, ctx's cause. It blocks.
 func Reach(ctx context.Context, brokers []string, sc *sarama.Config, timeout time.Duration) error {

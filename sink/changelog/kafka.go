@@ -47,7 +47,10 @@ type Config struct {
 	// as it does once its ctx is done. Brokers that take connections and
 	// never answer (a hung broker, another service on the port) would
 	// otherwise hold it for minutes, through sarama's reads and retries.
-	// Default DefaultConnectTimeout.
+	// A proxy dialer of the Sarama config (Net.Proxy.Dialer) without a
+	// DialContext method cannot be cut off: a dial of it that hangs holds
+	// the call, even past its ctx, until the dialer gives up. Default
+	// DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// RestoreTimeout is how long Restore retries a partition that it
 	// cannot read further (a broker down, a leader moving) before it fails

@@ -153,7 +153,10 @@ type Config struct {
 	// call, or the next after one that could not): the call then fails.
 	// Brokers that take connections and never answer (a hung broker,
 	// another service on the port) would otherwise hold it for minutes,
-	// through sarama's reads and retries. Default DefaultConnectTimeout.
+	// through sarama's reads and retries. A proxy dialer of the Sarama
+	// config (Net.Proxy.Dialer) without a DialContext method cannot be
+	// cut off: a dial of it that hangs holds the call, even past its ctx,
+	// until the dialer gives up. Default DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// ReplicationFactor of a topic Run creates (0: the brokers' default).
 	ReplicationFactor int16
