@@ -1,7 +1,6 @@
 package sink
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,16 +13,21 @@ import (
 
 // JSONLines writes values as JSON, one per line, to a file or any writer
 // (standard output for a console). A batch is done when its lines are
-// flushed, and, for a file it created, synced to disk.
+// written, in one write, and, for a file it created, synced to disk. A
+// write that fails part way leaves its last line cut short; the next Write
+// ends that line before its own, as AppendJSONLines does with a file.
 //
 // JSONLines is safe for concurrent use; Close is safe to call twice.
 type JSONLines[T any] struct {
 	mu     sync.Mutex
 	name   string
-	w      *bufio.Writer
+	w      io.Writer
 	file   *os.File // created by CreateJSONLines
 	encode func(dst []byte, v T) ([]byte, error)
 	buf    []byte
+	// cut is set when a failed write left a line without its end: the
+	// next Write ends it first, so that its own lines stay whole.
+	cut    bool
 	closed bool
 }
 
@@ -41,7 +45,7 @@ func Encoder[T any](f func(dst []byte, v T) ([]byte, error)) JSONOption[T] {
 // NewJSONLines returns a sink writing to w, named name in errors. It does
 // not close w.
 func NewJSONLines[T any](name string, w io.Writer, opts ...JSONOption[T]) *JSONLines[T] {
-	j := &JSONLines[T]{name: name, w: bufio.NewWriterSize(w, 64<<10), encode: appendJSON[T]}
+	j := &JSONLines[T]{name: name, w: w, encode: appendJSON[T]}
 	for _, o := range opts {
 		o(j)
 	}
@@ -105,8 +109,8 @@ func appendJSON[T any](dst []byte, v T) ([]byte, error) {
 	return append(dst, b...), err
 }
 
-// Write implements stream.Sink: the batch's lines, written and flushed (and
-// synced, for a file CreateJSONLines made) together, or none of them when a
+// Write implements stream.Sink: the batch's lines, written in one write
+// (and synced, for a file the sink opened) together, or none of them when a
 // value does not encode.
 func (j *JSONLines[T]) Write(_ context.Context, b *stream.Batch[T]) error {
 	j.mu.Lock()
@@ -117,6 +121,9 @@ func (j *JSONLines[T]) Write(_ context.Context, b *stream.Batch[T]) error {
 	// The whole batch is encoded before any of it is written: a value
 	// that does not encode fails the Write with nothing of the batch out.
 	j.buf = j.buf[:0]
+	if j.cut {
+		j.buf = append(j.buf, '\n')
+	}
 	for i := range b.Partitions {
 		p := &b.Partitions[i]
 		for k, v := range p.Values {
@@ -128,13 +135,20 @@ func (j *JSONLines[T]) Write(_ context.Context, b *stream.Batch[T]) error {
 			j.buf = append(j.buf, '\n')
 		}
 	}
-	if _, err := j.w.Write(j.buf); err != nil {
-		return fmt.Errorf("sink: %s: %w", j.name, err)
+	// One write, with no buffer in between: a buffered writer keeps its
+	// first error and fails every later write with it, and would write the
+	// failed batch's lines again after the next batch's.
+	n, err := j.w.Write(j.buf)
+	if err == nil && n < len(j.buf) {
+		err = io.ErrShortWrite
+	}
+	if n > 0 {
+		j.cut = j.buf[n-1] != '\n'
 	}
 	if len(j.buf) > 1<<20 {
 		j.buf = nil // not kept for the next batch
 	}
-	if err := j.w.Flush(); err != nil {
+	if err != nil {
 		return fmt.Errorf("sink: %s: %w", j.name, err)
 	}
 	if j.file != nil {
@@ -145,22 +159,17 @@ func (j *JSONLines[T]) Write(_ context.Context, b *stream.Batch[T]) error {
 	return nil
 }
 
-// Close flushes what is buffered and closes the file CreateJSONLines
-// created.
+// Close closes the file CreateJSONLines or AppendJSONLines opened. Write
+// keeps nothing buffered, so there is nothing to flush.
 func (j *JSONLines[T]) Close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.closed {
+	if j.closed || j.file == nil {
+		j.closed = true
 		return nil
 	}
 	j.closed = true
-	err := j.w.Flush()
-	if j.file != nil {
-		if cerr := j.file.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
+	if err := j.file.Close(); err != nil {
 		return fmt.Errorf("sink: %s: %w", j.name, err)
 	}
 	return nil

@@ -126,3 +126,39 @@ func TestJSONLinesFailedWriteWritesNothing(t *testing.T) {
 	require.NoError(t, j.Close())
 	assert.Equal(t, "1\n2\n", buf.String(), "the first batch, nothing of the failed one")
 }
+
+// fullDisk takes part of the write after which it has no room left, until
+// room is made again.
+type fullDisk struct {
+	buf  bytes.Buffer
+	room int // bytes left; -1 for no limit
+}
+
+func (d *fullDisk) Write(p []byte) (int, error) {
+	if d.room < 0 || len(p) <= d.room {
+		if d.room >= 0 {
+			d.room -= len(p)
+		}
+		return d.buf.Write(p)
+	}
+	n := d.room
+	d.buf.Write(p[:n])
+	d.room = 0
+	return n, errors.New("no space left on device")
+}
+
+// A Write that fails to write its lines fails with the writer's error, and
+// the Writes after it, once the writer takes bytes again, succeed: the
+// line it cut short is ended, so that the next ones stay whole, and the
+// lines of the failed batch are not written again.
+func TestJSONLinesAfterAFailedWrite(t *testing.T) {
+	d := &fullDisk{room: 5}
+	j := sink.NewJSONLines[int]("out", d)
+	require.NoError(t, j.Write(context.Background(), batch([]int{1, 2})))
+	assert.ErrorContains(t, j.Write(context.Background(), batch([]int{30, 40})), "no space left on device")
+
+	d.room = -1
+	require.NoError(t, j.Write(context.Background(), batch([]int{5, 6})), "room again")
+	require.NoError(t, j.Close())
+	assert.Equal(t, "1\n2\n3\n5\n6\n", d.buf.String(), "the cut line ended, then whole lines")
+}
