@@ -130,7 +130,11 @@ func (j *JSONLines[T]) Write(_ context.Context, b *stream.Batch[T]) error {
 			var err error
 			j.buf, err = j.encode(j.buf, v)
 			if err != nil {
-				return fmt.Errorf("sink: %s: encode value from %s: %w", j.name, p.Origin(k), err)
+				if o := p.Origin(k); o != (stream.Origin{}) {
+					return fmt.Errorf("sink: %s: encode value from %s: %w", j.name, o, err)
+				}
+				// An aggregate's value comes from no one record.
+				return fmt.Errorf("sink: %s: encode value %d of partition %d (no origin): %w", j.name, k, p.ID, err)
 			}
 			j.buf = append(j.buf, '\n')
 		}

@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -161,4 +163,12 @@ func TestJSONLinesAfterAFailedWrite(t *testing.T) {
 	require.NoError(t, j.Write(context.Background(), batch([]int{5, 6})), "room again")
 	require.NoError(t, j.Close())
 	assert.Equal(t, "1\n2\n3\n5\n6\n", d.buf.String(), "the cut line ended, then whole lines")
+}
+
+// A value computed from many records, an aggregate, has no origin: the
+// error names its partition and its place there instead.
+func TestJSONLinesEncodeErrorWithoutOrigin(t *testing.T) {
+	j := sink.NewJSONLines[float64]("out", io.Discard)
+	err := j.Write(context.Background(), mkBatch(1, []float64{1}, []float64{2, math.Inf(1)}))
+	assert.EqualError(t, err, "sink: out: encode value 1 of partition 1 (no origin): json: unsupported value: +Inf")
 }
