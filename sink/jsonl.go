@@ -13,7 +13,7 @@ import (
 
 // JSONLines writes values as JSON, one per line, to a file or any writer
 // (standard output for a console). A batch is done when its lines are
-// written, in one write, and, for a file it created, synced to disk. A
+// written, in one write, and, for a regular file it opened, synced to disk. A
 // write that fails part way leaves its last line cut short; the next Write
 // ends that line before its own, as AppendJSONLines does with a file.
 //
@@ -22,7 +22,8 @@ type JSONLines[T any] struct {
 	mu     sync.Mutex
 	name   string
 	w      io.Writer
-	file   *os.File // created by CreateJSONLines
+	file   *os.File // opened by CreateJSONLines or AppendJSONLines
+	sync   bool     // file is a regular file: a device or a pipe has no Sync
 	encode func(dst []byte, v T) ([]byte, error)
 	buf    []byte
 	// cut is set when a failed write left a line without its end: the
@@ -53,14 +54,25 @@ func NewJSONLines[T any](name string, w io.Writer, opts ...JSONOption[T]) *JSONL
 }
 
 // CreateJSONLines creates (or truncates) the file at path and returns a
-// sink writing to it. Close closes the file.
+// sink writing to it. The path may also name a device or a pipe, such as
+// /dev/stdout, which is written to but not synced. Close closes the file.
 func CreateJSONLines[T any](path string, opts ...JSONOption[T]) (*JSONLines[T], error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("sink: %w", err)
 	}
+	return fileJSONLines(path, f, opts)
+}
+
+// fileJSONLines returns a sink writing to f, which it closes.
+func fileJSONLines[T any](path string, f *os.File, opts []JSONOption[T]) (*JSONLines[T], error) {
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sink: %w", err)
+	}
 	j := NewJSONLines(path, f, opts...)
-	j.file = f
+	j.file, j.sync = f, fi.Mode().IsRegular()
 	return j, nil
 }
 
@@ -77,9 +89,7 @@ func AppendJSONLines[T any](path string, opts ...JSONOption[T]) (*JSONLines[T], 
 		f.Close()
 		return nil, fmt.Errorf("sink: %s: %w", path, err)
 	}
-	j := NewJSONLines(path, f, opts...)
-	j.file = f
-	return j, nil
+	return fileJSONLines(path, f, opts)
 }
 
 // endLastLine writes a line ending to f, opened to append, when its last
@@ -110,7 +120,7 @@ func appendJSON[T any](dst []byte, v T) ([]byte, error) {
 }
 
 // Write implements stream.Sink: the batch's lines, written in one write
-// (and synced, for a file the sink opened) together, or none of them when a
+// (and synced, for a regular file the sink opened) together, or none of them when a
 // value does not encode.
 func (j *JSONLines[T]) Write(_ context.Context, b *stream.Batch[T]) error {
 	j.mu.Lock()
@@ -155,7 +165,7 @@ func (j *JSONLines[T]) Write(_ context.Context, b *stream.Batch[T]) error {
 	if err != nil {
 		return fmt.Errorf("sink: %s: %w", j.name, err)
 	}
-	if j.file != nil {
+	if j.sync {
 		if err := j.file.Sync(); err != nil {
 			return fmt.Errorf("sink: %s: %w", j.name, err)
 		}

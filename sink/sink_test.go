@@ -172,3 +172,20 @@ func TestJSONLinesEncodeErrorWithoutOrigin(t *testing.T) {
 	err := j.Write(context.Background(), mkBatch(1, []float64{1}, []float64{2, math.Inf(1)}))
 	assert.EqualError(t, err, "sink: out: encode value 1 of partition 1 (no origin): json: unsupported value: +Inf")
 }
+
+// A path that is not a regular file, such as /dev/null or /dev/stdout on a
+// pipe, cannot be synced: the sink writes to it without syncing, instead of
+// failing every Write.
+func TestJSONLinesToADevice(t *testing.T) {
+	for name, open := range map[string]func(string, ...sink.JSONOption[int]) (*sink.JSONLines[int], error){
+		"create": sink.CreateJSONLines[int],
+		"append": sink.AppendJSONLines[int],
+	} {
+		t.Run(name, func(t *testing.T) {
+			j, err := open(os.DevNull)
+			require.NoError(t, err)
+			assert.NoError(t, j.Write(context.Background(), batch([]int{1, 2})))
+			assert.NoError(t, j.Close())
+		})
+	}
+}
