@@ -8,8 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -263,4 +265,49 @@ func TestRecordsAlreadyCountedAreCommittedInATransaction(t *testing.T) {
 	})
 	run(t, p)
 	assert.Equal(t, []string{"restore", "begin", "commit offsets [{test 0 2}]", "commit txn"}, j.events)
+}
+
+// idleCommits is an idleAfter that records what it is told to commit.
+type idleCommits struct {
+	idleAfter
+	mu      sync.Mutex
+	commits [][]stream.Offset
+}
+
+func (s *idleCommits) Commit(_ context.Context, offsets []stream.Offset) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.commits = append(s.commits, slices.Clone(offsets))
+	return nil
+}
+
+// An interval that read only records a restored state had counted starts
+// again, but one that reads nothing after it is a batch, as every idle
+// interval is: a source that goes idle after those records goes on
+// cutting batches (which notice rebalances and commit what CommitInterval
+// held back), and the first commits their offsets.
+func TestIdleSourceAfterRecordsAlreadyCountedCutsBatches(t *testing.T) {
+	store := newMemStore()
+	first := &scripted[intPair]{chunks: [][]stream.Record[intPair]{{pair1(1, 0, 0), pair1(2, 0, 1)}}}
+	p := stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store))
+	collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, first)), sum).Named("st"))
+	run(t, p)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var infos []stream.Info
+	var inputs []stream.PartitionStats
+	hook := hookFunc(func(s stream.BatchStats) {
+		infos = append(infos, s.Info)
+		inputs = append(inputs, s.Inputs...)
+		cancel()
+	})
+	src := &idleCommits{idleAfter: idleAfter{first: []stream.Record[intPair]{pair1(1, 0, 0), pair1(2, 0, 1)}}}
+	p = stream.NewPipeline(stream.Interval(2*time.Millisecond), stream.WithStore(store), stream.WithHook(hook))
+	collect(stream.UpdateStateByKey(stream.Keyed(stream.From(p, src)), sum).Named("st"))
+	require.NoError(t, p.Run(ctx))
+	require.Len(t, infos, 1, "a batch cut while the source was idle")
+	assert.Zero(t, infos[0].Records)
+	assert.Equal(t, []stream.PartitionStats{{Source: "test", Partition: 0, Skipped: 2, Lag: -1}}, inputs)
+	assert.Equal(t, [][]stream.Offset{{{Source: "test", Partition: 0, Next: 2}}}, src.commits, "committed with the batch")
 }
