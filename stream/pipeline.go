@@ -317,15 +317,14 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		batchStart := time.Now()
 		p.input.begin()
 		n, skipped, eof, forced, err := p.collect(ctx, work, scheduled)
-		for err == nil && n == 0 && skipped > 0 && !eof && !forced && ctx.Err() == nil && p.cfg.interval > 0 {
+		for k := skipped; err == nil && n == 0 && k > 0 && !eof && !forced && ctx.Err() == nil && p.cfg.interval > 0; skipped += k {
 			// Records a restored state had counted are the past of the
 			// input, not time of this run: an interval that read only
-			// those is no batch, and starts again.
+			// those is no batch, and starts again. One that read
+			// nothing is a batch, as any idle interval.
 			batchStart = time.Now()
 			scheduled = nextTick(batchStart, p.cfg.interval, batchStart)
-			var k int
 			n, k, eof, forced, err = p.collect(ctx, work, scheduled)
-			skipped += k
 		}
 		if err != nil {
 			return err
