@@ -605,3 +605,24 @@ func TestFailureMarshalsItsErrorAsItsMessage(t *testing.T) {
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"Value":1,"Origin":{"Source":"","Partition":0,"Offset":0},"Err":null}`, string(b), "no error")
 }
+
+// selfEncoded encodes itself, with a method of its pointer, as
+// big.Int does.
+type selfEncoded struct{ n int }
+
+func (s *selfEncoded) MarshalJSON() ([]byte, error) { return []byte(strconv.Itoa(s.n)), nil }
+
+// A Failure encodes its value as encoding/json would without its
+// MarshalJSON: by the value's own method when the Failure is addressable
+// (a batch's values, a pointer), and an error that is a nil pointer as
+// null, without calling its Error.
+func TestFailureMarshalsItsValueAndANilPointerErrorAsBefore(t *testing.T) {
+	b, err := json.Marshal([]stream.Failure[selfEncoded]{{Value: selfEncoded{7}, Err: errors.New("bad")}})
+	require.NoError(t, err)
+	assert.JSONEq(t, `[{"Value":7,"Origin":{"Source":"","Partition":0,"Offset":0},"Err":"bad"}]`, string(b))
+
+	var nilErr *strconv.NumError
+	assert.NotPanics(t, func() { b, err = json.Marshal(stream.Failure[int]{Value: 1, Err: nilErr}) })
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"Value":1,"Origin":{"Source":"","Partition":0,"Offset":0},"Err":null}`, string(b))
+}
