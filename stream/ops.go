@@ -3,6 +3,7 @@ package stream
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 )
 
@@ -162,16 +163,31 @@ type Failure[T any] struct {
 // but for Err, which is its message (null when nil): an error's fields,
 // when it has any, do not say what went wrong, and a dead letter must.
 func (f Failure[T]) MarshalJSON() ([]byte, error) {
-	var msg *string
-	if f.Err != nil {
-		m := f.Err.Error()
-		msg = &m
-	}
-	return json.Marshal(struct {
+	// A pointer, so that the value's fields are addressable, as those of
+	// a Failure in a slice are: a MarshalJSON of their pointer is called.
+	return json.Marshal(&struct {
 		Value  T
 		Origin Origin
 		Err    *string
-	}{f.Value, f.Origin, msg})
+	}{f.Value, f.Origin, errorMessage(f.Err)})
+}
+
+// errorMessage returns err's message, or nil when err is nil or a nil
+// pointer whose Error panics, which encoding/json wrote as null.
+func errorMessage(err error) (msg *string) {
+	if err == nil {
+		return nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			if v := reflect.ValueOf(err); v.Kind() != reflect.Pointer || !v.IsNil() {
+				panic(r)
+			}
+			msg = nil
+		}
+	}()
+	m := err.Error()
+	return &m
 }
 
 // TryMap applies f to every value. Values for which f succeeds go to ok;
