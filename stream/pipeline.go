@@ -1205,7 +1205,7 @@ func (in *inputStream[T]) backOff(ctx context.Context) {
 	}
 	wait := maxPollWait
 	if past < 8 {
-		wait = min(maxPollWait, minPollWait<<past)
+		wait = min(maxPollWait, minPollWait<<(past-1))
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
