@@ -79,6 +79,41 @@ func TestSilentBrokersProduceGivesUpAfterConnectTimeout(t *testing.T) {
 	assert.Regexp(t, `popularusers produce: .*kafka sink messages: brokers \[`+addr+`\] unreachable for [0-9.]+s`, r.stderr)
 }
 
+// Brokers that refuse connections are retried by produce until
+// -connect-timeout, as the Kafka input retries them: a producer started
+// before its brokers delivers once they are up, and gives up only after
+// -connect-timeout, not after sarama's first few attempts.
+func TestProduceRetriesRefusingBrokersUntilConnectTimeout(t *testing.T) {
+	t.Run("gives up", func(t *testing.T) {
+		addr, err := kafkatest.FreeAddr() // nothing listens there
+		require.NoError(t, err)
+		start := time.Now()
+		r := runMain(t, context.Background(), "", "produce", "-brokers", addr, "-connect-timeout", "3s", "-count", "10")
+		took := time.Since(start)
+		assert.Equal(t, exitFailure, r.code)
+		assert.GreaterOrEqual(t, took, 3*time.Second, "it tries for -connect-timeout")
+		assert.Less(t, took, 20*time.Second, "and then gives up")
+		assert.GreaterOrEqual(t, strings.Count(r.stderr, `msg="kafka brokers unreachable; retrying"`), 2, "every attempt is logged")
+		assert.Regexp(t, `popularusers produce: .*kafka sink messages: brokers \[`+addr+`\] unreachable for [0-9.]+s \([0-9]+ attempts\): .*connection refused`, r.stderr)
+	})
+	t.Run("brokers start late", func(t *testing.T) {
+		addr, err := kafkatest.FreeAddr() // nothing listens there yet
+		require.NoError(t, err)
+		done := make(chan result, 1)
+		go func() {
+			done <- runMain(t, context.Background(), "", "produce", "-brokers", addr, "-connect-timeout", "30s", "-count", "10", "-rate", "0")
+		}()
+		time.Sleep(2 * time.Second) // long enough for several refused attempts
+		b, err := kafkatest.Start(kafkatest.Config{Addr: addr, Topics: map[string]int32{"messages": 1}})
+		require.NoError(t, err)
+		defer b.Close()
+		r := <-done
+		assert.Equal(t, exitOK, r.code)
+		assert.Contains(t, r.stderr, `msg="kafka brokers unreachable; retrying"`)
+		assert.Equal(t, []int64{10}, b.HighWatermarks("messages"))
+	})
+}
+
 // An output topic that refuses writes (here: it does not exist) past
 // -output-retry fails the run before the batches written to it are
 // committed: a run after the topic is there reads the same records again

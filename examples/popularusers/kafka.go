@@ -52,8 +52,9 @@ func startBroker(listen string, fallback bool, dataDir string, topics map[string
 // newProducer returns a pipeline that writes the events of gen to topic,
 // keyed by user id so that all events of a user land in one partition,
 // and the sink to close once the pipeline has returned. The first write
-// fails when the brokers do not answer within connectTimeout, or once
-// stop is done: the pipeline is to run with stop as its context.
+// retries brokers that cannot be reached until connectTimeout has passed,
+// and fails then, or once stop is done: the pipeline is to run with stop
+// as its context.
 func newProducer(stop context.Context, gen source.GeneratorConfig, brokers []string, topic string, connectTimeout time.Duration, log *slog.Logger) (*stream.Pipeline, *sink.Kafka[score.Event], error) {
 	g, err := source.NewGenerator(gen)
 	if err != nil {
@@ -65,19 +66,26 @@ func newProducer(stop context.Context, gen source.GeneratorConfig, brokers []str
 	}
 	// Short batches: events reach Kafka within 100 ms of being made.
 	p := stream.NewPipeline(stream.Interval(100*time.Millisecond), stream.MaxRecords(10_000), stream.Logger(log))
-	stream.To(stream.From(p, g), &unreachedStop{Kafka: out, stop: stop})
+	stream.To(stream.From(p, g), &unreachedStop{Kafka: out, stop: stop, brokers: brokers, topic: topic, connectTimeout: connectTimeout, log: log})
 	return p, out, nil
 }
 
-// unreachedStop ends a Write that waits for brokers that have not
-// answered yet once stop is done. The pipeline finishes its batch in
-// progress after a stop, for up to its drain timeout (30s): against
-// brokers that never answer, a signal would otherwise wait all of it, to
-// deliver nothing. Once they have answered, the batch is delivered as
-// usual.
+// unreachedStop retries a Write while the brokers have not answered yet,
+// until connectTimeout has passed: the sink's own attempt gives up after
+// sarama's few retries (under a second) when the brokers refuse
+// connections, as they do while they start. It ends such a Write once
+// stop is done. The pipeline finishes its batch in progress after a stop,
+// for up to its drain timeout (30s): against brokers that never answer, a
+// signal would otherwise wait all of it, to deliver nothing. Once they
+// have answered, the batch is delivered as usual. No message is sent
+// before the brokers answer, so a Write tried again sends none twice.
 type unreachedStop struct {
 	*sink.Kafka[score.Event]
-	stop context.Context
+	stop           context.Context
+	brokers        []string
+	topic          string
+	connectTimeout time.Duration
+	log            *slog.Logger
 }
 
 func (u *unreachedStop) Write(ctx context.Context, b *stream.Batch[score.Event]) error {
@@ -91,7 +99,28 @@ func (u *unreachedStop) Write(ctx context.Context, b *stream.Batch[score.Event])
 			cancel(errors.New("stopped before the brokers answered"))
 		}
 	})()
-	return u.Kafka.Write(ctx, b)
+	start := time.Now()
+	backoff := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := u.Kafka.Write(ctx, b)
+		if err == nil || u.Reached() || ctx.Err() != nil {
+			return err
+		}
+		if time.Since(start)+backoff >= u.connectTimeout {
+			if cause := errors.Unwrap(err); cause != nil {
+				err = cause // the sink's message gives the time of its attempt alone
+			}
+			return fmt.Errorf("kafka sink %s: brokers %v unreachable for %v (%d attempts): %w",
+				u.topic, u.brokers, time.Since(start).Round(time.Millisecond), attempt, err)
+		}
+		u.log.Warn("kafka brokers unreachable; retrying", "brokers", u.brokers, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // encodeEvent returns an event's Kafka key, the user id in decimal, and its

@@ -266,12 +266,9 @@ func TestBusyPortFallsBackOnlyByDefault(t *testing.T) {
 
 // A broker that cannot be reached is a runtime failure with a message.
 func TestUnreachableBrokerFails(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits for the connect timeout")
-	}
 	addr, err := kafkatest.FreeAddr() // nothing listens there
 	require.NoError(t, err)
-	r := runMain(t, context.Background(), "", "produce", "-brokers", addr, "-count", "10")
+	r := runMain(t, context.Background(), "", "produce", "-brokers", addr, "-connect-timeout", "2s", "-count", "10")
 	assert.Equal(t, exitFailure, r.code)
 	assert.Contains(t, r.stderr, "popularusers produce: ")
 	assert.Contains(t, r.stderr, addr)
