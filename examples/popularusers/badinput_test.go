@@ -219,7 +219,7 @@ func TestFaultFlags(t *testing.T) {
 		{[]string{"-input", "x", "-max-bad-ratio", "-0.1"}, "-max-bad-ratio -0.1"},
 		{[]string{"-input", "x", "-max-bad-ratio", "NaN"}, "-max-bad-ratio NaN"},
 		{[]string{"-input", "x", "-dlq-topic", "bad"}, "-dlq-topic takes the bad records of the Kafka input; with -input, use -dead-letter FILE"},
-		{[]string{"-input", "x", "-connect-timeout", "1s"}, "-connect-timeout bounds the wait for the Kafka input"},
+		{[]string{"-input", "x", "-connect-timeout", "1s"}, "-connect-timeout bounds the wait for Kafka brokers: with -input it needs -brokers"},
 		{[]string{"-input", "in.csv", "-dead-letter", "./in.csv"}, `-dead-letter "./in.csv" is the -input file`},
 		{[]string{"-input", "-", "-dead-letter", "-"}, `-dead-letter -: standard output is the report`},
 		{[]string{"-input", "in.csv", "-dead-letter", "-"}, `-dead-letter -: standard output is the report`},

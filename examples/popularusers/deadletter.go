@@ -41,7 +41,7 @@ func (f *faultConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&f.deadLetterFile, "dead-letter", "", "write records that do not decode to `file`, one JSON object per line, appended when the run resumes (Kafka input, or -input with -checkpoint); with neither this nor a -dlq-topic, they go to standard error")
 	fs.StringVar(&f.dlqTopic, "dlq-topic", "", "Kafka `topic` for the records of -topic that do not decode, with the error in headers; default -topic with .dlq appended, -dlq-topic= for none")
 	fs.Float64Var(&f.maxBadRatio, "max-bad-ratio", 0, "fail the run (exit 1) when more than this `share` of a batch's records do not decode, in [0,1); 0: never")
-	fs.DurationVar(&f.connectTimeout, "connect-timeout", source.DefaultKafkaConnectTimeout, "give up after this `long` without reaching the Kafka brokers of the input, at start or later")
+	fs.DurationVar(&f.connectTimeout, "connect-timeout", source.DefaultKafkaConnectTimeout, "give up after this `long` without reaching the Kafka brokers: of the input, at start or later, and of the outputs")
 	fs.DurationVar(&f.outputRetry, "output-retry", 30*time.Second, "retry a batch's Kafka output that fails for this `long` before the run fails; 0: no retry. Not with -exactly-once, whose failed batch aborts its transaction")
 }
 
@@ -59,8 +59,8 @@ func (f *faultConfig) check(fs *flag.FlagSet, c *runConfig) error {
 		return usagef("-output-retry %v: with -exactly-once a failed write aborts the batch's transaction and the run fails, to restart from the last committed batch; leave it out", f.outputRetry)
 	case c.input != "" && dlqSet && f.dlqTopic != "":
 		return usagef("-dlq-topic takes the bad records of the Kafka input; with -input, use -dead-letter FILE")
-	case c.input != "" && isSet(fs, "connect-timeout"):
-		return usagef("-connect-timeout bounds the wait for the Kafka input; it does not go with -input")
+	case c.input != "" && len(c.brokers) == 0 && isSet(fs, "connect-timeout"):
+		return usagef("-connect-timeout bounds the wait for Kafka brokers: with -input it needs -brokers")
 	case f.deadLetterFile == "-":
 		return usagef("-dead-letter -: standard output is the report; name a file (with neither -dead-letter nor a -dlq-topic, dead letters go to standard error)")
 	case f.deadLetterFile != "" && sameFile(f.deadLetterFile, c.input):

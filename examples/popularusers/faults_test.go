@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,6 +114,22 @@ func TestProduceRetriesRefusingBrokersUntilConnectTimeout(t *testing.T) {
 		assert.Contains(t, r.stderr, `msg="kafka brokers unreachable; retrying"`)
 		assert.Equal(t, []int64{10}, b.HighWatermarks("messages"))
 	})
+}
+
+// With -input and -brokers, the popular users go to Kafka: -connect-timeout
+// bounds the outputs' wait for brokers that never answer, as the README's
+// flag table says, instead of being refused as a flag of the Kafka input.
+func TestInputToSilentBrokersGivesUpAfterConnectTimeout(t *testing.T) {
+	addr, _ := kafkatest.SilentBrokers(t)
+	in := filepath.Join(t.TempDir(), "in.csv")
+	require.NoError(t, os.WriteFile(in, []byte("1,profile.view\n2,message.private\n"), 0o644))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	r := runMain(t, ctx, "", "-input", in, "-brokers", addr, "-connect-timeout", "2s", "-output-retry", "0", "-limit", "0.5")
+	assert.Equal(t, exitFailure, r.code)
+	assert.Less(t, time.Since(start), 15*time.Second, "it gives up after -connect-timeout")
+	assert.Regexp(t, `popularusers run: .*brokers \[`+addr+`\] unreachable for [0-9.]+s`, r.stderr)
 }
 
 // An output topic that refuses writes (here: it does not exist) past
