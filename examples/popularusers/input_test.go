@@ -355,6 +355,31 @@ func TestInputReplacedByAShorterFileFails(t *testing.T) {
 	assert.Equal(t, 1, lines[len(lines)-1].Users)
 }
 
+// A checkpoint file that fails its checksum as the state is restored
+// fails the run naming it, and says how to start from empty totals, as a
+// corrupt MANIFEST does when the directory is opened.
+func TestCorruptCheckpointFileFails(t *testing.T) {
+	dir := t.TempDir()
+	path, ckpt := filepath.Join(dir, "events.csv"), filepath.Join(dir, "checkpoint")
+	require.NoError(t, os.WriteFile(path, []byte("1001,profile.view\n1002,profile.view\n"), 0o644))
+	r := runMain(t, context.Background(), "", "-input", path, "-json", "-checkpoint", ckpt)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	files, err := filepath.Glob(filepath.Join(ckpt, "*.ckpt"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	b, err := os.ReadFile(files[0])
+	require.NoError(t, err)
+	b[len(b)/2] ^= 0xff
+	require.NoError(t, os.WriteFile(files[0], b, 0o644))
+
+	r = runMain(t, context.Background(), "", "-input", path, "-json", "-checkpoint", ckpt)
+	assert.Equal(t, exitFailure, r.code)
+	assert.Contains(t, r.stderr, files[0])
+	assert.Contains(t, r.stderr, "(to start from empty totals on purpose, run with -reset-checkpoint)")
+	r = runMain(t, context.Background(), "", "-input", path, "-json", "-checkpoint", ckpt, "-reset-checkpoint")
+	require.Equal(t, exitOK, r.code, r.stderr)
+}
+
 // One checkpoint directory belongs to one process: a second run pointed
 // at a directory in use fails at once, naming it, instead of writing over
 // the first one's checkpoint; once the first is done, the directory is

@@ -176,6 +176,11 @@ func (c *runConfig) run(ctx context.Context, log *slog.Logger, stdin io.Reader, 
 		return err
 	}
 	err = p.Run(runCtx)
+	if errors.Is(err, checkpoint.ErrCorrupt) {
+		// A checkpoint file read as the state is restored, after Open
+		// checked the directory.
+		err = fmt.Errorf("%w (to start from empty totals on purpose, run with -reset-checkpoint)", err)
+	}
 	if err == nil && c.input != "" && c.input != "-" && c.checkpointDir(false) != "" && lastLineUnended(c.input) {
 		log.Warn("the input's last line has no line ending: it was counted as it is, and if the file is appended to, a rerun with this checkpoint goes on from the line after it, not from the rest of that line", "input", c.input)
 	}
