@@ -1485,9 +1485,11 @@ func (k *Kafka) committedOffset(sess sarama.ConsumerGroupSession, msgs <-chan *s
 		for {
 			select {
 			case <-answered:
-				return true
+				// An answer that came as the session ended may be picked
+				// first: the end wins, whichever came first.
+				return sess.Context().Err() == nil
 			case <-slept:
-				return true
+				return sess.Context().Err() == nil
 			case <-sess.Context().Done():
 				return false
 			case m, ok := <-msgs:
