@@ -242,7 +242,11 @@ func (k *Kafka[T]) Write(ctx context.Context, b *stream.Batch[T]) error {
 		for j, v := range p.Values {
 			e, err := k.encode(v)
 			if err != nil {
-				return fmt.Errorf("kafka sink %s: encode: %w", k.cfg.Topic, &stream.RecordError{Origin: p.Origin(j), Err: err})
+				if o := p.Origin(j); o != (stream.Origin{}) {
+					return fmt.Errorf("kafka sink %s: encode: %w", k.cfg.Topic, &stream.RecordError{Origin: o, Err: err})
+				}
+				// An aggregate's value comes from no one record.
+				return fmt.Errorf("kafka sink %s: encode value %d of partition %d (no origin): %w", k.cfg.Topic, j, p.ID, err)
 			}
 			m := sarama.ProducerMessage{Topic: k.cfg.Topic, Value: sarama.ByteEncoder(own(e.Value)), Timestamp: e.Timestamp}
 			if e.Key != nil {

@@ -116,6 +116,13 @@ func TestKafkaSinkEncodeErrorSendsNothing(t *testing.T) {
 	assert.Equal(t, stream.Origin{Source: "src", Partition: 1, Offset: 1}, re.Origin)
 	assert.ErrorContains(t, err, "kafka sink out: encode: record src/1@1: negative")
 	assert.Equal(t, []int64{0}, b.HighWatermarks("out"))
+
+	// A value with no origin (an aggregate's) is named by its place.
+	agg := batch([]int{1}, []int{2, -3})
+	agg.Partitions[1].Origins = nil
+	err = k.Write(context.Background(), agg)
+	assert.EqualError(t, err, "kafka sink out: encode value 1 of partition 1 (no origin): negative")
+	assert.Equal(t, []int64{0}, b.HighWatermarks("out"))
 }
 
 // quickToFail is a producer configuration that gives up on a message
