@@ -626,3 +626,15 @@ func TestFailureMarshalsItsValueAndANilPointerErrorAsBefore(t *testing.T) {
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"Value":1,"Origin":{"Source":"","Partition":0,"Offset":0},"Err":null}`, string(b))
 }
+
+// The first mistake found as a graph is built is the one Run reports,
+// whichever kind it is.
+func TestRunReportsTheFirstGraphError(t *testing.T) {
+	p := stream.NewPipeline()
+	w := stream.Window(stream.From(p, source.NewSlice("a", []int{1}, 1)), 0, 1)
+	stream.From(p, source.NewSlice("b", []int{2}, 1))
+	stream.To(w, sink.NewMemory[int]())
+	err := p.Run(context.Background())
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "window of 0 batches sliding by 1")
+}

@@ -152,7 +152,7 @@ func From[T any](p *Pipeline, src Source[T]) *Stream[T] {
 		return &in.batch, nil
 	})
 	if p.input != nil {
-		p.err = errors.New("stream: pipeline has two sources; a pipeline reads one")
+		p.invalid(errors.New("stream: pipeline has two sources; a pipeline reads one"))
 	}
 	p.input = in
 	return s

@@ -128,7 +128,7 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], update func
 	}
 	kc, sc, ok := codecsOf[K, S](cfg.keyCodec, cfg.stateCodec)
 	if !ok {
-		s.p.err = fmt.Errorf("stream: UpdateStateByKey: codecs of %T and %T do not fit keys %T and states %T", cfg.keyCodec, cfg.stateCodec, *new(K), *new(S))
+		s.p.invalid(fmt.Errorf("stream: UpdateStateByKey: codecs of %T and %T do not fit keys %T and states %T", cfg.keyCodec, cfg.stateCodec, *new(K), *new(S)))
 	}
 	op := &stateOp[K, V, S]{
 		cfg: cfg, in: s, update: update, parts: make(map[int32]*statePart[K, V, S]),
@@ -139,7 +139,7 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], update func
 	if cfg.observe != nil {
 		f, ok := cfg.observe.(func(int32) StateObserver[K, S])
 		if !ok {
-			s.p.err = fmt.Errorf("stream: UpdateStateByKey: an observer of %T does not fit keys %T and states %T", cfg.observe, *new(K), *new(S))
+			s.p.invalid(fmt.Errorf("stream: UpdateStateByKey: an observer of %T does not fit keys %T and states %T", cfg.observe, *new(K), *new(S)))
 		}
 		op.observe = f
 	}

@@ -68,12 +68,12 @@ func Window[T any](s *Stream[T], length, slide int, opts ...WindowOption) *Strea
 	if cfg.codec != nil {
 		c, ok := cfg.codec.(Codec[T])
 		if !ok {
-			s.p.err = fmt.Errorf("stream: Window: a codec of %T does not fit values %T (ReduceByKeyAndWindow takes WindowCodecs)", cfg.codec, *new(T))
+			s.p.invalid(fmt.Errorf("stream: Window: a codec of %T does not fit values %T (ReduceByKeyAndWindow takes WindowCodecs)", cfg.codec, *new(T)))
 		}
 		codec = c
 	}
 	if cfg.keyCodec != nil {
-		s.p.err = errors.New("stream: Window: WindowCodecs is for the keys and values of ReduceByKeyAndWindow: give Window a WindowCodec")
+		s.p.invalid(errors.New("stream: Window: WindowCodecs is for the keys and values of ReduceByKeyAndWindow: give Window a WindowCodec"))
 	}
 	out, w := window(s, length, slide, codec)
 	w.nameOf = func() string { return out.name }
@@ -85,7 +85,7 @@ func Window[T any](s *Stream[T], length, slide int, opts ...WindowOption) *Strea
 // name and register (see Pipeline.addWindow).
 func window[T any](s *Stream[T], length, slide int, codec Codec[T]) (*Stream[T], *windowRing[T]) {
 	if length < 1 || slide < 1 {
-		s.p.err = fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide)
+		s.p.invalid(fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide))
 	}
 	w := newWindowRing(s, length, codec)
 	var (
@@ -201,10 +201,10 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, inverse
 	}
 	kc, vc, ok := codecsOf[K, V](cfg.keyCodec, cfg.valueCodec)
 	if !ok {
-		s.p.err = fmt.Errorf("stream: ReduceByKeyAndWindow: codecs of %T and %T do not fit keys %T and values %T", cfg.keyCodec, cfg.valueCodec, *new(K), *new(V))
+		s.p.invalid(fmt.Errorf("stream: ReduceByKeyAndWindow: codecs of %T and %T do not fit keys %T and values %T", cfg.keyCodec, cfg.valueCodec, *new(K), *new(V)))
 	}
 	if cfg.codec != nil {
-		s.p.err = errors.New("stream: ReduceByKeyAndWindow: WindowCodec is for the values of Window: give ReduceByKeyAndWindow WindowCodecs")
+		s.p.invalid(errors.New("stream: ReduceByKeyAndWindow: WindowCodec is for the values of Window: give ReduceByKeyAndWindow WindowCodecs"))
 	}
 	if !s.keyed && s.moved == inSourceParts && s.p.assigned() {
 		// A window of the keys moved would hold no source partition, and
@@ -233,7 +233,7 @@ func reduceByKeyAndWindow[K comparable, V any](perBatch *Stream[Pair[K, V]], f, 
 		return out, ring
 	}
 	if length < 1 || slide < 1 {
-		perBatch.p.err = fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide)
+		perBatch.p.invalid(fmt.Errorf("stream: window of %d batches sliding by %d: both must be at least 1", length, slide))
 	}
 	type counted struct {
 		v V
