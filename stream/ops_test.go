@@ -638,3 +638,21 @@ func TestRunReportsTheFirstGraphError(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorContains(t, err, "window of 0 batches sliding by 1")
 }
+
+// An option given nil where it needs a value fails Run at start, naming
+// it, rather than panicking at the first batch or rebalance.
+func TestNilOptionsFailRunAtStart(t *testing.T) {
+	for name, opt := range map[string]stream.Option{
+		"WithHook":    stream.WithHook(nil),
+		"OnRebalance": stream.OnRebalance(nil),
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := stream.NewPipeline(opt)
+			out := sink.NewMemory[int]()
+			stream.To(stream.From(p, source.NewSlice("a", []int{1}, 1)), out)
+			err := p.Run(context.Background())
+			require.EqualError(t, err, "stream: "+name+": nil")
+			assert.Empty(t, out.Batches(), "nothing ran")
+		})
+	}
+}

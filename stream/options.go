@@ -23,6 +23,7 @@ type config struct {
 	logger       *slog.Logger
 	onRebalance  []func(ctx context.Context, lost, gained []int32) error
 	hooks        []Hook
+	nilOption    string // the first option given nil where it needs a value, for Run to fail at start
 
 	store           Store
 	checkpointEvery int
@@ -133,8 +134,23 @@ func Logger(l *slog.Logger) Option {
 // source has lost or gained partitions, after stateful operators have
 // dropped the state of lost partitions and before the next batch is
 // processed. An error stops the run, and so does a panic (a *PanicError).
+// A nil f makes Run fail at start.
 func OnRebalance(f func(ctx context.Context, lost, gained []int32) error) Option {
-	return optionFunc(func(c *config) { c.onRebalance = append(c.onRebalance, f) })
+	return optionFunc(func(c *config) {
+		if f == nil {
+			c.nilled("OnRebalance")
+			return
+		}
+		c.onRebalance = append(c.onRebalance, f)
+	})
+}
+
+// nilled records that option was given nil, unless one was before: Run
+// then fails at start, rather than at the first call.
+func (c *config) nilled(option string) {
+	if c.nilOption == "" {
+		c.nilOption = option
+	}
 }
 
 // Hook observes a pipeline's batches, for metrics and logs. Hooks are
@@ -172,8 +188,16 @@ type RestoreHook interface {
 	RestoreProgress(s RestoreStats)
 }
 
-// WithHook adds a Hook.
-func WithHook(h Hook) Option { return optionFunc(func(c *config) { c.hooks = append(c.hooks, h) }) }
+// WithHook adds a Hook. A nil Hook makes Run fail at start.
+func WithHook(h Hook) Option {
+	return optionFunc(func(c *config) {
+		if h == nil {
+			c.nilled("WithHook")
+			return
+		}
+		c.hooks = append(c.hooks, h)
+	})
+}
 
 // BatchStats describes a finished batch. Its slices belong to the hook
 // call: copy what must outlive it.

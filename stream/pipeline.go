@@ -134,6 +134,9 @@ func NewPipeline(opts ...Option) *Pipeline {
 	for _, o := range opts {
 		o.apply(&p.cfg)
 	}
+	if p.cfg.nilOption != "" {
+		p.invalid(fmt.Errorf("stream: %s: nil", p.cfg.nilOption))
+	}
 	return p
 }
 
