@@ -711,16 +711,7 @@ func TestKafkaCoordinatorLookupDoesNotHoldUpRecords(t *testing.T) {
 			b, err := kafkatest.Start(kafkatest.Config{Topics: map[string]int32{"t": 1}})
 			require.NoError(t, err)
 			defer b.Close()
-			newSource := func() (*Kafka, sarama.Client) {
-				k, err := NewKafka(KafkaConfig{Brokers: b.Addrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second})
-				require.NoError(t, err)
-				client, err := sarama.NewClient(b.Addrs(), k.sarama)
-				require.NoError(t, err)
-				k.mu.Lock()
-				k.client = client
-				k.mu.Unlock()
-				return k, client
-			}
+			newSource := func() (*Kafka, sarama.Client) { return newClientSource(t, b.Addrs(), nil) }
 			// The group has a commit: the broker knows it.
 			k, client := newSource()
 			require.NoError(t, commit(k, client, 1))
@@ -830,14 +821,7 @@ func TestKafkaClaimStartDuringACoordinatorFailover(t *testing.T) {
 	newSource := func() (*Kafka, sarama.Client) {
 		sc := sarama.NewConfig()
 		sc.Metadata.Retry.Backoff = 10 * time.Millisecond
-		k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second, Sarama: sc})
-		require.NoError(t, err)
-		client, err := sarama.NewClient(c.ListenAddrs(), k.sarama)
-		require.NoError(t, err)
-		k.mu.Lock()
-		k.client = client
-		k.mu.Unlock()
-		return k, client
+		return newClientSource(t, c.ListenAddrs(), sc)
 	}
 	k, client := newSource()
 	done, err := k.commit(context.Background(), client, simpleSession{session{ctx: context.Background()}},
@@ -931,14 +915,8 @@ func TestKafkaCoordinatorCloseKeepsSharedMetrics(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
 	require.NoError(t, err)
 	defer c.Close()
-	k, err := NewKafka(KafkaConfig{Brokers: c.ListenAddrs(), Topic: "t", Group: "g", RevokeTimeout: time.Second})
-	require.NoError(t, err)
-	client, err := sarama.NewClient(c.ListenAddrs(), k.sarama)
-	require.NoError(t, err)
+	k, client := newClientSource(t, c.ListenAddrs(), nil)
 	defer client.Close()
-	k.mu.Lock()
-	k.client = client
-	k.mu.Unlock()
 	registry := k.sarama.MetricRegistry
 	// counted checks that the client's requests count in the request-rate
 	// registered.
@@ -1098,4 +1076,20 @@ func TestKafkaClaimRevokedWhileItsEarlyMessagesFillTheBuffer(t *testing.T) {
 		t.Fatal("the claim revoked went on waiting for the coordinator")
 	}
 	k.offsetFetches.Wait()
+}
+
+// newClientSource returns a source of topic "t", group "g" on brokers,
+// under sc (nil: the default), with a client of its own as Run would
+// have made, for the tests of what its claims and commits ask the
+// coordinator; the caller closes the client.
+func newClientSource(t *testing.T, brokers []string, sc *sarama.Config) (*Kafka, sarama.Client) {
+	t.Helper()
+	k, err := NewKafka(KafkaConfig{Brokers: brokers, Topic: "t", Group: "g", RevokeTimeout: time.Second, Sarama: sc})
+	require.NoError(t, err)
+	client, err := sarama.NewClient(brokers, k.sarama)
+	require.NoError(t, err)
+	k.mu.Lock()
+	k.client = client
+	k.mu.Unlock()
+	return k, client
 }
