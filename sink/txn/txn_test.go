@@ -609,22 +609,7 @@ func TestACommitWhoseAnswersAreLostIsFoundCommitted(t *testing.T) {
 // abort waiting for it, instead of waiting for every retry of the
 // delivery to time out (Producer.Retry, Net.ReadTimeout each).
 func TestCloseGivesUpADeliveryToABrokerThatDoesNotAnswer(t *testing.T) {
-	b := startBroker(t, map[string]int32{"out": 1})
-	sc := sarama.NewConfig()
-	sc.Net.ReadTimeout = 500 * time.Millisecond
-	sc.Producer.Retry.Max = 100 // 50s of attempts
-	sc.Producer.Retry.Backoff = 10 * time.Millisecond
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "stalled", Sarama: sc})
-	require.NoError(t, err)
-	ctx := context.Background()
-	require.NoError(t, p.Begin(ctx))
-
-	release := b.Ignore(kmsg.Produce.Int16())
-	defer release()
-	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-	defer cancel()
-	require.ErrorIs(t, p.Send(sctx, []*sarama.ProducerMessage{msg("a")}), context.DeadlineExceeded)
-
+	p := stalledDelivery(t, 0)
 	start := time.Now()
 	closeWithin(t, p)
 	assert.Less(t, time.Since(start), txn.CloseTimeout+5*time.Second, "Close took its time out, and a request's")
@@ -635,25 +620,34 @@ func TestCloseTimeoutIsConfigured(t *testing.T) {
 	_, err := txn.New(txn.Config{Brokers: []string{"localhost:9092"}, ID: "x", CloseTimeout: -time.Second})
 	require.ErrorContains(t, err, "close timeout -1s")
 
+	p := stalledDelivery(t, 500*time.Millisecond)
+	start := time.Now()
+	closeWithin(t, p)
+	assert.Less(t, time.Since(start), txn.CloseTimeout, "Close gave up at its own time out, not the default's")
+}
+
+// stalledDelivery returns a producer, of Config.CloseTimeout closeTimeout,
+// whose transaction holds a Send given up by its ctx while the broker
+// takes its produce requests and never answers: its delivery goes on
+// being retried (Producer.Retry, Net.ReadTimeout each) for 50 s.
+func stalledDelivery(t *testing.T, closeTimeout time.Duration) *txn.Producer {
+	t.Helper()
 	b := startBroker(t, map[string]int32{"out": 1})
 	sc := sarama.NewConfig()
 	sc.Net.ReadTimeout = 500 * time.Millisecond
 	sc.Producer.Retry.Max = 100 // 50s of attempts
 	sc.Producer.Retry.Backoff = 10 * time.Millisecond
-	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "stalled", Sarama: sc, CloseTimeout: 500 * time.Millisecond})
+	p, err := txn.New(txn.Config{Brokers: b.Addrs(), ID: "stalled", Sarama: sc, CloseTimeout: closeTimeout})
 	require.NoError(t, err)
 	ctx := context.Background()
 	require.NoError(t, p.Begin(ctx))
 
 	release := b.Ignore(kmsg.Produce.Int16())
-	defer release()
+	t.Cleanup(release)
 	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	require.ErrorIs(t, p.Send(sctx, []*sarama.ProducerMessage{msg("a")}), context.DeadlineExceeded)
-
-	start := time.Now()
-	closeWithin(t, p)
-	assert.Less(t, time.Since(start), txn.CloseTimeout, "Close gave up at its own time out, not the default's")
+	return p
 }
 
 // A transaction that outlives Config.Timeout is aborted by the broker
