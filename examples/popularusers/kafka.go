@@ -99,28 +99,20 @@ func (u *unreachedStop) Write(ctx context.Context, b *stream.Batch[score.Event])
 			cancel(errors.New("stopped before the brokers answered"))
 		}
 	})()
-	start := time.Now()
-	backoff := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := u.Kafka.Write(ctx, b)
-		if err == nil || u.Reached() || ctx.Err() != nil {
-			return err
-		}
-		if time.Since(start)+backoff >= u.connectTimeout {
-			if cause := errors.Unwrap(err); cause != nil {
-				err = cause // the sink's message gives the time of its attempt alone
-			}
-			return fmt.Errorf("kafka sink %s: brokers %v unreachable for %v (%d attempts): %w",
-				u.topic, u.brokers, time.Since(start).Round(time.Millisecond), attempt, err)
-		}
-		u.log.Warn("kafka brokers unreachable; retrying", "brokers", u.brokers, "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
+	tried, err := retryLoop(ctx, u.connectTimeout, 250*time.Millisecond,
+		func() error { return u.Kafka.Write(ctx, b) },
+		func(error) bool { return u.Reached() },
+		func(_ int, backoff time.Duration, err error) {
+			u.log.Warn("kafka brokers unreachable; retrying", "brokers", u.brokers, "err", err, "retry_in", backoff)
+		})
+	if !tried.timedOut {
+		return err
 	}
+	if cause := errors.Unwrap(err); cause != nil {
+		err = cause // the sink's message gives the time of its attempt alone
+	}
+	return fmt.Errorf("kafka sink %s: brokers %v unreachable for %v (%d attempts): %w",
+		u.topic, u.brokers, tried.took.Round(time.Millisecond), tried.n, err)
 }
 
 // encodeEvent returns an event's Kafka key, the user id in decimal, and its

@@ -61,29 +61,49 @@ func (r *retrySink[T]) Flush(ctx context.Context) error {
 // retry calls do, with a growing backoff while it fails, for up to
 // cfg.timeout; what names what is being done.
 func (r *retrySink[T]) retry(ctx context.Context, what string, do func() error) error {
-	start := time.Now()
 	// A timeout shorter than the first backoff still has a few attempts.
-	backoff := min(firstRetry, max(r.cfg.timeout/4, time.Millisecond))
+	first := min(firstRetry, max(r.cfg.timeout/4, time.Millisecond))
+	tried, err := retryLoop(ctx, r.cfg.timeout, first, do, nil, func(attempt int, backoff time.Duration, err error) {
+		r.cfg.log.Warn("output failed; retrying", "output", r.name, "of", what, "attempt", attempt, "retry_in", backoff, "err", err)
+	})
+	switch {
+	case err == nil && tried.n > 1:
+		r.cfg.log.Info("output delivered after retries", "output", r.name, "of", what, "attempts", tried.n)
+	case tried.timedOut:
+		return fmt.Errorf("%s: %s not delivered in %d attempts over %v (-output-retry %v): %w",
+			r.name, what, tried.n, tried.took.Round(time.Millisecond), r.cfg.timeout, err)
+	}
+	return err
+}
+
+// tries is what retryLoop did: its attempts, the time they took, and
+// whether it gave up for want of time.
+type tries struct {
+	n        int
+	took     time.Duration
+	timedOut bool
+}
+
+// retryLoop calls do until it succeeds, ctx is done or final (if not nil)
+// tells that its error is the last, waiting first, then twice as long
+// each time up to maxRetry, between attempts, for up to timeout. onRetry
+// is told of each retry before its wait. It returns do's last error.
+func retryLoop(ctx context.Context, timeout, first time.Duration, do func() error, final func(error) bool, onRetry func(attempt int, backoff time.Duration, err error)) (tries, error) {
+	start := time.Now()
+	backoff := first
 	for attempt := 1; ; attempt++ {
 		err := do()
-		if err == nil {
-			if attempt > 1 {
-				r.cfg.log.Info("output delivered after retries", "output", r.name, "of", what, "attempts", attempt)
-			}
-			return nil
+		if err == nil || ctx.Err() != nil || final != nil && final(err) {
+			return tries{n: attempt, took: time.Since(start)}, err
 		}
-		if ctx.Err() != nil {
-			return err
+		if time.Since(start)+backoff > timeout {
+			return tries{n: attempt, took: time.Since(start), timedOut: true}, err
 		}
-		if time.Since(start)+backoff > r.cfg.timeout {
-			return fmt.Errorf("%s: %s not delivered in %d attempts over %v (-output-retry %v): %w",
-				r.name, what, attempt, time.Since(start).Round(time.Millisecond), r.cfg.timeout, err)
-		}
-		r.cfg.log.Warn("output failed; retrying", "output", r.name, "of", what, "attempt", attempt, "retry_in", backoff, "err", err)
+		onRetry(attempt, backoff, err)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return err
+			return tries{n: attempt, took: time.Since(start)}, err
 		}
 		backoff = min(2*backoff, maxRetry)
 	}
