@@ -520,10 +520,23 @@ func (p *Pipeline) finalCommitDone(last Info, offsets []Offset, assigned []int32
 // pipeline has one.
 func (p *Pipeline) finish(work context.Context, info Info, committer Committer, pending []Offset, durable func() bool, stats *BatchStats) (bool, error) {
 	stats.Outputs, stats.Checkpoint, stats.Commit, stats.Flush = stats.Outputs[:0], 0, 0, 0
-	tx := p.cfg.txn
-	if tx == nil {
+	if p.cfg.txn == nil {
 		return p.finishBatch(work, info, committer, pending, durable, stats)
 	}
+	var committed bool
+	err := p.inTransaction(work, fmt.Sprintf("stream: batch %d", info.ID), &stats.Commit, func() (err error) {
+		committed, err = p.finishBatch(work, info, committer, pending, durable, stats)
+		return err
+	})
+	return committed && err == nil, err
+}
+
+// inTransaction runs do in a transaction of the pipeline's: Begin, do,
+// then Commit, or Abort when do fails, or when Begin or Commit panicked
+// (what they left open, if anything). what prefixes the errors; the time
+// Commit took is added to commitTime.
+func (p *Pipeline) inTransaction(work context.Context, what string, commitTime *time.Duration, do func() error) error {
+	tx := p.cfg.txn
 	// The end of the transaction, commit or abort, must go out even when
 	// work is over (the drain timeout), but Run does not wait for it past
 	// endGrace after that.
@@ -532,35 +545,34 @@ func (p *Pipeline) finish(work context.Context, info Info, committer Committer, 
 	abort := func(err error) error {
 		aerr := panicIn("transaction", tx, "Abort", recovered(func() error { return tx.Abort(ectx) }))
 		if aerr != nil {
-			err = errors.Join(err, fmt.Errorf("stream: batch %d: abort transaction: %w", info.ID, aerr))
+			err = errors.Join(err, fmt.Errorf("%s: abort transaction: %w", what, aerr))
 		}
 		return err
 	}
 	if err := panicIn("transaction", tx, "Begin", recovered(func() error { return tx.Begin(work) })); err != nil {
-		err = orCause(work, fmt.Errorf("stream: batch %d: begin transaction: %w", info.ID, err))
-		if isPanic(err) { // what Begin left open, if anything, is aborted
+		err = orCause(work, fmt.Errorf("%s: begin transaction: %w", what, err))
+		if isPanic(err) {
 			err = abort(err)
 		}
-		return false, err
+		return err
 	}
-	committed, err := p.finishBatch(work, info, committer, pending, durable, stats)
+	if err := do(); err != nil {
+		return abort(err)
+	}
+	began := time.Now()
+	err := panicIn("transaction", tx, "Commit", recovered(func() error { return tx.Commit(ectx) }))
+	*commitTime += time.Since(began)
 	if err == nil {
-		began := time.Now()
-		err = panicIn("transaction", tx, "Commit", recovered(func() error { return tx.Commit(ectx) }))
-		stats.Commit += time.Since(began)
-		if err != nil {
-			err = fmt.Errorf("stream: batch %d: commit transaction: %w", info.ID, err)
-			if work.Err() != nil { // the drain timeout, and how the commit ended
-				err = errors.Join(context.Cause(work), err)
-			}
-			if isPanic(err) { // what Commit left open, if anything, is aborted
-				err = abort(err)
-			}
-			return false, err
-		}
-		return committed, nil
+		return nil
 	}
-	return false, abort(err)
+	err = fmt.Errorf("%s: commit transaction: %w", what, err)
+	if work.Err() != nil { // the drain timeout, and how the commit ended
+		err = errors.Join(context.Cause(work), err)
+	}
+	if isPanic(err) {
+		err = abort(err)
+	}
+	return err // Commit aborts what it cannot commit
 }
 
 // endGrace is how long a transaction's commit or abort is waited for once
@@ -671,31 +683,11 @@ func (p *Pipeline) commitSkipped(work context.Context, committer Committer, offs
 		}
 		return nil
 	}
-	tx := p.cfg.txn
-	if tx == nil {
+	if p.cfg.txn == nil {
 		return commit(work)
 	}
-	ectx, cancel := endContext(work)
-	defer cancel()
-	if err := panicIn("transaction", tx, "Begin", recovered(func() error { return tx.Begin(work) })); err != nil {
-		err = orCause(work, fmt.Errorf("stream: commit of records already counted: begin transaction: %w", err))
-		if isPanic(err) {
-			err = errors.Join(err, panicIn("transaction", tx, "Abort", recovered(func() error { return tx.Abort(ectx) })))
-		}
-		return err
-	}
-	err := commit(work)
-	if err == nil {
-		err = panicIn("transaction", tx, "Commit", recovered(func() error { return tx.Commit(ectx) }))
-		if err == nil {
-			return nil
-		}
-		err = fmt.Errorf("stream: commit of records already counted: commit transaction: %w", err)
-		if !isPanic(err) {
-			return err // Commit aborts what it cannot commit
-		}
-	}
-	return errors.Join(err, panicIn("transaction", tx, "Abort", recovered(func() error { return tx.Abort(ectx) })))
+	var took time.Duration
+	return p.inTransaction(work, "stream: commit of records already counted", &took, func() error { return commit(work) })
 }
 
 // collect polls records until the batch holds MaxRecords, the deadline
